@@ -1,0 +1,71 @@
+//! The embedded cache: a map with expiry, bounded in size.
+
+use crate::{Cache, Result};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Past this many entries, expired ones are swept and, if still full, the map is cleared:
+/// crude, but a cache may always forget.
+const MAX_ENTRIES: usize = 50_000;
+
+pub struct MemoryCache {
+    prefix: String,
+    entries: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
+}
+
+impl MemoryCache {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Vec<u8>)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.key(key);
+        let mut entries = self.entries();
+        match entries.get(&key) {
+            Some((expires, value)) if *expires > Instant::now() => Ok(Some(value.clone())),
+            Some(_) => {
+                entries.remove(&key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let key = self.key(key);
+        let mut entries = self.entries();
+        if entries.len() >= MAX_ENTRIES {
+            let now = Instant::now();
+            entries.retain(|_, (expires, _)| *expires > now);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now() + ttl, value.to_vec()));
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = self.key(key);
+        self.entries().remove(&key);
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! The distributed bus: NATS JetStream, one durable stream for all GoMark events, a durable
+//! pull consumer per consumer role, explicit acks, and `Nats-Msg-Id` dedupe on publish.
+
+use crate::bus::{Acker, BusSettings, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER};
+use crate::envelope::subject;
+use crate::{EventEnvelope, EventError, Result};
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_trait::async_trait;
+use futures::StreamExt;
+use prost::Message;
+use std::time::Duration;
+
+/// Events are kept a week: long enough for a consumer outage, short enough to bound disk.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Republishing the same event id within this window is a no-op.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// An unacked delivery is handed out again after this long.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+pub struct NatsBus {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    prefix: String,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> EventError {
+    EventError::Unavailable(err.to_string())
+}
+
+impl NatsBus {
+    /// Connects and makes sure the stream exists (creating it on first start).
+    pub async fn connect(settings: &BusSettings) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .connect(settings.nats_url.as_str())
+            .await
+            .map_err(unavailable)?;
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: settings.stream.clone(),
+                subjects: vec![format!("{}.>", settings.subject_prefix)],
+                max_age: RETENTION,
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            js,
+            stream,
+            prefix: settings.subject_prefix.clone(),
+        })
+    }
+
+    /// Deletes the stream; for tests cleaning up after themselves.
+    pub async fn delete_stream(&self) -> Result<()> {
+        let name = self.stream.cached_info().config.name.clone();
+        self.js.delete_stream(name).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventBus for NatsBus {
+    async fn publish(&self, event: &EventEnvelope) -> Result<()> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(
+                subject(&self.prefix, event),
+                headers,
+                event.encode_to_vec().into(),
+            )
+            .await
+            .map_err(unavailable)?;
+        // Waiting for the stream's ack is what makes "published" mean "stored".
+        ack.await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn EventStream>> {
+        // Consumer names may not contain dots.
+        let durable = spec.durable.replace('.', "_");
+        let consumer: consumer::PullConsumer = self
+            .stream
+            .get_or_create_consumer(
+                &durable,
+                consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: format!("{}.{}.>", self.prefix, spec.event_type),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_deliver: i64::from(MAX_DELIVER),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(Box::new(NatsStream { messages }))
+    }
+}
+
+struct NatsStream {
+    messages: consumer::pull::Stream,
+}
+
+#[async_trait]
+impl EventStream for NatsStream {
+    async fn next(&mut self) -> Option<Result<Delivery>> {
+        loop {
+            let message = match self.messages.next().await? {
+                Ok(m) => m,
+                Err(e) => return Some(Err(unavailable(e))),
+            };
+            let attempt = message
+                .info()
+                .map(|i| i.delivered.max(1) as u32)
+                .unwrap_or(1);
+            match EventEnvelope::decode(message.payload.clone()) {
+                Ok(event) => {
+                    return Some(Ok(Delivery::new(
+                        event,
+                        attempt,
+                        Box::new(NatsAcker(message)),
+                    )));
+                }
+                Err(err) => {
+                    // A message that is not an envelope can never be handled; drop it loudly.
+                    tracing::error!(error = %err, subject = %message.subject, "undecodable event dropped");
+                    if let Err(e) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(error = %e, "could not terminate undecodable event");
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct NatsAcker(jetstream::Message);
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        self.0.ack().await.map_err(unavailable)
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<()> {
+        self.0
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,326 @@
+//! The HTTP core: request building, auth, retries and rate-limit bookkeeping.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::ClientConfig;
+use crate::error::{self, Error, Result};
+use crate::rate_limit::{self, RateLimitInfo};
+use crate::retry::RetryPolicy;
+use crate::token::AccessToken;
+
+/// Entries kept by [`HubSpotClient::last_rate_limit`] before the table is reset (tokens rotate).
+const MAX_TRACKED_TOKENS: usize = 4096;
+
+/// A HubSpot API client shared by all portals.
+///
+/// Cloning is cheap: clones share one `reqwest` connection pool and one rate-limit table. The
+/// portal is chosen per call by the [`AccessToken`] passed in.
+#[derive(Clone)]
+pub struct HubSpotClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    config: ClientConfig,
+    retry: RetryPolicy,
+    hasher: RandomState,
+    /// Latest rate-limit headers per token, keyed by a per-process hash of the token.
+    rate_limits: Mutex<HashMap<u64, RateLimitInfo>>,
+}
+
+/// A successful (2xx) response.
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub(crate) body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Decode(e.to_string()))
+    }
+}
+
+/// A failed attempt: the error plus the server's `Retry-After`, if any.
+struct Failure {
+    error: Error,
+    retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl HubSpotClient {
+    /// Builds a client (and its connection pool) from `config`.
+    ///
+    /// Fails with [`Error::Config`] if `base_url` is not an absolute http(s) URL.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let mut base_url = Url::parse(config.base_url.trim())
+            .map_err(|e| Error::Config(format!("invalid base_url: {e}")))?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
+            return Err(Error::Config("base_url must be an http(s) URL".to_owned()));
+        }
+        base_url.set_query(None);
+        base_url.set_fragment(None);
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| Error::Config(error::transport_message(e)))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                retry: RetryPolicy::from_config(&config),
+                config,
+                hasher: RandomState::new(),
+                rate_limits: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The rate-limit headers of the most recent HubSpot response (success or error) received
+    /// with `token`, i.e. for that portal; `None` if no response for this token carried any
+    /// `X-HubSpot-RateLimit-*` header yet. Responses without such headers (e.g. search) do not
+    /// clear the previous value.
+    ///
+    /// Read it after each call to feed a per-portal limiter. Under concurrent calls for the same
+    /// token it is the info of whichever response arrived last.
+    pub fn last_rate_limit(&self, token: &AccessToken) -> Option<RateLimitInfo> {
+        let key = self.token_key(token);
+        self.rate_limits().get(&key).copied()
+    }
+
+    fn rate_limits(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RateLimitInfo>> {
+        self.inner
+            .rate_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn token_key(&self, token: &AccessToken) -> u64 {
+        self.inner.hasher.hash_one(token.expose())
+    }
+
+    fn record_rate_limit(&self, token: &AccessToken, info: RateLimitInfo) {
+        let key = self.token_key(token);
+        let mut table = self.rate_limits();
+        if table.len() >= MAX_TRACKED_TOKENS && !table.contains_key(&key) {
+            table.clear();
+        }
+        table.insert(key, info);
+    }
+
+    /// `{base}/crm/v3/{family}/{tail…}` or `{base}/crm/{family}/2026-03/{tail…}`; every segment
+    /// is percent-encoded.
+    pub(crate) fn crm_url(&self, family: &str, tail: &[&str]) -> Result<Url> {
+        let mut url = self.inner.base_url.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|()| Error::Config("base_url cannot carry a path".to_owned()))?;
+            segments.pop_if_empty();
+            segments.extend(self.inner.config.api_version.crm_segments(family));
+            segments.extend(tail);
+        }
+        Ok(url)
+    }
+
+    /// Sends a JSON request with retries (see [`crate::retry`]) and returns the 2xx response.
+    pub(crate) async fn send_json<B: Serialize + ?Sized>(
+        &self,
+        token: &AccessToken,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<RawResponse> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        let auth = bearer(token)?;
+        let mut retry = 0u32;
+        loop {
+            tracing::debug!(method = %method, path = url.path(), retry, "HubSpot request");
+            let failure = match self
+                .attempt(token, &auth, method.clone(), url.clone(), body.clone())
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            retry += 1;
+            match self
+                .inner
+                .retry
+                .delay(&failure.error, failure.retry_after, retry)
+            {
+                Some(wait) => {
+                    tracing::warn!(
+                        method = %method,
+                        path = url.path(),
+                        retry,
+                        max_retries = self.inner.retry.max_retries,
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        error = %failure.error,
+                        "retrying HubSpot request"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    tracing::debug!(method = %method, path = url.path(), error = %failure.error, "HubSpot request failed");
+                    return Err(failure.error);
+                }
+            }
+        }
+    }
+
+    /// One HTTP exchange, no retries.
+    async fn attempt(
+        &self,
+        token: &AccessToken,
+        auth: &HeaderValue,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> std::result::Result<RawResponse, Failure> {
+        let mut request = self
+            .inner
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, auth.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
+        }
+        let response = request.send().await.map_err(map_reqwest)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let rate_limit = RateLimitInfo::from_headers(&headers);
+        if let Some(info) = rate_limit {
+            self.record_rate_limit(token, info);
+        }
+        let body = response.bytes().await.map_err(map_reqwest)?.to_vec();
+        if status.is_success() {
+            return Ok(RawResponse { body });
+        }
+        Err(Failure {
+            retry_after: rate_limit::retry_after(&headers),
+            error: Error::from_response(
+                status.as_u16(),
+                &headers,
+                &body,
+                rate_limit.as_ref(),
+                token,
+            ),
+        })
+    }
+}
+
+fn bearer(token: &AccessToken) -> Result<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+        .map_err(|_| Error::Config("access token is not a valid header value".to_owned()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn map_reqwest(err: reqwest::Error) -> Failure {
+    if err.is_timeout() {
+        Error::Timeout.into()
+    } else {
+        Error::Transport(error::transport_message(err)).into()
+    }
+}
+
+impl fmt::Debug for HubSpotClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubSpotClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ApiVersion;
+
+    fn client(base_url: &str, api_version: ApiVersion) -> Result<HubSpotClient> {
+        HubSpotClient::new(ClientConfig {
+            base_url: base_url.to_owned(),
+            api_version,
+            ..ClientConfig::default()
+        })
+    }
+
+    #[test]
+    fn builds_paths() -> Result<()> {
+        let c = client("https://api.hubapi.com", ApiVersion::V3)?;
+        assert_eq!(
+            c.crm_url("properties", &["deals"])?.as_str(),
+            "https://api.hubapi.com/crm/v3/properties/deals"
+        );
+        let c = client("http://127.0.0.1:9/prefix/", ApiVersion::Date2026_03)?;
+        assert_eq!(
+            c.crm_url("properties", &["deals", "a b/c"])?.as_str(),
+            "http://127.0.0.1:9/prefix/crm/properties/2026-03/deals/a%20b%2Fc"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_bad_base_url() {
+        assert!(matches!(
+            client("not a url", ApiVersion::V3),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            client("mailto:x@y.z", ApiVersion::V3),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_token_unusable_as_header() {
+        let err = bearer(&AccessToken::new("bad\ntoken")).err();
+        assert!(matches!(err, Some(Error::Config(ref m)) if !m.contains("bad")));
+    }
+
+    #[test]
+    fn rate_limit_table_is_per_token() -> Result<()> {
+        let c = client("https://api.hubapi.com", ApiVersion::V3)?;
+        let a = AccessToken::new("a");
+        let info = RateLimitInfo {
+            remaining: Some(3),
+            ..RateLimitInfo::default()
+        };
+        c.record_rate_limit(&a, info);
+        assert_eq!(c.last_rate_limit(&a), Some(info));
+        assert_eq!(c.last_rate_limit(&AccessToken::new("b")), None);
+        assert!(!format!("{c:?}").contains("rate_limits"));
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! Error type of the client and HubSpot error-body parsing (CONTRACT.md §2).
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::rate_limit::{self, RateLimitInfo, RateLimitPolicy};
+use crate::retry;
+use crate::token::AccessToken;
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Message used when HubSpot's error body is missing or not JSON.
+pub(crate) const UNEXPECTED_RESPONSE: &str = "unexpected response";
+
+/// Everything a HubSpot call can fail with. No variant ever contains the access token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// HubSpot answered with a non-success status (other than 429).
+    #[error("HubSpot API error {status}: {message}{}", api_details(.category, .sub_category, .correlation_id))]
+    Api {
+        /// HTTP status code.
+        status: u16,
+        /// `category`, e.g. `OBJECT_ALREADY_EXISTS`, `VALIDATION_ERROR`.
+        category: Option<String>,
+        /// `subCategory` (top level, else the first `errors[].subCategory`),
+        /// e.g. `Properties.PROPERTY_WITH_NAME_EXISTS`.
+        sub_category: Option<String>,
+        /// `message`, or `"unexpected response"` when the body is not a JSON error.
+        message: String,
+        /// `correlationId`, for HubSpot support.
+        correlation_id: Option<String>,
+    },
+    /// HubSpot answered 429 (after retries, where the policy allows them).
+    #[error("HubSpot {policy} rate limit reached{}", retry_after_details(.retry_after))]
+    RateLimited {
+        /// Which limit was hit.
+        policy: RateLimitPolicy,
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// An attempt exceeded [`crate::ClientConfig::timeout`].
+    #[error("HubSpot request timed out")]
+    Timeout,
+    /// The request could not be sent or the response not received (connection refused, reset…).
+    #[error("HubSpot transport error: {0}")]
+    Transport(String),
+    /// A success response whose body did not match the expected shape.
+    #[error("could not decode HubSpot response: {0}")]
+    Decode(String),
+    /// A request body could not be serialized.
+    #[error("could not encode HubSpot request: {0}")]
+    Encode(String),
+    /// Invalid client configuration or input (bad base URL, token unusable as a header, …).
+    #[error("invalid HubSpot client configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether retrying the same request later may succeed: retryable statuses (500, 502–504,
+    /// 521–526, 423, 477), non-daily 429s, timeouts and transport errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => retry::is_retryable_status(*status),
+            Error::RateLimited { policy, .. } => *policy != RateLimitPolicy::Daily,
+            Error::Timeout | Error::Transport(_) => true,
+            Error::Decode(_) | Error::Encode(_) | Error::Config(_) => false,
+        }
+    }
+
+    /// The HTTP status behind the error, if HubSpot answered (429 for [`Error::RateLimited`]).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            Error::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
+
+    /// Builds the error for a non-success response.
+    pub(crate) fn from_response(
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+        rate_limit: Option<&RateLimitInfo>,
+        token: &AccessToken,
+    ) -> Self {
+        let json = serde_json::from_slice::<Value>(body)
+            .ok()
+            .filter(Value::is_object);
+        if status == 429 {
+            return Error::RateLimited {
+                policy: RateLimitPolicy::detect(json.as_ref(), rate_limit),
+                retry_after: rate_limit::retry_after(headers),
+            };
+        }
+        let text = |name: &str| {
+            json.as_ref()
+                .and_then(|j| j.get(name))
+                .and_then(Value::as_str)
+                .map(|s| redact(s, token))
+        };
+        let sub_category = text("subCategory").or_else(|| {
+            json.as_ref()
+                .and_then(|j| j.get("errors"))
+                .and_then(Value::as_array)
+                .and_then(|errors| {
+                    errors
+                        .iter()
+                        .find_map(|e| e.get("subCategory").and_then(Value::as_str))
+                })
+                .map(|s| redact(s, token))
+        });
+        Error::Api {
+            status,
+            category: text("category"),
+            sub_category,
+            message: text("message").unwrap_or_else(|| UNEXPECTED_RESPONSE.to_owned()),
+            correlation_id: text("correlationId"),
+        }
+    }
+}
+
+/// Defence in depth: never let a server echo of the token reach an error.
+fn redact(s: &str, token: &AccessToken) -> String {
+    let secret = token.expose();
+    if secret.is_empty() {
+        s.to_owned()
+    } else {
+        s.replace(secret, "***")
+    }
+}
+
+fn api_details(
+    category: &Option<String>,
+    sub_category: &Option<String>,
+    correlation_id: &Option<String>,
+) -> String {
+    let parts: Vec<String> = [
+        category.as_ref().map(|c| format!("category {c}")),
+        sub_category.as_ref().map(|c| format!("subCategory {c}")),
+        correlation_id
+            .as_ref()
+            .map(|c| format!("correlationId {c}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn retry_after_details(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|d| format!(" (retry after {} ms)", d.as_millis()))
+        .unwrap_or_default()
+}
+
+/// Text of a `reqwest` error and its sources, without the URL.
+pub(crate) fn transport_message(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> AccessToken {
+        AccessToken::new("pat-secret-123")
+    }
+
+    #[test]
+    fn parses_hubspot_error_body() {
+        let body = br#"{"status":"error","message":"Property named 'x' already exists.","correlationId":"0b1c","category":"OBJECT_ALREADY_EXISTS","subCategory":"Properties.PROPERTY_WITH_NAME_EXISTS","context":{"name":["x"]},"errors":[]}"#;
+        let err = Error::from_response(409, &HeaderMap::new(), body, None, &token());
+        assert_eq!(
+            err,
+            Error::Api {
+                status: 409,
+                category: Some("OBJECT_ALREADY_EXISTS".into()),
+                sub_category: Some("Properties.PROPERTY_WITH_NAME_EXISTS".into()),
+                message: "Property named 'x' already exists.".into(),
+                correlation_id: Some("0b1c".into()),
+            }
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(409));
+        let text = err.to_string();
+        assert!(
+            text.contains("409") && text.contains("PROPERTY_WITH_NAME_EXISTS"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn sub_category_from_errors_array() {
+        let body =
+            br#"{"message":"bad","errors":[{"message":"m"},{"message":"n","subCategory":"X.Y"}]}"#;
+        let err = Error::from_response(400, &HeaderMap::new(), body, None, &token());
+        assert!(matches!(err, Error::Api { sub_category: Some(ref s), .. } if s == "X.Y"));
+    }
+
+    #[test]
+    fn non_json_body() {
+        for body in [&b"<html>Bad gateway</html>"[..], b"", b"[1]", b"\"str\""] {
+            let err = Error::from_response(502, &HeaderMap::new(), body, None, &token());
+            assert!(
+                matches!(err, Error::Api { status: 502, ref message, category: None, .. } if message == UNEXPECTED_RESPONSE)
+            );
+            assert!(err.is_retryable());
+        }
+    }
+
+    #[test]
+    fn redacts_echoed_token() {
+        let body =
+            br#"{"message":"token pat-secret-123 is invalid","category":"INVALID_AUTHENTICATION"}"#;
+        let err = Error::from_response(401, &HeaderMap::new(), body, None, &token());
+        assert!(!err.to_string().contains("pat-secret-123"));
+        assert!(!format!("{err:?}").contains("pat-secret-123"));
+    }
+
+    #[test]
+    fn rate_limited_classification() {
+        let body = br#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
+        let err = Error::from_response(429, &HeaderMap::new(), body, None, &token());
+        assert_eq!(
+            err,
+            Error::RateLimited {
+                policy: RateLimitPolicy::Daily,
+                retry_after: None
+            }
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(429));
+        let ten = Error::RateLimited {
+            policy: RateLimitPolicy::TenSecondlyRolling,
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        assert!(ten.is_retryable());
+        assert_eq!(
+            ten.to_string(),
+            "HubSpot TEN_SECONDLY_ROLLING rate limit reached (retry after 1000 ms)"
+        );
+    }
+
+    #[test]
+    fn retryable_flags() {
+        assert!(Error::Timeout.is_retryable());
+        assert!(Error::Transport("reset".into()).is_retryable());
+        assert!(!Error::Decode("x".into()).is_retryable());
+        assert_eq!(Error::Timeout.status(), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! The middleware every request passes through: latency, authentication, per-portal rate
+//! limiting, fault injection, error-body normalisation, rate-limit headers and logging.
+
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, RateLimitPolicy, rate_limit_response};
+use crate::ratelimit::Outcome;
+use crate::{HubSpotSim, RecordedRequest, lock};
+
+/// Largest framework-generated error body we bother to read when normalising it.
+const MAX_NORMALISED_BODY: usize = 16 * 1024;
+
+pub(crate) async fn gate(
+    State(sim): State<HubSpotSim>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let timestamp = SystemTime::now();
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+
+    let latency = sim.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let Some(token) = bearer_token(request.headers()) else {
+        let response = ApiError::unauthenticated().into_response();
+        sim.record(RecordedRequest {
+            method,
+            path,
+            status: response.status().as_u16(),
+            portal_id: None,
+            timestamp,
+        });
+        return response;
+    };
+
+    let portal = sim.portal_for(&token);
+    let (portal_id, outcome, injected) = {
+        let mut guard = lock(&portal);
+        let outcome = guard.limiter.admit(
+            sim.limits(),
+            Instant::now(),
+            chrono::Utc::now().date_naive(),
+        );
+        let injected = match outcome {
+            Outcome::Allowed(_) => guard.take_injected_failure(),
+            Outcome::Limited(..) => None,
+        };
+        (guard.id, outcome, injected)
+    };
+
+    let (mut response, snapshot) = match outcome {
+        Outcome::Limited(policy, snapshot) => (rate_limit_response(policy, portal_id), snapshot),
+        Outcome::Allowed(snapshot) => {
+            let response = if let Some(status) = injected {
+                injected_response(status, portal_id)
+            } else if random_failure(sim.failure_rate()) {
+                ApiError::for_status(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad Gateway (random failure injected by hubspot-sim)",
+                )
+                .into_response()
+            } else {
+                request.extensions_mut().insert(portal);
+                normalise_error(next.run(request).await).await
+            };
+            (response, snapshot)
+        }
+    };
+
+    snapshot.apply(response.headers_mut());
+    sim.record(RecordedRequest {
+        method,
+        path,
+        status: response.status().as_u16(),
+        portal_id: Some(portal_id),
+        timestamp,
+    });
+    response
+}
+
+/// `Authorization: Bearer <token>` (scheme case-insensitive); `None` if missing or empty.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+fn random_failure(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
+}
+
+fn injected_response(status: u16, portal_id: u64) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return rate_limit_response(RateLimitPolicy::TenSecondlyRolling, portal_id);
+    }
+    ApiError::for_status(
+        status,
+        format!(
+            "{} (failure injected by hubspot-sim)",
+            status.canonical_reason().unwrap_or("Injected failure")
+        ),
+    )
+    .into_response()
+}
+
+/// Turns framework-generated non-2xx responses (405, query rejections, ...) into HubSpot
+/// error bodies so that every error has the same JSON shape.
+async fn normalise_error(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_success() || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_NORMALISED_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_owned()
+    } else {
+        text
+    };
+    let mut fresh = ApiError::for_status(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        map
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(&headers("Bearer abc")).as_deref(), Some("abc"));
+        assert_eq!(
+            bearer_token(&headers("bearer  abc ")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(bearer_token(&headers("Bearer ")), None);
+        assert_eq!(bearer_token(&headers("Bearer")), None);
+        assert_eq!(bearer_token(&headers("Basic abc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,318 @@
+//! HTTP routes of the properties API (`/crm/v3/properties/...` and `/crm/properties/{date}/...`).
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::model::{
+    BatchCreate, BatchNames, BatchRead, GroupCreate, GroupUpdate, PropertyCreate, PropertyUpdate,
+    now_timestamp,
+};
+use crate::portal::property_not_found;
+use crate::{HubSpotSim, PortalRef, gate, lock};
+
+/// Date-based API versions served in addition to `v3`.
+pub const DATE_VERSIONS: &[&str] = &["2026-03", "2026-09"];
+
+/// Object types accepted as deals.
+const DEAL_OBJECT_TYPES: &[&str] = &["deals", "0-3"];
+
+/// Fields a PropertyUpdate may not carry.
+const IMMUTABLE_PROPERTY_FIELDS: &[&str] = &["name", "hasUniqueValue"];
+
+pub(crate) fn router(sim: HubSpotSim) -> Router {
+    let properties = Router::new()
+        .route("/{object_type}", get(list_properties).post(create_property))
+        .route("/{object_type}/batch/read", post(batch_read))
+        .route("/{object_type}/batch/create", post(batch_create))
+        .route("/{object_type}/batch/archive", post(batch_archive))
+        .route("/{object_type}/groups", get(list_groups).post(create_group))
+        .route(
+            "/{object_type}/groups/{group_name}",
+            get(get_group).patch(update_group).delete(archive_group),
+        )
+        .route(
+            "/{object_type}/{name}",
+            get(get_property)
+                .patch(update_property)
+                .delete(archive_property),
+        );
+    let mut app = Router::new().nest("/crm/v3/properties", properties.clone());
+    for version in DATE_VERSIONS {
+        app = app.nest(&format!("/crm/properties/{version}"), properties.clone());
+    }
+    app.fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(sim, gate::gate))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ArchivedQuery {
+    #[serde(default)]
+    archived: bool,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn check_object_type(object_type: &str) -> ApiResult<()> {
+    if DEAL_OBJECT_TYPES.contains(&object_type) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "Unable to infer object type from: {object_type} (hubspot-sim only simulates deals)"
+        )))
+    }
+}
+
+fn parse_value(body: &Bytes) -> ApiResult<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation("Request body is required"));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(format!("Invalid input JSON: {e}")))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::validation(
+            "Invalid input JSON: request body must be a JSON object",
+        ))
+    }
+}
+
+fn from_value<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::validation(format!("Invalid input JSON: {e}")))
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    from_value(parse_value(body)?)
+}
+
+fn batch_response(
+    results: Vec<Value>,
+    errors: Vec<Value>,
+    started_at: String,
+    ok: StatusCode,
+) -> Response {
+    let mut body = json!({
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": started_at,
+        "completedAt": now_timestamp(),
+    });
+    let status = if errors.is_empty() {
+        ok
+    } else {
+        body["numErrors"] = json!(errors.len());
+        body["errors"] = Value::Array(errors);
+        StatusCode::MULTI_STATUS
+    };
+    (status, Json(body)).into_response()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+// ----- properties ------------------------------------------------------------
+
+async fn list_properties(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    Query(query): Query<ArchivedQuery>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let results = lock(&portal).list_properties(query.archived);
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn get_property(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, name)): Path<(String, String)>,
+    Query(query): Query<ArchivedQuery>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let property = lock(&portal).get_property(&name, query.archived)?;
+    Ok(Json(to_json(&property)))
+}
+
+async fn create_property(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let input: PropertyCreate = parse(&body)?;
+    let property = lock(&portal).create_property(input)?;
+    Ok((StatusCode::CREATED, Json(property)).into_response())
+}
+
+async fn update_property(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let value = parse_value(&body)?;
+    if let Some(field) = IMMUTABLE_PROPERTY_FIELDS
+        .iter()
+        .find(|f| value.get(**f).is_some())
+    {
+        return Err(ApiError::validation(format!(
+            "'{field}' cannot be changed after a property is created and is not allowed in a PropertyUpdate"
+        )));
+    }
+    let update: PropertyUpdate = from_value(value)?;
+    let property = lock(&portal).update_property(&name, update)?;
+    Ok(Json(to_json(&property)))
+}
+
+async fn archive_property(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    check_object_type(&object_type)?;
+    lock(&portal).archive_property(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn batch_read(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let started_at = now_timestamp();
+    let input: BatchRead = parse(&body)?;
+    let portal = lock(&portal);
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for entry in input.inputs {
+        match portal.get_property(&entry.name, input.archived) {
+            Ok(property) => results.push(to_json(&property)),
+            Err(_) => errors.push(property_not_found(&entry.name).batch_entry()),
+        }
+    }
+    Ok(batch_response(results, errors, started_at, StatusCode::OK))
+}
+
+async fn batch_create(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let started_at = now_timestamp();
+    let input: BatchCreate = parse(&body)?;
+    let mut portal = lock(&portal);
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for raw in input.inputs {
+        let name = raw.get("name").and_then(Value::as_str).map(str::to_owned);
+        let created = from_value::<PropertyCreate>(raw).and_then(|c| portal.create_property(c));
+        match created {
+            Ok(property) => results.push(to_json(&property)),
+            Err(mut err) => {
+                if err.context.is_none() {
+                    if let Some(name) = name {
+                        err = err.with_context("name", vec![name]);
+                    }
+                }
+                errors.push(err.batch_entry());
+            }
+        }
+    }
+    Ok(batch_response(
+        results,
+        errors,
+        started_at,
+        StatusCode::CREATED,
+    ))
+}
+
+async fn batch_archive(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    check_object_type(&object_type)?;
+    let input: BatchNames = parse(&body)?;
+    let mut portal = lock(&portal);
+    for entry in input.inputs {
+        // Idempotent: unknown, already archived, protected or in-use names are skipped.
+        let _ = portal.archive_property(&entry.name);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- groups ----------------------------------------------------------------
+
+async fn list_groups(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    Query(query): Query<ArchivedQuery>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let results = lock(&portal).list_groups(query.archived);
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn get_group(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, group_name)): Path<(String, String)>,
+    Query(query): Query<ArchivedQuery>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let group = lock(&portal).get_group(&group_name, query.archived)?;
+    Ok(Json(to_json(&group)))
+}
+
+async fn create_group(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let input: GroupCreate = parse(&body)?;
+    let group = lock(&portal).create_group(input)?;
+    Ok((StatusCode::CREATED, Json(group)).into_response())
+}
+
+async fn update_group(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, group_name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let value = parse_value(&body)?;
+    if value.get("name").is_some() {
+        return Err(ApiError::validation(
+            "'name' cannot be changed after a property group is created",
+        ));
+    }
+    let update: GroupUpdate = from_value(value)?;
+    let group = lock(&portal).update_group(&group_name, update)?;
+    Ok(Json(to_json(&group)))
+}
+
+async fn archive_group(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, group_name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    check_object_type(&object_type)?;
+    lock(&portal).archive_group(&group_name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "No resource at {method} {} (hubspot-sim serves /crm/v3/properties/deals and /crm/properties/{{version}}/deals)",
+        uri.path()
+    ))
+}

@@ -1,0 +1,123 @@
+//! Server bootstrap: the gRPC server every service runs (with `grpc.health.v1`, reflection,
+//! request metrics and trace propagation) and the admin HTTP server (`/metrics`, `/healthz`).
+//!
+//! Shutdown order: the token trips, health turns NOT_SERVING so load balancers stop routing
+//! to us, the listener closes, in-flight calls drain, and after the grace period we stop
+//! anyway.
+
+mod request_telemetry;
+
+pub use request_telemetry::RequestTelemetryLayer;
+
+use crate::shutdown::Shutdown;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("admin server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The health names a service answers SERVING for; `""` is the whole server.
+pub struct HealthNames(pub Vec<&'static str>);
+
+/// Serves `routes` plus health and reflection on `listener` until `shutdown` trips, then
+/// drains for at most `grace`.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    routes: Routes,
+    health_names: HealthNames,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> Result<(), ServerError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_all(&reporter, &health_names, ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let routes = routes.add_service(health_service).add_service(reflection);
+    let stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.wait().await;
+            set_all(&reporter, &health_names, ServingStatus::NotServing).await;
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        // Records a count and latency per method, and continues the caller's trace.
+        .layer(RequestTelemetryLayer::grpc())
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    with_grace(server, shutdown, grace, "grpc")
+        .await
+        .unwrap_or(Ok(()))?;
+    Ok(())
+}
+
+async fn set_all(reporter: &HealthReporter, names: &HealthNames, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in &names.0 {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Runs `fut` to completion, but once `shutdown` has tripped gives it only `grace` more.
+/// Returns `None` when the grace period ran out.
+pub async fn with_grace<F: Future>(
+    fut: F,
+    shutdown: Shutdown,
+    grace: Duration,
+    what: &str,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    tokio::select! {
+        out = &mut fut => return Some(out),
+        () = shutdown.wait() => {}
+    }
+    match tokio::time::timeout(grace, fut).await {
+        Ok(out) => Some(out),
+        Err(_) => {
+            tracing::warn!(
+                server = what,
+                grace_secs = grace.as_secs(),
+                "grace period over, stopping with work in flight"
+            );
+            None
+        }
+    }
+}
+
+/// Serves Prometheus `/metrics` and `/healthz` until `shutdown` trips.
+pub async fn serve_admin(listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
+    let handle = crate::telemetry::install_metrics();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        )
+        .route("/healthz", axum::routing::get(|| std::future::ready("ok")));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr`, naming it in the error so a taken port is obvious.
+pub async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {what} on {addr}"))
+}

@@ -1,0 +1,232 @@
+//! A service's own database: Postgres (a schema per service) in distributed mode, SQLite
+//! (a file per service) embedded.
+//!
+//! Stores are written once, in portable SQL with `$1` placeholders, against sqlx's `Any`
+//! driver; each engine gets its own migration folder (`migrations/<service>/{postgres,sqlite}`)
+//! because DDL is where the two really differ.
+
+use gomark_platform::settings::{Secret, SettingsError, Validate};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+pub use sqlx;
+
+pub type Transaction = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database unreachable: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:5432/db` or `sqlite:///path/to/file.db`.
+    pub url: Secret,
+    /// Postgres schema this service owns (ignored for SQLite, where the file is the boundary).
+    pub schema: String,
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            schema: String::new(),
+            max_connections: 10,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl Validate for DatabaseSettings {
+    fn validate(&self) -> std::result::Result<(), SettingsError> {
+        let url = self.url.expose();
+        match Engine::of_url(url) {
+            None if url.is_empty() => Err(SettingsError::invalid("database.url", "is required")),
+            None => Err(SettingsError::invalid(
+                "database.url",
+                "must start with postgres:// or sqlite:",
+            )),
+            Some(Engine::Postgres) if !valid_schema(&self.schema) => Err(SettingsError::invalid(
+                "database.schema",
+                "must match ^[a-z_][a-z0-9_]{0,62}$",
+            )),
+            Some(_) if self.max_connections == 0 => Err(SettingsError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+fn valid_schema(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_lowercase())
+        && s.len() <= 63
+        && chars.all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+impl Engine {
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Engine::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Engine::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// A service's migrations, one set per engine (`sqlx::migrate!` embeds them at build time).
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub postgres: &'static Migrator,
+    pub sqlite: &'static Migrator,
+}
+
+/// A pool on the service's own database or schema.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+impl Database {
+    /// Connects, creating the Postgres schema (or SQLite file) if it does not exist yet.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+
+        let url = settings.url.expose();
+        let engine = Engine::of_url(url)
+            .ok_or_else(|| StorageError::Corrupt("unsupported database url".into()))?;
+        let options = AnyConnectOptions::from_str(url).map_err(StorageError::Connect)?;
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs));
+        let pool = match engine {
+            Engine::Postgres => {
+                let schema = settings.schema.clone();
+                if !valid_schema(&schema) {
+                    return Err(StorageError::Corrupt(format!("invalid schema name {schema:?}")));
+                }
+                let pool = pool_options
+                    .after_connect(move |conn, _| {
+                        let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\"");
+                        Box::pin(async move { conn.execute(sqlx::AssertSqlSafe(sql)).await.map(|_| ()) })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(StorageError::Connect)?;
+                pool
+            }
+            Engine::Sqlite => pool_options
+                .after_connect(|conn, _| {
+                    // WAL lets readers run beside the single writer; busy_timeout queues
+                    // writers instead of failing them.
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect_with(options)
+                .await
+                .map_err(StorageError::Connect)?,
+        };
+        Ok(Self { pool, engine })
+    }
+
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<()> {
+        let migrator = match self.engine {
+            Engine::Postgres => migrations.postgres,
+            Engine::Sqlite => migrations.sqlite,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub async fn begin(&self) -> Result<Transaction> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch: how GoMark stores instants, identically on both engines.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// True for the error a unique constraint raises, on either engine.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_validation_names_the_key() {
+        let mut s = DatabaseSettings::default();
+        assert!(
+            s.validate()
+                .expect_err("empty url")
+                .to_string()
+                .contains("database.url")
+        );
+        s.url = Secret::new("mysql://x");
+        assert!(
+            s.validate()
+                .expect_err("mysql")
+                .to_string()
+                .contains("database.url")
+        );
+        s.url = Secret::new("postgres://postgres@127.0.0.1/test");
+        s.schema = "Bad-Name".into();
+        assert!(
+            s.validate()
+                .expect_err("schema")
+                .to_string()
+                .contains("database.schema")
+        );
+        s.schema = "orchestrator".into();
+        assert!(s.validate().is_ok());
+    }
+}

@@ -1,0 +1,1 @@
+//! GoMark gateway service.

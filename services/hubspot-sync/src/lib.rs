@@ -1,0 +1,1 @@
+//! GoMark hubspot-sync service.

@@ -1,0 +1,1 @@
+//! GoMark orchestrator service.

@@ -1,0 +1,1 @@
+//! GoMark pipeline-tracker service.

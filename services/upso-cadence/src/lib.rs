@@ -1,0 +1,1 @@
+//! GoMark upso-cadence service.
