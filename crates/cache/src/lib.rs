@@ -66,22 +66,13 @@ impl Default for CacheSettings {
 impl Validate for CacheSettings {
     fn validate(&self) -> std::result::Result<(), SettingsError> {
         if self.kind == CacheKind::Redis && !self.redis_url.starts_with("redis://") {
-            return Err(SettingsError::invalid(
-                "cache.redis_url",
-                "must start with redis://",
-            ));
+            return Err(SettingsError::invalid("cache.redis_url", "must start with redis://"));
         }
         if self.ttl_secs == 0 {
-            return Err(SettingsError::invalid(
-                "cache.ttl_secs",
-                "must be at least 1",
-            ));
+            return Err(SettingsError::invalid("cache.ttl_secs", "must be at least 1"));
         }
         if self.timeout_ms == 0 || self.timeout_ms > 10_000 {
-            return Err(SettingsError::invalid(
-                "cache.timeout_ms",
-                "must be between 1 and 10000",
-            ));
+            return Err(SettingsError::invalid("cache.timeout_ms", "must be between 1 and 10000"));
         }
         Ok(())
     }

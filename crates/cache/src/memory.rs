@@ -17,10 +17,7 @@ pub struct MemoryCache {
 
 impl MemoryCache {
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self { prefix: prefix.to_owned(), entries: Mutex::new(HashMap::new()) }
     }
 
     fn key(&self, key: &str) -> String {
@@ -28,9 +25,7 @@ impl MemoryCache {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Vec<u8>)>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

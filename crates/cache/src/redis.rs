@@ -20,20 +20,10 @@ impl RedisCache {
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self> {
         let mut config = Config::from_url(url);
         let mut pool_config = deadpool_redis::PoolConfig::new(16);
-        pool_config.timeouts = Timeouts {
-            wait: Some(timeout),
-            create: Some(timeout),
-            recycle: Some(timeout),
-        };
+        pool_config.timeouts = Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) };
         config.pool = Some(pool_config);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
-        Ok(Self {
-            pool,
-            prefix: prefix.to_owned(),
-            timeout,
-        })
+        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
+        Ok(Self { pool, prefix: prefix.to_owned(), timeout })
     }
 
     fn key(&self, key: &str) -> String {
@@ -49,9 +39,7 @@ impl RedisCache {
             let conn = self.pool.get().await.map_err(unavailable)?;
             op(conn).await.map_err(unavailable)
         };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| CacheError::Unavailable("timed out".into()))?
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| CacheError::Unavailable("timed out".into()))?
     }
 }
 
@@ -59,20 +47,17 @@ impl RedisCache {
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = self.key(key);
-        self.run(|mut c| async move { c.get::<_, Option<Vec<u8>>>(key).await })
-            .await
+        self.run(|mut c| async move { c.get::<_, Option<Vec<u8>>>(key).await }).await
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let key = self.key(key);
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        self.run(|mut c| async move { c.pset_ex::<_, _, ()>(key, value, ttl_ms).await })
-            .await
+        self.run(|mut c| async move { c.pset_ex::<_, _, ()>(key, value, ttl_ms).await }).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         let key = self.key(key);
-        self.run(|mut c| async move { c.del::<_, ()>(key).await })
-            .await
+        self.run(|mut c| async move { c.del::<_, ()>(key).await }).await
     }
 }

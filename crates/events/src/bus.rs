@@ -48,16 +48,9 @@ impl Default for BusSettings {
 
 impl Validate for BusSettings {
     fn validate(&self) -> std::result::Result<(), SettingsError> {
-        let token_ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
+        let token_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !token_ok(&self.stream) {
-            return Err(SettingsError::invalid(
-                "bus.stream",
-                "must be letters, digits, '-' or '_'",
-            ));
+            return Err(SettingsError::invalid("bus.stream", "must be letters, digits, '-' or '_'"));
         }
         if !self.subject_prefix.split('.').all(token_ok) {
             return Err(SettingsError::invalid(
@@ -66,10 +59,7 @@ impl Validate for BusSettings {
             ));
         }
         if self.kind == BusKind::Nats && !self.nats_url.starts_with("nats://") {
-            return Err(SettingsError::invalid(
-                "bus.nats_url",
-                "must start with nats://",
-            ));
+            return Err(SettingsError::invalid("bus.nats_url", "must start with nats://"));
         }
         Ok(())
     }
@@ -86,10 +76,7 @@ pub struct ConsumerSpec {
 
 impl ConsumerSpec {
     pub fn new(durable: impl Into<String>, event_type: impl Into<String>) -> Self {
-        Self {
-            durable: durable.into(),
-            event_type: event_type.into(),
-        }
+        Self { durable: durable.into(), event_type: event_type.into() }
     }
 }
 
@@ -111,11 +98,7 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(event: EventEnvelope, attempt: u32, acker: Box<dyn Acker>) -> Self {
-        Self {
-            event,
-            attempt,
-            acker,
-        }
+        Self { event, attempt, acker }
     }
 
     pub async fn ack(self) -> Result<()> {
@@ -129,10 +112,7 @@ impl Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("event_id", &self.event.id)
-            .field("attempt", &self.attempt)
-            .finish()
+        f.debug_struct("Delivery").field("event_id", &self.event.id).field("attempt", &self.attempt).finish()
     }
 }
 

@@ -27,8 +27,7 @@ const MAX_REDELIVERY_DELAY: Duration = Duration::from_secs(30);
 
 /// Delay before the `attempt`-th redelivery: 250 ms doubling, capped.
 fn redelivery_delay(attempt: u32) -> Duration {
-    (Duration::from_millis(250) * 2u32.saturating_pow(attempt.saturating_sub(1).min(8)))
-        .min(MAX_REDELIVERY_DELAY)
+    (Duration::from_millis(250) * 2u32.saturating_pow(attempt.saturating_sub(1).min(8))).min(MAX_REDELIVERY_DELAY)
 }
 
 /// Consumes `spec` until shutdown. A lost bus connection is re-established with backoff.
@@ -69,10 +68,7 @@ pub async fn run_consumer(
             let span = tracing::info_span!("event.consume", consumer = %spec.durable, event_id = %delivery.event.id, event_type = %delivery.event.r#type, company_id = %delivery.event.company_id, attempt = delivery.attempt);
             gomark_platform::telemetry::adopt_trace_context(&span, &delivery.event.trace_context);
             // Handling is not raced against shutdown: a handler mid-way finishes its work.
-            let outcome = handler
-                .handle(&delivery.event)
-                .instrument(span.clone())
-                .await;
+            let outcome = handler.handle(&delivery.event).instrument(span.clone()).await;
             let _entered = span.enter();
             let (label, settled) = match outcome {
                 Ok(()) => ("ok", delivery.ack().await),
@@ -86,7 +82,8 @@ pub async fn run_consumer(
                     ("retry", delivery.nak(delay).await)
                 }
             };
-            metrics::counter!("events_consumed_total", "consumer" => spec.durable.clone(), "outcome" => label).increment(1);
+            metrics::counter!("events_consumed_total", "consumer" => spec.durable.clone(), "outcome" => label)
+                .increment(1);
             if let Err(err) = settled {
                 tracing::warn!(error = %err, "could not settle event; it will be redelivered");
             }

@@ -30,19 +30,13 @@ pub fn new_event(company_id: &str, event_type: &str, payload: &impl Message) -> 
 }
 
 /// Decodes the payload as `M`; the caller picked `M` from `envelope.type`.
-pub fn decode_payload<M: Message + Default>(
-    envelope: &EventEnvelope,
-) -> Result<M, prost::DecodeError> {
+pub fn decode_payload<M: Message + Default>(envelope: &EventEnvelope) -> Result<M, prost::DecodeError> {
     M::decode(envelope.payload.as_slice())
 }
 
 /// The subject an event travels on: `<prefix>.<type>.<company>`, so consumers can filter
 /// by type, and later by company, without decoding.
 pub fn subject(prefix: &str, envelope: &EventEnvelope) -> String {
-    let company = if envelope.company_id.is_empty() {
-        "_"
-    } else {
-        envelope.company_id.as_str()
-    };
+    let company = if envelope.company_id.is_empty() { "_" } else { envelope.company_id.as_str() };
     format!("{prefix}.{}.{company}", envelope.r#type)
 }

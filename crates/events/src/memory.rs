@@ -77,9 +77,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the log half-written (every update is
         // a single push/assignment), so the poisoned state is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -111,23 +109,17 @@ impl EventBus for MemoryBus {
         {
             let mut s = self.shared.lock();
             let first = s.first_seq;
-            let cursor = s
-                .consumers
-                .entry(spec.durable.clone())
-                .or_insert_with(|| Cursor {
-                    event_type: spec.event_type.clone(),
-                    next_seq: first,
-                    in_flight: None,
-                    attempts: 0,
-                    not_before: Instant::now(),
-                });
+            let cursor = s.consumers.entry(spec.durable.clone()).or_insert_with(|| Cursor {
+                event_type: spec.event_type.clone(),
+                next_seq: first,
+                in_flight: None,
+                attempts: 0,
+                not_before: Instant::now(),
+            });
             // A consumer that was redelivering when its subscriber went away starts over.
             cursor.in_flight = None;
         }
-        Ok(Box::new(MemoryStream {
-            shared: self.shared.clone(),
-            durable: spec.durable.clone(),
-        }))
+        Ok(Box::new(MemoryStream { shared: self.shared.clone(), durable: spec.durable.clone() }))
     }
 }
 
@@ -159,11 +151,7 @@ impl MemoryStream {
         }
         cursor.next_seq = cursor.next_seq.max(first);
         let start = (cursor.next_seq - first) as usize;
-        let found = log
-            .iter()
-            .enumerate()
-            .skip(start)
-            .find(|(_, e)| e.r#type == cursor.event_type);
+        let found = log.iter().enumerate().skip(start).find(|(_, e)| e.r#type == cursor.event_type);
         match found {
             None => {
                 cursor.next_seq = first + log.len() as u64;
@@ -178,17 +166,9 @@ impl MemoryStream {
                 }
                 cursor.attempts += 1;
                 cursor.in_flight = Some(seq);
-                let acker = MemoryAcker {
-                    shared: self.shared.clone(),
-                    durable: self.durable.clone(),
-                    seq,
-                    settled: false,
-                };
-                Poll::Ready(Delivery::new(
-                    event.clone(),
-                    cursor.attempts,
-                    Box::new(acker),
-                ))
+                let acker =
+                    MemoryAcker { shared: self.shared.clone(), durable: self.durable.clone(), seq, settled: false };
+                Poll::Ready(Delivery::new(event.clone(), cursor.attempts, Box::new(acker)))
             }
         }
     }

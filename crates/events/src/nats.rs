@@ -48,11 +48,7 @@ impl NatsBus {
             })
             .await
             .map_err(unavailable)?;
-        Ok(Self {
-            js,
-            stream,
-            prefix: settings.subject_prefix.clone(),
-        })
+        Ok(Self { js, stream, prefix: settings.subject_prefix.clone() })
     }
 
     /// Deletes the stream; for tests cleaning up after themselves.
@@ -70,11 +66,7 @@ impl EventBus for NatsBus {
         headers.insert("Nats-Msg-Id", event.id.as_str());
         let ack = self
             .js
-            .publish_with_headers(
-                subject(&self.prefix, event),
-                headers,
-                event.encode_to_vec().into(),
-            )
+            .publish_with_headers(subject(&self.prefix, event), headers, event.encode_to_vec().into())
             .await
             .map_err(unavailable)?;
         // Waiting for the stream's ack is what makes "published" mean "stored".
@@ -117,17 +109,10 @@ impl EventStream for NatsStream {
                 Ok(m) => m,
                 Err(e) => return Some(Err(unavailable(e))),
             };
-            let attempt = message
-                .info()
-                .map(|i| i.delivered.max(1) as u32)
-                .unwrap_or(1);
+            let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
             match EventEnvelope::decode(message.payload.clone()) {
                 Ok(event) => {
-                    return Some(Ok(Delivery::new(
-                        event,
-                        attempt,
-                        Box::new(NatsAcker(message)),
-                    )));
+                    return Some(Ok(Delivery::new(event, attempt, Box::new(NatsAcker(message)))));
                 }
                 Err(err) => {
                     // A message that is not an envelope can never be handled; drop it loudly.
@@ -150,9 +135,6 @@ impl Acker for NatsAcker {
     }
 
     async fn nak(self: Box<Self>, delay: Duration) -> Result<()> {
-        self.0
-            .ack_with(AckKind::Nak(Some(delay)))
-            .await
-            .map_err(unavailable)
+        self.0.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)
     }
 }

@@ -42,12 +42,10 @@ impl OutboxRelay {
     /// Several relays may run at once (replicas): they may publish an event twice, which
     /// the bus dedupes by event id and consumers tolerate anyway.
     pub async fn relay_once(&self) -> Result<usize> {
-        let rows = sqlx::query(
-            "SELECT seq, envelope FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-        )
-        .bind(BATCH)
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = sqlx::query("SELECT seq, envelope FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1")
+            .bind(BATCH)
+            .fetch_all(self.db.pool())
+            .await?;
         let mut published = 0;
         for row in &rows {
             let seq: i64 = row.try_get("seq")?;
@@ -59,8 +57,7 @@ impl OutboxRelay {
                 .bind(seq)
                 .execute(self.db.pool())
                 .await?;
-            metrics::counter!("events_published_total", "type" => event.r#type.clone())
-                .increment(1);
+            metrics::counter!("events_published_total", "type" => event.r#type.clone()).increment(1);
             published += 1;
         }
         Ok(published)

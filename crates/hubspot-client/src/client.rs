@@ -59,10 +59,7 @@ struct Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
+        Self { error, retry_after: None }
     }
 }
 
@@ -71,8 +68,8 @@ impl HubSpotClient {
     ///
     /// Fails with [`Error::Config`] if `base_url` is not an absolute http(s) URL.
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let mut base_url = Url::parse(config.base_url.trim())
-            .map_err(|e| Error::Config(format!("invalid base_url: {e}")))?;
+        let mut base_url =
+            Url::parse(config.base_url.trim()).map_err(|e| Error::Config(format!("invalid base_url: {e}")))?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
             return Err(Error::Config("base_url must be an http(s) URL".to_owned()));
         }
@@ -112,10 +109,7 @@ impl HubSpotClient {
     }
 
     fn rate_limits(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RateLimitInfo>> {
-        self.inner
-            .rate_limits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.rate_limits.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn token_key(&self, token: &AccessToken) -> u64 {
@@ -136,9 +130,8 @@ impl HubSpotClient {
     pub(crate) fn crm_url(&self, family: &str, tail: &[&str]) -> Result<Url> {
         let mut url = self.inner.base_url.clone();
         {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|()| Error::Config("base_url cannot carry a path".to_owned()))?;
+            let mut segments =
+                url.path_segments_mut().map_err(|()| Error::Config("base_url cannot carry a path".to_owned()))?;
             segments.pop_if_empty();
             segments.extend(self.inner.config.api_version.crm_segments(family));
             segments.extend(tail);
@@ -154,27 +147,17 @@ impl HubSpotClient {
         url: Url,
         body: Option<&B>,
     ) -> Result<RawResponse> {
-        let body = body
-            .map(serde_json::to_vec)
-            .transpose()
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::Encode(e.to_string()))?;
         let auth = bearer(token)?;
         let mut retry = 0u32;
         loop {
             tracing::debug!(method = %method, path = url.path(), retry, "HubSpot request");
-            let failure = match self
-                .attempt(token, &auth, method.clone(), url.clone(), body.clone())
-                .await
-            {
+            let failure = match self.attempt(token, &auth, method.clone(), url.clone(), body.clone()).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
             retry += 1;
-            match self
-                .inner
-                .retry
-                .delay(&failure.error, failure.retry_after, retry)
-            {
+            match self.inner.retry.delay(&failure.error, failure.retry_after, retry) {
                 Some(wait) => {
                     tracing::warn!(
                         method = %method,
@@ -211,9 +194,7 @@ impl HubSpotClient {
             .header(AUTHORIZATION, auth.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body);
+            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
         }
         let response = request.send().await.map_err(map_reqwest)?;
         let status = response.status();
@@ -228,13 +209,7 @@ impl HubSpotClient {
         }
         Err(Failure {
             retry_after: rate_limit::retry_after(&headers),
-            error: Error::from_response(
-                status.as_u16(),
-                &headers,
-                &body,
-                rate_limit.as_ref(),
-                token,
-            ),
+            error: Error::from_response(status.as_u16(), &headers, &body, rate_limit.as_ref(), token),
         })
     }
 }
@@ -247,11 +222,7 @@ fn bearer(token: &AccessToken) -> Result<HeaderValue> {
 }
 
 fn map_reqwest(err: reqwest::Error) -> Failure {
-    if err.is_timeout() {
-        Error::Timeout.into()
-    } else {
-        Error::Transport(error::transport_message(err)).into()
-    }
+    if err.is_timeout() { Error::Timeout.into() } else { Error::Transport(error::transport_message(err)).into() }
 }
 
 impl fmt::Debug for HubSpotClient {
@@ -269,20 +240,13 @@ mod tests {
     use crate::config::ApiVersion;
 
     fn client(base_url: &str, api_version: ApiVersion) -> Result<HubSpotClient> {
-        HubSpotClient::new(ClientConfig {
-            base_url: base_url.to_owned(),
-            api_version,
-            ..ClientConfig::default()
-        })
+        HubSpotClient::new(ClientConfig { base_url: base_url.to_owned(), api_version, ..ClientConfig::default() })
     }
 
     #[test]
     fn builds_paths() -> Result<()> {
         let c = client("https://api.hubapi.com", ApiVersion::V3)?;
-        assert_eq!(
-            c.crm_url("properties", &["deals"])?.as_str(),
-            "https://api.hubapi.com/crm/v3/properties/deals"
-        );
+        assert_eq!(c.crm_url("properties", &["deals"])?.as_str(), "https://api.hubapi.com/crm/v3/properties/deals");
         let c = client("http://127.0.0.1:9/prefix/", ApiVersion::Date2026_03)?;
         assert_eq!(
             c.crm_url("properties", &["deals", "a b/c"])?.as_str(),
@@ -293,14 +257,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_base_url() {
-        assert!(matches!(
-            client("not a url", ApiVersion::V3),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            client("mailto:x@y.z", ApiVersion::V3),
-            Err(Error::Config(_))
-        ));
+        assert!(matches!(client("not a url", ApiVersion::V3), Err(Error::Config(_))));
+        assert!(matches!(client("mailto:x@y.z", ApiVersion::V3), Err(Error::Config(_))));
     }
 
     #[test]
@@ -313,10 +271,7 @@ mod tests {
     fn rate_limit_table_is_per_token() -> Result<()> {
         let c = client("https://api.hubapi.com", ApiVersion::V3)?;
         let a = AccessToken::new("a");
-        let info = RateLimitInfo {
-            remaining: Some(3),
-            ..RateLimitInfo::default()
-        };
+        let info = RateLimitInfo { remaining: Some(3), ..RateLimitInfo::default() };
         c.record_rate_limit(&a, info);
         assert_eq!(c.last_rate_limit(&a), Some(info));
         assert_eq!(c.last_rate_limit(&AccessToken::new("b")), None);

@@ -76,14 +76,8 @@ mod tests {
 
     #[test]
     fn segments_per_version() {
-        assert_eq!(
-            ApiVersion::V3.crm_segments("properties"),
-            ["crm", "v3", "properties"]
-        );
-        assert_eq!(
-            ApiVersion::Date2026_03.crm_segments("properties"),
-            ["crm", "properties", "2026-03"]
-        );
+        assert_eq!(ApiVersion::V3.crm_segments("properties"), ["crm", "v3", "properties"]);
+        assert_eq!(ApiVersion::Date2026_03.crm_segments("properties"), ["crm", "properties", "2026-03"]);
         assert_eq!(ApiVersion::default(), ApiVersion::V3);
     }
 

@@ -87,30 +87,20 @@ impl Error {
         rate_limit: Option<&RateLimitInfo>,
         token: &AccessToken,
     ) -> Self {
-        let json = serde_json::from_slice::<Value>(body)
-            .ok()
-            .filter(Value::is_object);
+        let json = serde_json::from_slice::<Value>(body).ok().filter(Value::is_object);
         if status == 429 {
             return Error::RateLimited {
                 policy: RateLimitPolicy::detect(json.as_ref(), rate_limit),
                 retry_after: rate_limit::retry_after(headers),
             };
         }
-        let text = |name: &str| {
-            json.as_ref()
-                .and_then(|j| j.get(name))
-                .and_then(Value::as_str)
-                .map(|s| redact(s, token))
-        };
+        let text =
+            |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(|s| redact(s, token));
         let sub_category = text("subCategory").or_else(|| {
             json.as_ref()
                 .and_then(|j| j.get("errors"))
                 .and_then(Value::as_array)
-                .and_then(|errors| {
-                    errors
-                        .iter()
-                        .find_map(|e| e.get("subCategory").and_then(Value::as_str))
-                })
+                .and_then(|errors| errors.iter().find_map(|e| e.get("subCategory").and_then(Value::as_str)))
                 .map(|s| redact(s, token))
         });
         Error::Api {
@@ -126,39 +116,23 @@ impl Error {
 /// Defence in depth: never let a server echo of the token reach an error.
 fn redact(s: &str, token: &AccessToken) -> String {
     let secret = token.expose();
-    if secret.is_empty() {
-        s.to_owned()
-    } else {
-        s.replace(secret, "***")
-    }
+    if secret.is_empty() { s.to_owned() } else { s.replace(secret, "***") }
 }
 
-fn api_details(
-    category: &Option<String>,
-    sub_category: &Option<String>,
-    correlation_id: &Option<String>,
-) -> String {
+fn api_details(category: &Option<String>, sub_category: &Option<String>, correlation_id: &Option<String>) -> String {
     let parts: Vec<String> = [
         category.as_ref().map(|c| format!("category {c}")),
         sub_category.as_ref().map(|c| format!("subCategory {c}")),
-        correlation_id
-            .as_ref()
-            .map(|c| format!("correlationId {c}")),
+        correlation_id.as_ref().map(|c| format!("correlationId {c}")),
     ]
     .into_iter()
     .flatten()
     .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", parts.join(", "))
-    }
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
 }
 
 fn retry_after_details(retry_after: &Option<Duration>) -> String {
-    retry_after
-        .map(|d| format!(" (retry after {} ms)", d.as_millis()))
-        .unwrap_or_default()
+    retry_after.map(|d| format!(" (retry after {} ms)", d.as_millis())).unwrap_or_default()
 }
 
 /// Text of a `reqwest` error and its sources, without the URL.
@@ -202,16 +176,12 @@ mod tests {
         assert!(!err.is_retryable());
         assert_eq!(err.status(), Some(409));
         let text = err.to_string();
-        assert!(
-            text.contains("409") && text.contains("PROPERTY_WITH_NAME_EXISTS"),
-            "{text}"
-        );
+        assert!(text.contains("409") && text.contains("PROPERTY_WITH_NAME_EXISTS"), "{text}");
     }
 
     #[test]
     fn sub_category_from_errors_array() {
-        let body =
-            br#"{"message":"bad","errors":[{"message":"m"},{"message":"n","subCategory":"X.Y"}]}"#;
+        let body = br#"{"message":"bad","errors":[{"message":"m"},{"message":"n","subCategory":"X.Y"}]}"#;
         let err = Error::from_response(400, &HeaderMap::new(), body, None, &token());
         assert!(matches!(err, Error::Api { sub_category: Some(ref s), .. } if s == "X.Y"));
     }
@@ -229,8 +199,7 @@ mod tests {
 
     #[test]
     fn redacts_echoed_token() {
-        let body =
-            br#"{"message":"token pat-secret-123 is invalid","category":"INVALID_AUTHENTICATION"}"#;
+        let body = br#"{"message":"token pat-secret-123 is invalid","category":"INVALID_AUTHENTICATION"}"#;
         let err = Error::from_response(401, &HeaderMap::new(), body, None, &token());
         assert!(!err.to_string().contains("pat-secret-123"));
         assert!(!format!("{err:?}").contains("pat-secret-123"));
@@ -240,13 +209,7 @@ mod tests {
     fn rate_limited_classification() {
         let body = br#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
         let err = Error::from_response(429, &HeaderMap::new(), body, None, &token());
-        assert_eq!(
-            err,
-            Error::RateLimited {
-                policy: RateLimitPolicy::Daily,
-                retry_after: None
-            }
-        );
+        assert_eq!(err, Error::RateLimited { policy: RateLimitPolicy::Daily, retry_after: None });
         assert!(!err.is_retryable());
         assert_eq!(err.status(), Some(429));
         let ten = Error::RateLimited {
@@ -254,10 +217,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(1)),
         };
         assert!(ten.is_retryable());
-        assert_eq!(
-            ten.to_string(),
-            "HubSpot TEN_SECONDLY_ROLLING rate limit reached (retry after 1000 ms)"
-        );
+        assert_eq!(ten.to_string(), "HubSpot TEN_SECONDLY_ROLLING rate limit reached (retry after 1000 ms)");
     }
 
     #[test]

@@ -33,8 +33,6 @@ pub use client::HubSpotClient;
 pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL};
 pub use error::{Error, Result};
 pub use properties::DEALS_OBJECT_TYPE;
-pub use properties::model::{
-    ModificationMetadata, Property, PropertyCreate, PropertyOption, PropertyUpdate,
-};
+pub use properties::model::{ModificationMetadata, Property, PropertyCreate, PropertyOption, PropertyUpdate};
 pub use rate_limit::{RateLimitInfo, RateLimitPolicy};
 pub use token::AccessToken;

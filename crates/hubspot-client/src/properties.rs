@@ -20,10 +20,7 @@ const FAMILY: &str = "properties";
 #[derive(Debug, Deserialize)]
 #[serde(bound(deserialize = "T: Deserialize<'de>"))]
 struct Collection<T> {
-    #[serde(
-        default = "Vec::new",
-        deserialize_with = "crate::serde_util::null_default"
-    )]
+    #[serde(default = "Vec::new", deserialize_with = "crate::serde_util::null_default")]
     results: Vec<T>,
 }
 
@@ -34,11 +31,7 @@ impl HubSpotClient {
     }
 
     /// `GET /crm/v3/properties/deals/{name}`; `Ok(None)` when HubSpot answers 404.
-    pub async fn get_deal_property(
-        &self,
-        token: &AccessToken,
-        name: &str,
-    ) -> Result<Option<Property>> {
+    pub async fn get_deal_property(&self, token: &AccessToken, name: &str) -> Result<Option<Property>> {
         self.get_property(token, DEALS_OBJECT_TYPE, name).await
     }
 
@@ -47,11 +40,7 @@ impl HubSpotClient {
     ///
     /// Retried only after 5xx/423/477/429/timeouts/connection errors, so a retried create can
     /// come back 409 if the first attempt did land: diff against a fresh GET before writing.
-    pub async fn create_deal_property(
-        &self,
-        token: &AccessToken,
-        input: &PropertyCreate,
-    ) -> Result<Property> {
+    pub async fn create_deal_property(&self, token: &AccessToken, input: &PropertyCreate) -> Result<Property> {
         self.create_property(token, DEALS_OBJECT_TYPE, input).await
     }
 
@@ -63,8 +52,7 @@ impl HubSpotClient {
         name: &str,
         input: &PropertyUpdate,
     ) -> Result<Property> {
-        self.update_property(token, DEALS_OBJECT_TYPE, name, input)
-            .await
+        self.update_property(token, DEALS_OBJECT_TYPE, name, input).await
     }
 
     /// `DELETE /crm/v3/properties/deals/{name}` (204, moves it to the recycle bin). An unknown
@@ -73,11 +61,7 @@ impl HubSpotClient {
         self.archive_property(token, DEALS_OBJECT_TYPE, name).await
     }
 
-    pub(crate) async fn list_properties(
-        &self,
-        token: &AccessToken,
-        object_type: &str,
-    ) -> Result<Vec<Property>> {
+    pub(crate) async fn list_properties(&self, token: &AccessToken, object_type: &str) -> Result<Vec<Property>> {
         let url = self.crm_url(FAMILY, &[object_type])?;
         let response = self.send_json::<()>(token, Method::GET, url, None).await?;
         Ok(response.json::<Collection<Property>>()?.results)
@@ -104,9 +88,7 @@ impl HubSpotClient {
         input: &PropertyCreate,
     ) -> Result<Property> {
         let url = self.crm_url(FAMILY, &[object_type])?;
-        self.send_json(token, Method::POST, url, Some(input))
-            .await?
-            .json()
+        self.send_json(token, Method::POST, url, Some(input)).await?.json()
     }
 
     pub(crate) async fn update_property(
@@ -117,20 +99,11 @@ impl HubSpotClient {
         input: &PropertyUpdate,
     ) -> Result<Property> {
         let url = self.crm_url(FAMILY, &[object_type, name])?;
-        self.send_json(token, Method::PATCH, url, Some(input))
-            .await?
-            .json()
+        self.send_json(token, Method::PATCH, url, Some(input)).await?.json()
     }
 
-    pub(crate) async fn archive_property(
-        &self,
-        token: &AccessToken,
-        object_type: &str,
-        name: &str,
-    ) -> Result<()> {
+    pub(crate) async fn archive_property(&self, token: &AccessToken, object_type: &str, name: &str) -> Result<()> {
         let url = self.crm_url(FAMILY, &[object_type, name])?;
-        self.send_json::<()>(token, Method::DELETE, url, None)
-            .await
-            .map(drop)
+        self.send_json::<()>(token, Method::DELETE, url, None).await.map(drop)
     }
 }

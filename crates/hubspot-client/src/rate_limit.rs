@@ -52,11 +52,7 @@ fn header_number<T: FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
 
 /// Parses a `Retry-After` header: delay in (possibly fractional) seconds, or an HTTP date.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let raw = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let raw = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = raw.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
@@ -95,11 +91,7 @@ impl RateLimitPolicy {
     /// "daily limit", "secondly limit"), then at `errorType`/`category` together with the
     /// headers: an exhausted `X-HubSpot-RateLimit-Daily-Remaining` means the daily limit.
     pub(crate) fn detect(body: Option<&Value>, info: Option<&RateLimitInfo>) -> Self {
-        let field = |name: &str| {
-            body.and_then(|b| b.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_ascii_uppercase)
-        };
+        let field = |name: &str| body.and_then(|b| b.get(name)).and_then(Value::as_str).map(str::to_ascii_uppercase);
         if let Some(policy) = field("policyName").as_deref().and_then(Self::from_name) {
             return policy;
         }
@@ -175,37 +167,19 @@ mod tests {
 
     #[test]
     fn partial_and_absent_headers() {
-        let h = headers(&[
-            ("x-hubspot-ratelimit-remaining", "5"),
-            ("x-hubspot-ratelimit-max", "x"),
-        ]);
+        let h = headers(&[("x-hubspot-ratelimit-remaining", "5"), ("x-hubspot-ratelimit-max", "x")]);
         assert_eq!(
             RateLimitInfo::from_headers(&h),
-            Some(RateLimitInfo {
-                remaining: Some(5),
-                ..RateLimitInfo::default()
-            })
+            Some(RateLimitInfo { remaining: Some(5), ..RateLimitInfo::default() })
         );
         assert_eq!(RateLimitInfo::from_headers(&HeaderMap::new()), None);
     }
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "2")])),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "0.5")])),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(
-            retry_after(&headers(&[(
-                "retry-after",
-                "Sun, 06 Nov 1994 08:49:37 GMT"
-            )])),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "2")])), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "0.5")])), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")])), Some(Duration::ZERO));
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "-1")])), None);
         assert_eq!(retry_after(&HeaderMap::new()), None);
@@ -214,52 +188,20 @@ mod tests {
     #[test]
     fn detects_policies() {
         let ten = json!({"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"});
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&ten), None),
-            RateLimitPolicy::TenSecondlyRolling
-        );
+        assert_eq!(RateLimitPolicy::detect(Some(&ten), None), RateLimitPolicy::TenSecondlyRolling);
         let daily = json!({"message":"You have reached your daily limit.","policyName":"DAILY"});
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&daily), None),
-            RateLimitPolicy::Daily
-        );
-        let daily_msg =
-            json!({"message":"You have reached your daily limit.","category":"RATE_LIMITS"});
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&daily_msg), None),
-            RateLimitPolicy::Daily
-        );
+        assert_eq!(RateLimitPolicy::detect(Some(&daily), None), RateLimitPolicy::Daily);
+        let daily_msg = json!({"message":"You have reached your daily limit.","category":"RATE_LIMITS"});
+        assert_eq!(RateLimitPolicy::detect(Some(&daily_msg), None), RateLimitPolicy::Daily);
         let ten_msg = json!({"message":"You have reached your ten_secondly_rolling limit."});
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&ten_msg), None),
-            RateLimitPolicy::TenSecondlyRolling
-        );
-        let search =
-            json!({"message":"You have reached your secondly limit.","errorType":"RATE_LIMIT"});
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&search), None),
-            RateLimitPolicy::Secondly
-        );
+        assert_eq!(RateLimitPolicy::detect(Some(&ten_msg), None), RateLimitPolicy::TenSecondlyRolling);
+        let search = json!({"message":"You have reached your secondly limit.","errorType":"RATE_LIMIT"});
+        assert_eq!(RateLimitPolicy::detect(Some(&search), None), RateLimitPolicy::Secondly);
         let bare = json!({"category":"RATE_LIMITS"});
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&bare), None),
-            RateLimitPolicy::Unknown
-        );
-        assert_eq!(
-            RateLimitPolicy::detect(None, None),
-            RateLimitPolicy::Unknown
-        );
-        let exhausted = RateLimitInfo {
-            daily_remaining: Some(0),
-            ..RateLimitInfo::default()
-        };
-        assert_eq!(
-            RateLimitPolicy::detect(Some(&bare), Some(&exhausted)),
-            RateLimitPolicy::Daily
-        );
-        assert_eq!(
-            RateLimitPolicy::TenSecondlyRolling.to_string(),
-            "TEN_SECONDLY_ROLLING"
-        );
+        assert_eq!(RateLimitPolicy::detect(Some(&bare), None), RateLimitPolicy::Unknown);
+        assert_eq!(RateLimitPolicy::detect(None, None), RateLimitPolicy::Unknown);
+        let exhausted = RateLimitInfo { daily_remaining: Some(0), ..RateLimitInfo::default() };
+        assert_eq!(RateLimitPolicy::detect(Some(&bare), Some(&exhausted)), RateLimitPolicy::Daily);
+        assert_eq!(RateLimitPolicy::TenSecondlyRolling.to_string(), "TEN_SECONDLY_ROLLING");
     }
 }

@@ -48,12 +48,7 @@ impl RetryPolicy {
 
     /// How long to wait before retry number `retry` (1-based) after `error`, or `None` to give
     /// up. `retry_after` is the response's `Retry-After` header, if any.
-    pub(crate) fn delay(
-        &self,
-        error: &Error,
-        retry_after: Option<Duration>,
-        retry: u32,
-    ) -> Option<Duration> {
+    pub(crate) fn delay(&self, error: &Error, retry_after: Option<Duration>, retry: u32) -> Option<Duration> {
         if retry == 0 || retry > self.max_retries || !error.is_retryable() {
             return None;
         }
@@ -96,13 +91,7 @@ mod tests {
     }
 
     fn api(status: u16) -> Error {
-        Error::Api {
-            status,
-            category: None,
-            sub_category: None,
-            message: "m".into(),
-            correlation_id: None,
-        }
+        Error::Api { status, category: None, sub_category: None, message: "m".into(), correlation_id: None }
     }
 
     fn within(d: Option<Duration>, lo_ms: u64, hi_ms: u64) -> bool {
@@ -125,11 +114,7 @@ mod tests {
         assert!(within(p.delay(&api(502), None, 1), 100, 200));
         assert!(within(p.delay(&api(502), None, 3), 300, 400));
         assert!(within(p.delay(&Error::Timeout, None, 2), 200, 300));
-        assert!(within(
-            p.delay(&api(477), Some(Duration::from_secs(2)), 1),
-            2000,
-            2100
-        ));
+        assert!(within(p.delay(&api(477), Some(Duration::from_secs(2)), 1), 2000, 2100));
         assert_eq!(p.delay(&api(500), None, 4), None);
         assert_eq!(p.delay(&api(400), None, 1), None);
         assert_eq!(p.delay(&Error::Decode("x".into()), None, 1), None);
@@ -138,25 +123,13 @@ mod tests {
     #[test]
     fn rate_limits() {
         let p = policy();
-        let ten = Error::RateLimited {
-            policy: RateLimitPolicy::TenSecondlyRolling,
-            retry_after: None,
-        };
+        let ten = Error::RateLimited { policy: RateLimitPolicy::TenSecondlyRolling, retry_after: None };
         assert!(within(p.delay(&ten, None, 2), 20_000, 20_100));
-        let search = Error::RateLimited {
-            policy: RateLimitPolicy::Secondly,
-            retry_after: None,
-        };
+        let search = Error::RateLimited { policy: RateLimitPolicy::Secondly, retry_after: None };
         assert!(within(p.delay(&search, None, 1), 1000, 1100));
-        let daily = Error::RateLimited {
-            policy: RateLimitPolicy::Daily,
-            retry_after: None,
-        };
+        let daily = Error::RateLimited { policy: RateLimitPolicy::Daily, retry_after: None };
         assert_eq!(p.delay(&daily, None, 1), None);
         // Capped by max_retry_delay.
-        assert_eq!(
-            p.delay(&ten, Some(Duration::from_secs(3600)), 1),
-            Some(Duration::from_secs(60))
-        );
+        assert_eq!(p.delay(&ten, Some(Duration::from_secs(3600)), 1), Some(Duration::from_secs(60)));
     }
 }

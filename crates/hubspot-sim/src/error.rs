@@ -44,13 +44,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, category: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            category,
-            sub_category: None,
-            message: message.into(),
-            context: None,
-        }
+        Self { status, category, sub_category: None, message: message.into(), context: None }
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -173,11 +167,6 @@ mod tests {
         assert_eq!(body["context"]["name"][0], "x");
         let id = body["correlationId"].as_str().expect("correlationId");
         assert!(uuid::Uuid::parse_str(id).is_ok());
-        assert!(
-            ApiError::validation("x")
-                .body()
-                .get("subCategory")
-                .is_none()
-        );
+        assert!(ApiError::validation("x").body().get("subCategory").is_none());
     }
 }

@@ -15,11 +15,7 @@ use crate::{HubSpotSim, RecordedRequest, lock};
 /// Largest framework-generated error body we bother to read when normalising it.
 const MAX_NORMALISED_BODY: usize = 16 * 1024;
 
-pub(crate) async fn gate(
-    State(sim): State<HubSpotSim>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, next: Next) -> Response {
     let timestamp = SystemTime::now();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
@@ -31,24 +27,14 @@ pub(crate) async fn gate(
 
     let Some(token) = bearer_token(request.headers()) else {
         let response = ApiError::unauthenticated().into_response();
-        sim.record(RecordedRequest {
-            method,
-            path,
-            status: response.status().as_u16(),
-            portal_id: None,
-            timestamp,
-        });
+        sim.record(RecordedRequest { method, path, status: response.status().as_u16(), portal_id: None, timestamp });
         return response;
     };
 
     let portal = sim.portal_for(&token);
     let (portal_id, outcome, injected) = {
         let mut guard = lock(&portal);
-        let outcome = guard.limiter.admit(
-            sim.limits(),
-            Instant::now(),
-            chrono::Utc::now().date_naive(),
-        );
+        let outcome = guard.limiter.admit(sim.limits(), Instant::now(), chrono::Utc::now().date_naive());
         let injected = match outcome {
             Outcome::Allowed(_) => guard.take_injected_failure(),
             Outcome::Limited(..) => None,
@@ -62,11 +48,8 @@ pub(crate) async fn gate(
             let response = if let Some(status) = injected {
                 injected_response(status, portal_id)
             } else if random_failure(sim.failure_rate()) {
-                ApiError::for_status(
-                    StatusCode::BAD_GATEWAY,
-                    "Bad Gateway (random failure injected by hubspot-sim)",
-                )
-                .into_response()
+                ApiError::for_status(StatusCode::BAD_GATEWAY, "Bad Gateway (random failure injected by hubspot-sim)")
+                    .into_response()
             } else {
                 request.extensions_mut().insert(portal);
                 normalise_error(next.run(request).await).await
@@ -105,10 +88,7 @@ fn injected_response(status: u16, portal_id: u64) -> Response {
     }
     ApiError::for_status(
         status,
-        format!(
-            "{} (failure injected by hubspot-sim)",
-            status.canonical_reason().unwrap_or("Injected failure")
-        ),
+        format!("{} (failure injected by hubspot-sim)", status.canonical_reason().unwrap_or("Injected failure")),
     )
     .into_response()
 }
@@ -130,11 +110,7 @@ async fn normalise_error(response: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
-    let message = if text.is_empty() {
-        status.canonical_reason().unwrap_or("Error").to_owned()
-    } else {
-        text
-    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("Error").to_owned() } else { text };
     let mut fresh = ApiError::for_status(status, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -151,20 +127,14 @@ mod tests {
 
     fn headers(value: &str) -> HeaderMap {
         let mut map = HeaderMap::new();
-        map.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(value).expect("header"),
-        );
+        map.insert(header::AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
         map
     }
 
     #[test]
     fn bearer_parsing() {
         assert_eq!(bearer_token(&headers("Bearer abc")).as_deref(), Some("abc"));
-        assert_eq!(
-            bearer_token(&headers("bearer  abc ")).as_deref(),
-            Some("abc")
-        );
+        assert_eq!(bearer_token(&headers("bearer  abc ")).as_deref(), Some("abc"));
         assert_eq!(bearer_token(&headers("Bearer ")), None);
         assert_eq!(bearer_token(&headers("Bearer")), None);
         assert_eq!(bearer_token(&headers("Basic abc")), None);

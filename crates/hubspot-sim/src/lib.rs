@@ -98,17 +98,11 @@ pub(crate) type PortalRef = Arc<Mutex<Portal>>;
 
 /// Locks a mutex, recovering from poisoning (state stays usable after a panicking test).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn clamp_rate(rate: f64) -> f64 {
-    if rate.is_nan() {
-        0.0
-    } else {
-        rate.clamp(0.0, 1.0)
-    }
+    if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) }
 }
 
 impl HubSpotSim {
@@ -121,14 +115,8 @@ impl HubSpotSim {
                     burst_window: config.burst_window,
                     daily_limit: config.daily_limit,
                 },
-                runtime: Mutex::new(Runtime {
-                    latency: config.latency,
-                    failure_rate: clamp_rate(config.failure_rate),
-                }),
-                registry: Mutex::new(Registry {
-                    portals: HashMap::new(),
-                    next_id: FIRST_PORTAL_ID,
-                }),
+                runtime: Mutex::new(Runtime { latency: config.latency, failure_rate: clamp_rate(config.failure_rate) }),
+                registry: Mutex::new(Registry { portals: HashMap::new(), next_id: FIRST_PORTAL_ID }),
                 log: Mutex::new(VecDeque::new()),
             }),
         }
@@ -146,9 +134,7 @@ impl HubSpotSim {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
     }
 
     /// Pre-registers `token` as portal `portal_id` (or renumbers its existing portal).
@@ -157,10 +143,7 @@ impl HubSpotSim {
         match registry.portals.get(token) {
             Some(portal) => lock(portal).id = portal_id,
             None => {
-                registry.portals.insert(
-                    token.to_owned(),
-                    Arc::new(Mutex::new(Portal::new(portal_id))),
-                );
+                registry.portals.insert(token.to_owned(), Arc::new(Mutex::new(Portal::new(portal_id))));
             }
         }
     }
@@ -175,9 +158,7 @@ impl HubSpotSim {
     pub fn property(&self, token: &str, name: &str) -> Option<serde_json::Value> {
         let portal = lock(&self.inner.registry).portals.get(token).cloned()?;
         let portal = lock(&portal);
-        portal
-            .raw_property(name)
-            .and_then(|p| serde_json::to_value(p).ok())
+        portal.raw_property(name).and_then(|p| serde_json::to_value(p).ok())
     }
 
     /// Snapshot of the request log (oldest first, at most [`REQUEST_LOG_CAPACITY`]).
@@ -205,10 +186,7 @@ impl HubSpotSim {
     pub fn fail_next(&self, token: &str, n: u32, status: u16) {
         let portal = self.portal_for(token);
         let mut portal = lock(&portal);
-        portal.fail_next = (n > 0).then_some(FailNext {
-            remaining: n,
-            status,
-        });
+        portal.fail_next = (n > 0).then_some(FailNext { remaining: n, status });
     }
 
     // ----- crate-internal ----------------------------------------------------
@@ -239,9 +217,7 @@ impl HubSpotSim {
             }
         };
         let portal = Arc::new(Mutex::new(Portal::new(id)));
-        registry
-            .portals
-            .insert(token.to_owned(), Arc::clone(&portal));
+        registry.portals.insert(token.to_owned(), Arc::clone(&portal));
         portal
     }
 
@@ -256,10 +232,7 @@ impl HubSpotSim {
 
 /// Binds `addr`, spawns the server on the current tokio runtime, returns the handle + the
 /// real bound address (port 0 picks a free one). The server runs until the runtime stops.
-pub async fn spawn(
-    config: SimConfig,
-    addr: SocketAddr,
-) -> std::io::Result<(HubSpotSim, SocketAddr)> {
+pub async fn spawn(config: SimConfig, addr: SocketAddr) -> std::io::Result<(HubSpotSim, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let sim = HubSpotSim::new(config);

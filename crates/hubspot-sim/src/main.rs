@@ -37,10 +37,7 @@ struct Args {
 impl Args {
     fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.failure_rate) {
-            return Err(format!(
-                "--failure-rate must be between 0.0 and 1.0 (got {})",
-                self.failure_rate
-            ));
+            return Err(format!("--failure-rate must be between 0.0 and 1.0 (got {})", self.failure_rate));
         }
         if self.burst_limit == 0 {
             return Err("--burst-limit must be at least 1".to_owned());
@@ -72,9 +69,7 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Err(message) = args.validate() {
-        Args::command()
-            .error(ErrorKind::ValueValidation, message)
-            .exit();
+        Args::command().error(ErrorKind::ValueValidation, message).exit();
     }
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -83,10 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "hubspot-sim: http://{addr}").context("cannot write to stdout")?;
     stdout.flush().context("cannot flush stdout")?;
-    HubSpotSim::new(args.config())
-        .serve(listener, shutdown_signal())
-        .await
-        .context("server error")
+    HubSpotSim::new(args.config()).serve(listener, shutdown_signal()).await.context("server error")
 }
 
 async fn shutdown_signal() {

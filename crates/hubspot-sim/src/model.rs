@@ -5,15 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 
 /// Property `type` values HubSpot accepts on create.
-pub const PROPERTY_TYPES: &[&str] = &[
-    "bool",
-    "date",
-    "datetime",
-    "enumeration",
-    "number",
-    "phone_number",
-    "string",
-];
+pub const PROPERTY_TYPES: &[&str] = &["bool", "date", "datetime", "enumeration", "number", "phone_number", "string"];
 
 /// Property `fieldType` values HubSpot accepts on create.
 pub const FIELD_TYPES: &[&str] = &[
@@ -32,14 +24,8 @@ pub const FIELD_TYPES: &[&str] = &[
 ];
 
 const DATA_SENSITIVITIES: &[&str] = &["non_sensitive", "sensitive", "highly_sensitive"];
-const NUMBER_DISPLAY_HINTS: &[&str] = &[
-    "currency",
-    "duration",
-    "formatted",
-    "percentage",
-    "probability",
-    "unformatted",
-];
+const NUMBER_DISPLAY_HINTS: &[&str] =
+    &["currency", "duration", "formatted", "percentage", "probability", "unformatted"];
 
 /// Maximum number of unique-value properties per object type.
 pub const MAX_UNIQUE_PROPERTIES: usize = 10;
@@ -47,22 +33,9 @@ pub const MAX_UNIQUE_PROPERTIES: usize = 10;
 /// The fieldTypes allowed for a given type.
 pub fn allowed_field_types(property_type: &str) -> &'static [&'static str] {
     match property_type {
-        "enumeration" => &[
-            "select",
-            "radio",
-            "checkbox",
-            "booleancheckbox",
-            "calculation_equation",
-        ],
+        "enumeration" => &["select", "radio", "checkbox", "booleancheckbox", "calculation_equation"],
         "bool" => &["booleancheckbox", "calculation_equation"],
-        "string" => &[
-            "text",
-            "textarea",
-            "html",
-            "phonenumber",
-            "file",
-            "calculation_equation",
-        ],
+        "string" => &["text", "textarea", "html", "phonenumber", "file", "calculation_equation"],
         "number" => &["number", "calculation_equation"],
         "date" | "datetime" => &["date"],
         "phone_number" => &["phonenumber"],
@@ -77,17 +50,12 @@ pub fn is_valid_internal_name(name: &str) -> bool {
         Some(first) if first.is_ascii_lowercase() => {}
         _ => return false,
     }
-    bytes.len() <= 100
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+    bytes.len() <= 100 && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
 /// Current time as HubSpot formats it: `2026-11-21T10:00:00.000Z`.
 pub fn now_timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// One option of an enumeration property (response shape).
@@ -298,28 +266,19 @@ pub fn build_options(inputs: &[OptionInput]) -> Result<Vec<PropertyOption>, ApiE
     let mut out = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.iter().enumerate() {
         if input.label.trim().is_empty() {
-            return Err(ApiError::validation(format!(
-                "options[{index}].label must not be empty"
-            )));
+            return Err(ApiError::validation(format!("options[{index}].label must not be empty")));
         }
         if input.value.is_empty() {
-            return Err(ApiError::validation(format!(
-                "options[{index}].value must not be empty"
-            )));
+            return Err(ApiError::validation(format!("options[{index}].value must not be empty")));
         }
         if !seen.insert(input.value.as_str()) {
-            return Err(ApiError::validation(format!(
-                "Duplicate option value '{}' (options[{index}])",
-                input.value
-            )));
+            return Err(ApiError::validation(format!("Duplicate option value '{}' (options[{index}])", input.value)));
         }
         out.push(PropertyOption {
             label: input.label.clone(),
             value: input.value.clone(),
             hidden: input.hidden.unwrap_or(false),
-            display_order: input
-                .display_order
-                .unwrap_or_else(|| i64::try_from(index).unwrap_or(i64::MAX)),
+            display_order: input.display_order.unwrap_or_else(|| i64::try_from(index).unwrap_or(i64::MAX)),
             description: input.description.clone(),
         });
     }
@@ -341,9 +300,7 @@ pub fn validate_shape(
             "Property '{name}' of type enumeration requires a non-empty 'options' list"
         )));
     }
-    if field_type == "calculation_equation"
-        && calculation_formula.is_none_or(|f| f.trim().is_empty())
-    {
+    if field_type == "calculation_equation" && calculation_formula.is_none_or(|f| f.trim().is_empty()) {
         return Err(ApiError::validation(format!(
             "Property '{name}' with fieldType calculation_equation requires a 'calculationFormula'"
         )));
@@ -352,10 +309,7 @@ pub fn validate_shape(
 }
 
 /// Validates optional enum-ish fields shared by create and update.
-pub fn validate_hints(
-    data_sensitivity: Option<&str>,
-    number_display_hint: Option<&str>,
-) -> Result<(), ApiError> {
+pub fn validate_hints(data_sensitivity: Option<&str>, number_display_hint: Option<&str>) -> Result<(), ApiError> {
     if let Some(value) = data_sensitivity.filter(|v| !DATA_SENSITIVITIES.contains(v)) {
         return Err(ApiError::validation(format!(
             "Invalid dataSensitivity '{value}'. Allowed values: {}",
@@ -373,9 +327,7 @@ pub fn validate_hints(
 
 /// Identifiers referenced by a calculation formula (rough tokenisation).
 pub fn formula_references(formula: &str, name: &str) -> bool {
-    formula
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|token| token == name)
+    formula.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|token| token == name)
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use crate::error::ApiError;
 use crate::model::{Group, Property};
 use crate::model::{
-    GroupCreate, GroupUpdate, MAX_UNIQUE_PROPERTIES, ModificationMetadata, PropertyCreate,
-    PropertyOption, PropertyUpdate, build_options, formula_references, is_valid_internal_name,
-    now_timestamp, validate_hints, validate_shape,
+    GroupCreate, GroupUpdate, MAX_UNIQUE_PROPERTIES, ModificationMetadata, PropertyCreate, PropertyOption,
+    PropertyUpdate, build_options, formula_references, is_valid_internal_name, now_timestamp, validate_hints,
+    validate_shape,
 };
 use crate::ratelimit::RateLimiter;
 
@@ -40,12 +40,8 @@ impl Portal {
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
-        for (order, (name, label)) in [
-            ("dealinformation", "Deal information"),
-            ("gomark", "GoMark"),
-        ]
-        .into_iter()
-        .enumerate()
+        for (order, (name, label)) in
+            [("dealinformation", "Deal information"), ("gomark", "GoMark")].into_iter().enumerate()
         {
             portal.groups.insert(
                 name.to_owned(),
@@ -78,11 +74,7 @@ impl Portal {
 
     /// Non-archived properties, or only archived ones when `archived` is true.
     pub fn list_properties(&self, archived: bool) -> Vec<Property> {
-        self.properties
-            .values()
-            .filter(|p| p.archived == archived)
-            .cloned()
-            .collect()
+        self.properties.values().filter(|p| p.archived == archived).cloned().collect()
     }
 
     /// Any property by name, archived or not.
@@ -107,10 +99,7 @@ impl Portal {
         let field_type = required(&input.field_type, "fieldType", &mut missing);
         let group_name = required(&input.group_name, "groupName", &mut missing);
         if !missing.is_empty() {
-            return Err(ApiError::validation(format!(
-                "Missing required field(s): {}",
-                missing.join(", ")
-            )));
+            return Err(ApiError::validation(format!("Missing required field(s): {}", missing.join(", "))));
         }
         if !is_valid_internal_name(&name) {
             return Err(ApiError::validation(format!(
@@ -129,27 +118,18 @@ impl Portal {
             external_options,
             input.calculation_formula.as_deref(),
         )?;
-        validate_hints(
-            input.data_sensitivity.as_deref(),
-            input.number_display_hint.as_deref(),
-        )?;
+        validate_hints(input.data_sensitivity.as_deref(), input.number_display_hint.as_deref())?;
         self.ensure_group(&group_name)?;
 
         let existing = self.properties.get(&name);
         if existing.is_some_and(|p| !p.archived) {
-            return Err(
-                ApiError::conflict(format!("A property named '{name}' already exists."))
-                    .with_sub_category(PROPERTY_EXISTS)
-                    .with_context("name", vec![name]),
-            );
+            return Err(ApiError::conflict(format!("A property named '{name}' already exists."))
+                .with_sub_category(PROPERTY_EXISTS)
+                .with_context("name", vec![name]));
         }
         let has_unique_value = input.has_unique_value.unwrap_or(false);
         if has_unique_value {
-            let unique = self
-                .properties
-                .values()
-                .filter(|p| !p.archived && p.has_unique_value)
-                .count();
+            let unique = self.properties.values().filter(|p| !p.archived && p.has_unique_value).count();
             if unique >= MAX_UNIQUE_PROPERTIES {
                 return Err(ApiError::validation(format!(
                     "Cannot create '{name}': at most {MAX_UNIQUE_PROPERTIES} properties with unique values are allowed per object"
@@ -180,9 +160,7 @@ impl Portal {
             currency_property_name: input.currency_property_name,
             number_display_hint: input.number_display_hint,
             text_display_hint: input.text_display_hint,
-            data_sensitivity: input
-                .data_sensitivity
-                .unwrap_or_else(|| "non_sensitive".to_owned()),
+            data_sensitivity: input.data_sensitivity.unwrap_or_else(|| "non_sensitive".to_owned()),
             modification_metadata: ModificationMetadata {
                 archivable: true,
                 read_only_definition: false,
@@ -198,11 +176,7 @@ impl Portal {
     }
 
     /// PATCH a non-archived property.
-    pub fn update_property(
-        &mut self,
-        name: &str,
-        update: PropertyUpdate,
-    ) -> Result<Property, ApiError> {
+    pub fn update_property(&mut self, name: &str, update: PropertyUpdate) -> Result<Property, ApiError> {
         let current = self.get_property(name, false)?;
         if current.hubspot_defined && current.modification_metadata.read_only_definition {
             return Err(ApiError::validation(format!(
@@ -210,14 +184,8 @@ impl Portal {
             )));
         }
         if current.hubspot_defined
-            && (update
-                .property_type
-                .as_ref()
-                .is_some_and(|t| *t != current.property_type)
-                || update
-                    .field_type
-                    .as_ref()
-                    .is_some_and(|t| *t != current.field_type))
+            && (update.property_type.as_ref().is_some_and(|t| *t != current.property_type)
+                || update.field_type.as_ref().is_some_and(|t| *t != current.field_type))
         {
             return Err(ApiError::validation(format!(
                 "Cannot change the type or fieldType of HubSpot-defined property '{name}'"
@@ -226,30 +194,14 @@ impl Portal {
         if update.label.as_ref().is_some_and(|l| l.trim().is_empty()) {
             return Err(ApiError::validation("label must not be empty"));
         }
-        let property_type = update
-            .property_type
-            .clone()
-            .unwrap_or_else(|| current.property_type.clone());
-        let field_type = update
-            .field_type
-            .clone()
-            .unwrap_or_else(|| current.field_type.clone());
+        let property_type = update.property_type.clone().unwrap_or_else(|| current.property_type.clone());
+        let field_type = update.field_type.clone().unwrap_or_else(|| current.field_type.clone());
         let options: Vec<PropertyOption> = match &update.options {
             Some(inputs) => build_options(inputs)?,
             None => current.options.clone(),
         };
-        let formula = update
-            .calculation_formula
-            .clone()
-            .or_else(|| current.calculation_formula.clone());
-        validate_shape(
-            name,
-            &property_type,
-            &field_type,
-            &options,
-            current.external_options,
-            formula.as_deref(),
-        )?;
+        let formula = update.calculation_formula.clone().or_else(|| current.calculation_formula.clone());
+        validate_shape(name, &property_type, &field_type, &options, current.external_options, formula.as_deref())?;
         validate_hints(None, update.number_display_hint.as_deref())?;
         if let Some(group) = &update.group_name {
             self.ensure_group(group)?;
@@ -300,29 +252,20 @@ impl Portal {
     pub fn archive_property(&mut self, name: &str) -> Result<(), ApiError> {
         let current = self.get_property(name, false)?;
         if current.hubspot_defined || !current.modification_metadata.archivable {
-            return Err(ApiError::validation(format!(
-                "Property '{name}' is HubSpot-defined and cannot be archived"
-            ))
-            .with_context("name", vec![name.to_owned()]));
+            return Err(ApiError::validation(format!("Property '{name}' is HubSpot-defined and cannot be archived"))
+                .with_context("name", vec![name.to_owned()]));
         }
         let users: Vec<String> = self
             .properties
             .values()
             .filter(|p| !p.archived && p.name != name)
-            .filter(|p| {
-                p.calculation_formula
-                    .as_deref()
-                    .is_some_and(|f| formula_references(f, name))
-            })
+            .filter(|p| p.calculation_formula.as_deref().is_some_and(|f| formula_references(f, name)))
             .map(|p| p.name.clone())
             .collect();
         if !users.is_empty() {
-            return Err(ApiError::validation(format!(
-                "Property '{name}' is in use by: {}",
-                users.join(", ")
-            ))
-            .with_sub_category("CANNOT_DELETE_PROPERTY_IN_USE")
-            .with_context("name", vec![name.to_owned()]));
+            return Err(ApiError::validation(format!("Property '{name}' is in use by: {}", users.join(", ")))
+                .with_sub_category("CANNOT_DELETE_PROPERTY_IN_USE")
+                .with_context("name", vec![name.to_owned()]));
         }
         if let Some(property) = self.properties.get_mut(name) {
             let now = now_timestamp();
@@ -338,19 +281,13 @@ impl Portal {
     fn ensure_group(&self, name: &str) -> Result<(), ApiError> {
         match self.groups.get(name) {
             Some(g) if !g.archived => Ok(()),
-            _ => Err(
-                ApiError::validation(format!("Property group '{name}' does not exist"))
-                    .with_context("groupName", vec![name.to_owned()]),
-            ),
+            _ => Err(ApiError::validation(format!("Property group '{name}' does not exist"))
+                .with_context("groupName", vec![name.to_owned()])),
         }
     }
 
     pub fn list_groups(&self, archived: bool) -> Vec<Group> {
-        self.groups
-            .values()
-            .filter(|g| g.archived == archived)
-            .cloned()
-            .collect()
+        self.groups.values().filter(|g| g.archived == archived).cloned().collect()
     }
 
     pub fn get_group(&self, name: &str, archived: bool) -> Result<Group, ApiError> {
@@ -365,10 +302,7 @@ impl Portal {
         let name = required(&input.name, "name", &mut missing);
         let label = required(&input.label, "label", &mut missing);
         if !missing.is_empty() {
-            return Err(ApiError::validation(format!(
-                "Missing required field(s): {}",
-                missing.join(", ")
-            )));
+            return Err(ApiError::validation(format!("Missing required field(s): {}", missing.join(", "))));
         }
         if !is_valid_internal_name(&name) {
             return Err(ApiError::validation(format!(
@@ -376,17 +310,11 @@ impl Portal {
             )));
         }
         if self.groups.get(&name).is_some_and(|g| !g.archived) {
-            return Err(ApiError::conflict(format!(
-                "A property group named '{name}' already exists."
-            ))
-            .with_context("name", vec![name]));
+            return Err(ApiError::conflict(format!("A property group named '{name}' already exists."))
+                .with_context("name", vec![name]));
         }
-        let group = Group {
-            name: name.clone(),
-            label,
-            display_order: input.display_order.unwrap_or(-1),
-            archived: false,
-        };
+        let group =
+            Group { name: name.clone(), label, display_order: input.display_order.unwrap_or(-1), archived: false };
         self.groups.insert(name, group.clone());
         Ok(group)
     }
@@ -408,12 +336,8 @@ impl Portal {
 
     pub fn archive_group(&mut self, name: &str) -> Result<(), ApiError> {
         self.get_group(name, false)?;
-        let active: Vec<String> = self
-            .properties
-            .values()
-            .filter(|p| !p.archived && p.group_name == name)
-            .map(|p| p.name.clone())
-            .collect();
+        let active: Vec<String> =
+            self.properties.values().filter(|p| !p.archived && p.group_name == name).map(|p| p.name.clone()).collect();
         if !active.is_empty() {
             return Err(ApiError::validation(format!(
                 "GROUP_WITH_ACTIVE_PROPERTIES: property group '{name}' still contains active properties: {}",
@@ -429,11 +353,7 @@ impl Portal {
     }
 }
 
-fn required(
-    value: &Option<String>,
-    field: &'static str,
-    missing: &mut Vec<&'static str>,
-) -> String {
+fn required(value: &Option<String>, field: &'static str, missing: &mut Vec<&'static str>) -> String {
     match value {
         Some(v) if !v.trim().is_empty() => v.clone(),
         _ => {
@@ -444,17 +364,13 @@ fn required(
 }
 
 pub(crate) fn property_not_found(name: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Unable to find property {name} for object type deals"
-    ))
-    .with_context("name", vec![name.to_owned()])
+    ApiError::not_found(format!("Unable to find property {name} for object type deals"))
+        .with_context("name", vec![name.to_owned()])
 }
 
 fn group_not_found(name: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Unable to find property group {name} for object type deals"
-    ))
-    .with_context("name", vec![name.to_owned()])
+    ApiError::not_found(format!("Unable to find property group {name} for object type deals"))
+        .with_context("name", vec![name.to_owned()])
 }
 
 fn option(label: &str, value: &str, order: i64) -> PropertyOption {
@@ -486,52 +402,19 @@ fn default_deal_properties() -> Vec<Property> {
     let specs = vec![
         spec("dealname", "Deal Name", "string", "text", vec![]),
         spec("amount", "Amount", "number", "number", vec![]),
+        DefaultSpec { read_only_definition: true, ..spec("dealstage", "Deal Stage", "enumeration", "radio", stages) },
         DefaultSpec {
             read_only_definition: true,
-            ..spec("dealstage", "Deal Stage", "enumeration", "radio", stages)
-        },
-        DefaultSpec {
-            read_only_definition: true,
-            ..spec(
-                "pipeline",
-                "Pipeline",
-                "enumeration",
-                "select",
-                vec![option("Sales Pipeline", "default", 0)],
-            )
+            ..spec("pipeline", "Pipeline", "enumeration", "select", vec![option("Sales Pipeline", "default", 0)])
         },
         spec("closedate", "Close Date", "datetime", "date", vec![]),
-        read_only(spec(
-            "createdate",
-            "Create Date",
-            "datetime",
-            "date",
-            vec![],
-        )),
-        read_only(spec(
-            "hs_lastmodifieddate",
-            "Last Modified Date",
-            "datetime",
-            "date",
-            vec![],
-        )),
-        read_only(spec(
-            "hs_object_id",
-            "Record ID",
-            "number",
-            "number",
-            vec![],
-        )),
+        read_only(spec("createdate", "Create Date", "datetime", "date", vec![])),
+        read_only(spec("hs_lastmodifieddate", "Last Modified Date", "datetime", "date", vec![])),
+        read_only(spec("hs_object_id", "Record ID", "number", "number", vec![])),
         DefaultSpec {
             read_only_definition: true,
             external_options: true,
-            ..spec(
-                "hubspot_owner_id",
-                "Deal owner",
-                "enumeration",
-                "select",
-                vec![],
-            )
+            ..spec("hubspot_owner_id", "Deal owner", "enumeration", "select", vec![])
         },
     ];
     specs
@@ -617,11 +500,7 @@ fn spec(
 
 /// System-maintained: neither definition nor value can be edited.
 fn read_only(spec: DefaultSpec) -> DefaultSpec {
-    DefaultSpec {
-        read_only_definition: true,
-        read_only_value: true,
-        ..spec
-    }
+    DefaultSpec { read_only_definition: true, read_only_value: true, ..spec }
 }
 
 #[cfg(test)]
@@ -642,18 +521,8 @@ mod tests {
     #[test]
     fn defaults_present() {
         let portal = Portal::new(1);
-        let names: Vec<_> = portal
-            .list_properties(false)
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        for n in [
-            "dealname",
-            "amount",
-            "dealstage",
-            "hs_object_id",
-            "hubspot_owner_id",
-        ] {
+        let names: Vec<_> = portal.list_properties(false).into_iter().map(|p| p.name).collect();
+        for n in ["dealname", "amount", "dealstage", "hs_object_id", "hubspot_owner_id"] {
             assert!(names.iter().any(|x| x == n), "{n} missing");
         }
         assert_eq!(portal.list_groups(false).len(), 2);
@@ -693,10 +562,7 @@ mod tests {
     #[test]
     fn fail_next_counts_down() {
         let mut portal = Portal::new(1);
-        portal.fail_next = Some(FailNext {
-            remaining: 2,
-            status: 503,
-        });
+        portal.fail_next = Some(FailNext { remaining: 2, status: 503 });
         assert_eq!(portal.take_injected_failure(), Some(503));
         assert_eq!(portal.take_injected_failure(), Some(503));
         assert_eq!(portal.take_injected_failure(), None);

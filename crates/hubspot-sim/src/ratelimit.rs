@@ -31,15 +31,9 @@ impl Snapshot {
         let pairs: [(&'static str, String); 5] = [
             ("x-hubspot-ratelimit-max", self.max.to_string()),
             ("x-hubspot-ratelimit-remaining", self.remaining.to_string()),
-            (
-                "x-hubspot-ratelimit-interval-milliseconds",
-                self.interval_ms.to_string(),
-            ),
+            ("x-hubspot-ratelimit-interval-milliseconds", self.interval_ms.to_string()),
             ("x-hubspot-ratelimit-daily", self.daily.to_string()),
-            (
-                "x-hubspot-ratelimit-daily-remaining",
-                self.daily_remaining.to_string(),
-            ),
+            ("x-hubspot-ratelimit-daily-remaining", self.daily_remaining.to_string()),
         ];
         for (name, value) in pairs {
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -106,11 +100,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits {
-            burst_limit: 2,
-            burst_window: Duration::from_millis(100),
-            daily_limit: 3,
-        }
+        Limits { burst_limit: 2, burst_window: Duration::from_millis(100), daily_limit: 3 }
     }
 
     #[test]
@@ -118,28 +108,14 @@ mod tests {
         let mut rl = RateLimiter::default();
         let t0 = Instant::now();
         let day = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
-        let Outcome::Allowed(s) = rl.admit(limits(), t0, day) else {
-            panic!("first should pass")
-        };
+        let Outcome::Allowed(s) = rl.admit(limits(), t0, day) else { panic!("first should pass") };
         assert_eq!((s.remaining, s.daily_remaining), (1, 2));
         assert!(matches!(rl.admit(limits(), t0, day), Outcome::Allowed(_)));
-        assert!(matches!(
-            rl.admit(limits(), t0, day),
-            Outcome::Limited(RateLimitPolicy::TenSecondlyRolling, _)
-        ));
+        assert!(matches!(rl.admit(limits(), t0, day), Outcome::Limited(RateLimitPolicy::TenSecondlyRolling, _)));
         let later = t0 + Duration::from_millis(150);
-        assert!(matches!(
-            rl.admit(limits(), later, day),
-            Outcome::Allowed(_)
-        ));
-        assert!(matches!(
-            rl.admit(limits(), later, day),
-            Outcome::Limited(RateLimitPolicy::Daily, _)
-        ));
+        assert!(matches!(rl.admit(limits(), later, day), Outcome::Allowed(_)));
+        assert!(matches!(rl.admit(limits(), later, day), Outcome::Limited(RateLimitPolicy::Daily, _)));
         let tomorrow = day.succ_opt().expect("date");
-        assert!(matches!(
-            rl.admit(limits(), later, tomorrow),
-            Outcome::Allowed(_)
-        ));
+        assert!(matches!(rl.admit(limits(), later, tomorrow), Outcome::Allowed(_)));
     }
 }

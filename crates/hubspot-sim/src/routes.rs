@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::model::{
-    BatchCreate, BatchNames, BatchRead, GroupCreate, GroupUpdate, PropertyCreate, PropertyUpdate,
-    now_timestamp,
+    BatchCreate, BatchNames, BatchRead, GroupCreate, GroupUpdate, PropertyCreate, PropertyUpdate, now_timestamp,
 };
 use crate::portal::property_not_found;
 use crate::{HubSpotSim, PortalRef, gate, lock};
@@ -34,22 +33,13 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/batch/create", post(batch_create))
         .route("/{object_type}/batch/archive", post(batch_archive))
         .route("/{object_type}/groups", get(list_groups).post(create_group))
-        .route(
-            "/{object_type}/groups/{group_name}",
-            get(get_group).patch(update_group).delete(archive_group),
-        )
-        .route(
-            "/{object_type}/{name}",
-            get(get_property)
-                .patch(update_property)
-                .delete(archive_property),
-        );
+        .route("/{object_type}/groups/{group_name}", get(get_group).patch(update_group).delete(archive_group))
+        .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
     let mut app = Router::new().nest("/crm/v3/properties", properties.clone());
     for version in DATE_VERSIONS {
         app = app.nest(&format!("/crm/properties/{version}"), properties.clone());
     }
-    app.fallback(unknown_route)
-        .layer(middleware::from_fn_with_state(sim, gate::gate))
+    app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim, gate::gate))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,32 +64,24 @@ fn parse_value(body: &Bytes) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::validation("Request body is required"));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(format!("Invalid input JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::validation(format!("Invalid input JSON: {e}")))?;
     if value.is_object() {
         Ok(value)
     } else {
-        Err(ApiError::validation(
-            "Invalid input JSON: request body must be a JSON object",
-        ))
+        Err(ApiError::validation("Invalid input JSON: request body must be a JSON object"))
     }
 }
 
 fn from_value<T: DeserializeOwned>(value: Value) -> ApiResult<T> {
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::validation(format!("Invalid input JSON: {e}")))
+    serde_json::from_value(value).map_err(|e| ApiError::validation(format!("Invalid input JSON: {e}")))
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     from_value(parse_value(body)?)
 }
 
-fn batch_response(
-    results: Vec<Value>,
-    errors: Vec<Value>,
-    started_at: String,
-    ok: StatusCode,
-) -> Response {
+fn batch_response(results: Vec<Value>, errors: Vec<Value>, started_at: String, ok: StatusCode) -> Response {
     let mut body = json!({
         "status": "COMPLETE",
         "results": results,
@@ -160,10 +142,7 @@ async fn update_property(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let value = parse_value(&body)?;
-    if let Some(field) = IMMUTABLE_PROPERTY_FIELDS
-        .iter()
-        .find(|f| value.get(**f).is_some())
-    {
+    if let Some(field) = IMMUTABLE_PROPERTY_FIELDS.iter().find(|f| value.get(**f).is_some()) {
         return Err(ApiError::validation(format!(
             "'{field}' cannot be changed after a property is created and is not allowed in a PropertyUpdate"
         )));
@@ -228,12 +207,7 @@ async fn batch_create(
             }
         }
     }
-    Ok(batch_response(
-        results,
-        errors,
-        started_at,
-        StatusCode::CREATED,
-    ))
+    Ok(batch_response(results, errors, started_at, StatusCode::CREATED))
 }
 
 async fn batch_archive(
@@ -292,9 +266,7 @@ async fn update_group(
     check_object_type(&object_type)?;
     let value = parse_value(&body)?;
     if value.get("name").is_some() {
-        return Err(ApiError::validation(
-            "'name' cannot be changed after a property group is created",
-        ));
+        return Err(ApiError::validation("'name' cannot be changed after a property group is created"));
     }
     let update: GroupUpdate = from_value(value)?;
     let group = lock(&portal).update_group(&group_name, update)?;

@@ -19,40 +19,23 @@ struct Sim {
 async fn start(config: SimConfig) -> Sim {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let (sim, addr) = spawn(config, addr).await.expect("spawn");
-    Sim {
-        sim,
-        base: format!("http://{addr}"),
-        client: Client::new(),
-    }
+    Sim { sim, base: format!("http://{addr}"), client: Client::new() }
 }
 
 impl Sim {
     async fn call(&self, method: Method, token: &str, path: &str, body: Option<Value>) -> Response {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
         if let Some(body) = body {
             req = req.json(&body);
         }
         req.send().await.expect("request")
     }
 
-    async fn json(
-        &self,
-        method: Method,
-        token: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    async fn json(&self, method: Method, token: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let resp = self.call(method, token, path, body).await;
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).expect("json body")
-        };
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("json body") };
         (status, value)
     }
 }
@@ -77,9 +60,7 @@ fn assert_error(body: &Value, category: &str) {
 }
 
 async fn lifecycle(sim: &Sim, base: &str, token: &str) {
-    let (status, created) = sim
-        .json(Method::POST, token, base, Some(prop("gomark_score")))
-        .await;
+    let (status, created) = sim.json(Method::POST, token, base, Some(prop("gomark_score"))).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["name"], "gomark_score");
     assert_eq!(created["description"], "");
@@ -97,21 +78,12 @@ async fn lifecycle(sim: &Sim, base: &str, token: &str) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["label"], "GoMark score");
 
-    let (status, dup) = sim
-        .json(Method::POST, token, base, Some(prop("gomark_score")))
-        .await;
+    let (status, dup) = sim.json(Method::POST, token, base, Some(prop("gomark_score"))).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_error(&dup, "OBJECT_ALREADY_EXISTS");
     assert_eq!(dup["subCategory"], "Properties.PROPERTY_WITH_NAME_EXISTS");
 
-    let (status, patched) = sim
-        .json(
-            Method::PATCH,
-            token,
-            &path,
-            Some(json!({"label": "Score (renamed)"})),
-        )
-        .await;
+    let (status, patched) = sim.json(Method::PATCH, token, &path, Some(json!({"label": "Score (renamed)"}))).await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["label"], "Score (renamed)");
     assert_eq!(patched["type"], "number");
@@ -123,17 +95,13 @@ async fn lifecycle(sim: &Sim, base: &str, token: &str) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&missing, "OBJECT_NOT_FOUND");
 
-    let (status, archived) = sim
-        .json(Method::GET, token, &format!("{path}?archived=true"), None)
-        .await;
+    let (status, archived) = sim.json(Method::GET, token, &format!("{path}?archived=true"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(archived["archived"], true);
     assert!(archived["archivedAt"].is_string());
 
     // Re-creating an archived name restores it.
-    let (status, restored) = sim
-        .json(Method::POST, token, base, Some(prop("gomark_score")))
-        .await;
+    let (status, restored) = sim.json(Method::POST, token, base, Some(prop("gomark_score"))).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(restored["archived"], false);
 }
@@ -152,13 +120,9 @@ async fn property_lifecycle_dated_path_and_object_id_alias() {
     lifecycle(&sim, DATED, "tok-a").await;
     lifecycle(&sim, "/crm/v3/properties/0-3", "tok-b").await;
     // Both path styles see the same portal state.
-    let (status, _) = sim
-        .json(Method::GET, "tok-a", &format!("{V3}/gomark_score"), None)
-        .await;
+    let (status, _) = sim.json(Method::GET, "tok-a", &format!("{V3}/gomark_score"), None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = sim
-        .json(Method::GET, "tok-a", "/crm/v3/properties/widgets", None)
-        .await;
+    let (status, body) = sim.json(Method::GET, "tok-a", "/crm/v3/properties/widgets", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "VALIDATION_ERROR");
 }
@@ -193,12 +157,7 @@ async fn validation_errors() {
         .await
         .expect("request");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .expect("ct")
-            .starts_with("application/json")
-    );
+    assert!(resp.headers()["content-type"].to_str().expect("ct").starts_with("application/json"));
     assert_error(&resp.json().await.expect("json"), "VALIDATION_ERROR");
 
     // Valid enumeration, then PATCH rules.
@@ -209,53 +168,25 @@ async fn validation_errors() {
     assert_eq!(created["options"][0]["hidden"], false);
     assert_eq!(created["options"][1]["displayOrder"], 5);
     let path = format!("{V3}/gomark_tier");
-    for bad in [
-        json!({"name": "other"}),
-        json!({"hasUniqueValue": true}),
-        json!({"options": []}),
-    ] {
+    for bad in [json!({"name": "other"}), json!({"hasUniqueValue": true}), json!({"options": []})] {
         let (status, body) = sim.json(Method::PATCH, "tok", &path, Some(bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_error(&body, "VALIDATION_ERROR");
     }
-    let (status, patched) = sim
-        .json(
-            Method::PATCH,
-            "tok",
-            &path,
-            Some(json!({"options": [{"label": "Bronze", "value": "bronze"}]})),
-        )
-        .await;
+    let (status, patched) =
+        sim.json(Method::PATCH, "tok", &path, Some(json!({"options": [{"label": "Bronze", "value": "bronze"}]}))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(patched["options"].as_array().map(Vec::len), Some(1));
     assert_eq!(patched["label"], "Tier");
-    let (status, _) = sim
-        .json(
-            Method::PATCH,
-            "tok",
-            &format!("{V3}/nope"),
-            Some(json!({"label": "x"})),
-        )
-        .await;
+    let (status, _) = sim.json(Method::PATCH, "tok", &format!("{V3}/nope"), Some(json!({"label": "x"}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // HubSpot-defined properties.
-    let resp = sim
-        .call(Method::DELETE, "tok", &format!("{V3}/dealname"), None)
-        .await;
+    let resp = sim.call(Method::DELETE, "tok", &format!("{V3}/dealname"), None).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let (status, _) = sim
-        .json(
-            Method::PATCH,
-            "tok",
-            &format!("{V3}/hs_object_id"),
-            Some(json!({"label": "x"})),
-        )
-        .await;
+    let (status, _) = sim.json(Method::PATCH, "tok", &format!("{V3}/hs_object_id"), Some(json!({"label": "x"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let resp = sim
-        .call(Method::DELETE, "tok", &format!("{V3}/nope"), None)
-        .await;
+    let resp = sim.call(Method::DELETE, "tok", &format!("{V3}/nope"), None).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
@@ -265,81 +196,36 @@ async fn default_properties_and_groups() {
     let (status, list) = sim.json(Method::GET, "tok", V3, None).await;
     assert_eq!(status, StatusCode::OK);
     let results = list["results"].as_array().expect("results");
-    let dealstage = results
-        .iter()
-        .find(|p| p["name"] == "dealstage")
-        .expect("dealstage");
+    let dealstage = results.iter().find(|p| p["name"] == "dealstage").expect("dealstage");
     assert_eq!(dealstage["type"], "enumeration");
     assert_eq!(dealstage["fieldType"], "radio");
     assert_eq!(dealstage["hubspotDefined"], true);
     assert_eq!(dealstage["groupName"], "dealinformation");
     assert!(!dealstage["options"].as_array().expect("options").is_empty());
 
-    let (status, groups) = sim
-        .json(Method::GET, "tok", &format!("{V3}/groups"), None)
-        .await;
+    let (status, groups) = sim.json(Method::GET, "tok", &format!("{V3}/groups"), None).await;
     assert_eq!(status, StatusCode::OK);
-    let labels: Vec<&str> = groups["results"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .filter_map(|g| g["label"].as_str())
-        .collect();
+    let labels: Vec<&str> =
+        groups["results"].as_array().expect("groups").iter().filter_map(|g| g["label"].as_str()).collect();
     assert!(labels.contains(&"Deal information") && labels.contains(&"GoMark"));
 
     let groups_path = format!("{DATED}/groups");
     let new_group = json!({"name": "gomark_extra", "label": "Extra"});
-    let (status, _) = sim
-        .json(Method::POST, "tok", &groups_path, Some(new_group.clone()))
-        .await;
+    let (status, _) = sim.json(Method::POST, "tok", &groups_path, Some(new_group.clone())).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = sim
-        .json(Method::POST, "tok", &groups_path, Some(new_group))
-        .await;
+    let (status, body) = sim.json(Method::POST, "tok", &groups_path, Some(new_group)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_error(&body, "OBJECT_ALREADY_EXISTS");
-    let (status, patched) = sim
-        .json(
-            Method::PATCH,
-            "tok",
-            &format!("{groups_path}/gomark_extra"),
-            Some(json!({"label": "Extra 2"})),
-        )
-        .await;
+    let (status, patched) =
+        sim.json(Method::PATCH, "tok", &format!("{groups_path}/gomark_extra"), Some(json!({"label": "Extra 2"}))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(patched["label"], "Extra 2");
-    let (status, body) = sim
-        .json(
-            Method::DELETE,
-            "tok",
-            &format!("{groups_path}/dealinformation"),
-            None,
-        )
-        .await;
+    let (status, body) = sim.json(Method::DELETE, "tok", &format!("{groups_path}/dealinformation"), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["message"]
-            .as_str()
-            .expect("msg")
-            .contains("GROUP_WITH_ACTIVE_PROPERTIES")
-    );
-    let resp = sim
-        .call(
-            Method::DELETE,
-            "tok",
-            &format!("{groups_path}/gomark_extra"),
-            None,
-        )
-        .await;
+    assert!(body["message"].as_str().expect("msg").contains("GROUP_WITH_ACTIVE_PROPERTIES"));
+    let resp = sim.call(Method::DELETE, "tok", &format!("{groups_path}/gomark_extra"), None).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let (status, _) = sim
-        .json(
-            Method::GET,
-            "tok",
-            &format!("{groups_path}/gomark_extra"),
-            None,
-        )
-        .await;
+    let (status, _) = sim.json(Method::GET, "tok", &format!("{groups_path}/gomark_extra"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -368,60 +254,33 @@ async fn batch_endpoints() {
         .await;
     assert_eq!(status, StatusCode::MULTI_STATUS);
     assert_eq!(body["numErrors"], 1);
-    assert_eq!(
-        body["errors"][0]["subCategory"],
-        "Properties.PROPERTY_WITH_NAME_EXISTS"
-    );
+    assert_eq!(body["errors"][0]["subCategory"], "Properties.PROPERTY_WITH_NAME_EXISTS");
 
     let read = json!({"archived": false, "inputs": [{"name": "gomark_a"}, {"name": "dealname"}]});
-    let (status, body) = sim
-        .json(
-            Method::POST,
-            "tok",
-            &format!("{DATED}/batch/read"),
-            Some(read),
-        )
-        .await;
+    let (status, body) = sim.json(Method::POST, "tok", &format!("{DATED}/batch/read"), Some(read)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["results"].as_array().map(Vec::len), Some(2));
     assert!(body["startedAt"].is_string() && body["completedAt"].is_string());
 
-    let archive =
-        json!({"inputs": [{"name": "gomark_a"}, {"name": "never_existed"}, {"name": "dealname"}]});
-    let resp = sim
-        .call(
-            Method::POST,
-            "tok",
-            &format!("{V3}/batch/archive"),
-            Some(archive),
-        )
-        .await;
+    let archive = json!({"inputs": [{"name": "gomark_a"}, {"name": "never_existed"}, {"name": "dealname"}]});
+    let resp = sim.call(Method::POST, "tok", &format!("{V3}/batch/archive"), Some(archive)).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
     let read = json!({"archived": false, "inputs": [{"name": "gomark_a"}, {"name": "gomark_b"}]});
-    let (status, body) = sim
-        .json(Method::POST, "tok", &format!("{V3}/batch/read"), Some(read))
-        .await;
+    let (status, body) = sim.json(Method::POST, "tok", &format!("{V3}/batch/read"), Some(read)).await;
     assert_eq!(status, StatusCode::MULTI_STATUS);
     assert_eq!(body["numErrors"], 1);
     assert_eq!(body["errors"][0]["category"], "OBJECT_NOT_FOUND");
-    assert_eq!(
-        sim.sim.property("tok", "gomark_a").expect("a")["archived"],
-        true
-    );
+    assert_eq!(sim.sim.property("tok", "gomark_a").expect("a")["archived"], true);
 }
 
 #[tokio::test]
 async fn portals_are_isolated() {
     let sim = start(SimConfig::default()).await;
     sim.sim.register_portal("registered", 4242);
-    let (status, _) = sim
-        .json(Method::POST, "tok-1", V3, Some(prop("gomark_only_one")))
-        .await;
+    let (status, _) = sim.json(Method::POST, "tok-1", V3, Some(prop("gomark_only_one"))).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = sim
-        .json(Method::GET, "tok-2", &format!("{V3}/gomark_only_one"), None)
-        .await;
+    let (status, _) = sim.json(Method::GET, "tok-2", &format!("{V3}/gomark_only_one"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = sim.json(Method::GET, "registered", V3, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -433,22 +292,12 @@ async fn portals_are_isolated() {
     assert!(sim.sim.property("tok-2", "gomark_only_one").is_none());
 
     // Missing / empty auth.
-    let resp = sim
-        .client
-        .get(format!("{}{V3}", sim.base))
-        .send()
-        .await
-        .expect("request");
+    let resp = sim.client.get(format!("{}{V3}", sim.base)).send().await.expect("request");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.headers().get("x-hubspot-ratelimit-max").is_none());
     assert_error(&resp.json().await.expect("json"), "INVALID_AUTHENTICATION");
-    let resp = sim
-        .client
-        .get(format!("{}{V3}", sim.base))
-        .header("authorization", "Bearer ")
-        .send()
-        .await
-        .expect("request");
+    let resp =
+        sim.client.get(format!("{}{V3}", sim.base)).header("authorization", "Bearer ").send().await.expect("request");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
     let log = sim.sim.requests();
@@ -473,21 +322,14 @@ fn header_u64(resp: &Response, name: &str) -> u64 {
 
 #[tokio::test]
 async fn rate_limit_headers_and_burst_limit() {
-    let config = SimConfig {
-        burst_limit: 3,
-        burst_window: Duration::from_millis(400),
-        ..SimConfig::default()
-    };
+    let config = SimConfig { burst_limit: 3, burst_window: Duration::from_millis(400), ..SimConfig::default() };
     let sim = start(config).await;
     let mut remaining = Vec::new();
     for _ in 0..3 {
         let resp = sim.call(Method::GET, "tok", V3, None).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(header_u64(&resp, "x-hubspot-ratelimit-max"), 3);
-        assert_eq!(
-            header_u64(&resp, "x-hubspot-ratelimit-interval-milliseconds"),
-            400
-        );
+        assert_eq!(header_u64(&resp, "x-hubspot-ratelimit-interval-milliseconds"), 400);
         assert_eq!(header_u64(&resp, "x-hubspot-ratelimit-daily"), 250_000);
         remaining.push((
             header_u64(&resp, "x-hubspot-ratelimit-remaining"),
@@ -502,10 +344,7 @@ async fn rate_limit_headers_and_burst_limit() {
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
     assert_eq!(body["errorType"], "RATE_LIMIT");
-    assert_eq!(
-        body["message"],
-        "You have reached your ten_secondly_rolling limit."
-    );
+    assert_eq!(body["message"], "You have reached your ten_secondly_rolling limit.");
     assert!(body["groupName"].is_string() && body["correlationId"].is_string());
 
     // Another portal has its own budget.
@@ -522,16 +361,10 @@ async fn rate_limit_headers_and_burst_limit() {
 
 #[tokio::test]
 async fn daily_limit() {
-    let config = SimConfig {
-        daily_limit: 2,
-        ..SimConfig::default()
-    };
+    let config = SimConfig { daily_limit: 2, ..SimConfig::default() };
     let sim = start(config).await;
     for _ in 0..2 {
-        assert_eq!(
-            sim.call(Method::GET, "tok", V3, None).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(sim.call(Method::GET, "tok", V3, None).await.status(), StatusCode::OK);
     }
     let resp = sim.call(Method::GET, "tok", V3, None).await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -550,16 +383,10 @@ async fn injected_failures() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_error(&body, "INTERNAL_ERROR");
     }
-    assert_eq!(
-        sim.call(Method::GET, "tok", V3, None).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(sim.call(Method::GET, "tok", V3, None).await.status(), StatusCode::OK);
     // Other portals are unaffected.
     sim.sim.fail_next("tok", 1, 429);
-    assert_eq!(
-        sim.call(Method::GET, "other", V3, None).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(sim.call(Method::GET, "other", V3, None).await.status(), StatusCode::OK);
     let (status, body) = sim.json(Method::GET, "tok", V3, None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
@@ -567,20 +394,13 @@ async fn injected_failures() {
     sim.sim.set_failure_rate(1.0);
     let resp = sim.call(Method::GET, "tok", V3, None).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
-    assert!(
-        resp.headers()
-            .get("x-hubspot-ratelimit-remaining")
-            .is_some()
-    );
+    assert!(resp.headers().get("x-hubspot-ratelimit-remaining").is_some());
     assert_error(&resp.json().await.expect("json"), "INTERNAL_ERROR");
     sim.sim.set_failure_rate(0.0);
 
     sim.sim.set_latency(Duration::from_millis(120));
     let started = std::time::Instant::now();
-    assert_eq!(
-        sim.call(Method::GET, "tok", V3, None).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(sim.call(Method::GET, "tok", V3, None).await.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(120));
     sim.sim.set_latency(Duration::ZERO);
 
@@ -597,9 +417,7 @@ async fn unknown_routes_and_methods_get_error_bodies() {
     let (status, body) = sim.json(Method::PUT, "tok", V3, None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_error(&body, "VALIDATION_ERROR");
-    let (status, body) = sim
-        .json(Method::GET, "tok", &format!("{V3}?archived=maybe"), None)
-        .await;
+    let (status, body) = sim.json(Method::GET, "tok", &format!("{V3}?archived=maybe"), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "VALIDATION_ERROR");
 }

@@ -37,34 +37,10 @@ struct Row {
 }
 
 const TABLE: &[Row] = &[
-    row(
-        ErrorKind::InvalidArgument,
-        Code::InvalidArgument,
-        400,
-        "invalid-argument",
-        "Invalid argument",
-    ),
-    row(
-        ErrorKind::NotFound,
-        Code::NotFound,
-        404,
-        "not-found",
-        "Not found",
-    ),
-    row(
-        ErrorKind::AlreadyExists,
-        Code::AlreadyExists,
-        409,
-        "already-exists",
-        "Already exists",
-    ),
-    row(
-        ErrorKind::Conflict,
-        Code::Aborted,
-        412,
-        "conflict",
-        "Precondition failed",
-    ),
+    row(ErrorKind::InvalidArgument, Code::InvalidArgument, 400, "invalid-argument", "Invalid argument"),
+    row(ErrorKind::NotFound, Code::NotFound, 404, "not-found", "Not found"),
+    row(ErrorKind::AlreadyExists, Code::AlreadyExists, 409, "already-exists", "Already exists"),
+    row(ErrorKind::Conflict, Code::Aborted, 412, "conflict", "Precondition failed"),
     row(
         ErrorKind::FailedPrecondition,
         Code::FailedPrecondition,
@@ -72,80 +48,23 @@ const TABLE: &[Row] = &[
         "failed-precondition",
         "Cannot be done in the current state",
     ),
-    row(
-        ErrorKind::Unauthenticated,
-        Code::Unauthenticated,
-        401,
-        "unauthenticated",
-        "Unauthenticated",
-    ),
-    row(
-        ErrorKind::PermissionDenied,
-        Code::PermissionDenied,
-        403,
-        "permission-denied",
-        "Permission denied",
-    ),
-    row(
-        ErrorKind::RateLimited,
-        Code::ResourceExhausted,
-        429,
-        "rate-limited",
-        "Too many requests",
-    ),
-    row(
-        ErrorKind::Unavailable,
-        Code::Unavailable,
-        503,
-        "unavailable",
-        "Service unavailable",
-    ),
-    row(
-        ErrorKind::Timeout,
-        Code::DeadlineExceeded,
-        504,
-        "timeout",
-        "Timed out",
-    ),
-    row(
-        ErrorKind::Unimplemented,
-        Code::Unimplemented,
-        501,
-        "not-implemented",
-        "Not implemented",
-    ),
-    row(
-        ErrorKind::Internal,
-        Code::Internal,
-        500,
-        "internal",
-        "Internal error",
-    ),
+    row(ErrorKind::Unauthenticated, Code::Unauthenticated, 401, "unauthenticated", "Unauthenticated"),
+    row(ErrorKind::PermissionDenied, Code::PermissionDenied, 403, "permission-denied", "Permission denied"),
+    row(ErrorKind::RateLimited, Code::ResourceExhausted, 429, "rate-limited", "Too many requests"),
+    row(ErrorKind::Unavailable, Code::Unavailable, 503, "unavailable", "Service unavailable"),
+    row(ErrorKind::Timeout, Code::DeadlineExceeded, 504, "timeout", "Timed out"),
+    row(ErrorKind::Unimplemented, Code::Unimplemented, 501, "not-implemented", "Not implemented"),
+    row(ErrorKind::Internal, Code::Internal, 500, "internal", "Internal error"),
 ];
 
-const fn row(
-    kind: ErrorKind,
-    grpc: Code,
-    http: u16,
-    slug: &'static str,
-    title: &'static str,
-) -> Row {
-    Row {
-        kind,
-        grpc,
-        http,
-        slug,
-        title,
-    }
+const fn row(kind: ErrorKind, grpc: Code, http: u16, slug: &'static str, title: &'static str) -> Row {
+    Row { kind, grpc, http, slug, title }
 }
 
 impl ErrorKind {
     fn row(self) -> &'static Row {
         // The table lists every kind; Internal is the last row and the safe fallback.
-        TABLE
-            .iter()
-            .find(|r| r.kind == self)
-            .unwrap_or(&TABLE[TABLE.len() - 1])
+        TABLE.iter().find(|r| r.kind == self).unwrap_or(&TABLE[TABLE.len() - 1])
     }
 
     pub fn grpc_code(self) -> Code {
@@ -171,10 +90,7 @@ impl ErrorKind {
             Code::Cancelled => ErrorKind::Unavailable,
             Code::OutOfRange => ErrorKind::InvalidArgument,
             Code::Unknown | Code::DataLoss => ErrorKind::Internal,
-            other => TABLE
-                .iter()
-                .find(|r| r.grpc == other)
-                .map_or(ErrorKind::Internal, |r| r.kind),
+            other => TABLE.iter().find(|r| r.grpc == other).map_or(ErrorKind::Internal, |r| r.kind),
         }
     }
 }
@@ -191,21 +107,13 @@ pub struct PublicError {
 
 impl PublicError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            field: None,
-        }
+        Self { kind, message: message.into(), field: None }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = message.into();
-        Self {
-            kind: ErrorKind::InvalidArgument,
-            message: format!("{field}: {message}"),
-            field: Some(field),
-        }
+        Self { kind: ErrorKind::InvalidArgument, message: format!("{field}: {message}"), field: Some(field) }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -218,10 +126,7 @@ impl PublicError {
     }
 
     pub fn unavailable(what: impl Into<String>) -> Self {
-        Self::new(
-            ErrorKind::Unavailable,
-            format!("{} is unavailable, retry later", what.into()),
-        )
+        Self::new(ErrorKind::Unavailable, format!("{} is unavailable, retry later", what.into()))
     }
 }
 
@@ -239,21 +144,11 @@ impl From<Status> for PublicError {
     /// Internal statuses never pass their text on: it may describe our internals.
     fn from(status: Status) -> Self {
         let kind = ErrorKind::from_grpc(status.code());
-        let field = status
-            .metadata()
-            .get(FIELD_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let field = status.metadata().get(FIELD_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_owned);
         match kind {
             ErrorKind::Internal => PublicError::internal(),
-            ErrorKind::Unavailable if status.message().is_empty() => {
-                PublicError::unavailable("a GoMark service")
-            }
-            _ => PublicError {
-                kind,
-                message: status.message().to_owned(),
-                field,
-            },
+            ErrorKind::Unavailable if status.message().is_empty() => PublicError::unavailable("a GoMark service"),
+            _ => PublicError { kind, message: status.message().to_owned(), field },
         }
     }
 }
@@ -291,10 +186,7 @@ mod tests {
             let status = kind.http_status();
             let server_side = matches!(
                 kind,
-                ErrorKind::Internal
-                    | ErrorKind::Unavailable
-                    | ErrorKind::Timeout
-                    | ErrorKind::Unimplemented
+                ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Unimplemented
             );
             assert_eq!(status >= 500, server_side, "{kind:?} -> {status}");
         }

@@ -29,9 +29,7 @@ pub struct InvalidUrl {
 
 /// Connects on first use, so services can start in any order; every call has `timeout`.
 pub fn channel(url: &str, timeout: Duration) -> Result<TracedChannel, InvalidUrl> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|_| InvalidUrl {
-        url: url.to_owned(),
-    })?;
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|_| InvalidUrl { url: url.to_owned() })?;
     let channel = endpoint
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout)

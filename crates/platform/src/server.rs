@@ -60,9 +60,7 @@ pub async fn serve_grpc(
         .layer(RequestTelemetryLayer::grpc())
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
-    with_grace(server, shutdown, grace, "grpc")
-        .await
-        .unwrap_or(Ok(()))?;
+    with_grace(server, shutdown, grace, "grpc").await.unwrap_or(Ok(()))?;
     Ok(())
 }
 
@@ -75,12 +73,7 @@ async fn set_all(reporter: &HealthReporter, names: &HealthNames, status: Serving
 
 /// Runs `fut` to completion, but once `shutdown` has tripped gives it only `grace` more.
 /// Returns `None` when the grace period ran out.
-pub async fn with_grace<F: Future>(
-    fut: F,
-    shutdown: Shutdown,
-    grace: Duration,
-    what: &str,
-) -> Option<F::Output> {
+pub async fn with_grace<F: Future>(fut: F, shutdown: Shutdown, grace: Duration, what: &str) -> Option<F::Output> {
     tokio::pin!(fut);
     tokio::select! {
         out = &mut fut => return Some(out),
@@ -103,21 +96,14 @@ pub async fn with_grace<F: Future>(
 pub async fn serve_admin(listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
     let handle = crate::telemetry::install_metrics();
     let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || std::future::ready(handle.render())),
-        )
+        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
         .route("/healthz", axum::routing::get(|| std::future::ready("ok")));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
     Ok(())
 }
 
 /// Binds `addr`, naming it in the error so a taken port is obvious.
 pub async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     use anyhow::Context as _;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind {what} on {addr}"))
+    TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))
 }

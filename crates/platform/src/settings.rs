@@ -25,10 +25,7 @@ pub enum SettingsError {
 
 impl SettingsError {
     pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { key: key.into(), reason: reason.into() }
     }
 }
 
@@ -42,32 +39,19 @@ pub trait Validate {
 ///
 /// `env` is passed in (usually `std::env::vars()`) so that libraries and tests never read
 /// the process environment behind the caller's back.
-pub fn load<S>(
-    file: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<S, SettingsError>
+pub fn load<S>(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<S, SettingsError>
 where
     S: DeserializeOwned + Validate,
 {
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         if !path.exists() {
-            return Err(SettingsError::Load(format!(
-                "file {} does not exist",
-                path.display()
-            )));
+            return Err(SettingsError::Load(format!("file {} does not exist", path.display())));
         }
-        builder = builder.add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Yaml)
-                .required(true),
-        );
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Yaml).required(true));
     }
     let prefix = format!("{ENV_PREFIX}__");
-    let vars: HashMap<String, String> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .collect();
+    let vars: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
     builder = builder.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
@@ -75,10 +59,8 @@ where
             .try_parsing(true)
             .source(Some(vars)),
     );
-    let settings: S = builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| SettingsError::Load(e.to_string()))?;
+    let settings: S =
+        builder.build().and_then(|c| c.try_deserialize()).map_err(|e| SettingsError::Load(e.to_string()))?;
     settings.validate()?;
     Ok(settings)
 }
@@ -147,16 +129,10 @@ impl ServerSettings {
 impl Validate for ServerSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         if self.shutdown_grace_secs == 0 || self.shutdown_grace_secs > 600 {
-            return Err(SettingsError::invalid(
-                "server.shutdown_grace_secs",
-                "must be between 1 and 600",
-            ));
+            return Err(SettingsError::invalid("server.shutdown_grace_secs", "must be between 1 and 600"));
         }
         if self.grpc_addr.port() != 0 && self.grpc_addr == self.admin_addr {
-            return Err(SettingsError::invalid(
-                "server.admin_addr",
-                "must differ from server.grpc_addr",
-            ));
+            return Err(SettingsError::invalid("server.admin_addr", "must differ from server.grpc_addr"));
         }
         Ok(())
     }
@@ -183,29 +159,19 @@ pub struct TelemetrySettings {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Json,
-            log_level: "info".into(),
-            otlp_endpoint: None,
-        }
+        Self { log_format: LogFormat::Json, log_level: "info".into(), otlp_endpoint: None }
     }
 }
 
 impl Validate for TelemetrySettings {
     fn validate(&self) -> Result<(), SettingsError> {
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return Err(SettingsError::invalid(
-                "telemetry.log_level",
-                "is not a valid log filter",
-            ));
+            return Err(SettingsError::invalid("telemetry.log_level", "is not a valid log filter"));
         }
         if let Some(ep) = &self.otlp_endpoint
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
-            return Err(SettingsError::invalid(
-                "telemetry.otlp_endpoint",
-                "must be an http(s) URL",
-            ));
+            return Err(SettingsError::invalid("telemetry.otlp_endpoint", "must be an http(s) URL"));
         }
         Ok(())
     }
@@ -216,10 +182,7 @@ pub fn validate_url(key: &str, url: &str) -> Result<(), SettingsError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         Ok(())
     } else {
-        Err(SettingsError::invalid(
-            key,
-            format!("must be an http(s) URL, got {url:?}"),
-        ))
+        Err(SettingsError::invalid(key, format!("must be an http(s) URL, got {url:?}")))
     }
 }
 
@@ -242,64 +205,33 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn defaults_then_file_then_environment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("gomark.yaml");
-        std::fs::write(
-            &file,
-            "server:\n  grpc_addr: 127.0.0.1:7000\n  shutdown_grace_secs: 5\n",
-        )
-        .expect("write");
-        let s: Sample = load(
-            Some(&file),
-            env(&[("GOMARK__SERVER__SHUTDOWN_GRACE_SECS", "7")]),
-        )
-        .expect("load");
-        assert_eq!(
-            s.server.grpc_addr.port(),
-            7000,
-            "file overrides the default"
-        );
-        assert_eq!(
-            s.server.shutdown_grace_secs, 7,
-            "environment overrides the file"
-        );
+        std::fs::write(&file, "server:\n  grpc_addr: 127.0.0.1:7000\n  shutdown_grace_secs: 5\n").expect("write");
+        let s: Sample = load(Some(&file), env(&[("GOMARK__SERVER__SHUTDOWN_GRACE_SECS", "7")])).expect("load");
+        assert_eq!(s.server.grpc_addr.port(), 7000, "file overrides the default");
+        assert_eq!(s.server.shutdown_grace_secs, 7, "environment overrides the file");
         assert_eq!(s.telemetry.log_level, "info", "default kept");
     }
 
     #[test]
     fn a_wrong_value_names_its_key() {
-        let err = load::<Sample>(
-            None,
-            env(&[("GOMARK__SERVER__GRPC_ADDR", "not-an-address")]),
-        )
-        .expect_err("must fail");
+        let err = load::<Sample>(None, env(&[("GOMARK__SERVER__GRPC_ADDR", "not-an-address")])).expect_err("must fail");
         assert!(err.to_string().contains("grpc_addr"), "{err}");
-        let err = load::<Sample>(None, env(&[("GOMARK__SERVER__SHUTDOWN_GRACE_SECS", "0")]))
-            .expect_err("must fail");
-        assert!(
-            err.to_string().contains("server.shutdown_grace_secs"),
-            "{err}"
-        );
-        let err = load::<Sample>(None, env(&[("GOMARK__TELEMETRY__LOG_FORMAT", "xml")]))
-            .expect_err("must fail");
-        assert!(
-            err.to_string().contains("log_format") || err.to_string().contains("xml"),
-            "{err}"
-        );
+        let err = load::<Sample>(None, env(&[("GOMARK__SERVER__SHUTDOWN_GRACE_SECS", "0")])).expect_err("must fail");
+        assert!(err.to_string().contains("server.shutdown_grace_secs"), "{err}");
+        let err = load::<Sample>(None, env(&[("GOMARK__TELEMETRY__LOG_FORMAT", "xml")])).expect_err("must fail");
+        assert!(err.to_string().contains("log_format") || err.to_string().contains("xml"), "{err}");
     }
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = load::<Sample>(Some(Path::new("/nonexistent/gomark.yaml")), env(&[]))
-            .expect_err("must fail");
+        let err = load::<Sample>(Some(Path::new("/nonexistent/gomark.yaml")), env(&[])).expect_err("must fail");
         assert!(err.to_string().contains("does not exist"));
     }
 

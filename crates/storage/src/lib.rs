@@ -46,12 +46,7 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self {
-            url: Secret::default(),
-            schema: String::new(),
-            max_connections: 10,
-            acquire_timeout_secs: 5,
-        }
+        Self { url: Secret::default(), schema: String::new(), max_connections: 10, acquire_timeout_secs: 5 }
     }
 }
 
@@ -60,18 +55,13 @@ impl Validate for DatabaseSettings {
         let url = self.url.expose();
         match Engine::of_url(url) {
             None if url.is_empty() => Err(SettingsError::invalid("database.url", "is required")),
-            None => Err(SettingsError::invalid(
-                "database.url",
-                "must start with postgres:// or sqlite:",
-            )),
-            Some(Engine::Postgres) if !valid_schema(&self.schema) => Err(SettingsError::invalid(
-                "database.schema",
-                "must match ^[a-z_][a-z0-9_]{0,62}$",
-            )),
-            Some(_) if self.max_connections == 0 => Err(SettingsError::invalid(
-                "database.max_connections",
-                "must be at least 1",
-            )),
+            None => Err(SettingsError::invalid("database.url", "must start with postgres:// or sqlite:")),
+            Some(Engine::Postgres) if !valid_schema(&self.schema) => {
+                Err(SettingsError::invalid("database.schema", "must match ^[a-z_][a-z0-9_]{0,62}$"))
+            }
+            Some(_) if self.max_connections == 0 => {
+                Err(SettingsError::invalid("database.max_connections", "must be at least 1"))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -123,8 +113,7 @@ impl Database {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
         let url = settings.url.expose();
-        let engine = Engine::of_url(url)
-            .ok_or_else(|| StorageError::Corrupt("unsupported database url".into()))?;
+        let engine = Engine::of_url(url).ok_or_else(|| StorageError::Corrupt("unsupported database url".into()))?;
         let options = AnyConnectOptions::from_str(url).map_err(StorageError::Connect)?;
         let pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -205,27 +194,12 @@ mod tests {
     #[test]
     fn settings_validation_names_the_key() {
         let mut s = DatabaseSettings::default();
-        assert!(
-            s.validate()
-                .expect_err("empty url")
-                .to_string()
-                .contains("database.url")
-        );
+        assert!(s.validate().expect_err("empty url").to_string().contains("database.url"));
         s.url = Secret::new("mysql://x");
-        assert!(
-            s.validate()
-                .expect_err("mysql")
-                .to_string()
-                .contains("database.url")
-        );
+        assert!(s.validate().expect_err("mysql").to_string().contains("database.url"));
         s.url = Secret::new("postgres://postgres@127.0.0.1/test");
         s.schema = "Bad-Name".into();
-        assert!(
-            s.validate()
-                .expect_err("schema")
-                .to_string()
-                .contains("database.schema")
-        );
+        assert!(s.validate().expect_err("schema").to_string().contains("database.schema"));
         s.schema = "orchestrator".into();
         assert!(s.validate().is_ok());
     }

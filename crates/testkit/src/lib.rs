@@ -35,10 +35,7 @@ pub fn distributed_configured() -> bool {
 
 /// A short unique token, valid in schema names, NATS subjects and Redis keys.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Says why a distributed variant did not run, so a green run never hides it.
@@ -64,12 +61,7 @@ impl TestDatabase {
             max_connections: 4,
             acquire_timeout_secs: 5,
         };
-        Self {
-            settings,
-            label: "sqlite",
-            _dir: Some(dir),
-            pg_schema: None,
-        }
+        Self { settings, label: "sqlite", _dir: Some(dir), pg_schema: None }
     }
 
     /// A fresh schema in the configured Postgres, or None when none is configured.
@@ -82,12 +74,7 @@ impl TestDatabase {
             max_connections: 4,
             acquire_timeout_secs: 5,
         };
-        Some(Self {
-            settings,
-            label: "postgres",
-            _dir: None,
-            pg_schema: Some((url, schema)),
-        })
+        Some(Self { settings, label: "postgres", _dir: None, pg_schema: Some((url, schema)) })
     }
 
     /// SQLite always, Postgres too when configured.
@@ -108,10 +95,7 @@ impl Drop for TestDatabase {
         };
         // Drop runs outside any async context we can rely on: use a private runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
@@ -123,9 +107,8 @@ impl Drop for TestDatabase {
                 };
                 if let Ok(db) = gomark_storage::Database::connect(&settings).await {
                     let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                    let _ = gomark_storage::sqlx::query(gomark_storage::sqlx::AssertSqlSafe(sql))
-                        .execute(db.pool())
-                        .await;
+                    let _ =
+                        gomark_storage::sqlx::query(gomark_storage::sqlx::AssertSqlSafe(sql)).execute(db.pool()).await;
                     db.close().await;
                 }
             });

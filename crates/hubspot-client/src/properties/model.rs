@@ -89,11 +89,7 @@ pub struct PropertyOption {
 impl PropertyOption {
     /// A visible option without description or order.
     pub fn new(label: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            label: label.into(),
-            value: value.into(),
-            ..Self::default()
-        }
+        Self { label: label.into(), value: value.into(), ..Self::default() }
     }
 }
 
@@ -265,15 +261,8 @@ mod tests {
 
     #[test]
     fn update_has_no_name_and_skips_none() -> Result<(), serde_json::Error> {
-        let u = PropertyUpdate {
-            label: Some("B".into()),
-            hidden: Some(false),
-            ..PropertyUpdate::default()
-        };
-        assert_eq!(
-            serde_json::to_value(&u)?,
-            json!({"label":"B","hidden":false})
-        );
+        let u = PropertyUpdate { label: Some("B".into()), hidden: Some(false), ..PropertyUpdate::default() };
+        assert_eq!(serde_json::to_value(&u)?, json!({"label":"B","hidden":false}));
         assert_eq!(serde_json::to_value(PropertyUpdate::default())?, json!({}));
         Ok(())
     }

@@ -97,21 +97,13 @@ impl Drop for FakeServer {
 impl FakeServer {
     pub async fn start() -> Self {
         let shared = Arc::new(Shared::default());
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake server");
+        let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake server");
         });
-        Self {
-            base_url: format!("http://{addr}"),
-            shared,
-            task,
-        }
+        Self { base_url: format!("http://{addr}"), shared, task }
     }
 
     /// Queues a reply (served once, in order).
@@ -157,10 +149,7 @@ async fn handle(
     shared.requests.lock().expect("lock").push(Recorded {
         method: method.to_string(),
         path: uri.path().to_owned(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect(),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect(),
         body: body.to_vec(),
     });
     let reply = {
@@ -171,8 +160,7 @@ async fn handle(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response =
-        Response::builder().status(StatusCode::from_u16(reply.status).expect("status"));
+    let mut response = Response::builder().status(StatusCode::from_u16(reply.status).expect("status"));
     for (k, v) in &reply.headers {
         response = response.header(k, v);
     }
@@ -209,12 +197,7 @@ pub fn property_json(name: &str) -> Value {
     })
 }
 
-pub fn hubspot_error(
-    status: u16,
-    category: &str,
-    sub_category: Option<&str>,
-    message: &str,
-) -> Reply {
+pub fn hubspot_error(status: u16, category: &str, sub_category: Option<&str>, message: &str) -> Reply {
     let mut body = serde_json::json!({
         "status": "error",
         "message": message,

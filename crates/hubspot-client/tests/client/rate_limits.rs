@@ -55,17 +55,11 @@ async fn headers_are_parsed_and_tracked_per_token() {
         daily_remaining: None,
     };
     assert_eq!(client.last_rate_limit(&portal_b), Some(b));
-    assert_eq!(
-        client.last_rate_limit(&portal_a).and_then(|i| i.remaining),
-        Some(189)
-    );
+    assert_eq!(client.last_rate_limit(&portal_a).and_then(|i| i.remaining), Some(189));
 
     // Clones share the table.
     let clone = client.clone();
-    clone
-        .list_deal_properties(&portal_b)
-        .await
-        .expect("b again");
+    clone.list_deal_properties(&portal_b).await.expect("b again");
     assert_eq!(client.last_rate_limit(&portal_b), Some(b));
 }
 
@@ -73,22 +67,11 @@ async fn headers_are_parsed_and_tracked_per_token() {
 async fn headers_on_error_responses_are_recorded() {
     let server = FakeServer::start().await;
     server.push(
-        Reply::json(
-            429,
-            json!({"message": "You have reached your daily limit.", "policyName": "DAILY"}),
-        )
-        .header("X-HubSpot-RateLimit-Daily", "250000")
-        .header("X-HubSpot-RateLimit-Daily-Remaining", "0"),
+        Reply::json(429, json!({"message": "You have reached your daily limit.", "policyName": "DAILY"}))
+            .header("X-HubSpot-RateLimit-Daily", "250000")
+            .header("X-HubSpot-RateLimit-Daily-Remaining", "0"),
     );
     let client = server.client();
-    client
-        .list_deal_properties(&token())
-        .await
-        .expect_err("daily");
-    assert_eq!(
-        client
-            .last_rate_limit(&token())
-            .and_then(|i| i.daily_remaining),
-        Some(0)
-    );
+    client.list_deal_properties(&token()).await.expect_err("daily");
+    assert_eq!(client.last_rate_limit(&token()).and_then(|i| i.daily_remaining), Some(0));
 }

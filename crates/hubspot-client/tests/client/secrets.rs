@@ -9,10 +9,7 @@ use crate::fake_server::{FakeServer, Reply, TOKEN, token};
 
 fn assert_clean(text: &str) {
     assert!(!text.contains(TOKEN), "token leaked: {text}");
-    assert!(
-        !text.contains("11111111-2222"),
-        "token fragment leaked: {text}"
-    );
+    assert!(!text.contains("11111111-2222"), "token fragment leaked: {text}");
 }
 
 #[tokio::test]
@@ -34,11 +31,8 @@ async fn errors_never_contain_the_token() {
         ))
         .push(Reply::text(500, TOKEN))
         .always(Reply::text(200, TOKEN));
-    let client = HubSpotClient::new(hubspot_client::ClientConfig {
-        max_retries: 0,
-        ..server.config()
-    })
-    .expect("client");
+    let client =
+        HubSpotClient::new(hubspot_client::ClientConfig { max_retries: 0, ..server.config() }).expect("client");
     let t = token();
     let mut errors: Vec<Error> = Vec::new();
     errors.push(client.list_deal_properties(&t).await.expect_err("401"));
@@ -52,12 +46,7 @@ async fn errors_never_contain_the_token() {
     })
     .expect("client");
     server.push(Reply::text(200, "{}").delay(Duration::from_millis(300)));
-    errors.push(
-        timeout_client
-            .list_deal_properties(&t)
-            .await
-            .expect_err("timeout"),
-    );
+    errors.push(timeout_client.list_deal_properties(&t).await.expect_err("timeout"));
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -71,9 +60,7 @@ async fn errors_never_contain_the_token() {
     errors.push(refused.list_deal_properties(&t).await.expect_err("refused"));
 
     assert!(matches!(errors[0], Error::Api { status: 401, .. }));
-    assert!(
-        matches!(errors[1], Error::Api { status: 500, ref message, .. } if message == "unexpected response")
-    );
+    assert!(matches!(errors[1], Error::Api { status: 500, ref message, .. } if message == "unexpected response"));
     assert!(matches!(errors[2], Error::Decode(_)));
     assert_eq!(errors[3], Error::Timeout);
     assert!(matches!(errors[4], Error::Transport(_)));

@@ -22,15 +22,11 @@ pub struct RequestTelemetryLayer {
 
 impl RequestTelemetryLayer {
     pub fn grpc() -> Self {
-        Self {
-            protocol: Protocol::Grpc,
-        }
+        Self { protocol: Protocol::Grpc }
     }
 
     pub fn http() -> Self {
-        Self {
-            protocol: Protocol::Http,
-        }
+        Self { protocol: Protocol::Http }
     }
 }
 
@@ -38,10 +34,7 @@ impl<S> Layer<S> for RequestTelemetryLayer {
     type Service = RequestTelemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestTelemetry {
-            inner,
-            protocol: self.protocol,
-        }
+        RequestTelemetry { inner, protocol: self.protocol }
     }
 }
 
@@ -89,24 +82,15 @@ where
             async move {
                 let result = inner.call(req).await;
                 let outcome = match (&result, protocol) {
-                    (Ok(resp), Protocol::Grpc) => resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("0")
-                        .to_owned(),
+                    (Ok(resp), Protocol::Grpc) => {
+                        resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned()
+                    }
                     (Ok(resp), Protocol::Http) => resp.status().as_u16().to_string(),
                     (Err(_), _) => "error".to_owned(),
                 };
                 let (total, duration) = match protocol {
-                    Protocol::Grpc => (
-                        "grpc_server_requests_total",
-                        "grpc_server_request_duration_seconds",
-                    ),
-                    Protocol::Http => (
-                        "http_server_requests_total",
-                        "http_server_request_duration_seconds",
-                    ),
+                    Protocol::Grpc => ("grpc_server_requests_total", "grpc_server_request_duration_seconds"),
+                    Protocol::Http => ("http_server_requests_total", "http_server_request_duration_seconds"),
                 };
                 let labels = [("method", method), ("code", outcome)];
                 metrics::counter!(total, &labels).increment(1);

@@ -1,0 +1,74 @@
+//! One contract, every cache: in-memory always, Redis when `GOMARK_TEST_REDIS_URL` is set.
+//! Plus: cache-aside keeps answering from the source when Redis is down.
+
+use gomark_cache::{Cache, CacheAside, MemoryCache, RedisCache};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+fn caches() -> Vec<(&'static str, Arc<dyn Cache>)> {
+    let prefix = gomark_testkit::unique("t");
+    let mut all: Vec<(&'static str, Arc<dyn Cache>)> = vec![("memory", Arc::new(MemoryCache::new(&prefix)))];
+    match gomark_testkit::redis_url() {
+        Some(url) => {
+            all.push(("redis", Arc::new(RedisCache::new(&url, &prefix, Duration::from_secs(2)).expect("redis pool"))))
+        }
+        None => gomark_testkit::note_skipped("redis cache contract", gomark_testkit::REDIS_VAR),
+    }
+    all
+}
+
+#[tokio::test]
+async fn set_get_delete_and_expiry() {
+    for (label, cache) in caches() {
+        assert_eq!(cache.get("k").await.expect(label), None, "{label}: empty at first");
+        cache.set("k", b"v1", Duration::from_secs(30)).await.expect(label);
+        assert_eq!(cache.get("k").await.expect(label).as_deref(), Some(&b"v1"[..]), "{label}");
+        cache.set("k", b"v2", Duration::from_secs(30)).await.expect(label);
+        assert_eq!(cache.get("k").await.expect(label).as_deref(), Some(&b"v2"[..]), "{label}: overwritten");
+        cache.delete("k").await.expect(label);
+        assert_eq!(cache.get("k").await.expect(label), None, "{label}: deleted");
+        cache.set("short", b"x", Duration::from_millis(50)).await.expect(label);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(cache.get("short").await.expect(label), None, "{label}: expired");
+        cache.delete("never-set").await.expect("deleting a missing key is fine");
+    }
+}
+
+#[tokio::test]
+async fn prefixes_isolate_callers() {
+    for (label, cache) in caches() {
+        cache.set("shared", b"mine", Duration::from_secs(30)).await.expect(label);
+    }
+    for (label, cache) in caches() {
+        assert_eq!(cache.get("shared").await.expect(label), None, "{label}: another prefix sees nothing");
+    }
+}
+
+#[tokio::test]
+async fn cache_aside_loads_once_then_hits_until_invalidated() {
+    for (label, cache) in caches() {
+        let aside = CacheAside::new(cache, Duration::from_secs(30));
+        let loads = AtomicU32::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(vec![1, 2, 3])
+        };
+        assert_eq!(aside.get_or_load("list", load).await.expect(label), vec![1, 2, 3]);
+        assert_eq!(aside.get_or_load("list", load).await.expect(label), vec![1, 2, 3]);
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "{label}: second read is a hit");
+        aside.invalidate("list").await;
+        aside.get_or_load("list", load).await.expect(label);
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "{label}: invalidation forces a reload");
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_is_down_is_a_miss_not_an_error() {
+    // Nothing listens on port 1: every call fails fast.
+    let down = RedisCache::new("redis://127.0.0.1:1", "t", Duration::from_millis(100)).expect("pool");
+    assert!(down.get("k").await.is_err(), "the raw cache reports the outage");
+    let aside = CacheAside::new(Arc::new(down), Duration::from_secs(30));
+    let value = aside.get_or_load("k", || async { Ok::<_, std::io::Error>("from the database".to_string()) }).await;
+    assert_eq!(value.expect("answered"), "from the database");
+}
