@@ -49,8 +49,14 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
 
     let filter = EnvFilter::try_new(&settings.log_level)?;
     let fmt = match settings.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+        // Logs go to stderr: stdout is for what a command prints for its user.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().with_writer(std::io::stderr).boxed(),
     };
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;

@@ -1,1 +1,66 @@
-//! GoMark orchestrator service.
+//! The orchestrator: the single source of truth for how every portfolio company must be
+//! configured. It records each change as desired state with an audit entry, and asks
+//! hubspot-sync (by event, through the outbox) to make HubSpot match.
+
+mod apply_results;
+mod desired;
+mod error;
+mod grpc;
+mod property_spec;
+mod settings;
+mod store;
+
+pub use desired::{Actor, DesiredState};
+pub use error::{Error, Result};
+pub use property_spec::{PropertyOptionSpec, PropertySpec};
+pub use settings::{OrchestratorSettings, Settings};
+pub use store::Store;
+
+use gomark_events::ConsumerSpec;
+use gomark_events::relay::{OutboxRelay, RelayWaker};
+use gomark_platform::Shutdown;
+use gomark_platform::server::{HealthNames, serve_grpc};
+use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
+use gomark_service::{Backends, RunningService};
+use gomark_storage::Migrations;
+use std::sync::Arc;
+
+pub const NAME: &str = "orchestrator";
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/orchestrator/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/orchestrator/sqlite");
+
+pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, sqlite: &SQLITE_MIGRATIONS };
+
+/// Starts the orchestrator on the given backends: migrations, gRPC, outbox relay, and the
+/// consumer of apply results.
+pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
+    backends.db.migrate(&MIGRATIONS).await?;
+    let hubspot_sync = gomark_platform::grpc_client::channel(
+        &settings.orchestrator.hubspot_sync_url,
+        settings.orchestrator.call_timeout(),
+    )?;
+    let waker = RelayWaker::default();
+    let store = Store::new(backends.db.clone());
+    let desired = Arc::new(DesiredState::new(store, backends.cache.clone(), hubspot_sync, waker.clone()));
+
+    let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
+    let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
+
+    let routes =
+        tonic::service::Routes::new(OrchestratorServiceServer::new(grpc::OrchestratorGrpc::new(desired.clone())));
+    let grace = settings.common.server.shutdown_grace();
+    let sd = shutdown.clone();
+    service.spawn("grpc", async move {
+        let names = HealthNames(vec!["gomark.orchestrator.v1.OrchestratorService"]);
+        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
+    });
+    service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
+    service.spawn_loop(gomark_events::consumer::run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(apply_results::CONSUMER, gomark_events::event_types::DEAL_PROPERTY_APPLIED),
+        Arc::new(apply_results::ApplyResults::new(desired)),
+        shutdown,
+    ));
+    Ok(service)
+}

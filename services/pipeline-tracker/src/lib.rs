@@ -1,1 +1,66 @@
-//! GoMark pipeline-tracker service.
+//! pipeline-tracker: turns deal events into live funnels per company and for the
+//! portfolio. This release serves its contract and health; funnels arrive with the
+//! pipeline-tracker work.
+
+use gomark_platform::server::{HealthNames, serve_grpc};
+use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate};
+use gomark_platform::{ErrorKind, PublicError, Shutdown};
+use gomark_proto::pipeline_tracker::v1 as pb;
+use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::{
+    PipelineTrackerService, PipelineTrackerServiceServer,
+};
+use gomark_service::{RunningService, ServiceSettings};
+use serde::Deserialize;
+use tonic::{Request, Response, Status};
+
+pub const NAME: &str = "pipeline-tracker";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.telemetry.validate()
+    }
+}
+
+impl ServiceSettings for Settings {
+    const NAME: &'static str = NAME;
+
+    fn server(&self) -> &ServerSettings {
+        &self.server
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
+struct PipelineTrackerGrpc;
+
+#[tonic::async_trait]
+impl PipelineTrackerService for PipelineTrackerGrpc {
+    async fn get_funnel(&self, req: Request<pb::GetFunnelRequest>) -> Result<Response<pb::Funnel>, Status> {
+        if req.get_ref().company_id.is_empty() {
+            return Err(PublicError::invalid("company_id", "is required").into());
+        }
+        Err(PublicError::new(ErrorKind::Unimplemented, "funnels are not tracked by this GoMark release yet").into())
+    }
+}
+
+pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<RunningService> {
+    let listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
+    let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
+    let routes = tonic::service::Routes::new(PipelineTrackerServiceServer::new(PipelineTrackerGrpc));
+    let grace = settings.server.shutdown_grace();
+    service.spawn("grpc", async move {
+        let names = HealthNames(vec!["gomark.pipeline_tracker.v1.PipelineTrackerService"]);
+        Ok(serve_grpc(listener, routes, names, shutdown, grace).await?)
+    });
+    Ok(service)
+}

@@ -1,1 +1,72 @@
-//! GoMark upso-cadence service.
+//! upso-cadence: owns everything GoMark does in Upso, the portfolio's outreach platform
+//! (cadences as desired state, the upsell engine). This release serves its contract and
+//! health; cadence management itself arrives with the upso-cadence work.
+
+use gomark_platform::server::{HealthNames, serve_grpc};
+use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate};
+use gomark_platform::{ErrorKind, PublicError, Shutdown};
+use gomark_proto::upso_cadence::v1 as pb;
+use gomark_proto::upso_cadence::v1::upso_cadence_service_server::{UpsoCadenceService, UpsoCadenceServiceServer};
+use gomark_service::{RunningService, ServiceSettings};
+use serde::Deserialize;
+use tonic::{Request, Response, Status};
+
+pub const NAME: &str = "upso-cadence";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.telemetry.validate()
+    }
+}
+
+impl ServiceSettings for Settings {
+    const NAME: &'static str = NAME;
+
+    fn server(&self) -> &ServerSettings {
+        &self.server
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+}
+
+struct UpsoCadenceGrpc;
+
+#[tonic::async_trait]
+impl UpsoCadenceService for UpsoCadenceGrpc {
+    async fn modify_cadence(
+        &self,
+        req: Request<pb::ModifyCadenceRequest>,
+    ) -> Result<Response<pb::ModifyCadenceResponse>, Status> {
+        let r = req.into_inner();
+        if r.company_id.is_empty() {
+            return Err(PublicError::invalid("company_id", "is required").into());
+        }
+        Err(PublicError::new(
+            ErrorKind::Unimplemented,
+            "Upso cadences are not managed by this GoMark release yet; the change was not made",
+        )
+        .into())
+    }
+}
+
+pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<RunningService> {
+    let listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
+    let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
+    let routes = tonic::service::Routes::new(UpsoCadenceServiceServer::new(UpsoCadenceGrpc));
+    let grace = settings.server.shutdown_grace();
+    service.spawn("grpc", async move {
+        let names = HealthNames(vec!["gomark.upso_cadence.v1.UpsoCadenceService"]);
+        Ok(serve_grpc(listener, routes, names, shutdown, grace).await?)
+    });
+    Ok(service)
+}

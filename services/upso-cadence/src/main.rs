@@ -1,1 +1,6 @@
-fn main() {}
+//! The upso-cadence binary: settings, telemetry, serve.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    gomark_service::run_main(gomark_upso_cadence::start).await
+}

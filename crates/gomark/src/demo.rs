@@ -1,0 +1,85 @@
+//! The demo portfolio an empty embedded GoMark starts with: twenty companies, each with a
+//! portal in the HubSpot simulator.
+
+use gomark_proto::common::v1::{DealPropertySpec, PageRequest, PropertyOption};
+use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use gomark_proto::orchestrator::v1::{CreateCompanyRequest, CreateDealPropertyRequest, ListCompaniesRequest};
+use hubspot_sim::HubSpotSim;
+use std::time::Duration;
+
+pub const DEMO_COMPANIES: &[&str] = &[
+    "Acme Analytics",
+    "Brightlane CRM",
+    "Cobalt Payroll",
+    "Driftwood Docs",
+    "Evergreen Billing",
+    "Foxglove Security",
+    "Granite Scheduling",
+    "Harbor Logistics",
+    "Ironbark HR",
+    "Juniper Forms",
+    "Kestrel Monitoring",
+    "Lumen Learning",
+    "Maple Dental",
+    "Northwind Fleet",
+    "Orchid Events",
+    "Pinecone Legal",
+    "Quartz Inventory",
+    "Redwood Clinics",
+    "Sierra Field Service",
+    "Tidewater Marinas",
+];
+
+/// The simulator token of demo company `i`; demo-only, never a real credential.
+pub fn demo_token(i: usize) -> String {
+    format!("demo-portal-token-{i:02}")
+}
+
+/// Creates the demo companies (through the orchestrator, as any client would) unless the
+/// installation already has companies.
+pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> anyhow::Result<()> {
+    let channel = gomark_platform::grpc_client::channel(orchestrator_url, Duration::from_secs(10))?;
+    let mut client = OrchestratorServiceClient::new(channel);
+    let existing = client
+        .list_companies(ListCompaniesRequest { page: Some(PageRequest { page_size: 1, page_token: String::new() }) })
+        .await?
+        .into_inner();
+    for (i, _) in DEMO_COMPANIES.iter().enumerate() {
+        sim.register_portal(&demo_token(i), hubspot_sim::FIRST_PORTAL_ID + i as u64);
+    }
+    if !existing.companies.is_empty() {
+        return Ok(());
+    }
+    for (i, name) in DEMO_COMPANIES.iter().enumerate() {
+        let company = client
+            .create_company(CreateCompanyRequest {
+                name: (*name).to_owned(),
+                hubspot_portal_id: (hubspot_sim::FIRST_PORTAL_ID + i as u64).to_string(),
+                hubspot_token: demo_token(i),
+            })
+            .await?
+            .into_inner();
+        // Every demo company declares the portfolio's customer-tier property.
+        let spec = DealPropertySpec {
+            name: "gomark_customer_tier".into(),
+            label: "Customer tier".into(),
+            r#type: "enumeration".into(),
+            field_type: "select".into(),
+            group_name: "dealinformation".into(),
+            description: "Portfolio-wide customer tier, managed by GoMark".into(),
+            options: ["Gold", "Silver", "Bronze"]
+                .iter()
+                .enumerate()
+                .map(|(order, label)| PropertyOption {
+                    label: (*label).into(),
+                    value: label.to_lowercase(),
+                    display_order: order as i32,
+                    ..PropertyOption::default()
+                })
+                .collect(),
+        };
+        client.create_deal_property(CreateDealPropertyRequest { company_id: company.id, spec: Some(spec) }).await?;
+    }
+    tracing::info!(companies = DEMO_COMPANIES.len(), "demo portfolio loaded");
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Starting every service in this process, wired to each other over loopback gRPC.
+
+use gomark_cache::MemoryCache;
+use gomark_events::memory::MemoryBus;
+use gomark_platform::Shutdown;
+use gomark_platform::settings::{Secret, ServerSettings};
+use gomark_service::{Backends, CommonSettings, RunningService};
+use gomark_storage::{Database, DatabaseSettings};
+use hubspot_sim::{HubSpotSim, SimConfig};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// SQLite files live here, one per service.
+    pub data_dir: PathBuf,
+    /// The gateway's HTTP port; 0 picks a free one.
+    pub port: u16,
+    pub host: IpAddr,
+    /// Load the demo portfolio into an empty installation.
+    pub demo: bool,
+    pub sim: SimConfig,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            port: 8080,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            demo: true,
+            sim: SimConfig::default(),
+        }
+    }
+}
+
+/// A running embedded GoMark.
+pub struct Embedded {
+    pub gateway_url: String,
+    pub hubspot_sim_url: String,
+    pub hubspot_sim: HubSpotSim,
+    /// `(service, gRPC address)` for each of the five services.
+    pub services: Vec<(&'static str, SocketAddr)>,
+    pub admin_addr: SocketAddr,
+    pub shutdown: Shutdown,
+    running: Vec<RunningService>,
+}
+
+fn grpc_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+impl Embedded {
+    pub async fn start(options: EmbeddedOptions, shutdown: Shutdown) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("cannot create the data folder {}", options.data_dir.display()))?;
+        let loopback = |port| SocketAddr::new(options.host, port);
+
+        let sim = HubSpotSim::new(options.sim.clone());
+        let sim_listener = gomark_platform::server::bind(loopback(0), "HubSpot simulator").await?;
+        let sim_addr = sim_listener.local_addr()?;
+        let stop = shutdown.clone();
+        tokio::spawn(sim.clone().serve(sim_listener, async move { stop.wait().await }));
+
+        // One bus and one cache for everyone: that is what makes this one process.
+        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(MemoryBus::new());
+        let common = |service: &str| CommonSettings {
+            server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
+            database: DatabaseSettings {
+                url: Secret::new(format!(
+                    "sqlite://{}?mode=rwc",
+                    options.data_dir.join(format!("{service}.db")).display()
+                )),
+                schema: gomark_service::schema_of(service),
+                max_connections: 4,
+                acquire_timeout_secs: 10,
+            },
+            ..CommonSettings::default()
+        };
+        let backends = |common: &CommonSettings| {
+            let bus = bus.clone();
+            let database = common.database.clone();
+            let prefix = common.cache.key_prefix.clone();
+            async move {
+                let db = Database::connect(&database).await?;
+                anyhow::Ok(Backends { db, bus, cache: Arc::new(MemoryCache::new(&prefix)) })
+            }
+        };
+
+        let mut running = Vec::new();
+        let mut services = Vec::new();
+
+        let settings = gomark_hubspot_sync::Settings {
+            common: common(gomark_hubspot_sync::NAME),
+            hubspot: gomark_hubspot_sync::HubSpotSettings {
+                base_url: format!("http://{sim_addr}"),
+                ..Default::default()
+            },
+        };
+        let b = backends(&settings.common).await?;
+        let hubspot_sync = gomark_hubspot_sync::start(settings, b, shutdown.clone()).await.context("hubspot-sync")?;
+        services.push((gomark_hubspot_sync::NAME, hubspot_sync.grpc_addr));
+
+        let settings = gomark_orchestrator::Settings {
+            common: common(gomark_orchestrator::NAME),
+            orchestrator: gomark_orchestrator::OrchestratorSettings {
+                hubspot_sync_url: grpc_url(hubspot_sync.grpc_addr),
+                ..Default::default()
+            },
+        };
+        running.push(hubspot_sync);
+        let b = backends(&settings.common).await?;
+        let orchestrator = gomark_orchestrator::start(settings, b, shutdown.clone()).await.context("orchestrator")?;
+        let orchestrator_addr = orchestrator.grpc_addr;
+        services.push((gomark_orchestrator::NAME, orchestrator_addr));
+        running.push(orchestrator);
+
+        let server = common("upso-cadence").server;
+        let upso = gomark_upso_cadence::start(
+            gomark_upso_cadence::Settings { server: server.clone(), ..Default::default() },
+            shutdown.clone(),
+        )
+        .await
+        .context("upso-cadence")?;
+        let upso_addr = upso.grpc_addr;
+        services.push((gomark_upso_cadence::NAME, upso_addr));
+        running.push(upso);
+
+        let tracker = gomark_pipeline_tracker::start(
+            gomark_pipeline_tracker::Settings { server: server.clone(), ..Default::default() },
+            shutdown.clone(),
+        )
+        .await
+        .context("pipeline-tracker")?;
+        services.push((gomark_pipeline_tracker::NAME, tracker.grpc_addr));
+        running.push(tracker);
+
+        let gateway = gomark_gateway::start_gateway(
+            gomark_gateway::Settings {
+                server,
+                gateway: gomark_gateway::GatewaySettings {
+                    http_addr: loopback(options.port),
+                    orchestrator_url: grpc_url(orchestrator_addr),
+                    upso_cadence_url: grpc_url(upso_addr),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            shutdown.clone(),
+        )
+        .await
+        .context("gateway")?;
+        services.insert(0, (gomark_gateway::NAME, gateway.service.grpc_addr));
+        let gateway_url = format!("http://{}", gateway.http_addr);
+
+        // One admin endpoint for the process: the metrics recorder is process-wide anyway.
+        let gateway_service = gateway.service.with_admin(loopback(0)).await?;
+        let admin_addr = gateway_service.admin_addr.unwrap_or(loopback(0));
+        running.push(gateway_service);
+
+        let embedded = Self {
+            gateway_url,
+            hubspot_sim_url: format!("http://{sim_addr}"),
+            hubspot_sim: sim,
+            services,
+            admin_addr,
+            shutdown,
+            running,
+        };
+        if options.demo {
+            crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
+                .await
+                .context("demo portfolio")?;
+        }
+        Ok(embedded)
+    }
+
+    /// The gRPC address of `service`.
+    pub fn grpc_addr(&self, service: &str) -> Option<SocketAddr> {
+        self.services.iter().find(|(name, _)| *name == service).map(|(_, addr)| *addr)
+    }
+
+    /// Runs until shutdown, then waits for every service to drain.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for service in self.running {
+            if let Err(err) = service.wait().await {
+                self.shutdown.trigger();
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,9 @@
+//! GoMark in one process: all five services, SQLite in a data folder, the in-process bus
+//! and cache, and the HubSpot simulator loaded with a demo portfolio. The very same service
+//! code runs distributed; only the backends differ.
+
+mod demo;
+mod embedded;
+
+pub use demo::{DEMO_COMPANIES, seed_demo_portfolio};
+pub use embedded::{Embedded, EmbeddedOptions};

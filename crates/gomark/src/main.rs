@@ -1,0 +1,141 @@
+//! `gomark`: run GoMark in one process (`gomark serve`), or one service of it
+//! (`gomark run hubspot-sync`, configured like the service's own binary).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gomark::{Embedded, EmbeddedOptions};
+use gomark_platform::Shutdown;
+use gomark_platform::settings::{LogFormat, TelemetrySettings};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gomark", version, about = "GoMark: the go-to-market control plane of a software portfolio")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run all of GoMark in this process: SQLite, in-process bus and cache, the HubSpot
+    /// simulator and a demo portfolio.
+    Serve {
+        /// Where the SQLite files live.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The gateway's HTTP port; 0 picks a free one.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Start without the demo portfolio.
+        #[arg(long)]
+        no_demo: bool,
+        #[arg(long, value_enum, default_value_t = Logs::Pretty)]
+        log_format: Logs,
+    },
+    /// Run one service, configured by GOMARK_CONFIG and GOMARK__* variables.
+    Run {
+        #[arg(value_enum)]
+        service: Service,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Logs {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Service {
+    Gateway,
+    Orchestrator,
+    HubspotSync,
+    UpsoCadence,
+    PipelineTracker,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { data_dir, port, no_demo, log_format } => serve(data_dir, port, !no_demo, log_format).await,
+        Command::Run { service } => run(service).await,
+    }
+}
+
+async fn run(service: Service) -> ExitCode {
+    use gomark_service::{Backends, run_main};
+    match service {
+        Service::Gateway => run_main(gomark_gateway::start).await,
+        Service::UpsoCadence => run_main(gomark_upso_cadence::start).await,
+        Service::PipelineTracker => run_main(gomark_pipeline_tracker::start).await,
+        Service::Orchestrator => {
+            run_main(|s: gomark_orchestrator::Settings, sd| async move {
+                let b = Backends::connect(&s.common).await?;
+                gomark_orchestrator::start(s, b, sd).await
+            })
+            .await
+        }
+        Service::HubspotSync => {
+            run_main(|s: gomark_hubspot_sync::Settings, sd| async move {
+                let b = Backends::connect(&s.common).await?;
+                gomark_hubspot_sync::start(s, b, sd).await
+            })
+            .await
+        }
+    }
+}
+
+async fn serve(data_dir: PathBuf, port: u16, demo: bool, logs: Logs) -> ExitCode {
+    let telemetry = TelemetrySettings {
+        log_format: match logs {
+            Logs::Pretty => LogFormat::Pretty,
+            Logs::Json => LogFormat::Json,
+        },
+        log_level: "info,sqlx=warn,async_nats=warn".into(),
+        otlp_endpoint: None,
+    };
+    let _guard = match gomark_platform::telemetry::init(&telemetry, "gomark") {
+        Ok(g) => g,
+        Err(err) => {
+            eprintln!("gomark: telemetry: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signal();
+    let options = EmbeddedOptions { data_dir, port, demo, ..EmbeddedOptions::default() };
+    let embedded = match Embedded::start(options, shutdown).await {
+        Ok(e) => e,
+        Err(err) => {
+            eprintln!("gomark: cannot start: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    announce(&embedded);
+    match embedded.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gomark: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The lines a person (or a test) reads to find everything.
+fn announce(e: &Embedded) {
+    let mut out = std::io::stdout().lock();
+    let mut lines = vec![format!("gateway: {}", e.gateway_url)];
+    for (name, addr) in &e.services {
+        let label = if *name == gomark_gateway::NAME { "gateway-grpc" } else { name };
+        lines.push(format!("{label}: {addr}"));
+    }
+    lines.push(format!("hubspot-sim: {}", e.hubspot_sim_url));
+    lines.push(format!("metrics: http://{}/metrics", e.admin_addr));
+    lines.push(format!("example: curl -s {}/v1/companies", e.gateway_url));
+    for line in lines {
+        // stdout may be closed by whoever started us; the servers run on regardless.
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}

@@ -1,0 +1,222 @@
+//! The REST API's JSON shapes (camelCase, HubSpot's own names for property fields) and
+//! their mapping to and from the gRPC contracts.
+
+use gomark_proto::common::v1::{Company, DealPropertySpec, PropertyOption};
+use gomark_proto::orchestrator::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyCreate {
+    pub name: String,
+    pub hubspot_portal_id: String,
+    /// Write-only: handed to hubspot-sync, never returned.
+    pub hubspot_token: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyView {
+    pub id: String,
+    pub name: String,
+    pub hubspot_portal_id: String,
+    pub created_at: String,
+}
+
+impl From<Company> for CompanyView {
+    fn from(c: Company) -> Self {
+        Self { id: c.id, name: c.name, hubspot_portal_id: c.hubspot_portal_id, created_at: rfc3339(c.created_at) }
+    }
+}
+
+/// One page of a list; pass `nextCursor` back as `cursor` for the next one.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, next: String) -> Self {
+        Self { items, next_cursor: (!next.is_empty()).then_some(next) }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn to_proto(&self) -> gomark_proto::common::v1::PageRequest {
+        gomark_proto::common::v1::PageRequest {
+            page_size: self.limit.unwrap_or(0),
+            page_token: self.cursor.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionDto {
+    pub label: String,
+    pub value: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub display_order: i32,
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+impl OptionDto {
+    pub fn to_proto(&self) -> PropertyOption {
+        PropertyOption {
+            label: self.label.clone(),
+            value: self.value.clone(),
+            description: self.description.clone(),
+            display_order: self.display_order,
+            hidden: self.hidden,
+        }
+    }
+
+    fn from_proto(o: PropertyOption) -> Self {
+        Self {
+            label: o.label,
+            value: o.value,
+            description: o.description,
+            display_order: o.display_order,
+            hidden: o.hidden,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyCreateDto {
+    pub name: String,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub field_type: String,
+    pub group_name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub options: Vec<OptionDto>,
+}
+
+impl PropertyCreateDto {
+    pub fn to_proto(&self) -> DealPropertySpec {
+        DealPropertySpec {
+            name: self.name.clone(),
+            label: self.label.clone(),
+            r#type: self.kind.clone(),
+            field_type: self.field_type.clone(),
+            group_name: self.group_name.clone(),
+            description: self.description.clone(),
+            options: self.options.iter().map(OptionDto::to_proto).collect(),
+        }
+    }
+}
+
+/// A partial update; `name` may be sent only unchanged (internal names are immutable).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyPatchDto {
+    pub name: Option<String>,
+    pub label: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub field_type: Option<String>,
+    pub group_name: Option<String>,
+    pub description: Option<String>,
+    pub options: Option<Vec<OptionDto>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncDto {
+    /// `pending` until hubspot-sync confirms, then `applied` or `failed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyView {
+    pub name: String,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub field_type: String,
+    pub group_name: String,
+    pub description: String,
+    pub options: Vec<OptionDto>,
+    pub archived: bool,
+    pub version: i64,
+    pub sync: SyncDto,
+    pub updated_at: String,
+}
+
+impl From<pb::DealProperty> for PropertyView {
+    fn from(p: pb::DealProperty) -> Self {
+        let spec = p.spec.unwrap_or_default();
+        let state = match pb::SyncState::try_from(p.sync_state) {
+            Ok(pb::SyncState::Applied) => "applied",
+            Ok(pb::SyncState::Failed) => "failed",
+            _ => "pending",
+        };
+        Self {
+            name: spec.name,
+            label: spec.label,
+            kind: spec.r#type,
+            field_type: spec.field_type,
+            group_name: spec.group_name,
+            description: spec.description,
+            options: spec.options.into_iter().map(OptionDto::from_proto).collect(),
+            archived: p.archived,
+            version: p.version,
+            sync: SyncDto { state, error: (!p.sync_error.is_empty()).then_some(p.sync_error) },
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntryView {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub at: String,
+}
+
+impl From<pb::AuditEntry> for AuditEntryView {
+    fn from(e: pb::AuditEntry) -> Self {
+        let json = |s: &str| (!s.is_empty()).then(|| serde_json::from_str(s).unwrap_or(serde_json::Value::Null));
+        Self {
+            id: e.id,
+            actor: e.actor,
+            action: e.action,
+            resource: e.resource,
+            before: json(&e.before_json),
+            after: json(&e.after_json),
+            at: rfc3339(e.at),
+        }
+    }
+}
+
+pub fn rfc3339(ts: Option<gomark_proto::Timestamp>) -> String {
+    let ts = ts.unwrap_or_default();
+    chrono::DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

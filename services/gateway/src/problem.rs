@@ -1,0 +1,85 @@
+//! RFC 9457 problem details: every error the REST API returns, mapped through the shared
+//! error-code table. Internal details never reach the body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gomark_platform::{ErrorKind, PublicError};
+use serde::Serialize;
+
+pub const PROBLEM_BASE: &str = "https://gomark.dev/problems/";
+
+#[derive(Debug, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("{PROBLEM_BASE}{}", kind.slug()),
+            title: kind.title(),
+            status: kind.http_status(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        PublicError::invalid(field, detail).into()
+    }
+
+    /// A status with no row of its own in the table (405, 413, 415).
+    pub fn http(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("{PROBLEM_BASE}http-{}", status.as_u16()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+impl From<PublicError> for Problem {
+    fn from(err: PublicError) -> Self {
+        let mut problem = Problem::new(err.kind, err.message.clone());
+        if let Some(field) = err.field {
+            let detail = err.message.strip_prefix(&format!("{field}: ")).unwrap_or(&err.message).to_owned();
+            problem.errors.push(FieldError { field, detail });
+        }
+        problem
+    }
+}
+
+impl From<tonic::Status> for Problem {
+    fn from(status: tonic::Status) -> Self {
+        if status.code() != tonic::Code::Ok && ErrorKind::from_grpc(status.code()) == ErrorKind::Internal {
+            tracing::error!(code = ?status.code(), "service call failed");
+        }
+        PublicError::from(status).into()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, Problem>;

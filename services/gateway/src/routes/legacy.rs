@@ -1,0 +1,196 @@
+//! The previous GoMark's three routes, kept for old callers, on top of the v1 API.
+//!
+//! `POST /hubspot/fields/add` `{"company_id","name","type","value"}` creates a deal
+//! property. `name` may be a label ("Deal Stage"): the internal name is derived from it
+//! (`deal_stage`) and the label is kept as given. A HubSpot property *definition* has no
+//! value, so `value` is kept where it means something: for `type: "enumeration"` it is
+//! the option list, separated by `;` (HubSpot's own multi-value format); for every other
+//! type it becomes the property's description, so nothing the caller sent is lost.
+//!
+//! `PUT /hubspot/fields/modify/{company_id}/{old_name}` `{"new_name"}` changes the label;
+//! HubSpot internal names cannot change. `old_name` may be the internal name or the
+//! label-like name first given to `fields/add`.
+//!
+//! `PUT /upso/cadence/modify/{company_id}` `{"template","delay_hours"}` is passed to
+//! upso-cadence, which answers 501 until cadences are managed.
+
+use super::deal_properties::with_etag;
+use super::{AppState, call};
+use crate::extract::ApiJson;
+use crate::problem::{ApiResult, Problem};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
+use gomark_proto::orchestrator::v1 as pb;
+use gomark_proto::upso_cadence::v1::ModifyCadenceRequest;
+use serde::Deserialize;
+
+/// The group legacy fields land in; it exists in every portal.
+const LEGACY_GROUP: &str = "dealinformation";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/hubspot/fields/add", post(add_field))
+        .route("/hubspot/fields/modify/{company_id}/{old_name}", put(modify_field))
+        .route("/upso/cadence/modify/{company_id}", put(modify_cadence))
+}
+
+#[derive(Debug, Deserialize)]
+struct AddField {
+    company_id: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// `"Deal Stage"` → `deal_stage`: lower-case, runs of anything else become one `_`.
+pub fn internal_name(label: &str) -> String {
+    let mut name = String::new();
+    for c in label.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c.to_ascii_lowercase());
+        } else if !name.ends_with('_') && !name.is_empty() {
+            name.push('_');
+        }
+    }
+    let mut name = name.trim_end_matches('_').to_owned();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert_str(0, "field_");
+    }
+    name.chars().take(100).collect()
+}
+
+/// The old API's loose type names, as HubSpot (type, fieldType) pairs.
+fn hubspot_type(kind: &str) -> Option<(&'static str, &'static str)> {
+    Some(match kind.to_ascii_lowercase().as_str() {
+        "string" | "text" => ("string", "text"),
+        "textarea" => ("string", "textarea"),
+        "number" | "integer" | "float" => ("number", "number"),
+        "date" => ("date", "date"),
+        "datetime" => ("datetime", "date"),
+        "bool" | "boolean" => ("bool", "booleancheckbox"),
+        "enumeration" | "select" => ("enumeration", "select"),
+        "phone_number" | "phone" => ("phone_number", "phonenumber"),
+        _ => return None,
+    })
+}
+
+async fn add_field(State(s): State<AppState>, ApiJson(body): ApiJson<AddField>) -> ApiResult<Response> {
+    if body.company_id.trim().is_empty() {
+        return Err(Problem::invalid("company_id", "is required"));
+    }
+    let name = internal_name(&body.name);
+    if name.is_empty() {
+        return Err(Problem::invalid("name", "must contain at least one letter or digit"));
+    }
+    let (kind, field_type) = hubspot_type(&body.kind).ok_or_else(|| {
+        Problem::invalid(
+            "type",
+            "must be one of string, textarea, number, date, datetime, bool, enumeration, phone_number",
+        )
+    })?;
+    let (description, options) = if kind == "enumeration" {
+        let options = body
+            .value
+            .split(';')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .enumerate()
+            .map(|(i, v)| PropertyOption {
+                label: v.to_owned(),
+                value: internal_name(v),
+                display_order: i as i32,
+                ..PropertyOption::default()
+            })
+            .collect();
+        (String::new(), options)
+    } else {
+        (body.value.clone(), Vec::new())
+    };
+    let spec = DealPropertySpec {
+        name,
+        label: body.name.trim().to_owned(),
+        r#type: kind.into(),
+        field_type: field_type.into(),
+        group_name: LEGACY_GROUP.into(),
+        description,
+        options,
+    };
+    let req = pb::CreateDealPropertyRequest { company_id: body.company_id, spec: Some(spec) };
+    let property = s.orchestrator.clone().create_deal_property(call(req)).await?.into_inner();
+    Ok(with_etag(StatusCode::CREATED, property))
+}
+
+#[derive(Debug, Deserialize)]
+struct ModifyField {
+    new_name: String,
+}
+
+async fn modify_field(
+    State(s): State<AppState>,
+    Path((company_id, old_name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ModifyField>,
+) -> ApiResult<Response> {
+    if body.new_name.trim().is_empty() {
+        return Err(Problem::invalid("new_name", "is required"));
+    }
+    // The old API named fields by what it was given; try that, then its derived form.
+    let mut candidates = vec![old_name.clone()];
+    let derived = internal_name(&old_name);
+    if derived != old_name {
+        candidates.push(derived);
+    }
+    let mut last = None;
+    for name in candidates {
+        let req = pb::UpdateDealPropertyRequest {
+            company_id: company_id.clone(),
+            name,
+            label: Some(body.new_name.trim().to_owned()),
+            ..pb::UpdateDealPropertyRequest::default()
+        };
+        match s.orchestrator.clone().update_deal_property(call(req)).await {
+            Ok(property) => return Ok(with_etag(StatusCode::OK, property.into_inner())),
+            Err(status) if status.code() == tonic::Code::NotFound || status.code() == tonic::Code::InvalidArgument => {
+                last = Some(status)
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    Err(last.map_or_else(|| Problem::invalid("old_name", "is required"), Problem::from))
+}
+
+#[derive(Debug, Deserialize)]
+struct ModifyCadence {
+    template: String,
+    delay_hours: u32,
+}
+
+async fn modify_cadence(
+    State(s): State<AppState>,
+    Path(company_id): Path<String>,
+    ApiJson(body): ApiJson<ModifyCadence>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req = ModifyCadenceRequest { company_id, template: body.template, delay_hours: body.delay_hours };
+    s.upso_cadence.clone().modify_cadence(call(req)).await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::internal_name;
+
+    #[test]
+    fn labels_become_valid_internal_names() {
+        assert_eq!(internal_name("Deal Stage"), "deal_stage");
+        assert_eq!(internal_name("  ARR (USD) / year "), "arr_usd_year");
+        assert_eq!(internal_name("2nd touch"), "field_2nd_touch");
+        assert_eq!(internal_name("already_fine"), "already_fine");
+        assert_eq!(internal_name("!!!"), "");
+        assert_eq!(internal_name(&"x".repeat(300)).len(), 100);
+    }
+}

@@ -1,0 +1,98 @@
+//! hubspot-sync's gRPC face.
+
+use crate::portals::Portals;
+use gomark_platform::{ErrorKind, PublicError};
+use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
+use gomark_proto::hubspot_sync::v1 as pb;
+use gomark_proto::hubspot_sync::v1::hubspot_sync_service_server::HubspotSyncService;
+use hubspot_client::HubSpotClient;
+use tonic::{Request, Response, Status};
+
+pub struct HubspotSyncGrpc {
+    portals: Portals,
+    client: HubSpotClient,
+}
+
+impl HubspotSyncGrpc {
+    pub fn new(portals: Portals, client: HubSpotClient) -> Self {
+        Self { portals, client }
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %err, "internal error");
+    PublicError::internal().into()
+}
+
+/// HubSpot's failure as the caller should see it: its outage is ours to report, its
+/// refusal of our token is the caller's to fix.
+fn hubspot_failure(err: hubspot_client::Error) -> Status {
+    tracing::warn!(error = %err, "hubspot call failed");
+    let public = match err.status() {
+        Some(401 | 403) => PublicError::new(ErrorKind::FailedPrecondition, "HubSpot refused the company's token"),
+        Some(429) => {
+            PublicError::new(ErrorKind::RateLimited, "the portal's HubSpot rate limit is exhausted, retry later")
+        }
+        _ => PublicError::unavailable("HubSpot"),
+    };
+    public.into()
+}
+
+#[tonic::async_trait]
+impl HubspotSyncService for HubspotSyncGrpc {
+    async fn register_portal(
+        &self,
+        req: Request<pb::RegisterPortalRequest>,
+    ) -> Result<Response<pb::RegisterPortalResponse>, Status> {
+        let r = req.into_inner();
+        if r.company_id.is_empty() {
+            return Err(PublicError::invalid("company_id", "is required").into());
+        }
+        if r.token.trim().is_empty() {
+            return Err(PublicError::invalid("token", "is required").into());
+        }
+        self.portals.register(&r.company_id, &r.portal_id, &r.token).await.map_err(internal)?;
+        tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
+        Ok(Response::new(pb::RegisterPortalResponse {}))
+    }
+
+    async fn list_observed_deal_properties(
+        &self,
+        req: Request<pb::ListObservedDealPropertiesRequest>,
+    ) -> Result<Response<pb::ListObservedDealPropertiesResponse>, Status> {
+        let company_id = req.into_inner().company_id;
+        let portal =
+            self.portals.get(&company_id).await.map_err(internal)?.ok_or_else(|| {
+                Status::from(PublicError::not_found(format!("HubSpot portal of company {company_id}")))
+            })?;
+        let properties = self.client.list_deal_properties(&portal.token).await.map_err(hubspot_failure)?;
+        Ok(Response::new(pb::ListObservedDealPropertiesResponse {
+            properties: properties
+                .into_iter()
+                .map(|p| pb::ObservedDealProperty {
+                    hubspot_defined: p.hubspot_defined.unwrap_or(false),
+                    archived: p.archived,
+                    spec: Some(DealPropertySpec {
+                        name: p.name,
+                        label: p.label,
+                        r#type: p.r#type,
+                        field_type: p.field_type,
+                        group_name: p.group_name,
+                        description: p.description,
+                        options: p
+                            .options
+                            .into_iter()
+                            .map(|o| PropertyOption {
+                                label: o.label,
+                                value: o.value,
+                                description: o.description.unwrap_or_default(),
+                                display_order: o.display_order.unwrap_or(0) as i32,
+                                hidden: o.hidden,
+                            })
+                            .collect(),
+                    }),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,86 @@
+//! hubspot-sync's settings.
+
+use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
+use gomark_service::{CommonSettings, ServiceSettings};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub common: CommonSettings,
+    pub hubspot: HubSpotSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HubSpotSettings {
+    /// `https://api.hubapi.com`, or a simulator's URL.
+    pub base_url: String,
+    /// `v3` or `2026-03`: which path family to call.
+    pub api_version: String,
+    /// Deadline of one HubSpot request.
+    pub timeout_ms: u64,
+    /// Retries of a failed HubSpot request (5xx, timeouts, burst 429s).
+    pub max_retries: u32,
+    /// Base of the retry backoff.
+    pub retry_base_delay_ms: u64,
+}
+
+impl Default for HubSpotSettings {
+    fn default() -> Self {
+        Self {
+            base_url: hubspot_client::DEFAULT_BASE_URL.into(),
+            api_version: "v3".into(),
+            timeout_ms: 10_000,
+            max_retries: 3,
+            retry_base_delay_ms: 200,
+        }
+    }
+}
+
+impl HubSpotSettings {
+    pub fn client_config(&self) -> hubspot_client::ClientConfig {
+        hubspot_client::ClientConfig {
+            base_url: self.base_url.clone(),
+            api_version: match self.api_version.as_str() {
+                "2026-03" => hubspot_client::ApiVersion::Date2026_03,
+                _ => hubspot_client::ApiVersion::V3,
+            },
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_retries: self.max_retries,
+            retry_base_delay: Duration::from_millis(self.retry_base_delay_ms),
+            ..hubspot_client::ClientConfig::default()
+        }
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.common.validate()?;
+        validate_url("hubspot.base_url", &self.hubspot.base_url)?;
+        if !matches!(self.hubspot.api_version.as_str(), "v3" | "2026-03") {
+            return Err(SettingsError::invalid("hubspot.api_version", "must be v3 or 2026-03"));
+        }
+        if !(100..=120_000).contains(&self.hubspot.timeout_ms) {
+            return Err(SettingsError::invalid("hubspot.timeout_ms", "must be between 100 and 120000"));
+        }
+        if self.hubspot.max_retries > 10 {
+            return Err(SettingsError::invalid("hubspot.max_retries", "must be at most 10"));
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSettings for Settings {
+    const NAME: &'static str = crate::NAME;
+
+    fn server(&self) -> &ServerSettings {
+        &self.common.server
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.common.telemetry
+    }
+}

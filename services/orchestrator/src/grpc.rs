@@ -1,0 +1,150 @@
+//! The orchestrator's gRPC face: decodes requests, calls [`DesiredState`], encodes replies.
+
+use crate::desired::{Actor, DesiredState, PropertyPatch, company_proto, timestamp};
+use crate::property_spec::{PropertyOptionSpec, PropertySpec};
+use crate::store::{PropertyRow, SyncState};
+use gomark_proto::common::v1::Company;
+use gomark_proto::orchestrator::v1 as pb;
+use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Metadata naming who acts; set by the gateway after it authenticated the caller.
+pub const ACTOR_METADATA_KEY: &str = "x-gomark-actor";
+
+pub struct OrchestratorGrpc {
+    desired: Arc<DesiredState>,
+}
+
+impl OrchestratorGrpc {
+    pub fn new(desired: Arc<DesiredState>) -> Self {
+        Self { desired }
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> Actor {
+    let name = req.metadata().get(ACTOR_METADATA_KEY).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    Actor(name.unwrap_or("anonymous").chars().take(200).collect())
+}
+
+fn property_proto(row: PropertyRow) -> pb::DealProperty {
+    pb::DealProperty {
+        company_id: row.company_id,
+        spec: Some(row.spec.to_proto()),
+        archived: row.archived,
+        version: row.version,
+        sync_state: match row.sync_state {
+            SyncState::Pending => pb::SyncState::Pending,
+            SyncState::Applied => pb::SyncState::Applied,
+            SyncState::Failed => pb::SyncState::Failed,
+        } as i32,
+        sync_error: row.sync_error,
+        updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl OrchestratorService for OrchestratorGrpc {
+    async fn create_company(&self, req: Request<pb::CreateCompanyRequest>) -> Result<Response<Company>, Status> {
+        let actor = actor(&req);
+        let r = req.into_inner();
+        let company = self.desired.create_company(&actor, &r.name, &r.hubspot_portal_id, &r.hubspot_token).await?;
+        Ok(Response::new(company_proto(&company)))
+    }
+
+    async fn get_company(&self, req: Request<pb::GetCompanyRequest>) -> Result<Response<Company>, Status> {
+        let company = self.desired.get_company(&req.into_inner().company_id).await?;
+        Ok(Response::new(company_proto(&company)))
+    }
+
+    async fn list_companies(
+        &self,
+        req: Request<pb::ListCompaniesRequest>,
+    ) -> Result<Response<pb::ListCompaniesResponse>, Status> {
+        let page = req.into_inner().page.unwrap_or_default();
+        let (companies, next) = self.desired.list_companies(page.page_size, &page.page_token).await?;
+        Ok(Response::new(pb::ListCompaniesResponse {
+            companies: companies.iter().map(company_proto).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn list_deal_properties(
+        &self,
+        req: Request<pb::ListDealPropertiesRequest>,
+    ) -> Result<Response<pb::ListDealPropertiesResponse>, Status> {
+        let r = req.into_inner();
+        let rows = self.desired.list_properties(&r.company_id, r.include_archived).await?;
+        Ok(Response::new(pb::ListDealPropertiesResponse { properties: rows.into_iter().map(property_proto).collect() }))
+    }
+
+    async fn get_deal_property(
+        &self,
+        req: Request<pb::GetDealPropertyRequest>,
+    ) -> Result<Response<pb::DealProperty>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(property_proto(self.desired.get_property(&r.company_id, &r.name).await?)))
+    }
+
+    async fn create_deal_property(
+        &self,
+        req: Request<pb::CreateDealPropertyRequest>,
+    ) -> Result<Response<pb::DealProperty>, Status> {
+        let actor = actor(&req);
+        let r = req.into_inner();
+        let spec = PropertySpec::from_proto(r.spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?);
+        Ok(Response::new(property_proto(self.desired.create_property(&actor, &r.company_id, spec).await?)))
+    }
+
+    async fn update_deal_property(
+        &self,
+        req: Request<pb::UpdateDealPropertyRequest>,
+    ) -> Result<Response<pb::DealProperty>, Status> {
+        let actor = actor(&req);
+        let r = req.into_inner();
+        let patch = PropertyPatch {
+            label: r.label,
+            kind: r.r#type,
+            field_type: r.field_type,
+            group_name: r.group_name,
+            description: r.description,
+            options: r.replace_options.then(|| r.options.into_iter().map(PropertyOptionSpec::from_proto).collect()),
+        };
+        let row = self.desired.update_property(&actor, &r.company_id, &r.name, patch, r.expected_version).await?;
+        Ok(Response::new(property_proto(row)))
+    }
+
+    async fn archive_deal_property(
+        &self,
+        req: Request<pb::ArchiveDealPropertyRequest>,
+    ) -> Result<Response<pb::DealProperty>, Status> {
+        let actor = actor(&req);
+        let r = req.into_inner();
+        Ok(Response::new(property_proto(self.desired.archive_property(&actor, &r.company_id, &r.name).await?)))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        req: Request<pb::ListAuditEntriesRequest>,
+    ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let page = r.page.unwrap_or_default();
+        let (entries, next) = self.desired.list_audit(&r.company_id, page.page_size, &page.page_token).await?;
+        Ok(Response::new(pb::ListAuditEntriesResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    id: e.id,
+                    company_id: e.company_id,
+                    actor: e.actor,
+                    action: e.action,
+                    resource: e.resource,
+                    before_json: e.before_json,
+                    after_json: e.after_json,
+                    at: Some(timestamp(e.at)),
+                })
+                .collect(),
+            next_page_token: next,
+        }))
+    }
+}

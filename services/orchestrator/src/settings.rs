@@ -1,0 +1,58 @@
+//! The orchestrator's settings.
+
+use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
+use gomark_service::{CommonSettings, ServiceSettings};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub common: CommonSettings,
+    pub orchestrator: OrchestratorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OrchestratorSettings {
+    /// gRPC address of hubspot-sync (`http://hubspot-sync:50051`).
+    pub hubspot_sync_url: String,
+    /// Deadline of every call to another service.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        Self { hubspot_sync_url: "http://127.0.0.1:50052".into(), call_timeout_ms: 10_000 }
+    }
+}
+
+impl OrchestratorSettings {
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.common.validate()?;
+        validate_url("orchestrator.hubspot_sync_url", &self.orchestrator.hubspot_sync_url)?;
+        if !(100..=120_000).contains(&self.orchestrator.call_timeout_ms) {
+            return Err(SettingsError::invalid("orchestrator.call_timeout_ms", "must be between 100 and 120000"));
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSettings for Settings {
+    const NAME: &'static str = crate::NAME;
+
+    fn server(&self) -> &ServerSettings {
+        &self.common.server
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.common.telemetry
+    }
+}
