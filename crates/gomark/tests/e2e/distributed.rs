@@ -1,0 +1,249 @@
+//! Distributed mode: each service on its own Postgres schema, NATS JetStream and Redis,
+//! configured as in production. hubspot-sync runs as a separate process so it can be
+//! killed for real.
+
+use crate::scenarios;
+use crate::support::{Api, SERVING, eventually, free_port, health};
+use gomark_events::bus::{BusKind, BusSettings};
+use gomark_platform::Shutdown;
+use gomark_platform::settings::ServerSettings;
+use gomark_service::{Backends, CommonSettings, RunningService};
+use gomark_testkit::TestDatabase;
+use hubspot_sim::{HubSpotSim, SimConfig};
+use reqwest::Method;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// A distributed GoMark for one test; its schemas and stream are removed afterwards.
+struct Cluster {
+    sim: HubSpotSim,
+    sim_url: String,
+    bus: BusSettings,
+    redis_url: String,
+    cache_prefix: String,
+    databases: Vec<TestDatabase>,
+    shutdown: Shutdown,
+    services: Vec<RunningService>,
+    gateway_url: String,
+    hubspot_sync_addr: SocketAddr,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Cluster {
+    /// None when the distributed backends are not configured (the embedded suite still runs).
+    async fn start(hubspot_sync_in_process: bool) -> Option<Self> {
+        if !gomark_testkit::distributed_configured() {
+            gomark_testkit::note_skipped("distributed end-to-end", "GOMARK_TEST_POSTGRES_URL/NATS_URL/REDIS_URL");
+            return None;
+        }
+        let (sim, sim_addr) = hubspot_sim::spawn(SimConfig::default(), loopback(0)).await.expect("sim");
+        let token = gomark_testkit::unique("e2e");
+        let bus = BusSettings {
+            kind: BusKind::Nats,
+            nats_url: gomark_testkit::nats_url().expect("nats"),
+            stream: token.to_uppercase(),
+            subject_prefix: token.clone(),
+        };
+        let mut cluster = Cluster {
+            sim,
+            sim_url: format!("http://{sim_addr}"),
+            bus,
+            redis_url: gomark_testkit::redis_url().expect("redis"),
+            cache_prefix: token,
+            databases: Vec::new(),
+            shutdown: Shutdown::new(),
+            services: Vec::new(),
+            gateway_url: String::new(),
+            hubspot_sync_addr: loopback(free_port()),
+        };
+        if hubspot_sync_in_process {
+            let settings = gomark_hubspot_sync::Settings {
+                common: cluster.common(cluster.hubspot_sync_addr),
+                hubspot: gomark_hubspot_sync::HubSpotSettings {
+                    base_url: cluster.sim_url.clone(),
+                    ..Default::default()
+                },
+            };
+            let backends = Backends::connect(&settings.common).await.expect("hubspot-sync backends");
+            let service =
+                gomark_hubspot_sync::start(settings, backends, cluster.shutdown.clone()).await.expect("hubspot-sync");
+            cluster.services.push(service);
+        }
+        let settings = gomark_orchestrator::Settings {
+            common: cluster.common(loopback(0)),
+            orchestrator: gomark_orchestrator::OrchestratorSettings {
+                hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
+                ..Default::default()
+            },
+        };
+        let backends =
+            Backends::connect(&settings.common).await.expect("orchestrator backends (Postgres, NATS, Redis)");
+        let orchestrator =
+            gomark_orchestrator::start(settings, backends, cluster.shutdown.clone()).await.expect("orchestrator");
+        let upso = gomark_upso_cadence::start(
+            gomark_upso_cadence::Settings { server: server(loopback(0)), ..Default::default() },
+            cluster.shutdown.clone(),
+        )
+        .await
+        .expect("upso-cadence");
+        let gateway = gomark_gateway::start_gateway(
+            gomark_gateway::Settings {
+                server: server(loopback(0)),
+                gateway: gomark_gateway::GatewaySettings {
+                    http_addr: loopback(0),
+                    orchestrator_url: format!("http://{}", orchestrator.grpc_addr),
+                    upso_cadence_url: format!("http://{}", upso.grpc_addr),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            cluster.shutdown.clone(),
+        )
+        .await
+        .expect("gateway");
+        cluster.gateway_url = format!("http://{}", gateway.http_addr);
+        cluster.services.extend([orchestrator, upso, gateway.service]);
+        Some(cluster)
+    }
+
+    /// Settings for one more service: its own fresh schema, the shared stream and Redis.
+    fn common(&mut self, grpc: SocketAddr) -> CommonSettings {
+        let database = TestDatabase::postgres().expect("postgres configured");
+        let settings = CommonSettings {
+            server: server(grpc),
+            database: database.settings.clone(),
+            bus: self.bus.clone(),
+            cache: gomark_cache::CacheSettings {
+                kind: gomark_cache::CacheKind::Redis,
+                redis_url: self.redis_url.clone(),
+                key_prefix: self.cache_prefix.clone(),
+                ..Default::default()
+            },
+            ..CommonSettings::default()
+        };
+        self.databases.push(database);
+        settings
+    }
+
+    /// The environment that configures a separate hubspot-sync process like this cluster.
+    fn hubspot_sync_env(&mut self) -> Vec<(String, String)> {
+        let common = self.common(self.hubspot_sync_addr);
+        let mut env = vec![
+            ("GOMARK__SERVER__GRPC_ADDR", common.server.grpc_addr.to_string()),
+            ("GOMARK__SERVER__ADMIN_ADDR", "127.0.0.1:0".to_owned()),
+            ("GOMARK__DATABASE__URL", common.database.url.expose().to_owned()),
+            ("GOMARK__DATABASE__SCHEMA", common.database.schema.clone()),
+            ("GOMARK__BUS__KIND", "nats".to_owned()),
+            ("GOMARK__BUS__NATS_URL", self.bus.nats_url.clone()),
+            ("GOMARK__BUS__STREAM", self.bus.stream.clone()),
+            ("GOMARK__BUS__SUBJECT_PREFIX", self.bus.subject_prefix.clone()),
+            ("GOMARK__CACHE__KIND", "redis".to_owned()),
+            ("GOMARK__CACHE__REDIS_URL", self.redis_url.clone()),
+            ("GOMARK__CACHE__KEY_PREFIX", self.cache_prefix.clone()),
+            ("GOMARK__HUBSPOT__BASE_URL", self.sim_url.clone()),
+            ("GOMARK__TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+        ];
+        env.sort();
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        for service in self.services {
+            tokio::time::timeout(Duration::from_secs(15), service.wait()).await.expect("drains").expect("clean stop");
+        }
+        let nats = gomark_events::nats::NatsBus::connect(&self.bus).await.expect("nats");
+        nats.delete_stream().await.expect("delete stream");
+        drop(self.databases);
+    }
+}
+
+fn server(grpc: SocketAddr) -> ServerSettings {
+    ServerSettings { grpc_addr: grpc, admin_addr: loopback(0), shutdown_grace_secs: 10 }
+}
+
+#[tokio::test]
+async fn distributed_deal_properties_end_to_end() {
+    let Some(cluster) = Cluster::start(true).await else { return };
+    let api = Api::new(&cluster.gateway_url);
+    scenarios::property_lifecycle(&api, &cluster.sim, "dist-lifecycle", 911).await;
+    scenarios::bad_input(&api, &cluster.sim, "dist-validation", 912).await;
+    scenarios::legacy_routes(&api, &cluster.sim, "dist-legacy", 913).await;
+    for service in &cluster.services {
+        assert_eq!(health(service.grpc_addr).await, Some(SERVING), "{} is SERVING", service.name);
+    }
+    cluster.stop().await;
+}
+
+struct Child(tokio::process::Child);
+
+impl Child {
+    async fn spawn(env: &[(String, String)], addr: SocketAddr) -> Self {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomark"))
+            .args(["run", "hubspot-sync"])
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hubspot-sync");
+        eventually("hubspot-sync process SERVING", Duration::from_secs(30), || async {
+            (health(addr).await == Some(SERVING)).then_some(())
+        })
+        .await;
+        Self(child)
+    }
+
+    /// SIGKILL: no draining, no goodbye.
+    async fn kill(mut self) {
+        self.0.kill().await.expect("kill");
+    }
+}
+
+#[tokio::test]
+async fn killing_hubspot_sync_between_write_and_apply_still_applies_exactly_once() {
+    let Some(mut cluster) = Cluster::start(false).await else { return };
+    let env = cluster.hubspot_sync_env();
+    let api = Api::new(&cluster.gateway_url);
+    let token = "dist-crash";
+
+    let child = Child::spawn(&env, cluster.hubspot_sync_addr).await;
+    let company = scenarios::create_company(&api, &cluster.sim, "Crash Co", token, 921).await;
+    child.kill().await;
+
+    let created = api
+        .send(
+            Method::POST,
+            &format!("/v1/companies/{company}/deal-properties"),
+            Some(json!({"name": "gomark_crash_test", "label": "Crash test", "type": "number", "fieldType": "number", "groupName": "dealinformation"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "the orchestrator accepts the change while hubspot-sync is down");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(cluster.sim.property(token, "gomark_crash_test").is_none(), "nothing applied while hubspot-sync is dead");
+    let pending =
+        api.send(Method::GET, &format!("/v1/companies/{company}/deal-properties/gomark_crash_test"), None).await;
+    assert_eq!(pending.body["sync"]["state"], "pending");
+
+    let child = Child::spawn(&env, cluster.hubspot_sync_addr).await;
+    scenarios::wait_synced(&api, &company, "gomark_crash_test", 1).await;
+    assert_eq!(cluster.sim.property(token, "gomark_crash_test").expect("applied")["label"], "Crash test");
+
+    // Give any duplicate delivery time to show itself, then count the writes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let portal = cluster.sim.portal_id(token);
+    let creates = cluster
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.portal_id == portal && r.method == "POST" && r.path.ends_with("/properties/deals"))
+        .count();
+    assert_eq!(creates, 1, "exactly one create reached HubSpot");
+    child.kill().await;
+    cluster.stop().await;
+}

@@ -1,0 +1,113 @@
+//! Embedded mode: `gomark serve` as a library, on port 0, in a temporary data folder.
+
+use crate::scenarios;
+use crate::support::{Api, SERVING, eventually, health};
+use gomark::{DEMO_COMPANIES, Embedded, EmbeddedOptions};
+use gomark_platform::Shutdown;
+use reqwest::Method;
+use std::time::Duration;
+
+async fn start(dir: &std::path::Path, demo: bool) -> Embedded {
+    let options = EmbeddedOptions { data_dir: dir.to_path_buf(), port: 0, demo, ..EmbeddedOptions::default() };
+    Embedded::start(options, Shutdown::new()).await.expect("embedded gomark starts")
+}
+
+async fn stop(gomark: Embedded) {
+    gomark.shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), gomark.wait())
+        .await
+        .expect("stops within its grace")
+        .expect("stops cleanly");
+}
+
+#[tokio::test]
+async fn deal_properties_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), false).await;
+    let api = Api::new(&gomark.gateway_url);
+    scenarios::property_lifecycle(&api, &gomark.hubspot_sim, "token-lifecycle", 901).await;
+    stop(gomark).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), false).await;
+    scenarios::bad_input(&Api::new(&gomark.gateway_url), &gomark.hubspot_sim, "token-validation", 902).await;
+    stop(gomark).await;
+}
+
+#[tokio::test]
+async fn the_previous_gomark_routes_still_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), false).await;
+    scenarios::legacy_routes(&Api::new(&gomark.gateway_url), &gomark.hubspot_sim, "token-legacy", 903).await;
+    stop(gomark).await;
+}
+
+#[tokio::test]
+async fn every_service_is_healthy_and_metrics_are_exposed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), false).await;
+    assert_eq!(gomark.services.len(), 5);
+    for (name, addr) in &gomark.services {
+        assert_eq!(health(*addr).await, Some(SERVING), "{name} is SERVING");
+    }
+    let api = Api::new(&gomark.gateway_url);
+    api.send(Method::GET, "/v1/companies", None).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", gomark.admin_addr))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in
+        ["grpc_server_requests_total", "grpc_server_request_duration_seconds_bucket", "http_server_requests_total"]
+    {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
+    let shutdown = gomark.shutdown.clone();
+    let addr = gomark.grpc_addr("orchestrator").expect("orchestrator");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), gomark.wait()).await.expect("drains").expect("clean");
+    assert_ne!(health(addr).await, Some(SERVING), "not serving after shutdown");
+}
+
+#[tokio::test]
+async fn the_demo_portfolio_is_loaded_and_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), true).await;
+    let api = Api::new(&gomark.gateway_url);
+    let page = api.send(Method::GET, "/v1/companies?limit=100", None).await;
+    let companies = page.body["items"].as_array().expect("items").clone();
+    assert_eq!(companies.len(), DEMO_COMPANIES.len());
+    assert!(DEMO_COMPANIES.len() >= 20);
+    let last = companies.last().and_then(|c| c["id"].as_str()).expect("id").to_owned();
+    scenarios::wait_synced(&api, &last, "gomark_customer_tier", 1).await;
+    stop(gomark).await;
+}
+
+#[tokio::test]
+async fn data_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), false).await;
+    let api = Api::new(&gomark.gateway_url);
+    let id = scenarios::create_company(&api, &gomark.hubspot_sim, "Durable Co", "token-durable", 904).await;
+    stop(gomark).await;
+
+    let again = start(dir.path(), true).await;
+    let api = Api::new(&again.gateway_url);
+    let reply = eventually("company after restart", Duration::from_secs(5), || async {
+        let r = api.send(Method::GET, &format!("/v1/companies/{id}"), None).await;
+        (r.status == 200).then_some(r.body)
+    })
+    .await;
+    assert_eq!(reply["name"], "Durable Co");
+    let all = api.send(Method::GET, "/v1/companies?limit=100", None).await;
+    assert_eq!(
+        all.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "no demo seeded into an installation that has data"
+    );
+    stop(again).await;
+}

@@ -1,0 +1,8 @@
+//! End-to-end: the real services on port 0, driven over HTTP and gRPC as users would,
+//! in embedded mode always and in distributed mode when Postgres, NATS and Redis are
+//! configured (`GOMARK_TEST_*`).
+
+mod distributed;
+mod embedded;
+mod scenarios;
+mod support;

@@ -1,0 +1,234 @@
+//! The user stories both run modes must pass.
+
+use crate::support::{Api, eventually};
+use hubspot_sim::HubSpotSim;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub async fn create_company(api: &Api, sim: &HubSpotSim, name: &str, token: &str, portal: u64) -> String {
+    sim.register_portal(token, portal);
+    let reply = api
+        .send(
+            Method::POST,
+            "/v1/companies",
+            Some(json!({ "name": name, "hubspotPortalId": portal.to_string(), "hubspotToken": token })),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert!(reply.body.get("hubspotToken").is_none(), "the token is never returned");
+    assert!(!reply.body.to_string().contains(token), "the token is never returned");
+    reply.body["id"].as_str().expect("id").to_owned()
+}
+
+pub async fn wait_synced(api: &Api, company: &str, name: &str, version: i64) -> Value {
+    let path = format!("/v1/companies/{company}/deal-properties/{name}");
+    eventually(&format!("{name} v{version} applied"), APPLY_TIMEOUT, || async {
+        let reply = api.send(Method::GET, &path, None).await;
+        (reply.body["version"] == version && reply.body["sync"]["state"] == "applied").then_some(reply.body)
+    })
+    .await
+}
+
+async fn wait_in_portal(sim: &HubSpotSim, token: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    eventually(&format!("{name} in the simulated portal"), APPLY_TIMEOUT, || async {
+        sim.property(token, name).filter(|p| check(p))
+    })
+    .await
+}
+
+/// Create, list, rename (label), archive: each step reaches the portal and is audited.
+pub async fn property_lifecycle(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
+    let company = create_company(api, sim, "Lifecycle Co", token, portal).await;
+    let base = format!("/v1/companies/{company}/deal-properties");
+
+    let created = api
+        .send(
+            Method::POST,
+            &base,
+            Some(json!({
+                "name": "gomark_renewal_risk",
+                "label": "Renewal risk",
+                "type": "enumeration",
+                "fieldType": "select",
+                "groupName": "dealinformation",
+                "options": [{"label": "Low", "value": "low"}, {"label": "High", "value": "high", "displayOrder": 1}]
+            })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["sync"]["state"], "pending");
+    assert_eq!(created.headers.get("etag").and_then(|v| v.to_str().ok()), Some("\"1\""));
+
+    wait_synced(api, &company, "gomark_renewal_risk", 1).await;
+    let in_portal = wait_in_portal(sim, token, "gomark_renewal_risk", |p| p["archived"] == false).await;
+    assert_eq!(in_portal["label"], "Renewal risk");
+    assert_eq!(in_portal["options"].as_array().map(Vec::len), Some(2));
+
+    let list = api.send(Method::GET, &base, None).await;
+    assert_eq!(list.status, 200);
+    let names: Vec<&str> =
+        list.body["items"].as_array().expect("items").iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["gomark_renewal_risk"]);
+
+    // A rename is a label change; a stale ETag is refused.
+    let stale = api
+        .send_with(
+            Method::PATCH,
+            &format!("{base}/gomark_renewal_risk"),
+            Some(json!({"label": "x"})),
+            &[("if-match", "\"7\"")],
+        )
+        .await;
+    stale.problem(412);
+    let renamed = api
+        .send_with(
+            Method::PATCH,
+            &format!("{base}/gomark_renewal_risk"),
+            Some(json!({"label": "Churn risk"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(renamed.body["label"], "Churn risk");
+    wait_synced(api, &company, "gomark_renewal_risk", 2).await;
+    wait_in_portal(sim, token, "gomark_renewal_risk", |p| p["label"] == "Churn risk").await;
+
+    let renaming_the_name =
+        api.send(Method::PATCH, &format!("{base}/gomark_renewal_risk"), Some(json!({"name": "other"}))).await;
+    assert_eq!(renaming_the_name.problem(400)["errors"][0]["field"], "name");
+
+    let archived = api.send(Method::DELETE, &format!("{base}/gomark_renewal_risk"), None).await;
+    assert_eq!(archived.status, 204);
+    wait_in_portal(sim, token, "gomark_renewal_risk", |p| p["archived"] == true).await;
+    api.send(Method::GET, &format!("{base}/gomark_renewal_risk"), None).await.problem(404);
+    let with_archived = api.send(Method::GET, &format!("{base}?includeArchived=true"), None).await;
+    assert_eq!(with_archived.body["items"][0]["archived"], true);
+    let applied = eventually("archive applied", APPLY_TIMEOUT, || async {
+        let r = api.send(Method::GET, &format!("{base}?includeArchived=true"), None).await;
+        (r.body["items"][0]["sync"]["state"] == "applied").then_some(r.body)
+    })
+    .await;
+    assert_eq!(applied["items"][0]["version"], 3);
+
+    let audit = api.send(Method::GET, &format!("/v1/companies/{company}/audit"), None).await;
+    assert_eq!(audit.status, 200);
+    let actions: Vec<&str> =
+        audit.body["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["deal_property.archive", "deal_property.update", "deal_property.create", "company.create"]);
+    let update = &audit.body["items"][1];
+    assert_eq!(update["before"]["spec"]["label"], "Renewal risk");
+    assert_eq!(update["after"]["spec"]["label"], "Churn risk");
+    assert!(update["actor"].is_string() && update["at"].is_string());
+    assert!(!audit.body.to_string().contains(token), "no token in the audit log");
+}
+
+/// Bad input gets a 4xx problem naming what is wrong, never a 5xx.
+pub async fn bad_input(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
+    let company = create_company(api, sim, "Validation Co", token, portal).await;
+    let base = format!("/v1/companies/{company}/deal-properties");
+    let property = |overrides: Value| {
+        let mut p = json!({"name": "gomark_ok", "label": "OK", "type": "string", "fieldType": "text", "groupName": "dealinformation"});
+        if let (Some(p), Some(o)) = (p.as_object_mut(), overrides.as_object()) {
+            p.extend(o.clone());
+        }
+        p
+    };
+    let cases = [
+        (json!({"fieldType": "select"}), "fieldType"),
+        (json!({"name": "Deal Stage"}), "name"),
+        (json!({"name": "hs_secret"}), "name"),
+        (json!({"type": "money"}), "type"),
+        (json!({"type": "enumeration", "fieldType": "select"}), "options"),
+        (json!({"label": ""}), "label"),
+    ];
+    for (overrides, field) in cases {
+        let reply = api.send(Method::POST, &base, Some(property(overrides.clone()))).await;
+        assert_eq!(reply.problem(400)["errors"][0]["field"], field, "{overrides}");
+    }
+    api.send(Method::POST, "/v1/companies/nope/deal-properties", Some(property(json!({})))).await.problem(404);
+    api.send(Method::GET, "/v1/companies/nope", None).await.problem(404);
+    api.raw(Method::POST, &base, "application/json", "{\"name\": ").await.problem(400);
+    api.raw(Method::POST, &base, "text/plain", "hello").await.problem(415);
+    api.send(Method::POST, &base, Some(json!({"name": "gomark_ok"}))).await.problem(400);
+    api.send(Method::GET, "/v1/nothing-here", None).await.problem(404);
+    api.send(Method::PUT, "/v1/companies", None).await.problem(405);
+    api.send(Method::POST, "/v1/companies", Some(json!({"name": "", "hubspotPortalId": "1", "hubspotToken": "t"})))
+        .await
+        .problem(400);
+    api.send(Method::POST, "/v1/companies", Some(json!({"name": "X", "hubspotPortalId": "abc", "hubspotToken": "t"})))
+        .await
+        .problem(400);
+    let dup = api.send(Method::POST, &base, Some(property(json!({})))).await;
+    assert_eq!(dup.status, 201);
+    api.send(Method::POST, &base, Some(property(json!({})))).await.problem(409);
+    api.send(Method::GET, "/v1/companies?limit=abc", None).await.problem(400);
+}
+
+/// The previous GoMark's routes, as its documentation showed them.
+pub async fn legacy_routes(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
+    let company = create_company(api, sim, "Legacy Co", token, portal).await;
+    let added = api
+        .send(
+            Method::POST,
+            "/hubspot/fields/add",
+            Some(json!({"company_id": company, "name": "Deal Stage", "type": "string", "value": "Negotiation"})),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(added.body["name"], "deal_stage");
+    assert_eq!(added.body["label"], "Deal Stage");
+    assert_eq!(added.body["description"], "Negotiation");
+    wait_synced(api, &company, "deal_stage", 1).await;
+
+    let modified = api
+        .send(
+            Method::PUT,
+            &format!("/hubspot/fields/modify/{company}/Deal%20Stage"),
+            Some(json!({"new_name": "Stage of deal"})),
+        )
+        .await;
+    assert_eq!(modified.status, 200, "{}", modified.body);
+    assert_eq!(modified.body["name"], "deal_stage");
+    assert_eq!(modified.body["label"], "Stage of deal");
+    wait_synced(api, &company, "deal_stage", 2).await;
+    assert_eq!(sim.property(token, "deal_stage").expect("in portal")["label"], "Stage of deal");
+
+    let enumeration = api
+        .send(
+            Method::POST,
+            "/hubspot/fields/add",
+            Some(json!({"company_id": company, "name": "Plan", "type": "enumeration", "value": "Starter; Pro;Enterprise"})),
+        )
+        .await;
+    assert_eq!(enumeration.status, 201, "{}", enumeration.body);
+    assert_eq!(enumeration.body["options"].as_array().map(Vec::len), Some(3));
+
+    api.send(Method::PUT, &format!("/hubspot/fields/modify/{company}/nope"), Some(json!({"new_name": "x"})))
+        .await
+        .problem(404);
+    api.send(
+        Method::POST,
+        "/hubspot/fields/add",
+        Some(json!({"company_id": "nope", "name": "X", "type": "string", "value": ""})),
+    )
+    .await
+    .problem(404);
+    api.send(
+        Method::POST,
+        "/hubspot/fields/add",
+        Some(json!({"company_id": company, "name": "X", "type": "blob", "value": ""})),
+    )
+    .await
+    .problem(400);
+    let cadence = api
+        .send(
+            Method::PUT,
+            &format!("/upso/cadence/modify/{company}"),
+            Some(json!({"template": "Hi {{first_name}}", "delay_hours": 24})),
+        )
+        .await;
+    assert!(cadence.problem(501)["detail"].as_str().is_some_and(|d| d.contains("not managed")), "{}", cadence.body);
+}
