@@ -124,15 +124,14 @@ impl Database {
                 if !valid_schema(&schema) {
                     return Err(StorageError::Corrupt(format!("invalid schema name {schema:?}")));
                 }
-                let pool = pool_options
+                pool_options
                     .after_connect(move |conn, _| {
                         let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\"");
                         Box::pin(async move { conn.execute(sqlx::AssertSqlSafe(sql)).await.map(|_| ()) })
                     })
                     .connect_with(options)
                     .await
-                    .map_err(StorageError::Connect)?;
-                pool
+                    .map_err(StorageError::Connect)?
             }
             Engine::Sqlite => pool_options
                 .after_connect(|conn, _| {

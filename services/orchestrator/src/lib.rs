@@ -8,7 +8,7 @@ mod error;
 mod grpc;
 mod property_spec;
 mod settings;
-mod store;
+pub mod store;
 
 pub use desired::{Actor, DesiredState};
 pub use error::{Error, Result};

@@ -214,7 +214,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(Box<dyn Fn(&mut PropertySpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut PropertySpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.name = "Deal Stage".into()), "name"),
             (Box::new(|s| s.name = "9lives".into()), "name"),
             (Box::new(|s| s.name = "a".repeat(101)), "name"),

@@ -1,0 +1,37 @@
+# GoMark's commands, in one place. CI runs `.ci/run`, which uses the same cargo commands.
+
+set dotenv-load := false
+
+# Run all of GoMark in one process (SQLite, in-process bus, HubSpot simulator, demo data).
+serve:
+    cargo run --release -p gomark -- serve
+
+# The test suite, embedded mode only (nothing to install).
+test:
+    cargo test --workspace
+
+# The test suite against local Postgres, NATS JetStream and Redis as well.
+test-distributed:
+    GOMARK_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
+    GOMARK_TEST_NATS_URL=nats://127.0.0.1:4222 \
+    GOMARK_TEST_REDIS_URL=redis://127.0.0.1:6379 \
+    cargo test --workspace
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Exactly what CI runs.
+ci:
+    bash .ci/run
+
+# One service, distributed, configured by GOMARK__* variables (see README).
+run service:
+    cargo run -p gomark -- run {{service}}
+
+# The HubSpot simulator alone; every distinct bearer token gets its own portal.
+hubspot-sim:
+    cargo run -p hubspot-sim

@@ -1,0 +1,99 @@
+//! The orchestrator's store behaves the same on SQLite and Postgres.
+
+use gomark_orchestrator::store::{AuditRecord, CompanyRow, PropertyRow, SyncState};
+use gomark_orchestrator::{MIGRATIONS, PropertySpec, Store};
+use gomark_platform::ErrorKind;
+use gomark_storage::Database;
+
+fn company(id: &str, name: &str) -> CompanyRow {
+    CompanyRow { id: id.into(), name: name.into(), hubspot_portal_id: "1".into(), created_at: 1 }
+}
+
+fn property(version: i64, label: &str) -> PropertyRow {
+    PropertyRow {
+        company_id: "c1".into(),
+        spec: PropertySpec {
+            name: "gomark_x".into(),
+            label: label.into(),
+            kind: "string".into(),
+            field_type: "text".into(),
+            group_name: "dealinformation".into(),
+            description: String::new(),
+            options: vec![],
+        },
+        archived: false,
+        version,
+        sync_state: SyncState::Pending,
+        sync_error: String::new(),
+        updated_at: 1,
+    }
+}
+
+fn kind(err: gomark_orchestrator::Error) -> ErrorKind {
+    err.to_public().kind
+}
+
+#[tokio::test]
+async fn store_contract() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        db.migrate(&MIGRATIONS).await.expect("migrate");
+        db.migrate(&MIGRATIONS).await.expect("migrating twice is a no-op");
+        let store = Store::new(db.clone());
+        let mut conn = db.pool().acquire().await.expect("conn");
+
+        for (id, name) in [("c1", "One"), ("c2", "Two"), ("c3", "Three")] {
+            store.insert_company(&mut conn, &company(id, name)).await.expect("insert");
+        }
+        let dup = store.insert_company(&mut conn, &company("c9", "One")).await.expect_err("duplicate name");
+        assert_eq!(kind(dup), ErrorKind::AlreadyExists, "{label}");
+        let first = store.list_companies(None, 2).await.expect("page 1");
+        assert_eq!(first.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c1", "c2"], "{label}");
+        let second = store.list_companies(Some("c2"), 2).await.expect("page 2");
+        assert_eq!(second.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c3"], "{label}");
+        assert_eq!(store.get_company("c2").await.expect("get"), Some(company("c2", "Two")), "{label}");
+        assert_eq!(store.get_company("nope").await.expect("get"), None, "{label}");
+
+        store.save_property(&mut conn, &property(1, "X"), None).await.expect("create");
+        let again = store.save_property(&mut conn, &property(1, "X"), None).await.expect_err("create twice");
+        assert_eq!(kind(again), ErrorKind::Conflict, "{label}");
+        store.save_property(&mut conn, &property(2, "Y"), Some(1)).await.expect("update from v1");
+        let stale = store.save_property(&mut conn, &property(3, "Z"), Some(1)).await.expect_err("stale update");
+        assert_eq!(kind(stale), ErrorKind::Conflict, "{label}: a lost update is refused");
+        let current = store.get_property(&mut conn, "c1", "gomark_x").await.expect("get").expect("exists");
+        assert_eq!((current.version, current.spec.label.as_str()), (2, "Y"), "{label}");
+
+        assert!(
+            !store.set_sync_result(&mut conn, "c1", "gomark_x", 1, SyncState::Applied, "").await.expect("old"),
+            "{label}"
+        );
+        assert!(
+            store.set_sync_result(&mut conn, "c1", "gomark_x", 2, SyncState::Failed, "nope").await.expect("current")
+        );
+        let listed = store.list_properties("c1", false).await.expect("list");
+        assert_eq!((listed[0].sync_state, listed[0].sync_error.as_str()), (SyncState::Failed, "nope"), "{label}");
+
+        for action in ["a", "b", "c"] {
+            let record = AuditRecord {
+                company_id: "c1".into(),
+                actor: "tester".into(),
+                action: action.into(),
+                resource: "r".into(),
+                before: None,
+                after: Some(serde_json::json!({"k": action})),
+            };
+            store.append_audit(&mut conn, &record).await.expect("audit");
+        }
+        let newest = store.list_audit("c1", None, 2).await.expect("audit page");
+        assert_eq!(newest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["c", "b"], "{label}");
+        let older = store.list_audit("c1", Some(newest[1].id), 2).await.expect("audit page 2");
+        assert_eq!(older.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["a"], "{label}");
+        assert!(
+            store.list_audit("c2", None, 10).await.expect("other company").is_empty(),
+            "{label}: scoped by company"
+        );
+        drop(conn);
+        db.close().await;
+    }
+}
