@@ -56,7 +56,11 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
             .with_current_span(false)
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().with_writer(std::io::stderr).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;

@@ -126,11 +126,6 @@ impl RunningService {
         }
         first_error.map_or(Ok(()), Err)
     }
-
-    /// Stops the service without draining, as a crash would (tests use it).
-    pub fn abort(mut self) {
-        self.tasks.abort_all();
-    }
 }
 
 /// The whole `main` of a service binary: settings (file named by `GOMARK_CONFIG`, then

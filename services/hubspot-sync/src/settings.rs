@@ -6,9 +6,8 @@ use serde::Deserialize;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(from = "Sections")]
 pub struct Settings {
-    #[serde(flatten)]
     pub common: CommonSettings,
     pub hubspot: HubSpotSettings,
 }
@@ -52,6 +51,34 @@ impl HubSpotSettings {
             max_retries: self.max_retries,
             retry_base_delay: Duration::from_millis(self.retry_base_delay_ms),
             ..hubspot_client::ClientConfig::default()
+        }
+    }
+}
+
+/// The file/environment layout: every section at the top level. (Deserialised without
+/// `#[serde(flatten)]`, which would lose the key path in error messages.)
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Sections {
+    server: gomark_platform::settings::ServerSettings,
+    telemetry: gomark_platform::settings::TelemetrySettings,
+    database: gomark_storage::DatabaseSettings,
+    bus: gomark_events::BusSettings,
+    cache: gomark_cache::CacheSettings,
+    hubspot: HubSpotSettings,
+}
+
+impl From<Sections> for Settings {
+    fn from(s: Sections) -> Self {
+        Self {
+            common: CommonSettings {
+                server: s.server,
+                telemetry: s.telemetry,
+                database: s.database,
+                bus: s.bus,
+                cache: s.cache,
+            },
+            hubspot: s.hubspot,
         }
     }
 }

@@ -6,9 +6,8 @@ use serde::Deserialize;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(from = "Sections")]
 pub struct Settings {
-    #[serde(flatten)]
     pub common: CommonSettings,
     pub orchestrator: OrchestratorSettings,
 }
@@ -31,6 +30,34 @@ impl Default for OrchestratorSettings {
 impl OrchestratorSettings {
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+/// The file/environment layout: every section at the top level. (Deserialised without
+/// `#[serde(flatten)]`, which would lose the key path in error messages.)
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Sections {
+    server: gomark_platform::settings::ServerSettings,
+    telemetry: gomark_platform::settings::TelemetrySettings,
+    database: gomark_storage::DatabaseSettings,
+    bus: gomark_events::BusSettings,
+    cache: gomark_cache::CacheSettings,
+    orchestrator: OrchestratorSettings,
+}
+
+impl From<Sections> for Settings {
+    fn from(s: Sections) -> Self {
+        Self {
+            common: CommonSettings {
+                server: s.server,
+                telemetry: s.telemetry,
+                database: s.database,
+                bus: s.bus,
+                cache: s.cache,
+            },
+            orchestrator: s.orchestrator,
+        }
     }
 }
 

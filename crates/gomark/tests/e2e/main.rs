@@ -5,4 +5,5 @@
 mod distributed;
 mod embedded;
 mod scenarios;
+mod startup;
 mod support;
