@@ -14,7 +14,8 @@ fn run(service: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[test]
 fn a_wrong_value_exits_non_zero_naming_it() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("orchestrator", &[("GOMARK__SERVER__GRPC_ADDR", "not-an-address")], "grpc_addr"),
         ("orchestrator", &[("GOMARK__DATABASE__URL", "mysql://x")], "database.url"),
         ("orchestrator", &[], "database.url"),
