@@ -66,18 +66,18 @@ async fn main() -> ExitCode {
 async fn run(service: Service) -> ExitCode {
     use gomark_service::{Backends, run_main};
     match service {
-        Service::Gateway => run_main(gomark_gateway::start).await,
-        Service::UpsoCadence => run_main(gomark_upso_cadence::start).await,
-        Service::PipelineTracker => run_main(gomark_pipeline_tracker::start).await,
+        Service::Gateway => run_main(gomark_gateway::NAME, gomark_gateway::start).await,
+        Service::UpsoCadence => run_main(gomark_upso_cadence::NAME, gomark_upso_cadence::start).await,
+        Service::PipelineTracker => run_main(gomark_pipeline_tracker::NAME, gomark_pipeline_tracker::start).await,
         Service::Orchestrator => {
-            run_main(|s: gomark_orchestrator::Settings, sd| async move {
+            run_main(gomark_orchestrator::NAME, |s: gomark_orchestrator::Settings, sd| async move {
                 let b = Backends::connect(&s.common).await?;
                 gomark_orchestrator::start(s, b, sd).await
             })
             .await
         }
         Service::HubspotSync => {
-            run_main(|s: gomark_hubspot_sync::Settings, sd| async move {
+            run_main(gomark_hubspot_sync::NAME, |s: gomark_hubspot_sync::Settings, sd| async move {
                 let b = Backends::connect(&s.common).await?;
                 gomark_hubspot_sync::start(s, b, sd).await
             })

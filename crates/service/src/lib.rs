@@ -39,9 +39,6 @@ impl Validate for CommonSettings {
 
 /// A service's whole settings type.
 pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
-    /// The service's name: its Postgres schema (dashes as underscores), log and trace name.
-    const NAME: &'static str;
-
     fn server(&self) -> &ServerSettings;
     fn telemetry(&self) -> &TelemetrySettings;
 }
@@ -130,40 +127,44 @@ impl RunningService {
 
 /// The whole `main` of a service binary: settings (file named by `GOMARK_CONFIG`, then
 /// `GOMARK__...` variables), telemetry, start, run until SIGTERM/SIGINT.
-pub async fn run_main<S, F, Fut>(start: F) -> ExitCode
+///
+/// `name` is the service's name: its default Postgres schema (dashes as underscores), and
+/// its name in logs and traces.
+pub async fn run_main<S, F, Fut>(name: &'static str, start: F) -> ExitCode
 where
     S: ServiceSettings,
     F: FnOnce(S, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<RunningService>>,
 {
-    let settings = match load_settings::<S>(std::env::var_os("GOMARK_CONFIG").map(PathBuf::from), std::env::vars()) {
-        Ok(s) => s,
-        Err(err) => {
-            eprintln!("{}: {err}", S::NAME);
-            return ExitCode::from(2);
-        }
-    };
-    let _telemetry = match gomark_platform::telemetry::init(settings.telemetry(), S::NAME) {
+    let settings =
+        match load_settings::<S>(name, std::env::var_os("GOMARK_CONFIG").map(PathBuf::from), std::env::vars()) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("{}: {err}", name);
+                return ExitCode::from(2);
+            }
+        };
+    let _telemetry = match gomark_platform::telemetry::init(settings.telemetry(), name) {
         Ok(guard) => guard,
         Err(err) => {
-            eprintln!("{}: telemetry: {err:#}", S::NAME);
+            eprintln!("{}: telemetry: {err:#}", name);
             return ExitCode::from(2);
         }
     };
-    match run(settings, start).await {
+    match run(name, settings, start).await {
         Ok(()) => {
-            tracing::info!(service = S::NAME, "stopped");
+            tracing::info!(service = name, "stopped");
             ExitCode::SUCCESS
         }
         Err(err) => {
-            tracing::error!(service = S::NAME, error = format!("{err:#}"), "service failed");
-            eprintln!("{}: {err:#}", S::NAME);
+            tracing::error!(service = name, error = format!("{err:#}"), "service failed");
+            eprintln!("{}: {err:#}", name);
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run<S, F, Fut>(settings: S, start: F) -> anyhow::Result<()>
+async fn run<S, F, Fut>(name: &'static str, settings: S, start: F) -> anyhow::Result<()>
 where
     S: ServiceSettings,
     F: FnOnce(S, Shutdown) -> Fut,
@@ -173,19 +174,45 @@ where
     shutdown.trigger_on_signal();
     let admin_addr = settings.server().admin_addr;
     let service = start(settings, shutdown).await?.with_admin(admin_addr).await?;
-    tracing::info!(service = S::NAME, grpc = %service.grpc_addr, admin = ?service.admin_addr, "serving");
+    tracing::info!(service = name, grpc = %service.grpc_addr, admin = ?service.admin_addr, "serving");
     service.wait().await
 }
 
 /// Loads and validates `S`, filling in the service's own schema name when none is given.
 pub fn load_settings<S: ServiceSettings>(
+    name: &str,
     file: Option<PathBuf>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<S, SettingsError> {
     let env: Vec<(String, String)> = env.into_iter().collect();
     let mut with_schema = env.clone();
     if !env.iter().any(|(k, _)| k == "GOMARK__DATABASE__SCHEMA") {
-        with_schema.push(("GOMARK__DATABASE__SCHEMA".into(), schema_of(S::NAME)));
+        with_schema.push(("GOMARK__DATABASE__SCHEMA".into(), schema_of(name)));
     }
     settings::load(file.as_deref(), with_schema)
+}
+
+/// The settings of a service that needs nothing but its server and telemetry sections.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServerOnlySettings {
+    pub server: ServerSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+impl Validate for ServerOnlySettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.telemetry.validate()
+    }
+}
+
+impl ServiceSettings for ServerOnlySettings {
+    fn server(&self) -> &ServerSettings {
+        &self.server
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    gomark_service::run_main(gomark_gateway::start).await
+    gomark_service::run_main(gomark_gateway::NAME, gomark_gateway::start).await
 }

@@ -75,8 +75,6 @@ impl Validate for Settings {
 }
 
 impl ServiceSettings for Settings {
-    const NAME: &'static str = crate::NAME;
-
     fn server(&self) -> &ServerSettings {
         &self.server
     }

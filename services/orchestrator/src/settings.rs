@@ -73,8 +73,6 @@ impl Validate for Settings {
 }
 
 impl ServiceSettings for Settings {
-    const NAME: &'static str = crate::NAME;
-
     fn server(&self) -> &ServerSettings {
         &self.common.server
     }

@@ -3,43 +3,18 @@
 //! pipeline-tracker work.
 
 use gomark_platform::server::{HealthNames, serve_grpc};
-use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate};
 use gomark_platform::{ErrorKind, PublicError, Shutdown};
 use gomark_proto::pipeline_tracker::v1 as pb;
 use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::{
     PipelineTrackerService, PipelineTrackerServiceServer,
 };
-use gomark_service::{RunningService, ServiceSettings};
-use serde::Deserialize;
+use gomark_service::RunningService;
 use tonic::{Request, Response, Status};
 
 pub const NAME: &str = "pipeline-tracker";
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub server: ServerSettings,
-    pub telemetry: TelemetrySettings,
-}
-
-impl Validate for Settings {
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.server.validate()?;
-        self.telemetry.validate()
-    }
-}
-
-impl ServiceSettings for Settings {
-    const NAME: &'static str = NAME;
-
-    fn server(&self) -> &ServerSettings {
-        &self.server
-    }
-
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.telemetry
-    }
-}
+/// Only the server and telemetry sections, for now.
+pub type Settings = gomark_service::ServerOnlySettings;
 
 struct PipelineTrackerGrpc;
 

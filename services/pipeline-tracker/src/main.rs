@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    gomark_service::run_main(gomark_pipeline_tracker::start).await
+    gomark_service::run_main(gomark_pipeline_tracker::NAME, gomark_pipeline_tracker::start).await
 }

@@ -3,41 +3,16 @@
 //! health; cadence management itself arrives with the upso-cadence work.
 
 use gomark_platform::server::{HealthNames, serve_grpc};
-use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate};
 use gomark_platform::{ErrorKind, PublicError, Shutdown};
 use gomark_proto::upso_cadence::v1 as pb;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_server::{UpsoCadenceService, UpsoCadenceServiceServer};
-use gomark_service::{RunningService, ServiceSettings};
-use serde::Deserialize;
+use gomark_service::RunningService;
 use tonic::{Request, Response, Status};
 
 pub const NAME: &str = "upso-cadence";
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    pub server: ServerSettings,
-    pub telemetry: TelemetrySettings,
-}
-
-impl Validate for Settings {
-    fn validate(&self) -> Result<(), SettingsError> {
-        self.server.validate()?;
-        self.telemetry.validate()
-    }
-}
-
-impl ServiceSettings for Settings {
-    const NAME: &'static str = NAME;
-
-    fn server(&self) -> &ServerSettings {
-        &self.server
-    }
-
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.telemetry
-    }
-}
+/// Only the server and telemetry sections, for now.
+pub type Settings = gomark_service::ServerOnlySettings;
 
 struct UpsoCadenceGrpc;
 

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    gomark_service::run_main(gomark_upso_cadence::start).await
+    gomark_service::run_main(gomark_upso_cadence::NAME, gomark_upso_cadence::start).await
 }
