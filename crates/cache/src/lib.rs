@@ -29,6 +29,9 @@ pub trait Cache: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Adds one to the counter at `key` and returns the new count; a new counter lives
+    /// for `ttl` (fixed windows for rate limits, shared by every replica on Redis).
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -63,4 +63,17 @@ impl Cache for MemoryCache {
         self.entries().remove(&key);
         Ok(())
     }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut entries = self.entries();
+        let entry = entries.entry(key).or_insert_with(|| (now + ttl, 0u64.to_le_bytes().to_vec()));
+        if entry.0 <= now {
+            *entry = (now + ttl, 0u64.to_le_bytes().to_vec());
+        }
+        let count = entry.1.as_slice().try_into().map(u64::from_le_bytes).unwrap_or(0) + 1;
+        entry.1 = count.to_le_bytes().to_vec();
+        Ok(count)
+    }
 }

@@ -60,4 +60,23 @@ impl Cache for RedisCache {
         let key = self.key(key);
         self.run(|mut c| async move { c.del::<_, ()>(key).await }).await
     }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {
+        let key = self.key(key);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.run(|mut c| async move {
+            // One round trip; NX keeps the window's original expiry.
+            let (count,): (u64,) = redis::pipe()
+                .incr(&key, 1u64)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl_ms)
+                .arg("NX")
+                .ignore()
+                .query_async(&mut c)
+                .await?;
+            Ok(count)
+        })
+        .await
+    }
 }

@@ -36,6 +36,17 @@ async fn set_get_delete_and_expiry() {
 }
 
 #[tokio::test]
+async fn counters_count_within_their_window() {
+    for (label, cache) in caches() {
+        for expected in 1..=3 {
+            assert_eq!(cache.incr("hits", Duration::from_millis(300)).await.expect(label), expected, "{label}");
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(cache.incr("hits", Duration::from_millis(300)).await.expect(label), 1, "{label}: a new window");
+    }
+}
+
+#[tokio::test]
 async fn prefixes_isolate_callers() {
     for (label, cache) in caches() {
         cache.set("shared", b"mine", Duration::from_secs(30)).await.expect(label);

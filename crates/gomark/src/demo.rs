@@ -40,8 +40,12 @@ pub fn demo_token(i: usize) -> String {
 pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> anyhow::Result<()> {
     let channel = gomark_platform::grpc_client::channel(orchestrator_url, Duration::from_secs(10))?;
     let mut client = OrchestratorServiceClient::new(channel);
+    let loader = gomark_platform::Caller::system("demo");
     let existing = client
-        .list_companies(ListCompaniesRequest { page: Some(PageRequest { page_size: 1, page_token: String::new() }) })
+        .list_companies(
+            loader
+                .request(ListCompaniesRequest { page: Some(PageRequest { page_size: 1, page_token: String::new() }) }),
+        )
         .await?
         .into_inner();
     for (i, _) in DEMO_COMPANIES.iter().enumerate() {
@@ -52,11 +56,11 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
     }
     for (i, name) in DEMO_COMPANIES.iter().enumerate() {
         let company = client
-            .create_company(CreateCompanyRequest {
+            .create_company(loader.request(CreateCompanyRequest {
                 name: (*name).to_owned(),
                 hubspot_portal_id: (hubspot_sim::FIRST_PORTAL_ID + i as u64).to_string(),
                 hubspot_token: demo_token(i),
-            })
+            }))
             .await?
             .into_inner();
         // Every demo company declares the portfolio's customer-tier property.
@@ -78,7 +82,11 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
                 })
                 .collect(),
         };
-        client.create_deal_property(CreateDealPropertyRequest { company_id: company.id, spec: Some(spec) }).await?;
+        client
+            .create_deal_property(
+                loader.request(CreateDealPropertyRequest { company_id: company.id, spec: Some(spec) }),
+            )
+            .await?;
     }
     tracing::info!(companies = DEMO_COMPANIES.len(), "demo portfolio loaded");
     Ok(())

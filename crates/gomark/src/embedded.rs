@@ -40,6 +40,8 @@ pub struct Embedded {
     pub gateway_url: String,
     pub hubspot_sim_url: String,
     pub hubspot_sim: HubSpotSim,
+    /// The admin API key created on the first start of this data folder (shown once).
+    pub admin_api_key: Option<String>,
     /// `(service, gRPC address)` for each of the five services.
     pub services: Vec<(&'static str, SocketAddr)>,
     pub admin_addr: SocketAddr,
@@ -137,6 +139,8 @@ impl Embedded {
         services.push((gomark_pipeline_tracker::NAME, tracker.grpc_addr));
         running.push(tracker);
 
+        let gateway_common = common(gomark_gateway::NAME);
+        let gateway_backends = backends(&gateway_common).await?;
         let gateway = gomark_gateway::start_gateway(
             gomark_gateway::Settings {
                 server,
@@ -148,10 +152,13 @@ impl Embedded {
                 },
                 ..Default::default()
             },
+            gateway_backends.db,
+            gateway_backends.cache,
             shutdown.clone(),
         )
         .await
         .context("gateway")?;
+        let admin_api_key = gateway.bootstrap_admin_key.clone();
         services.insert(0, (gomark_gateway::NAME, gateway.service.grpc_addr));
         let gateway_url = format!("http://{}", gateway.http_addr);
 
@@ -164,6 +171,7 @@ impl Embedded {
             gateway_url,
             hubspot_sim_url: format!("http://{sim_addr}"),
             hubspot_sim: sim,
+            admin_api_key,
             services,
             admin_addr,
             shutdown,

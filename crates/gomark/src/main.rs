@@ -132,7 +132,16 @@ fn announce(e: &Embedded) {
     }
     lines.push(format!("hubspot-sim: {}", e.hubspot_sim_url));
     lines.push(format!("metrics: http://{}/metrics", e.admin_addr));
-    lines.push(format!("example: curl -s {}/v1/companies", e.gateway_url));
+    match &e.admin_api_key {
+        Some(key) => {
+            lines.push(format!("admin api key: {key}"));
+            lines.push(format!("example: curl -s -H 'Authorization: Bearer {key}' {}/v1/companies", e.gateway_url));
+        }
+        None => lines.push(format!(
+            "example: curl -s -H 'Authorization: Bearer <your API key>' {}/v1/companies   (the admin key was shown on the first start)",
+            e.gateway_url
+        )),
+    }
     for line in lines {
         // stdout may be closed by whoever started us; the servers run on regardless.
         let _ = writeln!(out, "{line}");

@@ -2,8 +2,8 @@
 //! per-call bearer tokens, bounded jittered retries, and HubSpot rate-limit header parsing.
 //!
 //! Only deal-property endpoints exist today (see [`HubSpotClient::list_deal_properties`] and
-//! friends); pipelines, deals and webhooks will be added as further modules on top of the same
-//! request/retry core.
+//! friends); pipelines and deals will be added as further modules on top of the same request/retry
+//! core. [`webhook`] verifies HubSpot webhook signatures and parses event batches.
 //!
 //! ```no_run
 //! # async fn demo() -> hubspot_client::Result<()> {
@@ -28,6 +28,7 @@ mod rate_limit;
 mod retry;
 mod serde_util;
 mod token;
+pub mod webhook;
 
 pub use client::HubSpotClient;
 pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL};
@@ -36,3 +37,4 @@ pub use properties::DEALS_OBJECT_TYPE;
 pub use properties::model::{ModificationMetadata, Property, PropertyCreate, PropertyOption, PropertyUpdate};
 pub use rate_limit::{RateLimitInfo, RateLimitPolicy};
 pub use token::AccessToken;
+pub use webhook::{SignatureError, SignatureVersion, SignedRequest, VerifyOptions, WebhookEvent, WebhookSecret};

@@ -1,6 +1,7 @@
 //! Process plumbing every GoMark service shares: settings, telemetry, the error-code
 //! table, gRPC server bootstrap with health and reflection, and graceful shutdown.
 
+pub mod caller;
 pub mod error;
 pub mod grpc_client;
 pub mod server;
@@ -8,5 +9,6 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use caller::{Caller, Role, Scope};
 pub use error::{ErrorKind, PublicError};
 pub use shutdown::Shutdown;

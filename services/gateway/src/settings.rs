@@ -1,6 +1,6 @@
 //! The gateway's settings.
 
-use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
+use gomark_platform::settings::{Secret, ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
 use gomark_service::ServiceSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -11,7 +11,50 @@ use std::time::Duration;
 pub struct Settings {
     pub server: ServerSettings,
     pub telemetry: TelemetrySettings,
+    /// API keys and idempotency records.
+    pub database: gomark_storage::DatabaseSettings,
+    /// Rate-limit counters shared by the replicas.
+    pub cache: gomark_cache::CacheSettings,
     pub gateway: GatewaySettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// An admin key to install on first start (from a Kubernetes Secret). When unset, a
+    /// fresh installation generates one and prints it once.
+    pub bootstrap_admin_key: Option<Secret>,
+    /// Requests per minute per caller.
+    pub rate_limit_per_minute: u64,
+    /// Accept OIDC bearer tokens from this issuer.
+    pub oidc: Option<crate::auth::oidc::OidcSettings>,
+    /// Comma-separated origins allowed by CORS; empty allows none (same origin only).
+    pub cors_allowed_origins: String,
+    /// The HubSpot app's client secret, which signs webhooks; webhooks are refused without it.
+    pub hubspot_webhook_secret: Option<Secret>,
+    /// The public URL HubSpot posts webhooks to (signatures cover it), e.g.
+    /// `https://gomark.example.com/webhooks/hubspot`.
+    pub hubspot_webhook_url: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_admin_key: None,
+            rate_limit_per_minute: 600,
+            oidc: None,
+            cors_allowed_origins: String::new(),
+            hubspot_webhook_secret: None,
+            hubspot_webhook_url: String::new(),
+        }
+    }
+}
+
+impl AuthSettings {
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_allowed_origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +112,40 @@ impl Validate for Settings {
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.gateway.max_body_bytes) {
             return Err(SettingsError::invalid("gateway.max_body_bytes", "must be between 1 KiB and 64 MiB"));
+        }
+        self.database.validate()?;
+        self.cache.validate()?;
+        let auth = &self.auth;
+        if auth.rate_limit_per_minute == 0 {
+            return Err(SettingsError::invalid("auth.rate_limit_per_minute", "must be at least 1"));
+        }
+        if let Some(key) = &auth.bootstrap_admin_key
+            && (!key.expose().starts_with(crate::auth::api_keys::KEY_PREFIX) || key.expose().len() < 36)
+        {
+            return Err(SettingsError::invalid(
+                "auth.bootstrap_admin_key",
+                "must start with gmk_ and hold at least 32 random characters",
+            ));
+        }
+        if let Some(oidc) = &auth.oidc {
+            validate_url("auth.oidc.issuer", &oidc.issuer)?;
+            if oidc.audience.is_empty() {
+                return Err(SettingsError::invalid("auth.oidc.audience", "is required with auth.oidc.issuer"));
+            }
+            if !oidc.jwks_url.is_empty() {
+                validate_url("auth.oidc.jwks_url", &oidc.jwks_url)?;
+            }
+        }
+        for origin in auth.cors_origins() {
+            if origin != "*" && http::HeaderValue::from_str(&origin).is_err() {
+                return Err(SettingsError::invalid(
+                    "auth.cors_allowed_origins",
+                    format!("{origin:?} is not an origin"),
+                ));
+            }
+        }
+        if auth.hubspot_webhook_secret.is_some() {
+            validate_url("auth.hubspot_webhook_url", &auth.hubspot_webhook_url)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! hubspot-sync's gRPC face.
 
 use crate::portals::Portals;
-use gomark_platform::{ErrorKind, PublicError};
+use gomark_platform::{Caller, ErrorKind, PublicError, Role};
 use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
 use gomark_proto::hubspot_sync::v1 as pb;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_server::HubspotSyncService;
@@ -44,7 +44,9 @@ impl HubspotSyncService for HubspotSyncGrpc {
         &self,
         req: Request<pb::RegisterPortalRequest>,
     ) -> Result<Response<pb::RegisterPortalResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
+        caller.require(Role::Admin, &r.company_id)?;
         if r.company_id.is_empty() {
             return Err(PublicError::invalid("company_id", "is required").into());
         }
@@ -60,7 +62,9 @@ impl HubspotSyncService for HubspotSyncGrpc {
         &self,
         req: Request<pb::ListObservedDealPropertiesRequest>,
     ) -> Result<Response<pb::ListObservedDealPropertiesResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
         let company_id = req.into_inner().company_id;
+        caller.require(Role::Viewer, &company_id)?;
         let portal =
             self.portals.get(&company_id).await.map_err(internal)?.ok_or_else(|| {
                 Status::from(PublicError::not_found(format!("HubSpot portal of company {company_id}")))

@@ -9,7 +9,7 @@ use gomark_events::envelope::new_event;
 use gomark_events::event_types;
 use gomark_events::relay::RelayWaker;
 use gomark_platform::grpc_client::TracedChannel;
-use gomark_platform::{ErrorKind, PublicError};
+use gomark_platform::{Caller, ErrorKind, PublicError};
 use gomark_proto::events::v1::{CompanyCreated, DealPropertyChangeRequested, PropertyAction};
 use gomark_proto::hubspot_sync::v1::RegisterPortalRequest;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
@@ -89,13 +89,15 @@ impl DesiredState {
             portal_id: portal_id.to_owned(),
             token: token.to_owned(),
         };
-        self.hubspot_sync.clone().register_portal(request).await.map_err(|status| {
-            tracing::warn!(code = ?status.code(), "hubspot-sync refused the portal registration");
-            Error::Public(match ErrorKind::from_grpc(status.code()) {
-                ErrorKind::InvalidArgument => PublicError::from(status),
-                _ => PublicError::unavailable("hubspot-sync"),
-            })
-        })?;
+        self.hubspot_sync.clone().register_portal(Caller::system("orchestrator").request(request)).await.map_err(
+            |status| {
+                tracing::warn!(code = ?status.code(), "hubspot-sync refused the portal registration");
+                Error::Public(match ErrorKind::from_grpc(status.code()) {
+                    ErrorKind::InvalidArgument => PublicError::from(status),
+                    _ => PublicError::unavailable("hubspot-sync"),
+                })
+            },
+        )?;
 
         let mut tx = self.store.db().begin().await?;
         self.store.insert_company(&mut tx, &company).await?;

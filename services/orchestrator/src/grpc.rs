@@ -3,14 +3,12 @@
 use crate::desired::{Actor, DesiredState, PropertyPatch, company_proto, timestamp};
 use crate::property_spec::{PropertyOptionSpec, PropertySpec};
 use crate::store::{PropertyRow, SyncState};
+use gomark_platform::{Caller, Role};
 use gomark_proto::common::v1::Company;
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
-
-/// Metadata naming who acts; set by the gateway after it authenticated the caller.
-pub const ACTOR_METADATA_KEY: &str = "x-gomark-actor";
 
 pub struct OrchestratorGrpc {
     desired: Arc<DesiredState>,
@@ -22,9 +20,14 @@ impl OrchestratorGrpc {
     }
 }
 
-fn actor<T>(req: &Request<T>) -> Actor {
-    let name = req.metadata().get(ACTOR_METADATA_KEY).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
-    Actor(name.unwrap_or("anonymous").chars().take(200).collect())
+/// The caller the gateway (or a peer service) vouched for; every RPC checks it against
+/// the company it touches.
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    Ok(Caller::from_metadata(req.metadata())?)
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor(caller.actor.clone())
 }
 
 fn property_proto(row: PropertyRow) -> pb::DealProperty {
@@ -46,14 +49,19 @@ fn property_proto(row: PropertyRow) -> pb::DealProperty {
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {
     async fn create_company(&self, req: Request<pb::CreateCompanyRequest>) -> Result<Response<Company>, Status> {
-        let actor = actor(&req);
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Admin)?;
         let r = req.into_inner();
-        let company = self.desired.create_company(&actor, &r.name, &r.hubspot_portal_id, &r.hubspot_token).await?;
+        let company =
+            self.desired.create_company(&actor(&caller), &r.name, &r.hubspot_portal_id, &r.hubspot_token).await?;
         Ok(Response::new(company_proto(&company)))
     }
 
     async fn get_company(&self, req: Request<pb::GetCompanyRequest>) -> Result<Response<Company>, Status> {
-        let company = self.desired.get_company(&req.into_inner().company_id).await?;
+        let caller = caller(&req)?;
+        let company_id = req.into_inner().company_id;
+        caller.require(Role::Viewer, &company_id)?;
+        let company = self.desired.get_company(&company_id).await?;
         Ok(Response::new(company_proto(&company)))
     }
 
@@ -61,7 +69,17 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::ListCompaniesRequest>,
     ) -> Result<Response<pb::ListCompaniesResponse>, Status> {
+        let caller = caller(&req)?;
+        caller.require_role(Role::Viewer)?;
         let page = req.into_inner().page.unwrap_or_default();
+        if let Some(own) = caller.scope.company() {
+            // A company-scoped caller's portfolio is its one company.
+            let company = self.desired.get_company(own).await?;
+            return Ok(Response::new(pb::ListCompaniesResponse {
+                companies: vec![company_proto(&company)],
+                next_page_token: String::new(),
+            }));
+        }
         let (companies, next) = self.desired.list_companies(page.page_size, &page.page_token).await?;
         Ok(Response::new(pb::ListCompaniesResponse {
             companies: companies.iter().map(company_proto).collect(),
@@ -73,7 +91,9 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::ListDealPropertiesRequest>,
     ) -> Result<Response<pb::ListDealPropertiesResponse>, Status> {
+        let caller = caller(&req)?;
         let r = req.into_inner();
+        caller.require(Role::Viewer, &r.company_id)?;
         let rows = self.desired.list_properties(&r.company_id, r.include_archived).await?;
         Ok(Response::new(pb::ListDealPropertiesResponse { properties: rows.into_iter().map(property_proto).collect() }))
     }
@@ -82,7 +102,9 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::GetDealPropertyRequest>,
     ) -> Result<Response<pb::DealProperty>, Status> {
+        let caller = caller(&req)?;
         let r = req.into_inner();
+        caller.require(Role::Viewer, &r.company_id)?;
         Ok(Response::new(property_proto(self.desired.get_property(&r.company_id, &r.name).await?)))
     }
 
@@ -90,8 +112,10 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::CreateDealPropertyRequest>,
     ) -> Result<Response<pb::DealProperty>, Status> {
-        let actor = actor(&req);
+        let caller = caller(&req)?;
         let r = req.into_inner();
+        caller.require(Role::Operator, &r.company_id)?;
+        let actor = actor(&caller);
         let spec = PropertySpec::from_proto(r.spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?);
         Ok(Response::new(property_proto(self.desired.create_property(&actor, &r.company_id, spec).await?)))
     }
@@ -100,8 +124,10 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::UpdateDealPropertyRequest>,
     ) -> Result<Response<pb::DealProperty>, Status> {
-        let actor = actor(&req);
+        let caller = caller(&req)?;
         let r = req.into_inner();
+        caller.require(Role::Operator, &r.company_id)?;
+        let actor = actor(&caller);
         let patch = PropertyPatch {
             label: r.label,
             kind: r.r#type,
@@ -118,8 +144,10 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::ArchiveDealPropertyRequest>,
     ) -> Result<Response<pb::DealProperty>, Status> {
-        let actor = actor(&req);
+        let caller = caller(&req)?;
         let r = req.into_inner();
+        caller.require(Role::Operator, &r.company_id)?;
+        let actor = actor(&caller);
         Ok(Response::new(property_proto(self.desired.archive_property(&actor, &r.company_id, &r.name).await?)))
     }
 
@@ -127,7 +155,9 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::ListAuditEntriesRequest>,
     ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
+        let caller = caller(&req)?;
         let r = req.into_inner();
+        caller.require(Role::Viewer, &r.company_id)?;
         let page = r.page.unwrap_or_default();
         let (entries, next) = self.desired.list_audit(&r.company_id, page.page_size, &page.page_token).await?;
         Ok(Response::new(pb::ListAuditEntriesResponse {

@@ -3,7 +3,7 @@
 //! pipeline-tracker work.
 
 use gomark_platform::server::{HealthNames, serve_grpc};
-use gomark_platform::{ErrorKind, PublicError, Shutdown};
+use gomark_platform::{Caller, ErrorKind, PublicError, Role, Shutdown};
 use gomark_proto::pipeline_tracker::v1 as pb;
 use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::{
     PipelineTrackerService, PipelineTrackerServiceServer,
@@ -21,9 +21,12 @@ struct PipelineTrackerGrpc;
 #[tonic::async_trait]
 impl PipelineTrackerService for PipelineTrackerGrpc {
     async fn get_funnel(&self, req: Request<pb::GetFunnelRequest>) -> Result<Response<pb::Funnel>, Status> {
-        if req.get_ref().company_id.is_empty() {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let company_id = &req.get_ref().company_id;
+        if company_id.is_empty() {
             return Err(PublicError::invalid("company_id", "is required").into());
         }
+        caller.require(Role::Viewer, company_id)?;
         Err(PublicError::new(ErrorKind::Unimplemented, "funnels are not tracked by this GoMark release yet").into())
     }
 }

@@ -3,7 +3,7 @@
 //! health; cadence management itself arrives with the upso-cadence work.
 
 use gomark_platform::server::{HealthNames, serve_grpc};
-use gomark_platform::{ErrorKind, PublicError, Shutdown};
+use gomark_platform::{Caller, ErrorKind, PublicError, Role, Shutdown};
 use gomark_proto::upso_cadence::v1 as pb;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_server::{UpsoCadenceService, UpsoCadenceServiceServer};
 use gomark_service::RunningService;
@@ -22,10 +22,12 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         &self,
         req: Request<pb::ModifyCadenceRequest>,
     ) -> Result<Response<pb::ModifyCadenceResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         if r.company_id.is_empty() {
             return Err(PublicError::invalid("company_id", "is required").into());
         }
+        caller.require(Role::Operator, &r.company_id)?;
         Err(PublicError::new(
             ErrorKind::Unimplemented,
             "Upso cadences are not managed by this GoMark release yet; the change was not made",

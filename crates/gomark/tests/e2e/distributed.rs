@@ -27,6 +27,7 @@ struct Cluster {
     shutdown: Shutdown,
     services: Vec<RunningService>,
     gateway_url: String,
+    admin_key: String,
     hubspot_sync_addr: SocketAddr,
 }
 
@@ -59,6 +60,7 @@ impl Cluster {
             shutdown: Shutdown::new(),
             services: Vec::new(),
             gateway_url: String::new(),
+            admin_key: String::new(),
             hubspot_sync_addr: loopback(free_port()),
         };
         if hubspot_sync_in_process {
@@ -91,6 +93,8 @@ impl Cluster {
         )
         .await
         .expect("upso-cadence");
+        let gateway_common = cluster.common(loopback(0));
+        let gateway_backends = Backends::connect(&gateway_common).await.expect("gateway backends");
         let gateway = gomark_gateway::start_gateway(
             gomark_gateway::Settings {
                 server: server(loopback(0)),
@@ -102,11 +106,15 @@ impl Cluster {
                 },
                 ..Default::default()
             },
+            gateway_backends.db,
+            gateway_backends.cache,
             cluster.shutdown.clone(),
         )
         .await
         .expect("gateway");
         cluster.gateway_url = format!("http://{}", gateway.http_addr);
+        cluster.admin_key =
+            gateway.bootstrap_admin_key.clone().expect("a fresh gateway schema bootstraps an admin key");
         cluster.services.extend([orchestrator, upso, gateway.service]);
         Some(cluster)
     }
@@ -170,7 +178,7 @@ fn server(grpc: SocketAddr) -> ServerSettings {
 #[tokio::test]
 async fn distributed_deal_properties_end_to_end() {
     let Some(cluster) = Cluster::start(true).await else { return };
-    let api = Api::new(&cluster.gateway_url);
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
     scenarios::property_lifecycle(&api, &cluster.sim, "dist-lifecycle", 911).await;
     scenarios::bad_input(&api, &cluster.sim, "dist-validation", 912).await;
     scenarios::legacy_routes(&api, &cluster.sim, "dist-legacy", 913).await;
@@ -209,7 +217,7 @@ impl Child {
 async fn killing_hubspot_sync_between_write_and_apply_still_applies_exactly_once() {
     let Some(mut cluster) = Cluster::start(false).await else { return };
     let env = cluster.hubspot_sync_env();
-    let api = Api::new(&cluster.gateway_url);
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
     let token = "dist-crash";
 
     let child = Child::spawn(&env, cluster.hubspot_sync_addr).await;

@@ -12,6 +12,10 @@ async fn start(dir: &std::path::Path, demo: bool) -> Embedded {
     Embedded::start(options, Shutdown::new()).await.expect("embedded gomark starts")
 }
 
+fn api(gomark: &Embedded) -> Api {
+    Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("a fresh data folder shows its admin key"))
+}
+
 async fn stop(gomark: Embedded) {
     gomark.shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(15), gomark.wait())
@@ -24,7 +28,7 @@ async fn stop(gomark: Embedded) {
 async fn deal_properties_end_to_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gomark = start(dir.path(), false).await;
-    let api = Api::new(&gomark.gateway_url);
+    let api = api(&gomark);
     scenarios::property_lifecycle(&api, &gomark.hubspot_sim, "token-lifecycle", 901).await;
     stop(gomark).await;
 }
@@ -33,7 +37,7 @@ async fn deal_properties_end_to_end() {
 async fn bad_input_is_a_4xx_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gomark = start(dir.path(), false).await;
-    scenarios::bad_input(&Api::new(&gomark.gateway_url), &gomark.hubspot_sim, "token-validation", 902).await;
+    scenarios::bad_input(&api(&gomark), &gomark.hubspot_sim, "token-validation", 902).await;
     stop(gomark).await;
 }
 
@@ -41,7 +45,7 @@ async fn bad_input_is_a_4xx_problem() {
 async fn the_previous_gomark_routes_still_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gomark = start(dir.path(), false).await;
-    scenarios::legacy_routes(&Api::new(&gomark.gateway_url), &gomark.hubspot_sim, "token-legacy", 903).await;
+    scenarios::legacy_routes(&api(&gomark), &gomark.hubspot_sim, "token-legacy", 903).await;
     stop(gomark).await;
 }
 
@@ -53,7 +57,7 @@ async fn every_service_is_healthy_and_metrics_are_exposed() {
     for (name, addr) in &gomark.services {
         assert_eq!(health(*addr).await, Some(SERVING), "{name} is SERVING");
     }
-    let api = Api::new(&gomark.gateway_url);
+    let api = api(&gomark);
     api.send(Method::GET, "/v1/companies", None).await;
     let metrics = reqwest::get(format!("http://{}/metrics", gomark.admin_addr))
         .await
@@ -77,7 +81,7 @@ async fn every_service_is_healthy_and_metrics_are_exposed() {
 async fn the_demo_portfolio_is_loaded_and_applied() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gomark = start(dir.path(), true).await;
-    let api = Api::new(&gomark.gateway_url);
+    let api = api(&gomark);
     let page = api.send(Method::GET, "/v1/companies?limit=100", None).await;
     let companies = page.body["items"].as_array().expect("items").clone();
     assert_eq!(companies.len(), DEMO_COMPANIES.len());
@@ -91,12 +95,15 @@ async fn the_demo_portfolio_is_loaded_and_applied() {
 async fn data_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gomark = start(dir.path(), false).await;
-    let api = Api::new(&gomark.gateway_url);
+    let api = api(&gomark);
     let id = scenarios::create_company(&api, &gomark.hubspot_sim, "Durable Co", "token-durable", 904).await;
+
+    let key = gomark.admin_api_key.clone().expect("first start shows the key");
     stop(gomark).await;
 
     let again = start(dir.path(), true).await;
-    let api = Api::new(&again.gateway_url);
+    assert_eq!(again.admin_api_key, None, "the admin key is shown once, on the first start only");
+    let api = Api::new(&again.gateway_url, &key);
     let reply = eventually("company after restart", Duration::from_secs(5), || async {
         let r = api.send(Method::GET, &format!("/v1/companies/{id}"), None).await;
         (r.status == 200).then_some(r.body)

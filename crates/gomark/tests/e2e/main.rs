@@ -2,6 +2,7 @@
 //! in embedded mode always and in distributed mode when Postgres, NATS and Redis are
 //! configured (`GOMARK_TEST_*`).
 
+mod authz;
 mod distributed;
 mod embedded;
 mod scenarios;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub struct Api {
     http: reqwest::Client,
     pub base: String,
+    token: Option<String>,
 }
 
 pub struct Reply {
@@ -32,9 +33,21 @@ impl Reply {
 }
 
 impl Api {
-    pub fn new(base: &str) -> Self {
+    /// A client calling with `token` (an API key) as its bearer credential.
+    pub fn new(base: &str, token: &str) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client");
-        Self { http, base: base.trim_end_matches('/').to_owned() }
+        Self { http, base: base.trim_end_matches('/').to_owned(), token: Some(token.to_owned()) }
+    }
+
+    /// A client sending no credentials at all.
+    pub fn anonymous(base: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client");
+        Self { http, base: base.trim_end_matches('/').to_owned(), token: None }
+    }
+
+    /// The same gateway, another credential.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self { http: self.http.clone(), base: self.base.clone(), token: Some(token.to_owned()) }
     }
 
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -43,6 +56,9 @@ impl Api {
 
     pub async fn send_with(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -59,14 +75,11 @@ impl Api {
     }
 
     pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: &'static str) -> Reply {
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("request sent");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.header("content-type", content_type).body(body).send().await.expect("request sent");
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");

@@ -4,7 +4,8 @@
 //! response shows `sync.state = pending` until hubspot-sync confirms. Each property carries
 //! an ETag (its version); send it back as `If-Match` to update only what you read.
 
-use super::{AppState, call};
+use super::AppState;
+use crate::auth::Auth;
 use crate::dto::{OptionDto, Page, PropertyCreateDto, PropertyPatchDto, PropertyView};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::{ApiResult, Problem};
@@ -40,21 +41,23 @@ pub fn with_etag(status: StatusCode, property: pb::DealProperty) -> Response {
 
 async fn list(
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(company_id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<PropertyView>>> {
     let req = pb::ListDealPropertiesRequest { company_id, include_archived: q.include_archived };
-    let resp = s.orchestrator.clone().list_deal_properties(call(req)).await?.into_inner();
+    let resp = s.orchestrator.clone().list_deal_properties(caller.request(req)).await?.into_inner();
     Ok(Json(Page::new(resp.properties.into_iter().map(PropertyView::from).collect(), String::new())))
 }
 
 async fn create(
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(company_id): Path<String>,
     ApiJson(body): ApiJson<PropertyCreateDto>,
 ) -> ApiResult<Response> {
     let req = pb::CreateDealPropertyRequest { company_id: company_id.clone(), spec: Some(body.to_proto()) };
-    let property = s.orchestrator.clone().create_deal_property(call(req)).await?.into_inner();
+    let property = s.orchestrator.clone().create_deal_property(caller.request(req)).await?.into_inner();
     let location = format!("/v1/companies/{company_id}/deal-properties/{}", body.name);
     let mut response = with_etag(StatusCode::CREATED, property);
     if let Ok(location) = HeaderValue::from_str(&location) {
@@ -63,11 +66,15 @@ async fn create(
     Ok(response)
 }
 
-async fn read(State(s): State<AppState>, Path((company_id, name)): Path<(String, String)>) -> ApiResult<Response> {
+async fn read(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((company_id, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let property = s
         .orchestrator
         .clone()
-        .get_deal_property(call(pb::GetDealPropertyRequest { company_id, name }))
+        .get_deal_property(caller.request(pb::GetDealPropertyRequest { company_id, name }))
         .await?
         .into_inner();
     Ok(with_etag(StatusCode::OK, property))
@@ -88,6 +95,7 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 
 async fn update(
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path((company_id, name)): Path<(String, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PropertyPatchDto>,
@@ -110,11 +118,18 @@ async fn update(
         options: body.options.unwrap_or_default().iter().map(OptionDto::to_proto).collect(),
         expected_version: if_match(&headers)?,
     };
-    let property = s.orchestrator.clone().update_deal_property(call(req)).await?.into_inner();
+    let property = s.orchestrator.clone().update_deal_property(caller.request(req)).await?.into_inner();
     Ok(with_etag(StatusCode::OK, property))
 }
 
-async fn archive(State(s): State<AppState>, Path((company_id, name)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    s.orchestrator.clone().archive_deal_property(call(pb::ArchiveDealPropertyRequest { company_id, name })).await?;
+async fn archive(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((company_id, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.orchestrator
+        .clone()
+        .archive_deal_property(caller.request(pb::ArchiveDealPropertyRequest { company_id, name }))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,8 +14,9 @@
 //! `PUT /upso/cadence/modify/{company_id}` `{"template","delay_hours"}` is passed to
 //! upso-cadence, which answers 501 until cadences are managed.
 
+use super::AppState;
 use super::deal_properties::with_etag;
-use super::{AppState, call};
+use crate::auth::Auth;
 use crate::extract::ApiJson;
 use crate::problem::{ApiResult, Problem};
 use axum::extract::{Path, State};
@@ -80,7 +81,11 @@ fn hubspot_type(kind: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-async fn add_field(State(s): State<AppState>, ApiJson(body): ApiJson<AddField>) -> ApiResult<Response> {
+async fn add_field(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<AddField>,
+) -> ApiResult<Response> {
     if body.company_id.trim().is_empty() {
         return Err(Problem::invalid("company_id", "is required"));
     }
@@ -122,7 +127,7 @@ async fn add_field(State(s): State<AppState>, ApiJson(body): ApiJson<AddField>) 
         options,
     };
     let req = pb::CreateDealPropertyRequest { company_id: body.company_id, spec: Some(spec) };
-    let property = s.orchestrator.clone().create_deal_property(call(req)).await?.into_inner();
+    let property = s.orchestrator.clone().create_deal_property(caller.request(req)).await?.into_inner();
     Ok(with_etag(StatusCode::CREATED, property))
 }
 
@@ -133,6 +138,7 @@ struct ModifyField {
 
 async fn modify_field(
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path((company_id, old_name)): Path<(String, String)>,
     ApiJson(body): ApiJson<ModifyField>,
 ) -> ApiResult<Response> {
@@ -153,7 +159,7 @@ async fn modify_field(
             label: Some(body.new_name.trim().to_owned()),
             ..pb::UpdateDealPropertyRequest::default()
         };
-        match s.orchestrator.clone().update_deal_property(call(req)).await {
+        match s.orchestrator.clone().update_deal_property(caller.request(req)).await {
             Ok(property) => return Ok(with_etag(StatusCode::OK, property.into_inner())),
             Err(status) if status.code() == tonic::Code::NotFound || status.code() == tonic::Code::InvalidArgument => {
                 last = Some(status)
@@ -172,11 +178,12 @@ struct ModifyCadence {
 
 async fn modify_cadence(
     State(s): State<AppState>,
+    Auth(caller): Auth,
     Path(company_id): Path<String>,
     ApiJson(body): ApiJson<ModifyCadence>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let req = ModifyCadenceRequest { company_id, template: body.template, delay_hours: body.delay_hours };
-    s.upso_cadence.clone().modify_cadence(call(req)).await?;
+    s.upso_cadence.clone().modify_cadence(caller.request(req)).await?;
     Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 

@@ -1,0 +1,401 @@
+//! The authorization matrix: every route × every role × own and other company, and the
+//! services called directly over gRPC with company A's scope. A caller scoped to company
+//! A never reads or changes company B.
+
+use crate::scenarios::create_company;
+use crate::support::Api;
+use gomark::{Embedded, EmbeddedOptions};
+use gomark_platform::{Caller, Role, Scope, Shutdown};
+use gomark_proto::orchestrator::v1 as pb;
+use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    Own,
+    Other,
+}
+
+/// One route: how to call it against a company, and the least role it needs.
+struct Route {
+    name: &'static str,
+    min_role: Role,
+    /// Only portfolio-wide callers may use it at all.
+    portfolio_only: bool,
+    call: fn(company: &str, unique: &str) -> (Method, String, Option<Value>),
+}
+
+fn property(name: &str) -> Value {
+    json!({"name": name, "label": "Matrix", "type": "string", "fieldType": "text", "groupName": "dealinformation"})
+}
+
+fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            name: "GET company",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}"), None),
+        },
+        Route {
+            name: "GET audit",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/audit"), None),
+        },
+        Route {
+            name: "GET properties",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/deal-properties"), None),
+        },
+        Route {
+            name: "GET property",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/deal-properties/gomark_matrix"), None),
+        },
+        Route {
+            name: "POST property",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, u| {
+                (Method::POST, format!("/v1/companies/{c}/deal-properties"), Some(property(&format!("gomark_{u}"))))
+            },
+        },
+        Route {
+            name: "PATCH property",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, u| {
+                (Method::PATCH, format!("/v1/companies/{c}/deal-properties/gomark_matrix"), Some(json!({"label": u})))
+            },
+        },
+        Route {
+            name: "DELETE property",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, u| (Method::DELETE, format!("/v1/companies/{c}/deal-properties/gomark_{u}"), None),
+        },
+        Route {
+            name: "legacy add",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, u| {
+                (
+                    Method::POST,
+                    "/hubspot/fields/add".into(),
+                    Some(json!({"company_id": c, "name": format!("Legacy {u}"), "type": "string", "value": ""})),
+                )
+            },
+        },
+        Route {
+            name: "legacy modify",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, u| {
+                (Method::PUT, format!("/hubspot/fields/modify/{c}/gomark_matrix"), Some(json!({"new_name": u})))
+            },
+        },
+        Route {
+            name: "legacy cadence",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, _| {
+                (Method::PUT, format!("/upso/cadence/modify/{c}"), Some(json!({"template": "t", "delay_hours": 1})))
+            },
+        },
+        Route {
+            name: "POST api key",
+            min_role: Role::Admin,
+            portfolio_only: false,
+            call: |c, u| {
+                (Method::POST, "/v1/api-keys".into(), Some(json!({"name": u, "role": "viewer", "companyId": c})))
+            },
+        },
+        Route {
+            name: "GET companies",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |_, _| (Method::GET, "/v1/companies".into(), None),
+        },
+        Route {
+            name: "GET api keys",
+            min_role: Role::Admin,
+            portfolio_only: false,
+            call: |_, _| (Method::GET, "/v1/api-keys".into(), None),
+        },
+        Route {
+            name: "POST company",
+            min_role: Role::Admin,
+            portfolio_only: true,
+            call: |_, u| {
+                (
+                    Method::POST,
+                    "/v1/companies".into(),
+                    Some(json!({"name": u, "hubspotPortalId": "1", "hubspotToken": "t"})),
+                )
+            },
+        },
+    ]
+}
+
+/// What the matrix expects: allowed calls succeed (2xx, or 501 for the cadence route that
+/// is not implemented yet); others are refused without revealing the other company.
+fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16) -> Result<(), String> {
+    let touches_company = !matches!(route.name, "GET companies" | "GET api keys" | "POST company");
+    if scoped && target == Target::Other && touches_company {
+        return if status == 404 { Ok(()) } else { Err(format!("other company must be 404, got {status}")) };
+    }
+    if route.portfolio_only && scoped {
+        return if status == 403 { Ok(()) } else { Err(format!("portfolio-only must be 403, got {status}")) };
+    }
+    if role < route.min_role {
+        return if status == 403 {
+            Ok(())
+        } else {
+            Err(format!("needs {:?}: must be 403, got {status}", route.min_role))
+        };
+    }
+    let ok = (200..300).contains(&status) || (route.name == "legacy cadence" && status == 501);
+    if ok { Ok(()) } else { Err(format!("allowed call must succeed, got {status}")) }
+}
+
+async fn mint(admin: &Api, role: Role, company: Option<&str>) -> String {
+    let mut body = json!({"name": format!("{role:?} key"), "role": role.as_str()});
+    if let Some(c) = company {
+        body["companyId"] = json!(c);
+    }
+    let reply = admin.send(Method::POST, "/v1/api-keys", Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let key = reply.body["key"].as_str().expect("key shown once").to_owned();
+    assert!(key.starts_with("gmk_"));
+    let listed = admin.send(Method::GET, "/v1/api-keys", None).await;
+    assert!(!listed.body.to_string().contains(&key), "a listed key never shows its secret");
+    key
+}
+
+#[tokio::test]
+async fn no_route_lets_company_a_touch_company_b() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-a", 931).await;
+    let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-b", 932).await;
+    for company in [&a, &b] {
+        let r = admin
+            .send(Method::POST, &format!("/v1/companies/{company}/deal-properties"), Some(property("gomark_matrix")))
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let b_audit_before = admin.send(Method::GET, &format!("/v1/companies/{b}/audit?limit=500"), None).await.body;
+
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        for scoped in [true, false] {
+            let key = mint(&admin, role, scoped.then_some(a.as_str())).await;
+            let api = admin.with_token(&key);
+            for route in routes() {
+                for target in [Target::Own, Target::Other] {
+                    let company = if target == Target::Own { &a } else { &b };
+                    n += 1;
+                    let unique = format!("m{n}");
+                    if route.name == "DELETE property" {
+                        // Something to delete, created by the admin.
+                        let made = admin
+                            .send(
+                                Method::POST,
+                                &format!("/v1/companies/{company}/deal-properties"),
+                                Some(property(&format!("gomark_{unique}"))),
+                            )
+                            .await;
+                        assert_eq!(made.status, 201);
+                    }
+                    let (method, path, body) = (route.call)(company, &unique);
+                    let reply = api.send(method.clone(), &path, body).await;
+                    if let Err(why) = expected(&route, role, scoped, target, reply.status.as_u16()) {
+                        failures.push(format!(
+                            "{role:?} scoped={scoped} {} on {target:?}: {method} {path}: {why}: {}",
+                            route.name, reply.body
+                        ));
+                    }
+                    assert!(reply.status.as_u16() < 500 || reply.status == 501, "{} gave a server error", route.name);
+                }
+            }
+            // A company-scoped key lists only its own company.
+            if scoped {
+                let listed = api.send(Method::GET, "/v1/companies", None).await;
+                let ids: Vec<&str> =
+                    listed.body["items"].as_array().expect("items").iter().filter_map(|c| c["id"].as_str()).collect();
+                assert_eq!(ids, [a.as_str()], "{role:?}: sees only company A");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {n} checks failed:\n{}", failures.len(), failures.join("\n"));
+
+    // Company B's history holds only what portfolio-wide callers did.
+    let b_audit_after = admin.send(Method::GET, &format!("/v1/companies/{b}/audit?limit=500"), None).await.body;
+    let scoped_actors: Vec<Value> = b_audit_after["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| !b_audit_before["items"].as_array().is_some_and(|before| before.contains(e)))
+        .map(|e| e["actor"].clone())
+        .collect();
+    let keys = admin.send(Method::GET, "/v1/api-keys", None).await.body;
+    for actor in scoped_actors {
+        let key_id = actor.as_str().and_then(|a| a.strip_prefix("apikey:")).expect("api key actor");
+        let key = keys["items"].as_array().expect("items").iter().find(|k| k["id"] == key_id).expect("known key");
+        assert!(key.get("companyId").is_none(), "a company-scoped key changed company B: {key}");
+    }
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn anonymous_unknown_and_revoked_keys_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let company = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-anon", 941).await;
+
+    let anonymous = Api::anonymous(&gomark.gateway_url);
+    for route in routes() {
+        let (method, path, body) = (route.call)(&company, "anon");
+        let reply = anonymous.send(method, &path, body).await;
+        assert_eq!(reply.problem(401)["status"], 401, "{}", route.name);
+        assert!(reply.headers.get("www-authenticate").is_some());
+    }
+    admin
+        .with_token("gmk_0000000000000000000000000000000000000000000000")
+        .send(Method::GET, "/v1/companies", None)
+        .await
+        .problem(401);
+    admin.with_token("not-a-key").send(Method::GET, "/v1/companies", None).await.problem(401);
+    assert_eq!(anonymous.send(Method::GET, "/healthz", None).await.status, 200, "health is public");
+
+    let created =
+        admin.send(Method::POST, "/v1/api-keys", Some(json!({"name": "short-lived", "role": "viewer"}))).await;
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(admin.with_token(&key).send(Method::GET, "/v1/companies", None).await.status, 200);
+    assert_eq!(admin.send(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await.status, 204);
+    admin.with_token(&key).send(Method::GET, "/v1/companies", None).await.problem(401);
+    let shown = admin.send(Method::GET, &format!("/v1/api-keys/{id}"), None).await;
+    assert!(shown.body["revokedAt"].is_string(), "{}", shown.body);
+
+    admin.send(Method::POST, "/v1/api-keys", Some(json!({"name": "x", "role": "root"}))).await.problem(400);
+    admin
+        .send(Method::POST, "/v1/api-keys", Some(json!({"name": "x", "role": "viewer", "expiresInDays": 0})))
+        .await
+        .problem(400);
+    admin
+        .send(Method::POST, "/v1/api-keys", Some(json!({"name": "x", "role": "viewer", "companyId": "nope"})))
+        .await
+        .problem(404);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Code> {
+    r.map(|_| ()).map_err(|s| s.code())
+}
+
+#[tokio::test]
+async fn services_enforce_the_scope_when_called_directly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-da", 951).await;
+    let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-db", 952).await;
+    let addr = gomark.grpc_addr("orchestrator").expect("orchestrator");
+    let mut orchestrator = OrchestratorServiceClient::connect(format!("http://{addr}")).await.expect("connect");
+    let a_admin = Caller { actor: "test:a-admin".into(), role: Role::Admin, scope: Scope::Company(a.clone()) };
+
+    assert_eq!(
+        code(orchestrator.get_company(a_admin.request(pb::GetCompanyRequest { company_id: a.clone() })).await),
+        Ok(())
+    );
+    assert_eq!(
+        code(orchestrator.get_company(a_admin.request(pb::GetCompanyRequest { company_id: b.clone() })).await),
+        Err(tonic::Code::NotFound)
+    );
+    let spec = gomark_proto::common::v1::DealPropertySpec {
+        name: "gomark_direct".into(),
+        label: "Direct".into(),
+        r#type: "string".into(),
+        field_type: "text".into(),
+        group_name: "dealinformation".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(
+            orchestrator
+                .create_deal_property(
+                    a_admin.request(pb::CreateDealPropertyRequest { company_id: b.clone(), spec: Some(spec.clone()) })
+                )
+                .await
+        ),
+        Err(tonic::Code::NotFound)
+    );
+    let peek = pb::GetDealPropertyRequest { company_id: b.clone(), name: "gomark_direct".into() };
+    assert_eq!(code(orchestrator.get_deal_property(a_admin.request(peek)).await), Err(tonic::Code::NotFound));
+    let peek_all = pb::ListDealPropertiesRequest { company_id: b.clone(), include_archived: true };
+    assert_eq!(code(orchestrator.list_deal_properties(a_admin.request(peek_all)).await), Err(tonic::Code::NotFound));
+    assert_eq!(
+        code(
+            orchestrator
+                .list_audit_entries(a_admin.request(pb::ListAuditEntriesRequest { company_id: b.clone(), page: None }))
+                .await
+        ),
+        Err(tonic::Code::NotFound)
+    );
+    assert_eq!(
+        code(
+            orchestrator
+                .create_company(a_admin.request(pb::CreateCompanyRequest {
+                    name: "X".into(),
+                    hubspot_portal_id: "1".into(),
+                    hubspot_token: "t".into()
+                }))
+                .await
+        ),
+        Err(tonic::Code::PermissionDenied)
+    );
+    let listed = orchestrator
+        .list_companies(a_admin.request(pb::ListCompaniesRequest { page: None }))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.companies.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+    // No caller at all: unauthenticated.
+    assert_eq!(
+        code(orchestrator.get_company(tonic::Request::new(pb::GetCompanyRequest { company_id: a.clone() })).await),
+        Err(tonic::Code::Unauthenticated)
+    );
+
+    let sync_addr = gomark.grpc_addr("hubspot-sync").expect("hubspot-sync");
+    let mut sync = gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::connect(
+        format!("http://{sync_addr}"),
+    )
+    .await
+    .expect("connect");
+    let hijack = gomark_proto::hubspot_sync::v1::RegisterPortalRequest {
+        company_id: b.clone(),
+        portal_id: "666".into(),
+        token: "stolen".into(),
+    };
+    assert_eq!(code(sync.register_portal(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
+    let observe = gomark_proto::hubspot_sync::v1::ListObservedDealPropertiesRequest { company_id: b.clone() };
+    assert_eq!(code(sync.list_observed_deal_properties(a_admin.request(observe)).await), Err(tonic::Code::NotFound));
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}

@@ -1,0 +1,198 @@
+//! API keys: random, shown once, stored as a SHA-256 hash, scoped to a role on a company
+//! or the portfolio, optionally expiring, revocable.
+
+use gomark_platform::{Caller, Role, Scope};
+use gomark_storage::{Database, StorageError};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// Every key starts with this, so a leaked one is recognisable by secret scanners.
+pub const KEY_PREFIX: &str = "gmk_";
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub role: Role,
+    pub company_id: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    pub fn scope(&self) -> Scope {
+        self.company_id.clone().map_or(Scope::Portfolio, Scope::Company)
+    }
+}
+
+/// A key just created: `key` is the only copy of the secret there will ever be.
+#[derive(Debug)]
+pub struct NewApiKey {
+    pub key: String,
+    pub record: ApiKeyRecord,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiKeys {
+    db: Database,
+}
+
+fn hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn generate() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{KEY_PREFIX}{}", hex::encode(bytes))
+}
+
+fn record(r: &AnyRow) -> Result<ApiKeyRecord, StorageError> {
+    let role: String = r.try_get("role")?;
+    let company: String = r.try_get("company_id")?;
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        key_prefix: r.try_get("key_prefix")?,
+        role: role.parse().map_err(|_| StorageError::Corrupt(format!("role {role:?}")))?,
+        company_id: (!company.is_empty()).then_some(company),
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str = "id, name, key_prefix, role, company_id, created_by, created_at, expires_at, revoked_at";
+
+impl ApiKeys {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        role: Role,
+        company_id: Option<&str>,
+        expires_at: Option<i64>,
+        created_by: &str,
+    ) -> Result<NewApiKey, StorageError> {
+        let key = generate();
+        let record = self.insert_known(name, &key, role, company_id, created_by).await?;
+        if let Some(expires_at) = expires_at {
+            sqlx::query("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
+                .bind(expires_at)
+                .bind(&record.id)
+                .execute(self.db.pool())
+                .await?;
+        }
+        Ok(NewApiKey { key, record: ApiKeyRecord { expires_at, ..record } })
+    }
+
+    /// Stores a key whose secret the caller already has (a configured bootstrap key).
+    pub async fn insert_known(
+        &self,
+        name: &str,
+        key: &str,
+        role: Role,
+        company_id: Option<&str>,
+        created_by: &str,
+    ) -> Result<ApiKeyRecord, StorageError> {
+        let record = ApiKeyRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: name.to_owned(),
+            key_prefix: key.chars().take(KEY_PREFIX.len() + 8).collect(),
+            role,
+            company_id: company_id.map(str::to_owned),
+            created_by: created_by.to_owned(),
+            created_at: gomark_storage::now_ms(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, key_prefix, role, company_id, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&record.id)
+        .bind(&record.name)
+        .bind(hash(key))
+        .bind(&record.key_prefix)
+        .bind(record.role.as_str())
+        .bind(record.company_id.clone().unwrap_or_default())
+        .bind(&record.created_by)
+        .bind(record.created_at)
+        .execute(self.db.pool())
+        .await?;
+        Ok(record)
+    }
+
+    /// The caller a key stands for, if it is known, unexpired and not revoked.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>, StorageError> {
+        let row = sqlx::query("SELECT id, name, key_prefix, role, company_id, created_by, created_at, expires_at, revoked_at FROM api_keys WHERE key_hash = $1")
+            .bind(hash(key))
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(record) = row.as_ref().map(record).transpose()? else { return Ok(None) };
+        let now = gomark_storage::now_ms();
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        Ok(Some(Caller { actor: format!("apikey:{}", record.id), role: record.role, scope: record.scope() }))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(record).transpose()
+    }
+
+    /// Keys visible to `scope`, newest first.
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        let rows = match scope {
+            Scope::Portfolio => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys ORDER BY id DESC")))
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            Scope::Company(id) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM api_keys WHERE company_id = $1 ORDER BY id DESC"
+                )))
+                .bind(id)
+                .fetch_all(self.db.pool())
+                .await?
+            }
+        };
+        rows.iter().map(record).collect()
+    }
+
+    /// Revokes a key; true if it was active.
+    pub async fn revoke(&self, id: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(gomark_storage::now_ms())
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn has_active_portfolio_admin(&self) -> Result<bool, StorageError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE role = 'admin' AND company_id = '' AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(gomark_storage::now_ms())
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
+}

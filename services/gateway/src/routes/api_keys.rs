@@ -1,0 +1,152 @@
+//! `/v1/api-keys`: admins mint, list and revoke keys within their own scope.
+//! A key's secret is in the create response only; GoMark keeps just its hash.
+
+use super::AppState;
+use crate::auth::{ApiKeyRecord, Auth};
+use crate::extract::ApiJson;
+use crate::problem::{ApiResult, Problem};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router, routing::get};
+use gomark_platform::{Caller, ErrorKind, PublicError, Role, Scope};
+use gomark_proto::orchestrator::v1::GetCompanyRequest;
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/api-keys", get(list).post(create)).route("/v1/api-keys/{key_id}", get(read).delete(revoke))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyCreate {
+    pub name: String,
+    pub role: Role,
+    /// The company the key is limited to; omit for a portfolio-wide key.
+    pub company_id: Option<String>,
+    /// Days until the key expires; omit for a key that does not expire.
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyCreated {
+    /// The secret, shown this once.
+    pub key: String,
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+}
+
+fn ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+impl From<ApiKeyRecord> for ApiKeyView {
+    fn from(r: ApiKeyRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            key_prefix: r.key_prefix,
+            role: r.role,
+            company_id: r.company_id,
+            created_by: r.created_by,
+            created_at: ms(r.created_at),
+            expires_at: r.expires_at.map(ms),
+            revoked_at: r.revoked_at.map(ms),
+        }
+    }
+}
+
+fn storage_failure(err: gomark_storage::StorageError) -> Problem {
+    tracing::error!(error = %err, "api key store failed");
+    Problem::from(PublicError::internal())
+}
+
+/// Finds a key the caller may manage; others' keys are simply not found.
+async fn managed_key(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKeyRecord> {
+    caller.require_role(Role::Admin)?;
+    let record = s.auth.keys.get(id).await.map_err(storage_failure)?;
+    match record {
+        Some(r) if caller.scope == Scope::Portfolio || r.company_id.as_deref() == caller.scope.company() => Ok(r),
+        _ => Err(PublicError::not_found(format!("API key {id}")).into()),
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<ApiKeyCreate>,
+) -> ApiResult<impl IntoResponse> {
+    // Scope first, as everywhere: another company is not found, whatever the role.
+    // A company admin mints keys for its own company only, never wider ones.
+    let company_id = match (&caller.scope, body.company_id.filter(|c| !c.is_empty())) {
+        (Scope::Company(own), None) => Some(own.clone()),
+        (Scope::Company(own), Some(requested)) if requested != *own => {
+            return Err(PublicError::not_found(format!("company {requested}")).into());
+        }
+        (_, requested) => requested,
+    };
+    caller.require_role(Role::Admin)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Problem::invalid("name", "must be 1 to 100 characters"));
+    }
+    if let Some(company) = &company_id {
+        s.orchestrator.clone().get_company(caller.request(GetCompanyRequest { company_id: company.clone() })).await?;
+    }
+    let expires_at = match body.expires_in_days {
+        Some(0) | Some(3651..) => return Err(Problem::invalid("expiresInDays", "must be between 1 and 3650")),
+        Some(days) => Some(gomark_storage::now_ms() + i64::from(days) * 86_400_000),
+        None => None,
+    };
+    let created = s
+        .auth
+        .keys
+        .create(name, body.role, company_id.as_deref(), expires_at, &caller.actor)
+        .await
+        .map_err(storage_failure)?;
+    tracing::info!(key_id = %created.record.id, role = body.role.as_str(), actor = %caller.actor, "api key created");
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: created.key, api_key: created.record.into() })))
+}
+
+async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<crate::dto::Page<ApiKeyView>>> {
+    caller.require_role(Role::Admin)?;
+    let keys = s.auth.keys.list(&caller.scope).await.map_err(storage_failure)?;
+    Ok(Json(crate::dto::Page::new(keys.into_iter().map(ApiKeyView::from).collect(), String::new())))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(key_id): Path<String>,
+) -> ApiResult<Json<ApiKeyView>> {
+    Ok(Json(managed_key(&s, &caller, &key_id).await?.into()))
+}
+
+async fn revoke(State(s): State<AppState>, Auth(caller): Auth, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+    let key = managed_key(&s, &caller, &key_id).await?;
+    if !s.auth.keys.revoke(&key.id).await.map_err(storage_failure)? && key.revoked_at.is_none() {
+        return Err(Problem::new(ErrorKind::Conflict, "the key changed concurrently; read it again"));
+    }
+    tracing::info!(key_id = %key.id, actor = %caller.actor, "api key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
