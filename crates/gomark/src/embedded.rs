@@ -21,6 +21,8 @@ pub struct EmbeddedOptions {
     /// Load the demo portfolio into an empty installation.
     pub demo: bool,
     pub sim: SimConfig,
+    /// Requests per minute per API key at the gateway.
+    pub rate_limit_per_minute: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -148,6 +150,10 @@ impl Embedded {
                     http_addr: loopback(options.port),
                     orchestrator_url: grpc_url(orchestrator_addr),
                     upso_cadence_url: grpc_url(upso_addr),
+                    ..Default::default()
+                },
+                auth: gomark_gateway::AuthSettings {
+                    rate_limit_per_minute: options.rate_limit_per_minute,
                     ..Default::default()
                 },
                 ..Default::default()
