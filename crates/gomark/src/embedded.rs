@@ -33,6 +33,7 @@ impl Default for EmbeddedOptions {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             demo: true,
             sim: SimConfig::default(),
+            rate_limit_per_minute: gomark_gateway::AuthSettings::default().rate_limit_per_minute,
         }
     }
 }
