@@ -24,6 +24,10 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Fuzz the whole REST API against its OpenAPI document (schemathesis, from PyPI).
+fuzz:
+    bash .ci/fuzz-api
+
 # Exactly what CI runs.
 ci:
     bash .ci/run

@@ -4,8 +4,9 @@
 use gomark_proto::common::v1::{Company, DealPropertySpec, PropertyOption};
 use gomark_proto::orchestrator::v1 as pb;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompanyCreate {
     pub name: String,
@@ -14,7 +15,7 @@ pub struct CompanyCreate {
     pub hubspot_token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompanyView {
     pub id: String,
@@ -30,7 +31,7 @@ impl From<Company> for CompanyView {
 }
 
 /// One page of a list; pass `nextCursor` back as `cursor` for the next one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -44,22 +45,29 @@ impl<T> Page<T> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 impl PageQuery {
-    pub fn to_proto(&self) -> gomark_proto::common::v1::PageRequest {
-        gomark_proto::common::v1::PageRequest {
+    pub fn to_proto(&self) -> crate::problem::ApiResult<gomark_proto::common::v1::PageRequest> {
+        if self.limit.is_some_and(|l| !(1..=500).contains(&l)) {
+            return Err(crate::problem::Problem::invalid("limit", "must be between 1 and 500"));
+        }
+        Ok(gomark_proto::common::v1::PageRequest {
             page_size: self.limit.unwrap_or(0),
             page_token: self.cursor.clone().unwrap_or_default(),
-        }
+        })
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OptionDto {
     pub label: String,
@@ -94,10 +102,13 @@ impl OptionDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PropertyCreateDto {
+    /// Internal name, immutable once created.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,99}$")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 400)]
     pub label: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -124,7 +135,7 @@ impl PropertyCreateDto {
 }
 
 /// A partial update; `name` may be sent only unchanged (internal names are immutable).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PropertyPatchDto {
     pub name: Option<String>,
@@ -137,16 +148,26 @@ pub struct PropertyPatchDto {
     pub options: Option<Vec<OptionDto>>,
 }
 
-#[derive(Debug, Serialize)]
+/// Where a desired change stands with HubSpot.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStateDto {
+    /// Accepted; hubspot-sync has not confirmed it yet.
+    Pending,
+    Applied,
+    Failed,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncDto {
     /// `pending` until hubspot-sync confirms, then `applied` or `failed`.
-    pub state: &'static str,
+    pub state: SyncStateDto,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PropertyView {
     pub name: String,
@@ -167,9 +188,9 @@ impl From<pb::DealProperty> for PropertyView {
     fn from(p: pb::DealProperty) -> Self {
         let spec = p.spec.unwrap_or_default();
         let state = match pb::SyncState::try_from(p.sync_state) {
-            Ok(pb::SyncState::Applied) => "applied",
-            Ok(pb::SyncState::Failed) => "failed",
-            _ => "pending",
+            Ok(pb::SyncState::Applied) => SyncStateDto::Applied,
+            Ok(pb::SyncState::Failed) => SyncStateDto::Failed,
+            _ => SyncStateDto::Pending,
         };
         Self {
             name: spec.name,
@@ -187,14 +208,18 @@ impl From<pb::DealProperty> for PropertyView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntryView {
     pub id: i64,
     pub actor: String,
     pub action: String,
     pub resource: String,
+    /// The resource before the change; null when it did not exist.
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
+    /// The resource after the change; null when it was removed.
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
     pub at: String,
 }

@@ -49,3 +49,17 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
             .map_err(|e| Problem::http(StatusCode::BAD_REQUEST, format!("invalid query string: {}", e.body_text())))
     }
 }
+
+/// `axum::extract::Path`, with a problem for a path that cannot be decoded.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| Problem::http(StatusCode::BAD_REQUEST, format!("invalid path: {}", e.body_text())))
+    }
+}

@@ -5,6 +5,7 @@
 mod auth;
 mod dto;
 mod extract;
+mod idempotency;
 mod limits;
 mod problem;
 mod routes;
@@ -87,7 +88,7 @@ pub async fn start_gateway(
     shutdown: Shutdown,
 ) -> anyhow::Result<Gateway> {
     db.migrate(&MIGRATIONS).await?;
-    let keys = auth::ApiKeys::new(db);
+    let keys = auth::ApiKeys::new(db.clone());
     let bootstrap_admin_key =
         auth::bootstrap_admin(&keys, settings.auth.bootstrap_admin_key.as_ref().map(|k| k.expose())).await?;
     let oidc = settings.auth.oidc.clone().map(auth::oidc::OidcVerifier::new).transpose()?;
@@ -98,6 +99,14 @@ pub async fn start_gateway(
         upso_cadence: UpsoCadenceServiceClient::new(channel(&gw.upso_cadence_url)?),
         auth: Arc::new(auth::Authenticator { keys, oidc }),
         limiter: Arc::new(limits::RateLimiter::new(cache, settings.auth.rate_limit_per_minute)),
+        idempotency: idempotency::IdempotencyStore::new(db),
+        webhooks: settings.auth.hubspot_webhook_secret.as_ref().map(|secret| {
+            Arc::new(routes::webhooks::WebhookConfig {
+                secret: hubspot_client::webhook::WebhookSecret::new(secret.expose()),
+                public_url: settings.auth.hubspot_webhook_url.clone(),
+            })
+        }),
+        max_body_bytes: gw.max_body_bytes,
     };
     let request_id = http::HeaderName::from_static("x-request-id");
     let mut app = routes::router(state);

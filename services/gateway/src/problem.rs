@@ -6,19 +6,23 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gomark_platform::{ErrorKind, PublicError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const PROBLEM_BASE: &str = "https://gomark.dev/problems/";
 
-#[derive(Debug, Serialize)]
+/// One invalid field of a request.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub detail: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem document: every error response has this shape.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,

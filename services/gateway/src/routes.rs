@@ -1,11 +1,15 @@
-//! The REST routes, one module per resource.
+//! The REST routes, one module per resource. Each route is registered and documented by
+//! the same `routes!` call, so the OpenAPI document cannot drift from the router.
 
 pub mod api_keys;
 pub mod companies;
 pub mod deal_properties;
+pub mod docs;
 pub mod legacy;
+pub mod webhooks;
 
 use crate::auth::Authenticator;
+use crate::idempotency::IdempotencyStore;
 use crate::limits::RateLimiter;
 use crate::problem::Problem;
 use axum::Router;
@@ -14,6 +18,7 @@ use gomark_platform::grpc_client::TracedChannel;
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 
 /// What every handler needs: clients of the services behind the gateway, and how to
 /// tell who is calling.
@@ -23,19 +28,34 @@ pub struct AppState {
     pub upso_cadence: UpsoCadenceServiceClient<TracedChannel>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
+    pub idempotency: IdempotencyStore,
+    pub webhooks: Option<Arc<webhooks::WebhookConfig>>,
+    /// Largest request body read, also by the idempotency layer.
+    pub max_body_bytes: usize,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every documented route, and the OpenAPI document describing them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, openapi) = OpenApiRouter::with_openapi(docs::base())
         .merge(api_keys::routes())
         .merge(companies::routes())
         .merge(deal_properties::routes())
         .merge(legacy::routes())
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(webhooks::routes())
+        .merge(docs::routes())
+        .split_for_parts();
+    (router, docs::finish(openapi))
+}
+
+pub fn router(state: AppState) -> Router {
+    let (documented, _) = documented();
+    documented
         .fallback(|| async { Problem::http(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::http(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
+        // POSTs with an Idempotency-Key are answered once and replayed after; needs the caller.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::replay_or_record))
         // Every route but the public ones needs a caller; see `auth::PUBLIC_PATHS`.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_caller))
         .with_state(state)

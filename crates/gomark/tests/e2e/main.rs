@@ -5,6 +5,7 @@
 mod authz;
 mod distributed;
 mod embedded;
+mod openapi;
 mod scenarios;
 mod startup;
 mod support;

@@ -3,37 +3,52 @@
 
 use super::AppState;
 use crate::auth::{ApiKeyRecord, Auth};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::problem::{ApiResult, Problem};
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::{Json, Router, routing::get};
 use gomark_platform::{Caller, ErrorKind, PublicError, Role, Scope};
 use gomark_proto::orchestrator::v1::GetCompanyRequest;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/api-keys", get(list).post(create)).route("/v1/api-keys/{key_id}", get(read).delete(revoke))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, revoke))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyCreate {
     pub name: String,
+    #[schema(value_type = RoleDto)]
     pub role: Role,
     /// The company the key is limited to; omit for a portfolio-wide key.
     pub company_id: Option<String>,
     /// Days until the key expires; omit for a key that does not expire.
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// What a key (or token) may do: each role includes the ones before it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleDto {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyView {
     pub id: String,
     pub name: String,
     pub key_prefix: String,
+    #[schema(value_type = RoleDto)]
     pub role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub company_id: Option<String>,
@@ -45,7 +60,7 @@ pub struct ApiKeyView {
     pub revoked_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyCreated {
     /// The secret, shown this once.
@@ -91,6 +106,10 @@ async fn managed_key(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKe
     }
 }
 
+/// Mints a key (admins; a company admin only for its own company). The secret is in this
+/// response only.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = ApiKeyCreate,
+    responses((status = 201, description = "Created; `key` is shown this once", body = ApiKeyCreated)))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -128,21 +147,33 @@ async fn create(
     Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: created.key, api_key: created.record.into() })))
 }
 
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
+    responses((status = 200, description = "The keys the caller manages", body = crate::dto::Page<ApiKeyView>)))]
 async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<crate::dto::Page<ApiKeyView>>> {
     caller.require_role(Role::Admin)?;
     let keys = s.auth.keys.list(&caller.scope).await.map_err(storage_failure)?;
     Ok(Json(crate::dto::Page::new(keys.into_iter().map(ApiKeyView::from).collect(), String::new())))
 }
 
+#[utoipa::path(get, path = "/v1/api-keys/{key_id}", tag = "api-keys",
+    params(("key_id" = String, Path, description = "Key id")),
+    responses((status = 200, description = "The key (never its secret)", body = ApiKeyView)))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(key_id): Path<String>,
+    ApiPath(key_id): ApiPath<String>,
 ) -> ApiResult<Json<ApiKeyView>> {
     Ok(Json(managed_key(&s, &caller, &key_id).await?.into()))
 }
 
-async fn revoke(State(s): State<AppState>, Auth(caller): Auth, Path(key_id): Path<String>) -> ApiResult<StatusCode> {
+#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", tag = "api-keys",
+    params(("key_id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked")))]
+async fn revoke(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(key_id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let key = managed_key(&s, &caller, &key_id).await?;
     if !s.auth.keys.revoke(&key.id).await.map_err(storage_failure)? && key.revoked_at.is_none() {
         return Err(Problem::new(ErrorKind::Conflict, "the key changed concurrently; read it again"));

@@ -3,21 +3,24 @@
 use super::AppState;
 use crate::auth::Auth;
 use crate::dto::{AuditEntryView, CompanyCreate, CompanyView, Page, PageQuery};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::ApiResult;
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::{Json, Router, routing::get};
 use gomark_proto::orchestrator::v1 as pb;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/companies", get(list).post(create))
-        .route("/v1/companies/{company_id}", get(read))
-        .route("/v1/companies/{company_id}/audit", get(audit))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read)).routes(routes!(audit))
 }
 
+/// Registers a company: its HubSpot portal and token (portfolio admins only). The token is
+/// handed to hubspot-sync and never returned by any API.
+#[utoipa::path(post, path = "/v1/companies", tag = "companies", request_body = CompanyCreate,
+    responses((status = 201, description = "Created", body = CompanyView, headers(("location" = String)))))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -33,37 +36,43 @@ async fn create(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(company)))
 }
 
+/// The companies the caller can see: all of them, or a company-scoped caller's own.
+#[utoipa::path(get, path = "/v1/companies", tag = "companies", params(PageQuery),
+    responses((status = 200, description = "A page of companies", body = Page<CompanyView>)))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<CompanyView>>> {
-    let resp = s
-        .orchestrator
-        .clone()
-        .list_companies(caller.request(pb::ListCompaniesRequest { page: Some(page.to_proto()) }))
-        .await?
-        .into_inner();
+    let req = pb::ListCompaniesRequest { page: Some(page.to_proto()?) };
+    let resp = s.orchestrator.clone().list_companies(caller.request(req)).await?.into_inner();
     Ok(Json(Page::new(resp.companies.into_iter().map(CompanyView::from).collect(), resp.next_page_token)))
 }
 
+#[utoipa::path(get, path = "/v1/companies/{company_id}", tag = "companies",
+    params(("company_id" = String, Path, description = "Company id")),
+    responses((status = 200, description = "The company", body = CompanyView)))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(company_id): Path<String>,
+    ApiPath(company_id): ApiPath<String>,
 ) -> ApiResult<Json<CompanyView>> {
     let company =
         s.orchestrator.clone().get_company(caller.request(pb::GetCompanyRequest { company_id })).await?.into_inner();
     Ok(Json(company.into()))
 }
 
+/// Who changed what, when, with the resource before and after; newest first.
+#[utoipa::path(get, path = "/v1/companies/{company_id}/audit", tag = "audit",
+    params(("company_id" = String, Path, description = "Company id"), PageQuery),
+    responses((status = 200, description = "A page of audit entries", body = Page<AuditEntryView>)))]
 async fn audit(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(company_id): Path<String>,
+    ApiPath(company_id): ApiPath<String>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<AuditEntryView>>> {
-    let req = pb::ListAuditEntriesRequest { company_id, page: Some(page.to_proto()) };
+    let req = pb::ListAuditEntriesRequest { company_id, page: Some(page.to_proto()?) };
     let resp = s.orchestrator.clone().list_audit_entries(caller.request(req)).await?.into_inner();
     Ok(Json(Page::new(resp.entries.into_iter().map(AuditEntryView::from).collect(), resp.next_page_token)))
 }

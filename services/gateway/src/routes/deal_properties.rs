@@ -7,24 +7,27 @@
 use super::AppState;
 use crate::auth::Auth;
 use crate::dto::{OptionDto, Page, PropertyCreateDto, PropertyPatchDto, PropertyView};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::get};
 use gomark_proto::orchestrator::v1 as pb;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/companies/{company_id}/deal-properties", get(list).post(create))
-        .route("/v1/companies/{company_id}/deal-properties/{name}", get(read).patch(update).delete(archive))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(read, update, archive))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Include archived properties.
     #[serde(default)]
     include_archived: bool,
 }
@@ -39,10 +42,14 @@ pub fn with_etag(status: StatusCode, property: pb::DealProperty) -> Response {
     response
 }
 
+/// A company's declared deal properties, each with its sync state.
+#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties", tag = "deal-properties",
+    params(("company_id" = String, Path, description = "Company id"), ListQuery),
+    responses((status = 200, description = "The properties", body = Page<PropertyView>)))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(company_id): Path<String>,
+    ApiPath(company_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<PropertyView>>> {
     let req = pb::ListDealPropertiesRequest { company_id, include_archived: q.include_archived };
@@ -50,10 +57,16 @@ async fn list(
     Ok(Json(Page::new(resp.properties.into_iter().map(PropertyView::from).collect(), String::new())))
 }
 
+/// Declares a deal property. It is recorded (with an audit entry) and applied to HubSpot
+/// asynchronously: `sync.state` is `pending` until HubSpot has it.
+#[utoipa::path(post, path = "/v1/companies/{company_id}/deal-properties", tag = "deal-properties",
+    params(("company_id" = String, Path, description = "Company id"), ("idempotency-key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
+    request_body = PropertyCreateDto,
+    responses((status = 201, description = "Declared", body = PropertyView, headers(("etag" = String), ("location" = String)))))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(company_id): Path<String>,
+    ApiPath(company_id): ApiPath<String>,
     ApiJson(body): ApiJson<PropertyCreateDto>,
 ) -> ApiResult<Response> {
     let req = pb::CreateDealPropertyRequest { company_id: company_id.clone(), spec: Some(body.to_proto()) };
@@ -66,10 +79,13 @@ async fn create(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
+    params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
+    responses((status = 200, description = "The property", body = PropertyView, headers(("etag" = String)))))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path((company_id, name)): Path<(String, String)>,
+    ApiPath((company_id, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let property = s
         .orchestrator
@@ -93,10 +109,16 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
         .map_err(|_| Problem::invalid("If-Match", "must be an ETag this API returned"))
 }
 
+/// Changes a property (partial). A rename is a label change: internal names are immutable.
+#[utoipa::path(patch, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
+    params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name"),
+        ("if-match" = Option<String>, Header, description = "The ETag read; the update applies only if it is still current")),
+    request_body = PropertyPatchDto,
+    responses((status = 200, description = "Updated", body = PropertyView, headers(("etag" = String)))))]
 async fn update(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path((company_id, name)): Path<(String, String)>,
+    ApiPath((company_id, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PropertyPatchDto>,
 ) -> ApiResult<Response> {
@@ -122,10 +144,14 @@ async fn update(
     Ok(with_etag(StatusCode::OK, property))
 }
 
+/// Archives a property (HubSpot keeps it 90 days in its recycle bin).
+#[utoipa::path(delete, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
+    params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
+    responses((status = 204, description = "Archived")))]
 async fn archive(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path((company_id, name)): Path<(String, String)>,
+    ApiPath((company_id, name)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     s.orchestrator
         .clone()

@@ -17,29 +17,29 @@
 use super::AppState;
 use super::deal_properties::with_etag;
 use crate::auth::Auth;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::problem::{ApiResult, Problem};
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{post, put};
-use axum::{Json, Router};
 use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::upso_cadence::v1::ModifyCadenceRequest;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The group legacy fields land in; it exists in every portal.
 const LEGACY_GROUP: &str = "dealinformation";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/hubspot/fields/add", post(add_field))
-        .route("/hubspot/fields/modify/{company_id}/{old_name}", put(modify_field))
-        .route("/upso/cadence/modify/{company_id}", put(modify_cadence))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(add_field)).routes(routes!(modify_field)).routes(routes!(modify_cadence))
 }
 
-#[derive(Debug, Deserialize)]
+/// The previous GoMark's field: `name` may be a label, `value` see the route.
+#[derive(Debug, Deserialize, ToSchema)]
 struct AddField {
     company_id: String,
     name: String,
@@ -81,6 +81,11 @@ fn hubspot_type(kind: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// (Legacy) creates a deal property. `name` may be a label ("Deal Stage" → `deal_stage`).
+/// For `enumeration`, `value` is the option list separated by `;`; for other types it
+/// becomes the description, since a HubSpot definition has no value.
+#[utoipa::path(post, path = "/hubspot/fields/add", tag = "legacy", request_body = AddField,
+    responses((status = 201, description = "Declared", body = crate::dto::PropertyView)))]
 async fn add_field(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -131,15 +136,20 @@ async fn add_field(
     Ok(with_etag(StatusCode::CREATED, property))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ModifyField {
     new_name: String,
 }
 
+/// (Legacy) renames a field: a label change, internal names being immutable.
+#[utoipa::path(put, path = "/hubspot/fields/modify/{company_id}/{old_name}", tag = "legacy",
+    params(("company_id" = String, Path, description = "Company id"), ("old_name" = String, Path, description = "Internal name, or the name first given")),
+    request_body = ModifyField,
+    responses((status = 200, description = "Relabelled", body = crate::dto::PropertyView)))]
 async fn modify_field(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path((company_id, old_name)): Path<(String, String)>,
+    ApiPath((company_id, old_name)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<ModifyField>,
 ) -> ApiResult<Response> {
     if body.new_name.trim().is_empty() {
@@ -170,21 +180,32 @@ async fn modify_field(
     Err(last.map_or_else(|| Problem::invalid("old_name", "is required"), Problem::from))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ModifyCadence {
     template: String,
     delay_hours: u32,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Done {
+    status: String,
+}
+
+/// (Legacy) changes a company's cadence template and delay; answers 501 until Upso
+/// cadences are managed.
+#[utoipa::path(put, path = "/upso/cadence/modify/{company_id}", tag = "legacy",
+    params(("company_id" = String, Path, description = "Company id")),
+    request_body = ModifyCadence,
+    responses((status = 200, description = "Changed", body = Done)))]
 async fn modify_cadence(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(company_id): Path<String>,
+    ApiPath(company_id): ApiPath<String>,
     ApiJson(body): ApiJson<ModifyCadence>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Done>> {
     let req = ModifyCadenceRequest { company_id, template: body.template, delay_hours: body.delay_hours };
     s.upso_cadence.clone().modify_cadence(caller.request(req)).await?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    Ok(Json(Done { status: "ok".into() }))
 }
 
 #[cfg(test)]

@@ -1,0 +1,290 @@
+//! The gateway alone, over real HTTP: security headers, CORS, rate limits, idempotency
+//! keys, body limits, webhook signatures and OIDC tokens. No service behind it is needed
+//! for these routes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gomark_gateway::{AuthSettings, GatewaySettings, OidcSettings, Settings, start_gateway};
+use gomark_platform::Shutdown;
+use gomark_platform::settings::{Secret, ServerSettings};
+use gomark_storage::Database;
+use hubspot_client::webhook::{WebhookSecret, sign_v3};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const WEBHOOK_URL: &str = "https://gomark.example.com/webhooks/hubspot";
+const WEBHOOK_SECRET: &str = "test-client-secret";
+
+struct Gateway {
+    url: String,
+    admin_key: String,
+    http: reqwest::Client,
+    shutdown: Shutdown,
+    /// Dropping it would stop the servers.
+    _service: gomark_service::RunningService,
+    _db: gomark_testkit::TestDatabase,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn start(auth: AuthSettings) -> Gateway {
+    let tdb = gomark_testkit::TestDatabase::sqlite();
+    let db = Database::connect(&tdb.settings).await.expect("db");
+    let settings = Settings {
+        server: ServerSettings { grpc_addr: loopback(), admin_addr: loopback(), shutdown_grace_secs: 5 },
+        gateway: GatewaySettings {
+            http_addr: loopback(),
+            // Nothing listens there: these tests only use routes the gateway answers itself.
+            orchestrator_url: "http://127.0.0.1:9".into(),
+            upso_cadence_url: "http://127.0.0.1:9".into(),
+            max_body_bytes: 4096,
+            ..GatewaySettings::default()
+        },
+        auth,
+        ..Settings::default()
+    };
+    let shutdown = Shutdown::new();
+    let gateway = start_gateway(settings, db, Arc::new(gomark_cache::MemoryCache::new("t")), shutdown.clone())
+        .await
+        .expect("gateway");
+    Gateway {
+        url: format!("http://{}", gateway.http_addr),
+        admin_key: gateway.bootstrap_admin_key.expect("fresh database bootstraps a key"),
+        http: reqwest::Client::new(),
+        shutdown,
+        _service: gateway.service,
+        _db: tdb,
+    }
+}
+
+fn auth() -> AuthSettings {
+    AuthSettings {
+        cors_allowed_origins: "https://app.example.com".into(),
+        hubspot_webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
+        hubspot_webhook_url: WEBHOOK_URL.into(),
+        ..AuthSettings::default()
+    }
+}
+
+impl Gateway {
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.admin_key)
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.admin_key)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+#[tokio::test]
+async fn responses_carry_security_headers_and_a_request_id() {
+    let gw = start(auth()).await;
+    for resp in [gw.get("/healthz").send().await.expect("send"), gw.get("/nope").send().await.expect("send")] {
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h.contains_key("content-security-policy"));
+        assert!(h.contains_key("x-request-id"));
+    }
+    let echoed = gw.get("/healthz").header("x-request-id", "abc-123").send().await.expect("send");
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123", "a caller's request id is kept");
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let gw = start(auth()).await;
+    let preflight = |origin: &'static str| {
+        gw.http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/companies", gw.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.expect("send");
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    let refused = preflight("https://evil.example.com").await.expect("send");
+    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn each_key_is_rate_limited() {
+    let gw = start(AuthSettings { rate_limit_per_minute: 6, ..auth() }).await;
+    let other: Value = gw
+        .post("/v1/api-keys")
+        .json(&json!({"name": "other", "role": "admin"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let other_key = other["key"].as_str().expect("key").to_owned();
+    for i in 0..5 {
+        let r = gw.get("/v1/api-keys").send().await.expect("send");
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["ratelimit-remaining"], (4 - i).to_string().as_str());
+    }
+    let limited = gw.get("/v1/api-keys").send().await.expect("send");
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(limited.headers()["content-type"], "application/problem+json");
+    let own_budget = gw.http.get(format!("{}/v1/api-keys", gw.url)).bearer_auth(&other_key).send().await.expect("send");
+    assert_eq!(own_budget.status(), 200, "another key has its own budget");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_response() {
+    let gw = start(auth()).await;
+    let create = |body: Value| gw.post("/v1/api-keys").header("idempotency-key", "k-1").json(&body).send();
+    let first = create(json!({"name": "ci", "role": "viewer"})).await.expect("send");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+    let again = create(json!({"name": "ci", "role": "viewer"})).await.expect("send");
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"], "the same key, not a second one");
+    let listed: Value = gw.get("/v1/api-keys").send().await.expect("send").json().await.expect("json");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2), "bootstrap + one: {listed}");
+    let different = create(json!({"name": "other", "role": "viewer"})).await.expect("send");
+    assert_eq!(different.status(), 422, "a reused key with another body is refused");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let gw = start(auth()).await;
+    let big = json!({"name": "x".repeat(10_000), "role": "viewer"});
+    let r = gw.post("/v1/api-keys").json(&big).send().await.expect("send");
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn webhooks_need_a_valid_fresh_signature() {
+    let gw = start(auth()).await;
+    let secret = WebhookSecret::new(WEBHOOK_SECRET);
+    let body = br#"[{"eventId":1,"subscriptionId":2,"portalId":3,"appId":4,"occurredAt":1700000000000,"subscriptionType":"deal.creation","attemptNumber":0,"objectId":5}]"#;
+    let send = |signature: String, timestamp: String, body: &'static [u8]| {
+        gw.http
+            .post(format!("{}/webhooks/hubspot", gw.url))
+            .header("content-type", "application/json")
+            .header("x-hubspot-signature-v3", signature)
+            .header("x-hubspot-request-timestamp", timestamp)
+            .body(body)
+            .send()
+    };
+    let now = chrono_now_ms();
+    let good = sign_v3(&secret, "POST", WEBHOOK_URL, body, now);
+    let accepted = send(good.clone(), now.to_string(), body).await.expect("send");
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(accepted.json::<Value>().await.expect("json")["accepted"], 1);
+
+    let tampered: &'static [u8] = br#"[{"eventId":1,"subscriptionId":2,"portalId":3,"appId":4,"occurredAt":1700000000000,"subscriptionType":"deal.deletion","objectId":5}]"#;
+    assert_eq!(send(good.clone(), now.to_string(), tampered).await.expect("send").status(), 401, "tampered body");
+    let stale = now - 10 * 60 * 1000;
+    let stale_sig = sign_v3(&secret, "POST", WEBHOOK_URL, body, stale);
+    assert_eq!(send(stale_sig, stale.to_string(), body).await.expect("send").status(), 401, "stale");
+    let other_url = sign_v3(&secret, "POST", "https://elsewhere.example.com/webhooks/hubspot", body, now);
+    assert_eq!(send(other_url, now.to_string(), body).await.expect("send").status(), 401, "signed for another URL");
+    let missing = gw.http.post(format!("{}/webhooks/hubspot", gw.url)).body(&body[..]).send().await.expect("send");
+    assert_eq!(missing.status(), 401, "no signature");
+
+    let unconfigured = start(AuthSettings::default()).await;
+    let r = unconfigured
+        .http
+        .post(format!("{}/webhooks/hubspot", unconfigured.url))
+        .header("x-hubspot-signature-v3", good)
+        .header("x-hubspot-request-timestamp", now.to_string())
+        .body(&body[..])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401, "without a secret nothing is accepted");
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// An identity provider in miniature: a JWKS endpoint and a key to sign tokens with.
+struct Issuer {
+    url: String,
+    encoding: jsonwebtoken::EncodingKey,
+}
+
+async fn issuer() -> Issuer {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key pair");
+    let public = pair.public_key().as_ref().to_vec();
+    let pkcs8 = pair.to_pkcs8v1().expect("pkcs8");
+    let jwks = json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "test-key", "alg": "ES256", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&public[1..33]), "y": URL_SAFE_NO_PAD.encode(&public[33..65]),
+    }]});
+    let app =
+        axum::Router::new().route("/jwks", axum::routing::get(move || std::future::ready(axum::Json(jwks.clone()))));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Issuer { url, encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()) }
+}
+
+impl Issuer {
+    fn token(&self, claims: Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("test-key".into());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("sign")
+    }
+}
+
+#[tokio::test]
+async fn oidc_tokens_from_the_issuer_are_accepted_and_others_are_not() {
+    let idp = issuer().await;
+    let oidc = OidcSettings {
+        issuer: "https://login.example.com".into(),
+        audience: "gomark".into(),
+        jwks_url: format!("{}/jwks", idp.url),
+        ..OidcSettings::default()
+    };
+    let gw = start(AuthSettings { oidc: Some(oidc), ..auth() }).await;
+    let exp = chrono_now_ms() / 1000 + 600;
+    let claims = |overrides: Value| {
+        let mut c = json!({"iss": "https://login.example.com", "aud": "gomark", "sub": "ada", "exp": exp, "gomark_role": "admin"});
+        if let (Some(c), Some(o)) = (c.as_object_mut(), overrides.as_object()) {
+            c.extend(o.clone());
+        }
+        c
+    };
+    let call = |token: String| gw.http.get(format!("{}/v1/api-keys", gw.url)).bearer_auth(token).send();
+
+    assert_eq!(call(idp.token(claims(json!({})))).await.expect("send").status(), 200, "a valid admin token");
+    assert_eq!(call(idp.token(claims(json!({"gomark_role": "viewer"})))).await.expect("send").status(), 403, "viewer");
+    assert_eq!(call(idp.token(claims(json!({"gomark_role": null})))).await.expect("send").status(), 403, "no role");
+    for bad in [
+        json!({"aud": "someone-else"}),
+        json!({"iss": "https://evil.example.com"}),
+        json!({"exp": chrono_now_ms() / 1000 - 600}),
+    ] {
+        assert_eq!(call(idp.token(claims(bad.clone()))).await.expect("send").status(), 401, "{bad}");
+    }
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims(json!({})),
+        &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+    )
+    .expect("sign");
+    assert_eq!(call(forged).await.expect("send").status(), 401, "symmetric algorithms never pass");
+    let other_idp = issuer().await;
+    assert_eq!(call(other_idp.token(claims(json!({})))).await.expect("send").status(), 401, "another issuer's key");
+}
