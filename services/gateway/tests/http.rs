@@ -288,3 +288,40 @@ async fn oidc_tokens_from_the_issuer_are_accepted_and_others_are_not() {
     let other_idp = issuer().await;
     assert_eq!(call(other_idp.token(claims(json!({})))).await.expect("send").status(), 401, "another issuer's key");
 }
+
+#[tokio::test]
+async fn replicas_share_one_rate_limit_through_redis() {
+    let Some(redis) = gomark_testkit::redis_url() else {
+        gomark_testkit::note_skipped("shared rate limit", gomark_testkit::REDIS_VAR);
+        return;
+    };
+    // Two gateways (replicas) on one database and one Redis prefix: one budget per key.
+    let tdb = gomark_testkit::TestDatabase::sqlite();
+    let prefix = gomark_testkit::unique("rl");
+    let mut urls = Vec::new();
+    let mut keep = Vec::new();
+    let mut admin_key = None;
+    for _ in 0..2 {
+        let db = Database::connect(&tdb.settings).await.expect("db");
+        let cache =
+            Arc::new(gomark_cache::RedisCache::new(&redis, &prefix, std::time::Duration::from_secs(2)).expect("redis"));
+        let settings = Settings {
+            server: ServerSettings { grpc_addr: loopback(), admin_addr: loopback(), shutdown_grace_secs: 5 },
+            gateway: GatewaySettings { http_addr: loopback(), ..GatewaySettings::default() },
+            auth: AuthSettings { rate_limit_per_minute: 4, ..AuthSettings::default() },
+            ..Settings::default()
+        };
+        let gw = start_gateway(settings, db, cache, Shutdown::new()).await.expect("gateway");
+        admin_key = admin_key.or(gw.bootstrap_admin_key.clone());
+        urls.push(format!("http://{}", gw.http_addr));
+        keep.push(gw.service);
+    }
+    let key = admin_key.expect("the first replica bootstrapped a key");
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = http.get(format!("{}/v1/api-keys", urls[i % 2])).bearer_auth(&key).send().await.expect("send");
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "4 a minute across both replicas");
+}
