@@ -2,7 +2,7 @@
 
 use crate::{Cache, Result};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,11 +13,13 @@ const MAX_ENTRIES: usize = 50_000;
 pub struct MemoryCache {
     prefix: String,
     entries: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
+    /// Rolling windows: the instants of the uses still inside each window.
+    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl MemoryCache {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned(), entries: Mutex::new(HashMap::new()) }
+        Self { prefix: prefix.to_owned(), entries: Mutex::new(HashMap::new()), windows: Mutex::new(HashMap::new()) }
     }
 
     fn key(&self, key: &str) -> String {
@@ -62,6 +64,24 @@ impl Cache for MemoryCache {
         let key = self.key(key);
         self.entries().remove(&key);
         Ok(())
+    }
+
+    async fn acquire_slot(&self, key: &str, window: Duration, max: u32) -> Result<Option<Duration>> {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if windows.len() >= MAX_ENTRIES {
+            windows.retain(|_, uses| uses.back().is_some_and(|last| now.duration_since(*last) < window));
+        }
+        let uses = windows.entry(key).or_default();
+        while uses.front().is_some_and(|first| now.duration_since(*first) >= window) {
+            uses.pop_front();
+        }
+        if uses.len() < max as usize {
+            uses.push_back(now);
+            return Ok(None);
+        }
+        Ok(Some(uses.front().map_or(window, |first| window.saturating_sub(now.duration_since(*first)))))
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {

@@ -6,6 +6,34 @@ use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, Runtime, Timeouts};
 use std::time::Duration;
 
+/// The rolling window, atomically: drop uses older than the window, then take a slot if
+/// one is free, else say how long until the oldest use leaves. Time comes from Redis itself
+/// so replicas with skewed clocks still agree.
+static SLIDING_WINDOW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+        local window = tonumber(ARGV[1])
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - window)
+        if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+            redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. now)
+            redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+            return 0
+        end
+        local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+        return math.max(1, tonumber(oldest[2]) + window - now)
+        ",
+    )
+});
+
+/// Distinguishes two uses in the same microsecond.
+fn rand_member() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 32
+}
+
 pub struct RedisCache {
     pool: Pool,
     prefix: String,
@@ -59,6 +87,18 @@ impl Cache for RedisCache {
     async fn delete(&self, key: &str) -> Result<()> {
         let key = self.key(key);
         self.run(|mut c| async move { c.del::<_, ()>(key).await }).await
+    }
+
+    async fn acquire_slot(&self, key: &str, window: Duration, max: u32) -> Result<Option<Duration>> {
+        let key = self.key(key);
+        let window_us = window.as_micros().max(1) as u64;
+        let member = format!("{:x}", rand_member());
+        self.run(|mut c| async move {
+            let wait_us: i64 =
+                SLIDING_WINDOW.key(&key).arg(window_us).arg(max).arg(member).invoke_async(&mut c).await?;
+            Ok((wait_us > 0).then(|| Duration::from_micros(wait_us as u64)))
+        })
+        .await
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {

@@ -47,6 +47,21 @@ async fn counters_count_within_their_window() {
 }
 
 #[tokio::test]
+async fn a_rolling_window_never_holds_more_than_its_max() {
+    for (label, cache) in caches() {
+        let window = Duration::from_millis(400);
+        for i in 0..3 {
+            assert_eq!(cache.acquire_slot("w", window, 3).await.expect(label), None, "{label}: use {i}");
+        }
+        let wait = cache.acquire_slot("w", window, 3).await.expect(label).expect("full");
+        assert!(wait <= window && wait > Duration::ZERO, "{label}: {wait:?}");
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+        assert_eq!(cache.acquire_slot("w", window, 3).await.expect(label), None, "{label}: a slot freed up");
+        assert!(cache.acquire_slot("other", window, 1).await.expect(label).is_none(), "{label}: keys are separate");
+    }
+}
+
+#[tokio::test]
 async fn prefixes_isolate_callers() {
     for (label, cache) in caches() {
         cache.set("shared", b"mine", Duration::from_secs(30)).await.expect(label);
