@@ -11,6 +11,10 @@ pub mod event_types {
     pub const DEAL_PROPERTY_CHANGE_REQUESTED: &str = "deal_property.change_requested";
     /// `DealPropertyApplied`
     pub const DEAL_PROPERTY_APPLIED: &str = "deal_property.applied";
+    /// `DealUpserted`
+    pub const DEAL_UPSERTED: &str = "deal.upserted";
+    /// `DealDeleted`
+    pub const DEAL_DELETED: &str = "deal.deleted";
 }
 
 /// A new envelope for `payload`, stamped now, carrying the current trace context.

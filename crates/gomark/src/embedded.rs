@@ -23,6 +23,10 @@ pub struct EmbeddedOptions {
     pub sim: SimConfig,
     /// Requests per minute per API key at the gateway.
     pub rate_limit_per_minute: u64,
+    /// How the simulator delivers webhooks (its target and secret are filled in).
+    pub webhooks: hubspot_sim::WebhookConfig,
+    /// hubspot-sync's deal sync timing.
+    pub deal_sync: gomark_hubspot_sync::DealSyncSettings,
 }
 
 impl Default for EmbeddedOptions {
@@ -34,6 +38,13 @@ impl Default for EmbeddedOptions {
             demo: true,
             sim: SimConfig::default(),
             rate_limit_per_minute: gomark_gateway::AuthSettings::default().rate_limit_per_minute,
+            webhooks: hubspot_sim::WebhookConfig::default(),
+            // The simulator's search has no index lag, and a local demo should move quickly.
+            deal_sync: gomark_hubspot_sync::DealSyncSettings {
+                interval_secs: 30,
+                index_lag_secs: 0,
+                ..Default::default()
+            },
         }
     }
 }
@@ -41,6 +52,8 @@ impl Default for EmbeddedOptions {
 /// A running embedded GoMark.
 pub struct Embedded {
     pub gateway_url: String,
+    /// The in-process event bus every service publishes to (tests and benchmarks listen).
+    pub bus: Arc<dyn gomark_events::EventBus>,
     pub hubspot_sim_url: String,
     pub hubspot_sim: HubSpotSim,
     /// The admin API key created on the first start of this data folder (shown once).
@@ -50,6 +63,29 @@ pub struct Embedded {
     pub admin_addr: SocketAddr,
     pub shutdown: Shutdown,
     running: Vec<RunningService>,
+}
+
+/// A fresh secret for this run's simulated HubSpot app (it signs webhooks).
+fn webhook_secret() -> String {
+    format!("sim-{:032x}", rand::random::<u128>())
+}
+
+/// The key sealing HubSpot credentials in this data folder, created on first start and
+/// readable by this user only.
+fn credential_key(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let path = data_dir.join("credential.key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let key = gomark_hubspot_sync::credentials::Vault::generate_setting("k1");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, key.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
 }
 
 fn grpc_url(addr: SocketAddr) -> String {
@@ -101,12 +137,15 @@ impl Embedded {
             common: common(gomark_hubspot_sync::NAME),
             hubspot: gomark_hubspot_sync::HubSpotSettings {
                 base_url: format!("http://{sim_addr}"),
+                credential_keys: Secret::new(credential_key(&options.data_dir)?),
                 ..Default::default()
             },
+            deals: options.deal_sync.clone(),
         };
         let b = backends(&settings.common).await?;
         let hubspot_sync = gomark_hubspot_sync::start(settings, b, shutdown.clone()).await.context("hubspot-sync")?;
-        services.push((gomark_hubspot_sync::NAME, hubspot_sync.grpc_addr));
+        let hubspot_sync_addr = hubspot_sync.grpc_addr;
+        services.push((gomark_hubspot_sync::NAME, hubspot_sync_addr));
 
         let settings = gomark_orchestrator::Settings {
             common: common(gomark_orchestrator::NAME),
@@ -144,17 +183,25 @@ impl Embedded {
 
         let gateway_common = common(gomark_gateway::NAME);
         let gateway_backends = backends(&gateway_common).await?;
-        let gateway = gomark_gateway::start_gateway(
+        // The simulator's webhooks are signed for the gateway's real address: bind first.
+        let http_listener = gomark_platform::server::bind(loopback(options.port), "REST API").await?;
+        let webhook_url = format!("http://{}/webhooks/hubspot", http_listener.local_addr()?);
+        let webhook_secret = webhook_secret();
+        let gateway = gomark_gateway::start_gateway_on(
+            http_listener,
             gomark_gateway::Settings {
                 server,
                 gateway: gomark_gateway::GatewaySettings {
                     http_addr: loopback(options.port),
                     orchestrator_url: grpc_url(orchestrator_addr),
                     upso_cadence_url: grpc_url(upso_addr),
+                    hubspot_sync_url: grpc_url(hubspot_sync_addr),
                     ..Default::default()
                 },
                 auth: gomark_gateway::AuthSettings {
                     rate_limit_per_minute: options.rate_limit_per_minute,
+                    hubspot_webhook_secret: Some(Secret::new(webhook_secret.clone())),
+                    hubspot_webhook_url: webhook_url.clone(),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -166,6 +213,11 @@ impl Embedded {
         .await
         .context("gateway")?;
         let admin_api_key = gateway.bootstrap_admin_key.clone();
+        sim.configure_webhooks(hubspot_sim::WebhookConfig {
+            target_url: webhook_url,
+            client_secret: webhook_secret,
+            ..options.webhooks.clone()
+        });
         services.insert(0, (gomark_gateway::NAME, gateway.service.grpc_addr));
         let gateway_url = format!("http://{}", gateway.http_addr);
 
@@ -176,6 +228,7 @@ impl Embedded {
 
         let embedded = Self {
             gateway_url,
+            bus: bus.clone(),
             hubspot_sim_url: format!("http://{sim_addr}"),
             hubspot_sim: sim,
             admin_api_key,

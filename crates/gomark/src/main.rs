@@ -33,6 +33,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Logs::Pretty)]
         log_format: Logs,
     },
+    /// Print a new key for sealing HubSpot credentials (`hubspot.credential_keys`).
+    Keygen {
+        /// The key's id; put the new entry first to rotate.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
     /// Run one service, configured by GOMARK_CONFIG and GOMARK__* variables.
     Run {
         #[arg(value_enum)]
@@ -60,6 +66,10 @@ async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { data_dir, port, no_demo, log_format } => serve(data_dir, port, !no_demo, log_format).await,
         Command::Run { service } => run(service).await,
+        Command::Keygen { id } => {
+            println!("{}", gomark_hubspot_sync::credentials::Vault::generate_setting(&id));
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -11,9 +11,10 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::budget::{BudgetError, RequestBudget, RequestKind};
 use crate::config::ClientConfig;
 use crate::error::{self, Error, Result};
-use crate::rate_limit::{self, RateLimitInfo};
+use crate::rate_limit::{self, RateLimitInfo, RateLimitPolicy};
 use crate::retry::RetryPolicy;
 use crate::token::AccessToken;
 
@@ -27,6 +28,8 @@ const MAX_TRACKED_TOKENS: usize = 4096;
 #[derive(Clone)]
 pub struct HubSpotClient {
     inner: Arc<Inner>,
+    /// Optional per-portal limiter; per handle so `with_budget` does not need to rebuild `inner`.
+    budget: Option<Arc<dyn RequestBudget>>,
 }
 
 struct Inner {
@@ -49,6 +52,29 @@ impl RawResponse {
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| Error::Decode(e.to_string()))
     }
+}
+
+/// A request body, already encoded.
+pub(crate) enum Payload {
+    None,
+    Json(Vec<u8>),
+    /// `application/x-www-form-urlencoded` (OAuth).
+    Form(String),
+}
+
+/// Everything needed to send one logical request (all its attempts).
+pub(crate) struct Call<'a> {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) payload: Payload,
+    /// Sent as `Authorization: Bearer …`; its rate-limit headers are recorded for
+    /// [`HubSpotClient::last_rate_limit`]. `None` for OAuth token calls.
+    pub(crate) bearer: Option<&'a AccessToken>,
+    /// [`AccessToken::budget_key`] of the portal the call counts against.
+    pub(crate) budget_key: String,
+    pub(crate) kind: RequestKind,
+    /// Values that must never appear in an error (the token, client secrets, refresh tokens).
+    pub(crate) secrets: Vec<&'a str>,
 }
 
 /// A failed attempt: the error plus the server's `Retry-After`, if any.
@@ -88,7 +114,17 @@ impl HubSpotClient {
                 hasher: RandomState::new(),
                 rate_limits: Mutex::new(HashMap::new()),
             }),
+            budget: None,
         })
+    }
+
+    /// Installs a per-portal [`RequestBudget`]: `acquire` runs before every HTTP attempt
+    /// (retries included) and `observe` after every response. Without one (the default) requests
+    /// are only paced by the retry backoff. Other clones keep their own budget (or none).
+    #[must_use]
+    pub fn with_budget(mut self, budget: Arc<dyn RequestBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The configuration this client was built with.
@@ -139,7 +175,20 @@ impl HubSpotClient {
         Ok(url)
     }
 
-    /// Sends a JSON request with retries (see [`crate::retry`]) and returns the 2xx response.
+    /// `{base}/{segments…}` outside the CRM families (e.g. `/oauth/v1/token`).
+    pub(crate) fn root_url(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.inner.base_url.clone();
+        {
+            let mut path =
+                url.path_segments_mut().map_err(|()| Error::Config("base_url cannot carry a path".to_owned()))?;
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        Ok(url)
+    }
+
+    /// Sends a JSON request against the standard budget with retries (see [`crate::retry`]) and
+    /// returns the 2xx response.
     pub(crate) async fn send_json<B: Serialize + ?Sized>(
         &self,
         token: &AccessToken,
@@ -147,12 +196,43 @@ impl HubSpotClient {
         url: Url,
         body: Option<&B>,
     ) -> Result<RawResponse> {
-        let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::Encode(e.to_string()))?;
-        let auth = bearer(token)?;
+        self.send_json_as(token, RequestKind::Standard, method, url, body).await
+    }
+
+    /// [`Self::send_json`] drawing from the budget of `kind`.
+    pub(crate) async fn send_json_as<B: Serialize + ?Sized>(
+        &self,
+        token: &AccessToken,
+        kind: RequestKind,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<RawResponse> {
+        let payload = match body {
+            Some(body) => Payload::Json(serde_json::to_vec(body).map_err(|e| Error::Encode(e.to_string()))?),
+            None => Payload::None,
+        };
+        self.execute(Call {
+            method,
+            url,
+            payload,
+            bearer: Some(token),
+            budget_key: token.budget_key(),
+            kind,
+            secrets: vec![token.expose()],
+        })
+        .await
+    }
+
+    /// Sends `call`, retrying per [`RetryPolicy`], asking the budget before every attempt.
+    pub(crate) async fn execute(&self, call: Call<'_>) -> Result<RawResponse> {
+        let auth = call.bearer.map(bearer).transpose()?;
+        let Call { method, url, .. } = &call;
         let mut retry = 0u32;
         loop {
             tracing::debug!(method = %method, path = url.path(), retry, "HubSpot request");
-            let failure = match self.attempt(token, &auth, method.clone(), url.clone(), body.clone()).await {
+            self.acquire(&call).await?;
+            let failure = match self.attempt(&call, auth.as_ref()).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -178,30 +258,45 @@ impl HubSpotClient {
         }
     }
 
+    /// Asks the budget (if any) for one attempt. A spent daily budget becomes the same error a
+    /// HubSpot `DAILY` 429 gives, which is never retried, so no HTTP call is made at all.
+    async fn acquire(&self, call: &Call<'_>) -> Result<()> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        budget.acquire(&call.budget_key, call.kind).await.map_err(|e| match e {
+            BudgetError::DailyExhausted { retry_after } => {
+                Error::RateLimited { policy: RateLimitPolicy::Daily, retry_after: Some(retry_after) }
+            }
+        })
+    }
+
     /// One HTTP exchange, no retries.
-    async fn attempt(
-        &self,
-        token: &AccessToken,
-        auth: &HeaderValue,
-        method: Method,
-        url: Url,
-        body: Option<Vec<u8>>,
-    ) -> std::result::Result<RawResponse, Failure> {
+    async fn attempt(&self, call: &Call<'_>, auth: Option<&HeaderValue>) -> std::result::Result<RawResponse, Failure> {
         let mut request = self
             .inner
             .http
-            .request(method, url)
-            .header(AUTHORIZATION, auth.clone())
+            .request(call.method.clone(), call.url.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"));
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body);
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth.clone());
         }
+        request = match &call.payload {
+            Payload::None => request,
+            Payload::Json(body) => {
+                request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body.clone())
+            }
+            Payload::Form(body) => request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+                .body(body.clone()),
+        };
         let response = request.send().await.map_err(map_reqwest)?;
         let status = response.status();
         let headers = response.headers().clone();
         let rate_limit = RateLimitInfo::from_headers(&headers);
-        if let Some(info) = rate_limit {
+        if let (Some(info), Some(token)) = (rate_limit, call.bearer) {
             self.record_rate_limit(token, info);
+        }
+        if let Some(budget) = &self.budget {
+            budget.observe(&call.budget_key, call.kind, rate_limit.as_ref(), status.as_u16());
         }
         let body = response.bytes().await.map_err(map_reqwest)?.to_vec();
         if status.is_success() {
@@ -209,9 +304,26 @@ impl HubSpotClient {
         }
         Err(Failure {
             retry_after: rate_limit::retry_after(&headers),
-            error: Error::from_response(status.as_u16(), &headers, &body, rate_limit.as_ref(), token),
+            error: Error::from_response(status.as_u16(), &headers, &body, rate_limit.as_ref(), &call.secrets),
         })
     }
+}
+
+/// The body of a GET whose 404 means "absent".
+pub(crate) fn get_optional<T: DeserializeOwned>(response: Result<RawResponse>) -> Result<Option<T>> {
+    match response {
+        Ok(response) => response.json().map(Some),
+        Err(Error::Api { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends `pairs` to the query of `url` (form-encoded).
+pub(crate) fn with_query(mut url: Url, pairs: &[(&str, &str)]) -> Url {
+    if !pairs.is_empty() {
+        url.query_pairs_mut().extend_pairs(pairs);
+    }
+    url
 }
 
 fn bearer(token: &AccessToken) -> Result<HeaderValue> {
@@ -230,6 +342,7 @@ impl fmt::Debug for HubSpotClient {
         f.debug_struct("HubSpotClient")
             .field("base_url", &self.inner.base_url.as_str())
             .field("config", &self.inner.config)
+            .field("budget", &self.budget.is_some())
             .finish_non_exhaustive()
     }
 }

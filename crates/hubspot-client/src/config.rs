@@ -28,6 +28,14 @@ impl ApiVersion {
             ApiVersion::Date2026_03 => ["crm", family, "2026-03"],
         }
     }
+
+    /// Path of the OAuth token endpoint: `/oauth/v1/token` or `/oauth/2026-03/token`.
+    pub fn oauth_token_segments(self) -> [&'static str; 3] {
+        match self {
+            ApiVersion::V3 => ["oauth", "v1", "token"],
+            ApiVersion::Date2026_03 => ["oauth", "2026-03", "token"],
+        }
+    }
 }
 
 /// Settings shared by every request a [`crate::HubSpotClient`] makes.
@@ -79,6 +87,8 @@ mod tests {
         assert_eq!(ApiVersion::V3.crm_segments("properties"), ["crm", "v3", "properties"]);
         assert_eq!(ApiVersion::Date2026_03.crm_segments("properties"), ["crm", "properties", "2026-03"]);
         assert_eq!(ApiVersion::default(), ApiVersion::V3);
+        assert_eq!(ApiVersion::V3.oauth_token_segments(), ["oauth", "v1", "token"]);
+        assert_eq!(ApiVersion::Date2026_03.oauth_token_segments(), ["oauth", "2026-03", "token"]);
     }
 
     #[test]

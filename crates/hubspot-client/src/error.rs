@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use crate::rate_limit::{self, RateLimitInfo, RateLimitPolicy};
 use crate::retry;
-use crate::token::AccessToken;
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -56,6 +55,10 @@ pub enum Error {
     /// Invalid client configuration or input (bad base URL, token unusable as a header, …).
     #[error("invalid HubSpot client configuration: {0}")]
     Config(String),
+    /// A request refused locally, before any HTTP call, because HubSpot would reject it (search
+    /// over its filter caps, a page size above the maximum, …).
+    #[error("invalid HubSpot request: {0}")]
+    InvalidRequest(String),
 }
 
 impl Error {
@@ -66,7 +69,7 @@ impl Error {
             Error::Api { status, .. } => retry::is_retryable_status(*status),
             Error::RateLimited { policy, .. } => *policy != RateLimitPolicy::Daily,
             Error::Timeout | Error::Transport(_) => true,
-            Error::Decode(_) | Error::Encode(_) | Error::Config(_) => false,
+            Error::Decode(_) | Error::Encode(_) | Error::Config(_) | Error::InvalidRequest(_) => false,
         }
     }
 
@@ -85,7 +88,7 @@ impl Error {
         headers: &HeaderMap,
         body: &[u8],
         rate_limit: Option<&RateLimitInfo>,
-        token: &AccessToken,
+        secrets: &[&str],
     ) -> Self {
         let json = serde_json::from_slice::<Value>(body).ok().filter(Value::is_object);
         if status == 429 {
@@ -95,13 +98,13 @@ impl Error {
             };
         }
         let text =
-            |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(|s| redact(s, token));
+            |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(|s| redact(s, secrets));
         let sub_category = text("subCategory").or_else(|| {
             json.as_ref()
                 .and_then(|j| j.get("errors"))
                 .and_then(Value::as_array)
                 .and_then(|errors| errors.iter().find_map(|e| e.get("subCategory").and_then(Value::as_str)))
-                .map(|s| redact(s, token))
+                .map(|s| redact(s, secrets))
         });
         Error::Api {
             status,
@@ -113,10 +116,9 @@ impl Error {
     }
 }
 
-/// Defence in depth: never let a server echo of the token reach an error.
-fn redact(s: &str, token: &AccessToken) -> String {
-    let secret = token.expose();
-    if secret.is_empty() { s.to_owned() } else { s.replace(secret, "***") }
+/// Defence in depth: never let a server echo of the token (or another secret) reach an error.
+pub(crate) fn redact(s: &str, secrets: &[&str]) -> String {
+    secrets.iter().filter(|secret| !secret.is_empty()).fold(s.to_owned(), |text, secret| text.replace(secret, "***"))
 }
 
 fn api_details(category: &Option<String>, sub_category: &Option<String>, correlation_id: &Option<String>) -> String {
@@ -155,14 +157,14 @@ pub(crate) fn transport_message(err: reqwest::Error) -> String {
 mod tests {
     use super::*;
 
-    fn token() -> AccessToken {
-        AccessToken::new("pat-secret-123")
+    fn token() -> &'static [&'static str] {
+        &["pat-secret-123"]
     }
 
     #[test]
     fn parses_hubspot_error_body() {
         let body = br#"{"status":"error","message":"Property named 'x' already exists.","correlationId":"0b1c","category":"OBJECT_ALREADY_EXISTS","subCategory":"Properties.PROPERTY_WITH_NAME_EXISTS","context":{"name":["x"]},"errors":[]}"#;
-        let err = Error::from_response(409, &HeaderMap::new(), body, None, &token());
+        let err = Error::from_response(409, &HeaderMap::new(), body, None, token());
         assert_eq!(
             err,
             Error::Api {
@@ -182,14 +184,14 @@ mod tests {
     #[test]
     fn sub_category_from_errors_array() {
         let body = br#"{"message":"bad","errors":[{"message":"m"},{"message":"n","subCategory":"X.Y"}]}"#;
-        let err = Error::from_response(400, &HeaderMap::new(), body, None, &token());
+        let err = Error::from_response(400, &HeaderMap::new(), body, None, token());
         assert!(matches!(err, Error::Api { sub_category: Some(ref s), .. } if s == "X.Y"));
     }
 
     #[test]
     fn non_json_body() {
         for body in [&b"<html>Bad gateway</html>"[..], b"", b"[1]", b"\"str\""] {
-            let err = Error::from_response(502, &HeaderMap::new(), body, None, &token());
+            let err = Error::from_response(502, &HeaderMap::new(), body, None, token());
             assert!(
                 matches!(err, Error::Api { status: 502, ref message, category: None, .. } if message == UNEXPECTED_RESPONSE)
             );
@@ -200,15 +202,16 @@ mod tests {
     #[test]
     fn redacts_echoed_token() {
         let body = br#"{"message":"token pat-secret-123 is invalid","category":"INVALID_AUTHENTICATION"}"#;
-        let err = Error::from_response(401, &HeaderMap::new(), body, None, &token());
+        let err = Error::from_response(401, &HeaderMap::new(), body, None, token());
         assert!(!err.to_string().contains("pat-secret-123"));
         assert!(!format!("{err:?}").contains("pat-secret-123"));
+        assert_eq!(redact("a s1 b s2 c", &["s1", "", "s2"]), "a *** b *** c");
     }
 
     #[test]
     fn rate_limited_classification() {
         let body = br#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
-        let err = Error::from_response(429, &HeaderMap::new(), body, None, &token());
+        let err = Error::from_response(429, &HeaderMap::new(), body, None, token());
         assert_eq!(err, Error::RateLimited { policy: RateLimitPolicy::Daily, retry_after: None });
         assert!(!err.is_retryable());
         assert_eq!(err.status(), Some(429));
@@ -225,6 +228,8 @@ mod tests {
         assert!(Error::Timeout.is_retryable());
         assert!(Error::Transport("reset".into()).is_retryable());
         assert!(!Error::Decode("x".into()).is_retryable());
+        assert!(!Error::InvalidRequest("x".into()).is_retryable());
+        assert_eq!(Error::InvalidRequest("x".into()).status(), None);
         assert_eq!(Error::Timeout.status(), None);
     }
 }

@@ -1,9 +1,11 @@
 //! Typed, reusable HubSpot CRM API client for GoMark: one shared connection pool for all portals,
 //! per-call bearer tokens, bounded jittered retries, and HubSpot rate-limit header parsing.
 //!
-//! Only deal-property endpoints exist today (see [`HubSpotClient::list_deal_properties`] and
-//! friends); pipelines and deals will be added as further modules on top of the same request/retry
-//! core. [`webhook`] verifies HubSpot webhook signatures and parses event batches.
+//! Covered (deals, both `ApiVersion`s): properties and property groups (with batch
+//! create/read/archive), pipelines and stages, deal records (list, CRUD, batch read/create),
+//! search with local validation, an incremental sync over search that survives the 10,000-result
+//! cap ([`sync`]), and OAuth token refresh. An optional per-portal [`RequestBudget`] is consulted
+//! before every attempt. [`webhook`] verifies HubSpot webhook signatures and parses event batches.
 //!
 //! ```no_run
 //! # async fn demo() -> hubspot_client::Result<()> {
@@ -20,21 +22,41 @@
 //! # }
 //! ```
 
+mod batch;
+mod budget;
 mod client;
 mod config;
+pub mod deals;
 mod error;
+mod oauth;
+pub mod pipelines;
 mod properties;
 mod rate_limit;
 mod retry;
+pub mod search;
 mod serde_util;
+pub mod sync;
 mod token;
 pub mod webhook;
 
+pub use batch::{BATCH_CHUNK_SIZE, BatchError, BatchResult};
+pub use budget::{BudgetError, RequestBudget, RequestKind};
 pub use client::HubSpotClient;
 pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL};
+pub use deals::model::{Deal, Page, parse_timestamp_ms};
 pub use error::{Error, Result};
+pub use oauth::OAuthTokens;
+pub use pipelines::model::{
+    Pipeline, PipelineCreate, PipelineReplace, PipelineStage, PipelineStageInput, PipelineStageUpdate, PipelineUpdate,
+    normalize_probability, probability, stage_metadata,
+};
 pub use properties::DEALS_OBJECT_TYPE;
-pub use properties::model::{ModificationMetadata, Property, PropertyCreate, PropertyOption, PropertyUpdate};
+pub use properties::model::{
+    ModificationMetadata, Property, PropertyCreate, PropertyGroup, PropertyGroupCreate, PropertyGroupUpdate,
+    PropertyOption, PropertyUpdate,
+};
 pub use rate_limit::{RateLimitInfo, RateLimitPolicy};
+pub use search::{Filter, FilterGroup, Operator, SearchPage, SearchRequest, Sort, SortDirection};
+pub use sync::{IncrementalSync, SyncOutcome};
 pub use token::AccessToken;
 pub use webhook::{SignatureError, SignatureVersion, SignedRequest, VerifyOptions, WebhookEvent, WebhookSecret};

@@ -12,6 +12,8 @@ pub enum RateLimitPolicy {
     TenSecondlyRolling,
     /// The daily budget (`DAILY`).
     Daily,
+    /// The CRM search per-second budget (`SECONDLY`).
+    Secondly,
 }
 
 impl RateLimitPolicy {
@@ -20,6 +22,7 @@ impl RateLimitPolicy {
         match self {
             Self::TenSecondlyRolling => "TEN_SECONDLY_ROLLING",
             Self::Daily => "DAILY",
+            Self::Secondly => "SECONDLY",
         }
     }
 
@@ -27,6 +30,7 @@ impl RateLimitPolicy {
         match self {
             Self::TenSecondlyRolling => "You have reached your ten_secondly_rolling limit.",
             Self::Daily => "You have reached your daily limit.",
+            Self::Secondly => "You have reached your secondly limit.",
         }
     }
 }

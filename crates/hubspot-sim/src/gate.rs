@@ -1,10 +1,14 @@
 //! The middleware every request passes through: latency, authentication, per-portal rate
 //! limiting, fault injection, error-body normalisation, rate-limit headers and logging.
+//!
+//! CRM search (`POST …/search`) is admitted against its own per-second budget instead of the
+//! burst window and its responses carry no `X-HubSpot-RateLimit-*` headers, like HubSpot's.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,6 +21,7 @@ const MAX_NORMALISED_BODY: usize = 16 * 1024;
 
 pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, next: Next) -> Response {
     let timestamp = SystemTime::now();
+    let is_search = request.method() == Method::POST && is_search_path(request.uri().path());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
 
@@ -34,7 +39,15 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
     let portal = sim.portal_for(&token);
     let (portal_id, outcome, injected) = {
         let mut guard = lock(&portal);
-        let outcome = guard.limiter.admit(sim.limits(), Instant::now(), chrono::Utc::now().date_naive());
+        let now = Instant::now();
+        let today = chrono::Utc::now().date_naive();
+        let limits = sim.limits();
+        let outcome = if is_search {
+            guard.limiter.admit_search(limits, now, today)
+        } else {
+            guard.traffic.observe(now, limits.burst_window);
+            guard.limiter.admit(limits, now, today)
+        };
         let injected = match outcome {
             Outcome::Allowed(_) => guard.take_injected_failure(),
             Outcome::Limited(..) => None,
@@ -46,19 +59,26 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
         Outcome::Limited(policy, snapshot) => (rate_limit_response(policy, portal_id), snapshot),
         Outcome::Allowed(snapshot) => {
             let response = if let Some(status) = injected {
-                injected_response(status, portal_id)
+                injected_response(status, portal_id, is_search)
             } else if random_failure(sim.failure_rate()) {
                 ApiError::for_status(StatusCode::BAD_GATEWAY, "Bad Gateway (random failure injected by hubspot-sim)")
                     .into_response()
             } else {
-                request.extensions_mut().insert(portal);
+                request.extensions_mut().insert(Arc::clone(&portal));
+                request.extensions_mut().insert(sim.clone());
                 normalise_error(next.run(request).await).await
             };
             (response, snapshot)
         }
     };
 
-    snapshot.apply(response.headers_mut());
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        let mut guard = lock(&portal);
+        guard.traffic.rate_limited = guard.traffic.rate_limited.saturating_add(1);
+    }
+    if !is_search {
+        snapshot.apply(response.headers_mut());
+    }
     sim.record(RecordedRequest {
         method,
         path,
@@ -77,14 +97,21 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
+/// `…/objects/{type}/search` on the v3 or date-versioned paths.
+fn is_search_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.ends_with("/search") && (path.starts_with("/crm/v3/objects/") || path.starts_with("/crm/objects/"))
+}
+
 fn random_failure(rate: f64) -> bool {
     rate > 0.0 && rand::random::<f64>() < rate
 }
 
-fn injected_response(status: u16, portal_id: u64) -> Response {
+fn injected_response(status: u16, portal_id: u64, is_search: bool) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return rate_limit_response(RateLimitPolicy::TenSecondlyRolling, portal_id);
+        let policy = if is_search { RateLimitPolicy::Secondly } else { RateLimitPolicy::TenSecondlyRolling };
+        return rate_limit_response(policy, portal_id);
     }
     ApiError::for_status(
         status,
@@ -129,6 +156,14 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert(header::AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
         map
+    }
+
+    #[test]
+    fn search_paths() {
+        assert!(is_search_path("/crm/v3/objects/deals/search"));
+        assert!(is_search_path("/crm/objects/2026-03/deals/search/"));
+        assert!(!is_search_path("/crm/v3/properties/deals/search"));
+        assert!(!is_search_path("/crm/v3/objects/deals/123"));
     }
 
     #[test]

@@ -1,24 +1,46 @@
-//! `hubspot-sim`: a HubSpot CRM properties API simulator (deal properties and property groups, per-portal rate limits, fault injection) for GoMark tests and demos.
+//! `hubspot-sim`: a HubSpot CRM simulator for GoMark tests and demos: deal properties and
+//! property groups, deal pipelines and stages, deals (CRUD, batch, search), signed webhook
+//! delivery, per-portal rate limits (burst, daily and the separate search budget) and fault
+//! injection. See CONTRACT.md (§3–§7) for the HubSpot behaviour it follows.
 //!
 //! Start it in-process with [`spawn`] (or embed [`HubSpotSim::router`]), point a HubSpot
-//! client at the returned address, and inspect state with [`HubSpotSim::property`] and
-//! [`HubSpotSim::requests`]. Each distinct bearer token is its own portal.
+//! client at the returned address, and inspect state with [`HubSpotSim::property`],
+//! [`HubSpotSim::deal`], [`HubSpotSim::pipeline`] and [`HubSpotSim::requests`]. Each distinct
+//! bearer token is its own portal, created lazily on first use with HubSpot's default
+//! properties and the `default` "Sales Pipeline".
+//!
+//! Conventions worth knowing:
+//! - `createdate` / `hs_lastmodifieddate` are epoch-millisecond strings; `createdAt` /
+//!   `updatedAt` are ISO-8601.
+//! - Search (`POST …/search`) does not use the burst window and sends no
+//!   `X-HubSpot-RateLimit-*` headers; it has its own per-second budget
+//!   ([`SimConfig::search_per_second`]) and counts against the daily limit.
+//! - Webhooks: see [`HubSpotSim::configure_webhooks`] and the `webhooks` module docs.
 
+mod deals;
 mod error;
 mod gate;
 mod model;
+mod pipelines;
 mod portal;
 mod ratelimit;
 mod routes;
+mod search;
+mod webhooks;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::deals::Selection;
+use crate::model::now_ms;
 use crate::portal::{FailNext, Portal};
 use crate::ratelimit::Limits;
+use crate::webhooks::Webhooks;
+
+pub use crate::webhooks::{MAX_WEBHOOK_BATCH, WebhookConfig, WebhookStats};
 
 /// First auto-assigned portal id.
 pub const FIRST_PORTAL_ID: u64 = 10_000_001;
@@ -37,8 +59,13 @@ pub struct SimConfig {
     pub burst_limit: u32,
     /// Length of the rolling burst window.
     pub burst_window: Duration,
-    /// Requests allowed per portal per (UTC) day.
+    /// Requests allowed per portal per (UTC) day (search included).
     pub daily_limit: u64,
+    /// CRM search requests allowed per portal per rolling second (HubSpot: 5). Search does
+    /// not consume the burst window.
+    pub search_per_second: u32,
+    /// How long a deal write takes to become visible to search (HubSpot's index lag).
+    pub search_index_lag: Duration,
 }
 
 impl Default for SimConfig {
@@ -49,6 +76,8 @@ impl Default for SimConfig {
             burst_limit: 100,
             burst_window: Duration::from_millis(10_000),
             daily_limit: 250_000,
+            search_per_second: 5,
+            search_index_lag: Duration::ZERO,
         }
     }
 }
@@ -77,15 +106,26 @@ struct Runtime {
 #[derive(Debug)]
 struct Registry {
     portals: HashMap<String, Arc<Mutex<Portal>>>,
+    /// Every portal id ever handed out or registered, so auto-assignment skips them in O(1).
+    used_ids: HashSet<u64>,
     next_id: u64,
 }
 
 #[derive(Debug)]
 struct Inner {
     limits: Limits,
+    index_lag: Duration,
     runtime: Mutex<Runtime>,
     registry: Mutex<Registry>,
     log: Mutex<VecDeque<RecordedRequest>>,
+    webhooks: Arc<Webhooks>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: let the webhook dispatcher exit instead of idling forever.
+    fn drop(&mut self) {
+        self.webhooks.stop();
+    }
 }
 
 /// Shared simulator state. Cloning is cheap (an `Arc`).
@@ -114,10 +154,17 @@ impl HubSpotSim {
                     burst_limit: config.burst_limit,
                     burst_window: config.burst_window,
                     daily_limit: config.daily_limit,
+                    search_per_second: config.search_per_second,
                 },
+                index_lag: config.search_index_lag,
                 runtime: Mutex::new(Runtime { latency: config.latency, failure_rate: clamp_rate(config.failure_rate) }),
-                registry: Mutex::new(Registry { portals: HashMap::new(), next_id: FIRST_PORTAL_ID }),
+                registry: Mutex::new(Registry {
+                    portals: HashMap::new(),
+                    used_ids: HashSet::new(),
+                    next_id: FIRST_PORTAL_ID,
+                }),
                 log: Mutex::new(VecDeque::new()),
+                webhooks: Arc::new(Webhooks::default()),
             }),
         }
     }
@@ -140,10 +187,12 @@ impl HubSpotSim {
     /// Pre-registers `token` as portal `portal_id` (or renumbers its existing portal).
     pub fn register_portal(&self, token: &str, portal_id: u64) {
         let mut registry = lock(&self.inner.registry);
+        registry.used_ids.insert(portal_id);
         match registry.portals.get(token) {
             Some(portal) => lock(portal).id = portal_id,
             None => {
-                registry.portals.insert(token.to_owned(), Arc::new(Mutex::new(Portal::new(portal_id))));
+                let portal = Portal::with_index_lag(portal_id, self.inner.index_lag);
+                registry.portals.insert(token.to_owned(), Arc::new(Mutex::new(portal)));
             }
         }
     }
@@ -156,9 +205,126 @@ impl HubSpotSim {
 
     /// Current JSON of a deal property (archived ones included).
     pub fn property(&self, token: &str, name: &str) -> Option<serde_json::Value> {
-        let portal = lock(&self.inner.registry).portals.get(token).cloned()?;
+        let portal = self.existing_portal(token)?;
         let portal = lock(&portal);
         portal.raw_property(name).and_then(|p| serde_json::to_value(p).ok())
+    }
+
+    /// Current JSON of a deal pipeline (archived ones included).
+    pub fn pipeline(&self, token: &str, id: &str) -> Option<serde_json::Value> {
+        let portal = self.existing_portal(token)?;
+        let portal = lock(&portal);
+        portal.raw_pipeline(id).and_then(|p| serde_json::to_value(p).ok())
+    }
+
+    /// Current JSON of a deal with **all** its properties (archived deals included, with
+    /// `"archived": true`).
+    pub fn deal(&self, token: &str, id: &str) -> Option<serde_json::Value> {
+        let portal = self.existing_portal(token)?;
+        let portal = lock(&portal);
+        let deal = portal.find_deal(id, true)?;
+        Some(portal.render_deal(deal, Selection::All, &[]))
+    }
+
+    /// Number of non-archived deals of `token`'s portal (0 for an unknown token).
+    pub fn deal_count(&self, token: &str) -> usize {
+        self.existing_portal(token).map_or(0, |portal| lock(&portal).deal_count())
+    }
+
+    /// Creates `n` deals named `Deal 1`… in `stage` of `pipeline` directly (no HTTP, no rate
+    /// limit), firing `deal.creation` webhooks like the API. Returns the new ids; stops early
+    /// (possibly returning none) if the stage/pipeline pair is invalid.
+    pub fn create_deals(&self, token: &str, n: usize, stage: &str, pipeline: &str) -> Vec<String> {
+        let portal = self.portal_for(token);
+        self.write(&portal, |portal| {
+            let mut ids = Vec::with_capacity(n);
+            for i in 0..n {
+                let values = vec![
+                    ("dealname".to_owned(), Some(format!("Deal {}", i + 1))),
+                    ("dealstage".to_owned(), Some(stage.to_owned())),
+                    ("pipeline".to_owned(), Some(pipeline.to_owned())),
+                ];
+                match portal.create_deal(values, now_ms()) {
+                    Ok(id) => ids.push(id.to_string()),
+                    Err(_) => break,
+                }
+            }
+            ids
+        })
+    }
+
+    /// Sets deal properties directly, exactly like a PATCH (same validation, an empty value
+    /// clears, `deal.propertyChange` webhooks per changed value). The error is HubSpot's
+    /// message.
+    pub fn update_deal<I, K, V>(&self, token: &str, id: &str, props: I) -> Result<(), String>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let portal = self.existing_portal(token).ok_or_else(|| format!("unknown portal token {token:?}"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("deal {id} not found"))?;
+        let values: Vec<(String, Option<String>)> = props
+            .into_iter()
+            .map(|(k, v)| {
+                let v: String = v.into();
+                (k.into(), (!v.is_empty()).then_some(v))
+            })
+            .collect();
+        self.write(&portal, |portal| portal.update_deal(id, values, now_ms())).map_err(|e| e.message)
+    }
+
+    /// Archives a deal directly (fires `deal.deletion`); `false` if it was unknown or already
+    /// archived.
+    pub fn delete_deal(&self, token: &str, id: &str) -> bool {
+        let (Some(portal), Ok(id)) = (self.existing_portal(token), id.trim().parse::<u64>()) else {
+            return false;
+        };
+        self.write(&portal, |portal| portal.archive_deal(id, now_ms()))
+    }
+
+    /// The highest number of requests portal `portal_id` sent within any rolling burst window
+    /// (requests that count against the burst budget, i.e. everything but search; rejected
+    /// ones included). 0 for an unknown portal.
+    pub fn max_requests_in_any_window(&self, portal_id: u64) -> u32 {
+        self.portal_by_id(portal_id).map_or(0, |portal| lock(&portal).traffic.max_in_window)
+    }
+
+    /// How many 429s portal `portal_id` was answered (any policy, injected ones included).
+    pub fn rate_limited_count(&self, portal_id: u64) -> u32 {
+        self.portal_by_id(portal_id).map_or(0, |portal| lock(&portal).traffic.rate_limited)
+    }
+
+    /// Starts delivering deal webhooks of **all** portals to `config.target_url` (replacing
+    /// any previous configuration; queued events are kept). The dispatcher task runs on the
+    /// current tokio runtime (or, if called outside one, on the runtime of the first write
+    /// after) and exits when the last `HubSpotSim` handle is dropped, on
+    /// [`HubSpotSim::stop_webhooks`], or when the runtime shuts down. Note that the server
+    /// started by [`spawn`] holds a handle until its runtime stops.
+    pub fn configure_webhooks(&self, config: WebhookConfig) {
+        // The dispatcher's handle is not needed: it ends on its own (see above).
+        let _ = self.inner.webhooks.configure(config);
+    }
+
+    /// Stops webhook delivery and discards queued events; later writes fire no events.
+    pub fn stop_webhooks(&self) {
+        self.inner.webhooks.stop();
+    }
+
+    /// Makes the next `n` batches vanish: they are never delivered (replaces any pending
+    /// count; `n = 0` clears it).
+    pub fn drop_next_batches(&self, n: u32) {
+        self.inner.webhooks.drop_next_batches(n);
+    }
+
+    /// Webhook delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.inner.webhooks.stats()
+    }
+
+    /// Events queued but not yet cut into a batch.
+    pub fn pending_webhook_events(&self) -> usize {
+        self.inner.webhooks.pending()
     }
 
     /// Snapshot of the request log (oldest first, at most [`REQUEST_LOG_CAPACITY`]).
@@ -212,13 +378,38 @@ impl HubSpotSim {
         let id = loop {
             let candidate = registry.next_id;
             registry.next_id = registry.next_id.saturating_add(1);
-            if !registry.portals.values().any(|p| lock(p).id == candidate) {
+            if registry.used_ids.insert(candidate) {
                 break candidate;
             }
         };
-        let portal = Arc::new(Mutex::new(Portal::new(id)));
+        let portal = Arc::new(Mutex::new(Portal::with_index_lag(id, self.inner.index_lag)));
         registry.portals.insert(token.to_owned(), Arc::clone(&portal));
         portal
+    }
+
+    /// The portal of `token` without creating it. The registry lock is released before the
+    /// caller locks the portal (lock order is always registry → portal).
+    fn existing_portal(&self, token: &str) -> Option<PortalRef> {
+        lock(&self.inner.registry).portals.get(token).cloned()
+    }
+
+    fn portal_by_id(&self, portal_id: u64) -> Option<PortalRef> {
+        let portals: Vec<PortalRef> = lock(&self.inner.registry).portals.values().cloned().collect();
+        portals.into_iter().find(|p| lock(p).id == portal_id)
+    }
+
+    /// Runs a write on `portal` and hands the changes it made to the webhook dispatcher once
+    /// the portal lock is released. Every deal write goes through here.
+    pub(crate) fn write<T>(&self, portal: &PortalRef, f: impl FnOnce(&mut Portal) -> T) -> T {
+        let (out, changes) = {
+            let mut portal = lock(portal);
+            let out = f(&mut portal);
+            (out, std::mem::take(&mut portal.outbox))
+        };
+        if !changes.is_empty() {
+            self.inner.webhooks.enqueue(changes);
+        }
+        out
     }
 
     pub(crate) fn record(&self, entry: RecordedRequest) {
@@ -276,6 +467,47 @@ mod tests {
         let log = sim.requests();
         assert_eq!(log.len(), REQUEST_LOG_CAPACITY);
         assert_eq!(log[0].path, "/5");
+    }
+
+    fn unreachable_webhooks() -> WebhookConfig {
+        WebhookConfig { target_url: "http://127.0.0.1:9/never".into(), ..WebhookConfig::default() }
+    }
+
+    #[tokio::test]
+    async fn webhook_dispatcher_exits_when_the_last_handle_is_dropped() {
+        let sim = HubSpotSim::new(SimConfig::default());
+        let handle = sim.inner.webhooks.configure(unreachable_webhooks()).expect("spawned");
+        drop(sim);
+        let joined = tokio::time::timeout(Duration::from_secs(2), handle).await.expect("dispatcher exited");
+        assert!(joined.is_ok());
+    }
+
+    #[tokio::test]
+    async fn webhook_dispatcher_exits_on_stop_and_on_reconfigure() {
+        let sim = HubSpotSim::new(SimConfig::default());
+        let first = sim.inner.webhooks.configure(unreachable_webhooks()).expect("spawned");
+        let second = sim.inner.webhooks.configure(unreachable_webhooks()).expect("spawned");
+        tokio::time::timeout(Duration::from_secs(2), first).await.expect("replaced dispatcher exited").ok();
+        sim.stop_webhooks();
+        tokio::time::timeout(Duration::from_secs(2), second).await.expect("stopped dispatcher exited").ok();
+    }
+
+    #[test]
+    fn webhooks_configured_outside_a_runtime_start_on_first_write() {
+        let sim = HubSpotSim::new(SimConfig::default());
+        sim.configure_webhooks(unreachable_webhooks());
+        sim.create_deals("tok", 2, "closedwon", "default");
+        assert_eq!(sim.pending_webhook_events(), 2, "queued until a runtime is available");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            sim.create_deals("tok", 1, "closedwon", "default");
+            let drained = async {
+                while sim.pending_webhook_events() > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), drained).await.expect("dispatcher started");
+        });
     }
 
     #[test]

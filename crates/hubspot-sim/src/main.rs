@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, error::ErrorKind};
-use hubspot_sim::{HubSpotSim, SimConfig};
+use hubspot_sim::{HubSpotSim, SimConfig, WebhookConfig};
 
 /// Simulated HubSpot CRM properties API (deals) for GoMark tests and demos.
 #[derive(Debug, Parser)]
@@ -32,6 +32,24 @@ struct Args {
     /// Requests allowed per portal per day.
     #[arg(long, default_value_t = 250_000)]
     daily_limit: u64,
+    /// CRM search requests allowed per portal per second.
+    #[arg(long, default_value_t = 5)]
+    search_per_second: u32,
+    /// Delay before a deal write becomes visible to search, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    search_index_lag_ms: u64,
+    /// Deliver deal webhooks (all portals) to this URL.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Client secret used to sign webhooks (X-HubSpot-Signature-v3).
+    #[arg(long, env = "HUBSPOT_SIM_WEBHOOK_SECRET", default_value = "hubspot-sim-secret", hide_env_values = true)]
+    webhook_secret: String,
+    /// appId carried by webhook events.
+    #[arg(long, default_value_t = 1)]
+    webhook_app_id: u64,
+    /// How long events are collected before a webhook batch is sent, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    webhook_batch_delay_ms: u64,
 }
 
 impl Args {
@@ -48,6 +66,12 @@ impl Args {
         if self.daily_limit == 0 {
             return Err("--daily-limit must be at least 1".to_owned());
         }
+        if self.search_per_second == 0 {
+            return Err("--search-per-second must be at least 1".to_owned());
+        }
+        if self.webhook_url.as_deref().is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+            return Err("--webhook-url must be an http:// or https:// URL".to_owned());
+        }
         if self.host.trim().is_empty() {
             return Err("--host must not be empty".to_owned());
         }
@@ -61,7 +85,19 @@ impl Args {
             burst_limit: self.burst_limit,
             burst_window: Duration::from_millis(self.burst_window_ms),
             daily_limit: self.daily_limit,
+            search_per_second: self.search_per_second,
+            search_index_lag: Duration::from_millis(self.search_index_lag_ms),
         }
+    }
+
+    fn webhooks(&self) -> Option<WebhookConfig> {
+        self.webhook_url.as_ref().map(|url| WebhookConfig {
+            target_url: url.clone(),
+            client_secret: self.webhook_secret.clone(),
+            app_id: self.webhook_app_id,
+            batch_delay: Duration::from_millis(self.webhook_batch_delay_ms),
+            ..WebhookConfig::default()
+        })
     }
 }
 
@@ -78,7 +114,14 @@ async fn main() -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "hubspot-sim: http://{addr}").context("cannot write to stdout")?;
     stdout.flush().context("cannot flush stdout")?;
-    HubSpotSim::new(args.config()).serve(listener, shutdown_signal()).await.context("server error")
+    let sim = HubSpotSim::new(args.config());
+    if let Some(webhooks) = args.webhooks() {
+        sim.configure_webhooks(webhooks);
+    }
+    let result = sim.clone().serve(listener, shutdown_signal()).await.context("server error");
+    // Shutdown signal: stop the webhook dispatcher too.
+    sim.stop_webhooks();
+    result
 }
 
 async fn shutdown_signal() {

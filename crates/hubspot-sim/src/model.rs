@@ -58,6 +58,32 @@ pub fn now_timestamp() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// Current time in epoch milliseconds (the unit of record timestamps and webhook `occurredAt`).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Epoch milliseconds rendered like [`now_timestamp`].
+pub fn iso_from_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Epoch milliseconds of a date/datetime value: an integer (already epoch ms), an RFC 3339
+/// datetime or a `YYYY-MM-DD` date (midnight UTC), which are the forms HubSpot accepts.
+pub fn parse_datetime_ms(value: &str) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(ms) = value.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Some(dt.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|dt| dt.and_utc().timestamp_millis())
+}
+
 /// One option of an enumeration property (response shape).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -1,7 +1,13 @@
-//! One simulated HubSpot portal: its deal properties, property groups, limiter and injected failures.
+//! One simulated HubSpot portal: its deal properties, property groups, pipelines, deals,
+//! search index, limiter, traffic statistics and injected failures.
+//!
+//! Pipeline, deal and search operations live in `pipelines.rs`, `deals.rs` and `search.rs` as
+//! further `impl Portal` blocks.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use crate::deals::{Deal, DealChange};
 use crate::error::ApiError;
 use crate::model::{Group, Property};
 use crate::model::{
@@ -9,7 +15,9 @@ use crate::model::{
     PropertyUpdate, build_options, formula_references, is_valid_internal_name, now_timestamp, validate_hints,
     validate_shape,
 };
-use crate::ratelimit::RateLimiter;
+use crate::pipelines::{Pipeline, default_pipeline};
+use crate::ratelimit::{RateLimiter, Traffic};
+use crate::search::SearchIndex;
 
 const PROPERTY_EXISTS: &str = "Properties.PROPERTY_WITH_NAME_EXISTS";
 
@@ -26,17 +34,36 @@ pub(crate) struct Portal {
     pub id: u64,
     pub limiter: RateLimiter,
     pub fail_next: Option<FailNext>,
+    pub traffic: Traffic,
+    pub(crate) pipelines: Vec<Pipeline>,
+    pub(crate) deals: BTreeMap<u64, Deal>,
+    pub(crate) index: SearchIndex,
+    /// Changes not yet handed to the webhook dispatcher (drained after every write).
+    pub(crate) outbox: Vec<DealChange>,
+    pub(crate) next_event_id: u64,
     properties: BTreeMap<String, Property>,
     groups: BTreeMap<String, Group>,
 }
 
 impl Portal {
-    /// A fresh portal with HubSpot's default deal properties and groups.
+    /// A fresh portal with HubSpot's default deal properties, groups and pipeline, whose
+    /// search index lags writes by `index_lag`.
+    pub fn with_index_lag(id: u64, index_lag: Duration) -> Self {
+        Self { index: SearchIndex::new(index_lag), ..Self::new(id) }
+    }
+
+    /// A fresh portal with HubSpot's default deal properties, groups and pipeline.
     pub fn new(id: u64) -> Self {
         let mut portal = Self {
             id,
             limiter: RateLimiter::default(),
             fail_next: None,
+            traffic: Traffic::default(),
+            pipelines: vec![default_pipeline()],
+            deals: BTreeMap::new(),
+            index: SearchIndex::default(),
+            outbox: Vec::new(),
+            next_event_id: 0,
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
@@ -80,6 +107,11 @@ impl Portal {
     /// Any property by name, archived or not.
     pub fn raw_property(&self, name: &str) -> Option<&Property> {
         self.properties.get(name)
+    }
+
+    /// A non-archived property by name.
+    pub fn active_property(&self, name: &str) -> Option<&Property> {
+        self.properties.get(name).filter(|p| !p.archived)
     }
 
     /// A property; archived ones are only visible with `archived = true`.

@@ -1,4 +1,9 @@
-//! HTTP routes of the properties API (`/crm/v3/properties/...` and `/crm/properties/{date}/...`).
+//! HTTP routes: properties (`/crm/v3/properties/…`), pipelines (`/crm/v3/pipelines/…`, in
+//! `routes/pipelines.rs`) and deals (`/crm/v3/objects/…`, in `routes/deals.rs`), each also
+//! served under the date-versioned paths (`/crm/properties/2026-03/…` etc.).
+
+mod deals;
+mod pipelines;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query};
@@ -35,9 +40,17 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/groups", get(list_groups).post(create_group))
         .route("/{object_type}/groups/{group_name}", get(get_group).patch(update_group).delete(archive_group))
         .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
-    let mut app = Router::new().nest("/crm/v3/properties", properties.clone());
+    let pipelines = pipelines::routes();
+    let objects = deals::routes();
+    let mut app = Router::new()
+        .nest("/crm/v3/properties", properties.clone())
+        .nest("/crm/v3/pipelines", pipelines.clone())
+        .nest("/crm/v3/objects", objects.clone());
     for version in DATE_VERSIONS {
-        app = app.nest(&format!("/crm/properties/{version}"), properties.clone());
+        app = app
+            .nest(&format!("/crm/properties/{version}"), properties.clone())
+            .nest(&format!("/crm/pipelines/{version}"), pipelines.clone())
+            .nest(&format!("/crm/objects/{version}"), objects.clone());
     }
     app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim, gate::gate))
 }
@@ -100,6 +113,35 @@ fn batch_response(results: Vec<Value>, errors: Vec<Value>, started_at: String, o
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Raw query pairs; repeated keys are kept (`properties=a&properties=b`).
+type QueryPairs = Query<Vec<(String, String)>>;
+
+/// All values of `key`, comma-separated lists flattened, empties dropped.
+fn query_list(pairs: &[(String, String)], key: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// A boolean query parameter (`true`/`false`, default false).
+fn query_bool(pairs: &[(String, String)], key: &str) -> ApiResult<bool> {
+    match query_value(pairs, key) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v.is_empty() => Ok(false),
+        Some(v) => Err(ApiError::validation(format!("Invalid boolean '{v}' for query parameter '{key}'"))),
+    }
 }
 
 // ----- properties ------------------------------------------------------------
@@ -284,7 +326,8 @@ async fn archive_group(
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "No resource at {method} {} (hubspot-sim serves /crm/v3/properties/deals and /crm/properties/{{version}}/deals)",
+        "No resource at {method} {} (hubspot-sim serves /crm/v3/{{properties,pipelines,objects}}/deals and \
+         /crm/{{properties,pipelines,objects}}/{{version}}/deals)",
         uri.path()
     ))
 }

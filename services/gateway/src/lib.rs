@@ -87,6 +87,19 @@ pub async fn start_gateway(
     cache: Arc<dyn gomark_cache::Cache>,
     shutdown: Shutdown,
 ) -> anyhow::Result<Gateway> {
+    let http_listener = gomark_platform::server::bind(settings.gateway.http_addr, "REST API").await?;
+    start_gateway_on(http_listener, settings, db, cache, shutdown).await
+}
+
+/// [`start_gateway`] on a listener the caller bound, for callers that must know the
+/// address first (the embedded mode signs webhooks for it).
+pub async fn start_gateway_on(
+    http_listener: tokio::net::TcpListener,
+    settings: Settings,
+    db: Database,
+    cache: Arc<dyn gomark_cache::Cache>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Gateway> {
     db.migrate(&MIGRATIONS).await?;
     let keys = auth::ApiKeys::new(db.clone());
     let bootstrap_admin_key =
@@ -97,6 +110,9 @@ pub async fn start_gateway(
     let state = routes::AppState {
         orchestrator: OrchestratorServiceClient::new(channel(&gw.orchestrator_url)?),
         upso_cadence: UpsoCadenceServiceClient::new(channel(&gw.upso_cadence_url)?),
+        hubspot_sync: gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
+            channel(&gw.hubspot_sync_url)?,
+        ),
         auth: Arc::new(auth::Authenticator { keys, oidc }),
         limiter: Arc::new(limits::RateLimiter::new(cache, settings.auth.rate_limit_per_minute)),
         idempotency: idempotency::IdempotencyStore::new(db),
@@ -128,7 +144,6 @@ pub async fn start_gateway(
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 
-    let http_listener = gomark_platform::server::bind(gw.http_addr, "REST API").await?;
     let http_addr = http_listener.local_addr()?;
     let grpc_listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, grpc_listener.local_addr()?, shutdown.clone());

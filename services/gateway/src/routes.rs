@@ -15,6 +15,7 @@ use crate::problem::Problem;
 use axum::Router;
 use axum::http::StatusCode;
 use gomark_platform::grpc_client::TracedChannel;
+use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub struct AppState {
     pub orchestrator: OrchestratorServiceClient<TracedChannel>,
     pub upso_cadence: UpsoCadenceServiceClient<TracedChannel>,
+    pub hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     pub idempotency: IdempotencyStore,

@@ -50,7 +50,7 @@ impl ApplyChanges {
         action: PropertyAction,
         spec: &DealPropertySpec,
     ) -> Result<ApplyOutcome, hubspot_client::Error> {
-        let token = &portal.token;
+        let token = &portal.token();
         let current = self.client.get_deal_property(token, &spec.name).await?;
         if current.as_ref().is_some_and(|p| p.hubspot_defined == Some(true)) {
             return Err(hubspot_client::Error::Api {
@@ -88,7 +88,7 @@ impl ApplyChanges {
         match diff(existing, spec) {
             None => Ok(ApplyOutcome::Unchanged),
             Some(update) => {
-                self.client.update_deal_property(&portal.token, &spec.name, &update).await?;
+                self.client.update_deal_property(&portal.token(), &spec.name, &update).await?;
                 Ok(ApplyOutcome::Updated)
             }
         }

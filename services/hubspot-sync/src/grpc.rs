@@ -1,5 +1,7 @@
 //! hubspot-sync's gRPC face.
 
+use crate::credentials::Credential;
+use crate::deals::DealSync;
 use crate::portals::Portals;
 use gomark_platform::{Caller, ErrorKind, PublicError, Role};
 use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
@@ -11,11 +13,12 @@ use tonic::{Request, Response, Status};
 pub struct HubspotSyncGrpc {
     portals: Portals,
     client: HubSpotClient,
+    deals: DealSync,
 }
 
 impl HubspotSyncGrpc {
-    pub fn new(portals: Portals, client: HubSpotClient) -> Self {
-        Self { portals, client }
+    pub fn new(portals: Portals, client: HubSpotClient, deals: DealSync) -> Self {
+        Self { portals, client, deals }
     }
 }
 
@@ -50,10 +53,23 @@ impl HubspotSyncService for HubspotSyncGrpc {
         if r.company_id.is_empty() {
             return Err(PublicError::invalid("company_id", "is required").into());
         }
-        if r.token.trim().is_empty() {
+        if r.token.trim().is_empty() && r.oauth.as_ref().is_none_or(|o| o.access_token.is_empty()) {
             return Err(PublicError::invalid("token", "is required").into());
         }
-        self.portals.register(&r.company_id, &r.portal_id, &r.token).await.map_err(internal)?;
+        let credential = match r.oauth {
+            Some(oauth) if !oauth.access_token.is_empty() => {
+                if oauth.refresh_token.is_empty() || oauth.expires_in_secs <= 0 {
+                    return Err(PublicError::invalid("oauth", "needs a refresh token and a positive expiry").into());
+                }
+                Credential::OAuth {
+                    access_token: oauth.access_token,
+                    refresh_token: oauth.refresh_token,
+                    expires_at_ms: gomark_storage::now_ms() + oauth.expires_in_secs.saturating_mul(1000),
+                }
+            }
+            _ => Credential::PrivateApp { token: r.token },
+        };
+        self.portals.register(&r.company_id, &r.portal_id, &credential).await.map_err(internal)?;
         tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
         Ok(Response::new(pb::RegisterPortalResponse {}))
     }
@@ -69,7 +85,7 @@ impl HubspotSyncService for HubspotSyncGrpc {
             self.portals.get(&company_id).await.map_err(internal)?.ok_or_else(|| {
                 Status::from(PublicError::not_found(format!("HubSpot portal of company {company_id}")))
             })?;
-        let properties = self.client.list_deal_properties(&portal.token).await.map_err(hubspot_failure)?;
+        let properties = self.client.list_deal_properties(&portal.token()).await.map_err(hubspot_failure)?;
         Ok(Response::new(pb::ListObservedDealPropertiesResponse {
             properties: properties
                 .into_iter()
@@ -98,5 +114,30 @@ impl HubspotSyncService for HubspotSyncGrpc {
                 })
                 .collect(),
         }))
+    }
+
+    async fn ingest_webhook_events(
+        &self,
+        req: Request<pb::IngestWebhookEventsRequest>,
+    ) -> Result<Response<pb::IngestWebhookEventsResponse>, Status> {
+        // Webhooks span every portal: only a portfolio-wide caller (the gateway) may hand them in.
+        Caller::from_metadata(req.metadata())?.require_portfolio(Role::Operator)?;
+        let events = req.into_inner().events;
+        let done = self.deals.ingest(&events).await.map_err(internal)?;
+        Ok(Response::new(pb::IngestWebhookEventsResponse {
+            accepted: done.accepted,
+            duplicates: done.duplicates,
+            unknown_portal: done.unknown_portal,
+        }))
+    }
+
+    async fn get_sync_status(
+        &self,
+        req: Request<pb::GetSyncStatusRequest>,
+    ) -> Result<Response<pb::SyncStatus>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let company_id = req.into_inner().company_id;
+        caller.require(Role::Viewer, &company_id)?;
+        Ok(Response::new(self.deals.status(&company_id).await.map_err(internal)?))
     }
 }

@@ -3,12 +3,17 @@
 //! and reads back what portals really hold.
 
 mod apply;
+pub mod budget;
+pub mod credentials;
+pub mod deals;
 mod grpc;
+pub mod oauth;
 mod portals;
 mod settings;
 
 pub use apply::{ApplyChanges, CONSUMER as APPLY_CONSUMER};
-pub use portals::Portals;
+pub use deals::{DealSync, DealSyncSettings};
+pub use portals::{Portal, Portals};
 pub use settings::{HubSpotSettings, Settings};
 
 use gomark_events::ConsumerSpec;
@@ -30,15 +35,25 @@ pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, 
 /// Starts hubspot-sync: migrations, gRPC, outbox relay, and the consumer of change requests.
 pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
     backends.db.migrate(&MIGRATIONS).await?;
-    let client = hubspot_client::HubSpotClient::new(settings.hubspot.client_config())?;
-    let portals = Portals::new(backends.db.clone());
+    // One budget per portal, shared by every replica through the cache.
+    let client = hubspot_client::HubSpotClient::new(settings.hubspot.client_config())?
+        .with_budget(std::sync::Arc::new(budget::PortalBudget::new(backends.cache.clone())));
+    let vault = std::sync::Arc::new(credentials::Vault::from_setting(settings.hubspot.credential_keys.expose())?);
+    let portals = Portals::new(backends.db.clone(), vault);
+    let resealed = portals.reseal().await?;
+    if resealed > 0 {
+        tracing::info!(portals = resealed, "credentials re-sealed with the current key");
+    }
     let waker = RelayWaker::default();
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
+    let deal_sync =
+        DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone());
     let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(grpc::HubspotSyncGrpc::new(
         portals.clone(),
         client.clone(),
+        deal_sync.clone(),
     )));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();
@@ -48,6 +63,16 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     });
     service
         .spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker.clone()).run(shutdown.clone()));
+    service.spawn_loop(deal_sync.run(shutdown.clone()));
+    service.spawn_loop(
+        oauth::OAuthRefresher {
+            portals: portals.clone(),
+            client: client.clone(),
+            client_id: settings.hubspot.oauth_client_id.clone(),
+            client_secret: settings.hubspot.oauth_client_secret.expose().to_owned(),
+        }
+        .run(shutdown.clone()),
+    );
     let apply = ApplyChanges::new(backends.db.clone(), portals, client, waker);
     service.spawn_loop(gomark_events::consumer::run_consumer(
         backends.bus.clone(),

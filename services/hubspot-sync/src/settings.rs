@@ -1,6 +1,6 @@
 //! hubspot-sync's settings.
 
-use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
+use gomark_platform::settings::{Secret, ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
 use gomark_service::{CommonSettings, ServiceSettings};
 use serde::Deserialize;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 pub struct Settings {
     pub common: CommonSettings,
     pub hubspot: HubSpotSettings,
+    pub deals: crate::deals::DealSyncSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,12 @@ pub struct HubSpotSettings {
     pub max_retries: u32,
     /// Base of the retry backoff.
     pub retry_base_delay_ms: u64,
+    /// Keys sealing stored credentials: `kid:base64(32 bytes)[,…]`, the first one seals.
+    /// Generate one with `gomark keygen`.
+    pub credential_keys: Secret,
+    /// OAuth app used to refresh OAuth grants (optional; private-app tokens need none).
+    pub oauth_client_id: String,
+    pub oauth_client_secret: Secret,
 }
 
 impl Default for HubSpotSettings {
@@ -35,6 +42,9 @@ impl Default for HubSpotSettings {
             timeout_ms: 10_000,
             max_retries: 3,
             retry_base_delay_ms: 200,
+            credential_keys: Secret::default(),
+            oauth_client_id: String::new(),
+            oauth_client_secret: Secret::default(),
         }
     }
 }
@@ -66,6 +76,7 @@ struct Sections {
     bus: gomark_events::BusSettings,
     cache: gomark_cache::CacheSettings,
     hubspot: HubSpotSettings,
+    deals: crate::deals::DealSyncSettings,
 }
 
 impl From<Sections> for Settings {
@@ -79,6 +90,7 @@ impl From<Sections> for Settings {
                 cache: s.cache,
             },
             hubspot: s.hubspot,
+            deals: s.deals,
         }
     }
 }
@@ -96,6 +108,7 @@ impl Validate for Settings {
         if self.hubspot.max_retries > 10 {
             return Err(SettingsError::invalid("hubspot.max_retries", "must be at most 10"));
         }
+        crate::credentials::Vault::from_setting(self.hubspot.credential_keys.expose())?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@ use gomark_events::consumer::EventHandler;
 use gomark_events::envelope::new_event;
 use gomark_events::event_types;
 use gomark_events::relay::RelayWaker;
+use gomark_hubspot_sync::credentials::{Credential, Vault};
 use gomark_hubspot_sync::{ApplyChanges, MIGRATIONS, Portals};
 use gomark_proto::common::v1::DealPropertySpec;
 use gomark_proto::events::v1::{DealPropertyChangeRequested, PropertyAction};
@@ -11,6 +12,10 @@ use gomark_storage::Database;
 use hubspot_client::{ClientConfig, HubSpotClient};
 use hubspot_sim::SimConfig;
 use std::net::SocketAddr;
+
+fn vault() -> std::sync::Arc<Vault> {
+    std::sync::Arc::new(Vault::from_setting(&Vault::generate_setting("t")).expect("vault"))
+}
 
 fn request(version: i64, label: &str, action: PropertyAction) -> gomark_events::EventEnvelope {
     let req = DealPropertyChangeRequested {
@@ -36,8 +41,8 @@ async fn each_request_writes_once_and_old_versions_never_win() {
             hubspot_sim::spawn(SimConfig::default(), ([127, 0, 0, 1], 0).into()).await.expect("sim");
         let db = Database::connect(&tdb.settings).await.expect("connect");
         db.migrate(&MIGRATIONS).await.expect("migrate");
-        let portals = Portals::new(db.clone());
-        portals.register("c1", "555", "apply-token").await.expect("register");
+        let portals = Portals::new(db.clone(), vault());
+        portals.register("c1", "555", &Credential::PrivateApp { token: "apply-token".into() }).await.expect("register");
         let client = HubSpotClient::new(ClientConfig { base_url: format!("http://{addr}"), ..ClientConfig::default() })
             .expect("client");
         let apply = ApplyChanges::new(db.clone(), portals, client, RelayWaker::default());
@@ -78,7 +83,7 @@ async fn a_company_without_a_portal_fails_with_a_reason() {
     db.migrate(&MIGRATIONS).await.expect("migrate");
     let client = HubSpotClient::new(ClientConfig { base_url: "http://127.0.0.1:1".into(), ..ClientConfig::default() })
         .expect("client");
-    let apply = ApplyChanges::new(db.clone(), Portals::new(db.clone()), client, RelayWaker::default());
+    let apply = ApplyChanges::new(db.clone(), Portals::new(db.clone(), vault()), client, RelayWaker::default());
     apply.handle(&request(1, "Seats", PropertyAction::Upsert)).await.expect("handled, not retried");
     let envelope: Vec<u8> =
         sqlx::query_scalar("SELECT envelope FROM outbox").fetch_one(db.pool()).await.expect("reply");

@@ -88,6 +88,7 @@ impl DesiredState {
             company_id: company.id.clone(),
             portal_id: portal_id.to_owned(),
             token: token.to_owned(),
+            oauth: None,
         };
         self.hubspot_sync.clone().register_portal(Caller::system("orchestrator").request(request)).await.map_err(
             |status| {

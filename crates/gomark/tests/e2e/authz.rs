@@ -392,6 +392,7 @@ async fn services_enforce_the_scope_when_called_directly() {
         company_id: b.clone(),
         portal_id: "666".into(),
         token: "stolen".into(),
+        oauth: None,
     };
     assert_eq!(code(sync.register_portal(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
     let observe = gomark_proto::hubspot_sync::v1::ListObservedDealPropertiesRequest { company_id: b.clone() };

@@ -6,7 +6,7 @@ use crate::scenarios;
 use crate::support::{Api, SERVING, eventually, free_port, health};
 use gomark_events::bus::{BusKind, BusSettings};
 use gomark_platform::Shutdown;
-use gomark_platform::settings::ServerSettings;
+use gomark_platform::settings::{Secret, ServerSettings};
 use gomark_service::{Backends, CommonSettings, RunningService};
 use gomark_testkit::TestDatabase;
 use hubspot_sim::{HubSpotSim, SimConfig};
@@ -28,6 +28,7 @@ struct Cluster {
     services: Vec<RunningService>,
     gateway_url: String,
     admin_key: String,
+    credential_keys: String,
     hubspot_sync_addr: SocketAddr,
 }
 
@@ -61,6 +62,7 @@ impl Cluster {
             services: Vec::new(),
             gateway_url: String::new(),
             admin_key: String::new(),
+            credential_keys: gomark_hubspot_sync::credentials::Vault::generate_setting("test"),
             hubspot_sync_addr: loopback(free_port()),
         };
         if hubspot_sync_in_process {
@@ -68,8 +70,10 @@ impl Cluster {
                 common: cluster.common(cluster.hubspot_sync_addr),
                 hubspot: gomark_hubspot_sync::HubSpotSettings {
                     base_url: cluster.sim_url.clone(),
+                    credential_keys: Secret::new(cluster.credential_keys.clone()),
                     ..Default::default()
                 },
+                deals: gomark_hubspot_sync::DealSyncSettings::default(),
             };
             let backends = Backends::connect(&settings.common).await.expect("hubspot-sync backends");
             let service =
@@ -154,6 +158,7 @@ impl Cluster {
             ("GOMARK__CACHE__REDIS_URL", self.redis_url.clone()),
             ("GOMARK__CACHE__KEY_PREFIX", self.cache_prefix.clone()),
             ("GOMARK__HUBSPOT__BASE_URL", self.sim_url.clone()),
+            ("GOMARK__HUBSPOT__CREDENTIAL_KEYS", self.credential_keys.clone()),
             ("GOMARK__TELEMETRY__LOG_LEVEL", "warn".to_owned()),
         ];
         env.sort();

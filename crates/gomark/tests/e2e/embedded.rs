@@ -18,7 +18,7 @@ fn api(gomark: &Embedded) -> Api {
 
 async fn stop(gomark: Embedded) {
     gomark.shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(15), gomark.wait())
+    tokio::time::timeout(Duration::from_secs(30), gomark.wait())
         .await
         .expect("stops within its grace")
         .expect("stops cleanly");
@@ -73,7 +73,7 @@ async fn every_service_is_healthy_and_metrics_are_exposed() {
     let shutdown = gomark.shutdown.clone();
     let addr = gomark.grpc_addr("orchestrator").expect("orchestrator");
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(15), gomark.wait()).await.expect("drains").expect("clean");
+    tokio::time::timeout(Duration::from_secs(30), gomark.wait()).await.expect("drains").expect("clean");
     assert_ne!(health(addr).await, Some(SERVING), "not serving after shutdown");
 }
 

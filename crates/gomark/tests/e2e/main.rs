@@ -3,6 +3,7 @@
 //! configured (`GOMARK_TEST_*`).
 
 mod authz;
+mod deals;
 mod distributed;
 mod embedded;
 mod openapi;

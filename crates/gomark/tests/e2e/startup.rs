@@ -24,6 +24,12 @@ fn a_wrong_value_exits_non_zero_naming_it() {
             &[("GOMARK__DATABASE__URL", "sqlite://x.db"), ("GOMARK__HUBSPOT__API_VERSION", "v9")],
             "hubspot.api_version",
         ),
+        ("hubspot-sync", &[("GOMARK__DATABASE__URL", "sqlite://x.db")], "hubspot.credential_keys"),
+        (
+            "hubspot-sync",
+            &[("GOMARK__DATABASE__URL", "sqlite://x.db"), ("GOMARK__HUBSPOT__CREDENTIAL_KEYS", "k1:c2hvcnQ=")],
+            "hubspot.credential_keys",
+        ),
         ("gateway", &[("GOMARK__GATEWAY__ORCHESTRATOR_URL", "orchestrator:50051")], "gateway.orchestrator_url"),
         ("gateway", &[("GOMARK__TELEMETRY__LOG_FORMAT", "xml")], "log_format"),
         ("upso-cadence", &[("GOMARK__SERVER__SHUTDOWN_GRACE_SECS", "0")], "server.shutdown_grace_secs"),

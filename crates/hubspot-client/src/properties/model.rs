@@ -200,6 +200,56 @@ pub struct PropertyUpdate {
     pub form_field: Option<bool>,
 }
 
+/// A property group (the sections of the HubSpot record sidebar).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroup {
+    /// Internal name (immutable).
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    /// Display label.
+    #[serde(default, deserialize_with = "null_default")]
+    pub label: String,
+    /// Position; `-1` places it after the positive ones.
+    #[serde(default, deserialize_with = "null_default")]
+    pub display_order: i64,
+    /// In the recycle bin.
+    #[serde(default, deserialize_with = "null_default")]
+    pub archived: bool,
+}
+
+/// Body of a property-group create.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroupCreate {
+    /// Internal name (cannot be changed later).
+    pub name: String,
+    /// Display label.
+    pub label: String,
+    /// Position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_order: Option<i64>,
+}
+
+impl PropertyGroupCreate {
+    /// A create without a display order.
+    pub fn new(name: impl Into<String>, label: impl Into<String>) -> Self {
+        Self { name: name.into(), label: label.into(), display_order: None }
+    }
+}
+
+/// Body of a property-group PATCH: only `Some` fields are sent. The name cannot change.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroupUpdate {
+    /// New label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// New position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_order: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +306,21 @@ mod tests {
             serde_json::to_value(&c)?,
             json!({"name":"gomark_a","label":"A","type":"string","fieldType":"text","groupName":"dealinformation"})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn groups() -> Result<(), serde_json::Error> {
+        let g: PropertyGroup = serde_json::from_value(
+            json!({"name":"dealinformation","label":"Deal information","displayOrder":-1,"archived":false}),
+        )?;
+        assert_eq!(g.display_order, -1);
+        assert_eq!(
+            serde_json::to_value(PropertyGroupCreate::new("gomark", "GoMark"))?,
+            json!({"name":"gomark","label":"GoMark"})
+        );
+        let u = PropertyGroupUpdate { display_order: Some(3), ..PropertyGroupUpdate::default() };
+        assert_eq!(serde_json::to_value(&u)?, json!({"displayOrder":3}));
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
-use hubspot_client::{AccessToken, ClientConfig, HubSpotClient};
+use hubspot_client::{AccessToken, ApiVersion, ClientConfig, HubSpotClient};
 use serde_json::Value;
 
 pub const TOKEN: &str = "pat-na1-11111111-2222-3333-4444-555555555555";
@@ -65,6 +65,8 @@ impl Reply {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// Raw query string ("" when none).
+    pub query: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
 }
@@ -137,6 +139,15 @@ impl FakeServer {
     pub fn client(&self) -> HubSpotClient {
         HubSpotClient::new(self.config()).expect("client")
     }
+
+    pub fn client_for(&self, api_version: ApiVersion) -> HubSpotClient {
+        HubSpotClient::new(ClientConfig { api_version, ..self.config() }).expect("client")
+    }
+
+    /// `(method, path, query)` of every request so far.
+    pub fn calls(&self) -> Vec<(String, String, String)> {
+        self.requests().into_iter().map(|r| (r.method, r.path, r.query)).collect()
+    }
 }
 
 async fn handle(
@@ -149,6 +160,7 @@ async fn handle(
     shared.requests.lock().expect("lock").push(Recorded {
         method: method.to_string(),
         path: uri.path().to_owned(),
+        query: uri.query().unwrap_or("").to_owned(),
         headers: headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect(),
         body: body.to_vec(),
     });
@@ -210,4 +222,42 @@ pub fn hubspot_error(status: u16, category: &str, sub_category: Option<&str>, me
         body["subCategory"] = Value::String(sub.into());
     }
     Reply::json(status, body)
+}
+
+/// Both path generations, for tests that check every endpoint under each.
+pub const VERSIONS: [ApiVersion; 2] = [ApiVersion::V3, ApiVersion::Date2026_03];
+
+/// `/crm/v3/{family}` or `/crm/{family}/2026-03`.
+pub fn crm_prefix(version: ApiVersion, family: &str) -> String {
+    match version {
+        ApiVersion::V3 => format!("/crm/v3/{family}"),
+        ApiVersion::Date2026_03 => format!("/crm/{family}/2026-03"),
+    }
+}
+
+/// Expected `(method, path, query)` triple.
+pub fn call(method: &str, path: impl Into<String>, query: &str) -> (String, String, String) {
+    (method.to_owned(), path.into(), query.to_owned())
+}
+
+/// A realistic deal payload.
+pub fn deal_json(id: &str) -> Value {
+    serde_json::json!({
+        "id": id,
+        "properties": {
+            "amount": "1500.50",
+            "closedate": "2026-03-31T00:00:00Z",
+            "createdate": "2026-01-01T10:00:00.123Z",
+            "dealname": format!("Deal {id}"),
+            "dealstage": "appointmentscheduled",
+            "hs_lastmodifieddate": "2026-01-02T10:00:00.000Z",
+            "hs_object_id": id,
+            "pipeline": "default",
+            "hubspot_owner_id": null
+        },
+        "createdAt": "2026-01-01T10:00:00.123Z",
+        "updatedAt": "2026-01-02T10:00:00.000Z",
+        "archived": false,
+        "url": format!("https://app.hubspot.com/contacts/1/record/0-3/{id}")
+    })
 }

@@ -70,3 +70,29 @@ async fn errors_never_contain_the_token() {
     }
     assert_clean(&format!("{client:?}"));
 }
+
+#[tokio::test]
+async fn labelled_tokens_and_new_calls_stay_redacted() {
+    let t = token().for_portal("62515");
+    for text in [format!("{t:?}"), format!("{t}"), t.budget_key()] {
+        assert_clean(&text);
+    }
+    let server = FakeServer::start().await;
+    server.always(Reply::json(
+        400,
+        json!({"status":"error","message":format!("bad token {TOKEN}"),"category":"VALIDATION_ERROR","correlationId":"x","errors":[{"message":"m","subCategory":TOKEN}]}),
+    ));
+    let client = server.client();
+    let mut errors: Vec<Error> = vec![
+        client.list_deals(&t, &[], None, 10).await.expect_err("deals"),
+        client.search_deals(&t, &hubspot_client::SearchRequest::default()).await.expect_err("search"),
+        client.list_deal_pipelines(&t).await.expect_err("pipelines"),
+        client.batch_read_deals(&t, &["1"], &[]).await.expect_err("batch"),
+    ];
+    errors.push(client.sync_modified_deals(&t, 0, 1, &[], 10, |_| {}).await.expect_err("sync"));
+    for err in &errors {
+        assert!(matches!(err, Error::Api { status: 400, .. }), "{err:?}");
+        assert_clean(&err.to_string());
+        assert_clean(&format!("{err:?}"));
+    }
+}

@@ -8,7 +8,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use gomark_platform::ErrorKind;
+use gomark_platform::{Caller, ErrorKind};
+use gomark_proto::hubspot_sync::v1::{IngestWebhookEventsRequest, WebhookEvent};
 use hubspot_client::webhook::{self, SignedRequest, VerifyOptions, WebhookSecret};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -27,8 +28,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Accepted {
-    /// Events in the batch.
-    accepted: usize,
+    /// Events taken for processing.
+    accepted: u32,
+    /// Events seen before (HubSpot redelivers), ignored.
+    duplicates: u32,
+    /// Events of portals GoMark does not manage, ignored.
+    unknown_portal: u32,
 }
 
 /// Receives a batch of HubSpot webhook events (a JSON array), signed with
@@ -57,6 +62,32 @@ async fn hubspot(
     let events = webhook::parse_batch(&body)
         .map_err(|e| Problem::invalid("body", format!("not a batch of HubSpot events: {e}")))?;
     metrics::counter!("hubspot_webhook_events_total").increment(events.len() as u64);
-    tracing::info!(events = events.len(), "hubspot webhook accepted");
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: events.len() })))
+    let request = IngestWebhookEventsRequest {
+        events: events
+            .into_iter()
+            .map(|e| WebhookEvent {
+                event_id: e.event_id,
+                subscription_id: e.subscription_id,
+                portal_id: e.portal_id,
+                app_id: e.app_id,
+                occurred_at: e.occurred_at,
+                subscription_type: e.subscription_type,
+                attempt_number: e.attempt_number,
+                object_id: e.object_id.unwrap_or_default(),
+                property_name: e.property_name.unwrap_or_default(),
+                property_value: e.property_value.unwrap_or_default(),
+            })
+            .collect(),
+    };
+    // If hubspot-sync cannot take them, the 503 makes HubSpot deliver the batch again.
+    let done = s
+        .hubspot_sync
+        .clone()
+        .ingest_webhook_events(Caller::system("gateway-webhooks").request(request))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted { accepted: done.accepted, duplicates: done.duplicates, unknown_portal: done.unknown_portal }),
+    ))
 }

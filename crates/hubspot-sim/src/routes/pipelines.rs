@@ -1,0 +1,168 @@
+//! Pipeline and stage routes (`/crm/v3/pipelines/deals/…`, CONTRACT.md §5).
+//!
+//! PUT, DELETE and stage DELETE take `validateReferencesBeforeDelete` and
+//! `validateDealStageUsagesBeforeDelete`. The simulator has no workflows, so the deal-usage
+//! check is what they enable: `validateDealStageUsagesBeforeDelete=true` on pipeline PUT/DELETE,
+//! and either flag on stage DELETE (the spec only lists `validateReferencesBeforeDelete` there).
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::{ApiResult, QueryPairs, check_object_type, parse, query_bool, to_json};
+use crate::pipelines::{PipelineInput, StageInput};
+use crate::{PortalRef, lock};
+
+pub(super) fn routes() -> Router {
+    Router::new()
+        .route("/{object_type}", get(list_pipelines).post(create_pipeline))
+        .route(
+            "/{object_type}/{pipeline_id}",
+            get(get_pipeline).patch(update_pipeline).put(replace_pipeline).delete(delete_pipeline),
+        )
+        .route("/{object_type}/{pipeline_id}/stages", get(list_stages).post(create_stage))
+        .route(
+            "/{object_type}/{pipeline_id}/stages/{stage_id}",
+            get(get_stage).patch(update_stage).put(replace_stage).delete(delete_stage),
+        )
+}
+
+const STAGE_USAGE_FLAG: &str = "validateDealStageUsagesBeforeDelete";
+const REFERENCES_FLAG: &str = "validateReferencesBeforeDelete";
+
+async fn list_pipelines(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let archived = query_bool(&query, "archived")?;
+    let results = lock(&portal).list_pipelines(archived);
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn get_pipeline(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let archived = query_bool(&query, "archived")?;
+    let portal = lock(&portal);
+    Ok(Json(to_json(portal.get_pipeline(&pipeline_id, archived)?)))
+}
+
+async fn create_pipeline(
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let input: PipelineInput = parse(&body)?;
+    let pipeline = lock(&portal).create_pipeline(input)?;
+    Ok((StatusCode::CREATED, Json(pipeline)).into_response())
+}
+
+async fn update_pipeline(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let input: PipelineInput = parse(&body)?;
+    let pipeline = lock(&portal).update_pipeline(&pipeline_id, input)?;
+    Ok(Json(to_json(&pipeline)))
+}
+
+async fn replace_pipeline(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+    query: QueryPairs,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let validate = query_bool(&query, STAGE_USAGE_FLAG)?;
+    query_bool(&query, REFERENCES_FLAG)?;
+    let input: PipelineInput = parse(&body)?;
+    let pipeline = lock(&portal).replace_pipeline(&pipeline_id, input, validate)?;
+    Ok(Json(to_json(&pipeline)))
+}
+
+async fn delete_pipeline(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult<StatusCode> {
+    check_object_type(&object_type)?;
+    let validate = query_bool(&query, STAGE_USAGE_FLAG)?;
+    query_bool(&query, REFERENCES_FLAG)?;
+    lock(&portal).delete_pipeline(&pipeline_id, validate)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_stages(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let results = lock(&portal).list_stages(&pipeline_id)?;
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn get_stage(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let stage = lock(&portal).get_stage(&pipeline_id, &stage_id)?;
+    Ok(Json(to_json(&stage)))
+}
+
+async fn create_stage(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let input: StageInput = parse(&body)?;
+    let stage = lock(&portal).create_stage(&pipeline_id, input)?;
+    Ok((StatusCode::CREATED, Json(stage)).into_response())
+}
+
+async fn update_stage(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let input: StageInput = parse(&body)?;
+    let stage = lock(&portal).update_stage(&pipeline_id, &stage_id, input)?;
+    Ok(Json(to_json(&stage)))
+}
+
+async fn replace_stage(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let input: StageInput = parse(&body)?;
+    let stage = lock(&portal).replace_stage(&pipeline_id, &stage_id, input)?;
+    Ok(Json(to_json(&stage)))
+}
+
+async fn delete_stage(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
+    query: QueryPairs,
+) -> ApiResult<StatusCode> {
+    check_object_type(&object_type)?;
+    let validate = query_bool(&query, STAGE_USAGE_FLAG)? || query_bool(&query, REFERENCES_FLAG)?;
+    lock(&portal).delete_stage(&pipeline_id, &stage_id, validate)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,556 @@
+//! Deal ingest: HubSpot's deals become `deal.upserted` / `deal.deleted` events, each
+//! version exactly once.
+//!
+//! Three ways in, one way out:
+//! - webhooks (hints): verified by the gateway, deduplicated here, queued;
+//! - the incremental sync, per company, on a timer: deals modified since the cursor
+//!   (the safety net for lost webhooks);
+//! - the backfill, once per company when it is onboarded: every deal.
+//!
+//! All of them re-read deals from HubSpot and publish only when `hs_lastmodifieddate`
+//! moved forward, recorded in `deal_versions` in the same transaction as the outbox
+//! event, so duplicates, reordering and several replicas change nothing.
+
+use crate::portals::{Portal, Portals};
+use gomark_events::envelope::new_event;
+use gomark_events::event_types;
+use gomark_events::relay::RelayWaker;
+use gomark_platform::Shutdown;
+use gomark_proto::events::v1::{DealDeleted, DealUpserted};
+use gomark_proto::hubspot_sync::v1::{SyncStatus, WebhookEvent};
+use gomark_storage::{Database, StorageError};
+use hubspot_client::{Deal, HubSpotClient};
+use serde::Deserialize;
+use sqlx::{AnyConnection, Row};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// The deal properties every event carries.
+pub const DEAL_PROPERTIES: &[&str] = &[
+    "dealname",
+    "dealstage",
+    "pipeline",
+    "amount",
+    "closedate",
+    "hubspot_owner_id",
+    "hs_lastmodifieddate",
+    "createdate",
+];
+
+/// HubSpot's batch read takes at most 100 ids.
+const BATCH: usize = 100;
+/// Webhook dedupe records are kept this long (HubSpot retries for about a day).
+const KEEP_SEEN_MS: i64 = 3 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DealSyncSettings {
+    /// How often each company's incremental sync runs.
+    pub interval_secs: u64,
+    /// Each run re-reads this far behind the cursor, for writes the index showed late.
+    pub overlap_secs: u64,
+    /// How often queued webhook hints are re-read.
+    pub queue_poll_ms: u64,
+    /// HubSpot's search shows writes after a lag; the sync never looks closer to now.
+    pub index_lag_secs: u64,
+}
+
+impl Default for DealSyncSettings {
+    fn default() -> Self {
+        Self { interval_secs: 300, overlap_secs: 120, queue_poll_ms: 200, index_lag_secs: 60 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Portal(#[from] crate::portals::PortalError),
+    #[error(transparent)]
+    Events(#[from] gomark_events::EventError),
+    #[error("HubSpot: {0}")]
+    HubSpot(#[from] hubspot_client::Error),
+}
+
+impl From<sqlx::Error> for SyncError {
+    fn from(err: sqlx::Error) -> Self {
+        SyncError::Storage(err.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SyncError>;
+
+#[derive(Clone)]
+pub struct DealSync {
+    db: Database,
+    portals: Portals,
+    client: HubSpotClient,
+    relay: RelayWaker,
+    settings: DealSyncSettings,
+}
+
+/// What `ingest` did with a batch of webhook events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub unknown_portal: u32,
+}
+
+impl DealSync {
+    pub fn new(
+        db: Database,
+        portals: Portals,
+        client: HubSpotClient,
+        relay: RelayWaker,
+        settings: DealSyncSettings,
+    ) -> Self {
+        Self { db, portals, client, relay, settings }
+    }
+
+    fn index_lag_ms(&self) -> i64 {
+        self.settings.index_lag_secs as i64 * 1000
+    }
+
+    /// Records webhook events and queues their deals for a re-read. Fast: no HubSpot call.
+    pub async fn ingest(&self, events: &[WebhookEvent]) -> Result<Ingested> {
+        let mut outcome = Ingested::default();
+        let mut companies = std::collections::HashMap::new();
+        let now = gomark_storage::now_ms();
+        let mut tx = self.db.begin().await?;
+        for event in events {
+            let portal = event.portal_id.to_string();
+            if !companies.contains_key(&portal) {
+                let company = self.portals.company_of_portal(&portal).await?;
+                companies.insert(portal.clone(), company);
+            }
+            let Some(Some(company)) = companies.get(&portal) else {
+                outcome.unknown_portal += 1;
+                continue;
+            };
+            let fresh = sqlx::query(
+                "INSERT INTO webhook_events_seen (portal_id, subscription_id, event_id, occurred_at, seen_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&portal)
+            .bind(event.subscription_id.to_string())
+            .bind(event.event_id.to_string())
+            .bind(event.occurred_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                outcome.duplicates += 1;
+                continue;
+            }
+            outcome.accepted += 1;
+            if event.subscription_type.starts_with("deal.") || event.subscription_type.starts_with("object.") {
+                enqueue(&mut tx, company, &event.object_id.to_string(), now).await?;
+            }
+        }
+        tx.commit().await?;
+        metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "accepted")
+            .increment(u64::from(outcome.accepted));
+        metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "duplicate")
+            .increment(u64::from(outcome.duplicates));
+        Ok(outcome)
+    }
+
+    /// Re-reads up to one batch of queued deals of `company`; returns how many were done.
+    pub async fn refresh_queued(&self, company_id: &str) -> Result<usize> {
+        let rows =
+            sqlx::query("SELECT deal_id FROM deal_refresh_queue WHERE company_id = $1 ORDER BY enqueued_at LIMIT $2")
+                .bind(company_id)
+                .bind(BATCH as i64)
+                .fetch_all(self.db.pool())
+                .await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.try_get("deal_id")).collect::<std::result::Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let Some(portal) = self.portals.get(company_id).await? else {
+            self.dequeue(company_id, &ids).await?;
+            return Ok(ids.len());
+        };
+        let found = read_deals(&self.client, &portal, &ids).await?;
+        let present: HashSet<&str> = found.iter().map(|d| d.id.as_str()).collect();
+        let missing: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
+        let mut tx = self.db.begin().await?;
+        for deal in &found {
+            publish_if_newer(&mut tx, &portal, deal).await?;
+        }
+        for id in &missing {
+            publish_deleted(&mut tx, &portal, id).await?;
+        }
+        delete_from_queue(&mut tx, company_id, &ids).await?;
+        tx.commit().await?;
+        self.relay.wake();
+        Ok(ids.len())
+    }
+
+    async fn dequeue(&self, company_id: &str, ids: &[String]) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        delete_from_queue(&mut tx, company_id, ids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Publishes every deal in `deals` that is newer than what was published.
+    async fn publish_all(&self, portal: &Portal, deals: &[Deal]) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        for deal in deals {
+            publish_if_newer(&mut tx, portal, deal).await?;
+        }
+        tx.commit().await?;
+        self.relay.wake();
+        Ok(())
+    }
+
+    async fn state(&self, company_id: &str) -> Result<SyncStatus> {
+        let row = sqlx::query(
+            "SELECT backfill_state, backfill_deals, cursor_ms, last_sync_at_ms, last_error FROM deal_sync_state WHERE company_id = $1",
+        )
+        .bind(company_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let queued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM deal_refresh_queue WHERE company_id = $1")
+            .bind(company_id)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?;
+        let mut status =
+            SyncStatus { company_id: company_id.to_owned(), backfill_state: "pending".into(), ..SyncStatus::default() };
+        if let Some(r) = row {
+            status.backfill_state = r.try_get("backfill_state")?;
+            status.backfill_deals = r.try_get::<i64, _>("backfill_deals")?.max(0) as u64;
+            status.cursor_ms = r.try_get("cursor_ms")?;
+            status.last_sync_at_ms = r.try_get("last_sync_at_ms")?;
+            status.last_error = r.try_get("last_error")?;
+        }
+        status.queued_deals = queued.max(0) as u64;
+        Ok(status)
+    }
+
+    pub async fn status(&self, company_id: &str) -> Result<SyncStatus> {
+        self.state(company_id).await
+    }
+
+    async fn ensure_state(&self, company_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO deal_sync_state (company_id, backfill_state) VALUES ($1, 'pending') ON CONFLICT DO NOTHING",
+        )
+        .bind(company_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn save_backfill(&self, company_id: &str, state: &str, deals: i64, after: &str) -> Result<()> {
+        self.ensure_state(company_id).await?;
+        sqlx::query("UPDATE deal_sync_state SET backfill_state = $1, backfill_deals = $2, backfill_after = $3 WHERE company_id = $4")
+            .bind(state)
+            .bind(deals)
+            .bind(after)
+            .bind(company_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn save_cursor(&self, company_id: &str, cursor_ms: i64) -> Result<()> {
+        self.ensure_state(company_id).await?;
+        sqlx::query(
+            "UPDATE deal_sync_state SET cursor_ms = $1, last_sync_at_ms = $2, last_error = '' WHERE company_id = $3",
+        )
+        .bind(cursor_ms)
+        .bind(gomark_storage::now_ms())
+        .bind(company_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Reads every deal of a newly onboarded company, resumably (the paging cursor is saved
+    /// after each page), and sets the incremental cursor to when it started.
+    pub async fn backfill(&self, company_id: &str) -> Result<()> {
+        let Some(portal) = self.portals.get(company_id).await? else { return Ok(()) };
+        let started = gomark_storage::now_ms();
+        let row = sqlx::query(
+            "SELECT backfill_state, backfill_deals, backfill_after FROM deal_sync_state WHERE company_id = $1",
+        )
+        .bind(company_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let (mut seen, mut after) = match &row {
+            Some(r) if r.try_get::<String, _>("backfill_state")? == "done" => return Ok(()),
+            Some(r) => (r.try_get::<i64, _>("backfill_deals")?, r.try_get::<String, _>("backfill_after")?),
+            None => (0, String::new()),
+        };
+        loop {
+            let (deals, next) =
+                list_deals_page(&self.client, &portal, (!after.is_empty()).then_some(after.as_str())).await?;
+            self.publish_all(&portal, &deals).await?;
+            seen += deals.len() as i64;
+            after = next.unwrap_or_default();
+            let state = if after.is_empty() { "done" } else { "running" };
+            self.save_backfill(company_id, state, seen, &after).await?;
+            tracing::info!(company_id, portal_id = %portal.portal_id, deals = seen, state, "deal backfill progress");
+            if after.is_empty() {
+                break;
+            }
+        }
+        self.save_cursor(company_id, started - self.index_lag_ms()).await?;
+        Ok(())
+    }
+
+    /// Publishes deals modified since the cursor (minus the overlap) up to now minus the
+    /// index lag, and moves the cursor.
+    pub async fn incremental(&self, company_id: &str) -> Result<usize> {
+        let Some(portal) = self.portals.get(company_id).await? else { return Ok(0) };
+        let status = self.state(company_id).await?;
+        let until = gomark_storage::now_ms() - self.index_lag_ms();
+        let since = (status.cursor_ms - self.settings.overlap_secs as i64 * 1000).max(0);
+        let deals = search_modified(&self.client, &portal, since, until).await?;
+        self.publish_all(&portal, &deals).await?;
+        let cursor =
+            deals.iter().filter_map(|d| d.last_modified()).max().unwrap_or(status.cursor_ms).max(status.cursor_ms);
+        self.save_cursor(company_id, cursor).await?;
+        Ok(deals.len())
+    }
+
+    async fn record_error(&self, company_id: &str, err: &SyncError) {
+        let text: String = err.to_string().chars().take(300).collect();
+        let saved = match self.ensure_state(company_id).await {
+            Ok(()) => sqlx::query("UPDATE deal_sync_state SET last_error = $1 WHERE company_id = $2")
+                .bind(&text)
+                .bind(company_id)
+                .execute(self.db.pool())
+                .await
+                .map(|_| ())
+                .map_err(SyncError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "sync state not saved");
+        }
+    }
+
+    /// One pass over one company: drain its queue, finish its backfill, and run its
+    /// incremental sync if due. Errors are recorded and retried next pass.
+    async fn pass(&self, company: &str, sync_due: bool) -> bool {
+        let mut busy = false;
+        loop {
+            match self.refresh_queued(company).await {
+                Ok(0) => break,
+                Ok(_) => busy = true,
+                Err(err) => {
+                    tracing::warn!(company_id = %company, error = %err, "deal refresh failed, will retry");
+                    self.record_error(company, &err).await;
+                    break;
+                }
+            }
+        }
+        match self.state(company).await {
+            Ok(state) if state.backfill_state != "done" => {
+                if let Err(err) = self.backfill(company).await {
+                    tracing::warn!(company_id = %company, error = %err, "deal backfill failed, will resume");
+                    self.record_error(company, &err).await;
+                }
+            }
+            Ok(_) if sync_due => {
+                if let Err(err) = self.incremental(company).await {
+                    tracing::warn!(company_id = %company, error = %err, "incremental deal sync failed");
+                    self.record_error(company, &err).await;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(company_id = %company, error = %err, "deal sync state unreadable"),
+        }
+        busy
+    }
+
+    /// Drains the webhook queue continuously, runs backfills, and each company's
+    /// incremental sync spread evenly over the interval, until shutdown. Companies are
+    /// worked on concurrently, so a slow portal never holds up the others.
+    pub async fn run(self, shutdown: Shutdown) {
+        use futures::StreamExt as _;
+        const CONCURRENT_COMPANIES: usize = 8;
+        let poll = Duration::from_millis(self.settings.queue_poll_ms.max(10));
+        let interval = Duration::from_secs(self.settings.interval_secs.max(1));
+        let mut next_sync: std::collections::HashMap<String, tokio::time::Instant> = std::collections::HashMap::new();
+        let mut last_prune = tokio::time::Instant::now();
+        while !shutdown.is_triggered() {
+            let companies = match self.portals.company_ids().await {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::warn!(error = %err, "portals unreadable");
+                    Vec::new()
+                }
+            };
+            let now = tokio::time::Instant::now();
+            let count = companies.len().max(1) as u32;
+            let work: Vec<(String, bool)> = companies
+                .into_iter()
+                .enumerate()
+                .map(|(i, company)| {
+                    // Spread first runs over the interval so a thousand portals never poll at once.
+                    let due = *next_sync.entry(company.clone()).or_insert_with(|| now + interval / count * i as u32);
+                    let sync_due = due <= now;
+                    if sync_due {
+                        next_sync.insert(company.clone(), now + interval);
+                    }
+                    (company, sync_due)
+                })
+                .collect();
+            let this = &self;
+            let busy = futures::stream::iter(work)
+                .take_while(|_| std::future::ready(!shutdown.is_triggered()))
+                .map(|(company, sync_due)| async move { this.pass(&company, sync_due).await })
+                .buffer_unordered(CONCURRENT_COMPANIES)
+                .fold(false, |any, busy| std::future::ready(any || busy))
+                .await;
+            if last_prune.elapsed() > Duration::from_secs(3600) {
+                last_prune = now;
+                let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
+                if let Err(err) = sqlx::query("DELETE FROM webhook_events_seen WHERE seen_at < $1")
+                    .bind(cutoff)
+                    .execute(self.db.pool())
+                    .await
+                {
+                    tracing::warn!(error = %err, "webhook dedupe prune failed");
+                }
+            }
+            if !busy {
+                tokio::select! {
+                    () = shutdown.wait() => break,
+                    () = tokio::time::sleep(poll) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn enqueue(conn: &mut AnyConnection, company_id: &str, deal_id: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(company_id)
+    .bind(deal_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, ids: &[String]) -> Result<()> {
+    for id in ids {
+        sqlx::query("DELETE FROM deal_refresh_queue WHERE company_id = $1 AND deal_id = $2")
+            .bind(company_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Publishes `deal` if its modification time is newer than the last one published.
+/// Conditional writes make this safe across replicas: only one wins the row.
+async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal) -> Result<bool> {
+    let modified = deal.last_modified().unwrap_or(0);
+    let inserted = sqlx::query(
+        "INSERT INTO deal_versions (company_id, deal_id, last_modified_ms, deleted) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(&portal.company_id)
+    .bind(&deal.id)
+    .bind(modified)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    let newer = inserted
+        || sqlx::query(
+            "UPDATE deal_versions SET last_modified_ms = $1, deleted = 0 WHERE company_id = $2 AND deal_id = $3 AND last_modified_ms < $1",
+        )
+        .bind(modified)
+        .bind(&portal.company_id)
+        .bind(&deal.id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+    if !newer {
+        return Ok(false);
+    }
+    let payload = DealUpserted {
+        company_id: portal.company_id.clone(),
+        portal_id: portal.portal_id.clone(),
+        deal_id: deal.id.clone(),
+        name: deal.name().unwrap_or_default().to_owned(),
+        pipeline_id: deal.pipeline().unwrap_or_default().to_owned(),
+        stage_id: deal.stage().unwrap_or_default().to_owned(),
+        amount: deal.amount(),
+        close_date_ms: deal.close_date().unwrap_or(0),
+        owner_id: deal.owner().unwrap_or_default().to_owned(),
+        last_modified_ms: modified,
+        created_ms: deal.create_date().unwrap_or(0),
+    };
+    let event = new_event(&portal.company_id, event_types::DEAL_UPSERTED, &payload);
+    gomark_events::outbox::enqueue(conn, &event).await?;
+    metrics::counter!("hubspot_deals_published_total", "kind" => "upserted").increment(1);
+    Ok(true)
+}
+
+async fn publish_deleted(conn: &mut AnyConnection, portal: &Portal, deal_id: &str) -> Result<bool> {
+    let now = gomark_storage::now_ms();
+    let changed = sqlx::query(
+        "INSERT INTO deal_versions (company_id, deal_id, last_modified_ms, deleted) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (company_id, deal_id) DO UPDATE SET deleted = 1 WHERE deal_versions.deleted = 0",
+    )
+    .bind(&portal.company_id)
+    .bind(deal_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if changed {
+        let payload = DealDeleted {
+            company_id: portal.company_id.clone(),
+            portal_id: portal.portal_id.clone(),
+            deal_id: deal_id.to_owned(),
+            deleted_at_ms: now,
+        };
+        gomark_events::outbox::enqueue(conn, &new_event(&portal.company_id, event_types::DEAL_DELETED, &payload))
+            .await?;
+        metrics::counter!("hubspot_deals_published_total", "kind" => "deleted").increment(1);
+    }
+    Ok(changed)
+}
+
+// The three HubSpot reads this module needs, kept together so the client's API shows in
+// one place.
+
+async fn read_deals(client: &HubSpotClient, portal: &Portal, ids: &[String]) -> Result<Vec<Deal>> {
+    let batch = client.batch_read_deals(&portal.token(), ids, DEAL_PROPERTIES).await?;
+    Ok(batch.results)
+}
+
+async fn list_deals_page(
+    client: &HubSpotClient,
+    portal: &Portal,
+    after: Option<&str>,
+) -> Result<(Vec<Deal>, Option<String>)> {
+    let page = client.list_deals(&portal.token(), DEAL_PROPERTIES, after, 100).await?;
+    Ok((page.results, page.next_after))
+}
+
+async fn search_modified(client: &HubSpotClient, portal: &Portal, since_ms: i64, until_ms: i64) -> Result<Vec<Deal>> {
+    let mut deals = Vec::new();
+    client
+        .sync_modified_deals(&portal.token(), since_ms, until_ms, DEAL_PROPERTIES, 200, |page| deals.extend(page))
+        .await?;
+    Ok(deals)
+}
