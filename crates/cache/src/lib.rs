@@ -32,10 +32,13 @@ pub trait Cache: Send + Sync + 'static {
     /// Adds one to the counter at `key` and returns the new count; a new counter lives
     /// for `ttl` (fixed windows for rate limits, shared by every replica on Redis).
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64>;
-    /// Takes one slot of a rolling window allowing `max` uses per `window` (exact: never
+    /// Takes slot `slot` of a rolling window allowing `max` uses per `window` (exact: never
     /// more than `max` in ANY window of that length). `None` when granted; otherwise how
     /// long until a slot frees up. Shared by every replica on Redis.
-    async fn acquire_slot(&self, key: &str, window: Duration, max: u32) -> Result<Option<Duration>>;
+    async fn acquire_slot(&self, key: &str, window: Duration, max: u32, slot: &str) -> Result<Option<Duration>>;
+    /// Moves a granted slot's time to now: a use counts from when it really happened (a
+    /// request that waited to be sent), so the window stays honest under load.
+    async fn restamp_slot(&self, key: &str, slot: &str) -> Result<()>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -13,8 +13,8 @@ const MAX_ENTRIES: usize = 50_000;
 pub struct MemoryCache {
     prefix: String,
     entries: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
-    /// Rolling windows: the instants of the uses still inside each window.
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Rolling windows: the uses still inside each window, oldest first.
+    windows: Mutex<HashMap<String, VecDeque<(Instant, String)>>>,
 }
 
 impl MemoryCache {
@@ -66,22 +66,35 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
-    async fn acquire_slot(&self, key: &str, window: Duration, max: u32) -> Result<Option<Duration>> {
+    async fn acquire_slot(&self, key: &str, window: Duration, max: u32, slot: &str) -> Result<Option<Duration>> {
         let key = self.key(key);
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if windows.len() >= MAX_ENTRIES {
-            windows.retain(|_, uses| uses.back().is_some_and(|last| now.duration_since(*last) < window));
+            windows.retain(|_, uses| uses.back().is_some_and(|(last, _)| now.duration_since(*last) < window));
         }
         let uses = windows.entry(key).or_default();
-        while uses.front().is_some_and(|first| now.duration_since(*first) >= window) {
+        while uses.front().is_some_and(|(first, _)| now.duration_since(*first) >= window) {
             uses.pop_front();
         }
         if uses.len() < max as usize {
-            uses.push_back(now);
+            uses.push_back((now, slot.to_owned()));
             return Ok(None);
         }
-        Ok(Some(uses.front().map_or(window, |first| window.saturating_sub(now.duration_since(*first)))))
+        Ok(Some(uses.front().map_or(window, |(first, _)| window.saturating_sub(now.duration_since(*first)))))
+    }
+
+    async fn restamp_slot(&self, key: &str, slot: &str) -> Result<()> {
+        let key = self.key(key);
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(uses) = windows.get_mut(&key)
+            && let Some(at) = uses.iter().position(|(_, s)| s == slot)
+            && let Some(found) = uses.remove(at)
+        {
+            // Now is the latest instant there is: pushing back keeps the deque in time order.
+            uses.push_back((Instant::now(), found.1));
+        }
+        Ok(())
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {

@@ -17,7 +17,7 @@ static SLIDING_WINDOW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
         local window = tonumber(ARGV[1])
         redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - window)
         if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-            redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. now)
+            redis.call('ZADD', KEYS[1], now, ARGV[3])
             redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
             return 0
         end
@@ -27,12 +27,16 @@ static SLIDING_WINDOW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock:
     )
 });
 
-/// Distinguishes two uses in the same microsecond.
-fn rand_member() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 32
-}
+/// Moves one slot to Redis's now, if it is still in the window.
+static RESTAMP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local t = redis.call('TIME')
+        redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000000 + tonumber(t[2]), ARGV[1])
+        return 0
+        ",
+    )
+});
 
 pub struct RedisCache {
     pool: Pool,
@@ -89,16 +93,22 @@ impl Cache for RedisCache {
         self.run(|mut c| async move { c.del::<_, ()>(key).await }).await
     }
 
-    async fn acquire_slot(&self, key: &str, window: Duration, max: u32) -> Result<Option<Duration>> {
+    async fn acquire_slot(&self, key: &str, window: Duration, max: u32, slot: &str) -> Result<Option<Duration>> {
         let key = self.key(key);
         let window_us = window.as_micros().max(1) as u64;
-        let member = format!("{:x}", rand_member());
+        let member = slot.to_owned();
         self.run(|mut c| async move {
             let wait_us: i64 =
                 SLIDING_WINDOW.key(&key).arg(window_us).arg(max).arg(member).invoke_async(&mut c).await?;
             Ok((wait_us > 0).then(|| Duration::from_micros(wait_us as u64)))
         })
         .await
+    }
+
+    async fn restamp_slot(&self, key: &str, slot: &str) -> Result<()> {
+        let key = self.key(key);
+        let member = slot.to_owned();
+        self.run(|mut c| async move { RESTAMP.key(&key).arg(member).invoke_async::<()>(&mut c).await }).await
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64> {

@@ -51,13 +51,28 @@ async fn a_rolling_window_never_holds_more_than_its_max() {
     for (label, cache) in caches() {
         let window = Duration::from_millis(400);
         for i in 0..3 {
-            assert_eq!(cache.acquire_slot("w", window, 3).await.expect(label), None, "{label}: use {i}");
+            assert_eq!(
+                cache.acquire_slot("w", window, 3, &format!("s{i}")).await.expect(label),
+                None,
+                "{label}: use {i}"
+            );
         }
-        let wait = cache.acquire_slot("w", window, 3).await.expect(label).expect("full");
+        let wait = cache.acquire_slot("w", window, 3, "s3").await.expect(label).expect("full");
         assert!(wait <= window && wait > Duration::ZERO, "{label}: {wait:?}");
-        tokio::time::sleep(wait + Duration::from_millis(20)).await;
-        assert_eq!(cache.acquire_slot("w", window, 3).await.expect(label), None, "{label}: a slot freed up");
-        assert!(cache.acquire_slot("other", window, 1).await.expect(label).is_none(), "{label}: keys are separate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Two uses really happened only now: they count from now on.
+        cache.restamp_slot("w", "s0").await.expect(label);
+        cache.restamp_slot("w", "s1").await.expect(label);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(cache.acquire_slot("w", window, 3, "s4").await.expect(label), None, "{label}: s2 left the window");
+        assert!(
+            cache.acquire_slot("w", window, 3, "s5").await.expect(label).is_some(),
+            "{label}: restamped s0, s1 still count"
+        );
+        assert!(
+            cache.acquire_slot("other", window, 1, "x").await.expect(label).is_none(),
+            "{label}: keys are separate"
+        );
     }
 }
 

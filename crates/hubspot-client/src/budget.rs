@@ -39,11 +39,20 @@ pub enum BudgetError {
 ///
 /// `key` is [`crate::AccessToken::budget_key`]: the portal label set with
 /// [`crate::AccessToken::for_portal`], or a hash of the token. It is never the token.
+/// What [`RequestBudget::acquire`] granted, handed back to [`RequestBudget::finish`] when
+/// the attempt is over; opaque to the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permit(pub String);
+
 #[async_trait]
 pub trait RequestBudget: Send + Sync {
     /// Called before every HTTP attempt, retries included. May sleep to pace requests; returns
     /// an error to refuse the attempt outright.
-    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<(), BudgetError>;
+    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<Permit, BudgetError>;
+
+    /// Called when the attempt is over, whatever its outcome (response, timeout, connection
+    /// error). A limiter can count the request from here: it reached HubSpot before now.
+    async fn finish(&self, _key: &str, _kind: RequestKind, _permit: Permit) {}
 
     /// Called after every HTTP response (any status; not after timeouts or connection errors,
     /// where there is no response) with its rate-limit headers, if it had any.

@@ -11,7 +11,7 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::budget::{BudgetError, RequestBudget, RequestKind};
+use crate::budget::{BudgetError, Permit, RequestBudget, RequestKind};
 use crate::config::ClientConfig;
 use crate::error::{self, Error, Result};
 use crate::rate_limit::{self, RateLimitInfo, RateLimitPolicy};
@@ -231,8 +231,12 @@ impl HubSpotClient {
         let mut retry = 0u32;
         loop {
             tracing::debug!(method = %method, path = url.path(), retry, "HubSpot request");
-            self.acquire(&call).await?;
-            let failure = match self.attempt(&call, auth.as_ref()).await {
+            let permit = self.acquire(&call).await?;
+            let outcome = self.attempt(&call, auth.as_ref()).await;
+            if let (Some(budget), Some(permit)) = (&self.budget, permit) {
+                budget.finish(&call.budget_key, call.kind, permit).await;
+            }
+            let failure = match outcome {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -260,9 +264,9 @@ impl HubSpotClient {
 
     /// Asks the budget (if any) for one attempt. A spent daily budget becomes the same error a
     /// HubSpot `DAILY` 429 gives, which is never retried, so no HTTP call is made at all.
-    async fn acquire(&self, call: &Call<'_>) -> Result<()> {
-        let Some(budget) = &self.budget else { return Ok(()) };
-        budget.acquire(&call.budget_key, call.kind).await.map_err(|e| match e {
+    async fn acquire(&self, call: &Call<'_>) -> Result<Option<Permit>> {
+        let Some(budget) = &self.budget else { return Ok(None) };
+        budget.acquire(&call.budget_key, call.kind).await.map(Some).map_err(|e| match e {
             BudgetError::DailyExhausted { retry_after } => {
                 Error::RateLimited { policy: RateLimitPolicy::Daily, retry_after: Some(retry_after) }
             }

@@ -40,7 +40,7 @@ mod token;
 pub mod webhook;
 
 pub use batch::{BATCH_CHUNK_SIZE, BatchError, BatchResult};
-pub use budget::{BudgetError, RequestBudget, RequestKind};
+pub use budget::{BudgetError, Permit, RequestBudget, RequestKind};
 pub use client::HubSpotClient;
 pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL};
 pub use deals::model::{Deal, Page, parse_timestamp_ms};

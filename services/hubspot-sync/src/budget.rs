@@ -9,8 +9,9 @@
 
 use async_trait::async_trait;
 use gomark_cache::{Cache, MemoryCache};
-use hubspot_client::{BudgetError, RateLimitInfo, RequestBudget, RequestKind};
+use hubspot_client::{BudgetError, Permit, RateLimitInfo, RequestBudget, RequestKind};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,16 @@ pub struct PortalBudget {
     shared: Arc<dyn Cache>,
     local: MemoryCache,
     limits: Mutex<HashMap<String, Limits>>,
+    /// Names this process's slots uniquely among all replicas.
+    instance: String,
+    next_slot: AtomicU64,
+}
+
+fn slot_key(key: &str, kind: RequestKind) -> String {
+    match kind {
+        RequestKind::Standard => format!("hubspot:burst:{key}"),
+        RequestKind::Search => format!("hubspot:search:{key}"),
+    }
 }
 
 fn next_utc_midnight_ms(now_ms: i64) -> i64 {
@@ -51,7 +62,13 @@ fn next_utc_midnight_ms(now_ms: i64) -> i64 {
 
 impl PortalBudget {
     pub fn new(shared: Arc<dyn Cache>) -> Self {
-        Self { shared, local: MemoryCache::new("hubspot-budget-local"), limits: Mutex::new(HashMap::new()) }
+        Self {
+            shared,
+            local: MemoryCache::new("hubspot-budget-local"),
+            limits: Mutex::new(HashMap::new()),
+            instance: format!("{:x}", rand::random::<u64>()),
+            next_slot: AtomicU64::new(0),
+        }
     }
 
     fn limits(&self, key: &str) -> Limits {
@@ -77,35 +94,44 @@ impl PortalBudget {
 
 #[async_trait]
 impl RequestBudget for PortalBudget {
-    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<(), BudgetError> {
+    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<Permit, BudgetError> {
         let limits = self.limits(key);
         let now = gomark_storage::now_ms();
         if let Some(until) = limits.stopped_until_ms.filter(|until| *until > now) {
             return Err(BudgetError::DailyExhausted { retry_after: Duration::from_millis((until - now) as u64) });
         }
-        let (slot, window, max) = match kind {
-            RequestKind::Standard => {
-                (format!("hubspot:burst:{key}"), limits.interval, ((f64::from(limits.burst) * MARGIN) as u32).max(1))
-            }
-            RequestKind::Search => (format!("hubspot:search:{key}"), Duration::from_secs(1), SEARCHES_PER_SECOND - 1),
+        let (window, max) = match kind {
+            RequestKind::Standard => (limits.interval, ((f64::from(limits.burst) * MARGIN) as u32).max(1)),
+            RequestKind::Search => (Duration::from_secs(1), SEARCHES_PER_SECOND - 1),
         };
+        let window_key = slot_key(key, kind);
+        let slot = format!("{}:{}", self.instance, self.next_slot.fetch_add(1, Ordering::Relaxed));
         let started = tokio::time::Instant::now();
         loop {
-            let wait = match self.shared.acquire_slot(&slot, window, max).await {
+            let wait = match self.shared.acquire_slot(&window_key, window, max, &slot).await {
                 Ok(wait) => wait,
                 Err(err) => {
                     tracing::debug!(error = %err, "shared HubSpot budget unavailable, pacing locally");
-                    self.local.acquire_slot(&slot, window, (max / 2).max(1)).await.unwrap_or(None)
+                    self.local.acquire_slot(&window_key, window, (max / 2).max(1), &slot).await.unwrap_or(None)
                 }
             };
-            let Some(wait) = wait else { return Ok(()) };
+            let Some(wait) = wait else { return Ok(Permit(slot)) };
             if started.elapsed() + wait > MAX_WAIT {
                 tracing::warn!(portal = key, "waited {MAX_WAIT:?} for a HubSpot slot; sending anyway");
-                return Ok(());
+                return Ok(Permit(slot));
             }
             metrics::counter!("hubspot_budget_waits_total", "kind" => if kind == RequestKind::Search { "search" } else { "standard" })
                 .increment(1);
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The request reached HubSpot some time between acquire and now; counting it from now
+    /// keeps the window honest when requests queue before they are sent.
+    async fn finish(&self, key: &str, kind: RequestKind, permit: Permit) {
+        let window_key = slot_key(key, kind);
+        if self.shared.restamp_slot(&window_key, &permit.0).await.is_err() {
+            let _ = self.local.restamp_slot(&window_key, &permit.0).await;
         }
     }
 

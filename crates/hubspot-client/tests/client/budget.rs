@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hubspot_client::{
-    AccessToken, BudgetError, Error, HubSpotClient, RateLimitInfo, RateLimitPolicy, RequestBudget, RequestKind,
+    AccessToken, BudgetError, Error, HubSpotClient, Permit, RateLimitInfo, RateLimitPolicy, RequestBudget, RequestKind,
     SearchRequest,
 };
 use serde_json::json;
@@ -20,17 +20,23 @@ type Observation = (String, RequestKind, Option<RateLimitInfo>, u16);
 struct Recorder {
     acquired: Mutex<Vec<(String, RequestKind)>>,
     observed: Mutex<Vec<Observation>>,
+    finished: Mutex<Vec<Permit>>,
     exhausted: bool,
 }
 
 #[async_trait]
 impl RequestBudget for Recorder {
-    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<(), BudgetError> {
+    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<Permit, BudgetError> {
         self.acquired.lock().expect("lock").push((key.to_owned(), kind));
         if self.exhausted {
             return Err(BudgetError::DailyExhausted { retry_after: Duration::from_secs(3600) });
         }
-        Ok(())
+        let n = self.acquired.lock().expect("lock").len();
+        Ok(Permit(format!("p{n}")))
+    }
+
+    async fn finish(&self, _key: &str, _kind: RequestKind, permit: Permit) {
+        self.finished.lock().expect("lock").push(permit);
     }
 
     fn observe(&self, key: &str, kind: RequestKind, info: Option<&RateLimitInfo>, status: u16) {
@@ -52,6 +58,12 @@ async fn acquire_runs_before_every_attempt_and_observe_after_every_response() {
 
     let acquired = budget.acquired.lock().expect("lock").clone();
     assert_eq!(acquired, vec![("62515".to_owned(), RequestKind::Standard); 3]);
+    let finished = budget.finished.lock().expect("lock").clone();
+    assert_eq!(
+        finished,
+        vec![Permit("p1".into()), Permit("p2".into()), Permit("p3".into())],
+        "each attempt hands its permit back"
+    );
     let observed = budget.observed.lock().expect("lock").clone();
     let statuses: Vec<u16> = observed.iter().map(|o| o.3).collect();
     assert_eq!(statuses, vec![502, 429, 200]);
