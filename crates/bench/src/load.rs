@@ -43,6 +43,8 @@ pub struct Outcome {
     pub transport_errors: u64,
     /// From the start of the measured window to the last measured answer.
     pub window: Duration,
+    /// CPU use during the measured window; `None` where `/proc` is unreadable.
+    pub cpu: Option<crate::cpu::Usage>,
 }
 
 impl Outcome {
@@ -128,15 +130,20 @@ impl Endpoint {
 
 /// Runs `config.concurrency` workers against `target` for warmup + duration and returns what
 /// happened in the measured part.
-pub async fn run(target: &Target, config: LoadConfig) -> Result<Outcome> {
+pub async fn run(target: &Target, config: LoadConfig, cpus: usize) -> Result<Outcome> {
     let endpoint = Arc::new(Endpoint::parse(target)?);
     let measure_from = Instant::now() + config.warmup;
     let stop_at = measure_from + config.duration;
     let workers: Vec<_> = (0..config.concurrency)
         .map(|_| tokio::spawn(worker(endpoint.clone(), measure_from, stop_at, config.request_timeout)))
         .collect();
+    tokio::time::sleep_until(measure_from).await;
+    let cpu_before = crate::cpu::Snapshot::take();
+    tokio::time::sleep_until(stop_at).await;
+    let cpu_after = crate::cpu::Snapshot::take();
 
-    let mut outcome = Outcome::default();
+    let cpu = cpu_before.zip(cpu_after).and_then(|(before, after)| crate::cpu::usage(before, after, cpus));
+    let mut outcome = Outcome { cpu, ..Outcome::default() };
     let mut last_done = measure_from;
     for worker in workers {
         let stats = worker.await.context("a load worker panicked")?;

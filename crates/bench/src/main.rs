@@ -9,6 +9,7 @@
 //! BENCHMARKS.md (`--out`). The cached funnel read the issue asks for is reported as pending:
 //! funnels do not exist yet.
 
+mod cpu;
 mod load;
 mod report;
 
@@ -37,6 +38,8 @@ const PORTAL_TOKEN: &str = "bench-token";
 const RATE_LIMIT_PER_MINUTE: u64 = 1_000_000_000;
 /// Bounds setup calls and the wait for shutdown.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Other processes using more than this many cores during a measurement disturb it.
+const DISTURBED_CORES: f64 = 0.1;
 const SYNC_WAIT: Duration = Duration::from_secs(60);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -155,7 +158,7 @@ async fn benchmark(args: &Args, embedded: &Embedded, shutdown: &Shutdown) -> Res
             "gomark-bench: {name}: {}s warmup + {}s at concurrency {}",
             args.warmup_secs, args.duration_secs, args.concurrency
         );
-        let outcome = load::run(&target, config).await?;
+        let outcome = load::run(&target, config, machine.cpus).await?;
         eprintln!("gomark-bench: {name}: {:.0} req/s, {} errors", outcome.rate(), outcome.errors());
         rows.push(Row { name, route, body_bytes, outcome });
     }
@@ -336,13 +339,14 @@ fn render_section(rows: &[Row], args: &Args, date: &str, machine: &report::Machi
          per target, targets one after another in one process.\n",
         machine.cpus, machine.cpu_model, args.concurrency, args.warmup_secs, args.duration_secs
     );
-    let _ = writeln!(s, "| target | route | body | 2xx | errors | req/s | p50 | p90 | p99 | max |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ =
+        writeln!(s, "| target | route | body | 2xx | errors | req/s | p50 | p90 | p99 | max | CPU: bench / others |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let o = &row.outcome;
         let _ = writeln!(
             s,
-            "| {} | `{}` | {} B | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | `{}` | {} B | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
             row.name,
             row.route,
             row.body_bytes,
@@ -353,11 +357,12 @@ fn render_section(rows: &[Row], args: &Args, date: &str, machine: &report::Machi
             ms(o.percentile(90.0)),
             ms(o.percentile(99.0)),
             ms(o.max()),
+            o.cpu.map_or_else(|| "–".into(), |c| format!("{:.2} / {:.2}", c.own_cores, c.other_cores)),
         );
     }
     let _ = writeln!(
         s,
-        "| funnel read (cached) | – | – | – | – | pending | – | – | – | – |\n\
+        "| funnel read (cached) | – | – | – | – | pending | – | – | – | – | – |\n\
          \n\
          **The cached funnel read is pending:** funnels do not exist yet (pipeline-tracker \
          answers `UNIMPLEMENTED`), so there is nothing to measure. It gets a row here when the \
@@ -382,6 +387,25 @@ fn render_section(rows: &[Row], args: &Args, date: &str, machine: &report::Machi
         }
         let _ = writeln!(s);
     }
+    let disturbed: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.outcome.cpu.filter(|c| c.other_cores > DISTURBED_CORES).map(|c| (r.name, c)))
+        .map(|(name, c)| format!("{name} ({:.2} cores)", c.other_cores))
+        .collect();
+    let _ = writeln!(
+        s,
+        "CPU is the average number of cores used during the measured window by this process (servers and \
+         load generator) and by every other process on the machine.{}\n",
+        if disturbed.is_empty() {
+            " Other processes stayed under 0.1 cores throughout: the machine was quiet.".to_owned()
+        } else {
+            format!(
+                " **Other processes took CPU during: {}.** Those rows are disturbed; rerun on a quiet machine \
+                 before comparing them.",
+                disturbed.join(", ")
+            )
+        }
+    );
     let rate_of = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.outcome.rate());
     if let (Some(cached), Some(uncached)) = (rate_of("property list (cached)"), rate_of("company read (uncached)")) {
         let _ = writeln!(

@@ -91,7 +91,7 @@ impl OptionDto {
         }
     }
 
-    fn from_proto(o: PropertyOption) -> Self {
+    pub fn from_proto(o: PropertyOption) -> Self {
         Self {
             label: o.label,
             value: o.value,
@@ -237,6 +237,12 @@ impl From<pb::AuditEntry> for AuditEntryView {
             at: rfc3339(e.at),
         }
     }
+}
+
+pub fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 pub fn rfc3339(ts: Option<gomark_proto::Timestamp>) -> String {

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod companies;
 pub mod deal_properties;
 pub mod docs;
+pub mod hubspot;
 pub mod legacy;
 pub mod webhooks;
 
@@ -42,6 +43,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api_keys::routes())
         .merge(companies::routes())
         .merge(deal_properties::routes())
+        .merge(hubspot::routes())
         .merge(legacy::routes())
         .merge(webhooks::routes())
         .merge(docs::routes())

@@ -80,6 +80,12 @@ impl PortalBudget {
         change(all.entry(key.to_owned()).or_default());
     }
 
+    /// Until when (epoch ms) the portal is paused because its daily budget is spent.
+    pub fn paused_until_ms(&self, key: &str) -> Option<i64> {
+        let now = gomark_storage::now_ms();
+        self.limits(key).stopped_until_ms.filter(|until| *until > now)
+    }
+
     /// Portals whose daily budget is spent, and until when (epoch ms), for reporting.
     pub fn stopped_portals(&self) -> Vec<(String, i64)> {
         let now = gomark_storage::now_ms();

@@ -1,5 +1,6 @@
 //! hubspot-sync's gRPC face.
 
+use crate::budget::PortalBudget;
 use crate::credentials::Credential;
 use crate::deals::DealSync;
 use crate::portals::Portals;
@@ -14,12 +15,62 @@ pub struct HubspotSyncGrpc {
     portals: Portals,
     client: HubSpotClient,
     deals: DealSync,
+    budget: std::sync::Arc<PortalBudget>,
 }
 
 impl HubspotSyncGrpc {
-    pub fn new(portals: Portals, client: HubSpotClient, deals: DealSync) -> Self {
-        Self { portals, client, deals }
+    pub fn new(portals: Portals, client: HubSpotClient, deals: DealSync, budget: std::sync::Arc<PortalBudget>) -> Self {
+        Self { portals, client, deals, budget }
     }
+}
+
+/// A property as HubSpot holds it, in the contract's terms.
+fn observed_property(p: hubspot_client::Property) -> pb::ObservedDealProperty {
+    pb::ObservedDealProperty {
+        hubspot_defined: p.hubspot_defined.unwrap_or(false),
+        archived: p.archived,
+        spec: Some(DealPropertySpec {
+            name: p.name,
+            label: p.label,
+            r#type: p.r#type,
+            field_type: p.field_type,
+            group_name: p.group_name,
+            description: p.description,
+            options: p
+                .options
+                .into_iter()
+                .map(|o| PropertyOption {
+                    label: o.label,
+                    value: o.value,
+                    description: o.description.unwrap_or_default(),
+                    display_order: o.display_order.unwrap_or(0) as i32,
+                    hidden: o.hidden,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A pipeline in HubSpot's canonical forms: probabilities as "0.1", `isClosed` derived when
+/// HubSpot left it out (closed-won is closed at 1.0, closed-lost at 0.0).
+fn observed_pipeline(p: hubspot_client::Pipeline) -> pb::ObservedPipeline {
+    let mut stages: Vec<pb::ObservedStage> = p
+        .stages
+        .into_iter()
+        .filter(|s| !s.archived)
+        .map(|s| {
+            let probability = s.probability().unwrap_or(0.0);
+            pb::ObservedStage {
+                is_closed: s.is_closed().unwrap_or(probability == 0.0 || probability == 1.0),
+                probability: hubspot_client::normalize_probability(probability),
+                display_order: s.display_order as i32,
+                id: s.id,
+                label: s.label,
+            }
+        })
+        .collect();
+    stages.sort_by(|a, b| a.display_order.cmp(&b.display_order).then_with(|| a.label.cmp(&b.label)));
+    pb::ObservedPipeline { id: p.id, label: p.label, display_order: p.display_order as i32, stages }
 }
 
 fn internal(err: impl std::fmt::Display) -> Status {
@@ -87,32 +138,7 @@ impl HubspotSyncService for HubspotSyncGrpc {
             })?;
         let properties = self.client.list_deal_properties(&portal.token()).await.map_err(hubspot_failure)?;
         Ok(Response::new(pb::ListObservedDealPropertiesResponse {
-            properties: properties
-                .into_iter()
-                .map(|p| pb::ObservedDealProperty {
-                    hubspot_defined: p.hubspot_defined.unwrap_or(false),
-                    archived: p.archived,
-                    spec: Some(DealPropertySpec {
-                        name: p.name,
-                        label: p.label,
-                        r#type: p.r#type,
-                        field_type: p.field_type,
-                        group_name: p.group_name,
-                        description: p.description,
-                        options: p
-                            .options
-                            .into_iter()
-                            .map(|o| PropertyOption {
-                                label: o.label,
-                                value: o.value,
-                                description: o.description.unwrap_or_default(),
-                                display_order: o.display_order.unwrap_or(0) as i32,
-                                hidden: o.hidden,
-                            })
-                            .collect(),
-                    }),
-                })
-                .collect(),
+            properties: properties.into_iter().map(observed_property).collect(),
         }))
     }
 
@@ -138,6 +164,43 @@ impl HubspotSyncService for HubspotSyncGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let company_id = req.into_inner().company_id;
         caller.require(Role::Viewer, &company_id)?;
-        Ok(Response::new(self.deals.status(&company_id).await.map_err(internal)?))
+        let mut status = self.deals.status(&company_id).await.map_err(internal)?;
+        if let Some(portal) = self.portals.get(&company_id).await.map_err(internal)? {
+            status.paused_until_ms = self.budget.paused_until_ms(&portal.portal_id).unwrap_or(0);
+        }
+        Ok(Response::new(status))
+    }
+
+    async fn get_observed_state(
+        &self,
+        req: Request<pb::GetObservedStateRequest>,
+    ) -> Result<Response<pb::ObservedState>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let company_id = req.into_inner().company_id;
+        caller.require(Role::Viewer, &company_id)?;
+        let portal =
+            self.portals.get(&company_id).await.map_err(internal)?.ok_or_else(|| {
+                Status::from(PublicError::not_found(format!("HubSpot portal of company {company_id}")))
+            })?;
+        let token = portal.token();
+        let (properties, groups, pipelines) = tokio::try_join!(
+            self.client.list_deal_properties(&token),
+            self.client.list_deal_property_groups(&token),
+            self.client.list_deal_pipelines(&token),
+        )
+        .map_err(hubspot_failure)?;
+        Ok(Response::new(pb::ObservedState {
+            properties: properties.into_iter().filter(|p| !p.archived).map(observed_property).collect(),
+            groups: groups
+                .into_iter()
+                .filter(|g| !g.archived)
+                .map(|g| pb::ObservedPropertyGroup {
+                    name: g.name,
+                    label: g.label,
+                    display_order: g.display_order as i32,
+                })
+                .collect(),
+            pipelines: pipelines.into_iter().filter(|p| !p.archived).map(observed_pipeline).collect(),
+        }))
     }
 }

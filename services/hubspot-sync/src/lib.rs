@@ -36,8 +36,9 @@ pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, 
 pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
     backends.db.migrate(&MIGRATIONS).await?;
     // One budget per portal, shared by every replica through the cache.
-    let client = hubspot_client::HubSpotClient::new(settings.hubspot.client_config())?
-        .with_budget(std::sync::Arc::new(budget::PortalBudget::new(backends.cache.clone())));
+    let portal_budget = std::sync::Arc::new(budget::PortalBudget::new(backends.cache.clone()));
+    let client =
+        hubspot_client::HubSpotClient::new(settings.hubspot.client_config())?.with_budget(portal_budget.clone());
     let vault = std::sync::Arc::new(credentials::Vault::from_setting(settings.hubspot.credential_keys.expose())?);
     let portals = Portals::new(backends.db.clone(), vault);
     let resealed = portals.reseal().await?;
@@ -54,6 +55,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         portals.clone(),
         client.clone(),
         deal_sync.clone(),
+        portal_budget,
     )));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();

@@ -115,6 +115,18 @@ fn routes() -> Vec<Route> {
             },
         },
         Route {
+            name: "GET hubspot sync",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/hubspot/sync"), None),
+        },
+        Route {
+            name: "GET hubspot observed",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/hubspot/observed"), None),
+        },
+        Route {
             name: "GET companies",
             min_role: Role::Viewer,
             portfolio_only: false,

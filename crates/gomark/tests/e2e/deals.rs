@@ -90,3 +90,37 @@ async fn a_thousand_deals_are_published_exactly_once_despite_the_webhooks() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+#[tokio::test]
+async fn the_portal_is_observed_in_canonical_form_and_its_sync_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let company = create_company(&api, &gomark.hubspot_sim, "Observed Co", "observed-token", 971).await;
+    gomark.hubspot_sim.create_deals("observed-token", 3, "qualifiedtobuy", "default");
+
+    let observed = api.send(reqwest::Method::GET, &format!("/v1/companies/{company}/hubspot/observed"), None).await;
+    assert_eq!(observed.status, 200, "{}", observed.body);
+    let stages = observed.body["pipelines"][0]["stages"].as_array().expect("stages").clone();
+    let won = stages.iter().find(|s| s["id"] == "closedwon").expect("closedwon");
+    assert_eq!((won["probability"].as_str(), won["isClosed"].as_bool()), (Some("1.0"), Some(true)));
+    let open = stages.iter().find(|s| s["id"] == "qualifiedtobuy").expect("open stage");
+    assert_eq!((open["probability"].as_str(), open["isClosed"].as_bool()), (Some("0.4"), Some(false)));
+    assert!(
+        observed.body["properties"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "dealname" && p["hubspotDefined"] == true))
+    );
+    assert!(observed.body["groups"].as_array().is_some_and(|g| g.iter().any(|g| g["name"] == "dealinformation")));
+
+    let status = crate::support::eventually("backfill done", Duration::from_secs(20), || async {
+        let r = api.send(reqwest::Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await;
+        (r.body["backfillState"] == "done").then_some(r.body)
+    })
+    .await;
+    assert!(status["backfillDeals"].as_u64().is_some(), "{status}");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
