@@ -73,6 +73,7 @@ pub fn preamble(machine: &Machine, date: &str, command: &str) -> String {
          ## How to reproduce\n\
          \n\
          ```sh\n\
+         # Gateway reads (issue 3)\n\
          {command}\n\
          ```\n\
          \n\
@@ -93,7 +94,9 @@ pub fn preamble(machine: &Machine, date: &str, command: &str) -> String {
          The load generator runs in the same process as the servers it measures and shares\n\
          these {cpus} CPUs with them: every request costs client CPU that the server cannot\n\
          use. Absolute figures are therefore a floor for what the server alone would do;\n\
-         compare the ratios between rows of one run, not figures across machines.\n",
+         compare the ratios between rows of one run, not figures across machines. Each section\n\
+         is one run: run it two or three times before reading anything into a difference of a\n\
+         few per cent.\n",
         cpus = machine.cpus,
         cpu = machine.cpu_model,
         memory = machine.memory,

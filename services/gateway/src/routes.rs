@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod companies;
+pub mod config;
 pub mod deal_properties;
 pub mod docs;
 pub mod hubspot;
@@ -42,6 +43,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, openapi) = OpenApiRouter::with_openapi(docs::base())
         .merge(api_keys::routes())
         .merge(companies::routes())
+        .merge(config::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
         .merge(legacy::routes())

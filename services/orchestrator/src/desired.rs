@@ -326,13 +326,17 @@ impl DesiredState {
         Ok(())
     }
 
+    /// A company's audit entries, or the portfolio's own (revisions, rollbacks) for
+    /// [`crate::revisions::PORTFOLIO`].
     pub async fn list_audit(
         &self,
         company_id: &str,
         page_size_requested: u32,
         page_token: &str,
     ) -> Result<(Vec<AuditRow>, String)> {
-        self.get_company(company_id).await?;
+        if company_id != crate::revisions::PORTFOLIO {
+            self.get_company(company_id).await?;
+        }
         let before = match page_token {
             "" => None,
             t => Some(t.parse::<i64>().map_err(|_| Error::invalid("page_token", "is not a token this API issued"))?),

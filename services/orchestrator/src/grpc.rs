@@ -1,7 +1,9 @@
 //! The orchestrator's gRPC face: decodes requests, calls [`DesiredState`], encodes replies.
 
 use crate::desired::{Actor, DesiredState, PropertyPatch, company_proto, timestamp};
+use crate::planning::Planner;
 use crate::property_spec::{PropertyOptionSpec, PropertySpec};
+use crate::revisions::{RevisionRow, Revisions};
 use crate::store::{PropertyRow, SyncState};
 use gomark_platform::{Caller, Role};
 use gomark_proto::common::v1::Company;
@@ -12,12 +14,37 @@ use tonic::{Request, Response, Status};
 
 pub struct OrchestratorGrpc {
     desired: Arc<DesiredState>,
+    revisions: Arc<Revisions>,
+    planner: Arc<Planner>,
 }
 
 impl OrchestratorGrpc {
-    pub fn new(desired: Arc<DesiredState>) -> Self {
-        Self { desired }
+    pub fn new(desired: Arc<DesiredState>, revisions: Arc<Revisions>, planner: Arc<Planner>) -> Self {
+        Self { desired, revisions, planner }
     }
+}
+
+fn revision_proto(r: &RevisionRow, with_document: bool) -> Result<pb::Revision, Status> {
+    let document_yaml = if with_document {
+        r.parse()?
+            .to_yaml()
+            .map_err(|e| Status::from(crate::Error::from(gomark_storage::StorageError::Corrupt(e.to_string()))))?
+    } else {
+        String::new()
+    };
+    Ok(pb::Revision {
+        number: r.number,
+        author: r.author.clone(),
+        message: r.message.clone(),
+        created_at: Some(timestamp(r.created_at)),
+        content_hash: r.content_hash.clone(),
+        document_yaml,
+        rolled_back_to: r.rolled_back_to.unwrap_or(0),
+    })
+}
+
+fn page_size(requested: u32) -> i64 {
+    i64::from(if requested == 0 { 50 } else { requested.min(500) })
 }
 
 /// The caller the gateway (or a peer service) vouched for; every RPC checks it against
@@ -157,7 +184,11 @@ impl OrchestratorService for OrchestratorGrpc {
     ) -> Result<Response<pb::ListAuditEntriesResponse>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();
-        caller.require(Role::Viewer, &r.company_id)?;
+        if r.company_id == crate::revisions::PORTFOLIO {
+            caller.require_portfolio(Role::Viewer)?;
+        } else {
+            caller.require(Role::Viewer, &r.company_id)?;
+        }
         let page = r.page.unwrap_or_default();
         let (entries, next) = self.desired.list_audit(&r.company_id, page.page_size, &page.page_token).await?;
         Ok(Response::new(pb::ListAuditEntriesResponse {
@@ -176,5 +207,102 @@ impl OrchestratorService for OrchestratorGrpc {
                 .collect(),
             next_page_token: next,
         }))
+    }
+
+    async fn create_revision(&self, req: Request<pb::CreateRevisionRequest>) -> Result<Response<pb::Revision>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        let r = req.into_inner();
+        let document = self.revisions.accept(&r.document).await?;
+        let revision = self.revisions.create(&actor(&caller), &document, &r.message, r.expected_latest, None).await?;
+        Ok(Response::new(revision_proto(&revision, true)?))
+    }
+
+    async fn list_revisions(
+        &self,
+        req: Request<pb::ListRevisionsRequest>,
+    ) -> Result<Response<pb::ListRevisionsResponse>, Status> {
+        caller(&req)?.require_portfolio(Role::Viewer)?;
+        let page = req.into_inner().page.unwrap_or_default();
+        let before = match page.page_token.as_str() {
+            "" => None,
+            t => Some(
+                t.parse::<i64>()
+                    .map_err(|_| Status::from(crate::Error::invalid("page_token", "is not a token this API issued")))?,
+            ),
+        };
+        let limit = page_size(page.page_size);
+        let rows = self.revisions.list(before, limit).await?;
+        let next = if rows.len() as i64 == limit {
+            rows.last().map(|r| r.number.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListRevisionsResponse {
+            revisions: rows.iter().map(|r| revision_proto(r, false)).collect::<Result<_, _>>()?,
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_revision(&self, req: Request<pb::GetRevisionRequest>) -> Result<Response<pb::Revision>, Status> {
+        caller(&req)?.require_portfolio(Role::Viewer)?;
+        let revision = self.revisions.get(req.into_inner().number).await?;
+        Ok(Response::new(revision_proto(&revision, true)?))
+    }
+
+    async fn diff_revisions(
+        &self,
+        req: Request<pb::DiffRevisionsRequest>,
+    ) -> Result<Response<pb::RevisionDiff>, Status> {
+        caller(&req)?.require_portfolio(Role::Viewer)?;
+        let r = req.into_inner();
+        let from = self.revisions.get(r.from.max(1)).await?;
+        let to = self.revisions.get(r.to).await?;
+        let diff = gtm_config::diff(&from.parse()?, &to.parse()?);
+        let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        Ok(Response::new(pb::RevisionDiff {
+            from: from.number,
+            to: to.number,
+            changes: diff
+                .changes
+                .iter()
+                .map(|c| pb::ConfigChange {
+                    path: c.path.clone(),
+                    kind: format!("{:?}", c.kind).to_lowercase(),
+                    before_json: json(&c.before),
+                    after_json: json(&c.after),
+                })
+                .collect(),
+            text: diff.to_string(),
+        }))
+    }
+
+    async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<pb::Revision>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        let r = req.into_inner();
+        if r.to < 1 {
+            return Err(crate::Error::invalid("to", "must name an existing revision").into());
+        }
+        let target = self.revisions.get(r.to).await?;
+        let message =
+            if r.message.trim().is_empty() { format!("roll back to revision {}", target.number) } else { r.message };
+        let revision =
+            self.revisions.create(&actor(&caller), &target.parse()?, &message, None, Some(target.number)).await?;
+        Ok(Response::new(revision_proto(&revision, true)?))
+    }
+
+    async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        let caller = caller(&req)?;
+        let r = req.into_inner();
+        match caller.scope.company() {
+            // A company-scoped caller may see the plan of its own company only.
+            Some(own) if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() => {
+                caller.require(Role::Viewer, own)?
+            }
+            _ => caller.require_portfolio(Role::Viewer)?,
+        }
+        let revision = self.revisions.get(r.revision).await?;
+        Ok(Response::new(self.planner.plan(&revision, &r.company_ids).await?))
     }
 }

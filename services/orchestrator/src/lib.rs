@@ -6,7 +6,9 @@ mod apply_results;
 mod desired;
 mod error;
 mod grpc;
+mod planning;
 mod property_spec;
+pub mod revisions;
 mod settings;
 pub mod store;
 
@@ -42,13 +44,18 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     )?;
     let waker = RelayWaker::default();
     let store = Store::new(backends.db.clone());
+    let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone()));
+    let revisions = Arc::new(revisions::Revisions::new(store.clone()));
     let desired = Arc::new(DesiredState::new(store, backends.cache.clone(), hubspot_sync, waker.clone()));
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
 
-    let routes =
-        tonic::service::Routes::new(OrchestratorServiceServer::new(grpc::OrchestratorGrpc::new(desired.clone())));
+    let routes = tonic::service::Routes::new(OrchestratorServiceServer::new(grpc::OrchestratorGrpc::new(
+        desired.clone(),
+        revisions,
+        planner,
+    )));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();
     service.spawn("grpc", async move {

@@ -115,6 +115,29 @@ fn routes() -> Vec<Route> {
             },
         },
         Route {
+            name: "GET config revisions",
+            min_role: Role::Viewer,
+            portfolio_only: true,
+            call: |_, _| (Method::GET, "/v1/config/revisions".into(), None),
+        },
+        Route {
+            name: "POST config revision",
+            min_role: Role::Operator,
+            portfolio_only: true,
+            call: |_, u| {
+                let doc = format!(
+                    "baseline:\n  dealProperties:\n    - {{name: gomark_{u}, label: M, type: string, fieldType: text, groupName: dealinformation}}\n"
+                );
+                (Method::POST, "/v1/config/revisions".into(), Some(json!({"document": doc, "message": u})))
+            },
+        },
+        Route {
+            name: "GET portfolio audit",
+            min_role: Role::Viewer,
+            portfolio_only: true,
+            call: |_, _| (Method::GET, "/v1/audit".into(), None),
+        },
+        Route {
             name: "GET hubspot sync",
             min_role: Role::Viewer,
             portfolio_only: false,
@@ -156,7 +179,15 @@ fn routes() -> Vec<Route> {
 /// What the matrix expects: allowed calls succeed (2xx, or 501 for the cadence route that
 /// is not implemented yet); others are refused without revealing the other company.
 fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16) -> Result<(), String> {
-    let touches_company = !matches!(route.name, "GET companies" | "GET api keys" | "POST company");
+    let touches_company = !matches!(
+        route.name,
+        "GET companies"
+            | "GET api keys"
+            | "POST company"
+            | "GET config revisions"
+            | "POST config revision"
+            | "GET portfolio audit"
+    );
     if scoped && target == Target::Other && touches_company {
         return if status == 404 { Ok(()) } else { Err(format!("other company must be 404, got {status}")) };
     }

@@ -3,6 +3,7 @@
 //! configured (`GOMARK_TEST_*`).
 
 mod authz;
+mod config;
 mod deals;
 mod distributed;
 mod embedded;

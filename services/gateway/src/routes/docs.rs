@@ -21,6 +21,7 @@ use utoipa_axum::routes;
         (name = "companies", description = "The portfolio's companies"),
         (name = "deal-properties", description = "Desired HubSpot deal properties, applied asynchronously"),
         (name = "audit", description = "Who changed what, when, before and after"),
+        (name = "config", description = "GTM configuration as code: revisions, diff, rollback, plan"),
         (name = "hubspot", description = "What GoMark sees of each portal: sync status, observed configuration"),
         (name = "api-keys", description = "Credentials for scripts"),
         (name = "legacy", description = "The previous GoMark's routes, kept for old callers"),

@@ -1,0 +1,141 @@
+//! The effective configuration of one company: baseline merged with its overlay.
+
+use crate::ConfigError;
+use crate::model::{Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, Pipeline, PropertyGroup};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What one company's HubSpot portal should hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveConfig {
+    pub company_id: String,
+    pub settings: CompanySettings,
+    pub property_groups: Vec<PropertyGroup>,
+    pub deal_properties: Vec<DealProperty>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+impl EffectiveConfig {
+    pub fn property(&self, name: &str) -> Option<&DealProperty> {
+        self.deal_properties.iter().find(|p| p.name == name)
+    }
+
+    pub fn pipeline(&self, id: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.id == id)
+    }
+
+    pub fn group(&self, name: &str) -> Option<&PropertyGroup> {
+        self.property_groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// An item of the effective config with the document path it was declared at, so
+/// validation can blame the baseline or the overlay that caused a problem.
+#[derive(Debug, Clone)]
+pub(crate) struct Sourced<'a, T> {
+    pub path: String,
+    pub item: &'a T,
+    pub from_overlay: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourcedConfig<'a> {
+    pub property_groups: Vec<Sourced<'a, PropertyGroup>>,
+    pub deal_properties: Vec<Sourced<'a, DealProperty>>,
+    pub pipelines: Vec<Sourced<'a, Pipeline>>,
+}
+
+/// Baseline order first; an overlay item with a known key replaces the baseline item in
+/// place (whole-object replace), otherwise it is appended in overlay order.
+fn merge<'a, T>(
+    base: &'a [T],
+    base_path: &str,
+    overlay: &'a [T],
+    overlay_path: &str,
+    removed: &[String],
+    key: impl Fn(&T) -> &str,
+) -> Vec<Sourced<'a, T>> {
+    let mut out: Vec<Sourced<'a, T>> = base
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| !removed.iter().any(|r| r == key(item)))
+        .map(|(i, item)| Sourced { path: format!("{base_path}[{i}]"), item, from_overlay: false })
+        .collect();
+    for (i, item) in overlay.iter().enumerate() {
+        let sourced = Sourced { path: format!("{overlay_path}[{i}]"), item, from_overlay: true };
+        match out.iter_mut().find(|s| key(s.item) == key(item)) {
+            Some(slot) => *slot = sourced,
+            None => out.push(sourced),
+        }
+    }
+    out
+}
+
+pub(crate) fn sourced<'a>(baseline: &'a Baseline, overlay: Option<(&str, &'a CompanyOverlay)>) -> SourcedConfig<'a> {
+    let empty: &'a [String] = &[];
+    let (prefix, groups, props, removed_props, pipes, removed_pipes) = match overlay {
+        Some((key, o)) => (
+            format!("companies.{key}"),
+            o.property_groups.as_slice(),
+            o.deal_properties.as_slice(),
+            o.remove_deal_properties.as_slice(),
+            o.pipelines.as_slice(),
+            o.remove_pipelines.as_slice(),
+        ),
+        None => (String::new(), &[][..], &[][..], empty, &[][..], empty),
+    };
+    SourcedConfig {
+        property_groups: merge(
+            &baseline.property_groups,
+            "baseline.propertyGroups",
+            groups,
+            &format!("{prefix}.propertyGroups"),
+            &[],
+            |g| &g.name,
+        ),
+        deal_properties: merge(
+            &baseline.deal_properties,
+            "baseline.dealProperties",
+            props,
+            &format!("{prefix}.dealProperties"),
+            removed_props,
+            |p| &p.name,
+        ),
+        pipelines: merge(
+            &baseline.pipelines,
+            "baseline.pipelines",
+            pipes,
+            &format!("{prefix}.pipelines"),
+            removed_pipes,
+            |p| &p.id,
+        ),
+    }
+}
+
+fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveConfig {
+    let s = sourced(baseline, Some((key, overlay)));
+    EffectiveConfig {
+        company_id: overlay.company_id.clone(),
+        settings: overlay.settings,
+        property_groups: s.property_groups.iter().map(|x| x.item.clone()).collect(),
+        deal_properties: s.deal_properties.iter().map(|x| x.item.clone()).collect(),
+        pipelines: s.pipelines.iter().map(|x| x.item.clone()).collect(),
+    }
+}
+
+impl Document {
+    /// The merged configuration of one company. Does not validate; call
+    /// [`Document::validate`] first.
+    pub fn effective(&self, company_key: &str) -> Result<EffectiveConfig, ConfigError> {
+        self.companies
+            .get(company_key)
+            .map(|o| build(&self.baseline, company_key, o))
+            .ok_or_else(|| ConfigError::UnknownCompany(company_key.to_string()))
+    }
+
+    /// The merged configuration of every company, keyed by company key.
+    pub fn effective_all(&self) -> BTreeMap<String, EffectiveConfig> {
+        self.companies.iter().map(|(k, o)| (k.clone(), build(&self.baseline, k, o))).collect()
+    }
+}

@@ -1,0 +1,623 @@
+//! Planning: what must change in a HubSpot portal so it matches an effective config.
+
+use crate::effective::EffectiveConfig;
+use crate::model::{
+    DealProperty, Pipeline, PropertyOption, PropertyType, Stage, canonical_probability, order_or_index,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+// ---------------------------------------------------------------------------------------
+// Observed state (mirror of what hubspot-sync reads from a portal)
+// ---------------------------------------------------------------------------------------
+
+/// What a portal holds, as read by hubspot-sync.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    #[serde(default)]
+    pub properties: Vec<ObservedProperty>,
+    #[serde(default)]
+    pub groups: Vec<ObservedGroup>,
+    #[serde(default)]
+    pub pipelines: Vec<ObservedPipeline>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedProperty {
+    pub name: String,
+    pub label: String,
+    /// Kept as HubSpot's string: reads may return types that cannot be created (`json`).
+    #[serde(rename = "type")]
+    pub property_type: String,
+    pub field_type: String,
+    pub group_name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub options: Vec<PropertyOption>,
+    #[serde(default)]
+    pub hubspot_defined: bool,
+    #[serde(default)]
+    pub has_unique_value: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedGroup {
+    pub name: String,
+    pub label: String,
+    #[serde(default)]
+    pub display_order: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedPipeline {
+    pub hubspot_id: String,
+    pub label: String,
+    #[serde(default)]
+    pub display_order: i32,
+    #[serde(default)]
+    pub stages: Vec<ObservedStage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedStage {
+    pub hubspot_id: String,
+    pub label: String,
+    #[serde(default)]
+    pub display_order: i32,
+    /// HubSpot's `metadata.probability`, canonically "0.1".
+    #[serde(default)]
+    pub probability: String,
+    /// HubSpot's `metadata.isClosed`.
+    #[serde(default)]
+    pub is_closed: bool,
+}
+
+/// GoMark pipeline/stage ids ↔ HubSpot-generated ids. A missing entry means "not created
+/// yet".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineIdMap {
+    /// Keyed by GoMark pipeline id.
+    pub pipelines: BTreeMap<String, PipelineIds>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineIds {
+    pub hubspot_id: String,
+    /// GoMark stage id → HubSpot stage id.
+    #[serde(default)]
+    pub stages: BTreeMap<String, String>,
+}
+
+impl PipelineIdMap {
+    /// Records a pipeline mapping (keeps its stage mappings if it existed).
+    pub fn insert_pipeline(&mut self, gomark_id: &str, hubspot_id: &str) {
+        self.pipelines.entry(gomark_id.to_string()).or_default().hubspot_id = hubspot_id.to_string();
+    }
+
+    /// Records a stage mapping; the pipeline entry must exist or is created empty.
+    pub fn insert_stage(&mut self, pipeline_id: &str, stage_id: &str, hubspot_stage_id: &str) {
+        self.pipelines
+            .entry(pipeline_id.to_string())
+            .or_default()
+            .stages
+            .insert(stage_id.to_string(), hubspot_stage_id.to_string());
+    }
+
+    pub fn hubspot_pipeline(&self, pipeline_id: &str) -> Option<&str> {
+        self.pipelines.get(pipeline_id).map(|p| p.hubspot_id.as_str()).filter(|id| !id.is_empty())
+    }
+
+    pub fn hubspot_stage(&self, pipeline_id: &str, stage_id: &str) -> Option<&str> {
+        self.pipelines.get(pipeline_id).and_then(|p| p.stages.get(stage_id)).map(String::as_str)
+    }
+
+    pub fn gomark_pipeline(&self, hubspot_id: &str) -> Option<&str> {
+        self.pipelines.iter().find(|(_, p)| p.hubspot_id == hubspot_id).map(|(k, _)| k.as_str())
+    }
+
+    pub fn gomark_stage(&self, pipeline_id: &str, hubspot_stage_id: &str) -> Option<&str> {
+        self.pipelines
+            .get(pipeline_id)
+            .and_then(|p| p.stages.iter().find(|(_, h)| *h == hubspot_stage_id).map(|(k, _)| k.as_str()))
+    }
+}
+
+/// `(hubspot_pipeline_id, hubspot_stage_id)` of stages that still hold deals.
+pub type DealsInStages = BTreeSet<(String, String)>;
+
+// ---------------------------------------------------------------------------------------
+// Plan
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Target {
+    PropertyGroup(String),
+    DealProperty(String),
+    /// GoMark pipeline id.
+    Pipeline(String),
+    /// GoMark pipeline id, GoMark stage id.
+    Stage(String, String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Create,
+    Update,
+    Archive,
+}
+
+/// One field of an action. For a create, `before` is null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// Why an action must not be applied as is, and what a human can do instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocked {
+    pub reason: String,
+    pub safe_alternative: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub target: Target,
+    pub op: Op,
+    pub changes: Vec<FieldChange>,
+    pub blocked: Option<Blocked>,
+}
+
+/// Actions in a safe execution order: groups, properties (creates and updates, then
+/// archives), then each pipeline with its stages.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+}
+
+/// Counts of applicable actions per op, plus blocked ones (counted only as blocked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub create: usize,
+    pub update: usize,
+    pub archive: usize,
+    pub blocked: usize,
+}
+
+impl fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} to create, {} to update, {} to archive, {} blocked",
+            self.create, self.update, self.archive, self.blocked
+        )
+    }
+}
+
+impl Plan {
+    /// True when the portal already matches (blocked actions count as not empty: they
+    /// need a human).
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn summary(&self) -> PlanSummary {
+        let mut s = PlanSummary::default();
+        for a in &self.actions {
+            match (a.blocked.is_some(), a.op) {
+                (true, _) => s.blocked += 1,
+                (false, Op::Create) => s.create += 1,
+                (false, Op::Update) => s.update += 1,
+                (false, Op::Archive) => s.archive += 1,
+            }
+        }
+        s
+    }
+
+    pub fn blocked(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| a.blocked.is_some())
+    }
+
+    pub fn find(&self, target: &Target, op: Op) -> Option<&Action> {
+        self.actions.iter().find(|a| &a.target == target && a.op == op)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::PropertyGroup(n) => write!(f, "property group {n}"),
+            Target::DealProperty(n) => write!(f, "deal property {n}"),
+            Target::Pipeline(p) => write!(f, "pipeline {p}"),
+            Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let symbol = match self.op {
+            Op::Create => '+',
+            Op::Update => '~',
+            Op::Archive => '-',
+        };
+        if self.blocked.is_some() {
+            f.write_str("! ")?;
+        }
+        write!(f, "{symbol} {}", self.target)?;
+        if self.op == Op::Update && !self.changes.is_empty() {
+            let parts: Vec<String> =
+                self.changes.iter().map(|c| format!("{} {} → {}", c.field, c.before, c.after)).collect();
+            write!(f, ": {}", parts.join(", "))?;
+        }
+        if let Some(b) = &self.blocked {
+            write!(f, " (blocked: {}; instead: {})", b.reason, b.safe_alternative)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.actions.is_empty() {
+            return writeln!(f, "no changes");
+        }
+        for a in &self.actions {
+            writeln!(f, "{a}")?;
+        }
+        writeln!(f, "{}", self.summary())
+    }
+}
+
+pub const REASON_UNIQUE_VALUE: &str = "HubSpot cannot change hasUniqueValue once set";
+pub const ALTERNATIVE_UNIQUE_VALUE: &str =
+    "create a new property with the new setting, copy values, archive the old one";
+pub const REASON_RENAME: &str = "internal names are immutable";
+pub const ALTERNATIVE_RENAME: &str =
+    "keep the old name and change the label, or create the new property, copy values, then archive the old one";
+pub const REASON_STAGE_IN_USE: &str = "stage still used by deals";
+pub const ALTERNATIVE_STAGE_IN_USE: &str = "move its deals to another stage first, then archive";
+pub const REASON_HUBSPOT_DEFINED: &str = "a HubSpot-defined property has this name";
+pub const ALTERNATIVE_HUBSPOT_DEFINED: &str = "use a GoMark-prefixed name (e.g. gomark_…) for a custom property";
+
+fn blocked(reason: impl Into<String>, alternative: &str) -> Option<Blocked> {
+    Some(Blocked { reason: reason.into(), safe_alternative: alternative.to_string() })
+}
+
+fn change(field: &str, before: Value, after: Value) -> FieldChange {
+    FieldChange { field: field.to_string(), before, after }
+}
+
+/// Probability as the number HubSpot's string denotes, rounded like HubSpot stores it.
+fn probability_value(canonical: &str) -> Value {
+    canonical.parse::<f64>().map(Value::from).unwrap_or_else(|_| Value::from(canonical))
+}
+
+fn canonical_observed_probability(raw: &str) -> String {
+    raw.trim().parse::<f64>().map(canonical_probability).unwrap_or_else(|_| raw.to_string())
+}
+
+/// Options as HubSpot orders and compares them: by displayOrder (ties keep list order),
+/// hidden defaulting to false, displayOrder renumbered so only the order matters.
+fn normalised_options(options: &[PropertyOption]) -> Vec<Value> {
+    let mut indexed: Vec<(i32, usize, &PropertyOption)> =
+        options.iter().enumerate().map(|(i, o)| (order_or_index(o.display_order, i), i, o)).collect();
+    indexed.sort_by_key(|(order, i, _)| (*order, *i));
+    indexed
+        .into_iter()
+        .enumerate()
+        .map(|(pos, (_, _, o))| json!({"label": o.label, "value": o.value, "displayOrder": pos, "hidden": o.hidden}))
+        .collect()
+}
+
+/// The mutable fields of a desired property, as HubSpot would hold them.
+fn desired_fields(p: &DealProperty) -> Vec<(&'static str, Value)> {
+    vec![
+        ("label", Value::from(p.label.as_str())),
+        ("type", Value::from(p.property_type.as_str())),
+        ("fieldType", Value::from(p.field_type.as_str())),
+        ("groupName", Value::from(p.group_name.as_str())),
+        ("description", Value::from(p.description.clone().unwrap_or_default())),
+        ("options", Value::from(normalised_options(&p.options))),
+    ]
+}
+
+fn observed_fields(p: &ObservedProperty) -> Vec<(&'static str, Value)> {
+    vec![
+        ("label", Value::from(p.label.as_str())),
+        ("type", Value::from(p.property_type.as_str())),
+        ("fieldType", Value::from(p.field_type.as_str())),
+        ("groupName", Value::from(p.group_name.as_str())),
+        ("description", Value::from(p.description.as_str())),
+        ("options", Value::from(normalised_options(&p.options))),
+    ]
+}
+
+/// HubSpot gives non-enumeration properties (bool) default options of its own; only
+/// compare options when the desired config has an opinion about them.
+fn compares_options(p: &DealProperty) -> bool {
+    p.property_type == PropertyType::Enumeration || !p.options.is_empty()
+}
+
+fn property_updates(d: &DealProperty, o: &ObservedProperty) -> Vec<FieldChange> {
+    desired_fields(d)
+        .into_iter()
+        .zip(observed_fields(o))
+        .filter(|((field, _), _)| *field != "options" || compares_options(d))
+        .filter(|((_, after), (_, before))| after != before)
+        .map(|((field, after), (_, before))| change(field, before, after))
+        .collect()
+}
+
+fn property_create(d: &DealProperty) -> Vec<FieldChange> {
+    let mut fields = desired_fields(d);
+    if !compares_options(d) {
+        fields.retain(|(f, _)| *f != "options");
+    }
+    fields.push(("hasUniqueValue", Value::from(d.has_unique_value)));
+    fields.into_iter().map(|(f, v)| change(f, Value::Null, v)).collect()
+}
+
+fn stage_json(s: &Stage, index: usize) -> Value {
+    json!({
+        "id": s.id,
+        "label": s.label,
+        "displayOrder": order_or_index(s.display_order, index),
+        "probability": probability_value(&s.probability_string()),
+        "closed": s.closed,
+    })
+}
+
+/// What `desired` needs so that `observed` matches it.
+///
+/// `managed` holds the property names GoMark created before: only those are ever
+/// archived, so properties made by hand in HubSpot are left alone.
+pub fn plan(
+    desired: &EffectiveConfig,
+    observed: &Observed,
+    ids: &PipelineIdMap,
+    used: &DealsInStages,
+    managed: &BTreeSet<String>,
+) -> Plan {
+    let mut actions = Vec::new();
+    plan_groups(desired, observed, &mut actions);
+    plan_properties(desired, observed, managed, &mut actions);
+    plan_pipelines(desired, observed, ids, used, &mut actions);
+    Plan { actions }
+}
+
+fn plan_groups(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {
+    // Groups are never archived: HubSpot refuses while they hold properties, and hand-made
+    // properties may live in them.
+    for g in &desired.property_groups {
+        match observed.groups.iter().find(|o| o.name == g.name) {
+            None => {
+                let mut changes = vec![change("label", Value::Null, Value::from(g.label.as_str()))];
+                if let Some(order) = g.display_order {
+                    changes.push(change("displayOrder", Value::Null, Value::from(order)));
+                }
+                out.push(Action {
+                    target: Target::PropertyGroup(g.name.clone()),
+                    op: Op::Create,
+                    changes,
+                    blocked: None,
+                });
+            }
+            Some(o) => {
+                let mut changes = Vec::new();
+                if o.label != g.label {
+                    changes.push(change("label", Value::from(o.label.as_str()), Value::from(g.label.as_str())));
+                }
+                if let Some(order) = g.display_order.filter(|d| *d != o.display_order) {
+                    changes.push(change("displayOrder", Value::from(o.display_order), Value::from(order)));
+                }
+                if !changes.is_empty() {
+                    out.push(Action {
+                        target: Target::PropertyGroup(g.name.clone()),
+                        op: Op::Update,
+                        changes,
+                        blocked: None,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn plan_properties(desired: &EffectiveConfig, observed: &Observed, managed: &BTreeSet<String>, out: &mut Vec<Action>) {
+    let desired_names: BTreeSet<&str> = desired.deal_properties.iter().map(|p| p.name.as_str()).collect();
+    // Managed properties that are no longer desired: archive candidates.
+    let leaving: Vec<&ObservedProperty> = observed
+        .properties
+        .iter()
+        .filter(|o| !o.hubspot_defined && !desired_names.contains(o.name.as_str()) && managed.contains(&o.name))
+        .collect();
+    // Old name → new name, for leaving properties that look renamed.
+    let mut renamed: BTreeMap<&str, &str> = BTreeMap::new();
+
+    for d in &desired.deal_properties {
+        let target = Target::DealProperty(d.name.clone());
+        let Some(o) = observed.properties.iter().find(|o| o.name == d.name) else {
+            if let Some(old) = leaving.iter().find(|o| {
+                o.label == d.label
+                    && o.property_type == d.property_type.as_str()
+                    && !renamed.contains_key(o.name.as_str())
+            }) {
+                renamed.insert(&old.name, &d.name);
+            }
+            out.push(Action { target, op: Op::Create, changes: property_create(d), blocked: None });
+            continue;
+        };
+        if o.hubspot_defined {
+            out.push(Action {
+                target,
+                op: Op::Create,
+                changes: property_create(d),
+                blocked: blocked(format!("{REASON_HUBSPOT_DEFINED} (\"{}\")", d.name), ALTERNATIVE_HUBSPOT_DEFINED),
+            });
+            continue;
+        }
+        let changes = property_updates(d, o);
+        if !changes.is_empty() {
+            out.push(Action { target: target.clone(), op: Op::Update, changes, blocked: None });
+        }
+        // Kept apart from the other updates so those can still be applied.
+        if o.has_unique_value != d.has_unique_value {
+            out.push(Action {
+                target,
+                op: Op::Update,
+                changes: vec![change(
+                    "hasUniqueValue",
+                    Value::from(o.has_unique_value),
+                    Value::from(d.has_unique_value),
+                )],
+                blocked: blocked(REASON_UNIQUE_VALUE, ALTERNATIVE_UNIQUE_VALUE),
+            });
+        }
+    }
+
+    for o in leaving {
+        let block = renamed.get(o.name.as_str()).map(|new| Blocked {
+            reason: format!("{REASON_RENAME} ({} looks renamed to {new})", o.name),
+            safe_alternative: ALTERNATIVE_RENAME.to_string(),
+        });
+        out.push(Action {
+            target: Target::DealProperty(o.name.clone()),
+            op: Op::Archive,
+            changes: Vec::new(),
+            blocked: block,
+        });
+    }
+}
+
+fn plan_pipelines(
+    desired: &EffectiveConfig,
+    observed: &Observed,
+    ids: &PipelineIdMap,
+    used: &DealsInStages,
+    out: &mut Vec<Action>,
+) {
+    let find_observed = |hubspot_id: &str| observed.pipelines.iter().find(|p| p.hubspot_id == hubspot_id);
+    for (index, d) in desired.pipelines.iter().enumerate() {
+        let order = order_or_index(d.display_order, index);
+        // A mapping whose pipeline is gone from HubSpot (deleted by hand) means "recreate".
+        let current = ids.hubspot_pipeline(&d.id).and_then(find_observed);
+        let Some(o) = current else {
+            out.push(Action {
+                target: Target::Pipeline(d.id.clone()),
+                op: Op::Create,
+                changes: vec![
+                    change("label", Value::Null, Value::from(d.label.as_str())),
+                    change("displayOrder", Value::Null, Value::from(order)),
+                    change(
+                        "stages",
+                        Value::Null,
+                        Value::from(d.stages.iter().enumerate().map(|(i, s)| stage_json(s, i)).collect::<Vec<_>>()),
+                    ),
+                ],
+                blocked: None,
+            });
+            continue;
+        };
+        let mut changes = Vec::new();
+        if o.label != d.label {
+            changes.push(change("label", Value::from(o.label.as_str()), Value::from(d.label.as_str())));
+        }
+        if o.display_order != order {
+            changes.push(change("displayOrder", Value::from(o.display_order), Value::from(order)));
+        }
+        if !changes.is_empty() {
+            out.push(Action { target: Target::Pipeline(d.id.clone()), op: Op::Update, changes, blocked: None });
+        }
+        plan_stages(d, o, ids, used, out);
+    }
+
+    // Mapped pipelines no longer desired (removed from the config).
+    let desired_ids: BTreeSet<&str> = desired.pipelines.iter().map(|p| p.id.as_str()).collect();
+    for (id, mapped) in &ids.pipelines {
+        if desired_ids.contains(id.as_str()) {
+            continue;
+        }
+        let Some(o) = find_observed(&mapped.hubspot_id) else {
+            continue;
+        };
+        let in_use = o.stages.iter().any(|s| used.contains(&(o.hubspot_id.clone(), s.hubspot_id.clone())));
+        out.push(Action {
+            target: Target::Pipeline(id.clone()),
+            op: Op::Archive,
+            changes: Vec::new(),
+            blocked: in_use.then(|| Blocked {
+                reason: "pipeline has stages still used by deals".to_string(),
+                safe_alternative: "move its deals to another pipeline first, then archive".to_string(),
+            }),
+        });
+    }
+}
+
+fn plan_stages(d: &Pipeline, o: &ObservedPipeline, ids: &PipelineIdMap, used: &DealsInStages, out: &mut Vec<Action>) {
+    for (index, s) in d.stages.iter().enumerate() {
+        let target = Target::Stage(d.id.clone(), s.id.clone());
+        let current = ids.hubspot_stage(&d.id, &s.id).and_then(|h| o.stages.iter().find(|x| x.hubspot_id == h));
+        let Some(os) = current else {
+            let mut fields = stage_json(s, index);
+            if let Value::Object(map) = &mut fields {
+                map.remove("id");
+            }
+            let changes = match fields {
+                Value::Object(map) => map.into_iter().map(|(k, v)| change(&k, Value::Null, v)).collect(),
+                _ => Vec::new(),
+            };
+            out.push(Action { target, op: Op::Create, changes, blocked: None });
+            continue;
+        };
+        let mut changes = Vec::new();
+        if os.label != s.label {
+            changes.push(change("label", Value::from(os.label.as_str()), Value::from(s.label.as_str())));
+        }
+        let order = order_or_index(s.display_order, index);
+        if os.display_order != order {
+            changes.push(change("displayOrder", Value::from(os.display_order), Value::from(order)));
+        }
+        let (before, after) = (canonical_observed_probability(&os.probability), s.probability_string());
+        if before != after {
+            changes.push(change("probability", probability_value(&before), probability_value(&after)));
+        }
+        if os.is_closed != s.closed {
+            changes.push(change("closed", Value::from(os.is_closed), Value::from(s.closed)));
+        }
+        if !changes.is_empty() {
+            out.push(Action { target, op: Op::Update, changes, blocked: None });
+        }
+    }
+
+    // Mapped stages that the config dropped. Unmapped stages (made by hand) are not ours.
+    let Some(mapped) = ids.pipelines.get(&d.id) else {
+        return;
+    };
+    for (stage_id, hubspot_stage) in &mapped.stages {
+        if d.stages.iter().any(|s| &s.id == stage_id) || !o.stages.iter().any(|x| &x.hubspot_id == hubspot_stage) {
+            continue;
+        }
+        let in_use = used.contains(&(o.hubspot_id.clone(), hubspot_stage.clone()));
+        out.push(Action {
+            target: Target::Stage(d.id.clone(), stage_id.clone()),
+            op: Op::Archive,
+            changes: Vec::new(),
+            blocked: if in_use { blocked(REASON_STAGE_IN_USE, ALTERNATIVE_STAGE_IN_USE) } else { None },
+        });
+    }
+}

@@ -1,0 +1,396 @@
+//! Validation of a document, collecting every error with the path that caused it.
+
+use crate::effective::{Sourced, SourcedConfig, sourced};
+use crate::model::{CompanyOverlay, DealProperty, Document, FieldType, Pipeline, PropertyGroup, PropertyType};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// HubSpot's own deal properties: GoMark must never declare them.
+pub const HUBSPOT_DEAL_PROPERTIES: [&str; 8] =
+    ["dealname", "amount", "dealstage", "pipeline", "closedate", "createdate", "hubspot_owner_id", "dealtype"];
+
+/// HubSpot's default deal property groups: properties may use them without declaring them.
+pub const HUBSPOT_DEFAULT_GROUPS: [&str; 1] = ["dealinformation"];
+
+pub(crate) const PROPERTY_NAME_PATTERN: &str = "^[a-z][a-z0-9_]{0,99}$";
+pub(crate) const PIPELINE_ID_PATTERN: &str = "^[a-z][a-z0-9_-]{0,63}$";
+pub(crate) const COMPANY_KEY_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+
+// The patterns are simple enough to check by hand, which keeps this crate free of
+// lazily-compiled regexes (and of any panic path).
+fn matches_name(s: &str, first: fn(char) -> bool, rest: fn(char) -> bool, max: usize) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if first(c) => {}
+        _ => return false,
+    }
+    s.chars().count() <= max && chars.all(rest)
+}
+
+pub(crate) fn is_property_name(s: &str) -> bool {
+    matches_name(s, |c| c.is_ascii_lowercase(), |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_', 100)
+}
+
+pub(crate) fn is_pipeline_id(s: &str) -> bool {
+    matches_name(
+        s,
+        |c| c.is_ascii_lowercase(),
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
+        64,
+    )
+}
+
+fn is_company_key(s: &str) -> bool {
+    matches_name(
+        s,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-',
+        64,
+    )
+}
+
+/// True when `p` is one of 0.0, 0.1, …, 1.0 (within float noise).
+pub(crate) fn is_valid_probability(p: f64) -> bool {
+    p.is_finite() && (0.0..=1.0).contains(&p) && ((p * 10.0).round() - p * 10.0).abs() < 1e-9
+}
+
+/// One problem, located by its document path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ValidationError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in a document, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, thiserror::Error)]
+#[error("{}", render(.errors))]
+pub struct ValidationErrors {
+    pub errors: Vec<ValidationError>,
+}
+
+fn render(errors: &[ValidationError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+impl ValidationErrors {
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ValidationError> {
+        self.errors.iter()
+    }
+
+    /// True when some error has exactly this path.
+    pub fn has_path(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
+}
+
+/// Collects errors; the same error reached twice (once per company for a baseline item)
+/// is kept once.
+#[derive(Default)]
+struct Collector {
+    errors: Vec<ValidationError>,
+    seen: BTreeSet<(String, String)>,
+}
+
+impl Collector {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let (path, message) = (path.into(), message.into());
+        if self.seen.insert((path.clone(), message.clone())) {
+            self.errors.push(ValidationError { path, message });
+        }
+    }
+}
+
+impl Document {
+    /// Checks every rule and returns all errors at once.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut c = Collector::default();
+        let b = &self.baseline;
+
+        // The baseline alone is what a company without overlay gets, so it must stand alone.
+        check_groups(&mut c, &b.property_groups, "baseline.propertyGroups");
+        check_properties(&mut c, &b.deal_properties, "baseline.dealProperties");
+        check_pipelines(&mut c, &b.pipelines, "baseline.pipelines");
+        check_effective(&mut c, &sourced(b, None));
+
+        let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, overlay) in &self.companies {
+            let prefix = format!("companies.{key}");
+            if !is_company_key(key) {
+                c.push(&prefix, format!("company key must match {COMPANY_KEY_PATTERN}"));
+            }
+            check_overlay_header(&mut c, &prefix, overlay, &mut company_ids, key);
+            check_groups(&mut c, &overlay.property_groups, &format!("{prefix}.propertyGroups"));
+            check_properties(&mut c, &overlay.deal_properties, &format!("{prefix}.dealProperties"));
+            check_pipelines(&mut c, &overlay.pipelines, &format!("{prefix}.pipelines"));
+            check_removals(&mut c, &prefix, self, overlay);
+            check_effective(&mut c, &sourced(b, Some((key, overlay))));
+        }
+
+        if c.errors.is_empty() { Ok(()) } else { Err(ValidationErrors { errors: c.errors }) }
+    }
+}
+
+fn check_overlay_header<'a>(
+    c: &mut Collector,
+    prefix: &str,
+    overlay: &'a CompanyOverlay,
+    company_ids: &mut BTreeMap<&'a str, &'a str>,
+    key: &'a str,
+) {
+    let id = overlay.company_id.trim();
+    if id.is_empty() {
+        c.push(format!("{prefix}.companyId"), "must not be empty");
+    } else if let Some(other) = company_ids.insert(&overlay.company_id, key) {
+        c.push(format!("{prefix}.companyId"), format!("duplicate companyId (also used by companies.{other})"));
+    }
+    if overlay.settings.rollout_wave > 9 {
+        c.push(format!("{prefix}.settings.rolloutWave"), "must be 0..=9 (0 = canary)");
+    }
+}
+
+fn check_removals(c: &mut Collector, prefix: &str, doc: &Document, overlay: &CompanyOverlay) {
+    let base = &doc.baseline;
+    let mut seen = BTreeSet::new();
+    for (i, name) in overlay.remove_deal_properties.iter().enumerate() {
+        let path = format!("{prefix}.removeDealProperties[{i}]");
+        if !seen.insert(name.as_str()) {
+            c.push(&path, format!("\"{name}\" is listed twice"));
+        } else if !base.deal_properties.iter().any(|p| &p.name == name) {
+            c.push(&path, format!("\"{name}\" is not a baseline deal property"));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, id) in overlay.remove_pipelines.iter().enumerate() {
+        let path = format!("{prefix}.removePipelines[{i}]");
+        if !seen.insert(id.as_str()) {
+            c.push(&path, format!("\"{id}\" is listed twice"));
+        } else if !base.pipelines.iter().any(|p| &p.id == id) {
+            c.push(&path, format!("\"{id}\" is not a baseline pipeline"));
+        }
+    }
+    // Removing and redeclaring in the same overlay is ambiguous (replace? move to the end?).
+    for (i, p) in overlay.deal_properties.iter().enumerate() {
+        if overlay.remove_deal_properties.contains(&p.name) {
+            c.push(
+                format!("{prefix}.dealProperties[{i}].name"),
+                format!("\"{}\" is also in removeDealProperties", p.name),
+            );
+        }
+    }
+    for (i, p) in overlay.pipelines.iter().enumerate() {
+        if overlay.remove_pipelines.contains(&p.id) {
+            c.push(format!("{prefix}.pipelines[{i}].id"), format!("\"{}\" is also in removePipelines", p.id));
+        }
+    }
+}
+
+fn check_groups(c: &mut Collector, groups: &[PropertyGroup], path: &str) {
+    let mut names = BTreeSet::new();
+    for (i, g) in groups.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if !is_property_name(&g.name) {
+            c.push(format!("{p}.name"), format!("must match {PROPERTY_NAME_PATTERN}"));
+        } else if HUBSPOT_DEFAULT_GROUPS.contains(&g.name.as_str()) {
+            c.push(
+                format!("{p}.name"),
+                format!("\"{}\" is a HubSpot default group; use it without declaring it", g.name),
+            );
+        } else if !names.insert(g.name.as_str()) {
+            c.push(format!("{p}.name"), format!("duplicate group name \"{}\"", g.name));
+        }
+        if g.label.trim().is_empty() {
+            c.push(format!("{p}.label"), "must not be empty");
+        }
+    }
+}
+
+fn check_properties(c: &mut Collector, props: &[DealProperty], path: &str) {
+    let mut names = BTreeSet::new();
+    for (i, prop) in props.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        check_property(c, prop, &p);
+        if !names.insert(prop.name.as_str()) {
+            c.push(format!("{p}.name"), format!("duplicate property name \"{}\"", prop.name));
+        }
+    }
+}
+
+fn check_property(c: &mut Collector, prop: &DealProperty, p: &str) {
+    let name = prop.name.as_str();
+    if !is_property_name(name) {
+        c.push(format!("{p}.name"), format!("must match {PROPERTY_NAME_PATTERN}"));
+    } else if name.starts_with("hs_") {
+        c.push(format!("{p}.name"), "must not start with hs_ (reserved by HubSpot)");
+    } else if HUBSPOT_DEAL_PROPERTIES.contains(&name) {
+        c.push(format!("{p}.name"), format!("\"{name}\" is a HubSpot-defined deal property"));
+    }
+    if prop.label.trim().is_empty() {
+        c.push(format!("{p}.label"), "must not be empty");
+    }
+    if prop.field_type == FieldType::CalculationEquation {
+        c.push(
+            format!("{p}.fieldType"),
+            "calculation_equation is not supported (GoMark does not manage calculated properties)",
+        );
+    } else if !prop.property_type.allowed_field_types().contains(&prop.field_type) {
+        let allowed: Vec<&str> = prop.property_type.allowed_field_types().iter().map(|f| f.as_str()).collect();
+        c.push(
+            format!("{p}.fieldType"),
+            format!(
+                "\"{}\" is not valid for type \"{}\" (allowed: {})",
+                prop.field_type,
+                prop.property_type,
+                allowed.join(", ")
+            ),
+        );
+    }
+    if prop.group_name.trim().is_empty() {
+        c.push(format!("{p}.groupName"), "must not be empty");
+    }
+    if prop.property_type == PropertyType::Enumeration && prop.options.is_empty() {
+        c.push(format!("{p}.options"), "required for type enumeration");
+    }
+    let mut values = BTreeSet::new();
+    for (j, o) in prop.options.iter().enumerate() {
+        let op = format!("{p}.options[{j}]");
+        if o.label.trim().is_empty() {
+            c.push(format!("{op}.label"), "must not be empty");
+        }
+        if o.value.is_empty() {
+            c.push(format!("{op}.value"), "must not be empty");
+        } else if !values.insert(o.value.as_str()) {
+            c.push(format!("{op}.value"), format!("duplicate option value \"{}\"", o.value));
+        }
+    }
+}
+
+fn check_pipelines(c: &mut Collector, pipelines: &[Pipeline], path: &str) {
+    let mut ids = BTreeSet::new();
+    for (i, pipe) in pipelines.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        check_pipeline(c, pipe, &p);
+        if !ids.insert(pipe.id.as_str()) {
+            c.push(format!("{p}.id"), format!("duplicate pipeline id \"{}\"", pipe.id));
+        }
+    }
+}
+
+fn label_key(label: &str) -> String {
+    // HubSpot's uniqueness is about what users see; treat case and padding as equal.
+    label.trim().to_lowercase()
+}
+
+fn check_pipeline(c: &mut Collector, pipe: &Pipeline, p: &str) {
+    if !is_pipeline_id(&pipe.id) {
+        c.push(format!("{p}.id"), format!("must match {PIPELINE_ID_PATTERN}"));
+    }
+    if pipe.label.trim().is_empty() {
+        c.push(format!("{p}.label"), "must not be empty");
+    }
+    if pipe.stages.is_empty() {
+        c.push(format!("{p}.stages"), "must have at least one stage");
+        return;
+    }
+    let mut ids = BTreeSet::new();
+    let mut labels = BTreeSet::new();
+    for (j, s) in pipe.stages.iter().enumerate() {
+        let sp = format!("{p}.stages[{j}]");
+        if !is_pipeline_id(&s.id) {
+            c.push(format!("{sp}.id"), format!("must match {PIPELINE_ID_PATTERN}"));
+        } else if !ids.insert(s.id.as_str()) {
+            c.push(format!("{sp}.id"), format!("duplicate stage id \"{}\" in this pipeline", s.id));
+        }
+        if s.label.trim().is_empty() {
+            c.push(format!("{sp}.label"), "must not be empty");
+        } else if !labels.insert(label_key(&s.label)) {
+            c.push(format!("{sp}.label"), format!("duplicate stage label \"{}\" in this pipeline", s.label));
+        }
+        if !is_valid_probability(s.probability) {
+            c.push(format!("{sp}.probability"), "must be 0.0..1.0 in steps of 0.1");
+        } else if s.closed && s.probability != 0.0 && s.probability != 1.0 {
+            c.push(
+                format!("{sp}.probability"),
+                "a closed stage must have probability 0.0 (closed-lost) or 1.0 (closed-won)",
+            );
+        }
+    }
+    if pipe.stages.iter().all(|s| s.closed) {
+        c.push(format!("{p}.stages"), "needs at least one open (not closed) stage");
+    }
+}
+
+/// Rules that need the merged view: pipeline label uniqueness across baseline and overlay,
+/// and property groups that must exist in the effective groups.
+fn check_effective(c: &mut Collector, cfg: &SourcedConfig<'_>) {
+    let mut labels: BTreeMap<String, &Sourced<'_, Pipeline>> = BTreeMap::new();
+    for pipe in &cfg.pipelines {
+        let key = label_key(&pipe.item.label);
+        if key.is_empty() {
+            continue;
+        }
+        match labels.get(&key) {
+            None => {
+                labels.insert(key, pipe);
+            }
+            Some(first) => {
+                // Blame the overlay when it is involved: the baseline was fine on its own.
+                let (blamed, other) =
+                    if first.from_overlay && !pipe.from_overlay { (*first, pipe) } else { (pipe, *first) };
+                c.push(
+                    format!("{}.label", blamed.path),
+                    format!("duplicate pipeline label \"{}\" (also {})", blamed.item.label, other.path),
+                );
+            }
+        }
+    }
+
+    let groups: BTreeSet<&str> =
+        cfg.property_groups.iter().map(|g| g.item.name.as_str()).chain(HUBSPOT_DEFAULT_GROUPS).collect();
+    for prop in &cfg.deal_properties {
+        let g = prop.item.group_name.as_str();
+        if !g.trim().is_empty() && !groups.contains(g) {
+            c.push(
+                format!("{}.groupName", prop.path),
+                format!("group \"{g}\" is not defined (declare it in propertyGroups or use dealinformation)"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_patterns() {
+        assert!(is_property_name("gomark_tier"));
+        assert!(is_property_name(&format!("a{}", "b".repeat(99))));
+        assert!(!is_property_name(&format!("a{}", "b".repeat(100))));
+        assert!(!is_property_name(""));
+        assert!(!is_property_name("gomark-tier"));
+        assert!(!is_property_name("é"));
+        assert!(is_pipeline_id("sales-2024_eu"));
+        assert!(!is_pipeline_id("-sales"));
+        assert!(!is_pipeline_id(&"a".repeat(65)));
+        assert!(is_company_key("4acme"));
+        assert!(!is_company_key("acme.eu"));
+    }
+
+    #[test]
+    fn probability_steps() {
+        for p in [0.0, 0.1, 0.3, 0.1 + 0.2, 0.7, 1.0] {
+            assert!(is_valid_probability(p), "{p}");
+        }
+        for p in [-0.1, 0.05, 0.35, 1.1, f64::NAN, f64::INFINITY] {
+            assert!(!is_valid_probability(p), "{p}");
+        }
+    }
+}

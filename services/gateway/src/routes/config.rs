@@ -1,0 +1,323 @@
+//! `/v1/config/…`: the portfolio's GTM configuration as code: revisions of the desired-state
+//! document, their diffs, rollback, and plans against each portal.
+
+use super::AppState;
+use crate::auth::Auth;
+use crate::dto::{Page, PageQuery, rfc3339};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::problem::ApiResult;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use gomark_proto::orchestrator::v1 as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(latest))
+        .routes(routes!(read))
+        .routes(routes!(diff))
+        .routes(routes!(rollback))
+        .routes(routes!(plan))
+        .routes(routes!(portfolio_audit))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionCreate {
+    /// The whole desired-state document, as YAML (or JSON).
+    document: String,
+    /// Why: shown in the revision list and the audit log.
+    message: String,
+    /// Accept only if the latest revision still has this number (optimistic locking).
+    expected_latest: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    number: i64,
+    author: String,
+    message: String,
+    created_at: String,
+    content_hash: String,
+    /// The document as YAML; omitted in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<String>,
+    /// Set when this revision restored an earlier one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back_to: Option<i64>,
+}
+
+impl From<pb::Revision> for RevisionView {
+    fn from(r: pb::Revision) -> Self {
+        Self {
+            number: r.number,
+            author: r.author,
+            message: r.message,
+            created_at: rfc3339(r.created_at),
+            content_hash: r.content_hash,
+            document: (!r.document_yaml.is_empty()).then_some(r.document_yaml),
+            rolled_back_to: (r.rolled_back_to > 0).then_some(r.rolled_back_to),
+        }
+    }
+}
+
+/// Stores a new revision of the desired-state document (portfolio operators). Validation
+/// errors name their path, e.g. `companies.acme.pipelines[1].stages[3].probability`.
+/// Submitting what the latest revision already holds returns it unchanged.
+#[utoipa::path(post, path = "/v1/config/revisions", tag = "config", request_body = RevisionCreate,
+    responses((status = 201, description = "The revision", body = RevisionView)))]
+async fn create(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<RevisionCreate>,
+) -> ApiResult<(StatusCode, Json<RevisionView>)> {
+    let req = pb::CreateRevisionRequest {
+        document: body.document,
+        message: body.message,
+        expected_latest: body.expected_latest,
+    };
+    let revision = s.orchestrator.clone().create_revision(caller.request(req)).await?.into_inner();
+    Ok((StatusCode::CREATED, Json(revision.into())))
+}
+
+/// Revisions, newest first.
+#[utoipa::path(get, path = "/v1/config/revisions", tag = "config", params(PageQuery),
+    responses((status = 200, description = "A page of revisions", body = Page<RevisionView>)))]
+async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<RevisionView>>> {
+    let resp = s
+        .orchestrator
+        .clone()
+        .list_revisions(caller.request(pb::ListRevisionsRequest { page: Some(page.to_proto()?) }))
+        .await?
+        .into_inner();
+    Ok(Json(Page::new(resp.revisions.into_iter().map(RevisionView::from).collect(), resp.next_page_token)))
+}
+
+/// The latest revision, with its document.
+#[utoipa::path(get, path = "/v1/config", tag = "config",
+    responses((status = 200, description = "The latest revision", body = RevisionView)))]
+async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<RevisionView>> {
+    let revision =
+        s.orchestrator.clone().get_revision(caller.request(pb::GetRevisionRequest { number: 0 })).await?.into_inner();
+    Ok(Json(revision.into()))
+}
+
+#[utoipa::path(get, path = "/v1/config/revisions/{number}", tag = "config",
+    params(("number" = i64, Path, description = "Revision number", minimum = 1)),
+    responses((status = 200, description = "The revision, with its document", body = RevisionView)))]
+async fn read(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(number): ApiPath<i64>,
+) -> ApiResult<Json<RevisionView>> {
+    if number < 1 {
+        return Err(crate::problem::Problem::invalid("number", "must be 1 or more"));
+    }
+    let revision =
+        s.orchestrator.clone().get_revision(caller.request(pb::GetRevisionRequest { number })).await?.into_inner();
+    Ok(Json(revision.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DiffQuery {
+    /// The older revision.
+    #[param(minimum = 1)]
+    from: i64,
+    /// The newer revision; the latest when omitted.
+    #[param(minimum = 1)]
+    to: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeView {
+    /// e.g. `baseline.dealProperties[gomark_tier].label`
+    path: String,
+    /// `added`, `removed` or `changed`
+    kind: String,
+    #[schema(value_type = Option<Object>)]
+    before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiffView {
+    from: i64,
+    to: i64,
+    changes: Vec<ChangeView>,
+    /// The same changes, for people.
+    text: String,
+}
+
+fn json(s: &str) -> Option<serde_json::Value> {
+    (!s.is_empty()).then(|| serde_json::from_str(s).unwrap_or(serde_json::Value::Null))
+}
+
+/// What changed between two revisions, keyed by names (reordering is no change).
+#[utoipa::path(get, path = "/v1/config/diff", tag = "config", params(DiffQuery),
+    responses((status = 200, description = "The changes", body = DiffView)))]
+async fn diff(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> ApiResult<Json<DiffView>> {
+    if q.from < 1 || q.to.is_some_and(|t| t < 1) {
+        return Err(crate::problem::Problem::invalid("from", "revisions are numbered from 1"));
+    }
+    let req = pb::DiffRevisionsRequest { from: q.from, to: q.to.unwrap_or(0) };
+    let d = s.orchestrator.clone().diff_revisions(caller.request(req)).await?.into_inner();
+    Ok(Json(DiffView {
+        from: d.from,
+        to: d.to,
+        changes: d
+            .changes
+            .into_iter()
+            .map(|c| ChangeView {
+                path: c.path,
+                kind: c.kind,
+                before: json(&c.before_json),
+                after: json(&c.after_json),
+            })
+            .collect(),
+        text: d.text,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RollbackBody {
+    /// The revision to restore.
+    #[schema(minimum = 1)]
+    to: i64,
+    #[serde(default)]
+    message: String,
+}
+
+/// Restores an earlier revision as a new one (applied like any other).
+#[utoipa::path(post, path = "/v1/config/rollback", tag = "config", request_body = RollbackBody,
+    responses((status = 201, description = "The new revision", body = RevisionView)))]
+async fn rollback(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<RollbackBody>,
+) -> ApiResult<(StatusCode, Json<RevisionView>)> {
+    let revision = s
+        .orchestrator
+        .clone()
+        .rollback(caller.request(pb::RollbackRequest { to: body.to, message: body.message }))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(revision.into())))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanBody {
+    /// The revision to plan; the latest when omitted.
+    #[schema(minimum = 1)]
+    revision: Option<i64>,
+    /// Only these companies; every company of the revision when omitted.
+    #[serde(default)]
+    company_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionView {
+    /// `property_group`, `deal_property`, `pipeline` or `stage`
+    target_kind: String,
+    target: String,
+    /// `create`, `update` or `archive`
+    op: String,
+    #[schema(value_type = Object)]
+    changes: serde_json::Value,
+    /// Set when HubSpot cannot do this; it will not be applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocked: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    safe_alternative: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyPlanView {
+    company_id: String,
+    company_key: String,
+    actions: Vec<ActionView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    revision: i64,
+    companies: Vec<CompanyPlanView>,
+}
+
+/// What applying a revision would do to each portal, read live through hubspot-sync.
+/// Actions HubSpot cannot do are flagged with a safe alternative.
+#[utoipa::path(post, path = "/v1/config/plan", tag = "config", request_body = PlanBody,
+    responses((status = 200, description = "The plan per company", body = PlanView)))]
+async fn plan(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<PlanBody>,
+) -> ApiResult<Json<PlanView>> {
+    if body.revision.is_some_and(|r| r < 1) {
+        return Err(crate::problem::Problem::invalid("revision", "revisions are numbered from 1"));
+    }
+    let req = pb::PlanRequest { revision: body.revision.unwrap_or(0), company_ids: body.company_ids };
+    let p = s.orchestrator.clone().plan(caller.request(req)).await?.into_inner();
+    let text = |s: String| (!s.is_empty()).then_some(s);
+    Ok(Json(PlanView {
+        revision: p.revision,
+        companies: p
+            .companies
+            .into_iter()
+            .map(|c| CompanyPlanView {
+                company_id: c.company_id,
+                company_key: c.company_key,
+                actions: c
+                    .actions
+                    .into_iter()
+                    .map(|a| ActionView {
+                        target_kind: a.target_kind,
+                        target: a.target,
+                        op: a.op,
+                        changes: json(&a.changes_json).unwrap_or(serde_json::Value::Array(vec![])),
+                        blocked: text(a.blocked_reason),
+                        safe_alternative: text(a.safe_alternative),
+                    })
+                    .collect(),
+                error: text(c.error),
+                text: c.text,
+            })
+            .collect(),
+    }))
+}
+
+/// Portfolio-wide audit entries (configuration revisions, rollbacks), newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(PageQuery),
+    responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>)))]
+async fn portfolio_audit(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<crate::dto::AuditEntryView>>> {
+    caller.require_portfolio(gomark_platform::Role::Viewer)?;
+    let req = pb::ListAuditEntriesRequest { company_id: String::new(), page: Some(page.to_proto()?) };
+    let resp = s.orchestrator.clone().list_audit_entries(caller.request(req)).await?.into_inner();
+    Ok(Json(Page::new(resp.entries.into_iter().map(crate::dto::AuditEntryView::from).collect(), resp.next_page_token)))
+}

@@ -1,0 +1,181 @@
+//! Plans: what it takes to make each company's portal match a revision, from the portal's
+//! observed state (read through hubspot-sync).
+
+use crate::revisions::RevisionRow;
+use crate::store::Store;
+use crate::{Error, Result};
+use gomark_platform::grpc_client::TracedChannel;
+use gomark_platform::{Caller, PublicError};
+use gomark_proto::hubspot_sync::v1::GetObservedStateRequest;
+use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
+use gomark_proto::orchestrator::v1 as pb;
+use gtm_config::{EffectiveConfig, Observed, Op, PipelineIdMap, Plan, Target};
+use std::collections::BTreeSet;
+
+pub struct Planner {
+    store: Store,
+    hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
+}
+
+fn observed_from(state: gomark_proto::hubspot_sync::v1::ObservedState) -> Observed {
+    Observed {
+        properties: state
+            .properties
+            .into_iter()
+            .filter_map(|p| {
+                let spec = p.spec?;
+                Some(gtm_config::ObservedProperty {
+                    name: spec.name,
+                    label: spec.label,
+                    property_type: spec.r#type,
+                    field_type: spec.field_type,
+                    group_name: spec.group_name,
+                    description: spec.description,
+                    options: spec
+                        .options
+                        .into_iter()
+                        .map(|o| gtm_config::PropertyOption {
+                            label: o.label,
+                            value: o.value,
+                            display_order: Some(o.display_order),
+                            hidden: o.hidden,
+                        })
+                        .collect(),
+                    hubspot_defined: p.hubspot_defined,
+                    has_unique_value: false,
+                })
+            })
+            .collect(),
+        groups: state
+            .groups
+            .into_iter()
+            .map(|g| gtm_config::ObservedGroup { name: g.name, label: g.label, display_order: g.display_order })
+            .collect(),
+        pipelines: state
+            .pipelines
+            .into_iter()
+            .map(|p| gtm_config::ObservedPipeline {
+                hubspot_id: p.id,
+                label: p.label,
+                display_order: p.display_order,
+                stages: p
+                    .stages
+                    .into_iter()
+                    .map(|s| gtm_config::ObservedStage {
+                        hubspot_id: s.id,
+                        label: s.label,
+                        display_order: s.display_order,
+                        probability: s.probability,
+                        is_closed: s.is_closed,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Until GoMark has applied a pipeline (and recorded HubSpot's ids), a pipeline or stage
+/// with the same label is taken to be the declared one.
+fn ids_by_label(desired: &EffectiveConfig, observed: &Observed) -> PipelineIdMap {
+    let mut ids = PipelineIdMap::default();
+    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+    for pipeline in &desired.pipelines {
+        let Some(found) = observed.pipelines.iter().find(|o| same(&o.label, &pipeline.label)) else { continue };
+        ids.insert_pipeline(&pipeline.id, &found.hubspot_id);
+        for stage in &pipeline.stages {
+            if let Some(s) = found.stages.iter().find(|s| same(&s.label, &stage.label)) {
+                ids.insert_stage(&pipeline.id, &stage.id, &s.hubspot_id);
+            }
+        }
+    }
+    ids
+}
+
+fn target_parts(target: &Target) -> (&'static str, String) {
+    match target {
+        Target::PropertyGroup(name) => ("property_group", name.clone()),
+        Target::DealProperty(name) => ("deal_property", name.clone()),
+        Target::Pipeline(id) => ("pipeline", id.clone()),
+        Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Create => "create",
+        Op::Update => "update",
+        Op::Archive => "archive",
+    }
+}
+
+fn plan_proto(company_key: &str, company_id: &str, plan: &Plan) -> pb::CompanyPlan {
+    pb::CompanyPlan {
+        company_id: company_id.to_owned(),
+        company_key: company_key.to_owned(),
+        actions: plan
+            .actions
+            .iter()
+            .map(|a| {
+                let (kind, target) = target_parts(&a.target);
+                pb::PlannedAction {
+                    target_kind: kind.to_owned(),
+                    target,
+                    op: op_name(a.op).to_owned(),
+                    changes_json: serde_json::to_string(&a.changes).unwrap_or_default(),
+                    blocked_reason: a.blocked.as_ref().map(|b| b.reason.clone()).unwrap_or_default(),
+                    safe_alternative: a.blocked.as_ref().map(|b| b.safe_alternative.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+        error: String::new(),
+        text: plan.to_string(),
+    }
+}
+
+impl Planner {
+    pub fn new(store: Store, hubspot_sync: TracedChannel) -> Self {
+        Self { store, hubspot_sync: HubspotSyncServiceClient::new(hubspot_sync) }
+    }
+
+    /// The plan of every company of `revision` (or those in `only`).
+    pub async fn plan(&self, revision: &RevisionRow, only: &[String]) -> Result<pb::PlanResponse> {
+        let document = revision.parse()?;
+        let mut companies = Vec::new();
+        for (key, desired) in document.effective_all() {
+            if !only.is_empty() && !only.contains(&desired.company_id) {
+                continue;
+            }
+            companies.push(self.plan_company(&key, &desired).await?);
+        }
+        if let Some(missing) = only.iter().find(|id| !companies.iter().any(|c| &c.company_id == *id)) {
+            return Err(Error::invalid(
+                "company_ids",
+                format!("company {missing} is not in revision {}", revision.number),
+            ));
+        }
+        Ok(pb::PlanResponse { revision: revision.number, companies })
+    }
+
+    async fn plan_company(&self, key: &str, desired: &EffectiveConfig) -> Result<pb::CompanyPlan> {
+        let request =
+            Caller::system("orchestrator").request(GetObservedStateRequest { company_id: desired.company_id.clone() });
+        let observed = match self.hubspot_sync.clone().get_observed_state(request).await {
+            Ok(state) => observed_from(state.into_inner()),
+            Err(status) => {
+                // One unreachable portal does not hide the plans of the others.
+                let why = PublicError::from(status).message;
+                return Ok(pb::CompanyPlan {
+                    company_id: desired.company_id.clone(),
+                    company_key: key.to_owned(),
+                    error: format!("the portal could not be read: {why}"),
+                    ..pb::CompanyPlan::default()
+                });
+            }
+        };
+        let managed: BTreeSet<String> =
+            self.store.list_properties(&desired.company_id, true).await?.into_iter().map(|p| p.spec.name).collect();
+        let ids = ids_by_label(desired, &observed);
+        let plan = gtm_config::plan(desired, &observed, &ids, &BTreeSet::new(), &managed);
+        Ok(plan_proto(key, &desired.company_id, &plan))
+    }
+}
