@@ -65,6 +65,10 @@ impl DesiredState {
         }
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub async fn create_company(&self, actor: &Actor, name: &str, portal_id: &str, token: &str) -> Result<CompanyRow> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {

@@ -305,4 +305,14 @@ impl OrchestratorService for OrchestratorGrpc {
         let revision = self.revisions.get(r.revision).await?;
         Ok(Response::new(self.planner.plan(&revision, &r.company_ids).await?))
     }
+
+    async fn import(&self, req: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        let r = req.into_inner();
+        let importer =
+            crate::import::Importer { store: self.desired.store(), planner: &self.planner, revisions: &self.revisions };
+        let (revision, companies) = importer.run(&actor(&caller), &r.company_ids, &r.message).await?;
+        Ok(Response::new(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies }))
+    }
 }

@@ -6,6 +6,7 @@ mod apply_results;
 mod desired;
 mod error;
 mod grpc;
+mod import;
 mod planning;
 mod property_spec;
 pub mod revisions;

@@ -156,11 +156,16 @@ impl Planner {
         Ok(pb::PlanResponse { revision: revision.number, companies })
     }
 
-    async fn plan_company(&self, key: &str, desired: &EffectiveConfig) -> Result<pb::CompanyPlan> {
+    /// What the company's portal holds now.
+    pub async fn observe(&self, company_id: &str) -> std::result::Result<Observed, tonic::Status> {
         let request =
-            Caller::system("orchestrator").request(GetObservedStateRequest { company_id: desired.company_id.clone() });
-        let observed = match self.hubspot_sync.clone().get_observed_state(request).await {
-            Ok(state) => observed_from(state.into_inner()),
+            Caller::system("orchestrator").request(GetObservedStateRequest { company_id: company_id.to_owned() });
+        Ok(observed_from(self.hubspot_sync.clone().get_observed_state(request).await?.into_inner()))
+    }
+
+    async fn plan_company(&self, key: &str, desired: &EffectiveConfig) -> Result<pb::CompanyPlan> {
+        let observed = match self.observe(&desired.company_id).await {
+            Ok(observed) => observed,
             Err(status) => {
                 // One unreachable portal does not hide the plans of the others.
                 let why = PublicError::from(status).message;

@@ -132,6 +132,12 @@ fn routes() -> Vec<Route> {
             },
         },
         Route {
+            name: "POST config import",
+            min_role: Role::Operator,
+            portfolio_only: true,
+            call: |c, _| (Method::POST, "/v1/config/import".into(), Some(json!({"companyIds": [c]}))),
+        },
+        Route {
             name: "GET portfolio audit",
             min_role: Role::Viewer,
             portfolio_only: true,
@@ -187,6 +193,7 @@ fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16
             | "GET config revisions"
             | "POST config revision"
             | "GET portfolio audit"
+            | "POST config import"
     );
     if scoped && target == Target::Other && touches_company {
         return if status == 404 { Ok(()) } else { Err(format!("other company must be 404, got {status}")) };

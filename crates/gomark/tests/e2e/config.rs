@@ -45,6 +45,40 @@ companies:
 }
 
 #[tokio::test]
+async fn importing_the_portfolio_adopts_reality_and_plans_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: true, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let companies =
+        api.send(Method::GET, "/v1/companies?limit=100", None).await.body["items"].as_array().expect("items").clone();
+    assert!(companies.len() >= 20);
+    // Wait until the demo's property reached every portal, so it is there to adopt.
+    for company in &companies {
+        let id = company["id"].as_str().expect("id");
+        crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", 1).await;
+    }
+    let imported = api.send(Method::POST, "/v1/config/import", Some(json!({}))).await;
+    assert_eq!(imported.status, 201, "{}", imported.body);
+    assert_eq!(imported.body["revision"]["number"], 1);
+    let adopted = imported.body["companies"].as_array().expect("companies");
+    assert_eq!(adopted.len(), companies.len());
+    assert!(
+        adopted.iter().all(|c| c["dealProperties"].as_u64() >= Some(1) && c["pipelines"].as_u64() >= Some(1)),
+        "{adopted:?}"
+    );
+
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({}))).await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    for company in plan.body["companies"].as_array().expect("companies") {
+        assert_eq!(company["actions"].as_array().map(Vec::len), Some(0), "reality adopted, nothing to do: {company}");
+    }
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
 async fn revisions_plans_diffs_and_rollbacks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options =

@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(diff))
         .routes(routes!(rollback))
         .routes(routes!(plan))
+        .routes(routes!(import))
         .routes(routes!(portfolio_audit))
 }
 
@@ -320,4 +321,67 @@ async fn portfolio_audit(
     let req = pb::ListAuditEntriesRequest { company_id: String::new(), page: Some(page.to_proto()?) };
     let resp = s.orchestrator.clone().list_audit_entries(caller.request(req)).await?.into_inner();
     Ok(Json(Page::new(resp.entries.into_iter().map(crate::dto::AuditEntryView::from).collect(), resp.next_page_token)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportBody {
+    /// Companies to import; every registered company when omitted.
+    #[serde(default)]
+    company_ids: Vec<String>,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedView {
+    company_id: String,
+    company_key: String,
+    deal_properties: u32,
+    property_groups: u32,
+    pipelines: u32,
+    /// What could not be adopted, and why.
+    skipped: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportView {
+    revision: RevisionView,
+    companies: Vec<ImportedView>,
+}
+
+/// Adopts what the portals hold (custom properties, groups, pipelines) as their companies'
+/// overlays in a new revision: a portfolio is brought under GoMark, or rebuilt, in one call.
+#[utoipa::path(post, path = "/v1/config/import", tag = "config", request_body = ImportBody,
+    responses((status = 201, description = "The new revision and what was adopted", body = ImportView)))]
+async fn import(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> ApiResult<(StatusCode, Json<ImportView>)> {
+    let req = pb::ImportRequest { company_ids: body.company_ids, message: body.message };
+    let r = s.orchestrator.clone().import(caller.request(req)).await?.into_inner();
+    let revision = r
+        .revision
+        .map(RevisionView::from)
+        .ok_or_else(|| crate::problem::Problem::from(gomark_platform::PublicError::internal()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ImportView {
+            revision,
+            companies: r
+                .companies
+                .into_iter()
+                .map(|c| ImportedView {
+                    company_id: c.company_id,
+                    company_key: c.company_key,
+                    deal_properties: c.deal_properties,
+                    property_groups: c.property_groups,
+                    pipelines: c.pipelines,
+                    skipped: c.skipped,
+                })
+                .collect(),
+        }),
+    ))
 }

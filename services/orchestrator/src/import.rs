@@ -1,0 +1,123 @@
+//! Import: adopt what portals already hold as their companies' overlays, in one new
+//! revision, so a portfolio can be brought under GoMark (or rebuilt) in one step.
+
+use crate::planning::Planner;
+use crate::revisions::{RevisionRow, Revisions};
+use crate::store::{CompanyRow, Store};
+use crate::{Actor, Error, Result};
+use gomark_platform::PublicError;
+use gomark_proto::orchestrator::v1 as pb;
+use gtm_config::Document;
+
+pub struct Importer<'a> {
+    pub store: &'a Store,
+    pub planner: &'a Planner,
+    pub revisions: &'a Revisions,
+}
+
+/// A document key for a company: its name as a slug, unique in `document`.
+fn company_key(document: &Document, company: &CompanyRow) -> String {
+    if let Some((key, _)) = document.companies.iter().find(|(_, o)| o.company_id == company.id) {
+        return key.clone();
+    }
+    let mut slug: String = company
+        .name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    slug.truncate(56);
+    if slug.is_empty() || !slug.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        slug = "company".into();
+    }
+    let mut key = slug.clone();
+    let mut n = 2;
+    while document.companies.contains_key(&key) {
+        key = format!("{slug}-{n}");
+        n += 1;
+    }
+    key
+}
+
+impl Importer<'_> {
+    async fn companies(&self, ids: &[String]) -> Result<Vec<CompanyRow>> {
+        if !ids.is_empty() {
+            let mut found = Vec::new();
+            for id in ids {
+                found.push(
+                    self.store.get_company(id).await?.ok_or_else(|| PublicError::not_found(format!("company {id}")))?,
+                );
+            }
+            return Ok(found);
+        }
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list_companies(after.as_deref(), 500).await?;
+            let done = page.len() < 500;
+            after = page.last().map(|c| c.id.clone());
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub async fn run(
+        &self,
+        actor: &Actor,
+        company_ids: &[String],
+        message: &str,
+    ) -> Result<(RevisionRow, Vec<pb::ImportedCompany>)> {
+        let companies = self.companies(company_ids).await?;
+        if companies.is_empty() {
+            return Err(Error::invalid("companyIds", "there is no company to import"));
+        }
+        let mut document = match self.revisions.latest().await? {
+            Some(latest) => latest.parse()?,
+            None => Document::default(),
+        };
+        let mut report = Vec::new();
+        for company in &companies {
+            let observed = self.planner.observe(&company.id).await.map_err(|status| {
+                let why = PublicError::from(status).message;
+                Error::Public(PublicError::unavailable(format!("the HubSpot portal of {} ({why})", company.name)))
+            })?;
+            let key = company_key(&document, company);
+            let imported = gtm_config::import(&observed, &key, &company.id);
+            report.push(pb::ImportedCompany {
+                company_id: company.id.clone(),
+                company_key: key.clone(),
+                deal_properties: imported.overlay.deal_properties.len() as u32,
+                property_groups: imported.overlay.property_groups.len() as u32,
+                pipelines: imported.overlay.pipelines.len() as u32,
+                skipped: imported.skipped.clone(),
+            });
+            // Settings the company already had survive a re-import.
+            let settings = document.companies.get(&key).map(|o| o.settings.clone());
+            let mut overlay = imported.overlay;
+            if let Some(settings) = settings {
+                overlay.settings = settings;
+            }
+            document.companies.insert(key, overlay);
+        }
+        if let Err(errors) = document.validate() {
+            let all: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+            return Err(Error::invalid(
+                "document",
+                format!("the imported configuration is invalid: {}", all.join("; ")),
+            ));
+        }
+        let message = if message.trim().is_empty() {
+            format!("import {} companies from HubSpot", companies.len())
+        } else {
+            message.to_owned()
+        };
+        let revision = self.revisions.create(actor, &document, &message, None, None).await?;
+        Ok((revision, report))
+    }
+}
