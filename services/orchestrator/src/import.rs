@@ -98,7 +98,7 @@ impl Importer<'_> {
                 skipped: imported.skipped.clone(),
             });
             // Settings the company already had survive a re-import.
-            let settings = document.companies.get(&key).map(|o| o.settings.clone());
+            let settings = document.companies.get(&key).map(|o| o.settings);
             let mut overlay = imported.overlay;
             if let Some(settings) = settings {
                 overlay.settings = settings;
