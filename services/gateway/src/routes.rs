@@ -8,6 +8,7 @@ pub mod deal_properties;
 pub mod docs;
 pub mod hubspot;
 pub mod legacy;
+pub mod rollouts;
 pub mod webhooks;
 
 use crate::auth::Authenticator;
@@ -44,6 +45,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api_keys::routes())
         .merge(companies::routes())
         .merge(config::routes())
+        .merge(rollouts::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
         .merge(legacy::routes())

@@ -1,6 +1,7 @@
 //! hubspot-sync's gRPC face.
 
 use crate::budget::PortalBudget;
+use crate::converge::{ConvergeError, Converger};
 use crate::credentials::Credential;
 use crate::deals::DealSync;
 use crate::portals::Portals;
@@ -16,11 +17,18 @@ pub struct HubspotSyncGrpc {
     client: HubSpotClient,
     deals: DealSync,
     budget: std::sync::Arc<PortalBudget>,
+    converger: Converger,
 }
 
 impl HubspotSyncGrpc {
-    pub fn new(portals: Portals, client: HubSpotClient, deals: DealSync, budget: std::sync::Arc<PortalBudget>) -> Self {
-        Self { portals, client, deals, budget }
+    pub fn new(
+        portals: Portals,
+        client: HubSpotClient,
+        deals: DealSync,
+        budget: std::sync::Arc<PortalBudget>,
+        converger: Converger,
+    ) -> Self {
+        Self { portals, client, deals, budget, converger }
     }
 }
 
@@ -201,6 +209,30 @@ impl HubspotSyncService for HubspotSyncGrpc {
                 })
                 .collect(),
             pipelines: pipelines.into_iter().filter(|p| !p.archived).map(observed_pipeline).collect(),
+        }))
+    }
+
+    async fn converge(&self, req: Request<pb::ConvergeRequest>) -> Result<Response<pb::ConvergeResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        caller.require(Role::Operator, &r.company_id)?;
+        let desired: gtm_config::EffectiveConfig = serde_json::from_str(&r.desired_json).map_err(|e| {
+            Status::from(PublicError::invalid("desired_json", format!("is not an effective configuration: {e}")))
+        })?;
+        if desired.company_id != r.company_id {
+            return Err(PublicError::invalid("desired_json", "belongs to another company").into());
+        }
+        let done = match self.converger.converge(&r.company_id, &desired).await {
+            Ok(done) => done,
+            Err(ConvergeError::HubSpot(e)) => return Err(hubspot_failure(e)),
+            Err(other) => return Err(internal(other)),
+        };
+        tracing::info!(company_id = %r.company_id, revision = r.revision, applied = done.applied, "converge done");
+        Ok(Response::new(pb::ConvergeResponse {
+            applied: done.applied,
+            blocked: done.blocked,
+            failed: done.failed,
+            plan_text: done.plan_text,
         }))
     }
 }

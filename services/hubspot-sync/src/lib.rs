@@ -4,6 +4,7 @@
 
 mod apply;
 pub mod budget;
+pub mod converge;
 pub mod credentials;
 pub mod deals;
 mod grpc;
@@ -56,6 +57,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         client.clone(),
         deal_sync.clone(),
         portal_budget,
+        converge::Converger { db: backends.db.clone(), portals: portals.clone(), client: client.clone() },
     )));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();

@@ -4,6 +4,7 @@ use crate::desired::{Actor, DesiredState, PropertyPatch, company_proto, timestam
 use crate::planning::Planner;
 use crate::property_spec::{PropertyOptionSpec, PropertySpec};
 use crate::revisions::{RevisionRow, Revisions};
+use crate::rollout::Rollouts;
 use crate::store::{PropertyRow, SyncState};
 use gomark_platform::{Caller, Role};
 use gomark_proto::common::v1::Company;
@@ -16,11 +17,17 @@ pub struct OrchestratorGrpc {
     desired: Arc<DesiredState>,
     revisions: Arc<Revisions>,
     planner: Arc<Planner>,
+    rollouts: Arc<Rollouts>,
 }
 
 impl OrchestratorGrpc {
-    pub fn new(desired: Arc<DesiredState>, revisions: Arc<Revisions>, planner: Arc<Planner>) -> Self {
-        Self { desired, revisions, planner }
+    pub fn new(
+        desired: Arc<DesiredState>,
+        revisions: Arc<Revisions>,
+        planner: Arc<Planner>,
+        rollouts: Arc<Rollouts>,
+    ) -> Self {
+        Self { desired, revisions, planner, rollouts }
     }
 }
 
@@ -314,5 +321,51 @@ impl OrchestratorService for OrchestratorGrpc {
             crate::import::Importer { store: self.desired.store(), planner: &self.planner, revisions: &self.revisions };
         let (revision, companies) = importer.run(&actor(&caller), &r.company_ids, &r.message).await?;
         Ok(Response::new(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies }))
+    }
+
+    async fn start_rollout(&self, req: Request<pb::StartRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        Ok(Response::new(self.rollouts.start(&actor(&caller), req.into_inner()).await?))
+    }
+
+    async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
+        caller(&req)?.require_portfolio(Role::Viewer)?;
+        Ok(Response::new(self.rollouts.get(&req.into_inner().id).await?))
+    }
+
+    async fn list_rollouts(
+        &self,
+        req: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        caller(&req)?.require_portfolio(Role::Viewer)?;
+        let page = req.into_inner().page.unwrap_or_default();
+        let limit = page_size(page.page_size);
+        let before = (!page.page_token.is_empty()).then_some(page.page_token.as_str());
+        let rollouts = self.rollouts.list(before, limit).await?;
+        let next = if rollouts.len() as i64 == limit {
+            rollouts.last().map(|r| r.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListRolloutsResponse { rollouts, next_page_token: next }))
+    }
+
+    async fn pause_rollout(&self, req: Request<pb::RolloutRef>) -> Result<Response<pb::Rollout>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        Ok(Response::new(self.rollouts.control(&actor(&caller), &req.into_inner().id, "paused").await?))
+    }
+
+    async fn resume_rollout(&self, req: Request<pb::RolloutRef>) -> Result<Response<pb::Rollout>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        Ok(Response::new(self.rollouts.control(&actor(&caller), &req.into_inner().id, "running").await?))
+    }
+
+    async fn cancel_rollout(&self, req: Request<pb::RolloutRef>) -> Result<Response<pb::Rollout>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        Ok(Response::new(self.rollouts.control(&actor(&caller), &req.into_inner().id, "cancelled").await?))
     }
 }

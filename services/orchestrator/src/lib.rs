@@ -10,6 +10,7 @@ mod import;
 mod planning;
 mod property_spec;
 pub mod revisions;
+pub mod rollout;
 mod settings;
 pub mod store;
 
@@ -47,6 +48,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let store = Store::new(backends.db.clone());
     let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone()));
     let revisions = Arc::new(revisions::Revisions::new(store.clone()));
+    let rollouts = Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone()));
     let desired = Arc::new(DesiredState::new(store, backends.cache.clone(), hubspot_sync, waker.clone()));
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
@@ -56,6 +58,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         desired.clone(),
         revisions,
         planner,
+        rollouts.clone(),
     )));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();
@@ -64,6 +67,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Ok(serve_grpc(listener, routes, names, sd, grace).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
+    service.spawn_loop(rollouts.run(shutdown.clone()));
     service.spawn_loop(gomark_events::consumer::run_consumer(
         backends.bus.clone(),
         ConsumerSpec::new(apply_results::CONSUMER, gomark_events::event_types::DEAL_PROPERTY_APPLIED),

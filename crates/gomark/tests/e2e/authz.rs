@@ -138,6 +138,18 @@ fn routes() -> Vec<Route> {
             call: |c, _| (Method::POST, "/v1/config/import".into(), Some(json!({"companyIds": [c]}))),
         },
         Route {
+            name: "GET rollouts",
+            min_role: Role::Viewer,
+            portfolio_only: true,
+            call: |_, _| (Method::GET, "/v1/rollouts".into(), None),
+        },
+        Route {
+            name: "POST rollout",
+            min_role: Role::Operator,
+            portfolio_only: true,
+            call: |c, _| (Method::POST, "/v1/rollouts".into(), Some(json!({"companyIds": [c]}))),
+        },
+        Route {
             name: "GET portfolio audit",
             min_role: Role::Viewer,
             portfolio_only: true,
@@ -194,6 +206,8 @@ fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16
             | "POST config revision"
             | "GET portfolio audit"
             | "POST config import"
+            | "GET rollouts"
+            | "POST rollout"
     );
     if scoped && target == Target::Other && touches_company {
         return if status == 404 { Ok(()) } else { Err(format!("other company must be 404, got {status}")) };
@@ -298,6 +312,10 @@ async fn no_route_lets_company_a_touch_company_b() {
         .collect();
     let keys = admin.send(Method::GET, "/v1/api-keys", None).await.body;
     for actor in scoped_actors {
+        // GoMark itself acts for portfolio-wide callers (a rollout they started).
+        if actor.as_str().is_some_and(|a| a.starts_with("system:")) {
+            continue;
+        }
         let key_id = actor.as_str().and_then(|a| a.strip_prefix("apikey:")).expect("api key actor");
         let key = keys["items"].as_array().expect("items").iter().find(|k| k["id"] == key_id).expect("known key");
         assert!(key.get("companyId").is_none(), "a company-scoped key changed company B: {key}");

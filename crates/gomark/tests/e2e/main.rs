@@ -8,6 +8,7 @@ mod deals;
 mod distributed;
 mod embedded;
 mod openapi;
+mod rollouts;
 mod scenarios;
 mod startup;
 mod support;

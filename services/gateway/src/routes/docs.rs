@@ -22,6 +22,7 @@ use utoipa_axum::routes;
         (name = "deal-properties", description = "Desired HubSpot deal properties, applied asynchronously"),
         (name = "audit", description = "Who changed what, when, before and after"),
         (name = "config", description = "GTM configuration as code: revisions, diff, rollback, plan"),
+        (name = "rollouts", description = "Applying a revision across the portfolio: durable, resumable, observable"),
         (name = "hubspot", description = "What GoMark sees of each portal: sync status, observed configuration"),
         (name = "api-keys", description = "Credentials for scripts"),
         (name = "legacy", description = "The previous GoMark's routes, kept for old callers"),

@@ -1,0 +1,166 @@
+//! Apply as a durable rollout: a revision reaches every portal (canary wave first), a
+//! second run writes nothing, a rollback undoes it, and progress streams as SSE.
+
+use crate::scenarios::create_company;
+use crate::support::{Api, eventually};
+use gomark::{Embedded, EmbeddedOptions};
+use gomark_platform::Shutdown;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn document(companies: &[(String, u32)], with_pipeline: bool, seats_label: &str) -> String {
+    let pipeline = if with_pipeline {
+        r#"
+  pipelines:
+    - id: upsell
+      label: Upsell
+      stages:
+        - {id: qualify, label: Qualify, probability: 0.3, closed: false}
+        - {id: won, label: Won, probability: 1.0, closed: true}
+        - {id: lost, label: Lost, probability: 0.0, closed: true}"#
+    } else {
+        ""
+    };
+    let mut doc = format!(
+        "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: {seats_label}, type: number, fieldType: number, groupName: dealinformation}}{pipeline}\ncompanies:\n"
+    );
+    for (i, (id, wave)) in companies.iter().enumerate() {
+        doc.push_str(&format!("  c{i}:\n    companyId: \"{id}\"\n    settings: {{rolloutWave: {wave}}}\n"));
+    }
+    doc
+}
+
+async fn finish(api: &Api, id: &str) -> Value {
+    eventually("the rollout to finish", Duration::from_secs(60), || async {
+        let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+        matches!(r.body["state"].as_str(), Some("completed" | "halted" | "cancelled")).then_some(r.body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_rollout_applies_a_revision_and_a_rollback_undoes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let mut companies = Vec::new();
+    for i in 0..4u32 {
+        let id = create_company(
+            &api,
+            &gomark.hubspot_sim,
+            &format!("Rollout {i}"),
+            &format!("rollout-{i}"),
+            990 + u64::from(i),
+        )
+        .await;
+        companies.push((id, if i == 0 { 0 } else { 1 }));
+    }
+    let revision = |doc: String, message: &str| {
+        let body = json!({"document": doc, "message": message});
+        let api = &api;
+        async move {
+            let r = api.send(Method::POST, "/v1/config/revisions", Some(body)).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["number"].as_i64().expect("number")
+        }
+    };
+    let first = revision(document(&companies, false, "Seats"), "seats").await;
+    let second = revision(document(&companies, true, "Licensed seats"), "upsell pipeline, clearer label").await;
+
+    let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": second, "concurrency": 2}))).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(started.body["total"], 4);
+
+    // Progress streams as server-sent events until the rollout completes.
+    let sse = reqwest::Client::new()
+        .get(format!("{}/v1/rollouts/{id}/events", gomark.gateway_url))
+        .bearer_auth(gomark.admin_api_key.as_deref().expect("key"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let stream = sse.text().await.expect("stream ends when the rollout does");
+    assert!(stream.contains("event: progress") && stream.contains("\"state\":\"completed\""), "{stream}");
+
+    let done = finish(&api, &id).await;
+    assert_eq!((done["state"].as_str(), done["done"].as_u64()), (Some("completed"), Some(4)), "{done}");
+    for step in done["steps"].as_array().expect("steps") {
+        assert!(step["applied"].as_u64() >= Some(2), "the property and the pipeline were written: {step}");
+    }
+    for (company, _) in &companies {
+        let observed = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/observed"), None).await.body;
+        let upsell = observed["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .find(|p| p["label"] == "Upsell")
+            .expect("pipeline")
+            .clone();
+        let probabilities: Vec<&str> =
+            upsell["stages"].as_array().expect("stages").iter().filter_map(|s| s["probability"].as_str()).collect();
+        assert_eq!(probabilities, ["0.3", "1.0", "0.0"]);
+        let seats = observed["properties"]
+            .as_array()
+            .expect("properties")
+            .iter()
+            .find(|p| p["name"] == "gomark_seats")
+            .expect("seats")
+            .clone();
+        assert_eq!(seats["label"], "Licensed seats");
+    }
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({"revision": second}))).await;
+    assert!(
+        plan.body["companies"]
+            .as_array()
+            .expect("companies")
+            .iter()
+            .all(|c| c["actions"].as_array().is_some_and(Vec::is_empty)),
+        "{}",
+        plan.body
+    );
+
+    // Applying the same revision again writes nothing.
+    let writes_before = gomark.hubspot_sim.requests().iter().filter(|r| r.method != "GET").count();
+    let again = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": second}))).await;
+    let again = finish(&api, again.body["id"].as_str().expect("id")).await;
+    assert_eq!(again["state"], "completed");
+    assert!(again["steps"].as_array().expect("steps").iter().all(|s| s["applied"] == 0), "{again}");
+    assert_eq!(gomark.hubspot_sim.requests().iter().filter(|r| r.method != "GET").count(), writes_before);
+
+    // Rollback: a new revision equal to the first, rolled out like any other.
+    let rollback = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": first}))).await;
+    let back = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": rollback.body["number"]}))).await;
+    let back = finish(&api, back.body["id"].as_str().expect("id")).await;
+    assert_eq!(back["state"], "completed", "{back}");
+    for (company, _) in &companies {
+        let observed = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/observed"), None).await.body;
+        assert!(
+            !observed["pipelines"].as_array().expect("pipelines").iter().any(|p| p["label"] == "Upsell"),
+            "pipeline removed: {observed}"
+        );
+        let seats = observed["properties"]
+            .as_array()
+            .expect("properties")
+            .iter()
+            .find(|p| p["name"] == "gomark_seats")
+            .expect("seats")
+            .clone();
+        assert_eq!(seats["label"], "Seats");
+    }
+    let audit = api.send(Method::GET, &format!("/v1/companies/{}/audit", companies[0].0), None).await;
+    assert!(
+        audit.body["items"].as_array().expect("items").iter().any(|e| e["action"] == "config.apply"),
+        "each apply is audited"
+    );
+
+    // Pause, resume and cancel only where they make sense.
+    let finished = api.send(Method::POST, &format!("/v1/rollouts/{id}/pause"), None).await;
+    finished.problem(422);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}

@@ -1,0 +1,411 @@
+//! Converging a portal on a company's effective configuration: read the portal, plan with
+//! gtm-config, apply what HubSpot allows, remember HubSpot's generated ids.
+//!
+//! Every run starts from a fresh read, so a run after a crash (or a second run) only does
+//! what is still missing: a completed write is never repeated.
+
+use crate::portals::{Portal, Portals};
+use gomark_storage::{Database, StorageError};
+use gtm_config::{Action, EffectiveConfig, Observed, Op, PipelineIdMap, Target};
+use hubspot_client::{
+    HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
+    PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
+};
+use sqlx::Row;
+use std::collections::BTreeSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Portal(#[from] crate::portals::PortalError),
+    #[error("HubSpot: {0}")]
+    HubSpot(#[from] hubspot_client::Error),
+}
+
+impl From<sqlx::Error> for ConvergeError {
+    fn from(err: sqlx::Error) -> Self {
+        ConvergeError::Storage(err.into())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Converged {
+    pub applied: u32,
+    pub blocked: Vec<String>,
+    pub failed: Vec<String>,
+    pub plan_text: String,
+}
+
+pub struct Converger {
+    pub db: Database,
+    pub portals: Portals,
+    pub client: HubSpotClient,
+}
+
+/// The order that keeps dependencies satisfied: groups before the properties in them,
+/// pipelines before their stages, and removals last.
+fn rank(action: &Action) -> (u8, u8) {
+    let kind = match action.target {
+        Target::PropertyGroup(_) => 0,
+        Target::DealProperty(_) => 1,
+        Target::Pipeline(_) => 2,
+        Target::Stage(..) => 3,
+    };
+    (u8::from(action.op == Op::Archive), kind)
+}
+
+fn observed(
+    properties: Vec<hubspot_client::Property>,
+    groups: Vec<hubspot_client::PropertyGroup>,
+    pipelines: Vec<hubspot_client::Pipeline>,
+) -> Observed {
+    Observed {
+        properties: properties
+            .into_iter()
+            .filter(|p| !p.archived)
+            .map(|p| gtm_config::ObservedProperty {
+                name: p.name,
+                label: p.label,
+                property_type: p.r#type,
+                field_type: p.field_type,
+                group_name: p.group_name,
+                description: p.description,
+                options: p
+                    .options
+                    .into_iter()
+                    .map(|o| gtm_config::PropertyOption {
+                        label: o.label,
+                        value: o.value,
+                        display_order: o.display_order.map(|d| d as i32),
+                        hidden: o.hidden,
+                    })
+                    .collect(),
+                hubspot_defined: p.hubspot_defined.unwrap_or(false),
+                has_unique_value: p.has_unique_value,
+            })
+            .collect(),
+        groups: groups
+            .into_iter()
+            .filter(|g| !g.archived)
+            .map(|g| gtm_config::ObservedGroup { name: g.name, label: g.label, display_order: g.display_order as i32 })
+            .collect(),
+        pipelines: pipelines
+            .into_iter()
+            .filter(|p| !p.archived)
+            .map(|p| gtm_config::ObservedPipeline {
+                hubspot_id: p.id,
+                label: p.label,
+                display_order: p.display_order as i32,
+                stages: p
+                    .stages
+                    .into_iter()
+                    .filter(|s| !s.archived)
+                    .map(|s| {
+                        let probability = s.probability().unwrap_or(0.0);
+                        gtm_config::ObservedStage {
+                            is_closed: s.is_closed().unwrap_or(probability == 0.0 || probability == 1.0),
+                            probability: hubspot_client::normalize_probability(probability),
+                            hubspot_id: s.id,
+                            label: s.label,
+                            display_order: s.display_order as i32,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn options(property: &gtm_config::DealProperty) -> Vec<PropertyOption> {
+    property
+        .options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| PropertyOption {
+            label: o.label.clone(),
+            value: o.value.clone(),
+            description: None,
+            display_order: Some(i64::from(o.display_order.unwrap_or(i as i32))),
+            hidden: o.hidden,
+        })
+        .collect()
+}
+
+fn stage_input(stage: &gtm_config::Stage, position: usize) -> PipelineStageInput {
+    PipelineStageInput {
+        label: stage.label.clone(),
+        display_order: i64::from(stage.display_order.unwrap_or(position as i32)),
+        metadata: stage_metadata(stage.probability, stage.closed),
+        stage_id: None,
+    }
+}
+
+impl Converger {
+    async fn ids(
+        &self,
+        company_id: &str,
+        desired: &EffectiveConfig,
+        observed: &Observed,
+    ) -> Result<PipelineIdMap, ConvergeError> {
+        let mut ids = PipelineIdMap::default();
+        let rows =
+            sqlx::query("SELECT gomark_pipeline_id, hubspot_pipeline_id FROM pipeline_ids WHERE company_id = $1")
+                .bind(company_id)
+                .fetch_all(self.db.pool())
+                .await?;
+        for r in &rows {
+            let gomark: String = r.try_get("gomark_pipeline_id")?;
+            let hubspot: String = r.try_get("hubspot_pipeline_id")?;
+            ids.insert_pipeline(&gomark, &hubspot);
+        }
+        let rows = sqlx::query(
+            "SELECT gomark_pipeline_id, gomark_stage_id, hubspot_stage_id FROM stage_ids WHERE company_id = $1",
+        )
+        .bind(company_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        for r in &rows {
+            let pipeline: String = r.try_get("gomark_pipeline_id")?;
+            let stage: String = r.try_get("gomark_stage_id")?;
+            let hubspot: String = r.try_get("hubspot_stage_id")?;
+            ids.insert_stage(&pipeline, &stage, &hubspot);
+        }
+        // What GoMark did not create itself is recognised by label (adopted, or made by hand).
+        let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+        for pipeline in &desired.pipelines {
+            let hubspot = match ids.hubspot_pipeline(&pipeline.id) {
+                Some(id) => observed.pipelines.iter().find(|o| o.hubspot_id == id),
+                None => observed.pipelines.iter().find(|o| same(&o.label, &pipeline.label)),
+            };
+            let Some(found) = hubspot else { continue };
+            let found_id = found.hubspot_id.clone();
+            ids.insert_pipeline(&pipeline.id, &found_id);
+            for stage in &pipeline.stages {
+                if ids.hubspot_stage(&pipeline.id, &stage.id).is_none()
+                    && let Some(s) = found.stages.iter().find(|s| same(&s.label, &stage.label))
+                {
+                    ids.insert_stage(&pipeline.id, &stage.id, &s.hubspot_id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn remember_pipeline(&self, company_id: &str, gomark: &str, hubspot: &str) -> Result<(), ConvergeError> {
+        sqlx::query(
+            "INSERT INTO pipeline_ids (company_id, gomark_pipeline_id, hubspot_pipeline_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (company_id, gomark_pipeline_id) DO UPDATE SET hubspot_pipeline_id = excluded.hubspot_pipeline_id",
+        )
+        .bind(company_id)
+        .bind(gomark)
+        .bind(hubspot)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn remember_stage(
+        &self,
+        company_id: &str,
+        pipeline: &str,
+        stage: &str,
+        hubspot: &str,
+    ) -> Result<(), ConvergeError> {
+        sqlx::query(
+            "INSERT INTO stage_ids (company_id, gomark_pipeline_id, gomark_stage_id, hubspot_stage_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (company_id, gomark_pipeline_id, gomark_stage_id) DO UPDATE SET hubspot_stage_id = excluded.hubspot_stage_id",
+        )
+        .bind(company_id)
+        .bind(pipeline)
+        .bind(stage)
+        .bind(hubspot)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn managed(&self, company_id: &str) -> Result<BTreeSet<String>, ConvergeError> {
+        let rows = sqlx::query("SELECT name FROM managed_properties WHERE company_id = $1")
+            .bind(company_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(rows.iter().map(|r| r.try_get("name")).collect::<Result<_, _>>()?)
+    }
+
+    async fn remember_managed(&self, company_id: &str, name: &str) -> Result<(), ConvergeError> {
+        sqlx::query("INSERT INTO managed_properties (company_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(company_id)
+            .bind(name)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Converges the company's portal on `desired`. HubSpot errors worth retrying (outage,
+    /// rate limit) end the run with an error; refusals are reported per action.
+    pub async fn converge(&self, company_id: &str, desired: &EffectiveConfig) -> Result<Converged, ConvergeError> {
+        let Some(portal) = self.portals.get(company_id).await? else {
+            return Ok(Converged {
+                failed: vec!["no HubSpot portal is registered for this company".into()],
+                ..Converged::default()
+            });
+        };
+        let token = portal.token();
+        let (properties, groups, pipelines) = tokio::try_join!(
+            self.client.list_deal_properties(&token),
+            self.client.list_deal_property_groups(&token),
+            self.client.list_deal_pipelines(&token),
+        )?;
+        let observed = observed(properties, groups, pipelines);
+        let ids = self.ids(company_id, desired, &observed).await?;
+        let mut managed = self.managed(company_id).await?;
+        managed.extend(desired.deal_properties.iter().map(|p| p.name.clone()));
+        let plan = gtm_config::plan(desired, &observed, &ids, &BTreeSet::new(), &managed);
+        let mut outcome = Converged { plan_text: plan.to_string(), ..Converged::default() };
+        let mut actions: Vec<&Action> = plan.actions.iter().collect();
+        actions.sort_by_key(|a| rank(a));
+        for action in actions {
+            if let Some(blocked) = &action.blocked {
+                outcome.blocked.push(format!("{}: {}", action.target, blocked.reason));
+                continue;
+            }
+            match self.apply(&portal, desired, &ids, action).await {
+                Ok(()) => outcome.applied += 1,
+                Err(ConvergeError::HubSpot(e))
+                    if !e.is_retryable() && !matches!(e, hubspot_client::Error::RateLimited { .. }) =>
+                {
+                    let reason: String = e.to_string().chars().take(300).collect();
+                    outcome.failed.push(format!("{}: {reason}", action.target));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        tracing::info!(company_id, portal_id = %portal.portal_id, applied = outcome.applied, blocked = outcome.blocked.len(), failed = outcome.failed.len(), "portal converged");
+        Ok(outcome)
+    }
+
+    async fn apply(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+        ids: &PipelineIdMap,
+        action: &Action,
+    ) -> Result<(), ConvergeError> {
+        let token = portal.token();
+        let company = portal.company_id.as_str();
+        match (&action.target, action.op) {
+            (Target::PropertyGroup(name), op) => {
+                let group = desired.group(name);
+                let label = group.map(|g| g.label.clone()).unwrap_or_default();
+                let display_order = group.and_then(|g| g.display_order).map(i64::from);
+                match op {
+                    Op::Create => {
+                        let input = PropertyGroupCreate { name: name.clone(), label, display_order };
+                        self.client.create_deal_property_group(&token, &input).await?;
+                    }
+                    Op::Update => {
+                        let input = PropertyGroupUpdate { label: Some(label), display_order };
+                        self.client.update_deal_property_group(&token, name, &input).await?;
+                    }
+                    Op::Archive => self.client.archive_deal_property_group(&token, name).await?,
+                }
+            }
+            (Target::DealProperty(name), Op::Archive) => match self.client.archive_deal_property(&token, name).await {
+                Err(e) if e.status() == Some(404) => {}
+                other => other?,
+            },
+            (Target::DealProperty(name), op) => {
+                let Some(p) = desired.property(name) else { return Ok(()) };
+                if op == Op::Create {
+                    let input = PropertyCreate {
+                        name: p.name.clone(),
+                        label: p.label.clone(),
+                        r#type: p.property_type.as_str().to_owned(),
+                        field_type: p.field_type.as_str().to_owned(),
+                        group_name: p.group_name.clone(),
+                        description: p.description.clone(),
+                        options: options(p),
+                        has_unique_value: p.has_unique_value.then_some(true),
+                        ..PropertyCreate::default()
+                    };
+                    self.client.create_deal_property(&token, &input).await?;
+                    self.remember_managed(company, name).await?;
+                } else {
+                    let input = PropertyUpdate {
+                        label: Some(p.label.clone()),
+                        description: Some(p.description.clone().unwrap_or_default()),
+                        group_name: Some(p.group_name.clone()),
+                        options: (!p.options.is_empty()).then(|| options(p)),
+                        r#type: Some(p.property_type.as_str().to_owned()),
+                        field_type: Some(p.field_type.as_str().to_owned()),
+                        ..PropertyUpdate::default()
+                    };
+                    self.client.update_deal_property(&token, name, &input).await?;
+                }
+            }
+            (Target::Pipeline(id), Op::Create) => {
+                let Some(p) = desired.pipeline(id) else { return Ok(()) };
+                let input = PipelineCreate {
+                    label: p.label.clone(),
+                    display_order: i64::from(p.display_order.unwrap_or(0)),
+                    stages: p.stages.iter().enumerate().map(|(i, s)| stage_input(s, i)).collect(),
+                    pipeline_id: None,
+                };
+                let created = self.client.create_deal_pipeline(&token, &input).await?;
+                self.remember_pipeline(company, id, &created.id).await?;
+                for stage in &p.stages {
+                    if let Some(s) = created.stages.iter().find(|s| s.label == stage.label) {
+                        self.remember_stage(company, id, &stage.id, &s.id).await?;
+                    }
+                }
+            }
+            (Target::Pipeline(id), op) => {
+                let Some(hubspot) = ids.hubspot_pipeline(id) else { return Ok(()) };
+                if op == Op::Archive {
+                    self.client.delete_deal_pipeline(&token, hubspot).await?;
+                } else if let Some(p) = desired.pipeline(id) {
+                    let input = PipelineUpdate {
+                        label: Some(p.label.clone()),
+                        display_order: p.display_order.map(i64::from),
+                        archived: None,
+                    };
+                    self.client.update_deal_pipeline(&token, hubspot, &input).await?;
+                }
+            }
+            (Target::Stage(pipeline, stage), op) => {
+                let Some(hubspot_pipeline) = ids.hubspot_pipeline(pipeline) else { return Ok(()) };
+                let desired_stage =
+                    desired.pipeline(pipeline).and_then(|p| p.stages.iter().enumerate().find(|(_, s)| &s.id == stage));
+                match (op, desired_stage) {
+                    (Op::Create, Some((i, s))) => {
+                        let created = self
+                            .client
+                            .create_deal_pipeline_stage(&token, hubspot_pipeline, &stage_input(s, i))
+                            .await?;
+                        self.remember_stage(company, pipeline, stage, &created.id).await?;
+                    }
+                    (Op::Update, Some((i, s))) => {
+                        let Some(hubspot_stage) = ids.hubspot_stage(pipeline, stage) else { return Ok(()) };
+                        let input = PipelineStageUpdate {
+                            metadata: stage_metadata(s.probability, s.closed),
+                            label: Some(s.label.clone()),
+                            display_order: Some(i64::from(s.display_order.unwrap_or(i as i32))),
+                            ..PipelineStageUpdate::default()
+                        };
+                        self.client.update_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage, &input).await?;
+                    }
+                    (Op::Archive, _) => {
+                        if let Some(hubspot_stage) = ids.hubspot_stage(pipeline, stage) {
+                            self.client.delete_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage).await?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
