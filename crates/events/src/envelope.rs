@@ -15,6 +15,8 @@ pub mod event_types {
     pub const DEAL_UPSERTED: &str = "deal.upserted";
     /// `DealDeleted`
     pub const DEAL_DELETED: &str = "deal.deleted";
+    /// `DriftDetected`
+    pub const DRIFT_DETECTED: &str = "drift.detected";
 }
 
 /// A new envelope for `payload`, stamped now, carrying the current trace context.

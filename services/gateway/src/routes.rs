@@ -6,6 +6,7 @@ pub mod companies;
 pub mod config;
 pub mod deal_properties;
 pub mod docs;
+pub mod drift;
 pub mod hubspot;
 pub mod legacy;
 pub mod rollouts;
@@ -46,6 +47,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(companies::routes())
         .merge(config::routes())
         .merge(rollouts::routes())
+        .merge(drift::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
         .merge(legacy::routes())

@@ -1,6 +1,7 @@
 //! The orchestrator's gRPC face: decodes requests, calls [`DesiredState`], encodes replies.
 
 use crate::desired::{Actor, DesiredState, PropertyPatch, company_proto, timestamp};
+use crate::drift::DriftWatch;
 use crate::planning::Planner;
 use crate::property_spec::{PropertyOptionSpec, PropertySpec};
 use crate::revisions::{RevisionRow, Revisions};
@@ -18,6 +19,7 @@ pub struct OrchestratorGrpc {
     revisions: Arc<Revisions>,
     planner: Arc<Planner>,
     rollouts: Arc<Rollouts>,
+    drift: Arc<DriftWatch>,
 }
 
 impl OrchestratorGrpc {
@@ -26,8 +28,9 @@ impl OrchestratorGrpc {
         revisions: Arc<Revisions>,
         planner: Arc<Planner>,
         rollouts: Arc<Rollouts>,
+        drift: Arc<DriftWatch>,
     ) -> Self {
-        Self { desired, revisions, planner, rollouts }
+        Self { desired, revisions, planner, rollouts, drift }
     }
 }
 
@@ -367,5 +370,40 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         caller.require_portfolio(Role::Operator)?;
         Ok(Response::new(self.rollouts.control(&actor(&caller), &req.into_inner().id, "cancelled").await?))
+    }
+
+    async fn check_drift(
+        &self,
+        req: Request<pb::CheckDriftRequest>,
+    ) -> Result<Response<pb::CheckDriftResponse>, Status> {
+        let caller = caller(&req)?;
+        let r = req.into_inner();
+        match (caller.scope.company(), r.company_ids.as_slice()) {
+            // A company-scoped caller may check its own company (another one is not found).
+            (Some(_), [one]) => caller.require(Role::Operator, one)?,
+            _ => caller.require_portfolio(Role::Operator)?,
+        }
+        let (checked, drifted) = self.drift.check(&r.company_ids).await?;
+        Ok(Response::new(pb::CheckDriftResponse { checked, drifted }))
+    }
+
+    async fn list_drift(&self, req: Request<pb::ListDriftRequest>) -> Result<Response<pb::ListDriftResponse>, Status> {
+        let caller = caller(&req)?;
+        let r = req.into_inner();
+        if r.company_id.is_empty() {
+            caller.require_portfolio(Role::Viewer)?;
+        } else {
+            caller.require(Role::Viewer, &r.company_id)?;
+        }
+        let page = r.page.unwrap_or_default();
+        let limit = page_size(page.page_size);
+        let before = (!page.page_token.is_empty()).then_some(page.page_token.as_str());
+        let records = self.drift.list(&r.company_id, before, limit).await?;
+        let next = if records.len() as i64 == limit {
+            records.last().map(|d| d.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListDriftResponse { records, next_page_token: next }))
     }
 }

@@ -103,6 +103,22 @@ impl Importer<'_> {
             if let Some(settings) = settings {
                 overlay.settings = settings;
             }
+            // Baseline items the portal does not have are removed for this company, so the
+            // revision describes the portal exactly.
+            overlay.remove_deal_properties = document
+                .baseline
+                .deal_properties
+                .iter()
+                .filter(|p| !observed.properties.iter().any(|o| o.name == p.name))
+                .map(|p| p.name.clone())
+                .collect();
+            overlay.remove_pipelines = document
+                .baseline
+                .pipelines
+                .iter()
+                .filter(|p| !observed.pipelines.iter().any(|o| o.label.trim().eq_ignore_ascii_case(p.label.trim())))
+                .map(|p| p.id.clone())
+                .collect();
             document.companies.insert(key, overlay);
         }
         if let Err(errors) = document.validate() {

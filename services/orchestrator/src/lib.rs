@@ -4,6 +4,7 @@
 
 mod apply_results;
 mod desired;
+pub mod drift;
 mod error;
 mod grpc;
 mod import;
@@ -49,6 +50,14 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone()));
     let revisions = Arc::new(revisions::Revisions::new(store.clone()));
     let rollouts = Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone()));
+    let drift = Arc::new(drift::DriftWatch {
+        store: store.clone(),
+        revisions: revisions.clone(),
+        planner: planner.clone(),
+        rollouts: rollouts.clone(),
+        relay: waker.clone(),
+        interval: std::time::Duration::from_secs(settings.orchestrator.drift_interval_secs),
+    });
     let desired = Arc::new(DesiredState::new(store, backends.cache.clone(), hubspot_sync, waker.clone()));
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
@@ -59,6 +68,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         revisions,
         planner,
         rollouts.clone(),
+        drift.clone(),
     )));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();
@@ -67,7 +77,8 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Ok(serve_grpc(listener, routes, names, sd, grace).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
-    service.spawn_loop(rollouts.run(shutdown.clone()));
+    service.spawn_loop(rollouts.clone().run(shutdown.clone()));
+    service.spawn_loop(drift.clone().run(shutdown.clone()));
     service.spawn_loop(gomark_events::consumer::run_consumer(
         backends.bus.clone(),
         ConsumerSpec::new(apply_results::CONSUMER, gomark_events::event_types::DEAL_PROPERTY_APPLIED),

@@ -163,7 +163,7 @@ impl Planner {
         Ok(observed_from(self.hubspot_sync.clone().get_observed_state(request).await?.into_inner()))
     }
 
-    async fn plan_company(&self, key: &str, desired: &EffectiveConfig) -> Result<pb::CompanyPlan> {
+    pub(crate) async fn plan_company(&self, key: &str, desired: &EffectiveConfig) -> Result<pb::CompanyPlan> {
         let observed = match self.observe(&desired.company_id).await {
             Ok(observed) => observed,
             Err(status) => {

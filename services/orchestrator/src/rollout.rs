@@ -381,6 +381,18 @@ impl Rollouts {
             Err(reason) => ("failed", 0, reason.clone()),
         };
         let mut tx = self.store.db().begin().await?;
+        if state == "done" {
+            // Drift is measured against what was last applied in full.
+            sqlx::query(
+                "INSERT INTO applied_revisions (company_id, revision, applied_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (company_id) DO UPDATE SET revision = excluded.revision, applied_at = excluded.applied_at",
+            )
+            .bind(company_id)
+            .bind(revision)
+            .bind(gomark_storage::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query("UPDATE rollout_steps SET state = $1, applied = applied + $2, detail = $3, updated_at = $4 WHERE rollout_id = $5 AND company_id = $6")
             .bind(state)
             .bind(applied)

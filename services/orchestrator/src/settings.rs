@@ -19,11 +19,13 @@ pub struct OrchestratorSettings {
     pub hubspot_sync_url: String,
     /// Deadline of every call to another service.
     pub call_timeout_ms: u64,
+    /// Every applied company's portal is checked for drift once per this many seconds.
+    pub drift_interval_secs: u64,
 }
 
 impl Default for OrchestratorSettings {
     fn default() -> Self {
-        Self { hubspot_sync_url: "http://127.0.0.1:50052".into(), call_timeout_ms: 10_000 }
+        Self { hubspot_sync_url: "http://127.0.0.1:50052".into(), call_timeout_ms: 10_000, drift_interval_secs: 300 }
     }
 }
 
@@ -65,6 +67,9 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.common.validate()?;
         validate_url("orchestrator.hubspot_sync_url", &self.orchestrator.hubspot_sync_url)?;
+        if !(1..=86_400).contains(&self.orchestrator.drift_interval_secs) {
+            return Err(SettingsError::invalid("orchestrator.drift_interval_secs", "must be between 1 and 86400"));
+        }
         if !(100..=120_000).contains(&self.orchestrator.call_timeout_ms) {
             return Err(SettingsError::invalid("orchestrator.call_timeout_ms", "must be between 100 and 120000"));
         }

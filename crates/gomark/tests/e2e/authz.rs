@@ -150,6 +150,18 @@ fn routes() -> Vec<Route> {
             call: |c, _| (Method::POST, "/v1/rollouts".into(), Some(json!({"companyIds": [c]}))),
         },
         Route {
+            name: "GET drift",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/drift?companyId={c}"), None),
+        },
+        Route {
+            name: "POST drift check",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, _| (Method::POST, "/v1/drift/check".into(), Some(json!({"companyIds": [c]}))),
+        },
+        Route {
             name: "GET portfolio audit",
             min_role: Role::Viewer,
             portfolio_only: true,

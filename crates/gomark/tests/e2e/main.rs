@@ -6,6 +6,7 @@ mod authz;
 mod config;
 mod deals;
 mod distributed;
+mod drift;
 mod embedded;
 mod openapi;
 mod rollouts;

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
         (name = "deal-properties", description = "Desired HubSpot deal properties, applied asynchronously"),
         (name = "audit", description = "Who changed what, when, before and after"),
         (name = "config", description = "GTM configuration as code: revisions, diff, rollback, plan"),
+        (name = "drift", description = "Changes made by hand in the portals, and how each company's policy handled them"),
         (name = "rollouts", description = "Applying a revision across the portfolio: durable, resumable, observable"),
         (name = "hubspot", description = "What GoMark sees of each portal: sync status, observed configuration"),
         (name = "api-keys", description = "Credentials for scripts"),
