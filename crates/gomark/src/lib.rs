@@ -2,6 +2,7 @@
 //! and cache, and the HubSpot simulator loaded with a demo portfolio. The very same service
 //! code runs distributed; only the backends differ.
 
+pub mod cli;
 mod demo;
 mod embedded;
 

@@ -1,7 +1,9 @@
 //! `gomark`: run GoMark in one process (`gomark serve`), or one service of it
-//! (`gomark run hubspot-sync`, configured like the service's own binary).
+//! (`gomark run hubspot-sync`, configured like the service's own binary), or operate a
+//! running GoMark through its gateway (`gomark status`, `plan`, `apply`, …; see `gomark::cli`).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gomark::cli;
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
 use gomark_platform::settings::{LogFormat, TelemetrySettings};
@@ -14,6 +16,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the operator commands reach the gateway (`serve`, `keygen` and `run` ignore these).
+    #[command(flatten)]
+    api: cli::ApiOptions,
 }
 
 #[derive(Subcommand)]
@@ -44,6 +49,28 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+    /// Show the latest revision, the latest rollouts and the number of companies.
+    Status,
+    /// Show what changed between two revisions.
+    Diff(cli::config::DiffArgs),
+    /// Show what rolling out a stored revision would change in each portal.
+    Plan(cli::config::PlanArgs),
+    /// Store a document as a new revision, show its plan and roll it out (or roll out a
+    /// stored revision with --revision).
+    Apply(cli::apply::ApplyArgs),
+    /// Restore an earlier revision as a new one and roll it out.
+    Rollback(cli::apply::RollbackArgs),
+    /// Adopt what the portals hold as their companies' configuration, in a new revision.
+    Import(cli::config::ImportArgs),
+    /// Pause, resume, cancel, show or follow a rollout.
+    Rollout {
+        #[command(subcommand)]
+        action: cli::rollout::RolloutAction,
+    },
+    /// Show the audit log of a company, or the portfolio's own.
+    Audit(cli::audit::AuditArgs),
+    /// List the configuration's revisions, newest first.
+    Revisions(cli::config::RevisionsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,13 +90,23 @@ enum Service {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match Cli::parse().command {
+    let Cli { command, api } = Cli::parse();
+    match command {
         Command::Serve { data_dir, port, no_demo, log_format } => serve(data_dir, port, !no_demo, log_format).await,
         Command::Run { service } => run(service).await,
         Command::Keygen { id } => {
             println!("{}", gomark_hubspot_sync::credentials::Vault::generate_setting(&id));
             ExitCode::SUCCESS
         }
+        Command::Status => cli::main(api, |ctx| async move { cli::status::run(&ctx).await }).await,
+        Command::Diff(args) => cli::main(api, |ctx| async move { cli::config::diff(&ctx, args).await }).await,
+        Command::Plan(args) => cli::main(api, |ctx| async move { cli::config::plan(&ctx, args).await }).await,
+        Command::Apply(args) => cli::main(api, |ctx| async move { cli::apply::apply(&ctx, args).await }).await,
+        Command::Rollback(args) => cli::main(api, |ctx| async move { cli::apply::rollback(&ctx, args).await }).await,
+        Command::Import(args) => cli::main(api, |ctx| async move { cli::config::import(&ctx, args).await }).await,
+        Command::Rollout { action } => cli::main(api, |ctx| async move { cli::rollout::run(&ctx, action).await }).await,
+        Command::Audit(args) => cli::main(api, |ctx| async move { cli::audit::run(&ctx, args).await }).await,
+        Command::Revisions(args) => cli::main(api, |ctx| async move { cli::config::revisions(&ctx, args).await }).await,
     }
 }
 

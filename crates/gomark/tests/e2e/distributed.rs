@@ -29,6 +29,9 @@ struct Cluster {
     gateway_url: String,
     admin_key: String,
     credential_keys: String,
+    orchestrator_addr: SocketAddr,
+    /// Set when the test runs the orchestrator as a process of its own.
+    orchestrator_env: Vec<(String, String)>,
     hubspot_sync_addr: SocketAddr,
 }
 
@@ -38,7 +41,13 @@ fn loopback(port: u16) -> SocketAddr {
 
 impl Cluster {
     /// None when the distributed backends are not configured (the embedded suite still runs).
+    /// A cluster; hubspot-sync and the orchestrator run in this process, or are left for
+    /// the test to run as separate (killable) processes.
     async fn start(hubspot_sync_in_process: bool) -> Option<Self> {
+        Self::start_with(hubspot_sync_in_process, true).await
+    }
+
+    async fn start_with(hubspot_sync_in_process: bool, orchestrator_in_process: bool) -> Option<Self> {
         if !gomark_testkit::distributed_configured() {
             gomark_testkit::note_skipped("distributed end-to-end", "GOMARK_TEST_POSTGRES_URL/NATS_URL/REDIS_URL");
             return None;
@@ -64,6 +73,8 @@ impl Cluster {
             admin_key: String::new(),
             credential_keys: gomark_hubspot_sync::credentials::Vault::generate_setting("test"),
             hubspot_sync_addr: loopback(free_port()),
+            orchestrator_addr: loopback(free_port()),
+            orchestrator_env: Vec::new(),
         };
         if hubspot_sync_in_process {
             let settings = gomark_hubspot_sync::Settings {
@@ -80,17 +91,26 @@ impl Cluster {
                 gomark_hubspot_sync::start(settings, backends, cluster.shutdown.clone()).await.expect("hubspot-sync");
             cluster.services.push(service);
         }
-        let settings = gomark_orchestrator::Settings {
-            common: cluster.common(loopback(0)),
-            orchestrator: gomark_orchestrator::OrchestratorSettings {
-                hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
-                ..Default::default()
-            },
-        };
-        let backends =
-            Backends::connect(&settings.common).await.expect("orchestrator backends (Postgres, NATS, Redis)");
-        let orchestrator =
-            gomark_orchestrator::start(settings, backends, cluster.shutdown.clone()).await.expect("orchestrator");
+        if orchestrator_in_process {
+            let settings = gomark_orchestrator::Settings {
+                common: cluster.common(cluster.orchestrator_addr),
+                orchestrator: gomark_orchestrator::OrchestratorSettings {
+                    hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
+                    ..Default::default()
+                },
+            };
+            let backends =
+                Backends::connect(&settings.common).await.expect("orchestrator backends (Postgres, NATS, Redis)");
+            let orchestrator =
+                gomark_orchestrator::start(settings, backends, cluster.shutdown.clone()).await.expect("orchestrator");
+            cluster.services.push(orchestrator);
+        } else {
+            let hubspot_sync_url = format!("http://{}", cluster.hubspot_sync_addr);
+            cluster.orchestrator_env = cluster.child_env(
+                cluster.orchestrator_addr,
+                vec![("GOMARK__ORCHESTRATOR__HUBSPOT_SYNC_URL", hubspot_sync_url)],
+            );
+        }
         let upso = gomark_upso_cadence::start(
             gomark_upso_cadence::Settings { server: server(loopback(0)), ..Default::default() },
             cluster.shutdown.clone(),
@@ -104,10 +124,13 @@ impl Cluster {
                 server: server(loopback(0)),
                 gateway: gomark_gateway::GatewaySettings {
                     http_addr: loopback(0),
-                    orchestrator_url: format!("http://{}", orchestrator.grpc_addr),
+                    orchestrator_url: format!("http://{}", cluster.orchestrator_addr),
+                    hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
                     upso_cadence_url: format!("http://{}", upso.grpc_addr),
                     ..Default::default()
                 },
+                // Tests poll; the per-key limit is not what they exercise.
+                auth: gomark_gateway::AuthSettings { rate_limit_per_minute: 1_000_000, ..Default::default() },
                 ..Default::default()
             },
             gateway_backends.db,
@@ -119,7 +142,7 @@ impl Cluster {
         cluster.gateway_url = format!("http://{}", gateway.http_addr);
         cluster.admin_key =
             gateway.bootstrap_admin_key.clone().expect("a fresh gateway schema bootstraps an admin key");
-        cluster.services.extend([orchestrator, upso, gateway.service]);
+        cluster.services.extend([upso, gateway.service]);
         Some(cluster)
     }
 
@@ -144,7 +167,17 @@ impl Cluster {
 
     /// The environment that configures a separate hubspot-sync process like this cluster.
     fn hubspot_sync_env(&mut self) -> Vec<(String, String)> {
-        let common = self.common(self.hubspot_sync_addr);
+        let extra = vec![
+            ("GOMARK__HUBSPOT__BASE_URL", self.sim_url.clone()),
+            ("GOMARK__HUBSPOT__CREDENTIAL_KEYS", self.credential_keys.clone()),
+        ];
+        self.child_env(self.hubspot_sync_addr, extra)
+    }
+
+    /// The environment that configures a separate service process like this cluster, on
+    /// a fresh schema of its own.
+    fn child_env(&mut self, addr: SocketAddr, extra: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+        let common = self.common(addr);
         let mut env = vec![
             ("GOMARK__SERVER__GRPC_ADDR", common.server.grpc_addr.to_string()),
             ("GOMARK__SERVER__ADMIN_ADDR", "127.0.0.1:0".to_owned()),
@@ -157,10 +190,9 @@ impl Cluster {
             ("GOMARK__CACHE__KIND", "redis".to_owned()),
             ("GOMARK__CACHE__REDIS_URL", self.redis_url.clone()),
             ("GOMARK__CACHE__KEY_PREFIX", self.cache_prefix.clone()),
-            ("GOMARK__HUBSPOT__BASE_URL", self.sim_url.clone()),
-            ("GOMARK__HUBSPOT__CREDENTIAL_KEYS", self.credential_keys.clone()),
             ("GOMARK__TELEMETRY__LOG_LEVEL", "warn".to_owned()),
         ];
+        env.extend(extra);
         env.sort();
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
@@ -197,15 +229,19 @@ struct Child(tokio::process::Child);
 
 impl Child {
     async fn spawn(env: &[(String, String)], addr: SocketAddr) -> Self {
+        Self::spawn_service("hubspot-sync", env, addr).await
+    }
+
+    async fn spawn_service(service: &str, env: &[(String, String)], addr: SocketAddr) -> Self {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomark"))
-            .args(["run", "hubspot-sync"])
+            .args(["run", service])
             .envs(env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn hubspot-sync");
-        eventually("hubspot-sync process SERVING", Duration::from_secs(30), || async {
+        eventually("the service process SERVING", Duration::from_secs(30), || async {
             (health(addr).await == Some(SERVING)).then_some(())
         })
         .await;
@@ -258,5 +294,62 @@ async fn killing_hubspot_sync_between_write_and_apply_still_applies_exactly_once
         .count();
     assert_eq!(creates, 1, "exactly one create reached HubSpot");
     child.kill().await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn killing_the_orchestrator_mid_rollout_resumes_and_writes_each_portal_once() {
+    let Some(mut cluster) = Cluster::start_with(true, false).await else { return };
+    let env = std::mem::take(&mut cluster.orchestrator_env);
+    let orchestrator = Child::spawn_service("orchestrator", &env, cluster.orchestrator_addr).await;
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
+    const COMPANIES: u64 = 200;
+    let mut doc = String::from(
+        "baseline:\n  dealProperties:\n    - {name: gomark_resilient, label: Resilient, type: string, fieldType: text, groupName: dealinformation}\ncompanies:\n",
+    );
+    for i in 0..COMPANIES {
+        let id =
+            scenarios::create_company(&api, &cluster.sim, &format!("Kill {i}"), &format!("kill-{i}"), 30_000 + i).await;
+        doc.push_str(&format!("  c{i}:\n    companyId: \"{id}\"\n"));
+    }
+    let revision =
+        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "resilience"}))).await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+    // Slow HubSpot down so the rollout is still running when the orchestrator dies.
+    cluster.sim.set_latency(Duration::from_millis(15));
+    let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"concurrency": 4}))).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["id"].as_str().expect("id").to_owned();
+
+    let progress = eventually("some steps done", Duration::from_secs(60), || async {
+        let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+        (r.body["done"].as_u64().unwrap_or(0) >= 20).then_some(r.body)
+    })
+    .await;
+    orchestrator.kill().await;
+    let done_at_kill = progress["done"].as_u64().unwrap_or(0);
+    assert!(done_at_kill < COMPANIES, "killed mid-rollout ({done_at_kill} of {COMPANIES} done)");
+
+    let orchestrator = Child::spawn_service("orchestrator", &env, cluster.orchestrator_addr).await;
+    let finished = eventually("the rollout to complete after the restart", Duration::from_secs(120), || async {
+        let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+        (r.body["state"] == "completed").then_some(r.body)
+    })
+    .await;
+    assert_eq!(finished["done"].as_u64(), Some(COMPANIES), "{finished}");
+
+    let mut creates: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    for r in cluster.sim.requests() {
+        if r.method == "POST"
+            && r.path.ends_with("/properties/deals")
+            && let Some(portal) = r.portal_id
+        {
+            *creates.entry(portal).or_default() += 1;
+        }
+    }
+    assert_eq!(creates.len() as u64, COMPANIES, "every portal got the property");
+    let twice: Vec<_> = creates.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "a write was repeated: {twice:?}");
+    orchestrator.kill().await;
     cluster.stop().await;
 }

@@ -1,0 +1,196 @@
+//! Configuration as code: `gomark diff`, `plan`, `revisions` and `import`.
+
+use super::output::{count, int, items, table, text, time};
+use super::{CliError, Context};
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The older revision.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub from: i64,
+    /// The newer revision; the latest when omitted.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub to: Option<i64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The revision to plan; the latest when omitted.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub revision: Option<i64>,
+    /// Only this company (repeatable); every company of the revision otherwise.
+    #[arg(long = "company", value_name = "ID")]
+    pub companies: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevisionsArgs {
+    /// How many revisions to list, newest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Only this company (repeatable); every registered company otherwise.
+    #[arg(long = "company", value_name = "ID")]
+    pub companies: Vec<String>,
+    /// Why: shown in the revision list and the audit log.
+    #[arg(short, long, default_value = "import what the portals hold")]
+    pub message: String,
+}
+
+pub async fn diff(ctx: &Context, args: DiffArgs) -> Result<(), CliError> {
+    let mut query = vec![("from", args.from.to_string())];
+    if let Some(to) = args.to {
+        query.push(("to", to.to_string()));
+    }
+    let diff = ctx.client.get(&["v1", "config", "diff"], &query).await?;
+    ctx.emit(&diff, render_diff);
+    Ok(())
+}
+
+pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<(), CliError> {
+    let plan = fetch_plan(ctx, args.revision, &args.companies).await?;
+    ctx.emit(&plan, render_plan);
+    Ok(())
+}
+
+/// POST /v1/config/plan; `apply` and `rollback` show the same plan before they roll out.
+pub async fn fetch_plan(ctx: &Context, revision: Option<i64>, companies: &[String]) -> Result<Value, CliError> {
+    let mut body = json!({"companyIds": companies});
+    if let Some(r) = revision {
+        body["revision"] = json!(r);
+    }
+    ctx.client.post(&["v1", "config", "plan"], &body).await
+}
+
+pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliError> {
+    let page = ctx.client.get(&["v1", "config", "revisions"], &[("limit", args.limit.to_string())]).await?;
+    ctx.emit(&page, render_revisions);
+    Ok(())
+}
+
+pub async fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
+    let body = json!({"companyIds": args.companies, "message": args.message});
+    let imported = ctx.client.post(&["v1", "config", "import"], &body).await?;
+    ctx.emit(&imported, render_import);
+    Ok(())
+}
+
+/// A diff: a heading, then the API's own text (`+ path: value`, `~ path: a → b`, …).
+pub fn render_diff(diff: &Value) -> String {
+    let mut out = format!("revision {} → {}\n", int(diff, "from"), int(diff, "to"));
+    let body = text(diff, "text");
+    out.push_str(if body.is_empty() { "no changes\n" } else { body });
+    out
+}
+
+/// `name (id)`, or just the id when the company has no key in the document.
+fn company_label(c: &Value) -> String {
+    match (text(c, "companyKey"), text(c, "companyId")) {
+        ("", id) => id.to_owned(),
+        (key, id) => format!("{key} ({id})"),
+    }
+}
+
+fn indent(body: &str) -> String {
+    body.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// A plan: per company its text (or its error), then one summary line.
+pub fn render_plan(plan: &Value) -> String {
+    let companies = items(plan, "companies");
+    let mut out = format!("plan for revision {}\n", int(plan, "revision"));
+    let mut changed = 0;
+    let mut errors = 0;
+    let mut blocked = 0;
+    // In the order the API's own summary uses; an op it may add later is still counted.
+    let mut ops: Vec<(String, i64)> = ["create", "update", "archive"].iter().map(|op| (op.to_string(), 0)).collect();
+    for company in companies {
+        out.push_str(&format!("{}:\n", company_label(company)));
+        let actions = items(company, "actions");
+        match company.get("error").and_then(Value::as_str).filter(|e| !e.is_empty()) {
+            Some(error) => {
+                errors += 1;
+                out.push_str(&format!("  error: {error}\n"));
+            }
+            None => {
+                let body = text(company, "text");
+                out.push_str(&indent(if body.is_empty() && actions.is_empty() { "no changes" } else { body }));
+            }
+        }
+        if !actions.is_empty() {
+            changed += 1;
+        }
+        for action in actions {
+            // Blocked actions will not be applied, so they are counted only as blocked.
+            if action.get("blocked").is_some_and(|b| !b.is_null()) {
+                blocked += 1;
+            } else {
+                let op = text(action, "op");
+                match ops.iter_mut().find(|(known, _)| known == op) {
+                    Some((_, n)) => *n += 1,
+                    None => ops.push((op.to_owned(), 1)),
+                }
+            }
+        }
+    }
+    let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} to {op}")).collect();
+    out.push_str(&format!(
+        "{} of {} with changes: {}, {} blocked",
+        changed,
+        count(companies.len() as i64, "company", "companies"),
+        ops.join(", "),
+        blocked
+    ));
+    if errors > 0 {
+        out.push_str(&format!(", {} could not be planned", count(errors, "company", "companies")));
+    }
+    out.push('\n');
+    out
+}
+
+/// A page of revisions as a table, newest first.
+pub fn render_revisions(page: &Value) -> String {
+    let revisions = items(page, "items");
+    if revisions.is_empty() {
+        return "no revisions yet\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = revisions
+        .iter()
+        .map(|r| {
+            let mut message = text(r, "message").to_owned();
+            if let Some(to) = r.get("rolledBackTo").and_then(Value::as_i64) {
+                message = format!("{message} (restores revision {to})");
+            }
+            vec![int(r, "number").to_string(), time(text(r, "createdAt")), text(r, "author").to_owned(), message]
+        })
+        .collect();
+    let mut out = table(&["REVISION", "TIME", "AUTHOR", "MESSAGE"], &rows);
+    if page.get("nextCursor").is_some_and(Value::is_string) {
+        out.push_str("(more: raise --limit)\n");
+    }
+    out
+}
+
+/// What an import adopted per company, and the revision it made.
+pub fn render_import(imported: &Value) -> String {
+    let mut out = String::new();
+    for c in items(imported, "companies") {
+        out.push_str(&format!(
+            "{}: adopted {}, {}, {}\n",
+            company_label(c),
+            count(int(c, "dealProperties"), "deal property", "deal properties"),
+            count(int(c, "propertyGroups"), "property group", "property groups"),
+            count(int(c, "pipelines"), "pipeline", "pipelines"),
+        ));
+        for skipped in items(c, "skipped") {
+            out.push_str(&format!("  skipped: {}\n", skipped.as_str().unwrap_or_default()));
+        }
+    }
+    let revision = &imported["revision"];
+    out.push_str(&format!("revision {}: {}\n", int(revision, "number"), text(revision, "message")));
+    out
+}

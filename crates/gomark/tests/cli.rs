@@ -1,0 +1,295 @@
+//! The operator's command line: the real `gomark` binary against an embedded GoMark, plus
+//! the pure renderers and parsers on canned API documents.
+
+use gomark::cli::client::{CliError, FieldError};
+use gomark::cli::rollout::{display, sse};
+use gomark::cli::{audit, config, status};
+use gomark::{Embedded, EmbeddedOptions};
+use gomark_platform::Shutdown;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs the real binary with `GOMARK_GATEWAY` and `GOMARK_API_KEY` (when given) set.
+async fn gomark(gateway: &str, key: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomark"));
+    cmd.args(args).env("GOMARK_GATEWAY", gateway).env_remove("GOMARK_API_KEY").stdin(std::process::Stdio::null());
+    if let Some(key) = key {
+        cmd.env("GOMARK_API_KEY", key);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the command finishes")
+        .expect("the binary runs");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn document(company: &str, label: &str) -> String {
+    format!(
+        "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: {label}, type: number, fieldType: number, groupName: dealinformation}}\ncompanies:\n  acme:\n    companyId: \"{company}\"\n"
+    )
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write the document");
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_applies_plans_diffs_rolls_back_and_audits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().join("data"), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let server = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let gw = server.gateway_url.clone();
+    let admin = server.admin_api_key.clone().expect("admin key on first start");
+    let key = Some(admin.as_str());
+
+    server.hubspot_sim.register_portal("t", 123);
+    let created = reqwest::Client::new()
+        .post(format!("{gw}/v1/companies"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Acme", "hubspotPortalId": "123", "hubspotToken": "t"}))
+        .send()
+        .await
+        .expect("create company");
+    assert_eq!(created.status(), 201);
+    let company = created.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+
+    // Nothing stored yet: status says so rather than failing.
+    let empty = gomark(&gw, key, &["status"]).await;
+    assert_eq!(empty.code, Some(0), "{empty}");
+    assert!(empty.stdout.contains("none yet") && empty.stdout.contains("companies: 1"), "{empty}");
+
+    // A bad document: the field path, exit 1, nothing stored.
+    let bad = write(dir.path(), "bad.yaml", &document("no-such-company", "Seats"));
+    let run = gomark(&gw, key, &["apply", "--file", &bad, "-m", "bad", "--yes"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("error: ") && run.stderr.contains("companies.acme.companyId"), "{run}");
+
+    // Without --yes and without a terminal to ask on, apply refuses (after storing and planning).
+    let doc = write(dir.path(), "doc.yaml", &document(&company, "Seats"));
+    let run = gomark(&gw, key, &["apply", "--file", &doc, "-m", "seats"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("--yes"), "{run}");
+
+    let run = gomark(&gw, key, &["apply", "--file", &doc, "-m", "seats", "--yes"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("+ deal property gomark_seats"), "the plan is shown: {run}");
+    assert!(run.stdout.contains("acme") && run.stdout.contains("completed"), "{run}");
+
+    let run = gomark(&gw, key, &["plan"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("no changes") && run.stdout.contains("0 of 1 company with changes"), "{run}");
+
+    let run = gomark(&gw, key, &["status"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("revision 1 ") && run.stdout.contains("completed"), "{run}");
+    assert!(run.stdout.contains("companies: 1"), "{run}");
+
+    let run = gomark(&gw, key, &["--json", "status"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let parsed: Value = serde_json::from_str(&run.stdout).expect("--json status is one JSON document");
+    assert_eq!((parsed["config"]["number"].as_i64(), parsed["companies"].as_i64()), (Some(1), Some(1)), "{parsed}");
+
+    // A second revision, then a rollback to the first.
+    let doc2 = write(dir.path(), "doc2.yaml", &document(&company, "Licensed seats"));
+    let run = gomark(&gw, key, &["--json", "apply", "-f", &doc2, "-m", "clearer label", "-y"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let rollout: Value = serde_json::from_str(&run.stdout).expect("--json apply prints the final rollout only");
+    assert_eq!((rollout["state"].as_str(), rollout["revision"].as_i64()), (Some("completed"), Some(2)), "{rollout}");
+
+    let run = gomark(&gw, key, &["diff", "--from", "1"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("revision 1 → 2") && run.stdout.contains("Licensed seats"), "{run}");
+
+    let run = gomark(&gw, key, &["rollback", "--to", "1", "-m", "back", "--yes"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("revision 3 restores revision 1") && run.stdout.contains("completed"), "{run}");
+    let seats = server.hubspot_sim.property("t", "gomark_seats").expect("in the portal");
+    assert_eq!(seats["label"], "Seats", "the rollback reached the portal");
+
+    let run = gomark(&gw, key, &["revisions"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("(restores revision 1)") && run.stdout.contains("clearer label"), "{run}");
+
+    let run = gomark(&gw, key, &["audit"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("TIME") && run.stdout.lines().count() >= 4, "{run}");
+    let run = gomark(&gw, key, &["audit", "--company", &company, "--limit", "5"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("TIME"), "{run}");
+
+    // Rollout actions on a finished rollout: the API's refusal is shown, exit 1.
+    let id = rollout["id"].as_str().expect("id");
+    let run = gomark(&gw, key, &["rollout", "show", id]).await;
+    assert!(run.code == Some(0) && run.stdout.contains("acme"), "{run}");
+    let run = gomark(&gw, key, &["rollout", "pause", "no-such-rollout"]).await;
+    assert!(run.code == Some(1) && run.stderr.starts_with("error: "), "{run}");
+
+    // A wrong key, a missing key.
+    let run = gomark(&gw, Some("gmk_wrongwrongwrongwrongwrongwrongwrong"), &["status"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("authentication failed") && run.stdout.is_empty(), "{run}");
+    assert!(!run.stderr.contains("gmk_wrong"), "the key is never printed: {run}");
+    let run = gomark(&gw, None, &["status"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("GOMARK_API_KEY") && run.stderr.contains("--api-key"), "{run}");
+
+    server.shutdown.trigger();
+    server.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_is_named() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = gomark(&url, Some("gmk_x"), &["status"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains(&format!("could not reach the gateway at {url}")), "{run}");
+}
+
+#[test]
+fn problem_documents_become_error_lines() {
+    let body = json!({"type": "x", "title": "Invalid argument", "status": 400,
+        "detail": "the document is invalid: baseline.dealProperties[0].name: bad; companies.a.companyId: unknown",
+        "errors": [{"field": "baseline.dealProperties[0].name", "detail": "bad"}]});
+    let err = CliError::from_response(400, &body.to_string());
+    assert_eq!(
+        err.lines(),
+        [
+            "error: the document is invalid:",
+            "  baseline.dealProperties[0].name: bad",
+            "  companies.a.companyId: unknown"
+        ]
+    );
+    let single = CliError::Api {
+        status: 400,
+        title: "Invalid argument".into(),
+        detail: "must be 1 or more".into(),
+        errors: vec![FieldError { field: "limit".into(), detail: "must be 1 or more".into() }],
+    };
+    assert_eq!(single.lines(), ["error: must be 1 or more", "  limit: must be 1 or more"]);
+    let proxy = CliError::from_response(502, "<html>bad gateway</html>");
+    assert_eq!(proxy.lines()[0], "error: HTTP 502 Bad Gateway: <html>bad gateway</html>");
+    let unauthenticated = CliError::from_response(401, r#"{"title":"Unauthenticated","status":401,"detail":"nope"}"#);
+    assert!(unauthenticated.lines().iter().any(|l| l.contains("authentication failed")));
+}
+
+#[test]
+fn sse_events_are_parsed_across_chunks() {
+    let mut parser = sse::Parser::new();
+    assert!(parser.feed(b": keep-alive\n\nevent: progress\r\ndata: {\"a\":").is_empty());
+    let events = parser.feed(b"1}\n\ndata: x\ndata: y\n\n");
+    assert_eq!(
+        events,
+        [
+            sse::Event { event: "progress".into(), data: "{\"a\":1}".into() },
+            sse::Event { event: "message".into(), data: "x\ny".into() }
+        ]
+    );
+    // A multi-byte character split between chunks survives.
+    let mut parser = sse::Parser::new();
+    let bytes = "data: é\n\n".as_bytes();
+    assert!(parser.feed(&bytes[..7]).is_empty());
+    assert_eq!(parser.feed(&bytes[7..])[0].data, "é");
+}
+
+fn rollout(state: &str, steps: &[(&str, u32, &str, u32)]) -> Value {
+    let done = steps.iter().filter(|s| s.2 == "done").count();
+    let failed = steps.iter().filter(|s| s.2 == "failed").count();
+    json!({"id": "r1", "revision": 2, "state": state, "total": steps.len(), "done": done, "failed": failed,
+        "steps": steps.iter().map(|(key, wave, state, applied)| json!({"companyId": format!("id-{key}"),
+            "companyKey": key, "wave": wave, "state": state, "attempts": 1, "applied": applied})).collect::<Vec<_>>()})
+}
+
+#[test]
+fn progress_is_drawn_per_wave_and_company() {
+    let running = rollout("running", &[("acme", 0, "done", 2), ("beta", 1, "running", 0), ("gamma", 1, "pending", 0)]);
+    assert_eq!(
+        display::block(&running),
+        [
+            "rollout r1 (revision 2): running, 1/3 done",
+            "wave 0 (canary): 1/1 done",
+            "  acme   done       2 changes applied",
+            "wave 1: 0/2 done, 1 running",
+            "  beta   running    0 changes applied",
+            "  gamma  pending    0 changes applied",
+        ]
+    );
+    let plain: Vec<String> = display::plain(&running).into_iter().map(|(_, l)| l).collect();
+    assert!(plain.contains(&"wave 0 (canary) finished: 1/1 done".to_owned()), "{plain:?}");
+    assert!(plain.contains(&"wave 1: started, 2 companies".to_owned()), "{plain:?}");
+    assert!(!plain.iter().any(|l| l.contains("gamma")), "companies not started yet are not listed: {plain:?}");
+    assert_eq!(plain.last().map(String::as_str), Some("rollout r1: running"));
+
+    let halted = rollout("halted", &[("acme", 0, "failed", 0)]);
+    assert!(display::outcome(&halted).is_err());
+    assert!(display::summary(&halted).contains("  failed: acme"));
+    assert!(display::outcome(&rollout("completed", &[("acme", 0, "done", 1)])).is_ok());
+    assert!(display::outcome(&rollout("completed", &[("acme", 0, "failed", 1)])).is_err());
+    assert!(display::outcome(&rollout("cancelled", &[])).is_err());
+}
+
+#[test]
+fn plans_revisions_audit_and_status_render() {
+    let plan = json!({"revision": 3, "companies": [
+        {"companyId": "c1", "companyKey": "acme", "text": "+ deal property x\n1 to create, 0 to update, 0 to archive, 0 blocked\n",
+         "actions": [{"op": "create", "targetKind": "deal_property", "target": "x", "changes": []},
+                     {"op": "update", "targetKind": "deal_property", "target": "y", "changes": [], "blocked": "no"}]},
+        {"companyId": "c2", "companyKey": "beta", "text": "no changes\n", "actions": []},
+        {"companyId": "c3", "companyKey": "", "text": "", "actions": [], "error": "portal unreachable"}]});
+    let text = config::render_plan(&plan);
+    assert!(text.starts_with("plan for revision 3\nacme (c1):\n  + deal property x\n"), "{text}");
+    assert!(
+        text.contains("beta (c2):\n  no changes\n") && text.contains("c3:\n  error: portal unreachable\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "1 of 3 companies with changes: 1 to create, 0 to update, 0 to archive, 1 blocked, 1 company could not be planned\n"
+        ),
+        "{text}"
+    );
+
+    let revisions = json!({"items": [{"number": 2, "author": "admin", "message": "undo", "createdAt": "2026-01-02T03:04:05Z", "rolledBackTo": 1}]});
+    assert_eq!(
+        config::render_revisions(&revisions),
+        "REVISION  TIME                 AUTHOR  MESSAGE\n2         2026-01-02 03:04:05  admin   undo (restores revision 1)\n"
+    );
+    let entries = json!({"items": [{"at": "2026-01-02T03:04:05.123Z", "actor": "key:ops", "action": "config.revision", "resource": "config/2"}], "nextCursor": "n"});
+    assert_eq!(
+        audit::render(&entries),
+        "TIME                 ACTOR    ACTION           RESOURCE\n2026-01-02 03:04:05  key:ops  config.revision  config/2\n(more: raise --limit)\n"
+    );
+    let st = json!({"config": null, "rollouts": [], "companies": 0});
+    assert!(status::render(&st).contains("revision: none yet"));
+    let imported = json!({"revision": {"number": 4, "message": "import"}, "companies": [{"companyId": "c1", "companyKey": "acme",
+        "dealProperties": 1, "propertyGroups": 2, "pipelines": 0, "skipped": ["hs_x: HubSpot's own"]}]});
+    assert_eq!(
+        config::render_import(&imported),
+        "acme (c1): adopted 1 deal property, 2 property groups, 0 pipelines\n  skipped: hs_x: HubSpot's own\nrevision 4: import\n"
+    );
+    assert_eq!(
+        config::render_diff(&json!({"from": 1, "to": 2, "text": "~ a: 1 → 2\n"})),
+        "revision 1 → 2\n~ a: 1 → 2\n"
+    );
+}
