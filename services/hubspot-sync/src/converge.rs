@@ -134,6 +134,20 @@ fn options(property: &gtm_config::DealProperty) -> Vec<PropertyOption> {
         .collect()
 }
 
+fn property_create(p: &gtm_config::DealProperty) -> PropertyCreate {
+    PropertyCreate {
+        name: p.name.clone(),
+        label: p.label.clone(),
+        r#type: p.property_type.as_str().to_owned(),
+        field_type: p.field_type.as_str().to_owned(),
+        group_name: p.group_name.clone(),
+        description: p.description.clone(),
+        options: options(p),
+        has_unique_value: p.has_unique_value.then_some(true),
+        ..PropertyCreate::default()
+    }
+}
+
 fn stage_input(stage: &gtm_config::Stage, position: usize) -> PipelineStageInput {
     PipelineStageInput {
         label: stage.label.clone(),
@@ -267,24 +281,88 @@ impl Converger {
         let mut outcome = Converged { plan_text: plan.to_string(), ..Converged::default() };
         let mut actions: Vec<&Action> = plan.actions.iter().collect();
         actions.sort_by_key(|a| rank(a));
+        for (action, blocked) in actions.iter().filter_map(|a| a.blocked.as_ref().map(|b| (a, b))) {
+            outcome.blocked.push(format!("{}: {}", action.target, blocked.reason));
+        }
+        actions.retain(|a| a.blocked.is_none());
+        // New properties go in batch calls (HubSpot's batch create takes 100), not one call
+        // each: after the groups they belong to, before everything else.
+        let groups_end = actions
+            .iter()
+            .position(|a| !matches!(a.target, Target::PropertyGroup(_)) || a.op == Op::Archive)
+            .unwrap_or(actions.len());
+        let rest = actions.split_off(groups_end);
+        let (creates, rest): (Vec<&Action>, Vec<&Action>) =
+            rest.into_iter().partition(|a| matches!(a.target, Target::DealProperty(_)) && a.op == Op::Create);
         for action in actions {
-            if let Some(blocked) = &action.blocked {
-                outcome.blocked.push(format!("{}: {}", action.target, blocked.reason));
-                continue;
-            }
-            match self.apply(&portal, desired, &ids, action).await {
-                Ok(()) => outcome.applied += 1,
-                Err(ConvergeError::HubSpot(e))
-                    if !e.is_retryable() && !matches!(e, hubspot_client::Error::RateLimited { .. }) =>
-                {
-                    let reason: String = e.to_string().chars().take(300).collect();
-                    outcome.failed.push(format!("{}: {reason}", action.target));
-                }
-                Err(other) => return Err(other),
-            }
+            self.apply_one(&portal, desired, &ids, action, &mut outcome).await?;
+        }
+        self.create_properties(&portal, desired, &creates, &mut outcome).await?;
+        for action in rest {
+            self.apply_one(&portal, desired, &ids, action, &mut outcome).await?;
         }
         tracing::info!(company_id, portal_id = %portal.portal_id, applied = outcome.applied, blocked = outcome.blocked.len(), failed = outcome.failed.len(), "portal converged");
         Ok(outcome)
+    }
+
+    /// Applies one action; HubSpot refusing it is reported, an outage ends the run.
+    async fn apply_one(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+        ids: &PipelineIdMap,
+        action: &Action,
+        outcome: &mut Converged,
+    ) -> Result<(), ConvergeError> {
+        match self.apply(portal, desired, ids, action).await {
+            Ok(()) => outcome.applied += 1,
+            Err(ConvergeError::HubSpot(e))
+                if !e.is_retryable() && !matches!(e, hubspot_client::Error::RateLimited { .. }) =>
+            {
+                let reason: String = e.to_string().chars().take(300).collect();
+                outcome.failed.push(format!("{}: {reason}", action.target));
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(())
+    }
+
+    /// Creates `creates` in batch calls; a property HubSpot refuses is reported, not fatal.
+    async fn create_properties(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+        creates: &[&Action],
+        outcome: &mut Converged,
+    ) -> Result<(), ConvergeError> {
+        let inputs: Vec<PropertyCreate> = creates
+            .iter()
+            .filter_map(|a| match &a.target {
+                Target::DealProperty(name) => desired.property(name).map(property_create),
+                _ => None,
+            })
+            .collect();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let result = match self.client.batch_create_deal_properties(&portal.token(), &inputs).await {
+            Ok(result) => result,
+            Err(e) if !e.is_retryable() && !matches!(e, hubspot_client::Error::RateLimited { .. }) => {
+                let reason: String = e.to_string().chars().take(300).collect();
+                outcome.failed.extend(inputs.iter().map(|p| format!("deal property {}: {reason}", p.name)));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for created in &result.results {
+            self.remember_managed(&portal.company_id, &created.name).await?;
+            outcome.applied += 1;
+        }
+        for error in &result.errors {
+            let reason: String = error.message.chars().take(300).collect();
+            outcome.failed.push(format!("deal property: {reason}"));
+        }
+        Ok(())
     }
 
     async fn apply(
@@ -320,18 +398,7 @@ impl Converger {
             (Target::DealProperty(name), op) => {
                 let Some(p) = desired.property(name) else { return Ok(()) };
                 if op == Op::Create {
-                    let input = PropertyCreate {
-                        name: p.name.clone(),
-                        label: p.label.clone(),
-                        r#type: p.property_type.as_str().to_owned(),
-                        field_type: p.field_type.as_str().to_owned(),
-                        group_name: p.group_name.clone(),
-                        description: p.description.clone(),
-                        options: options(p),
-                        has_unique_value: p.has_unique_value.then_some(true),
-                        ..PropertyCreate::default()
-                    };
-                    self.client.create_deal_property(&token, &input).await?;
+                    self.client.create_deal_property(&token, &property_create(p)).await?;
                     self.remember_managed(company, name).await?;
                 } else {
                     let input = PropertyUpdate {

@@ -340,8 +340,10 @@ async fn killing_the_orchestrator_mid_rollout_resumes_and_writes_each_portal_onc
 
     let mut creates: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     for r in cluster.sim.requests() {
+        let creates_property =
+            r.path.ends_with("/properties/deals") || r.path.ends_with("/properties/deals/batch/create");
         if r.method == "POST"
-            && r.path.ends_with("/properties/deals")
+            && creates_property
             && let Some(portal) = r.portal_id
         {
             *creates.entry(portal).or_default() += 1;
