@@ -49,7 +49,8 @@ async fn counters_count_within_their_window() {
 #[tokio::test]
 async fn a_rolling_window_never_holds_more_than_its_max() {
     for (label, cache) in caches() {
-        let window = Duration::from_millis(400);
+        // Wide margins: sleeps overshoot on a loaded machine, and that must not matter.
+        let window = Duration::from_millis(1200);
         for i in 0..3 {
             assert_eq!(
                 cache.acquire_slot("w", window, 3, &format!("s{i}")).await.expect(label),
@@ -59,11 +60,11 @@ async fn a_rolling_window_never_holds_more_than_its_max() {
         }
         let wait = cache.acquire_slot("w", window, 3, "s3").await.expect(label).expect("full");
         assert!(wait <= window && wait > Duration::ZERO, "{label}: {wait:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
         // Two uses really happened only now: they count from now on.
         cache.restamp_slot("w", "s0").await.expect(label);
         cache.restamp_slot("w", "s1").await.expect(label);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(650)).await;
         assert_eq!(cache.acquire_slot("w", window, 3, "s4").await.expect(label), None, "{label}: s2 left the window");
         assert!(
             cache.acquire_slot("w", window, 3, "s5").await.expect(label).is_some(),

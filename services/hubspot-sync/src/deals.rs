@@ -117,39 +117,79 @@ impl DealSync {
     pub async fn ingest(&self, events: &[WebhookEvent]) -> Result<Ingested> {
         let mut outcome = Ingested::default();
         let mut companies = std::collections::HashMap::new();
-        let now = gomark_storage::now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut known = Vec::with_capacity(events.len());
         for event in events {
             let portal = event.portal_id.to_string();
             if !companies.contains_key(&portal) {
                 let company = self.portals.company_of_portal(&portal).await?;
                 companies.insert(portal.clone(), company);
             }
-            let Some(Some(company)) = companies.get(&portal) else {
-                outcome.unknown_portal += 1;
-                continue;
-            };
-            let fresh = sqlx::query(
-                "INSERT INTO webhook_events_seen (portal_id, subscription_id, event_id, occurred_at, seen_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&portal)
-            .bind(event.subscription_id.to_string())
-            .bind(event.event_id.to_string())
-            .bind(event.occurred_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !fresh {
+            match companies.get(&portal) {
+                Some(Some(company)) => known.push((portal, company.clone(), event)),
+                _ => outcome.unknown_portal += 1,
+            }
+        }
+        let now = gomark_storage::now_ms();
+        let mut tx = self.db.begin().await?;
+        // One statement per 100 events, not one per event: a batch holds the database's
+        // write lock for as short a time as possible (SQLite has a single writer).
+        let mut fresh = HashSet::new();
+        for chunk in known.chunks(BATCH) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+                .collect();
+            let sql = format!(
+                "INSERT INTO webhook_events_seen (portal_id, subscription_id, event_id, occurred_at, seen_at) VALUES {} \
+                 ON CONFLICT DO NOTHING RETURNING portal_id, subscription_id, event_id, occurred_at",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (portal, _, event) in chunk {
+                query = query
+                    .bind(portal.clone())
+                    .bind(event.subscription_id.to_string())
+                    .bind(event.event_id.to_string())
+                    .bind(event.occurred_at)
+                    .bind(now);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let key: (String, String, String, i64) = (
+                    row.try_get("portal_id")?,
+                    row.try_get("subscription_id")?,
+                    row.try_get("event_id")?,
+                    row.try_get("occurred_at")?,
+                );
+                fresh.insert(key);
+            }
+        }
+        let mut to_refresh: Vec<(String, String)> = Vec::new();
+        for (portal, company, event) in &known {
+            let key =
+                (portal.clone(), event.subscription_id.to_string(), event.event_id.to_string(), event.occurred_at);
+            if !fresh.remove(&key) {
                 outcome.duplicates += 1;
                 continue;
             }
             outcome.accepted += 1;
-            if event.subscription_type.starts_with("deal.") || event.subscription_type.starts_with("object.") {
-                enqueue(&mut tx, company, &event.object_id.to_string(), now).await?;
+            let deal = (company.clone(), event.object_id.to_string());
+            let about_deals =
+                event.subscription_type.starts_with("deal.") || event.subscription_type.starts_with("object.");
+            if about_deals && !to_refresh.contains(&deal) {
+                to_refresh.push(deal);
             }
+        }
+        for chunk in to_refresh.chunks(BATCH) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
+            let sql = format!(
+                "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (company, deal) in chunk {
+                query = query.bind(company.clone()).bind(deal.clone()).bind(now);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "accepted")
@@ -431,18 +471,6 @@ impl DealSync {
             }
         }
     }
-}
-
-async fn enqueue(conn: &mut AnyConnection, company_id: &str, deal_id: &str, now: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(company_id)
-    .bind(deal_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, ids: &[String]) -> Result<()> {

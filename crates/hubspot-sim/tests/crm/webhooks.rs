@@ -152,6 +152,8 @@ async fn delivered_signed_and_batched() {
     assert_eq!(deletion.object_id.map(|o| o.to_string()), Some(id));
     assert_eq!(deletion.change_flag.as_deref(), Some("DELETED"));
 
+    // Counted once each response is back, just after the receiver saw the batch.
+    assert!(wait_until(WAIT, || sim.sim.webhook_stats().batches_sent == receiver.hits().len() as u64).await);
     let stats = sim.sim.webhook_stats();
     assert_eq!(stats.events_sent, expected_total as u64);
     assert_eq!((stats.failures, stats.batches_dropped), (0, 0));
@@ -222,6 +224,8 @@ async fn failed_deliveries_are_retried_with_attempt_numbers() {
         .collect();
     assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(attempts.iter().all(|a| a.1 == attempts[0].1), "retries keep the eventId");
+    // The batch counts as sent once its response is back, just after the receiver saw it.
+    assert!(wait_until(WAIT, || sim.sim.webhook_stats().batches_sent == 1).await);
     let stats = sim.sim.webhook_stats();
     assert_eq!((stats.batches_sent, stats.failures), (1, 2));
 
