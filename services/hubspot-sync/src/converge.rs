@@ -57,68 +57,6 @@ fn rank(action: &Action) -> (u8, u8) {
     (u8::from(action.op == Op::Archive), kind)
 }
 
-fn observed(
-    properties: Vec<hubspot_client::Property>,
-    groups: Vec<hubspot_client::PropertyGroup>,
-    pipelines: Vec<hubspot_client::Pipeline>,
-) -> Observed {
-    Observed {
-        properties: properties
-            .into_iter()
-            .filter(|p| !p.archived)
-            .map(|p| gtm_config::ObservedProperty {
-                name: p.name,
-                label: p.label,
-                property_type: p.r#type,
-                field_type: p.field_type,
-                group_name: p.group_name,
-                description: p.description,
-                options: p
-                    .options
-                    .into_iter()
-                    .map(|o| gtm_config::PropertyOption {
-                        label: o.label,
-                        value: o.value,
-                        display_order: o.display_order.map(|d| d as i32),
-                        hidden: o.hidden,
-                    })
-                    .collect(),
-                hubspot_defined: p.hubspot_defined.unwrap_or(false),
-                has_unique_value: p.has_unique_value,
-            })
-            .collect(),
-        groups: groups
-            .into_iter()
-            .filter(|g| !g.archived)
-            .map(|g| gtm_config::ObservedGroup { name: g.name, label: g.label, display_order: g.display_order as i32 })
-            .collect(),
-        pipelines: pipelines
-            .into_iter()
-            .filter(|p| !p.archived)
-            .map(|p| gtm_config::ObservedPipeline {
-                hubspot_id: p.id,
-                label: p.label,
-                display_order: p.display_order as i32,
-                stages: p
-                    .stages
-                    .into_iter()
-                    .filter(|s| !s.archived)
-                    .map(|s| {
-                        let probability = s.probability().unwrap_or(0.0);
-                        gtm_config::ObservedStage {
-                            is_closed: s.is_closed().unwrap_or(probability == 0.0 || probability == 1.0),
-                            probability: hubspot_client::normalize_probability(probability),
-                            hubspot_id: s.id,
-                            label: s.label,
-                            display_order: s.display_order as i32,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
 fn options(property: &gtm_config::DealProperty) -> Vec<PropertyOption> {
     property
         .options
@@ -267,13 +205,7 @@ impl Converger {
                 ..Converged::default()
             });
         };
-        let token = portal.token();
-        let (properties, groups, pipelines) = tokio::try_join!(
-            self.client.list_deal_properties(&token),
-            self.client.list_deal_property_groups(&token),
-            self.client.list_deal_pipelines(&token),
-        )?;
-        let observed = observed(properties, groups, pipelines);
+        let (_, observed) = crate::observed::read(&self.client, &portal.token()).await?;
         let ids = self.ids(company_id, desired, &observed).await?;
         let mut managed = self.managed(company_id).await?;
         managed.extend(desired.deal_properties.iter().map(|p| p.name.clone()));

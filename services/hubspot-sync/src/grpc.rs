@@ -59,26 +59,15 @@ fn observed_property(p: hubspot_client::Property) -> pb::ObservedDealProperty {
     }
 }
 
-/// A pipeline in HubSpot's canonical forms: probabilities as "0.1", `isClosed` derived when
-/// HubSpot left it out (closed-won is closed at 1.0, closed-lost at 0.0).
-fn observed_pipeline(p: hubspot_client::Pipeline) -> pb::ObservedPipeline {
-    let mut stages: Vec<pb::ObservedStage> = p
-        .stages
-        .into_iter()
-        .filter(|s| !s.archived)
-        .map(|s| {
-            let probability = s.probability().unwrap_or(0.0);
-            pb::ObservedStage {
-                is_closed: s.is_closed().unwrap_or(probability == 0.0 || probability == 1.0),
-                probability: hubspot_client::normalize_probability(probability),
-                display_order: s.display_order as i32,
-                id: s.id,
-                label: s.label,
-            }
-        })
-        .collect();
-    stages.sort_by(|a, b| a.display_order.cmp(&b.display_order).then_with(|| a.label.cmp(&b.label)));
-    pb::ObservedPipeline { id: p.id, label: p.label, display_order: p.display_order as i32, stages }
+impl HubspotSyncGrpc {
+    /// The company's registered portal, or not found.
+    async fn portal(&self, company_id: &str) -> Result<crate::portals::Portal, Status> {
+        self.portals
+            .get(company_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| PublicError::not_found(format!("HubSpot portal of company {company_id}")).into())
+    }
 }
 
 fn internal(err: impl std::fmt::Display) -> Status {
@@ -140,10 +129,7 @@ impl HubspotSyncService for HubspotSyncGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let company_id = req.into_inner().company_id;
         caller.require(Role::Viewer, &company_id)?;
-        let portal =
-            self.portals.get(&company_id).await.map_err(internal)?.ok_or_else(|| {
-                Status::from(PublicError::not_found(format!("HubSpot portal of company {company_id}")))
-            })?;
+        let portal = self.portal(&company_id).await?;
         let properties = self.client.list_deal_properties(&portal.token()).await.map_err(hubspot_failure)?;
         Ok(Response::new(pb::ListObservedDealPropertiesResponse {
             properties: properties.into_iter().map(observed_property).collect(),
@@ -186,29 +172,36 @@ impl HubspotSyncService for HubspotSyncGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let company_id = req.into_inner().company_id;
         caller.require(Role::Viewer, &company_id)?;
-        let portal =
-            self.portals.get(&company_id).await.map_err(internal)?.ok_or_else(|| {
-                Status::from(PublicError::not_found(format!("HubSpot portal of company {company_id}")))
-            })?;
-        let token = portal.token();
-        let (properties, groups, pipelines) = tokio::try_join!(
-            self.client.list_deal_properties(&token),
-            self.client.list_deal_property_groups(&token),
-            self.client.list_deal_pipelines(&token),
-        )
-        .map_err(hubspot_failure)?;
+        let portal = self.portal(&company_id).await?;
+        let (properties, observed) =
+            crate::observed::read(&self.client, &portal.token()).await.map_err(hubspot_failure)?;
         Ok(Response::new(pb::ObservedState {
             properties: properties.into_iter().filter(|p| !p.archived).map(observed_property).collect(),
-            groups: groups
+            groups: observed
+                .groups
                 .into_iter()
-                .filter(|g| !g.archived)
-                .map(|g| pb::ObservedPropertyGroup {
-                    name: g.name,
-                    label: g.label,
-                    display_order: g.display_order as i32,
+                .map(|g| pb::ObservedPropertyGroup { name: g.name, label: g.label, display_order: g.display_order })
+                .collect(),
+            pipelines: observed
+                .pipelines
+                .into_iter()
+                .map(|p| pb::ObservedPipeline {
+                    id: p.hubspot_id,
+                    label: p.label,
+                    display_order: p.display_order,
+                    stages: p
+                        .stages
+                        .into_iter()
+                        .map(|s| pb::ObservedStage {
+                            id: s.hubspot_id,
+                            label: s.label,
+                            display_order: s.display_order,
+                            probability: s.probability,
+                            is_closed: s.is_closed,
+                        })
+                        .collect(),
                 })
                 .collect(),
-            pipelines: pipelines.into_iter().filter(|p| !p.archived).map(observed_pipeline).collect(),
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod deals;
 mod grpc;
 pub mod oauth;
+pub mod observed;
 mod portals;
 mod settings;
 
