@@ -28,6 +28,10 @@ lint:
 fuzz:
     bash .ci/fuzz-api
 
+# Helm lint/template, Kubernetes schema validation, Dockerfile and compose settings checks.
+deploy-check:
+    bash .ci/deploy-check
+
 # Exactly what CI runs.
 ci:
     bash .ci/run

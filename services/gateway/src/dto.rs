@@ -67,6 +67,46 @@ impl PageQuery {
     }
 }
 
+/// Audit listings: a page, optionally narrowed.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this actor's entries (`apikey:…`, `oidc:…`, `system:…`).
+    pub actor: Option<String>,
+    /// Only entries at or after this instant (RFC 3339).
+    pub from: Option<String>,
+    /// Only entries at or before this instant (RFC 3339).
+    pub to: Option<String>,
+    /// Only entries about resources starting with this (`deal_property/`, `rollout/`).
+    pub resource: Option<String>,
+}
+
+impl AuditQuery {
+    pub fn to_proto(&self, company_id: String) -> crate::problem::ApiResult<pb::ListAuditEntriesRequest> {
+        let instant = |field: &str, v: &Option<String>| -> crate::problem::ApiResult<i64> {
+            match v {
+                None => Ok(0),
+                Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|_| crate::problem::Problem::invalid(field, "must be an RFC 3339 instant, e.g. 2026-11-21T10:00:00Z")),
+            }
+        };
+        Ok(pb::ListAuditEntriesRequest {
+            company_id,
+            page: Some(PageQuery { limit: self.limit, cursor: self.cursor.clone() }.to_proto()?),
+            actor: self.actor.clone().unwrap_or_default(),
+            from_ms: instant("from", &self.from)?,
+            to_ms: instant("to", &self.to)?,
+            resource_prefix: self.resource.clone().unwrap_or_default(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OptionDto {

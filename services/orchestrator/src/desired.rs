@@ -2,7 +2,7 @@
 //! its audit entry and its change-request event in one transaction.
 
 use crate::property_spec::{PropertyOptionSpec, PropertySpec};
-use crate::store::{AuditRecord, AuditRow, CompanyRow, PropertyRow, Store, SyncState};
+use crate::store::{AuditFilter, AuditRecord, AuditRow, CompanyRow, PropertyRow, Store, SyncState};
 use crate::{Error, Result};
 use gomark_cache::{Cache, CacheAside};
 use gomark_events::envelope::new_event;
@@ -335,6 +335,7 @@ impl DesiredState {
     pub async fn list_audit(
         &self,
         company_id: &str,
+        filter: &AuditFilter,
         page_size_requested: u32,
         page_token: &str,
     ) -> Result<(Vec<AuditRow>, String)> {
@@ -346,7 +347,7 @@ impl DesiredState {
             t => Some(t.parse::<i64>().map_err(|_| Error::invalid("page_token", "is not a token this API issued"))?),
         };
         let limit = page_size(page_size_requested);
-        let entries = self.store.list_audit(company_id, before, limit).await?;
+        let entries = self.store.list_audit(company_id, filter, before, limit).await?;
         let next = if entries.len() as i64 == limit {
             entries.last().map(|e| e.id.to_string()).unwrap_or_default()
         } else {

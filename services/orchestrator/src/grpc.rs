@@ -200,7 +200,13 @@ impl OrchestratorService for OrchestratorGrpc {
             caller.require(Role::Viewer, &r.company_id)?;
         }
         let page = r.page.unwrap_or_default();
-        let (entries, next) = self.desired.list_audit(&r.company_id, page.page_size, &page.page_token).await?;
+        let filter = crate::store::AuditFilter {
+            actor: r.actor.clone(),
+            from_ms: r.from_ms,
+            to_ms: r.to_ms,
+            resource_prefix: r.resource_prefix.clone(),
+        };
+        let (entries, next) = self.desired.list_audit(&r.company_id, &filter, page.page_size, &page.page_token).await?;
         Ok(Response::new(pb::ListAuditEntriesResponse {
             entries: entries
                 .into_iter()

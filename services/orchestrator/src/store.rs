@@ -73,6 +73,15 @@ pub struct AuditRecord {
     pub after: Option<serde_json::Value>,
 }
 
+/// Narrows an audit listing; empty strings and zeros mean "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub resource_prefix: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     pub id: i64,
@@ -255,14 +264,19 @@ impl Store {
     }
 
     /// A company's audit entries, newest first, before the cursor `before_id`.
-    pub async fn list_audit(&self, company_id: &str, before_id: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
+    pub async fn list_audit(&self, company_id: &str, filter: &AuditFilter, before_id: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(
             "SELECT id, company_id, actor, action, resource, before_json, after_json, at FROM audit_log \
-             WHERE company_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+             WHERE company_id = $1 AND id < $2 AND ($4 = '' OR actor = $4) AND at >= $5 AND at <= $6 \
+             AND ($7 = '' OR substr(resource, 1, length($7)) = $7) ORDER BY id DESC LIMIT $3",
         )
         .bind(company_id)
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(limit)
+        .bind(filter.actor.clone())
+        .bind(filter.from_ms)
+        .bind(if filter.to_ms == 0 { i64::MAX } else { filter.to_ms })
+        .bind(filter.resource_prefix.clone())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()

@@ -1,6 +1,6 @@
 //! The orchestrator's store behaves the same on SQLite and Postgres.
 
-use gomark_orchestrator::store::{AuditRecord, CompanyRow, PropertyRow, SyncState};
+use gomark_orchestrator::store::{AuditFilter, AuditRecord, CompanyRow, PropertyRow, SyncState};
 use gomark_orchestrator::{MIGRATIONS, PropertySpec, Store};
 use gomark_platform::ErrorKind;
 use gomark_storage::Database;
@@ -85,14 +85,34 @@ async fn store_contract() {
             };
             store.append_audit(&mut conn, &record).await.expect("audit");
         }
-        let newest = store.list_audit("c1", None, 2).await.expect("audit page");
+        let newest = store.list_audit("c1", &AuditFilter::default(), None, 2).await.expect("audit page");
         assert_eq!(newest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["c", "b"], "{label}");
-        let older = store.list_audit("c1", Some(newest[1].id), 2).await.expect("audit page 2");
+        let older = store.list_audit("c1", &AuditFilter::default(), Some(newest[1].id), 2).await.expect("audit page 2");
         assert_eq!(older.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["a"], "{label}");
         assert!(
-            store.list_audit("c2", None, 10).await.expect("other company").is_empty(),
+            store.list_audit("c2", &AuditFilter::default(), None, 10).await.expect("other company").is_empty(),
             "{label}: scoped by company"
         );
+        let other = AuditRecord {
+            company_id: "c1".into(),
+            actor: "someone-else".into(),
+            action: "d".into(),
+            resource: "rollout/1".into(),
+            before: None,
+            after: None,
+        };
+        store.append_audit(&mut conn, &other).await.expect("audit");
+        let by = |filter: AuditFilter| {
+            let store = store.clone();
+            async move { store.list_audit("c1", &filter, None, 50).await.expect("filtered").len() }
+        };
+        assert_eq!(by(AuditFilter { actor: "someone-else".into(), ..Default::default() }).await, 1, "{label}: by actor");
+        assert_eq!(by(AuditFilter { resource_prefix: "rollout/".into(), ..Default::default() }).await, 1, "{label}: by resource");
+        assert_eq!(by(AuditFilter { resource_prefix: "r".into(), ..Default::default() }).await, 4, "{label}: a prefix, not a match");
+        let future = gomark_storage::now_ms() + 60_000;
+        assert_eq!(by(AuditFilter { from_ms: future, ..Default::default() }).await, 0, "{label}: from");
+        assert_eq!(by(AuditFilter { to_ms: future, ..Default::default() }).await, 4, "{label}: to");
+        assert_eq!(by(AuditFilter { to_ms: 1, ..Default::default() }).await, 0, "{label}: to, in the past");
         drop(conn);
         db.close().await;
     }

@@ -2,7 +2,8 @@
 //! diff, rollback, and their audit trail.
 
 use crate::scenarios::create_company;
-use crate::support::Api;
+use crate::support::{Api, eventually};
+use std::time::Duration;
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
 use reqwest::Method;
@@ -197,6 +198,132 @@ async fn revisions_plans_diffs_and_rollbacks() {
     let own_plan = scoped.send(Method::POST, "/v1/config/plan", Some(json!({"companyIds": [a]}))).await;
     assert_eq!(own_plan.status, 200, "a company may see its own plan: {}", own_plan.body);
     scoped.send(Method::POST, "/v1/config/plan", Some(json!({"companyIds": [b]}))).await.problem(403);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// The portfolio story: import the demo's 20 companies, change the baseline (a new property,
+/// a relabelled one, a new stage), see exactly that in the plan, apply it, find it in every
+/// portal, roll it back.
+#[tokio::test]
+async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
+    use gtm_config::{DealProperty, Document, FieldType, PropertyType, Stage};
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: true,
+        rate_limit_per_minute: 1_000_000,
+        ..EmbeddedOptions::default()
+    };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let companies: Vec<String> = api.send(Method::GET, "/v1/companies?limit=100", None).await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(companies.len(), 20);
+    for id in &companies {
+        crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", 1).await;
+    }
+    let imported = api.send(Method::POST, "/v1/config/import", Some(json!({}))).await;
+    assert_eq!(imported.status, 201, "{}", imported.body);
+
+    // The change, made to the imported document as a person would edit the YAML.
+    let latest = api.send(Method::GET, "/v1/config", None).await;
+    let mut document = Document::from_yaml(latest.body["document"].as_str().expect("document")).expect("yaml");
+    document.baseline.deal_properties.push(DealProperty {
+        name: "gomark_renewal_date".into(),
+        label: "Renewal date".into(),
+        property_type: PropertyType::Date,
+        field_type: FieldType::Date,
+        group_name: "dealinformation".into(),
+        description: None,
+        options: vec![],
+        has_unique_value: false,
+    });
+    for overlay in document.companies.values_mut() {
+        let tier = overlay.deal_properties.iter_mut().find(|p| p.name == "gomark_customer_tier").expect("imported tier");
+        tier.label = "Customer tier (portfolio)".into();
+        let sales = overlay.pipelines.iter_mut().find(|p| p.label == "Sales Pipeline").expect("imported pipeline");
+        sales.stages.push(Stage { id: "negotiation".into(), label: "Negotiation".into(), display_order: Some(10), probability: 0.7, closed: false });
+    }
+    let yaml = document.to_yaml().expect("yaml");
+    let second = api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": yaml, "message": "renewals, clearer tier, negotiation stage"}))).await;
+    assert_eq!(second.status, 201, "{}", second.body);
+
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({}))).await;
+    let planned = plan.body["companies"].as_array().expect("companies");
+    assert_eq!(planned.len(), 20);
+    for company in planned {
+        let actions: BTreeSet<(String, String, String)> = company["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .map(|a| (a["op"].as_str().unwrap_or("").into(), a["targetKind"].as_str().unwrap_or("").into(), a["target"].as_str().unwrap_or("").into()))
+            .collect();
+        let expected: BTreeSet<(String, String, String)> = [
+            ("create", "deal_property", "gomark_renewal_date".to_owned()),
+            ("update", "deal_property", "gomark_customer_tier".to_owned()),
+            ("create", "stage", "sales-pipeline/negotiation".to_owned()),
+        ]
+        .into_iter()
+        .map(|(o, k, t)| (o.to_owned(), k.to_owned(), t))
+        .collect();
+        assert_eq!(actions, expected, "exactly the change, nothing else: {company}");
+    }
+
+    let rollout = |revision: i64| {
+        let api = &api;
+        async move {
+            let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": revision, "concurrency": 8}))).await;
+            let id = started.body["id"].as_str().expect("id").to_owned();
+            eventually("the rollout", Duration::from_secs(60), || async {
+                let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+                (r.body["state"] == "completed").then_some(r.body)
+            })
+            .await
+        }
+    };
+    let applied = rollout(second.body["number"].as_i64().expect("number")).await;
+    assert_eq!(applied["done"], 20, "{applied}");
+    let observe = |id: String| {
+        let api = &api;
+        async move { api.send(Method::GET, &format!("/v1/companies/{id}/hubspot/observed"), None).await.body }
+    };
+    for id in &companies {
+        let observed = observe(id.clone()).await;
+        let props = observed["properties"].as_array().expect("properties");
+        assert!(props.iter().any(|p| p["name"] == "gomark_renewal_date"), "{id}: new property");
+        assert!(props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier (portfolio)"), "{id}: relabelled");
+        let sales = observed["pipelines"].as_array().expect("pipelines").iter().find(|p| p["label"] == "Sales Pipeline").expect("pipeline").clone();
+        assert!(sales["stages"].as_array().expect("stages").iter().any(|s| s["label"] == "Negotiation" && s["probability"] == "0.7"), "{id}: new stage");
+    }
+
+    let rolled_back = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": 1}))).await;
+    let restored = rollout(rolled_back.body["number"].as_i64().expect("number")).await;
+    assert_eq!(restored["done"], 20, "{restored}");
+    for id in &companies {
+        let observed = observe(id.clone()).await;
+        let props = observed["properties"].as_array().expect("properties");
+        assert!(!props.iter().any(|p| p["name"] == "gomark_renewal_date"), "{id}: property archived again");
+        assert!(props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier"), "{id}: label restored");
+        let sales = observed["pipelines"].as_array().expect("pipelines").iter().find(|p| p["label"] == "Sales Pipeline").expect("pipeline").clone();
+        assert!(!sales["stages"].as_array().expect("stages").iter().any(|s| s["label"] == "Negotiation"), "{id}: stage removed");
+    }
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({}))).await;
+    assert!(plan.body["companies"].as_array().expect("companies").iter().all(|c| c["actions"].as_array().is_some_and(Vec::is_empty)));
+
+    // The audit log answers by resource and by actor.
+    let rollouts = api.send(Method::GET, "/v1/audit?resource=rollout/", None).await;
+    let actions: BTreeSet<&str> = rollouts.body["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, BTreeSet::from(["rollout.start"]));
+    let by_rollout = api.send(Method::GET, &format!("/v1/companies/{}/audit?actor=system:rollout", companies[0]), None).await;
+    assert_eq!(by_rollout.body["items"].as_array().map(Vec::len), Some(2), "one apply per rollout: {}", by_rollout.body);
+    api.send(Method::GET, "/v1/audit?from=yesterday", None).await.problem(400);
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::{AuditEntryView, CompanyCreate, CompanyView, Page, PageQuery};
+use crate::dto::{AuditEntryView, AuditQuery, CompanyCreate, CompanyView, Page, PageQuery};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::ApiResult;
 use axum::Json;
@@ -64,15 +64,15 @@ async fn read(
 
 /// Who changed what, when, with the resource before and after; newest first.
 #[utoipa::path(get, path = "/v1/companies/{company_id}/audit", tag = "audit",
-    params(("company_id" = String, Path, description = "Company id"), PageQuery),
+    params(("company_id" = String, Path, description = "Company id"), AuditQuery),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditEntryView>)))]
 async fn audit(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath(company_id): ApiPath<String>,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditEntryView>>> {
-    let req = pb::ListAuditEntriesRequest { company_id, page: Some(page.to_proto()?) };
+    let req = query.to_proto(company_id)?;
     let resp = s.orchestrator.clone().list_audit_entries(caller.request(req)).await?.into_inner();
     Ok(Json(Page::new(resp.entries.into_iter().map(AuditEntryView::from).collect(), resp.next_page_token)))
 }

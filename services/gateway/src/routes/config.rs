@@ -310,15 +310,15 @@ async fn plan(
 }
 
 /// Portfolio-wide audit entries (configuration revisions, rollbacks), newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(PageQuery),
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(crate::dto::AuditQuery),
     responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>)))]
 async fn portfolio_audit(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<crate::dto::AuditQuery>,
 ) -> ApiResult<Json<Page<crate::dto::AuditEntryView>>> {
     caller.require_portfolio(gomark_platform::Role::Viewer)?;
-    let req = pb::ListAuditEntriesRequest { company_id: String::new(), page: Some(page.to_proto()?) };
+    let req = query.to_proto(String::new())?;
     let resp = s.orchestrator.clone().list_audit_entries(caller.request(req)).await?.into_inner();
     Ok(Json(Page::new(resp.entries.into_iter().map(crate::dto::AuditEntryView::from).collect(), resp.next_page_token)))
 }
