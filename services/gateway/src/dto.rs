@@ -91,9 +91,9 @@ impl AuditQuery {
         let instant = |field: &str, v: &Option<String>| -> crate::problem::ApiResult<i64> {
             match v {
                 None => Ok(0),
-                Some(text) => chrono::DateTime::parse_from_rfc3339(text)
-                    .map(|t| t.timestamp_millis())
-                    .map_err(|_| crate::problem::Problem::invalid(field, "must be an RFC 3339 instant, e.g. 2026-11-21T10:00:00Z")),
+                Some(text) => chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| {
+                    crate::problem::Problem::invalid(field, "must be an RFC 3339 instant, e.g. 2026-11-21T10:00:00Z")
+                }),
             }
         };
         Ok(pb::ListAuditEntriesRequest {

@@ -22,8 +22,11 @@ use gtm_config::DriftPolicy;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 pub struct DriftWatch {
     pub store: Store,
@@ -33,6 +36,68 @@ pub struct DriftWatch {
     pub relay: RelayWaker,
     /// Every company is checked once per interval, the checks spread across it.
     pub interval: Duration,
+    /// Companies whose portals showed activity (a webhook), to check soon.
+    pub triggered: Mutex<HashMap<String, Instant>>,
+    pub wake: Notify,
+}
+
+/// A portal's activity triggers a check this long after the first event (more events in
+/// between ride along), and at most once per [`TRIGGER_COOLDOWN`].
+const TRIGGER_DEBOUNCE: Duration = Duration::from_secs(2);
+const TRIGGER_COOLDOWN: Duration = Duration::from_secs(60);
+
+impl DriftWatch {
+    pub fn new(
+        store: Store,
+        revisions: Arc<Revisions>,
+        planner: Arc<Planner>,
+        rollouts: Arc<Rollouts>,
+        relay: RelayWaker,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            store,
+            revisions,
+            planner,
+            rollouts,
+            relay,
+            interval,
+            triggered: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Asks for a check of `company_id` soon: HubSpot sends no webhook when a property or
+    /// pipeline definition changes, so activity in the portal is the signal to look.
+    pub fn trigger(&self, company_id: &str) {
+        let mut triggered = self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        triggered.entry(company_id.to_owned()).or_insert_with(|| Instant::now() + TRIGGER_DEBOUNCE);
+        drop(triggered);
+        self.wake.notify_one();
+    }
+
+    /// Checks the triggered companies that are due; returns when the next one will be.
+    async fn check_triggered(&self, cooldown: &mut HashMap<String, Instant>) -> Option<Instant> {
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let mut triggered = self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due: Vec<String> = triggered.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect();
+            for company in &due {
+                triggered.remove(company);
+            }
+            due
+        };
+        for company in due {
+            if cooldown.get(&company).is_some_and(|until| *until > now) {
+                continue;
+            }
+            cooldown.insert(company.clone(), now + TRIGGER_COOLDOWN);
+            if let Err(err) = self.check(std::slice::from_ref(&company)).await {
+                tracing::warn!(company_id = %company, error = %err, "triggered drift check failed");
+            }
+        }
+        self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().min().copied()
+    }
 }
 
 fn policy_name(p: DriftPolicy) -> &'static str {
@@ -236,6 +301,20 @@ impl DriftWatch {
         .fetch_all(self.store.db().pool())
         .await?;
         rows.iter().map(record).collect()
+    }
+
+    /// Checks companies whose portals showed activity, as they come due, until shutdown.
+    pub async fn run_triggered(self: Arc<Self>, shutdown: Shutdown) {
+        let mut cooldown = HashMap::new();
+        while !shutdown.is_triggered() {
+            let next = self.check_triggered(&mut cooldown).await;
+            let wait = next.map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Checks every applied company once per interval, one at a time and evenly spaced, so

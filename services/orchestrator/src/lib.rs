@@ -9,6 +9,7 @@ mod error;
 mod grpc;
 mod import;
 mod planning;
+mod portal_activity;
 mod property_spec;
 pub mod revisions;
 pub mod rollout;
@@ -50,14 +51,14 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone()));
     let revisions = Arc::new(revisions::Revisions::new(store.clone()));
     let rollouts = Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone()));
-    let drift = Arc::new(drift::DriftWatch {
-        store: store.clone(),
-        revisions: revisions.clone(),
-        planner: planner.clone(),
-        rollouts: rollouts.clone(),
-        relay: waker.clone(),
-        interval: std::time::Duration::from_secs(settings.orchestrator.drift_interval_secs),
-    });
+    let drift = Arc::new(drift::DriftWatch::new(
+        store.clone(),
+        revisions.clone(),
+        planner.clone(),
+        rollouts.clone(),
+        waker.clone(),
+        std::time::Duration::from_secs(settings.orchestrator.drift_interval_secs),
+    ));
     let desired = Arc::new(DesiredState::new(store, backends.cache.clone(), hubspot_sync, waker.clone()));
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
@@ -78,7 +79,14 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
     service.spawn_loop(rollouts.clone().run(shutdown.clone()));
+    service.spawn_loop(gomark_events::consumer::run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(portal_activity::CONSUMER, gomark_events::event_types::DEAL_UPSERTED),
+        Arc::new(portal_activity::PortalActivity { drift: drift.clone() }),
+        shutdown.clone(),
+    ));
     service.spawn_loop(drift.clone().run(shutdown.clone()));
+    service.spawn_loop(drift.clone().run_triggered(shutdown.clone()));
     service.spawn_loop(gomark_events::consumer::run_consumer(
         backends.bus.clone(),
         ConsumerSpec::new(apply_results::CONSUMER, gomark_events::event_types::DEAL_PROPERTY_APPLIED),

@@ -264,7 +264,13 @@ impl Store {
     }
 
     /// A company's audit entries, newest first, before the cursor `before_id`.
-    pub async fn list_audit(&self, company_id: &str, filter: &AuditFilter, before_id: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
+    pub async fn list_audit(
+        &self,
+        company_id: &str,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(
             "SELECT id, company_id, actor, action, resource, before_json, after_json, at FROM audit_log \
              WHERE company_id = $1 AND id < $2 AND ($4 = '' OR actor = $4) AND at >= $5 AND at <= $6 \

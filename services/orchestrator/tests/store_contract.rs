@@ -106,9 +106,21 @@ async fn store_contract() {
             let store = store.clone();
             async move { store.list_audit("c1", &filter, None, 50).await.expect("filtered").len() }
         };
-        assert_eq!(by(AuditFilter { actor: "someone-else".into(), ..Default::default() }).await, 1, "{label}: by actor");
-        assert_eq!(by(AuditFilter { resource_prefix: "rollout/".into(), ..Default::default() }).await, 1, "{label}: by resource");
-        assert_eq!(by(AuditFilter { resource_prefix: "r".into(), ..Default::default() }).await, 4, "{label}: a prefix, not a match");
+        assert_eq!(
+            by(AuditFilter { actor: "someone-else".into(), ..Default::default() }).await,
+            1,
+            "{label}: by actor"
+        );
+        assert_eq!(
+            by(AuditFilter { resource_prefix: "rollout/".into(), ..Default::default() }).await,
+            1,
+            "{label}: by resource"
+        );
+        assert_eq!(
+            by(AuditFilter { resource_prefix: "r".into(), ..Default::default() }).await,
+            4,
+            "{label}: a prefix, not a match"
+        );
         let future = gomark_storage::now_ms() + 60_000;
         assert_eq!(by(AuditFilter { from_ms: future, ..Default::default() }).await, 0, "{label}: from");
         assert_eq!(by(AuditFilter { to_ms: future, ..Default::default() }).await, 4, "{label}: to");

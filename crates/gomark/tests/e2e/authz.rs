@@ -433,7 +433,9 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(
         code(
             orchestrator
-                .list_audit_entries(a_admin.request(pb::ListAuditEntriesRequest { company_id: b.clone(), ..Default::default() }))
+                .list_audit_entries(
+                    a_admin.request(pb::ListAuditEntriesRequest { company_id: b.clone(), ..Default::default() })
+                )
                 .await
         ),
         Err(tonic::Code::NotFound)

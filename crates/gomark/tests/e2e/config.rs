@@ -3,11 +3,11 @@
 
 use crate::scenarios::create_company;
 use crate::support::{Api, eventually};
-use std::time::Duration;
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
 use reqwest::Method;
 use serde_json::json;
+use std::time::Duration;
 
 fn document(a: &str, b: &str, tier_label: &str, extra_property: bool, won_probability: &str) -> String {
     let extra = if extra_property {
@@ -246,13 +246,26 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         has_unique_value: false,
     });
     for overlay in document.companies.values_mut() {
-        let tier = overlay.deal_properties.iter_mut().find(|p| p.name == "gomark_customer_tier").expect("imported tier");
+        let tier =
+            overlay.deal_properties.iter_mut().find(|p| p.name == "gomark_customer_tier").expect("imported tier");
         tier.label = "Customer tier (portfolio)".into();
         let sales = overlay.pipelines.iter_mut().find(|p| p.label == "Sales Pipeline").expect("imported pipeline");
-        sales.stages.push(Stage { id: "negotiation".into(), label: "Negotiation".into(), display_order: Some(10), probability: 0.7, closed: false });
+        sales.stages.push(Stage {
+            id: "negotiation".into(),
+            label: "Negotiation".into(),
+            display_order: Some(10),
+            probability: 0.7,
+            closed: false,
+        });
     }
     let yaml = document.to_yaml().expect("yaml");
-    let second = api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": yaml, "message": "renewals, clearer tier, negotiation stage"}))).await;
+    let second = api
+        .send(
+            Method::POST,
+            "/v1/config/revisions",
+            Some(json!({"document": yaml, "message": "renewals, clearer tier, negotiation stage"})),
+        )
+        .await;
     assert_eq!(second.status, 201, "{}", second.body);
 
     let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({}))).await;
@@ -263,7 +276,13 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
             .as_array()
             .expect("actions")
             .iter()
-            .map(|a| (a["op"].as_str().unwrap_or("").into(), a["targetKind"].as_str().unwrap_or("").into(), a["target"].as_str().unwrap_or("").into()))
+            .map(|a| {
+                (
+                    a["op"].as_str().unwrap_or("").into(),
+                    a["targetKind"].as_str().unwrap_or("").into(),
+                    a["target"].as_str().unwrap_or("").into(),
+                )
+            })
             .collect();
         let expected: BTreeSet<(String, String, String)> = [
             ("create", "deal_property", "gomark_renewal_date".to_owned()),
@@ -279,7 +298,8 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
     let rollout = |revision: i64| {
         let api = &api;
         async move {
-            let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": revision, "concurrency": 8}))).await;
+            let started =
+                api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": revision, "concurrency": 8}))).await;
             let id = started.body["id"].as_str().expect("id").to_owned();
             eventually("the rollout", Duration::from_secs(60), || async {
                 let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
@@ -298,9 +318,25 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         let observed = observe(id.clone()).await;
         let props = observed["properties"].as_array().expect("properties");
         assert!(props.iter().any(|p| p["name"] == "gomark_renewal_date"), "{id}: new property");
-        assert!(props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier (portfolio)"), "{id}: relabelled");
-        let sales = observed["pipelines"].as_array().expect("pipelines").iter().find(|p| p["label"] == "Sales Pipeline").expect("pipeline").clone();
-        assert!(sales["stages"].as_array().expect("stages").iter().any(|s| s["label"] == "Negotiation" && s["probability"] == "0.7"), "{id}: new stage");
+        assert!(
+            props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier (portfolio)"),
+            "{id}: relabelled"
+        );
+        let sales = observed["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .find(|p| p["label"] == "Sales Pipeline")
+            .expect("pipeline")
+            .clone();
+        assert!(
+            sales["stages"]
+                .as_array()
+                .expect("stages")
+                .iter()
+                .any(|s| s["label"] == "Negotiation" && s["probability"] == "0.7"),
+            "{id}: new stage"
+        );
     }
 
     let rolled_back = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": 1}))).await;
@@ -310,19 +346,44 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         let observed = observe(id.clone()).await;
         let props = observed["properties"].as_array().expect("properties");
         assert!(!props.iter().any(|p| p["name"] == "gomark_renewal_date"), "{id}: property archived again");
-        assert!(props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier"), "{id}: label restored");
-        let sales = observed["pipelines"].as_array().expect("pipelines").iter().find(|p| p["label"] == "Sales Pipeline").expect("pipeline").clone();
-        assert!(!sales["stages"].as_array().expect("stages").iter().any(|s| s["label"] == "Negotiation"), "{id}: stage removed");
+        assert!(
+            props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier"),
+            "{id}: label restored"
+        );
+        let sales = observed["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .find(|p| p["label"] == "Sales Pipeline")
+            .expect("pipeline")
+            .clone();
+        assert!(
+            !sales["stages"].as_array().expect("stages").iter().any(|s| s["label"] == "Negotiation"),
+            "{id}: stage removed"
+        );
     }
     let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({}))).await;
-    assert!(plan.body["companies"].as_array().expect("companies").iter().all(|c| c["actions"].as_array().is_some_and(Vec::is_empty)));
+    assert!(
+        plan.body["companies"]
+            .as_array()
+            .expect("companies")
+            .iter()
+            .all(|c| c["actions"].as_array().is_some_and(Vec::is_empty))
+    );
 
     // The audit log answers by resource and by actor.
     let rollouts = api.send(Method::GET, "/v1/audit?resource=rollout/", None).await;
-    let actions: BTreeSet<&str> = rollouts.body["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    let actions: BTreeSet<&str> =
+        rollouts.body["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(actions, BTreeSet::from(["rollout.start"]));
-    let by_rollout = api.send(Method::GET, &format!("/v1/companies/{}/audit?actor=system:rollout", companies[0]), None).await;
-    assert_eq!(by_rollout.body["items"].as_array().map(Vec::len), Some(2), "one apply per rollout: {}", by_rollout.body);
+    let by_rollout =
+        api.send(Method::GET, &format!("/v1/companies/{}/audit?actor=system:rollout", companies[0]), None).await;
+    assert_eq!(
+        by_rollout.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "one apply per rollout: {}",
+        by_rollout.body
+    );
     api.send(Method::GET, "/v1/audit?from=yesterday", None).await.problem(400);
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");

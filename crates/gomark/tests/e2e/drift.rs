@@ -100,3 +100,43 @@ async fn drift_is_detected_and_handled_by_each_policy() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+#[tokio::test]
+async fn activity_in_a_portal_triggers_a_drift_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let token = "drift-webhook";
+    let company = create_company(&api, &gomark.hubspot_sim, "Webhook Drift", token, 1100).await;
+    let doc = format!(
+        "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: Seats, type: number, fieldType: number, groupName: dealinformation}}\n\
+         companies:\n  w:\n    companyId: \"{company}\"\n    settings: {{driftPolicy: enforce}}\n"
+    );
+    api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "seats"}))).await;
+    let rollout = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
+    let id = rollout.body["id"].as_str().expect("id").to_owned();
+    eventually("rollout", Duration::from_secs(30), || async {
+        (api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await.body["state"] == "completed").then_some(())
+    })
+    .await;
+
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/crm/v3/properties/deals/gomark_seats", gomark.hubspot_sim_url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("delete by hand");
+    assert_eq!(deleted.status(), 204);
+    // No one asks GoMark to look: a deal created in the portal (its webhook) is the trigger.
+    gomark.hubspot_sim.create_deals(token, 1, "appointmentscheduled", "default");
+    eventually("the drift found and enforced", Duration::from_secs(30), || async {
+        gomark.hubspot_sim.property(token, "gomark_seats").filter(|p| p["archived"] == false).map(|_| ())
+    })
+    .await;
+    let drift = api.send(Method::GET, &format!("/v1/drift?companyId={company}"), None).await;
+    assert_eq!(drift.body["items"][0]["policy"], "enforce", "{}", drift.body);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
