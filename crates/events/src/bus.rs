@@ -129,6 +129,15 @@ pub trait EventBus: Send + Sync + 'static {
     /// Publishing an event id twice delivers it once (within the dedupe window).
     async fn publish(&self, event: &EventEnvelope) -> Result<()>;
 
+    /// Publishes `events` in order, as durably as [`EventBus::publish`]; buses that can
+    /// pipeline (NATS) wait for all acks at once instead of one round trip per event.
+    async fn publish_all(&self, events: &[EventEnvelope]) -> Result<()> {
+        for event in events {
+            self.publish(event).await?;
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn EventStream>>;
 }
 

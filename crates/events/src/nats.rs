@@ -74,6 +74,25 @@ impl EventBus for NatsBus {
         Ok(())
     }
 
+    async fn publish_all(&self, events: &[EventEnvelope]) -> Result<()> {
+        // Sends go out in order on one connection; the acks are awaited together.
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject(&self.prefix, event), headers, event.encode_to_vec().into())
+                .await
+                .map_err(unavailable)?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn EventStream>> {
         // Consumer names may not contain dots.
         let durable = spec.durable.replace('.', "_");

@@ -46,21 +46,30 @@ impl OutboxRelay {
             .bind(BATCH)
             .fetch_all(self.db.pool())
             .await?;
-        let mut published = 0;
-        for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
-            let bytes: Vec<u8> = row.try_get("envelope")?;
-            let event = EventEnvelope::decode(bytes.as_slice())?;
-            self.bus.publish(&event).await?;
-            sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = $2")
-                .bind(gomark_storage::now_ms())
-                .bind(seq)
-                .execute(self.db.pool())
-                .await?;
-            metrics::counter!("events_published_total", "type" => event.r#type.clone()).increment(1);
-            published += 1;
+        if rows.is_empty() {
+            return Ok(0);
         }
-        Ok(published)
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            seqs.push(row.try_get::<i64, _>("seq")?);
+            let bytes: Vec<u8> = row.try_get("envelope")?;
+            events.push(EventEnvelope::decode(bytes.as_slice())?);
+        }
+        self.bus.publish_all(&events).await?;
+        // Exactly the rows read: a seq range could catch a row committed late in between.
+        let placeholders: Vec<String> = (0..seqs.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!("UPDATE outbox SET published_at = $1 WHERE seq IN ({})", placeholders.join(", "));
+        // Only numbered placeholders are spliced in; the values are bound.
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(gomark_storage::now_ms());
+        for seq in &seqs {
+            update = update.bind(*seq);
+        }
+        update.execute(self.db.pool()).await?;
+        for event in &events {
+            metrics::counter!("events_published_total", "type" => event.r#type.clone()).increment(1);
+        }
+        Ok(events.len())
     }
 
     async fn prune(&self) -> Result<()> {

@@ -52,3 +52,42 @@ async fn committed_events_are_relayed_once_and_rolled_back_ones_never() {
         db.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        db.migrate(&Migrations { postgres: &PG, sqlite: &SQLITE }).await.expect("migrate");
+        let bus = Arc::new(MemoryBus::new());
+        let events: Vec<_> =
+            (0..250).map(|i| new_event(&format!("c{i}"), "company.created", &CompanyCreated::default())).collect();
+        let mut tx = db.begin().await.expect("begin");
+        for e in &events {
+            outbox::enqueue(&mut tx, e).await.expect("enqueue");
+        }
+        tx.commit().await.expect("commit");
+
+        let relay = OutboxRelay::new(db.clone(), bus.clone(), RelayWaker::default());
+        let mut sizes = Vec::new();
+        loop {
+            let n = relay.relay_once().await.expect("relay");
+            sizes.push(n);
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(sizes, vec![100, 100, 50, 0], "{}", tdb.label);
+
+        let mut stream = bus.subscribe(&ConsumerSpec::new("t", "company.created")).await.expect("subscribe");
+        for expected in &events {
+            let d = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("delivery")
+                .expect("some")
+                .expect("ok");
+            assert_eq!(d.event.id, expected.id, "{}: outbox order kept", tdb.label);
+            d.ack().await.expect("ack");
+        }
+        db.close().await;
+    }
+}
