@@ -62,20 +62,12 @@ impl NatsBus {
 #[async_trait]
 impl EventBus for NatsBus {
     async fn publish(&self, event: &EventEnvelope) -> Result<()> {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(subject(&self.prefix, event), headers, event.encode_to_vec().into())
-            .await
-            .map_err(unavailable)?;
-        // Waiting for the stream's ack is what makes "published" mean "stored".
-        ack.await.map_err(unavailable)?;
-        Ok(())
+        self.publish_all(std::slice::from_ref(event)).await
     }
 
     async fn publish_all(&self, events: &[EventEnvelope]) -> Result<()> {
-        // Sends go out in order on one connection; the acks are awaited together.
+        // Sends go out in order on one connection; the acks are awaited together. Waiting
+        // for the stream's ack is what makes "published" mean "stored".
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let mut headers = async_nats::HeaderMap::new();

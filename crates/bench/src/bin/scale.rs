@@ -131,13 +131,12 @@ async fn embedded_for_ingest(dir: &Path) -> Result<Running> {
 async fn distributed_for_ingest() -> Result<Option<Running>> {
     use gomark_platform::settings::{Secret, ServerSettings};
     use gomark_service::{Backends, CommonSettings};
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(pg), Some(nats), Some(redis)) =
-        (var("GOMARK_TEST_POSTGRES_URL"), var("GOMARK_TEST_NATS_URL"), var("GOMARK_TEST_REDIS_URL"))
+    let (true, Some(nats), Some(redis)) =
+        (gomark_testkit::distributed_configured(), gomark_testkit::nats_url(), gomark_testkit::redis_url())
     else {
         return Ok(None);
     };
-    let token = format!("bench{:08x}", rand_u32());
+    let token = gomark_testkit::unique("bench");
     let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let bus = gomark_events::BusSettings {
         kind: gomark_events::bus::BusKind::Nats,
@@ -145,27 +144,29 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
         stream: token.to_uppercase(),
         subject_prefix: token.clone(),
     };
-    let common = |service: &str| CommonSettings {
-        server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
-        database: gomark_storage::DatabaseSettings {
-            url: Secret::new(pg.clone()),
-            schema: format!("{token}_{service}"),
-            max_connections: 10,
-            acquire_timeout_secs: 10,
-        },
-        bus: bus.clone(),
-        cache: gomark_cache::CacheSettings {
-            kind: gomark_cache::CacheKind::Redis,
-            redis_url: redis.clone(),
-            key_prefix: token.clone(),
-            ..Default::default()
-        },
-        ..CommonSettings::default()
+    // Fresh schemas, dropped when `databases` is.
+    let mut databases = Vec::new();
+    let mut common = || -> Result<CommonSettings> {
+        let database = gomark_testkit::TestDatabase::postgres().context("postgres configured")?;
+        let settings = CommonSettings {
+            server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
+            database: gomark_storage::DatabaseSettings { max_connections: 10, ..database.settings.clone() },
+            bus: bus.clone(),
+            cache: gomark_cache::CacheSettings {
+                kind: gomark_cache::CacheKind::Redis,
+                redis_url: redis.clone(),
+                key_prefix: token.clone(),
+                ..Default::default()
+            },
+            ..CommonSettings::default()
+        };
+        databases.push(database);
+        Ok(settings)
     };
     let shutdown = Shutdown::new();
     let (sim, sim_addr) = hubspot_sim::spawn(SimConfig::default(), loopback(0)).await?;
     let sync_settings = gomark_hubspot_sync::Settings {
-        common: common("sync"),
+        common: common()?,
         hubspot: gomark_hubspot_sync::HubSpotSettings {
             base_url: format!("http://{sim_addr}"),
             credential_keys: Secret::new(gomark_hubspot_sync::credentials::Vault::generate_setting("b")),
@@ -176,7 +177,7 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
     let backends = Backends::connect(&sync_settings.common).await?;
     let sync = gomark_hubspot_sync::start(sync_settings, backends, shutdown.clone()).await?;
     let orchestrator_settings = gomark_orchestrator::Settings {
-        common: common("orchestrator"),
+        common: common()?,
         orchestrator: gomark_orchestrator::OrchestratorSettings {
             hubspot_sync_url: format!("http://{}", sync.grpc_addr),
             ..Default::default()
@@ -184,7 +185,7 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
     };
     let backends = Backends::connect(&orchestrator_settings.common).await?;
     let orchestrator = gomark_orchestrator::start(orchestrator_settings, backends, shutdown.clone()).await?;
-    let gateway_common = common("gateway");
+    let gateway_common = common()?;
     let backends = Backends::connect(&gateway_common).await?;
     let listener = tokio::net::TcpListener::bind(loopback(0)).await?;
     let webhook_url = format!("http://{}/webhooks/hubspot", listener.local_addr()?);
@@ -236,33 +237,11 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
                     service.wait().await?;
                 }
                 nats_for_stop.delete_stream().await?;
-                let admin = gomark_storage::Database::connect(&gomark_storage::DatabaseSettings {
-                    url: Secret::new(pg),
-                    schema: "public".into(),
-                    max_connections: 1,
-                    acquire_timeout_secs: 10,
-                })
-                .await?;
-                for service in ["sync", "orchestrator", "gateway"] {
-                    let sql = format!("DROP SCHEMA IF EXISTS \"{token}_{service}\" CASCADE");
-                    sqlx_drop(&admin, sql).await?;
-                }
+                drop(databases);
                 Ok(())
             })
         }),
     }))
-}
-
-async fn sqlx_drop(db: &gomark_storage::Database, sql: String) -> Result<()> {
-    gomark_storage::sqlx::query(gomark_storage::sqlx::AssertSqlSafe(sql)).execute(db.pool()).await?;
-    Ok(())
-}
-
-fn rand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() ^ std::process::id())
-        .unwrap_or(7)
 }
 
 /// Deals created in a portal, until every one of them came out of the bus as `deal.upserted`.
