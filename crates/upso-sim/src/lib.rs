@@ -219,6 +219,33 @@ impl UpsoSim {
         })
     }
 
+    /// Creates a cadence as a person in Upso's UI would (`updatedVia: ui`).
+    pub fn create_cadence_by_hand(&self, token: &str, input: CadenceInput) -> Result<Cadence, String> {
+        let account = self.existing(token)?;
+        let now = self.now_ms();
+        self.with(&account, |a| {
+            let created = a.create_cadence(input, now).map_err(|e| e.message)?;
+            if let Some(c) = a.cadences.iter_mut().find(|c| c.id == created.id) {
+                c.updated_via = Some("ui".into());
+            }
+            Ok(Cadence { updated_via: Some("ui".into()), ..created })
+        })
+    }
+
+    /// Enrolls a contact as a rep in Upso's UI would.
+    pub fn enroll_by_hand(&self, token: &str, cadence_id: &str, email: &str) -> Result<Enrollment, String> {
+        let account = self.existing(token)?;
+        let now = self.now_ms();
+        let input = upso_client::EnrollmentInput {
+            cadence_id: cadence_id.to_owned(),
+            contact: upso_client::Contact::email(email),
+            mailbox_id: None,
+            variables: Default::default(),
+            external_id: None,
+        };
+        self.with(&account, |a| a.enroll(input, now)).map_err(|e| e.message)
+    }
+
     pub fn enrollments(&self, token: &str) -> Vec<Enrollment> {
         self.account(token)
             .map_or_else(Vec::new, |a| lock(&a).enrollments.iter().map(|e| e.enrollment.clone()).collect())

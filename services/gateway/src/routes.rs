@@ -10,6 +10,7 @@ pub mod drift;
 pub mod hubspot;
 pub mod legacy;
 pub mod rollouts;
+pub mod upsell;
 pub mod webhooks;
 
 use crate::auth::Authenticator;
@@ -50,6 +51,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(drift::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
+        .merge(upsell::routes())
         .merge(legacy::routes())
         .merge(webhooks::routes())
         .merge(docs::routes())

@@ -20,6 +20,7 @@ use std::time::Duration;
 struct Cluster {
     sim: HubSpotSim,
     sim_url: String,
+    upso_sim_url: String,
     bus: BusSettings,
     redis_url: String,
     cache_prefix: String,
@@ -53,6 +54,8 @@ impl Cluster {
             return None;
         }
         let (sim, sim_addr) = hubspot_sim::spawn(SimConfig::default(), loopback(0)).await.expect("sim");
+        // The server task keeps its own handle; the cluster only needs the address.
+        let (_, upso_sim_addr) = upso_sim::spawn(upso_sim::SimConfig::default(), loopback(0)).await.expect("upso sim");
         let token = gomark_testkit::unique("e2e");
         let bus = BusSettings {
             kind: BusKind::Nats,
@@ -63,6 +66,7 @@ impl Cluster {
         let mut cluster = Cluster {
             sim,
             sim_url: format!("http://{sim_addr}"),
+            upso_sim_url: format!("http://{upso_sim_addr}"),
             bus,
             redis_url: gomark_testkit::redis_url().expect("redis"),
             cache_prefix: token,
@@ -91,11 +95,25 @@ impl Cluster {
                 gomark_hubspot_sync::start(settings, backends, cluster.shutdown.clone()).await.expect("hubspot-sync");
             cluster.services.push(service);
         }
+        let settings = gomark_upso_cadence::Settings {
+            common: cluster.common(loopback(0)),
+            upso: gomark_upso_cadence::UpsoSettings {
+                base_url: cluster.upso_sim_url.clone(),
+                credential_keys: Secret::new(gomark_upso_cadence::credentials::Vault::generate_setting("test")),
+                ..Default::default()
+            },
+            engine: gomark_upso_cadence::EngineSettings::default(),
+        };
+        let backends = Backends::connect(&settings.common).await.expect("upso-cadence backends");
+        let upso =
+            gomark_upso_cadence::start(settings, backends, cluster.shutdown.clone()).await.expect("upso-cadence");
+        let upso_cadence_url = format!("http://{}", upso.grpc_addr);
         if orchestrator_in_process {
             let settings = gomark_orchestrator::Settings {
                 common: cluster.common(cluster.orchestrator_addr),
                 orchestrator: gomark_orchestrator::OrchestratorSettings {
                     hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
+                    upso_cadence_url: upso_cadence_url.clone(),
                     ..Default::default()
                 },
             };
@@ -108,15 +126,12 @@ impl Cluster {
             let hubspot_sync_url = format!("http://{}", cluster.hubspot_sync_addr);
             cluster.orchestrator_env = cluster.child_env(
                 cluster.orchestrator_addr,
-                vec![("GOMARK__ORCHESTRATOR__HUBSPOT_SYNC_URL", hubspot_sync_url)],
+                vec![
+                    ("GOMARK__ORCHESTRATOR__HUBSPOT_SYNC_URL", hubspot_sync_url),
+                    ("GOMARK__ORCHESTRATOR__UPSO_CADENCE_URL", upso_cadence_url.clone()),
+                ],
             );
         }
-        let upso = gomark_upso_cadence::start(
-            gomark_upso_cadence::Settings { server: server(loopback(0)), ..Default::default() },
-            cluster.shutdown.clone(),
-        )
-        .await
-        .expect("upso-cadence");
         let gateway_common = cluster.common(loopback(0));
         let gateway_backends = Backends::connect(&gateway_common).await.expect("gateway backends");
         let gateway = gomark_gateway::start_gateway(

@@ -13,3 +13,4 @@ mod rollouts;
 mod scenarios;
 mod startup;
 mod support;
+mod upsell;
