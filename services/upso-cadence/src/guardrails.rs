@@ -184,3 +184,105 @@ pub fn decide(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{customers, rank};
+    use crate::store::CustomerDeal;
+
+    const DAY: i64 = DAY_MS;
+    // 2026-11-23 12:00 UTC, a Monday.
+    const NOW: i64 = 1_795_435_200_000;
+
+    fn rule(guardrails: serde_json::Value) -> UpsellRule {
+        serde_json::from_value(serde_json::json!({
+            "key": "r", "cadence": "c", "maxPerRun": 3,
+            "scoring": [{"property": "amount", "op": "linear", "points": 1}],
+            "guardrails": guardrails
+        }))
+        .expect("rule")
+    }
+
+    fn deal(email: &str, amount: f64, props: &[(&str, &str)]) -> CustomerDeal {
+        CustomerDeal {
+            deal_id: email.into(),
+            email: email.into(),
+            deal_name: "D".into(),
+            stage: "closedwon".into(),
+            amount: Some(amount),
+            close_date_ms: NOW - 10 * DAY,
+            owner_id: String::new(),
+            properties: props.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            last_modified_ms: NOW,
+        }
+    }
+
+    fn outcomes(
+        rule: &UpsellRule,
+        deals: &[CustomerDeal],
+        facts: &mut GuardFacts,
+    ) -> Vec<(String, Option<SkipReason>)> {
+        let c = customers(deals, rule);
+        let ranked = rank(rule, &c, NOW);
+        decide(rule, &c, &ranked, facts, NOW)
+            .into_iter()
+            .map(|d| {
+                let reason = match d.outcome {
+                    Outcome::Enroll { .. } => None,
+                    Outcome::Skip { reason, .. } => Some(reason),
+                };
+                (c[d.scored.customer].email.clone(), reason)
+            })
+            .collect()
+    }
+
+    fn facts(mailboxes: &[(&str, u32)]) -> GuardFacts {
+        GuardFacts {
+            mailboxes: mailboxes.iter().map(|(m, n)| ((*m).to_owned(), *n)).collect(),
+            ..GuardFacts::default()
+        }
+    }
+
+    #[test]
+    fn quiet_hours_are_read_in_the_contacts_time_zone() {
+        let r = rule(serde_json::json!({"quietHours": {"start": "20:00", "end": "08:00"}}));
+        // 12:00 UTC is 21:00 at +09:00 (quiet) and 07:00 at -05:00 (quiet), 12:00 in UTC (fine).
+        let deals = [
+            deal("tokyo@x.example", 30.0, &[("gomark_contact_time_zone", "+09:00")]),
+            deal("lima@x.example", 20.0, &[("gomark_contact_time_zone", "-05:00")]),
+            deal("london@x.example", 10.0, &[]),
+        ];
+        let got = outcomes(&r, &deals, &mut facts(&[("m1", 0)]));
+        assert_eq!(
+            got,
+            [
+                ("tokyo@x.example".into(), Some(SkipReason::QuietHours)),
+                ("lima@x.example".into(), Some(SkipReason::QuietHours)),
+                ("london@x.example".into(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn escalations_and_caps_hold_whatever_the_score() {
+        let r = rule(serde_json::json!({"mailboxDailyCap": 2, "companyDailyCap": 10}));
+        let deals = [
+            deal("esc@x.example", 100.0, &[("gomark_escalation", "true")]),
+            deal("a@x.example", 90.0, &[]),
+            deal("b@x.example", 80.0, &[]),
+            deal("c@x.example", 70.0, &[]),
+            deal("d@x.example", 60.0, &[]),
+        ];
+        // One mailbox already sent one today: room for one more; the second has two.
+        let mut f = facts(&[("m1", 1), ("m2", 0)]);
+        let got = outcomes(&r, &deals, &mut f);
+        assert_eq!(got[0].1, Some(SkipReason::Escalation));
+        assert_eq!(got[1..4].iter().filter(|(_, r)| r.is_none()).count(), 3, "{got:?}");
+        assert_eq!(got[4].1, Some(SkipReason::RunLimit), "maxPerRun 3");
+        assert_eq!(f.mailboxes, [("m1".to_owned(), 2), ("m2".to_owned(), 2)], "the least used mailbox first");
+        let mut full = facts(&[("m1", 2)]);
+        let got = outcomes(&r, &deals[1..2], &mut full);
+        assert_eq!(got[0].1, Some(SkipReason::MailboxCap));
+    }
+}

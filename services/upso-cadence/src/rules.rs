@@ -215,3 +215,79 @@ pub fn rank(rule: &UpsellRule, customers: &[Customer], now_ms: i64) -> Vec<Score
     });
     scored
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(scoring: serde_json::Value) -> UpsellRule {
+        serde_json::from_value(serde_json::json!({"key": "r", "cadence": "c", "scoring": scoring})).expect("rule")
+    }
+
+    fn deal(id: &str, email: &str, stage: &str, amount: f64, close: i64, props: &[(&str, &str)]) -> CustomerDeal {
+        CustomerDeal {
+            deal_id: id.into(),
+            email: email.into(),
+            deal_name: format!("Deal {id}"),
+            stage: stage.into(),
+            amount: Some(amount),
+            close_date_ms: close,
+            owner_id: "7".into(),
+            properties: props.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            last_modified_ms: close,
+        }
+    }
+
+    #[test]
+    fn every_operator_scores_and_explains_itself() {
+        let now = 1_800_000_000_000;
+        let r = rule(serde_json::json!([
+            {"property": "amount", "op": "linear", "points": 0.001, "maxPoints": 25, "why": "size"},
+            {"property": "gomark_renewal_date", "op": "withinDaysAhead", "value": 30, "points": 20},
+            {"property": "closedate", "op": "withinDaysPast", "value": 10, "points": 5},
+            {"property": "gomark_customer_tier", "op": "in", "value": ["gold", "silver"], "points": 3},
+            {"property": "hubspot_owner_id", "op": "eq", "value": 7, "points": 2},
+            {"property": "gomark_seats", "op": "exists", "points": 1},
+            {"property": "dealstage", "op": "neq", "value": "closedwon", "points": 100}
+        ]));
+        let renewal = (now + 10 * DAY_MS).to_string();
+        let deals = [deal(
+            "1",
+            "a@x.example",
+            "closedwon",
+            40_000.0,
+            now - 3 * DAY_MS,
+            &[("gomark_renewal_date", &renewal), ("gomark_customer_tier", "Gold"), ("gomark_seats", "12")],
+        )];
+        let found = customers(&deals, &r);
+        let s = score(&r, &found[0], 0, now);
+        assert_eq!(s.score, 25.0 + 20.0 + 5.0 + 3.0 + 2.0 + 1.0, "{:?}", s.reasons);
+        assert_eq!(s.reasons.len(), 6, "the neq that did not hold gives no line");
+        assert!(s.reasons[0].0.starts_with("size: amount × (40000)"), "{:?}", s.reasons);
+        let past = (now - 40 * DAY_MS).to_string();
+        let mut far = deals[0].clone();
+        far.properties.insert("gomark_renewal_date".into(), past);
+        let c = customers(&[far], &r);
+        assert_eq!(score(&r, &c[0], 0, now).score, 25.0 + 5.0 + 3.0 + 2.0 + 1.0, "a past renewal is not ahead");
+    }
+
+    #[test]
+    fn customers_are_scored_on_their_latest_won_deal_with_totals_and_open_deals() {
+        let now = 1_800_000_000_000;
+        let r = rule(serde_json::json!([{"property": "gomark.won_amount", "op": "gte", "value": 150, "points": 1}]));
+        let deals = [
+            deal("1", "a@x.example", "closedwon", 100.0, now - 50 * DAY_MS, &[]),
+            deal("2", "a@x.example", "closedwon", 60.0, now - 5 * DAY_MS, &[("gomark_escalation", "true")]),
+            deal("3", "a@x.example", "qualifiedtobuy", 10.0, 0, &[]),
+            deal("4", "b@x.example", "closedlost", 10.0, now, &[]),
+        ];
+        let c = customers(&deals, &r);
+        assert_eq!(c.iter().map(|c| c.email.as_str()).collect::<Vec<_>>(), ["a@x.example", "b@x.example"]);
+        assert_eq!((c[0].deal_id.as_str(), c[0].open_deals, c[0].escalated), ("2", 1, true));
+        assert_eq!(c[0].won_close_ms, Some(now - 5 * DAY_MS));
+        assert_eq!(score(&r, &c[0], 0, now).score, 1.0, "160 won in total");
+        assert_eq!((c[1].won_close_ms, c[1].open_deals), (None, 0), "lost is neither won nor open");
+        let ranked = rank(&r, &c, now);
+        assert_eq!(ranked.iter().map(|s| s.customer).collect::<Vec<_>>(), [0, 1]);
+    }
+}
