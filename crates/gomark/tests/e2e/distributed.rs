@@ -20,6 +20,7 @@ use std::time::Duration;
 struct Cluster {
     sim: HubSpotSim,
     sim_url: String,
+    upso_sim: upso_sim::UpsoSim,
     upso_sim_url: String,
     bus: BusSettings,
     redis_url: String,
@@ -49,13 +50,31 @@ impl Cluster {
     }
 
     async fn start_with(hubspot_sync_in_process: bool, orchestrator_in_process: bool) -> Option<Self> {
+        let engine = gomark_upso_cadence::EngineSettings::default();
+        Self::start_full(hubspot_sync_in_process, orchestrator_in_process, Default::default(), engine).await
+    }
+
+    /// Everything in process, deals synced every second (this cluster has no webhooks),
+    /// and upsell runs batched over three seconds of deal events.
+    async fn start_for_upsell() -> Option<Self> {
+        let deals = gomark_hubspot_sync::DealSyncSettings { interval_secs: 1, index_lag_secs: 0, ..Default::default() };
+        let engine = gomark_upso_cadence::EngineSettings { interval_secs: 0, debounce_ms: 3000 };
+        Self::start_full(true, true, deals, engine).await
+    }
+
+    async fn start_full(
+        hubspot_sync_in_process: bool,
+        orchestrator_in_process: bool,
+        deal_sync: gomark_hubspot_sync::DealSyncSettings,
+        engine: gomark_upso_cadence::EngineSettings,
+    ) -> Option<Self> {
         if !gomark_testkit::distributed_configured() {
             gomark_testkit::note_skipped("distributed end-to-end", "GOMARK_TEST_POSTGRES_URL/NATS_URL/REDIS_URL");
             return None;
         }
         let (sim, sim_addr) = hubspot_sim::spawn(SimConfig::default(), loopback(0)).await.expect("sim");
-        // The server task keeps its own handle; the cluster only needs the address.
-        let (_, upso_sim_addr) = upso_sim::spawn(upso_sim::SimConfig::default(), loopback(0)).await.expect("upso sim");
+        let (upso_sim, upso_sim_addr) =
+            upso_sim::spawn(upso_sim::SimConfig::default(), loopback(0)).await.expect("upso sim");
         let token = gomark_testkit::unique("e2e");
         let bus = BusSettings {
             kind: BusKind::Nats,
@@ -66,6 +85,7 @@ impl Cluster {
         let mut cluster = Cluster {
             sim,
             sim_url: format!("http://{sim_addr}"),
+            upso_sim,
             upso_sim_url: format!("http://{upso_sim_addr}"),
             bus,
             redis_url: gomark_testkit::redis_url().expect("redis"),
@@ -88,7 +108,7 @@ impl Cluster {
                     credential_keys: Secret::new(cluster.credential_keys.clone()),
                     ..Default::default()
                 },
-                deals: gomark_hubspot_sync::DealSyncSettings::default(),
+                deals: deal_sync,
             };
             let backends = Backends::connect(&settings.common).await.expect("hubspot-sync backends");
             let service =
@@ -102,7 +122,7 @@ impl Cluster {
                 credential_keys: Secret::new(gomark_upso_cadence::credentials::Vault::generate_setting("test")),
                 ..Default::default()
             },
-            engine: gomark_upso_cadence::EngineSettings::default(),
+            engine,
         };
         let backends = Backends::connect(&settings.common).await.expect("upso-cadence backends");
         let upso =
@@ -368,5 +388,13 @@ async fn killing_the_orchestrator_mid_rollout_resumes_and_writes_each_portal_onc
     let twice: Vec<_> = creates.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "a write was repeated: {twice:?}");
     orchestrator.kill().await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn distributed_upsell_outreach_end_to_end() {
+    let Some(cluster) = Cluster::start_for_upsell().await else { return };
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
+    crate::upsell::upsell_story(&api, &cluster.sim, &cluster.upso_sim).await;
     cluster.stop().await;
 }

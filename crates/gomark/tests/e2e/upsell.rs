@@ -72,8 +72,14 @@ async fn closed_won_deals_enroll_the_right_customers_and_cadences_are_managed_as
     };
     let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
     let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
-    let upso = &gomark.upso_sim;
-    let company = create_company(&api, &gomark.hubspot_sim, "Upsell Co", HUBSPOT_TOKEN, 4242).await;
+    upsell_story(&api, &gomark.hubspot_sim, &gomark.upso_sim).await;
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// The whole story, in either run mode.
+pub async fn upsell_story(api: &Api, hubspot: &hubspot_sim::HubSpotSim, upso: &upso_sim::UpsoSim) {
+    let company = create_company(api, hubspot, "Upsell Co", HUBSPOT_TOKEN, 4242).await;
     upso.register_account(UPSO_TOKEN, "Upsell Co");
     let bad =
         api.send(Method::PUT, &format!("/v1/companies/{company}/upso-account"), Some(json!({"token": "nope"}))).await;
@@ -99,7 +105,7 @@ async fn closed_won_deals_enroll_the_right_customers_and_cadences_are_managed_as
         "{}",
         plan.body
     );
-    rollout(&api, json!({})).await;
+    rollout(api, json!({})).await;
     let cadences = upso.cadences(UPSO_TOKEN);
     assert_eq!(cadences.len(), 1);
     assert_eq!(cadences[0].definition.name, "Upsell, gift-wrapped");
@@ -120,10 +126,9 @@ async fn closed_won_deals_enroll_the_right_customers_and_cadences_are_managed_as
         ("f@customer.example", 10_000.0, 10, "0.1"),  // 10, over the daily cap
         ("g@customer.example", 90_000.0, 200, "0.9"), // won too long ago
     ];
-    let ids = gomark.hubspot_sim.create_deals(HUBSPOT_TOKEN, customers.len(), "closedwon", "default");
+    let ids = hubspot.create_deals(HUBSPOT_TOKEN, customers.len(), "closedwon", "default");
     for (id, (email, amount, days_ago, usage)) in ids.iter().zip(customers) {
-        gomark
-            .hubspot_sim
+        hubspot
             .update_deal(
                 HUBSPOT_TOKEN,
                 id,
@@ -199,7 +204,7 @@ async fn closed_won_deals_enroll_the_right_customers_and_cadences_are_managed_as
         .cloned();
     let action = action.expect("a cadence action");
     assert_eq!((action["target"].as_str(), action["op"].as_str()), (Some("upsell"), Some("update")), "{plan}");
-    rollout(&api, json!({})).await;
+    rollout(api, json!({})).await;
     let in_upso = upso.cadences(UPSO_TOKEN).into_iter().find(|c| c.id == cadence_id).expect("cadence");
     assert_eq!((in_upso.version, in_upso.definition.steps[1].delay_hours), (2, 72));
 
@@ -234,7 +239,4 @@ async fn closed_won_deals_enroll_the_right_customers_and_cadences_are_managed_as
     assert_eq!(in_upso.definition.steps[1].delay_hours, 72, "the hand edit was put back by the rollout");
     let revisions = api.send(Method::GET, "/v1/config/revisions", None).await.body;
     assert!(revisions.to_string().contains("legacy cadence change"), "{revisions}");
-
-    gomark.shutdown.trigger();
-    gomark.wait().await.expect("stop");
 }
