@@ -1,16 +1,17 @@
 //! The customers read model: `deal.upserted` events that name a contact
-//! (`gomark_contact_email`) are kept per company, idempotently; a won deal wakes the
-//! engine for its company.
+//! (`gomark_contact_email`) are kept per company, idempotently, and `deal.deleted` removes
+//! them; a changed deal wakes the engine for its company.
 
 use crate::store::{CustomerDeal, Store};
 use gomark_events::EventEnvelope;
 use gomark_events::consumer::{EventHandler, HandlerError};
-use gomark_proto::events::v1::DealUpserted;
+use gomark_proto::events::v1::{DealDeleted, DealUpserted};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub const CONSUMER: &str = "upso-cadence.deals";
+pub const DELETIONS_CONSUMER: &str = "upso-cadence.deal-deletions";
 
 /// Companies whose engine should run soon, and the wake-up for the loop that runs them.
 #[derive(Debug, Default)]
@@ -75,6 +76,26 @@ impl EventHandler for DealEvents {
         if changed {
             self.triggers.trigger(&deal.company_id);
         }
+        Ok(())
+    }
+}
+
+/// A deal deleted in HubSpot no longer makes anyone a customer.
+pub struct DealDeletions {
+    pub store: Store,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for DealDeletions {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        let deal: DealDeleted = gomark_events::envelope::decode_payload(event)
+            .map_err(|e| HandlerError::Reject(format!("undecodable deal.deleted: {e}")))?;
+        let transient = |e: crate::Error| HandlerError::Retry(e.to_string());
+        let mut tx = self.store.db().begin().await.map_err(|e| transient(e.into()))?;
+        if gomark_events::inbox::claim(&mut tx, DELETIONS_CONSUMER, &event.id).await.map_err(|e| transient(e.into()))? {
+            self.store.delete_customer_deal(&mut tx, &deal.company_id, &deal.deal_id).await.map_err(transient)?;
+        }
+        tx.commit().await.map_err(|e| transient(crate::Error::from(e)))?;
         Ok(())
     }
 }

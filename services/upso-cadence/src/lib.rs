@@ -75,6 +75,12 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Arc::new(deals::DealEvents { store: store.clone(), triggers: triggers.clone() }),
         shutdown.clone(),
     ));
+    service.spawn_loop(gomark_events::consumer::run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(deals::DELETIONS_CONSUMER, gomark_events::event_types::DEAL_DELETED),
+        Arc::new(deals::DealDeletions { store: store.clone() }),
+        shutdown.clone(),
+    ));
     service.spawn_loop(run_engine_loop(engine, store, triggers, settings.engine, shutdown));
     Ok(service)
 }

@@ -198,6 +198,19 @@ async fn closed_won_customers_are_enrolled_in_score_order_within_caps_and_never_
         let after = h.store.list_decisions(COMPANY, 100).await.expect("decisions");
         assert_eq!(after.iter().filter(|d| d.decision == "enroll").count(), 3, "{label}");
         assert_eq!(after.iter().filter(|d| d.skip_reason == "opted_out").count(), 1, "{label}");
+
+        // A deal deleted in HubSpot takes its customer out of the next run.
+        let deleted = gomark_proto::events::v1::DealDeleted {
+            company_id: COMPANY.into(),
+            portal_id: "1".into(),
+            deal_id: "6".into(),
+            deleted_at_ms: now,
+        };
+        let event = gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_DELETED, &deleted);
+        let deletions = gomark_upso_cadence::deals::DealDeletions { store: h.store.clone() };
+        deletions.handle(&event).await.expect("deleted");
+        let dry = h.engine.run(COMPANY, true, now).await.expect("dry run");
+        assert!(dry.candidates.iter().all(|c| c.email != "f@customer.example"), "{label}: {dry:?}");
     }
 }
 
