@@ -238,9 +238,9 @@ impl Cadences {
         // Cadences that already matched but were never recorded (found by tag) are adopted,
         // so the next plan can tell a hand edit from pending work.
         let remote = if actions.is_empty() { remote } else { self.vendor.cadences(&token).await? };
+        let recorded = self.store.managed(company_id).await?;
         let mut tx = self.store.db().begin().await?;
         for d in &desired.cadences {
-            let recorded = self.store.managed(company_id).await?;
             let known = recorded.iter().find(|m| m.key == d.key && !m.archived);
             let current = known
                 .and_then(|m| remote.iter().find(|r| r.id == m.upso_id && r.active))
