@@ -27,6 +27,8 @@ pub struct EmbeddedOptions {
     pub webhooks: hubspot_sim::WebhookConfig,
     /// hubspot-sync's deal sync timing.
     pub deal_sync: gomark_hubspot_sync::DealSyncSettings,
+    /// With the demo portfolio: simulated sales activity this often (None: none).
+    pub demo_activity: Option<std::time::Duration>,
 }
 
 impl Default for EmbeddedOptions {
@@ -45,6 +47,7 @@ impl Default for EmbeddedOptions {
                 index_lag_secs: 0,
                 ..Default::default()
             },
+            demo_activity: None,
         }
     }
 }
@@ -172,13 +175,19 @@ impl Embedded {
         services.push((gomark_upso_cadence::NAME, upso_addr));
         running.push(upso);
 
-        let tracker = gomark_pipeline_tracker::start(
-            gomark_pipeline_tracker::Settings { server: server.clone(), ..Default::default() },
-            shutdown.clone(),
-        )
-        .await
-        .context("pipeline-tracker")?;
-        services.push((gomark_pipeline_tracker::NAME, tracker.grpc_addr));
+        let settings = gomark_pipeline_tracker::Settings {
+            common: common(gomark_pipeline_tracker::NAME),
+            tracker: gomark_pipeline_tracker::TrackerSettings {
+                hubspot_sync_url: grpc_url(hubspot_sync_addr),
+                orchestrator_url: grpc_url(orchestrator_addr),
+                ..Default::default()
+            },
+        };
+        let b = backends(&settings.common).await?;
+        let tracker =
+            gomark_pipeline_tracker::start(settings, b, shutdown.clone()).await.context("pipeline-tracker")?;
+        let tracker_addr = tracker.grpc_addr;
+        services.push((gomark_pipeline_tracker::NAME, tracker_addr));
         running.push(tracker);
 
         let gateway_common = common(gomark_gateway::NAME);
@@ -196,6 +205,7 @@ impl Embedded {
                     orchestrator_url: grpc_url(orchestrator_addr),
                     upso_cadence_url: grpc_url(upso_addr),
                     hubspot_sync_url: grpc_url(hubspot_sync_addr),
+                    pipeline_tracker_url: grpc_url(tracker_addr),
                     ..Default::default()
                 },
                 auth: gomark_gateway::AuthSettings {
@@ -241,6 +251,10 @@ impl Embedded {
             crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
                 .await
                 .context("demo portfolio")?;
+            if let Some(every) = options.demo_activity {
+                let (sim, stop) = (embedded.hubspot_sim.clone(), embedded.shutdown.clone());
+                tokio::spawn(crate::demo::run_demo_activity(sim, every, stop));
+            }
         }
         Ok(embedded)
     }

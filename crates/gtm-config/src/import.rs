@@ -32,6 +32,7 @@ impl Imported {
             pipelines: self.overlay.pipelines.clone(),
             cadences: Vec::new(),
             upsell_rules: Vec::new(),
+            portfolio_stages: Vec::new(),
         }
     }
 
@@ -162,6 +163,7 @@ pub fn import(observed: &Observed, company_key: &str, company_id: &str) -> Impor
             remove_deal_properties: Vec::new(),
             pipelines,
             remove_pipelines: Vec::new(),
+            stage_mapping: Default::default(),
         },
         ids,
         managed,

@@ -68,6 +68,10 @@ impl Api {
         let resp = req.send().await.expect("request sent");
         let status = resp.status();
         let headers = resp.headers().clone();
+        if headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
+            // A stream never ends on its own: its status and headers are the reply.
+            return Reply { status, headers, body: Value::Null };
+        }
         let text = resp.text().await.expect("body");
         let body =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
