@@ -138,38 +138,17 @@ pub async fn run_batch_consumer(
         };
         reconnect = Duration::from_millis(200);
         loop {
-            let first = tokio::select! {
+            let next = tokio::select! {
                 () = shutdown.wait() => return,
-                next = stream.next() => next,
+                next = stream.next_batch(limits.max_events, limits.linger) => next,
             };
-            let mut batch = match first {
-                Some(Ok(d)) => vec![d],
+            match next {
+                Some(Ok(batch)) => settle_batch(&spec, handler.as_ref(), batch).await,
                 Some(Err(err)) => {
                     tracing::warn!(consumer = %spec.durable, error = %err, "event stream failed, resubscribing");
                     break;
                 }
                 None => break,
-            };
-            let deadline = tokio::time::Instant::now() + limits.linger;
-            let mut stream_failed = false;
-            while batch.len() < limits.max_events {
-                match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Ok(Some(Ok(d))) => batch.push(d),
-                    Ok(Some(Err(err))) => {
-                        tracing::warn!(consumer = %spec.durable, error = %err, "event stream failed, resubscribing");
-                        stream_failed = true;
-                        break;
-                    }
-                    Ok(None) => {
-                        stream_failed = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            settle_batch(&spec, handler.as_ref(), batch).await;
-            if stream_failed {
-                break;
             }
         }
     }
@@ -263,5 +242,6 @@ mod tests {
         let sizes = recorder.sizes.lock().expect("lock").clone();
         assert_eq!(sizes.iter().sum::<usize>(), 25, "each event handled once after the retry: {sizes:?}");
         assert!(sizes.iter().all(|&n| n <= 10), "{sizes:?}");
+        assert!(sizes.len() <= 5, "events travel in batches, not one by one: {sizes:?}");
     }
 }

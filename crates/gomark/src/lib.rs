@@ -6,5 +6,5 @@ pub mod cli;
 mod demo;
 mod embedded;
 
-pub use demo::{DEMO_COMPANIES, seed_demo_portfolio};
+pub use demo::{DEMO_COMPANIES, demo_token, seed_demo_portfolio};
 pub use embedded::{Embedded, EmbeddedOptions};

@@ -48,17 +48,19 @@ fn portfolio_scope(caller: &Caller, company_ids: &[String]) -> Result<Vec<String
     Ok(company_ids.to_vec())
 }
 
-/// Sends `compute()` now and again whenever `version()` moves; checks `version` on every
-/// local change and every `poll` (for changes other replicas ingested).
+/// Sends `compute()` now and again whenever `version()` moves and the figures differ
+/// (`same` says when they do not); checks `version` on every local change and every
+/// `poll` (for changes other replicas ingested).
 fn spawn_watch<T, C, CF, V, VF>(
     tracker: Arc<Tracker>,
     poll: Duration,
     shutdown: Shutdown,
     compute: C,
     version: V,
+    same: fn(&T, &T) -> bool,
 ) -> ReceiverStream<Result<T, Status>>
 where
-    T: Send + 'static,
+    T: Clone + Send + 'static,
     C: Fn(Arc<Tracker>) -> CF + Send + 'static,
     CF: Future<Output = crate::error::Result<T>> + Send,
     V: Fn(Arc<Tracker>) -> VF + Send + 'static,
@@ -68,6 +70,7 @@ where
     let mut changes = tracker.changes.subscribe();
     tokio::spawn(async move {
         let mut sent_version: Option<i64> = None;
+        let mut sent: Option<T> = None;
         loop {
             let current = match version(tracker.clone()).await {
                 Ok(v) => v,
@@ -78,12 +81,21 @@ where
             };
             if sent_version != Some(current) {
                 let update = compute(tracker.clone()).await.map_err(Status::from);
-                let failed = update.is_err();
-                // Waits for the client: only this stream waits, never ingest.
-                if tx.send(update).await.is_err() || failed {
-                    return;
-                }
                 sent_version = Some(current);
+                match update {
+                    Ok(value) if sent.as_ref().is_some_and(|s| same(s, &value)) => {}
+                    Ok(value) => {
+                        // Waits for the client: only this stream waits, never ingest.
+                        if tx.send(Ok(value.clone())).await.is_err() {
+                            return;
+                        }
+                        sent = Some(value);
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
             }
             tokio::select! {
                 () = shutdown.wait() => return,
@@ -164,6 +176,8 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
                 let company = company.clone();
                 async move { t.store().company_version(&company).await }
             },
+            // The same figures at a later instant are no news.
+            |a, b| pb::Funnel { as_of_ms: b.as_of_ms, ..a.clone() } == *b,
         );
         Ok(Response::new(stream))
     }
@@ -187,6 +201,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
                 async move { t.portfolio(&ids, page.page_size, &page.page_token).await }
             },
             |t| async move { t.store().portfolio_version().await },
+            |a, b| a == b,
         );
         Ok(Response::new(stream))
     }

@@ -45,6 +45,10 @@ impl Api {
         Self { http, base: base.trim_end_matches('/').to_owned(), token: None }
     }
 
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The same gateway, another credential.
     pub fn with_token(&self, token: &str) -> Self {
         Self { http: self.http.clone(), base: self.base.clone(), token: Some(token.to_owned()) }
