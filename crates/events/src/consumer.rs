@@ -23,6 +23,28 @@ pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError>;
 }
 
+/// Handles events a batch at a time, for consumers whose writes are cheaper in bulk.
+#[async_trait]
+pub trait BatchHandler: Send + Sync + 'static {
+    /// All or nothing: on error, every event of the batch is delivered again.
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError>;
+}
+
+/// How a batch consumer gathers its batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most events per batch.
+    pub max_events: usize,
+    /// How long to wait for more events once the first one arrived.
+    pub linger: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self { max_events: 500, linger: Duration::from_millis(10) }
+    }
+}
+
 const MAX_REDELIVERY_DELAY: Duration = Duration::from_secs(30);
 
 /// Delay before the `attempt`-th redelivery: 250 ms doubling, capped.
@@ -91,6 +113,79 @@ pub async fn run_consumer(
     }
 }
 
+/// Consumes `spec` until shutdown like [`run_consumer`], handing events over in batches:
+/// up to `limits.max_events`, gathered for at most `limits.linger` after the first.
+pub async fn run_batch_consumer(
+    bus: Arc<dyn EventBus>,
+    spec: ConsumerSpec,
+    handler: Arc<dyn BatchHandler>,
+    limits: BatchLimits,
+    shutdown: Shutdown,
+) {
+    let mut reconnect = Duration::from_millis(200);
+    while !shutdown.is_triggered() {
+        let mut stream = match bus.subscribe(&spec).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(consumer = %spec.durable, error = %err, "subscribe failed, retrying");
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(reconnect) => {}
+                }
+                reconnect = (reconnect * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        reconnect = Duration::from_millis(200);
+        loop {
+            let next = tokio::select! {
+                () = shutdown.wait() => return,
+                next = stream.next_batch(limits.max_events, limits.linger) => next,
+            };
+            match next {
+                Some(Ok(batch)) => settle_batch(&spec, handler.as_ref(), batch).await,
+                Some(Err(err)) => {
+                    tracing::warn!(consumer = %spec.durable, error = %err, "event stream failed, resubscribing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+async fn settle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Vec<crate::Delivery>) {
+    let span = tracing::info_span!("event.consume_batch", consumer = %spec.durable, events = batch.len());
+    let events: Vec<EventEnvelope> = batch.iter().map(|d| d.event.clone()).collect();
+    let outcome = handler.handle_batch(&events).instrument(span.clone()).await;
+    let _entered = span.enter();
+    let label = match &outcome {
+        Ok(()) => "ok",
+        Err(HandlerError::Reject(reason)) => {
+            tracing::error!(reason = %reason, "batch rejected");
+            "rejected"
+        }
+        Err(HandlerError::Retry(reason)) => {
+            tracing::warn!(reason = %reason, "batch handling failed, will retry");
+            "retry"
+        }
+    };
+    let count = batch.len() as u64;
+    for delivery in batch {
+        let settled = match &outcome {
+            Err(HandlerError::Retry(_)) => {
+                let delay = redelivery_delay(delivery.attempt);
+                delivery.nak(delay).await
+            }
+            _ => delivery.ack().await,
+        };
+        if let Err(err) = settled {
+            tracing::warn!(error = %err, "could not settle event; it will be redelivered");
+        }
+    }
+    metrics::counter!("events_consumed_total", "consumer" => spec.durable.clone(), "outcome" => label).increment(count);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +195,53 @@ mod tests {
         assert_eq!(redelivery_delay(1), Duration::from_millis(250));
         assert_eq!(redelivery_delay(2), Duration::from_millis(500));
         assert_eq!(redelivery_delay(50), MAX_REDELIVERY_DELAY);
+    }
+
+    struct Recorder {
+        sizes: std::sync::Mutex<Vec<usize>>,
+        fail_first: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl BatchHandler for Recorder {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+            if self.fail_first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(HandlerError::Retry("first batch fails".into()));
+            }
+            self.sizes.lock().expect("lock").push(events.len());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_are_bounded_and_a_failed_batch_comes_back_whole() {
+        let bus: Arc<dyn EventBus> = Arc::new(crate::memory::MemoryBus::new());
+        for i in 0..25 {
+            let payload = prost_types::Timestamp { seconds: i, nanos: 0 };
+            bus.publish(&crate::envelope::new_event("c", "test.batched", &payload)).await.expect("publish");
+        }
+        let recorder = Arc::new(Recorder {
+            sizes: std::sync::Mutex::new(Vec::new()),
+            fail_first: std::sync::atomic::AtomicBool::new(true),
+        });
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_batch_consumer(
+            bus,
+            ConsumerSpec::new("test.batch", "test.batched"),
+            recorder.clone(),
+            BatchLimits { max_events: 10, linger: Duration::from_millis(50) },
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while recorder.sizes.lock().expect("lock").iter().sum::<usize>() < 25 {
+            assert!(tokio::time::Instant::now() < deadline, "events not all handled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.trigger();
+        task.await.expect("consumer ends");
+        let sizes = recorder.sizes.lock().expect("lock").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 25, "each event handled once after the retry: {sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= 10), "{sizes:?}");
+        assert!(sizes.len() <= 5, "events travel in batches, not one by one: {sizes:?}");
     }
 }

@@ -40,7 +40,9 @@ struct State {
 struct Cursor {
     event_type: String,
     next_seq: u64,
-    in_flight: Option<u64>,
+    /// The first and last sequence handed out and not yet settled: one delivery, or one
+    /// batch, at a time (so order holds and a failed batch comes back whole).
+    in_flight: Option<(u64, u64)>,
     attempts: u32,
     not_before: Instant,
 }
@@ -129,13 +131,14 @@ struct MemoryStream {
 }
 
 enum Poll {
-    Ready(Delivery),
+    Ready(Vec<Delivery>),
     WaitUntil(Instant),
     WaitForChange,
 }
 
 impl MemoryStream {
-    fn poll(&self) -> Poll {
+    /// Up to `max` events of the consumer's type from its cursor on, handed out together.
+    fn poll(&self, max: usize) -> Poll {
         let mut s = self.shared.lock();
         let first = s.first_seq;
         let State { log, consumers, .. } = &mut *s;
@@ -151,39 +154,49 @@ impl MemoryStream {
         }
         cursor.next_seq = cursor.next_seq.max(first);
         let start = (cursor.next_seq - first) as usize;
-        let found = log.iter().enumerate().skip(start).find(|(_, e)| e.r#type == cursor.event_type);
-        match found {
-            None => {
-                cursor.next_seq = first + log.len() as u64;
-                cursor.attempts = 0;
-                Poll::WaitForChange
-            }
-            Some((idx, event)) => {
-                let seq = first + idx as u64;
-                if cursor.next_seq != seq {
-                    cursor.next_seq = seq;
-                    cursor.attempts = 0;
-                }
-                cursor.attempts += 1;
-                cursor.in_flight = Some(seq);
-                let acker =
-                    MemoryAcker { shared: self.shared.clone(), durable: self.durable.clone(), seq, settled: false };
-                Poll::Ready(Delivery::new(event.clone(), cursor.attempts, Box::new(acker)))
-            }
+        let found: Vec<(u64, &EventEnvelope)> = log
+            .range(start.min(log.len())..)
+            .enumerate()
+            .filter(|(_, e)| e.r#type == cursor.event_type)
+            .take(max.max(1))
+            .map(|(i, e)| (first + (start + i) as u64, e))
+            .collect();
+        let (Some(&(head, _)), Some(&(tail, _))) = (found.first(), found.last()) else {
+            cursor.next_seq = first + log.len() as u64;
+            cursor.attempts = 0;
+            return Poll::WaitForChange;
+        };
+        if cursor.next_seq != head {
+            cursor.next_seq = head;
+            cursor.attempts = 0;
         }
+        cursor.attempts += 1;
+        cursor.in_flight = Some((head, tail));
+        let group = Arc::new(Mutex::new(Group { unsettled: found.len(), nak: None }));
+        let deliveries = found
+            .into_iter()
+            .map(|(_, event)| {
+                let acker = MemoryAcker {
+                    shared: self.shared.clone(),
+                    durable: self.durable.clone(),
+                    range: (head, tail),
+                    group: group.clone(),
+                    settled: false,
+                };
+                Delivery::new(event.clone(), cursor.attempts, Box::new(acker))
+            })
+            .collect();
+        Poll::Ready(deliveries)
     }
-}
 
-#[async_trait]
-impl EventStream for MemoryStream {
-    async fn next(&mut self) -> Option<Result<Delivery>> {
+    async fn wait_for(&mut self, max: usize) -> Vec<Delivery> {
         loop {
             // Register interest before looking, so a publish in between is not missed.
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match self.poll() {
-                Poll::Ready(delivery) => return Some(Ok(delivery)),
+            match self.poll(max) {
+                Poll::Ready(deliveries) => return deliveries,
                 Poll::WaitUntil(at) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {}
@@ -196,31 +209,62 @@ impl EventStream for MemoryStream {
     }
 }
 
+#[async_trait]
+impl EventStream for MemoryStream {
+    async fn next(&mut self) -> Option<Result<Delivery>> {
+        self.wait_for(1).await.pop().map(Ok)
+    }
+
+    /// Whatever is ready, up to `max`, at once: the in-process log needs no lingering.
+    async fn next_batch(&mut self, max: usize, _linger: Duration) -> Option<Result<Vec<Delivery>>> {
+        Some(Ok(self.wait_for(max).await))
+    }
+}
+
+/// The deliveries handed out together; the cursor moves once all are settled.
+struct Group {
+    unsettled: usize,
+    /// The longest redelivery delay any of them asked for.
+    nak: Option<Duration>,
+}
+
 struct MemoryAcker {
     shared: Arc<Shared>,
     durable: String,
-    seq: u64,
+    range: (u64, u64),
+    group: Arc<Mutex<Group>>,
     settled: bool,
 }
 
 impl MemoryAcker {
     fn settle(&mut self, delay: Option<Duration>) {
         self.settled = true;
+        let delay = {
+            let mut group = self.group.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(d) = delay {
+                group.nak = Some(group.nak.map_or(d, |n| n.max(d)));
+            }
+            group.unsettled = group.unsettled.saturating_sub(1);
+            if group.unsettled > 0 {
+                return;
+            }
+            group.nak
+        };
         {
             let mut s = self.shared.lock();
             if let Some(cursor) = s.consumers.get_mut(&self.durable)
-                && cursor.in_flight == Some(self.seq)
+                && cursor.in_flight == Some(self.range)
             {
                 cursor.in_flight = None;
                 match delay {
-                    Some(_) if cursor.attempts < MAX_DELIVER => {
-                        cursor.not_before = Instant::now() + delay.unwrap_or_default();
+                    Some(d) if cursor.attempts < MAX_DELIVER => {
+                        cursor.not_before = Instant::now() + d;
                     }
                     redelivery => {
                         if redelivery.is_some() {
-                            tracing::error!(consumer = %self.durable, seq = self.seq, "event given up after {MAX_DELIVER} deliveries");
+                            tracing::error!(consumer = %self.durable, first = self.range.0, last = self.range.1, "events given up after {MAX_DELIVER} deliveries");
                         }
-                        cursor.next_seq = self.seq + 1;
+                        cursor.next_seq = self.range.1 + 1;
                         cursor.attempts = 0;
                     }
                 }

@@ -185,3 +185,50 @@ async fn an_unsettled_delivery_comes_back() {
     }
     cleanup(subjects).await;
 }
+
+#[tokio::test]
+async fn batches_come_in_order_and_a_nakd_batch_comes_back_whole() {
+    let subjects = buses().await;
+    for s in &subjects {
+        let spec = ConsumerSpec::new("batcher", "test.batched");
+        let mut stream = s.bus.subscribe(&spec).await.expect("subscribe");
+        let sent: Vec<EventEnvelope> = (0..5).map(|i| event(&format!("c{i}"), "test.batched")).collect();
+        s.bus.publish_all(&sent).await.expect("publish");
+        let ids = |batch: &[Delivery]| batch.iter().map(|d| d.event.id.clone()).collect::<Vec<_>>();
+        let want: Vec<String> = sent.iter().map(|e| e.id.clone()).collect();
+
+        let mut batch = Vec::new();
+        while batch.len() < 5 {
+            let more = tokio::time::timeout(Duration::from_secs(10), stream.next_batch(10, Duration::from_millis(200)))
+                .await
+                .unwrap_or_else(|_| panic!("{}: no batch within 10s", s.label))
+                .expect("stream open")
+                .expect("batch");
+            batch.extend(more);
+        }
+        assert_eq!(ids(&batch), want, "{}: in order", s.label);
+        for d in batch {
+            d.nak(Duration::from_millis(50)).await.expect("nak");
+        }
+        let mut again = Vec::new();
+        while again.len() < 5 {
+            let more = tokio::time::timeout(Duration::from_secs(10), stream.next_batch(10, Duration::from_millis(200)))
+                .await
+                .unwrap_or_else(|_| panic!("{}: the nak'd batch did not come back", s.label))
+                .expect("stream open")
+                .expect("batch");
+            again.extend(more);
+        }
+        let mut got = ids(&again);
+        got.sort();
+        let mut expected = want.clone();
+        expected.sort();
+        assert_eq!(got, expected, "{}: every event of the batch again", s.label);
+        assert!(again.iter().all(|d| d.attempt == 2), "{}: second attempt", s.label);
+        for d in again {
+            d.ack().await.expect("ack");
+        }
+        assert!(nothing_within(&mut stream, Duration::from_millis(300)).await, "{}: acked means done", s.label);
+    }
+    cleanup(subjects).await;
+}

@@ -91,3 +91,61 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
     tracing::info!(companies = DEMO_COMPANIES.len(), "demo portfolio loaded");
     Ok(())
 }
+
+/// HubSpot's default open stages, in order; a deal past the last one is won.
+const DEMO_STAGES: &[&str] =
+    &["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin", "contractsent"];
+
+/// Sales activity in the demo portals, so the funnels have something to show: each tick
+/// one demo company creates a deal, moves one a stage forward, wins or loses one.
+pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomark_platform::Shutdown) {
+    use rand::Rng as _;
+    // (token, open deals with their stage index), per company.
+    let mut open: Vec<(String, Vec<(String, usize)>)> =
+        (0..DEMO_COMPANIES.len()).map(|i| (demo_token(i), Vec::new())).collect();
+    let create = |token: &str, stage: usize| -> Option<(String, usize)> {
+        let mut rng = rand::rng();
+        let id = sim.create_deals(token, 1, DEMO_STAGES[stage], "default").pop()?;
+        let amount = (rng.random_range(5..=80) * 1_000).to_string();
+        let close = (gomark_storage::now_ms() + rng.random_range(7..=90) * 86_400_000).to_string();
+        sim.update_deal(token, &id, [("amount", amount), ("closedate", close)]).ok()?;
+        Some((id, stage))
+    };
+    // A starting book of business.
+    for (token, deals) in &mut open {
+        for _ in 0..6 {
+            let stage = rand::rng().random_range(0..DEMO_STAGES.len());
+            deals.extend(create(token, stage));
+        }
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let (company, roll, pick) = {
+            let mut rng = rand::rng();
+            (rng.random_range(0..open.len()), rng.random_range(0..100u32), rng.random_range(0..usize::MAX))
+        };
+        let (token, deals) = &mut open[company];
+        if deals.len() < 4 || roll < 30 {
+            deals.extend(create(token, 0));
+            continue;
+        }
+        let (id, stage) = deals.swap_remove(pick % deals.len());
+        let next = if roll < 42 {
+            "closedlost"
+        } else if stage + 1 == DEMO_STAGES.len() {
+            "closedwon"
+        } else {
+            DEMO_STAGES[stage + 1]
+        };
+        if let Err(err) = sim.update_deal(token, &id, [("dealstage", next)]) {
+            tracing::debug!(error = %err, "demo activity skipped a deal");
+            continue;
+        }
+        if !next.starts_with("closed") {
+            deals.push((id, stage + 1));
+        }
+    }
+}

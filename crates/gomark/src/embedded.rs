@@ -30,6 +30,8 @@ pub struct EmbeddedOptions {
     pub upso_sim: upso_sim::SimConfig,
     /// upso-cadence's engine timing.
     pub upsell_engine: gomark_upso_cadence::EngineSettings,
+    /// With the demo portfolio: simulated sales activity this often (None: none).
+    pub demo_activity: Option<std::time::Duration>,
 }
 
 impl Default for EmbeddedOptions {
@@ -50,6 +52,7 @@ impl Default for EmbeddedOptions {
             },
             upso_sim: upso_sim::SimConfig::default(),
             upsell_engine: gomark_upso_cadence::EngineSettings::default(),
+            demo_activity: None,
         }
     }
 }
@@ -187,14 +190,20 @@ impl Embedded {
         services.push((gomark_orchestrator::NAME, orchestrator_addr));
         running.push(orchestrator);
 
-        let server = common("upso-cadence").server;
-        let tracker = gomark_pipeline_tracker::start(
-            gomark_pipeline_tracker::Settings { server: server.clone(), ..Default::default() },
-            shutdown.clone(),
-        )
-        .await
-        .context("pipeline-tracker")?;
-        services.push((gomark_pipeline_tracker::NAME, tracker.grpc_addr));
+        let server = common(gomark_gateway::NAME).server;
+        let settings = gomark_pipeline_tracker::Settings {
+            common: common(gomark_pipeline_tracker::NAME),
+            tracker: gomark_pipeline_tracker::TrackerSettings {
+                hubspot_sync_url: grpc_url(hubspot_sync_addr),
+                orchestrator_url: grpc_url(orchestrator_addr),
+                ..Default::default()
+            },
+        };
+        let b = backends(&settings.common).await?;
+        let tracker =
+            gomark_pipeline_tracker::start(settings, b, shutdown.clone()).await.context("pipeline-tracker")?;
+        let tracker_addr = tracker.grpc_addr;
+        services.push((gomark_pipeline_tracker::NAME, tracker_addr));
         running.push(tracker);
 
         let gateway_common = common(gomark_gateway::NAME);
@@ -212,6 +221,7 @@ impl Embedded {
                     orchestrator_url: grpc_url(orchestrator_addr),
                     upso_cadence_url: grpc_url(upso_addr),
                     hubspot_sync_url: grpc_url(hubspot_sync_addr),
+                    pipeline_tracker_url: grpc_url(tracker_addr),
                     ..Default::default()
                 },
                 auth: gomark_gateway::AuthSettings {
@@ -262,6 +272,10 @@ impl Embedded {
             crate::upso::seed_demo_accounts(&embedded.upso_sim, &grpc_url(orchestrator_addr), &grpc_url(upso_addr))
                 .await
                 .context("demo Upso accounts")?;
+            if let Some(every) = options.demo_activity {
+                let (sim, stop) = (embedded.hubspot_sim.clone(), embedded.shutdown.clone());
+                tokio::spawn(crate::demo::run_demo_activity(sim, every, stop));
+            }
         }
         Ok(embedded)
     }

@@ -7,5 +7,5 @@ mod demo;
 mod embedded;
 pub mod upso;
 
-pub use demo::{DEMO_COMPANIES, seed_demo_portfolio};
+pub use demo::{DEMO_COMPANIES, demo_token, seed_demo_portfolio};
 pub use embedded::{Embedded, EmbeddedOptions};

@@ -10,6 +10,7 @@ use gomark_platform::settings::{LogFormat, TelemetrySettings};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "gomark", version, about = "GoMark: the go-to-market control plane of a software portfolio")]
@@ -35,6 +36,9 @@ enum Command {
         /// Start without the demo portfolio.
         #[arg(long)]
         no_demo: bool,
+        /// Milliseconds between simulated sales events in the demo portals (0: none).
+        #[arg(long, default_value_t = 1000)]
+        demo_activity_ms: u64,
         #[arg(long, value_enum, default_value_t = Logs::Pretty)]
         log_format: Logs,
     },
@@ -92,7 +96,10 @@ enum Service {
 async fn main() -> ExitCode {
     let Cli { command, api } = Cli::parse();
     match command {
-        Command::Serve { data_dir, port, no_demo, log_format } => serve(data_dir, port, !no_demo, log_format).await,
+        Command::Serve { data_dir, port, no_demo, demo_activity_ms, log_format } => {
+            let activity = (!no_demo && demo_activity_ms > 0).then(|| Duration::from_millis(demo_activity_ms));
+            serve(data_dir, port, !no_demo, activity, log_format).await
+        }
         Command::Run { service } => run(service).await,
         Command::Keygen { id } => {
             println!("{}", gomark_hubspot_sync::credentials::Vault::generate_setting(&id));
@@ -115,7 +122,13 @@ async fn run(service: Service) -> ExitCode {
     match service {
         Service::Gateway => run_main(gomark_gateway::NAME, gomark_gateway::start).await,
         Service::UpsoCadence => run_main(gomark_upso_cadence::NAME, gomark_upso_cadence::start_with_backends).await,
-        Service::PipelineTracker => run_main(gomark_pipeline_tracker::NAME, gomark_pipeline_tracker::start).await,
+        Service::PipelineTracker => {
+            run_main(gomark_pipeline_tracker::NAME, |s: gomark_pipeline_tracker::Settings, sd| async move {
+                let b = Backends::connect(&s.common).await?;
+                gomark_pipeline_tracker::start(s, b, sd).await
+            })
+            .await
+        }
         Service::Orchestrator => {
             run_main(gomark_orchestrator::NAME, |s: gomark_orchestrator::Settings, sd| async move {
                 let b = Backends::connect(&s.common).await?;
@@ -133,7 +146,7 @@ async fn run(service: Service) -> ExitCode {
     }
 }
 
-async fn serve(data_dir: PathBuf, port: u16, demo: bool, logs: Logs) -> ExitCode {
+async fn serve(data_dir: PathBuf, port: u16, demo: bool, demo_activity: Option<Duration>, logs: Logs) -> ExitCode {
     let telemetry = TelemetrySettings {
         log_format: match logs {
             Logs::Pretty => LogFormat::Pretty,
@@ -151,7 +164,7 @@ async fn serve(data_dir: PathBuf, port: u16, demo: bool, logs: Logs) -> ExitCode
     };
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
-    let options = EmbeddedOptions { data_dir, port, demo, ..EmbeddedOptions::default() };
+    let options = EmbeddedOptions { data_dir, port, demo, demo_activity, ..EmbeddedOptions::default() };
     let embedded = match Embedded::start(options, shutdown).await {
         Ok(e) => e,
         Err(err) => {
@@ -183,12 +196,16 @@ fn announce(e: &Embedded) {
     match &e.admin_api_key {
         Some(key) => {
             lines.push(format!("admin api key: {key}"));
+            lines.push(format!("dashboard: {}/dashboard#key={key}", e.gateway_url));
             lines.push(format!("example: curl -s -H 'Authorization: Bearer {key}' {}/v1/companies", e.gateway_url));
         }
-        None => lines.push(format!(
-            "example: curl -s -H 'Authorization: Bearer <your API key>' {}/v1/companies   (the admin key was shown on the first start)",
-            e.gateway_url
-        )),
+        None => {
+            lines.push(format!("dashboard: {}/dashboard (paste your API key)", e.gateway_url));
+            lines.push(format!(
+                "example: curl -s -H 'Authorization: Bearer <your API key>' {}/v1/companies   (the admin key was shown on the first start)",
+                e.gateway_url
+            ));
+        }
     }
     for line in lines {
         // stdout may be closed by whoever started us; the servers run on regardless.

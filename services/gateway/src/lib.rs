@@ -113,6 +113,10 @@ pub async fn start_gateway_on(
         hubspot_sync: gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
             channel(&gw.hubspot_sync_url)?,
         ),
+        pipeline_tracker:
+            gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_client::PipelineTrackerServiceClient::new(
+                channel(&gw.pipeline_tracker_url)?,
+            ),
         auth: Arc::new(auth::Authenticator { keys, oidc }),
         limiter: Arc::new(limits::RateLimiter::new(cache, settings.auth.rate_limit_per_minute)),
         idempotency: idempotency::IdempotencyStore::new(db),

@@ -4,9 +4,11 @@
 pub mod api_keys;
 pub mod companies;
 pub mod config;
+pub mod dashboard;
 pub mod deal_properties;
 pub mod docs;
 pub mod drift;
+pub mod funnels;
 pub mod hubspot;
 pub mod legacy;
 pub mod rollouts;
@@ -22,6 +24,7 @@ use axum::http::StatusCode;
 use gomark_platform::grpc_client::TracedChannel;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_client::PipelineTrackerServiceClient;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +36,7 @@ pub struct AppState {
     pub orchestrator: OrchestratorServiceClient<TracedChannel>,
     pub upso_cadence: UpsoCadenceServiceClient<TracedChannel>,
     pub hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
+    pub pipeline_tracker: PipelineTrackerServiceClient<TracedChannel>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     pub idempotency: IdempotencyStore,
@@ -49,6 +53,8 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(config::routes())
         .merge(rollouts::routes())
         .merge(drift::routes())
+        .merge(funnels::routes())
+        .merge(dashboard::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
         .merge(upsell::routes())

@@ -66,6 +66,8 @@ pub struct GatewaySettings {
     pub upso_cadence_url: String,
     /// Where verified HubSpot webhooks are handed on.
     pub hubspot_sync_url: String,
+    /// Funnels, the portfolio roll-up and their live streams.
+    pub pipeline_tracker_url: String,
     /// Deadline of each call to a service.
     pub call_timeout_ms: u64,
     /// Deadline of a whole REST request.
@@ -81,6 +83,7 @@ impl Default for GatewaySettings {
             orchestrator_url: "http://127.0.0.1:50051".into(),
             upso_cadence_url: "http://127.0.0.1:50053".into(),
             hubspot_sync_url: "http://127.0.0.1:50052".into(),
+            pipeline_tracker_url: "http://127.0.0.1:50054".into(),
             call_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_body_bytes: 1024 * 1024,
@@ -105,6 +108,7 @@ impl Validate for Settings {
         validate_url("gateway.orchestrator_url", &self.gateway.orchestrator_url)?;
         validate_url("gateway.upso_cadence_url", &self.gateway.upso_cadence_url)?;
         validate_url("gateway.hubspot_sync_url", &self.gateway.hubspot_sync_url)?;
+        validate_url("gateway.pipeline_tracker_url", &self.gateway.pipeline_tracker_url)?;
         if !(100..=120_000).contains(&self.gateway.call_timeout_ms) {
             return Err(SettingsError::invalid("gateway.call_timeout_ms", "must be between 100 and 120000"));
         }

@@ -1,44 +1,94 @@
-//! pipeline-tracker: turns deal events into live funnels per company and for the
-//! portfolio. This release serves its contract and health; funnels arrive with the
-//! pipeline-tracker work.
+//! pipeline-tracker: turns deal events into live sales funnels per company and a
+//! portfolio roll-up, and streams them as they change.
+//!
+//! - [`ingest`]: deal events, stored a batch at a time, in any order, exactly once in effect.
+//! - [`funnel`]: the arithmetic (funnel, time travel, waterfall, periods), pure.
+//! - [`portfolio`]: canonical stages and the roll-up; [`stage_config`] reads the mapping
+//!   from the desired-state configuration.
+//! - [`tracker`]: the cached read side; [`grpc`]: the contract, with watch streams.
 
+pub mod catalog;
+mod error;
+pub mod funnel;
+mod grpc;
+pub mod ingest;
+pub mod live;
+pub mod portfolio;
+mod settings;
+pub mod stage_config;
+pub mod store;
+pub mod tracker;
+
+pub use error::{Error, Result};
+pub use settings::{Settings, TrackerSettings};
+
+use gomark_events::ConsumerSpec;
+use gomark_events::consumer::{BatchLimits, run_batch_consumer, run_consumer};
+use gomark_events::event_types;
+use gomark_platform::Shutdown;
 use gomark_platform::server::{HealthNames, serve_grpc};
-use gomark_platform::{Caller, ErrorKind, PublicError, Role, Shutdown};
-use gomark_proto::pipeline_tracker::v1 as pb;
-use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::{
-    PipelineTrackerService, PipelineTrackerServiceServer,
-};
-use gomark_service::RunningService;
-use tonic::{Request, Response, Status};
+use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::PipelineTrackerServiceServer;
+use gomark_service::{Backends, RunningService};
+use gomark_storage::Migrations;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const NAME: &str = "pipeline-tracker";
 
-/// Only the server and telemetry sections, for now.
-pub type Settings = gomark_service::ServerOnlySettings;
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/pipeline-tracker/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/pipeline-tracker/sqlite");
 
-struct PipelineTrackerGrpc;
+pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, sqlite: &SQLITE_MIGRATIONS };
 
-#[tonic::async_trait]
-impl PipelineTrackerService for PipelineTrackerGrpc {
-    async fn get_funnel(&self, req: Request<pb::GetFunnelRequest>) -> Result<Response<pb::Funnel>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
-        let company_id = &req.get_ref().company_id;
-        if company_id.is_empty() {
-            return Err(PublicError::invalid("company_id", "is required").into());
-        }
-        caller.require(Role::Viewer, company_id)?;
-        Err(PublicError::new(ErrorKind::Unimplemented, "funnels are not tracked by this GoMark release yet").into())
-    }
-}
+/// Starts pipeline-tracker: migrations, the deal and company consumers, the stage-mapping
+/// refresher and gRPC.
+pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
+    backends.db.migrate(&MIGRATIONS).await?;
+    let t = &settings.tracker;
+    let hubspot_sync = gomark_platform::grpc_client::channel(&t.hubspot_sync_url, t.call_timeout())?;
+    let orchestrator = gomark_platform::grpc_client::channel(&t.orchestrator_url, t.call_timeout())?;
+    let store = store::Store::new(backends.db.clone());
+    let catalog = catalog::Catalog::new(store.clone(), Some(hubspot_sync), Duration::from_secs(t.stage_refresh_secs));
+    let tracker = Arc::new(tracker::Tracker::new(
+        store,
+        catalog,
+        backends.cache.clone(),
+        Duration::from_secs(settings.common.cache.ttl_secs),
+    ));
 
-pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<RunningService> {
-    let listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
+    let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
-    let routes = tonic::service::Routes::new(PipelineTrackerServiceServer::new(PipelineTrackerGrpc));
-    let grace = settings.server.shutdown_grace();
+    let grpc =
+        grpc::PipelineTrackerGrpc::new(tracker.clone(), Duration::from_millis(t.watch_poll_ms), shutdown.clone());
+    let routes = tonic::service::Routes::new(PipelineTrackerServiceServer::new(grpc));
+    let grace = settings.common.server.shutdown_grace();
+    let sd = shutdown.clone();
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.pipeline_tracker.v1.PipelineTrackerService"]);
-        Ok(serve_grpc(listener, routes, names, shutdown, grace).await?)
+        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
     });
+
+    let limits = BatchLimits { max_events: t.batch_max_events, linger: Duration::from_millis(t.batch_linger_ms) };
+    for (durable, event_type) in [
+        (ingest::DEALS_UPSERTED_CONSUMER, event_types::DEAL_UPSERTED),
+        (ingest::DEALS_DELETED_CONSUMER, event_types::DEAL_DELETED),
+    ] {
+        service.spawn_loop(run_batch_consumer(
+            backends.bus.clone(),
+            ConsumerSpec::new(durable, event_type),
+            Arc::new(ingest::DealEvents { tracker: tracker.clone() }),
+            limits,
+            shutdown.clone(),
+        ));
+    }
+    service.spawn_loop(run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(ingest::COMPANIES_CONSUMER, event_types::COMPANY_CREATED),
+        Arc::new(ingest::CompanyEvents { tracker: tracker.clone() }),
+        shutdown.clone(),
+    ));
+    service.spawn_loop(
+        stage_config::StageConfig::new(orchestrator, Duration::from_secs(t.config_refresh_secs)).run(tracker, shutdown),
+    );
     Ok(service)
 }

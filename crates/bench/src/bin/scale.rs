@@ -3,6 +3,9 @@
 //! - `ingest`: deals ingested per second, from HubSpot's webhook to the `deal.upserted`
 //!   event (embedded mode; and distributed, on Postgres, NATS and Redis, when the
 //!   `GOMARK_TEST_*` variables are set);
+//! - `funnel`: pipeline-tracker's ingest of deal events (events/s, a backlog of them) and
+//!   the latency from a deal changed in HubSpot to the update on a `WatchFunnel` stream,
+//!   both modes, beside the machine's Postgres insert ceiling (pgbench, same row shape);
 //! - `rollout`: a 50-property baseline rolled out to 1,000 simulated portals with 100 ms of
 //!   latency and 100 requests per 10 s each, in wall time and HubSpot calls, against the
 //!   floor the batch endpoints allow.
@@ -39,6 +42,15 @@ enum Bench {
     Ingest {
         #[arg(long, default_value_t = 5000)]
         deals: usize,
+    },
+    /// pipeline-tracker: events/s ingested and deal-to-stream latency, both modes, beside pgbench.
+    Funnel {
+        /// Deal events in the backlog ingested (half the deals, two versions each).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Deals timed one after another for the latency.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
     },
     /// A 50-property baseline rolled out to many portals.
     Rollout {
@@ -96,25 +108,29 @@ type Stop = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output
 /// What the ingest measurement needs from a running GoMark, whichever the mode.
 struct Running {
     api: Api,
+    /// pipeline-tracker's gRPC address.
+    tracker: std::net::SocketAddr,
     sim: hubspot_sim::HubSpotSim,
     bus: std::sync::Arc<dyn gomark_events::EventBus>,
     stop: Stop,
 }
 
-async fn embedded_for_ingest(dir: &Path) -> Result<Running> {
+async fn embedded_for_ingest(dir: &Path, webhook_delay: Duration) -> Result<Running> {
     let options = EmbeddedOptions {
         data_dir: dir.to_path_buf(),
         port: 0,
         demo: false,
         rate_limit_per_minute: 1_000_000,
-        webhooks: WebhookConfig { batch_size: 100, batch_delay: Duration::from_millis(20), ..WebhookConfig::default() },
+        webhooks: WebhookConfig { batch_size: 100, batch_delay: webhook_delay, ..WebhookConfig::default() },
         ..EmbeddedOptions::default()
     };
     let (gomark, api) = start(options).await?;
+    let tracker = gomark.grpc_addr(gomark_pipeline_tracker::NAME).context("pipeline-tracker")?;
     let sim = gomark.hubspot_sim.clone();
     let bus = gomark.bus.clone();
     Ok(Running {
         api,
+        tracker,
         sim,
         bus,
         stop: Box::new(move || {
@@ -128,7 +144,7 @@ async fn embedded_for_ingest(dir: &Path) -> Result<Running> {
 
 /// The distributed mode on the machine's Postgres, NATS and Redis (the `GOMARK_TEST_*`
 /// variables), each service on a fresh schema, all in this process.
-async fn distributed_for_ingest() -> Result<Option<Running>> {
+async fn distributed_for_ingest(webhook_delay: Duration) -> Result<Option<Running>> {
     use gomark_platform::settings::{Secret, ServerSettings};
     use gomark_service::{Backends, CommonSettings};
     let (true, Some(nats), Some(redis)) =
@@ -185,6 +201,16 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
     };
     let backends = Backends::connect(&orchestrator_settings.common).await?;
     let orchestrator = gomark_orchestrator::start(orchestrator_settings, backends, shutdown.clone()).await?;
+    let tracker_settings = gomark_pipeline_tracker::Settings {
+        common: common()?,
+        tracker: gomark_pipeline_tracker::TrackerSettings {
+            hubspot_sync_url: format!("http://{}", sync.grpc_addr),
+            orchestrator_url: format!("http://{}", orchestrator.grpc_addr),
+            ..Default::default()
+        },
+    };
+    let backends = Backends::connect(&tracker_settings.common).await?;
+    let tracker = gomark_pipeline_tracker::start(tracker_settings, backends, shutdown.clone()).await?;
     let gateway_common = common()?;
     let backends = Backends::connect(&gateway_common).await?;
     let listener = tokio::net::TcpListener::bind(loopback(0)).await?;
@@ -198,6 +224,7 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
                 http_addr: loopback(0),
                 orchestrator_url: format!("http://{}", orchestrator.grpc_addr),
                 hubspot_sync_url: format!("http://{}", sync.grpc_addr),
+                pipeline_tracker_url: format!("http://{}", tracker.grpc_addr),
                 ..Default::default()
             },
             auth: gomark_gateway::AuthSettings {
@@ -217,17 +244,19 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
         target_url: webhook_url,
         client_secret: secret,
         batch_size: 100,
-        batch_delay: Duration::from_millis(20),
+        batch_delay: webhook_delay,
         ..WebhookConfig::default()
     });
     let key = gateway.bootstrap_admin_key.clone().context("fresh gateway schema")?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let api = Api { http, base: format!("http://{}", gateway.http_addr), key };
     let nats = std::sync::Arc::new(gomark_events::nats::NatsBus::connect(&bus).await?);
-    let services = vec![sync, orchestrator, gateway.service];
+    let tracker_addr = tracker.grpc_addr;
+    let services = vec![sync, orchestrator, tracker, gateway.service];
     let nats_for_stop = nats.clone();
     Ok(Some(Running {
         api,
+        tracker: tracker_addr,
         sim,
         bus: nats,
         stop: Box::new(move || {
@@ -246,7 +275,7 @@ async fn distributed_for_ingest() -> Result<Option<Running>> {
 
 /// Deals created in a portal, until every one of them came out of the bus as `deal.upserted`.
 async fn measure_ingest(running: Running, label: &str, deals: usize) -> Result<String> {
-    let Running { api, sim, bus, stop } = running;
+    let Running { api, sim, bus, stop, .. } = running;
     sim.register_portal("ingest-token", 70_001);
     let body = json!({"name": "Ingest Co", "hubspotPortalId": "70001", "hubspotToken": "ingest-token"});
     api.call(reqwest::Method::POST, "/v1/companies", Some(body)).await?;
@@ -273,14 +302,25 @@ async fn measure_ingest(running: Running, label: &str, deals: usize) -> Result<S
 
 async fn ingest(deals: usize) -> Result<String> {
     let dir = tempfile::tempdir()?;
-    let mut rows =
-        measure_ingest(embedded_for_ingest(dir.path()).await?, "embedded (SQLite, in-process bus)", deals).await?;
-    match distributed_for_ingest().await? {
+    let mut rows = measure_ingest(
+        embedded_for_ingest(dir.path(), INGEST_WEBHOOK_DELAY).await?,
+        "embedded (SQLite, in-process bus)",
+        deals,
+    )
+    .await?;
+    match distributed_for_ingest(INGEST_WEBHOOK_DELAY).await? {
         Some(running) => rows.push_str(&measure_ingest(running, "distributed (Postgres, NATS JetStream, Redis)", deals).await?),
         None => rows.push_str("| distributed | – | – | not run: set GOMARK_TEST_POSTGRES_URL, GOMARK_TEST_NATS_URL, GOMARK_TEST_REDIS_URL |\n"),
     }
     Ok(rows)
 }
+
+/// How long the simulator gathers webhook events before sending a batch.
+const INGEST_WEBHOOK_DELAY: Duration = Duration::from_millis(20);
+const LATENCY_WEBHOOK_DELAY: Duration = Duration::from_millis(1);
+
+#[path = "../funnel_bench.rs"]
+mod funnel_bench;
 
 async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency: u32) -> Result<String> {
     let dir = tempfile::tempdir()?;
@@ -380,6 +420,18 @@ async fn main() -> Result<()> {
                  is on its own schema, all in this process, on the same 2 CPUs as the servers. Before the outbox relay \
                  pipelined its publishes (it waited for one JetStream ack and ran one UPDATE per event), distributed mode \
                  measured 382 deals/s here; the figures move with the machine's load, so compare the modes within a run.\n\n"
+            );
+            (heading, section)
+        }
+        Bench::Funnel { events, samples } => {
+            let heading = "## Funnels: ingest and live latency (issue 6)";
+            let dir = tempfile::tempdir()?;
+            let embedded = embedded_for_ingest(dir.path(), LATENCY_WEBHOOK_DELAY).await?;
+            let distributed = distributed_for_ingest(LATENCY_WEBHOOK_DELAY).await?;
+            let body = funnel_bench::run(events, samples, embedded, distributed).await?;
+            let section = format!(
+                "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- funnel --events {events} \
+                 --samples {samples} --out BENCHMARKS.md`.\n\n{body}"
             );
             (heading, section)
         }

@@ -209,6 +209,60 @@ fn routes() -> Vec<Route> {
             call: |c, _| (Method::GET, format!("/v1/companies/{c}/hubspot/observed"), None),
         },
         Route {
+            name: "GET pipelines",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/pipelines"), None),
+        },
+        Route {
+            name: "GET funnel",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/funnels/default"), None),
+        },
+        Route {
+            name: "GET funnel at a past date",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/funnels/default?at=2026-01-01T00:00:00Z"), None),
+        },
+        Route {
+            name: "GET waterfall",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| {
+                let range = "from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
+                (Method::GET, format!("/v1/companies/{c}/funnels/default/waterfall?{range}"), None)
+            },
+        },
+        Route {
+            name: "GET periods",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| {
+                let range = "period=week&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
+                (Method::GET, format!("/v1/companies/{c}/funnels/default/periods?{range}"), None)
+            },
+        },
+        Route {
+            name: "GET funnel events",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/funnels/default/events"), None),
+        },
+        Route {
+            name: "GET portfolio funnel",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/portfolio/funnel?companyIds={c}"), None),
+        },
+        Route {
+            name: "GET portfolio funnel events",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/portfolio/funnel/events?companyIds={c}"), None),
+        },
+        Route {
             name: "GET companies",
             min_role: Role::Viewer,
             portfolio_only: false,
@@ -531,6 +585,31 @@ async fn services_enforce_the_scope_when_called_directly() {
     let a_viewer = Caller { role: Role::Viewer, ..a_admin.clone() };
     let own_run = upb::EngineRequest { company_id: a.clone() };
     assert_eq!(code(upso.run_engine(a_viewer.request(own_run)).await), Err(tonic::Code::PermissionDenied));
+
+    use gomark_proto::pipeline_tracker::v1 as pt;
+    let tracker_addr = gomark.grpc_addr("pipeline-tracker").expect("pipeline-tracker");
+    let mut tracker =
+        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::connect(format!("http://{tracker_addr}"))
+            .await
+            .expect("connect");
+    let funnel = |company: &str| pt::GetFunnelRequest { company_id: company.to_owned(), ..Default::default() };
+    assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&a))).await), Ok(()));
+    assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&b))).await), Err(tonic::Code::NotFound));
+    assert_eq!(code(tracker.watch_funnel(a_admin.request(funnel(&b))).await), Err(tonic::Code::NotFound));
+    let range = pt::GetWaterfallRequest { company_id: b.clone(), pipeline_id: String::new(), from_ms: 1, to_ms: 2 };
+    assert_eq!(code(tracker.get_waterfall(a_admin.request(range)).await), Err(tonic::Code::NotFound));
+    let pipelines = pt::ListPipelinesRequest { company_id: b.clone() };
+    assert_eq!(code(tracker.list_pipelines(a_admin.request(pipelines)).await), Err(tonic::Code::NotFound));
+    let both = pt::GetPortfolioRequest { company_ids: vec![a.clone(), b.clone()], page: None };
+    assert_eq!(code(tracker.get_portfolio(a_admin.request(both)).await), Err(tonic::Code::NotFound));
+    assert_eq!(code(tracker.watch_portfolio(a_admin.request(pt::GetPortfolioRequest::default())).await), Ok(()));
+    // With no companies named, a scoped caller's portfolio is its own company only.
+    let own = tracker
+        .get_portfolio(a_admin.request(pt::GetPortfolioRequest::default()))
+        .await
+        .expect("own portfolio")
+        .into_inner();
+    assert!(own.companies.iter().all(|c| c.company_id == a), "{:?}", own.companies);
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }

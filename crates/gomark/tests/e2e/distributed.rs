@@ -35,6 +35,7 @@ struct Cluster {
     /// Set when the test runs the orchestrator as a process of its own.
     orchestrator_env: Vec<(String, String)>,
     hubspot_sync_addr: SocketAddr,
+    pipeline_tracker_addr: SocketAddr,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -99,6 +100,7 @@ impl Cluster {
             hubspot_sync_addr: loopback(free_port()),
             orchestrator_addr: loopback(free_port()),
             orchestrator_env: Vec::new(),
+            pipeline_tracker_addr: loopback(0),
         };
         if hubspot_sync_in_process {
             let settings = gomark_hubspot_sync::Settings {
@@ -152,9 +154,27 @@ impl Cluster {
                 ],
             );
         }
+        let settings = gomark_pipeline_tracker::Settings {
+            common: cluster.common(loopback(0)),
+            tracker: gomark_pipeline_tracker::TrackerSettings {
+                hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
+                orchestrator_url: format!("http://{}", cluster.orchestrator_addr),
+                ..Default::default()
+            },
+        };
+        let backends = Backends::connect(&settings.common).await.expect("pipeline-tracker backends");
+        let tracker = gomark_pipeline_tracker::start(settings, backends, cluster.shutdown.clone())
+            .await
+            .expect("pipeline-tracker");
+        cluster.pipeline_tracker_addr = tracker.grpc_addr;
         let gateway_common = cluster.common(loopback(0));
         let gateway_backends = Backends::connect(&gateway_common).await.expect("gateway backends");
-        let gateway = gomark_gateway::start_gateway(
+        // HubSpot's webhooks reach the gateway as in production, signed for its address.
+        let http_listener = tokio::net::TcpListener::bind(loopback(0)).await.expect("bind");
+        let webhook_url = format!("http://{}/webhooks/hubspot", http_listener.local_addr().expect("addr"));
+        let webhook_secret = gomark_testkit::unique("whsec");
+        let gateway = gomark_gateway::start_gateway_on(
+            http_listener,
             gomark_gateway::Settings {
                 server: server(loopback(0)),
                 gateway: gomark_gateway::GatewaySettings {
@@ -162,10 +182,16 @@ impl Cluster {
                     orchestrator_url: format!("http://{}", cluster.orchestrator_addr),
                     hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
                     upso_cadence_url: format!("http://{}", upso.grpc_addr),
+                    pipeline_tracker_url: format!("http://{}", cluster.pipeline_tracker_addr),
                     ..Default::default()
                 },
                 // Tests poll; the per-key limit is not what they exercise.
-                auth: gomark_gateway::AuthSettings { rate_limit_per_minute: 1_000_000, ..Default::default() },
+                auth: gomark_gateway::AuthSettings {
+                    rate_limit_per_minute: 1_000_000,
+                    hubspot_webhook_secret: Some(Secret::new(webhook_secret.clone())),
+                    hubspot_webhook_url: webhook_url.clone(),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             gateway_backends.db,
@@ -177,7 +203,12 @@ impl Cluster {
         cluster.gateway_url = format!("http://{}", gateway.http_addr);
         cluster.admin_key =
             gateway.bootstrap_admin_key.clone().expect("a fresh gateway schema bootstraps an admin key");
-        cluster.services.extend([upso, gateway.service]);
+        cluster.sim.configure_webhooks(hubspot_sim::WebhookConfig {
+            target_url: webhook_url,
+            client_secret: webhook_secret,
+            ..Default::default()
+        });
+        cluster.services.extend([upso, tracker, gateway.service]);
         Some(cluster)
     }
 
@@ -254,6 +285,7 @@ async fn distributed_deal_properties_end_to_end() {
     scenarios::property_lifecycle(&api, &cluster.sim, "dist-lifecycle", 911).await;
     scenarios::bad_input(&api, &cluster.sim, "dist-validation", 912).await;
     scenarios::legacy_routes(&api, &cluster.sim, "dist-legacy", 913).await;
+    crate::funnels::funnel_follows_deals(&api, &cluster.sim, cluster.pipeline_tracker_addr, "dist-funnel", 914).await;
     for service in &cluster.services {
         assert_eq!(health(service.grpc_addr).await, Some(SERVING), "{} is SERVING", service.name);
     }

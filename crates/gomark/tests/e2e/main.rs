@@ -4,10 +4,12 @@
 
 mod authz;
 mod config;
+mod dashboard;
 mod deals;
 mod distributed;
 mod drift;
 mod embedded;
+mod funnels;
 mod openapi;
 mod rollouts;
 mod scenarios;

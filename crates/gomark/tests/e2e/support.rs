@@ -45,6 +45,10 @@ impl Api {
         Self { http, base: base.trim_end_matches('/').to_owned(), token: None }
     }
 
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The same gateway, another credential.
     pub fn with_token(&self, token: &str) -> Self {
         Self { http: self.http.clone(), base: self.base.clone(), token: Some(token.to_owned()) }
@@ -68,6 +72,10 @@ impl Api {
         let resp = req.send().await.expect("request sent");
         let status = resp.status();
         let headers = resp.headers().clone();
+        if headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
+            // A stream never ends on its own: its status and headers are the reply.
+            return Reply { status, headers, body: Value::Null };
+        }
         let text = resp.text().await.expect("body");
         let body =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };

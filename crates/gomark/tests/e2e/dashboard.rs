@@ -1,0 +1,139 @@
+//! The dashboard in a real browser (headless Chromium driven through chromedriver's
+//! WebDriver API): the page loads, shows the demo portfolio, and a deal made in HubSpot
+//! moves a number on screen.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
+//! skipped, unless `GOMARK_REQUIRE_BROWSER=1` (set by CI) makes that a failure.
+
+use crate::support::{Api, eventually};
+use gomark::{Embedded, EmbeddedOptions};
+use gomark_platform::Shutdown;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver process and one browser session, both ended on drop.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    driver: std::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Option<Self> {
+        if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
+            assert!(
+                std::env::var("GOMARK_REQUIRE_BROWSER").is_err(),
+                "GOMARK_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing"
+            );
+            eprintln!("note: dashboard browser test skipped: install the chromium and chromium-driver packages");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let driver = std::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        let base = format!("http://127.0.0.1:{port}");
+        eventually("chromedriver ready", Duration::from_secs(20), || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { http.get(format!("{base}/status")).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        }}}});
+        let created: Value =
+            http.post(format!("{base}/session")).json(&caps).send().await.expect("session").json().await.expect("json");
+        let session =
+            created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
+        Some(Self { http, base, session, driver })
+    }
+
+    async fn command(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}/{path}", self.base, self.session);
+        let reply: Value = self.http.post(url).json(&body).send().await.expect("webdriver").json().await.expect("json");
+        reply["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.command("url", json!({"url": url})).await;
+    }
+
+    /// Runs `script` in the page and returns what it returns.
+    async fn eval(&self, script: &str) -> Value {
+        self.command("execute/sync", json!({"script": script, "args": []})).await
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
+    let Some(browser) = Browser::start().await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let key = gomark.admin_api_key.clone().expect("admin key");
+    let api = Api::new(&gomark.gateway_url, &key);
+    // pipeline-tracker learns the companies from their events.
+    eventually("the demo portfolio in pipeline-tracker", Duration::from_secs(30), || async {
+        let p = api.send(Method::GET, "/v1/portfolio/funnel", None).await.body;
+        (p["companyCount"] == 20).then_some(())
+    })
+    .await;
+
+    browser.open(&format!("{}/dashboard#key={key}", gomark.gateway_url)).await;
+    let rows = eventually("20 companies on screen", Duration::from_secs(30), || async {
+        let names = browser
+            .eval("return [...document.querySelectorAll('#companies tr .name')].map(td => td.textContent)")
+            .await;
+        names.as_array().filter(|n| n.len() == 20).cloned()
+    })
+    .await;
+    assert!(rows.contains(&json!("Acme Analytics")), "{rows:?}");
+    assert_eq!(browser.eval("return document.getElementById('status').textContent").await, "live");
+    let shown = |script: &'static str| {
+        let browser = &browser;
+        async move { browser.eval(script).await.as_str().unwrap_or_default().parse::<u64>().ok() }
+    };
+    let total_before = shown("return document.getElementById('total-open-count').textContent").await.expect("total");
+
+    // A new deal in Acme's HubSpot portal: webhook → hubspot-sync → pipeline-tracker → SSE → page.
+    gomark.hubspot_sim.create_deals(&gomark::demo_token(0), 1, "appointmentscheduled", "default");
+    let total_after = eventually("the total to move on screen", Duration::from_secs(30), || async {
+        shown("return document.getElementById('total-open-count').textContent").await.filter(|&n| n != total_before)
+    })
+    .await;
+    assert_eq!(total_after, total_before + 1);
+    // The company's row and funnel chart moved too (Acme is selected first).
+    let acme = browser
+        .eval("return [...document.querySelectorAll('#companies tr')].find(r => r.querySelector('.name').textContent === 'Acme Analytics').querySelector('.open-count').textContent")
+        .await;
+    assert_eq!(acme, "1", "Acme's row shows its one open deal");
+    let chart = eventually("Acme's funnel chart", Duration::from_secs(10), || async {
+        let v = browser
+            .eval("const b = document.querySelector('#funnel [data-stage=appointmentscheduled] .num'); return b && b.textContent")
+            .await;
+        v.as_str().filter(|t| t.starts_with('1')).map(str::to_owned)
+    })
+    .await;
+    assert!(chart.starts_with("1 "), "{chart}");
+
+    let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}

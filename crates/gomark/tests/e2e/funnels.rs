@@ -1,0 +1,128 @@
+//! Funnels end to end: deals made in HubSpot reach the funnel stream, the REST reads
+//! (now, at a past date, the waterfall, the portfolio) and the server-sent events.
+
+use crate::scenarios::create_company;
+use crate::support::Api;
+use gomark::{Embedded, EmbeddedOptions};
+use gomark_platform::{Caller, Shutdown};
+use gomark_proto::pipeline_tracker::v1 as pt;
+use hubspot_sim::HubSpotSim;
+use reqwest::Method;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The next streamed funnel that satisfies `done`.
+async fn until(
+    stream: &mut tonic::Streaming<pt::Funnel>,
+    what: &str,
+    done: impl Fn(&pt::Funnel) -> bool,
+) -> pt::Funnel {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.message()).await;
+        let funnel = next
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("stream healthy")
+            .expect("stream open");
+        if done(&funnel) {
+            return funnel;
+        }
+    }
+}
+
+pub async fn funnel_follows_deals(api: &Api, sim: &HubSpotSim, tracker: SocketAddr, token: &str, portal: u64) {
+    let company = create_company(api, sim, "Funnel Co", token, portal).await;
+    let mut client =
+        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::connect(format!("http://{tracker}"))
+            .await
+            .expect("connect");
+    let watch = pt::GetFunnelRequest { company_id: company.clone(), ..Default::default() };
+    let mut stream = client.watch_funnel(Caller::system("test").request(watch)).await.expect("watch").into_inner();
+    let first = until(&mut stream, "the first funnel", |_| true).await;
+    assert_eq!(first.open_count, 0);
+    let before = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let ids = sim.create_deals(token, 3, "appointmentscheduled", "default");
+    for (i, id) in ids.iter().enumerate() {
+        sim.update_deal(token, id, [("amount", format!("{}", (i + 1) * 1000))]).expect("amount");
+    }
+    let f = until(&mut stream, "three open deals worth 6000", |f| f.open_count == 3 && f.open_amount == 6000.0).await;
+    assert!((f.weighted_forecast - 6000.0 * 0.2).abs() < 1e-6, "{f:?}");
+    sim.update_deal(token, &ids[0], [("dealstage", "closedwon")]).expect("won");
+    let f = until(&mut stream, "one deal won", |f| f.won_count == 1).await;
+    assert_eq!((f.open_count, f.won_amount, f.win_rate), (2, 1000.0, 1.0));
+
+    // Time travel: before the deals, the funnel was empty.
+    let at = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let past = api.send(Method::GET, &format!("/v1/companies/{company}/funnels/default?at={at}"), None).await;
+    assert_eq!(past.status, 200, "{}", past.body);
+    assert_eq!((past.body["openCount"].as_u64(), past.body["wonCount"].as_u64()), (Some(0), Some(0)), "{}", past.body);
+    let now = api.send(Method::GET, &format!("/v1/companies/{company}/funnels/default"), None).await.body;
+    assert_eq!(now["wonCount"], 1, "{now}");
+    assert_eq!(now["stages"][0]["label"], "Appointment Scheduled", "labels come from the pipeline: {now}");
+
+    let to = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let w = api
+        .send(Method::GET, &format!("/v1/companies/{company}/funnels/default/waterfall?from={at}&to={to}"), None)
+        .await;
+    assert_eq!(w.status, 200, "{}", w.body);
+    assert_eq!(
+        (w.body["created"]["count"].as_u64(), w.body["won"]["count"].as_u64()),
+        (Some(3), Some(1)),
+        "{}",
+        w.body
+    );
+    assert_eq!(w.body["end"]["amount"], 5000.0, "{}", w.body);
+
+    let p = api.send(Method::GET, &format!("/v1/portfolio/funnel?companyIds={company}"), None).await.body;
+    assert_eq!((p["totals"]["openCount"].as_u64(), p["companyCount"].as_u64()), (Some(2), Some(1)), "{p}");
+    assert_eq!(p["items"][0]["companyName"], "Funnel Co", "{p}");
+
+    // The same funnel as server-sent events through the gateway.
+    let http = reqwest::Client::builder().timeout(TIMEOUT).build().expect("client");
+    let mut resp = http
+        .get(format!("{}/v1/companies/{company}/funnels/default/events", api.base))
+        .bearer_auth(api.token().expect("token"))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = resp.chunk().await.expect("chunk").expect("stream open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("event: funnel\ndata: {"), "{text}");
+    assert!(text.contains("\"openCount\":2"), "{text}");
+    drop(resp);
+
+    // Pipelines, and a wrong request named clearly.
+    let pipelines = api.send(Method::GET, &format!("/v1/companies/{company}/pipelines"), None).await.body;
+    assert_eq!(pipelines["items"][0]["pipelineId"], "default", "{pipelines}");
+    let bad = api
+        .send(Method::GET, &format!("/v1/companies/{company}/funnels/default/waterfall?from={to}&to={at}"), None)
+        .await;
+    assert!(bad.problem(400)["detail"].as_str().expect("detail").contains("to_ms"), "{}", bad.body);
+    let bad = api.send(Method::GET, &format!("/v1/companies/{company}/funnels/default?at=yesterday"), None).await;
+    assert!(bad.problem(400)["detail"].as_str().expect("detail").contains("at"), "{}", bad.body);
+}
+
+#[tokio::test]
+async fn embedded_funnels_follow_hubspot_deals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let tracker = gomark.grpc_addr("pipeline-tracker").expect("tracker");
+    funnel_follows_deals(&api, &gomark.hubspot_sim, tracker, "funnel-token", 961).await;
+    // The dashboard page is served without a key (it holds no data).
+    let page = Api::anonymous(&gomark.gateway_url).send(Method::GET, "/dashboard", None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.as_str().is_some_and(|html| html.contains("live sales funnels")));
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}

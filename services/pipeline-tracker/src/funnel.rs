@@ -1,0 +1,618 @@
+//! Funnel arithmetic: the figures of one pipeline from its deals' histories and its stage
+//! catalog, at any date. Pure functions over data already loaded, so every figure can be
+//! checked by hand (see the fixture tests at the bottom).
+
+use std::collections::HashMap;
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// One version of a deal, as a `deal.upserted` (or `deal.deleted`) event carried it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    pub modified_ms: i64,
+    pub pipeline_id: String,
+    pub stage_id: String,
+    pub amount: Option<f64>,
+    pub close_date_ms: i64,
+    pub created_ms: i64,
+    pub deleted: bool,
+}
+
+impl Version {
+    fn amount(&self) -> f64 {
+        self.amount.unwrap_or(0.0)
+    }
+}
+
+/// Every version of one deal seen so far, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealHistory {
+    pub deal_id: String,
+    pub versions: Vec<Version>,
+}
+
+impl DealHistory {
+    /// The deal as it was at `t`: its newest version modified at or before `t`. A deal
+    /// created before `t` but first seen after it is taken to have been as first seen.
+    pub fn at(&self, t: i64) -> Option<&Version> {
+        let seen = self.versions.iter().take_while(|v| v.modified_ms <= t).last();
+        let state = match seen {
+            Some(v) => v,
+            None => self.versions.first().filter(|v| !v.deleted && v.created_ms > 0 && v.created_ms <= t)?,
+        };
+        (!state.deleted && (state.created_ms == 0 || state.created_ms <= t)).then_some(state)
+    }
+
+    /// `(stage, entered at)` for each stay in `pipeline` up to `t`, in order; a stay ends
+    /// when the next one starts (or the deal leaves the pipeline, which ends the list).
+    fn stays(&self, pipeline: &str, t: i64) -> Vec<Stay> {
+        let mut stays: Vec<Stay> = Vec::new();
+        for v in self.versions.iter().take_while(|v| v.modified_ms <= t) {
+            let open_stay = stays.last().is_some_and(|s| s.left_ms.is_none());
+            if v.deleted || v.pipeline_id != pipeline {
+                if let Some(last) = stays.last_mut().filter(|_| open_stay) {
+                    last.left_ms = Some(v.modified_ms);
+                }
+                continue;
+            }
+            match stays.last_mut() {
+                Some(last) if open_stay && last.stage_id == v.stage_id => {}
+                last => {
+                    if let Some(last) = last.filter(|_| open_stay) {
+                        last.left_ms = Some(v.modified_ms);
+                    }
+                    // The first stay starts when the deal was created, if that is known.
+                    let entered_ms = if stays.is_empty() && v.created_ms > 0 { v.created_ms } else { v.modified_ms };
+                    stays.push(Stay { stage_id: v.stage_id.clone(), entered_ms, left_ms: None });
+                }
+            }
+        }
+        stays
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Stay {
+    stage_id: String,
+    entered_ms: i64,
+    left_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    Open,
+    Won,
+    Lost,
+}
+
+impl StageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Won => "won",
+            Self::Lost => "lost",
+        }
+    }
+
+    /// HubSpot marks closed stages; a closed stage is "won" when its probability says so.
+    pub fn of(is_closed: bool, probability: f64) -> Self {
+        match (is_closed, probability >= 0.5) {
+            (false, _) => Self::Open,
+            (true, true) => Self::Won,
+            (true, false) => Self::Lost,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageInfo {
+    pub id: String,
+    pub label: String,
+    pub probability: f64,
+    pub kind: StageKind,
+    pub display_order: i32,
+    /// No longer in the pipeline's configuration; kept so history keeps its label.
+    pub removed: bool,
+}
+
+impl StageInfo {
+    /// A stage seen on deals but not (yet) in the catalog: HubSpot's built-in closed
+    /// stage ids are recognised, anything else is an open stage placed last.
+    pub fn unknown(id: &str) -> Self {
+        let (probability, kind) = match id {
+            s if s.contains("closedwon") => (1.0, StageKind::Won),
+            s if s.contains("closedlost") => (0.0, StageKind::Lost),
+            _ => (0.0, StageKind::Open),
+        };
+        Self { id: id.to_owned(), label: id.to_owned(), probability, kind, display_order: i32::MAX, removed: false }
+    }
+}
+
+/// A pipeline's stages in display order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PipelineInfo {
+    pub id: String,
+    pub label: String,
+    pub stages: Vec<StageInfo>,
+}
+
+impl PipelineInfo {
+    /// The catalog extended with any stage the deals use that it does not know.
+    fn complete(&self, deals: &[DealHistory]) -> Vec<StageInfo> {
+        let mut stages = self.stages.clone();
+        for v in deals.iter().flat_map(|d| &d.versions) {
+            if v.pipeline_id == self.id && !v.deleted && !stages.iter().any(|s| s.id == v.stage_id) {
+                stages.push(StageInfo::unknown(&v.stage_id));
+            }
+        }
+        // Open stages first in display order, then won, then lost: the funnel's shape.
+        stages.sort_by_key(|s| (s.kind != StageKind::Open, s.kind == StageKind::Lost, s.display_order));
+        stages
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StageFigures {
+    pub deal_count: u64,
+    pub amount: f64,
+    pub weighted_amount: f64,
+    pub conversion_to_next: Option<f64>,
+    pub avg_days_in_stage: f64,
+    pub median_days_in_stage: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Figures {
+    /// The catalog's stages (plus unknown ones), each with its figures.
+    pub stages: Vec<(StageInfo, StageFigures)>,
+    pub open_count: u64,
+    pub open_amount: f64,
+    pub weighted_forecast: f64,
+    pub won_count: u64,
+    pub won_amount: f64,
+    pub lost_count: u64,
+    pub lost_amount: f64,
+    pub win_rate: f64,
+    pub avg_cycle_days: f64,
+    pub sales_velocity_per_day: f64,
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    if xs.len().is_multiple_of(2) { (xs[mid - 1] + xs[mid]) / 2.0 } else { xs[mid] }
+}
+
+/// The funnel of `pipeline` as it was at `as_of`.
+pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Figures {
+    let stages = pipeline.complete(deals);
+    let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let open_positions: Vec<usize> = (0..stages.len()).filter(|&i| stages[i].kind == StageKind::Open).collect();
+    // A deal's progress: the furthest open stage it reached (its position among open
+    // stages), or past all of them once won.
+    let progress_of = |stage: usize| match stages[stage].kind {
+        StageKind::Open => open_positions.iter().position(|&p| p == stage),
+        StageKind::Won => Some(open_positions.len()),
+        StageKind::Lost => None,
+    };
+
+    let mut figures: Vec<StageFigures> = vec![StageFigures::default(); stages.len()];
+    let mut durations: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
+    let mut reached = vec![0u64; open_positions.len() + 1];
+    let mut cycles = Vec::new();
+    let mut out = Figures::default();
+
+    for deal in deals {
+        let stays = deal.stays(&pipeline.id, as_of);
+        let mut furthest: Option<usize> = None;
+        for stay in &stays {
+            let Some(&i) = index.get(stay.stage_id.as_str()) else { continue };
+            if let Some(left) = stay.left_ms {
+                durations[i].push((left - stay.entered_ms) as f64 / DAY_MS as f64);
+            }
+            furthest = furthest.max(progress_of(i));
+        }
+        if let Some(f) = furthest {
+            for r in reached.iter_mut().take(f + 1) {
+                *r += 1;
+            }
+        }
+        let Some(now) = deal.at(as_of).filter(|v| v.pipeline_id == pipeline.id) else { continue };
+        let Some(&i) = index.get(now.stage_id.as_str()) else { continue };
+        let stage = &stages[i];
+        figures[i].deal_count += 1;
+        figures[i].amount += now.amount();
+        match stage.kind {
+            StageKind::Open => {
+                figures[i].weighted_amount += now.amount() * stage.probability;
+                out.open_count += 1;
+                out.open_amount += now.amount();
+                out.weighted_forecast += now.amount() * stage.probability;
+            }
+            StageKind::Won => {
+                out.won_count += 1;
+                out.won_amount += now.amount();
+                let won_at = stays.last().map_or(now.modified_ms, |s| s.entered_ms);
+                if now.created_ms > 0 {
+                    cycles.push((won_at - now.created_ms).max(0) as f64 / DAY_MS as f64);
+                }
+            }
+            StageKind::Lost => {
+                out.lost_count += 1;
+                out.lost_amount += now.amount();
+            }
+        }
+    }
+
+    for (k, &i) in open_positions.iter().enumerate() {
+        if reached[k] > 0 {
+            figures[i].conversion_to_next = Some(reached[k + 1] as f64 / reached[k] as f64);
+        }
+    }
+    for (f, d) in figures.iter_mut().zip(durations.iter_mut()) {
+        f.avg_days_in_stage = mean(d);
+        f.median_days_in_stage = median(d);
+    }
+    let closed = out.won_count + out.lost_count;
+    out.win_rate = if closed == 0 { 0.0 } else { out.won_count as f64 / closed as f64 };
+    out.avg_cycle_days = mean(&cycles);
+    let avg_won = if out.won_count == 0 { 0.0 } else { out.won_amount / out.won_count as f64 };
+    out.sales_velocity_per_day = if out.avg_cycle_days > 0.0 {
+        out.open_count as f64 * avg_won * out.win_rate / out.avg_cycle_days
+    } else {
+        0.0
+    };
+    out.stages = stages.into_iter().zip(figures).collect();
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Movement {
+    pub count: u64,
+    pub amount: f64,
+}
+
+impl Movement {
+    fn add(&mut self, amount: f64) {
+        self.count += 1;
+        self.amount += amount;
+    }
+}
+
+/// What moved the open pipeline from `from` to `to`; see the proto's `Waterfall`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Waterfall {
+    pub start: Movement,
+    pub created: Movement,
+    pub reopened: Movement,
+    pub won: Movement,
+    pub lost: Movement,
+    pub removed: Movement,
+    pub pulled_in: Movement,
+    pub pushed_out: Movement,
+    pub amount_changed: f64,
+    pub end: Movement,
+}
+
+pub fn waterfall(pipeline: &PipelineInfo, deals: &[DealHistory], from: i64, to: i64) -> Waterfall {
+    let stages = pipeline.complete(deals);
+    let kind = |v: &Version| stages.iter().find(|s| s.id == v.stage_id).map_or(StageKind::Open, |s| s.kind);
+    let here = |v: Option<&Version>| v.filter(|v| v.pipeline_id == pipeline.id).cloned();
+    let mut w = Waterfall::default();
+    for deal in deals {
+        let a = here(deal.at(from));
+        let b = here(deal.at(to));
+        let open_a = a.as_ref().filter(|v| kind(v) == StageKind::Open);
+        let end_kind = b.as_ref().map(&kind);
+        if let Some(b) = b.as_ref().filter(|v| kind(v) == StageKind::Open) {
+            w.end.add(b.amount());
+        }
+        match open_a {
+            Some(a) => {
+                w.start.add(a.amount());
+                match (end_kind, b.as_ref()) {
+                    (Some(StageKind::Open), Some(b)) => {
+                        w.amount_changed += b.amount() - a.amount();
+                        if a.close_date_ms > 0 && b.close_date_ms > 0 {
+                            if b.close_date_ms < a.close_date_ms {
+                                w.pulled_in.add(b.amount());
+                            } else if b.close_date_ms > a.close_date_ms {
+                                w.pushed_out.add(b.amount());
+                            }
+                        }
+                    }
+                    (Some(StageKind::Won), _) => w.won.add(a.amount()),
+                    (Some(StageKind::Lost), _) => w.lost.add(a.amount()),
+                    _ => w.removed.add(a.amount()),
+                }
+            }
+            None => {
+                let created_in_window =
+                    deal.versions.first().is_some_and(|v| v.created_ms > from && v.created_ms <= to);
+                // The deal's last amount in this pipeline before `to`.
+                let last = deal
+                    .versions
+                    .iter()
+                    .take_while(|v| v.modified_ms <= to)
+                    .filter(|v| !v.deleted && v.pipeline_id == pipeline.id)
+                    .last()
+                    .or(b.as_ref());
+                if created_in_window && let Some(last) = last {
+                    let x = last.amount();
+                    w.created.add(x);
+                    match end_kind {
+                        Some(StageKind::Open) => {}
+                        Some(StageKind::Won) => w.won.add(x),
+                        Some(StageKind::Lost) => w.lost.add(x),
+                        None => w.removed.add(x),
+                    }
+                } else if end_kind == Some(StageKind::Open)
+                    && let Some(b) = &b
+                {
+                    w.reopened.add(b.amount());
+                }
+            }
+        }
+    }
+    w
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
+            "month" | "" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    /// The start (UTC) of the period holding `t`.
+    pub fn start_of(self, t: i64) -> i64 {
+        use chrono::{Datelike, TimeZone, Utc};
+        match self {
+            Self::Day => t.div_euclid(DAY_MS) * DAY_MS,
+            // 1970-01-05 was a Monday.
+            Self::Week => (t - 4 * DAY_MS).div_euclid(7 * DAY_MS) * 7 * DAY_MS + 4 * DAY_MS,
+            Self::Month => {
+                let date = Utc.timestamp_millis_opt(t).single().unwrap_or_default();
+                Utc.with_ymd_and_hms(date.year(), date.month(), 1, 0, 0, 0).single().map_or(t, |d| d.timestamp_millis())
+            }
+        }
+    }
+
+    /// The start of the period after the one starting at `start`.
+    pub fn next(self, start: i64) -> i64 {
+        match self {
+            Self::Day => start + DAY_MS,
+            Self::Week => start + 7 * DAY_MS,
+            Self::Month => self.start_of(start + 32 * DAY_MS),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PeriodCount {
+    pub start_ms: i64,
+    pub created: u64,
+    pub won: u64,
+    pub lost: u64,
+    pub won_amount: f64,
+}
+
+/// Deals created, won and lost in each period from `from` to `to`; `None` when that
+/// would be more than `max_periods` periods.
+pub fn periods(
+    pipeline: &PipelineInfo,
+    deals: &[DealHistory],
+    period: Period,
+    from: i64,
+    to: i64,
+    max_periods: usize,
+) -> Option<Vec<PeriodCount>> {
+    let mut starts = Vec::new();
+    let mut s = period.start_of(from);
+    while s < to {
+        if starts.len() == max_periods {
+            return None;
+        }
+        starts.push(s);
+        s = period.next(s);
+    }
+    let mut counts: Vec<PeriodCount> =
+        starts.iter().map(|&start_ms| PeriodCount { start_ms, ..Default::default() }).collect();
+    let slot = |t: i64| -> Option<usize> {
+        if t < from || t >= to {
+            return None;
+        }
+        starts.iter().rposition(|&s| s <= t)
+    };
+    let stages = pipeline.complete(deals);
+    let kind = |id: &str| stages.iter().find(|s| s.id == id).map_or(StageKind::Open, |s| s.kind);
+    for deal in deals {
+        let Some(first) = deal.versions.iter().find(|v| !v.deleted) else { continue };
+        if first.pipeline_id == pipeline.id
+            && let Some(i) = slot(if first.created_ms > 0 { first.created_ms } else { first.modified_ms })
+        {
+            counts[i].created += 1;
+        }
+        for stay in deal.stays(&pipeline.id, to) {
+            let Some(i) = slot(stay.entered_ms) else { continue };
+            match kind(&stay.stage_id) {
+                StageKind::Won => {
+                    counts[i].won += 1;
+                    let amount = deal.at(stay.entered_ms).map_or(0.0, Version::amount);
+                    counts[i].won_amount += amount;
+                }
+                StageKind::Lost => counts[i].lost += 1,
+                StageKind::Open => {}
+            }
+        }
+    }
+    Some(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(id: &str, probability: f64, kind: StageKind, order: i32) -> StageInfo {
+        StageInfo { id: id.into(), label: id.to_uppercase(), probability, kind, display_order: order, removed: false }
+    }
+
+    pub(crate) fn pipeline() -> PipelineInfo {
+        PipelineInfo {
+            id: "default".into(),
+            label: "Sales".into(),
+            stages: vec![
+                stage("qualify", 0.2, StageKind::Open, 0),
+                stage("propose", 0.6, StageKind::Open, 1),
+                stage("won", 1.0, StageKind::Won, 2),
+                stage("lost", 0.0, StageKind::Lost, 3),
+            ],
+        }
+    }
+
+    fn v(day: i64, stage: &str, amount: f64, created_day: i64) -> Version {
+        Version {
+            modified_ms: day * DAY_MS,
+            pipeline_id: "default".into(),
+            stage_id: stage.into(),
+            amount: Some(amount),
+            close_date_ms: 0,
+            created_ms: created_day * DAY_MS,
+            deleted: false,
+        }
+    }
+
+    fn deal(id: &str, versions: Vec<Version>) -> DealHistory {
+        DealHistory { deal_id: id.into(), versions }
+    }
+
+    /// Four deals over twenty days; every expected figure below is worked out by hand.
+    pub(crate) fn fixture() -> Vec<DealHistory> {
+        vec![
+            // A: qualify day 1, propose day 5, won day 11 (amount 100 → 120 on day 11).
+            deal("a", vec![v(1, "qualify", 100.0, 1), v(5, "propose", 100.0, 1), v(11, "won", 120.0, 1)]),
+            // B: qualify day 2, lost day 4.
+            deal("b", vec![v(2, "qualify", 50.0, 2), v(4, "lost", 50.0, 2)]),
+            // C: qualify day 3, propose day 9.
+            deal("c", vec![v(3, "qualify", 200.0, 3), v(9, "propose", 200.0, 3)]),
+            // D: created day 12 in qualify, deleted day 15.
+            deal(
+                "d",
+                vec![
+                    v(12, "qualify", 10.0, 12),
+                    Version { deleted: true, stage_id: String::new(), ..v(15, "", 0.0, 12) },
+                ],
+            ),
+        ]
+    }
+
+    fn stage_figures<'a>(f: &'a Figures, id: &str) -> &'a StageFigures {
+        &f.stages.iter().find(|(s, _)| s.id == id).expect("stage").1
+    }
+
+    #[test]
+    fn funnel_at_a_past_date_matches_the_hand_computed_fixture() {
+        // Day 6: A in propose (100), B lost (50), C in qualify (200); D not created yet.
+        let f = funnel(&pipeline(), &fixture(), 6 * DAY_MS);
+        assert_eq!((f.open_count, f.open_amount), (2, 300.0));
+        assert!((f.weighted_forecast - (100.0 * 0.6 + 200.0 * 0.2)).abs() < 1e-9);
+        assert_eq!((f.won_count, f.lost_count, f.lost_amount), (0, 1, 50.0));
+        assert_eq!(f.win_rate, 0.0);
+        let q = stage_figures(&f, "qualify");
+        assert_eq!((q.deal_count, q.amount), (1, 200.0));
+        // Completed stays in qualify by day 6: A 4 days, B 2 days.
+        assert_eq!((q.avg_days_in_stage, q.median_days_in_stage), (3.0, 3.0));
+        // Reached qualify: A, B, C (3); reached propose or further: A (1).
+        assert_eq!(q.conversion_to_next, Some(1.0 / 3.0));
+        assert_eq!(stage_figures(&f, "propose").conversion_to_next, Some(0.0));
+    }
+
+    #[test]
+    fn funnel_now_matches_the_hand_computed_fixture() {
+        let f = funnel(&pipeline(), &fixture(), 20 * DAY_MS);
+        // Open: C in propose (200). Won: A (120). Lost: B (50). D deleted.
+        assert_eq!((f.open_count, f.open_amount), (1, 200.0));
+        assert_eq!((f.won_count, f.won_amount, f.lost_count), (1, 120.0, 1));
+        assert_eq!(f.win_rate, 0.5);
+        // A: created day 1, won day 11.
+        assert_eq!(f.avg_cycle_days, 10.0);
+        assert!((f.sales_velocity_per_day - 1.0 * 120.0 * 0.5 / 10.0).abs() < 1e-9);
+        let q = stage_figures(&f, "qualify");
+        // Stays: A 4, B 2, C 6, D 3 (left by deletion) → mean 3.75, median 3.5.
+        assert_eq!((q.avg_days_in_stage, q.median_days_in_stage), (3.75, 3.5));
+        // Reached qualify: A, B, C, D (4); propose+: A, C (2); won: A (1).
+        assert_eq!(q.conversion_to_next, Some(0.5));
+        assert_eq!(stage_figures(&f, "propose").conversion_to_next, Some(0.5));
+        assert_eq!(stage_figures(&f, "won").deal_count, 1);
+    }
+
+    #[test]
+    fn waterfall_balances_and_names_each_movement() {
+        let w = waterfall(&pipeline(), &fixture(), 6 * DAY_MS, 20 * DAY_MS);
+        assert_eq!(w.start, Movement { count: 2, amount: 300.0 });
+        assert_eq!(w.won, Movement { count: 1, amount: 100.0 });
+        assert_eq!(w.created, Movement { count: 1, amount: 10.0 });
+        assert_eq!(w.removed, Movement { count: 1, amount: 10.0 });
+        assert_eq!(w.end, Movement { count: 1, amount: 200.0 });
+        let computed =
+            w.start.amount + w.created.amount + w.reopened.amount - w.won.amount - w.lost.amount - w.removed.amount
+                + w.amount_changed;
+        assert!((computed - w.end.amount).abs() < 1e-9);
+    }
+
+    #[test]
+    fn close_date_moves_are_pulled_in_or_pushed_out() {
+        let mut a1 = v(1, "qualify", 10.0, 1);
+        a1.close_date_ms = 30 * DAY_MS;
+        let mut a2 = v(3, "qualify", 15.0, 1);
+        a2.close_date_ms = 20 * DAY_MS;
+        let w = waterfall(&pipeline(), &[deal("a", vec![a1, a2])], 2 * DAY_MS, 4 * DAY_MS);
+        assert_eq!(w.pulled_in, Movement { count: 1, amount: 15.0 });
+        assert_eq!(w.amount_changed, 5.0);
+    }
+
+    #[test]
+    fn periods_count_creations_wins_and_losses() {
+        let p = periods(&pipeline(), &fixture(), Period::Day, 0, 13 * DAY_MS, 100).expect("periods");
+        assert_eq!(p.len(), 13);
+        assert_eq!(p.iter().map(|c| c.created).sum::<u64>(), 4);
+        assert_eq!((p[11].won, p[11].won_amount), (1, 120.0));
+        assert_eq!(p[4].lost, 1);
+        assert!(periods(&pipeline(), &fixture(), Period::Day, 0, 1000 * DAY_MS, 100).is_none());
+    }
+
+    #[test]
+    fn weeks_start_on_monday_and_months_on_the_first() {
+        // 2026-11-21 is a Saturday; its week began Monday 2026-11-16.
+        let t = 1_795_219_200_000; // 2026-11-21T00:00:00Z
+        assert_eq!(Period::Week.start_of(t), t - 5 * DAY_MS);
+        assert_eq!(Period::Month.start_of(t), t - 20 * DAY_MS);
+        assert_eq!(Period::Month.next(t - 20 * DAY_MS), t + 10 * DAY_MS);
+    }
+
+    #[test]
+    fn unknown_stages_are_kept_with_their_id_as_label() {
+        let mut history = fixture();
+        history.push(deal("e", vec![v(2, "negotiation", 5.0, 2)]));
+        let f = funnel(&pipeline(), &history, 20 * DAY_MS);
+        let (info, figures) = f.stages.iter().find(|(s, _)| s.id == "negotiation").expect("kept");
+        assert_eq!((info.label.as_str(), figures.deal_count), ("negotiation", 1));
+    }
+}

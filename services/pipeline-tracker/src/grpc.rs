@@ -1,0 +1,208 @@
+//! The gRPC face of pipeline-tracker: every RPC checks the caller's scope, then asks the
+//! tracker. Watch streams recompute on change and push through a one-slot buffer, so a
+//! slow client holds only its own stream back.
+
+use crate::tracker::Tracker;
+use gomark_platform::{Caller, PublicError, Role, Shutdown};
+use gomark_proto::pipeline_tracker::v1 as pb;
+use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::PipelineTrackerService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct PipelineTrackerGrpc {
+    tracker: Arc<Tracker>,
+    watch_poll: Duration,
+    shutdown: Shutdown,
+}
+
+impl PipelineTrackerGrpc {
+    pub fn new(tracker: Arc<Tracker>, watch_poll: Duration, shutdown: Shutdown) -> Self {
+        Self { tracker, watch_poll, shutdown }
+    }
+}
+
+fn company_scope(caller: &Caller, company_id: &str) -> Result<(), Status> {
+    if company_id.is_empty() {
+        return Err(PublicError::invalid("company_id", "is required").into());
+    }
+    Ok(caller.require(Role::Viewer, company_id)?)
+}
+
+/// The companies a portfolio request covers: the listed ones (each checked), or every
+/// company for a portfolio-wide caller and its own company for a scoped one.
+fn portfolio_scope(caller: &Caller, company_ids: &[String]) -> Result<Vec<String>, Status> {
+    if company_ids.len() > 1_000 {
+        return Err(PublicError::invalid("company_ids", "at most 1000 companies").into());
+    }
+    if company_ids.is_empty() {
+        caller.require_role(Role::Viewer)?;
+        return Ok(caller.scope.company().map(|c| vec![c.to_owned()]).unwrap_or_default());
+    }
+    for id in company_ids {
+        company_scope(caller, id)?;
+    }
+    Ok(company_ids.to_vec())
+}
+
+/// Sends `compute()` now and again whenever `version()` moves and the figures differ
+/// (`same` says when they do not); checks `version` on every local change and every
+/// `poll` (for changes other replicas ingested).
+fn spawn_watch<T, C, CF, V, VF>(
+    tracker: Arc<Tracker>,
+    poll: Duration,
+    shutdown: Shutdown,
+    compute: C,
+    version: V,
+    same: fn(&T, &T) -> bool,
+) -> ReceiverStream<Result<T, Status>>
+where
+    T: Clone + Send + 'static,
+    C: Fn(Arc<Tracker>) -> CF + Send + 'static,
+    CF: Future<Output = crate::error::Result<T>> + Send,
+    V: Fn(Arc<Tracker>) -> VF + Send + 'static,
+    VF: Future<Output = crate::error::Result<i64>> + Send,
+{
+    let (tx, rx) = mpsc::channel(1);
+    let mut changes = tracker.changes.subscribe();
+    tokio::spawn(async move {
+        let mut sent_version: Option<i64> = None;
+        let mut sent: Option<T> = None;
+        loop {
+            let current = match version(tracker.clone()).await {
+                Ok(v) => v,
+                Err(err) => {
+                    let _ = tx.send(Err(err.into())).await;
+                    return;
+                }
+            };
+            if sent_version != Some(current) {
+                let update = compute(tracker.clone()).await.map_err(Status::from);
+                sent_version = Some(current);
+                match update {
+                    Ok(value) if sent.as_ref().is_some_and(|s| same(s, &value)) => {}
+                    Ok(value) => {
+                        // Waits for the client: only this stream waits, never ingest.
+                        if tx.send(Ok(value.clone())).await.is_err() {
+                            return;
+                        }
+                        sent = Some(value);
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tx.closed() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+#[tonic::async_trait]
+impl PipelineTrackerService for PipelineTrackerGrpc {
+    async fn get_funnel(&self, req: Request<pb::GetFunnelRequest>) -> Result<Response<pb::Funnel>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        company_scope(&caller, &r.company_id)?;
+        Ok(Response::new(self.tracker.funnel(&r.company_id, &r.pipeline_id, r.as_of_ms).await?))
+    }
+
+    async fn list_pipelines(
+        &self,
+        req: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        company_scope(&caller, &r.company_id)?;
+        Ok(Response::new(self.tracker.pipelines(&r.company_id).await?))
+    }
+
+    async fn get_waterfall(&self, req: Request<pb::GetWaterfallRequest>) -> Result<Response<pb::Waterfall>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        company_scope(&caller, &r.company_id)?;
+        Ok(Response::new(self.tracker.waterfall(&r.company_id, &r.pipeline_id, r.from_ms, r.to_ms).await?))
+    }
+
+    async fn get_periods(&self, req: Request<pb::GetPeriodsRequest>) -> Result<Response<pb::PeriodSeries>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        company_scope(&caller, &r.company_id)?;
+        Ok(Response::new(self.tracker.periods(&r.company_id, &r.pipeline_id, &r.period, r.from_ms, r.to_ms).await?))
+    }
+
+    async fn get_portfolio(&self, req: Request<pb::GetPortfolioRequest>) -> Result<Response<pb::Portfolio>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        let ids = portfolio_scope(&caller, &r.company_ids)?;
+        let page = r.page.unwrap_or_default();
+        Ok(Response::new(self.tracker.portfolio(&ids, page.page_size, &page.page_token).await?))
+    }
+
+    type WatchFunnelStream = ReceiverStream<Result<pb::Funnel, Status>>;
+
+    async fn watch_funnel(
+        &self,
+        req: Request<pb::GetFunnelRequest>,
+    ) -> Result<Response<Self::WatchFunnelStream>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        company_scope(&caller, &r.company_id)?;
+        if r.as_of_ms != 0 {
+            return Err(PublicError::invalid("as_of_ms", "a watch follows the present; leave it 0").into());
+        }
+        // Fail fast on an unknown pipeline, before the stream starts.
+        self.tracker.funnel(&r.company_id, &r.pipeline_id, 0).await?;
+        let company = r.company_id.clone();
+        let stream = spawn_watch(
+            self.tracker.clone(),
+            self.watch_poll,
+            self.shutdown.clone(),
+            move |t| {
+                let r = r.clone();
+                async move { t.funnel(&r.company_id, &r.pipeline_id, 0).await }
+            },
+            move |t| {
+                let company = company.clone();
+                async move { t.store().company_version(&company).await }
+            },
+            // The same figures at a later instant are no news.
+            |a, b| pb::Funnel { as_of_ms: b.as_of_ms, ..a.clone() } == *b,
+        );
+        Ok(Response::new(stream))
+    }
+
+    type WatchPortfolioStream = ReceiverStream<Result<pb::Portfolio, Status>>;
+
+    async fn watch_portfolio(
+        &self,
+        req: Request<pb::GetPortfolioRequest>,
+    ) -> Result<Response<Self::WatchPortfolioStream>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        let ids = portfolio_scope(&caller, &r.company_ids)?;
+        let page = r.page.unwrap_or_default();
+        let stream = spawn_watch(
+            self.tracker.clone(),
+            self.watch_poll,
+            self.shutdown.clone(),
+            move |t| {
+                let (ids, page) = (ids.clone(), page.clone());
+                async move { t.portfolio(&ids, page.page_size, &page.page_token).await }
+            },
+            |t| async move { t.store().portfolio_version().await },
+            |a, b| a == b,
+        );
+        Ok(Response::new(stream))
+    }
+}

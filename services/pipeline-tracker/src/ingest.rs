@@ -1,0 +1,105 @@
+//! Ingest: `deal.upserted` / `deal.deleted` events become deal versions, stored a batch
+//! at a time; `company.created` names the companies.
+
+use crate::funnel::Version;
+use crate::store::Incoming;
+use crate::tracker::Tracker;
+use async_trait::async_trait;
+use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
+use gomark_events::envelope::decode_payload;
+use gomark_events::{EventEnvelope, event_types};
+use gomark_proto::events::v1 as ev;
+use std::sync::Arc;
+
+pub const DEALS_UPSERTED_CONSUMER: &str = "pipeline-tracker.deals-upserted";
+pub const DEALS_DELETED_CONSUMER: &str = "pipeline-tracker.deals-deleted";
+pub const COMPANIES_CONSUMER: &str = "pipeline-tracker.companies";
+
+/// The deal version an event carries; `None` for an event of another type.
+pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, prost::DecodeError> {
+    Ok(match event.r#type.as_str() {
+        event_types::DEAL_UPSERTED => {
+            let d: ev::DealUpserted = decode_payload(event)?;
+            Some(Incoming {
+                company_id: d.company_id,
+                deal_id: d.deal_id,
+                version: Version {
+                    modified_ms: d.last_modified_ms,
+                    pipeline_id: d.pipeline_id,
+                    stage_id: d.stage_id,
+                    amount: d.amount,
+                    close_date_ms: d.close_date_ms,
+                    created_ms: d.created_ms,
+                    deleted: false,
+                },
+                name: d.name,
+                owner_id: d.owner_id,
+            })
+        }
+        event_types::DEAL_DELETED => {
+            let d: ev::DealDeleted = decode_payload(event)?;
+            Some(Incoming {
+                company_id: d.company_id,
+                deal_id: d.deal_id,
+                version: Version {
+                    modified_ms: d.deleted_at_ms,
+                    pipeline_id: String::new(),
+                    stage_id: String::new(),
+                    amount: None,
+                    close_date_ms: 0,
+                    created_ms: 0,
+                    deleted: true,
+                },
+                name: String::new(),
+                owner_id: String::new(),
+            })
+        }
+        _ => None,
+    })
+}
+
+pub struct DealEvents {
+    pub tracker: Arc<Tracker>,
+}
+
+#[async_trait]
+impl BatchHandler for DealEvents {
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        let mut batch = Vec::with_capacity(events.len());
+        for event in events {
+            match incoming(event) {
+                Ok(Some(item)) if !item.company_id.is_empty() && !item.deal_id.is_empty() => batch.push(item),
+                // One bad event must not hold back the others: it is logged and skipped.
+                Ok(_) => tracing::error!(event_id = %event.id, "deal event without company or deal id skipped"),
+                Err(err) => tracing::error!(event_id = %event.id, error = %err, "undecodable deal event skipped"),
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let companies =
+            self.tracker.store().ingest(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
+        metrics::counter!("pipeline_tracker_deal_versions_ingested_total").increment(batch.len() as u64);
+        self.tracker.changed(&companies).await;
+        Ok(())
+    }
+}
+
+pub struct CompanyEvents {
+    pub tracker: Arc<Tracker>,
+}
+
+#[async_trait]
+impl EventHandler for CompanyEvents {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        let created: ev::CompanyCreated = decode_payload(event).map_err(|e| HandlerError::Reject(e.to_string()))?;
+        let Some(company) = created.company else { return Err(HandlerError::Reject("no company".into())) };
+        self.tracker
+            .store()
+            .record_company(&company.id, &company.name)
+            .await
+            .map_err(|err| HandlerError::Retry(err.to_string()))?;
+        self.tracker.changed(std::slice::from_ref(&company.id)).await;
+        Ok(())
+    }
+}
