@@ -6,7 +6,7 @@
 use crate::store::CustomerDeal;
 use gtm_config::{Criterion, CriterionOp, UpsellRule};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -38,25 +38,37 @@ pub struct Customer {
 
 /// Groups `deals` into customers by contact email, as `rule` defines won, lost and open.
 pub fn customers(deals: &[CustomerDeal], rule: &UpsellRule) -> Vec<Customer> {
-    let mut by_email: HashMap<&str, Vec<&CustomerDeal>> = HashMap::new();
-    for d in deals {
-        by_email.entry(d.email.as_str()).or_default().push(d);
-    }
+    // Sorting indices by email groups each customer's deals together and yields customers
+    // in a stable order, without a map of vectors.
+    let mut order: Vec<&CustomerDeal> = deals.iter().collect();
+    order.sort_unstable_by(|a, b| a.email.cmp(&b.email).then_with(|| a.deal_id.cmp(&b.deal_id)));
     let won = |d: &CustomerDeal| rule.won_stages.iter().any(|s| s == &d.stage);
     let lost = |d: &CustomerDeal| rule.lost_stages.iter().any(|s| s == &d.stage);
-    let mut out: Vec<Customer> = by_email
-        .into_iter()
-        .filter_map(|(email, deals)| {
-            let latest_won = deals.iter().filter(|d| won(d)).max_by_key(|d| (d.close_date_ms, d.deal_id.as_str()));
-            let primary =
-                latest_won.or_else(|| deals.iter().max_by_key(|d| (d.last_modified_ms, d.deal_id.as_str())))?;
-            let won_deals: Vec<&&CustomerDeal> = deals.iter().filter(|d| won(d)).collect();
-            let open_deals = deals.iter().filter(|d| !won(d) && !lost(d)).count() as u32;
-            let escalated = deals.iter().any(|d| {
-                d.properties
-                    .get(&rule.guardrails.escalation_property)
-                    .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"))
-            });
+    let escalation = &rule.guardrails.escalation_property;
+    order
+        .chunk_by(|a, b| a.email == b.email)
+        .filter_map(|group| {
+            let (mut won_deals, mut won_amount, mut open_deals, mut escalated) = (0u32, 0.0f64, 0u32, false);
+            let mut latest_won: Option<&CustomerDeal> = None;
+            for d in group.iter().copied() {
+                if won(d) {
+                    won_deals += 1;
+                    won_amount += d.amount.unwrap_or(0.0);
+                    if latest_won
+                        .is_none_or(|l| (d.close_date_ms, d.deal_id.as_str()) > (l.close_date_ms, l.deal_id.as_str()))
+                    {
+                        latest_won = Some(d);
+                    }
+                } else if !lost(d) {
+                    open_deals += 1;
+                }
+                escalated |= d
+                    .properties
+                    .get(escalation)
+                    .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
+            }
+            let primary = latest_won
+                .or_else(|| group.iter().copied().max_by_key(|d| (d.last_modified_ms, d.deal_id.as_str())))?;
             let mut properties = primary.properties.clone();
             properties.insert("dealname".into(), primary.deal_name.clone());
             properties.insert("dealstage".into(), primary.stage.clone());
@@ -67,12 +79,11 @@ pub fn customers(deals: &[CustomerDeal], rule: &UpsellRule) -> Vec<Customer> {
             if primary.close_date_ms > 0 {
                 properties.insert("closedate".into(), primary.close_date_ms.to_string());
             }
-            properties.insert("gomark.won_deals".into(), won_deals.len().to_string());
-            properties
-                .insert("gomark.won_amount".into(), won_deals.iter().filter_map(|d| d.amount).sum::<f64>().to_string());
+            properties.insert("gomark.won_deals".into(), won_deals.to_string());
+            properties.insert("gomark.won_amount".into(), won_amount.to_string());
             properties.insert("gomark.open_deals".into(), open_deals.to_string());
             Some(Customer {
-                email: email.to_owned(),
+                email: primary.email.clone(),
                 deal_id: primary.deal_id.clone(),
                 deal_name: primary.deal_name.clone(),
                 first_name: primary.properties.get(CONTACT_FIRST_NAME).cloned(),
@@ -83,10 +94,7 @@ pub fn customers(deals: &[CustomerDeal], rule: &UpsellRule) -> Vec<Customer> {
                 escalated,
             })
         })
-        .collect();
-    // HashMap order is random; callers (and tests) need a stable order before ranking.
-    out.sort_by(|a, b| a.email.cmp(&b.email));
-    out
+        .collect()
 }
 
 /// A customer's score and why.
