@@ -38,6 +38,9 @@ static RESTAMP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(||
     )
 });
 
+/// The bound on waiting for a pooled connection, in multiples of the call timeout.
+const QUEUE_WAIT_FACTOR: u32 = 30;
+
 pub struct RedisCache {
     pool: Pool,
     prefix: String,
@@ -52,7 +55,11 @@ impl RedisCache {
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self> {
         let mut config = Config::from_url(url);
         let mut pool_config = deadpool_redis::PoolConfig::new(16);
-        pool_config.timeouts = Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) };
+        // Waiting for a pooled connection is this process queueing, not Redis failing: it
+        // gets a long bound of its own, so a burst of callers is served in turn instead of
+        // being told Redis is down (callers such as the HubSpot budget then fall back).
+        let queue = (timeout * QUEUE_WAIT_FACTOR).max(Duration::from_secs(10));
+        pool_config.timeouts = Timeouts { wait: Some(queue), create: Some(timeout), recycle: Some(timeout) };
         config.pool = Some(pool_config);
         let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
         Ok(Self { pool, prefix: prefix.to_owned(), timeout })
@@ -67,11 +74,11 @@ impl RedisCache {
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let call = async {
-            let conn = self.pool.get().await.map_err(unavailable)?;
-            op(conn).await.map_err(unavailable)
-        };
-        tokio::time::timeout(self.timeout, call).await.map_err(|_| CacheError::Unavailable("timed out".into()))?
+        let conn = self.pool.get().await.map_err(unavailable)?;
+        tokio::time::timeout(self.timeout, op(conn))
+            .await
+            .map_err(|_| CacheError::Unavailable("timed out".into()))?
+            .map_err(unavailable)
     }
 }
 

@@ -70,7 +70,8 @@ pub struct DealSyncSettings {
     pub interval_secs: u64,
     /// Each run re-reads this far behind the cursor, for writes the index showed late.
     pub overlap_secs: u64,
-    /// How often queued webhook hints are re-read.
+    /// How often queued webhook hints are looked for when no webhook woke the loop (one
+    /// landed on another replica, or a wake was lost).
     pub queue_poll_ms: u64,
     /// HubSpot's search shows writes after a lag; the sync never looks closer to now.
     pub index_lag_secs: u64,
@@ -109,6 +110,8 @@ pub struct DealSync {
     client: HubSpotClient,
     relay: RelayWaker,
     settings: DealSyncSettings,
+    /// Rung when webhooks queued deals, so they are re-read at once, not on the next poll.
+    queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// What `ingest` did with a batch of webhook events.
@@ -127,7 +130,7 @@ impl DealSync {
         relay: RelayWaker,
         settings: DealSyncSettings,
     ) -> Self {
-        Self { db, portals, client, relay, settings }
+        Self { db, portals, client, relay, settings, queued: std::sync::Arc::new(tokio::sync::Notify::new()) }
     }
 
     fn index_lag_ms(&self) -> i64 {
@@ -213,6 +216,10 @@ impl DealSync {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        if !to_refresh.is_empty() {
+            // A permit is kept if the loop is mid-pass, so this wake is never lost.
+            self.queued.notify_one();
+        }
         metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "accepted")
             .increment(u64::from(outcome.accepted));
         metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "duplicate")
@@ -487,6 +494,7 @@ impl DealSync {
             if !busy {
                 tokio::select! {
                     () = shutdown.wait() => break,
+                    () = self.queued.notified() => {}
                     () = tokio::time::sleep(poll) => {}
                 }
             }

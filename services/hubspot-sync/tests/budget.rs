@@ -45,7 +45,11 @@ async fn drive(label: &str, caches: Vec<Arc<dyn Cache>>) {
     assert_eq!(failures, 0, "{label}: every request succeeded");
     for p in 0..PORTALS {
         let portal = 50_000 + p;
-        assert!(sim.max_requests_in_any_window(portal) <= LIMIT, "{label}: portal {portal} exceeded its limit");
+        assert!(
+            sim.max_requests_in_any_window(portal) <= LIMIT,
+            "{label}: portal {portal} exceeded its limit: {} in a window",
+            sim.max_requests_in_any_window(portal)
+        );
         assert_eq!(sim.rate_limited_count(portal), 0, "{label}: portal {portal} was answered 429");
     }
 }

@@ -149,6 +149,22 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         Ok(Response::new(self.tracker.portfolio(&ids, page.page_size, &page.page_token).await?))
     }
 
+    async fn get_stage_usage(
+        &self,
+        req: Request<pb::GetStageUsageRequest>,
+    ) -> Result<Response<pb::StageUsage>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        company_scope(&caller, &r.company_id)?;
+        let usage = self.tracker.store().stage_usage(&r.company_id).await?;
+        Ok(Response::new(pb::StageUsage {
+            stages: usage
+                .into_iter()
+                .map(|(pipeline_id, stage_id, deal_count)| pb::StageCount { pipeline_id, stage_id, deal_count })
+                .collect(),
+        }))
+    }
+
     type WatchFunnelStream = ReceiverStream<Result<pb::Funnel, Status>>;
 
     async fn watch_funnel(
@@ -204,5 +220,65 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
             |a, b| a == b,
         );
         Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::funnel::Version;
+    use crate::store::{Incoming, Store};
+    use gomark_storage::Database;
+
+    fn version(deal: usize, day: i64) -> Incoming {
+        Incoming {
+            company_id: "c1".into(),
+            deal_id: deal.to_string(),
+            version: Version {
+                modified_ms: 1_000 + day,
+                pipeline_id: "default".into(),
+                stage_id: "appointmentscheduled".into(),
+                amount: Some(10.0),
+                close_date_ms: 0,
+                created_ms: 1_000,
+                deleted: false,
+            },
+            name: String::new(),
+            owner_id: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_does_not_hold_ingest_back_and_then_gets_the_latest() {
+        let tdb = gomark_testkit::TestDatabase::sqlite();
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        db.migrate(&crate::MIGRATIONS).await.expect("migrate");
+        let store = Store::new(db);
+        let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+        let cache = Arc::new(gomark_cache::MemoryCache::new("watch"));
+        let tracker = Arc::new(Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60)));
+        let grpc = PipelineTrackerGrpc::new(tracker.clone(), Duration::from_secs(60), Shutdown::new());
+        let request =
+            || Caller::system("test").request(pb::GetFunnelRequest { company_id: "c1".into(), ..Default::default() });
+        let mut stream = grpc.watch_funnel(request()).await.expect("watch").into_inner();
+
+        // 200 batches while nobody reads: every one is stored at once.
+        for deal in 0..200 {
+            let companies = store.ingest(&[version(deal, 0)]).await.expect("ingest");
+            tracker.changed(&companies).await;
+        }
+        use tokio_stream::StreamExt as _;
+        let mut seen = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("an update");
+            let funnel = next.expect("open").expect("funnel");
+            seen.push(funnel.open_count);
+            if funnel.open_count == 200 {
+                break;
+            }
+        }
+        // The stream holds at most one update and one being computed; the rest coalesce.
+        assert!(seen.len() <= 3, "{seen:?}");
     }
 }

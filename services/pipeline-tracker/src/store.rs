@@ -132,14 +132,17 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for company in &companies {
-            sqlx::query(
-                "INSERT INTO companies (company_id, version) VALUES ($1, 1) \
+        for chunk in companies.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO companies (company_id, version) VALUES {} \
                  ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1",
-            )
-            .bind(company.clone())
-            .execute(&mut *tx)
-            .await?;
+                (1..=chunk.len()).map(|i| format!("(${i}, 1)")).collect::<Vec<_>>().join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for company in chunk {
+                q = q.bind(company.clone());
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(companies)
@@ -271,6 +274,20 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0)))).collect()
+    }
+
+    /// `(pipeline, stage, live deals)` for every stage of the company that holds deals.
+    pub async fn stage_usage(&self, company_id: &str) -> Result<Vec<(String, String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT pipeline_id, stage_id, COUNT(*) FROM deals WHERE company_id = $1 AND deleted = 0 \
+             GROUP BY pipeline_id, stage_id ORDER BY pipeline_id, stage_id",
+        )
+        .bind(company_id.to_owned())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, u64::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0))))
+            .collect()
     }
 
     pub async fn record_company(&self, company_id: &str, name: &str) -> Result<()> {

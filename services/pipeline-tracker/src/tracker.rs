@@ -80,8 +80,10 @@ impl Tracker {
 
     /// Called after a batch touching `companies` is stored.
     pub async fn changed(&self, companies: &[String]) {
-        for c in companies {
-            if let Err(err) = self.cache.delete(&cache_key(c)).await {
+        // Concurrently: a backfill batch touches many companies, each a cache round trip.
+        let deletions = companies.iter().map(|c| async move { (c, self.cache.delete(&cache_key(c)).await) });
+        for (c, outcome) in futures::future::join_all(deletions).await {
+            if let Err(err) = outcome {
                 tracing::warn!(company_id = %c, error = %err, "cache invalidation failed; the entry expires with its ttl");
             }
         }

@@ -189,6 +189,8 @@ async fn a_cached_funnel_moves_with_the_next_event() {
         let steps: Vec<(Option<&str>, &str, f64)> =
             log.iter().map(|x| (x.from_stage.as_deref(), x.to_stage.as_str(), x.amount)).collect();
         assert_eq!(steps, [(None, "appointmentscheduled", 100.0), (Some("appointmentscheduled"), "closedwon", 100.0)]);
+        let usage = t.store().stage_usage("c1").await.expect("usage");
+        assert_eq!(usage, [("default".to_owned(), "closedwon".to_owned(), 1)], "{}", tdb.label);
     }
 }
 
