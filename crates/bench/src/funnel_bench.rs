@@ -192,6 +192,7 @@ fn deal_events(events: usize) -> Vec<gomark_events::EventEnvelope> {
                 owner_id: String::new(),
                 last_modified_ms: start + (deal as i64 % 1_000) * 60_000 + (i % 2) as i64 * 86_400_000,
                 created_ms: start,
+                ..DealUpserted::default()
             };
             new_event(&company, event_types::DEAL_UPSERTED, &payload)
         })

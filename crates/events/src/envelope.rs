@@ -17,6 +17,8 @@ pub mod event_types {
     pub const DEAL_DELETED: &str = "deal.deleted";
     /// `DriftDetected`
     pub const DRIFT_DETECTED: &str = "drift.detected";
+    /// `UpsellDecided`
+    pub const UPSELL_DECIDED: &str = "upsell.decided";
 }
 
 /// A new envelope for `payload`, stamped now, carrying the current trace context.

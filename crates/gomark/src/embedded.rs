@@ -27,6 +27,9 @@ pub struct EmbeddedOptions {
     pub webhooks: hubspot_sim::WebhookConfig,
     /// hubspot-sync's deal sync timing.
     pub deal_sync: gomark_hubspot_sync::DealSyncSettings,
+    pub upso_sim: upso_sim::SimConfig,
+    /// upso-cadence's engine timing.
+    pub upsell_engine: gomark_upso_cadence::EngineSettings,
     /// With the demo portfolio: simulated sales activity this often (None: none).
     pub demo_activity: Option<std::time::Duration>,
 }
@@ -47,6 +50,8 @@ impl Default for EmbeddedOptions {
                 index_lag_secs: 0,
                 ..Default::default()
             },
+            upso_sim: upso_sim::SimConfig::default(),
+            upsell_engine: gomark_upso_cadence::EngineSettings::default(),
             demo_activity: None,
         }
     }
@@ -59,6 +64,8 @@ pub struct Embedded {
     pub bus: Arc<dyn gomark_events::EventBus>,
     pub hubspot_sim_url: String,
     pub hubspot_sim: HubSpotSim,
+    pub upso_sim_url: String,
+    pub upso_sim: upso_sim::UpsoSim,
     /// The admin API key created on the first start of this data folder (shown once).
     pub admin_api_key: Option<String>,
     /// `(service, gRPC address)` for each of the five services.
@@ -150,10 +157,29 @@ impl Embedded {
         let hubspot_sync_addr = hubspot_sync.grpc_addr;
         services.push((gomark_hubspot_sync::NAME, hubspot_sync_addr));
 
+        // upso-cadence before the orchestrator, which plans and applies cadences through it.
+        let (upso_sim, upso_sim_addr) =
+            crate::upso::start_sim(options.upso_sim.clone(), loopback(0), &shutdown).await?;
+        let settings = gomark_upso_cadence::Settings {
+            common: common(gomark_upso_cadence::NAME),
+            upso: gomark_upso_cadence::UpsoSettings {
+                base_url: format!("http://{upso_sim_addr}"),
+                credential_keys: Secret::new(crate::upso::credential_key(&options.data_dir)?),
+                ..Default::default()
+            },
+            engine: options.upsell_engine.clone(),
+        };
+        let b = backends(&settings.common).await?;
+        let upso = gomark_upso_cadence::start(settings, b, shutdown.clone()).await.context("upso-cadence")?;
+        let upso_addr = upso.grpc_addr;
+        services.push((gomark_upso_cadence::NAME, upso_addr));
+        running.push(upso);
+
         let settings = gomark_orchestrator::Settings {
             common: common(gomark_orchestrator::NAME),
             orchestrator: gomark_orchestrator::OrchestratorSettings {
                 hubspot_sync_url: grpc_url(hubspot_sync.grpc_addr),
+                upso_cadence_url: grpc_url(upso_addr),
                 ..Default::default()
             },
         };
@@ -164,17 +190,7 @@ impl Embedded {
         services.push((gomark_orchestrator::NAME, orchestrator_addr));
         running.push(orchestrator);
 
-        let server = common("upso-cadence").server;
-        let upso = gomark_upso_cadence::start(
-            gomark_upso_cadence::Settings { server: server.clone(), ..Default::default() },
-            shutdown.clone(),
-        )
-        .await
-        .context("upso-cadence")?;
-        let upso_addr = upso.grpc_addr;
-        services.push((gomark_upso_cadence::NAME, upso_addr));
-        running.push(upso);
-
+        let server = common(gomark_gateway::NAME).server;
         let settings = gomark_pipeline_tracker::Settings {
             common: common(gomark_pipeline_tracker::NAME),
             tracker: gomark_pipeline_tracker::TrackerSettings {
@@ -241,6 +257,8 @@ impl Embedded {
             bus: bus.clone(),
             hubspot_sim_url: format!("http://{sim_addr}"),
             hubspot_sim: sim,
+            upso_sim_url: format!("http://{upso_sim_addr}"),
+            upso_sim,
             admin_api_key,
             services,
             admin_addr,
@@ -251,6 +269,9 @@ impl Embedded {
             crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
                 .await
                 .context("demo portfolio")?;
+            crate::upso::seed_demo_accounts(&embedded.upso_sim, &grpc_url(orchestrator_addr), &grpc_url(upso_addr))
+                .await
+                .context("demo Upso accounts")?;
             if let Some(every) = options.demo_activity {
                 let (sim, stop) = (embedded.hubspot_sim.clone(), embedded.shutdown.clone());
                 tokio::spawn(crate::demo::run_demo_activity(sim, every, stop));

@@ -121,7 +121,7 @@ async fn run(service: Service) -> ExitCode {
     use gomark_service::{Backends, run_main};
     match service {
         Service::Gateway => run_main(gomark_gateway::NAME, gomark_gateway::start).await,
-        Service::UpsoCadence => run_main(gomark_upso_cadence::NAME, gomark_upso_cadence::start).await,
+        Service::UpsoCadence => run_main(gomark_upso_cadence::NAME, gomark_upso_cadence::start_with_backends).await,
         Service::PipelineTracker => {
             run_main(gomark_pipeline_tracker::NAME, |s: gomark_pipeline_tracker::Settings, sd| async move {
                 let b = Backends::connect(&s.common).await?;
@@ -191,6 +191,7 @@ fn announce(e: &Embedded) {
         lines.push(format!("{label}: {addr}"));
     }
     lines.push(format!("hubspot-sim: {}", e.hubspot_sim_url));
+    lines.push(format!("upso-sim: {}", e.upso_sim_url));
     lines.push(format!("metrics: http://{}/metrics", e.admin_addr));
     match &e.admin_api_key {
         Some(key) => {

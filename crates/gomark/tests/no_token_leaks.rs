@@ -1,5 +1,5 @@
-//! No HubSpot token appears in any log line, error, API response, or in the database
-//! files (where credentials are sealed). Its own test binary, so it can capture every log
+//! No HubSpot or Upso token appears in any log line, error, API response, or in the
+//! database files (where credentials are sealed). Its own test binary, so it can capture every log
 //! line of the process at TRACE level.
 
 use std::io::Write;
@@ -21,6 +21,7 @@ impl Write for Captured {
 }
 
 const TOKEN: &str = "pat-na1-4c2b-SECRET-TOKEN-do-not-leak";
+const UPSO_TOKEN: &str = "upso-SECRET-TOKEN-do-not-leak";
 
 #[tokio::test]
 async fn the_token_never_shows() {
@@ -77,6 +78,18 @@ async fn the_token_never_shows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(failed, "the apply failed with HubSpot's 401, as arranged");
+
+    // The Upso token: registered, used, refused by Upso; never shown.
+    gomark.upso_sim.register_account(UPSO_TOKEN, "Leak Co");
+    let upso_account = serde_json::json!({"token": UPSO_TOKEN});
+    let registered =
+        call(reqwest::Method::PUT, &format!("/v1/companies/{company}/upso-account"), Some(upso_account)).await;
+    assert!(registered.contains("upsoAccountId"), "{registered}");
+    call(reqwest::Method::GET, &format!("/v1/companies/{company}/upsell/dry-run"), None).await;
+    gomark.upso_sim.fail_next(UPSO_TOKEN, 50, 401);
+    let again = serde_json::json!({"token": UPSO_TOKEN});
+    let refused = call(reqwest::Method::PUT, &format!("/v1/companies/{company}/upso-account"), Some(again)).await;
+    assert!(refused.contains("Upso refused this token"), "{refused}");
     call(reqwest::Method::GET, &format!("/v1/companies/{company}"), None).await;
     call(reqwest::Method::GET, &format!("/v1/companies/{company}/audit"), None).await;
     call(reqwest::Method::GET, "/v1/companies", None).await;
@@ -86,12 +99,21 @@ async fn the_token_never_shows() {
 
     let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
     assert!(logged.len() > 1000, "logs were captured ({} bytes)", logged.len());
-    assert!(!logged.contains(TOKEN), "the token is in the logs");
-    assert!(!responses.contains(TOKEN), "the token is in an API response");
+    for token in [TOKEN, UPSO_TOKEN] {
+        assert!(!logged.contains(token), "the token is in the logs");
+        assert!(!responses.contains(token), "the token is in an API response");
+    }
     for entry in std::fs::read_dir(dir.path()).expect("data dir") {
         let path = entry.expect("entry").path();
-        let bytes = std::fs::read(&path).expect("read");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // A SQLite -wal/-shm file removed as its last connection closes holds nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("read {}: {e}", path.display()),
+        };
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains(TOKEN), "the token is stored in clear in {}", path.display());
+        for token in [TOKEN, UPSO_TOKEN] {
+            assert!(!text.contains(token), "a token is stored in clear in {}", path.display());
+        }
     }
 }

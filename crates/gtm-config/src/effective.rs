@@ -2,6 +2,7 @@
 
 use crate::ConfigError;
 use crate::model::{Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, Pipeline, PropertyGroup};
+use crate::outreach::{Cadence, UpsellRule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -14,9 +15,21 @@ pub struct EffectiveConfig {
     pub property_groups: Vec<PropertyGroup>,
     pub deal_properties: Vec<DealProperty>,
     pub pipelines: Vec<Pipeline>,
+    /// Upso cadences: the baseline's, overridden (by key) or removed by the overlay.
+    #[serde(default)]
+    pub cadences: Vec<Cadence>,
+    #[serde(default)]
+    pub upsell_rules: Vec<UpsellRule>,
+    /// The portfolio-wide suppression list (baseline only).
+    #[serde(default)]
+    pub suppression_list: Vec<String>,
 }
 
 impl EffectiveConfig {
+    pub fn cadence(&self, key: &str) -> Option<&Cadence> {
+        self.cadences.iter().find(|c| c.key == key)
+    }
+
     pub fn property(&self, name: &str) -> Option<&DealProperty> {
         self.deal_properties.iter().find(|p| p.name == name)
     }
@@ -44,6 +57,8 @@ pub(crate) struct SourcedConfig<'a> {
     pub property_groups: Vec<Sourced<'a, PropertyGroup>>,
     pub deal_properties: Vec<Sourced<'a, DealProperty>>,
     pub pipelines: Vec<Sourced<'a, Pipeline>>,
+    pub cadences: Vec<Sourced<'a, Cadence>>,
+    pub upsell_rules: Vec<Sourced<'a, UpsellRule>>,
 }
 
 /// Baseline order first; an overlay item with a known key replaces the baseline item in
@@ -74,6 +89,10 @@ fn merge<'a, T>(
 
 pub(crate) fn sourced<'a>(baseline: &'a Baseline, overlay: Option<(&str, &'a CompanyOverlay)>) -> SourcedConfig<'a> {
     let empty: &'a [String] = &[];
+    let (cadences, removed_cadences, rules) = match overlay {
+        Some((_, o)) => (o.cadences.as_slice(), o.remove_cadences.as_slice(), o.upsell_rules.as_slice()),
+        None => (&[][..], empty, &[][..]),
+    };
     let (prefix, groups, props, removed_props, pipes, removed_pipes) = match overlay {
         Some((key, o)) => (
             format!("companies.{key}"),
@@ -110,6 +129,22 @@ pub(crate) fn sourced<'a>(baseline: &'a Baseline, overlay: Option<(&str, &'a Com
             removed_pipes,
             |p| &p.id,
         ),
+        cadences: merge(
+            &baseline.cadences,
+            "baseline.cadences",
+            cadences,
+            &format!("{prefix}.cadences"),
+            removed_cadences,
+            |c| &c.key,
+        ),
+        upsell_rules: merge(
+            &baseline.upsell_rules,
+            "baseline.upsellRules",
+            rules,
+            &format!("{prefix}.upsellRules"),
+            &[],
+            |r| &r.key,
+        ),
     }
 }
 
@@ -121,6 +156,15 @@ fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveC
         property_groups: s.property_groups.iter().map(|x| x.item.clone()).collect(),
         deal_properties: s.deal_properties.iter().map(|x| x.item.clone()).collect(),
         pipelines: s.pipelines.iter().map(|x| x.item.clone()).collect(),
+        cadences: s.cadences.iter().map(|x| x.item.clone()).collect(),
+        // A rule whose cadence was removed by the overlay goes with it.
+        upsell_rules: s
+            .upsell_rules
+            .iter()
+            .filter(|r| s.cadences.iter().any(|c| c.item.key == r.item.cadence))
+            .map(|x| x.item.clone())
+            .collect(),
+        suppression_list: baseline.suppression_list.clone(),
     }
 }
 

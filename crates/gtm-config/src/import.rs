@@ -30,9 +30,7 @@ impl Imported {
             property_groups: self.overlay.property_groups.clone(),
             deal_properties: self.overlay.deal_properties.clone(),
             pipelines: self.overlay.pipelines.clone(),
-            cadences: Vec::new(),
-            upsell_rules: Vec::new(),
-            portfolio_stages: Vec::new(),
+            ..Baseline::default()
         }
     }
 
@@ -162,8 +160,7 @@ pub fn import(observed: &Observed, company_key: &str, company_id: &str) -> Impor
             deal_properties,
             remove_deal_properties: Vec::new(),
             pipelines,
-            remove_pipelines: Vec::new(),
-            stage_mapping: Default::default(),
+            ..CompanyOverlay::default()
         },
         ids,
         managed,

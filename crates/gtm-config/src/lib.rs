@@ -33,6 +33,7 @@ mod diff;
 mod effective;
 mod import;
 mod model;
+pub mod outreach;
 mod plan;
 mod validate;
 
@@ -42,6 +43,9 @@ pub use import::{Imported, import};
 pub use model::{
     Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
     PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind, canonical_probability,
+};
+pub use outreach::{
+    Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,
 };
 pub use plan::{
     ALTERNATIVE_HUBSPOT_DEFINED, ALTERNATIVE_RENAME, ALTERNATIVE_STAGE_IN_USE, ALTERNATIVE_UNIQUE_VALUE, Action,

@@ -27,12 +27,15 @@ pub struct Baseline {
     pub deal_properties: Vec<DealProperty>,
     #[serde(default)]
     pub pipelines: Vec<Pipeline>,
-    /// Reserved for upso-cadence; kept opaque so this crate does not pin its schema.
+    /// Upso cadences every company gets (upso-cadence applies them).
     #[serde(default)]
-    pub cadences: Vec<Value>,
-    /// Reserved, like `cadences`.
+    pub cadences: Vec<crate::outreach::Cadence>,
+    /// Upsell rules every company gets (upso-cadence's engine runs them).
     #[serde(default)]
-    pub upsell_rules: Vec<Value>,
+    pub upsell_rules: Vec<crate::outreach::UpsellRule>,
+    /// Addresses (`a@b.com`) or domains (`@b.com`) no company may ever email.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppression_list: Vec<String>,
     /// The stages the portfolio roll-up sums every company's stages onto, in funnel
     /// order; empty means [`PortfolioStage::defaults`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -103,6 +106,12 @@ pub struct CompanyOverlay {
     pub pipelines: Vec<Pipeline>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove_pipelines: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cadences: Vec<crate::outreach::Cadence>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_cadences: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upsell_rules: Vec<crate::outreach::UpsellRule>,
     /// HubSpot stage id → portfolio stage id, for the roll-up; stages not listed go by
     /// their probability.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -121,6 +121,9 @@ impl Document {
         check_properties(&mut c, &b.deal_properties, "baseline.dealProperties");
         check_pipelines(&mut c, &b.pipelines, "baseline.pipelines");
         check_effective(&mut c, &sourced(b, None));
+        for (path, message) in crate::outreach::check_suppression(&b.suppression_list) {
+            c.push(path, message);
+        }
         check_portfolio_stages(&mut c, &b.portfolio_stages);
         let portfolio_stages = b.effective_portfolio_stages();
 
@@ -206,6 +209,14 @@ fn check_removals(c: &mut Collector, prefix: &str, doc: &Document, overlay: &Com
             c.push(&path, format!("\"{id}\" is listed twice"));
         } else if !base.pipelines.iter().any(|p| &p.id == id) {
             c.push(&path, format!("\"{id}\" is not a baseline pipeline"));
+        }
+    }
+    for (i, key) in overlay.remove_cadences.iter().enumerate() {
+        if !base.cadences.iter().any(|c| &c.key == key) || overlay.cadences.iter().any(|c| &c.key == key) {
+            c.push(
+                format!("{prefix}.removeCadences[{i}]"),
+                format!("\"{key}\" is not a baseline cadence, or is redeclared in this overlay"),
+            );
         }
     }
     // Removing and redeclaring in the same overlay is ambiguous (replace? move to the end?).
@@ -361,7 +372,21 @@ fn check_pipeline(c: &mut Collector, pipe: &Pipeline, p: &str) {
 
 /// Rules that need the merged view: pipeline label uniqueness across baseline and overlay,
 /// and property groups that must exist in the effective groups.
+fn check_outreach(c: &mut Collector, cfg: &SourcedConfig<'_>) {
+    let cadences: Vec<(String, &crate::outreach::Cadence)> =
+        cfg.cadences.iter().map(|s| (s.path.clone(), s.item)).collect();
+    let rules: Vec<(String, &crate::outreach::UpsellRule)> =
+        cfg.upsell_rules.iter().map(|s| (s.path.clone(), s.item)).collect();
+    for (path, message) in crate::outreach::check_cadences(&cadences) {
+        c.push(path, message);
+    }
+    for (path, message) in crate::outreach::check_rules(&rules, &cadences) {
+        c.push(path, message);
+    }
+}
+
 fn check_effective(c: &mut Collector, cfg: &SourcedConfig<'_>) {
+    check_outreach(c, cfg);
     let mut labels: BTreeMap<String, &Sourced<'_, Pipeline>> = BTreeMap::new();
     for pipe in &cfg.pipelines {
         let key = label_key(&pipe.item.label);

@@ -86,12 +86,12 @@ fn bad_values_are_parse_errors_with_paths() {
     let message = parse_message(Document::from_yaml(yaml));
     assert!(message.starts_with("companies.acme.settings.driftPolicy: unknown variant `ignore`"), "{message}");
 
-    // Reserved lists are only checked to be lists.
+    // Cadences are typed: a wrong shape or step type names its path.
     let message = parse_message(Document::from_yaml("baseline:\n  cadences: {a: 1}\n"));
     assert!(message.starts_with("baseline.cadences: invalid type"), "{message}");
-    let doc = Document::from_yaml("baseline:\n  cadences: [{id: c1, steps: [1, 2]}, 3]\n").expect("document parses");
-    assert_eq!(doc.baseline.cadences.len(), 2);
-    doc.validate().expect("document is valid");
+    let yaml = "baseline:\n  cadences: [{key: c1, name: C, steps: [{type: fax}]}]\n";
+    let message = parse_message(Document::from_yaml(yaml));
+    assert!(message.starts_with("baseline.cadences[0].steps[0].type: unknown variant `fax`"), "{message}");
 }
 
 #[test]
@@ -113,12 +113,12 @@ fn yaml_and_json_round_trip() {
 
 #[test]
 fn canonical_json_sorts_keys_and_is_compact() {
-    let doc =
-        Document::from_yaml("baseline:\n  cadences: [{zeta: 1, alpha: {y: 2, x: 1}}]\n").expect("document parses");
+    let doc = Document::from_yaml("baseline:\n  cadences: [{steps: [{type: call, delayHours: 2}], name: N, key: k}]\n")
+        .expect("document parses");
     let json = doc.to_canonical_json().expect("serialisable");
     assert_eq!(
         json,
-        r#"{"baseline":{"cadences":[{"alpha":{"x":1,"y":2},"zeta":1}],"dealProperties":[],"pipelines":[],"propertyGroups":[],"upsellRules":[]},"companies":{}}"#
+        r#"{"baseline":{"cadences":[{"exitOnBounce":true,"exitOnReply":true,"key":"k","name":"N","steps":[{"delayHours":2,"type":"call"}]}],"dealProperties":[],"pipelines":[],"propertyGroups":[],"upsellRules":[]},"companies":{}}"#
     );
 }
 

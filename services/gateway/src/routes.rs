@@ -12,6 +12,7 @@ pub mod funnels;
 pub mod hubspot;
 pub mod legacy;
 pub mod rollouts;
+pub mod upsell;
 pub mod webhooks;
 
 use crate::auth::Authenticator;
@@ -56,6 +57,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(dashboard::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
+        .merge(upsell::routes())
         .merge(legacy::routes())
         .merge(webhooks::routes())
         .merge(docs::routes())

@@ -35,6 +35,27 @@ pub const DEAL_PROPERTIES: &[&str] = &[
     "hubspot_owner_id",
     "hs_lastmodifieddate",
     "createdate",
+    "gomark_contact_email",
+    "gomark_contact_first_name",
+    "gomark_contact_time_zone",
+    "gomark_product_usage",
+    "gomark_renewal_date",
+    "gomark_seats",
+    "gomark_customer_tier",
+    "gomark_escalation",
+];
+
+/// The customer properties (read as well, HubSpot omits the ones a portal lacks) that
+/// events carry in `properties` for the upsell engine's rules.
+const CUSTOMER_PROPERTIES: &[&str] = &[
+    "gomark_contact_email",
+    "gomark_contact_first_name",
+    "gomark_contact_time_zone",
+    "gomark_product_usage",
+    "gomark_renewal_date",
+    "gomark_seats",
+    "gomark_customer_tier",
+    "gomark_escalation",
 ];
 
 /// HubSpot's batch read takes at most 100 ids.
@@ -532,6 +553,13 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
         owner_id: deal.owner().unwrap_or_default().to_owned(),
         last_modified_ms: modified,
         created_ms: deal.create_date().unwrap_or(0),
+        properties: CUSTOMER_PROPERTIES
+            .iter()
+            .filter_map(|name| {
+                let value = deal.property(name)?;
+                (!value.is_empty()).then(|| ((*name).to_owned(), value.to_owned()))
+            })
+            .collect(),
     };
     let event = new_event(&portal.company_id, event_types::DEAL_UPSERTED, &payload);
     gomark_events::outbox::enqueue(conn, &event).await?;

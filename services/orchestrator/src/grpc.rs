@@ -393,6 +393,34 @@ impl OrchestratorService for OrchestratorGrpc {
         Ok(Response::new(pb::CheckDriftResponse { checked, drifted }))
     }
 
+    async fn modify_upsell_cadence(
+        &self,
+        req: Request<pb::ModifyUpsellCadenceRequest>,
+    ) -> Result<Response<pb::ModifyUpsellCadenceResponse>, Status> {
+        let caller = caller(&req)?;
+        let r = req.into_inner();
+        if r.company_id.is_empty() {
+            return Err(crate::Error::invalid("company_id", "is required").into());
+        }
+        // A company's operator may make this one change for its own company, even though
+        // it lands in a portfolio revision.
+        caller.require(Role::Operator, &r.company_id)?;
+        let change = crate::outreach::modify_upsell_cadence(
+            &self.revisions,
+            &self.rollouts,
+            &actor(&caller),
+            &r.company_id,
+            &r.template,
+            r.delay_hours,
+        )
+        .await?;
+        Ok(Response::new(pb::ModifyUpsellCadenceResponse {
+            revision: change.revision,
+            rollout_id: change.rollout_id,
+            cadence_key: change.cadence_key,
+        }))
+    }
+
     async fn list_drift(&self, req: Request<pb::ListDriftRequest>) -> Result<Response<pb::ListDriftResponse>, Status> {
         let caller = caller(&req)?;
         let r = req.into_inner();

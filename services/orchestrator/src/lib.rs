@@ -8,6 +8,7 @@ pub mod drift;
 mod error;
 mod grpc;
 mod import;
+mod outreach;
 mod planning;
 mod portal_activity;
 mod property_spec;
@@ -46,11 +47,17 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         &settings.orchestrator.hubspot_sync_url,
         settings.orchestrator.call_timeout(),
     )?;
+    // Optional: without upso-cadence, plans and rollouts cover HubSpot only.
+    let upso_cadence = match settings.orchestrator.upso_cadence_url.as_str() {
+        "" => None,
+        url => Some(gomark_platform::grpc_client::channel(url, settings.orchestrator.call_timeout())?),
+    };
     let waker = RelayWaker::default();
     let store = Store::new(backends.db.clone());
-    let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone()));
+    let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone(), upso_cadence.clone()));
     let revisions = Arc::new(revisions::Revisions::new(store.clone()));
-    let rollouts = Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone()));
+    let rollouts =
+        Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone(), upso_cadence));
     let drift = Arc::new(drift::DriftWatch::new(
         store.clone(),
         revisions.clone(),

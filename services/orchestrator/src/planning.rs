@@ -9,12 +9,15 @@ use gomark_platform::{Caller, PublicError};
 use gomark_proto::hubspot_sync::v1::GetObservedStateRequest;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
 use gomark_proto::orchestrator::v1 as pb;
+use gomark_proto::upso_cadence::v1::PlanCadencesRequest;
+use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use gtm_config::{EffectiveConfig, Observed, Op, PipelineIdMap, Plan, Target};
 use std::collections::BTreeSet;
 
 pub struct Planner {
     store: Store,
     hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
+    upso_cadence: Option<UpsoCadenceServiceClient<TracedChannel>>,
 }
 
 fn observed_from(state: gomark_proto::hubspot_sync::v1::ObservedState) -> Observed {
@@ -133,8 +136,38 @@ fn plan_proto(company_key: &str, company_id: &str, plan: &Plan) -> pb::CompanyPl
 }
 
 impl Planner {
-    pub fn new(store: Store, hubspot_sync: TracedChannel) -> Self {
-        Self { store, hubspot_sync: HubspotSyncServiceClient::new(hubspot_sync) }
+    pub fn new(store: Store, hubspot_sync: TracedChannel, upso_cadence: Option<TracedChannel>) -> Self {
+        Self {
+            store,
+            hubspot_sync: HubspotSyncServiceClient::new(hubspot_sync),
+            upso_cadence: upso_cadence.map(UpsoCadenceServiceClient::new),
+        }
+    }
+
+    /// The company's Upso cadence actions (none when upso-cadence is not configured).
+    async fn plan_cadences(
+        &self,
+        desired: &EffectiveConfig,
+    ) -> std::result::Result<Vec<pb::PlannedAction>, tonic::Status> {
+        let Some(client) = &self.upso_cadence else { return Ok(Vec::new()) };
+        let request = PlanCadencesRequest {
+            company_id: desired.company_id.clone(),
+            desired_json: serde_json::to_string(desired)
+                .map_err(|_| tonic::Status::internal("unserialisable config"))?,
+        };
+        let plan = client.clone().plan_cadences(Caller::system("orchestrator").request(request)).await?.into_inner();
+        Ok(plan
+            .actions
+            .into_iter()
+            .map(|a| pb::PlannedAction {
+                target_kind: "cadence".into(),
+                target: a.cadence_key,
+                op: a.op,
+                changes_json: serde_json::json!({"fields": a.fields, "editedInUpso": a.edited_in_upso}).to_string(),
+                blocked_reason: String::new(),
+                safe_alternative: String::new(),
+            })
+            .collect())
     }
 
     /// The plan of every company of `revision` (or those in `only`).
@@ -181,6 +214,24 @@ impl Planner {
             self.store.list_properties(&desired.company_id, true).await?.into_iter().map(|p| p.spec.name).collect();
         let ids = ids_by_label(desired, &observed);
         let plan = gtm_config::plan(desired, &observed, &ids, &BTreeSet::new(), &managed);
-        Ok(plan_proto(key, &desired.company_id, &plan))
+        let mut company = plan_proto(key, &desired.company_id, &plan);
+        match self.plan_cadences(desired).await {
+            Ok(actions) => {
+                for a in &actions {
+                    let sign = match a.op.as_str() {
+                        "create" => "+",
+                        "archive" => "-",
+                        _ => "~",
+                    };
+                    company.text.push_str(&format!("{sign} cadence {}\n", a.target));
+                }
+                company.actions.extend(actions);
+            }
+            Err(status) => {
+                let why = PublicError::from(status).message;
+                company.error = format!("the Upso cadences could not be planned: {why}");
+            }
+        }
+        Ok(company)
     }
 }

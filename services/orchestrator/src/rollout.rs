@@ -16,6 +16,8 @@ use gomark_platform::{Caller, ErrorKind, PublicError, Shutdown};
 use gomark_proto::hubspot_sync::v1::ConvergeRequest;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
 use gomark_proto::orchestrator::v1 as pb;
+use gomark_proto::upso_cadence::v1::ApplyCadencesRequest;
+use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use serde_json::json;
 use sqlx::Row;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct Rollouts {
     store: Store,
     revisions: Arc<Revisions>,
     hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
+    /// None when upso-cadence is not configured: steps converge HubSpot only.
+    upso_cadence: Option<UpsoCadenceServiceClient<TracedChannel>>,
     wake: Notify,
 }
 
@@ -38,8 +42,19 @@ fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl Rollouts {
-    pub fn new(store: Store, revisions: Arc<Revisions>, hubspot_sync: TracedChannel) -> Self {
-        Self { store, revisions, hubspot_sync: HubspotSyncServiceClient::new(hubspot_sync), wake: Notify::new() }
+    pub fn new(
+        store: Store,
+        revisions: Arc<Revisions>,
+        hubspot_sync: TracedChannel,
+        upso_cadence: Option<TracedChannel>,
+    ) -> Self {
+        Self {
+            store,
+            revisions,
+            hubspot_sync: HubspotSyncServiceClient::new(hubspot_sync),
+            upso_cadence: upso_cadence.map(UpsoCadenceServiceClient::new),
+            wake: Notify::new(),
+        }
     }
 
     pub async fn start(&self, actor: &Actor, req: pb::StartRolloutRequest) -> Result<pb::Rollout> {
@@ -354,13 +369,32 @@ impl Rollouts {
         let outcome = match desired {
             None => Err(format!("company {company_id} is no longer in revision {revision}")),
             Some(desired) => {
-                let request = ConvergeRequest {
-                    company_id: company_id.to_owned(),
-                    revision,
-                    desired_json: serde_json::to_string(&desired).map_err(Error::from)?,
-                };
-                match self.hubspot_sync.clone().converge(Caller::system("orchestrator").request(request)).await {
-                    Ok(r) => Ok(r.into_inner()),
+                let desired_json = serde_json::to_string(&desired).map_err(Error::from)?;
+                let request =
+                    ConvergeRequest { company_id: company_id.to_owned(), revision, desired_json: desired_json.clone() };
+                let converged =
+                    match self.hubspot_sync.clone().converge(Caller::system("orchestrator").request(request)).await {
+                        // HubSpot first, then Upso: both re-read before writing, so a retry
+                        // of the whole step repeats nothing that was done.
+                        Ok(r) if r.get_ref().failed.is_empty() => match &self.upso_cadence {
+                            None => Ok(r.into_inner()),
+                            Some(upso) => {
+                                let request =
+                                    ApplyCadencesRequest { company_id: company_id.to_owned(), desired_json, revision };
+                                let applied =
+                                    upso.clone().apply_cadences(Caller::system("orchestrator").request(request)).await;
+                                applied.map(|a| {
+                                    let a = a.into_inner();
+                                    let mut r = r.into_inner();
+                                    r.applied += a.created + a.updated + a.archived;
+                                    r
+                                })
+                            }
+                        },
+                        other => other.map(tonic::Response::into_inner),
+                    };
+                match converged {
+                    Ok(r) => Ok(r),
                     Err(status) => {
                         let kind = ErrorKind::from_grpc(status.code());
                         let public = PublicError::from(status);

@@ -17,6 +17,8 @@ pub struct Settings {
 pub struct OrchestratorSettings {
     /// gRPC address of hubspot-sync (`http://hubspot-sync:50051`).
     pub hubspot_sync_url: String,
+    /// gRPC address of upso-cadence; empty: Upso cadences are neither planned nor applied.
+    pub upso_cadence_url: String,
     /// Deadline of every call to another service.
     pub call_timeout_ms: u64,
     /// Every applied company's portal is checked for drift once per this many seconds.
@@ -25,7 +27,12 @@ pub struct OrchestratorSettings {
 
 impl Default for OrchestratorSettings {
     fn default() -> Self {
-        Self { hubspot_sync_url: "http://127.0.0.1:50052".into(), call_timeout_ms: 10_000, drift_interval_secs: 300 }
+        Self {
+            hubspot_sync_url: "http://127.0.0.1:50052".into(),
+            upso_cadence_url: String::new(),
+            call_timeout_ms: 10_000,
+            drift_interval_secs: 300,
+        }
     }
 }
 
@@ -67,6 +74,9 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.common.validate()?;
         validate_url("orchestrator.hubspot_sync_url", &self.orchestrator.hubspot_sync_url)?;
+        if !self.orchestrator.upso_cadence_url.is_empty() {
+            validate_url("orchestrator.upso_cadence_url", &self.orchestrator.upso_cadence_url)?;
+        }
         if !(1..=86_400).contains(&self.orchestrator.drift_interval_secs) {
             return Err(SettingsError::invalid("orchestrator.drift_interval_secs", "must be between 1 and 86400"));
         }

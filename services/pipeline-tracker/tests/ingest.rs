@@ -49,6 +49,7 @@ fn upserted(company: &str, deal: u32, day: i64, stage: &str, amount: f64, create
         owner_id: String::new(),
         last_modified_ms: T0 + day * DAY_MS,
         created_ms: T0 + created_day * DAY_MS,
+        ..Default::default()
     };
     new_event(company, event_types::DEAL_UPSERTED, &payload)
 }

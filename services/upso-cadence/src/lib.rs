@@ -1,49 +1,134 @@
-//! upso-cadence: owns everything GoMark does in Upso, the portfolio's outreach platform
-//! (cadences as desired state, the upsell engine). This release serves its contract and
-//! health; cadence management itself arrives with the upso-cadence work.
+//! upso-cadence: owns everything GoMark does in Upso, the portfolio's outreach platform.
+//! It applies the cadences of the desired state (plan, apply, drift), keeps each company's
+//! Upso token sealed, and runs the upsell engine: per-company rules score customers from
+//! their HubSpot deals, guardrails decide who may be contacted, and the winners are
+//! enrolled into the company's upsell cadence, every decision recorded and published.
 
+pub mod cadences;
+pub mod credentials;
+pub mod deals;
+pub mod engine;
+mod error;
+mod grpc;
+pub mod guardrails;
+pub mod outreach;
+pub mod rules;
+mod settings;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use settings::{EngineSettings, Settings, UpsoSettings};
+
+use gomark_events::ConsumerSpec;
+use gomark_events::relay::{OutboxRelay, RelayWaker};
+use gomark_platform::Shutdown;
 use gomark_platform::server::{HealthNames, serve_grpc};
-use gomark_platform::{Caller, ErrorKind, PublicError, Role, Shutdown};
-use gomark_proto::upso_cadence::v1 as pb;
-use gomark_proto::upso_cadence::v1::upso_cadence_service_server::{UpsoCadenceService, UpsoCadenceServiceServer};
-use gomark_service::RunningService;
-use tonic::{Request, Response, Status};
+use gomark_proto::upso_cadence::v1::upso_cadence_service_server::UpsoCadenceServiceServer;
+use gomark_service::{Backends, RunningService};
+use gomark_storage::Migrations;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const NAME: &str = "upso-cadence";
 
-/// Only the server and telemetry sections, for now.
-pub type Settings = gomark_service::ServerOnlySettings;
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/upso-cadence/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/upso-cadence/sqlite");
 
-struct UpsoCadenceGrpc;
+pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, sqlite: &SQLITE_MIGRATIONS };
 
-#[tonic::async_trait]
-impl UpsoCadenceService for UpsoCadenceGrpc {
-    async fn modify_cadence(
-        &self,
-        req: Request<pb::ModifyCadenceRequest>,
-    ) -> Result<Response<pb::ModifyCadenceResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
-        let r = req.into_inner();
-        if r.company_id.is_empty() {
-            return Err(PublicError::invalid("company_id", "is required").into());
-        }
-        caller.require(Role::Operator, &r.company_id)?;
-        Err(PublicError::new(
-            ErrorKind::Unimplemented,
-            "Upso cadences are not managed by this GoMark release yet; the change was not made",
-        )
-        .into())
-    }
+/// Connects the backends the settings describe, then [`start`]s (the binary's entry).
+pub async fn start_with_backends(settings: Settings, shutdown: Shutdown) -> anyhow::Result<RunningService> {
+    let backends = Backends::connect(&settings.common).await?;
+    start(settings, backends, shutdown).await
 }
 
-pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<RunningService> {
-    let listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
+/// Starts upso-cadence: migrations, gRPC, outbox relay, the deal consumer and the engine loop.
+pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
+    backends.db.migrate(&MIGRATIONS).await?;
+    let vault = Arc::new(credentials::Vault::from_setting(settings.upso.credential_keys.expose())?);
+    let store = store::Store::new(backends.db.clone(), vault);
+    let client = upso_client::UpsoClient::new(settings.upso.client_config())?;
+    let vendor: Arc<dyn outreach::OutreachVendor> = Arc::new(outreach::UpsoVendor::new(client));
+    let waker = RelayWaker::default();
+    let cadences = cadences::Cadences::new(store.clone(), vendor.clone());
+    let engine = engine::Engine::new(store.clone(), vendor.clone(), cadences.clone(), waker.clone());
+    let triggers = Arc::new(deals::EngineTriggers::default());
+
+    let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
-    let routes = tonic::service::Routes::new(UpsoCadenceServiceServer::new(UpsoCadenceGrpc));
-    let grace = settings.server.shutdown_grace();
+    let routes = tonic::service::Routes::new(UpsoCadenceServiceServer::new(grpc::UpsoCadenceGrpc {
+        store: store.clone(),
+        vendor,
+        cadences,
+        engine: engine.clone(),
+    }));
+    let grace = settings.common.server.shutdown_grace();
+    let sd = shutdown.clone();
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.upso_cadence.v1.UpsoCadenceService"]);
-        Ok(serve_grpc(listener, routes, names, shutdown, grace).await?)
+        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
     });
+    service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
+    service.spawn_loop(gomark_events::consumer::run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(deals::CONSUMER, gomark_events::event_types::DEAL_UPSERTED),
+        Arc::new(deals::DealEvents { store: store.clone(), triggers: triggers.clone() }),
+        shutdown.clone(),
+    ));
+    service.spawn_loop(gomark_events::consumer::run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(deals::DELETIONS_CONSUMER, gomark_events::event_types::DEAL_DELETED),
+        Arc::new(deals::DealDeletions { store: store.clone() }),
+        shutdown.clone(),
+    ));
+    service.spawn_loop(run_engine_loop(engine, store, triggers, settings.engine, shutdown));
     Ok(service)
+}
+
+/// Runs the engine for companies whose deals changed (after a short debounce, so a burst
+/// of events is one run) and for every configured company once per interval.
+async fn run_engine_loop(
+    engine: engine::Engine,
+    store: store::Store,
+    triggers: Arc<deals::EngineTriggers>,
+    settings: EngineSettings,
+    shutdown: Shutdown,
+) {
+    let interval = (settings.interval_secs > 0).then(|| Duration::from_secs(settings.interval_secs));
+    let mut next_scheduled = interval.map(|i| tokio::time::Instant::now() + i);
+    loop {
+        let scheduled = async {
+            match next_scheduled {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut companies = tokio::select! {
+            () = shutdown.wait() => return,
+            () = triggers.wait() => {
+                tokio::time::sleep(Duration::from_millis(settings.debounce_ms)).await;
+                triggers.take()
+            }
+            () = scheduled => {
+                next_scheduled = interval.map(|i| tokio::time::Instant::now() + i);
+                match store.companies_with_config().await {
+                    Ok(all) => all.into_iter().collect(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "scheduled upsell run could not list companies");
+                        Default::default()
+                    }
+                }
+            }
+        };
+        companies.extend(triggers.take());
+        for company_id in companies {
+            if shutdown.is_triggered() {
+                return;
+            }
+            if let Err(err) = engine.run(&company_id, false, gomark_storage::now_ms()).await {
+                // The next trigger or schedule tries again; nothing is lost by waiting.
+                tracing::warn!(company_id = %company_id, error = %err, "upsell engine run failed");
+            }
+        }
+    }
 }

@@ -26,6 +26,9 @@ struct Route {
     call: fn(company: &str, unique: &str) -> (Method, String, Option<Value>),
 }
 
+/// An Upso account the simulator knows, so an allowed registration succeeds.
+const MATRIX_UPSO_TOKEN: &str = "matrix-upso-token";
+
 fn property(name: &str) -> Value {
     json!({"name": name, "label": "Matrix", "type": "string", "fieldType": "text", "groupName": "dealinformation"})
 }
@@ -96,6 +99,32 @@ fn routes() -> Vec<Route> {
             portfolio_only: false,
             call: |c, u| {
                 (Method::PUT, format!("/hubspot/fields/modify/{c}/gomark_matrix"), Some(json!({"new_name": u})))
+            },
+        },
+        Route {
+            name: "GET upsell dry run",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/upsell/dry-run"), None),
+        },
+        Route {
+            name: "POST upsell run",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, _| (Method::POST, format!("/v1/companies/{c}/upsell/runs"), None),
+        },
+        Route {
+            name: "GET upsell decisions",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/companies/{c}/upsell/decisions"), None),
+        },
+        Route {
+            name: "PUT upso account",
+            min_role: Role::Admin,
+            portfolio_only: false,
+            call: |c, _| {
+                (Method::PUT, format!("/v1/companies/{c}/upso-account"), Some(json!({"token": MATRIX_UPSO_TOKEN})))
             },
         },
         Route {
@@ -260,8 +289,9 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-/// What the matrix expects: allowed calls succeed (2xx, or 501 for the cadence route that
-/// is not implemented yet); others are refused without revealing the other company.
+/// What the matrix expects: allowed calls succeed (2xx, or 422 for the legacy cadence route,
+/// since these companies declare no upsell cadence); others are refused without revealing
+/// the other company.
 fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16) -> Result<(), String> {
     let touches_company = !matches!(
         route.name,
@@ -288,7 +318,7 @@ fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16
             Err(format!("needs {:?}: must be 403, got {status}", route.min_role))
         };
     }
-    let ok = (200..300).contains(&status) || (route.name == "legacy cadence" && status == 501);
+    let ok = (200..300).contains(&status) || (route.name == "legacy cadence" && status == 422);
     if ok { Ok(()) } else { Err(format!("allowed call must succeed, got {status}")) }
 }
 
@@ -321,6 +351,7 @@ async fn no_route_lets_company_a_touch_company_b() {
             .await;
         assert_eq!(r.status, 201);
     }
+    gomark.upso_sim.register_account(MATRIX_UPSO_TOKEN, "Matrix");
     let b_audit_before = admin.send(Method::GET, &format!("/v1/companies/{b}/audit?limit=500"), None).await.body;
 
     let mut failures = Vec::new();
@@ -353,7 +384,7 @@ async fn no_route_lets_company_a_touch_company_b() {
                             route.name, reply.body
                         ));
                     }
-                    assert!(reply.status.as_u16() < 500 || reply.status == 501, "{} gave a server error", route.name);
+                    assert!(reply.status.as_u16() < 500, "{} gave a server error", route.name);
                 }
             }
             // A company-scoped key lists only its own company.
@@ -533,6 +564,27 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(code(sync.register_portal(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
     let observe = gomark_proto::hubspot_sync::v1::ListObservedDealPropertiesRequest { company_id: b.clone() };
     assert_eq!(code(sync.list_observed_deal_properties(a_admin.request(observe)).await), Err(tonic::Code::NotFound));
+
+    use gomark_proto::upso_cadence::v1 as upb;
+    let upso_addr = gomark.grpc_addr("upso-cadence").expect("upso-cadence");
+    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::connect(format!("http://{upso_addr}"))
+        .await
+        .expect("connect");
+    gomark.upso_sim.register_account("upso-stolen", "Thief");
+    let hijack = upb::RegisterAccountRequest { company_id: b.clone(), upso_token: "upso-stolen".into() };
+    assert_eq!(code(upso.register_account(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
+    let own = upb::RegisterAccountRequest { company_id: a.clone(), upso_token: "upso-stolen".into() };
+    assert_eq!(code(upso.register_account(a_admin.request(own)).await), Ok(()));
+    let peek = upb::EngineRequest { company_id: b.clone() };
+    assert_eq!(code(upso.dry_run(a_admin.request(peek.clone())).await), Err(tonic::Code::NotFound));
+    assert_eq!(code(upso.run_engine(a_admin.request(peek)).await), Err(tonic::Code::NotFound));
+    let decisions = upb::ListDecisionsRequest { company_id: b.clone(), limit: 10 };
+    assert_eq!(code(upso.list_decisions(a_admin.request(decisions)).await), Err(tonic::Code::NotFound));
+    let apply = upb::ApplyCadencesRequest { company_id: b.clone(), desired_json: "{}".into(), revision: 1 };
+    assert_eq!(code(upso.apply_cadences(a_admin.request(apply)).await), Err(tonic::Code::NotFound));
+    let a_viewer = Caller { role: Role::Viewer, ..a_admin.clone() };
+    let own_run = upb::EngineRequest { company_id: a.clone() };
+    assert_eq!(code(upso.run_engine(a_viewer.request(own_run)).await), Err(tonic::Code::PermissionDenied));
 
     use gomark_proto::pipeline_tracker::v1 as pt;
     let tracker_addr = gomark.grpc_addr("pipeline-tracker").expect("pipeline-tracker");

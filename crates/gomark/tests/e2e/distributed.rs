@@ -20,6 +20,8 @@ use std::time::Duration;
 struct Cluster {
     sim: HubSpotSim,
     sim_url: String,
+    upso_sim: upso_sim::UpsoSim,
+    upso_sim_url: String,
     bus: BusSettings,
     redis_url: String,
     cache_prefix: String,
@@ -49,11 +51,31 @@ impl Cluster {
     }
 
     async fn start_with(hubspot_sync_in_process: bool, orchestrator_in_process: bool) -> Option<Self> {
+        let engine = gomark_upso_cadence::EngineSettings::default();
+        Self::start_full(hubspot_sync_in_process, orchestrator_in_process, Default::default(), engine).await
+    }
+
+    /// Everything in process, deals synced every second (this cluster has no webhooks),
+    /// and upsell runs batched over three seconds of deal events.
+    async fn start_for_upsell() -> Option<Self> {
+        let deals = gomark_hubspot_sync::DealSyncSettings { interval_secs: 1, index_lag_secs: 0, ..Default::default() };
+        let engine = gomark_upso_cadence::EngineSettings { interval_secs: 0, debounce_ms: 3000 };
+        Self::start_full(true, true, deals, engine).await
+    }
+
+    async fn start_full(
+        hubspot_sync_in_process: bool,
+        orchestrator_in_process: bool,
+        deal_sync: gomark_hubspot_sync::DealSyncSettings,
+        engine: gomark_upso_cadence::EngineSettings,
+    ) -> Option<Self> {
         if !gomark_testkit::distributed_configured() {
             gomark_testkit::note_skipped("distributed end-to-end", "GOMARK_TEST_POSTGRES_URL/NATS_URL/REDIS_URL");
             return None;
         }
         let (sim, sim_addr) = hubspot_sim::spawn(SimConfig::default(), loopback(0)).await.expect("sim");
+        let (upso_sim, upso_sim_addr) =
+            upso_sim::spawn(upso_sim::SimConfig::default(), loopback(0)).await.expect("upso sim");
         let token = gomark_testkit::unique("e2e");
         let bus = BusSettings {
             kind: BusKind::Nats,
@@ -64,6 +86,8 @@ impl Cluster {
         let mut cluster = Cluster {
             sim,
             sim_url: format!("http://{sim_addr}"),
+            upso_sim,
+            upso_sim_url: format!("http://{upso_sim_addr}"),
             bus,
             redis_url: gomark_testkit::redis_url().expect("redis"),
             cache_prefix: token,
@@ -86,18 +110,32 @@ impl Cluster {
                     credential_keys: Secret::new(cluster.credential_keys.clone()),
                     ..Default::default()
                 },
-                deals: gomark_hubspot_sync::DealSyncSettings::default(),
+                deals: deal_sync,
             };
             let backends = Backends::connect(&settings.common).await.expect("hubspot-sync backends");
             let service =
                 gomark_hubspot_sync::start(settings, backends, cluster.shutdown.clone()).await.expect("hubspot-sync");
             cluster.services.push(service);
         }
+        let settings = gomark_upso_cadence::Settings {
+            common: cluster.common(loopback(0)),
+            upso: gomark_upso_cadence::UpsoSettings {
+                base_url: cluster.upso_sim_url.clone(),
+                credential_keys: Secret::new(gomark_upso_cadence::credentials::Vault::generate_setting("test")),
+                ..Default::default()
+            },
+            engine,
+        };
+        let backends = Backends::connect(&settings.common).await.expect("upso-cadence backends");
+        let upso =
+            gomark_upso_cadence::start(settings, backends, cluster.shutdown.clone()).await.expect("upso-cadence");
+        let upso_cadence_url = format!("http://{}", upso.grpc_addr);
         if orchestrator_in_process {
             let settings = gomark_orchestrator::Settings {
                 common: cluster.common(cluster.orchestrator_addr),
                 orchestrator: gomark_orchestrator::OrchestratorSettings {
                     hubspot_sync_url: format!("http://{}", cluster.hubspot_sync_addr),
+                    upso_cadence_url: upso_cadence_url.clone(),
                     ..Default::default()
                 },
             };
@@ -110,15 +148,12 @@ impl Cluster {
             let hubspot_sync_url = format!("http://{}", cluster.hubspot_sync_addr);
             cluster.orchestrator_env = cluster.child_env(
                 cluster.orchestrator_addr,
-                vec![("GOMARK__ORCHESTRATOR__HUBSPOT_SYNC_URL", hubspot_sync_url)],
+                vec![
+                    ("GOMARK__ORCHESTRATOR__HUBSPOT_SYNC_URL", hubspot_sync_url),
+                    ("GOMARK__ORCHESTRATOR__UPSO_CADENCE_URL", upso_cadence_url.clone()),
+                ],
             );
         }
-        let upso = gomark_upso_cadence::start(
-            gomark_upso_cadence::Settings { server: server(loopback(0)), ..Default::default() },
-            cluster.shutdown.clone(),
-        )
-        .await
-        .expect("upso-cadence");
         let settings = gomark_pipeline_tracker::Settings {
             common: cluster.common(loopback(0)),
             tracker: gomark_pipeline_tracker::TrackerSettings {
@@ -385,5 +420,13 @@ async fn killing_the_orchestrator_mid_rollout_resumes_and_writes_each_portal_onc
     let twice: Vec<_> = creates.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "a write was repeated: {twice:?}");
     orchestrator.kill().await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn distributed_upsell_outreach_end_to_end() {
+    let Some(cluster) = Cluster::start_for_upsell().await else { return };
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
+    crate::upsell::upsell_story(&api, &cluster.sim, &cluster.upso_sim).await;
     cluster.stop().await;
 }

@@ -15,3 +15,4 @@ mod rollouts;
 mod scenarios;
 mod startup;
 mod support;
+mod upsell;

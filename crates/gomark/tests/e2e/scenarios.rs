@@ -230,5 +230,8 @@ pub async fn legacy_routes(api: &Api, sim: &HubSpotSim, token: &str, portal: u64
             Some(json!({"template": "Hi {{first_name}}", "delay_hours": 24})),
         )
         .await;
-    assert!(cadence.problem(501)["detail"].as_str().is_some_and(|d| d.contains("not managed")), "{}", cadence.body);
+    // Without an upsell cadence in the configuration there is nothing to modify (the
+    // success path is in upsell.rs).
+    let detail = cadence.problem(422)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("no upsell cadence"), "{}", cadence.body);
 }

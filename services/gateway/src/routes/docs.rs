@@ -25,6 +25,7 @@ use utoipa_axum::routes;
         (name = "drift", description = "Changes made by hand in the portals, and how each company's policy handled them"),
         (name = "rollouts", description = "Applying a revision across the portfolio: durable, resumable, observable"),
         (name = "hubspot", description = "What GoMark sees of each portal: sync status, observed configuration"),
+        (name = "upsell", description = "The upsell engine (dry run, runs, recorded decisions) and each company's Upso account"),
         (name = "api-keys", description = "Credentials for scripts"),
         (name = "legacy", description = "The previous GoMark's routes, kept for old callers"),
         (name = "webhooks", description = "Inbound HubSpot webhooks (signature-checked, no bearer token)"),

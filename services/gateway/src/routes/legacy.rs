@@ -11,8 +11,10 @@
 //! HubSpot internal names cannot change. `old_name` may be the internal name or the
 //! label-like name first given to `fields/add`.
 //!
-//! `PUT /upso/cadence/modify/{company_id}` `{"template","delay_hours"}` is passed to
-//! upso-cadence, which answers 501 until cadences are managed.
+//! `PUT /upso/cadence/modify/{company_id}` `{"template","delay_hours"}` changes the body
+//! and delay of the first email step of the company's upsell cadence: the orchestrator
+//! records it as a new revision (audited) and rolls it out to that company, which puts it
+//! in Upso.
 
 use super::AppState;
 use super::deal_properties::with_etag;
@@ -25,7 +27,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
 use gomark_proto::orchestrator::v1 as pb;
-use gomark_proto::upso_cadence::v1::ModifyCadenceRequest;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -186,26 +187,38 @@ struct ModifyCadence {
     delay_hours: u32,
 }
 
+/// Where the legacy cadence change landed.
 #[derive(Debug, Serialize, ToSchema)]
-struct Done {
+struct CadenceChanged {
     status: String,
+    /// The configuration revision holding the change.
+    revision: i64,
+    /// The rollout applying it to the company (follow it at `/v1/rollouts/{id}`).
+    rollout_id: String,
+    /// The desired-state key of the cadence that changed.
+    cadence_key: String,
 }
 
-/// (Legacy) changes a company's cadence template and delay; answers 501 until Upso
-/// cadences are managed.
+/// (Legacy) changes the body and delay of the first email step of the company's upsell
+/// cadence, as a new configuration revision rolled out to that company.
 #[utoipa::path(put, path = "/upso/cadence/modify/{company_id}", tag = "legacy",
     params(("company_id" = String, Path, description = "Company id")),
     request_body = ModifyCadence,
-    responses((status = 200, description = "Changed", body = Done)))]
+    responses((status = 200, description = "Changed", body = CadenceChanged)))]
 async fn modify_cadence(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath(company_id): ApiPath<String>,
     ApiJson(body): ApiJson<ModifyCadence>,
-) -> ApiResult<Json<Done>> {
-    let req = ModifyCadenceRequest { company_id, template: body.template, delay_hours: body.delay_hours };
-    s.upso_cadence.clone().modify_cadence(caller.request(req)).await?;
-    Ok(Json(Done { status: "ok".into() }))
+) -> ApiResult<Json<CadenceChanged>> {
+    let req = pb::ModifyUpsellCadenceRequest { company_id, template: body.template, delay_hours: body.delay_hours };
+    let changed = s.orchestrator.clone().modify_upsell_cadence(caller.request(req)).await?.into_inner();
+    Ok(Json(CadenceChanged {
+        status: "ok".into(),
+        revision: changed.revision,
+        rollout_id: changed.rollout_id,
+        cadence_key: changed.cadence_key,
+    }))
 }
 
 #[cfg(test)]

@@ -1,0 +1,215 @@
+//! `/v1/companies/{id}/upsell/…` and `/v1/companies/{id}/upso-account`: the upsell engine
+//! (dry run, run now, recorded decisions) and the company's Upso account, through
+//! upso-cadence.
+
+use super::AppState;
+use crate::auth::Auth;
+use crate::dto::rfc3339_ms;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::problem::ApiResult;
+use axum::Json;
+use axum::extract::State;
+use gomark_proto::upso_cadence::v1 as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(dry_run))
+        .routes(routes!(run_now))
+        .routes(routes!(decisions))
+        .routes(routes!(register_account))
+}
+
+/// One line of a score's explanation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreReasonView {
+    criterion: String,
+    points: f64,
+}
+
+fn reasons(r: Vec<pb::ScoreReason>) -> Vec<ScoreReasonView> {
+    r.into_iter().map(|r| ScoreReasonView { criterion: r.criterion, points: r.points }).collect()
+}
+
+/// One customer in a run: enrolled (or would be), or skipped and why.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateView {
+    email: String,
+    deal_id: String,
+    score: f64,
+    reasons: Vec<ScoreReasonView>,
+    /// `enroll` or `skip`
+    decision: String,
+    /// `opted_out`, `suppressed`, `recently_touched`, `already_enrolled`, `open_deal`,
+    /// `escalation`, `quiet_hours`, `mailbox_cap`, `company_cap`, `run_limit`,
+    /// `below_min_score` or `outside_trigger_window`
+    #[serde(skip_serializing_if = "String::is_empty")]
+    skip_reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+}
+
+/// A run of the upsell engine: every customer scored, highest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpsellRunView {
+    dry_run: bool,
+    scored: u32,
+    enrolled: u32,
+    skipped: u32,
+    candidates: Vec<CandidateView>,
+    /// Why nothing happened, when nothing could (no rules, no Upso account).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    note: String,
+}
+
+impl From<pb::EngineReport> for UpsellRunView {
+    fn from(r: pb::EngineReport) -> Self {
+        Self {
+            dry_run: r.dry_run,
+            scored: r.scored,
+            enrolled: r.enrolled,
+            skipped: r.skipped,
+            candidates: r
+                .candidates
+                .into_iter()
+                .map(|c| CandidateView {
+                    email: c.customer_email,
+                    deal_id: c.deal_id,
+                    score: c.score,
+                    reasons: reasons(c.reasons),
+                    decision: c.decision,
+                    skip_reason: c.skip_reason,
+                    detail: c.detail,
+                })
+                .collect(),
+            note: r.note,
+        }
+    }
+}
+
+/// Who would be enrolled now, and why, without enrolling or sending anything.
+#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/dry-run", tag = "upsell",
+    params(("company_id" = String, Path, description = "Company id")),
+    responses((status = 200, description = "What a run would do now", body = UpsellRunView)))]
+async fn dry_run(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(company_id): ApiPath<String>,
+) -> ApiResult<Json<UpsellRunView>> {
+    let r = s.upso_cadence.clone().dry_run(caller.request(pb::EngineRequest { company_id })).await?.into_inner();
+    Ok(Json(r.into()))
+}
+
+/// Runs the upsell engine for the company now (it also runs on deal events and on a
+/// schedule): enrolls the winners into the upsell cadence in Upso.
+#[utoipa::path(post, path = "/v1/companies/{company_id}/upsell/runs", tag = "upsell",
+    params(("company_id" = String, Path, description = "Company id")),
+    responses((status = 200, description = "What the run did", body = UpsellRunView)))]
+async fn run_now(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(company_id): ApiPath<String>,
+) -> ApiResult<Json<UpsellRunView>> {
+    let r = s.upso_cadence.clone().run_engine(caller.request(pb::EngineRequest { company_id })).await?.into_inner();
+    Ok(Json(r.into()))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DecisionsQuery {
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// One recorded enrollment or skip.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionView {
+    id: String,
+    rule: String,
+    email: String,
+    deal_id: String,
+    score: f64,
+    reasons: Vec<ScoreReasonView>,
+    decision: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    skip_reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    upso_enrollment_id: String,
+    decided_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionsView {
+    items: Vec<DecisionView>,
+}
+
+/// Every enrollment and skip the engine recorded for the company, newest first.
+#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/decisions", tag = "upsell",
+    params(("company_id" = String, Path, description = "Company id"), DecisionsQuery),
+    responses((status = 200, description = "Recorded decisions", body = DecisionsView)))]
+async fn decisions(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(company_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DecisionsQuery>,
+) -> ApiResult<Json<DecisionsView>> {
+    let req = pb::ListDecisionsRequest { company_id, limit: q.limit.unwrap_or(100) };
+    let r = s.upso_cadence.clone().list_decisions(caller.request(req)).await?.into_inner();
+    Ok(Json(DecisionsView {
+        items: r
+            .decisions
+            .into_iter()
+            .map(|d| DecisionView {
+                id: d.id,
+                rule: d.rule_key,
+                email: d.customer_email,
+                deal_id: d.deal_id,
+                score: d.score,
+                reasons: reasons(d.reasons),
+                decision: d.decision,
+                skip_reason: d.skip_reason,
+                detail: d.detail,
+                upso_enrollment_id: d.upso_enrollment_id,
+                decided_at: rfc3339_ms(d.decided_at_ms),
+            })
+            .collect(),
+    }))
+}
+
+/// The company's Upso API token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpsoAccountBody {
+    token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpsoAccountView {
+    upso_account_id: String,
+}
+
+/// Sets the company's Upso account (its API token, checked with Upso, then sealed; it is
+/// never returned).
+#[utoipa::path(put, path = "/v1/companies/{company_id}/upso-account", tag = "upsell",
+    params(("company_id" = String, Path, description = "Company id")),
+    request_body = UpsoAccountBody,
+    responses((status = 200, description = "Registered", body = UpsoAccountView)))]
+async fn register_account(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(company_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpsoAccountBody>,
+) -> ApiResult<Json<UpsoAccountView>> {
+    let req = pb::RegisterAccountRequest { company_id, upso_token: body.token };
+    let r = s.upso_cadence.clone().register_account(caller.request(req)).await?.into_inner();
+    Ok(Json(UpsoAccountView { upso_account_id: r.upso_account_id }))
+}

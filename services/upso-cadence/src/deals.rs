@@ -1,0 +1,101 @@
+//! The customers read model: `deal.upserted` events that name a contact
+//! (`gomark_contact_email`) are kept per company, idempotently, and `deal.deleted` removes
+//! them; a changed deal wakes the engine for its company.
+
+use crate::store::{CustomerDeal, Store};
+use gomark_events::EventEnvelope;
+use gomark_events::consumer::{EventHandler, HandlerError};
+use gomark_proto::events::v1::{DealDeleted, DealUpserted};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+pub const CONSUMER: &str = "upso-cadence.deals";
+pub const DELETIONS_CONSUMER: &str = "upso-cadence.deal-deletions";
+
+/// Companies whose engine should run soon, and the wake-up for the loop that runs them.
+#[derive(Debug, Default)]
+pub struct EngineTriggers {
+    pending: Mutex<BTreeSet<String>>,
+    wake: Notify,
+}
+
+impl EngineTriggers {
+    pub fn trigger(&self, company_id: &str) {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(company_id.to_owned());
+        self.wake.notify_one();
+    }
+
+    pub fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+pub struct DealEvents {
+    pub store: Store,
+    pub triggers: Arc<EngineTriggers>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for DealEvents {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        let deal: DealUpserted = gomark_events::envelope::decode_payload(event)
+            .map_err(|e| HandlerError::Reject(format!("undecodable deal.upserted: {e}")))?;
+        let email = deal.properties.get(crate::rules::CONTACT_EMAIL).map(|e| e.trim().to_ascii_lowercase());
+        let transient = |e: crate::Error| HandlerError::Retry(e.to_string());
+        let mut tx = self.store.db().begin().await.map_err(|e| transient(e.into()))?;
+        if !gomark_events::inbox::claim(&mut tx, CONSUMER, &event.id).await.map_err(|e| transient(e.into()))? {
+            return Ok(());
+        }
+        let changed = match email.filter(|e| e.contains('@')) {
+            Some(email) => {
+                let row = CustomerDeal {
+                    deal_id: deal.deal_id.clone(),
+                    email,
+                    deal_name: deal.name.clone(),
+                    stage: deal.stage_id.clone(),
+                    amount: deal.amount,
+                    close_date_ms: deal.close_date_ms,
+                    owner_id: deal.owner_id.clone(),
+                    properties: deal.properties.clone().into_iter().collect(),
+                    last_modified_ms: deal.last_modified_ms,
+                };
+                self.store.upsert_customer_deal(&mut tx, &deal.company_id, &row).await.map_err(transient)?
+            }
+            // The deal no longer names a contact: it is nobody's any more.
+            None => {
+                self.store.delete_customer_deal(&mut tx, &deal.company_id, &deal.deal_id).await.map_err(transient)?;
+                false
+            }
+        };
+        tx.commit().await.map_err(|e| transient(crate::Error::from(e)))?;
+        if changed {
+            self.triggers.trigger(&deal.company_id);
+        }
+        Ok(())
+    }
+}
+
+/// A deal deleted in HubSpot no longer makes anyone a customer.
+pub struct DealDeletions {
+    pub store: Store,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for DealDeletions {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        let deal: DealDeleted = gomark_events::envelope::decode_payload(event)
+            .map_err(|e| HandlerError::Reject(format!("undecodable deal.deleted: {e}")))?;
+        let transient = |e: crate::Error| HandlerError::Retry(e.to_string());
+        let mut tx = self.store.db().begin().await.map_err(|e| transient(e.into()))?;
+        if gomark_events::inbox::claim(&mut tx, DELETIONS_CONSUMER, &event.id).await.map_err(|e| transient(e.into()))? {
+            self.store.delete_customer_deal(&mut tx, &deal.company_id, &deal.deal_id).await.map_err(transient)?;
+        }
+        tx.commit().await.map_err(|e| transient(crate::Error::from(e)))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! The gRPC API. Every call checks the caller's role and company scope here too, not only
+//! at the gateway.
+
+use crate::cadences::Cadences;
+use crate::engine::{Engine, RunReport};
+use crate::outreach::OutreachVendor;
+use crate::store::{OutreachConfig, Store};
+use crate::{Error, Result};
+use gomark_platform::{Caller, PublicError, Role};
+use gomark_proto::upso_cadence::v1 as pb;
+use gomark_proto::upso_cadence::v1::upso_cadence_service_server::UpsoCadenceService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use upso_client::UpsoToken;
+
+pub struct UpsoCadenceGrpc {
+    pub store: Store,
+    pub vendor: Arc<dyn OutreachVendor>,
+    pub cadences: Cadences,
+    pub engine: Engine,
+}
+
+fn required(field: &str, value: &str) -> std::result::Result<(), Status> {
+    if value.trim().is_empty() { Err(PublicError::invalid(field, "is required").into()) } else { Ok(()) }
+}
+
+fn report_proto(company_id: &str, r: RunReport) -> pb::EngineReport {
+    pb::EngineReport {
+        company_id: company_id.to_owned(),
+        dry_run: r.dry_run,
+        scored: r.scored,
+        enrolled: r.enrolled,
+        skipped: r.skipped,
+        candidates: r
+            .candidates
+            .into_iter()
+            .map(|c| pb::Candidate {
+                customer_email: c.email,
+                deal_id: c.deal_id,
+                score: c.score,
+                reasons: c
+                    .reasons
+                    .into_iter()
+                    .map(|(criterion, points)| pb::ScoreReason { criterion, points })
+                    .collect(),
+                decision: if c.skip.is_none() { "enroll".into() } else { "skip".into() },
+                skip_reason: c.skip.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                detail: c.detail,
+            })
+            .collect(),
+        note: r.note,
+    }
+}
+
+impl UpsoCadenceGrpc {
+    async fn plan(&self, company_id: &str, desired: &OutreachConfig) -> Result<pb::CadencePlan> {
+        let actions = self.cadences.plan(company_id, desired).await?;
+        Ok(pb::CadencePlan {
+            company_id: company_id.to_owned(),
+            text: actions.iter().map(|a| format!("{a}\n")).collect(),
+            actions: actions
+                .into_iter()
+                .map(|a| pb::CadenceAction {
+                    cadence_key: a.key,
+                    op: a.op.as_str().to_owned(),
+                    fields: a.fields.iter().map(|f| (*f).to_owned()).collect(),
+                    edited_in_upso: a.edited_in_upso,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl UpsoCadenceService for UpsoCadenceGrpc {
+    async fn register_account(
+        &self,
+        req: Request<pb::RegisterAccountRequest>,
+    ) -> std::result::Result<Response<pb::RegisterAccountResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        required("company_id", &r.company_id)?;
+        required("upso_token", &r.upso_token)?;
+        caller.require(Role::Admin, &r.company_id)?;
+        let token = UpsoToken::new(r.upso_token);
+        // Checking the token first means a typo is refused now, not at the first apply.
+        let account_id = self.vendor.account_id(&token).await.map_err(|e| match e {
+            Error::Upso(upso_client::Error::Unauthorized) => {
+                Status::from(PublicError::invalid("upso_token", "Upso refused this token"))
+            }
+            other => other.into(),
+        })?;
+        self.store.save_account(&r.company_id, &account_id, &token).await?;
+        tracing::info!(company_id = %r.company_id, upso_account_id = %account_id, "upso account registered");
+        Ok(Response::new(pb::RegisterAccountResponse { upso_account_id: account_id }))
+    }
+
+    async fn plan_cadences(
+        &self,
+        req: Request<pb::PlanCadencesRequest>,
+    ) -> std::result::Result<Response<pb::CadencePlan>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        required("company_id", &r.company_id)?;
+        caller.require(Role::Viewer, &r.company_id)?;
+        let desired = OutreachConfig::parse(&r.desired_json)?;
+        Ok(Response::new(self.plan(&r.company_id, &desired).await?))
+    }
+
+    async fn apply_cadences(
+        &self,
+        req: Request<pb::ApplyCadencesRequest>,
+    ) -> std::result::Result<Response<pb::ApplyCadencesResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        required("company_id", &r.company_id)?;
+        caller.require(Role::Operator, &r.company_id)?;
+        let desired = OutreachConfig::parse(&r.desired_json)?;
+        let applied = self.cadences.apply(&r.company_id, &desired, r.revision).await?;
+        Ok(Response::new(pb::ApplyCadencesResponse {
+            created: applied.created,
+            updated: applied.updated,
+            archived: applied.archived,
+        }))
+    }
+
+    async fn dry_run(
+        &self,
+        req: Request<pb::EngineRequest>,
+    ) -> std::result::Result<Response<pb::EngineReport>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        required("company_id", &r.company_id)?;
+        caller.require(Role::Viewer, &r.company_id)?;
+        let report = self.engine.run(&r.company_id, true, gomark_storage::now_ms()).await?;
+        Ok(Response::new(report_proto(&r.company_id, report)))
+    }
+
+    async fn run_engine(
+        &self,
+        req: Request<pb::EngineRequest>,
+    ) -> std::result::Result<Response<pb::EngineReport>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        required("company_id", &r.company_id)?;
+        caller.require(Role::Operator, &r.company_id)?;
+        let report = self.engine.run(&r.company_id, false, gomark_storage::now_ms()).await?;
+        Ok(Response::new(report_proto(&r.company_id, report)))
+    }
+
+    async fn list_decisions(
+        &self,
+        req: Request<pb::ListDecisionsRequest>,
+    ) -> std::result::Result<Response<pb::ListDecisionsResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        required("company_id", &r.company_id)?;
+        caller.require(Role::Viewer, &r.company_id)?;
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
+        let rows = self.store.list_decisions(&r.company_id, i64::from(limit)).await?;
+        Ok(Response::new(pb::ListDecisionsResponse {
+            decisions: rows
+                .into_iter()
+                .map(|d| pb::Decision {
+                    id: d.id,
+                    company_id: d.company_id,
+                    rule_key: d.rule_key,
+                    customer_email: d.email,
+                    deal_id: d.deal_id,
+                    score: d.score,
+                    decision: d.decision,
+                    skip_reason: d.skip_reason,
+                    detail: d.detail,
+                    upso_enrollment_id: d.upso_enrollment_id,
+                    decided_at_ms: d.decided_at,
+                    reasons: d
+                        .reasons
+                        .into_iter()
+                        .map(|(criterion, points)| pb::ScoreReason { criterion, points })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+}
