@@ -279,6 +279,14 @@ impl From<pb::AuditEntry> for AuditEntryView {
     }
 }
 
+/// One server-sent event as a stream route documents it: `event` names it, `data` holds
+/// its JSON (one line).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerSentEvent {
+    pub event: String,
+    pub data: String,
+}
+
 pub fn rfc3339_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

@@ -312,7 +312,7 @@ async fn periods(
 #[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/events", tag = "funnels",
     params(("company_id" = String, Path, description = "Company id"),
            ("pipeline_id" = String, Path, description = "Pipeline id")),
-    responses((status = 200, description = "text/event-stream of `funnel` events (FunnelView JSON)", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "text/event-stream of `funnel` events (FunnelView JSON)", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
 async fn funnel_events(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -465,7 +465,7 @@ async fn portfolio(
 /// A stream of `portfolio` events: the roll-up now, then each time any selected company
 /// changes (coalesced).
 #[utoipa::path(get, path = "/v1/portfolio/funnel/events", tag = "funnels", params(PortfolioQuery),
-    responses((status = 200, description = "text/event-stream of `portfolio` events (PortfolioView JSON)", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "text/event-stream of `portfolio` events (PortfolioView JSON)", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
 async fn portfolio_events(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -206,7 +206,7 @@ const TERMINAL: &[&str] = &["completed", "cancelled", "halted"];
 /// Progress as server-sent events: a `progress` event (the rollout, as JSON) whenever it
 /// changes, ending after it completes, is cancelled or halts.
 #[utoipa::path(get, path = "/v1/rollouts/{id}/events", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
-    responses((status = 200, description = "text/event-stream of `progress` events", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "text/event-stream of `progress` events", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
 async fn events(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -122,6 +122,7 @@ async fn run_now(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DecisionsQuery {
+    /// How many, newest first: 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
@@ -161,7 +162,11 @@ async fn decisions(
     ApiPath(company_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DecisionsQuery>,
 ) -> ApiResult<Json<DecisionsView>> {
-    let req = pb::ListDecisionsRequest { company_id, limit: q.limit.unwrap_or(100) };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(crate::problem::Problem::invalid("limit", "must be between 1 and 1000"));
+    }
+    let req = pb::ListDecisionsRequest { company_id, limit };
     let r = s.upso_cadence.clone().list_decisions(caller.request(req)).await?.into_inner();
     Ok(Json(DecisionsView {
         items: r
