@@ -117,6 +117,15 @@ impl Caller {
         self.require_role(role)
     }
 
+    /// Like [`Caller::require`], for a company id a request carries: an empty one is a
+    /// bad request, not a company.
+    pub fn require_company(&self, role: Role, company_id: &str) -> Result<(), PublicError> {
+        if company_id.trim().is_empty() {
+            return Err(PublicError::invalid("company_id", "is required"));
+        }
+        self.require(role, company_id)
+    }
+
     /// Allowed to act as `role` across the whole portfolio?
     pub fn require_portfolio(&self, role: Role) -> Result<(), PublicError> {
         if self.scope != Scope::Portfolio {

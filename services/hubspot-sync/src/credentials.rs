@@ -1,19 +1,13 @@
-//! HubSpot credentials, sealed at rest with AES-256-GCM.
-//!
-//! Keys come from configuration as `kid:base64key[,kid:base64key…]`; the first seals, all
-//! open, so a key is rotated by putting a new one first (rows are re-sealed at start).
-//! Each sealed value is bound to its company id (AEAD associated data), so a ciphertext
-//! copied onto another company's row does not open.
+//! HubSpot credentials, sealed at rest with [`gomark_vault`] (AES-256-GCM, bound to their
+//! company; rows sealed with an older key are re-sealed at start).
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use gomark_platform::settings::SettingsError;
 use hubspot_client::AccessToken;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-const FORMAT: &str = "v1";
+pub use gomark_vault::VaultError;
+
+const SETTING: &str = "hubspot.credential_keys";
 
 /// What GoMark holds to call a portal.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,90 +47,33 @@ impl Credential {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum VaultError {
-    #[error("credential cannot be opened: unknown key {0:?}")]
-    UnknownKey(String),
-    #[error("credential cannot be opened: wrong key, wrong company, or tampered")]
-    Corrupt,
-}
-
 /// Seals and opens credentials.
-pub struct Vault {
-    current: String,
-    keys: HashMap<String, LessSafeKey>,
-}
-
-impl std::fmt::Debug for Vault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Vault(current={}, keys={})", self.current, self.keys.len())
-    }
-}
+#[derive(Debug)]
+pub struct Vault(gomark_vault::Vault);
 
 impl Vault {
-    /// Parses `kid:base64key[,…]`; each key must be 32 random bytes.
+    /// Parses `hubspot.credential_keys`: `kid:base64key[,…]`.
     pub fn from_setting(setting: &str) -> Result<Self, SettingsError> {
-        let bad = |why: &str| SettingsError::invalid("hubspot.credential_keys", why);
-        let mut keys = HashMap::new();
-        let mut current = None;
-        for entry in setting.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (kid, key) = entry.split_once(':').ok_or_else(|| bad("each entry must be kid:base64key"))?;
-            if kid.is_empty() || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(bad("key ids are letters, digits, '-' or '_'"));
-            }
-            let bytes = STANDARD.decode(key).map_err(|_| bad("keys must be base64"))?;
-            let unbound = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| bad("keys must be 32 bytes (256 bits)"))?;
-            if keys.insert(kid.to_owned(), LessSafeKey::new(unbound)).is_some() {
-                return Err(bad("key ids must be unique"));
-            }
-            current.get_or_insert_with(|| kid.to_owned());
-        }
-        let current = current.ok_or_else(|| bad("is required (generate a key with `gomark keygen`)"))?;
-        Ok(Self { current, keys })
+        gomark_vault::Vault::from_setting(SETTING, setting).map(Self)
     }
 
     /// A new random key setting, `kid:base64key`.
     pub fn generate_setting(kid: &str) -> String {
-        let mut key = [0u8; 32];
-        // aws-lc's generator draws from the OS; it cannot fail short of a broken system.
-        if aws_lc_rs::rand::fill(&mut key).is_err() {
-            key = rand::random();
-        }
-        format!("{kid}:{}", STANDARD.encode(key))
+        gomark_vault::Vault::generate_setting(kid)
     }
 
     pub fn seal(&self, company_id: &str, credential: &Credential) -> Result<String, VaultError> {
-        let key = self.keys.get(&self.current).ok_or_else(|| VaultError::UnknownKey(self.current.clone()))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| VaultError::Corrupt)?;
-        let mut data = serde_json::to_vec(credential).map_err(|_| VaultError::Corrupt)?;
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(company_id.as_bytes()), &mut data)
-            .map_err(|_| VaultError::Corrupt)?;
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&data);
-        Ok(format!("{FORMAT}.{}.{}", self.current, STANDARD.encode(sealed)))
+        let data = serde_json::to_vec(credential).map_err(|_| VaultError::Corrupt)?;
+        self.0.seal(company_id, &data)
     }
 
     pub fn open(&self, company_id: &str, sealed: &str) -> Result<Credential, VaultError> {
-        let mut parts = sealed.splitn(3, '.');
-        let (Some(FORMAT), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(VaultError::Corrupt);
-        };
-        let key = self.keys.get(kid).ok_or_else(|| VaultError::UnknownKey(kid.to_owned()))?;
-        let mut bytes = STANDARD.decode(body).map_err(|_| VaultError::Corrupt)?;
-        if bytes.len() < NONCE_LEN {
-            return Err(VaultError::Corrupt);
-        }
-        let mut data = bytes.split_off(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| VaultError::Corrupt)?;
-        let plain =
-            key.open_in_place(nonce, Aad::from(company_id.as_bytes()), &mut data).map_err(|_| VaultError::Corrupt)?;
-        serde_json::from_slice(plain).map_err(|_| VaultError::Corrupt)
+        serde_json::from_slice(&self.0.open(company_id, sealed)?).map_err(|_| VaultError::Corrupt)
     }
 
     /// The id of the key that seals; rows sealed with another are re-sealed.
     pub fn current_key_id(&self) -> &str {
-        &self.current
+        self.0.current_key_id()
     }
 }
 

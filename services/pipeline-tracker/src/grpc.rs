@@ -26,10 +26,7 @@ impl PipelineTrackerGrpc {
 }
 
 fn company_scope(caller: &Caller, company_id: &str) -> Result<(), Status> {
-    if company_id.is_empty() {
-        return Err(PublicError::invalid("company_id", "is required").into());
-    }
-    Ok(caller.require(Role::Viewer, company_id)?)
+    Ok(caller.require_company(Role::Viewer, company_id)?)
 }
 
 /// The companies a portfolio request covers: the listed ones (each checked), or every

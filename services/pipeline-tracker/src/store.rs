@@ -39,6 +39,22 @@ pub struct Transition {
     pub amount: f64,
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds the nine columns `deal_history` and `deals` share, in their order.
+fn bind_version<'q>(q: AnyQuery<'q>, i: &Incoming) -> AnyQuery<'q> {
+    let v = &i.version;
+    q.bind(i.company_id.clone())
+        .bind(i.deal_id.clone())
+        .bind(v.modified_ms)
+        .bind(v.pipeline_id.clone())
+        .bind(v.stage_id.clone())
+        .bind(v.amount.unwrap_or(0.0))
+        .bind(v.close_date_ms)
+        .bind(v.created_ms)
+        .bind(i64::from(v.deleted))
+}
+
 /// A company as the tracker knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompanyRow {
@@ -89,17 +105,7 @@ impl Store {
             // Only numbered placeholders are spliced in; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for i in chunk {
-                let v = &i.version;
-                q = q
-                    .bind(i.company_id.clone())
-                    .bind(i.deal_id.clone())
-                    .bind(v.modified_ms)
-                    .bind(v.pipeline_id.clone())
-                    .bind(v.stage_id.clone())
-                    .bind(v.amount.unwrap_or(0.0))
-                    .bind(v.close_date_ms)
-                    .bind(v.created_ms)
-                    .bind(i64::from(v.deleted));
+                q = bind_version(q, i);
             }
             q.execute(&mut *tx).await?;
         }
@@ -116,19 +122,7 @@ impl Store {
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for i in chunk {
-                let v = &i.version;
-                q = q
-                    .bind(i.company_id.clone())
-                    .bind(i.deal_id.clone())
-                    .bind(v.modified_ms)
-                    .bind(v.pipeline_id.clone())
-                    .bind(v.stage_id.clone())
-                    .bind(v.amount.unwrap_or(0.0))
-                    .bind(v.close_date_ms)
-                    .bind(v.created_ms)
-                    .bind(i64::from(v.deleted))
-                    .bind(i.name.clone())
-                    .bind(i.owner_id.clone());
+                q = bind_version(q, i).bind(i.name.clone()).bind(i.owner_id.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -262,18 +256,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// `(pipeline, live deals)` for the company's pipelines that have deals.
-    pub async fn pipeline_deal_counts(&self, company_id: &str) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query(
-            "SELECT pipeline_id, COUNT(*) FROM deals WHERE company_id = $1 AND deleted = 0 GROUP BY pipeline_id \
-             ORDER BY pipeline_id",
-        )
-        .bind(company_id.to_owned())
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0)))).collect()
     }
 
     /// `(pipeline, stage, live deals)` for every stage of the company that holds deals.
