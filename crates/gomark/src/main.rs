@@ -39,6 +39,10 @@ enum Command {
         /// Milliseconds between simulated sales events in the demo portals (0: none).
         #[arg(long, default_value_t = 1000)]
         demo_activity_ms: u64,
+        /// Requests per minute each API key may make.
+        #[arg(long, default_value_t = gomark_gateway::AuthSettings::default().rate_limit_per_minute,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        rate_limit_per_minute: u64,
         #[arg(long, value_enum, default_value_t = Logs::Pretty)]
         log_format: Logs,
     },
@@ -96,9 +100,16 @@ enum Service {
 async fn main() -> ExitCode {
     let Cli { command, api } = Cli::parse();
     match command {
-        Command::Serve { data_dir, port, no_demo, demo_activity_ms, log_format } => {
-            let activity = (!no_demo && demo_activity_ms > 0).then(|| Duration::from_millis(demo_activity_ms));
-            serve(data_dir, port, !no_demo, activity, log_format).await
+        Command::Serve { data_dir, port, no_demo, demo_activity_ms, rate_limit_per_minute, log_format } => {
+            let options = EmbeddedOptions {
+                data_dir,
+                port,
+                demo: !no_demo,
+                demo_activity: (!no_demo && demo_activity_ms > 0).then(|| Duration::from_millis(demo_activity_ms)),
+                rate_limit_per_minute,
+                ..EmbeddedOptions::default()
+            };
+            serve(options, log_format).await
         }
         Command::Run { service } => run(service).await,
         Command::Keygen { id } => {
@@ -146,7 +157,7 @@ async fn run(service: Service) -> ExitCode {
     }
 }
 
-async fn serve(data_dir: PathBuf, port: u16, demo: bool, demo_activity: Option<Duration>, logs: Logs) -> ExitCode {
+async fn serve(options: EmbeddedOptions, logs: Logs) -> ExitCode {
     let telemetry = TelemetrySettings {
         log_format: match logs {
             Logs::Pretty => LogFormat::Pretty,
@@ -164,7 +175,6 @@ async fn serve(data_dir: PathBuf, port: u16, demo: bool, demo_activity: Option<D
     };
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
-    let options = EmbeddedOptions { data_dir, port, demo, demo_activity, ..EmbeddedOptions::default() };
     let embedded = match Embedded::start(options, shutdown).await {
         Ok(e) => e,
         Err(err) => {

@@ -8,6 +8,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod token;
 
 pub use caller::{Caller, Role, Scope};
 pub use error::{ErrorKind, PublicError};

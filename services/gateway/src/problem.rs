@@ -49,6 +49,17 @@ impl Problem {
         PublicError::invalid(field, detail).into()
     }
 
+    /// Names a field as the REST body does where the service's gRPC field differs.
+    pub fn renamed_field(mut self, service_name: &str, rest_name: &str) -> Self {
+        for error in self.errors.iter_mut().filter(|e| e.field == service_name) {
+            error.field = rest_name.to_owned();
+        }
+        if let Some(rest) = self.detail.strip_prefix(&format!("{service_name}: ")) {
+            self.detail = format!("{rest_name}: {rest}");
+        }
+        self
+    }
+
     /// A status with no row of its own in the table (405, 413, 415).
     pub fn http(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {

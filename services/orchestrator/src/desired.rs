@@ -9,6 +9,7 @@ use gomark_events::envelope::new_event;
 use gomark_events::event_types;
 use gomark_events::relay::RelayWaker;
 use gomark_platform::grpc_client::TracedChannel;
+use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError};
 use gomark_proto::events::v1::{CompanyCreated, DealPropertyChangeRequested, PropertyAction};
 use gomark_proto::hubspot_sync::v1::RegisterPortalRequest;
@@ -77,9 +78,7 @@ impl DesiredState {
         if portal_id.is_empty() || portal_id.len() > 20 || !portal_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(Error::invalid("hubspotPortalId", "must be the portal's numeric id"));
         }
-        if token.trim().is_empty() || token.len() > 1024 {
-            return Err(Error::invalid("hubspotToken", "must be a HubSpot private-app or service-key token"));
-        }
+        check_bearer_token("hubspotToken", token).map_err(Error::Public)?;
         let company = CompanyRow {
             id: uuid::Uuid::now_v7().to_string(),
             name: name.to_owned(),

@@ -6,6 +6,7 @@ use crate::engine::{Engine, RunReport};
 use crate::outreach::OutreachVendor;
 use crate::store::{OutreachConfig, Store};
 use crate::{Error, Result};
+use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, PublicError, Role};
 use gomark_proto::upso_cadence::v1 as pb;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_server::UpsoCadenceService;
@@ -80,8 +81,8 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         required("company_id", &r.company_id)?;
-        required("upso_token", &r.upso_token)?;
         caller.require(Role::Admin, &r.company_id)?;
+        check_bearer_token("upso_token", &r.upso_token)?;
         let token = UpsoToken::new(r.upso_token);
         // Checking the token first means a typo is refused now, not at the first apply.
         let account_id = self.vendor.account_id(&token).await.map_err(|e| match e {
@@ -101,8 +102,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
     ) -> std::result::Result<Response<pb::CadencePlan>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        required("company_id", &r.company_id)?;
-        caller.require(Role::Viewer, &r.company_id)?;
+        caller.require_company(Role::Viewer, &r.company_id)?;
         let desired = OutreachConfig::parse(&r.desired_json)?;
         Ok(Response::new(self.plan(&r.company_id, &desired).await?))
     }
@@ -113,8 +113,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
     ) -> std::result::Result<Response<pb::ApplyCadencesResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        required("company_id", &r.company_id)?;
-        caller.require(Role::Operator, &r.company_id)?;
+        caller.require_company(Role::Operator, &r.company_id)?;
         let desired = OutreachConfig::parse(&r.desired_json)?;
         let applied = self.cadences.apply(&r.company_id, &desired, r.revision).await?;
         Ok(Response::new(pb::ApplyCadencesResponse {
@@ -130,8 +129,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
     ) -> std::result::Result<Response<pb::EngineReport>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        required("company_id", &r.company_id)?;
-        caller.require(Role::Viewer, &r.company_id)?;
+        caller.require_company(Role::Viewer, &r.company_id)?;
         let report = self.engine.run(&r.company_id, true, gomark_storage::now_ms()).await?;
         Ok(Response::new(report_proto(&r.company_id, report)))
     }
@@ -142,8 +140,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
     ) -> std::result::Result<Response<pb::EngineReport>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        required("company_id", &r.company_id)?;
-        caller.require(Role::Operator, &r.company_id)?;
+        caller.require_company(Role::Operator, &r.company_id)?;
         let report = self.engine.run(&r.company_id, false, gomark_storage::now_ms()).await?;
         Ok(Response::new(report_proto(&r.company_id, report)))
     }
@@ -154,8 +151,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
     ) -> std::result::Result<Response<pb::ListDecisionsResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        required("company_id", &r.company_id)?;
-        caller.require(Role::Viewer, &r.company_id)?;
+        caller.require_company(Role::Viewer, &r.company_id)?;
         let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
         let rows = self.store.list_decisions(&r.company_id, i64::from(limit)).await?;
         Ok(Response::new(pb::ListDecisionsResponse {

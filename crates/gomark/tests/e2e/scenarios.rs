@@ -161,6 +161,11 @@ pub async fn bad_input(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
     api.send(Method::POST, "/v1/companies", Some(json!({"name": "X", "hubspotPortalId": "abc", "hubspotToken": "t"})))
         .await
         .problem(400);
+    // A token that cannot travel in a header would fail every HubSpot call later; refuse it now.
+    let unsendable = api
+        .send(Method::POST, "/v1/companies", Some(json!({"name": "X", "hubspotPortalId": "1", "hubspotToken": "a b"})))
+        .await;
+    assert_eq!(unsendable.problem(400)["errors"][0]["field"], "hubspotToken", "{}", unsendable.body);
     let dup = api.send(Method::POST, &base, Some(property(json!({})))).await;
     assert_eq!(dup.status, 201);
     api.send(Method::POST, &base, Some(property(json!({})))).await.problem(409);

@@ -83,7 +83,14 @@ pub async fn upsell_story(api: &Api, hubspot: &hubspot_sim::HubSpotSim, upso: &u
     upso.register_account(UPSO_TOKEN, "Upsell Co");
     let bad =
         api.send(Method::PUT, &format!("/v1/companies/{company}/upso-account"), Some(json!({"token": "nope"}))).await;
-    bad.problem(400);
+    assert_eq!(bad.problem(400)["errors"][0]["field"], "token", "{}", bad.body);
+    // A token no HTTP header can carry is refused up front, not reported as Upso being down.
+    for unsendable in ["two words", "line\nbreak", "café", ""] {
+        let bad = api
+            .send(Method::PUT, &format!("/v1/companies/{company}/upso-account"), Some(json!({"token": unsendable})))
+            .await;
+        assert_eq!(bad.problem(400)["errors"][0]["field"], "token", "{unsendable:?}: {}", bad.body);
+    }
     let account = api
         .send(Method::PUT, &format!("/v1/companies/{company}/upso-account"), Some(json!({"token": UPSO_TOKEN})))
         .await;

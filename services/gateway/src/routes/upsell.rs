@@ -6,7 +6,7 @@ use super::AppState;
 use crate::auth::Auth;
 use crate::dto::rfc3339_ms;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::problem::ApiResult;
+use crate::problem::{ApiResult, Problem};
 use axum::Json;
 use axum::extract::State;
 use gomark_proto::upso_cadence::v1 as pb;
@@ -215,6 +215,12 @@ async fn register_account(
     ApiJson(body): ApiJson<UpsoAccountBody>,
 ) -> ApiResult<Json<UpsoAccountView>> {
     let req = pb::RegisterAccountRequest { company_id, upso_token: body.token };
-    let r = s.upso_cadence.clone().register_account(caller.request(req)).await?.into_inner();
+    let r = s
+        .upso_cadence
+        .clone()
+        .register_account(caller.request(req))
+        .await
+        .map_err(|status| Problem::from(status).renamed_field("upso_token", "token"))?
+        .into_inner();
     Ok(Json(UpsoAccountView { upso_account_id: r.upso_account_id }))
 }
