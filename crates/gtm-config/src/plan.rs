@@ -130,6 +130,29 @@ impl PipelineIdMap {
             .get(pipeline_id)
             .and_then(|p| p.stages.iter().find(|(_, h)| *h == hubspot_stage_id).map(|(k, _)| k.as_str()))
     }
+
+    /// Completes the recorded ids (what GoMark created) with what it did not create itself:
+    /// a declared pipeline or stage without an id is taken to be the observed one with the
+    /// same label (adopted, or made by hand). Recorded ids always win, so a stage GoMark
+    /// created and the config later dropped stays mapped, and is planned for deletion.
+    pub fn match_by_label(&mut self, desired: &EffectiveConfig, observed: &Observed) {
+        let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
+        for pipeline in &desired.pipelines {
+            let found = match self.hubspot_pipeline(&pipeline.id) {
+                Some(id) => observed.pipelines.iter().find(|o| o.hubspot_id == id),
+                None => observed.pipelines.iter().find(|o| same(&o.label, &pipeline.label)),
+            };
+            let Some(found) = found else { continue };
+            self.insert_pipeline(&pipeline.id, &found.hubspot_id);
+            for stage in &pipeline.stages {
+                if self.hubspot_stage(&pipeline.id, &stage.id).is_none()
+                    && let Some(s) = found.stages.iter().find(|s| same(&s.label, &stage.label))
+                {
+                    self.insert_stage(&pipeline.id, &stage.id, &s.hubspot_id);
+                }
+            }
+        }
+    }
 }
 
 /// `(hubspot_pipeline_id, hubspot_stage_id)` of stages that still hold deals.
@@ -230,6 +253,30 @@ impl Plan {
 
     pub fn blocked(&self) -> impl Iterator<Item = &Action> {
         self.actions.iter().filter(|a| a.blocked.is_some())
+    }
+
+    /// The HubSpot stages this plan deletes: each dropped stage, and every stage of each
+    /// dropped pipeline. HubSpot refuses to delete a stage that still holds deals, so
+    /// their usage is looked up and the plan made again with it.
+    pub fn deleted_stages(&self, ids: &PipelineIdMap, observed: &Observed) -> DealsInStages {
+        let mut stages = DealsInStages::new();
+        for action in self.actions.iter().filter(|a| a.op == Op::Archive) {
+            match &action.target {
+                Target::Stage(pipeline, stage) => {
+                    if let (Some(p), Some(s)) = (ids.hubspot_pipeline(pipeline), ids.hubspot_stage(pipeline, stage)) {
+                        stages.insert((p.to_owned(), s.to_owned()));
+                    }
+                }
+                Target::Pipeline(pipeline) => {
+                    let Some(p) = ids.hubspot_pipeline(pipeline) else { continue };
+                    for o in observed.pipelines.iter().filter(|o| o.hubspot_id == p) {
+                        stages.extend(o.stages.iter().map(|s| (p.to_owned(), s.hubspot_id.clone())));
+                    }
+                }
+                _ => {}
+            }
+        }
+        stages
     }
 
     pub fn find(&self, target: &Target, op: Op) -> Option<&Action> {

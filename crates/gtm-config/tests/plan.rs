@@ -487,6 +487,45 @@ fn removed_pipelines_are_archived_unless_deals_use_them() {
 }
 
 #[test]
+fn deleted_stages_name_what_a_plan_removes_in_hubspot_ids() {
+    let full = acme();
+    let (observed, ids, managed) = hubspot_after_apply(&full);
+    let mut desired = full.clone();
+    desired.pipelines[0].stages.retain(|s| s.id != "proposal");
+    desired.pipelines.retain(|p| p.id != "renewals");
+    let p = plan(&desired, &observed, &ids, &no_deals(), &managed);
+    let renewals = observed.pipelines.iter().find(|p| p.hubspot_id == "1001").expect("renewals observed");
+    let mut expected: DealsInStages =
+        renewals.stages.iter().map(|s| ("1001".to_owned(), s.hubspot_id.clone())).collect();
+    assert_eq!(expected.len(), 3);
+    expected.insert(("1000".into(), "5001".into()));
+    assert_eq!(p.deleted_stages(&ids, &observed), expected);
+    assert!(plan(&full, &observed, &ids, &no_deals(), &managed).deleted_stages(&ids, &observed).is_empty());
+}
+
+#[test]
+fn recorded_ids_win_over_labels_so_a_dropped_stage_is_still_planned_for_deletion() {
+    let full = acme();
+    let (observed, recorded, managed) = hubspot_after_apply(&full);
+    let mut desired = full.clone();
+    desired.pipelines[0].stages.retain(|s| s.id != "proposal");
+    // Matching by label alone forgets the dropped stage: nothing to delete.
+    let mut by_label = PipelineIdMap::default();
+    by_label.match_by_label(&desired, &observed);
+    assert!(plan(&desired, &observed, &by_label, &no_deals(), &managed).is_empty());
+    // With the ids GoMark recorded, the deletion is planned.
+    let mut ids = recorded.clone();
+    ids.match_by_label(&desired, &observed);
+    assert_eq!(lines(&plan(&desired, &observed, &ids, &no_deals(), &managed)), ["- stage sales/proposal"]);
+    // A stage renamed by hand keeps its recorded id: an update, not a create.
+    let mut renamed = observed.clone();
+    stage(&mut renamed, "5001").label = "Renamed by hand".into();
+    let mut ids = recorded.clone();
+    ids.match_by_label(&full, &renamed);
+    assert_eq!(ids, recorded);
+}
+
+#[test]
 fn plans_serialise() {
     let p = plan(&acme(), &Observed::default(), &PipelineIdMap::default(), &no_deals(), &BTreeSet::new());
     let json = serde_json::to_value(&p).expect("serialisable");

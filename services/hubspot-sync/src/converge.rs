@@ -6,7 +6,7 @@
 
 use crate::portals::{Portal, Portals};
 use gomark_storage::{Database, StorageError};
-use gtm_config::{Action, EffectiveConfig, Observed, Op, PipelineIdMap, Target};
+use gtm_config::{Action, DealsInStages, EffectiveConfig, Observed, Op, PipelineIdMap, Target};
 use hubspot_client::{
     HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
     PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
@@ -102,6 +102,14 @@ impl Converger {
         desired: &EffectiveConfig,
         observed: &Observed,
     ) -> Result<PipelineIdMap, ConvergeError> {
+        let mut ids = self.recorded_ids(company_id).await?;
+        ids.match_by_label(desired, observed);
+        Ok(ids)
+    }
+
+    /// The HubSpot ids of the pipelines and stages GoMark created (or adopted) in the
+    /// company's portal, by GoMark id; kept after the config drops them.
+    pub async fn recorded_ids(&self, company_id: &str) -> Result<PipelineIdMap, ConvergeError> {
         let mut ids = PipelineIdMap::default();
         let rows =
             sqlx::query("SELECT gomark_pipeline_id, hubspot_pipeline_id FROM pipeline_ids WHERE company_id = $1")
@@ -124,24 +132,6 @@ impl Converger {
             let stage: String = r.try_get("gomark_stage_id")?;
             let hubspot: String = r.try_get("hubspot_stage_id")?;
             ids.insert_stage(&pipeline, &stage, &hubspot);
-        }
-        // What GoMark did not create itself is recognised by label (adopted, or made by hand).
-        let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
-        for pipeline in &desired.pipelines {
-            let hubspot = match ids.hubspot_pipeline(&pipeline.id) {
-                Some(id) => observed.pipelines.iter().find(|o| o.hubspot_id == id),
-                None => observed.pipelines.iter().find(|o| same(&o.label, &pipeline.label)),
-            };
-            let Some(found) = hubspot else { continue };
-            let found_id = found.hubspot_id.clone();
-            ids.insert_pipeline(&pipeline.id, &found_id);
-            for stage in &pipeline.stages {
-                if ids.hubspot_stage(&pipeline.id, &stage.id).is_none()
-                    && let Some(s) = found.stages.iter().find(|s| same(&s.label, &stage.label))
-                {
-                    ids.insert_stage(&pipeline.id, &stage.id, &s.hubspot_id);
-                }
-            }
         }
         Ok(ids)
     }
@@ -209,7 +199,14 @@ impl Converger {
         let ids = self.ids(company_id, desired, &observed).await?;
         let mut managed = self.managed(company_id).await?;
         managed.extend(desired.deal_properties.iter().map(|p| p.name.clone()));
-        let plan = gtm_config::plan(desired, &observed, &ids, &BTreeSet::new(), &managed);
+        let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
+        let deleted = plan.deleted_stages(&ids, &observed);
+        if !deleted.is_empty() {
+            let used = crate::stage_usage::stages_in_use(&self.client, &portal.token(), &deleted).await?;
+            if !used.is_empty() {
+                plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
+            }
+        }
         let mut outcome = Converged { plan_text: plan.to_string(), ..Converged::default() };
         let mut actions: Vec<&Action> = plan.actions.iter().collect();
         actions.sort_by_key(|a| rank(a));

@@ -5,6 +5,7 @@ use crate::converge::{ConvergeError, Converger};
 use crate::credentials::Credential;
 use crate::deals::DealSync;
 use crate::portals::Portals;
+use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError, Role};
 use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
 use gomark_proto::hubspot_sync::v1 as pb;
@@ -109,13 +110,18 @@ impl HubspotSyncService for HubspotSyncGrpc {
                 if oauth.refresh_token.is_empty() || oauth.expires_in_secs <= 0 {
                     return Err(PublicError::invalid("oauth", "needs a refresh token and a positive expiry").into());
                 }
+                check_bearer_token("oauth.access_token", &oauth.access_token)?;
+                check_bearer_token("oauth.refresh_token", &oauth.refresh_token)?;
                 Credential::OAuth {
                     access_token: oauth.access_token,
                     refresh_token: oauth.refresh_token,
                     expires_at_ms: gomark_storage::now_ms() + oauth.expires_in_secs.saturating_mul(1000),
                 }
             }
-            _ => Credential::PrivateApp { token: r.token },
+            _ => {
+                check_bearer_token("token", &r.token)?;
+                Credential::PrivateApp { token: r.token }
+            }
         };
         self.portals.register(&r.company_id, &r.portal_id, &credential).await.map_err(internal)?;
         tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
@@ -175,7 +181,17 @@ impl HubspotSyncService for HubspotSyncGrpc {
         let portal = self.portal(&company_id).await?;
         let (properties, observed) =
             crate::observed::read(&self.client, &portal.token()).await.map_err(hubspot_failure)?;
+        let recorded = self.converger.recorded_ids(&company_id).await.map_err(internal)?;
         Ok(Response::new(pb::ObservedState {
+            recorded_pipelines: recorded
+                .pipelines
+                .into_iter()
+                .map(|(pipeline_id, ids)| pb::RecordedPipeline {
+                    pipeline_id,
+                    hubspot_pipeline_id: ids.hubspot_id,
+                    stages: ids.stages.into_iter().collect(),
+                })
+                .collect(),
             properties: properties.into_iter().filter(|p| !p.archived).map(observed_property).collect(),
             groups: observed
                 .groups
@@ -228,4 +244,26 @@ impl HubspotSyncService for HubspotSyncGrpc {
             plan_text: done.plan_text,
         }))
     }
+
+    async fn get_stages_in_use(
+        &self,
+        req: Request<pb::GetStagesInUseRequest>,
+    ) -> Result<Response<pb::StagesInUse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        caller.require(Role::Viewer, &r.company_id)?;
+        if r.stages.len() > MAX_STAGES_ASKED {
+            return Err(PublicError::invalid("stages", format!("at most {MAX_STAGES_ASKED} per call")).into());
+        }
+        let portal = self.portal(&r.company_id).await?;
+        let asked = r.stages.into_iter().map(|s| (s.pipeline_id, s.stage_id)).collect();
+        let used =
+            crate::stage_usage::stages_in_use(&self.client, &portal.token(), &asked).await.map_err(hubspot_failure)?;
+        Ok(Response::new(pb::StagesInUse {
+            stages: used.into_iter().map(|(pipeline_id, stage_id)| pb::StageRef { pipeline_id, stage_id }).collect(),
+        }))
+    }
 }
+
+/// Bounds one usage question (HubSpot allows 100 stages per pipeline).
+const MAX_STAGES_ASKED: usize = 500;

@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod observed;
 mod portals;
 mod settings;
+pub mod stage_usage;
 
 pub use apply::{ApplyChanges, CONSUMER as APPLY_CONSUMER};
 pub use deals::{DealSync, DealSyncSettings};

@@ -6,12 +6,12 @@ use crate::store::Store;
 use crate::{Error, Result};
 use gomark_platform::grpc_client::TracedChannel;
 use gomark_platform::{Caller, PublicError};
-use gomark_proto::hubspot_sync::v1::GetObservedStateRequest;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
+use gomark_proto::hubspot_sync::v1::{GetObservedStateRequest, GetStagesInUseRequest, ObservedState, StageRef};
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::upso_cadence::v1::PlanCadencesRequest;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
-use gtm_config::{EffectiveConfig, Observed, Op, PipelineIdMap, Plan, Target};
+use gtm_config::{DealsInStages, EffectiveConfig, Observed, Op, PipelineIdMap, Plan, Target};
 use std::collections::BTreeSet;
 
 pub struct Planner {
@@ -20,7 +20,7 @@ pub struct Planner {
     upso_cadence: Option<UpsoCadenceServiceClient<TracedChannel>>,
 }
 
-fn observed_from(state: gomark_proto::hubspot_sync::v1::ObservedState) -> Observed {
+fn observed_from(state: ObservedState) -> Observed {
     Observed {
         properties: state
             .properties
@@ -77,18 +77,13 @@ fn observed_from(state: gomark_proto::hubspot_sync::v1::ObservedState) -> Observ
     }
 }
 
-/// Until GoMark has applied a pipeline (and recorded HubSpot's ids), a pipeline or stage
-/// with the same label is taken to be the declared one.
-fn ids_by_label(desired: &EffectiveConfig, observed: &Observed) -> PipelineIdMap {
+/// The ids hubspot-sync recorded for what GoMark created in the portal.
+fn recorded_ids(state: &ObservedState) -> PipelineIdMap {
     let mut ids = PipelineIdMap::default();
-    let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
-    for pipeline in &desired.pipelines {
-        let Some(found) = observed.pipelines.iter().find(|o| same(&o.label, &pipeline.label)) else { continue };
-        ids.insert_pipeline(&pipeline.id, &found.hubspot_id);
-        for stage in &pipeline.stages {
-            if let Some(s) = found.stages.iter().find(|s| same(&s.label, &stage.label)) {
-                ids.insert_stage(&pipeline.id, &stage.id, &s.hubspot_id);
-            }
+    for p in &state.recorded_pipelines {
+        ids.insert_pipeline(&p.pipeline_id, &p.hubspot_pipeline_id);
+        for (stage, hubspot) in &p.stages {
+            ids.insert_stage(&p.pipeline_id, stage, hubspot);
         }
     }
     ids
@@ -189,16 +184,56 @@ impl Planner {
         Ok(pb::PlanResponse { revision: revision.number, companies })
     }
 
-    /// What the company's portal holds now.
-    pub async fn observe(&self, company_id: &str) -> std::result::Result<Observed, tonic::Status> {
+    async fn observed_state(&self, company_id: &str) -> std::result::Result<ObservedState, tonic::Status> {
         let request =
             Caller::system("orchestrator").request(GetObservedStateRequest { company_id: company_id.to_owned() });
-        Ok(observed_from(self.hubspot_sync.clone().get_observed_state(request).await?.into_inner()))
+        Ok(self.hubspot_sync.clone().get_observed_state(request).await?.into_inner())
+    }
+
+    /// What the company's portal holds now.
+    pub async fn observe(&self, company_id: &str) -> std::result::Result<Observed, tonic::Status> {
+        Ok(observed_from(self.observed_state(company_id).await?))
+    }
+
+    /// The plan as hubspot-sync's converge will make it: recorded ids first (so stages
+    /// GoMark created and the config dropped are deleted), then labels; deletions of
+    /// stages that still hold deals blocked.
+    async fn plan_portal(
+        &self,
+        desired: &EffectiveConfig,
+        managed: &BTreeSet<String>,
+    ) -> std::result::Result<Plan, tonic::Status> {
+        let state = self.observed_state(&desired.company_id).await?;
+        let mut ids = recorded_ids(&state);
+        let observed = observed_from(state);
+        ids.match_by_label(desired, &observed);
+        let plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), managed);
+        let deleted = plan.deleted_stages(&ids, &observed);
+        if deleted.is_empty() {
+            return Ok(plan);
+        }
+        let request = GetStagesInUseRequest {
+            company_id: desired.company_id.clone(),
+            stages: deleted.into_iter().map(|(pipeline_id, stage_id)| StageRef { pipeline_id, stage_id }).collect(),
+        };
+        let used: DealsInStages = self
+            .hubspot_sync
+            .clone()
+            .get_stages_in_use(Caller::system("orchestrator").request(request))
+            .await?
+            .into_inner()
+            .stages
+            .into_iter()
+            .map(|s| (s.pipeline_id, s.stage_id))
+            .collect();
+        Ok(if used.is_empty() { plan } else { gtm_config::plan(desired, &observed, &ids, &used, managed) })
     }
 
     pub(crate) async fn plan_company(&self, key: &str, desired: &EffectiveConfig) -> Result<pb::CompanyPlan> {
-        let observed = match self.observe(&desired.company_id).await {
-            Ok(observed) => observed,
+        let managed: BTreeSet<String> =
+            self.store.list_properties(&desired.company_id, true).await?.into_iter().map(|p| p.spec.name).collect();
+        let plan = match self.plan_portal(desired, &managed).await {
+            Ok(plan) => plan,
             Err(status) => {
                 // One unreachable portal does not hide the plans of the others.
                 let why = PublicError::from(status).message;
@@ -210,10 +245,6 @@ impl Planner {
                 });
             }
         };
-        let managed: BTreeSet<String> =
-            self.store.list_properties(&desired.company_id, true).await?.into_iter().map(|p| p.spec.name).collect();
-        let ids = ids_by_label(desired, &observed);
-        let plan = gtm_config::plan(desired, &observed, &ids, &BTreeSet::new(), &managed);
         let mut company = plan_proto(key, &desired.company_id, &plan);
         match self.plan_cadences(desired).await {
             Ok(actions) => {

@@ -6,7 +6,7 @@ use crate::support::{Api, eventually};
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 fn document(a: &str, b: &str, tier_label: &str, extra_property: bool, won_probability: &str) -> String {
@@ -340,6 +340,58 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
     }
 
     let rolled_back = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": 1}))).await;
+
+    // The rollback deletes the stage GoMark created, and the plan says so; in Acme's
+    // portal a deal sits in it, which HubSpot would refuse: blocked, with the way out.
+    let acme = api.send(Method::GET, "/v1/companies?limit=100", None).await.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|c| c["name"] == gomark::DEMO_COMPANIES[0])
+        .and_then(|c| c["id"].as_str())
+        .expect("acme")
+        .to_owned();
+    let acme_sales = observe(acme.clone()).await["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .find(|p| p["label"] == "Sales Pipeline")
+        .expect("pipeline")
+        .clone();
+    let negotiation = acme_sales["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["label"] == "Negotiation")
+        .and_then(|s| s["id"].as_str())
+        .expect("negotiation stage")
+        .to_owned();
+    let pipeline = acme_sales["id"].as_str().expect("pipeline id");
+    let token = gomark::demo_token(0);
+    let deal = gomark.hubspot_sim.create_deals(&token, 1, &negotiation, pipeline);
+    let stage_deletion = |company: &Value| {
+        company["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .find(|a| a["op"] == "archive" && a["targetKind"] == "stage" && a["target"] == "sales-pipeline/negotiation")
+            .cloned()
+    };
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({}))).await;
+    for company in plan.body["companies"].as_array().expect("companies") {
+        let deletion = stage_deletion(company).unwrap_or_else(|| panic!("the stage deletion is planned: {company}"));
+        if company["companyId"] == acme.as_str() {
+            assert_eq!(deletion["blocked"], "stage still used by deals", "{deletion}");
+            assert!(deletion["safeAlternative"].as_str().is_some_and(|a| !a.is_empty()), "{deletion}");
+        } else {
+            assert!(deletion.get("blocked").is_none(), "{company}");
+        }
+    }
+    assert!(gomark.hubspot_sim.delete_deal(&token, &deal[0]), "the deal leaves the stage");
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({"companyIds": [acme]}))).await;
+    let deletion = stage_deletion(&plan.body["companies"][0]).expect("still planned");
+    assert!(deletion.get("blocked").is_none(), "unblocked once the stage is empty: {deletion}");
+
     let restored = rollout(rolled_back.body["number"].as_i64().expect("number")).await;
     assert_eq!(restored["done"], 20, "{restored}");
     for id in &companies {
