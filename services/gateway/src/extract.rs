@@ -7,15 +7,21 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 /// `axum::Json`, but a malformed body answers 400 (or 413/415) with a problem naming what
-/// is wrong, in the caller's terms.
+/// is wrong, in the caller's terms. Every request body of this API is a JSON object:
+/// serde would otherwise take a struct from an array of its fields in order.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) if !value.is_object() => {
+                Err(Problem::http(StatusCode::BAD_REQUEST, "the request body must be a JSON object"))
+            }
+            Ok(axum::Json(value)) => serde_json::from_value(value)
+                .map(ApiJson)
+                .map_err(|e| Problem::http(StatusCode::BAD_REQUEST, format!("invalid request body: {e}"))),
             Err(JsonRejection::JsonDataError(e)) => {
                 Err(Problem::http(StatusCode::BAD_REQUEST, format!("invalid request body: {}", e.body_text())))
             }

@@ -5,9 +5,11 @@ use crate::planning::Planner;
 use crate::revisions::{RevisionRow, Revisions};
 use crate::store::{CompanyRow, Store};
 use crate::{Actor, Error, Result};
+use futures::FutureExt;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use gomark_platform::PublicError;
 use gomark_proto::orchestrator::v1 as pb;
-use gtm_config::Document;
+use gtm_config::{Document, Observed};
 
 pub struct Importer<'a> {
     pub store: &'a Store,
@@ -81,12 +83,23 @@ impl Importer<'_> {
             Some(latest) => latest.parse()?,
             None => Document::default(),
         };
+        // Every portal is read first, side by side (each against its own budget).
+        let portals: Vec<(String, String)> = companies.iter().map(|c| (c.id.clone(), c.name.clone())).collect();
+        let observed_all: Vec<Observed> = stream::iter(portals)
+            .map(|(id, name)| {
+                async move {
+                    self.planner.observe(&id).await.map_err(|status| {
+                        let why = PublicError::from(status).message;
+                        Error::Public(PublicError::unavailable(format!("the HubSpot portal of {name} ({why})")))
+                    })
+                }
+                .boxed()
+            })
+            .buffered(crate::planning::PLAN_CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut report = Vec::new();
-        for company in &companies {
-            let observed = self.planner.observe(&company.id).await.map_err(|status| {
-                let why = PublicError::from(status).message;
-                Error::Public(PublicError::unavailable(format!("the HubSpot portal of {} ({why})", company.name)))
-            })?;
+        for (company, observed) in companies.iter().zip(observed_all) {
             let key = company_key(&document, company);
             let imported = gtm_config::import(&observed, &key, &company.id);
             report.push(pb::ImportedCompany {

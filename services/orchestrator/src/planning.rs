@@ -4,6 +4,8 @@
 use crate::revisions::RevisionRow;
 use crate::store::Store;
 use crate::{Error, Result};
+use futures::FutureExt;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use gomark_platform::grpc_client::TracedChannel;
 use gomark_platform::{Caller, PublicError};
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
@@ -13,6 +15,9 @@ use gomark_proto::upso_cadence::v1::PlanCadencesRequest;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use gtm_config::{DealsInStages, EffectiveConfig, Observed, Op, PipelineIdMap, Plan, Target};
 use std::collections::BTreeSet;
+
+/// Companies planned (or read for import) at once.
+pub(crate) const PLAN_CONCURRENCY: usize = 8;
 
 pub struct Planner {
     store: Store,
@@ -168,13 +173,19 @@ impl Planner {
     /// The plan of every company of `revision` (or those in `only`).
     pub async fn plan(&self, revision: &RevisionRow, only: &[String]) -> Result<pb::PlanResponse> {
         let document = revision.parse()?;
-        let mut companies = Vec::new();
-        for (key, desired) in document.effective_all() {
-            if !only.is_empty() && !only.contains(&desired.company_id) {
-                continue;
-            }
-            companies.push(self.plan_company(&key, &desired).await?);
-        }
+        let selected: Vec<(String, EffectiveConfig)> = document
+            .effective_all()
+            .into_iter()
+            .filter(|(_, desired)| only.is_empty() || only.contains(&desired.company_id))
+            .collect();
+        // Each company's reads go to its own portal and budget, so companies are planned
+        // side by side; the answer keeps the document's order.
+        let companies: Vec<pb::CompanyPlan> = stream::iter(selected)
+            // Boxed: the unboxed future trips rustc's higher-ranked `Send` check (#102211).
+            .map(|(key, desired)| async move { self.plan_company(&key, &desired).await }.boxed())
+            .buffered(PLAN_CONCURRENCY)
+            .try_collect()
+            .await?;
         if let Some(missing) = only.iter().find(|id| !companies.iter().any(|c| &c.company_id == *id)) {
             return Err(Error::invalid(
                 "company_ids",

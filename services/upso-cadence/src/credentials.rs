@@ -56,10 +56,6 @@ mod tests {
         assert!(sealed.starts_with("v1.k1."));
         assert_eq!(vault.open("c1", &sealed).expect("open"), token());
         assert_eq!(vault.open("c2", &sealed), Err(VaultError::Corrupt), "bound to its company");
-        let mut tampered = sealed.clone();
-        tampered.pop();
-        tampered.push('A');
-        assert!(vault.open("c1", &tampered).is_err());
         assert_eq!(format!("{:?}", token()), "UpsoToken(***)");
     }
 

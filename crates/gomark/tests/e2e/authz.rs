@@ -564,6 +564,16 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(code(sync.register_portal(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
     let observe = gomark_proto::hubspot_sync::v1::ListObservedDealPropertiesRequest { company_id: b.clone() };
     assert_eq!(code(sync.list_observed_deal_properties(a_admin.request(observe)).await), Err(tonic::Code::NotFound));
+    let state = gomark_proto::hubspot_sync::v1::GetObservedStateRequest { company_id: b.clone() };
+    assert_eq!(code(sync.get_observed_state(a_admin.request(state)).await), Err(tonic::Code::NotFound));
+    let usage = gomark_proto::hubspot_sync::v1::GetStagesInUseRequest {
+        company_id: b.clone(),
+        stages: vec![gomark_proto::hubspot_sync::v1::StageRef {
+            pipeline_id: "default".into(),
+            stage_id: "appointmentscheduled".into(),
+        }],
+    };
+    assert_eq!(code(sync.get_stages_in_use(a_admin.request(usage)).await), Err(tonic::Code::NotFound));
 
     use gomark_proto::upso_cadence::v1 as upb;
     let upso_addr = gomark.grpc_addr("upso-cadence").expect("upso-cadence");

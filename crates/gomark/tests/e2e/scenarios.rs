@@ -152,6 +152,14 @@ pub async fn bad_input(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
     api.send(Method::GET, "/v1/companies/nope", None).await.problem(404);
     api.raw(Method::POST, &base, "application/json", "{\"name\": ").await.problem(400);
     api.raw(Method::POST, &base, "text/plain", "hello").await.problem(415);
+    // serde alone would read a struct from an array of its fields in order.
+    let positional = api.raw(Method::POST, "/v1/companies", "application/json", r#"["X", "1", "tok"]"#).await;
+    assert!(
+        positional.problem(400)["detail"].as_str().is_some_and(|d| d.contains("JSON object")),
+        "{}",
+        positional.body
+    );
+    api.raw(Method::POST, "/v1/config/import", "application/json", "[]").await.problem(400);
     api.send(Method::POST, &base, Some(json!({"name": "gomark_ok"}))).await.problem(400);
     api.send(Method::GET, "/v1/nothing-here", None).await.problem(404);
     api.send(Method::PUT, "/v1/companies", None).await.problem(405);
