@@ -18,6 +18,8 @@ use std::collections::BTreeSet;
 
 /// Companies planned (or read for import) at once.
 pub(crate) const PLAN_CONCURRENCY: usize = 8;
+/// How long a plan waits for its portals; under the gateway's 10 s call deadline.
+const PLAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 
 pub struct Planner {
     store: Store,
@@ -180,9 +182,29 @@ impl Planner {
             .collect();
         // Each company's reads go to its own portal and budget, so companies are planned
         // side by side; the answer keeps the document's order.
+        // A portal that cannot be read in time (its HubSpot budget spent elsewhere) is
+        // reported in its own row, so the rest of the plan still arrives before the caller's
+        // deadline.
+        let deadline = tokio::time::Instant::now() + PLAN_DEADLINE;
         let companies: Vec<pb::CompanyPlan> = stream::iter(selected)
             // Boxed: the unboxed future trips rustc's higher-ranked `Send` check (#102211).
-            .map(|(key, desired)| async move { self.plan_company(&key, &desired).await }.boxed())
+            .map(|(key, desired)| {
+                async move {
+                    match tokio::time::timeout_at(deadline, self.plan_company(&key, &desired)).await {
+                        Ok(plan) => plan,
+                        Err(_) => Ok(pb::CompanyPlan {
+                            company_id: desired.company_id.clone(),
+                            company_key: key,
+                            error: format!(
+                                "the portal could not be read within {} s; plan this company again",
+                                PLAN_DEADLINE.as_secs()
+                            ),
+                            ..pb::CompanyPlan::default()
+                        }),
+                    }
+                }
+                .boxed()
+            })
             .buffered(PLAN_CONCURRENCY)
             .try_collect()
             .await?;

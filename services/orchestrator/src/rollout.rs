@@ -18,6 +18,7 @@ use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServ
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::upso_cadence::v1::ApplyCadencesRequest;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
+use gomark_storage::Engine;
 use serde_json::json;
 use sqlx::Row;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use tokio::sync::Notify;
 
 pub const MAX_ATTEMPTS: i64 = 5;
 const TICK: Duration = Duration::from_millis(250);
+/// The Postgres advisory lock that serialises rollout starts (any constant, used only here).
+const ROLLOUT_START_LOCK: i64 = 0x6d61_726b_726f_6c6c;
 
 pub struct Rollouts {
     store: Store,
@@ -88,6 +91,11 @@ impl Rollouts {
         let id = uuid::Uuid::now_v7().to_string();
         let now = gomark_storage::now_ms();
         let mut tx = self.store.db().begin().await?;
+        // Starts are serialised so two cannot both find their companies free. (SQLite:
+        // the first INSERT below takes the database's write lock before the check reads.)
+        if self.store.db().engine() == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROLLOUT_START_LOCK).execute(&mut *tx).await?;
+        }
         sqlx::query(
             "INSERT INTO rollouts (id, revision, state, concurrency, failure_threshold_pct, created_by, created_at, updated_at) \
              VALUES ($1, $2, 'running', $3, $4, $5, $6, $6)",
@@ -111,6 +119,24 @@ impl Rollouts {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+        // Two rollouts converging one portal on different revisions would leave whichever
+        // ran last: a company is in at most one unfinished rollout.
+        let busy = sqlx::query(
+            "SELECT s.company_id, r.id, r.state FROM rollout_steps s JOIN rollouts r ON r.id = s.rollout_id \
+             WHERE r.id <> $1 AND r.state IN ('running', 'paused', 'halted') \
+             AND s.company_id IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $1) LIMIT 1",
+        )
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = busy {
+            let (company, other, state): (String, String, String) =
+                (row.try_get("company_id")?, row.try_get("id")?, row.try_get("state")?);
+            return Err(Error::kind_of(
+                ErrorKind::FailedPrecondition,
+                format!("company {company} is in rollout {other}, which is {state}: let it finish, or cancel it first"),
+            ));
         }
         self.store
             .append_audit(

@@ -164,3 +164,44 @@ async fn a_rollout_applies_a_revision_and_a_rollback_undoes_it() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+#[tokio::test]
+async fn a_company_is_in_at_most_one_unfinished_rollout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let a = create_company(&api, &gomark.hubspot_sim, "Busy A", "busy-a", 1201).await;
+    let b = create_company(&api, &gomark.hubspot_sim, "Busy B", "busy-b", 1202).await;
+    let companies = [(a.clone(), 0), (b.clone(), 0)];
+    let revision = api
+        .send(
+            Method::POST,
+            "/v1/config/revisions",
+            Some(json!({"document": document(&companies, false, "Seats"), "message": "seats"})),
+        )
+        .await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+
+    // A's portal is down, so the rollout keeps retrying A and stays unfinished.
+    gomark.hubspot_sim.fail_next("busy-a", 100_000, 503);
+    let first = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first = first.body["id"].as_str().expect("id").to_owned();
+    for body in [json!({}), json!({"companyIds": [a]}), json!({"companyIds": [b]})] {
+        let clash = api.send(Method::POST, "/v1/rollouts", Some(body)).await;
+        let detail = clash.problem(422)["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(detail.contains(&first) && detail.contains("cancel"), "names the rollout in the way: {detail}");
+    }
+
+    let cancelled = api.send(Method::POST, &format!("/v1/rollouts/{first}/cancel"), None).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    gomark.hubspot_sim.fail_next("busy-a", 0, 503);
+    let second = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
+    assert_eq!(second.status, 201, "once the first is cancelled: {}", second.body);
+    let done = finish(&api, second.body["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
