@@ -184,6 +184,14 @@ async fn a_company_is_in_at_most_one_unfinished_rollout() {
         .await;
     assert_eq!(revision.status, 201, "{}", revision.body);
 
+    // 0 is the contract's "default" internally; a caller sending it gets told the range.
+    for (field, body) in
+        [("concurrency", json!({"concurrency": 0})), ("failureThresholdPct", json!({"failureThresholdPct": 0}))]
+    {
+        let bad = api.send(Method::POST, "/v1/rollouts", Some(body)).await;
+        assert_eq!(bad.problem(400)["errors"][0]["field"], field, "{}", bad.body);
+    }
+
     // A's portal is down, so the rollout keeps retrying A and stays unfinished.
     gomark.hubspot_sim.fail_next("busy-a", 100_000, 503);
     let first = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;

@@ -174,8 +174,11 @@ async fn diff(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> ApiResult<Json<DiffView>> {
-    if q.from < 1 || q.to.is_some_and(|t| t < 1) {
+    if q.from < 1 {
         return Err(crate::problem::Problem::invalid("from", "revisions are numbered from 1"));
+    }
+    if q.to.is_some_and(|t| t < 1) {
+        return Err(crate::problem::Problem::invalid("to", "revisions are numbered from 1"));
     }
     let req = pb::DiffRevisionsRequest { from: q.from, to: q.to.unwrap_or(0) };
     let d = s.orchestrator.clone().diff_revisions(caller.request(req)).await?.into_inner();

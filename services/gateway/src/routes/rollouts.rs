@@ -128,6 +128,13 @@ async fn start(
     if body.revision.is_some_and(|r| r < 1) {
         return Err(crate::problem::Problem::invalid("revision", "revisions are numbered from 1"));
     }
+    // In the gRPC contract 0 means "the default"; a caller who sends 0 means something else.
+    if body.concurrency.is_some_and(|c| !(1..=64).contains(&c)) {
+        return Err(crate::problem::Problem::invalid("concurrency", "must be 1 to 64"));
+    }
+    if body.failure_threshold_pct.is_some_and(|p| !(1..=100).contains(&p)) {
+        return Err(crate::problem::Problem::invalid("failureThresholdPct", "must be 1 to 100"));
+    }
     let req = pb::StartRolloutRequest {
         revision: body.revision.unwrap_or(0),
         company_ids: body.company_ids,
