@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Refresh times kept before the expired ones are dropped.
+const MAX_TRACKED_REFRESHES: usize = 10_000;
+
 pub struct Catalog {
     store: Store,
     /// None when no hubspot-sync is configured (then deals' own stage ids are all there is).
@@ -43,6 +46,10 @@ impl Catalog {
     fn due(&self, company_id: &str) -> bool {
         let Some(_) = &self.hubspot_sync else { return false };
         let mut last = self.last_refresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.len() >= MAX_TRACKED_REFRESHES {
+            // Ids asked about once (unknown ones included) must not accumulate forever.
+            last.retain(|_, at| at.elapsed() < self.refresh_every);
+        }
         match last.get(company_id) {
             Some(at) if at.elapsed() < self.refresh_every => false,
             _ => {
@@ -61,6 +68,11 @@ impl Catalog {
             Ok(observed) => {
                 let pipelines: Vec<PipelineInfo> = observed.into_inner().pipelines.iter().map(pipeline_info).collect();
                 self.store.replace_stages(company_id, &pipelines).await
+            }
+            // No portal for this id: nothing to refresh, and no fault of any portal.
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                tracing::debug!(company_id, "no HubSpot portal for this company");
+                Ok(())
             }
             Err(status) => {
                 tracing::warn!(company_id, code = ?status.code(), "pipeline configuration unreadable; using the stored copy");
