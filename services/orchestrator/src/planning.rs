@@ -181,10 +181,9 @@ impl Planner {
             .filter(|(_, desired)| only.is_empty() || only.contains(&desired.company_id))
             .collect();
         // Each company's reads go to its own portal and budget, so companies are planned
-        // side by side; the answer keeps the document's order.
-        // A portal that cannot be read in time (its HubSpot budget spent elsewhere) is
-        // reported in its own row, so the rest of the plan still arrives before the caller's
-        // deadline.
+        // side by side, and the answer keeps the document's order. A portal that cannot be
+        // read in time (its HubSpot budget spent elsewhere) is reported in its own row, so
+        // the rest of the plan still arrives before the caller's deadline.
         let deadline = tokio::time::Instant::now() + PLAN_DEADLINE;
         let companies: Vec<pb::CompanyPlan> = stream::iter(selected)
             // Boxed: the unboxed future trips rustc's higher-ranked `Send` check (#102211).
