@@ -21,10 +21,6 @@ pub struct UpsoCadenceGrpc {
     pub engine: Engine,
 }
 
-fn required(field: &str, value: &str) -> std::result::Result<(), Status> {
-    if value.trim().is_empty() { Err(PublicError::invalid(field, "is required").into()) } else { Ok(()) }
-}
-
 fn report_proto(company_id: &str, r: RunReport) -> pb::EngineReport {
     pb::EngineReport {
         company_id: company_id.to_owned(),
@@ -80,8 +76,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
     ) -> std::result::Result<Response<pb::RegisterAccountResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        required("company_id", &r.company_id)?;
-        caller.require(Role::Admin, &r.company_id)?;
+        caller.require_company(Role::Admin, &r.company_id)?;
         check_bearer_token("upso_token", &r.upso_token)?;
         let token = UpsoToken::new(r.upso_token);
         // Checking the token first means a typo is refused now, not at the first apply.
