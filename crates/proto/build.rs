@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "gomark/common/v1/common.proto",
+    "gomark/config/v1/config.proto",
     "gomark/events/v1/envelope.proto",
     "gomark/orchestrator/v1/orchestrator.proto",
     "gomark/hubspot_sync/v1/hubspot_sync.proto",

@@ -7,10 +7,8 @@ use prost::Message;
 pub mod event_types {
     /// `CompanyCreated`
     pub const COMPANY_CREATED: &str = "company.created";
-    /// `DealPropertyChangeRequested`
-    pub const DEAL_PROPERTY_CHANGE_REQUESTED: &str = "deal_property.change_requested";
-    /// `DealPropertyApplied`
-    pub const DEAL_PROPERTY_APPLIED: &str = "deal_property.applied";
+    /// `RevisionCreated`
+    pub const REVISION_CREATED: &str = "revision.created";
     /// `DealUpserted`
     pub const DEAL_UPSERTED: &str = "deal.upserted";
     /// `DealDeleted`

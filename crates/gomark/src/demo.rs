@@ -1,9 +1,9 @@
 //! The demo portfolio an empty embedded GoMark starts with: twenty companies, each with a
 //! portal in the HubSpot simulator.
 
-use gomark_proto::common::v1::{DealPropertySpec, PageRequest, PropertyOption};
+use gomark_proto::common::v1::PageRequest;
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
-use gomark_proto::orchestrator::v1::{CreateCompanyRequest, CreateDealPropertyRequest, ListCompaniesRequest};
+use gomark_proto::orchestrator::v1::{ApplyPlanRequest, CreateCompanyRequest, ListCompaniesRequest, PlanRequest};
 use hubspot_sim::HubSpotSim;
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
     if !existing.companies.is_empty() {
         return Ok(());
     }
+    let mut companies = serde_json::Map::new();
     for (i, name) in DEMO_COMPANIES.iter().enumerate() {
         let company = client
             .create_company(loader.request(CreateCompanyRequest {
@@ -63,31 +64,41 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
             }))
             .await?
             .into_inner();
-        // Every demo company declares the portfolio's customer-tier property.
-        let spec = DealPropertySpec {
-            name: "gomark_customer_tier".into(),
-            label: "Customer tier".into(),
-            r#type: "enumeration".into(),
-            field_type: "select".into(),
-            group_name: "dealinformation".into(),
-            description: "Portfolio-wide customer tier, managed by GoMark".into(),
-            options: ["Gold", "Silver", "Bronze"]
-                .iter()
-                .enumerate()
-                .map(|(order, label)| PropertyOption {
-                    label: (*label).into(),
-                    value: label.to_lowercase(),
-                    display_order: order as i32,
-                    ..PropertyOption::default()
-                })
-                .collect(),
-        };
-        client
-            .create_deal_property(
-                loader.request(CreateDealPropertyRequest { company_id: company.id, spec: Some(spec) }),
-            )
-            .await?;
+        let key = name.to_lowercase().replace(' ', "-");
+        companies
+            .insert(key, serde_json::json!({"companyId": company.id, "settings": {"rolloutWave": u8::from(i > 0)}}));
     }
+    // Every demo company gets the portfolio's customer-tier property, the way any change
+    // reaches portals: a document, planned, then applied.
+    let document = serde_json::json!({
+        "baseline": {
+            "dealProperties": [{
+                "name": "gomark_customer_tier",
+                "label": "Customer tier",
+                "type": "enumeration",
+                "fieldType": "select",
+                "groupName": "dealinformation",
+                "description": "Portfolio-wide customer tier, managed by GoMark",
+                "options": [
+                    {"label": "Gold", "value": "gold"},
+                    {"label": "Silver", "value": "silver"},
+                    {"label": "Bronze", "value": "bronze"}
+                ]
+            }]
+        },
+        "companies": companies,
+    });
+    let plan = client
+        .plan(loader.request(PlanRequest {
+            document: document.to_string(),
+            message: "demo portfolio: the customer-tier property everywhere".into(),
+            ..PlanRequest::default()
+        }))
+        .await?
+        .into_inner();
+    client
+        .apply_plan(loader.request(ApplyPlanRequest { plan_id: plan.plan_id, ..ApplyPlanRequest::default() }))
+        .await?;
     tracing::info!(companies = DEMO_COMPANIES.len(), "demo portfolio loaded");
     Ok(())
 }

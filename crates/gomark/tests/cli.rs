@@ -84,16 +84,32 @@ async fn the_cli_applies_plans_diffs_rolls_back_and_audits() {
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains("error: ") && run.stderr.contains("companies.acme.companyId"), "{run}");
 
-    // Without --yes and without a terminal to ask on, apply refuses (after storing and planning).
+    // Without --yes and without a terminal to ask on, apply refuses after planning, and
+    // nothing is stored.
     let doc = write(dir.path(), "doc.yaml", &document(&company, "Seats"));
     let run = gomark(&gw, key, &["apply", "--file", &doc, "-m", "seats"]).await;
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains("--yes"), "{run}");
+    assert!(run.stdout.contains("+ deal property gomark_seats"), "the plan is shown first: {run}");
+    let run = gomark(&gw, key, &["revisions"]).await;
+    assert!(run.stdout.contains("no revisions yet"), "a declined apply stores nothing: {run}");
 
-    let run = gomark(&gw, key, &["apply", "--file", &doc, "-m", "seats", "--yes"]).await;
+    // A saved plan: `plan --out FILE`, then `apply FILE` applies exactly it.
+    let saved = dir.path().join("seats.plan");
+    let saved = saved.to_str().expect("utf-8");
+    let run = gomark(&gw, key, &["plan", "-f", &doc, "-m", "seats", "--out", saved]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("of a proposed document") && run.stdout.contains(saved), "{run}");
+    let run = gomark(&gw, key, &["revisions"]).await;
+    assert!(run.stdout.contains("no revisions yet"), "planning stores nothing: {run}");
+
+    let run = gomark(&gw, key, &["apply", saved, "--yes"]).await;
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("+ deal property gomark_seats"), "the plan is shown: {run}");
     assert!(run.stdout.contains("acme") && run.stdout.contains("completed"), "{run}");
+    let run = gomark(&gw, key, &["apply", saved, "--yes"]).await;
+    assert_eq!(run.code, Some(1), "a plan applies once: {run}");
+    assert!(run.stderr.contains("already applied"), "{run}");
 
     let run = gomark(&gw, key, &["plan"]).await;
     assert_eq!(run.code, Some(0), "{run}");
@@ -122,7 +138,7 @@ async fn the_cli_applies_plans_diffs_rolls_back_and_audits() {
 
     let run = gomark(&gw, key, &["rollback", "--to", "1", "-m", "back", "--yes"]).await;
     assert_eq!(run.code, Some(0), "{run}");
-    assert!(run.stdout.contains("revision 3 restores revision 1") && run.stdout.contains("completed"), "{run}");
+    assert!(run.stdout.contains("revision 3 restores revision 1: back") && run.stdout.contains("completed"), "{run}");
     let seats = server.hubspot_sim.property("t", "gomark_seats").expect("in the portal");
     assert_eq!(seats["label"], "Seats", "the rollback reached the portal");
 
@@ -251,14 +267,14 @@ fn progress_is_drawn_per_wave_and_company() {
 
 #[test]
 fn plans_revisions_audit_and_status_render() {
-    let plan = json!({"revision": 3, "companies": [
+    let plan = json!({"planId": "p-1", "revision": 3, "companies": [
         {"companyId": "c1", "companyKey": "acme", "text": "+ deal property x\n1 to create, 0 to update, 0 to archive, 0 blocked\n",
          "actions": [{"op": "create", "targetKind": "deal_property", "target": "x", "changes": []},
                      {"op": "update", "targetKind": "deal_property", "target": "y", "changes": [], "blocked": "no"}]},
         {"companyId": "c2", "companyKey": "beta", "text": "no changes\n", "actions": []},
         {"companyId": "c3", "companyKey": "", "text": "", "actions": [], "error": "portal unreachable"}]});
     let text = config::render_plan(&plan);
-    assert!(text.starts_with("plan for revision 3\nacme (c1):\n  + deal property x\n"), "{text}");
+    assert!(text.starts_with("plan p-1 of revision 3\nacme (c1):\n  + deal property x\n"), "{text}");
     assert!(
         text.contains("beta (c2):\n  no changes\n") && text.contains("c3:\n  error: portal unreachable\n"),
         "{text}"

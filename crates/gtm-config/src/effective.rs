@@ -178,6 +178,11 @@ impl Document {
             .ok_or_else(|| ConfigError::UnknownCompany(company_key.to_string()))
     }
 
+    /// The key of the overlay of company `company_id`, if the document names it.
+    pub fn key_of(&self, company_id: &str) -> Option<&str> {
+        self.companies.iter().find(|(_, o)| o.company_id == company_id).map(|(k, _)| k.as_str())
+    }
+
     /// The merged configuration of every company, keyed by company key.
     pub fn effective_all(&self) -> BTreeMap<String, EffectiveConfig> {
         self.companies.iter().map(|(k, o)| (k.clone(), build(&self.baseline, k, o))).collect()

@@ -36,6 +36,7 @@ mod model;
 pub mod outreach;
 mod plan;
 mod validate;
+pub mod wire;
 
 pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
@@ -43,6 +44,7 @@ pub use import::{Imported, import};
 pub use model::{
     Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
     PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind, canonical_probability,
+    order_or_index,
 };
 pub use outreach::{
     Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,

@@ -359,7 +359,7 @@ pub fn canonical_probability(p: f64) -> String {
 }
 
 /// The display order an item gets: explicit, else its position.
-pub(crate) fn order_or_index(explicit: Option<i32>, index: usize) -> i32 {
+pub fn order_or_index(explicit: Option<i32>, index: usize) -> i32 {
     explicit.unwrap_or_else(|| i32::try_from(index).unwrap_or(i32::MAX))
 }
 
@@ -416,7 +416,7 @@ fn strip_location(message: &str) -> String {
     }
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+pub(crate) fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();

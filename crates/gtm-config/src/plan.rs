@@ -493,19 +493,24 @@ fn plan_properties(desired: &EffectiveConfig, observed: &Observed, managed: &BTr
         .iter()
         .filter(|o| !o.hubspot_defined && !desired_names.contains(o.name.as_str()) && managed.contains(&o.name))
         .collect();
-    // Old name → new name, for leaving properties that look renamed.
+    // Old name → new name, for leaving properties that look renamed. This does not depend
+    // on whether the new one exists yet, so the old one stays blocked after the new one is
+    // created: its values still need copying, which only a person can confirm.
     let mut renamed: BTreeMap<&str, &str> = BTreeMap::new();
+    for o in &leaving {
+        let new = desired.deal_properties.iter().find(|d| {
+            o.label == d.label
+                && o.property_type == d.property_type.as_str()
+                && !renamed.values().any(|taken| *taken == d.name.as_str())
+        });
+        if let Some(d) = new {
+            renamed.insert(&o.name, &d.name);
+        }
+    }
 
     for d in &desired.deal_properties {
         let target = Target::DealProperty(d.name.clone());
         let Some(o) = observed.properties.iter().find(|o| o.name == d.name) else {
-            if let Some(old) = leaving.iter().find(|o| {
-                o.label == d.label
-                    && o.property_type == d.property_type.as_str()
-                    && !renamed.contains_key(o.name.as_str())
-            }) {
-                renamed.insert(&old.name, &d.name);
-            }
             out.push(Action { target, op: Op::Create, changes: property_create(d), blocked: None });
             continue;
         };

@@ -11,6 +11,12 @@ pub mod common {
     }
 }
 
+pub mod config {
+    pub mod v1 {
+        tonic::include_proto!("gomark.config.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("gomark.events.v1");
@@ -40,5 +46,7 @@ pub mod pipeline_tracker {
         tonic::include_proto!("gomark.pipeline_tracker.v1");
     }
 }
+
+pub mod json;
 
 pub use prost_types::Timestamp;

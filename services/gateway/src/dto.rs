@@ -1,7 +1,9 @@
 //! The REST API's JSON shapes (camelCase, HubSpot's own names for property fields) and
 //! their mapping to and from the gRPC contracts.
 
-use gomark_proto::common::v1::{Company, DealPropertySpec, PropertyOption};
+use gomark_proto::common::v1::Company;
+use gomark_proto::config::v1 as config_pb;
+use gomark_proto::config::v1::PropertyOption;
 use gomark_proto::orchestrator::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -112,10 +114,9 @@ impl AuditQuery {
 pub struct OptionDto {
     pub label: String,
     pub value: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub display_order: i32,
+    /// Its place in the list; its position when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_order: Option<i32>,
     #[serde(default)]
     pub hidden: bool,
 }
@@ -125,20 +126,13 @@ impl OptionDto {
         PropertyOption {
             label: self.label.clone(),
             value: self.value.clone(),
-            description: self.description.clone(),
             display_order: self.display_order,
             hidden: self.hidden,
         }
     }
 
     pub fn from_proto(o: PropertyOption) -> Self {
-        Self {
-            label: o.label,
-            value: o.value,
-            description: o.description,
-            display_order: o.display_order,
-            hidden: o.hidden,
-        }
+        Self { label: o.label, value: o.value, display_order: o.display_order, hidden: o.hidden }
     }
 }
 
@@ -158,18 +152,22 @@ pub struct PropertyCreateDto {
     pub description: String,
     #[serde(default)]
     pub options: Vec<OptionDto>,
+    /// Values must be unique; HubSpot cannot change this later.
+    #[serde(default)]
+    pub has_unique_value: bool,
 }
 
 impl PropertyCreateDto {
-    pub fn to_proto(&self) -> DealPropertySpec {
-        DealPropertySpec {
+    pub fn to_proto(&self) -> config_pb::DealProperty {
+        config_pb::DealProperty {
             name: self.name.clone(),
             label: self.label.clone(),
             r#type: self.kind.clone(),
             field_type: self.field_type.clone(),
             group_name: self.group_name.clone(),
-            description: self.description.clone(),
+            description: (!self.description.is_empty()).then(|| self.description.clone()),
             options: self.options.iter().map(OptionDto::to_proto).collect(),
+            has_unique_value: self.has_unique_value,
         }
     }
 }
@@ -188,11 +186,11 @@ pub struct PropertyPatchDto {
     pub options: Option<Vec<OptionDto>>,
 }
 
-/// Where a desired change stands with HubSpot.
+/// Where a declared property stands with the portal.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncStateDto {
-    /// Accepted; hubspot-sync has not confirmed it yet.
+    /// Declared; the company's portal has not been brought to it yet.
     Pending,
     Applied,
     Failed,
@@ -201,7 +199,8 @@ pub enum SyncStateDto {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncDto {
-    /// `pending` until hubspot-sync confirms, then `applied` or `failed`.
+    /// `applied` once the revision last applied to the company holds this definition;
+    /// `failed` when the company's last rollout step failed; `pending` in between.
     pub state: SyncStateDto,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -218,10 +217,17 @@ pub struct PropertyView {
     pub group_name: String,
     pub description: String,
     pub options: Vec<OptionDto>,
+    pub has_unique_value: bool,
+    /// A baseline property this company's overlay removes (archived in the portal).
     pub archived: bool,
-    pub version: i64,
+    /// The configuration revision this view was read from.
+    pub revision: i64,
+    /// The definition's ETag (also the `ETag` header): send it as `If-Match` to update.
+    pub etag: String,
     pub sync: SyncDto,
-    pub updated_at: String,
+    /// After a change: the rollout applying it to the portal (`/v1/rollouts/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
 }
 
 impl From<pb::DealProperty> for PropertyView {
@@ -238,12 +244,70 @@ impl From<pb::DealProperty> for PropertyView {
             kind: spec.r#type,
             field_type: spec.field_type,
             group_name: spec.group_name,
-            description: spec.description,
+            description: spec.description.unwrap_or_default(),
             options: spec.options.into_iter().map(OptionDto::from_proto).collect(),
+            has_unique_value: spec.has_unique_value,
             archived: p.archived,
-            version: p.version,
+            revision: p.revision,
+            etag: p.etag,
             sync: SyncDto { state, error: (!p.sync_error.is_empty()).then_some(p.sync_error) },
-            updated_at: rfc3339(p.updated_at),
+            rollout_id: (!p.rollout_id.is_empty()).then_some(p.rollout_id),
+        }
+    }
+}
+
+/// One field a planned action sets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldChangeView {
+    pub field: String,
+    /// Null for a create.
+    #[schema(value_type = Object)]
+    pub before: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub after: serde_json::Value,
+}
+
+/// One action of a plan, as the service that owns the vendor computed it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionView {
+    /// Names the action in a saved plan: applying the plan performs only these.
+    pub id: String,
+    /// `property_group`, `deal_property`, `pipeline`, `stage` or `cadence`
+    pub target_kind: String,
+    pub target: String,
+    /// `create`, `update` or `archive`
+    pub op: String,
+    pub changes: Vec<FieldChangeView>,
+    /// Set when the vendor cannot do this; it is never applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safe_alternative: Option<String>,
+}
+
+impl From<config_pb::PlannedAction> for ActionView {
+    fn from(a: config_pb::PlannedAction) -> Self {
+        let json =
+            |v: Option<prost_types::Value>| v.as_ref().map_or(serde_json::Value::Null, gomark_proto::json::from_value);
+        let op = match a.op() {
+            config_pb::Op::Create => "create",
+            config_pb::Op::Update => "update",
+            config_pb::Op::Archive => "archive",
+            config_pb::Op::Unspecified => "unspecified",
+        };
+        Self {
+            id: a.id,
+            target_kind: a.target_kind,
+            target: a.target,
+            op: op.to_owned(),
+            changes: a
+                .changes
+                .into_iter()
+                .map(|c| FieldChangeView { field: c.field, before: json(c.before), after: json(c.after) })
+                .collect(),
+            blocked: a.blocked.as_ref().map(|b| b.reason.clone()),
+            safe_alternative: a.blocked.map(|b| b.safe_alternative),
         }
     }
 }

@@ -1,12 +1,15 @@
-//! Converging a portal on a company's effective configuration: read the portal, plan with
-//! gtm-config, apply what HubSpot allows, remember HubSpot's generated ids.
+//! The one planner and applier for HubSpot: read the portal, plan with gtm-config, and
+//! apply what the plan says; for a saved plan, only what it approved.
 //!
 //! Every run starts from a fresh read, so a run after a crash (or a second run) only does
-//! what is still missing: a completed write is never repeated.
+//! what is still missing: a completed write is never repeated. A portal that changed so
+//! that it needs an action the saved plan did not approve is not touched: the run stops
+//! with "plan is stale".
 
 use crate::portals::{Portal, Portals};
 use gomark_storage::{Database, StorageError};
-use gtm_config::{Action, DealsInStages, EffectiveConfig, Observed, Op, PipelineIdMap, Target};
+use gtm_config::wire::action_id;
+use gtm_config::{Action, DealsInStages, EffectiveConfig, Op, PipelineIdMap, Plan, Target, order_or_index};
 use hubspot_client::{
     HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
     PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
@@ -22,6 +25,11 @@ pub enum ConvergeError {
     Portal(#[from] crate::portals::PortalError),
     #[error("HubSpot: {0}")]
     HubSpot(#[from] hubspot_client::Error),
+    #[error("no HubSpot portal is registered for company {0}")]
+    NoPortal(String),
+    /// The portal needs an action the saved plan did not approve.
+    #[error("plan is stale: {0}")]
+    Stale(String),
 }
 
 impl From<sqlx::Error> for ConvergeError {
@@ -30,13 +38,18 @@ impl From<sqlx::Error> for ConvergeError {
     }
 }
 
-/// What a run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Converged {
-    pub applied: u32,
-    pub blocked: Vec<String>,
-    pub failed: Vec<String>,
-    pub plan_text: String,
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Written to HubSpot, in order.
+    pub performed: Vec<Action>,
+    /// What HubSpot cannot do; not attempted.
+    pub blocked: Vec<Action>,
+    /// What HubSpot refused, with its reason.
+    pub failed: Vec<(Action, String)>,
+    /// Set when HubSpot became unavailable or the portal's budget ran out part-way: the
+    /// rest is for a later run.
+    pub interrupted: Option<hubspot_client::Error>,
 }
 
 pub struct Converger {
@@ -45,16 +58,26 @@ pub struct Converger {
     pub client: HubSpotClient,
 }
 
-/// The order that keeps dependencies satisfied: groups before the properties in them,
-/// pipelines before their stages, and removals last.
-fn rank(action: &Action) -> (u8, u8) {
+/// The order plans are shown and applied in, which keeps dependencies satisfied: groups
+/// before the properties in them (new properties first, created in batches), pipelines
+/// before their stages, and removals last.
+fn rank(action: &Action) -> (u8, u8, u8) {
     let kind = match action.target {
         Target::PropertyGroup(_) => 0,
         Target::DealProperty(_) => 1,
         Target::Pipeline(_) => 2,
         Target::Stage(..) => 3,
     };
-    (u8::from(action.op == Op::Archive), kind)
+    (u8::from(action.op == Op::Archive), kind, u8::from(action.op != Op::Create))
+}
+
+/// HubSpot refused the action itself (as opposed to being unavailable or out of budget).
+fn refused(err: &hubspot_client::Error) -> bool {
+    !err.is_retryable() && !matches!(err, hubspot_client::Error::RateLimited { .. })
+}
+
+fn reason(err: &hubspot_client::Error) -> String {
+    err.to_string().chars().take(300).collect()
 }
 
 fn options(property: &gtm_config::DealProperty) -> Vec<PropertyOption> {
@@ -66,7 +89,7 @@ fn options(property: &gtm_config::DealProperty) -> Vec<PropertyOption> {
             label: o.label.clone(),
             value: o.value.clone(),
             description: None,
-            display_order: Some(i64::from(o.display_order.unwrap_or(i as i32))),
+            display_order: Some(i64::from(order_or_index(o.display_order, i))),
             hidden: o.hidden,
         })
         .collect()
@@ -89,22 +112,158 @@ fn property_create(p: &gtm_config::DealProperty) -> PropertyCreate {
 fn stage_input(stage: &gtm_config::Stage, position: usize) -> PipelineStageInput {
     PipelineStageInput {
         label: stage.label.clone(),
-        display_order: i64::from(stage.display_order.unwrap_or(position as i32)),
+        display_order: i64::from(order_or_index(stage.display_order, position)),
         metadata: stage_metadata(stage.probability, stage.closed),
         stage_id: None,
     }
 }
 
 impl Converger {
-    async fn ids(
+    async fn portal(&self, company_id: &str) -> Result<Portal, ConvergeError> {
+        self.portals.get(company_id).await?.ok_or_else(|| ConvergeError::NoPortal(company_id.to_owned()))
+    }
+
+    /// The plan that makes the company's portal hold `desired`, in the order it would be
+    /// applied. Stages a deletion would hit are checked for deals first (HubSpot refuses
+    /// to delete those), so such deletions come out blocked.
+    pub async fn plan(&self, company_id: &str, desired: &EffectiveConfig) -> Result<Plan, ConvergeError> {
+        let portal = self.portal(company_id).await?;
+        Ok(self.plan_portal(&portal, desired).await?.0)
+    }
+
+    async fn plan_portal(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+    ) -> Result<(Plan, PipelineIdMap), ConvergeError> {
+        let (_, observed) = crate::observed::read(&self.client, &portal.token()).await?;
+        let mut ids = self.recorded_ids(&portal.company_id).await?;
+        ids.match_by_label(desired, &observed);
+        let managed = self.managed(&portal.company_id).await?;
+        let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
+        let deleted = plan.deleted_stages(&ids, &observed);
+        if !deleted.is_empty() {
+            let used = crate::stage_usage::stages_in_use(&self.client, &portal.token(), &deleted).await?;
+            if !used.is_empty() {
+                plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
+            }
+        }
+        plan.actions.sort_by_key(rank);
+        Ok((plan, ids))
+    }
+
+    /// Plans `desired` afresh and applies the plan. With `approved` (a saved plan's action
+    /// ids), an applicable action outside it stops the run before any write. HubSpot
+    /// refusing an action is reported with it; HubSpot being unavailable or out of budget
+    /// ends the run early with what was done so far.
+    pub async fn apply(
         &self,
         company_id: &str,
         desired: &EffectiveConfig,
-        observed: &Observed,
-    ) -> Result<PipelineIdMap, ConvergeError> {
-        let mut ids = self.recorded_ids(company_id).await?;
-        ids.match_by_label(desired, observed);
-        Ok(ids)
+        approved: Option<&BTreeSet<String>>,
+    ) -> Result<Applied, ConvergeError> {
+        let portal = self.portal(company_id).await?;
+        let (plan, ids) = self.plan_portal(&portal, desired).await?;
+        let (blocked, actions): (Vec<Action>, Vec<Action>) =
+            plan.actions.into_iter().partition(|a| a.blocked.is_some());
+        if let Some(approved) = approved
+            && let Some(extra) = actions.iter().find(|a| !approved.contains(&action_id(a)))
+        {
+            return Err(ConvergeError::Stale(format!(
+                "the portal changed since the plan was made and now needs `{extra}`, which the plan does not hold; plan again"
+            )));
+        }
+        let mut outcome = Applied { blocked, ..Applied::default() };
+        // New properties go in batch calls (HubSpot's batch create takes 100), not one call
+        // each: after the groups they belong to, before everything else.
+        let (creates, others): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(|a| matches!(a.target, Target::DealProperty(_)) && a.op == Op::Create);
+        let groups_end = others
+            .iter()
+            .position(|a| !matches!(a.target, Target::PropertyGroup(_)) || a.op == Op::Archive)
+            .unwrap_or(others.len());
+        let (groups, rest) = others.split_at(groups_end);
+        for action in groups {
+            if !self.apply_one(&portal, desired, &ids, action, &mut outcome).await? {
+                return Ok(outcome);
+            }
+        }
+        if !self.create_properties(&portal, desired, creates, &mut outcome).await? {
+            return Ok(outcome);
+        }
+        for action in rest {
+            if !self.apply_one(&portal, desired, &ids, action, &mut outcome).await? {
+                return Ok(outcome);
+            }
+        }
+        tracing::info!(company_id, portal_id = %portal.portal_id, performed = outcome.performed.len(), blocked = outcome.blocked.len(), failed = outcome.failed.len(), "portal converged");
+        Ok(outcome)
+    }
+
+    /// Applies one action and records how it went; false when the run must stop (HubSpot
+    /// unavailable or out of budget).
+    async fn apply_one(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+        ids: &PipelineIdMap,
+        action: &Action,
+        outcome: &mut Applied,
+    ) -> Result<bool, ConvergeError> {
+        match self.apply_action(portal, desired, ids, action).await {
+            Ok(()) => outcome.performed.push(action.clone()),
+            Err(ConvergeError::HubSpot(e)) if refused(&e) => outcome.failed.push((action.clone(), reason(&e))),
+            Err(ConvergeError::HubSpot(e)) => {
+                outcome.interrupted = Some(e);
+                return Ok(false);
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(true)
+    }
+
+    /// Creates properties in batch calls; a property HubSpot refuses is reported, not fatal.
+    async fn create_properties(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+        creates: Vec<Action>,
+        outcome: &mut Applied,
+    ) -> Result<bool, ConvergeError> {
+        let inputs: Vec<PropertyCreate> = creates
+            .iter()
+            .filter_map(|a| match &a.target {
+                Target::DealProperty(name) => desired.property(name).map(property_create),
+                _ => None,
+            })
+            .collect();
+        if inputs.is_empty() {
+            return Ok(true);
+        }
+        let result = match self.client.batch_create_deal_properties(&portal.token(), &inputs).await {
+            Ok(result) => result,
+            Err(e) if refused(&e) => {
+                let why = reason(&e);
+                outcome.failed.extend(creates.into_iter().map(|a| (a, why.clone())));
+                return Ok(true);
+            }
+            Err(e) => {
+                outcome.interrupted = Some(e);
+                return Ok(false);
+            }
+        };
+        let errors: Vec<String> = result.errors.iter().map(|e| e.message.chars().take(300).collect()).collect();
+        for action in creates {
+            let Target::DealProperty(name) = &action.target else { continue };
+            if result.results.iter().any(|created| &created.name == name) {
+                self.remember_managed(&portal.company_id, name).await?;
+                outcome.performed.push(action);
+            } else {
+                let why = errors.iter().find(|e| e.contains(name.as_str())).or(errors.first()).cloned();
+                outcome.failed.push((action, why.unwrap_or_else(|| "HubSpot did not create it".into())));
+            }
+        }
+        Ok(true)
     }
 
     /// The HubSpot ids of the pipelines and stages GoMark created (or adopted) in the
@@ -186,115 +345,7 @@ impl Converger {
         Ok(())
     }
 
-    /// Converges the company's portal on `desired`. HubSpot errors worth retrying (outage,
-    /// rate limit) end the run with an error; refusals are reported per action.
-    pub async fn converge(&self, company_id: &str, desired: &EffectiveConfig) -> Result<Converged, ConvergeError> {
-        let Some(portal) = self.portals.get(company_id).await? else {
-            return Ok(Converged {
-                failed: vec!["no HubSpot portal is registered for this company".into()],
-                ..Converged::default()
-            });
-        };
-        let (_, observed) = crate::observed::read(&self.client, &portal.token()).await?;
-        let ids = self.ids(company_id, desired, &observed).await?;
-        let mut managed = self.managed(company_id).await?;
-        managed.extend(desired.deal_properties.iter().map(|p| p.name.clone()));
-        let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
-        let deleted = plan.deleted_stages(&ids, &observed);
-        if !deleted.is_empty() {
-            let used = crate::stage_usage::stages_in_use(&self.client, &portal.token(), &deleted).await?;
-            if !used.is_empty() {
-                plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
-            }
-        }
-        let mut outcome = Converged { plan_text: plan.to_string(), ..Converged::default() };
-        let mut actions: Vec<&Action> = plan.actions.iter().collect();
-        actions.sort_by_key(|a| rank(a));
-        for (action, blocked) in actions.iter().filter_map(|a| a.blocked.as_ref().map(|b| (a, b))) {
-            outcome.blocked.push(format!("{}: {}", action.target, blocked.reason));
-        }
-        actions.retain(|a| a.blocked.is_none());
-        // New properties go in batch calls (HubSpot's batch create takes 100), not one call
-        // each: after the groups they belong to, before everything else.
-        let groups_end = actions
-            .iter()
-            .position(|a| !matches!(a.target, Target::PropertyGroup(_)) || a.op == Op::Archive)
-            .unwrap_or(actions.len());
-        let rest = actions.split_off(groups_end);
-        let (creates, rest): (Vec<&Action>, Vec<&Action>) =
-            rest.into_iter().partition(|a| matches!(a.target, Target::DealProperty(_)) && a.op == Op::Create);
-        for action in actions {
-            self.apply_one(&portal, desired, &ids, action, &mut outcome).await?;
-        }
-        self.create_properties(&portal, desired, &creates, &mut outcome).await?;
-        for action in rest {
-            self.apply_one(&portal, desired, &ids, action, &mut outcome).await?;
-        }
-        tracing::info!(company_id, portal_id = %portal.portal_id, applied = outcome.applied, blocked = outcome.blocked.len(), failed = outcome.failed.len(), "portal converged");
-        Ok(outcome)
-    }
-
-    /// Applies one action; HubSpot refusing it is reported, an outage ends the run.
-    async fn apply_one(
-        &self,
-        portal: &Portal,
-        desired: &EffectiveConfig,
-        ids: &PipelineIdMap,
-        action: &Action,
-        outcome: &mut Converged,
-    ) -> Result<(), ConvergeError> {
-        match self.apply(portal, desired, ids, action).await {
-            Ok(()) => outcome.applied += 1,
-            Err(ConvergeError::HubSpot(e))
-                if !e.is_retryable() && !matches!(e, hubspot_client::Error::RateLimited { .. }) =>
-            {
-                let reason: String = e.to_string().chars().take(300).collect();
-                outcome.failed.push(format!("{}: {reason}", action.target));
-            }
-            Err(other) => return Err(other),
-        }
-        Ok(())
-    }
-
-    /// Creates `creates` in batch calls; a property HubSpot refuses is reported, not fatal.
-    async fn create_properties(
-        &self,
-        portal: &Portal,
-        desired: &EffectiveConfig,
-        creates: &[&Action],
-        outcome: &mut Converged,
-    ) -> Result<(), ConvergeError> {
-        let inputs: Vec<PropertyCreate> = creates
-            .iter()
-            .filter_map(|a| match &a.target {
-                Target::DealProperty(name) => desired.property(name).map(property_create),
-                _ => None,
-            })
-            .collect();
-        if inputs.is_empty() {
-            return Ok(());
-        }
-        let result = match self.client.batch_create_deal_properties(&portal.token(), &inputs).await {
-            Ok(result) => result,
-            Err(e) if !e.is_retryable() && !matches!(e, hubspot_client::Error::RateLimited { .. }) => {
-                let reason: String = e.to_string().chars().take(300).collect();
-                outcome.failed.extend(inputs.iter().map(|p| format!("deal property {}: {reason}", p.name)));
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for created in &result.results {
-            self.remember_managed(&portal.company_id, &created.name).await?;
-            outcome.applied += 1;
-        }
-        for error in &result.errors {
-            let reason: String = error.message.chars().take(300).collect();
-            outcome.failed.push(format!("deal property: {reason}"));
-        }
-        Ok(())
-    }
-
-    async fn apply(
+    async fn apply_action(
         &self,
         portal: &Portal,
         desired: &EffectiveConfig,
@@ -343,10 +394,14 @@ impl Converger {
                 }
             }
             (Target::Pipeline(id), Op::Create) => {
-                let Some(p) = desired.pipeline(id) else { return Ok(()) };
+                let Some((index, p)) = desired.pipelines.iter().enumerate().find(|(_, p)| &p.id == id) else {
+                    return Ok(());
+                };
+                // The plan expects the list position when no order is declared; HubSpot's
+                // default (0) would read as drift forever.
                 let input = PipelineCreate {
                     label: p.label.clone(),
-                    display_order: i64::from(p.display_order.unwrap_or(0)),
+                    display_order: i64::from(order_or_index(p.display_order, index)),
                     stages: p.stages.iter().enumerate().map(|(i, s)| stage_input(s, i)).collect(),
                     pipeline_id: None,
                 };
@@ -362,10 +417,10 @@ impl Converger {
                 let Some(hubspot) = ids.hubspot_pipeline(id) else { return Ok(()) };
                 if op == Op::Archive {
                     self.client.delete_deal_pipeline(&token, hubspot).await?;
-                } else if let Some(p) = desired.pipeline(id) {
+                } else if let Some((index, p)) = desired.pipelines.iter().enumerate().find(|(_, p)| &p.id == id) {
                     let input = PipelineUpdate {
                         label: Some(p.label.clone()),
-                        display_order: p.display_order.map(i64::from),
+                        display_order: Some(i64::from(order_or_index(p.display_order, index))),
                         archived: None,
                     };
                     self.client.update_deal_pipeline(&token, hubspot, &input).await?;
@@ -388,7 +443,7 @@ impl Converger {
                         let input = PipelineStageUpdate {
                             metadata: stage_metadata(s.probability, s.closed),
                             label: Some(s.label.clone()),
-                            display_order: Some(i64::from(s.display_order.unwrap_or(i as i32))),
+                            display_order: Some(i64::from(order_or_index(s.display_order, i))),
                             ..PipelineStageUpdate::default()
                         };
                         self.client.update_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage, &input).await?;

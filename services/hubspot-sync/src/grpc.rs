@@ -1,16 +1,17 @@
 //! hubspot-sync's gRPC face.
 
 use crate::budget::PortalBudget;
-use crate::converge::{ConvergeError, Converger};
+use crate::converge::{Applied, ConvergeError, Converger};
 use crate::credentials::Credential;
 use crate::deals::DealSync;
 use crate::portals::Portals;
 use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError, Role};
-use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
+use gomark_proto::config::v1::{DealProperty, FailedAction, PropertyOption};
 use gomark_proto::hubspot_sync::v1 as pb;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_server::HubspotSyncService;
 use hubspot_client::HubSpotClient;
+use std::collections::BTreeSet;
 use tonic::{Request, Response, Status};
 
 pub struct HubspotSyncGrpc {
@@ -38,24 +39,24 @@ fn observed_property(p: hubspot_client::Property) -> pb::ObservedDealProperty {
     pb::ObservedDealProperty {
         hubspot_defined: p.hubspot_defined.unwrap_or(false),
         archived: p.archived,
-        spec: Some(DealPropertySpec {
+        spec: Some(DealProperty {
             name: p.name,
             label: p.label,
             r#type: p.r#type,
             field_type: p.field_type,
             group_name: p.group_name,
-            description: p.description,
+            description: Some(p.description),
             options: p
                 .options
                 .into_iter()
                 .map(|o| PropertyOption {
                     label: o.label,
                     value: o.value,
-                    description: o.description.unwrap_or_default(),
-                    display_order: o.display_order.unwrap_or(0) as i32,
+                    display_order: o.display_order.map(|d| d as i32),
                     hidden: o.hidden,
                 })
                 .collect(),
+            has_unique_value: p.has_unique_value,
         }),
     }
 }
@@ -126,20 +127,6 @@ impl HubspotSyncService for HubspotSyncGrpc {
         self.portals.register(&r.company_id, &r.portal_id, &credential).await.map_err(internal)?;
         tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
         Ok(Response::new(pb::RegisterPortalResponse {}))
-    }
-
-    async fn list_observed_deal_properties(
-        &self,
-        req: Request<pb::ListObservedDealPropertiesRequest>,
-    ) -> Result<Response<pb::ListObservedDealPropertiesResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
-        let company_id = req.into_inner().company_id;
-        caller.require(Role::Viewer, &company_id)?;
-        let portal = self.portal(&company_id).await?;
-        let properties = self.client.list_deal_properties(&portal.token()).await.map_err(hubspot_failure)?;
-        Ok(Response::new(pb::ListObservedDealPropertiesResponse {
-            properties: properties.into_iter().map(observed_property).collect(),
-        }))
     }
 
     async fn ingest_webhook_events(
@@ -221,49 +208,101 @@ impl HubspotSyncService for HubspotSyncGrpc {
         }))
     }
 
-    async fn converge(&self, req: Request<pb::ConvergeRequest>) -> Result<Response<pb::ConvergeResponse>, Status> {
+    async fn plan_portal(&self, req: Request<pb::PlanPortalRequest>) -> Result<Response<pb::PortalPlan>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        caller.require(Role::Operator, &r.company_id)?;
-        let desired: gtm_config::EffectiveConfig = serde_json::from_str(&r.desired_json).map_err(|e| {
-            Status::from(PublicError::invalid("desired_json", format!("is not an effective configuration: {e}")))
-        })?;
-        if desired.company_id != r.company_id {
-            return Err(PublicError::invalid("desired_json", "belongs to another company").into());
-        }
-        let done = match self.converger.converge(&r.company_id, &desired).await {
-            Ok(done) => done,
-            Err(ConvergeError::HubSpot(e)) => return Err(hubspot_failure(e)),
-            Err(other) => return Err(internal(other)),
-        };
-        tracing::info!(company_id = %r.company_id, revision = r.revision, applied = done.applied, "converge done");
-        Ok(Response::new(pb::ConvergeResponse {
-            applied: done.applied,
-            blocked: done.blocked,
-            failed: done.failed,
-            plan_text: done.plan_text,
+        caller.require_company(Role::Viewer, &r.company_id)?;
+        let desired = desired(&r.company_id, r.desired)?;
+        let plan = self.converger.plan(&r.company_id, &desired).await.map_err(converge_failure)?;
+        Ok(Response::new(pb::PortalPlan {
+            actions: plan.actions.iter().map(gtm_config::wire::action_to_proto).collect(),
+            text: plan.to_string(),
         }))
     }
 
-    async fn get_stages_in_use(
+    async fn apply_portal(
         &self,
-        req: Request<pb::GetStagesInUseRequest>,
-    ) -> Result<Response<pb::StagesInUse>, Status> {
+        req: Request<pb::ApplyPortalRequest>,
+    ) -> Result<Response<pb::ApplyPortalResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
-        caller.require(Role::Viewer, &r.company_id)?;
-        if r.stages.len() > MAX_STAGES_ASKED {
-            return Err(PublicError::invalid("stages", format!("at most {MAX_STAGES_ASKED} per call")).into());
-        }
-        let portal = self.portal(&r.company_id).await?;
-        let asked = r.stages.into_iter().map(|s| (s.pipeline_id, s.stage_id)).collect();
-        let used =
-            crate::stage_usage::stages_in_use(&self.client, &portal.token(), &asked).await.map_err(hubspot_failure)?;
-        Ok(Response::new(pb::StagesInUse {
-            stages: used.into_iter().map(|(pipeline_id, stage_id)| pb::StageRef { pipeline_id, stage_id }).collect(),
+        caller.require_company(Role::Operator, &r.company_id)?;
+        let desired = desired(&r.company_id, r.desired)?;
+        let approved: Option<BTreeSet<String>> = r.saved_plan.then(|| r.approved_action_ids.into_iter().collect());
+        let done = self.converger.apply(&r.company_id, &desired, approved.as_ref()).await.map_err(converge_failure)?;
+        Ok(Response::new(applied_proto(done)))
+    }
+
+    async fn import_portal(
+        &self,
+        req: Request<pb::ImportPortalRequest>,
+    ) -> Result<Response<pb::ImportedPortal>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let company_id = req.into_inner().company_id;
+        caller.require_company(Role::Viewer, &company_id)?;
+        let portal = self.portal(&company_id).await?;
+        let (_, observed) = crate::observed::read(&self.client, &portal.token()).await.map_err(hubspot_failure)?;
+        let imported = gtm_config::import(&observed, "imported", &company_id);
+        let overlay = imported.overlay;
+        Ok(Response::new(pb::ImportedPortal {
+            property_groups: overlay.property_groups.iter().map(gtm_config::wire::group_to_proto).collect(),
+            deal_properties: overlay.deal_properties.iter().map(gtm_config::wire::property_to_proto).collect(),
+            pipelines: overlay.pipelines.iter().map(gtm_config::wire::pipeline_to_proto).collect(),
+            skipped: imported.skipped,
         }))
     }
 }
 
-/// Bounds one usage question (HubSpot allows 100 stages per pipeline).
-const MAX_STAGES_ASKED: usize = 500;
+/// The desired configuration a request carries, checked to be the company's own.
+fn desired(
+    company_id: &str,
+    desired: Option<gomark_proto::config::v1::HubSpotConfig>,
+) -> Result<gtm_config::EffectiveConfig, Status> {
+    let desired = desired.ok_or_else(|| Status::from(PublicError::invalid("desired", "is required")))?;
+    if desired.company_id != company_id {
+        return Err(PublicError::invalid("desired.company_id", "belongs to another company").into());
+    }
+    gtm_config::wire::effective_from_hubspot(desired)
+        .map_err(|e| PublicError::invalid(format!("desired.{}", e.field), e.message).into())
+}
+
+fn converge_failure(err: ConvergeError) -> Status {
+    match err {
+        ConvergeError::HubSpot(e) => hubspot_failure(e),
+        ConvergeError::NoPortal(company) => {
+            PublicError::not_found(format!("HubSpot portal of company {company}")).into()
+        }
+        ConvergeError::Stale(why) => {
+            PublicError::new(ErrorKind::FailedPrecondition, format!("plan is stale: {why}")).into()
+        }
+        other => internal(other),
+    }
+}
+
+fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
+    use gtm_config::wire::action_to_proto;
+    let retry_after_ms = match &done.interrupted {
+        Some(hubspot_client::Error::RateLimited { retry_after: Some(wait), .. }) => {
+            gomark_storage::now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+        }
+        _ => 0,
+    };
+    pb::ApplyPortalResponse {
+        performed: done.performed.iter().map(action_to_proto).collect(),
+        blocked: done.blocked.iter().map(action_to_proto).collect(),
+        failed: done
+            .failed
+            .iter()
+            .map(|(action, reason)| FailedAction { action: Some(action_to_proto(action)), reason: reason.clone() })
+            .collect(),
+        interrupted: done
+            .interrupted
+            .as_ref()
+            .map(|e| match e {
+                hubspot_client::Error::RateLimited { .. } => "the portal's HubSpot rate limit is exhausted".to_owned(),
+                _ => "HubSpot is unavailable".to_owned(),
+            })
+            .unwrap_or_default(),
+        retry_after_ms,
+    }
+}

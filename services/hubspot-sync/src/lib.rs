@@ -1,8 +1,7 @@
 //! hubspot-sync: the only GoMark service that talks to HubSpot. It keeps each company's
-//! portal credentials, makes portals match the desired state the orchestrator requests,
-//! and reads back what portals really hold.
+//! portal credentials, plans and applies each portal's desired configuration (the one
+//! planner for HubSpot), syncs deals, and reads back what portals really hold.
 
-mod apply;
 pub mod budget;
 pub mod converge;
 pub mod credentials;
@@ -14,19 +13,16 @@ mod portals;
 mod settings;
 pub mod stage_usage;
 
-pub use apply::{ApplyChanges, CONSUMER as APPLY_CONSUMER};
 pub use deals::{DealSync, DealSyncSettings};
 pub use portals::{Portal, Portals};
 pub use settings::{HubSpotSettings, Settings};
 
-use gomark_events::ConsumerSpec;
 use gomark_events::relay::{OutboxRelay, RelayWaker};
 use gomark_platform::Shutdown;
 use gomark_platform::server::{HealthNames, serve_grpc};
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_server::HubspotSyncServiceServer;
 use gomark_service::{Backends, RunningService};
 use gomark_storage::Migrations;
-use std::sync::Arc;
 
 pub const NAME: &str = "hubspot-sync";
 
@@ -35,7 +31,7 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 
 pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, sqlite: &SQLITE_MIGRATIONS };
 
-/// Starts hubspot-sync: migrations, gRPC, outbox relay, and the consumer of change requests.
+/// Starts hubspot-sync: migrations, gRPC, outbox relay, deal sync and OAuth refresh.
 pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
     backends.db.migrate(&MIGRATIONS).await?;
     // One budget per portal, shared by every replica through the cache.
@@ -77,14 +73,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
             client_id: settings.hubspot.oauth_client_id.clone(),
             client_secret: settings.hubspot.oauth_client_secret.expose().to_owned(),
         }
-        .run(shutdown.clone()),
+        .run(shutdown),
     );
-    let apply = ApplyChanges::new(backends.db.clone(), portals, client, waker);
-    service.spawn_loop(gomark_events::consumer::run_consumer(
-        backends.bus.clone(),
-        ConsumerSpec::new(apply::CONSUMER, gomark_events::event_types::DEAL_PROPERTY_CHANGE_REQUESTED),
-        Arc::new(apply),
-        shutdown,
-    ));
     Ok(service)
 }

@@ -1,10 +1,12 @@
 //! Drift: a portal changed by hand since GoMark applied its configuration.
 //!
-//! A company has drifted when the latest revision was applied to it in full and a fresh
-//! plan against its portal is no longer empty (HubSpot's own normalisations plan to
-//! nothing, so they are never drift). Each drift is recorded, audited, published as
-//! `drift.detected`, and handled by the company's policy: `enforce` rolls the revision out
-//! to it again, `alert` only reports, `adopt` imports reality as a new revision.
+//! Every company is compared with the revision last applied to it in full (whatever the
+//! latest revision is): a fresh plan against its portal that is no longer empty is drift
+//! (HubSpot's own normalisations plan to nothing, so they are never drift). Each drift is
+//! recorded, audited, published as `drift.detected`, and handled by the company's policy:
+//! `enforce` rolls the plan that undoes it out to the company, `alert` only reports, `adopt`
+//! imports reality as a new revision. An `enforce` that did not make the drift go away is
+//! not repeated: the drift is raised as an alert instead of looping.
 
 use crate::import::Importer;
 use crate::planning::Planner;
@@ -19,6 +21,7 @@ use gomark_platform::Shutdown;
 use gomark_proto::events::v1::DriftDetected;
 use gomark_proto::orchestrator::v1 as pb;
 use gtm_config::DriftPolicy;
+use prost::Message;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -88,7 +91,9 @@ impl DriftWatch {
             due
         };
         for company in due {
-            if cooldown.get(&company).is_some_and(|until| *until > now) {
+            if let Some(until) = cooldown.get(&company).copied().filter(|until| *until > now) {
+                // Checked a moment ago: look again when the cooldown ends, not never.
+                self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(company, until);
                 continue;
             }
             cooldown.insert(company.clone(), now + TRIGGER_COOLDOWN);
@@ -109,26 +114,35 @@ fn policy_name(p: DriftPolicy) -> &'static str {
 }
 
 fn record(r: &AnyRow) -> Result<pb::DriftRecord> {
+    let actions: Option<Vec<u8>> = r.try_get("actions_pb")?;
     Ok(pb::DriftRecord {
         id: r.try_get("id")?,
         company_id: r.try_get("company_id")?,
         revision: r.try_get("revision")?,
-        detected_at: Some(crate::desired::timestamp(r.try_get("detected_at")?)),
-        actions_json: r.try_get("actions")?,
+        detected_at: Some(crate::companies::timestamp(r.try_get("detected_at")?)),
+        actions: actions
+            .and_then(|b| pb::DriftRecord::decode(b.as_slice()).ok())
+            .map(|d| d.actions)
+            .unwrap_or_default(),
         policy: r.try_get("policy")?,
         resolution: r.try_get("resolution")?,
     })
 }
 
-impl DriftWatch {
-    async fn applied_revision(&self, company_id: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT revision FROM applied_revisions WHERE company_id = $1")
-            .bind(company_id)
-            .fetch_optional(self.store.db().pool())
-            .await?;
-        Ok(row.map(|r| r.try_get("revision")).transpose()?)
-    }
+/// What the last drift record of a company said.
+struct LastDrift {
+    actions: String,
+    detected_at: i64,
+    policy: String,
+    resolution: String,
+}
 
+/// A drift's identity for comparing checks: its action ids, in order.
+fn action_ids(actions: &[gomark_proto::config::v1::PlannedAction]) -> String {
+    actions.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(",")
+}
+
+impl DriftWatch {
     async fn rollout_in_flight(&self, company_id: &str) -> Result<bool> {
         let n: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM rollout_steps s JOIN rollouts r ON r.id = s.rollout_id \
@@ -141,139 +155,142 @@ impl DriftWatch {
         Ok(n > 0)
     }
 
-    async fn last_actions(&self, company_id: &str) -> Result<Option<(String, i64)>> {
+    async fn last_drift(&self, company_id: &str) -> Result<Option<LastDrift>> {
         let row = sqlx::query(
-            "SELECT actions, detected_at FROM drift_records WHERE company_id = $1 ORDER BY detected_at DESC LIMIT 1",
+            "SELECT actions, detected_at, policy, resolution FROM drift_records WHERE company_id = $1 ORDER BY detected_at DESC, id DESC LIMIT 1",
         )
         .bind(company_id)
         .fetch_optional(self.store.db().pool())
         .await?;
-        row.map(|r| Ok((r.try_get("actions")?, r.try_get("detected_at")?))).transpose()
+        row.map(|r| {
+            Ok(LastDrift {
+                actions: r.try_get("actions")?,
+                detected_at: r.try_get("detected_at")?,
+                policy: r.try_get("policy")?,
+                resolution: r.try_get("resolution")?,
+            })
+        })
+        .transpose()
     }
 
-    /// Checks the given companies (all applied ones when empty); returns how many were
-    /// checked and the drifts found.
+    /// Checks the given companies (every company with an applied revision when empty);
+    /// returns how many were checked and the drifts found.
     pub async fn check(&self, company_ids: &[String]) -> Result<(u32, Vec<pb::DriftRecord>)> {
-        let Some(latest) = self.revisions.latest().await? else { return Ok((0, Vec::new())) };
-        let document = latest.parse()?;
         let mut checked = 0;
         let mut drifted = Vec::new();
-        for (key, desired) in document.effective_all() {
-            if !company_ids.is_empty() && !company_ids.contains(&desired.company_id) {
+        for (company_id, revision, applied_at) in self.store.applied_revisions().await? {
+            if !company_ids.is_empty() && !company_ids.contains(&company_id) {
                 continue;
             }
-            // Not applied yet, or being applied: differences are expected, not drift.
-            if self.applied_revision(&desired.company_id).await? != Some(latest.number)
-                || self.rollout_in_flight(&desired.company_id).await?
-            {
+            // Being applied: differences are expected, not drift.
+            if self.rollout_in_flight(&company_id).await? {
+                continue;
+            }
+            let (_, document) = self.revisions.document(revision).await?;
+            let Some(key) = document.key_of(&company_id) else { continue };
+            let Ok(desired) = document.effective(key) else { continue };
+            let plan = self.planner.plan_company(key, &desired).await?;
+            if !plan.error.is_empty() {
+                // Not checked: saying "no drift" here would be a guess.
+                tracing::warn!(company_id, error = %plan.error, "drift check could not plan the company");
                 continue;
             }
             checked += 1;
-            let plan = self.planner.plan_company(&key, &desired).await?;
-            if !plan.error.is_empty() || plan.actions.is_empty() {
+            if plan.actions.is_empty() {
                 continue;
             }
-            let actions: Vec<serde_json::Value> = plan
-                .actions
-                .iter()
-                .map(|a| json!({"targetKind": a.target_kind, "target": a.target, "op": a.op, "blocked": (!a.blocked_reason.is_empty()).then_some(&a.blocked_reason)}))
-                .collect();
-            let actions = serde_json::Value::Array(actions).to_string();
-            let applied_at: i64 = sqlx::query("SELECT applied_at FROM applied_revisions WHERE company_id = $1")
-                .bind(&desired.company_id)
-                .fetch_one(self.store.db().pool())
-                .await?
-                .try_get("applied_at")?;
+            let ids = action_ids(&plan.actions);
+            let last = self.last_drift(&company_id).await?;
             // The same drift, still there and already handled, is not recorded again.
-            if self
-                .last_actions(&desired.company_id)
-                .await?
-                .is_some_and(|(last, at)| last == actions && at > applied_at)
-            {
+            if last.as_ref().is_some_and(|l| l.actions == ids && l.detected_at > applied_at) {
                 continue;
             }
-            drifted.push(
-                self.handle(
-                    &desired.company_id,
-                    latest.number,
-                    desired.settings.drift_policy,
-                    &actions,
-                    plan.actions.len(),
-                )
-                .await?,
-            );
+            // The same drift back after its enforcement was applied: enforcing again would
+            // loop, so it is raised for a person instead.
+            let unconverged = last
+                .as_ref()
+                .is_some_and(|l| l.actions == ids && l.policy == "enforce" && l.resolution.starts_with("rollout/"));
+            drifted.push(self.handle(revision, desired.settings.drift_policy, plan, unconverged).await?);
         }
         Ok((checked, drifted))
     }
 
     async fn handle(
         &self,
-        company_id: &str,
         revision: i64,
         policy: DriftPolicy,
-        actions: &str,
-        count: usize,
+        plan: pb::CompanyPlan,
+        unconverged: bool,
     ) -> Result<pb::DriftRecord> {
         let id = uuid::Uuid::now_v7().to_string();
+        let company_id = plan.company_id.clone();
         let now = gomark_storage::now_ms();
         let system = Actor("system:drift".into());
-        tracing::warn!(company_id, revision, policy = policy_name(policy), actions = count, "drift detected");
+        let count = plan.actions.len();
+        let lines: Vec<String> = plan.actions.iter().map(gtm_config::wire::action_line).collect();
+        if unconverged {
+            tracing::error!(
+                company_id,
+                revision,
+                actions = count,
+                "drift came back after enforcement; raised as an alert instead of enforcing again"
+            );
+            metrics::counter!("drift_enforce_unconverged_total").increment(1);
+        } else {
+            tracing::warn!(company_id, revision, policy = policy_name(policy), actions = count, "drift detected");
+        }
         metrics::counter!("drift_detected_total", "policy" => policy_name(policy)).increment(1);
+        let encoded = pb::DriftRecord { actions: plan.actions.clone(), ..pb::DriftRecord::default() }.encode_to_vec();
         let mut tx = self.store.db().begin().await?;
-        sqlx::query("INSERT INTO drift_records (id, company_id, revision, detected_at, actions, policy) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&id)
-            .bind(company_id)
-            .bind(revision)
-            .bind(now)
-            .bind(actions)
-            .bind(policy_name(policy))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO drift_records (id, company_id, revision, detected_at, actions, policy, actions_pb) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&company_id)
+        .bind(revision)
+        .bind(now)
+        .bind(action_ids(&plan.actions))
+        .bind(policy_name(policy))
+        .bind(encoded)
+        .execute(&mut *tx)
+        .await?;
         self.store
             .append_audit(
                 &mut tx,
                 &AuditRecord {
-                    company_id: company_id.to_owned(),
+                    company_id: company_id.clone(),
                     actor: system.0.clone(),
                     action: "drift.detected".into(),
                     resource: format!("drift/{id}"),
                     before: None,
-                    after: Some(json!({"revision": revision, "policy": policy_name(policy), "actions": serde_json::from_str::<serde_json::Value>(actions).unwrap_or_default()})),
+                    after: Some(json!({"revision": revision, "policy": policy_name(policy), "actions": lines, "unconverged": unconverged})),
                 },
             )
             .await?;
         let event = DriftDetected {
-            company_id: company_id.to_owned(),
+            company_id: company_id.clone(),
             drift_id: id.clone(),
             revision,
             policy: policy_name(policy).to_owned(),
             actions: count as u32,
         };
-        gomark_events::outbox::enqueue(&mut tx, &new_event(company_id, event_types::DRIFT_DETECTED, &event)).await?;
+        gomark_events::outbox::enqueue(&mut tx, &new_event(&company_id, event_types::DRIFT_DETECTED, &event)).await?;
         tx.commit().await?;
         self.relay.wake();
 
         let resolution = match policy {
+            _ if unconverged => {
+                "unconverged: enforcing did not remove it; fix the portal or the configuration".to_owned()
+            }
             DriftPolicy::Alert => String::new(),
             DriftPolicy::Enforce => {
-                let start = pb::StartRolloutRequest {
-                    revision,
-                    company_ids: vec![company_id.to_owned()],
-                    ..Default::default()
-                };
-                format!("rollout/{}", self.rollouts.start(&system, start).await?.id)
+                let rollout = self.planner.roll_out_company_plan(&system, &self.rollouts, revision, plan).await?;
+                format!("rollout/{}", rollout.id)
             }
             DriftPolicy::Adopt => {
                 let importer = Importer { store: &self.store, planner: &self.planner, revisions: &self.revisions };
                 let (adopted, _) =
-                    importer.run(&system, &[company_id.to_owned()], &format!("adopt drift {id}")).await?;
-                // Reality is now the configuration: nothing is left to apply.
-                sqlx::query("UPDATE applied_revisions SET revision = $1, applied_at = $2 WHERE company_id = $3")
-                    .bind(adopted.number)
-                    .bind(gomark_storage::now_ms())
-                    .bind(company_id)
-                    .execute(self.store.db().pool())
-                    .await?;
+                    importer.run(&system, std::slice::from_ref(&company_id), &format!("adopt drift {id}")).await?;
                 format!("revision/{}", adopted.number)
             }
         };
@@ -282,17 +299,19 @@ impl DriftWatch {
             .bind(&id)
             .execute(self.store.db().pool())
             .await?;
-        let row = sqlx::query("SELECT id, company_id, revision, detected_at, actions, policy, resolution FROM drift_records WHERE id = $1")
-            .bind(&id)
-            .fetch_one(self.store.db().pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, company_id, revision, detected_at, actions_pb, policy, resolution FROM drift_records WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(self.store.db().pool())
+        .await?;
         record(&row)
     }
 
     /// Drift records, newest first; one company's, or the portfolio's.
     pub async fn list(&self, company_id: &str, before: Option<&str>, limit: i64) -> Result<Vec<pb::DriftRecord>> {
         let rows = sqlx::query(
-            "SELECT id, company_id, revision, detected_at, actions, policy, resolution FROM drift_records \
+            "SELECT id, company_id, revision, detected_at, actions_pb, policy, resolution FROM drift_records \
              WHERE ($1 = '' OR company_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(company_id)
@@ -321,17 +340,13 @@ impl DriftWatch {
     /// a thousand portals are never read at once; until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
         while !shutdown.is_triggered() {
-            let companies: Vec<String> =
-                match sqlx::query("SELECT company_id FROM applied_revisions ORDER BY company_id")
-                    .fetch_all(self.store.db().pool())
-                    .await
-                {
-                    Ok(rows) => rows.iter().filter_map(|r| r.try_get("company_id").ok()).collect(),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "drift: applied companies unreadable");
-                        Vec::new()
-                    }
-                };
+            let companies: Vec<String> = match self.store.applied_revisions().await {
+                Ok(rows) => rows.into_iter().map(|(company, _, _)| company).collect(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "drift: applied companies unreadable");
+                    Vec::new()
+                }
+            };
             if companies.is_empty() {
                 tokio::select! {
                     () = shutdown.wait() => return,

@@ -1,12 +1,12 @@
-//! The orchestrator's gRPC face: decodes requests, calls [`DesiredState`], encodes replies.
+//! The orchestrator's gRPC face: checks the caller, decodes requests, calls the module that
+//! owns the work, encodes replies.
 
-use crate::desired::{Actor, DesiredState, PropertyPatch, company_proto, timestamp};
+use crate::companies::{Actor, Companies, company_proto, timestamp};
 use crate::drift::DriftWatch;
 use crate::planning::Planner;
-use crate::property_spec::{PropertyOptionSpec, PropertySpec};
+use crate::property_edits::{PropertyEdits, PropertyPatch};
 use crate::revisions::{RevisionRow, Revisions};
-use crate::rollout::Rollouts;
-use crate::store::{PropertyRow, SyncState};
+use crate::rollout::{Rollouts, StartRequest};
 use gomark_platform::{Caller, Role};
 use gomark_proto::common::v1::Company;
 use gomark_proto::orchestrator::v1 as pb;
@@ -15,23 +15,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct OrchestratorGrpc {
-    desired: Arc<DesiredState>,
-    revisions: Arc<Revisions>,
-    planner: Arc<Planner>,
-    rollouts: Arc<Rollouts>,
-    drift: Arc<DriftWatch>,
-}
-
-impl OrchestratorGrpc {
-    pub fn new(
-        desired: Arc<DesiredState>,
-        revisions: Arc<Revisions>,
-        planner: Arc<Planner>,
-        rollouts: Arc<Rollouts>,
-        drift: Arc<DriftWatch>,
-    ) -> Self {
-        Self { desired, revisions, planner, rollouts, drift }
-    }
+    pub companies: Arc<Companies>,
+    pub properties: Arc<PropertyEdits>,
+    pub revisions: Arc<Revisions>,
+    pub planner: Arc<Planner>,
+    pub rollouts: Arc<Rollouts>,
+    pub drift: Arc<DriftWatch>,
 }
 
 fn revision_proto(r: &RevisionRow, with_document: bool) -> Result<pb::Revision, Status> {
@@ -67,22 +56,6 @@ fn actor(caller: &Caller) -> Actor {
     Actor(caller.actor.clone())
 }
 
-fn property_proto(row: PropertyRow) -> pb::DealProperty {
-    pb::DealProperty {
-        company_id: row.company_id,
-        spec: Some(row.spec.to_proto()),
-        archived: row.archived,
-        version: row.version,
-        sync_state: match row.sync_state {
-            SyncState::Pending => pb::SyncState::Pending,
-            SyncState::Applied => pb::SyncState::Applied,
-            SyncState::Failed => pb::SyncState::Failed,
-        } as i32,
-        sync_error: row.sync_error,
-        updated_at: Some(timestamp(row.updated_at)),
-    }
-}
-
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {
     async fn create_company(&self, req: Request<pb::CreateCompanyRequest>) -> Result<Response<Company>, Status> {
@@ -90,7 +63,7 @@ impl OrchestratorService for OrchestratorGrpc {
         caller.require_portfolio(Role::Admin)?;
         let r = req.into_inner();
         let company =
-            self.desired.create_company(&actor(&caller), &r.name, &r.hubspot_portal_id, &r.hubspot_token).await?;
+            self.companies.create_company(&actor(&caller), &r.name, &r.hubspot_portal_id, &r.hubspot_token).await?;
         Ok(Response::new(company_proto(&company)))
     }
 
@@ -98,7 +71,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let company_id = req.into_inner().company_id;
         caller.require(Role::Viewer, &company_id)?;
-        let company = self.desired.get_company(&company_id).await?;
+        let company = self.companies.get_company(&company_id).await?;
         Ok(Response::new(company_proto(&company)))
     }
 
@@ -111,13 +84,13 @@ impl OrchestratorService for OrchestratorGrpc {
         let page = req.into_inner().page.unwrap_or_default();
         if let Some(own) = caller.scope.company() {
             // A company-scoped caller's portfolio is its one company.
-            let company = self.desired.get_company(own).await?;
+            let company = self.companies.get_company(own).await?;
             return Ok(Response::new(pb::ListCompaniesResponse {
                 companies: vec![company_proto(&company)],
                 next_page_token: String::new(),
             }));
         }
-        let (companies, next) = self.desired.list_companies(page.page_size, &page.page_token).await?;
+        let (companies, next) = self.companies.list_companies(page.page_size, &page.page_token).await?;
         Ok(Response::new(pb::ListCompaniesResponse {
             companies: companies.iter().map(company_proto).collect(),
             next_page_token: next,
@@ -131,8 +104,8 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let r = req.into_inner();
         caller.require(Role::Viewer, &r.company_id)?;
-        let rows = self.desired.list_properties(&r.company_id, r.include_archived).await?;
-        Ok(Response::new(pb::ListDealPropertiesResponse { properties: rows.into_iter().map(property_proto).collect() }))
+        let properties = self.properties.list(&r.company_id, r.include_archived).await?;
+        Ok(Response::new(pb::ListDealPropertiesResponse { properties }))
     }
 
     async fn get_deal_property(
@@ -142,7 +115,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let r = req.into_inner();
         caller.require(Role::Viewer, &r.company_id)?;
-        Ok(Response::new(property_proto(self.desired.get_property(&r.company_id, &r.name).await?)))
+        Ok(Response::new(self.properties.get(&r.company_id, &r.name).await?))
     }
 
     async fn create_deal_property(
@@ -152,9 +125,8 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let r = req.into_inner();
         caller.require(Role::Operator, &r.company_id)?;
-        let actor = actor(&caller);
-        let spec = PropertySpec::from_proto(r.spec.ok_or_else(|| Status::invalid_argument("spec: is required"))?);
-        Ok(Response::new(property_proto(self.desired.create_property(&actor, &r.company_id, spec).await?)))
+        let spec = r.spec.ok_or_else(|| Status::from(crate::Error::invalid("spec", "is required")))?;
+        Ok(Response::new(self.properties.create(&actor(&caller), &r.company_id, spec).await?))
     }
 
     async fn update_deal_property(
@@ -164,17 +136,16 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let r = req.into_inner();
         caller.require(Role::Operator, &r.company_id)?;
-        let actor = actor(&caller);
         let patch = PropertyPatch {
             label: r.label,
             kind: r.r#type,
             field_type: r.field_type,
             group_name: r.group_name,
             description: r.description,
-            options: r.replace_options.then(|| r.options.into_iter().map(PropertyOptionSpec::from_proto).collect()),
+            options: r.replace_options.then_some(r.options),
+            if_match: r.if_match,
         };
-        let row = self.desired.update_property(&actor, &r.company_id, &r.name, patch, r.expected_version).await?;
-        Ok(Response::new(property_proto(row)))
+        Ok(Response::new(self.properties.update(&actor(&caller), &r.company_id, &r.name, patch).await?))
     }
 
     async fn archive_deal_property(
@@ -184,8 +155,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let r = req.into_inner();
         caller.require(Role::Operator, &r.company_id)?;
-        let actor = actor(&caller);
-        Ok(Response::new(property_proto(self.desired.archive_property(&actor, &r.company_id, &r.name).await?)))
+        Ok(Response::new(self.properties.archive(&actor(&caller), &r.company_id, &r.name).await?))
     }
 
     async fn list_audit_entries(
@@ -206,7 +176,8 @@ impl OrchestratorService for OrchestratorGrpc {
             to_ms: r.to_ms,
             resource_prefix: r.resource_prefix.clone(),
         };
-        let (entries, next) = self.desired.list_audit(&r.company_id, &filter, page.page_size, &page.page_token).await?;
+        let (entries, next) =
+            self.companies.list_audit(&r.company_id, &filter, page.page_size, &page.page_token).await?;
         Ok(Response::new(pb::ListAuditEntriesResponse {
             entries: entries
                 .into_iter()
@@ -312,22 +283,45 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         let r = req.into_inner();
         match caller.scope.company() {
-            // A company-scoped caller may see the plan of its own company only.
-            Some(own) if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() => {
+            // A company-scoped caller may see the plan of its own company's stored revision only.
+            Some(own)
+                if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() && r.document.is_empty() =>
+            {
                 caller.require(Role::Viewer, own)?
             }
             _ => caller.require_portfolio(Role::Viewer)?,
         }
-        let revision = self.revisions.get(r.revision).await?;
-        Ok(Response::new(self.planner.plan(&revision, &r.company_ids).await?))
+        if r.revision < 0 || r.rollback_to < 0 {
+            return Err(crate::Error::invalid("revision", "revisions are numbered from 1").into());
+        }
+        Ok(Response::new(self.planner.plan(&actor(&caller), &r).await?))
+    }
+
+    async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        caller(&req)?.require_portfolio(Role::Viewer)?;
+        Ok(Response::new(self.planner.get(&req.into_inner().plan_id).await?))
+    }
+
+    async fn apply_plan(&self, req: Request<pb::ApplyPlanRequest>) -> Result<Response<pb::ApplyPlanResponse>, Status> {
+        let caller = caller(&req)?;
+        caller.require_portfolio(Role::Operator)?;
+        let r = req.into_inner();
+        let (revision, rollout) = self.planner.apply(&actor(&caller), &self.rollouts, &r).await?;
+        Ok(Response::new(pb::ApplyPlanResponse {
+            revision: Some(revision_proto(&revision, false)?),
+            rollout: Some(rollout),
+        }))
     }
 
     async fn import(&self, req: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
         let caller = caller(&req)?;
         caller.require_portfolio(Role::Operator)?;
         let r = req.into_inner();
-        let importer =
-            crate::import::Importer { store: self.desired.store(), planner: &self.planner, revisions: &self.revisions };
+        let importer = crate::import::Importer {
+            store: self.companies.store(),
+            planner: &self.planner,
+            revisions: &self.revisions,
+        };
         let (revision, companies) = importer.run(&actor(&caller), &r.company_ids, &r.message).await?;
         Ok(Response::new(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies }))
     }
@@ -335,7 +329,15 @@ impl OrchestratorService for OrchestratorGrpc {
     async fn start_rollout(&self, req: Request<pb::StartRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
         let caller = caller(&req)?;
         caller.require_portfolio(Role::Operator)?;
-        Ok(Response::new(self.rollouts.start(&actor(&caller), req.into_inner()).await?))
+        let r = req.into_inner();
+        let start = StartRequest {
+            revision: r.revision,
+            company_ids: r.company_ids,
+            concurrency: r.concurrency,
+            failure_threshold_pct: r.failure_threshold_pct,
+            ..StartRequest::default()
+        };
+        Ok(Response::new(self.rollouts.start(&actor(&caller), start).await?))
     }
 
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {

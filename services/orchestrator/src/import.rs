@@ -8,8 +8,9 @@ use crate::{Actor, Error, Result};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use gomark_platform::PublicError;
+use gomark_proto::hubspot_sync::v1::ImportedPortal;
 use gomark_proto::orchestrator::v1 as pb;
-use gtm_config::{Document, Observed};
+use gtm_config::{CompanyOverlay, Document};
 
 pub struct Importer<'a> {
     pub store: &'a Store,
@@ -18,7 +19,7 @@ pub struct Importer<'a> {
 }
 
 /// A document key for a company: its name as a slug, unique in `document`.
-fn company_key(document: &Document, company: &CompanyRow) -> String {
+pub(crate) fn company_key(document: &Document, company: &CompanyRow) -> String {
     if let Some((key, _)) = document.companies.iter().find(|(_, o)| o.company_id == company.id) {
         return key.clone();
     }
@@ -85,10 +86,10 @@ impl Importer<'_> {
         };
         // Every portal is read first, side by side (each against its own budget).
         let portals: Vec<(String, String)> = companies.iter().map(|c| (c.id.clone(), c.name.clone())).collect();
-        let observed_all: Vec<Observed> = stream::iter(portals)
+        let observed_all: Vec<ImportedPortal> = stream::iter(portals)
             .map(|(id, name)| {
                 async move {
-                    self.planner.observe(&id).await.map_err(|status| {
+                    self.planner.import_portal(&id).await.map_err(|status| {
                         let why = PublicError::from(status).message;
                         Error::Public(PublicError::unavailable(format!("the HubSpot portal of {name} ({why})")))
                     })
@@ -101,18 +102,35 @@ impl Importer<'_> {
         let mut report = Vec::new();
         for (company, observed) in companies.iter().zip(observed_all) {
             let key = company_key(&document, company);
-            let imported = gtm_config::import(&observed, &key, &company.id);
+            let deal_properties = observed
+                .deal_properties
+                .iter()
+                .cloned()
+                .map(gtm_config::wire::property_from_proto)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::invalid("document", format!("hubspot-sync sent an unusable property: {e}")))?;
             report.push(pb::ImportedCompany {
                 company_id: company.id.clone(),
                 company_key: key.clone(),
-                deal_properties: imported.overlay.deal_properties.len() as u32,
-                property_groups: imported.overlay.property_groups.len() as u32,
-                pipelines: imported.overlay.pipelines.len() as u32,
-                skipped: imported.skipped.clone(),
+                deal_properties: observed.deal_properties.len() as u32,
+                property_groups: observed.property_groups.len() as u32,
+                pipelines: observed.pipelines.len() as u32,
+                skipped: observed.skipped.clone(),
             });
             // Settings the company already had survive a re-import.
             let settings = document.companies.get(&key).map(|o| o.settings);
-            let mut overlay = imported.overlay;
+            let mut overlay = CompanyOverlay {
+                company_id: company.id.clone(),
+                property_groups: observed
+                    .property_groups
+                    .iter()
+                    .cloned()
+                    .map(gtm_config::wire::group_from_proto)
+                    .collect(),
+                deal_properties,
+                pipelines: observed.pipelines.iter().cloned().map(gtm_config::wire::pipeline_from_proto).collect(),
+                ..CompanyOverlay::default()
+            };
             if let Some(settings) = settings {
                 overlay.settings = settings;
             }
@@ -122,7 +140,7 @@ impl Importer<'_> {
                 .baseline
                 .deal_properties
                 .iter()
-                .filter(|p| !observed.properties.iter().any(|o| o.name == p.name))
+                .filter(|p| !observed.deal_properties.iter().any(|o| o.name == p.name))
                 .map(|p| p.name.clone())
                 .collect();
             overlay.remove_pipelines = document
@@ -147,6 +165,13 @@ impl Importer<'_> {
             message.to_owned()
         };
         let revision = self.revisions.create(actor, &document, &message, None, None).await?;
+        // The revision describes these portals as they are: it is what they hold now, and
+        // what drift is measured against from here on.
+        let mut tx = self.store.db().begin().await?;
+        for company in &companies {
+            self.store.set_applied_revision(&mut tx, &company.id, revision.number).await?;
+        }
+        tx.commit().await?;
         Ok((revision, report))
     }
 }

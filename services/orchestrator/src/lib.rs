@@ -1,9 +1,10 @@
 //! The orchestrator: the single source of truth for how every portfolio company must be
-//! configured. It records each change as desired state with an audit entry, and asks
-//! hubspot-sync (by event, through the outbox) to make HubSpot match.
+//! configured. Desired state is one thing, the revisions of the configuration document;
+//! every change makes one, with its audit entry. Plans are asked of the services that own
+//! the vendors and saved; rollouts apply them company by company; drift compares each
+//! portal with the revision last applied to it.
 
-mod apply_results;
-mod desired;
+mod companies;
 pub mod drift;
 mod error;
 mod grpc;
@@ -11,15 +12,14 @@ mod import;
 mod outreach;
 mod planning;
 mod portal_activity;
-mod property_spec;
+mod property_edits;
 pub mod revisions;
 pub mod rollout;
 mod settings;
 pub mod store;
 
-pub use desired::{Actor, DesiredState};
+pub use companies::{Actor, Companies};
 pub use error::{Error, Result};
-pub use property_spec::{PropertyOptionSpec, PropertySpec};
 pub use settings::{OrchestratorSettings, Settings};
 pub use store::Store;
 
@@ -39,8 +39,8 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 
 pub const MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES_MIGRATIONS, sqlite: &SQLITE_MIGRATIONS };
 
-/// Starts the orchestrator on the given backends: migrations, gRPC, outbox relay, and the
-/// consumer of apply results.
+/// Starts the orchestrator on the given backends: migrations, gRPC, outbox relay, rollouts
+/// and drift watch.
 pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -> anyhow::Result<RunningService> {
     backends.db.migrate(&MIGRATIONS).await?;
     let hubspot_sync = gomark_platform::grpc_client::channel(
@@ -54,8 +54,9 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     };
     let waker = RelayWaker::default();
     let store = Store::new(backends.db.clone());
-    let planner = Arc::new(planning::Planner::new(store.clone(), hubspot_sync.clone(), upso_cadence.clone()));
-    let revisions = Arc::new(revisions::Revisions::new(store.clone()));
+    let revisions = Arc::new(revisions::Revisions::new(store.clone(), waker.clone()));
+    let planner =
+        Arc::new(planning::Planner::new(store.clone(), revisions.clone(), hubspot_sync.clone(), upso_cadence.clone()));
     let rollouts =
         Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone(), upso_cadence));
     let drift = Arc::new(drift::DriftWatch::new(
@@ -66,18 +67,20 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         waker.clone(),
         std::time::Duration::from_secs(settings.orchestrator.drift_interval_secs),
     ));
-    let desired = Arc::new(DesiredState::new(store, backends.cache.clone(), hubspot_sync, waker.clone()));
+    let properties = Arc::new(property_edits::PropertyEdits::new(store.clone(), revisions.clone(), rollouts.clone()));
+    let companies = Arc::new(Companies::new(store, hubspot_sync, waker.clone()));
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
 
-    let routes = tonic::service::Routes::new(OrchestratorServiceServer::new(grpc::OrchestratorGrpc::new(
-        desired.clone(),
+    let routes = tonic::service::Routes::new(OrchestratorServiceServer::new(grpc::OrchestratorGrpc {
+        companies,
+        properties,
         revisions,
         planner,
-        rollouts.clone(),
-        drift.clone(),
-    )));
+        rollouts: rollouts.clone(),
+        drift: drift.clone(),
+    }));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();
     service.spawn("grpc", async move {
@@ -93,12 +96,6 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         shutdown.clone(),
     ));
     service.spawn_loop(drift.clone().run(shutdown.clone()));
-    service.spawn_loop(drift.clone().run_triggered(shutdown.clone()));
-    service.spawn_loop(gomark_events::consumer::run_consumer(
-        backends.bus.clone(),
-        ConsumerSpec::new(apply_results::CONSUMER, gomark_events::event_types::DEAL_PROPERTY_APPLIED),
-        Arc::new(apply_results::ApplyResults::new(desired)),
-        shutdown,
-    ));
+    service.spawn_loop(drift.clone().run_triggered(shutdown));
     Ok(service)
 }

@@ -4,10 +4,9 @@
 //! revision (audited like any revision), rolled out to that company only.
 
 use crate::revisions::Revisions;
-use crate::rollout::Rollouts;
+use crate::rollout::{Rollouts, StartRequest};
 use crate::{Actor, Error, Result};
 use gomark_platform::ErrorKind;
-use gomark_proto::orchestrator::v1 as pb;
 use gtm_config::StepType;
 
 /// Where the change landed.
@@ -70,10 +69,11 @@ pub async fn modify_upsell_cadence(
     let rollout = rollouts
         .start(
             actor,
-            pb::StartRolloutRequest {
+            StartRequest {
                 revision: revision.number,
                 company_ids: vec![company_id.to_owned()],
-                ..Default::default()
+                queue_if_busy: true,
+                ..StartRequest::default()
             },
         )
         .await?;

@@ -2,16 +2,23 @@
 //!
 //! A revision is accepted only when the document is valid (every error names its path)
 //! and every company it names is registered; it is stored as canonical JSON with its
-//! content hash and an audit entry, in one transaction. Submitting the document the latest
-//! revision already holds creates nothing. A rollback is a new revision equal to an old one.
+//! content hash, an audit entry and a `revision.created` event, in one transaction.
+//! Submitting the document the latest revision already holds creates nothing. A rollback is
+//! a new revision equal to an old one.
 
 use crate::store::{AuditRecord, Store};
 use crate::{Actor, Error, Result};
+use gomark_events::envelope::new_event;
+use gomark_events::event_types;
+use gomark_events::relay::RelayWaker;
 use gomark_platform::{ErrorKind, PublicError};
+use gomark_proto::events::v1::RevisionCreated;
 use gtm_config::Document;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionRow {
@@ -62,13 +69,41 @@ macro_rules! revision_query {
     };
 }
 
+/// Parsed documents kept in memory: revisions are immutable, and a rollout or a drift pass
+/// reads the same few over and over.
+const PARSED_KEPT: usize = 8;
+
 pub struct Revisions {
     store: Store,
+    relay: RelayWaker,
+    parsed: Mutex<VecDeque<(i64, Arc<Document>)>>,
 }
 
 impl Revisions {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, relay: RelayWaker) -> Self {
+        Self { store, relay, parsed: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Revision `number`'s document (the latest for 0), parsed once and shared.
+    pub async fn document(&self, number: i64) -> Result<(i64, Arc<Document>)> {
+        let cached = |n: i64| {
+            let parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            parsed.iter().find(|(k, _)| *k == n).map(|(_, d)| d.clone())
+        };
+        if number > 0
+            && let Some(doc) = cached(number)
+        {
+            return Ok((number, doc));
+        }
+        let row = self.get(number).await?;
+        if let Some(doc) = cached(row.number) {
+            return Ok((row.number, doc));
+        }
+        let doc = Arc::new(row.parse()?);
+        let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        parsed.push_front((row.number, doc.clone()));
+        parsed.truncate(PARSED_KEPT);
+        Ok((row.number, doc))
     }
 
     pub async fn latest(&self) -> Result<Option<RevisionRow>> {
@@ -139,6 +174,20 @@ impl Revisions {
         expected_latest: Option<i64>,
         rolled_back_to: Option<i64>,
     ) -> Result<RevisionRow> {
+        self.create_with_audit(actor, document, message, expected_latest, rolled_back_to, &[]).await
+    }
+
+    /// Like [`Revisions::create`], with more audit entries written in the same transaction
+    /// (a company's view of an edit of its overlay).
+    pub async fn create_with_audit(
+        &self,
+        actor: &Actor,
+        document: &Document,
+        message: &str,
+        expected_latest: Option<i64>,
+        rolled_back_to: Option<i64>,
+        extra_audit: &[AuditRecord],
+    ) -> Result<RevisionRow> {
         let message = message.trim();
         if message.is_empty() || message.chars().count() > 1000 {
             return Err(Error::invalid("message", "must be 1 to 1000 characters"));
@@ -208,7 +257,13 @@ impl Revisions {
                 },
             )
             .await?;
+        for record in extra_audit {
+            self.store.append_audit(&mut tx, record).await?;
+        }
+        let created = RevisionCreated { number: revision.number, content_hash: revision.content_hash.clone() };
+        gomark_events::outbox::enqueue(&mut tx, &new_event(PORTFOLIO, event_types::REVISION_CREATED, &created)).await?;
         tx.commit().await?;
+        self.relay.wake();
         tracing::info!(revision = revision.number, actor = %actor.0, action, "configuration revision created");
         Ok(revision)
     }

@@ -1,47 +1,140 @@
 //! Rollouts: applying a revision to many companies as a durable job.
 //!
 //! One step per company, run wave by wave (the canary wave 0 first), at most `concurrency`
-//! at a time. A step asks hubspot-sync to converge the company's portal on its effective
-//! configuration; convergence re-reads the portal first, so a step re-run after a crash
-//! never repeats a write that was done. Transient failures are retried with jittered
-//! backoff up to [`MAX_ATTEMPTS`]; when more than the threshold of finished steps failed,
-//! the rollout halts. Every state lives in the database, so any orchestrator replica (or a
-//! restarted one) picks the work up where it stopped.
+//! at a time. A step asks hubspot-sync, then upso-cadence, to apply the company's effective
+//! configuration; each plans afresh with its one planning function and writes only what is
+//! missing, so a step run again never repeats a write. A rollout of a saved plan passes the
+//! action ids the plan approved: a portal that now needs anything else fails its step with
+//! "plan is stale" instead of doing it.
+//!
+//! A replica runs a step under a lease it renews; another replica takes the step over only
+//! once the lease has expired, so any number of replicas, restarted at any moment, run each
+//! step once at a time. Waiting for a portal's HubSpot budget is progress, not failure;
+//! other transient failures are retried with jittered backoff up to [`MAX_ATTEMPTS`]. When
+//! more than the threshold of finished steps failed, the rollout halts.
 
+use crate::planning::outreach_json;
 use crate::revisions::{PORTFOLIO, Revisions};
 use crate::store::{AuditRecord, Store};
 use crate::{Actor, Error, Result};
 use gomark_platform::grpc_client::TracedChannel;
 use gomark_platform::{Caller, ErrorKind, PublicError, Shutdown};
-use gomark_proto::hubspot_sync::v1::ConvergeRequest;
+use gomark_proto::config::v1 as config_pb;
+use gomark_proto::hubspot_sync::v1::ApplyPortalRequest;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::upso_cadence::v1::ApplyCadencesRequest;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
 use gomark_storage::Engine;
+use prost::Message;
 use serde_json::json;
 use sqlx::Row;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// Transient failures a step may have before it fails.
 pub const MAX_ATTEMPTS: i64 = 5;
 const TICK: Duration = Duration::from_millis(250);
+/// How long a replica owns a step it runs without renewing; renewed every third of it.
+const LEASE_MS: i64 = 30_000;
+/// How long a step's outcome is retried when the database is away, before the lease
+/// expiry hands the step to whichever replica claims it next.
+const RECORD_FOR: Duration = Duration::from_secs(60);
 /// The Postgres advisory lock that serialises rollout starts (any constant, used only here).
 const ROLLOUT_START_LOCK: i64 = 0x6d61_726b_726f_6c6c;
+
+/// What to roll out.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// 0 means the latest revision.
+    pub revision: i64,
+    /// Every company of the revision when empty.
+    pub company_ids: Vec<String>,
+    /// 0 means the default (4).
+    pub concurrency: u32,
+    /// 0 means the default (20).
+    pub failure_threshold_pct: u32,
+    /// A saved plan: its id, and the action ids it approved per company.
+    pub plan: Option<(String, BTreeMap<String, Vec<String>>)>,
+    /// Wait behind a company's unfinished rollout instead of refusing (edits of one company).
+    pub queue_if_busy: bool,
+}
 
 pub struct Rollouts {
     store: Store,
     revisions: Arc<Revisions>,
     hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
-    /// None when upso-cadence is not configured: steps converge HubSpot only.
+    /// None when upso-cadence is not configured: steps apply HubSpot only.
     upso_cadence: Option<UpsoCadenceServiceClient<TracedChannel>>,
     wake: Notify,
+    /// This replica, as step leases name it.
+    replica: String,
+}
+
+/// A step this replica claimed.
+#[derive(Debug, Clone)]
+struct Claimed {
+    rollout: String,
+    revision: i64,
+    company_id: String,
+    company_key: String,
+    /// The saved plan's approved action ids; None when the step plans as it runs.
+    approved: Option<Vec<String>>,
+}
+
+/// How a run of a step ended.
+enum Outcome {
+    Done {
+        performed: Vec<config_pb::PlannedAction>,
+        blocked: Vec<String>,
+    },
+    Failed {
+        performed: Vec<config_pb::PlannedAction>,
+        reason: String,
+    },
+    /// Try again at `at` (epoch ms); `counts` when it uses up an attempt.
+    Later {
+        performed: Vec<config_pb::PlannedAction>,
+        reason: String,
+        at: i64,
+        counts: bool,
+    },
 }
 
 fn backoff_ms(attempts: i64) -> i64 {
     let base = 500i64.saturating_mul(1 << attempts.clamp(0, 6));
     base + rand::random_range(0..=base / 2)
+}
+
+fn transient(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::Unavailable | ErrorKind::RateLimited | ErrorKind::Timeout | ErrorKind::Internal)
+}
+
+fn decode_performed(bytes: Option<Vec<u8>>) -> Vec<config_pb::PlannedAction> {
+    bytes.and_then(|b| pb::RolloutStep::decode(b.as_slice()).ok()).map(|s| s.performed).unwrap_or_default()
+}
+
+/// Upso's action in the plan's terms.
+fn cadence_action(a: gomark_proto::upso_cadence::v1::CadenceAction) -> config_pb::PlannedAction {
+    let op = match a.op.as_str() {
+        "create" => config_pb::Op::Create,
+        "archive" => config_pb::Op::Archive,
+        _ => config_pb::Op::Update,
+    };
+    config_pb::PlannedAction {
+        id: a.id,
+        target_kind: "cadence".into(),
+        target: a.cadence_key,
+        op: op as i32,
+        changes: a
+            .fields
+            .into_iter()
+            .map(|field| config_pb::FieldChange { field, before: None, after: None })
+            .collect(),
+        blocked: None,
+    }
 }
 
 impl Rollouts {
@@ -57,10 +150,11 @@ impl Rollouts {
             hubspot_sync: HubspotSyncServiceClient::new(hubspot_sync),
             upso_cadence: upso_cadence.map(UpsoCadenceServiceClient::new),
             wake: Notify::new(),
+            replica: uuid::Uuid::new_v4().to_string(),
         }
     }
 
-    pub async fn start(&self, actor: &Actor, req: pb::StartRolloutRequest) -> Result<pb::Rollout> {
+    pub async fn start(&self, actor: &Actor, req: StartRequest) -> Result<pb::Rollout> {
         let concurrency = match req.concurrency {
             0 => 4,
             n if n <= 64 => i64::from(n),
@@ -71,23 +165,23 @@ impl Rollouts {
             n if n <= 100 => i64::from(n),
             _ => return Err(Error::invalid("failureThresholdPct", "must be 1 to 100")),
         };
-        let revision = self.revisions.get(req.revision).await?;
-        let document = revision.parse()?;
+        let (revision, document) = self.revisions.document(req.revision).await?;
         let mut steps = Vec::new();
-        for (key, config) in document.effective_all() {
-            if req.company_ids.is_empty() || req.company_ids.contains(&config.company_id) {
-                steps.push((key, config.company_id.clone(), i64::from(config.settings.rollout_wave)));
+        for (key, overlay) in &document.companies {
+            if req.company_ids.is_empty() || req.company_ids.contains(&overlay.company_id) {
+                steps.push((key.clone(), overlay.company_id.clone(), i64::from(overlay.settings.rollout_wave)));
             }
         }
         if let Some(missing) = req.company_ids.iter().find(|id| !steps.iter().any(|(_, c, _)| c == *id)) {
-            return Err(Error::invalid(
-                "companyIds",
-                format!("company {missing} is not in revision {}", revision.number),
-            ));
+            return Err(Error::invalid("companyIds", format!("company {missing} is not in revision {revision}")));
         }
         if steps.is_empty() {
             return Err(Error::invalid("revision", "names no company to roll out to"));
         }
+        let (plan_id, approved) = match &req.plan {
+            Some((id, approved)) => (id.clone(), Some(approved)),
+            None => (String::new(), None),
+        };
         let id = uuid::Uuid::now_v7().to_string();
         let now = gomark_storage::now_ms();
         let mut tx = self.store.db().begin().await?;
@@ -97,46 +191,53 @@ impl Rollouts {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROLLOUT_START_LOCK).execute(&mut *tx).await?;
         }
         sqlx::query(
-            "INSERT INTO rollouts (id, revision, state, concurrency, failure_threshold_pct, created_by, created_at, updated_at) \
-             VALUES ($1, $2, 'running', $3, $4, $5, $6, $6)",
+            "INSERT INTO rollouts (id, revision, state, concurrency, failure_threshold_pct, created_by, created_at, updated_at, plan_id) \
+             VALUES ($1, $2, 'running', $3, $4, $5, $6, $6, $7)",
         )
         .bind(&id)
-        .bind(revision.number)
+        .bind(revision)
         .bind(concurrency)
         .bind(threshold)
         .bind(&actor.0)
         .bind(now)
+        .bind(&plan_id)
         .execute(&mut *tx)
         .await?;
         for (key, company, wave) in &steps {
+            let approved =
+                approved.map(|a| serde_json::to_string(&a.get(company).cloned().unwrap_or_default())).transpose()?;
             sqlx::query(
-                "INSERT INTO rollout_steps (rollout_id, company_id, company_key, wave, state, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5)",
+                "INSERT INTO rollout_steps (rollout_id, company_id, company_key, wave, state, updated_at, approved) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
             )
             .bind(&id)
             .bind(company)
             .bind(key)
             .bind(wave)
             .bind(now)
+            .bind(approved)
             .execute(&mut *tx)
             .await?;
         }
-        // Two rollouts converging one portal on different revisions would leave whichever
-        // ran last: a company is in at most one unfinished rollout.
-        let busy = sqlx::query(
-            "SELECT s.company_id, r.id, r.state FROM rollout_steps s JOIN rollouts r ON r.id = s.rollout_id \
-             WHERE r.id <> $1 AND r.state IN ('running', 'paused', 'halted') \
-             AND s.company_id IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $1) LIMIT 1",
-        )
-        .bind(&id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = busy {
-            let (company, other, state): (String, String, String) =
-                (row.try_get("company_id")?, row.try_get("id")?, row.try_get("state")?);
-            return Err(Error::kind_of(
-                ErrorKind::FailedPrecondition,
-                format!("company {company} is in rollout {other}, which is {state}: let it finish, or cancel it first"),
-            ));
+        // Two rollouts applying one portal at once would leave whichever ran last: a
+        // company is in at most one unfinished rollout; edits of one company queue behind.
+        if let Some((company, other, state)) = self.busy(&mut tx, &id).await? {
+            if !req.queue_if_busy {
+                return Err(Error::kind_of(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "company {company} is in rollout {other}, which is {state}: let it finish, or cancel it first"
+                    ),
+                ));
+            }
+            sqlx::query("UPDATE rollouts SET state = 'queued', reason = $1 WHERE id = $2")
+                .bind(format!("waiting for rollout {other} ({state})"))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !plan_id.is_empty() && !self.store.mark_plan_applied(&mut tx, &plan_id, &id).await? {
+            return Err(Error::kind_of(ErrorKind::FailedPrecondition, format!("plan {plan_id} was already applied")));
         }
         self.store
             .append_audit(
@@ -147,28 +248,45 @@ impl Rollouts {
                     action: "rollout.start".into(),
                     resource: format!("rollout/{id}"),
                     before: None,
-                    after: Some(
-                        json!({"revision": revision.number, "companies": steps.len(), "concurrency": concurrency}),
-                    ),
+                    after: Some(json!({
+                        "revision": revision,
+                        "companies": steps.len(),
+                        "concurrency": concurrency,
+                        "plan": (!plan_id.is_empty()).then_some(&plan_id),
+                    })),
                 },
             )
             .await?;
         tx.commit().await?;
         self.wake.notify_one();
-        tracing::info!(rollout = %id, revision = revision.number, companies = steps.len(), "rollout started");
+        tracing::info!(rollout = %id, revision, companies = steps.len(), plan = %plan_id, "rollout started");
         self.get(&id).await
+    }
+
+    /// A company of rollout `id` that another unfinished rollout holds, with that rollout.
+    async fn busy(&self, conn: &mut sqlx::AnyConnection, id: &str) -> Result<Option<(String, String, String)>> {
+        let row = sqlx::query(
+            "SELECT s.company_id, r.id, r.state FROM rollout_steps s JOIN rollouts r ON r.id = s.rollout_id \
+             WHERE r.id <> $1 AND r.state IN ('running', 'paused', 'halted') \
+             AND s.company_id IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $1) LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+        row.map(|r| Ok((r.try_get("company_id")?, r.try_get("id")?, r.try_get("state")?))).transpose()
     }
 
     pub async fn get(&self, id: &str) -> Result<pb::Rollout> {
         let row = sqlx::query(
-            "SELECT id, revision, state, reason, concurrency, failure_threshold_pct, created_by, created_at FROM rollouts WHERE id = $1",
+            "SELECT id, revision, state, reason, concurrency, failure_threshold_pct, created_by, created_at, plan_id FROM rollouts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.db().pool())
         .await?
         .ok_or_else(|| PublicError::not_found(format!("rollout {id}")))?;
         let steps = sqlx::query(
-            "SELECT company_id, company_key, wave, state, attempts, applied, detail FROM rollout_steps WHERE rollout_id = $1 ORDER BY wave, company_key",
+            "SELECT company_id, company_key, wave, state, attempts, applied, detail, performed FROM rollout_steps \
+             WHERE rollout_id = $1 ORDER BY wave, company_key",
         )
         .bind(id)
         .fetch_all(self.store.db().pool())
@@ -181,7 +299,8 @@ impl Rollouts {
             concurrency: row.try_get::<i64, _>("concurrency")? as u32,
             failure_threshold_pct: row.try_get::<i64, _>("failure_threshold_pct")? as u32,
             created_by: row.try_get("created_by")?,
-            created_at: Some(crate::desired::timestamp(row.try_get("created_at")?)),
+            created_at: Some(crate::companies::timestamp(row.try_get("created_at")?)),
+            plan_id: row.try_get("plan_id")?,
             ..pb::Rollout::default()
         };
         for s in &steps {
@@ -193,6 +312,7 @@ impl Rollouts {
                 attempts: s.try_get::<i64, _>("attempts")? as u32,
                 applied: s.try_get::<i64, _>("applied")? as u32,
                 detail: s.try_get("detail")?,
+                performed: decode_performed(s.try_get("performed")?),
             };
             match step.state.as_str() {
                 "done" => rollout.done += 1,
@@ -227,7 +347,7 @@ impl Rollouts {
         let allowed_from: &[&str] = match to {
             "paused" => &["running"],
             "running" => &["paused", "halted"],
-            _ => &["running", "paused", "halted"],
+            _ => &["running", "paused", "halted", "queued"],
         };
         let current = self.get(id).await?;
         if !allowed_from.contains(&current.state.as_str()) {
@@ -281,33 +401,56 @@ impl Rollouts {
         self.get(id).await
     }
 
-    /// Steps a crash left running are started again (converging is idempotent).
-    async fn recover(&self) -> Result<()> {
-        sqlx::query("UPDATE rollout_steps SET state = 'pending' WHERE state = 'running'")
-            .execute(self.store.db().pool())
+    /// Starts queued rollouts whose companies are free, oldest first.
+    async fn promote_queued(&self) -> Result<()> {
+        let queued = sqlx::query("SELECT id FROM rollouts WHERE state = 'queued' ORDER BY created_at, id")
+            .fetch_all(self.store.db().pool())
             .await?;
+        for r in &queued {
+            let id: String = r.try_get("id")?;
+            let mut tx = self.store.db().begin().await?;
+            if self.store.db().engine() == Engine::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ROLLOUT_START_LOCK).execute(&mut *tx).await?;
+            }
+            if self.busy(&mut tx, &id).await?.is_none() {
+                sqlx::query("UPDATE rollouts SET state = 'running', reason = '', updated_at = $1 WHERE id = $2 AND state = 'queued'")
+                    .bind(gomark_storage::now_ms())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
         Ok(())
     }
 
-    /// Starts what may start, and settles finished rollouts; returns the step tasks begun.
+    /// Starts what may start, and settles finished rollouts.
     async fn tick(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> Result<()> {
+        self.promote_queued().await?;
         let running = sqlx::query(
             "SELECT id, revision, concurrency, failure_threshold_pct FROM rollouts WHERE state = 'running'",
         )
         .fetch_all(self.store.db().pool())
         .await?;
+        let now = gomark_storage::now_ms();
         for r in &running {
             let id: String = r.try_get("id")?;
             let revision: i64 = r.try_get("revision")?;
             let concurrency: i64 = r.try_get("concurrency")?;
             let threshold: i64 = r.try_get("failure_threshold_pct")?;
-            let counts = sqlx::query("SELECT state, COUNT(*) AS n, MIN(wave) AS wave FROM rollout_steps WHERE rollout_id = $1 GROUP BY state")
-                .bind(&id)
-                .fetch_all(self.store.db().pool())
-                .await?;
+            // A running step whose lease expired is as good as pending: its replica is gone.
+            let counts = sqlx::query(
+                "SELECT CASE WHEN state = 'running' AND lease_until < $2 THEN 'pending' ELSE state END AS s, \
+                 COUNT(*) AS n, MIN(wave) AS wave FROM rollout_steps WHERE rollout_id = $1 \
+                 GROUP BY CASE WHEN state = 'running' AND lease_until < $2 THEN 'pending' ELSE state END",
+            )
+            .bind(&id)
+            .bind(now)
+            .fetch_all(self.store.db().pool())
+            .await?;
             let (mut done, mut failed, mut in_flight, mut open_wave) = (0i64, 0i64, 0i64, i64::MAX);
             for c in &counts {
-                let state: String = c.try_get("state")?;
+                let state: String = c.try_get("s")?;
                 let n: i64 = c.try_get("n")?;
                 let wave: i64 = c.try_get("wave")?;
                 match state.as_str() {
@@ -338,23 +481,28 @@ impl Rollouts {
             }
             // Only the lowest unfinished wave runs: the canary must succeed before the rest.
             let due = sqlx::query(
-                "SELECT company_id FROM rollout_steps WHERE rollout_id = $1 AND state = 'pending' AND wave = $2 AND next_attempt_at <= $3 \
+                "SELECT company_id, company_key, approved FROM rollout_steps WHERE rollout_id = $1 AND wave = $2 \
+                 AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
                  ORDER BY company_key LIMIT $4",
             )
             .bind(&id)
             .bind(open_wave)
-            .bind(gomark_storage::now_ms())
+            .bind(now)
             .bind(free)
             .fetch_all(self.store.db().pool())
             .await?;
             for d in &due {
                 let company: String = d.try_get("company_id")?;
-                // Claiming is conditional, so two replicas never run the same step at once.
+                // Claiming is conditional: a step another replica holds under a live lease
+                // is never taken.
                 let claimed = sqlx::query(
-                    "UPDATE rollout_steps SET state = 'running', attempts = attempts + 1, updated_at = $1 \
-                     WHERE rollout_id = $2 AND company_id = $3 AND state = 'pending'",
+                    "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3 \
+                     WHERE rollout_id = $4 AND company_id = $5 \
+                     AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3))",
                 )
-                .bind(gomark_storage::now_ms())
+                .bind(&self.replica)
+                .bind(now + LEASE_MS)
+                .bind(now)
                 .bind(&id)
                 .bind(&company)
                 .execute(self.store.db().pool())
@@ -362,12 +510,17 @@ impl Rollouts {
                 .rows_affected()
                     == 1;
                 if claimed {
+                    let approved: Option<String> = d.try_get("approved")?;
+                    let step = Claimed {
+                        rollout: id.clone(),
+                        revision,
+                        company_id: company,
+                        company_key: d.try_get("company_key")?,
+                        approved: approved.map(|a| serde_json::from_str(&a)).transpose()?,
+                    };
                     let this = self.clone();
-                    let id = id.clone();
                     tasks.spawn(async move {
-                        if let Err(err) = this.run_step(&id, revision, &company).await {
-                            tracing::warn!(rollout = %id, company_id = %company, error = %err, "rollout step not recorded; it will run again");
-                        }
+                        this.run_claimed(step).await;
                         this.wake.notify_one();
                     });
                 }
@@ -389,129 +542,228 @@ impl Rollouts {
         Ok(())
     }
 
-    async fn run_step(&self, id: &str, revision: i64, company_id: &str) -> Result<()> {
-        let document = self.revisions.get(revision).await?.parse()?;
-        let desired = document.effective_all().into_values().find(|c| c.company_id == company_id);
-        let outcome = match desired {
-            None => Err(format!("company {company_id} is no longer in revision {revision}")),
-            Some(desired) => {
-                let desired_json = serde_json::to_string(&desired).map_err(Error::from)?;
-                let request =
-                    ConvergeRequest { company_id: company_id.to_owned(), revision, desired_json: desired_json.clone() };
-                let converged =
-                    match self.hubspot_sync.clone().converge(Caller::system("orchestrator").request(request)).await {
-                        // HubSpot first, then Upso: both re-read before writing, so a retry
-                        // of the whole step repeats nothing that was done.
-                        Ok(r) if r.get_ref().failed.is_empty() => match &self.upso_cadence {
-                            None => Ok(r.into_inner()),
-                            Some(upso) => {
-                                let request =
-                                    ApplyCadencesRequest { company_id: company_id.to_owned(), desired_json, revision };
-                                let applied =
-                                    upso.clone().apply_cadences(Caller::system("orchestrator").request(request)).await;
-                                applied.map(|a| {
-                                    let a = a.into_inner();
-                                    let mut r = r.into_inner();
-                                    r.applied += a.created + a.updated + a.archived;
-                                    r
-                                })
-                            }
-                        },
-                        other => other.map(tonic::Response::into_inner),
-                    };
-                match converged {
-                    Ok(r) => Ok(r),
-                    Err(status) => {
-                        let kind = ErrorKind::from_grpc(status.code());
-                        let public = PublicError::from(status);
-                        if matches!(
-                            kind,
-                            ErrorKind::Unavailable | ErrorKind::RateLimited | ErrorKind::Timeout | ErrorKind::Internal
-                        ) {
-                            return self.retry_later(id, company_id, &public.message).await;
-                        }
-                        Err(public.message)
-                    }
+    /// Runs a claimed step while renewing its lease; gives the step up if the lease is lost.
+    async fn run_claimed(&self, step: Claimed) {
+        let outcome = tokio::select! {
+            outcome = self.run_step(&step) => outcome,
+            () = self.keep_lease(&step) => {
+                tracing::warn!(rollout = %step.rollout, company_id = %step.company_id, "rollout step lease lost; another replica will run it");
+                return;
+            }
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::Later {
+                performed: Vec::new(),
+                reason: err.to_public().message,
+                at: gomark_storage::now_ms() + backoff_ms(1),
+                counts: true,
+            },
+        };
+        // The outcome is recorded even through a database outage; if it cannot be, the
+        // lease runs out and the step runs again, which finds nothing left to write.
+        let deadline = tokio::time::Instant::now() + RECORD_FOR;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.record(&step, &outcome).await {
+                Ok(()) => return,
+                Err(err) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::debug!(rollout = %step.rollout, error = %err, "rollout step not recorded yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => {
+                    tracing::warn!(rollout = %step.rollout, company_id = %step.company_id, error = %err, "rollout step not recorded; it will run again once its lease expires");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Renews the step's lease until it is lost (another replica holds it, or it could not
+    /// be renewed in time); never returns while the lease holds.
+    async fn keep_lease(&self, step: &Claimed) {
+        let mut held_until = gomark_storage::now_ms() + LEASE_MS;
+        loop {
+            tokio::time::sleep(Duration::from_millis((LEASE_MS / 3) as u64)).await;
+            let now = gomark_storage::now_ms();
+            let renewed = sqlx::query(
+                "UPDATE rollout_steps SET lease_until = $1 WHERE rollout_id = $2 AND company_id = $3 \
+                 AND lease_owner = $4 AND state = 'running'",
+            )
+            .bind(now + LEASE_MS)
+            .bind(&step.rollout)
+            .bind(&step.company_id)
+            .bind(&self.replica)
+            .execute(self.store.db().pool())
+            .await;
+            match renewed {
+                Ok(r) if r.rows_affected() == 1 => held_until = now + LEASE_MS,
+                Ok(_) => return,
+                // The database is away: the lease still holds until it runs out.
+                Err(_) if now < held_until - LEASE_MS / 6 => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn run_step(&self, step: &Claimed) -> Result<Outcome> {
+        let (_, document) = self.revisions.document(step.revision).await?;
+        let desired = match document.effective(&step.company_key) {
+            Ok(d) if d.company_id == step.company_id => d,
+            _ => {
+                return Ok(Outcome::Failed {
+                    performed: Vec::new(),
+                    reason: format!("company {} is no longer in revision {}", step.company_id, step.revision),
+                });
+            }
+        };
+        let approved = step.approved.clone().unwrap_or_default();
+        let request = ApplyPortalRequest {
+            company_id: step.company_id.clone(),
+            desired: Some(gtm_config::wire::hubspot_config(&desired)),
+            saved_plan: step.approved.is_some(),
+            approved_action_ids: approved.clone(),
+        };
+        // HubSpot first, then Upso: both plan afresh before writing, so a retry of the
+        // whole step repeats nothing that was done.
+        let applied =
+            match self.hubspot_sync.clone().apply_portal(Caller::system("orchestrator").request(request)).await {
+                Ok(r) => r.into_inner(),
+                Err(status) => return Ok(failure(status, Vec::new())),
+            };
+        let mut performed = applied.performed;
+        let blocked: Vec<String> = applied.blocked.iter().map(gtm_config::wire::action_line).collect();
+        if !applied.failed.is_empty() {
+            let reasons: Vec<String> = applied
+                .failed
+                .iter()
+                .map(|f| {
+                    let what = f.action.as_ref().map(gtm_config::wire::action_line).unwrap_or_default();
+                    format!("{what}: {}", f.reason)
+                })
+                .collect();
+            return Ok(Outcome::Failed { performed, reason: reasons.join("; ") });
+        }
+        if !applied.interrupted.is_empty() {
+            let waiting = applied.retry_after_ms > 0;
+            let at = if waiting { applied.retry_after_ms } else { gomark_storage::now_ms() + backoff_ms(1) };
+            // Waiting for the portal's budget, or stopping after real progress, is not a failure.
+            let counts = !waiting && performed.is_empty();
+            return Ok(Outcome::Later { performed, reason: applied.interrupted, at, counts });
+        }
+        if let Some(upso) = &self.upso_cadence {
+            let request = ApplyCadencesRequest {
+                company_id: step.company_id.clone(),
+                desired_json: outreach_json(&desired)?,
+                revision: step.revision,
+                saved_plan: step.approved.is_some(),
+                approved_action_ids: approved,
+            };
+            match upso.clone().apply_cadences(Caller::system("orchestrator").request(request)).await {
+                Ok(r) => performed.extend(r.into_inner().performed.into_iter().map(cadence_action)),
+                Err(status) => return Ok(failure(status, performed)),
+            }
+        }
+        Ok(Outcome::Done { performed, blocked })
+    }
+
+    /// Writes a step's outcome, if this replica still holds its lease.
+    async fn record(&self, step: &Claimed, outcome: &Outcome) -> Result<()> {
+        let mut tx = self.store.db().begin().await?;
+        let row = sqlx::query(
+            "SELECT attempts, performed FROM rollout_steps WHERE rollout_id = $1 AND company_id = $2 AND lease_owner = $3 AND state = 'running'",
+        )
+        .bind(&step.rollout)
+        .bind(&step.company_id)
+        .bind(&self.replica)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tracing::warn!(rollout = %step.rollout, company_id = %step.company_id, "rollout step taken over by another replica; outcome dropped");
+            return Ok(());
+        };
+        let attempts: i64 = row.try_get("attempts")?;
+        let mut all = decode_performed(row.try_get("performed")?);
+        let (state, detail, next, attempts, now_performed) = match outcome {
+            Outcome::Done { performed, blocked } => ("done", blocked.join("; "), 0, attempts, performed),
+            Outcome::Failed { performed, reason } => ("failed", reason.clone(), 0, attempts, performed),
+            Outcome::Later { performed, reason, at, counts } => {
+                let attempts = attempts + i64::from(*counts);
+                if attempts >= MAX_ATTEMPTS {
+                    ("failed", format!("attempt {attempts}: {reason}"), 0, attempts, performed)
+                } else if *counts {
+                    let next = gomark_storage::now_ms() + backoff_ms(attempts);
+                    ("pending", format!("attempt {attempts}: {reason}; retrying"), next, attempts, performed)
+                } else {
+                    let until =
+                        chrono::DateTime::from_timestamp_millis(*at).map(|t| t.to_rfc3339()).unwrap_or_default();
+                    ("pending", format!("waiting: {reason}; resumes at {until}"), *at, attempts, performed)
                 }
             }
         };
-        let (state, applied, detail) = match &outcome {
-            Ok(r) if r.failed.is_empty() => ("done", i64::from(r.applied), r.blocked.join("; ")),
-            Ok(r) => ("failed", i64::from(r.applied), r.failed.join("; ")),
-            Err(reason) => ("failed", 0, reason.clone()),
-        };
-        let mut tx = self.store.db().begin().await?;
+        all.extend(now_performed.iter().cloned());
+        let encoded = pb::RolloutStep { performed: all.clone(), ..pb::RolloutStep::default() }.encode_to_vec();
+        sqlx::query(
+            "UPDATE rollout_steps SET state = $1, attempts = $2, applied = $3, detail = $4, next_attempt_at = $5, \
+             performed = $6, lease_owner = '', lease_until = 0, updated_at = $7 WHERE rollout_id = $8 AND company_id = $9",
+        )
+        .bind(state)
+        .bind(attempts)
+        .bind(all.len() as i64)
+        .bind(&detail)
+        .bind(next)
+        .bind(encoded)
+        .bind(gomark_storage::now_ms())
+        .bind(&step.rollout)
+        .bind(&step.company_id)
+        .execute(&mut *tx)
+        .await?;
         if state == "done" {
             // Drift is measured against what was last applied in full.
-            sqlx::query(
-                "INSERT INTO applied_revisions (company_id, revision, applied_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (company_id) DO UPDATE SET revision = excluded.revision, applied_at = excluded.applied_at",
-            )
-            .bind(company_id)
-            .bind(revision)
-            .bind(gomark_storage::now_ms())
-            .execute(&mut *tx)
-            .await?;
+            self.store.set_applied_revision(&mut tx, &step.company_id, step.revision).await?;
         }
-        sqlx::query("UPDATE rollout_steps SET state = $1, applied = applied + $2, detail = $3, updated_at = $4 WHERE rollout_id = $5 AND company_id = $6")
-            .bind(state)
-            .bind(applied)
-            .bind(&detail)
-            .bind(gomark_storage::now_ms())
-            .bind(id)
-            .bind(company_id)
-            .execute(&mut *tx)
-            .await?;
-        self.store
-            .append_audit(
-                &mut tx,
-                &AuditRecord {
-                    company_id: company_id.to_owned(),
-                    actor: "system:rollout".into(),
-                    action: "config.apply".into(),
-                    resource: format!("rollout/{id}"),
-                    before: None,
-                    after: Some(json!({"revision": revision, "state": state, "applied": applied, "detail": detail})),
-                },
-            )
-            .await?;
+        if state != "pending" {
+            let lines: Vec<String> = all.iter().map(gtm_config::wire::action_line).collect();
+            self.store
+                .append_audit(
+                    &mut tx,
+                    &AuditRecord {
+                        company_id: step.company_id.clone(),
+                        actor: "system:rollout".into(),
+                        action: "config.apply".into(),
+                        resource: format!("rollout/{}", step.rollout),
+                        before: None,
+                        after: Some(json!({
+                            "revision": step.revision,
+                            "state": state,
+                            "performed": lines,
+                            "detail": detail,
+                        })),
+                    },
+                )
+                .await?;
+        }
         tx.commit().await?;
-        Ok(())
-    }
-
-    async fn retry_later(&self, id: &str, company_id: &str, reason: &str) -> Result<()> {
-        let attempts: i64 = sqlx::query("SELECT attempts FROM rollout_steps WHERE rollout_id = $1 AND company_id = $2")
-            .bind(id)
-            .bind(company_id)
-            .fetch_one(self.store.db().pool())
-            .await?
-            .try_get("attempts")?;
-        let (state, next) = if attempts >= MAX_ATTEMPTS {
-            ("failed", 0)
-        } else {
-            ("pending", gomark_storage::now_ms() + backoff_ms(attempts))
-        };
-        sqlx::query("UPDATE rollout_steps SET state = $1, next_attempt_at = $2, detail = $3, updated_at = $4 WHERE rollout_id = $5 AND company_id = $6")
-            .bind(state)
-            .bind(next)
-            .bind(format!("attempt {attempts}: {reason}"))
-            .bind(gomark_storage::now_ms())
-            .bind(id)
-            .bind(company_id)
-            .execute(self.store.db().pool())
-            .await?;
         Ok(())
     }
 
     /// Drives every rollout until shutdown; steps in flight are allowed to finish.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        if let Err(err) = self.recover().await {
-            tracing::error!(error = %err, "cannot recover rollouts");
-        }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut failing = false;
         while !shutdown.is_triggered() {
-            if let Err(err) = self.tick(&mut tasks).await {
-                tracing::warn!(error = %err, "rollout tick failed");
+            match self.tick(&mut tasks).await {
+                Ok(()) if failing => {
+                    tracing::info!("rollouts: the database is back");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    tracing::warn!(error = %err, "rollouts: cannot reach the database; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {
@@ -522,4 +774,20 @@ impl Rollouts {
         }
         while tasks.join_next().await.is_some() {}
     }
+}
+
+/// A call that failed: transient ones are retried later, the rest fail the step.
+fn failure(status: tonic::Status, performed: Vec<config_pb::PlannedAction>) -> Outcome {
+    let kind = ErrorKind::from_grpc(status.code());
+    let public = PublicError::from(status);
+    if transient(kind) {
+        let waiting = kind == ErrorKind::RateLimited;
+        return Outcome::Later {
+            counts: !waiting && performed.is_empty(),
+            performed,
+            reason: public.message,
+            at: gomark_storage::now_ms() + backoff_ms(1),
+        };
+    }
+    Outcome::Failed { performed, reason: public.message }
 }

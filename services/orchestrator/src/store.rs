@@ -1,20 +1,10 @@
 //! The orchestrator's tables, in portable SQL (runs on Postgres and SQLite alike).
 
-use crate::property_spec::PropertySpec;
 use crate::{Error, Result};
 use gomark_platform::ErrorKind;
 use gomark_storage::Database;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-
-macro_rules! property_query {
-    ($tail:literal) => {
-        concat!(
-            "SELECT company_id, spec, archived, version, sync_state, sync_error, updated_at FROM deal_properties",
-            $tail
-        )
-    };
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompanyRow {
@@ -39,27 +29,25 @@ impl SyncState {
             SyncState::Failed => "failed",
         }
     }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "pending" => Ok(SyncState::Pending),
-            "applied" => Ok(SyncState::Applied),
-            "failed" => Ok(SyncState::Failed),
-            other => Err(gomark_storage::StorageError::Corrupt(format!("sync state {other:?}")).into()),
-        }
-    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PropertyRow {
-    pub company_id: String,
-    pub spec: PropertySpec,
-    pub archived: bool,
-    /// Bumped by every accepted change; hubspot-sync reports results against it.
-    pub version: i64,
-    pub sync_state: SyncState,
-    pub sync_error: String,
-    pub updated_at: i64,
+/// A saved plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRow {
+    pub id: String,
+    /// The revision planned; 0 for a proposed document.
+    pub revision: i64,
+    /// The latest revision when the plan was made.
+    pub base_revision: i64,
+    /// A proposed document, as canonical JSON.
+    pub document: Option<String>,
+    pub message: String,
+    pub rolled_back_to: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
+    /// The plan as answered (`gomark.orchestrator.v1.PlanResponse`, protobuf).
+    pub body: Vec<u8>,
+    pub rollout_id: Option<String>,
 }
 
 /// One line of the audit log, before it is written.
@@ -150,102 +138,6 @@ impl Store {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM companies").fetch_one(self.db.pool()).await?.try_get("n")?)
     }
 
-    pub async fn get_property(
-        &self,
-        conn: &mut AnyConnection,
-        company_id: &str,
-        name: &str,
-    ) -> Result<Option<PropertyRow>> {
-        let row = sqlx::query(property_query!(" WHERE company_id = $1 AND name = $2"))
-            .bind(company_id)
-            .bind(name)
-            .fetch_optional(conn)
-            .await?;
-        row.map(|r| property(&r)).transpose()
-    }
-
-    pub async fn list_properties(&self, company_id: &str, include_archived: bool) -> Result<Vec<PropertyRow>> {
-        let rows = sqlx::query(property_query!(" WHERE company_id = $1 AND archived <= $2 ORDER BY name"))
-            .bind(company_id)
-            .bind(i64::from(include_archived))
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter().map(property).collect()
-    }
-
-    /// Writes `row`; `previous_version` is the version the change was based on (None for a
-    /// new property). A concurrent change in between is a conflict, never a lost update.
-    pub async fn save_property(
-        &self,
-        conn: &mut AnyConnection,
-        row: &PropertyRow,
-        previous_version: Option<i64>,
-    ) -> Result<()> {
-        let spec = serde_json::to_string(&row.spec)?;
-        let written = match previous_version {
-            None => sqlx::query(
-                "INSERT INTO deal_properties (company_id, name, spec, archived, version, sync_state, sync_error, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&row.company_id)
-            .bind(&row.spec.name)
-            .bind(&spec)
-            .bind(i64::from(row.archived))
-            .bind(row.version)
-            .bind(row.sync_state.as_str())
-            .bind(&row.sync_error)
-            .bind(row.updated_at)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()),
-            Some(previous) => sqlx::query(
-                "UPDATE deal_properties SET spec = $1, archived = $2, version = $3, sync_state = $4, sync_error = $5, updated_at = $6 \
-                 WHERE company_id = $7 AND name = $8 AND version = $9",
-            )
-            .bind(&spec)
-            .bind(i64::from(row.archived))
-            .bind(row.version)
-            .bind(row.sync_state.as_str())
-            .bind(&row.sync_error)
-            .bind(row.updated_at)
-            .bind(&row.company_id)
-            .bind(&row.spec.name)
-            .bind(previous)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()),
-        };
-        match written {
-            Ok(1) => Ok(()),
-            Ok(_) => Err(concurrent_change(&row.spec.name)),
-            Err(e) if gomark_storage::is_unique_violation(&e) => Err(concurrent_change(&row.spec.name)),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Records hubspot-sync's result, if it is about the current version.
-    pub async fn set_sync_result(
-        &self,
-        conn: &mut AnyConnection,
-        company_id: &str,
-        name: &str,
-        version: i64,
-        state: SyncState,
-        error: &str,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE deal_properties SET sync_state = $1, sync_error = $2 WHERE company_id = $3 AND name = $4 AND version = $5",
-        )
-        .bind(state.as_str())
-        .bind(error)
-        .bind(company_id)
-        .bind(name)
-        .bind(version)
-        .execute(conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     pub async fn append_audit(&self, conn: &mut AnyConnection, record: &AuditRecord) -> Result<()> {
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
         sqlx::query(
@@ -300,13 +192,90 @@ impl Store {
             })
             .collect()
     }
-}
 
-fn concurrent_change(name: &str) -> Error {
-    Error::kind_of(
-        ErrorKind::Conflict,
-        format!("deal property {name} was changed concurrently; read it again and retry"),
-    )
+    pub async fn insert_plan(&self, plan: &PlanRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO plans (id, revision, base_revision, document, message, rolled_back_to, created_by, created_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&plan.id)
+        .bind(plan.revision)
+        .bind(plan.base_revision)
+        .bind(&plan.document)
+        .bind(&plan.message)
+        .bind(plan.rolled_back_to)
+        .bind(&plan.created_by)
+        .bind(plan.created_at)
+        .bind(&plan.body)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_plan(&self, id: &str) -> Result<Option<PlanRow>> {
+        let row = sqlx::query(
+            "SELECT id, revision, base_revision, document, message, rolled_back_to, created_by, created_at, body, rollout_id \
+             FROM plans WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            Ok(PlanRow {
+                id: r.try_get("id")?,
+                revision: r.try_get("revision")?,
+                base_revision: r.try_get("base_revision")?,
+                document: r.try_get("document")?,
+                message: r.try_get("message")?,
+                rolled_back_to: r.try_get("rolled_back_to")?,
+                created_by: r.try_get("created_by")?,
+                created_at: r.try_get("created_at")?,
+                body: r.try_get("body")?,
+                rollout_id: r.try_get("rollout_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks the plan applied by `rollout_id`; false when it already was (a plan applies once).
+    pub async fn mark_plan_applied(&self, conn: &mut AnyConnection, id: &str, rollout_id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE plans SET rollout_id = $1 WHERE id = $2 AND rollout_id IS NULL")
+            .bind(rollout_id)
+            .bind(id)
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The revision last applied to each company in full, with when.
+    pub async fn applied_revisions(&self) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query("SELECT company_id, revision, applied_at FROM applied_revisions ORDER BY company_id")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("company_id")?, r.try_get("revision")?, r.try_get("applied_at")?))).collect()
+    }
+
+    pub async fn applied_revision(&self, company_id: &str) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query("SELECT revision, applied_at FROM applied_revisions WHERE company_id = $1")
+            .bind(company_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get("revision")?, r.try_get("applied_at")?))).transpose()
+    }
+
+    /// Records that `revision` is what the company's portal now holds.
+    pub async fn set_applied_revision(&self, conn: &mut AnyConnection, company_id: &str, revision: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO applied_revisions (company_id, revision, applied_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (company_id) DO UPDATE SET revision = excluded.revision, applied_at = excluded.applied_at",
+        )
+        .bind(company_id)
+        .bind(revision)
+        .bind(gomark_storage::now_ms())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 fn company(r: &AnyRow) -> Result<CompanyRow> {
@@ -315,20 +284,5 @@ fn company(r: &AnyRow) -> Result<CompanyRow> {
         name: r.try_get("name")?,
         hubspot_portal_id: r.try_get("hubspot_portal_id")?,
         created_at: r.try_get("created_at")?,
-    })
-}
-
-fn property(r: &AnyRow) -> Result<PropertyRow> {
-    let spec: String = r.try_get("spec")?;
-    let archived: i64 = r.try_get("archived")?;
-    let sync_state: String = r.try_get("sync_state")?;
-    Ok(PropertyRow {
-        company_id: r.try_get("company_id")?,
-        spec: serde_json::from_str(&spec)?,
-        archived: archived != 0,
-        version: r.try_get("version")?,
-        sync_state: SyncState::parse(&sync_state)?,
-        sync_error: r.try_get("sync_error")?,
-        updated_at: r.try_get("updated_at")?,
     })
 }

@@ -1,7 +1,7 @@
 //! The orchestrator's store behaves the same on SQLite and Postgres.
 
-use gomark_orchestrator::store::{AuditFilter, AuditRecord, CompanyRow, PropertyRow, SyncState};
-use gomark_orchestrator::{MIGRATIONS, PropertySpec, Store};
+use gomark_orchestrator::store::{AuditFilter, AuditRecord, CompanyRow, PlanRow};
+use gomark_orchestrator::{MIGRATIONS, Store};
 use gomark_platform::ErrorKind;
 use gomark_storage::Database;
 
@@ -9,23 +9,18 @@ fn company(id: &str, name: &str) -> CompanyRow {
     CompanyRow { id: id.into(), name: name.into(), hubspot_portal_id: "1".into(), created_at: 1 }
 }
 
-fn property(version: i64, label: &str) -> PropertyRow {
-    PropertyRow {
-        company_id: "c1".into(),
-        spec: PropertySpec {
-            name: "gomark_x".into(),
-            label: label.into(),
-            kind: "string".into(),
-            field_type: "text".into(),
-            group_name: "dealinformation".into(),
-            description: String::new(),
-            options: vec![],
-        },
-        archived: false,
-        version,
-        sync_state: SyncState::Pending,
-        sync_error: String::new(),
-        updated_at: 1,
+fn plan(id: &str) -> PlanRow {
+    PlanRow {
+        id: id.into(),
+        revision: 0,
+        base_revision: 3,
+        document: Some("{}".into()),
+        message: "m".into(),
+        rolled_back_to: Some(1),
+        created_by: "tester".into(),
+        created_at: 5,
+        body: vec![1, 2, 0, 255],
+        rollout_id: None,
     }
 }
 
@@ -55,24 +50,21 @@ async fn store_contract() {
         assert_eq!(store.get_company("c2").await.expect("get"), Some(company("c2", "Two")), "{label}");
         assert_eq!(store.get_company("nope").await.expect("get"), None, "{label}");
 
-        store.save_property(&mut conn, &property(1, "X"), None).await.expect("create");
-        let again = store.save_property(&mut conn, &property(1, "X"), None).await.expect_err("create twice");
-        assert_eq!(kind(again), ErrorKind::Conflict, "{label}");
-        store.save_property(&mut conn, &property(2, "Y"), Some(1)).await.expect("update from v1");
-        let stale = store.save_property(&mut conn, &property(3, "Z"), Some(1)).await.expect_err("stale update");
-        assert_eq!(kind(stale), ErrorKind::Conflict, "{label}: a lost update is refused");
-        let current = store.get_property(&mut conn, "c1", "gomark_x").await.expect("get").expect("exists");
-        assert_eq!((current.version, current.spec.label.as_str()), (2, "Y"), "{label}");
+        store.insert_plan(&plan("p1")).await.expect("plan");
+        assert_eq!(store.get_plan("p1").await.expect("get"), Some(plan("p1")), "{label}: bytes and nulls survive");
+        assert!(store.mark_plan_applied(&mut conn, "p1", "r1").await.expect("apply"), "{label}");
+        assert!(!store.mark_plan_applied(&mut conn, "p1", "r2").await.expect("again"), "{label}: a plan applies once");
+        let applied = store.get_plan("p1").await.expect("get").expect("exists");
+        assert_eq!(applied.rollout_id.as_deref(), Some("r1"), "{label}");
+        assert_eq!(store.get_plan("nope").await.expect("get"), None, "{label}");
 
-        assert!(
-            !store.set_sync_result(&mut conn, "c1", "gomark_x", 1, SyncState::Applied, "").await.expect("old"),
-            "{label}"
-        );
-        assert!(
-            store.set_sync_result(&mut conn, "c1", "gomark_x", 2, SyncState::Failed, "nope").await.expect("current")
-        );
-        let listed = store.list_properties("c1", false).await.expect("list");
-        assert_eq!((listed[0].sync_state, listed[0].sync_error.as_str()), (SyncState::Failed, "nope"), "{label}");
+        store.set_applied_revision(&mut conn, "c1", 2).await.expect("applied");
+        store.set_applied_revision(&mut conn, "c1", 3).await.expect("applied again");
+        store.set_applied_revision(&mut conn, "c2", 1).await.expect("applied");
+        let revisions: Vec<(String, i64)> =
+            store.applied_revisions().await.expect("list").into_iter().map(|(c, r, _)| (c, r)).collect();
+        assert_eq!(revisions, [("c1".to_owned(), 3), ("c2".to_owned(), 1)], "{label}");
+        assert_eq!(store.applied_revision("c3").await.expect("none"), None, "{label}");
 
         for action in ["a", "b", "c"] {
             let record = AuditRecord {

@@ -87,8 +87,13 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Arc::new(ingest::CompanyEvents { tracker: tracker.clone() }),
         shutdown.clone(),
     ));
-    service.spawn_loop(
-        stage_config::StageConfig::new(orchestrator, Duration::from_secs(t.config_refresh_secs)).run(tracker, shutdown),
-    );
+    let stages = Arc::new(stage_config::StageConfig::new(orchestrator, Duration::from_secs(t.config_refresh_secs)));
+    service.spawn_loop(run_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(stage_config::CONSUMER, event_types::REVISION_CREATED),
+        Arc::new(stage_config::RevisionEvents { config: stages.clone(), tracker: tracker.clone() }),
+        shutdown.clone(),
+    ));
+    service.spawn_loop(stages.run(tracker, shutdown));
     Ok(service)
 }

@@ -23,7 +23,8 @@ pub struct TrackerSettings {
     pub call_timeout_ms: u64,
     /// A company's stage labels and probabilities are re-read at most this often.
     pub stage_refresh_secs: u64,
-    /// The portfolio stage mapping is re-read from the latest revision this often.
+    /// A `revision.created` event updates the portfolio stage mapping at once; this slow
+    /// check of the latest revision number covers replicas the event went past.
     pub config_refresh_secs: u64,
     /// Most deal events written in one database transaction.
     pub batch_max_events: usize,
@@ -41,7 +42,7 @@ impl Default for TrackerSettings {
             orchestrator_url: "http://127.0.0.1:50051".into(),
             call_timeout_ms: 10_000,
             stage_refresh_secs: 120,
-            config_refresh_secs: 60,
+            config_refresh_secs: 300,
             batch_max_events: 500,
             batch_linger_ms: 10,
             watch_poll_ms: 1_000,

@@ -1,20 +1,32 @@
 //! The portfolio stage mapping comes from the desired-state configuration: the latest
-//! revision's `baseline.portfolioStages` and each overlay's `stageMapping`, re-read
-//! periodically from the orchestrator.
+//! revision's `baseline.portfolioStages` and each overlay's `stageMapping`. It is read when
+//! a `revision.created` event arrives; a slow check of the latest revision's number (no
+//! document read unless it moved) covers replicas the event went past.
 
 use crate::funnel::StageKind;
 use crate::portfolio::{CanonicalStage, StageMap};
 use crate::tracker::Tracker;
+use async_trait::async_trait;
+use gomark_events::EventEnvelope;
+use gomark_events::consumer::{EventHandler, HandlerError};
+use gomark_events::envelope::decode_payload;
 use gomark_platform::grpc_client::TracedChannel;
 use gomark_platform::{Caller, Shutdown};
-use gomark_proto::orchestrator::v1::GetRevisionRequest;
+use gomark_proto::common::v1::PageRequest;
+use gomark_proto::events::v1::RevisionCreated;
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
+use gomark_proto::orchestrator::v1::{GetRevisionRequest, ListRevisionsRequest};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+pub const CONSUMER: &str = "pipeline-tracker.revisions";
 
 pub struct StageConfig {
     orchestrator: OrchestratorServiceClient<TracedChannel>,
     every: Duration,
+    /// The revision the mapping in force was read from (-1: none read yet).
+    loaded: AtomicI64,
 }
 
 fn kind(k: gtm_config::StageKind) -> StageKind {
@@ -46,39 +58,83 @@ pub fn stage_map(doc: &gtm_config::Document) -> StageMap {
 
 impl StageConfig {
     pub fn new(orchestrator: TracedChannel, every: Duration) -> Self {
-        Self { orchestrator: OrchestratorServiceClient::new(orchestrator), every }
+        Self { orchestrator: OrchestratorServiceClient::new(orchestrator), every, loaded: AtomicI64::new(-1) }
     }
 
-    /// The latest revision's mapping; `None` when it cannot be read now. No revision at
-    /// all means the defaults.
-    async fn read(&self) -> Option<StageMap> {
-        let request = Caller::system("pipeline-tracker").request(GetRevisionRequest { number: 0 });
-        match self.orchestrator.clone().get_revision(request).await {
-            Ok(revision) => match gtm_config::Document::from_yaml(&revision.into_inner().document_yaml) {
-                Ok(doc) => Some(stage_map(&doc)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "latest revision unreadable; keeping the portfolio stages");
-                    None
-                }
-            },
-            Err(status) if status.code() == tonic::Code::NotFound => Some(StageMap::default()),
-            Err(status) => {
-                tracing::debug!(code = ?status.code(), "orchestrator unavailable; keeping the portfolio stages");
-                None
-            }
+    /// The latest revision's number (0 when there is none).
+    async fn latest_number(&self) -> Result<i64, tonic::Status> {
+        let page = PageRequest { page_size: 1, page_token: String::new() };
+        let request = Caller::system("pipeline-tracker").request(ListRevisionsRequest { page: Some(page) });
+        let list = self.orchestrator.clone().list_revisions(request).await?.into_inner();
+        Ok(list.revisions.first().map_or(0, |r| r.number))
+    }
+
+    /// Reads revision `number`'s mapping unless it is the one in force (0: the defaults).
+    async fn load(&self, tracker: &Tracker, number: i64) -> Result<(), tonic::Status> {
+        if number <= self.loaded.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let map = if number == 0 {
+            StageMap::default()
+        } else {
+            let request = Caller::system("pipeline-tracker").request(GetRevisionRequest { number });
+            let revision = self.orchestrator.clone().get_revision(request).await?.into_inner();
+            match gtm_config::Document::from_yaml(&revision.document_yaml) {
+                Ok(doc) => stage_map(&doc),
+                Err(err) => {
+                    tracing::warn!(revision = number, error = %err, "revision unreadable; keeping the portfolio stages");
+                    return Ok(());
+                }
+            }
+        };
+        tracker.set_stage_map(map).await;
+        self.loaded.fetch_max(number, Ordering::AcqRel);
+        tracing::debug!(revision = number, "portfolio stage mapping loaded");
+        Ok(())
     }
 
-    pub async fn run(self, tracker: Arc<Tracker>, shutdown: Shutdown) {
+    async fn check(&self, tracker: &Tracker) -> Result<(), tonic::Status> {
+        let number = self.latest_number().await?;
+        self.load(tracker, number).await
+    }
+
+    /// Keeps the mapping current until shutdown: at start, then on the slow check.
+    pub async fn run(self: Arc<Self>, tracker: Arc<Tracker>, shutdown: Shutdown) {
+        let mut away = false;
         loop {
-            if let Some(map) = self.read().await {
-                tracker.set_stage_map(map).await;
+            match self.check(&tracker).await {
+                Ok(()) if away => {
+                    tracing::info!("orchestrator reachable again; portfolio stages checked");
+                    away = false;
+                }
+                Ok(()) => {}
+                Err(status) if !away => {
+                    tracing::warn!(code = ?status.code(), "orchestrator unavailable; keeping the portfolio stages");
+                    away = true;
+                }
+                Err(_) => {}
             }
+            // Until the first read succeeds, try again soon.
+            let wait = if self.loaded.load(Ordering::Acquire) < 0 { Duration::from_secs(1) } else { self.every };
             tokio::select! {
                 () = shutdown.wait() => return,
-                () = tokio::time::sleep(self.every) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// Reacts to `revision.created`: the new mapping is read at once.
+pub struct RevisionEvents {
+    pub config: Arc<StageConfig>,
+    pub tracker: Arc<Tracker>,
+}
+
+#[async_trait]
+impl EventHandler for RevisionEvents {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
+        let created: RevisionCreated = decode_payload(event).map_err(|e| HandlerError::Reject(e.to_string()))?;
+        self.config.load(&self.tracker, created.number).await.map_err(|s| HandlerError::Retry(s.message().to_owned()))
     }
 }
 

@@ -37,6 +37,20 @@ pub struct CadenceAction {
     pub desired: Option<Cadence>,
 }
 
+impl CadenceAction {
+    /// A digest of everything the action would do: a saved plan approves actions by it.
+    pub fn id(&self) -> String {
+        gtm_config::wire::digest(&serde_json::json!({
+            "key": self.key,
+            "op": self.op.as_str(),
+            "upsoId": self.upso_id,
+            "fields": self.fields,
+            "editedInUpso": self.edited_in_upso,
+            "desired": self.desired,
+        }))
+    }
+}
+
 impl std::fmt::Display for CadenceAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = match self.op {
@@ -142,11 +156,13 @@ pub struct Cadences {
     vendor: Arc<dyn OutreachVendor>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
     pub created: u32,
     pub updated: u32,
     pub archived: u32,
+    /// The actions performed, in order.
+    pub performed: Vec<CadenceAction>,
 }
 
 impl Cadences {
@@ -169,8 +185,16 @@ impl Cadences {
     }
 
     /// Makes Upso match `desired` and keeps `desired` as the engine's configuration.
-    /// Re-reads Upso first, so running it again after a crash repeats no write.
-    pub async fn apply(&self, company_id: &str, desired: &OutreachConfig, revision: i64) -> Result<Applied> {
+    /// Re-reads Upso first, so running it again after a crash repeats no write. With
+    /// `approved` (a saved plan's action ids), an action outside it stops the run before
+    /// any write: the plan is stale.
+    pub async fn apply(
+        &self,
+        company_id: &str,
+        desired: &OutreachConfig,
+        revision: i64,
+        approved: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<Applied> {
         let mut applied = Applied::default();
         let Some(token) = self.token(company_id).await? else {
             no_account::<()>(desired)?;
@@ -182,6 +206,14 @@ impl Cadences {
         let managed = self.store.managed(company_id).await?;
         let remote = self.vendor.cadences(&token).await?;
         let actions = plan(&desired.cadences, &managed, &remote);
+        if let Some(approved) = approved
+            && let Some(extra) = actions.iter().find(|a| !approved.contains(&a.id()))
+        {
+            return Err(Error::kind_of(
+                ErrorKind::FailedPrecondition,
+                format!("plan is stale: Upso changed since the plan was made and now needs `{extra}`; plan again"),
+            ));
+        }
         for action in &actions {
             let written = match (action.op, &action.desired, &action.upso_id) {
                 (CadenceOp::Create, Some(d), _) => {
@@ -234,6 +266,7 @@ impl Cadences {
             .await?;
             tx.commit().await?;
             tracing::info!(company_id, cadence = %action.key, op = action.op.as_str(), revision, "cadence applied to upso");
+            applied.performed.push(action.clone());
         }
         // Cadences that already matched but were never recorded (found by tag) are adopted,
         // so the next plan can tell a hand edit from pending work.

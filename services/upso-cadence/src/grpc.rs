@@ -55,16 +55,18 @@ impl UpsoCadenceGrpc {
         Ok(pb::CadencePlan {
             company_id: company_id.to_owned(),
             text: actions.iter().map(|a| format!("{a}\n")).collect(),
-            actions: actions
-                .into_iter()
-                .map(|a| pb::CadenceAction {
-                    cadence_key: a.key,
-                    op: a.op.as_str().to_owned(),
-                    fields: a.fields.iter().map(|f| (*f).to_owned()).collect(),
-                    edited_in_upso: a.edited_in_upso,
-                })
-                .collect(),
+            actions: actions.into_iter().map(|a| action_proto(&a)).collect(),
         })
+    }
+}
+
+fn action_proto(a: &crate::cadences::CadenceAction) -> pb::CadenceAction {
+    pb::CadenceAction {
+        id: a.id(),
+        cadence_key: a.key.clone(),
+        op: a.op.as_str().to_owned(),
+        fields: a.fields.iter().map(|f| (*f).to_owned()).collect(),
+        edited_in_upso: a.edited_in_upso,
     }
 }
 
@@ -110,11 +112,14 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         let r = req.into_inner();
         caller.require_company(Role::Operator, &r.company_id)?;
         let desired = OutreachConfig::parse(&r.desired_json)?;
-        let applied = self.cadences.apply(&r.company_id, &desired, r.revision).await?;
+        let approved: Option<std::collections::BTreeSet<String>> =
+            r.saved_plan.then(|| r.approved_action_ids.into_iter().collect());
+        let applied = self.cadences.apply(&r.company_id, &desired, r.revision, approved.as_ref()).await?;
         Ok(Response::new(pb::ApplyCadencesResponse {
             created: applied.created,
             updated: applied.updated,
             archived: applied.archived,
+            performed: applied.performed.iter().map(action_proto).collect(),
         }))
     }
 

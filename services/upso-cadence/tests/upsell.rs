@@ -119,7 +119,7 @@ async fn closed_won_customers_are_enrolled_in_score_order_within_caps_and_never_
     for tdb in gomark_testkit::TestDatabase::all() {
         let label = tdb.label;
         let h = harness(tdb).await;
-        h.cadences.apply(COMPANY, &config(48), 1).await.expect("apply");
+        h.cadences.apply(COMPANY, &config(48), 1, None).await.expect("apply");
         // e was emailed by another cadence two days ago; d opted out in Upso.
         let newsletter = h.sim.cadences(TOKEN).into_iter().next().expect("upsell cadence").definition;
         let other = upso_client::CadenceInput { name: "Newsletter".into(), tags: vec![], ..newsletter };
@@ -221,7 +221,7 @@ async fn cadences_are_planned_applied_and_hand_edits_show_as_drift() {
         let h = harness(tdb).await;
         let plan = h.cadences.plan(COMPANY, &config(48)).await.expect("plan");
         assert_eq!(plan.iter().map(|a| a.op).collect::<Vec<_>>(), [CadenceOp::Create], "{label}");
-        h.cadences.apply(COMPANY, &config(48), 1).await.expect("apply");
+        h.cadences.apply(COMPANY, &config(48), 1, None).await.expect("apply");
         assert!(h.cadences.plan(COMPANY, &config(48)).await.expect("plan").is_empty(), "{label}: converged");
         let in_upso = h.sim.cadences(TOKEN);
         assert_eq!(in_upso.len(), 1);
@@ -234,7 +234,7 @@ async fn cadences_are_planned_applied_and_hand_edits_show_as_drift() {
             (plan[0].op, plan[0].fields.clone(), plan[0].edited_in_upso),
             (CadenceOp::Update, vec!["steps"], false)
         );
-        let applied = h.cadences.apply(COMPANY, &config(72), 2).await.expect("apply");
+        let applied = h.cadences.apply(COMPANY, &config(72), 2, None).await.expect("apply");
         assert_eq!(applied.updated, 1, "{label}");
         let cadence = &h.sim.cadences(TOKEN)[0];
         assert_eq!((cadence.version, cadence.definition.steps[1].delay_hours), (2, 72), "{label}");
@@ -251,7 +251,7 @@ async fn cadences_are_planned_applied_and_hand_edits_show_as_drift() {
         assert_eq!(drift.len(), 1, "{label}");
         assert!(drift[0].edited_in_upso, "{label}");
         assert_eq!(drift[0].to_string(), "~ cadence upsell (steps) [edited in Upso]");
-        h.cadences.apply(COMPANY, &config(72), 3).await.expect("enforce");
+        h.cadences.apply(COMPANY, &config(72), 3, None).await.expect("enforce");
         assert_eq!(
             h.sim.cadences(TOKEN)[0].definition.steps[0].template.as_ref().map(|t| t.subject.as_str()),
             Some("A gift for {{company}}")
@@ -260,7 +260,7 @@ async fn cadences_are_planned_applied_and_hand_edits_show_as_drift() {
         // Removed from the desired state: archived in Upso.
         let empty = OutreachConfig::default();
         assert_eq!(h.cadences.plan(COMPANY, &empty).await.expect("plan")[0].op, CadenceOp::Archive, "{label}");
-        h.cadences.apply(COMPANY, &empty, 4).await.expect("archive");
+        h.cadences.apply(COMPANY, &empty, 4, None).await.expect("archive");
         assert_eq!(h.sim.cadences(TOKEN)[0].state, upso_client::CadenceState::Archived, "{label}");
         assert!(h.cadences.plan(COMPANY, &empty).await.expect("plan").is_empty(), "{label}");
     }

@@ -199,7 +199,7 @@ async fn main() -> Result<()> {
     let token = upso_client::UpsoToken::new(TOKEN);
     store.save_account(COMPANY, &vendor.account_id(&token).await?, &token).await?;
     let cadences = Cadences::new(store.clone(), vendor.clone());
-    cadences.apply(COMPANY, &config, 1).await?;
+    cadences.apply(COMPANY, &config, 1, None).await?;
     let mut tx = db.begin().await?;
     for d in &deals {
         store.upsert_customer_deal(&mut tx, COMPANY, d).await?;

@@ -1,9 +1,10 @@
-//! `gomark apply` and `gomark rollback`: store a revision, show its plan, ask, roll it
-//! out and follow the rollout to its end.
+//! `gomark apply` and `gomark rollback`: plan, show the plan, ask, apply exactly that plan
+//! and follow its rollout to the end. Nothing is stored before the answer is yes: a
+//! proposed document becomes a revision only when its plan is applied.
 
-use super::config::{fetch_plan, render_plan};
-use super::output::{self, int, items, text};
-use super::rollout::{StartOptions, start_and_follow};
+use super::config::{render_plan, request_plan};
+use super::output::{self, items, text};
+use super::rollout::{StartOptions, follow_rollout};
 use super::{CliError, Context};
 use serde_json::{Value, json};
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -11,13 +12,16 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
-    /// The desired-state document (YAML) to store as a new revision and roll out.
-    #[arg(short, long, value_name = "doc.yaml", required_unless_present = "revision", conflicts_with = "revision")]
+    /// A saved plan to apply: the file `gomark plan --out FILE` wrote, or a plan id.
+    #[arg(value_name = "PLAN", conflicts_with_all = ["file", "revision"])]
+    pub plan: Option<String>,
+    /// The desired-state document (YAML) to plan, and store as a revision if applied.
+    #[arg(short, long, value_name = "doc.yaml", conflicts_with = "revision")]
     pub file: Option<PathBuf>,
     /// Why: shown in the revision list and the audit log (with --file).
-    #[arg(short, long, required_unless_present = "revision", conflicts_with = "revision")]
+    #[arg(short, long, requires = "file")]
     pub message: Option<String>,
-    /// Roll out this stored revision instead of a file.
+    /// Plan and apply this stored revision instead of a file.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub revision: Option<i64>,
     #[command(flatten)]
@@ -36,38 +40,51 @@ pub struct RollbackArgs {
     pub rollout: StartOptions,
 }
 
+/// A plan id, read from the file `gomark plan --out` wrote, or given as is.
+fn plan_id(plan: &str) -> Result<String, CliError> {
+    let path = std::path::Path::new(plan);
+    let id = if path.is_file() {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", path.display())))?
+            .trim()
+            .to_owned()
+    } else {
+        plan.trim().to_owned()
+    };
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') || id.len() > 64 {
+        return Err(CliError::Invalid(format!("{plan} is neither a plan file nor a plan id")));
+    }
+    Ok(id)
+}
+
 pub async fn apply(ctx: &Context, args: ApplyArgs) -> Result<(), CliError> {
-    let revision = match (&args.file, args.revision) {
-        (Some(path), _) => {
+    let plan = match (&args.plan, &args.file, args.revision) {
+        (Some(saved), _, _) => {
+            let id = plan_id(saved)?;
+            ctx.client.get(&["v1", "config", "plans", &id], &[]).await?
+        }
+        (None, Some(path), _) => {
             let document = std::fs::read_to_string(path)
                 .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", path.display())))?;
-            let body = json!({"document": document, "message": args.message.clone().unwrap_or_default()});
-            let stored = ctx.client.post(&["v1", "config", "revisions"], &body).await?;
-            let number = revision_number(&stored)?;
-            say(ctx, &format!("revision {number} stored: {}", text(&stored, "message")));
-            plan_and_confirm(ctx, number, &args.rollout).await?;
-            number
+            let message = args.message.clone().unwrap_or_else(|| format!("apply {}", path.display()));
+            let body = json!({"document": document, "message": message, "companyIds": args.rollout.companies});
+            request_plan(ctx, &body).await?
         }
-        // A stored revision was reviewed when it was stored: roll it out directly.
-        (None, Some(number)) => number,
-        (None, None) => return Err(CliError::Invalid("pass --file doc.yaml or --revision N".into())),
+        (None, None, revision) => {
+            let mut body = json!({"companyIds": args.rollout.companies});
+            if let Some(r) = revision {
+                body["revision"] = json!(r);
+            }
+            request_plan(ctx, &body).await?
+        }
     };
-    start_and_follow(ctx, revision, &args.rollout).await
+    confirm_and_apply(ctx, &plan, &args.rollout).await
 }
 
 pub async fn rollback(ctx: &Context, args: RollbackArgs) -> Result<(), CliError> {
-    let body = json!({"to": args.to, "message": args.message});
-    let restored = ctx.client.post(&["v1", "config", "rollback"], &body).await?;
-    let number = revision_number(&restored)?;
-    say(ctx, &format!("revision {number} restores revision {}", args.to));
-    plan_and_confirm(ctx, number, &args.rollout).await?;
-    start_and_follow(ctx, number, &args.rollout).await
-}
-
-fn revision_number(revision: &Value) -> Result<i64, CliError> {
-    Some(int(revision, "number"))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| CliError::Invalid("the gateway returned a revision without a number".into()))
+    let body = json!({"rollbackTo": args.to, "message": args.message, "companyIds": args.rollout.companies});
+    let plan = request_plan(ctx, &body).await?;
+    confirm_and_apply(ctx, &plan, &args.rollout).await
 }
 
 /// Human output only: `--json` prints one document, the final rollout.
@@ -77,14 +94,29 @@ fn say(ctx: &Context, line: &str) {
     }
 }
 
-/// Shows what the rollout would do, then asks (unless `--yes`).
-async fn plan_and_confirm(ctx: &Context, revision: i64, options: &StartOptions) -> Result<(), CliError> {
-    let plan = fetch_plan(ctx, Some(revision), &options.companies).await?;
-    say(ctx, &render_plan(&plan));
-    if options.yes {
-        return Ok(());
+/// Shows the plan, asks (unless `--yes`), applies exactly it and follows the rollout.
+async fn confirm_and_apply(ctx: &Context, plan: &Value, options: &StartOptions) -> Result<(), CliError> {
+    say(ctx, &render_plan(plan));
+    let id = text(plan, "planId").to_owned();
+    if id.is_empty() {
+        return Err(CliError::Invalid("the gateway returned a plan without an id".into()));
     }
-    let companies = items(&plan, "companies").len();
+    if !options.yes {
+        ask(items(plan, "companies").len())?;
+    }
+    let mut body = json!({});
+    if let Some(c) = options.concurrency {
+        body["concurrency"] = json!(c);
+    }
+    let applied = ctx.client.post(&["v1", "config", "plans", &id, "apply"], &body).await?;
+    let revision = &applied["revision"];
+    let restores = revision["rolledBackTo"].as_i64().map(|to| format!(" restores revision {to}")).unwrap_or_default();
+    say(ctx, &format!("revision {}{restores}: {}", revision["number"], text(revision, "message")));
+    follow_rollout(ctx, applied["rollout"].clone()).await
+}
+
+/// Asks on the terminal; anything but yes is an error that applies nothing.
+fn ask(companies: usize) -> Result<(), CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Invalid(
             "cannot ask for confirmation: stdin is not a terminal; pass --yes to apply without asking".into(),
@@ -93,7 +125,7 @@ async fn plan_and_confirm(ctx: &Context, revision: i64, options: &StartOptions) 
     // The question goes to stderr so that stdout stays the command's output.
     {
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "apply revision {revision} to {companies} {}? [y/N] ", plural(companies));
+        let _ = write!(err, "apply this plan to {companies} {}? [y/N] ", plural(companies));
         let _ = err.flush();
     }
     let mut answer = String::new();
@@ -101,7 +133,7 @@ async fn plan_and_confirm(ctx: &Context, revision: i64, options: &StartOptions) 
         .lock()
         .read_line(&mut answer)
         .map_err(|e| CliError::Invalid(format!("reading the answer: {e}")))?;
-    if confirmed(&answer) { Ok(()) } else { Err(CliError::Failed("not applied".into())) }
+    if confirmed(&answer) { Ok(()) } else { Err(CliError::Failed("not applied; nothing was stored".into())) }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -111,4 +143,22 @@ fn plural(n: usize) -> &'static str {
 /// `y` or `yes`, in any case; anything else (including nothing) is no.
 pub fn confirmed(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_id;
+
+    #[test]
+    fn plan_ids_come_from_files_or_as_is() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("p.plan");
+        std::fs::write(&file, "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000\n").expect("write");
+        assert_eq!(
+            plan_id(file.to_str().expect("utf-8")).ok().as_deref(),
+            Some("0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000")
+        );
+        assert_eq!(plan_id("0190aaaa-bbbb").ok().as_deref(), Some("0190aaaa-bbbb"));
+        assert!(plan_id("no such file or id").is_err());
+    }
 }

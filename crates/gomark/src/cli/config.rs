@@ -17,11 +17,20 @@ pub struct DiffArgs {
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// The revision to plan; the latest when omitted.
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..), conflicts_with = "file")]
     pub revision: Option<i64>,
+    /// A proposed document (YAML) to plan instead; nothing is stored until it is applied.
+    #[arg(short, long, value_name = "doc.yaml")]
+    pub file: Option<std::path::PathBuf>,
+    /// The message the revision will carry if the plan is applied (with --file).
+    #[arg(short, long, requires = "file")]
+    pub message: Option<String>,
     /// Only this company (repeatable); every company of the revision otherwise.
     #[arg(long = "company", value_name = "ID")]
     pub companies: Vec<String>,
+    /// Write the saved plan's id to this file: `gomark apply FILE` applies exactly it.
+    #[arg(long = "out", value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,18 +61,36 @@ pub async fn diff(ctx: &Context, args: DiffArgs) -> Result<(), CliError> {
 }
 
 pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<(), CliError> {
-    let plan = fetch_plan(ctx, args.revision, &args.companies).await?;
+    let mut body = json!({"companyIds": args.companies});
+    if let Some(r) = args.revision {
+        body["revision"] = json!(r);
+    }
+    if let Some(path) = &args.file {
+        let document = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        body["document"] = json!(document);
+        body["message"] = json!(args.message.clone().unwrap_or_else(|| format!("apply {}", path.display())));
+    }
+    let plan = request_plan(ctx, &body).await?;
     ctx.emit(&plan, render_plan);
+    if let Some(out) = &args.out {
+        let id = text(&plan, "planId");
+        std::fs::write(out, format!("{id}\n"))
+            .map_err(|e| CliError::Invalid(format!("cannot write {}: {e}", out.display())))?;
+        if !ctx.json {
+            super::output::print(&format!(
+                "saved plan {id} to {}: apply it with `gomark apply {}`",
+                out.display(),
+                out.display()
+            ));
+        }
+    }
     Ok(())
 }
 
-/// POST /v1/config/plan; `apply` and `rollback` show the same plan before they roll out.
-pub async fn fetch_plan(ctx: &Context, revision: Option<i64>, companies: &[String]) -> Result<Value, CliError> {
-    let mut body = json!({"companyIds": companies});
-    if let Some(r) = revision {
-        body["revision"] = json!(r);
-    }
-    ctx.client.post(&["v1", "config", "plan"], &body).await
+/// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`.
+pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError> {
+    ctx.client.post(&["v1", "config", "plan"], body).await
 }
 
 pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliError> {
@@ -102,7 +129,14 @@ fn indent(body: &str) -> String {
 /// A plan: per company its text (or its error), then one summary line.
 pub fn render_plan(plan: &Value) -> String {
     let companies = items(plan, "companies");
-    let mut out = format!("plan for revision {}\n", int(plan, "revision"));
+    let id = match text(plan, "planId") {
+        "" => String::new(),
+        id => format!(" {id}"),
+    };
+    let mut out = match int(plan, "revision") {
+        0 => format!("plan{id} of a proposed document (on revision {})\n", int(plan, "baseRevision")),
+        n => format!("plan{id} of revision {n}\n"),
+    };
     let mut changed = 0;
     let mut errors = 0;
     let mut blocked = 0;

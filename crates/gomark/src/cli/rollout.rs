@@ -82,13 +82,8 @@ pub fn render_state(rollout: &Value) -> String {
     line
 }
 
-/// Starts a rollout of `revision`, follows it to its end and reports the outcome.
-pub async fn start_and_follow(ctx: &Context, revision: i64, options: &StartOptions) -> Result<(), CliError> {
-    let mut body = json!({"revision": revision, "companyIds": options.companies});
-    if let Some(c) = options.concurrency {
-        body["concurrency"] = json!(c);
-    }
-    let started = ctx.client.post(&["v1", "rollouts"], &body).await?;
+/// Follows a rollout just started to its end and reports the outcome.
+pub async fn follow_rollout(ctx: &Context, started: Value) -> Result<(), CliError> {
     let id = text(&started, "id").to_owned();
     if id.is_empty() {
         return Err(CliError::Invalid("the gateway started a rollout but returned no id".into()));

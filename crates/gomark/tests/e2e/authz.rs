@@ -495,7 +495,7 @@ async fn services_enforce_the_scope_when_called_directly() {
         code(orchestrator.get_company(a_admin.request(pb::GetCompanyRequest { company_id: b.clone() })).await),
         Err(tonic::Code::NotFound)
     );
-    let spec = gomark_proto::common::v1::DealPropertySpec {
+    let spec = gomark_proto::config::v1::DealProperty {
         name: "gomark_direct".into(),
         label: "Direct".into(),
         r#type: "string".into(),
@@ -564,18 +564,20 @@ async fn services_enforce_the_scope_when_called_directly() {
         oauth: None,
     };
     assert_eq!(code(sync.register_portal(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
-    let observe = gomark_proto::hubspot_sync::v1::ListObservedDealPropertiesRequest { company_id: b.clone() };
-    assert_eq!(code(sync.list_observed_deal_properties(a_admin.request(observe)).await), Err(tonic::Code::NotFound));
+    let desired = gomark_proto::config::v1::HubSpotConfig { company_id: b.clone(), ..Default::default() };
+    let plan =
+        gomark_proto::hubspot_sync::v1::PlanPortalRequest { company_id: b.clone(), desired: Some(desired.clone()) };
+    assert_eq!(code(sync.plan_portal(a_admin.request(plan)).await), Err(tonic::Code::NotFound));
+    let apply = gomark_proto::hubspot_sync::v1::ApplyPortalRequest {
+        company_id: b.clone(),
+        desired: Some(desired),
+        ..Default::default()
+    };
+    assert_eq!(code(sync.apply_portal(a_admin.request(apply)).await), Err(tonic::Code::NotFound));
+    let import = gomark_proto::hubspot_sync::v1::ImportPortalRequest { company_id: b.clone() };
+    assert_eq!(code(sync.import_portal(a_admin.request(import)).await), Err(tonic::Code::NotFound));
     let state = gomark_proto::hubspot_sync::v1::GetObservedStateRequest { company_id: b.clone() };
     assert_eq!(code(sync.get_observed_state(a_admin.request(state)).await), Err(tonic::Code::NotFound));
-    let usage = gomark_proto::hubspot_sync::v1::GetStagesInUseRequest {
-        company_id: b.clone(),
-        stages: vec![gomark_proto::hubspot_sync::v1::StageRef {
-            pipeline_id: "default".into(),
-            stage_id: "appointmentscheduled".into(),
-        }],
-    };
-    assert_eq!(code(sync.get_stages_in_use(a_admin.request(usage)).await), Err(tonic::Code::NotFound));
 
     use gomark_proto::upso_cadence::v1 as upb;
     let upso_addr = gomark.grpc_addr("upso-cadence").expect("upso-cadence");
@@ -592,7 +594,12 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(code(upso.run_engine(a_admin.request(peek)).await), Err(tonic::Code::NotFound));
     let decisions = upb::ListDecisionsRequest { company_id: b.clone(), limit: 10 };
     assert_eq!(code(upso.list_decisions(a_admin.request(decisions)).await), Err(tonic::Code::NotFound));
-    let apply = upb::ApplyCadencesRequest { company_id: b.clone(), desired_json: "{}".into(), revision: 1 };
+    let apply = upb::ApplyCadencesRequest {
+        company_id: b.clone(),
+        desired_json: "{}".into(),
+        revision: 1,
+        ..Default::default()
+    };
     assert_eq!(code(upso.apply_cadences(a_admin.request(apply)).await), Err(tonic::Code::NotFound));
     let a_viewer = Caller { role: Role::Viewer, ..a_admin.clone() };
     let own_run = upb::EngineRequest { company_id: a.clone() };

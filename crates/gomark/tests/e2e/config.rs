@@ -58,11 +58,12 @@ async fn importing_the_portfolio_adopts_reality_and_plans_nothing() {
     // Wait until the demo's property reached every portal, so it is there to adopt.
     for company in &companies {
         let id = company["id"].as_str().expect("id");
-        crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", 1).await;
+        crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", None).await;
     }
     let imported = api.send(Method::POST, "/v1/config/import", Some(json!({}))).await;
     assert_eq!(imported.status, 201, "{}", imported.body);
-    assert_eq!(imported.body["revision"]["number"], 1);
+    // Revision 1 is the demo's own document; the import is the next one.
+    assert_eq!(imported.body["revision"]["number"], 2);
     let adopted = imported.body["companies"].as_array().expect("companies");
     assert_eq!(adopted.len(), companies.len());
     assert!(
@@ -227,10 +228,11 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         .collect();
     assert_eq!(companies.len(), 20);
     for id in &companies {
-        crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", 1).await;
+        crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", None).await;
     }
     let imported = api.send(Method::POST, "/v1/config/import", Some(json!({}))).await;
     assert_eq!(imported.status, 201, "{}", imported.body);
+    let imported_revision = imported.body["revision"]["number"].as_i64().expect("number");
 
     // The change, made to the imported document as a person would edit the YAML.
     let latest = api.send(Method::GET, "/v1/config", None).await;
@@ -339,7 +341,7 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         );
     }
 
-    let rolled_back = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": 1}))).await;
+    let rolled_back = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": imported_revision}))).await;
 
     // The rollback deletes the stage GoMark created, and the plan says so; in Acme's
     // portal a deal sits in it, which HubSpot would refuse: blocked, with the way out.
@@ -432,8 +434,8 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         api.send(Method::GET, &format!("/v1/companies/{}/audit?actor=system:rollout", companies[0]), None).await;
     assert_eq!(
         by_rollout.body["items"].as_array().map(Vec::len),
-        Some(2),
-        "one apply per rollout: {}",
+        Some(3),
+        "one apply per rollout (the demo's, the change, the rollback): {}",
         by_rollout.body
     );
     api.send(Method::GET, "/v1/audit?from=yesterday", None).await.problem(400);

@@ -87,7 +87,7 @@ async fn the_demo_portfolio_is_loaded_and_applied() {
     assert_eq!(companies.len(), DEMO_COMPANIES.len());
     assert!(DEMO_COMPANIES.len() >= 20);
     let last = companies.last().and_then(|c| c["id"].as_str()).expect("id").to_owned();
-    scenarios::wait_synced(&api, &last, "gomark_customer_tier", 1).await;
+    scenarios::wait_synced(&api, &last, "gomark_customer_tier", None).await;
     stop(gomark).await;
 }
 

@@ -11,6 +11,7 @@ mod drift;
 mod embedded;
 mod funnels;
 mod openapi;
+mod plan_apply;
 mod rollouts;
 mod scenarios;
 mod startup;

@@ -23,11 +23,13 @@ pub async fn create_company(api: &Api, sim: &HubSpotSim, name: &str, token: &str
     reply.body["id"].as_str().expect("id").to_owned()
 }
 
-pub async fn wait_synced(api: &Api, company: &str, name: &str, version: i64) -> Value {
+/// Waits until the property is applied to the portal, with `label` when given.
+pub async fn wait_synced(api: &Api, company: &str, name: &str, label: Option<&str>) -> Value {
     let path = format!("/v1/companies/{company}/deal-properties/{name}");
-    eventually(&format!("{name} v{version} applied"), APPLY_TIMEOUT, || async {
+    eventually(&format!("{name} ({label:?}) applied"), APPLY_TIMEOUT, || async {
         let reply = api.send(Method::GET, &path, None).await;
-        (reply.body["version"] == version && reply.body["sync"]["state"] == "applied").then_some(reply.body)
+        let labelled = label.is_none_or(|l| reply.body["label"] == l);
+        (labelled && reply.body["sync"]["state"] == "applied").then_some(reply.body)
     })
     .await
 }
@@ -39,7 +41,8 @@ async fn wait_in_portal(sim: &HubSpotSim, token: &str, name: &str, check: impl F
     .await
 }
 
-/// Create, list, rename (label), archive: each step reaches the portal and is audited.
+/// Create, list, rename (label), archive: each step is a revision of the company's
+/// overlay, reaches the portal through a rollout, and is audited.
 pub async fn property_lifecycle(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
     let company = create_company(api, sim, "Lifecycle Co", token, portal).await;
     let base = format!("/v1/companies/{company}/deal-properties");
@@ -60,9 +63,12 @@ pub async fn property_lifecycle(api: &Api, sim: &HubSpotSim, token: &str, portal
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["sync"]["state"], "pending");
-    assert_eq!(created.headers.get("etag").and_then(|v| v.to_str().ok()), Some("\"1\""));
+    assert!(created.body["rolloutId"].is_string(), "{}", created.body);
+    let etag = created.body["etag"].as_str().expect("etag").to_owned();
+    assert_eq!(created.headers.get("etag").and_then(|v| v.to_str().ok()), Some(format!("\"{etag}\"").as_str()));
 
-    wait_synced(api, &company, "gomark_renewal_risk", 1).await;
+    let synced = wait_synced(api, &company, "gomark_renewal_risk", None).await;
+    assert_eq!(synced["etag"], etag.as_str());
     let in_portal = wait_in_portal(sim, token, "gomark_renewal_risk", |p| p["archived"] == false).await;
     assert_eq!(in_portal["label"], "Renewal risk");
     assert_eq!(in_portal["options"].as_array().map(Vec::len), Some(2));
@@ -79,21 +85,23 @@ pub async fn property_lifecycle(api: &Api, sim: &HubSpotSim, token: &str, portal
             Method::PATCH,
             &format!("{base}/gomark_renewal_risk"),
             Some(json!({"label": "x"})),
-            &[("if-match", "\"7\"")],
+            &[("if-match", "\"0badc0de\"")],
         )
         .await;
     stale.problem(412);
+    let if_match = format!("\"{etag}\"");
     let renamed = api
         .send_with(
             Method::PATCH,
             &format!("{base}/gomark_renewal_risk"),
             Some(json!({"label": "Churn risk"})),
-            &[("if-match", "\"1\"")],
+            &[("if-match", if_match.as_str())],
         )
         .await;
     assert_eq!(renamed.status, 200, "{}", renamed.body);
     assert_eq!(renamed.body["label"], "Churn risk");
-    wait_synced(api, &company, "gomark_renewal_risk", 2).await;
+    assert_ne!(renamed.body["etag"], etag.as_str());
+    wait_synced(api, &company, "gomark_renewal_risk", Some("Churn risk")).await;
     wait_in_portal(sim, token, "gomark_renewal_risk", |p| p["label"] == "Churn risk").await;
 
     let renaming_the_name =
@@ -104,25 +112,37 @@ pub async fn property_lifecycle(api: &Api, sim: &HubSpotSim, token: &str, portal
     assert_eq!(archived.status, 204);
     wait_in_portal(sim, token, "gomark_renewal_risk", |p| p["archived"] == true).await;
     api.send(Method::GET, &format!("{base}/gomark_renewal_risk"), None).await.problem(404);
-    let with_archived = api.send(Method::GET, &format!("{base}?includeArchived=true"), None).await;
-    assert_eq!(with_archived.body["items"][0]["archived"], true);
-    let applied = eventually("archive applied", APPLY_TIMEOUT, || async {
-        let r = api.send(Method::GET, &format!("{base}?includeArchived=true"), None).await;
-        (r.body["items"][0]["sync"]["state"] == "applied").then_some(r.body)
-    })
-    .await;
-    assert_eq!(applied["items"][0]["version"], 3);
+    let listed = api.send(Method::GET, &base, None).await;
+    assert_eq!(listed.body["items"], json!([]), "{}", listed.body);
 
-    let audit = api.send(Method::GET, &format!("/v1/companies/{company}/audit"), None).await;
+    let audit = api.send(Method::GET, &format!("/v1/companies/{company}/audit?resource=deal_property/"), None).await;
     assert_eq!(audit.status, 200);
     let actions: Vec<&str> =
         audit.body["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["deal_property.archive", "deal_property.update", "deal_property.create", "company.create"]);
+    assert_eq!(actions, ["deal_property.archive", "deal_property.update", "deal_property.create"]);
     let update = &audit.body["items"][1];
-    assert_eq!(update["before"]["spec"]["label"], "Renewal risk");
-    assert_eq!(update["after"]["spec"]["label"], "Churn risk");
+    assert_eq!(update["before"]["label"], "Renewal risk");
+    assert_eq!(update["after"]["label"], "Churn risk");
     assert!(update["actor"].is_string() && update["at"].is_string());
-    assert!(!audit.body.to_string().contains(token), "no token in the audit log");
+    // Each change reached the portal through a rollout, whose audit entry says what it did.
+    let applied = eventually("three applies audited", APPLY_TIMEOUT, || async {
+        let r = api.send(Method::GET, &format!("/v1/companies/{company}/audit?resource=rollout/"), None).await;
+        let entries = r.body["items"].as_array().cloned().unwrap_or_default();
+        (entries.iter().filter(|e| e["action"] == "config.apply").count() == 3).then_some(entries)
+    })
+    .await;
+    let performed: Vec<String> =
+        applied.iter().rev().filter_map(|e| e["after"]["performed"][0].as_str().map(str::to_owned)).collect();
+    assert_eq!(
+        performed,
+        [
+            "+ deal property gomark_renewal_risk",
+            "~ deal property gomark_renewal_risk: label \"Renewal risk\" → \"Churn risk\"",
+            "- deal property gomark_renewal_risk"
+        ]
+    );
+    let everything = api.send(Method::GET, &format!("/v1/companies/{company}/audit"), None).await;
+    assert!(!everything.body.to_string().contains(token), "no token in the audit log");
 }
 
 /// Bad input gets a 4xx problem naming what is wrong, never a 5xx.
@@ -194,7 +214,7 @@ pub async fn legacy_routes(api: &Api, sim: &HubSpotSim, token: &str, portal: u64
     assert_eq!(added.body["name"], "deal_stage");
     assert_eq!(added.body["label"], "Deal Stage");
     assert_eq!(added.body["description"], "Negotiation");
-    wait_synced(api, &company, "deal_stage", 1).await;
+    wait_synced(api, &company, "deal_stage", None).await;
 
     let modified = api
         .send(
@@ -206,7 +226,7 @@ pub async fn legacy_routes(api: &Api, sim: &HubSpotSim, token: &str, portal: u64
     assert_eq!(modified.status, 200, "{}", modified.body);
     assert_eq!(modified.body["name"], "deal_stage");
     assert_eq!(modified.body["label"], "Stage of deal");
-    wait_synced(api, &company, "deal_stage", 2).await;
+    wait_synced(api, &company, "deal_stage", Some("Stage of deal")).await;
     assert_eq!(sim.property(token, "deal_stage").expect("in portal")["label"], "Stage of deal");
 
     let enumeration = api

@@ -23,6 +23,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(diff))
         .routes(routes!(rollback))
         .routes(routes!(plan))
+        .routes(routes!(read_plan))
+        .routes(routes!(apply_plan))
         .routes(routes!(import))
         .routes(routes!(portfolio_audit))
 }
@@ -228,9 +230,19 @@ async fn rollback(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanBody {
-    /// The revision to plan; the latest when omitted.
+    /// The revision to plan; the latest when omitted (and no `document` is given).
     #[schema(minimum = 1)]
     revision: Option<i64>,
+    /// A proposed document (YAML or JSON) to plan instead of a stored revision: it is
+    /// stored as a revision only when the plan is applied.
+    #[serde(default)]
+    document: Option<String>,
+    /// Plan restoring this earlier revision (a rollback).
+    #[schema(minimum = 1)]
+    rollback_to: Option<i64>,
+    /// The message the new revision will carry (with `document` or `rollbackTo`).
+    #[serde(default)]
+    message: String,
     /// Only these companies; every company of the revision when omitted.
     #[serde(default)]
     company_ids: Vec<String>,
@@ -238,42 +250,61 @@ pub struct PlanBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ActionView {
-    /// `property_group`, `deal_property`, `pipeline` or `stage`
-    target_kind: String,
-    target: String,
-    /// `create`, `update` or `archive`
-    op: String,
-    #[schema(value_type = Object)]
-    changes: serde_json::Value,
-    /// Set when HubSpot cannot do this; it will not be applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    blocked: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    safe_alternative: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 pub struct CompanyPlanView {
     company_id: String,
     company_key: String,
-    actions: Vec<ActionView>,
+    actions: Vec<crate::dto::ActionView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     text: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PlanView {
+    /// Apply the plan with `POST /v1/config/plans/{planId}/apply`.
+    plan_id: String,
+    /// The revision planned; 0 for a proposed document.
     revision: i64,
+    /// The latest revision when the plan was made.
+    base_revision: i64,
+    created_at: String,
+    /// Set once the plan was applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout_id: Option<String>,
     companies: Vec<CompanyPlanView>,
 }
 
-/// What applying a revision would do to each portal, read live through hubspot-sync.
-/// Actions HubSpot cannot do are flagged with a safe alternative.
+impl From<pb::PlanResponse> for PlanView {
+    fn from(p: pb::PlanResponse) -> Self {
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        Self {
+            plan_id: p.plan_id,
+            revision: p.revision,
+            base_revision: p.base_revision,
+            created_at: rfc3339(p.created_at),
+            rollout_id: text(p.rollout_id),
+            companies: p
+                .companies
+                .into_iter()
+                .map(|c| CompanyPlanView {
+                    company_id: c.company_id,
+                    company_key: c.company_key,
+                    actions: c.actions.into_iter().map(crate::dto::ActionView::from).collect(),
+                    error: text(c.error),
+                    text: c.text,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What applying a revision (or a proposed document, or a rollback) would do to each
+/// portal and Upso account, planned live by the services that own them. The plan is saved
+/// under `planId`; applying it performs exactly these actions. Actions a vendor cannot do
+/// are flagged with a safe alternative.
 #[utoipa::path(post, path = "/v1/config/plan", tag = "config", request_body = PlanBody,
-    responses((status = 200, description = "The plan per company", body = PlanView)))]
+    responses((status = 200, description = "The saved plan, per company", body = PlanView)))]
 async fn plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -282,34 +313,79 @@ async fn plan(
     if body.revision.is_some_and(|r| r < 1) {
         return Err(crate::problem::Problem::invalid("revision", "revisions are numbered from 1"));
     }
-    let req = pb::PlanRequest { revision: body.revision.unwrap_or(0), company_ids: body.company_ids };
+    if body.rollback_to.is_some_and(|r| r < 1) {
+        return Err(crate::problem::Problem::invalid("rollbackTo", "revisions are numbered from 1"));
+    }
+    let req = pb::PlanRequest {
+        revision: body.revision.unwrap_or(0),
+        company_ids: body.company_ids,
+        document: body.document.unwrap_or_default(),
+        message: body.message,
+        rollback_to: body.rollback_to.unwrap_or(0),
+    };
     let p = s.orchestrator.clone().plan(caller.request(req)).await?.into_inner();
-    let text = |s: String| (!s.is_empty()).then_some(s);
-    Ok(Json(PlanView {
-        revision: p.revision,
-        companies: p
-            .companies
-            .into_iter()
-            .map(|c| CompanyPlanView {
-                company_id: c.company_id,
-                company_key: c.company_key,
-                actions: c
-                    .actions
-                    .into_iter()
-                    .map(|a| ActionView {
-                        target_kind: a.target_kind,
-                        target: a.target,
-                        op: a.op,
-                        changes: json(&a.changes_json).unwrap_or(serde_json::Value::Array(vec![])),
-                        blocked: text(a.blocked_reason),
-                        safe_alternative: text(a.safe_alternative),
-                    })
-                    .collect(),
-                error: text(c.error),
-                text: c.text,
-            })
-            .collect(),
-    }))
+    Ok(Json(p.into()))
+}
+
+/// A saved plan.
+#[utoipa::path(get, path = "/v1/config/plans/{plan_id}", tag = "config",
+    params(("plan_id" = String, Path, description = "The plan's id")),
+    responses((status = 200, description = "The plan", body = PlanView)))]
+async fn read_plan(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(plan_id): ApiPath<String>,
+) -> ApiResult<Json<PlanView>> {
+    let p = s.orchestrator.clone().get_plan(caller.request(pb::GetPlanRequest { plan_id })).await?.into_inner();
+    Ok(Json(p.into()))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyPlanBody {
+    /// Companies applied at once (default 4).
+    #[schema(minimum = 1, maximum = 64)]
+    concurrency: Option<u32>,
+    /// Halt when more than this percentage of finished companies failed (default 20).
+    #[schema(minimum = 1, maximum = 100)]
+    failure_threshold_pct: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppliedPlanView {
+    revision: RevisionView,
+    rollout: crate::routes::rollouts::RolloutView,
+}
+
+/// Applies a saved plan: a proposed document becomes a revision (refused if another was
+/// stored since the plan was made), and a rollout performs exactly the plan's actions,
+/// company by company. A company whose portal changed since then stops with "plan is stale".
+#[utoipa::path(post, path = "/v1/config/plans/{plan_id}/apply", tag = "config",
+    params(("plan_id" = String, Path, description = "The plan's id")),
+    request_body = ApplyPlanBody,
+    responses((status = 201, description = "The revision and the rollout applying it", body = AppliedPlanView)))]
+async fn apply_plan(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(plan_id): ApiPath<String>,
+    ApiJson(body): ApiJson<ApplyPlanBody>,
+) -> ApiResult<(StatusCode, Json<AppliedPlanView>)> {
+    if body.concurrency.is_some_and(|c| c == 0) {
+        return Err(crate::problem::Problem::invalid("concurrency", "must be 1 to 64"));
+    }
+    if body.failure_threshold_pct.is_some_and(|c| c == 0) {
+        return Err(crate::problem::Problem::invalid("failureThresholdPct", "must be 1 to 100"));
+    }
+    let req = pb::ApplyPlanRequest {
+        plan_id,
+        concurrency: body.concurrency.unwrap_or(0),
+        failure_threshold_pct: body.failure_threshold_pct.unwrap_or(0),
+    };
+    let applied = s.orchestrator.clone().apply_plan(caller.request(req)).await?.into_inner();
+    let (Some(revision), Some(rollout)) = (applied.revision, applied.rollout) else {
+        return Err(crate::problem::Problem::from(gomark_platform::PublicError::internal()));
+    };
+    Ok((StatusCode::CREATED, Json(AppliedPlanView { revision: revision.into(), rollout: rollout.into() })))
 }
 
 /// Portfolio-wide audit entries (configuration revisions, rollbacks), newest first.

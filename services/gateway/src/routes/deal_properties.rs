@@ -1,8 +1,9 @@
 //! `/v1/companies/{id}/deal-properties`: a company's desired HubSpot deal properties.
 //!
-//! Writes are accepted as desired state and applied to HubSpot asynchronously: the
-//! response shows `sync.state = pending` until hubspot-sync confirms. Each property carries
-//! an ETag (its version); send it back as `If-Match` to update only what you read.
+//! A property is what the latest configuration revision declares for the company. Each
+//! write edits the company's overlay in a new revision and rolls it out to the company's
+//! portal (`rolloutId` in the answer); `sync.state` is `pending` until that is done. Each
+//! property carries an ETag; send it back as `If-Match` to update only what you read.
 
 use super::AppState;
 use crate::auth::Auth;
@@ -32,9 +33,9 @@ struct ListQuery {
     include_archived: bool,
 }
 
-/// The property with its version as a strong ETag.
+/// The property with its definition's strong ETag.
 pub fn with_etag(status: StatusCode, property: pb::DealProperty) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", property.version)).ok();
+    let etag = HeaderValue::from_str(&format!("\"{}\"", property.etag)).ok();
     let mut response = (status, Json(PropertyView::from(property))).into_response();
     if let Some(etag) = etag {
         response.headers_mut().insert(header::ETAG, etag);
@@ -57,8 +58,8 @@ async fn list(
     Ok(Json(Page::new(resp.properties.into_iter().map(PropertyView::from).collect(), String::new())))
 }
 
-/// Declares a deal property. It is recorded (with an audit entry) and applied to HubSpot
-/// asynchronously: `sync.state` is `pending` until HubSpot has it.
+/// Declares a deal property: a new revision with the property in the company's overlay
+/// (audited), rolled out to the company; `sync.state` is `pending` until the portal has it.
 #[utoipa::path(post, path = "/v1/companies/{company_id}/deal-properties", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ("idempotency-key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
     request_body = PropertyCreateDto,
@@ -96,17 +97,17 @@ async fn read(
     Ok(with_etag(StatusCode::OK, property))
 }
 
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
     let text = value.to_str().unwrap_or_default().trim();
     if text == "*" {
         return Ok(None);
     }
-    text.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| Problem::invalid("If-Match", "must be an ETag this API returned"))
+    let tag = text.trim_start_matches("W/").trim_matches('"');
+    if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Problem::invalid("If-Match", "must be an ETag this API returned"));
+    }
+    Ok(Some(tag.to_owned()))
 }
 
 /// Changes a property (partial). A rename is a label change: internal names are immutable.
@@ -138,13 +139,14 @@ async fn update(
         description: body.description,
         replace_options: body.options.is_some(),
         options: body.options.unwrap_or_default().iter().map(OptionDto::to_proto).collect(),
-        expected_version: if_match(&headers)?,
+        if_match: if_match(&headers)?,
     };
     let property = s.orchestrator.clone().update_deal_property(caller.request(req)).await?.into_inner();
     Ok(with_etag(StatusCode::OK, property))
 }
 
-/// Archives a property (HubSpot keeps it 90 days in its recycle bin).
+/// Removes a property from the company's configuration; the rollout archives it in the
+/// portal (HubSpot keeps it 90 days in its recycle bin).
 #[utoipa::path(delete, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
     responses((status = 204, description = "Archived")))]

@@ -26,8 +26,7 @@ pub struct DriftView {
     revision: i64,
     detected_at: String,
     /// The actions that would undo the drift.
-    #[schema(value_type = Object)]
-    actions: serde_json::Value,
+    actions: Vec<crate::dto::ActionView>,
     /// `enforce`, `alert` or `adopt`
     policy: String,
     /// `rollout/<id>` (enforce), `revision/<n>` (adopt), absent for alert.
@@ -42,7 +41,7 @@ impl From<pb::DriftRecord> for DriftView {
             company_id: d.company_id,
             revision: d.revision,
             detected_at: rfc3339(d.detected_at),
-            actions: serde_json::from_str(&d.actions_json).unwrap_or(serde_json::Value::Null),
+            actions: d.actions.into_iter().map(crate::dto::ActionView::from).collect(),
             policy: d.policy,
             resolution: d.resolution,
         }

@@ -138,7 +138,7 @@ async fn observed(
                     kind: spec.r#type,
                     field_type: spec.field_type,
                     group_name: spec.group_name,
-                    description: spec.description,
+                    description: spec.description.unwrap_or_default(),
                     options: spec.options.into_iter().map(OptionDto::from_proto).collect(),
                     hubspot_defined: p.hubspot_defined,
                 }

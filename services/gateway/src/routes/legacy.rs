@@ -25,7 +25,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use gomark_proto::common::v1::{DealPropertySpec, PropertyOption};
+use gomark_proto::config::v1::{DealProperty, PropertyOption};
 use gomark_proto::orchestrator::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -115,22 +115,23 @@ async fn add_field(
             .map(|(i, v)| PropertyOption {
                 label: v.to_owned(),
                 value: internal_name(v),
-                display_order: i as i32,
-                ..PropertyOption::default()
+                display_order: Some(i as i32),
+                hidden: false,
             })
             .collect();
         (String::new(), options)
     } else {
         (body.value.clone(), Vec::new())
     };
-    let spec = DealPropertySpec {
+    let spec = DealProperty {
         name,
         label: body.name.trim().to_owned(),
         r#type: kind.into(),
         field_type: field_type.into(),
         group_name: LEGACY_GROUP.into(),
-        description,
+        description: (!description.is_empty()).then_some(description),
         options,
+        has_unique_value: false,
     };
     let req = pb::CreateDealPropertyRequest { company_id: body.company_id, spec: Some(spec) };
     let property = s.orchestrator.clone().create_deal_property(caller.request(req)).await?.into_inner();

@@ -54,10 +54,15 @@ pub struct StepView {
     wave: u32,
     /// `pending`, `running`, `done`, `failed` or `cancelled`
     state: String,
+    /// Transient failures so far (waiting for a portal's budget is not one).
     attempts: u32,
+    /// How many actions were performed, over every attempt.
     applied: u32,
     #[serde(skip_serializing_if = "String::is_empty")]
     detail: String,
+    /// The actions performed, over every attempt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    performed: Vec<crate::dto::ActionView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,7 +70,8 @@ pub struct StepView {
 pub struct RolloutView {
     id: String,
     revision: i64,
-    /// `running`, `paused`, `halted`, `cancelled` or `completed`
+    /// `queued` (behind its company's earlier rollout), `running`, `paused`, `halted`,
+    /// `cancelled` or `completed`
     state: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     reason: String,
@@ -78,6 +84,9 @@ pub struct RolloutView {
     failed: u32,
     running: u32,
     pending: u32,
+    /// The saved plan it applies; absent when each step plans as it runs.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    plan_id: String,
     /// Per company; omitted in lists.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     steps: Vec<StepView>,
@@ -99,6 +108,7 @@ impl From<pb::Rollout> for RolloutView {
             failed: r.failed,
             running: r.running,
             pending: r.pending,
+            plan_id: r.plan_id,
             steps: r
                 .steps
                 .into_iter()
@@ -110,6 +120,7 @@ impl From<pb::Rollout> for RolloutView {
                     attempts: s.attempts,
                     applied: s.applied,
                     detail: s.detail,
+                    performed: s.performed.into_iter().map(crate::dto::ActionView::from).collect(),
                 })
                 .collect(),
         }
