@@ -474,6 +474,13 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Co
     r.map(|_| ()).map_err(|s| s.code())
 }
 
+/// A channel like the services' own: the caller travels as an assertion signed with this
+/// process's key, which the embedded services share.
+fn signed_channel(addr: std::net::SocketAddr) -> gomark_platform::grpc_client::TracedChannel {
+    gomark_platform::grpc_client::channel(&format!("http://{addr}"), std::time::Duration::from_secs(10))
+        .expect("channel")
+}
+
 #[tokio::test]
 async fn services_enforce_the_scope_when_called_directly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -484,7 +491,7 @@ async fn services_enforce_the_scope_when_called_directly() {
     let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-da", 951).await;
     let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-db", 952).await;
     let addr = gomark.grpc_addr("orchestrator").expect("orchestrator");
-    let mut orchestrator = OrchestratorServiceClient::connect(format!("http://{addr}")).await.expect("connect");
+    let mut orchestrator = OrchestratorServiceClient::new(signed_channel(addr));
     let a_admin = Caller { actor: "test:a-admin".into(), role: Role::Admin, scope: Scope::Company(a.clone()) };
 
     assert_eq!(
@@ -552,11 +559,9 @@ async fn services_enforce_the_scope_when_called_directly() {
     );
 
     let sync_addr = gomark.grpc_addr("hubspot-sync").expect("hubspot-sync");
-    let mut sync = gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::connect(
-        format!("http://{sync_addr}"),
-    )
-    .await
-    .expect("connect");
+    let mut sync = gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
+        signed_channel(sync_addr),
+    );
     let hijack = gomark_proto::hubspot_sync::v1::RegisterPortalRequest {
         company_id: b.clone(),
         portal_id: "666".into(),
@@ -579,9 +584,7 @@ async fn services_enforce_the_scope_when_called_directly() {
 
     use gomark_proto::upso_cadence::v1 as upb;
     let upso_addr = gomark.grpc_addr("upso-cadence").expect("upso-cadence");
-    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::connect(format!("http://{upso_addr}"))
-        .await
-        .expect("connect");
+    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::new(signed_channel(upso_addr));
     gomark.upso_sim.register_account("upso-stolen", "Thief");
     let hijack = upb::RegisterAccountRequest { company_id: b.clone(), upso_token: "upso-stolen".into() };
     assert_eq!(code(upso.register_account(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
@@ -601,9 +604,7 @@ async fn services_enforce_the_scope_when_called_directly() {
     use gomark_proto::pipeline_tracker::v1 as pt;
     let tracker_addr = gomark.grpc_addr("pipeline-tracker").expect("pipeline-tracker");
     let mut tracker =
-        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::connect(format!("http://{tracker_addr}"))
-            .await
-            .expect("connect");
+        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::new(signed_channel(tracker_addr));
     let funnel = |company: &str| pt::GetFunnelRequest { company_id: company.to_owned(), ..Default::default() };
     assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&a))).await), Ok(()));
     assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&b))).await), Err(tonic::Code::NotFound));
@@ -622,6 +623,118 @@ async fn services_enforce_the_scope_when_called_directly() {
         .expect("own portfolio")
         .into_inner();
     assert!(own.companies.iter().all(|c| c.company_id == a), "{:?}", own.companies);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// One portfolio-wide read on each service port, made with the metadata `forge` writes
+/// over a plain channel (no signing interceptor): the codes, by service.
+async fn direct_calls(
+    gomark: &Embedded,
+    company: &str,
+    forge: impl Fn(&mut tonic::metadata::MetadataMap),
+) -> Vec<(&'static str, Result<(), tonic::Code>)> {
+    use gomark_proto::hubspot_sync::v1 as hs;
+    use gomark_proto::pipeline_tracker::v1 as pt;
+    use gomark_proto::upso_cadence::v1 as upb;
+    let plain = |service: &str| {
+        let addr = gomark.grpc_addr(service).expect("service");
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("url").connect_lazy()
+    };
+    fn request<T>(message: T, forge: &impl Fn(&mut tonic::metadata::MetadataMap)) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        forge(req.metadata_mut());
+        req
+    }
+    let mut orchestrator = OrchestratorServiceClient::new(plain("orchestrator"));
+    let mut sync = hs::hubspot_sync_service_client::HubspotSyncServiceClient::new(plain("hubspot-sync"));
+    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::new(plain("upso-cadence"));
+    let mut tracker = pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::new(plain("pipeline-tracker"));
+    let company = company.to_owned();
+    vec![
+        (
+            "orchestrator",
+            code(orchestrator.list_companies(request(pb::ListCompaniesRequest { page: None }, &forge)).await),
+        ),
+        (
+            "hubspot-sync",
+            code(
+                sync.get_observed_state(request(hs::GetObservedStateRequest { company_id: company.clone() }, &forge))
+                    .await,
+            ),
+        ),
+        (
+            "upso-cadence",
+            code(
+                upso.list_decisions(request(upb::ListDecisionsRequest { company_id: company, limit: 1 }, &forge)).await,
+            ),
+        ),
+        ("pipeline-tracker", code(tracker.get_portfolio(request(pt::GetPortfolioRequest::default(), &forge)).await)),
+    ]
+}
+
+#[tokio::test]
+async fn services_accept_a_caller_only_from_a_valid_assertion() {
+    use gomark_platform::assertion::{ASSERTION_METADATA_KEY, KeyRing, process_keys};
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-fa", 961).await;
+    let root = Caller { actor: "attacker".into(), role: Role::Admin, scope: Scope::Portfolio };
+    let assertion = |token: String| {
+        move |md: &mut tonic::metadata::MetadataMap| {
+            md.insert(ASSERTION_METADATA_KEY, token.parse().expect("ascii"));
+        }
+    };
+    let all = |codes: Vec<(&'static str, Result<(), tonic::Code>)>, want: Result<(), tonic::Code>, what: &str| {
+        for (service, got) in codes {
+            assert_eq!(got, want, "{what} on {service}");
+        }
+    };
+
+    // Control: a valid assertion from this process's key is accepted everywhere.
+    let valid = process_keys().sign(&root, SystemTime::now());
+    all(direct_calls(&gomark, &a, assertion(valid.clone())).await, Ok(()), "a valid assertion");
+
+    // The audit finding: plain metadata naming a portfolio admin.
+    all(
+        direct_calls(&gomark, &a, |md| root.to_metadata(md)).await,
+        Err(tonic::Code::Unauthenticated),
+        "forged metadata",
+    );
+    // Plain metadata next to a valid viewer assertion does not raise it to admin.
+    let viewer = Caller { role: Role::Viewer, scope: Scope::Company(a.clone()), ..root.clone() };
+    let viewer_token = process_keys().sign(&viewer, SystemTime::now());
+    let mut orchestrator = OrchestratorServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", gomark.grpc_addr("orchestrator").expect("addr")))
+            .expect("url")
+            .connect_lazy(),
+    );
+    let mut both = tonic::Request::new(pb::CreateCompanyRequest {
+        name: "X".into(),
+        hubspot_portal_id: "9".into(),
+        hubspot_token: "t".into(),
+    });
+    root.to_metadata(both.metadata_mut());
+    both.metadata_mut().insert(ASSERTION_METADATA_KEY, viewer_token.parse().expect("ascii"));
+    assert_eq!(code(orchestrator.create_company(both).await), Err(tonic::Code::PermissionDenied));
+
+    let expired = process_keys().sign(&root, SystemTime::now() - Duration::from_secs(120));
+    all(direct_calls(&gomark, &a, assertion(expired)).await, Err(tonic::Code::Unauthenticated), "expired");
+    let foreign = KeyRing::generate().sign(&root, SystemTime::now());
+    all(direct_calls(&gomark, &a, assertion(foreign)).await, Err(tonic::Code::Unauthenticated), "another key");
+    let mut tampered = valid.into_bytes();
+    let at = tampered.len() - 5;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    all(direct_calls(&gomark, &a, assertion(tampered)).await, Err(tonic::Code::Unauthenticated), "tampered");
+
+    // The audit log names only verified actors.
+    let audit = admin.send(Method::GET, &format!("/v1/companies/{a}/audit"), None).await;
+    assert!(!audit.body.to_string().contains("attacker"), "{}", audit.body);
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
