@@ -107,6 +107,10 @@ impl Embedded {
         use anyhow::Context as _;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("cannot create the data folder {}", options.data_dir.display()))?;
+        // It holds the credential keys and every service's database: its owner's only.
+        #[cfg(unix)]
+        std::fs::set_permissions(&options.data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| format!("cannot restrict the data folder {}", options.data_dir.display()))?;
         let loopback = |port| SocketAddr::new(options.host, port);
 
         let sim = HubSpotSim::new(options.sim.clone());
@@ -118,7 +122,12 @@ impl Embedded {
         // One bus and one cache for everyone: that is what makes this one process.
         let bus: Arc<dyn gomark_events::EventBus> = Arc::new(MemoryBus::new());
         let common = |service: &str| CommonSettings {
-            server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
+            server: ServerSettings {
+                grpc_addr: loopback(0),
+                admin_addr: loopback(0),
+                shutdown_grace_secs: 10,
+                ..Default::default()
+            },
             database: DatabaseSettings {
                 url: Secret::new(format!(
                     "sqlite://{}?mode=rwc",
