@@ -155,9 +155,9 @@ pub async fn start_gateway_on(
 
     let sd = shutdown.clone();
     service.spawn("http", async move {
-        let stop = sd.clone();
-        let server = axum::serve(http_listener, app).with_graceful_shutdown(async move { stop.wait().await });
-        with_grace(server.into_future(), sd, grace, "http").await.unwrap_or(Ok(()))?;
+        // Header-read and idle timeouts: a slow or parked client cannot hold connections.
+        let server = gomark_platform::server::serve_http(http_listener, app, sd.clone());
+        with_grace(server, sd, grace, "http").await.unwrap_or(Ok(()))?;
         Ok(())
     });
     service.spawn("grpc", async move {
