@@ -26,8 +26,11 @@ struct Route {
     call: fn(company: &str, unique: &str) -> (Method, String, Option<Value>),
 }
 
-/// An Upso account the simulator knows, so an allowed registration succeeds.
-const MATRIX_UPSO_TOKEN: &str = "matrix-upso-token";
+/// An Upso account the simulator knows for `company`, so an allowed registration succeeds
+/// (one account per company: an account belongs to one company only).
+fn matrix_upso_token(company: &str) -> String {
+    format!("matrix-upso-{company}")
+}
 
 fn property(name: &str) -> Value {
     json!({"name": name, "label": "Matrix", "type": "string", "fieldType": "text", "groupName": "dealinformation"})
@@ -124,7 +127,7 @@ fn routes() -> Vec<Route> {
             min_role: Role::Admin,
             portfolio_only: false,
             call: |c, _| {
-                (Method::PUT, format!("/v1/companies/{c}/upso-account"), Some(json!({"token": MATRIX_UPSO_TOKEN})))
+                (Method::PUT, format!("/v1/companies/{c}/upso-account"), Some(json!({"token": matrix_upso_token(c)})))
             },
         },
         Route {
@@ -282,7 +285,10 @@ fn routes() -> Vec<Route> {
                 (
                     Method::POST,
                     "/v1/companies".into(),
-                    Some(json!({"name": u, "hubspotPortalId": "1", "hubspotToken": "t"})),
+                    // A portal of its own: a portal belongs to one company only.
+                    Some(
+                        json!({"name": u, "hubspotPortalId": format!("9{}", u.trim_start_matches('m')), "hubspotToken": "t"}),
+                    ),
                 )
             },
         },
@@ -353,7 +359,9 @@ async fn no_route_lets_company_a_touch_company_b() {
             .await;
         assert_eq!(r.status, 201);
     }
-    gomark.upso_sim.register_account(MATRIX_UPSO_TOKEN, "Matrix");
+    for company in [&a, &b] {
+        gomark.upso_sim.register_account(&matrix_upso_token(company), "Matrix");
+    }
     let b_audit_before = admin.send(Method::GET, &format!("/v1/companies/{b}/audit?limit=500"), None).await.body;
 
     let mut failures = Vec::new();
@@ -735,6 +743,76 @@ async fn services_accept_a_caller_only_from_a_valid_assertion() {
     // The audit log names only verified actors.
     let audit = admin.send(Method::GET, &format!("/v1/companies/{a}/audit"), None).await;
     assert!(!audit.body.to_string().contains("attacker"), "{}", audit.body);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_portal_or_upso_account_belongs_to_one_company() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-dup", 971).await;
+    let second = json!({"name": "Company B", "hubspotPortalId": "971", "hubspotToken": "token-dup"});
+    let reply = admin.send(Method::POST, "/v1/companies", Some(second)).await;
+    let detail = reply.problem(409)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("971") && detail.contains(&a), "names the portal and its company: {detail}");
+    let listed = admin.send(Method::GET, "/v1/companies", None).await;
+    assert!(!listed.body.to_string().contains("Company B"), "no second company: {}", listed.body);
+
+    let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-dup-b", 972).await;
+    gomark.upso_sim.register_account("upso-shared", "Shared");
+    let admin = &admin;
+    let register = |company: String| async move {
+        let path = format!("/v1/companies/{company}/upso-account");
+        admin.send(Method::PUT, &path, Some(json!({"token": "upso-shared"}))).await
+    };
+    assert_eq!(register(a.clone()).await.status, 200, "the first company gets the account");
+    assert_eq!(register(a.clone()).await.status, 200, "registering it again for the same company is fine");
+    let reply = register(b.clone()).await;
+    let detail = reply.problem(409)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains(&a), "names the company holding the account: {detail}");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn revoking_a_key_ends_its_open_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-sse", 981).await;
+    let created = admin.send(Method::POST, "/v1/api-keys", Some(json!({"name": "watcher", "role": "viewer"}))).await;
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    let id = created.body["id"].as_str().expect("id").to_owned();
+
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/companies/{a}/funnels/default/events", gomark.gateway_url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stream.status(), 200);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk()).await.expect("first event");
+    assert!(first.expect("chunk").is_some(), "the stream is open");
+
+    assert_eq!(admin.send(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await.status, 204);
+    let revoked_at = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its key by 10 s");
+    assert!(revoked_at.elapsed() < std::time::Duration::from_secs(10));
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
