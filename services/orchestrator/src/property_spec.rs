@@ -60,6 +60,16 @@ pub fn field_types_for(kind: &str) -> Option<&'static [&'static str]> {
 
 pub const TYPES: &[&str] = &["bool", "date", "datetime", "enumeration", "number", "phone_number", "string"];
 
+/// Refuses control characters in `value` (NUL included); `multiline` text may hold line
+/// breaks and tabs.
+fn refuse_control(field: &str, value: &str, multiline: bool) -> Result<()> {
+    let allowed = |c: char| multiline && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
 impl PropertySpec {
     /// Checks every rule; the error names the first field at fault.
     pub fn validate(&self) -> Result<()> {
@@ -70,6 +80,10 @@ impl PropertySpec {
         if self.label.chars().count() > 400 {
             return Err(Error::invalid("label", "must be at most 400 characters"));
         }
+        // NUL and other control characters break HubSpot, logs and terminals alike.
+        refuse_control("label", &self.label, false)?;
+        refuse_control("groupName", &self.group_name, false)?;
+        refuse_control("description", &self.description, true)?;
         let Some(field_types) = field_types_for(&self.kind) else {
             return Err(Error::invalid("type", format!("must be one of {}", TYPES.join(", "))));
         };
@@ -111,6 +125,8 @@ impl PropertySpec {
             if option.value.is_empty() {
                 return Err(Error::invalid(&format!("options[{i}].value"), "must not be empty"));
             }
+            refuse_control(&format!("options[{i}].label"), &option.label, false)?;
+            refuse_control(&format!("options[{i}].value"), &option.value, false)?;
             if !seen.insert(option.value.as_str()) {
                 return Err(Error::invalid(
                     &format!("options[{i}].value"),
@@ -222,6 +238,10 @@ mod tests {
             (Box::new(|s| s.name = "hs_custom".into()), "name"),
             (Box::new(|s| s.name = "amount".into()), "name"),
             (Box::new(|s| s.label = " ".into()), "label"),
+            (Box::new(|s| s.label = "Ti\0er".into()), "label"),
+            (Box::new(|s| s.description = "a\0b".into()), "description"),
+            (Box::new(|s| s.group_name = "deal\u{1b}info".into()), "groupName"),
+            (Box::new(|s| s.options[0].label = "Go\0ld".into()), "options[0].label"),
             (Box::new(|s| s.kind = "text".into()), "type"),
             (Box::new(|s| s.field_type = "text".into()), "fieldType"),
             (Box::new(|s| s.group_name.clear()), "groupName"),
