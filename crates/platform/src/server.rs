@@ -32,23 +32,26 @@ pub enum ServerError {
 /// The health names a service answers SERVING for; `""` is the whole server.
 pub struct HealthNames(pub Vec<&'static str>);
 
-/// Serves `routes` plus health and reflection on `listener` until `shutdown` trips, then
-/// drains for at most `grace`.
+/// Serves `routes` plus health (and reflection, when `reflection`) on `listener` until
+/// `shutdown` trips, then drains for at most `grace`.
 pub async fn serve_grpc(
     listener: TcpListener,
     routes: Routes,
     health_names: HealthNames,
     shutdown: Shutdown,
     grace: Duration,
+    reflection: bool,
 ) -> Result<(), ServerError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, &health_names, ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
-    let routes = routes.add_service(health_service).add_service(reflection);
+    let mut routes = routes.add_service(health_service);
+    if reflection {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        routes = routes.add_service(reflection);
+    }
     let stop = {
         let shutdown = shutdown.clone();
         async move {

@@ -112,6 +112,8 @@ pub struct ServerSettings {
     /// `kid:base64key[,…]` (`gomark keygen`), the first signing; the same on every service.
     /// Required by `gomark run`; embedded mode makes a random one per process.
     pub assertion_keys: Option<Secret>,
+    /// Serve gRPC reflection (the API's shape, no data); production may switch it off.
+    pub reflection: bool,
 }
 
 impl Default for ServerSettings {
@@ -121,6 +123,7 @@ impl Default for ServerSettings {
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
             shutdown_grace_secs: 20,
             assertion_keys: None,
+            reflection: true,
         }
     }
 }

@@ -152,6 +152,7 @@ pub async fn start_gateway_on(
     let grpc_listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, grpc_listener.local_addr()?, shutdown.clone());
     let grace = settings.server.shutdown_grace();
+    let reflection = settings.server.reflection;
 
     let sd = shutdown.clone();
     service.spawn("http", async move {
@@ -161,7 +162,15 @@ pub async fn start_gateway_on(
         Ok(())
     });
     service.spawn("grpc", async move {
-        Ok(serve_grpc(grpc_listener, tonic::service::Routes::default(), HealthNames(vec![]), shutdown, grace).await?)
+        Ok(serve_grpc(
+            grpc_listener,
+            tonic::service::Routes::default(),
+            HealthNames(vec![]),
+            shutdown,
+            grace,
+            reflection,
+        )
+        .await?)
     });
     Ok(Gateway { service, http_addr, bootstrap_admin_key })
 }
