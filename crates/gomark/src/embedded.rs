@@ -105,12 +105,16 @@ fn grpc_url(addr: SocketAddr) -> String {
 impl Embedded {
     pub async fn start(options: EmbeddedOptions, shutdown: Shutdown) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        std::fs::create_dir_all(&options.data_dir)
-            .with_context(|| format!("cannot create the data folder {}", options.data_dir.display()))?;
-        // It holds the credential keys and every service's database: its owner's only.
+        // A folder made here holds the credential keys and every service's database: its
+        // owner's only. An existing folder is left as it is (it may be `.`); the files in it
+        // are created 0600 anyway.
+        let mut folder = std::fs::DirBuilder::new();
+        folder.recursive(true);
         #[cfg(unix)]
-        std::fs::set_permissions(&options.data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .with_context(|| format!("cannot restrict the data folder {}", options.data_dir.display()))?;
+        std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+        folder
+            .create(&options.data_dir)
+            .with_context(|| format!("cannot create the data folder {}", options.data_dir.display()))?;
         let loopback = |port| SocketAddr::new(options.host, port);
 
         let sim = HubSpotSim::new(options.sim.clone());
