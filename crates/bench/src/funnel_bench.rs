@@ -136,7 +136,8 @@ async fn latency(label: &str, running: Running, samples: usize) -> Result<String
     let body = json!({"name": "Funnel Co", "hubspotPortalId": "70101", "hubspotToken": "funnel-token"});
     let company = api.call(reqwest::Method::POST, "/v1/companies", Some(body)).await?;
     let company_id = company["id"].as_str().context("company id")?.to_owned();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{tracker}"))?.connect().await?;
+    // Signs the caller with this process's key, like the services' own channels.
+    let channel = gomark_platform::grpc_client::channel(&format!("http://{tracker}"), Duration::from_secs(10))?;
     let mut client = PipelineTrackerServiceClient::new(channel);
     let watch = GetFunnelRequest { company_id, ..Default::default() };
     let mut stream = client.watch_funnel(Caller::system("bench").request(watch)).await?.into_inner();
@@ -213,7 +214,12 @@ async fn backlog(
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let settings = gomark_pipeline_tracker::Settings {
         common: CommonSettings {
-            server: ServerSettings { grpc_addr: loopback, admin_addr: loopback, shutdown_grace_secs: 10 },
+            server: ServerSettings {
+                grpc_addr: loopback,
+                admin_addr: loopback,
+                shutdown_grace_secs: 10,
+                ..Default::default()
+            },
             database: db,
             ..CommonSettings::default()
         },

@@ -105,7 +105,15 @@ fn grpc_url(addr: SocketAddr) -> String {
 impl Embedded {
     pub async fn start(options: EmbeddedOptions, shutdown: Shutdown) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        std::fs::create_dir_all(&options.data_dir)
+        // A folder made here holds the credential keys and every service's database: its
+        // owner's only. An existing folder is left as it is (it may be `.`); the files in it
+        // are created 0600 anyway.
+        let mut folder = std::fs::DirBuilder::new();
+        folder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+        folder
+            .create(&options.data_dir)
             .with_context(|| format!("cannot create the data folder {}", options.data_dir.display()))?;
         let loopback = |port| SocketAddr::new(options.host, port);
 
@@ -118,7 +126,12 @@ impl Embedded {
         // One bus and one cache for everyone: that is what makes this one process.
         let bus: Arc<dyn gomark_events::EventBus> = Arc::new(MemoryBus::new());
         let common = |service: &str| CommonSettings {
-            server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
+            server: ServerSettings {
+                grpc_addr: loopback(0),
+                admin_addr: loopback(0),
+                shutdown_grace_secs: 10,
+                ..Default::default()
+            },
             database: DatabaseSettings {
                 url: Secret::new(format!(
                     "sqlite://{}?mode=rwc",

@@ -309,3 +309,29 @@ fn plans_revisions_audit_and_status_render() {
         "revision 1 → 2\n~ a: 1 → 2\n"
     );
 }
+
+#[test]
+fn a_service_run_alone_refuses_to_start_without_assertion_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let run = |keys: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gomark"));
+        cmd.args(["run", "pipeline-tracker"])
+            .env_clear()
+            .env("GOMARK__DATABASE__URL", &db)
+            .env("GOMARK__SERVER__GRPC_ADDR", "127.0.0.1:0")
+            .env("GOMARK__SERVER__ADMIN_ADDR", "127.0.0.1:0");
+        if let Some(keys) = keys {
+            cmd.env("GOMARK__SERVER__ASSERTION_KEYS", keys);
+        }
+        cmd.output().expect("run gomark")
+    };
+    let missing = run(None);
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("server.assertion_keys"), "names the setting: {stderr}");
+    let short = run(Some("k1:AAAA"));
+    assert_eq!(short.status.code(), Some(2), "a key too short is refused too");
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(stderr.contains("server.assertion_keys") && !stderr.contains("AAAA"), "{stderr}");
+}

@@ -252,6 +252,7 @@ fn check_groups(c: &mut Collector, groups: &[PropertyGroup], path: &str) {
         if g.label.trim().is_empty() {
             c.push(format!("{p}.label"), "must not be empty");
         }
+        refuse_control(c, format!("{p}.label"), &g.label, false);
     }
 }
 
@@ -266,6 +267,15 @@ fn check_properties(c: &mut Collector, props: &[DealProperty], path: &str) {
     }
 }
 
+/// NUL and other control characters break HubSpot, logs and terminals alike; `multiline`
+/// text may hold line breaks and tabs.
+fn refuse_control(c: &mut Collector, path: String, value: &str, multiline: bool) {
+    let allowed = |ch: char| multiline && matches!(ch, '\n' | '\r' | '\t');
+    if value.chars().any(|ch| ch.is_control() && !allowed(ch)) {
+        c.push(path, "must not contain control characters");
+    }
+}
+
 fn check_property(c: &mut Collector, prop: &DealProperty, p: &str) {
     let name = prop.name.as_str();
     if !is_property_name(name) {
@@ -277,7 +287,12 @@ fn check_property(c: &mut Collector, prop: &DealProperty, p: &str) {
     }
     if prop.label.trim().is_empty() {
         c.push(format!("{p}.label"), "must not be empty");
+    } else if prop.label.chars().count() > 400 {
+        c.push(format!("{p}.label"), "must be at most 400 characters");
     }
+    refuse_control(c, format!("{p}.label"), &prop.label, false);
+    refuse_control(c, format!("{p}.groupName"), &prop.group_name, false);
+    refuse_control(c, format!("{p}.description"), prop.description.as_deref().unwrap_or_default(), true);
     if prop.field_type == FieldType::CalculationEquation {
         c.push(
             format!("{p}.fieldType"),
@@ -307,6 +322,8 @@ fn check_property(c: &mut Collector, prop: &DealProperty, p: &str) {
         if o.label.trim().is_empty() {
             c.push(format!("{op}.label"), "must not be empty");
         }
+        refuse_control(c, format!("{op}.label"), &o.label, false);
+        refuse_control(c, format!("{op}.value"), &o.value, false);
         if o.value.is_empty() {
             c.push(format!("{op}.value"), "must not be empty");
         } else if !values.insert(o.value.as_str()) {

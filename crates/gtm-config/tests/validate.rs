@@ -419,3 +419,21 @@ companies:
 fn the_example_portfolio_is_valid() {
     assert_valid(include_str!("../examples/portfolio.yaml"));
 }
+
+#[test]
+fn control_characters_are_refused_by_path() {
+    let doc = gtm_config::Document::from_yaml(
+        "baseline:\n  dealProperties:\n    - {name: gomark_x, label: \"Ti\\0er\", type: enumeration, fieldType: select, groupName: \"deal\\u001binfo\", description: \"two\\nlines are fine, a\\0 is not\", options: [{label: \"Go\\0ld\", value: gold}]}\n",
+    )
+    .expect("parses");
+    let errors = doc.validate().expect_err("refused");
+    let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
+    for path in [
+        "baseline.dealProperties[0].label",
+        "baseline.dealProperties[0].groupName",
+        "baseline.dealProperties[0].description",
+        "baseline.dealProperties[0].options[0].label",
+    ] {
+        assert!(paths.contains(&path), "{path} in {paths:?}");
+    }
+}

@@ -144,6 +144,16 @@ impl Caller {
         Ok(())
     }
 
+    /// 409 for a `what` (`HubSpot portal 123`) already bound to company `holder`: named when
+    /// known and this caller may see that company, "another company" otherwise.
+    pub fn already_bound(&self, what: &str, holder: Option<&str>) -> PublicError {
+        let holder = match holder {
+            Some(id) if self.scope.covers(id) => format!("company {id}"),
+            _ => "another company".into(),
+        };
+        PublicError::new(ErrorKind::AlreadyExists, format!("{what} is already bound to {holder}"))
+    }
+
     /// Writes this caller into outgoing gRPC metadata.
     pub fn to_metadata(&self, md: &mut tonic::metadata::MetadataMap) {
         let mut put = |key: &'static str, value: &str| {

@@ -1,5 +1,6 @@
 //! Server bootstrap: the gRPC server every service runs (with `grpc.health.v1`, reflection,
-//! request metrics and trace propagation) and the admin HTTP server (`/metrics`, `/healthz`).
+//! caller verification, request metrics and trace propagation), the HTTP server for public
+//! APIs (with header and idle timeouts) and the admin HTTP server (`/metrics`, `/healthz`).
 //!
 //! Shutdown order: the token trips, health turns NOT_SERVING so load balancers stop routing
 //! to us, the listener closes, in-flight calls drain, and after the grace period we stop
@@ -31,23 +32,26 @@ pub enum ServerError {
 /// The health names a service answers SERVING for; `""` is the whole server.
 pub struct HealthNames(pub Vec<&'static str>);
 
-/// Serves `routes` plus health and reflection on `listener` until `shutdown` trips, then
-/// drains for at most `grace`.
+/// Serves `routes` plus health (and reflection, when `reflection`) on `listener` until
+/// `shutdown` trips, then drains for at most `grace`.
 pub async fn serve_grpc(
     listener: TcpListener,
     routes: Routes,
     health_names: HealthNames,
     shutdown: Shutdown,
     grace: Duration,
+    reflection: bool,
 ) -> Result<(), ServerError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, &health_names, ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
-    let routes = routes.add_service(health_service).add_service(reflection);
+    let mut routes = routes.add_service(health_service);
+    if reflection {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        routes = routes.add_service(reflection);
+    }
     let stop = {
         let shutdown = shutdown.clone();
         async move {
@@ -58,6 +62,8 @@ pub async fn serve_grpc(
     let server = tonic::transport::Server::builder()
         // Records a count and latency per method, and continues the caller's trace.
         .layer(RequestTelemetryLayer::grpc())
+        // Only a signed assertion names a caller; forged plain metadata is dropped here.
+        .layer(crate::assertion::VerifyCallerLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
     with_grace(server, shutdown, grace, "grpc").await.unwrap_or(Ok(()))?;
@@ -90,6 +96,64 @@ pub async fn with_grace<F: Future>(fut: F, shutdown: Shutdown, grace: Duration, 
             None
         }
     }
+}
+
+/// How long a client may take to send a request's headers, and how long an idle keep-alive
+/// connection stays open: a client trickling headers (slowloris) or parking connections
+/// cannot hold them for longer.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` over HTTP/1 and HTTP/2 until `shutdown` trips, then lets open connections
+/// finish. Unlike `axum::serve`, headers must arrive within [`HEADER_READ_TIMEOUT`], which
+/// also closes HTTP/1 connections idle that long; HTTP/2 peers that stop answering pings
+/// are dropped. Each request carries the peer's address as
+/// `axum::extract::ConnectInfo<SocketAddr>`.
+pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shutdown) -> Result<(), ServerError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // Before the protocol is known hyper's timers do not run: a connection that
+            // never sends a byte is closed here.
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Serves Prometheus `/metrics` and `/healthz` until `shutdown` trips.

@@ -108,6 +108,12 @@ pub struct ServerSettings {
     pub admin_addr: SocketAddr,
     /// How long in-flight work may take to drain after SIGTERM before we stop anyway.
     pub shutdown_grace_secs: u64,
+    /// Keys that sign and verify the caller assertions services send each other,
+    /// `kid:base64key[,…]` (`gomark keygen`), the first signing; the same on every service.
+    /// Required by `gomark run`; embedded mode makes a random one per process.
+    pub assertion_keys: Option<Secret>,
+    /// Serve gRPC reflection (the API's shape, no data); production may switch it off.
+    pub reflection: bool,
 }
 
 impl Default for ServerSettings {
@@ -116,6 +122,8 @@ impl Default for ServerSettings {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
             shutdown_grace_secs: 20,
+            assertion_keys: None,
+            reflection: true,
         }
     }
 }
@@ -133,6 +141,9 @@ impl Validate for ServerSettings {
         }
         if self.grpc_addr.port() != 0 && self.grpc_addr == self.admin_addr {
             return Err(SettingsError::invalid("server.admin_addr", "must differ from server.grpc_addr"));
+        }
+        if let Some(keys) = self.assertion_keys.as_ref().filter(|k| !k.is_empty()) {
+            crate::assertion::KeyRing::from_setting(keys.expose())?;
         }
         Ok(())
     }

@@ -144,6 +144,10 @@ where
                 return ExitCode::from(2);
             }
         };
+    if let Err(err) = install_assertion_keys(settings.server()) {
+        eprintln!("{}: {err}", name);
+        return ExitCode::from(2);
+    }
     let _telemetry = match gomark_platform::telemetry::init(settings.telemetry(), name) {
         Ok(guard) => guard,
         Err(err) => {
@@ -176,6 +180,20 @@ where
     let service = start(settings, shutdown).await?.with_admin(admin_addr).await?;
     tracing::info!(service = name, grpc = %service.grpc_addr, admin = ?service.admin_addr, "serving");
     service.wait().await
+}
+
+/// A service run on its own must share its assertion keys with the others: without them
+/// no call between services could be authenticated, so it refuses to start.
+pub fn install_assertion_keys(server: &ServerSettings) -> Result<(), SettingsError> {
+    use gomark_platform::assertion::{KeyRing, SETTING};
+    let keys = server.assertion_keys.as_ref().filter(|k| !k.is_empty()).ok_or_else(|| {
+        SettingsError::invalid(
+            SETTING,
+            "is required: every service needs the same key to sign and verify calls (GOMARK__SERVER__ASSERTION_KEYS, generate one with `gomark keygen`)",
+        )
+    })?;
+    gomark_platform::assertion::install(KeyRing::from_setting(keys.expose())?);
+    Ok(())
 }
 
 /// Loads and validates `S`, filling in the service's own schema name when none is given.

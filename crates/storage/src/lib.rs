@@ -18,6 +18,37 @@ pub use sqlx;
 
 pub type Transaction = sqlx::Transaction<'static, sqlx::Any>;
 
+/// A SQLite file holds hashes, sealed credentials and audit trails: readable by its owner
+/// only. The file is created here (mode 0600) before SQLite opens it, so its journal and
+/// WAL, which SQLite creates with the database file's mode, are private too; a file from an
+/// older installation is tightened.
+fn restrict_sqlite_file(url: &str) -> std::io::Result<()> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path.contains(":memory:") || query.contains("mode=memory") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(path);
+    if !path.exists() && query.split('&').any(|p| p == "mode=rwc") {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("database unreachable: {0}")]
@@ -28,6 +59,8 @@ pub enum StorageError {
     Query(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("cannot restrict the database file to its owner: {0}")]
+    Permissions(#[source] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -133,7 +166,9 @@ impl Database {
                     .await
                     .map_err(StorageError::Connect)?
             }
-            Engine::Sqlite => pool_options
+            Engine::Sqlite => {
+                restrict_sqlite_file(url).map_err(StorageError::Permissions)?;
+                pool_options
                 .after_connect(|conn, _| {
                     // WAL lets readers run beside the single writer; busy_timeout queues
                     // writers instead of failing them.
@@ -145,7 +180,8 @@ impl Database {
                 })
                 .connect_with(options)
                 .await
-                .map_err(StorageError::Connect)?,
+                .map_err(StorageError::Connect)?
+            }
         };
         Ok(Self { pool, engine })
     }
@@ -201,5 +237,27 @@ mod tests {
         assert!(s.validate().expect_err("schema").to_string().contains("database.schema"));
         s.schema = "orchestrator".into();
         assert!(s.validate().is_ok());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("svc.db");
+        let settings = DatabaseSettings {
+            url: Secret::new(format!("sqlite://{}?mode=rwc", path.display())),
+            schema: "main".into(),
+            max_connections: 1,
+            acquire_timeout_secs: 5,
+        };
+        let db = Database::connect(&settings).await.expect("connect");
+        sqlx::query("CREATE TABLE t (x TEXT)").execute(db.pool()).await.expect("create");
+        sqlx::query("INSERT INTO t VALUES ('secret')").execute(db.pool()).await.expect("insert");
+        for suffix in ["", "-wal"] {
+            let file = dir.path().join(format!("svc.db{suffix}"));
+            let mode = std::fs::metadata(&file).expect("exists").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
     }
 }

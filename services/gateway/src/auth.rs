@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use gomark_platform::{Caller, ErrorKind};
+use std::sync::Arc;
 
 pub use api_keys::{ApiKeyRecord, ApiKeys};
 
@@ -61,9 +62,18 @@ pub async fn require_caller(State(state): State<crate::routes::AppState>, mut re
     if PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let caller = match state.auth.authenticate(req.headers().get(header::AUTHORIZATION)).await {
+    let client = client_address(&req);
+    if let Err(limited) = state.limiter.refuse_blocked(&client) {
+        return limited.into_response();
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let caller = match state.auth.authenticate(authorization.as_ref()).await {
         Ok(caller) => caller,
         Err(problem) => {
+            // Only unknown API keys cost a lookup; a missing header costs nothing.
+            if problem.status == 401 && presents_api_key(authorization.as_ref()) {
+                state.limiter.count_refusal(&client).await;
+            }
             let mut response = problem.into_response();
             response
                 .headers_mut()
@@ -78,7 +88,55 @@ pub async fn require_caller(State(state): State<crate::routes::AppState>, mut re
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;
     quota.annotate(response.headers_mut());
+    if is_event_stream(&response) {
+        response = end_when_revoked(response, state.auth.clone(), authorization);
+    }
     response
+}
+
+/// The peer address the server recorded; "unknown" when served some other way (tests
+/// calling the router directly). Behind a proxy this is the proxy: see SECURITY.md.
+fn client_address(req: &Request) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string())
+}
+
+/// Whether the request offered an API key (`Bearer gmk_…`), the kind that costs a lookup.
+fn presents_api_key(authorization: Option<&HeaderValue>) -> bool {
+    // After "Bearer " (any case).
+    let token = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.get(7..)).map(str::trim);
+    token.is_some_and(|t| t.starts_with(api_keys::KEY_PREFIX))
+}
+
+/// How often an open event stream checks that its credential still holds.
+const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Ends an event stream within [`STREAM_RECHECK`] of its credential being revoked or
+/// expiring. An outage of the key store does not end it: the stream only reads, and the
+/// next check decides.
+fn end_when_revoked(response: Response, auth: Arc<Authenticator>, authorization: Option<HeaderValue>) -> Response {
+    use futures::StreamExt as _;
+    let revoked = async move {
+        loop {
+            tokio::time::sleep(STREAM_RECHECK).await;
+            match auth.authenticate(authorization.as_ref()).await {
+                Err(problem) if problem.status == 401 || problem.status == 403 => return,
+                _ => {}
+            }
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().take_until(revoked);
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 /// The caller of this request (the middleware put it there).

@@ -1,6 +1,10 @@
 //! `Idempotency-Key` on POST: the first response to a key is stored and replayed for every
 //! retry with the same key and the same request, so a client that lost a response can retry
 //! without creating twice. Keys are per caller and kept 24 hours.
+//!
+//! A response carrying a secret (a new API key) is never stored as sent: its secret is
+//! removed first, and a retry gets 409 naming the key that was created (revoke it and
+//! create another if the secret was lost), so no secret rests in the database.
 
 use crate::problem::Problem;
 use axum::body::Body;
@@ -15,6 +19,8 @@ use sqlx::Row;
 
 const HEADER: &str = "idempotency-key";
 const KEEP_MS: i64 = 24 * 3600 * 1000;
+/// Routes whose successful response holds a secret, and the member holding it.
+const SECRET_BEARING: &[(&str, &str)] = &[("/v1/api-keys", "key")];
 /// Response headers worth replaying.
 const REPLAYED_HEADERS: &[HeaderName] = &[header::CONTENT_TYPE, header::LOCATION, header::ETAG];
 
@@ -128,6 +134,39 @@ fn encode_headers(headers: &HeaderMap) -> String {
     serde_json::to_string(&pairs).unwrap_or_default()
 }
 
+/// The JSON member holding a secret in this route's responses, if any.
+fn secret_member(path: &str) -> Option<&'static str> {
+    SECRET_BEARING.iter().find(|(route, _)| *route == path).map(|(_, member)| *member)
+}
+
+/// `body` without its secret; a body that is not the JSON object expected keeps nothing.
+fn redact(body: &[u8], member: &str) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut object)) => {
+            object.remove(member);
+            serde_json::Value::Object(object).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+/// What a retry of a secret-bearing request gets: the secret was shown once and is gone.
+fn secret_already_shown(stored: &str) -> Response {
+    let id = serde_json::from_str::<serde_json::Value>(stored)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+    let detail = match id {
+        Some(id) => format!(
+            "the first request with this Idempotency-Key created {id}; its secret was shown once and is not kept: \
+             revoke it and create another if it was lost"
+        ),
+        None => "the first request with this Idempotency-Key already succeeded; its secret is not kept".into(),
+    };
+    let mut response = Problem::new(ErrorKind::AlreadyExists, detail).into_response();
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
 fn replay(status: u16, body: String, headers: &str) -> Response {
     let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
     let pairs: Vec<(String, String)> = serde_json::from_str(headers).unwrap_or_default();
@@ -160,6 +199,7 @@ pub async fn replay_or_record(State(state): State<crate::routes::AppState>, req:
     hasher.update([0]);
     hasher.update(&bytes);
     let hash = hex::encode(hasher.finalize());
+    let secret = secret_member(parts.uri.path());
 
     match state.idempotency.claim(&actor, &key, &hash).await {
         Err(problem) => return problem.into_response(),
@@ -173,6 +213,9 @@ pub async fn replay_or_record(State(state): State<crate::routes::AppState>, req:
         Ok(Claim::InProgress) => {
             return Problem::new(ErrorKind::AlreadyExists, "a request with this Idempotency-Key is still in progress")
                 .into_response();
+        }
+        Ok(Claim::Replay { status, body, .. }) if secret.is_some() && (200..300).contains(&status) => {
+            return secret_already_shown(&body);
         }
         Ok(Claim::Replay { status, body, headers }) => return replay(status, body, &headers),
         Ok(Claim::New) => {}
@@ -188,7 +231,25 @@ pub async fn replay_or_record(State(state): State<crate::routes::AppState>, req:
         state.idempotency.release(&actor, &key).await;
         return Problem::new(ErrorKind::Internal, "internal error").into_response();
     };
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let text = match secret {
+        Some(member) if status.is_success() => redact(&bytes, member),
+        _ => String::from_utf8_lossy(&bytes).into_owned(),
+    };
     state.idempotency.record(&actor, &key, status.as_u16(), &text, &encode_headers(&parts.headers)).await;
     Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_of_a_new_key_is_never_kept() {
+        assert_eq!(secret_member("/v1/api-keys"), Some("key"));
+        assert_eq!(secret_member("/v1/companies"), None);
+        let stored = redact(br#"{"key":"gmk_secret","id":"key_1","name":"ci"}"#, "key");
+        assert!(!stored.contains("gmk_secret"), "{stored}");
+        assert!(stored.contains("key_1"));
+        assert_eq!(redact(b"not json gmk_secret", "key"), "");
+    }
 }

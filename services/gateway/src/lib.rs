@@ -152,16 +152,25 @@ pub async fn start_gateway_on(
     let grpc_listener = gomark_platform::server::bind(settings.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, grpc_listener.local_addr()?, shutdown.clone());
     let grace = settings.server.shutdown_grace();
+    let reflection = settings.server.reflection;
 
     let sd = shutdown.clone();
     service.spawn("http", async move {
-        let stop = sd.clone();
-        let server = axum::serve(http_listener, app).with_graceful_shutdown(async move { stop.wait().await });
-        with_grace(server.into_future(), sd, grace, "http").await.unwrap_or(Ok(()))?;
+        // Header-read and idle timeouts: a slow or parked client cannot hold connections.
+        let server = gomark_platform::server::serve_http(http_listener, app, sd.clone());
+        with_grace(server, sd, grace, "http").await.unwrap_or(Ok(()))?;
         Ok(())
     });
     service.spawn("grpc", async move {
-        Ok(serve_grpc(grpc_listener, tonic::service::Routes::default(), HealthNames(vec![]), shutdown, grace).await?)
+        Ok(serve_grpc(
+            grpc_listener,
+            tonic::service::Routes::default(),
+            HealthNames(vec![]),
+            shutdown,
+            grace,
+            reflection,
+        )
+        .await?)
     });
     Ok(Gateway { service, http_addr, bootstrap_admin_key })
 }

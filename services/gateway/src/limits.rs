@@ -1,20 +1,30 @@
 //! Per-caller rate limits: fixed one-minute windows counted in the shared cache (Redis in
 //! distributed mode, so every gateway replica sees the same count), with a local counter
 //! as the fallback when the cache is down.
+//!
+//! Refused credentials are limited too, per client address: once a client has been refused
+//! as often in a minute as a key may call, its further attempts are answered 429 before
+//! any key lookup, so guessing keys costs the database nothing.
 
 use crate::problem::Problem;
 use axum::http::{HeaderMap, HeaderValue};
 use gomark_cache::{Cache, MemoryCache};
 use gomark_platform::ErrorKind;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// Most clients remembered as blocked; past it, expired entries are dropped first.
+const MAX_BLOCKED: usize = 10_000;
 
 pub struct RateLimiter {
     shared: Arc<dyn Cache>,
     local: MemoryCache,
     per_minute: u64,
+    /// Clients refused too often, and until when (ms); this replica's memory of the shared
+    /// count, so a blocked client costs no cache call either.
+    blocked: Mutex<HashMap<String, u64>>,
 }
 
 /// What remains of a caller's quota, for the response headers.
@@ -32,7 +42,45 @@ impl Quota {
 
 impl RateLimiter {
     pub fn new(shared: Arc<dyn Cache>, per_minute: u64) -> Self {
-        Self { shared, local: MemoryCache::new("gateway-local"), per_minute }
+        Self { shared, local: MemoryCache::new("gateway-local"), per_minute, blocked: Mutex::new(HashMap::new()) }
+    }
+
+    fn too_many(&self, retry_after_ms: u64) -> Problem {
+        let mut problem =
+            Problem::new(ErrorKind::RateLimited, format!("more than {} requests a minute", self.per_minute));
+        problem.retry_after = Some(retry_after_ms.div_ceil(1000));
+        problem
+    }
+
+    /// 429 for a client refused too often this minute, before its credential is looked up.
+    pub fn refuse_blocked(&self, client: &str) -> Result<(), Problem> {
+        let now = gomark_storage::now_ms().max(0) as u64;
+        let blocked = self.blocked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match blocked.get(client) {
+            Some(&until) if until > now => Err(self.too_many(until - now)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a refused credential from `client`; past the limit, blocks it until the
+    /// minute ends.
+    pub async fn count_refusal(&self, client: &str) {
+        let now = gomark_storage::now_ms().max(0) as u64;
+        let window_ms = WINDOW.as_millis() as u64;
+        let key = format!("gateway:authfail:{client}:{}", now / window_ms);
+        let count = match self.shared.incr(&key, WINDOW).await {
+            Ok(n) => n,
+            Err(_) => self.local.incr(&key, WINDOW).await.unwrap_or(1),
+        };
+        if count >= self.per_minute {
+            let mut blocked = self.blocked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if blocked.len() >= MAX_BLOCKED {
+                blocked.retain(|_, until| *until > now);
+            }
+            if blocked.len() < MAX_BLOCKED {
+                blocked.insert(client.to_owned(), now - now % window_ms + window_ms);
+            }
+        }
     }
 
     pub async fn check(&self, actor: &str) -> Result<Quota, Problem> {
@@ -47,11 +95,7 @@ impl RateLimiter {
             }
         };
         if count > self.per_minute {
-            let retry_after = (WINDOW.as_millis() as u64 - now % WINDOW.as_millis() as u64).div_ceil(1000);
-            let mut problem =
-                Problem::new(ErrorKind::RateLimited, format!("more than {} requests a minute", self.per_minute));
-            problem.retry_after = Some(retry_after);
-            return Err(problem);
+            return Err(self.too_many(WINDOW.as_millis() as u64 - now % WINDOW.as_millis() as u64));
         }
         Ok(Quota { limit: self.per_minute, remaining: self.per_minute - count })
     }

@@ -31,10 +31,23 @@ fn loopback() -> SocketAddr {
 }
 
 async fn start(auth: AuthSettings) -> Gateway {
-    let tdb = gomark_testkit::TestDatabase::sqlite();
+    start_in(auth, None).await
+}
+
+/// A gateway on SQLite, its file in `data_dir` when given (to inspect what rests on disk).
+async fn start_in(auth: AuthSettings, data_dir: Option<&std::path::Path>) -> Gateway {
+    let mut tdb = gomark_testkit::TestDatabase::sqlite();
+    if let Some(dir) = data_dir {
+        tdb.settings.url = Secret::new(format!("sqlite://{}?mode=rwc", dir.join("gateway.db").display()));
+    }
     let db = Database::connect(&tdb.settings).await.expect("db");
     let settings = Settings {
-        server: ServerSettings { grpc_addr: loopback(), admin_addr: loopback(), shutdown_grace_secs: 5 },
+        server: ServerSettings {
+            grpc_addr: loopback(),
+            admin_addr: loopback(),
+            shutdown_grace_secs: 5,
+            ..Default::default()
+        },
         gateway: GatewaySettings {
             http_addr: loopback(),
             // Nothing listens there: these tests only use routes the gateway answers itself.
@@ -145,21 +158,44 @@ async fn each_key_is_rate_limited() {
 }
 
 #[tokio::test]
-async fn an_idempotency_key_replays_the_first_response() {
-    let gw = start(auth()).await;
+async fn an_idempotency_key_never_replays_or_keeps_a_key_secret() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let gw = start_in(auth(), Some(data.path())).await;
     let create = |body: Value| gw.post("/v1/api-keys").header("idempotency-key", "k-1").json(&body).send();
     let first = create(json!({"name": "ci", "role": "viewer"})).await.expect("send");
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.expect("json");
+    let secret = first["key"].as_str().expect("the secret, this once").to_owned();
+    let id = first["id"].as_str().expect("id").to_owned();
     let again = create(json!({"name": "ci", "role": "viewer"})).await.expect("send");
-    assert_eq!(again.status(), 201);
+    assert_eq!(again.status(), 409, "the secret is gone, so the retry says what was created");
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    let again: Value = again.json().await.expect("json");
-    assert_eq!(again["id"], first["id"], "the same key, not a second one");
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    let again = again.text().await.expect("body");
+    assert!(!again.contains(&secret), "{again}");
+    assert!(again.contains(&id), "names the key created: {again}");
     let listed: Value = gw.get("/v1/api-keys").send().await.expect("send").json().await.expect("json");
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(2), "bootstrap + one: {listed}");
     let different = create(json!({"name": "other", "role": "viewer"})).await.expect("send");
     assert_eq!(different.status(), 422, "a reused key with another body is refused");
+    // Nothing on disk holds the secret (the SQLite file, its journal and WAL).
+    for entry in std::fs::read_dir(data.path()).expect("dir").flatten() {
+        let bytes = std::fs::read(entry.path()).expect("read");
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "{} holds the secret", entry.path().display());
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_other_responses() {
+    let gw = start(auth()).await;
+    let bad_create =
+        |key: &'static str| gw.post("/v1/api-keys").header("idempotency-key", key).json(&json!({"name": "x"})).send();
+    let first = bad_create("k-2").await.expect("send");
+    assert!(first.status().is_client_error(), "a bad body: {}", first.status());
+    let again = bad_create("k-2").await.expect("send");
+    assert_eq!(again.status(), first.status());
+    assert_eq!(again.headers()["idempotent-replayed"], "true", "non-secret answers replay as they were");
 }
 
 #[tokio::test]
@@ -169,6 +205,16 @@ async fn an_oversized_body_is_refused() {
     let r = gw.post("/v1/api-keys").json(&big).send().await.expect("send");
     assert_eq!(r.status(), 413);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let webhook = gw
+        .http
+        .post(format!("{}/webhooks/hubspot", gw.url))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 10_000])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(webhook.status(), 413, "the webhook route too");
+    assert_eq!(webhook.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
@@ -291,6 +337,41 @@ async fn oidc_tokens_from_the_issuer_are_accepted_and_others_are_not() {
     assert_eq!(call(forged).await.expect("send").status(), 401, "symmetric algorithms never pass");
     let other_idp = issuer().await;
     assert_eq!(call(other_idp.token(claims(json!({})))).await.expect("send").status(), 401, "another issuer's key");
+    let later = chrono_now_ms() / 1000 + 300;
+    assert_eq!(call(idp.token(claims(json!({"nbf": later})))).await.expect("send").status(), 401, "not valid yet");
+    let earlier = chrono_now_ms() / 1000 - 300;
+    assert_eq!(call(idp.token(claims(json!({"nbf": earlier})))).await.expect("send").status(), 200, "valid since");
+}
+
+#[tokio::test]
+async fn only_a_single_company_string_scopes_an_oidc_token() {
+    let idp = issuer().await;
+    let oidc = OidcSettings {
+        issuer: "https://login.example.com".into(),
+        audience: "gomark".into(),
+        jwks_url: format!("{}/jwks", idp.url),
+        ..OidcSettings::default()
+    };
+    let gw = start(AuthSettings { oidc: Some(oidc), ..auth() }).await;
+    let exp = chrono_now_ms() / 1000 + 600;
+    let token = |company: Option<Value>| {
+        let mut c = json!({"iss": "https://login.example.com", "aud": "gomark", "sub": "ada", "exp": exp, "gomark_role": "admin"});
+        if let (Some(c), Some(company)) = (c.as_object_mut(), company) {
+            c.insert("gomark_company".into(), company);
+        }
+        idp.token(c)
+    };
+    // A portfolio-wide list a company-scoped caller may not see: the scope shows in the answer.
+    let call = |token: String| gw.http.get(format!("{}/v1/api-keys", gw.url)).bearer_auth(token).send();
+    assert_eq!(call(token(None)).await.expect("send").status(), 200, "no claim: the portfolio");
+    let scoped = call(token(Some(json!("c1")))).await.expect("send");
+    assert_ne!(scoped.status(), 401, "one company id is a valid token");
+    assert_ne!(scoped.status(), 500);
+    for bad in [json!(["c1"]), json!(["c1", "c2"]), json!(7), json!(null), json!(""), json!([])] {
+        let r = call(token(Some(bad.clone()))).await.expect("send");
+        assert_eq!(r.status(), 403, "{bad} is refused, never widened to the portfolio");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
 }
 
 #[tokio::test]
@@ -310,7 +391,12 @@ async fn replicas_share_one_rate_limit_through_redis() {
         let cache =
             Arc::new(gomark_cache::RedisCache::new(&redis, &prefix, std::time::Duration::from_secs(2)).expect("redis"));
         let settings = Settings {
-            server: ServerSettings { grpc_addr: loopback(), admin_addr: loopback(), shutdown_grace_secs: 5 },
+            server: ServerSettings {
+                grpc_addr: loopback(),
+                admin_addr: loopback(),
+                shutdown_grace_secs: 5,
+                ..Default::default()
+            },
             gateway: GatewaySettings { http_addr: loopback(), ..GatewaySettings::default() },
             auth: AuthSettings { rate_limit_per_minute: 4, ..AuthSettings::default() },
             ..Settings::default()
@@ -328,4 +414,62 @@ async fn replicas_share_one_rate_limit_through_redis() {
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429], "4 a minute across both replicas");
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_cut() {
+    use tokio::io::AsyncWriteExt as _;
+    let gw = start(auth()).await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let limit = std::time::Duration::from_secs(20);
+
+    // One header line every two seconds, never finishing (slowloris).
+    let (mut reader, mut slow) = tokio::net::TcpStream::connect(&addr).await.expect("connect").into_split();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gomark\r\n").await.expect("write");
+    let trickle = async {
+        for i in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            if slow.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    };
+    let (_, cut) = tokio::join!(trickle, closed_within(&mut reader, limit));
+    let cut = cut.expect("a trickling client is cut off");
+    assert!(cut >= std::time::Duration::from_secs(5), "not before the timeout: {cut:?}");
+
+    // A connection that never sends anything.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    assert!(closed_within(&mut idle, limit).await.is_some(), "an idle connection is closed");
+}
+
+#[tokio::test]
+async fn unknown_keys_are_rate_limited_before_any_lookup() {
+    let gw = start(AuthSettings { rate_limit_per_minute: 6, ..auth() }).await;
+    let guess =
+        |i: usize| gw.http.get(format!("{}/v1/api-keys", gw.url)).bearer_auth(format!("gmk_guess{i:040}")).send();
+    for i in 0..6 {
+        assert_eq!(guess(i).await.expect("send").status(), 401, "guess {i}");
+    }
+    let limited = guess(6).await.expect("send");
+    assert_eq!(limited.status(), 429, "a client refused too often is limited");
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(limited.headers()["content-type"], "application/problem+json");
 }

@@ -4,7 +4,7 @@ use crate::budget::PortalBudget;
 use crate::converge::{Applied, ConvergeError, Converger};
 use crate::credentials::Credential;
 use crate::deals::DealSync;
-use crate::portals::Portals;
+use crate::portals::{PortalError, Portals};
 use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError, Role};
 use gomark_proto::config::v1::{DealProperty, FailedAction, PropertyOption};
@@ -124,7 +124,17 @@ impl HubspotSyncService for HubspotSyncGrpc {
                 Credential::PrivateApp { token: r.token }
             }
         };
-        self.portals.register(&r.company_id, &r.portal_id, &credential).await.map_err(internal)?;
+        // One company per portal (a unique index backs this check against races).
+        let holder = self.portals.company_of_portal(&r.portal_id).await.map_err(internal)?;
+        if let Some(holder) = holder.filter(|h| *h != r.company_id) {
+            return Err(caller.already_bound(&format!("HubSpot portal {}", r.portal_id), Some(&holder)).into());
+        }
+        self.portals.register(&r.company_id, &r.portal_id, &credential).await.map_err(|err| match err {
+            PortalError::Storage(gomark_storage::StorageError::Query(e)) if gomark_storage::is_unique_violation(&e) => {
+                caller.already_bound(&format!("HubSpot portal {}", r.portal_id), None).into()
+            }
+            other => internal(other),
+        })?;
         tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
         Ok(Response::new(pb::RegisterPortalResponse {}))
     }

@@ -58,10 +58,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         converge::Converger { db: backends.db.clone(), portals: portals.clone(), client: client.clone() },
     )));
     let grace = settings.common.server.shutdown_grace();
+    let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.hubspot_sync.v1.HubspotSyncService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
+        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
     });
     service
         .spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker.clone()).run(shutdown.clone()));

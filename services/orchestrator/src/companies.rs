@@ -46,6 +46,9 @@ impl Companies {
         if name.is_empty() || name.chars().count() > 200 {
             return Err(Error::invalid("name", "must be 1 to 200 characters"));
         }
+        if name.chars().any(char::is_control) {
+            return Err(Error::invalid("name", "must not contain control characters"));
+        }
         if portal_id.is_empty() || portal_id.len() > 20 || !portal_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(Error::invalid("hubspotPortalId", "must be the portal's numeric id"));
         }
@@ -68,7 +71,7 @@ impl Companies {
             |status| {
                 tracing::warn!(code = ?status.code(), "hubspot-sync refused the portal registration");
                 Error::Public(match ErrorKind::from_grpc(status.code()) {
-                    ErrorKind::InvalidArgument => PublicError::from(status),
+                    ErrorKind::InvalidArgument | ErrorKind::AlreadyExists => PublicError::from(status),
                     _ => PublicError::unavailable("hubspot-sync"),
                 })
             },

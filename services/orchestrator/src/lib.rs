@@ -82,10 +82,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         drift: drift.clone(),
     }));
     let grace = settings.common.server.shutdown_grace();
+    let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.orchestrator.v1.OrchestratorService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
+        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
     service.spawn_loop(rollouts.clone().run(shutdown.clone()));

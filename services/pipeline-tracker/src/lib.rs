@@ -62,10 +62,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         grpc::PipelineTrackerGrpc::new(tracker.clone(), Duration::from_millis(t.watch_poll_ms), shutdown.clone());
     let routes = tonic::service::Routes::new(PipelineTrackerServiceServer::new(grpc));
     let grace = settings.common.server.shutdown_grace();
+    let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.pipeline_tracker.v1.PipelineTrackerService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
+        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
     });
 
     let limits = BatchLimits { max_events: t.batch_max_events, linger: Duration::from_millis(t.batch_linger_ms) };

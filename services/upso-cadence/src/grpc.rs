@@ -88,7 +88,16 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
             }
             other => other.into(),
         })?;
-        self.store.save_account(&r.company_id, &account_id, &token).await?;
+        // One company per Upso account (a unique index backs this check against races).
+        if let Some(holder) = self.store.company_of_account(&account_id).await?.filter(|h| *h != r.company_id) {
+            return Err(caller.already_bound(&format!("Upso account {account_id}"), Some(&holder)).into());
+        }
+        self.store.save_account(&r.company_id, &account_id, &token).await.map_err(|err| match err {
+            Error::Storage(gomark_storage::StorageError::Query(e)) if gomark_storage::is_unique_violation(&e) => {
+                Status::from(caller.already_bound(&format!("Upso account {account_id}"), None))
+            }
+            other => other.into(),
+        })?;
         tracing::info!(company_id = %r.company_id, upso_account_id = %account_id, "upso account registered");
         Ok(Response::new(pb::RegisterAccountResponse { upso_account_id: account_id }))
     }

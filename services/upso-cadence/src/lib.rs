@@ -63,10 +63,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         engine: engine.clone(),
     }));
     let grace = settings.common.server.shutdown_grace();
+    let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.upso_cadence.v1.UpsoCadenceService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
+        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
     service.spawn_loop(gomark_events::consumer::run_consumer(

@@ -97,6 +97,15 @@ impl Store {
         &self.db
     }
 
+    /// The company an Upso account is registered to.
+    pub async fn company_of_account(&self, account_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT company_id FROM accounts WHERE upso_account_id = $1")
+            .bind(account_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("company_id")).transpose()?)
+    }
+
     pub async fn save_account(&self, company_id: &str, account_id: &str, token: &UpsoToken) -> Result<()> {
         let sealed = self.vault.seal(company_id, token)?;
         let mut tx = self.db.begin().await?;

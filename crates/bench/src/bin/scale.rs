@@ -165,7 +165,12 @@ async fn distributed_for_ingest(webhook_delay: Duration) -> Result<Option<Runnin
     let mut common = || -> Result<CommonSettings> {
         let database = gomark_testkit::TestDatabase::postgres().context("postgres configured")?;
         let settings = CommonSettings {
-            server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
+            server: ServerSettings {
+                grpc_addr: loopback(0),
+                admin_addr: loopback(0),
+                shutdown_grace_secs: 10,
+                ..Default::default()
+            },
             database: gomark_storage::DatabaseSettings { max_connections: 10, ..database.settings.clone() },
             bus: bus.clone(),
             cache: gomark_cache::CacheSettings {

@@ -26,8 +26,11 @@ struct Route {
     call: fn(company: &str, unique: &str) -> (Method, String, Option<Value>),
 }
 
-/// An Upso account the simulator knows, so an allowed registration succeeds.
-const MATRIX_UPSO_TOKEN: &str = "matrix-upso-token";
+/// An Upso account the simulator knows for `company`, so an allowed registration succeeds
+/// (one account per company: an account belongs to one company only).
+fn matrix_upso_token(company: &str) -> String {
+    format!("matrix-upso-{company}")
+}
 
 fn property(name: &str) -> Value {
     json!({"name": name, "label": "Matrix", "type": "string", "fieldType": "text", "groupName": "dealinformation"})
@@ -124,7 +127,7 @@ fn routes() -> Vec<Route> {
             min_role: Role::Admin,
             portfolio_only: false,
             call: |c, _| {
-                (Method::PUT, format!("/v1/companies/{c}/upso-account"), Some(json!({"token": MATRIX_UPSO_TOKEN})))
+                (Method::PUT, format!("/v1/companies/{c}/upso-account"), Some(json!({"token": matrix_upso_token(c)})))
             },
         },
         Route {
@@ -282,7 +285,10 @@ fn routes() -> Vec<Route> {
                 (
                     Method::POST,
                     "/v1/companies".into(),
-                    Some(json!({"name": u, "hubspotPortalId": "1", "hubspotToken": "t"})),
+                    // A portal of its own: a portal belongs to one company only.
+                    Some(
+                        json!({"name": u, "hubspotPortalId": format!("9{}", u.trim_start_matches('m')), "hubspotToken": "t"}),
+                    ),
                 )
             },
         },
@@ -353,7 +359,9 @@ async fn no_route_lets_company_a_touch_company_b() {
             .await;
         assert_eq!(r.status, 201);
     }
-    gomark.upso_sim.register_account(MATRIX_UPSO_TOKEN, "Matrix");
+    for company in [&a, &b] {
+        gomark.upso_sim.register_account(&matrix_upso_token(company), "Matrix");
+    }
     let b_audit_before = admin.send(Method::GET, &format!("/v1/companies/{b}/audit?limit=500"), None).await.body;
 
     let mut failures = Vec::new();
@@ -474,6 +482,13 @@ fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Co
     r.map(|_| ()).map_err(|s| s.code())
 }
 
+/// A channel like the services' own: the caller travels as an assertion signed with this
+/// process's key, which the embedded services share.
+fn signed_channel(addr: std::net::SocketAddr) -> gomark_platform::grpc_client::TracedChannel {
+    gomark_platform::grpc_client::channel(&format!("http://{addr}"), std::time::Duration::from_secs(10))
+        .expect("channel")
+}
+
 #[tokio::test]
 async fn services_enforce_the_scope_when_called_directly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -484,7 +499,7 @@ async fn services_enforce_the_scope_when_called_directly() {
     let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-da", 951).await;
     let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-db", 952).await;
     let addr = gomark.grpc_addr("orchestrator").expect("orchestrator");
-    let mut orchestrator = OrchestratorServiceClient::connect(format!("http://{addr}")).await.expect("connect");
+    let mut orchestrator = OrchestratorServiceClient::new(signed_channel(addr));
     let a_admin = Caller { actor: "test:a-admin".into(), role: Role::Admin, scope: Scope::Company(a.clone()) };
 
     assert_eq!(
@@ -552,11 +567,9 @@ async fn services_enforce_the_scope_when_called_directly() {
     );
 
     let sync_addr = gomark.grpc_addr("hubspot-sync").expect("hubspot-sync");
-    let mut sync = gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::connect(
-        format!("http://{sync_addr}"),
-    )
-    .await
-    .expect("connect");
+    let mut sync = gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
+        signed_channel(sync_addr),
+    );
     let hijack = gomark_proto::hubspot_sync::v1::RegisterPortalRequest {
         company_id: b.clone(),
         portal_id: "666".into(),
@@ -581,9 +594,7 @@ async fn services_enforce_the_scope_when_called_directly() {
 
     use gomark_proto::upso_cadence::v1 as upb;
     let upso_addr = gomark.grpc_addr("upso-cadence").expect("upso-cadence");
-    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::connect(format!("http://{upso_addr}"))
-        .await
-        .expect("connect");
+    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::new(signed_channel(upso_addr));
     gomark.upso_sim.register_account("upso-stolen", "Thief");
     let hijack = upb::RegisterAccountRequest { company_id: b.clone(), upso_token: "upso-stolen".into() };
     assert_eq!(code(upso.register_account(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
@@ -608,9 +619,7 @@ async fn services_enforce_the_scope_when_called_directly() {
     use gomark_proto::pipeline_tracker::v1 as pt;
     let tracker_addr = gomark.grpc_addr("pipeline-tracker").expect("pipeline-tracker");
     let mut tracker =
-        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::connect(format!("http://{tracker_addr}"))
-            .await
-            .expect("connect");
+        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::new(signed_channel(tracker_addr));
     let funnel = |company: &str| pt::GetFunnelRequest { company_id: company.to_owned(), ..Default::default() };
     assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&a))).await), Ok(()));
     assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&b))).await), Err(tonic::Code::NotFound));
@@ -629,6 +638,188 @@ async fn services_enforce_the_scope_when_called_directly() {
         .expect("own portfolio")
         .into_inner();
     assert!(own.companies.iter().all(|c| c.company_id == a), "{:?}", own.companies);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// One portfolio-wide read on each service port, made with the metadata `forge` writes
+/// over a plain channel (no signing interceptor): the codes, by service.
+async fn direct_calls(
+    gomark: &Embedded,
+    company: &str,
+    forge: impl Fn(&mut tonic::metadata::MetadataMap),
+) -> Vec<(&'static str, Result<(), tonic::Code>)> {
+    use gomark_proto::hubspot_sync::v1 as hs;
+    use gomark_proto::pipeline_tracker::v1 as pt;
+    use gomark_proto::upso_cadence::v1 as upb;
+    let plain = |service: &str| {
+        let addr = gomark.grpc_addr(service).expect("service");
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("url").connect_lazy()
+    };
+    fn request<T>(message: T, forge: &impl Fn(&mut tonic::metadata::MetadataMap)) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        forge(req.metadata_mut());
+        req
+    }
+    let mut orchestrator = OrchestratorServiceClient::new(plain("orchestrator"));
+    let mut sync = hs::hubspot_sync_service_client::HubspotSyncServiceClient::new(plain("hubspot-sync"));
+    let mut upso = upb::upso_cadence_service_client::UpsoCadenceServiceClient::new(plain("upso-cadence"));
+    let mut tracker = pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::new(plain("pipeline-tracker"));
+    let company = company.to_owned();
+    vec![
+        (
+            "orchestrator",
+            code(orchestrator.list_companies(request(pb::ListCompaniesRequest { page: None }, &forge)).await),
+        ),
+        (
+            "hubspot-sync",
+            code(
+                sync.get_observed_state(request(hs::GetObservedStateRequest { company_id: company.clone() }, &forge))
+                    .await,
+            ),
+        ),
+        (
+            "upso-cadence",
+            code(
+                upso.list_decisions(request(upb::ListDecisionsRequest { company_id: company, limit: 1 }, &forge)).await,
+            ),
+        ),
+        ("pipeline-tracker", code(tracker.get_portfolio(request(pt::GetPortfolioRequest::default(), &forge)).await)),
+    ]
+}
+
+#[tokio::test]
+async fn services_accept_a_caller_only_from_a_valid_assertion() {
+    use gomark_platform::assertion::{ASSERTION_METADATA_KEY, KeyRing, process_keys};
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-fa", 961).await;
+    let root = Caller { actor: "attacker".into(), role: Role::Admin, scope: Scope::Portfolio };
+    let assertion = |token: String| {
+        move |md: &mut tonic::metadata::MetadataMap| {
+            md.insert(ASSERTION_METADATA_KEY, token.parse().expect("ascii"));
+        }
+    };
+    let all = |codes: Vec<(&'static str, Result<(), tonic::Code>)>, want: Result<(), tonic::Code>, what: &str| {
+        for (service, got) in codes {
+            assert_eq!(got, want, "{what} on {service}");
+        }
+    };
+
+    // Control: a valid assertion from this process's key is accepted everywhere.
+    let valid = process_keys().sign(&root, SystemTime::now());
+    all(direct_calls(&gomark, &a, assertion(valid.clone())).await, Ok(()), "a valid assertion");
+
+    // The audit finding: plain metadata naming a portfolio admin.
+    all(
+        direct_calls(&gomark, &a, |md| root.to_metadata(md)).await,
+        Err(tonic::Code::Unauthenticated),
+        "forged metadata",
+    );
+    // Plain metadata next to a valid viewer assertion does not raise it to admin.
+    let viewer = Caller { role: Role::Viewer, scope: Scope::Company(a.clone()), ..root.clone() };
+    let viewer_token = process_keys().sign(&viewer, SystemTime::now());
+    let mut orchestrator = OrchestratorServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", gomark.grpc_addr("orchestrator").expect("addr")))
+            .expect("url")
+            .connect_lazy(),
+    );
+    let mut both = tonic::Request::new(pb::CreateCompanyRequest {
+        name: "X".into(),
+        hubspot_portal_id: "9".into(),
+        hubspot_token: "t".into(),
+    });
+    root.to_metadata(both.metadata_mut());
+    both.metadata_mut().insert(ASSERTION_METADATA_KEY, viewer_token.parse().expect("ascii"));
+    assert_eq!(code(orchestrator.create_company(both).await), Err(tonic::Code::PermissionDenied));
+
+    let expired = process_keys().sign(&root, SystemTime::now() - Duration::from_secs(120));
+    all(direct_calls(&gomark, &a, assertion(expired)).await, Err(tonic::Code::Unauthenticated), "expired");
+    let foreign = KeyRing::generate().sign(&root, SystemTime::now());
+    all(direct_calls(&gomark, &a, assertion(foreign)).await, Err(tonic::Code::Unauthenticated), "another key");
+    let mut tampered = valid.into_bytes();
+    let at = tampered.len() - 5;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    all(direct_calls(&gomark, &a, assertion(tampered)).await, Err(tonic::Code::Unauthenticated), "tampered");
+
+    // The audit log names only verified actors.
+    let audit = admin.send(Method::GET, &format!("/v1/companies/{a}/audit"), None).await;
+    assert!(!audit.body.to_string().contains("attacker"), "{}", audit.body);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_portal_or_upso_account_belongs_to_one_company() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-dup", 971).await;
+    let second = json!({"name": "Company B", "hubspotPortalId": "971", "hubspotToken": "token-dup"});
+    let reply = admin.send(Method::POST, "/v1/companies", Some(second)).await;
+    let detail = reply.problem(409)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("971") && detail.contains(&a), "names the portal and its company: {detail}");
+    let listed = admin.send(Method::GET, "/v1/companies", None).await;
+    assert!(!listed.body.to_string().contains("Company B"), "no second company: {}", listed.body);
+
+    let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-dup-b", 972).await;
+    gomark.upso_sim.register_account("upso-shared", "Shared");
+    let admin = &admin;
+    let register = |company: String| async move {
+        let path = format!("/v1/companies/{company}/upso-account");
+        admin.send(Method::PUT, &path, Some(json!({"token": "upso-shared"}))).await
+    };
+    assert_eq!(register(a.clone()).await.status, 200, "the first company gets the account");
+    assert_eq!(register(a.clone()).await.status, 200, "registering it again for the same company is fine");
+    let reply = register(b.clone()).await;
+    let detail = reply.problem(409)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains(&a), "names the company holding the account: {detail}");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn revoking_a_key_ends_its_open_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-sse", 981).await;
+    let created = admin.send(Method::POST, "/v1/api-keys", Some(json!({"name": "watcher", "role": "viewer"}))).await;
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    let id = created.body["id"].as_str().expect("id").to_owned();
+
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/companies/{a}/funnels/default/events", gomark.gateway_url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(stream.status(), 200);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk()).await.expect("first event");
+    assert!(first.expect("chunk").is_some(), "the stream is open");
+
+    assert_eq!(admin.send(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await.status, 204);
+    let revoked_at = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its key by 10 s");
+    assert!(revoked_at.elapsed() < std::time::Duration::from_secs(10));
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }

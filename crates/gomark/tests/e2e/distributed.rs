@@ -257,6 +257,11 @@ impl Cluster {
             ("GOMARK__CACHE__REDIS_URL", self.redis_url.clone()),
             ("GOMARK__CACHE__KEY_PREFIX", self.cache_prefix.clone()),
             ("GOMARK__TELEMETRY__LOG_LEVEL", "warn".to_owned()),
+            // The key this test process (and its in-process services) signs with.
+            (
+                "GOMARK__SERVER__ASSERTION_KEYS",
+                gomark_platform::assertion::process_keys().setting().expose().to_owned(),
+            ),
         ];
         env.extend(extra);
         env.sort();
@@ -275,7 +280,7 @@ impl Cluster {
 }
 
 fn server(grpc: SocketAddr) -> ServerSettings {
-    ServerSettings { grpc_addr: grpc, admin_addr: loopback(0), shutdown_grace_secs: 10 }
+    ServerSettings { grpc_addr: grpc, admin_addr: loopback(0), shutdown_grace_secs: 10, ..Default::default() }
 }
 
 #[tokio::test]

@@ -118,3 +118,45 @@ async fn data_survives_a_restart() {
     );
     stop(again).await;
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_folder_is_private_and_holds_no_key_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let gomark = start(&data, false).await;
+    let api = api(&gomark);
+    let admin_key = gomark.admin_api_key.clone().expect("admin key");
+    let created = api
+        .send_with(
+            Method::POST,
+            "/v1/api-keys",
+            Some(serde_json::json!({"name": "ci", "role": "viewer"})),
+            &[("idempotency-key", "once")],
+        )
+        .await;
+    let secret = created.body["key"].as_str().expect("secret shown once").to_owned();
+    let retry = api
+        .send_with(
+            Method::POST,
+            "/v1/api-keys",
+            Some(serde_json::json!({"name": "ci", "role": "viewer"})),
+            &[("idempotency-key", "once")],
+        )
+        .await;
+    assert!(!retry.body.to_string().contains(&secret), "a replay never shows the secret: {}", retry.body);
+    stop(gomark).await;
+
+    let mode = |meta: std::fs::Metadata| meta.permissions().mode() & 0o777;
+    assert_eq!(mode(std::fs::metadata(&data).expect("exists")), 0o700, "the data folder");
+    for entry in std::fs::read_dir(&data).expect("list").flatten() {
+        let path = entry.path();
+        // A WAL or shared-memory file may go as the last connection closes: skip it then.
+        let (Ok(meta), Ok(bytes)) = (std::fs::metadata(&path), std::fs::read(&path)) else { continue };
+        assert_eq!(mode(meta), 0o600, "{}", path.display());
+        for key in [&secret, &admin_key] {
+            assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "{} holds a key secret", path.display());
+        }
+    }
+}

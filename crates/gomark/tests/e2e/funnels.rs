@@ -34,10 +34,10 @@ async fn until(
 
 pub async fn funnel_follows_deals(api: &Api, sim: &HubSpotSim, tracker: SocketAddr, token: &str, portal: u64) {
     let company = create_company(api, sim, "Funnel Co", token, portal).await;
-    let mut client =
-        pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::connect(format!("http://{tracker}"))
-            .await
-            .expect("connect");
+    // A channel like the services' own, so the caller travels signed with this process's key.
+    let channel =
+        gomark_platform::grpc_client::channel(&format!("http://{tracker}"), Duration::from_secs(30)).expect("channel");
+    let mut client = pt::pipeline_tracker_service_client::PipelineTrackerServiceClient::new(channel);
     let watch = pt::GetFunnelRequest { company_id: company.clone(), ..Default::default() };
     let mut stream = client.watch_funnel(Caller::system("test").request(watch)).await.expect("watch").into_inner();
     let first = until(&mut stream, "the first funnel", |_| true).await;

@@ -163,6 +163,7 @@ pub async fn bad_input(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
         (json!({"type": "money"}), "type"),
         (json!({"type": "enumeration", "fieldType": "select"}), "options"),
         (json!({"label": ""}), "label"),
+        (json!({"label": "Ti\0er"}), "label"),
     ];
     for (overrides, field) in cases {
         let reply = api.send(Method::POST, &base, Some(property(overrides.clone()))).await;
@@ -189,6 +190,8 @@ pub async fn bad_input(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
     api.send(Method::POST, "/v1/companies", Some(json!({"name": "X", "hubspotPortalId": "abc", "hubspotToken": "t"})))
         .await
         .problem(400);
+    let nul = json!({"name": "Nul\0Co", "hubspotPortalId": "1", "hubspotToken": "t"});
+    assert_eq!(api.send(Method::POST, "/v1/companies", Some(nul)).await.problem(400)["errors"][0]["field"], "name");
     // A token that cannot travel in a header would fail every HubSpot call later; refuse it now.
     let unsendable = api
         .send(Method::POST, "/v1/companies", Some(json!({"name": "X", "hubspotPortalId": "1", "hubspotToken": "a b"})))

@@ -70,6 +70,19 @@ fn unavailable() -> Problem {
     Problem::new(ErrorKind::Unavailable, "the identity provider is unreachable, retry later")
 }
 
+/// The scope a token's company claim grants. Only an absent claim means the whole
+/// portfolio and only one non-empty string names a company: anything else (an array, a
+/// number, null, "") is a token we cannot read safely, refused rather than widened.
+fn scope_of(claim: Option<&serde_json::Value>) -> Result<Scope, Problem> {
+    match claim {
+        None => Ok(Scope::Portfolio),
+        Some(serde_json::Value::String(company)) if !company.trim().is_empty() && !company.contains('\0') => {
+            Ok(Scope::Company(company.clone()))
+        }
+        Some(_) => Err(Problem::new(ErrorKind::PermissionDenied, "the token's company claim must be one company id")),
+    }
+}
+
 impl OidcVerifier {
     pub fn new(settings: OidcSettings) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
@@ -133,6 +146,8 @@ impl OidcVerifier {
         validation.set_issuer(&[self.settings.issuer.as_str()]);
         validation.set_audience(&[self.settings.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token is not valid before its `nbf` either.
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
             .map_err(|_| invalid())?
             .claims;
@@ -141,11 +156,26 @@ impl OidcVerifier {
             .and_then(|v| v.as_str())
             .and_then(|r| r.parse().ok())
             .ok_or_else(|| Problem::new(ErrorKind::PermissionDenied, "the token grants no GoMark role"))?;
-        let scope = match claims.get(&self.settings.company_claim).and_then(|v| v.as_str()) {
-            Some(company) if !company.is_empty() => Scope::Company(company.to_owned()),
-            _ => Scope::Portfolio,
-        };
+        let scope = scope_of(claims.get(&self.settings.company_claim))?;
         let subject = claims.get("sub").and_then(|v| v.as_str()).unwrap_or_default();
         Ok(Caller { actor: format!("oidc:{subject}"), role, scope })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_one_company_string_scopes_and_anything_else_is_refused() {
+        assert_eq!(scope_of(None).ok(), Some(Scope::Portfolio));
+        assert_eq!(scope_of(Some(&json!("c1"))).ok(), Some(Scope::Company("c1".into())));
+        for bad in
+            [json!(["c1"]), json!(["c1", "c2"]), json!([]), json!(7), json!(null), json!(""), json!({"id": "c1"})]
+        {
+            let refused = scope_of(Some(&bad)).expect_err("refused");
+            assert_eq!(refused.status, 403, "{bad}");
+        }
     }
 }

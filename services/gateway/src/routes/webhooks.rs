@@ -46,8 +46,13 @@ struct Accepted {
 async fn hubspot(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    // An oversized body is refused as problem+json like every other error, not axum's text.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::http(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large"),
+        status => Problem::http(status, "the request body could not be read"),
+    })?;
     let Some(config) = &s.webhooks else {
         return Err(Problem::new(
             ErrorKind::Unauthenticated,
