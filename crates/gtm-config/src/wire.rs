@@ -3,6 +3,9 @@
 
 use crate::effective::EffectiveConfig;
 use crate::model::{DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOption, PropertyType, Stage};
+use crate::outreach::{
+    Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,
+};
 use crate::plan::{Action, Blocked, FieldChange, Op, Target};
 use gomark_proto::config::v1 as pb;
 use gomark_proto::json;
@@ -157,6 +160,220 @@ pub fn effective_from_hubspot(config: pb::HubSpotConfig) -> Result<EffectiveConf
     })
 }
 
+fn step_type_to_proto(t: StepType) -> pb::StepType {
+    match t {
+        StepType::AutoEmail => pb::StepType::AutoEmail,
+        StepType::ManualEmail => pb::StepType::ManualEmail,
+        StepType::Call => pb::StepType::Call,
+        StepType::Task => pb::StepType::Task,
+    }
+}
+
+fn step_type_from_proto(t: i32) -> Option<StepType> {
+    Some(match pb::StepType::try_from(t).ok()? {
+        pb::StepType::AutoEmail => StepType::AutoEmail,
+        pb::StepType::ManualEmail => StepType::ManualEmail,
+        pb::StepType::Call => StepType::Call,
+        pb::StepType::Task => StepType::Task,
+        pb::StepType::Unspecified => return None,
+    })
+}
+
+const CRITERION_OPS: [(CriterionOp, pb::CriterionOp); 11] = [
+    (CriterionOp::Eq, pb::CriterionOp::Eq),
+    (CriterionOp::Neq, pb::CriterionOp::Neq),
+    (CriterionOp::In, pb::CriterionOp::In),
+    (CriterionOp::Gt, pb::CriterionOp::Gt),
+    (CriterionOp::Gte, pb::CriterionOp::Gte),
+    (CriterionOp::Lt, pb::CriterionOp::Lt),
+    (CriterionOp::Lte, pb::CriterionOp::Lte),
+    (CriterionOp::Exists, pb::CriterionOp::Exists),
+    (CriterionOp::WithinDaysPast, pb::CriterionOp::WithinDaysPast),
+    (CriterionOp::WithinDaysAhead, pb::CriterionOp::WithinDaysAhead),
+    (CriterionOp::Linear, pb::CriterionOp::Linear),
+];
+
+pub fn cadence_to_proto(c: &Cadence) -> pb::Cadence {
+    pb::Cadence {
+        key: c.key.clone(),
+        name: c.name.clone(),
+        tags: c.tags.clone(),
+        send_window: c.send_window.as_ref().map(|w| pb::SendWindow {
+            time_zone: w.time_zone.clone(),
+            start: w.start.clone(),
+            end: w.end.clone(),
+            weekdays: w.weekdays.clone(),
+        }),
+        exit_on_reply: c.exit_on_reply,
+        exit_on_bounce: c.exit_on_bounce,
+        steps: c
+            .steps
+            .iter()
+            .map(|s| pb::CadenceStep {
+                r#type: step_type_to_proto(s.step_type) as i32,
+                delay_hours: s.delay_hours,
+                subject: s.subject.clone(),
+                body: s.body.clone(),
+                instructions: s.instructions.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn cadence_from_proto(c: pb::Cadence) -> Result<Cadence, WireError> {
+    let steps = c
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(CadenceStep {
+                step_type: step_type_from_proto(s.r#type)
+                    .ok_or_else(|| wire_error(format!("steps[{i}].type"), "is not a step type"))?,
+                delay_hours: s.delay_hours,
+                subject: s.subject,
+                body: s.body,
+                instructions: s.instructions,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    Ok(Cadence {
+        key: c.key,
+        name: c.name,
+        tags: c.tags,
+        send_window: c.send_window.map(|w| SendWindow {
+            time_zone: w.time_zone,
+            start: w.start,
+            end: w.end,
+            weekdays: w.weekdays,
+        }),
+        exit_on_reply: c.exit_on_reply,
+        exit_on_bounce: c.exit_on_bounce,
+        steps,
+    })
+}
+
+pub fn upsell_rule_to_proto(r: &UpsellRule) -> pb::UpsellRule {
+    let g = &r.guardrails;
+    pb::UpsellRule {
+        key: r.key.clone(),
+        cadence: r.cadence.clone(),
+        min_score: r.min_score,
+        max_per_run: r.max_per_run,
+        closed_won_days_ago: Some(pb::DayRange { min: r.closed_won_days_ago.min, max: r.closed_won_days_ago.max }),
+        won_stages: r.won_stages.clone(),
+        lost_stages: r.lost_stages.clone(),
+        scoring: r
+            .scoring
+            .iter()
+            .map(|c| pb::Criterion {
+                property: c.property.clone(),
+                op: CRITERION_OPS.iter().find(|(o, _)| *o == c.op).map_or(0, |(_, p)| *p as i32),
+                value: c.value.as_ref().map(json::to_value),
+                points: c.points,
+                max_points: c.max_points,
+                why: c.why.clone(),
+            })
+            .collect(),
+        guardrails: Some(pb::Guardrails {
+            min_days_since_last_touch: g.min_days_since_last_touch,
+            mailbox_daily_cap: g.mailbox_daily_cap,
+            company_daily_cap: g.company_daily_cap,
+            quiet_hours: g.quiet_hours.as_ref().map(|q| pb::QuietHours {
+                start: q.start.clone(),
+                end: q.end.clone(),
+                default_time_zone: q.default_time_zone.clone(),
+            }),
+            skip_open_deals: g.skip_open_deals,
+            escalation_property: g.escalation_property.clone(),
+        }),
+    }
+}
+
+pub fn upsell_rule_from_proto(r: pb::UpsellRule) -> Result<UpsellRule, WireError> {
+    let scoring = r
+        .scoring
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let op = CRITERION_OPS
+                .iter()
+                .find(|(_, p)| *p as i32 == c.op)
+                .map(|(o, _)| *o)
+                .ok_or_else(|| wire_error(format!("scoring[{i}].op"), "is not a criterion operator"))?;
+            Ok(Criterion {
+                property: c.property,
+                op,
+                value: c.value.as_ref().map(json::from_value),
+                points: c.points,
+                max_points: c.max_points,
+                why: c.why,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    let days = r.closed_won_days_ago.unwrap_or_default();
+    let guardrails = match r.guardrails {
+        Some(g) => Guardrails {
+            min_days_since_last_touch: g.min_days_since_last_touch,
+            mailbox_daily_cap: g.mailbox_daily_cap,
+            company_daily_cap: g.company_daily_cap,
+            quiet_hours: g.quiet_hours.map(|q| QuietHours {
+                start: q.start,
+                end: q.end,
+                default_time_zone: q.default_time_zone,
+            }),
+            skip_open_deals: g.skip_open_deals,
+            escalation_property: g.escalation_property,
+        },
+        None => Guardrails::default(),
+    };
+    Ok(UpsellRule {
+        key: r.key,
+        cadence: r.cadence,
+        min_score: r.min_score,
+        max_per_run: r.max_per_run,
+        closed_won_days_ago: DayRange { min: days.min, max: days.max },
+        won_stages: r.won_stages,
+        lost_stages: r.lost_stages,
+        scoring,
+        guardrails,
+    })
+}
+
+/// Upso's part of a company's effective configuration.
+pub fn outreach_config(config: &EffectiveConfig) -> pb::OutreachConfig {
+    pb::OutreachConfig {
+        company_id: config.company_id.clone(),
+        cadences: config.cadences.iter().map(cadence_to_proto).collect(),
+        upsell_rules: config.upsell_rules.iter().map(upsell_rule_to_proto).collect(),
+        suppression_list: config.suppression_list.clone(),
+    }
+}
+
+/// An effective configuration holding just Upso's part (what upso-cadence works with).
+pub fn effective_from_outreach(config: pb::OutreachConfig) -> Result<EffectiveConfig, WireError> {
+    let cadences = config
+        .cadences
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| cadence_from_proto(c).map_err(|e| wire_error(format!("cadences[{i}].{}", e.field), e.message)))
+        .collect::<Result<_, _>>()?;
+    let upsell_rules = config
+        .upsell_rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            upsell_rule_from_proto(r).map_err(|e| wire_error(format!("upsellRules[{i}].{}", e.field), e.message))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(EffectiveConfig {
+        company_id: config.company_id,
+        cadences,
+        upsell_rules,
+        suppression_list: config.suppression_list,
+        ..EffectiveConfig::default()
+    })
+}
+
 pub fn op_to_proto(op: Op) -> pb::Op {
     match op {
         Op::Create => pb::Op::Create,
@@ -282,6 +499,41 @@ companies:
         assert_eq!(back.deal_properties, config.deal_properties);
         assert_eq!(back.property_groups, config.property_groups);
         assert_eq!(back.pipelines, config.pipelines);
+    }
+
+    #[test]
+    fn outreach_config_survives_the_wire() {
+        let doc = Document::from_yaml(
+            r#"
+baseline:
+  suppressionList: ["@competitor.example"]
+  cadences:
+    - key: upsell
+      name: Upsell
+      tags: [gomark]
+      sendWindow: {timeZone: "+02:00", start: "09:00", end: "17:00"}
+      steps:
+        - {type: auto_email, delayHours: 0, subject: "Hi {{firstName}}", body: "More seats?"}
+        - {type: call, delayHours: 48, instructions: "Call them"}
+  upsellRules:
+    - key: seats
+      cadence: upsell
+      minScore: 10
+      scoring:
+        - {property: gomark_seats, op: gt, value: 50, points: 20, why: "many seats"}
+        - {property: gomark_customer_tier, op: in, value: [gold, silver], points: 5}
+        - {property: amount, op: linear, points: 0.001, maxPoints: 30}
+      guardrails: {quietHours: {start: "20:00", end: "08:00"}}
+companies:
+  acme: {companyId: c-1}
+"#,
+        )
+        .expect("parses");
+        let config = doc.effective("acme").expect("acme");
+        let back = effective_from_outreach(outreach_config(&config)).expect("valid");
+        assert_eq!(back.cadences, config.cadences);
+        assert_eq!(back.upsell_rules, config.upsell_rules);
+        assert_eq!(back.suppression_list, config.suppression_list);
     }
 
     #[test]

@@ -73,16 +73,6 @@ fn cadence_action(a: gomark_proto::upso_cadence::v1::CadenceAction) -> config_pb
     }
 }
 
-/// The Upso part of a company's configuration, as upso-cadence reads it.
-pub(crate) fn outreach_json(desired: &EffectiveConfig) -> Result<String> {
-    Ok(serde_json::to_string(&serde_json::json!({
-        "companyId": desired.company_id,
-        "cadences": desired.cadences,
-        "upsellRules": desired.upsell_rules,
-        "suppressionList": desired.suppression_list,
-    }))?)
-}
-
 impl Planner {
     pub fn new(
         store: Store,
@@ -122,8 +112,10 @@ impl Planner {
             }
         }
         let Some(upso) = &self.upso_cadence else { return Ok(company) };
-        let request =
-            PlanCadencesRequest { company_id: desired.company_id.clone(), desired_json: outreach_json(desired)? };
+        let request = PlanCadencesRequest {
+            company_id: desired.company_id.clone(),
+            desired: Some(gtm_config::wire::outreach_config(desired)),
+        };
         match upso.clone().plan_cadences(Caller::system("orchestrator").request(request)).await {
             Ok(plan) => {
                 let plan = plan.into_inner();

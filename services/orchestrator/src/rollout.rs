@@ -13,7 +13,6 @@
 //! other transient failures are retried with jittered backoff up to [`MAX_ATTEMPTS`]. When
 //! more than the threshold of finished steps failed, the rollout halts.
 
-use crate::planning::outreach_json;
 use crate::revisions::{PORTFOLIO, Revisions};
 use crate::store::{AuditRecord, Store};
 use crate::{Actor, Error, Result};
@@ -655,7 +654,7 @@ impl Rollouts {
         if let Some(upso) = &self.upso_cadence {
             let request = ApplyCadencesRequest {
                 company_id: step.company_id.clone(),
-                desired_json: outreach_json(&desired)?,
+                desired: Some(gtm_config::wire::outreach_config(&desired)),
                 revision: step.revision,
                 saved_plan: step.approved.is_some(),
                 approved_action_ids: approved,

@@ -109,7 +109,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         caller.require_company(Role::Viewer, &r.company_id)?;
-        let desired = OutreachConfig::parse(&r.desired_json)?;
+        let desired = OutreachConfig::from_proto(&r.company_id, r.desired)?;
         Ok(Response::new(self.plan(&r.company_id, &desired).await?))
     }
 
@@ -120,7 +120,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         caller.require_company(Role::Operator, &r.company_id)?;
-        let desired = OutreachConfig::parse(&r.desired_json)?;
+        let desired = OutreachConfig::from_proto(&r.company_id, r.desired)?;
         let approved: Option<std::collections::BTreeSet<String>> =
             r.saved_plan.then(|| r.approved_action_ids.into_iter().collect());
         let applied = self.cadences.apply(&r.company_id, &desired, r.revision, approved.as_ref()).await?;

@@ -22,8 +22,24 @@ pub struct OutreachConfig {
 }
 
 impl OutreachConfig {
+    /// From its JSON form (fixtures, benchmarks).
     pub fn parse(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|_| crate::Error::invalid("desired_json", "is not a company configuration"))
+        serde_json::from_str(json).map_err(|_| crate::Error::invalid("desired", "is not a company configuration"))
+    }
+
+    /// The configuration a request carries, checked to be `company_id`'s own.
+    pub fn from_proto(company_id: &str, desired: Option<gomark_proto::config::v1::OutreachConfig>) -> Result<Self> {
+        let desired = desired.ok_or_else(|| crate::Error::invalid("desired", "is required"))?;
+        if desired.company_id != company_id {
+            return Err(crate::Error::invalid("desired.company_id", "belongs to another company"));
+        }
+        let config = gtm_config::wire::effective_from_outreach(desired)
+            .map_err(|e| crate::Error::invalid(&format!("desired.{}", e.field), e.message))?;
+        Ok(Self {
+            cadences: config.cadences,
+            upsell_rules: config.upsell_rules,
+            suppression_list: config.suppression_list,
+        })
     }
 
     pub fn cadence(&self, key: &str) -> Option<&Cadence> {

@@ -607,7 +607,7 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(code(upso.list_decisions(a_admin.request(decisions)).await), Err(tonic::Code::NotFound));
     let apply = upb::ApplyCadencesRequest {
         company_id: b.clone(),
-        desired_json: "{}".into(),
+        desired: Some(gomark_proto::config::v1::OutreachConfig { company_id: b.clone(), ..Default::default() }),
         revision: 1,
         ..Default::default()
     };
