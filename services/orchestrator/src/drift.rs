@@ -14,6 +14,7 @@ use crate::revisions::Revisions;
 use crate::rollout::Rollouts;
 use crate::store::{AuditRecord, Store};
 use crate::{Actor, Result};
+use futures::StreamExt;
 use gomark_events::envelope::new_event;
 use gomark_events::event_types;
 use gomark_events::relay::RelayWaker;
@@ -25,11 +26,9 @@ use prost::Message;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 pub struct DriftWatch {
     pub store: Store,
@@ -39,8 +38,6 @@ pub struct DriftWatch {
     pub relay: RelayWaker,
     /// Every company is checked once per interval, the checks spread across it.
     pub interval: Duration,
-    /// Companies whose portals showed activity (a webhook), to check soon.
-    pub triggered: Mutex<HashMap<String, Instant>>,
     pub wake: Notify,
 }
 
@@ -48,6 +45,10 @@ pub struct DriftWatch {
 /// between ride along), and at most once per [`TRIGGER_COOLDOWN`].
 const TRIGGER_DEBOUNCE: Duration = Duration::from_secs(2);
 const TRIGGER_COOLDOWN: Duration = Duration::from_secs(60);
+/// Companies checked at once by one replica (each against its own portal and budget).
+const CHECK_CONCURRENCY: usize = 8;
+/// The schedule is looked at at least this often (new companies, other replicas' pulls).
+const SCHEDULE_POLL: Duration = Duration::from_secs(1);
 
 impl DriftWatch {
     pub fn new(
@@ -58,50 +59,18 @@ impl DriftWatch {
         relay: RelayWaker,
         interval: Duration,
     ) -> Self {
-        Self {
-            store,
-            revisions,
-            planner,
-            rollouts,
-            relay,
-            interval,
-            triggered: Mutex::new(HashMap::new()),
-            wake: Notify::new(),
-        }
+        Self { store, revisions, planner, rollouts, relay, interval, wake: Notify::new() }
     }
 
     /// Asks for a check of `company_id` soon: HubSpot sends no webhook when a property or
-    /// pipeline definition changes, so activity in the portal is the signal to look.
-    pub fn trigger(&self, company_id: &str) {
-        let mut triggered = self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        triggered.entry(company_id.to_owned()).or_insert_with(|| Instant::now() + TRIGGER_DEBOUNCE);
-        drop(triggered);
+    /// pipeline definition changes, so activity in the portal is the signal to look. The
+    /// request is written to the shared schedule, so whichever replica is free runs it.
+    pub async fn trigger(&self, company_id: &str) -> Result<()> {
+        let now = gomark_storage::now_ms();
+        let debounce = TRIGGER_DEBOUNCE.as_millis() as i64;
+        self.store.request_drift_check(company_id, now + debounce, TRIGGER_COOLDOWN.as_millis() as i64).await?;
         self.wake.notify_one();
-    }
-
-    /// Checks the triggered companies that are due; returns when the next one will be.
-    async fn check_triggered(&self, cooldown: &mut HashMap<String, Instant>) -> Option<Instant> {
-        let now = Instant::now();
-        let due: Vec<String> = {
-            let mut triggered = self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let due: Vec<String> = triggered.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect();
-            for company in &due {
-                triggered.remove(company);
-            }
-            due
-        };
-        for company in due {
-            if let Some(until) = cooldown.get(&company).copied().filter(|until| *until > now) {
-                // Checked a moment ago: look again when the cooldown ends, not never.
-                self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(company, until);
-                continue;
-            }
-            cooldown.insert(company.clone(), now + TRIGGER_COOLDOWN);
-            if let Err(err) = self.check(std::slice::from_ref(&company)).await {
-                tracing::warn!(company_id = %company, error = %err, "triggered drift check failed");
-            }
-        }
-        self.triggered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().min().copied()
+        Ok(())
     }
 }
 
@@ -178,10 +147,19 @@ impl DriftWatch {
     pub async fn check(&self, company_ids: &[String]) -> Result<(u32, Vec<pb::DriftRecord>)> {
         let mut checked = 0;
         let mut drifted = Vec::new();
-        for (company_id, revision, applied_at) in self.store.applied_revisions().await? {
-            if !company_ids.is_empty() && !company_ids.contains(&company_id) {
-                continue;
+        // One company's check reads one row: a pass over the portfolio stays linear.
+        let applied = if company_ids.is_empty() {
+            self.store.applied_revisions().await?
+        } else {
+            let mut rows = Vec::new();
+            for id in company_ids {
+                if let Some((revision, at)) = self.store.applied_revision(id).await? {
+                    rows.push((id.clone(), revision, at));
+                }
             }
+            rows
+        };
+        for (company_id, revision, applied_at) in applied {
             // Being applied: differences are expected, not drift.
             if self.rollout_in_flight(&company_id).await? {
                 continue;
@@ -322,47 +300,58 @@ impl DriftWatch {
         rows.iter().map(record).collect()
     }
 
-    /// Checks companies whose portals showed activity, as they come due, until shutdown.
-    pub async fn run_triggered(self: Arc<Self>, shutdown: Shutdown) {
-        let mut cooldown = HashMap::new();
-        while !shutdown.is_triggered() {
-            let next = self.check_triggered(&mut cooldown).await;
-            let wait = next.map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
-            tokio::select! {
-                () = shutdown.wait() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-
-    /// Checks every applied company once per interval, one at a time and evenly spaced, so
-    /// a thousand portals are never read at once; until shutdown.
+    /// Runs the drift checks that come due in the shared schedule, a few at a time, until
+    /// shutdown: every company once per interval (spread across it), and sooner when its
+    /// portal showed activity. Survives the database going away, logging it once.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let interval_ms = i64::try_from(self.interval.as_millis()).unwrap_or(i64::MAX / 4);
+        let mut failing = false;
         while !shutdown.is_triggered() {
-            let companies: Vec<String> = match self.store.applied_revisions().await {
-                Ok(rows) => rows.into_iter().map(|(company, _, _)| company).collect(),
+            let now = gomark_storage::now_ms();
+            let claimed = async {
+                self.store.schedule_new_drift_checks(now, interval_ms).await?;
+                self.store.claim_drift_checks(now, interval_ms, (CHECK_CONCURRENCY * 4) as i64).await
+            }
+            .await;
+            let companies = match claimed {
+                Ok(companies) => {
+                    if failing {
+                        tracing::info!("drift schedule: the database is back");
+                        failing = false;
+                    }
+                    companies
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "drift: applied companies unreadable");
+                    if !failing {
+                        tracing::warn!(error = %err, "drift schedule: cannot reach the database; retrying");
+                        failing = true;
+                    }
                     Vec::new()
                 }
             };
-            if companies.is_empty() {
-                tokio::select! {
-                    () = shutdown.wait() => return,
-                    () = tokio::time::sleep(self.interval) => {}
-                }
+            let busy = !companies.is_empty();
+            futures::stream::iter(companies)
+                .for_each_concurrent(CHECK_CONCURRENCY, |company| {
+                    let this = self.clone();
+                    async move {
+                        if let Err(err) = this.check(std::slice::from_ref(&company)).await {
+                            tracing::warn!(company_id = %company, error = %err, "drift check failed");
+                        }
+                    }
+                })
+                .await;
+            if busy {
                 continue;
             }
-            let gap = self.interval / companies.len() as u32;
-            for company in &companies {
-                if let Err(err) = self.check(std::slice::from_ref(company)).await {
-                    tracing::warn!(company_id = %company, error = %err, "drift check failed");
-                }
-                tokio::select! {
-                    () = shutdown.wait() => return,
-                    () = tokio::time::sleep(gap) => {}
-                }
+            let wait = match self.store.next_drift_check_at().await {
+                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - gomark_storage::now_ms()).unwrap_or(0)),
+                _ => SCHEDULE_POLL,
+            }
+            .min(SCHEDULE_POLL);
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -96,7 +96,6 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Arc::new(portal_activity::PortalActivity { drift: drift.clone() }),
         shutdown.clone(),
     ));
-    service.spawn_loop(drift.clone().run(shutdown.clone()));
-    service.spawn_loop(drift.clone().run_triggered(shutdown));
+    service.spawn_loop(drift.clone().run(shutdown));
     Ok(service)
 }

@@ -18,7 +18,7 @@ impl EventHandler for PortalActivity {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
         // Idempotent by nature: a repeated trigger only asks for the same check again.
         if !event.company_id.is_empty() {
-            self.drift.trigger(&event.company_id);
+            self.drift.trigger(&event.company_id).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
         }
         Ok(())
     }

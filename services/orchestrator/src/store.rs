@@ -247,6 +247,93 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Gives every company with an applied revision a drift check time, spread over the
+    /// first `interval_ms`; returns how many were added.
+    pub async fn schedule_new_drift_checks(&self, now: i64, interval_ms: i64) -> Result<usize> {
+        let rows = sqlx::query(
+            "SELECT a.company_id FROM applied_revisions a LEFT JOIN drift_schedule d ON d.company_id = a.company_id \
+             WHERE d.company_id IS NULL",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        for r in &rows {
+            let company: String = r.try_get("company_id")?;
+            sqlx::query(
+                "INSERT INTO drift_schedule (company_id, next_check_at) VALUES ($1, $2) ON CONFLICT (company_id) DO NOTHING",
+            )
+            .bind(&company)
+            .bind(now + rand::random_range(0..interval_ms.max(1)))
+            .execute(self.db.pool())
+            .await?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Claims up to `limit` due drift checks for this replica: each is moved to its next
+    /// time by a conditional update, so two replicas never claim the same check.
+    pub async fn claim_drift_checks(&self, now: i64, interval_ms: i64, limit: i64) -> Result<Vec<String>> {
+        let due = sqlx::query(
+            "SELECT company_id FROM drift_schedule WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut claimed = Vec::new();
+        for r in &due {
+            let company: String = r.try_get("company_id")?;
+            let won = sqlx::query(
+                "UPDATE drift_schedule SET next_check_at = $1, last_checked_at = $2 WHERE company_id = $3 AND next_check_at <= $2",
+            )
+            .bind(now + interval_ms)
+            .bind(now)
+            .bind(&company)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected()
+                == 1;
+            if won {
+                claimed.push(company);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Pulls a company's next drift check in to `at`, but not sooner than `cooldown_ms`
+    /// after its last check (then it is due when the cooldown ends: never dropped).
+    pub async fn request_drift_check(&self, company_id: &str, at: i64, cooldown_ms: i64) -> Result<()> {
+        let Some(row) = sqlx::query("SELECT last_checked_at FROM drift_schedule WHERE company_id = $1")
+            .bind(company_id)
+            .fetch_optional(self.db.pool())
+            .await?
+        else {
+            // Not scheduled yet (just applied): schedule it now, if it has anything to check.
+            sqlx::query(
+                "INSERT INTO drift_schedule (company_id, next_check_at) SELECT company_id, $2 FROM applied_revisions \
+                 WHERE company_id = $1 ON CONFLICT (company_id) DO NOTHING",
+            )
+            .bind(company_id)
+            .bind(at)
+            .execute(self.db.pool())
+            .await?;
+            return Ok(());
+        };
+        let last: i64 = row.try_get("last_checked_at")?;
+        let due = at.max(last + cooldown_ms);
+        sqlx::query("UPDATE drift_schedule SET next_check_at = $1 WHERE company_id = $2 AND next_check_at > $1")
+            .bind(due)
+            .bind(company_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// When the next drift check is due, if any is scheduled.
+    pub async fn next_drift_check_at(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(next_check_at) AS at FROM drift_schedule").fetch_one(self.db.pool()).await?;
+        Ok(row.try_get("at")?)
+    }
+
     /// The revision last applied to each company in full, with when.
     pub async fn applied_revisions(&self) -> Result<Vec<(String, i64, i64)>> {
         let rows = sqlx::query("SELECT company_id, revision, applied_at FROM applied_revisions ORDER BY company_id")

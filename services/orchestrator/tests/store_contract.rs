@@ -121,3 +121,45 @@ async fn store_contract() {
         db.close().await;
     }
 }
+
+/// Two replicas claiming due drift checks at once never get the same company, and every
+/// due company is claimed; a trigger pulls a check in, but not inside the cooldown.
+#[tokio::test]
+async fn drift_checks_are_claimed_once_across_replicas() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        db.migrate(&MIGRATIONS).await.expect("migrate");
+        let store = Store::new(db.clone());
+        let mut conn = db.pool().acquire().await.expect("conn");
+        for i in 0..40 {
+            store.set_applied_revision(&mut conn, &format!("c{i:02}"), 1).await.expect("applied");
+        }
+        let now = 1_000_000;
+        assert_eq!(store.schedule_new_drift_checks(now, 10_000).await.expect("schedule"), 40, "{label}");
+        assert_eq!(store.schedule_new_drift_checks(now, 10_000).await.expect("again"), 0, "{label}: once");
+        let later = now + 10_000;
+        let (a, b) =
+            tokio::join!(store.claim_drift_checks(later, 10_000, 100), store.claim_drift_checks(later, 10_000, 100));
+        let (a, b) = (a.expect("a"), b.expect("b"));
+        let all: std::collections::BTreeSet<&String> = a.iter().chain(&b).collect();
+        assert_eq!(a.len() + b.len(), 40, "{label}: no company claimed twice");
+        assert_eq!(all.len(), 40, "{label}: every due company claimed");
+        assert!(store.claim_drift_checks(later, 10_000, 100).await.expect("none").is_empty(), "{label}");
+        // Activity right after a check waits for the cooldown; later activity pulls it in.
+        store.request_drift_check("c00", later + 2_000, 60_000).await.expect("trigger");
+        assert!(store.claim_drift_checks(later + 5_000, 10_000, 100).await.expect("cooldown").is_empty(), "{label}");
+        assert_eq!(store.next_drift_check_at().await.expect("next"), Some(later + 10_000), "{label}");
+        let (c, d) = (later + 70_000, later + 75_000);
+        let due = store.claim_drift_checks(c, 100_000, 100).await.expect("due");
+        assert_eq!(due.len(), 40, "{label}: the interval passed for all");
+        store.request_drift_check("c05", d, 60_000).await.expect("trigger in cooldown");
+        assert_eq!(
+            store.next_drift_check_at().await.expect("next"),
+            Some(c + 60_000),
+            "{label}: due when the cooldown ends"
+        );
+        drop(conn);
+        db.close().await;
+    }
+}
