@@ -73,6 +73,7 @@ pub struct Embedded {
     pub admin_addr: SocketAddr,
     pub shutdown: Shutdown,
     running: Vec<RunningService>,
+    memory_bus: MemoryBus,
 }
 
 /// A fresh secret for this run's simulated HubSpot app (it signs webhooks).
@@ -115,8 +116,10 @@ impl Embedded {
         let stop = shutdown.clone();
         tokio::spawn(sim.clone().serve(sim_listener, async move { stop.wait().await }));
 
-        // One bus and one cache for everyone: that is what makes this one process.
-        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(MemoryBus::new());
+        // One bus and one cache for everyone: that is what makes this one process. The bus
+        // keeps its events in the data folder, so a crash loses none (at-least-once).
+        let memory_bus = MemoryBus::open(&options.data_dir.join("events.db")).await.context("event journal")?;
+        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(memory_bus.clone());
         let common = |service: &str| CommonSettings {
             server: ServerSettings { grpc_addr: loopback(0), admin_addr: loopback(0), shutdown_grace_secs: 10 },
             database: DatabaseSettings {
@@ -264,6 +267,7 @@ impl Embedded {
             admin_addr,
             shutdown,
             running,
+            memory_bus,
         };
         if options.demo {
             crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
@@ -293,6 +297,9 @@ impl Embedded {
                 self.shutdown.trigger();
                 first_error.get_or_insert(err);
             }
+        }
+        if let Err(err) = self.memory_bus.flush().await {
+            tracing::warn!(error = %err, "could not save consumer positions; some events will be delivered again");
         }
         first_error.map_or(Ok(()), Err)
     }
