@@ -4,6 +4,7 @@
 pub mod caller;
 pub mod error;
 pub mod grpc_client;
+pub mod readiness;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
@@ -12,4 +13,5 @@ pub mod token;
 
 pub use caller::{Caller, Role, Scope};
 pub use error::{ErrorKind, PublicError};
+pub use readiness::Readiness;
 pub use shutdown::Shutdown;

@@ -4,8 +4,8 @@
 
 use gomark_cache::{Cache, CacheSettings};
 use gomark_events::{BusSettings, EventBus};
-use gomark_platform::Shutdown;
 use gomark_platform::settings::{self, ServerSettings, SettingsError, TelemetrySettings, Validate};
+use gomark_platform::{Readiness, Shutdown};
 use gomark_storage::{Database, DatabaseSettings};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// The sections every service's settings contain.
@@ -58,6 +59,11 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// What the service cannot work without, for its readiness.
+    pub fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Database(self.db.clone()), Dependency::Bus(self.bus.clone())]
+    }
+
     /// Connects everything `common` describes. The service's `start` runs its migrations.
     pub async fn connect(common: &CommonSettings) -> anyhow::Result<Self> {
         use anyhow::Context as _;
@@ -68,18 +74,96 @@ impl Backends {
     }
 }
 
+/// A backend a service cannot work without; while one is unreachable the service reports
+/// itself not ready. (The cache is not one: every use of it falls back when it is down.)
+#[derive(Clone)]
+pub enum Dependency {
+    Database(Database),
+    Bus(Arc<dyn EventBus>),
+}
+
+/// How often dependencies are probed, and how long one probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Dependency {
+    fn name(&self) -> &'static str {
+        match self {
+            Dependency::Database(_) => "database",
+            Dependency::Bus(_) => "event bus",
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let probe = async {
+            match self {
+                Dependency::Database(db) => gomark_storage::sqlx::query("SELECT 1")
+                    .execute(db.pool())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Dependency::Bus(bus) => bus.ping().await.map_err(|e| e.to_string()),
+            }
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await.unwrap_or_else(|_| Err("no answer in time".into()))
+    }
+}
+
+/// Probes `dependencies` until shutdown and sets `readiness` from the result, logging each
+/// outage once when it starts and once when it ends.
+async fn probe_dependencies(
+    service: &'static str,
+    dependencies: Vec<Dependency>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) {
+    let mut down: Vec<bool> = vec![false; dependencies.len()];
+    while !shutdown.is_triggered() {
+        for (dependency, was_down) in dependencies.iter().zip(down.iter_mut()) {
+            match dependency.check().await {
+                Ok(()) if *was_down => {
+                    tracing::info!(service, dependency = dependency.name(), "reachable again");
+                    *was_down = false;
+                }
+                Err(error) if !*was_down => {
+                    tracing::warn!(service, dependency = dependency.name(), %error, "unreachable; reporting not ready until it is back");
+                    *was_down = true;
+                }
+                _ => {}
+            }
+        }
+        readiness.set(!down.iter().any(|d| *d));
+        tokio::select! {
+            () = shutdown.wait() => {}
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
 /// A started service: where it listens, and the tasks it is made of.
 pub struct RunningService {
     pub name: &'static str,
     pub grpc_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub shutdown: Shutdown,
+    readiness: Readiness,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
 impl RunningService {
     pub fn new(name: &'static str, grpc_addr: SocketAddr, shutdown: Shutdown) -> Self {
-        Self { name, grpc_addr, admin_addr: None, shutdown, tasks: JoinSet::new() }
+        Self { name, grpc_addr, admin_addr: None, shutdown, readiness: Readiness::new(), tasks: JoinSet::new() }
+    }
+
+    /// Whether the service can work right now; its gRPC health and `/readyz` report it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Keeps [`RunningService::readiness`] true exactly while `dependencies` are reachable.
+    pub fn watch_dependencies(&mut self, dependencies: Vec<Dependency>) {
+        let probe = probe_dependencies(self.name, dependencies, self.readiness.clone(), self.shutdown.clone());
+        self.spawn_loop(probe);
     }
 
     /// Adds a task; if it fails, the whole service shuts down.
@@ -102,12 +186,15 @@ impl RunningService {
         });
     }
 
-    /// Also serves `/metrics` and `/healthz` on `addr`.
+    /// Also serves `/metrics`, `/healthz` and `/readyz` on `addr`.
     pub async fn with_admin(mut self, addr: SocketAddr) -> anyhow::Result<Self> {
         let listener = gomark_platform::server::bind(addr, "admin").await?;
         self.admin_addr = Some(listener.local_addr()?);
-        let shutdown = self.shutdown.clone();
-        self.spawn("admin", async move { Ok(gomark_platform::server::serve_admin(listener, shutdown).await?) });
+        let (readiness, shutdown) = (self.readiness.clone(), self.shutdown.clone());
+        self.spawn(
+            "admin",
+            async move { Ok(gomark_platform::server::serve_admin(listener, readiness, shutdown).await?) },
+        );
         Ok(self)
     }
 

@@ -64,9 +64,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     }));
     let grace = settings.common.server.shutdown_grace();
     let sd = shutdown.clone();
+    let readiness = service.readiness();
+    service.watch_dependencies(backends.dependencies());
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.upso_cadence.v1.UpsoCadenceService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace).await?)
+        Ok(serve_grpc(listener, routes, names, readiness, sd, grace).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
     service.spawn_loop(gomark_events::consumer::run_consumer(
