@@ -74,6 +74,9 @@ pub struct Embedded {
     pub shutdown: Shutdown,
     running: Vec<RunningService>,
     memory_bus: MemoryBus,
+    /// The tasks keeping the simulators' state in the data folder (they save once more at
+    /// shutdown).
+    savers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A fresh secret for this run's simulated HubSpot app (it signs webhooks).
@@ -111,6 +114,12 @@ impl Embedded {
         let loopback = |port| SocketAddr::new(options.host, port);
 
         let sim = HubSpotSim::new(options.sim.clone());
+        let mut savers = Vec::new();
+        let sim_file = options.data_dir.join("hubspot-sim.json");
+        crate::sim_state::load(&sim_file, |b| sim.restore(b))
+            .context("HubSpot simulator state (delete the file to start the demo afresh)")?;
+        let saved = sim.clone();
+        savers.push(tokio::spawn(crate::sim_state::keep_saved(sim_file, move || saved.snapshot(), shutdown.clone())));
         let sim_listener = gomark_platform::server::bind(loopback(0), "HubSpot simulator").await?;
         let sim_addr = sim_listener.local_addr()?;
         let stop = shutdown.clone();
@@ -163,6 +172,11 @@ impl Embedded {
         // upso-cadence before the orchestrator, which plans and applies cadences through it.
         let (upso_sim, upso_sim_addr) =
             crate::upso::start_sim(options.upso_sim.clone(), loopback(0), &shutdown).await?;
+        let upso_file = options.data_dir.join("upso-sim.json");
+        crate::sim_state::load(&upso_file, |b| upso_sim.restore(b))
+            .context("Upso simulator state (delete the file to start the demo afresh)")?;
+        let saved = upso_sim.clone();
+        savers.push(tokio::spawn(crate::sim_state::keep_saved(upso_file, move || saved.snapshot(), shutdown.clone())));
         let settings = gomark_upso_cadence::Settings {
             common: common(gomark_upso_cadence::NAME),
             upso: gomark_upso_cadence::UpsoSettings {
@@ -268,6 +282,7 @@ impl Embedded {
             shutdown,
             running,
             memory_bus,
+            savers,
         };
         if options.demo {
             crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
@@ -297,6 +312,10 @@ impl Embedded {
                 self.shutdown.trigger();
                 first_error.get_or_insert(err);
             }
+        }
+        for saver in self.savers {
+            // A saver only ends by itself; a panic in it is already logged by the runtime.
+            let _ = saver.await;
         }
         if let Err(err) = self.memory_bus.flush().await {
             tracing::warn!(error = %err, "could not save consumer positions; some events will be delivered again");

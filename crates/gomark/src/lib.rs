@@ -5,6 +5,7 @@
 pub mod cli;
 mod demo;
 mod embedded;
+mod sim_state;
 pub mod upso;
 
 pub use demo::{DEMO_COMPANIES, demo_token, seed_demo_portfolio};

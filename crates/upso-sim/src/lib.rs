@@ -133,6 +133,29 @@ impl UpsoSim {
         id
     }
 
+    /// Every account, as JSON, so an embedded demo restarted on its data folder finds the
+    /// same accounts, cadences and activity (see [`UpsoSim::restore`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let accounts: Vec<(String, AccountRef)> =
+            lock(&self.inner.accounts).iter().map(|(t, a)| (t.clone(), a.clone())).collect();
+        let mut saved: Vec<account::SavedAccount> = accounts.iter().map(|(t, a)| lock(a).to_saved(t)).collect();
+        saved.sort_by(|a, b| a.account_id().cmp(b.account_id()));
+        // Serialising plain data cannot fail; an empty snapshot would only mean a fresh demo.
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// Replaces every account with those of an [`UpsoSim::snapshot`]; returns how many.
+    pub fn restore(&self, snapshot: &[u8]) -> Result<usize, serde_json::Error> {
+        let saved: Vec<account::SavedAccount> = serde_json::from_slice(snapshot)?;
+        let mut accounts = lock(&self.inner.accounts);
+        accounts.clear();
+        for account in saved {
+            let (token, state) = AccountState::from_saved(account);
+            accounts.insert(token, Arc::new(Mutex::new(state)));
+        }
+        Ok(accounts.len())
+    }
+
     pub(crate) fn account(&self, token: &str) -> Option<AccountRef> {
         lock(&self.inner.accounts).get(token).cloned()
     }
