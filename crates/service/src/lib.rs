@@ -265,18 +265,36 @@ where
     service.wait().await
 }
 
-/// Loads and validates `S`, filling in the service's own schema name when none is given.
+/// Where each service listens by default: `(service, gRPC port, admin port)`. Distinct, so
+/// the five can run on one host without any setting; the peers' default URLs point here.
+pub const DEFAULT_PORTS: &[(&str, u16, u16)] = &[
+    ("gateway", 50050, 9090),
+    ("orchestrator", 50051, 9091),
+    ("hubspot-sync", 50052, 9092),
+    ("upso-cadence", 50053, 9093),
+    ("pipeline-tracker", 50054, 9094),
+];
+
+/// The default gRPC and admin ports of service `name` (50051 and 9090 for an unknown one).
+pub fn default_ports(name: &str) -> (u16, u16) {
+    DEFAULT_PORTS.iter().find(|(n, _, _)| *n == name).map_or((50051, 9090), |(_, grpc, admin)| (*grpc, *admin))
+}
+
+/// Loads and validates `S`. What differs per service has a per-service default: the
+/// Postgres schema (the service's name) and the ports ([`DEFAULT_PORTS`]); a file or a
+/// variable overrides them as any other setting.
 pub fn load_settings<S: ServiceSettings>(
     name: &str,
     file: Option<PathBuf>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<S, SettingsError> {
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let mut with_schema = env.clone();
-    if !env.iter().any(|(k, _)| k == "GOMARK__DATABASE__SCHEMA") {
-        with_schema.push(("GOMARK__DATABASE__SCHEMA".into(), schema_of(name)));
-    }
-    settings::load(file.as_deref(), with_schema)
+    let (grpc, admin) = default_ports(name);
+    let defaults = [
+        ("database.schema", schema_of(name)),
+        ("server.grpc_addr", format!("0.0.0.0:{grpc}")),
+        ("server.admin_addr", format!("0.0.0.0:{admin}")),
+    ];
+    settings::load_with_defaults(file.as_deref(), env, &defaults)
 }
 
 /// The settings of a service that needs nothing but its server and telemetry sections.
@@ -301,5 +319,37 @@ impl ServiceSettings for ServerOnlySettings {
 
     fn telemetry(&self) -> &TelemetrySettings {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn each_service_has_its_own_default_ports_and_settings_override_them() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, _, _) in DEFAULT_PORTS {
+            let s: ServerOnlySettings = load_settings(name, None, vars(&[])).expect("defaults load");
+            assert!(seen.insert(s.server.grpc_addr.port()), "{name}: gRPC port clashes");
+            assert!(seen.insert(s.server.admin_addr.port()), "{name}: admin port clashes");
+        }
+        let s: ServerOnlySettings =
+            load_settings("hubspot-sync", None, vars(&[("GOMARK__SERVER__GRPC_ADDR", "127.0.0.1:7001")])).expect("load");
+        assert_eq!(s.server.grpc_addr.to_string(), "127.0.0.1:7001", "a variable overrides");
+        assert_eq!(s.server.admin_addr.port(), 9092, "the rest keeps the service's default");
+
+        let dir = std::env::temp_dir().join(format!("gomark-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("s.yaml");
+        std::fs::write(&file, "server:\n  admin_addr: 127.0.0.1:7002\n").expect("write");
+        let s: ServerOnlySettings = load_settings("orchestrator", Some(file), vars(&[])).expect("load");
+        assert_eq!(s.server.admin_addr.to_string(), "127.0.0.1:7002", "a file overrides too");
+        assert_eq!(s.server.grpc_addr.port(), 50051);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
