@@ -28,6 +28,7 @@ mod routes;
 mod search;
 mod state;
 mod webhooks;
+mod writelog;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -43,6 +44,7 @@ use crate::webhooks::Webhooks;
 
 pub use crate::state::StateError;
 pub use crate::webhooks::{MAX_WEBHOOK_BATCH, WebhookConfig, WebhookStats};
+pub use crate::writelog::{RecordedWrite, WRITE_LOG_CAPACITY};
 
 /// First auto-assigned portal id.
 pub const FIRST_PORTAL_ID: u64 = 10_000_001;
@@ -120,6 +122,7 @@ struct Inner {
     runtime: Mutex<Runtime>,
     registry: Mutex<Registry>,
     log: Mutex<VecDeque<RecordedRequest>>,
+    writes: Mutex<VecDeque<RecordedWrite>>,
     webhooks: Arc<Webhooks>,
 }
 
@@ -166,6 +169,7 @@ impl HubSpotSim {
                     next_id: FIRST_PORTAL_ID,
                 }),
                 log: Mutex::new(VecDeque::new()),
+                writes: Mutex::new(VecDeque::new()),
                 webhooks: Arc::new(Webhooks::default()),
             }),
         }
@@ -372,6 +376,24 @@ impl HubSpotSim {
     /// Snapshot of the request log (oldest first, at most [`REQUEST_LOG_CAPACITY`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.log).iter().cloned().collect()
+    }
+
+    /// The write log (oldest first, at most [`WRITE_LOG_CAPACITY`]), of one portal or all.
+    pub fn writes(&self, portal_id: Option<u64>) -> Vec<RecordedWrite> {
+        lock(&self.inner.writes).iter().filter(|w| portal_id.is_none_or(|id| w.portal_id == id)).cloned().collect()
+    }
+
+    /// The portal id of `token`, assigning one as its first request would.
+    pub fn portal_id_for(&self, token: &str) -> u64 {
+        lock(&self.portal_for(token)).id
+    }
+
+    pub(crate) fn record_write(&self, entry: RecordedWrite) {
+        let mut writes = lock(&self.inner.writes);
+        while writes.len() >= WRITE_LOG_CAPACITY {
+            writes.pop_front();
+        }
+        writes.push_back(entry);
     }
 
     /// Empties the request log.

@@ -339,7 +339,8 @@ mod tests {
             assert!(seen.insert(s.server.admin_addr.port()), "{name}: admin port clashes");
         }
         let s: ServerOnlySettings =
-            load_settings("hubspot-sync", None, vars(&[("GOMARK__SERVER__GRPC_ADDR", "127.0.0.1:7001")])).expect("load");
+            load_settings("hubspot-sync", None, vars(&[("GOMARK__SERVER__GRPC_ADDR", "127.0.0.1:7001")]))
+                .expect("load");
         assert_eq!(s.server.grpc_addr.to_string(), "127.0.0.1:7001", "a variable overrides");
         assert_eq!(s.server.admin_addr.port(), 9092, "the rest keeps the service's default");
 
