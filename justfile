@@ -43,3 +43,8 @@ run service:
 # The HubSpot simulator alone; every distinct bearer token gets its own portal.
 hubspot-sim:
     cargo run -p hubspot-sim
+
+# Distributed mode on this machine: the five services as separate processes on local
+# Postgres, NATS and Redis, plus the simulators, all wired. Ctrl-C stops them all.
+cluster *args:
+    cargo run --release -p gomark -- cluster {{args}}

@@ -3,6 +3,7 @@
 //! code runs distributed; only the backends differ.
 
 pub mod cli;
+pub mod cluster;
 mod demo;
 mod embedded;
 mod sim_state;
