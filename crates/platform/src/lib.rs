@@ -4,6 +4,7 @@
 pub mod caller;
 pub mod error;
 pub mod grpc_client;
+pub mod outage;
 pub mod readiness;
 pub mod server;
 pub mod settings;
@@ -13,5 +14,6 @@ pub mod token;
 
 pub use caller::{Caller, Role, Scope};
 pub use error::{ErrorKind, PublicError};
+pub use outage::Outage;
 pub use readiness::Readiness;
 pub use shutdown::Shutdown;
