@@ -43,3 +43,18 @@ run service:
 # The HubSpot simulator alone; every distinct bearer token gets its own portal.
 hubspot-sim:
     cargo run -p hubspot-sim
+
+# Distributed mode on this machine: the five services as separate processes on local
+# Postgres, NATS and Redis, plus the simulators, all wired. Ctrl-C stops them all.
+cluster *args:
+    cargo run --release -p gomark -- cluster {{args}}
+
+# Fault injection against real processes (kill -9, NATS and Postgres outages); prints a
+# table of fault -> result (see RELIABILITY.md).
+chaos *scenarios:
+    cargo build -p gomark
+    python3 .ci/chaos {{scenarios}}
+
+# The runtime container image, built and run with podman (see .ci/image-check).
+image-check:
+    bash .ci/image-check

@@ -158,6 +158,11 @@ pub trait EventBus: Send + Sync + 'static {
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn EventStream>>;
+
+    /// Ok while the bus can take and deliver events (readiness probes ask).
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Connects the bus `settings` describe.

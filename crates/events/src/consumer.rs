@@ -3,7 +3,7 @@
 
 use crate::{ConsumerSpec, EventBus, EventEnvelope};
 use async_trait::async_trait;
-use gomark_platform::Shutdown;
+use gomark_platform::{Outage, Shutdown};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -60,11 +60,15 @@ pub async fn run_consumer(
     shutdown: Shutdown,
 ) {
     let mut reconnect = Duration::from_millis(200);
+    // Bus trouble (subscribing, the stream) and handler trouble (its database, a service it
+    // calls) are logged once per outage each, not once per attempt or per event.
+    let mut bus_outage = Outage::new("event consumer: bus");
+    let mut handler_outage = Outage::new("event consumer: handler");
     while !shutdown.is_triggered() {
         let mut stream = match bus.subscribe(&spec).await {
             Ok(s) => s,
             Err(err) => {
-                tracing::warn!(consumer = %spec.durable, error = %err, "subscribe failed, retrying");
+                bus_outage.failed(&format!("{}: {err}", spec.durable));
                 tokio::select! {
                     () = shutdown.wait() => return,
                     () = tokio::time::sleep(reconnect) => {}
@@ -82,32 +86,38 @@ pub async fn run_consumer(
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(err)) => {
-                    tracing::warn!(consumer = %spec.durable, error = %err, "event stream failed, resubscribing");
+                    bus_outage.failed(&format!("{}: {err}", spec.durable));
                     break;
                 }
                 None => break,
             };
+            bus_outage.ok();
             let span = tracing::info_span!("event.consume", consumer = %spec.durable, event_id = %delivery.event.id, event_type = %delivery.event.r#type, company_id = %delivery.event.company_id, attempt = delivery.attempt);
             gomark_platform::telemetry::adopt_trace_context(&span, &delivery.event.trace_context);
             // Handling is not raced against shutdown: a handler mid-way finishes its work.
             let outcome = handler.handle(&delivery.event).instrument(span.clone()).await;
             let _entered = span.enter();
             let (label, settled) = match outcome {
-                Ok(()) => ("ok", delivery.ack().await),
+                Ok(()) => {
+                    handler_outage.ok();
+                    ("ok", delivery.ack().await)
+                }
                 Err(HandlerError::Reject(reason)) => {
                     tracing::error!(reason = %reason, "event rejected");
                     ("rejected", delivery.ack().await)
                 }
                 Err(HandlerError::Retry(reason)) => {
                     let delay = redelivery_delay(delivery.attempt);
-                    tracing::warn!(reason = %reason, retry_in_ms = delay.as_millis() as u64, "event handling failed, will retry");
+                    tracing::debug!(reason = %reason, retry_in_ms = delay.as_millis() as u64, "event handling failed, will retry");
+                    handler_outage.failed(&format!("{}: {reason}", spec.durable));
                     ("retry", delivery.nak(delay).await)
                 }
             };
             metrics::counter!("events_consumed_total", "consumer" => spec.durable.clone(), "outcome" => label)
                 .increment(1);
             if let Err(err) = settled {
-                tracing::warn!(error = %err, "could not settle event; it will be redelivered");
+                // The bus redelivers it; the consumer's inbox claim makes that a no-op.
+                bus_outage.failed(&format!("{}: could not settle an event: {err}", spec.durable));
             }
         }
     }
@@ -123,11 +133,15 @@ pub async fn run_batch_consumer(
     shutdown: Shutdown,
 ) {
     let mut reconnect = Duration::from_millis(200);
+    // Bus trouble (subscribing, the stream) and handler trouble (its database, a service it
+    // calls) are logged once per outage each, not once per attempt or per event.
+    let mut bus_outage = Outage::new("event consumer: bus");
+    let mut handler_outage = Outage::new("event consumer: handler");
     while !shutdown.is_triggered() {
         let mut stream = match bus.subscribe(&spec).await {
             Ok(s) => s,
             Err(err) => {
-                tracing::warn!(consumer = %spec.durable, error = %err, "subscribe failed, retrying");
+                bus_outage.failed(&format!("{}: {err}", spec.durable));
                 tokio::select! {
                     () = shutdown.wait() => return,
                     () = tokio::time::sleep(reconnect) => {}
@@ -143,9 +157,15 @@ pub async fn run_batch_consumer(
                 next = stream.next_batch(limits.max_events, limits.linger) => next,
             };
             match next {
-                Some(Ok(batch)) => settle_batch(&spec, handler.as_ref(), batch).await,
+                Some(Ok(batch)) => {
+                    bus_outage.ok();
+                    if let Err(err) = settle_batch(&spec, handler.as_ref(), batch, &mut handler_outage).await {
+                        // The bus redelivers them; the consumer's inbox claims make that a no-op.
+                        bus_outage.failed(&format!("{}: could not settle events: {err}", spec.durable));
+                    }
+                }
                 Some(Err(err)) => {
-                    tracing::warn!(consumer = %spec.durable, error = %err, "event stream failed, resubscribing");
+                    bus_outage.failed(&format!("{}: {err}", spec.durable));
                     break;
                 }
                 None => break,
@@ -154,23 +174,33 @@ pub async fn run_batch_consumer(
     }
 }
 
-async fn settle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Vec<crate::Delivery>) {
+async fn settle_batch(
+    spec: &ConsumerSpec,
+    handler: &dyn BatchHandler,
+    batch: Vec<crate::Delivery>,
+    outage: &mut Outage,
+) -> crate::Result<()> {
     let span = tracing::info_span!("event.consume_batch", consumer = %spec.durable, events = batch.len());
     let events: Vec<EventEnvelope> = batch.iter().map(|d| d.event.clone()).collect();
     let outcome = handler.handle_batch(&events).instrument(span.clone()).await;
     let _entered = span.enter();
     let label = match &outcome {
-        Ok(()) => "ok",
+        Ok(()) => {
+            outage.ok();
+            "ok"
+        }
         Err(HandlerError::Reject(reason)) => {
             tracing::error!(reason = %reason, "batch rejected");
             "rejected"
         }
         Err(HandlerError::Retry(reason)) => {
-            tracing::warn!(reason = %reason, "batch handling failed, will retry");
+            tracing::debug!(reason = %reason, "batch handling failed, will retry");
+            outage.failed(&format!("{}: {reason}", spec.durable));
             "retry"
         }
     };
     let count = batch.len() as u64;
+    let mut unsettled = Ok(());
     for delivery in batch {
         let settled = match &outcome {
             Err(HandlerError::Retry(_)) => {
@@ -180,10 +210,11 @@ async fn settle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Ve
             _ => delivery.ack().await,
         };
         if let Err(err) = settled {
-            tracing::warn!(error = %err, "could not settle event; it will be redelivered");
+            unsettled = Err(err);
         }
     }
     metrics::counter!("events_consumed_total", "consumer" => spec.durable.clone(), "outcome" => label).increment(count);
+    unsettled
 }
 
 #[cfg(test)]

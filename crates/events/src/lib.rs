@@ -10,6 +10,7 @@ pub mod bus;
 pub mod consumer;
 pub mod envelope;
 pub mod inbox;
+pub mod journal;
 pub mod memory;
 pub mod nats;
 pub mod outbox;

@@ -1,11 +1,17 @@
 //! The in-process bus for the embedded mode: a bounded in-memory log with durable cursors,
 //! mirroring JetStream's semantics so services cannot tell the difference.
+//!
+//! [`MemoryBus::open`] backs it with a [`Journal`] file, so that events and consumer
+//! positions survive a crash of the process (at-least-once, as on JetStream);
+//! [`MemoryBus::new`] keeps everything in memory (tests).
 
 use crate::bus::{Acker, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER};
+use crate::journal::{Journal, SavedCursor};
 use crate::{EventEnvelope, Result};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -23,7 +29,18 @@ pub struct MemoryBus {
 struct Shared {
     state: Mutex<State>,
     changed: Notify,
+    /// Where events and cursors are saved, when the bus is durable.
+    journal: Option<Journal>,
+    /// One publisher at a time between numbering events and appending them, so the
+    /// journal and the in-memory log agree on every sequence number.
+    publishing: tokio::sync::Mutex<()>,
+    /// Wakes the task saving cursors after an acknowledgement moved one.
+    cursor_moved: Arc<Notify>,
 }
+
+/// How long acknowledgements are gathered before the cursors are saved: a crash loses at
+/// most this much progress, which only means redelivery.
+const SAVE_DELAY: Duration = Duration::from_millis(50);
 
 struct State {
     retention: usize,
@@ -59,19 +76,127 @@ impl MemoryBus {
     }
 
     pub fn with_retention(retention: usize) -> Self {
+        Self::build(State::empty(retention), None)
+    }
+
+    /// A bus whose events and consumer positions are kept in the journal file at `path`
+    /// (created if missing): after a crash, every event a consumer had not acknowledged is
+    /// delivered again.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let (journal, restored) = Journal::open(path).await?;
+        let mut state = State::empty(DEFAULT_RETENTION);
+        state.first_seq = restored.events.first().map_or_else(|| restored.next_seq(), |(seq, _)| *seq);
+        for (_, event) in restored.events {
+            state.remember(&event.id);
+            state.log.push_back(event);
+        }
+        for c in restored.cursors {
+            state.consumers.insert(c.durable, Cursor::new(c.event_type, c.next_seq));
+        }
+        let bus = Self::build(state, Some(journal.clone()));
+        let saver = save_cursors(Arc::downgrade(&bus.shared), journal, bus.shared.cursor_moved.clone());
+        tokio::spawn(saver);
+        Ok(bus)
+    }
+
+    fn build(state: State, journal: Option<Journal>) -> Self {
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    retention: retention.max(1),
-                    first_seq: 0,
-                    log: VecDeque::new(),
-                    recent_ids: VecDeque::new(),
-                    recent_set: HashSet::new(),
-                    consumers: HashMap::new(),
-                }),
+                state: Mutex::new(state),
                 changed: Notify::new(),
+                journal,
+                publishing: tokio::sync::Mutex::new(()),
+                cursor_moved: Arc::new(Notify::new()),
             }),
         }
+    }
+
+    /// Saves the consumers' positions now (on a clean shutdown; a crash only means the
+    /// last moments' events are delivered again).
+    pub async fn flush(&self) -> Result<()> {
+        if let Some(journal) = &self.shared.journal {
+            let (cursors, retention) = self.shared.cursors();
+            journal.save(&cursors, retention).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Saves cursors shortly after they move, until the bus is dropped. A failing save is
+/// retried on the next movement (or within a second), and logged once per outage.
+async fn save_cursors(shared: Weak<Shared>, journal: Journal, moved: Arc<Notify>) {
+    let mut saved: Vec<SavedCursor> = Vec::new();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = moved.notified() => tokio::time::sleep(SAVE_DELAY).await,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Some(shared) = shared.upgrade() else { break };
+        let (cursors, retention) = shared.cursors();
+        drop(shared);
+        if cursors == saved {
+            continue;
+        }
+        match journal.save(&cursors, retention).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("event journal writable again");
+                }
+                saved = cursors;
+            }
+            Err(err) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %err, "cannot save consumer positions to the event journal; retrying");
+                }
+            }
+        }
+    }
+    journal.close().await;
+}
+
+impl State {
+    fn empty(retention: usize) -> Self {
+        Self {
+            retention: retention.max(1),
+            first_seq: 0,
+            log: VecDeque::new(),
+            recent_ids: VecDeque::new(),
+            recent_set: HashSet::new(),
+            consumers: HashMap::new(),
+        }
+    }
+
+    /// Records `id` as published; false if it already was (within the dedupe window).
+    fn remember(&mut self, id: &str) -> bool {
+        if !self.recent_set.insert(id.to_owned()) {
+            return false;
+        }
+        self.recent_ids.push_back(id.to_owned());
+        if self.recent_ids.len() > DEDUPE_WINDOW
+            && let Some(old) = self.recent_ids.pop_front()
+        {
+            self.recent_set.remove(&old);
+        }
+        true
+    }
+
+    /// Appends `event` unless it is a duplicate.
+    fn append(&mut self, event: &EventEnvelope) {
+        if !self.remember(&event.id) {
+            return;
+        }
+        self.log.push_back(event.clone());
+        if self.log.len() > self.retention {
+            self.log.pop_front();
+            self.first_seq += 1;
+        }
+    }
+}
+
+impl Cursor {
+    fn new(event_type: String, next_seq: u64) -> Self {
+        Self { event_type, next_seq, in_flight: None, attempts: 0, not_before: Instant::now() }
     }
 }
 
@@ -81,26 +206,50 @@ impl Shared {
         // a single push/assignment), so the poisoned state is still consistent.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Every consumer's position, and the retention, as the journal saves them.
+    fn cursors(&self) -> (Vec<SavedCursor>, usize) {
+        let s = self.lock();
+        let mut cursors: Vec<SavedCursor> = s
+            .consumers
+            .iter()
+            .map(|(durable, c)| SavedCursor {
+                durable: durable.clone(),
+                event_type: c.event_type.clone(),
+                next_seq: c.next_seq,
+            })
+            .collect();
+        cursors.sort_by(|a, b| a.durable.cmp(&b.durable));
+        (cursors, s.retention)
+    }
 }
 
 #[async_trait]
 impl EventBus for MemoryBus {
     async fn publish(&self, event: &EventEnvelope) -> Result<()> {
-        {
+        self.publish_all(std::slice::from_ref(event)).await
+    }
+
+    async fn publish_all(&self, events: &[EventEnvelope]) -> Result<()> {
+        if let Some(journal) = &self.shared.journal {
+            let _turn = self.shared.publishing.lock().await;
+            // Numbered as they will be appended; nothing is marked published before the
+            // journal holds it, so a failed write leaves the events to be published again.
+            let numbered: Vec<(u64, EventEnvelope)> = {
+                let s = self.shared.lock();
+                let mut seen = HashSet::new();
+                let fresh = events.iter().filter(|e| !s.recent_set.contains(&e.id) && seen.insert(e.id.as_str()));
+                (s.first_seq + s.log.len() as u64..).zip(fresh.cloned()).collect()
+            };
+            journal.append(&numbered).await?;
             let mut s = self.shared.lock();
-            if !s.recent_set.insert(event.id.clone()) {
-                return Ok(());
+            for (_, event) in &numbered {
+                s.append(event);
             }
-            s.recent_ids.push_back(event.id.clone());
-            if s.recent_ids.len() > DEDUPE_WINDOW
-                && let Some(old) = s.recent_ids.pop_front()
-            {
-                s.recent_set.remove(&old);
-            }
-            s.log.push_back(event.clone());
-            if s.log.len() > s.retention {
-                s.log.pop_front();
-                s.first_seq += 1;
+        } else {
+            let mut s = self.shared.lock();
+            for event in events {
+                s.append(event);
             }
         }
         self.shared.changed.notify_waiters();
@@ -111,13 +260,8 @@ impl EventBus for MemoryBus {
         {
             let mut s = self.shared.lock();
             let first = s.first_seq;
-            let cursor = s.consumers.entry(spec.durable.clone()).or_insert_with(|| Cursor {
-                event_type: spec.event_type.clone(),
-                next_seq: first,
-                in_flight: None,
-                attempts: 0,
-                not_before: Instant::now(),
-            });
+            let cursor =
+                s.consumers.entry(spec.durable.clone()).or_insert_with(|| Cursor::new(spec.event_type.clone(), first));
             // A consumer that was redelivering when its subscriber went away starts over.
             cursor.in_flight = None;
         }
@@ -266,6 +410,7 @@ impl MemoryAcker {
                         }
                         cursor.next_seq = self.range.1 + 1;
                         cursor.attempts = 0;
+                        self.shared.cursor_moved.notify_one();
                     }
                 }
             }

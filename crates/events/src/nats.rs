@@ -18,6 +18,7 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
 pub struct NatsBus {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
     prefix: String,
@@ -36,7 +37,7 @@ impl NatsBus {
             .connect(settings.nats_url.as_str())
             .await
             .map_err(unavailable)?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: settings.stream.clone(),
@@ -48,7 +49,7 @@ impl NatsBus {
             })
             .await
             .map_err(unavailable)?;
-        Ok(Self { js, stream, prefix: settings.subject_prefix.clone() })
+        Ok(Self { client, js, stream, prefix: settings.subject_prefix.clone() })
     }
 
     /// Deletes the stream; for tests cleaning up after themselves.
@@ -105,6 +106,13 @@ impl EventBus for NatsBus {
             .map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(Box::new(NatsStream { messages }))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(EventError::Unavailable(format!("NATS connection {state}"))),
+        }
     }
 }
 

@@ -84,15 +84,20 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(100);
         let mut rounds: u64 = 0;
+        let mut outage = gomark_platform::Outage::new("outbox relay");
         while !shutdown.is_triggered() {
-            let wait = match self.relay_once().await {
+            let relayed = self.relay_once().await;
+            if relayed.is_ok() {
+                outage.ok();
+            }
+            let wait = match relayed {
                 Ok(n) if n as i64 == BATCH => Duration::ZERO,
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     IDLE_POLL
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
+                    outage.failed(&err);
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait
@@ -100,6 +105,7 @@ impl OutboxRelay {
             };
             rounds += 1;
             if rounds.is_multiple_of(1000)
+                && !outage.is_failing()
                 && let Err(err) = self.prune().await
             {
                 tracing::warn!(error = %err, "outbox prune failed");

@@ -111,9 +111,19 @@ const DEMO_STAGES: &[&str] =
 /// one demo company creates a deal, moves one a stage forward, wins or loses one.
 pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomark_platform::Shutdown) {
     use rand::Rng as _;
-    // (token, open deals with their stage index), per company.
-    let mut open: Vec<(String, Vec<(String, usize)>)> =
-        (0..DEMO_COMPANIES.len()).map(|i| (demo_token(i), Vec::new())).collect();
+    // (token, open deals with their stage index), per company: those a restarted demo left
+    // in the (restored) portals, so the same deals move on.
+    let mut open: Vec<(String, Vec<(String, usize)>)> = (0..DEMO_COMPANIES.len())
+        .map(|i| {
+            let token = demo_token(i);
+            let deals = sim
+                .deal_stages(&token)
+                .into_iter()
+                .filter_map(|(id, stage)| Some((id, DEMO_STAGES.iter().position(|s| *s == stage)?)))
+                .collect();
+            (token, deals)
+        })
+        .collect();
     let create = |token: &str, stage: usize| -> Option<(String, usize)> {
         let mut rng = rand::rng();
         let id = sim.create_deals(token, 1, DEMO_STAGES[stage], "default").pop()?;
@@ -122,8 +132,8 @@ pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomar
         sim.update_deal(token, &id, [("amount", amount), ("closedate", close)]).ok()?;
         Some((id, stage))
     };
-    // A starting book of business.
-    for (token, deals) in &mut open {
+    // A starting book of business, for portals that have none yet.
+    for (token, deals) in open.iter_mut().filter(|(_, deals)| deals.is_empty()) {
         for _ in 0..6 {
             let stage = rand::rng().random_range(0..DEMO_STAGES.len());
             deals.extend(create(token, stage));

@@ -73,6 +73,10 @@ pub struct Embedded {
     pub admin_addr: SocketAddr,
     pub shutdown: Shutdown,
     running: Vec<RunningService>,
+    memory_bus: MemoryBus,
+    /// The tasks keeping the simulators' state in the data folder (they save once more at
+    /// shutdown).
+    savers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A fresh secret for this run's simulated HubSpot app (it signs webhooks).
@@ -118,13 +122,21 @@ impl Embedded {
         let loopback = |port| SocketAddr::new(options.host, port);
 
         let sim = HubSpotSim::new(options.sim.clone());
+        let mut savers = Vec::new();
+        let sim_file = options.data_dir.join("hubspot-sim.json");
+        crate::sim_state::load(&sim_file, |b| sim.restore(b))
+            .context("HubSpot simulator state (delete the file to start the demo afresh)")?;
+        let saved = sim.clone();
+        savers.push(tokio::spawn(crate::sim_state::keep_saved(sim_file, move || saved.snapshot(), shutdown.clone())));
         let sim_listener = gomark_platform::server::bind(loopback(0), "HubSpot simulator").await?;
         let sim_addr = sim_listener.local_addr()?;
         let stop = shutdown.clone();
         tokio::spawn(sim.clone().serve(sim_listener, async move { stop.wait().await }));
 
-        // One bus and one cache for everyone: that is what makes this one process.
-        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(MemoryBus::new());
+        // One bus and one cache for everyone: that is what makes this one process. The bus
+        // keeps its events in the data folder, so a crash loses none (at-least-once).
+        let memory_bus = MemoryBus::open(&options.data_dir.join("events.db")).await.context("event journal")?;
+        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(memory_bus.clone());
         let common = |service: &str| CommonSettings {
             server: ServerSettings {
                 grpc_addr: loopback(0),
@@ -173,6 +185,11 @@ impl Embedded {
         // upso-cadence before the orchestrator, which plans and applies cadences through it.
         let (upso_sim, upso_sim_addr) =
             crate::upso::start_sim(options.upso_sim.clone(), loopback(0), &shutdown).await?;
+        let upso_file = options.data_dir.join("upso-sim.json");
+        crate::sim_state::load(&upso_file, |b| upso_sim.restore(b))
+            .context("Upso simulator state (delete the file to start the demo afresh)")?;
+        let saved = upso_sim.clone();
+        savers.push(tokio::spawn(crate::sim_state::keep_saved(upso_file, move || saved.snapshot(), shutdown.clone())));
         let settings = gomark_upso_cadence::Settings {
             common: common(gomark_upso_cadence::NAME),
             upso: gomark_upso_cadence::UpsoSettings {
@@ -277,6 +294,8 @@ impl Embedded {
             admin_addr,
             shutdown,
             running,
+            memory_bus,
+            savers,
         };
         if options.demo {
             crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
@@ -306,6 +325,13 @@ impl Embedded {
                 self.shutdown.trigger();
                 first_error.get_or_insert(err);
             }
+        }
+        for saver in self.savers {
+            // A saver only ends by itself; a panic in it is already logged by the runtime.
+            let _ = saver.await;
+        }
+        if let Err(err) = self.memory_bus.flush().await {
+            tracing::warn!(error = %err, "could not save consumer positions; some events will be delivered again");
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -3,8 +3,10 @@
 //! code runs distributed; only the backends differ.
 
 pub mod cli;
+pub mod cluster;
 mod demo;
 mod embedded;
+mod sim_state;
 pub mod upso;
 
 pub use demo::{DEMO_COMPANIES, demo_token, seed_demo_portfolio};

@@ -46,6 +46,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Logs::Pretty)]
         log_format: Logs,
     },
+    /// Run the distributed mode on this machine: the five services as separate processes
+    /// on Postgres, NATS and Redis, plus the simulators, all wired; Ctrl-C stops them all.
+    Cluster {
+        /// Keys, simulator state and one log file per service.
+        #[arg(long, default_value = "cluster-data")]
+        data_dir: PathBuf,
+        #[arg(
+            long,
+            env = "GOMARK_CLUSTER_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres_url: String,
+        #[arg(long, env = "GOMARK_CLUSTER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long, env = "GOMARK_CLUSTER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// The gateway's HTTP port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Added to every service's default port (gRPC 50050-50054, admin 9090-9094).
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
+        /// Start without the demo portfolio.
+        #[arg(long)]
+        no_demo: bool,
+    },
     /// Print a new key for sealing HubSpot credentials (`hubspot.credential_keys`).
     Keygen {
         /// The key's id; put the new entry first to rotate.
@@ -112,6 +138,18 @@ async fn main() -> ExitCode {
             serve(options, log_format).await
         }
         Command::Run { service } => run(service).await,
+        Command::Cluster { data_dir, postgres_url, nats_url, redis_url, port, port_offset, no_demo } => {
+            let options = gomark::cluster::ClusterOptions {
+                data_dir,
+                postgres_url,
+                nats_url,
+                redis_url,
+                port,
+                port_offset,
+                demo: !no_demo,
+            };
+            cluster(options).await
+        }
         Command::Keygen { id } => {
             println!("{}", gomark_hubspot_sync::credentials::Vault::generate_setting(&id));
             ExitCode::SUCCESS
@@ -190,6 +228,39 @@ async fn serve(options: EmbeddedOptions, logs: Logs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn cluster(options: gomark::cluster::ClusterOptions) -> ExitCode {
+    let telemetry = TelemetrySettings {
+        log_format: LogFormat::Pretty,
+        log_level: "info,sqlx=warn,async_nats=warn".into(),
+        otlp_endpoint: None,
+    };
+    let _guard = match gomark_platform::telemetry::init(&telemetry, "gomark-cluster") {
+        Ok(g) => g,
+        Err(err) => {
+            eprintln!("gomark: telemetry: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signal();
+    let cluster = match gomark::cluster::Cluster::start(options, shutdown).await {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("gomark: cannot start the cluster: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for line in cluster.announce() {
+        // stdout may be closed by whoever started us; the cluster runs on regardless.
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    drop(out);
+    cluster.run().await;
+    ExitCode::SUCCESS
 }
 
 /// The lines a person (or a test) reads to find everything.

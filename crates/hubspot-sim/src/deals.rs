@@ -45,6 +45,11 @@ const HISTORY_PER_PROPERTY: usize = 20;
 /// a test that confuses portals sees 404s instead of another portal's deal.
 static NEXT_DEAL_ID: AtomicU64 = AtomicU64::new(30_000_000_001);
 
+/// After a restore: deal ids handed out from now on are above every restored one.
+pub(crate) fn reserve_ids_through(highest: u64) {
+    NEXT_DEAL_ID.fetch_max(highest + 1, Ordering::Relaxed);
+}
+
 /// One change to a deal, queued for webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DealChange {
@@ -65,14 +70,14 @@ pub(crate) enum ChangeKind {
 }
 
 /// One historical value of a property.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct HistoryEntry {
     pub value: String,
     pub timestamp_ms: i64,
 }
 
 /// A stored deal.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Deal {
     pub id: u64,
     pub props: BTreeMap<String, String>,

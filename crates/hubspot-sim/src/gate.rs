@@ -18,6 +18,8 @@ use crate::{HubSpotSim, RecordedRequest, lock};
 
 /// Largest framework-generated error body we bother to read when normalising it.
 const MAX_NORMALISED_BODY: usize = 16 * 1024;
+/// Largest write body accepted (HubSpot's own limit is lower; a bigger one is refused).
+const MAX_WRITE_BODY: usize = 4 * 1024 * 1024;
 
 pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, next: Next) -> Response {
     let timestamp = SystemTime::now();
@@ -29,6 +31,18 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+
+    // A write's body is kept for the write log; reading it here leaves the handler a copy.
+    let write_body = if crate::writelog::is_write(request.method(), &path) {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_WRITE_BODY).await else {
+            return ApiError::validation("Request body too large").into_response();
+        };
+        request = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        Some(bytes)
+    } else {
+        None
+    };
 
     let Some(token) = bearer_token(request.headers()) else {
         let response = ApiError::unauthenticated().into_response();
@@ -79,6 +93,17 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
     if !is_search {
         snapshot.apply(response.headers_mut());
     }
+    if let Some(body) = write_body {
+        let cut = &body[..body.len().min(crate::writelog::MAX_LOGGED_BODY)];
+        sim.record_write(crate::RecordedWrite {
+            portal_id,
+            method: method.clone(),
+            path: path.clone(),
+            body: String::from_utf8_lossy(cut).into_owned(),
+            status: response.status().as_u16(),
+            at_ms: crate::model::now_ms(),
+        });
+    }
     sim.record(RecordedRequest {
         method,
         path,
@@ -90,7 +115,7 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
 }
 
 /// `Authorization: Bearer <token>` (scheme case-insensitive); `None` if missing or empty.
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -26,7 +26,9 @@ mod portal;
 mod ratelimit;
 mod routes;
 mod search;
+mod state;
 mod webhooks;
+mod writelog;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -40,7 +42,9 @@ use crate::portal::{FailNext, Portal};
 use crate::ratelimit::Limits;
 use crate::webhooks::Webhooks;
 
+pub use crate::state::StateError;
 pub use crate::webhooks::{MAX_WEBHOOK_BATCH, WebhookConfig, WebhookStats};
+pub use crate::writelog::{RecordedWrite, WRITE_LOG_CAPACITY};
 
 /// First auto-assigned portal id.
 pub const FIRST_PORTAL_ID: u64 = 10_000_001;
@@ -118,6 +122,7 @@ struct Inner {
     runtime: Mutex<Runtime>,
     registry: Mutex<Registry>,
     log: Mutex<VecDeque<RecordedRequest>>,
+    writes: Mutex<VecDeque<RecordedWrite>>,
     webhooks: Arc<Webhooks>,
 }
 
@@ -164,6 +169,7 @@ impl HubSpotSim {
                     next_id: FIRST_PORTAL_ID,
                 }),
                 log: Mutex::new(VecDeque::new()),
+                writes: Mutex::new(VecDeque::new()),
                 webhooks: Arc::new(Webhooks::default()),
             }),
         }
@@ -197,6 +203,34 @@ impl HubSpotSim {
         }
     }
 
+    /// Every portal's definitions and deals, as JSON (see [`HubSpotSim::restore`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let (next_id, portals): (u64, Vec<(String, PortalRef)>) = {
+            let registry = lock(&self.inner.registry);
+            (registry.next_id, registry.portals.iter().map(|(t, p)| (t.clone(), p.clone())).collect())
+        };
+        let mut portals: Vec<state::PortalState> =
+            portals.iter().map(|(token, portal)| lock(portal).to_state(token)).collect();
+        portals.sort_by_key(|p| p.id);
+        // Serialising plain data cannot fail; an empty snapshot would only mean a fresh demo.
+        serde_json::to_vec(&state::Snapshot::new(next_id, portals)).unwrap_or_default()
+    }
+
+    /// Replaces every portal with those of a [`HubSpotSim::snapshot`]; returns how many.
+    pub fn restore(&self, snapshot: &[u8]) -> Result<usize, StateError> {
+        let snapshot = state::Snapshot::decode(snapshot)?;
+        let mut registry = lock(&self.inner.registry);
+        registry.portals.clear();
+        registry.used_ids.clear();
+        registry.next_id = snapshot.next_id;
+        for portal in snapshot.portals {
+            registry.used_ids.insert(portal.id);
+            let token = portal.token.clone();
+            registry.portals.insert(token, Arc::new(Mutex::new(Portal::from_state(portal, self.inner.index_lag))));
+        }
+        Ok(registry.portals.len())
+    }
+
     /// The portal id of `token`, if that token has been used or registered.
     pub fn portal_id(&self, token: &str) -> Option<u64> {
         let registry = lock(&self.inner.registry);
@@ -224,6 +258,18 @@ impl HubSpotSim {
         let portal = lock(&portal);
         let deal = portal.find_deal(id, true)?;
         Some(portal.render_deal(deal, Selection::All, &[]))
+    }
+
+    /// `(deal id, dealstage)` of every non-archived deal of `token`'s portal.
+    pub fn deal_stages(&self, token: &str) -> Vec<(String, String)> {
+        let Some(portal) = self.existing_portal(token) else { return Vec::new() };
+        let portal = lock(&portal);
+        portal
+            .deals
+            .values()
+            .filter(|d| !d.archived)
+            .map(|d| (d.id.to_string(), d.prop("dealstage").unwrap_or_default().to_owned()))
+            .collect()
     }
 
     /// Number of non-archived deals of `token`'s portal (0 for an unknown token).
@@ -330,6 +376,24 @@ impl HubSpotSim {
     /// Snapshot of the request log (oldest first, at most [`REQUEST_LOG_CAPACITY`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.log).iter().cloned().collect()
+    }
+
+    /// The write log (oldest first, at most [`WRITE_LOG_CAPACITY`]), of one portal or all.
+    pub fn writes(&self, portal_id: Option<u64>) -> Vec<RecordedWrite> {
+        lock(&self.inner.writes).iter().filter(|w| portal_id.is_none_or(|id| w.portal_id == id)).cloned().collect()
+    }
+
+    /// The portal id of `token`, assigning one as its first request would.
+    pub fn portal_id_for(&self, token: &str) -> u64 {
+        lock(&self.portal_for(token)).id
+    }
+
+    pub(crate) fn record_write(&self, entry: RecordedWrite) {
+        let mut writes = lock(&self.inner.writes);
+        while writes.len() >= WRITE_LOG_CAPACITY {
+            writes.pop_front();
+        }
+        writes.push_back(entry);
     }
 
     /// Empties the request log.

@@ -85,7 +85,7 @@ pub fn parse_datetime_ms(value: &str) -> Option<i64> {
 }
 
 /// One option of an enumeration property (response shape).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PropertyOption {
     pub label: String,
@@ -97,7 +97,7 @@ pub struct PropertyOption {
 }
 
 /// `modificationMetadata` of a property.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ModificationMetadata {
     pub archivable: bool,
@@ -106,7 +106,7 @@ pub struct ModificationMetadata {
 }
 
 /// A property definition as returned by the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Property {
     pub name: String,
@@ -146,7 +146,7 @@ pub struct Property {
 }
 
 /// A property group as returned by the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
     pub name: String,

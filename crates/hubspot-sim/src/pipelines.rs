@@ -39,7 +39,7 @@ fn generate_id() -> String {
 }
 
 /// One stage of a pipeline (response shape).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Stage {
     pub id: String,
@@ -49,11 +49,28 @@ pub(crate) struct Stage {
     pub created_at: String,
     pub updated_at: String,
     pub archived: bool,
+    #[serde(skip_deserializing, default = "write_permissions")]
     pub write_permissions: &'static str,
 }
 
+fn write_permissions() -> &'static str {
+    "CRM_PERMISSIONS_ENFORCEMENT"
+}
+
+/// After a restore: ids handed out from now on are above every restored one.
+pub(crate) fn reserve_ids_through(pipelines: &[Pipeline]) {
+    let highest = pipelines
+        .iter()
+        .flat_map(|p| std::iter::once(&p.id).chain(p.stages.iter().map(|s| &s.id)))
+        .filter_map(|id| id.parse::<u64>().ok())
+        .max();
+    if let Some(highest) = highest {
+        NEXT_PIPELINE_OBJECT_ID.fetch_max(highest + 1, Ordering::Relaxed);
+    }
+}
+
 /// A deal pipeline (response shape).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Pipeline {
     pub id: String,

@@ -86,6 +86,39 @@ impl Portal {
         portal
     }
 
+    /// What survives a restart: definitions and deals (not traffic, limits or injections).
+    pub fn to_state(&self, token: &str) -> crate::state::PortalState {
+        crate::state::PortalState {
+            token: token.to_owned(),
+            id: self.id,
+            properties: self.properties.values().cloned().collect(),
+            groups: self.groups.values().cloned().collect(),
+            pipelines: self.pipelines.clone(),
+            deals: self.deals.values().cloned().collect(),
+            next_event_id: self.next_event_id,
+        }
+    }
+
+    /// A portal as [`Portal::to_state`] saved it.
+    pub fn from_state(state: crate::state::PortalState, index_lag: Duration) -> Self {
+        let mut portal = Self::with_index_lag(state.id, index_lag);
+        portal.properties = state.properties.into_iter().map(|p| (p.name.clone(), p)).collect();
+        portal.groups = state.groups.into_iter().map(|g| (g.name.clone(), g)).collect();
+        crate::pipelines::reserve_ids_through(&state.pipelines);
+        portal.pipelines = state.pipelines;
+        if let Some(highest) = state.deals.iter().map(|d| d.id).max() {
+            crate::deals::reserve_ids_through(highest);
+        }
+        for deal in state.deals {
+            if portal.index.is_lagging() && !deal.archived {
+                portal.index.insert_indexed(deal.id, deal.indexed());
+            }
+            portal.deals.insert(deal.id, deal);
+        }
+        portal.next_event_id = state.next_event_id;
+        portal
+    }
+
     /// Takes one queued injected failure, if any.
     pub fn take_injected_failure(&mut self) -> Option<u16> {
         let pending = self.fail_next.as_mut()?;

@@ -52,7 +52,36 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
             .nest(&format!("/crm/pipelines/{version}"), pipelines.clone())
             .nest(&format!("/crm/objects/{version}"), objects.clone());
     }
-    app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim, gate::gate))
+    let api = app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim.clone(), gate::gate));
+    // The simulator's own admin routes: no portal, no rate limit, not logged.
+    let admin = Router::new().route("/writes", get(list_writes)).route("/portal-id", get(portal_id)).with_state(sim);
+    Router::new().nest("/_sim", admin).merge(api)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WritesQuery {
+    portal_id: Option<u64>,
+}
+
+/// `GET /_sim/writes[?portalId=]`: every write received, oldest first.
+async fn list_writes(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    Query(q): Query<WritesQuery>,
+) -> Json<Value> {
+    Json(json!({ "results": sim.writes(q.portal_id) }))
+}
+
+/// `GET /_sim/portal-id` with `Authorization: Bearer <token>`: the token's portal id (a new
+/// token gets its portal now, as on its first request).
+async fn portal_id(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match gate::bearer_token(&headers) {
+        Some(token) => Json(json!({ "portalId": sim.portal_id_for(&token) })).into_response(),
+        None => ApiError::unauthenticated().into_response(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -86,6 +86,11 @@ impl SearchIndex {
         self.pending.push_back((now + self.lag, id, doc));
     }
 
+    /// Makes `doc` searchable at once (a restored deal was indexed long ago).
+    pub fn insert_indexed(&mut self, id: u64, doc: IndexedDeal) {
+        self.docs.insert(id, doc);
+    }
+
     /// Applies the writes whose lag has passed.
     pub fn promote(&mut self, now: Instant) {
         while self.pending.front().is_some_and(|(due, _, _)| *due <= now) {

@@ -421,3 +421,30 @@ async fn unknown_routes_and_methods_get_error_bodies() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "VALIDATION_ERROR");
 }
+
+#[tokio::test]
+async fn the_write_log_lists_each_write_per_portal_and_a_token_finds_its_portal() {
+    let sim = start(SimConfig::default()).await;
+    let (status, who) = sim.json(Method::GET, "tok-a", "/_sim/portal-id", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let portal_a = who["portalId"].as_u64().expect("portal id");
+    assert_eq!(sim.sim.portal_id("tok-a"), Some(portal_a));
+
+    let (status, _) = sim.json(Method::POST, "tok-a", V3, Some(prop("logged_one"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = sim.json(Method::GET, "tok-a", &format!("{V3}/logged_one"), None).await;
+    assert_eq!(status, StatusCode::OK, "a read is not a write");
+    sim.json(Method::POST, "tok-b", V3, Some(prop("other_portal"))).await;
+
+    let url = format!("{}/_sim/writes?portalId={portal_a}", sim.base);
+    let log: Value = sim.client.get(url).send().await.expect("writes").json().await.expect("json");
+    let writes = log["results"].as_array().expect("results");
+    assert_eq!(writes.len(), 1, "{log}");
+    assert_eq!(writes[0]["method"], "POST");
+    assert_eq!(writes[0]["path"], V3);
+    assert_eq!(writes[0]["status"], 201);
+    assert!(writes[0]["body"].as_str().expect("body").contains("logged_one"));
+    assert_eq!(sim.sim.writes(None).len(), 2, "both portals' writes");
+    let (status, _) = sim.json(Method::GET, "", "/_sim/portal-id", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

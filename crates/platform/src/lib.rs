@@ -5,6 +5,8 @@ pub mod assertion;
 pub mod caller;
 pub mod error;
 pub mod grpc_client;
+pub mod outage;
+pub mod readiness;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
@@ -13,4 +15,6 @@ pub mod token;
 
 pub use caller::{Caller, Role, Scope};
 pub use error::{ErrorKind, PublicError};
+pub use outage::Outage;
+pub use readiness::Readiness;
 pub use shutdown::Shutdown;

@@ -1,6 +1,7 @@
 //! Server bootstrap: the gRPC server every service runs (with `grpc.health.v1`, reflection,
 //! caller verification, request metrics and trace propagation), the HTTP server for public
-//! APIs (with header and idle timeouts) and the admin HTTP server (`/metrics`, `/healthz`).
+//! APIs (with header and idle timeouts) and the admin HTTP server (`/metrics`, `/healthz`,
+//! `/readyz`). Health follows the service's [`Readiness`].
 //!
 //! Shutdown order: the token trips, health turns NOT_SERVING so load balancers stop routing
 //! to us, the listener closes, in-flight calls drain, and after the grace period we stop
@@ -10,8 +11,10 @@ mod request_telemetry;
 
 pub use request_telemetry::RequestTelemetryLayer;
 
+use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -33,17 +36,38 @@ pub enum ServerError {
 pub struct HealthNames(pub Vec<&'static str>);
 
 /// Serves `routes` plus health (and reflection, when `reflection`) on `listener` until
-/// `shutdown` trips, then drains for at most `grace`.
+/// `shutdown` trips, then drains for at most `grace`. Health is SERVING while `readiness`
+/// says ready.
 pub async fn serve_grpc(
     listener: TcpListener,
     routes: Routes,
     health_names: HealthNames,
+    readiness: Readiness,
     shutdown: Shutdown,
     grace: Duration,
     reflection: bool,
 ) -> Result<(), ServerError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    set_all(&reporter, &health_names, ServingStatus::Serving).await;
+    let health_names = Arc::new(health_names);
+    let mut ready = readiness.subscribe();
+    let status_of = |ready: bool| if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+    let initially = *ready.borrow_and_update();
+    set_all(&reporter, &health_names, status_of(initially)).await;
+    {
+        let (reporter, names, shutdown) = (reporter.clone(), health_names.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    changed = ready.changed() => if changed.is_err() { return },
+                }
+                let now = *ready.borrow_and_update();
+                if !shutdown.is_triggered() {
+                    set_all(&reporter, &names, status_of(now)).await;
+                }
+            }
+        });
+    }
     let mut routes = routes.add_service(health_service);
     if reflection {
         let reflection = tonic_reflection::server::Builder::configure()
@@ -156,12 +180,23 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shut
     Ok(())
 }
 
-/// Serves Prometheus `/metrics` and `/healthz` until `shutdown` trips.
-pub async fn serve_admin(listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
+/// Serves Prometheus `/metrics`, `/healthz` (the process is alive) and `/readyz` (it can
+/// work: 503 while `readiness` says not ready, or once shutting down) until `shutdown` trips.
+pub async fn serve_admin(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) -> Result<(), ServerError> {
     let handle = crate::telemetry::install_metrics();
+    let stopping = shutdown.clone();
+    let readyz = move || {
+        let ready = readiness.is_ready() && !stopping.is_triggered();
+        std::future::ready(if ready {
+            (axum::http::StatusCode::OK, "ready")
+        } else {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        })
+    };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
-        .route("/healthz", axum::routing::get(|| std::future::ready("ok")));
+        .route("/healthz", axum::routing::get(|| std::future::ready("ok")))
+        .route("/readyz", axum::routing::get(readyz));
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
     Ok(())
 }

@@ -43,7 +43,23 @@ pub fn load<S>(file: Option<&Path>, env: impl IntoIterator<Item = (String, Strin
 where
     S: DeserializeOwned + Validate,
 {
+    load_with_defaults(file, env, &[])
+}
+
+/// [`load`], with `defaults` (`("server.grpc_addr", "0.0.0.0:50052")`) taking the place of
+/// the built-in defaults of those keys: what one service's settings differ in from another's.
+pub fn load_with_defaults<S>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    defaults: &[(&str, String)],
+) -> Result<S, SettingsError>
+where
+    S: DeserializeOwned + Validate,
+{
     let mut builder = config::Config::builder();
+    for (key, value) in defaults {
+        builder = builder.set_default(*key, value.as_str()).map_err(|e| SettingsError::Load(e.to_string()))?;
+    }
     if let Some(path) = file {
         if !path.exists() {
             return Err(SettingsError::Load(format!("file {} does not exist", path.display())));

@@ -4,8 +4,8 @@
 
 use gomark_cache::{Cache, CacheSettings};
 use gomark_events::{BusSettings, EventBus};
-use gomark_platform::Shutdown;
 use gomark_platform::settings::{self, ServerSettings, SettingsError, TelemetrySettings, Validate};
+use gomark_platform::{Readiness, Shutdown};
 use gomark_storage::{Database, DatabaseSettings};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// The sections every service's settings contain.
@@ -58,6 +59,11 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// What the service cannot work without, for its readiness.
+    pub fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Database(self.db.clone()), Dependency::Bus(self.bus.clone())]
+    }
+
     /// Connects everything `common` describes. The service's `start` runs its migrations.
     pub async fn connect(common: &CommonSettings) -> anyhow::Result<Self> {
         use anyhow::Context as _;
@@ -68,18 +74,96 @@ impl Backends {
     }
 }
 
+/// A backend a service cannot work without; while one is unreachable the service reports
+/// itself not ready. (The cache is not one: every use of it falls back when it is down.)
+#[derive(Clone)]
+pub enum Dependency {
+    Database(Database),
+    Bus(Arc<dyn EventBus>),
+}
+
+/// How often dependencies are probed, and how long one probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Dependency {
+    fn name(&self) -> &'static str {
+        match self {
+            Dependency::Database(_) => "database",
+            Dependency::Bus(_) => "event bus",
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let probe = async {
+            match self {
+                Dependency::Database(db) => gomark_storage::sqlx::query("SELECT 1")
+                    .execute(db.pool())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Dependency::Bus(bus) => bus.ping().await.map_err(|e| e.to_string()),
+            }
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await.unwrap_or_else(|_| Err("no answer in time".into()))
+    }
+}
+
+/// Probes `dependencies` until shutdown and sets `readiness` from the result, logging each
+/// outage once when it starts and once when it ends.
+async fn probe_dependencies(
+    service: &'static str,
+    dependencies: Vec<Dependency>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) {
+    let mut down: Vec<bool> = vec![false; dependencies.len()];
+    while !shutdown.is_triggered() {
+        for (dependency, was_down) in dependencies.iter().zip(down.iter_mut()) {
+            match dependency.check().await {
+                Ok(()) if *was_down => {
+                    tracing::info!(service, dependency = dependency.name(), "reachable again");
+                    *was_down = false;
+                }
+                Err(error) if !*was_down => {
+                    tracing::warn!(service, dependency = dependency.name(), %error, "unreachable; reporting not ready until it is back");
+                    *was_down = true;
+                }
+                _ => {}
+            }
+        }
+        readiness.set(!down.iter().any(|d| *d));
+        tokio::select! {
+            () = shutdown.wait() => {}
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
 /// A started service: where it listens, and the tasks it is made of.
 pub struct RunningService {
     pub name: &'static str,
     pub grpc_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub shutdown: Shutdown,
+    readiness: Readiness,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
 impl RunningService {
     pub fn new(name: &'static str, grpc_addr: SocketAddr, shutdown: Shutdown) -> Self {
-        Self { name, grpc_addr, admin_addr: None, shutdown, tasks: JoinSet::new() }
+        Self { name, grpc_addr, admin_addr: None, shutdown, readiness: Readiness::new(), tasks: JoinSet::new() }
+    }
+
+    /// Whether the service can work right now; its gRPC health and `/readyz` report it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Keeps [`RunningService::readiness`] true exactly while `dependencies` are reachable.
+    pub fn watch_dependencies(&mut self, dependencies: Vec<Dependency>) {
+        let probe = probe_dependencies(self.name, dependencies, self.readiness.clone(), self.shutdown.clone());
+        self.spawn_loop(probe);
     }
 
     /// Adds a task; if it fails, the whole service shuts down.
@@ -102,12 +186,15 @@ impl RunningService {
         });
     }
 
-    /// Also serves `/metrics` and `/healthz` on `addr`.
+    /// Also serves `/metrics`, `/healthz` and `/readyz` on `addr`.
     pub async fn with_admin(mut self, addr: SocketAddr) -> anyhow::Result<Self> {
         let listener = gomark_platform::server::bind(addr, "admin").await?;
         self.admin_addr = Some(listener.local_addr()?);
-        let shutdown = self.shutdown.clone();
-        self.spawn("admin", async move { Ok(gomark_platform::server::serve_admin(listener, shutdown).await?) });
+        let (readiness, shutdown) = (self.readiness.clone(), self.shutdown.clone());
+        self.spawn(
+            "admin",
+            async move { Ok(gomark_platform::server::serve_admin(listener, readiness, shutdown).await?) },
+        );
         Ok(self)
     }
 
@@ -196,18 +283,36 @@ pub fn install_assertion_keys(server: &ServerSettings) -> Result<(), SettingsErr
     Ok(())
 }
 
-/// Loads and validates `S`, filling in the service's own schema name when none is given.
+/// Where each service listens by default: `(service, gRPC port, admin port)`. Distinct, so
+/// the five can run on one host without any setting; the peers' default URLs point here.
+pub const DEFAULT_PORTS: &[(&str, u16, u16)] = &[
+    ("gateway", 50050, 9090),
+    ("orchestrator", 50051, 9091),
+    ("hubspot-sync", 50052, 9092),
+    ("upso-cadence", 50053, 9093),
+    ("pipeline-tracker", 50054, 9094),
+];
+
+/// The default gRPC and admin ports of service `name` (50051 and 9090 for an unknown one).
+pub fn default_ports(name: &str) -> (u16, u16) {
+    DEFAULT_PORTS.iter().find(|(n, _, _)| *n == name).map_or((50051, 9090), |(_, grpc, admin)| (*grpc, *admin))
+}
+
+/// Loads and validates `S`. What differs per service has a per-service default: the
+/// Postgres schema (the service's name) and the ports ([`DEFAULT_PORTS`]); a file or a
+/// variable overrides them as any other setting.
 pub fn load_settings<S: ServiceSettings>(
     name: &str,
     file: Option<PathBuf>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<S, SettingsError> {
-    let env: Vec<(String, String)> = env.into_iter().collect();
-    let mut with_schema = env.clone();
-    if !env.iter().any(|(k, _)| k == "GOMARK__DATABASE__SCHEMA") {
-        with_schema.push(("GOMARK__DATABASE__SCHEMA".into(), schema_of(name)));
-    }
-    settings::load(file.as_deref(), with_schema)
+    let (grpc, admin) = default_ports(name);
+    let defaults = [
+        ("database.schema", schema_of(name)),
+        ("server.grpc_addr", format!("0.0.0.0:{grpc}")),
+        ("server.admin_addr", format!("0.0.0.0:{admin}")),
+    ];
+    settings::load_with_defaults(file.as_deref(), env, &defaults)
 }
 
 /// The settings of a service that needs nothing but its server and telemetry sections.
@@ -232,5 +337,38 @@ impl ServiceSettings for ServerOnlySettings {
 
     fn telemetry(&self) -> &TelemetrySettings {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn each_service_has_its_own_default_ports_and_settings_override_them() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, _, _) in DEFAULT_PORTS {
+            let s: ServerOnlySettings = load_settings(name, None, vars(&[])).expect("defaults load");
+            assert!(seen.insert(s.server.grpc_addr.port()), "{name}: gRPC port clashes");
+            assert!(seen.insert(s.server.admin_addr.port()), "{name}: admin port clashes");
+        }
+        let s: ServerOnlySettings =
+            load_settings("hubspot-sync", None, vars(&[("GOMARK__SERVER__GRPC_ADDR", "127.0.0.1:7001")]))
+                .expect("load");
+        assert_eq!(s.server.grpc_addr.to_string(), "127.0.0.1:7001", "a variable overrides");
+        assert_eq!(s.server.admin_addr.port(), 9092, "the rest keeps the service's default");
+
+        let dir = std::env::temp_dir().join(format!("gomark-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("s.yaml");
+        std::fs::write(&file, "server:\n  admin_addr: 127.0.0.1:7002\n").expect("write");
+        let s: ServerOnlySettings = load_settings("orchestrator", Some(file), vars(&[])).expect("load");
+        assert_eq!(s.server.admin_addr.to_string(), "127.0.0.1:7002", "a file overrides too");
+        assert_eq!(s.server.grpc_addr.port(), 50051);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -27,14 +27,14 @@ fn parse_time(s: &str) -> Option<i64> {
 /// What a step activity adds: the step index, the sending mailbox, the rendered subject and body.
 type StepDetail = (u32, Option<String>, Option<(String, String)>);
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredEnrollment {
     pub enrollment: Enrollment,
     /// When the current step is due (before the send window and caps are applied).
     pub due_ms: Option<i64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredWebhook {
     pub webhook: Webhook,
     pub secret: String,
@@ -63,6 +63,28 @@ pub(crate) struct AccountState {
     pub undelivered: Vec<Activity>,
 }
 
+/// One account as the simulator's state file keeps it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedAccount {
+    token: String,
+    account: Account,
+    mailboxes: Vec<Mailbox>,
+    cadences: Vec<Cadence>,
+    enrollments: Vec<StoredEnrollment>,
+    opt_outs: BTreeMap<String, OptOut>,
+    activities: Vec<Activity>,
+    webhooks: Vec<StoredWebhook>,
+    sent: Vec<(String, i64, u32)>,
+    sent_account: Vec<(i64, u32)>,
+    next_id: u64,
+}
+
+impl SavedAccount {
+    pub fn account_id(&self) -> &str {
+        &self.account.id
+    }
+}
+
 fn norm(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }
@@ -89,6 +111,53 @@ impl AccountState {
         let email = format!("sales@{}.example", state.account.id);
         state.add_mailbox(MailboxInput { email, daily_cap: Some(mailbox_cap) }, 0);
         state
+    }
+
+    /// What survives a restart: everything but the rate-limit window, counters and
+    /// injected failures.
+    pub fn to_saved(&self, token: &str) -> SavedAccount {
+        SavedAccount {
+            token: token.to_owned(),
+            account: self.account.clone(),
+            mailboxes: self.mailboxes.clone(),
+            cadences: self.cadences.clone(),
+            enrollments: self
+                .enrollments
+                .iter()
+                .map(|e| StoredEnrollment { enrollment: e.enrollment.clone(), due_ms: e.due_ms })
+                .collect(),
+            opt_outs: self.opt_outs.clone(),
+            activities: self.activities.clone(),
+            webhooks: self
+                .webhooks
+                .iter()
+                .map(|w| StoredWebhook { webhook: w.webhook.clone(), secret: w.secret.clone() })
+                .collect(),
+            sent: self.sent.iter().map(|((mailbox, day), n)| (mailbox.clone(), *day, *n)).collect(),
+            sent_account: self.sent_account.iter().map(|(day, n)| (*day, *n)).collect(),
+            next_id: self.next_id,
+        }
+    }
+
+    pub fn from_saved(saved: SavedAccount) -> (String, Self) {
+        let state = Self {
+            account: saved.account,
+            mailboxes: saved.mailboxes,
+            cadences: saved.cadences,
+            enrollments: saved.enrollments,
+            opt_outs: saved.opt_outs,
+            activities: saved.activities,
+            webhooks: saved.webhooks,
+            sent: saved.sent.into_iter().map(|(mailbox, day, n)| ((mailbox, day), n)).collect(),
+            sent_account: saved.sent_account.into_iter().collect(),
+            next_id: saved.next_id,
+            window: VecDeque::new(),
+            rate_limited: 0,
+            requests: 0,
+            fail_next: None,
+            undelivered: Vec::new(),
+        };
+        (saved.token, state)
     }
 
     fn id(&mut self, prefix: &str) -> String {

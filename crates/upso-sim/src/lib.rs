@@ -68,9 +68,27 @@ pub struct SentEmail {
 
 pub(crate) type AccountRef = Arc<Mutex<AccountState>>;
 
+/// Writes kept in the write log (oldest dropped first).
+pub const WRITE_LOG_CAPACITY: usize = 200_000;
+
+/// One write request (anything but GET) an account made, as `GET /_sim/writes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedWrite {
+    pub account_id: String,
+    pub method: String,
+    pub path: String,
+    /// The request body (cut at 8 KiB), as text.
+    pub body: String,
+    pub status: u16,
+    /// Epoch milliseconds (wall clock, not the simulator's).
+    pub at_ms: i64,
+}
+
 #[derive(Debug)]
 struct Inner {
     config: SimConfig,
+    writes: Mutex<std::collections::VecDeque<RecordedWrite>>,
     accounts: Mutex<HashMap<String, AccountRef>>,
     /// `Some` once a test set the clock; otherwise the system clock.
     clock: Mutex<Option<i64>>,
@@ -90,7 +108,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl UpsoSim {
     pub fn new(config: SimConfig) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Self { inner: Arc::new(Inner { config, accounts: Mutex::new(HashMap::new()), clock: Mutex::new(None), http }) }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                writes: Mutex::new(Default::default()),
+                accounts: Mutex::new(HashMap::new()),
+                clock: Mutex::new(None),
+                http,
+            }),
+        }
     }
 
     pub fn router(&self) -> axum::Router {
@@ -131,6 +157,42 @@ impl UpsoSim {
         );
         accounts.insert(token.to_owned(), Arc::new(Mutex::new(state)));
         id
+    }
+
+    /// Every account, as JSON, so an embedded demo restarted on its data folder finds the
+    /// same accounts, cadences and activity (see [`UpsoSim::restore`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let accounts: Vec<(String, AccountRef)> =
+            lock(&self.inner.accounts).iter().map(|(t, a)| (t.clone(), a.clone())).collect();
+        let mut saved: Vec<account::SavedAccount> = accounts.iter().map(|(t, a)| lock(a).to_saved(t)).collect();
+        saved.sort_by(|a, b| a.account_id().cmp(b.account_id()));
+        // Serialising plain data cannot fail; an empty snapshot would only mean a fresh demo.
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// Replaces every account with those of an [`UpsoSim::snapshot`]; returns how many.
+    pub fn restore(&self, snapshot: &[u8]) -> Result<usize, serde_json::Error> {
+        let saved: Vec<account::SavedAccount> = serde_json::from_slice(snapshot)?;
+        let mut accounts = lock(&self.inner.accounts);
+        accounts.clear();
+        for account in saved {
+            let (token, state) = AccountState::from_saved(account);
+            accounts.insert(token, Arc::new(Mutex::new(state)));
+        }
+        Ok(accounts.len())
+    }
+
+    /// The write log (oldest first), of one account or all.
+    pub fn writes(&self, account_id: Option<&str>) -> Vec<RecordedWrite> {
+        lock(&self.inner.writes).iter().filter(|w| account_id.is_none_or(|id| w.account_id == id)).cloned().collect()
+    }
+
+    pub(crate) fn record_write(&self, entry: RecordedWrite) {
+        let mut writes = lock(&self.inner.writes);
+        while writes.len() >= WRITE_LOG_CAPACITY {
+            writes.pop_front();
+        }
+        writes.push_back(entry);
     }
 
     pub(crate) fn account(&self, token: &str) -> Option<AccountRef> {
@@ -329,4 +391,50 @@ pub async fn spawn(config: SimConfig, addr: SocketAddr) -> std::io::Result<(Upso
         let _ = server.serve(listener, std::future::pending()).await;
     });
     Ok((sim, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_write_log_lists_each_write_per_account_and_a_token_finds_its_account() {
+        let sim = UpsoSim::new(SimConfig::default());
+        let account = sim.register_account("tok-a", "A");
+        sim.register_account("tok-b", "B");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(sim.clone().serve(listener, std::future::pending()));
+        let http = reqwest::Client::new();
+        let mailbox = serde_json::json!({"email": "x@a.example", "dailyCap": 5});
+        let created = http.post(format!("{base}/v1/mailboxes")).bearer_auth("tok-a").json(&mailbox).send().await;
+        assert!(created.expect("post").status().is_success());
+        let read = http.get(format!("{base}/v1/mailboxes")).bearer_auth("tok-a").send().await.expect("get");
+        assert!(read.status().is_success(), "a read is not a write");
+        http.post(format!("{base}/v1/mailboxes")).bearer_auth("tok-b").json(&mailbox).send().await.expect("post");
+
+        let who: serde_json::Value = http
+            .get(format!("{base}/_sim/account-id"))
+            .bearer_auth("tok-a")
+            .send()
+            .await
+            .expect("account-id")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(who["accountId"], account.as_str());
+        let log: serde_json::Value = http
+            .get(format!("{base}/_sim/writes?accountId={account}"))
+            .send()
+            .await
+            .expect("writes")
+            .json()
+            .await
+            .expect("json");
+        let writes = log["results"].as_array().expect("results");
+        assert_eq!(writes.len(), 1, "{log}");
+        assert_eq!(writes[0]["path"], "/v1/mailboxes");
+        assert!(writes[0]["body"].as_str().expect("body").contains("x@a.example"));
+        assert_eq!(sim.writes(None).len(), 2);
+    }
 }

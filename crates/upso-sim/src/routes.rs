@@ -28,7 +28,34 @@ pub(crate) fn router(sim: UpsoSim) -> Router {
         .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(sim.clone(), gate))
+        // The simulator's own admin routes: no token, no rate limit, not logged.
+        .route("/_sim/writes", get(list_writes))
+        .route("/_sim/account-id", get(account_id))
         .with_state(sim)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WritesQuery {
+    account_id: Option<String>,
+}
+
+/// `GET /_sim/writes[?accountId=]`: every write received, oldest first.
+async fn list_writes(State(sim): State<UpsoSim>, Query(q): Query<WritesQuery>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "results": sim.writes(q.account_id.as_deref()) }))
+}
+
+/// `GET /_sim/account-id` with `Authorization: Bearer <token>`: the token's account id.
+async fn account_id(State(sim): State<UpsoSim>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token.and_then(|t| sim.account(t)) {
+        Some(account) => Json(serde_json::json!({ "accountId": lock(&account).account.id })).into_response(),
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown token").into_response(),
+    }
 }
 
 async fn gate(State(sim): State<UpsoSim>, mut request: Request, next: Next) -> Response {
@@ -68,6 +95,18 @@ async fn gate(State(sim): State<UpsoSim>, mut request: Request, next: Next) -> R
             (limit as usize - state.window.len(), None)
         }
     };
+    // A write's body is kept for the write log; reading it here leaves the handler a copy.
+    let write = if request.method() != axum::http::Method::GET {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_WRITE_BODY).await else {
+            return ApiError::invalid("body", "too large").into_response();
+        };
+        request = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        Some((request.method().to_string(), request.uri().path().to_owned(), bytes))
+    } else {
+        None
+    };
+    let account_id = lock(&account).account.id.clone();
     let mut response = match refused {
         Some(wait) => {
             let mut r =
@@ -83,6 +122,17 @@ async fn gate(State(sim): State<UpsoSim>, mut request: Request, next: Next) -> R
             next.run(request).await
         }
     };
+    if let Some((method, path, body)) = write {
+        let cut = &body[..body.len().min(MAX_LOGGED_BODY)];
+        sim.record_write(crate::RecordedWrite {
+            account_id,
+            method,
+            path,
+            body: String::from_utf8_lossy(cut).into_owned(),
+            status: response.status().as_u16(),
+            at_ms: chrono::Utc::now().timestamp_millis(),
+        });
+    }
     let headers = response.headers_mut();
     for (name, value) in [("x-ratelimit-limit", limit as usize), ("x-ratelimit-remaining", remaining)] {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
@@ -91,6 +141,10 @@ async fn gate(State(sim): State<UpsoSim>, mut request: Request, next: Next) -> R
     }
     response
 }
+
+/// Largest write body accepted, and the part of it kept in the write log.
+const MAX_WRITE_BODY: usize = 4 * 1024 * 1024;
+const MAX_LOGGED_BODY: usize = 8 * 1024;
 
 type Acc = Extension<AccountRef>;
 

@@ -18,7 +18,7 @@ use gomark_platform::Shutdown;
 use gomark_platform::server::{HealthNames, RequestTelemetryLayer, serve_grpc, with_grace};
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServiceClient;
-use gomark_service::RunningService;
+use gomark_service::{Dependency, RunningService};
 use gomark_storage::{Database, Migrations};
 use http::{HeaderName, HeaderValue, Method};
 use std::net::SocketAddr;
@@ -101,6 +101,7 @@ pub async fn start_gateway_on(
     shutdown: Shutdown,
 ) -> anyhow::Result<Gateway> {
     db.migrate(&MIGRATIONS).await?;
+    let db_for_readiness = db.clone();
     let keys = auth::ApiKeys::new(db.clone());
     let bootstrap_admin_key =
         auth::bootstrap_admin(&keys, settings.auth.bootstrap_admin_key.as_ref().map(|k| k.expose())).await?;
@@ -161,16 +162,11 @@ pub async fn start_gateway_on(
         with_grace(server, sd, grace, "http").await.unwrap_or(Ok(()))?;
         Ok(())
     });
+    service.watch_dependencies(vec![Dependency::Database(db_for_readiness)]);
+    let readiness = service.readiness();
     service.spawn("grpc", async move {
-        Ok(serve_grpc(
-            grpc_listener,
-            tonic::service::Routes::default(),
-            HealthNames(vec![]),
-            shutdown,
-            grace,
-            reflection,
-        )
-        .await?)
+        let routes = tonic::service::Routes::default();
+        Ok(serve_grpc(grpc_listener, routes, HealthNames(vec![]), readiness, shutdown, grace, reflection).await?)
     });
     Ok(Gateway { service, http_addr, bootstrap_admin_key })
 }

@@ -450,11 +450,16 @@ impl DealSync {
         let interval = Duration::from_secs(self.settings.interval_secs.max(1));
         let mut next_sync: std::collections::HashMap<String, tokio::time::Instant> = std::collections::HashMap::new();
         let mut last_prune = tokio::time::Instant::now();
+        // Polled every few hundred milliseconds: a database outage is logged once.
+        let mut outage = gomark_platform::Outage::new("deal sync");
         while !shutdown.is_triggered() {
             let companies = match self.portals.company_ids().await {
-                Ok(c) => c,
+                Ok(c) => {
+                    outage.ok();
+                    c
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "portals unreadable");
+                    outage.failed(&err);
                     Vec::new()
                 }
             };

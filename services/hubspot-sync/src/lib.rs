@@ -60,9 +60,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
+    let readiness = service.readiness();
+    service.watch_dependencies(backends.dependencies());
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.hubspot_sync.v1.HubspotSyncService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
+        Ok(serve_grpc(listener, routes, names, readiness, sd, grace, reflection).await?)
     });
     service
         .spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker.clone()).run(shutdown.clone()));

@@ -64,9 +64,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
+    let readiness = service.readiness();
+    service.watch_dependencies(backends.dependencies());
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.pipeline_tracker.v1.PipelineTrackerService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
+        Ok(serve_grpc(listener, routes, names, readiness, sd, grace, reflection).await?)
     });
 
     let limits = BatchLimits { max_events: t.batch_max_events, linger: Duration::from_millis(t.batch_linger_ms) };

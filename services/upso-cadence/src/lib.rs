@@ -65,9 +65,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();
+    let readiness = service.readiness();
+    service.watch_dependencies(backends.dependencies());
     service.spawn("grpc", async move {
         let names = HealthNames(vec!["gomark.upso_cadence.v1.UpsoCadenceService"]);
-        Ok(serve_grpc(listener, routes, names, sd, grace, reflection).await?)
+        Ok(serve_grpc(listener, routes, names, readiness, sd, grace, reflection).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
     service.spawn_loop(gomark_events::consumer::run_consumer(
@@ -97,7 +99,18 @@ async fn run_engine_loop(
 ) {
     let interval = (settings.interval_secs > 0).then(|| Duration::from_secs(settings.interval_secs));
     let mut next_scheduled = interval.map(|i| tokio::time::Instant::now() + i);
+    // Runs that failed (the database or Upso down) are tried again after a bounded backoff,
+    // not only at the next trigger or schedule; the outage is logged once.
+    let mut outage = gomark_platform::Outage::new("upsell runs");
+    let mut retry_in = RETRY_MIN;
+    let mut failed: std::collections::BTreeSet<String> = Default::default();
     loop {
+        let retry = async {
+            if failed.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(retry_in).await;
+        };
         let scheduled = async {
             match next_scheduled {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -115,21 +128,34 @@ async fn run_engine_loop(
                 match store.companies_with_config().await {
                     Ok(all) => all.into_iter().collect(),
                     Err(err) => {
-                        tracing::warn!(error = %err, "scheduled upsell run could not list companies");
+                        outage.failed(&format!("scheduled run cannot list companies: {err}"));
+                        // Retried with the failed runs, instead of an interval later.
+                        next_scheduled = Some(tokio::time::Instant::now() + RETRY_MAX);
                         Default::default()
                     }
                 }
             }
+            () = retry => std::mem::take(&mut failed),
         };
         companies.extend(triggers.take());
+        companies.extend(std::mem::take(&mut failed));
         for company_id in companies {
             if shutdown.is_triggered() {
                 return;
             }
-            if let Err(err) = engine.run(&company_id, false, gomark_storage::now_ms()).await {
-                // The next trigger or schedule tries again; nothing is lost by waiting.
-                tracing::warn!(company_id = %company_id, error = %err, "upsell engine run failed");
+            match engine.run(&company_id, false, gomark_storage::now_ms()).await {
+                Ok(_) => outage.ok(),
+                Err(err) => {
+                    tracing::debug!(company_id = %company_id, error = %err, "upsell engine run failed");
+                    outage.failed(&format!("company {company_id}: {err}"));
+                    failed.insert(company_id);
+                }
             }
         }
+        retry_in = if failed.is_empty() { RETRY_MIN } else { (retry_in * 2).min(RETRY_MAX) };
     }
 }
+
+/// Bounds of the backoff between retries of failed upsell runs.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);

@@ -160,3 +160,53 @@ async fn the_data_folder_is_private_and_holds_no_key_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_restarted_demo_is_the_same_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = |activity| EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: true,
+        demo_activity: activity,
+        ..EmbeddedOptions::default()
+    };
+    let gomark = Embedded::start(options(Some(Duration::from_millis(20))), Shutdown::new()).await.expect("starts");
+    let key = gomark.admin_api_key.clone().expect("first start shows the key");
+    let api = Api::new(&gomark.gateway_url, &key);
+    let page = api.send(Method::GET, "/v1/companies?limit=100", None).await;
+    let first = page.body["items"][0]["id"].as_str().expect("id").to_owned();
+    scenarios::wait_synced(&api, &first, "gomark_customer_tier", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = gomark::demo_token(0);
+    let portal_id = gomark.hubspot_sim.portal_id(&token);
+    stop(gomark).await;
+
+    let mut deals_before: Vec<(String, String)> = Vec::new();
+    {
+        // The state the first run saved at shutdown.
+        let bytes = std::fs::read(dir.path().join("hubspot-sim.json")).expect("saved state");
+        let sim = hubspot_sim::HubSpotSim::new(hubspot_sim::SimConfig::default());
+        sim.restore(&bytes).expect("restore");
+        deals_before.extend(sim.deal_stages(&token));
+    }
+    assert!(!deals_before.is_empty(), "the demo activity had created deals");
+    assert!(dir.path().join("upso-sim.json").exists(), "the Upso simulator saved its accounts");
+
+    let again = Embedded::start(options(None), Shutdown::new()).await.expect("restarts");
+    assert_eq!(again.hubspot_sim.portal_id(&token), portal_id, "same portal");
+    let mut deals_after = again.hubspot_sim.deal_stages(&token);
+    deals_after.sort();
+    deals_before.sort();
+    assert_eq!(deals_after, deals_before, "same deals in the same stages");
+    assert!(again.hubspot_sim.property(&token, "gomark_customer_tier").is_some(), "configuration still applied");
+    let accounts = |bytes: &[u8]| -> Vec<serde_json::Value> {
+        let all: Vec<serde_json::Value> = serde_json::from_slice(bytes).expect("upso state is JSON");
+        all.iter().map(|a| a["account"]["id"].clone()).collect()
+    };
+    assert_eq!(accounts(&again.upso_sim.snapshot()).len(), DEMO_COMPANIES.len(), "same Upso accounts, none added");
+    let api = Api::new(&again.gateway_url, &key);
+    let all = api.send(Method::GET, "/v1/companies?limit=100", None).await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(DEMO_COMPANIES.len()), "the demo is not loaded twice");
+    stop(again).await;
+}

@@ -1,0 +1,177 @@
+//! The in-process bus's memory across restarts: a SQLite file holding the event log and
+//! each durable consumer's position.
+//!
+//! Without it, an event the outbox relay had marked published but no consumer had handled
+//! yet died with the process. With it, `publish` returns only once the event is stored (as
+//! JetStream's ack means "stored"), and after a crash every consumer resumes from its last
+//! saved position: what it had not acknowledged — and possibly a little more, which its
+//! inbox claims turn into no-ops — is delivered again.
+
+use crate::{EventEnvelope, Result};
+use gomark_storage::sqlx::{self, Row};
+use gomark_storage::{Database, DatabaseSettings};
+use prost::Message;
+use std::path::Path;
+use std::time::Duration;
+
+/// Events every consumer has passed are still kept this long, for a consumer that
+/// subscribes late (a service started after the others) and for inspection.
+const KEEP_CONSUMED: Duration = Duration::from_secs(3600);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bus_events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    envelope BLOB NOT NULL,
+    stored_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bus_cursors (
+    durable TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    next_seq INTEGER NOT NULL
+);";
+
+/// Where one durable consumer stands: it has acknowledged everything before `next_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCursor {
+    pub durable: String,
+    pub event_type: String,
+    pub next_seq: u64,
+}
+
+/// What a journal held when it was opened.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// In sequence order, without gaps.
+    pub events: Vec<(u64, EventEnvelope)>,
+    pub cursors: Vec<SavedCursor>,
+}
+
+impl Restored {
+    /// The sequence number the next event gets.
+    pub fn next_seq(&self) -> u64 {
+        let after_events = self.events.last().map_or(0, |(seq, _)| seq + 1);
+        let after_cursors = self.cursors.iter().map(|c| c.next_seq).max().unwrap_or(0);
+        after_events.max(after_cursors)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Journal {
+    db: Database,
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and reads back what it holds.
+    pub async fn open(path: &Path) -> Result<(Self, Restored)> {
+        let settings = DatabaseSettings {
+            url: gomark_platform::settings::Secret::new(format!("sqlite://{}?mode=rwc", path.display())),
+            max_connections: 2,
+            acquire_timeout_secs: 10,
+            ..DatabaseSettings::default()
+        };
+        let db = Database::connect(&settings).await?;
+        sqlx::raw_sql(SCHEMA).execute(db.pool()).await?;
+        let journal = Self { db };
+        let restored = journal.restore().await?;
+        Ok((journal, restored))
+    }
+
+    async fn restore(&self) -> Result<Restored> {
+        let mut events: Vec<(u64, EventEnvelope)> = Vec::new();
+        for row in sqlx::query("SELECT seq, envelope FROM bus_events ORDER BY seq").fetch_all(self.db.pool()).await? {
+            let seq = u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0);
+            let bytes: Vec<u8> = row.try_get("envelope")?;
+            // Only whole prefixes are ever pruned, so a gap means rows were removed by hand:
+            // keep the contiguous tail, which is what a consumer can still be positioned in.
+            if events.last().is_some_and(|(last, _)| *last + 1 != seq) {
+                events.clear();
+            }
+            events.push((seq, EventEnvelope::decode(bytes.as_slice())?));
+        }
+        let cursors = sqlx::query("SELECT durable, event_type, next_seq FROM bus_cursors")
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(SavedCursor {
+                    durable: row.try_get("durable")?,
+                    event_type: row.try_get("event_type")?,
+                    next_seq: u64::try_from(row.try_get::<i64, _>("next_seq")?).unwrap_or(0),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Restored { events, cursors })
+    }
+
+    /// Stores `events` (numbered by the bus) in one transaction; when this returns Ok they
+    /// survive a crash of the process.
+    pub async fn append(&self, events: &[(u64, EventEnvelope)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = gomark_storage::now_ms();
+        let mut tx = self.db.begin().await?;
+        for (seq, event) in events {
+            sqlx::query(
+                "INSERT INTO bus_events (seq, event_id, envelope, stored_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(seq_i64(*seq))
+            .bind(&event.id)
+            .bind(event.encode_to_vec())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Saves the consumers' positions, then forgets the events all of them have passed
+    /// (once older than [`KEEP_CONSUMED`]) and those beyond `retention`.
+    pub async fn save(&self, cursors: &[SavedCursor], retention: usize) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        for c in cursors {
+            sqlx::query(
+                "INSERT INTO bus_cursors (durable, event_type, next_seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (durable) DO UPDATE SET event_type = excluded.event_type, next_seq = excluded.next_seq",
+            )
+            .bind(&c.durable)
+            .bind(&c.event_type)
+            .bind(seq_i64(c.next_seq))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+
+        let max_seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM bus_events").fetch_one(self.db.pool()).await?;
+        let Some(max_seq) = max_seq else { return Ok(()) };
+        let beyond_retention = max_seq - seq_i64(retention as u64);
+        let consumed = match cursors.iter().map(|c| c.next_seq).min() {
+            Some(min) => {
+                let cutoff = gomark_storage::now_ms() - KEEP_CONSUMED.as_millis() as i64;
+                let old: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM bus_events WHERE stored_at < $1")
+                    .bind(cutoff)
+                    .fetch_one(self.db.pool())
+                    .await?;
+                old.map_or(-1, |old| old.min(seq_i64(min) - 1))
+            }
+            None => -1,
+        };
+        // Always a prefix of the log, so what remains stays contiguous.
+        sqlx::query("DELETE FROM bus_events WHERE seq <= $1")
+            .bind(beyond_retention.max(consumed))
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
