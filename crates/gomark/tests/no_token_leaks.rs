@@ -105,6 +105,11 @@ async fn the_token_never_shows() {
     }
     for entry in std::fs::read_dir(dir.path()).expect("data dir") {
         let path = entry.expect("entry").path();
+        // The simulated HubSpot and Upso keep their own state here (a vendor knows the
+        // tokens it issued); every file of GoMark's own must hold none.
+        if path.file_name().is_some_and(|n| n == "hubspot-sim.json" || n == "upso-sim.json") {
+            continue;
+        }
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             // A SQLite -wal/-shm file removed as its last connection closes holds nothing.
