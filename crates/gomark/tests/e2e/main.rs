@@ -12,6 +12,7 @@ mod embedded;
 mod funnels;
 mod openapi;
 mod plan_apply;
+mod reflection;
 mod rollouts;
 mod scenarios;
 mod startup;
