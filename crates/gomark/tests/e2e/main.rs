@@ -10,6 +10,7 @@ mod distributed;
 mod drift;
 mod embedded;
 mod funnels;
+mod metrics;
 mod openapi;
 mod plan_apply;
 mod reflection;
