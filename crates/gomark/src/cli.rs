@@ -9,10 +9,15 @@
 pub mod apply;
 pub mod audit;
 pub mod client;
+pub mod companies;
 pub mod config;
+pub mod contexts;
+pub mod drift;
+pub mod export;
 pub mod output;
 pub mod rollout;
 pub mod status;
+pub mod style;
 
 pub use client::{CliError, Client};
 
@@ -24,9 +29,9 @@ use std::process::ExitCode;
 /// status` and `gomark status --json` work.
 #[derive(Clone, clap::Args)]
 pub struct ApiOptions {
-    /// The gateway's base URL.
-    #[arg(long, env = "GOMARK_GATEWAY", default_value = "http://127.0.0.1:8080", global = true)]
-    pub gateway: String,
+    /// The gateway's base URL [default: the context's, else http://127.0.0.1:8080].
+    #[arg(long, env = "GOMARK_GATEWAY", global = true)]
+    pub gateway: Option<String>,
     /// The API key (or OIDC token) to call the gateway with.
     // hide_env_values: `--help` must never print the key taken from the environment.
     #[arg(long, env = "GOMARK_API_KEY", hide_env_values = true, global = true)]
@@ -34,7 +39,14 @@ pub struct ApiOptions {
     /// Machine output: the API's JSON, one document per command, on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The context of the CLI config file to take the gateway and API key from; the
+    /// file's `currentContext` otherwise (see `gomark context`).
+    #[arg(long, env = "GOMARK_CONTEXT", global = true)]
+    pub context: Option<String>,
 }
+
+/// The gateway when neither a flag, the environment nor a context names one.
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
 
 // Written by hand so that the key cannot end up in a log or a panic message.
 impl std::fmt::Debug for ApiOptions {
@@ -43,6 +55,7 @@ impl std::fmt::Debug for ApiOptions {
             .field("gateway", &self.gateway)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("json", &self.json)
+            .field("context", &self.context)
             .finish()
     }
 }
@@ -52,12 +65,28 @@ impl std::fmt::Debug for ApiOptions {
 pub struct Context {
     pub client: Client,
     pub json: bool,
+    /// Colour plans and diffs (a terminal, no `NO_COLOR`, no `--json`).
+    pub colour: bool,
 }
 
 impl Context {
+    /// Flags and environment first, then the selected context of the CLI config file.
     pub fn new(options: &ApiOptions) -> Result<Self, CliError> {
-        let key = options.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()).ok_or(CliError::MissingApiKey)?;
-        Ok(Self { client: Client::new(&options.gateway, key)?, json: options.json })
+        let file = match contexts::path() {
+            Some(path) => contexts::load(&path)?,
+            None => contexts::ConfigFile::default(),
+        };
+        let selected = file.select(options.context.as_deref())?;
+        let from_context = |pick: fn(&contexts::Entry) -> Option<&String>| selected.and_then(pick).cloned();
+        let nonblank = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let gateway = nonblank(options.gateway.clone())
+            .or_else(|| from_context(|c| c.gateway.as_ref()))
+            .unwrap_or_else(|| DEFAULT_GATEWAY.to_owned());
+        let key = nonblank(options.api_key.clone())
+            .or_else(|| nonblank(from_context(|c| c.api_key.as_ref())))
+            .ok_or(CliError::MissingApiKey)?;
+        let colour = !options.json && style::enabled();
+        Ok(Self { client: Client::new(&gateway, key.trim())?, json: options.json, colour })
     }
 
     /// Prints `document` as JSON with `--json`, otherwise as `human` renders it.
@@ -77,12 +106,27 @@ where
     F: FnOnce(Context) -> Fut,
     Fut: Future<Output = Result<(), CliError>>,
 {
+    main_with_status(options, |ctx| async move { command(ctx).await.map(|()| 0) }).await
+}
+
+/// Like [`main`], for a command that chooses its success status (`plan
+/// --detailed-exitcode`: 2 when there are changes). Errors are always 1; with `--json`
+/// they are a JSON document (`{"error": {…}}`) on stderr.
+pub async fn main_with_status<F, Fut>(options: ApiOptions, command: F) -> ExitCode
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<u8, CliError>>,
+{
     let result = match Context::new(&options) {
         Ok(ctx) => command(ctx).await,
         Err(err) => Err(err),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
+        Err(err) if options.json => {
+            output::eprint(&output::json(&err.to_json()));
+            ExitCode::FAILURE
+        }
         Err(err) => {
             output::eprint(&err.lines().join("\n"));
             ExitCode::FAILURE

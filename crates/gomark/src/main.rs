@@ -2,7 +2,7 @@
 //! (`gomark run hubspot-sync`, configured like the service's own binary), or operate a
 //! running GoMark through its gateway (`gomark status`, `plan`, `apply`, …; see `gomark::cli`).
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use gomark::cli;
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
@@ -105,6 +105,34 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// List the configuration's revisions, newest first.
     Revisions(cli::config::RevisionsArgs),
+    /// List, check for and show drift: portal changes made behind GoMark's back.
+    Drift {
+        #[command(subcommand)]
+        action: cli::drift::DriftAction,
+    },
+    /// Export the configuration document.
+    Config {
+        #[command(subcommand)]
+        action: cli::export::ConfigAction,
+    },
+    /// List the CLI config file's contexts or switch the current one.
+    Context {
+        #[command(subcommand)]
+        action: ContextAction,
+    },
+    /// Print a shell completion script: `gomark completions bash > /etc/bash_completion.d/gomark`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContextAction {
+    /// List the contexts (never their keys); the current one is starred.
+    List,
+    /// Make NAME the current context.
+    Use { name: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -156,13 +184,45 @@ async fn main() -> ExitCode {
         }
         Command::Status => cli::main(api, |ctx| async move { cli::status::run(&ctx).await }).await,
         Command::Diff(args) => cli::main(api, |ctx| async move { cli::config::diff(&ctx, args).await }).await,
-        Command::Plan(args) => cli::main(api, |ctx| async move { cli::config::plan(&ctx, args).await }).await,
+        Command::Plan(args) => {
+            cli::main_with_status(api, |ctx| async move { cli::config::plan(&ctx, args).await }).await
+        }
         Command::Apply(args) => cli::main(api, |ctx| async move { cli::apply::apply(&ctx, args).await }).await,
         Command::Rollback(args) => cli::main(api, |ctx| async move { cli::apply::rollback(&ctx, args).await }).await,
         Command::Import(args) => cli::main(api, |ctx| async move { cli::config::import(&ctx, args).await }).await,
         Command::Rollout { action } => cli::main(api, |ctx| async move { cli::rollout::run(&ctx, action).await }).await,
         Command::Audit(args) => cli::main(api, |ctx| async move { cli::audit::run(&ctx, args).await }).await,
         Command::Revisions(args) => cli::main(api, |ctx| async move { cli::config::revisions(&ctx, args).await }).await,
+        Command::Drift { action } => cli::main(api, |ctx| async move { cli::drift::run(&ctx, action).await }).await,
+        Command::Config { action } => cli::main(api, |ctx| async move { cli::export::run(&ctx, action).await }).await,
+        Command::Context { action } => context(action),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gomark", &mut script);
+            cli::output::print(&String::from_utf8_lossy(&script));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `gomark context list|use`: reads (and for `use`, edits) the CLI config file only.
+fn context(action: ContextAction) -> ExitCode {
+    let Some(path) = cli::contexts::path() else {
+        cli::output::eprint("error: no home directory: set GOMARK_CLI_CONFIG to the config file's path");
+        return ExitCode::FAILURE;
+    };
+    let result = match action {
+        ContextAction::List => cli::contexts::load(&path).map(|file| cli::output::print(&cli::contexts::render(&file))),
+        ContextAction::Use { name } => cli::contexts::use_context(&path, &name)
+            .map(|()| cli::output::print(&format!("current context: {name} ({})", path.display()))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            cli::output::eprint(&err.lines().join("\n"));
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -24,11 +24,22 @@ impl std::fmt::Display for Run {
 
 /// Runs the real binary with `GOMARK_GATEWAY` and `GOMARK_API_KEY` (when given) set.
 async fn gomark(gateway: &str, key: Option<&str>, args: &[&str]) -> Run {
+    let mut env = vec![("GOMARK_GATEWAY", gateway)];
+    env.extend(key.map(|k| ("GOMARK_API_KEY", k)));
+    gomark_with(&env, args).await
+}
+
+/// Runs the real binary with only these GoMark variables set (and no CLI config file
+/// unless `GOMARK_CLI_CONFIG` is among them).
+async fn gomark_with(env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomark"));
-    cmd.args(args).env("GOMARK_GATEWAY", gateway).env_remove("GOMARK_API_KEY").stdin(std::process::Stdio::null());
-    if let Some(key) = key {
-        cmd.env("GOMARK_API_KEY", key);
-    }
+    cmd.args(args)
+        .env_remove("GOMARK_GATEWAY")
+        .env_remove("GOMARK_API_KEY")
+        .env_remove("GOMARK_CONTEXT")
+        .env("GOMARK_CLI_CONFIG", "/nonexistent/gomark/config.yaml")
+        .stdin(std::process::Stdio::null());
+    cmd.envs(env.iter().copied());
     let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .expect("the command finishes")
@@ -168,6 +179,113 @@ async fn the_cli_applies_plans_diffs_rolls_back_and_audits() {
     let run = gomark(&gw, None, &["status"]).await;
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains("GOMARK_API_KEY") && run.stderr.contains("--api-key"), "{run}");
+
+    server.shutdown.trigger();
+    server.wait().await.expect("clean shutdown");
+}
+
+/// The terraform/kubectl conventions, against the demo portfolio: detailed exit codes,
+/// JSON errors, plain output on a pipe, company keys, export, drift, contexts, completions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_follows_operator_conventions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        data_dir: dir.path().join("data"),
+        port: 0,
+        demo_activity: None,
+        ..EmbeddedOptions::default()
+    };
+    let server = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let gw = server.gateway_url.clone();
+    let admin = server.admin_api_key.clone().expect("admin key on first start");
+    let key = Some(admin.as_str());
+
+    // The demo's first rollout converges every portal: then a plan has nothing to do (0).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let run = gomark(&gw, key, &["plan", "--detailed-exitcode"]).await;
+        if run.code == Some(0) {
+            assert!(run.stdout.contains("0 of 20 companies with changes"), "{run}");
+            assert!(!run.stdout.contains('\x1b'), "no colour on a pipe: {run}");
+            break;
+        }
+        assert_eq!(run.code, Some(2), "{run}");
+        assert!(tokio::time::Instant::now() < deadline, "the demo never converged: {run}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The exported document plans to nothing; changed, it plans to changes (2), for the
+    // companies named by key and by name.
+    let export = gomark(&gw, key, &["config", "export"]).await;
+    assert_eq!(export.code, Some(0), "{export}");
+    assert!(export.stdout.contains("companies:") && export.stdout.contains("acme-analytics:"), "{export}");
+    let same = write(dir.path(), "same.yaml", &export.stdout);
+    let run = gomark(&gw, key, &["plan", "-f", &same, "--detailed-exitcode"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let changed = write(dir.path(), "changed.yaml", &export.stdout.replacen("label: Customer tier", "label: Tier", 1));
+    let args =
+        ["plan", "-f", &changed, "--detailed-exitcode", "--company", "acme-analytics", "--company", "Brightlane CRM"];
+    let run = gomark(&gw, key, &args).await;
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stdout.contains("2 of 2 companies with changes"), "{run}");
+    assert!(run.stdout.contains("acme-analytics (") && run.stdout.contains("brightlane-crm ("), "{run}");
+    let run = gomark(&gw, key, &["plan", "--company", "nobody"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("--company \"nobody\""), "{run}");
+
+    // An invalid document: exit 1 (also with --detailed-exitcode), its error said once,
+    // and as one JSON document under --json.
+    let bad = write(dir.path(), "bad.yaml", "baseline:\n  dealProperties:\n    - {name: x, label: x, type: numbr}\n");
+    let run = gomark(&gw, key, &["plan", "-f", &bad, "--detailed-exitcode"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.stderr.matches("unknown variant `numbr`").count(), 1, "{run}");
+    let run = gomark(&gw, key, &["--json", "plan", "-f", &bad]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    let error: Value = serde_json::from_str(&run.stderr).expect("a JSON error");
+    assert_eq!(error["error"]["status"], 400, "{run}");
+    assert_eq!(error["error"]["errors"][0]["field"], "document", "{run}");
+    let run = gomark(&gw, None, &["--json", "status"]).await;
+    let error: Value = serde_json::from_str(&run.stderr).expect("a JSON error");
+    assert_eq!(error["error"]["kind"], "missing_api_key", "{run}");
+
+    // Drift: a check of every company, a list, and a record that does not exist.
+    let run = gomark(&gw, key, &["drift", "check"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.starts_with("checked 20 companies: 0 drifted"), "{run}");
+    let run = gomark(&gw, key, &["drift", "list", "--company", "acme-analytics"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.stdout, "no drift found\n", "{run}");
+    let run = gomark(&gw, key, &["--json", "drift", "list"]).await;
+    assert!(serde_json::from_str::<Value>(&run.stdout).expect("json")["items"].is_array(), "{run}");
+    let run = gomark(&gw, key, &["drift", "show", "no-such-record"]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+
+    // Contexts: the config file supplies gateway and key; flags pick another context.
+    let config = dir.path().join("cli.yaml");
+    std::fs::write(
+        &config,
+        format!("contexts:\n  demo: {{gateway: \"{gw}\", apiKey: \"{admin}\"}}\n  elsewhere: {{gateway: \"http://127.0.0.1:9\"}}\n"),
+    )
+    .expect("write the config");
+    let config = config.to_string_lossy().into_owned();
+    let env = [("GOMARK_CLI_CONFIG", config.as_str())];
+    let run = gomark_with(&env, &["status"]).await;
+    assert_eq!(run.code, Some(1), "no current context yet: {run}");
+    let run = gomark_with(&env, &["context", "use", "demo"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let run = gomark_with(&env, &["context", "list"]).await;
+    assert!(run.stdout.contains("*        demo") && !run.stdout.contains(&admin), "{run}");
+    let run = gomark_with(&env, &["status"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("companies: 20"), "{run}");
+    let run = gomark_with(&env, &["--context", "nowhere", "status"]).await;
+    assert!(run.code == Some(1) && run.stderr.contains("no context named \"nowhere\""), "{run}");
+
+    for (shell, marker) in [("bash", "_gomark()"), ("zsh", "#compdef gomark"), ("fish", "complete -c gomark")] {
+        let run = gomark_with(&[], &["completions", shell]).await;
+        assert!(run.code == Some(0) && run.stdout.contains(marker), "{shell}: {run}");
+        assert!(run.stdout.contains("drift"), "{shell}: {run}");
+    }
 
     server.shutdown.trigger();
     server.wait().await.expect("clean shutdown");

@@ -5,6 +5,7 @@ pub mod assertion;
 pub mod caller;
 pub mod error;
 pub mod grpc_client;
+pub mod metric_catalog;
 pub mod outage;
 pub mod readiness;
 pub mod server;

@@ -1,7 +1,7 @@
-//! Server bootstrap: the gRPC server every service runs (with `grpc.health.v1`, reflection,
-//! caller verification, request metrics and trace propagation), the HTTP server for public
-//! APIs (with header and idle timeouts) and the admin HTTP server (`/metrics`, `/healthz`,
-//! `/readyz`). Health follows the service's [`Readiness`].
+//! Server bootstrap: the gRPC server every service runs (with `grpc.health.v1`, reflection
+//! v1 and v1alpha, caller verification, request metrics and trace propagation), the HTTP
+//! server for public APIs (with header and idle timeouts) and the admin HTTP server
+//! (`/metrics`, `/healthz`, `/readyz`). Health follows the service's [`Readiness`].
 //!
 //! Shutdown order: the token trips, health turns NOT_SERVING so load balancers stop routing
 //! to us, the listener closes, in-flight calls drain, and after the grace period we stop
@@ -70,11 +70,13 @@ pub async fn serve_grpc(
     }
     let mut routes = routes.add_service(health_service);
     if reflection {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        routes = routes.add_service(reflection);
+        // Both versions: grpcurl and Python's grpcio-reflection still ask v1alpha.
+        let builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes = routes.add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?);
     }
     let stop = {
         let shutdown = shutdown.clone();

@@ -82,6 +82,7 @@ pub fn install_metrics() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
+            crate::metric_catalog::describe();
             handle
         })
         .clone()

@@ -67,11 +67,13 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> Result<(), CliError> {
             let document = std::fs::read_to_string(path)
                 .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", path.display())))?;
             let message = args.message.clone().unwrap_or_else(|| format!("apply {}", path.display()));
-            let body = json!({"document": document, "message": message, "companyIds": args.rollout.companies});
+            let companies = super::companies::resolve(ctx, &args.rollout.companies).await?;
+            let body = json!({"document": document, "message": message, "companyIds": companies});
             request_plan(ctx, &body).await?
         }
         (None, None, revision) => {
-            let mut body = json!({"companyIds": args.rollout.companies});
+            let companies = super::companies::resolve(ctx, &args.rollout.companies).await?;
+            let mut body = json!({"companyIds": companies});
             if let Some(r) = revision {
                 body["revision"] = json!(r);
             }
@@ -82,7 +84,8 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> Result<(), CliError> {
 }
 
 pub async fn rollback(ctx: &Context, args: RollbackArgs) -> Result<(), CliError> {
-    let body = json!({"rollbackTo": args.to, "message": args.message, "companyIds": args.rollout.companies});
+    let companies = super::companies::resolve(ctx, &args.rollout.companies).await?;
+    let body = json!({"rollbackTo": args.to, "message": args.message, "companyIds": companies});
     let plan = request_plan(ctx, &body).await?;
     confirm_and_apply(ctx, &plan, &args.rollout).await
 }
@@ -96,7 +99,7 @@ fn say(ctx: &Context, line: &str) {
 
 /// Shows the plan, asks (unless `--yes`), applies exactly it and follows the rollout.
 async fn confirm_and_apply(ctx: &Context, plan: &Value, options: &StartOptions) -> Result<(), CliError> {
-    say(ctx, &render_plan(plan));
+    say(ctx, &super::style::diff(&render_plan(plan), ctx.colour));
     let id = text(plan, "planId").to_owned();
     if id.is_empty() {
         return Err(CliError::Invalid("the gateway returned a plan without an id".into()));

@@ -6,8 +6,9 @@ use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// This company's audit log; the portfolio's own entries (revisions, rollbacks) otherwise.
-    #[arg(long, value_name = "ID")]
+    /// This company's audit log (id, key or name); the portfolio's own entries (revisions,
+    /// rollbacks) otherwise.
+    #[arg(long, value_name = "COMPANY")]
     pub company: Option<String>,
     /// How many entries, newest first.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
@@ -17,7 +18,10 @@ pub struct AuditArgs {
 pub async fn run(ctx: &Context, args: AuditArgs) -> Result<(), CliError> {
     let query = [("limit", args.limit.to_string())];
     let page = match &args.company {
-        Some(company) => ctx.client.get(&["v1", "companies", company, "audit"], &query).await?,
+        Some(company) => {
+            let id = super::companies::resolve_one(ctx, company).await?;
+            ctx.client.get(&["v1", "companies", &id, "audit"], &query).await?
+        }
         None => ctx.client.get(&["v1", "audit"], &query).await?,
     };
     ctx.emit(&page, render);

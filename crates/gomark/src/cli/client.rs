@@ -102,7 +102,14 @@ impl CliError {
                     }
                     None => {
                         lines.push(format!("error: {detail}"));
-                        lines.extend(errors.iter().map(|e| format!("  {}: {}", e.field, e.detail)));
+                        // A field error the detail already states is not repeated.
+                        lines.extend(
+                            errors
+                                .iter()
+                                .map(|e| format!("{}: {}", e.field, e.detail))
+                                .filter(|e| !detail.contains(e.as_str()))
+                                .map(|e| format!("  {e}")),
+                        );
                     }
                 }
                 match status {
@@ -130,6 +137,31 @@ impl CliError {
             ],
             CliError::Invalid(message) | CliError::Failed(message) => vec![format!("error: {message}")],
         }
+    }
+}
+
+impl CliError {
+    /// The error as `--json` prints it: `{"error": {"kind", "message", …}}`, with the
+    /// API's status, title and field errors when it came from the API.
+    pub fn to_json(&self) -> Value {
+        let kind = match self {
+            CliError::Api { .. } => "api",
+            CliError::Unreachable { .. } => "unreachable",
+            CliError::TimedOut { .. } => "timeout",
+            CliError::MissingApiKey => "missing_api_key",
+            CliError::Invalid(_) => "invalid",
+            CliError::Failed(_) => "failed",
+        };
+        let message = self.lines().first().map(|l| l.trim_start_matches("error: ").to_owned()).unwrap_or_default();
+        let mut error = serde_json::json!({"kind": kind, "message": message});
+        if let CliError::Api { status, title, detail, errors } = self {
+            error["status"] = (*status).into();
+            error["title"] = title.as_str().into();
+            error["detail"] = detail.as_str().into();
+            error["errors"] =
+                errors.iter().map(|e| serde_json::json!({"field": e.field, "detail": e.detail})).collect();
+        }
+        serde_json::json!({ "error": error })
     }
 }
 

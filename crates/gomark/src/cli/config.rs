@@ -25,12 +25,15 @@ pub struct PlanArgs {
     /// The message the revision will carry if the plan is applied (with --file).
     #[arg(short, long, requires = "file")]
     pub message: Option<String>,
-    /// Only this company (repeatable); every company of the revision otherwise.
-    #[arg(long = "company", value_name = "ID")]
+    /// Only this company (repeatable; id, key or name); every company of the revision otherwise.
+    #[arg(long = "company", value_name = "COMPANY")]
     pub companies: Vec<String>,
     /// Write the saved plan's id to this file: `gomark apply FILE` applies exactly it.
     #[arg(long = "out", value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+    /// Exit 0 when nothing would change, 2 when something would, 1 on error (as terraform).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,8 +45,8 @@ pub struct RevisionsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// Only this company (repeatable); every registered company otherwise.
-    #[arg(long = "company", value_name = "ID")]
+    /// Only this company (repeatable; id, key or name); every registered company otherwise.
+    #[arg(long = "company", value_name = "COMPANY")]
     pub companies: Vec<String>,
     /// Why: shown in the revision list and the audit log.
     #[arg(short, long, default_value = "import what the portals hold")]
@@ -56,12 +59,14 @@ pub async fn diff(ctx: &Context, args: DiffArgs) -> Result<(), CliError> {
         query.push(("to", to.to_string()));
     }
     let diff = ctx.client.get(&["v1", "config", "diff"], &query).await?;
-    ctx.emit(&diff, render_diff);
+    ctx.emit(&diff, |d| super::style::diff(&render_diff(d), ctx.colour));
     Ok(())
 }
 
-pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<(), CliError> {
-    let mut body = json!({"companyIds": args.companies});
+/// Returns the exit status: 2 for a plan with changes under `--detailed-exitcode`.
+pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<u8, CliError> {
+    let companies = super::companies::resolve(ctx, &args.companies).await?;
+    let mut body = json!({"companyIds": companies});
     if let Some(r) = args.revision {
         body["revision"] = json!(r);
     }
@@ -72,7 +77,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<(), CliError> {
         body["message"] = json!(args.message.clone().unwrap_or_else(|| format!("apply {}", path.display())));
     }
     let plan = request_plan(ctx, &body).await?;
-    ctx.emit(&plan, render_plan);
+    ctx.emit(&plan, |p| super::style::diff(&render_plan(p), ctx.colour));
     if let Some(out) = &args.out {
         let id = text(&plan, "planId");
         std::fs::write(out, format!("{id}\n"))
@@ -85,7 +90,15 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> Result<(), CliError> {
             ));
         }
     }
-    Ok(())
+    Ok(if args.detailed_exitcode && has_changes(&plan) { 2 } else { 0 })
+}
+
+/// Whether applying the plan would change any portal (blocked actions never apply).
+pub fn has_changes(plan: &Value) -> bool {
+    items(plan, "companies")
+        .iter()
+        .flat_map(|c| items(c, "actions"))
+        .any(|a| a.get("blocked").is_none_or(Value::is_null))
 }
 
 /// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`.
@@ -100,7 +113,8 @@ pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliErro
 }
 
 pub async fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
-    let body = json!({"companyIds": args.companies, "message": args.message});
+    let companies = super::companies::resolve(ctx, &args.companies).await?;
+    let body = json!({"companyIds": companies, "message": args.message});
     let imported = ctx.client.post(&["v1", "config", "import"], &body).await?;
     ctx.emit(&imported, render_import);
     Ok(())

@@ -37,8 +37,8 @@ pub struct StartOptions {
     /// Companies converged at once (1-64; the gateway's default is 4).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: Option<u32>,
-    /// Only this company (repeatable); every company of the revision otherwise.
-    #[arg(long = "company", value_name = "ID")]
+    /// Only this company (repeatable; id, key or name); every company of the revision otherwise.
+    #[arg(long = "company", value_name = "COMPANY")]
     pub companies: Vec<String>,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(short, long)]

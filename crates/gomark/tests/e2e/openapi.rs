@@ -18,9 +18,16 @@ async fn every_documented_operation_is_routed() {
     let paths = doc["paths"].as_object().expect("paths");
     assert!(paths.len() >= 14, "{} paths", paths.len());
     let mut checked = 0;
+    let mut operation_ids = std::collections::BTreeSet::new();
     for (path, item) in paths {
         for method in ["get", "post", "put", "patch", "delete"] {
             let Some(op) = item.get(method) else { continue };
+            // Client generators name methods after these: present, camelCase and unique.
+            let id = op["operationId"].as_str().unwrap_or_default();
+            let camel = id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && id.chars().all(|c| c.is_ascii_alphanumeric());
+            assert!(camel, "{method} {path} has operationId {id:?}");
+            assert!(operation_ids.insert(id.to_owned()), "operationId {id} is used twice");
             for status in ["400", "401", "404", "429", "500"] {
                 assert!(op["responses"].get(status).is_some(), "{method} {path} documents no {status}");
             }
@@ -38,6 +45,7 @@ async fn every_documented_operation_is_routed() {
         }
     }
     assert!(checked >= 18, "{checked} operations");
+    assert!(operation_ids.contains("listCompanies") && operation_ids.contains("createDealProperty"));
     // And the other way: a route that is not documented does not exist.
     api.send(Method::GET, "/v1/undocumented", None).await.problem(404);
     gomark.shutdown.trigger();

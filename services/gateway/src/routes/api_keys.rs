@@ -108,7 +108,7 @@ async fn managed_key(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKe
 
 /// Mints a key (admins; a company admin only for its own company). The secret is in this
 /// response only.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = ApiKeyCreate,
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", tag = "api-keys", request_body = ApiKeyCreate,
     responses((status = 201, description = "Created; `key` is shown this once", body = ApiKeyCreated)))]
 async fn create(
     State(s): State<AppState>,
@@ -147,7 +147,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: created.key, api_key: created.record.into() })))
 }
 
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "listApiKeys", tag = "api-keys",
     responses((status = 200, description = "The keys the caller manages", body = crate::dto::Page<ApiKeyView>)))]
 async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<crate::dto::Page<ApiKeyView>>> {
     caller.require_role(Role::Admin)?;
@@ -155,7 +155,7 @@ async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<c
     Ok(Json(crate::dto::Page::new(keys.into_iter().map(ApiKeyView::from).collect(), String::new())))
 }
 
-#[utoipa::path(get, path = "/v1/api-keys/{key_id}", tag = "api-keys",
+#[utoipa::path(get, path = "/v1/api-keys/{key_id}", operation_id = "getApiKey", tag = "api-keys",
     params(("key_id" = String, Path, description = "Key id")),
     responses((status = 200, description = "The key (never its secret)", body = ApiKeyView)))]
 async fn read(
@@ -166,7 +166,7 @@ async fn read(
     Ok(Json(managed_key(&s, &caller, &key_id).await?.into()))
 }
 
-#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", tag = "api-keys",
+#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", operation_id = "revokeApiKey", tag = "api-keys",
     params(("key_id" = String, Path, description = "Key id")),
     responses((status = 204, description = "Revoked")))]
 async fn revoke(

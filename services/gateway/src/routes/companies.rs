@@ -19,7 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Registers a company: its HubSpot portal and token (portfolio admins only). The token is
 /// handed to hubspot-sync and never returned by any API.
-#[utoipa::path(post, path = "/v1/companies", tag = "companies", request_body = CompanyCreate,
+#[utoipa::path(post, path = "/v1/companies", operation_id = "createCompany", tag = "companies", request_body = CompanyCreate,
     responses((status = 201, description = "Created", body = CompanyView, headers(("location" = String)))))]
 async fn create(
     State(s): State<AppState>,
@@ -37,7 +37,7 @@ async fn create(
 }
 
 /// The companies the caller can see: all of them, or a company-scoped caller's own.
-#[utoipa::path(get, path = "/v1/companies", tag = "companies", params(PageQuery),
+#[utoipa::path(get, path = "/v1/companies", operation_id = "listCompanies", tag = "companies", params(PageQuery),
     responses((status = 200, description = "A page of companies", body = Page<CompanyView>)))]
 async fn list(
     State(s): State<AppState>,
@@ -49,7 +49,7 @@ async fn list(
     Ok(Json(Page::new(resp.companies.into_iter().map(CompanyView::from).collect(), resp.next_page_token)))
 }
 
-#[utoipa::path(get, path = "/v1/companies/{company_id}", tag = "companies",
+#[utoipa::path(get, path = "/v1/companies/{company_id}", operation_id = "getCompany", tag = "companies",
     params(("company_id" = String, Path, description = "Company id")),
     responses((status = 200, description = "The company", body = CompanyView)))]
 async fn read(
@@ -63,7 +63,7 @@ async fn read(
 }
 
 /// Who changed what, when, with the resource before and after; newest first.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/audit", tag = "audit",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/audit", operation_id = "listCompanyAudit", tag = "audit",
     params(("company_id" = String, Path, description = "Company id"), AuditQuery),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditEntryView>)))]
 async fn audit(

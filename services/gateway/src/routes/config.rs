@@ -73,7 +73,7 @@ impl From<pb::Revision> for RevisionView {
 /// Stores a new revision of the desired-state document (portfolio operators). Validation
 /// errors name their path, e.g. `companies.acme.pipelines[1].stages[3].probability`.
 /// Submitting what the latest revision already holds returns it unchanged.
-#[utoipa::path(post, path = "/v1/config/revisions", tag = "config", request_body = RevisionCreate,
+#[utoipa::path(post, path = "/v1/config/revisions", operation_id = "createRevision", tag = "config", request_body = RevisionCreate,
     responses((status = 201, description = "The revision", body = RevisionView)))]
 async fn create(
     State(s): State<AppState>,
@@ -90,7 +90,7 @@ async fn create(
 }
 
 /// Revisions, newest first.
-#[utoipa::path(get, path = "/v1/config/revisions", tag = "config", params(PageQuery),
+#[utoipa::path(get, path = "/v1/config/revisions", operation_id = "listRevisions", tag = "config", params(PageQuery),
     responses((status = 200, description = "A page of revisions", body = Page<RevisionView>)))]
 async fn list(
     State(s): State<AppState>,
@@ -107,7 +107,7 @@ async fn list(
 }
 
 /// The latest revision, with its document.
-#[utoipa::path(get, path = "/v1/config", tag = "config",
+#[utoipa::path(get, path = "/v1/config", operation_id = "getLatestRevision", tag = "config",
     responses((status = 200, description = "The latest revision", body = RevisionView)))]
 async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<RevisionView>> {
     let revision =
@@ -115,7 +115,7 @@ async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json
     Ok(Json(revision.into()))
 }
 
-#[utoipa::path(get, path = "/v1/config/revisions/{number}", tag = "config",
+#[utoipa::path(get, path = "/v1/config/revisions/{number}", operation_id = "getRevision", tag = "config",
     params(("number" = i64, Path, description = "Revision number", minimum = 1)),
     responses((status = 200, description = "The revision, with its document", body = RevisionView)))]
 async fn read(
@@ -169,7 +169,7 @@ fn json(s: &str) -> Option<serde_json::Value> {
 }
 
 /// What changed between two revisions, keyed by names (reordering is no change).
-#[utoipa::path(get, path = "/v1/config/diff", tag = "config", params(DiffQuery),
+#[utoipa::path(get, path = "/v1/config/diff", operation_id = "diffRevisions", tag = "config", params(DiffQuery),
     responses((status = 200, description = "The changes", body = DiffView)))]
 async fn diff(
     State(s): State<AppState>,
@@ -211,7 +211,7 @@ pub struct RollbackBody {
 }
 
 /// Restores an earlier revision as a new one (applied like any other).
-#[utoipa::path(post, path = "/v1/config/rollback", tag = "config", request_body = RollbackBody,
+#[utoipa::path(post, path = "/v1/config/rollback", operation_id = "rollbackConfig", tag = "config", request_body = RollbackBody,
     responses((status = 201, description = "The new revision", body = RevisionView)))]
 async fn rollback(
     State(s): State<AppState>,
@@ -303,7 +303,7 @@ impl From<pb::PlanResponse> for PlanView {
 /// portal and Upso account, planned live by the services that own them. The plan is saved
 /// under `planId`; applying it performs exactly these actions. Actions a vendor cannot do
 /// are flagged with a safe alternative.
-#[utoipa::path(post, path = "/v1/config/plan", tag = "config", request_body = PlanBody,
+#[utoipa::path(post, path = "/v1/config/plan", operation_id = "createPlan", tag = "config", request_body = PlanBody,
     responses((status = 200, description = "The saved plan, per company", body = PlanView)))]
 async fn plan(
     State(s): State<AppState>,
@@ -328,7 +328,7 @@ async fn plan(
 }
 
 /// A saved plan.
-#[utoipa::path(get, path = "/v1/config/plans/{plan_id}", tag = "config",
+#[utoipa::path(get, path = "/v1/config/plans/{plan_id}", operation_id = "getPlan", tag = "config",
     params(("plan_id" = String, Path, description = "The plan's id")),
     responses((status = 200, description = "The plan", body = PlanView)))]
 async fn read_plan(
@@ -360,7 +360,7 @@ pub struct AppliedPlanView {
 /// Applies a saved plan: a proposed document becomes a revision (refused if another was
 /// stored since the plan was made), and a rollout performs exactly the plan's actions,
 /// company by company. A company whose portal changed since then stops with "plan is stale".
-#[utoipa::path(post, path = "/v1/config/plans/{plan_id}/apply", tag = "config",
+#[utoipa::path(post, path = "/v1/config/plans/{plan_id}/apply", operation_id = "applyPlan", tag = "config",
     params(("plan_id" = String, Path, description = "The plan's id")),
     request_body = ApplyPlanBody,
     responses((status = 201, description = "The revision and the rollout applying it", body = AppliedPlanView)))]
@@ -389,7 +389,7 @@ async fn apply_plan(
 }
 
 /// Portfolio-wide audit entries (configuration revisions, rollbacks), newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(crate::dto::AuditQuery),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "listPortfolioAudit", tag = "audit", params(crate::dto::AuditQuery),
     responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>)))]
 async fn portfolio_audit(
     State(s): State<AppState>,
@@ -432,7 +432,7 @@ pub struct ImportView {
 
 /// Adopts what the portals hold (custom properties, groups, pipelines) as their companies'
 /// overlays in a new revision: a portfolio is brought under GoMark, or rebuilt, in one call.
-#[utoipa::path(post, path = "/v1/config/import", tag = "config", request_body = ImportBody,
+#[utoipa::path(post, path = "/v1/config/import", operation_id = "importConfig", tag = "config", request_body = ImportBody,
     responses((status = 201, description = "The new revision and what was adopted", body = ImportView)))]
 async fn import(
     State(s): State<AppState>,

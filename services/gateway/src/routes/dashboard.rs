@@ -14,7 +14,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// The live funnel dashboard (HTML). Give it an API key in the page, or as
 /// `/dashboard#key=…` (a fragment never reaches the server or its logs).
-#[utoipa::path(get, path = "/dashboard", tag = "funnels", security(()),
+#[utoipa::path(get, path = "/dashboard", operation_id = "getDashboard", tag = "funnels", security(()),
     responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 async fn page() -> Response {
     let mut response = Html(PAGE).into_response();

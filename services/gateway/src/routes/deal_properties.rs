@@ -44,7 +44,7 @@ pub fn with_etag(status: StatusCode, property: pb::DealProperty) -> Response {
 }
 
 /// A company's declared deal properties, each with its sync state.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties", tag = "deal-properties",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties", operation_id = "listDealProperties", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ListQuery),
     responses((status = 200, description = "The properties", body = Page<PropertyView>)))]
 async fn list(
@@ -60,7 +60,7 @@ async fn list(
 
 /// Declares a deal property: a new revision with the property in the company's overlay
 /// (audited), rolled out to the company; `sync.state` is `pending` until the portal has it.
-#[utoipa::path(post, path = "/v1/companies/{company_id}/deal-properties", tag = "deal-properties",
+#[utoipa::path(post, path = "/v1/companies/{company_id}/deal-properties", operation_id = "createDealProperty", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ("idempotency-key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
     request_body = PropertyCreateDto,
     responses((status = 201, description = "Declared", body = PropertyView, headers(("etag" = String), ("location" = String)))))]
@@ -80,7 +80,7 @@ async fn create(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties/{name}", operation_id = "getDealProperty", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
     responses((status = 200, description = "The property", body = PropertyView, headers(("etag" = String)))))]
 async fn read(
@@ -111,7 +111,7 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// Changes a property (partial). A rename is a label change: internal names are immutable.
-#[utoipa::path(patch, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
+#[utoipa::path(patch, path = "/v1/companies/{company_id}/deal-properties/{name}", operation_id = "updateDealProperty", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name"),
         ("if-match" = Option<String>, Header, description = "The ETag read; the update applies only if it is still current")),
     request_body = PropertyPatchDto,
@@ -147,7 +147,7 @@ async fn update(
 
 /// Removes a property from the company's configuration; the rollout archives it in the
 /// portal (HubSpot keeps it 90 days in its recycle bin).
-#[utoipa::path(delete, path = "/v1/companies/{company_id}/deal-properties/{name}", tag = "deal-properties",
+#[utoipa::path(delete, path = "/v1/companies/{company_id}/deal-properties/{name}", operation_id = "archiveDealProperty", tag = "deal-properties",
     params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
     responses((status = 204, description = "Archived")))]
 async fn archive(

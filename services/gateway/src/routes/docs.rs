@@ -50,14 +50,14 @@ pub fn document() -> Arc<utoipa::openapi::OpenApi> {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "health", security(()),
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "health", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 description of this API", body = Object)))]
 async fn openapi_json() -> Json<Arc<utoipa::openapi::OpenApi>> {
     Json(document())
 }
 
 /// Liveness of the gateway's HTTP server.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "health", security(()),
     responses((status = 200, description = "Up", content_type = "text/plain", body = String)))]
 async fn healthz() -> &'static str {
     "ok"
@@ -110,7 +110,7 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 
 /// A page to browse this API: self-contained (no CDN), it lists every operation of
 /// `/openapi.json`.
-#[utoipa::path(get, path = "/docs", tag = "health", security(()),
+#[utoipa::path(get, path = "/docs", operation_id = "getDocs", tag = "health", security(()),
     responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 async fn page() -> Response {
     let mut response = Html(DOCS_PAGE).into_response();

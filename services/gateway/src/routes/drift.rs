@@ -60,7 +60,7 @@ struct DriftQuery {
 }
 
 /// Drift found, newest first.
-#[utoipa::path(get, path = "/v1/drift", tag = "drift", params(DriftQuery),
+#[utoipa::path(get, path = "/v1/drift", operation_id = "listDrift", tag = "drift", params(DriftQuery),
     responses((status = 200, description = "A page of drift records", body = Page<DriftView>)))]
 async fn list(
     State(s): State<AppState>,
@@ -89,7 +89,7 @@ pub struct CheckView {
 
 /// Checks for drift now (it is also checked on a schedule), and handles what is found by
 /// each company's policy.
-#[utoipa::path(post, path = "/v1/drift/check", tag = "drift", request_body = CheckBody,
+#[utoipa::path(post, path = "/v1/drift/check", operation_id = "checkDrift", tag = "drift", request_body = CheckBody,
     responses((status = 200, description = "What was checked and found", body = CheckView)))]
 async fn check(
     State(s): State<AppState>,

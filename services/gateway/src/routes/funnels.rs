@@ -51,7 +51,7 @@ pub struct PipelineView {
 }
 
 /// The company's pipelines: those configured in its portal and those its deals use.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/pipelines", tag = "funnels",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/pipelines", operation_id = "listPipelines", tag = "funnels",
     params(("company_id" = String, Path, description = "Company id")),
     responses((status = 200, description = "The pipelines (one page)", body = Page<PipelineView>)))]
 async fn pipelines(
@@ -162,7 +162,7 @@ pub struct FunnelQuery {
 
 /// One pipeline's funnel: deals, amounts, weighted forecast, conversion and time per
 /// stage, win rate and velocity; now (cached) or at a past instant.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}", tag = "funnels",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}", operation_id = "getFunnel", tag = "funnels",
     params(("company_id" = String, Path, description = "Company id"),
            ("pipeline_id" = String, Path, description = "Pipeline id (`default` is HubSpot's)"), FunnelQuery),
     responses((status = 200, description = "The funnel", body = FunnelView)))]
@@ -226,7 +226,7 @@ pub struct WaterfallView {
 }
 
 /// What moved the open pipeline between two instants.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/waterfall", tag = "funnels",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/waterfall", operation_id = "getFunnelWaterfall", tag = "funnels",
     params(("company_id" = String, Path, description = "Company id"),
            ("pipeline_id" = String, Path, description = "Pipeline id"), RangeQuery),
     responses((status = 200, description = "The waterfall", body = WaterfallView)))]
@@ -278,7 +278,7 @@ pub struct PeriodView {
 }
 
 /// Deals created, won and lost per day, week or month.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/periods", tag = "funnels",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/periods", operation_id = "getFunnelPeriods", tag = "funnels",
     params(("company_id" = String, Path, description = "Company id"),
            ("pipeline_id" = String, Path, description = "Pipeline id"), PeriodsQuery),
     responses((status = 200, description = "One row per period (one page)", body = Page<PeriodView>)))]
@@ -309,7 +309,7 @@ async fn periods(
 
 /// A stream of `funnel` events: the funnel now, then each time a deal event changes it
 /// (a slow reader gets the latest figures, not every step).
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/events", tag = "funnels",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/events", operation_id = "streamFunnelEvents", tag = "funnels",
     params(("company_id" = String, Path, description = "Company id"),
            ("pipeline_id" = String, Path, description = "Pipeline id")),
     responses((status = 200, description = "text/event-stream of `funnel` events (FunnelView JSON)", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
@@ -451,7 +451,7 @@ impl PortfolioQuery {
 
 /// The portfolio roll-up: every selected company's figures on the canonical stages, and
 /// their totals.
-#[utoipa::path(get, path = "/v1/portfolio/funnel", tag = "funnels", params(PortfolioQuery),
+#[utoipa::path(get, path = "/v1/portfolio/funnel", operation_id = "getPortfolioFunnel", tag = "funnels", params(PortfolioQuery),
     responses((status = 200, description = "Totals and a page of companies", body = PortfolioView)))]
 async fn portfolio(
     State(s): State<AppState>,
@@ -464,7 +464,7 @@ async fn portfolio(
 
 /// A stream of `portfolio` events: the roll-up now, then each time any selected company
 /// changes (coalesced).
-#[utoipa::path(get, path = "/v1/portfolio/funnel/events", tag = "funnels", params(PortfolioQuery),
+#[utoipa::path(get, path = "/v1/portfolio/funnel/events", operation_id = "streamPortfolioFunnelEvents", tag = "funnels", params(PortfolioQuery),
     responses((status = 200, description = "text/event-stream of `portfolio` events (PortfolioView JSON)", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
 async fn portfolio_events(
     State(s): State<AppState>,

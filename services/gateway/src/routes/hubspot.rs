@@ -35,7 +35,7 @@ pub struct SyncStatusView {
 }
 
 /// Where the company's deal sync stands.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/hubspot/sync", tag = "hubspot",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/hubspot/sync", operation_id = "getHubspotSync", tag = "hubspot",
     params(("company_id" = String, Path, description = "Company id")),
     responses((status = 200, description = "The sync status", body = SyncStatusView)))]
 async fn sync_status(
@@ -112,7 +112,7 @@ pub struct ObservedStateView {
 }
 
 /// What the portal really holds right now, in HubSpot's canonical forms.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/hubspot/observed", tag = "hubspot",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/hubspot/observed", operation_id = "getHubspotObserved", tag = "hubspot",
     params(("company_id" = String, Path, description = "Company id")),
     responses((status = 200, description = "The portal's deal properties, groups and pipelines", body = ObservedStateView)))]
 async fn observed(

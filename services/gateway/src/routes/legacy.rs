@@ -85,7 +85,7 @@ fn hubspot_type(kind: &str) -> Option<(&'static str, &'static str)> {
 /// (Legacy) creates a deal property. `name` may be a label ("Deal Stage" → `deal_stage`).
 /// For `enumeration`, `value` is the option list separated by `;`; for other types it
 /// becomes the description, since a HubSpot definition has no value.
-#[utoipa::path(post, path = "/hubspot/fields/add", tag = "legacy", request_body = AddField,
+#[utoipa::path(post, path = "/hubspot/fields/add", operation_id = "legacyAddField", tag = "legacy", request_body = AddField,
     responses((status = 201, description = "Declared", body = crate::dto::PropertyView)))]
 async fn add_field(
     State(s): State<AppState>,
@@ -144,7 +144,7 @@ struct ModifyField {
 }
 
 /// (Legacy) renames a field: a label change, internal names being immutable.
-#[utoipa::path(put, path = "/hubspot/fields/modify/{company_id}/{old_name}", tag = "legacy",
+#[utoipa::path(put, path = "/hubspot/fields/modify/{company_id}/{old_name}", operation_id = "legacyModifyField", tag = "legacy",
     params(("company_id" = String, Path, description = "Company id"), ("old_name" = String, Path, description = "Internal name, or the name first given")),
     request_body = ModifyField,
     responses((status = 200, description = "Relabelled", body = crate::dto::PropertyView)))]
@@ -202,7 +202,7 @@ struct CadenceChanged {
 
 /// (Legacy) changes the body and delay of the first email step of the company's upsell
 /// cadence, as a new configuration revision rolled out to that company.
-#[utoipa::path(put, path = "/upso/cadence/modify/{company_id}", tag = "legacy",
+#[utoipa::path(put, path = "/upso/cadence/modify/{company_id}", operation_id = "legacyModifyCadence", tag = "legacy",
     params(("company_id" = String, Path, description = "Company id")),
     request_body = ModifyCadence,
     responses((status = 200, description = "Changed", body = CadenceChanged)))]

@@ -129,7 +129,7 @@ impl From<pb::Rollout> for RolloutView {
 
 /// Applies a revision to its companies (portfolio operators): canary wave first, bounded
 /// concurrency, retries, automatic halt on failures. Survives any crash.
-#[utoipa::path(post, path = "/v1/rollouts", tag = "rollouts", request_body = RolloutStart,
+#[utoipa::path(post, path = "/v1/rollouts", operation_id = "createRollout", tag = "rollouts", request_body = RolloutStart,
     responses((status = 201, description = "Started", body = RolloutView)))]
 async fn start(
     State(s): State<AppState>,
@@ -157,7 +157,7 @@ async fn start(
 }
 
 /// Rollouts, newest first.
-#[utoipa::path(get, path = "/v1/rollouts", tag = "rollouts", params(PageQuery),
+#[utoipa::path(get, path = "/v1/rollouts", operation_id = "listRollouts", tag = "rollouts", params(PageQuery),
     responses((status = 200, description = "A page of rollouts", body = Page<RolloutView>)))]
 async fn list(
     State(s): State<AppState>,
@@ -174,7 +174,7 @@ async fn list(
 }
 
 /// A rollout with the state of every company.
-#[utoipa::path(get, path = "/v1/rollouts/{id}", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(get, path = "/v1/rollouts/{id}", operation_id = "getRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "The rollout", body = RolloutView)))]
 async fn read(
     State(s): State<AppState>,
@@ -187,7 +187,7 @@ async fn read(
 }
 
 /// Stops starting new steps; steps in flight finish.
-#[utoipa::path(post, path = "/v1/rollouts/{id}/pause", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(post, path = "/v1/rollouts/{id}/pause", operation_id = "pauseRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "Paused", body = RolloutView)))]
 async fn pause(
     State(s): State<AppState>,
@@ -198,7 +198,7 @@ async fn pause(
 }
 
 /// Resumes a paused or halted rollout (a halted one retries its failed steps).
-#[utoipa::path(post, path = "/v1/rollouts/{id}/resume", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(post, path = "/v1/rollouts/{id}/resume", operation_id = "resumeRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "Running again", body = RolloutView)))]
 async fn resume(
     State(s): State<AppState>,
@@ -209,7 +209,7 @@ async fn resume(
 }
 
 /// Cancels the steps not started yet.
-#[utoipa::path(post, path = "/v1/rollouts/{id}/cancel", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(post, path = "/v1/rollouts/{id}/cancel", operation_id = "cancelRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "Cancelled", body = RolloutView)))]
 async fn cancel(
     State(s): State<AppState>,
@@ -223,7 +223,7 @@ const TERMINAL: &[&str] = &["completed", "cancelled", "halted"];
 
 /// Progress as server-sent events: a `progress` event (the rollout, as JSON) whenever it
 /// changes, ending after it completes, is cancelled or halts.
-#[utoipa::path(get, path = "/v1/rollouts/{id}/events", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(get, path = "/v1/rollouts/{id}/events", operation_id = "streamRolloutEvents", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "text/event-stream of `progress` events", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
 async fn events(
     State(s): State<AppState>,

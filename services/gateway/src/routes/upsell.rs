@@ -93,7 +93,7 @@ impl From<pb::EngineReport> for UpsellRunView {
 }
 
 /// Who would be enrolled now, and why, without enrolling or sending anything.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/dry-run", tag = "upsell",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/dry-run", operation_id = "dryRunUpsell", tag = "upsell",
     params(("company_id" = String, Path, description = "Company id")),
     responses((status = 200, description = "What a run would do now", body = UpsellRunView)))]
 async fn dry_run(
@@ -107,7 +107,7 @@ async fn dry_run(
 
 /// Runs the upsell engine for the company now (it also runs on deal events and on a
 /// schedule): enrolls the winners into the upsell cadence in Upso.
-#[utoipa::path(post, path = "/v1/companies/{company_id}/upsell/runs", tag = "upsell",
+#[utoipa::path(post, path = "/v1/companies/{company_id}/upsell/runs", operation_id = "runUpsell", tag = "upsell",
     params(("company_id" = String, Path, description = "Company id")),
     responses((status = 200, description = "What the run did", body = UpsellRunView)))]
 async fn run_now(
@@ -153,7 +153,7 @@ pub struct DecisionsView {
 }
 
 /// Every enrollment and skip the engine recorded for the company, newest first.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/decisions", tag = "upsell",
+#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/decisions", operation_id = "listUpsellDecisions", tag = "upsell",
     params(("company_id" = String, Path, description = "Company id"), DecisionsQuery),
     responses((status = 200, description = "Recorded decisions", body = DecisionsView)))]
 async fn decisions(
@@ -204,7 +204,7 @@ pub struct UpsoAccountView {
 
 /// Sets the company's Upso account (its API token, checked with Upso, then sealed; it is
 /// never returned).
-#[utoipa::path(put, path = "/v1/companies/{company_id}/upso-account", tag = "upsell",
+#[utoipa::path(put, path = "/v1/companies/{company_id}/upso-account", operation_id = "setUpsoAccount", tag = "upsell",
     params(("company_id" = String, Path, description = "Company id")),
     request_body = UpsoAccountBody,
     responses((status = 200, description = "Registered", body = UpsoAccountView)))]

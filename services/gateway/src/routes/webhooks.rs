@@ -38,7 +38,7 @@ struct Accepted {
 
 /// Receives a batch of HubSpot webhook events (a JSON array), signed with
 /// `X-HubSpot-Signature-v3`. Answers fast; events are hints to re-read, never applied as is.
-#[utoipa::path(post, path = "/webhooks/hubspot", tag = "webhooks", security(()),
+#[utoipa::path(post, path = "/webhooks/hubspot", operation_id = "receiveHubspotWebhook", tag = "webhooks", security(()),
     params(("x-hubspot-signature-v3" = String, Header, description = "base64 HMAC-SHA256 of method + URL + body + timestamp"),
         ("x-hubspot-request-timestamp" = String, Header, description = "Epoch milliseconds; older than 5 minutes is refused")),
     request_body(content = Vec<Object>, content_type = "application/json"),

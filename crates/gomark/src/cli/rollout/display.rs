@@ -1,5 +1,5 @@
-//! Drawing a rollout's progress: on a terminal, a block with a line per wave and per
-//! company, redrawn in place; otherwise (a pipe, a CI log) plain lines, one per change.
+//! Drawing a rollout: plain lines, one per change of a wave or a company, with a progress
+//! bar (counts, ETA) below them on a terminal; and the block `rollout show` prints.
 
 use crate::cli::output::{count, int, items, text};
 use serde_json::Value;
@@ -10,8 +10,7 @@ use std::io::Write as _;
 pub const TERMINAL_ROLLOUT: &[&str] = &["completed", "cancelled", "halted"];
 const TERMINAL_STEP: &[&str] = &["done", "failed", "cancelled"];
 
-/// More companies than this and the terminal block shows waves only: a block taller than
-/// the screen cannot be redrawn in place.
+/// More companies than this and the block shows waves only: it should fit on a screen.
 const MAX_COMPANY_LINES: usize = 30;
 
 pub fn is_terminal_state(rollout: &Value) -> bool {
@@ -87,7 +86,7 @@ fn name_width(rollout: &Value) -> usize {
         .unwrap_or(0)
 }
 
-/// The terminal block: the rollout, then each wave with its companies.
+/// The block: the rollout, then each wave with its companies.
 pub fn block(rollout: &Value) -> Vec<String> {
     let mut lines = vec![header(rollout)];
     let width = name_width(rollout);
@@ -164,52 +163,79 @@ pub fn outcome(rollout: &Value) -> Result<(), String> {
     }
 }
 
-/// Shows successive states of one rollout.
+/// Shows successive states of one rollout: the plain lines as they change and, on a
+/// terminal, an `indicatif` bar below them with the companies done, the total and an ETA.
 pub struct Progress {
-    tty: bool,
     quiet: bool,
-    /// Lines of the block on screen (terminal mode).
-    drawn: usize,
-    /// What was printed last per key (plain mode).
+    /// The bar (terminal only; `None` on a pipe or a CI log).
+    bar: Option<indicatif::ProgressBar>,
+    /// What was printed last per key.
     printed: HashMap<String, String>,
 }
+
+/// `[=====>    ] 12/40 companies, ETA 30s  wave 2: 3/10 done`
+const BAR_TEMPLATE: &str = "{spinner} [{bar:30}] {pos}/{len} companies, ETA {eta}  {msg}";
 
 impl Progress {
     /// `quiet` (for `--json`) shows nothing at all.
     pub fn new(quiet: bool) -> Self {
         use std::io::IsTerminal as _;
-        Self { tty: std::io::stdout().is_terminal(), quiet, drawn: 0, printed: HashMap::new() }
+        let bar = (!quiet && std::io::stdout().is_terminal()).then(|| {
+            let style = indicatif::ProgressStyle::with_template(BAR_TEMPLATE)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stdout())
+                .with_style(style);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Self { quiet, bar, printed: HashMap::new() }
     }
 
     pub fn show(&mut self, rollout: &Value) {
         if self.quiet {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        if self.tty {
-            let lines = block(rollout);
-            let mut frame = String::new();
-            if self.drawn > 0 {
-                // Back to the block's first line, then rewrite each line in place.
-                frame.push_str(&format!("\x1b[{}A", self.drawn));
-            }
-            for line in &lines {
-                frame.push_str(&format!("\r\x1b[2K{line}\n"));
-            }
-            // A shorter block than before: clear what is left of the old one.
-            for _ in lines.len()..self.drawn {
-                frame.push_str("\r\x1b[2K\n");
-            }
-            self.drawn = lines.len().max(self.drawn);
-            let _ = out.write_all(frame.as_bytes());
-        } else {
-            for (key, line) in plain(rollout) {
-                if self.printed.get(&key) != Some(&line) {
-                    let _ = writeln!(out, "{line}");
-                    self.printed.insert(key, line);
-                }
+        let mut fresh = Vec::new();
+        for (key, line) in plain(rollout) {
+            if self.printed.get(&key) != Some(&line) {
+                fresh.push(line.clone());
+                self.printed.insert(key, line);
             }
         }
-        let _ = out.flush();
+        match &self.bar {
+            Some(bar) => {
+                for line in fresh {
+                    bar.println(line);
+                }
+                bar.set_length(int(rollout, "total").max(0) as u64);
+                bar.set_position((int(rollout, "done") + int(rollout, "failed")).max(0) as u64);
+                let current = waves(rollout)
+                    .into_iter()
+                    .find(|(_, steps)| !steps.iter().all(|s| TERMINAL_STEP.contains(&text(s, "state"))))
+                    .map(|(wave, steps)| wave_line(wave, &steps))
+                    .unwrap_or_default();
+                bar.set_message(current);
+                if is_terminal_state(rollout) {
+                    bar.finish_and_clear();
+                }
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                for line in fresh {
+                    let _ = writeln!(out, "{line}");
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// An interrupted follow (an error, Ctrl-C) leaves no half-drawn bar behind.
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }

@@ -1,0 +1,66 @@
+//! Every metric GoMark exports, with its HELP text and unit, described once at startup so
+//! that `/metrics` carries a `# HELP` line for each (Prometheus and Grafana show it).
+//! A new metric is added here too; the e2e test `every_metric_has_help` fails otherwise.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Describes every metric and sets `build_info`. Idempotent.
+pub fn describe() {
+    describe_gauge!("build_info", "Always 1; its labels say which GoMark build runs (version).");
+    metrics::gauge!("build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+
+    // Requests served (crates/platform/src/server/request_telemetry.rs).
+    describe_counter!("http_server_requests_total", Unit::Count, "HTTP requests served, by method and status.");
+    describe_histogram!(
+        "http_server_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method."
+    );
+    describe_counter!("grpc_server_requests_total", Unit::Count, "gRPC calls served, by method and status code.");
+    describe_histogram!(
+        "grpc_server_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a gRPC call, by method."
+    );
+
+    // Plumbing.
+    describe_counter!("cache_requests_total", Unit::Count, "Cache reads, by outcome (hit, miss, error).");
+    describe_counter!("events_published_total", Unit::Count, "Events published to the bus, by type.");
+    describe_counter!("events_consumed_total", Unit::Count, "Events handled by a consumer, by consumer and outcome.");
+
+    // Configuration rollouts and drift.
+    describe_counter!("rollouts_settled_total", Unit::Count, "Rollouts that ended, by final state.");
+    describe_counter!("drift_detected_total", Unit::Count, "Portals found drifted from their revision, by policy.");
+    describe_counter!(
+        "drift_enforce_unconverged_total",
+        Unit::Count,
+        "Drift the enforce policy could not undo, left for a person to fix."
+    );
+
+    // HubSpot.
+    describe_counter!(
+        "hubspot_budget_waits_total",
+        Unit::Count,
+        "Waits for HubSpot rate-limit budget, by request kind."
+    );
+    describe_gauge!("hubspot_daily_budget_remaining", Unit::Count, "HubSpot API calls left today, by portal.");
+    describe_counter!(
+        "hubspot_deals_published_total",
+        Unit::Count,
+        "Deal changes read from HubSpot and published, by kind."
+    );
+    describe_counter!("hubspot_webhook_events_total", Unit::Count, "HubSpot webhook events received, by outcome.");
+    describe_counter!(
+        "hubspot_webhook_events_ingested_total",
+        Unit::Count,
+        "HubSpot webhook events turned into deal updates, by outcome."
+    );
+
+    // Pipelines and upsell.
+    describe_counter!(
+        "pipeline_tracker_deal_versions_ingested_total",
+        Unit::Count,
+        "Deal versions recorded by the pipeline tracker, by outcome."
+    );
+    describe_counter!("upsell_enrolled_total", Unit::Count, "Customers enrolled in an upsell cadence.");
+}
