@@ -3,6 +3,7 @@
 //! configured (`GOMARK_TEST_*`).
 
 mod authz;
+mod budget;
 mod config;
 mod dashboard;
 mod deals;
