@@ -43,3 +43,8 @@ run service:
 # The HubSpot simulator alone; every distinct bearer token gets its own portal.
 hubspot-sim:
     cargo run -p hubspot-sim
+
+# Rollouts under faults (replica kills, Postgres outage, tight HubSpot budgets): a table
+# fault → result against the local Postgres, NATS and Redis (see RELIABILITY.md).
+chaos:
+    bash .ci/chaos

@@ -84,15 +84,27 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(100);
         let mut rounds: u64 = 0;
+        // An outage is logged once when it starts and once when it ends, not per retry.
+        let mut failing = false;
         while !shutdown.is_triggered() {
-            let wait = match self.relay_once().await {
+            let relayed = self.relay_once().await;
+            if relayed.is_ok() && failing {
+                tracing::info!("outbox relay: publishing again");
+                failing = false;
+            }
+            let wait = match relayed {
                 Ok(n) if n as i64 == BATCH => Duration::ZERO,
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     IDLE_POLL
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
+                    if failing {
+                        tracing::debug!(error = %err, retry_in_ms = backoff.as_millis() as u64, "outbox relay still failing");
+                    } else {
+                        tracing::warn!(error = %err, "outbox relay failed; retrying with backoff until it recovers");
+                        failing = true;
+                    }
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait

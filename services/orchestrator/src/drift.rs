@@ -339,18 +339,31 @@ impl DriftWatch {
     /// Checks every applied company once per interval, one at a time and evenly spaced, so
     /// a thousand portals are never read at once; until shutdown.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        // A database outage is logged once when it starts and once when it ends.
+        let mut failing = false;
         while !shutdown.is_triggered() {
             let companies: Vec<String> = match self.store.applied_revisions().await {
-                Ok(rows) => rows.into_iter().map(|(company, _, _)| company).collect(),
+                Ok(rows) => {
+                    if failing {
+                        tracing::info!("drift: the database is back");
+                        failing = false;
+                    }
+                    rows.into_iter().map(|(company, _, _)| company).collect()
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "drift: applied companies unreadable");
+                    if !failing {
+                        tracing::warn!(error = %err, "drift: applied companies unreadable; retrying each interval");
+                        failing = true;
+                    }
                     Vec::new()
                 }
             };
             if companies.is_empty() {
+                // After an outage, look again soon rather than a whole interval later.
+                let wait = if failing { self.interval.min(Duration::from_secs(10)) } else { self.interval };
                 tokio::select! {
                     () = shutdown.wait() => return,
-                    () = tokio::time::sleep(self.interval) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }

@@ -10,6 +10,7 @@ mod deals;
 mod distributed;
 mod drift;
 mod embedded;
+mod faults;
 mod funnels;
 mod openapi;
 mod plan_apply;
