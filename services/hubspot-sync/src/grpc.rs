@@ -347,3 +347,25 @@ fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
         waiting_for_budget,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadline_in(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().expect("ascii"));
+        grpc_deadline(&metadata).map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    #[tokio::test]
+    async fn the_callers_deadline_is_read_from_grpc_timeout() {
+        let ten = deadline_in("10000m").expect("milliseconds");
+        assert!(ten > Duration::from_millis(9_900) && ten <= Duration::from_secs(10), "{ten:?}");
+        assert!(deadline_in("2S").is_some_and(|d| d <= Duration::from_secs(2)));
+        assert!(deadline_in("1H").is_some_and(|d| d > Duration::from_secs(3_500)));
+        assert_eq!(deadline_in("10x"), None, "unknown unit");
+        assert_eq!(deadline_in("m"), None, "no amount");
+        assert!(grpc_deadline(&tonic::metadata::MetadataMap::new()).is_none());
+    }
+}
