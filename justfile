@@ -49,11 +49,12 @@ hubspot-sim:
 cluster *args:
     cargo run --release -p gomark -- cluster {{args}}
 
-# Fault injection against real processes (kill -9, NATS and Postgres outages); prints a
-# table of fault -> result (see RELIABILITY.md).
+# Fault injection against real processes (kill -9, NATS and Postgres outages, replica kills
+# during a rollout, tight HubSpot budgets); prints tables of fault -> result (RELIABILITY.md).
 chaos *scenarios:
     cargo build -p gomark
     python3 .ci/chaos {{scenarios}}
+    bash .ci/chaos-rollouts
 
 # The runtime container image, built and run with podman (see .ci/image-check).
 image-check:

@@ -33,6 +33,16 @@ pub enum BudgetError {
         /// Time until the budget resets (the portal's midnight).
         retry_after: Duration,
     },
+    /// No slot frees up before the caller's wait limit (see
+    /// [`crate::HubSpotClient::with_budget_wait_until`]). The client fails the call with
+    /// [`crate::Error::RateLimited`] (policy `TEN_SECONDLY_ROLLING`, `retry_after` as given)
+    /// without any HTTP call, so the caller can come back then instead of waiting past its
+    /// own deadline.
+    #[error("HubSpot burst budget busy (a slot frees in {} ms)", .retry_after.as_millis())]
+    Busy {
+        /// Time until a slot frees up.
+        retry_after: Duration,
+    },
 }
 
 /// A per-portal request limiter.
@@ -49,6 +59,18 @@ pub trait RequestBudget: Send + Sync {
     /// Called before every HTTP attempt, retries included. May sleep to pace requests; returns
     /// an error to refuse the attempt outright.
     async fn acquire(&self, key: &str, kind: RequestKind) -> Result<Permit, BudgetError>;
+
+    /// Like [`RequestBudget::acquire`], but never sleeps past `until`: when no slot frees up
+    /// before then it returns [`BudgetError::Busy`] at once. The default ignores `until`.
+    async fn acquire_until(
+        &self,
+        key: &str,
+        kind: RequestKind,
+        until: tokio::time::Instant,
+    ) -> Result<Permit, BudgetError> {
+        let _ = until;
+        self.acquire(key, kind).await
+    }
 
     /// Called when the attempt is over, whatever its outcome (response, timeout, connection
     /// error). A limiter can count the request from here: it reached HubSpot before now.

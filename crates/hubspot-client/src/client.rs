@@ -30,6 +30,8 @@ pub struct HubSpotClient {
     inner: Arc<Inner>,
     /// Optional per-portal limiter; per handle so `with_budget` does not need to rebuild `inner`.
     budget: Option<Arc<dyn RequestBudget>>,
+    /// Waiting for a budget slot stops here (see [`Self::with_budget_wait_until`]).
+    wait_until: Option<tokio::time::Instant>,
 }
 
 struct Inner {
@@ -115,6 +117,7 @@ impl HubSpotClient {
                 rate_limits: Mutex::new(HashMap::new()),
             }),
             budget: None,
+            wait_until: None,
         })
     }
 
@@ -124,6 +127,16 @@ impl HubSpotClient {
     #[must_use]
     pub fn with_budget(mut self, budget: Arc<dyn RequestBudget>) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// A handle whose calls never wait for a budget slot past `until`: a call that would
+    /// fails at once with [`Error::RateLimited`] carrying when a slot frees up, without any
+    /// HTTP call. For callers with a deadline of their own (one gRPC call applying a portal),
+    /// so that waiting for the portal's budget is reported, not slept through.
+    #[must_use]
+    pub fn with_budget_wait_until(mut self, until: tokio::time::Instant) -> Self {
+        self.wait_until = Some(until);
         self
     }
 
@@ -266,9 +279,16 @@ impl HubSpotClient {
     /// HubSpot `DAILY` 429 gives, which is never retried, so no HTTP call is made at all.
     async fn acquire(&self, call: &Call<'_>) -> Result<Option<Permit>> {
         let Some(budget) = &self.budget else { return Ok(None) };
-        budget.acquire(&call.budget_key, call.kind).await.map(Some).map_err(|e| match e {
+        let permit = match self.wait_until {
+            Some(until) => budget.acquire_until(&call.budget_key, call.kind, until).await,
+            None => budget.acquire(&call.budget_key, call.kind).await,
+        };
+        permit.map(Some).map_err(|e| match e {
             BudgetError::DailyExhausted { retry_after } => {
                 Error::RateLimited { policy: RateLimitPolicy::Daily, retry_after: Some(retry_after) }
+            }
+            BudgetError::Busy { retry_after } => {
+                Error::RateLimited { policy: RateLimitPolicy::TenSecondlyRolling, retry_after: Some(retry_after) }
             }
         })
     }

@@ -117,7 +117,7 @@ struct Registry {
 
 #[derive(Debug)]
 struct Inner {
-    limits: Limits,
+    limits: Mutex<Limits>,
     index_lag: Duration,
     runtime: Mutex<Runtime>,
     registry: Mutex<Registry>,
@@ -155,12 +155,12 @@ impl HubSpotSim {
     pub fn new(config: SimConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                limits: Limits {
+                limits: Mutex::new(Limits {
                     burst_limit: config.burst_limit,
                     burst_window: config.burst_window,
                     daily_limit: config.daily_limit,
                     search_per_second: config.search_per_second,
-                },
+                }),
                 index_lag: config.search_index_lag,
                 runtime: Mutex::new(Runtime { latency: config.latency, failure_rate: clamp_rate(config.failure_rate) }),
                 registry: Mutex::new(Registry {
@@ -406,6 +406,14 @@ impl HubSpotSim {
         lock(&self.inner.runtime).latency = d;
     }
 
+    /// Changes every portal's burst limit: `limit` requests per rolling `window` (as if other
+    /// integrations used up most of the portal's budget).
+    pub fn set_burst_limit(&self, limit: u32, window: Duration) {
+        let mut limits = lock(&self.inner.limits);
+        limits.burst_limit = limit;
+        limits.burst_window = window;
+    }
+
     /// Changes the random 502 failure rate (clamped to 0.0–1.0).
     pub fn set_failure_rate(&self, r: f64) {
         lock(&self.inner.runtime).failure_rate = clamp_rate(r);
@@ -422,7 +430,7 @@ impl HubSpotSim {
     // ----- crate-internal ----------------------------------------------------
 
     pub(crate) fn limits(&self) -> Limits {
-        self.inner.limits
+        *lock(&self.inner.limits)
     }
 
     pub(crate) fn latency(&self) -> Duration {

@@ -98,9 +98,15 @@ impl PortalBudget {
     }
 }
 
-#[async_trait]
-impl RequestBudget for PortalBudget {
-    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<Permit, BudgetError> {
+impl PortalBudget {
+    /// Waits for a slot of the portal's window; past `give_up` (when set) it answers
+    /// [`BudgetError::Busy`] instead of sleeping, past [`MAX_WAIT`] it lets the request go.
+    async fn take_slot(
+        &self,
+        key: &str,
+        kind: RequestKind,
+        give_up: Option<tokio::time::Instant>,
+    ) -> Result<Permit, BudgetError> {
         let limits = self.limits(key);
         let now = gomark_storage::now_ms();
         if let Some(until) = limits.stopped_until_ms.filter(|until| *until > now) {
@@ -122,6 +128,10 @@ impl RequestBudget for PortalBudget {
                 }
             };
             let Some(wait) = wait else { return Ok(Permit(slot)) };
+            if give_up.is_some_and(|give_up| tokio::time::Instant::now() + wait > give_up) {
+                metrics::counter!("hubspot_budget_deferred_total").increment(1);
+                return Err(BudgetError::Busy { retry_after: wait });
+            }
             if started.elapsed() + wait > MAX_WAIT {
                 tracing::warn!(portal = key, "waited {MAX_WAIT:?} for a HubSpot slot; sending anyway");
                 return Ok(Permit(slot));
@@ -130,6 +140,22 @@ impl RequestBudget for PortalBudget {
                 .increment(1);
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+#[async_trait]
+impl RequestBudget for PortalBudget {
+    async fn acquire(&self, key: &str, kind: RequestKind) -> Result<Permit, BudgetError> {
+        self.take_slot(key, kind, None).await
+    }
+
+    async fn acquire_until(
+        &self,
+        key: &str,
+        kind: RequestKind,
+        until: tokio::time::Instant,
+    ) -> Result<Permit, BudgetError> {
+        self.take_slot(key, kind, Some(until)).await
     }
 
     /// The request reached HubSpot some time between acquire and now; counting it from now
@@ -200,5 +226,28 @@ mod tests {
         assert!(matches!(budget.acquire("p1", RequestKind::Standard).await, Err(BudgetError::DailyExhausted { .. })));
         assert_eq!(budget.stopped_portals().len(), 1);
         budget.acquire("p2", RequestKind::Standard).await.expect("p2 unaffected");
+    }
+
+    #[tokio::test]
+    async fn a_caller_with_a_deadline_is_told_when_to_come_back_instead_of_waiting() {
+        let budget = PortalBudget::new(Arc::new(MemoryCache::new("t")));
+        let info = RateLimitInfo { max: Some(5), interval: Some(Duration::from_secs(10)), ..RateLimitInfo::default() };
+        budget.observe("p1", RequestKind::Standard, Some(&info), 200);
+        let soon = tokio::time::Instant::now() + Duration::from_secs(2);
+        for _ in 0..4 {
+            budget.acquire_until("p1", RequestKind::Standard, soon).await.expect("4 of 5 go at once");
+        }
+        let started = tokio::time::Instant::now();
+        let refused = budget.acquire_until("p1", RequestKind::Standard, soon).await;
+        assert!(started.elapsed() < Duration::from_millis(500), "answered at once, not after waiting");
+        match refused {
+            Err(BudgetError::Busy { retry_after }) => {
+                assert!(
+                    retry_after > Duration::from_secs(8) && retry_after <= Duration::from_secs(10),
+                    "{retry_after:?}"
+                )
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
     }
 }

@@ -5,6 +5,12 @@
 //! what is still missing: a completed write is never repeated. A portal that changed so
 //! that it needs an action the saved plan did not approve is not touched: the run stops
 //! with "plan is stale".
+//!
+//! A run keeps within its caller's deadline: it does not wait for the portal's budget past
+//! it, nor start a write it has no time to finish; it stops early with what it performed
+//! and when to come back. The rest of its plan is kept for a short while, so the next run
+//! for the same desired state resumes with the writes instead of reading the portal again
+//! (reads cost as much of the portal's budget as writes).
 
 use crate::portals::{Portal, Portals};
 use gomark_storage::{Database, StorageError};
@@ -15,7 +21,20 @@ use hubspot_client::{
     PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
 };
 use sqlx::Row;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a run may take when its caller set no deadline.
+const DEFAULT_RUN: Duration = Duration::from_secs(20);
+/// Time kept free before the caller's deadline, for the answer to reach it.
+const ANSWER_MARGIN: Duration = Duration::from_millis(1_000);
+/// How long the unfinished part of an interrupted run may be resumed without a fresh read.
+/// Short, because another writer may change the portal meanwhile.
+const RESUME_FOR: Duration = Duration::from_secs(120);
+/// Unfinished runs kept at most (one per company; the oldest go first).
+const RESUME_MAX: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
@@ -47,15 +66,83 @@ pub struct Applied {
     pub blocked: Vec<Action>,
     /// What HubSpot refused, with its reason.
     pub failed: Vec<(Action, String)>,
-    /// Set when HubSpot became unavailable or the portal's budget ran out part-way: the
-    /// rest is for a later run.
-    pub interrupted: Option<hubspot_client::Error>,
+    /// Set when the run stopped part-way: the rest is for a later run.
+    pub interrupted: Option<Interrupted>,
+}
+
+/// Why a run stopped before its plan was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    /// The portal's HubSpot budget has no room before the caller's deadline: come back
+    /// after this long (None: HubSpot did not say).
+    Budget(Option<Duration>),
+    /// The caller's deadline is too near to start another write; `progress` when this run
+    /// wrote something or made a plan the next run resumes.
+    OutOfTime { progress: bool },
+    /// HubSpot is unavailable.
+    Unavailable,
+}
+
+impl Interrupted {
+    fn from_error(err: &hubspot_client::Error) -> Self {
+        match err {
+            hubspot_client::Error::RateLimited { retry_after, .. } => Interrupted::Budget(*retry_after),
+            _ => Interrupted::Unavailable,
+        }
+    }
+}
+
+/// The part of an interrupted run's plan not done yet, with what it was planned from.
+struct Unfinished {
+    desired: EffectiveConfig,
+    approved: Option<BTreeSet<String>>,
+    observed: gtm_config::Observed,
+    remaining: Vec<Action>,
+    blocked: Vec<Action>,
+    /// The slowest HubSpot exchange of the run: what the next one is expected to take.
+    slowest: Duration,
+    saved_at: Instant,
+}
+
+/// A run's clock: its deadline, and the slowest HubSpot exchange seen so far, which is
+/// what the next one is assumed to take.
+struct Clock {
+    until: Instant,
+    slowest: Duration,
+}
+
+impl Clock {
+    fn new(deadline: Option<Instant>, slowest: Duration) -> Self {
+        let default = Instant::now() + DEFAULT_RUN;
+        let until =
+            deadline.map_or(default, |d| d.checked_sub(ANSWER_MARGIN).unwrap_or_else(Instant::now).min(default));
+        Self { until, slowest }
+    }
+
+    /// The latest moment a request may still start and be answered in time.
+    fn last_start(&self) -> Instant {
+        self.until.checked_sub(self.slowest).unwrap_or_else(Instant::now)
+    }
+
+    fn has_time(&self) -> bool {
+        Instant::now() < self.last_start()
+    }
+
+    /// A client that does not wait for a budget slot past the last useful start.
+    fn client(&self, base: &HubSpotClient) -> HubSpotClient {
+        base.clone().with_budget_wait_until(self.last_start())
+    }
+
+    fn took(&mut self, started: Instant) {
+        self.slowest = self.slowest.max(started.elapsed());
+    }
 }
 
 pub struct Converger {
-    pub db: Database,
-    pub portals: Portals,
-    pub client: HubSpotClient,
+    db: Database,
+    portals: Portals,
+    client: HubSpotClient,
+    unfinished: Mutex<HashMap<String, Unfinished>>,
 }
 
 /// The order plans are shown and applied in, which keeps dependencies satisfied: groups
@@ -119,6 +206,35 @@ fn stage_input(stage: &gtm_config::Stage, position: usize) -> PipelineStageInput
 }
 
 impl Converger {
+    pub fn new(db: Database, portals: Portals, client: HubSpotClient) -> Self {
+        Self { db, portals, client, unfinished: Mutex::new(HashMap::new()) }
+    }
+
+    fn unfinished(&self) -> std::sync::MutexGuard<'_, HashMap<String, Unfinished>> {
+        self.unfinished.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The unfinished part of the company's last run, when it was planned for this same
+    /// desired state and approval, recently.
+    fn take_unfinished(
+        &self,
+        company_id: &str,
+        desired: &EffectiveConfig,
+        approved: Option<&BTreeSet<String>>,
+    ) -> Option<Unfinished> {
+        let u = self.unfinished().remove(company_id)?;
+        (u.saved_at.elapsed() < RESUME_FOR && &u.desired == desired && u.approved.as_ref() == approved).then_some(u)
+    }
+
+    fn keep_unfinished(&self, company_id: &str, u: Unfinished) {
+        let mut all = self.unfinished();
+        all.retain(|_, u| u.saved_at.elapsed() < RESUME_FOR);
+        if all.len() >= RESUME_MAX {
+            return;
+        }
+        all.insert(company_id.to_owned(), u);
+    }
+
     async fn portal(&self, company_id: &str) -> Result<Portal, ConvergeError> {
         self.portals.get(company_id).await?.ok_or_else(|| ConvergeError::NoPortal(company_id.to_owned()))
     }
@@ -128,52 +244,128 @@ impl Converger {
     /// to delete those), so such deletions come out blocked.
     pub async fn plan(&self, company_id: &str, desired: &EffectiveConfig) -> Result<Plan, ConvergeError> {
         let portal = self.portal(company_id).await?;
-        Ok(self.plan_portal(&portal, desired).await?.0)
+        Ok(self.plan_portal(&self.client, &portal, desired).await?.0)
     }
 
     async fn plan_portal(
         &self,
+        client: &HubSpotClient,
         portal: &Portal,
         desired: &EffectiveConfig,
-    ) -> Result<(Plan, PipelineIdMap), ConvergeError> {
-        let (_, observed) = crate::observed::read(&self.client, &portal.token()).await?;
-        let mut ids = self.recorded_ids(&portal.company_id).await?;
-        ids.match_by_label(desired, &observed);
+    ) -> Result<(Plan, gtm_config::Observed), ConvergeError> {
+        let (_, observed) = crate::observed::read(client, &portal.token()).await?;
+        let ids = self.ids(&portal.company_id, desired, &observed).await?;
         let managed = self.managed(&portal.company_id).await?;
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
         let deleted = plan.deleted_stages(&ids, &observed);
         if !deleted.is_empty() {
-            let used = crate::stage_usage::stages_in_use(&self.client, &portal.token(), &deleted).await?;
+            let used = crate::stage_usage::stages_in_use(client, &portal.token(), &deleted).await?;
             if !used.is_empty() {
                 plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
             }
         }
         plan.actions.sort_by_key(rank);
-        Ok((plan, ids))
+        Ok((plan, observed))
     }
 
-    /// Plans `desired` afresh and applies the plan. With `approved` (a saved plan's action
+    /// The HubSpot ids of the company's pipelines and stages: recorded, or matched by label.
+    async fn ids(
+        &self,
+        company_id: &str,
+        desired: &EffectiveConfig,
+        observed: &gtm_config::Observed,
+    ) -> Result<PipelineIdMap, ConvergeError> {
+        let mut ids = self.recorded_ids(company_id).await?;
+        ids.match_by_label(desired, observed);
+        Ok(ids)
+    }
+
+    /// Plans `desired` afresh (or resumes the unfinished part of the last run for it) and
+    /// applies the plan, finishing before `deadline`. With `approved` (a saved plan's action
     /// ids), an applicable action outside it stops the run before any write. HubSpot
-    /// refusing an action is reported with it; HubSpot being unavailable or out of budget
-    /// ends the run early with what was done so far.
+    /// refusing an action is reported with it; HubSpot being unavailable, the portal's
+    /// budget being spent or the deadline coming near ends the run early with what was done
+    /// so far.
     pub async fn apply(
         &self,
         company_id: &str,
         desired: &EffectiveConfig,
         approved: Option<&BTreeSet<String>>,
+        deadline: Option<Instant>,
     ) -> Result<Applied, ConvergeError> {
         let portal = self.portal(company_id).await?;
-        let (plan, ids) = self.plan_portal(&portal, desired).await?;
-        let (blocked, actions): (Vec<Action>, Vec<Action>) =
-            plan.actions.into_iter().partition(|a| a.blocked.is_some());
-        if let Some(approved) = approved
-            && let Some(extra) = actions.iter().find(|a| !approved.contains(&action_id(a)))
-        {
-            return Err(ConvergeError::Stale(format!(
-                "the portal changed since the plan was made and now needs `{extra}`, which the plan does not hold; plan again"
-            )));
-        }
+        let resumed = self.take_unfinished(company_id, desired, approved);
+        let mut clock = Clock::new(deadline, resumed.as_ref().map_or(Duration::ZERO, |u| u.slowest));
+        let fresh = resumed.is_none();
+        let (actions, blocked, observed) = match resumed {
+            Some(u) => {
+                tracing::debug!(company_id, remaining = u.remaining.len(), "resuming an interrupted apply");
+                (u.remaining, u.blocked, u.observed)
+            }
+            None => {
+                let started = Instant::now();
+                let planned = self.plan_portal(&clock.client(&self.client), &portal, desired).await;
+                clock.took(started);
+                let (plan, observed) = match planned {
+                    Ok(planned) => planned,
+                    Err(ConvergeError::HubSpot(e)) if !refused(&e) => {
+                        return Ok(Applied { interrupted: Some(Interrupted::from_error(&e)), ..Applied::default() });
+                    }
+                    Err(other) => return Err(other),
+                };
+                let (blocked, actions): (Vec<Action>, Vec<Action>) =
+                    plan.actions.into_iter().partition(|a| a.blocked.is_some());
+                if let Some(approved) = approved
+                    && let Some(extra) = actions.iter().find(|a| !approved.contains(&action_id(a)))
+                {
+                    return Err(ConvergeError::Stale(format!(
+                        "the portal changed since the plan was made and now needs `{extra}`, which the plan does not hold; plan again"
+                    )));
+                }
+                (actions, blocked, observed)
+            }
+        };
+        let ids = self.ids(company_id, desired, &observed).await?;
         let mut outcome = Applied { blocked, ..Applied::default() };
+        self.apply_actions(&portal, desired, &ids, actions.clone(), &mut clock, &mut outcome).await?;
+        if let Some(Interrupted::OutOfTime { progress }) = &mut outcome.interrupted {
+            *progress = fresh || !outcome.performed.is_empty();
+        }
+        match outcome.interrupted {
+            // Nothing was sent for what is left: it can be resumed as planned.
+            Some(Interrupted::Budget(_) | Interrupted::OutOfTime { .. }) => {
+                let attempted: BTreeSet<String> =
+                    outcome.performed.iter().chain(outcome.failed.iter().map(|(a, _)| a)).map(action_id).collect();
+                let remaining = actions.into_iter().filter(|a| !attempted.contains(&action_id(a))).collect();
+                let unfinished = Unfinished {
+                    desired: desired.clone(),
+                    approved: approved.cloned(),
+                    observed,
+                    remaining,
+                    blocked: outcome.blocked.clone(),
+                    slowest: clock.slowest,
+                    saved_at: Instant::now(),
+                };
+                self.keep_unfinished(company_id, unfinished);
+            }
+            Some(Interrupted::Unavailable) => {}
+            None => {
+                tracing::info!(company_id, portal_id = %portal.portal_id, performed = outcome.performed.len(), blocked = outcome.blocked.len(), failed = outcome.failed.len(), "portal converged");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `actions` in dependency order until done or interrupted.
+    async fn apply_actions(
+        &self,
+        portal: &Portal,
+        desired: &EffectiveConfig,
+        ids: &PipelineIdMap,
+        actions: Vec<Action>,
+        clock: &mut Clock,
+        outcome: &mut Applied,
+    ) -> Result<(), ConvergeError> {
         // New properties go in batch calls (HubSpot's batch create takes 100), not one call
         // each: after the groups they belong to, before everything else.
         let (creates, others): (Vec<Action>, Vec<Action>) =
@@ -184,37 +376,44 @@ impl Converger {
             .unwrap_or(others.len());
         let (groups, rest) = others.split_at(groups_end);
         for action in groups {
-            if !self.apply_one(&portal, desired, &ids, action, &mut outcome).await? {
-                return Ok(outcome);
+            if !self.apply_one(portal, desired, ids, action, clock, outcome).await? {
+                return Ok(());
             }
         }
-        if !self.create_properties(&portal, desired, creates, &mut outcome).await? {
-            return Ok(outcome);
+        if !self.create_properties(portal, desired, creates, clock, outcome).await? {
+            return Ok(());
         }
         for action in rest {
-            if !self.apply_one(&portal, desired, &ids, action, &mut outcome).await? {
-                return Ok(outcome);
+            if !self.apply_one(portal, desired, ids, action, clock, outcome).await? {
+                return Ok(());
             }
         }
-        tracing::info!(company_id, portal_id = %portal.portal_id, performed = outcome.performed.len(), blocked = outcome.blocked.len(), failed = outcome.failed.len(), "portal converged");
-        Ok(outcome)
+        Ok(())
     }
 
     /// Applies one action and records how it went; false when the run must stop (HubSpot
-    /// unavailable or out of budget).
+    /// unavailable, out of budget, or no time left).
     async fn apply_one(
         &self,
         portal: &Portal,
         desired: &EffectiveConfig,
         ids: &PipelineIdMap,
         action: &Action,
+        clock: &mut Clock,
         outcome: &mut Applied,
     ) -> Result<bool, ConvergeError> {
-        match self.apply_action(portal, desired, ids, action).await {
+        if !clock.has_time() {
+            outcome.interrupted = Some(Interrupted::OutOfTime { progress: false });
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let result = self.apply_action(&clock.client(&self.client), portal, desired, ids, action).await;
+        clock.took(started);
+        match result {
             Ok(()) => outcome.performed.push(action.clone()),
             Err(ConvergeError::HubSpot(e)) if refused(&e) => outcome.failed.push((action.clone(), reason(&e))),
             Err(ConvergeError::HubSpot(e)) => {
-                outcome.interrupted = Some(e);
+                outcome.interrupted = Some(Interrupted::from_error(&e));
                 return Ok(false);
             }
             Err(other) => return Err(other),
@@ -228,6 +427,7 @@ impl Converger {
         portal: &Portal,
         desired: &EffectiveConfig,
         creates: Vec<Action>,
+        clock: &mut Clock,
         outcome: &mut Applied,
     ) -> Result<bool, ConvergeError> {
         let inputs: Vec<PropertyCreate> = creates
@@ -240,7 +440,14 @@ impl Converger {
         if inputs.is_empty() {
             return Ok(true);
         }
-        let result = match self.client.batch_create_deal_properties(&portal.token(), &inputs).await {
+        if !clock.has_time() {
+            outcome.interrupted = Some(Interrupted::OutOfTime { progress: false });
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let created = clock.client(&self.client).batch_create_deal_properties(&portal.token(), &inputs).await;
+        clock.took(started);
+        let result = match created {
             Ok(result) => result,
             Err(e) if refused(&e) => {
                 let why = reason(&e);
@@ -248,7 +455,7 @@ impl Converger {
                 return Ok(true);
             }
             Err(e) => {
-                outcome.interrupted = Some(e);
+                outcome.interrupted = Some(Interrupted::from_error(&e));
                 return Ok(false);
             }
         };
@@ -347,6 +554,7 @@ impl Converger {
 
     async fn apply_action(
         &self,
+        client: &HubSpotClient,
         portal: &Portal,
         desired: &EffectiveConfig,
         ids: &PipelineIdMap,
@@ -362,23 +570,23 @@ impl Converger {
                 match op {
                     Op::Create => {
                         let input = PropertyGroupCreate { name: name.clone(), label, display_order };
-                        self.client.create_deal_property_group(&token, &input).await?;
+                        client.create_deal_property_group(&token, &input).await?;
                     }
                     Op::Update => {
                         let input = PropertyGroupUpdate { label: Some(label), display_order };
-                        self.client.update_deal_property_group(&token, name, &input).await?;
+                        client.update_deal_property_group(&token, name, &input).await?;
                     }
-                    Op::Archive => self.client.archive_deal_property_group(&token, name).await?,
+                    Op::Archive => client.archive_deal_property_group(&token, name).await?,
                 }
             }
-            (Target::DealProperty(name), Op::Archive) => match self.client.archive_deal_property(&token, name).await {
+            (Target::DealProperty(name), Op::Archive) => match client.archive_deal_property(&token, name).await {
                 Err(e) if e.status() == Some(404) => {}
                 other => other?,
             },
             (Target::DealProperty(name), op) => {
                 let Some(p) = desired.property(name) else { return Ok(()) };
                 if op == Op::Create {
-                    self.client.create_deal_property(&token, &property_create(p)).await?;
+                    client.create_deal_property(&token, &property_create(p)).await?;
                     self.remember_managed(company, name).await?;
                 } else {
                     let input = PropertyUpdate {
@@ -390,7 +598,7 @@ impl Converger {
                         field_type: Some(p.field_type.as_str().to_owned()),
                         ..PropertyUpdate::default()
                     };
-                    self.client.update_deal_property(&token, name, &input).await?;
+                    client.update_deal_property(&token, name, &input).await?;
                 }
             }
             (Target::Pipeline(id), Op::Create) => {
@@ -405,7 +613,7 @@ impl Converger {
                     stages: p.stages.iter().enumerate().map(|(i, s)| stage_input(s, i)).collect(),
                     pipeline_id: None,
                 };
-                let created = self.client.create_deal_pipeline(&token, &input).await?;
+                let created = client.create_deal_pipeline(&token, &input).await?;
                 self.remember_pipeline(company, id, &created.id).await?;
                 for stage in &p.stages {
                     if let Some(s) = created.stages.iter().find(|s| s.label == stage.label) {
@@ -416,14 +624,14 @@ impl Converger {
             (Target::Pipeline(id), op) => {
                 let Some(hubspot) = ids.hubspot_pipeline(id) else { return Ok(()) };
                 if op == Op::Archive {
-                    self.client.delete_deal_pipeline(&token, hubspot).await?;
+                    client.delete_deal_pipeline(&token, hubspot).await?;
                 } else if let Some((index, p)) = desired.pipelines.iter().enumerate().find(|(_, p)| &p.id == id) {
                     let input = PipelineUpdate {
                         label: Some(p.label.clone()),
                         display_order: Some(i64::from(order_or_index(p.display_order, index))),
                         archived: None,
                     };
-                    self.client.update_deal_pipeline(&token, hubspot, &input).await?;
+                    client.update_deal_pipeline(&token, hubspot, &input).await?;
                 }
             }
             (Target::Stage(pipeline, stage), op) => {
@@ -446,11 +654,11 @@ impl Converger {
                             display_order: Some(i64::from(order_or_index(s.display_order, i))),
                             ..PipelineStageUpdate::default()
                         };
-                        self.client.update_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage, &input).await?;
+                        client.update_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage, &input).await?;
                     }
                     (Op::Archive, _) => {
                         if let Some(hubspot_stage) = ids.hubspot_stage(pipeline, stage) {
-                            self.client.delete_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage).await?;
+                            client.delete_deal_pipeline_stage(&token, hubspot_pipeline, hubspot_stage).await?;
                         }
                     }
                     _ => {}

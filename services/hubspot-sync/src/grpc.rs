@@ -1,7 +1,7 @@
 //! hubspot-sync's gRPC face.
 
 use crate::budget::PortalBudget;
-use crate::converge::{Applied, ConvergeError, Converger};
+use crate::converge::{Applied, ConvergeError, Converger, Interrupted};
 use crate::credentials::Credential;
 use crate::deals::DealSync;
 use crate::portals::{PortalError, Portals};
@@ -12,6 +12,7 @@ use gomark_proto::hubspot_sync::v1 as pb;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_server::HubspotSyncService;
 use hubspot_client::HubSpotClient;
 use std::collections::BTreeSet;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 pub struct HubspotSyncGrpc {
@@ -235,11 +236,16 @@ impl HubspotSyncService for HubspotSyncGrpc {
         req: Request<pb::ApplyPortalRequest>,
     ) -> Result<Response<pb::ApplyPortalResponse>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
+        let deadline = grpc_deadline(req.metadata());
         let r = req.into_inner();
         caller.require_company(Role::Operator, &r.company_id)?;
         let desired = desired(&r.company_id, r.desired)?;
         let approved: Option<BTreeSet<String>> = r.saved_plan.then(|| r.approved_action_ids.into_iter().collect());
-        let done = self.converger.apply(&r.company_id, &desired, approved.as_ref()).await.map_err(converge_failure)?;
+        let done = self
+            .converger
+            .apply(&r.company_id, &desired, approved.as_ref(), deadline)
+            .await
+            .map_err(converge_failure)?;
         Ok(Response::new(applied_proto(done)))
     }
 
@@ -289,13 +295,44 @@ fn converge_failure(err: ConvergeError) -> Status {
     }
 }
 
+/// When the caller gives up on this call, from its `grpc-timeout` header (gRPC's wire
+/// format: an integer and a unit, H M S m u n).
+fn grpc_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    tokio::time::Instant::now().checked_add(timeout)
+}
+
+/// How long to wait for a portal's budget when HubSpot did not say: its burst window.
+const BUDGET_WINDOW_MS: i64 = 10_000;
+
 fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
     use gtm_config::wire::action_to_proto;
-    let retry_after_ms = match &done.interrupted {
-        Some(hubspot_client::Error::RateLimited { retry_after: Some(wait), .. }) => {
-            gomark_storage::now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+    let now = gomark_storage::now_ms();
+    // retry_after_ms (epoch ms) tells the caller when to come back without counting the
+    // stop as a failure: set when waiting for budget, or when time ran out after progress.
+    let waiting_for_budget = matches!(done.interrupted, Some(Interrupted::Budget(_)));
+    let (interrupted, retry_after_ms) = match done.interrupted {
+        None => (String::new(), 0),
+        Some(Interrupted::Budget(wait)) => {
+            let wait = wait.map_or(BUDGET_WINDOW_MS, |w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX / 2));
+            ("waiting for the portal's HubSpot rate limit".to_owned(), now.saturating_add(wait.max(1)))
         }
-        _ => 0,
+        Some(Interrupted::OutOfTime { progress }) => {
+            let resume = if progress { now } else { 0 };
+            ("the call's time ran out with writes left; resuming".to_owned(), resume)
+        }
+        Some(Interrupted::Unavailable) => ("HubSpot is unavailable".to_owned(), 0),
     };
     pb::ApplyPortalResponse {
         performed: done.performed.iter().map(action_to_proto).collect(),
@@ -305,14 +342,30 @@ fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
             .iter()
             .map(|(action, reason)| FailedAction { action: Some(action_to_proto(action)), reason: reason.clone() })
             .collect(),
-        interrupted: done
-            .interrupted
-            .as_ref()
-            .map(|e| match e {
-                hubspot_client::Error::RateLimited { .. } => "the portal's HubSpot rate limit is exhausted".to_owned(),
-                _ => "HubSpot is unavailable".to_owned(),
-            })
-            .unwrap_or_default(),
+        interrupted,
         retry_after_ms,
+        waiting_for_budget,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadline_in(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().expect("ascii"));
+        grpc_deadline(&metadata).map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    #[tokio::test]
+    async fn the_callers_deadline_is_read_from_grpc_timeout() {
+        let ten = deadline_in("10000m").expect("milliseconds");
+        assert!(ten > Duration::from_millis(9_900) && ten <= Duration::from_secs(10), "{ten:?}");
+        assert!(deadline_in("2S").is_some_and(|d| d <= Duration::from_secs(2)));
+        assert!(deadline_in("1H").is_some_and(|d| d > Duration::from_secs(3_500)));
+        assert_eq!(deadline_in("10x"), None, "unknown unit");
+        assert_eq!(deadline_in("m"), None, "no amount");
+        assert!(grpc_deadline(&tonic::metadata::MetadataMap::new()).is_none());
     }
 }

@@ -55,7 +55,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         client.clone(),
         deal_sync.clone(),
         portal_budget,
-        converge::Converger { db: backends.db.clone(), portals: portals.clone(), client: client.clone() },
+        converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
     )));
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;

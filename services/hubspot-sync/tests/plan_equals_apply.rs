@@ -208,21 +208,21 @@ async fn check(first: EffectiveConfig, edits: Vec<HandEdit>, second: EffectiveCo
     portals.register("c1", "4242", &Credential::PrivateApp { token: TOKEN.into() }).await.expect("register");
     let client =
         HubSpotClient::new(ClientConfig { base_url: base.clone(), ..ClientConfig::default() }).expect("client");
-    let converger = Converger { db, portals, client };
+    let converger = Converger::new(db, portals, client);
 
     // The first configuration is applied, edited by hand, then the second is applied.
     for (desired, hand) in [(&first, &[][..]), (&second, edits.as_slice())] {
         edit_by_hand(&reqwest::Client::new(), &base, hand).await;
         let plan = converger.plan("c1", desired).await.expect("plan");
         let approved: BTreeSet<String> = applicable_ids(&plan).into_iter().collect();
-        let applied = converger.apply("c1", desired, Some(&approved)).await.expect("apply");
+        let applied = converger.apply("c1", desired, Some(&approved), None).await.expect("apply");
         prop_assert!(applied.failed.is_empty(), "HubSpot refused: {:?}", applied.failed);
         prop_assert!(applied.interrupted.is_none());
         let performed: Vec<String> = applied.performed.iter().map(action_id).collect();
         prop_assert_eq!(&performed, &applicable_ids(&plan), "performed exactly the planned actions, in order");
         let next = converger.plan("c1", desired).await.expect("plan again");
         prop_assert!(applicable_ids(&next).is_empty(), "nothing left after applying:\n{}", next);
-        let again = converger.apply("c1", desired, None).await.expect("apply again");
+        let again = converger.apply("c1", desired, None, None).await.expect("apply again");
         prop_assert!(again.performed.is_empty(), "a second apply writes nothing: {:?}", again.performed);
     }
     Ok(())

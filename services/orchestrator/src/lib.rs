@@ -57,8 +57,13 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let revisions = Arc::new(revisions::Revisions::new(store.clone(), waker.clone()));
     let planner =
         Arc::new(planning::Planner::new(store.clone(), revisions.clone(), hubspot_sync.clone(), upso_cadence.clone()));
-    let rollouts =
-        Arc::new(rollout::Rollouts::new(store.clone(), revisions.clone(), hubspot_sync.clone(), upso_cadence));
+    let rollouts = Arc::new(rollout::Rollouts::new(
+        store.clone(),
+        revisions.clone(),
+        hubspot_sync.clone(),
+        upso_cadence,
+        settings.orchestrator.call_timeout(),
+    ));
     let drift = Arc::new(drift::DriftWatch::new(
         store.clone(),
         revisions.clone(),

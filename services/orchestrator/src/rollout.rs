@@ -70,6 +70,8 @@ pub struct Rollouts {
     wake: Notify,
     /// This replica, as step leases name it.
     replica: String,
+    /// How long a call to another service may take; told to it, so it can stop in time.
+    call_timeout: Duration,
 }
 
 /// A step this replica claimed.
@@ -93,12 +95,14 @@ enum Outcome {
         performed: Vec<config_pb::PlannedAction>,
         reason: String,
     },
-    /// Try again at `at` (epoch ms); `counts` when it uses up an attempt.
+    /// Try again at `at` (epoch ms); `counts` when it uses up an attempt; `waiting` when
+    /// it waits for its portal's HubSpot budget.
     Later {
         performed: Vec<config_pb::PlannedAction>,
         reason: String,
         at: i64,
         counts: bool,
+        waiting: bool,
     },
 }
 
@@ -142,6 +146,7 @@ impl Rollouts {
         revisions: Arc<Revisions>,
         hubspot_sync: TracedChannel,
         upso_cadence: Option<TracedChannel>,
+        call_timeout: Duration,
     ) -> Self {
         Self {
             store,
@@ -150,6 +155,7 @@ impl Rollouts {
             upso_cadence: upso_cadence.map(UpsoCadenceServiceClient::new),
             wake: Notify::new(),
             replica: uuid::Uuid::new_v4().to_string(),
+            call_timeout,
         }
     }
 
@@ -284,7 +290,7 @@ impl Rollouts {
         .await?
         .ok_or_else(|| PublicError::not_found(format!("rollout {id}")))?;
         let steps = sqlx::query(
-            "SELECT company_id, company_key, wave, state, attempts, applied, detail, performed FROM rollout_steps \
+            "SELECT company_id, company_key, wave, state, attempts, applied, detail, performed, waiting_until FROM rollout_steps \
              WHERE rollout_id = $1 ORDER BY wave, company_key",
         )
         .bind(id)
@@ -302,17 +308,23 @@ impl Rollouts {
             plan_id: row.try_get("plan_id")?,
             ..pb::Rollout::default()
         };
+        let now = gomark_storage::now_ms();
         for s in &steps {
+            let state: String = s.try_get("state")?;
+            let waiting_until: i64 = s.try_get("waiting_until")?;
+            let waiting = state == "pending" && waiting_until > now;
             let step = pb::RolloutStep {
                 company_id: s.try_get("company_id")?,
                 company_key: s.try_get("company_key")?,
                 wave: s.try_get::<i64, _>("wave")? as u32,
-                state: s.try_get("state")?,
+                state,
                 attempts: s.try_get::<i64, _>("attempts")? as u32,
                 applied: s.try_get::<i64, _>("applied")? as u32,
                 detail: s.try_get("detail")?,
                 performed: decode_performed(s.try_get("performed")?),
+                waiting_until: waiting.then(|| crate::companies::timestamp(waiting_until)),
             };
+            rollout.waiting += u32::from(waiting);
             match step.state.as_str() {
                 "done" => rollout.done += 1,
                 "failed" => rollout.failed += 1,
@@ -495,7 +507,7 @@ impl Rollouts {
                 // Claiming is conditional: a step another replica holds under a live lease
                 // is never taken.
                 let claimed = sqlx::query(
-                    "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3 \
+                    "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, waiting_until = 0 \
                      WHERE rollout_id = $4 AND company_id = $5 \
                      AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3))",
                 )
@@ -557,6 +569,7 @@ impl Rollouts {
                 reason: err.to_public().message,
                 at: gomark_storage::now_ms() + backoff_ms(1),
                 counts: true,
+                waiting: false,
             },
         };
         // The outcome is recorded even through a database outage; if it cannot be, the
@@ -626,11 +639,14 @@ impl Rollouts {
         };
         // HubSpot first, then Upso: both plan afresh before writing, so a retry of the
         // whole step repeats nothing that was done.
-        let applied =
-            match self.hubspot_sync.clone().apply_portal(Caller::system("orchestrator").request(request)).await {
-                Ok(r) => r.into_inner(),
-                Err(status) => return Ok(failure(status, Vec::new())),
-            };
+        // hubspot-sync learns the deadline (grpc-timeout) and answers before it, with what
+        // it did and when to come back, rather than being cut off.
+        let mut request = Caller::system("orchestrator").request(request);
+        request.set_timeout(self.call_timeout);
+        let applied = match self.hubspot_sync.clone().apply_portal(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Ok(failure(status, Vec::new())),
+        };
         let mut performed = applied.performed;
         let blocked: Vec<String> = applied.blocked.iter().map(gtm_config::wire::action_line).collect();
         if !applied.failed.is_empty() {
@@ -645,11 +661,13 @@ impl Rollouts {
             return Ok(Outcome::Failed { performed, reason: reasons.join("; ") });
         }
         if !applied.interrupted.is_empty() {
-            let waiting = applied.retry_after_ms > 0;
-            let at = if waiting { applied.retry_after_ms } else { gomark_storage::now_ms() + backoff_ms(1) };
-            // Waiting for the portal's budget, or stopping after real progress, is not a failure.
-            let counts = !waiting && performed.is_empty();
-            return Ok(Outcome::Later { performed, reason: applied.interrupted, at, counts });
+            // A stop with a time to come back (waiting for the portal's budget, or out of
+            // time after progress), or after real progress, is not a failure.
+            let resume = applied.retry_after_ms > 0;
+            let at = if resume { applied.retry_after_ms } else { gomark_storage::now_ms() + backoff_ms(1) };
+            let counts = !resume && performed.is_empty();
+            let waiting = applied.waiting_for_budget;
+            return Ok(Outcome::Later { performed, reason: applied.interrupted, at, counts, waiting });
         }
         if let Some(upso) = &self.upso_cadence {
             let request = ApplyCadencesRequest {
@@ -684,20 +702,25 @@ impl Rollouts {
         };
         let attempts: i64 = row.try_get("attempts")?;
         let mut all = decode_performed(row.try_get("performed")?);
+        let mut waiting_until = 0;
         let (state, detail, next, attempts, now_performed) = match outcome {
             Outcome::Done { performed, blocked } => ("done", blocked.join("; "), 0, attempts, performed),
             Outcome::Failed { performed, reason } => ("failed", reason.clone(), 0, attempts, performed),
-            Outcome::Later { performed, reason, at, counts } => {
+            Outcome::Later { performed, reason, at, counts, waiting } => {
                 let attempts = attempts + i64::from(*counts);
                 if attempts >= MAX_ATTEMPTS {
                     ("failed", format!("attempt {attempts}: {reason}"), 0, attempts, performed)
                 } else if *counts {
                     let next = gomark_storage::now_ms() + backoff_ms(attempts);
                     ("pending", format!("attempt {attempts}: {reason}; retrying"), next, attempts, performed)
+                } else if *waiting {
+                    waiting_until = *at;
+                    let until = chrono::DateTime::from_timestamp_millis(*at)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        .unwrap_or_default();
+                    ("pending", format!("{reason} until {until}"), *at, attempts, performed)
                 } else {
-                    let until =
-                        chrono::DateTime::from_timestamp_millis(*at).map(|t| t.to_rfc3339()).unwrap_or_default();
-                    ("pending", format!("waiting: {reason}; resumes at {until}"), *at, attempts, performed)
+                    ("pending", reason.clone(), *at, attempts, performed)
                 }
             }
         };
@@ -705,7 +728,8 @@ impl Rollouts {
         let encoded = pb::RolloutStep { performed: all.clone(), ..pb::RolloutStep::default() }.encode_to_vec();
         sqlx::query(
             "UPDATE rollout_steps SET state = $1, attempts = $2, applied = $3, detail = $4, next_attempt_at = $5, \
-             performed = $6, lease_owner = '', lease_until = 0, updated_at = $7 WHERE rollout_id = $8 AND company_id = $9",
+             performed = $6, lease_owner = '', lease_until = 0, updated_at = $7, waiting_until = $8 \
+             WHERE rollout_id = $9 AND company_id = $10",
         )
         .bind(state)
         .bind(attempts)
@@ -714,6 +738,7 @@ impl Rollouts {
         .bind(next)
         .bind(encoded)
         .bind(gomark_storage::now_ms())
+        .bind(waiting_until)
         .bind(&step.rollout)
         .bind(&step.company_id)
         .execute(&mut *tx)
@@ -786,6 +811,7 @@ fn failure(status: tonic::Status, performed: Vec<config_pb::PlannedAction>) -> O
             performed,
             reason: public.message,
             at: gomark_storage::now_ms() + backoff_ms(1),
+            waiting,
         };
     }
     Outcome::Failed { performed, reason: public.message }

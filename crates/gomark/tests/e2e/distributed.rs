@@ -17,8 +17,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// A distributed GoMark for one test; its schemas and stream are removed afterwards.
-struct Cluster {
-    sim: HubSpotSim,
+pub(crate) struct Cluster {
+    pub(crate) sim: HubSpotSim,
     sim_url: String,
     upso_sim: upso_sim::UpsoSim,
     upso_sim_url: String,
@@ -28,17 +28,17 @@ struct Cluster {
     databases: Vec<TestDatabase>,
     shutdown: Shutdown,
     services: Vec<RunningService>,
-    gateway_url: String,
-    admin_key: String,
+    pub(crate) gateway_url: String,
+    pub(crate) admin_key: String,
     credential_keys: String,
-    orchestrator_addr: SocketAddr,
+    pub(crate) orchestrator_addr: SocketAddr,
     /// Set when the test runs the orchestrator as a process of its own.
-    orchestrator_env: Vec<(String, String)>,
+    pub(crate) orchestrator_env: Vec<(String, String)>,
     hubspot_sync_addr: SocketAddr,
     pipeline_tracker_addr: SocketAddr,
 }
 
-fn loopback(port: u16) -> SocketAddr {
+pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
@@ -50,7 +50,7 @@ impl Cluster {
         Self::start_with(hubspot_sync_in_process, true).await
     }
 
-    async fn start_with(hubspot_sync_in_process: bool, orchestrator_in_process: bool) -> Option<Self> {
+    pub(crate) async fn start_with(hubspot_sync_in_process: bool, orchestrator_in_process: bool) -> Option<Self> {
         let engine = gomark_upso_cadence::EngineSettings::default();
         Self::start_full(hubspot_sync_in_process, orchestrator_in_process, Default::default(), engine).await
     }
@@ -268,7 +268,7 @@ impl Cluster {
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.trigger();
         for service in self.services {
             tokio::time::timeout(Duration::from_secs(15), service.wait()).await.expect("drains").expect("clean stop");
@@ -310,14 +310,14 @@ async fn distributed_plan_equals_apply() {
     cluster.stop().await;
 }
 
-struct Child(tokio::process::Child);
+pub(crate) struct Child(tokio::process::Child);
 
 impl Child {
     async fn spawn(env: &[(String, String)], addr: SocketAddr) -> Self {
         Self::spawn_service("hubspot-sync", env, addr).await
     }
 
-    async fn spawn_service(service: &str, env: &[(String, String)], addr: SocketAddr) -> Self {
+    pub(crate) async fn spawn_service(service: &str, env: &[(String, String)], addr: SocketAddr) -> Self {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomark"))
             .args(["run", service])
             .envs(env.iter().cloned())
@@ -334,7 +334,7 @@ impl Child {
     }
 
     /// SIGKILL: no draining, no goodbye.
-    async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         self.0.kill().await.expect("kill");
     }
 }

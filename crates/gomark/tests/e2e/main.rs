@@ -3,12 +3,14 @@
 //! configured (`GOMARK_TEST_*`).
 
 mod authz;
+mod budget;
 mod config;
 mod dashboard;
 mod deals;
 mod distributed;
 mod drift;
 mod embedded;
+mod faults;
 mod funnels;
 mod metrics;
 mod openapi;

@@ -63,6 +63,9 @@ pub struct StepView {
     /// The actions performed, over every attempt.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     performed: Vec<crate::dto::ActionView>,
+    /// While the step waits for its portal's HubSpot budget: when it resumes (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_until: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,6 +87,8 @@ pub struct RolloutView {
     failed: u32,
     running: u32,
     pending: u32,
+    /// Pending steps waiting for their portal's HubSpot budget (counted in `pending` too).
+    waiting: u32,
     /// The saved plan it applies; absent when each step plans as it runs.
     #[serde(skip_serializing_if = "String::is_empty")]
     plan_id: String,
@@ -108,6 +113,7 @@ impl From<pb::Rollout> for RolloutView {
             failed: r.failed,
             running: r.running,
             pending: r.pending,
+            waiting: r.waiting,
             plan_id: r.plan_id,
             steps: r
                 .steps
@@ -121,6 +127,7 @@ impl From<pb::Rollout> for RolloutView {
                     applied: s.applied,
                     detail: s.detail,
                     performed: s.performed.into_iter().map(crate::dto::ActionView::from).collect(),
+                    waiting_until: s.waiting_until.map(|t| rfc3339(Some(t))),
                 })
                 .collect(),
         }
