@@ -49,6 +49,11 @@ pub fn describe() {
         Unit::Count,
         "Deal changes read from HubSpot and published, by kind."
     );
+    describe_counter!(
+        "hubspot_budget_deferred_total",
+        Unit::Count,
+        "HubSpot calls not sent because the portal's budget had no slot before the caller's deadline."
+    );
     describe_counter!("hubspot_webhook_events_total", Unit::Count, "HubSpot webhook events received, by outcome.");
     describe_counter!(
         "hubspot_webhook_events_ingested_total",
