@@ -73,6 +73,15 @@ impl ApiError {
         )
     }
 
+    /// 401 for an issued access token past its expiry.
+    pub fn expired_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "EXPIRED_AUTHENTICATION",
+            "The OAuth token used to make this call expired. Refresh it and retry.",
+        )
+    }
+
     /// A generic error for an arbitrary status (used by injection and the
     /// catch-all that normalises framework-generated errors).
     pub fn for_status(status: StatusCode, message: impl Into<String>) -> Self {

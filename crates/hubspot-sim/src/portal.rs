@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::deals::{Deal, DealChange};
+use crate::deals::Deal;
 use crate::error::ApiError;
+use crate::events::Change;
 use crate::model::{Group, Property};
 use crate::model::{
     GroupCreate, GroupUpdate, MAX_UNIQUE_PROPERTIES, ModificationMetadata, PropertyCreate, PropertyOption,
@@ -39,8 +40,11 @@ pub(crate) struct Portal {
     pub(crate) deals: BTreeMap<u64, Deal>,
     pub(crate) index: SearchIndex,
     /// Changes not yet handed to the webhook dispatcher (drained after every write).
-    pub(crate) outbox: Vec<DealChange>,
+    pub(crate) outbox: Vec<Change>,
     pub(crate) next_event_id: u64,
+    /// Whether the portal is reached with a service key: its events are journaled but never
+    /// pushed as webhooks.
+    pub(crate) service_key: bool,
     properties: BTreeMap<String, Property>,
     groups: BTreeMap<String, Group>,
 }
@@ -64,6 +68,7 @@ impl Portal {
             index: SearchIndex::default(),
             outbox: Vec::new(),
             next_event_id: 0,
+            service_key: false,
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
@@ -117,6 +122,11 @@ impl Portal {
         }
         portal.next_event_id = state.next_event_id;
         portal
+    }
+
+    /// Records a change to a definition (property, group, pipeline or stage) for the journal.
+    pub fn definition_changed(&mut self, kind: crate::events::ChangeKind) {
+        self.record_change(0, crate::model::now_ms(), kind);
     }
 
     /// Takes one queued injected failure, if any.
