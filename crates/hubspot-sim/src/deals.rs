@@ -292,7 +292,14 @@ impl Portal {
                 Ok(_) => {}
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(property_errors(&problems)) }
+        if !problems.is_empty() {
+            return Err(property_errors(&problems));
+        }
+        // From 2026-09 the portal's own validation rules apply to API writes too.
+        if crate::version::current().is_some_and(|v| v.enforces_write_validation()) {
+            crate::rules::check_write(&self.rules, values, |name| existing.and_then(|d| d.prop(name)))?;
+        }
+        Ok(())
     }
 
     /// Queues a change for the journal and webhooks, stamped with the current write's source.

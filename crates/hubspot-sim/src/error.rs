@@ -44,11 +44,13 @@ pub(crate) struct ApiError {
     pub message: String,
     /// Optional `context` map (`{key: [values]}`), e.g. `{"name": ["foo"]}`.
     pub context: Option<Box<(&'static str, Vec<String>)>>,
+    /// Optional `errors` list (details, e.g. the validation rule that refused a write).
+    pub errors: Vec<Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, category: &'static str, message: impl Into<String>) -> Self {
-        Self { status, category, sub_category: None, message: message.into(), context: None }
+        Self { status, category, sub_category: None, message: message.into(), context: None, errors: Vec::new() }
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -98,6 +100,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_errors(mut self, errors: Vec<Value>) -> Self {
+        self.errors = errors;
+        self
+    }
+
     /// The standard top-level error body.
     pub fn body(&self) -> Value {
         let mut map = Map::new();
@@ -112,6 +119,9 @@ impl ApiError {
             let (key, values) = context.as_ref();
             map.insert("context".into(), json!({ *key: values }));
         }
+        if !self.errors.is_empty() {
+            map.insert("errors".into(), Value::Array(self.errors.clone()));
+        }
         Value::Object(map)
     }
 
@@ -120,7 +130,7 @@ impl ApiError {
         let mut value = self.body();
         if let Value::Object(map) = &mut value {
             map.remove("correlationId");
-            map.insert("errors".into(), json!([]));
+            map.entry("errors").or_insert_with(|| json!([]));
         }
         value
     }

@@ -59,6 +59,7 @@ mod pipelines;
 mod portal;
 mod ratelimit;
 mod routes;
+mod rules;
 mod search;
 mod source;
 mod state;

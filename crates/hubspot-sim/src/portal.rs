@@ -45,6 +45,8 @@ pub(crate) struct Portal {
     /// Whether the portal is reached with a service key: its events are journaled but never
     /// pushed as webhooks.
     pub(crate) service_key: bool,
+    /// Property validation rules (enforced on 2026-09 record writes).
+    pub(crate) rules: crate::rules::Rules,
     properties: BTreeMap<String, Property>,
     groups: BTreeMap<String, Group>,
 }
@@ -69,6 +71,7 @@ impl Portal {
             outbox: Vec::new(),
             next_event_id: 0,
             service_key: false,
+            rules: crate::rules::Rules::new(),
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
@@ -101,6 +104,8 @@ impl Portal {
             pipelines: self.pipelines.clone(),
             deals: self.deals.values().cloned().collect(),
             next_event_id: self.next_event_id,
+            rules: self.rules.clone(),
+            service_key: self.service_key,
         }
     }
 
@@ -121,6 +126,8 @@ impl Portal {
             portal.deals.insert(deal.id, deal);
         }
         portal.next_event_id = state.next_event_id;
+        portal.rules = state.rules;
+        portal.service_key = state.service_key;
         portal
     }
 

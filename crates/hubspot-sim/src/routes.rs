@@ -5,6 +5,7 @@
 mod deals;
 mod journal;
 mod pipelines;
+mod validations;
 
 pub(crate) use journal::JournalAdmin;
 
@@ -45,22 +46,24 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
     let pipelines = pipelines::routes();
     let objects = deals::routes();
+    let validations = validations::routes();
     let mut app = Router::new();
-    // One router per version, the version handed to the handlers as an extension.
+    // One router per version; the version reaches the handlers as an extension and portal code
+    // through `version::current()`.
     for version in ApiVersion::ALL {
-        let (props_path, pipelines_path, objects_path) = match version {
-            ApiVersion::V3 => {
-                ("/crm/v3/properties".to_owned(), "/crm/v3/pipelines".to_owned(), "/crm/v3/objects".to_owned())
-            }
-            dated => {
-                let v = dated.segment();
-                (format!("/crm/properties/{v}"), format!("/crm/pipelines/{v}"), format!("/crm/objects/{v}"))
-            }
+        // `/crm/v3/{api}` for v3, `/crm/{api}/{date}` for the date versions.
+        let path = |api: &str| match version {
+            ApiVersion::V3 => format!("/crm/v3/{api}"),
+            dated => format!("/crm/{api}/{}", dated.segment()),
+        };
+        let versioned = |router: Router| {
+            router.layer(Extension(version)).layer(middleware::from_fn_with_state(version, crate::version::layer))
         };
         app = app
-            .nest(&props_path, properties.clone().layer(Extension(version)))
-            .nest(&pipelines_path, pipelines.clone().layer(Extension(version)))
-            .nest(&objects_path, objects.clone().layer(Extension(version)));
+            .nest(&path("properties"), versioned(properties.clone()))
+            .nest(&path("pipelines"), versioned(pipelines.clone()))
+            .nest(&path("objects"), versioned(objects.clone()))
+            .nest(&path("property-validations"), versioned(validations.clone()));
     }
     let api = app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim.clone(), gate::gate));
     // The simulator's own admin routes: no portal, no rate limit, not logged.

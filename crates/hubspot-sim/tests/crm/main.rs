@@ -6,6 +6,7 @@ mod journal;
 mod pipelines;
 mod scale;
 mod search;
+mod validation;
 mod versions;
 mod webhooks;
 
