@@ -48,6 +48,7 @@
 //! - Push webhooks: see [`HubSpotSim::configure_webhooks`] and the `webhooks` module docs;
 //!   portals reached with a service key get none.
 
+mod associations;
 mod auth;
 mod deals;
 mod error;

@@ -2,6 +2,7 @@
 //! `routes/pipelines.rs`) and deals (`/crm/v3/objects/…`, in `routes/deals.rs`), each also
 //! served under the date-versioned paths (`/crm/properties/2026-03/…` etc.).
 
+mod associations;
 mod deals;
 mod journal;
 mod pipelines;
@@ -45,7 +46,8 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/groups/{group_name}", get(get_group).patch(update_group).delete(archive_group))
         .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
     let pipelines = pipelines::routes();
-    let objects = deals::routes();
+    let objects = deals::routes().merge(associations::object_routes());
+    let association_batches = associations::batch_routes();
     let validations = validations::routes();
     let mut app = Router::new();
     // One router per version; the version reaches the handlers as an extension and portal code
@@ -64,7 +66,20 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
             .nest(&path("pipelines"), versioned(pipelines.clone()))
             .nest(&path("objects"), versioned(objects.clone()))
             .nest(&path("property-validations"), versioned(validations.clone()));
+        if version != ApiVersion::V3 {
+            app = app.nest(&path("associations"), versioned(association_batches.clone()));
+        }
     }
+    // Associations v4 (numbered like v3, before the date versions).
+    let v4 = |router: Router| {
+        router
+            .layer(Extension(ApiVersion::V3))
+            .layer(middleware::from_fn_with_state(ApiVersion::V3, crate::version::layer))
+    };
+    app = app
+        .nest("/crm/v4/objects", v4(associations::object_routes()))
+        .nest("/crm/v4/associations", v4(association_batches.clone()))
+        .nest("/crm/associations/v4", v4(association_batches));
     let api = app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim.clone(), gate::gate));
     // The simulator's own admin routes: no portal, no rate limit, not logged.
     let admin = Router::new()
