@@ -180,7 +180,7 @@ struct Inner {
     auth: Mutex<auth::Auth>,
     journal: Mutex<journal::Journal>,
     /// Journal subscriptions and snapshot statuses (`routes/journal.rs`).
-    journal_admin: Mutex<routes::JournalAdmin>,
+    journal_admin: Mutex<routes::AppAdmin>,
 }
 
 /// The simulated public app.
@@ -239,7 +239,7 @@ impl HubSpotSim {
                 app: App { id: config.app_id, client_id: config.client_id, client_secret: config.client_secret },
                 auth: Mutex::new(auth::Auth::default()),
                 journal: Mutex::new(journal::Journal::default()),
-                journal_admin: Mutex::new(routes::JournalAdmin::default()),
+                journal_admin: Mutex::new(routes::AppAdmin::default()),
             }),
         }
     }

@@ -7,8 +7,9 @@ mod deals;
 mod journal;
 mod pipelines;
 mod validations;
+mod webhook_settings;
 
-pub(crate) use journal::JournalAdmin;
+pub(crate) use journal::AppAdmin;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query};
@@ -89,8 +90,14 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/oauth/refresh-tokens", post(register_refresh_token))
         .route("/oauth/expire-access-tokens", post(expire_access_tokens))
         .route("/journal/age", post(age_journal))
+        .route("/stats", get(portal_stats))
+        .route("/seed-deals", post(seed_deals))
         .with_state(sim.clone());
-    Router::new().nest("/_sim", admin).merge(journal::routes(sim)).merge(api)
+    Router::new()
+        .nest("/_sim", admin)
+        .merge(journal::routes(sim.clone()))
+        .merge(webhook_settings::routes(sim))
+        .merge(api)
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +168,56 @@ async fn register_refresh_token(
 async fn expire_access_tokens(axum::extract::State(sim): axum::extract::State<HubSpotSim>) -> StatusCode {
     sim.expire_access_tokens();
     StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsQuery {
+    portal_id: u64,
+}
+
+/// `GET /_sim/stats?portalId=`: `{"rateLimited": <429s answered>, "maxRequestsInWindow": n}`.
+async fn portal_stats(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    Query(q): Query<StatsQuery>,
+) -> Json<Value> {
+    Json(json!({
+        "rateLimited": sim.rate_limited_count(q.portal_id),
+        "maxRequestsInWindow": sim.max_requests_in_any_window(q.portal_id),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SeedInput {
+    portal_token: String,
+    count: usize,
+    #[serde(default = "default_stage")]
+    stage: String,
+    #[serde(default = "default_pipeline")]
+    pipeline: String,
+}
+
+fn default_stage() -> String {
+    "appointmentscheduled".to_owned()
+}
+
+fn default_pipeline() -> String {
+    crate::pipelines::DEFAULT_PIPELINE_ID.to_owned()
+}
+
+/// `POST /_sim/seed-deals {"portalToken", "count", "stage"?, "pipeline"?}`: creates deals
+/// directly (no rate limit), like [`HubSpotSim::create_deals`]; answers `{"ids": [..]}`.
+async fn seed_deals(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let input: SeedInput = parse(&body)?;
+    if input.count > 100_000 {
+        return Err(ApiError::validation("count must be at most 100000"));
+    }
+    let ids = sim.create_deals(&input.portal_token, input.count, &input.stage, &input.pipeline);
+    Ok(Json(json!({ "ids": ids })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -161,3 +161,35 @@ async fn datetimes_are_iso_and_accept_epoch_ms() {
         assert_eq!(found["total"], 1, "{value}");
     }
 }
+
+#[tokio::test]
+async fn push_webhook_settings_and_subscriptions_by_api() {
+    let sim = start(SimConfig::default()).await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let mut req = sim.client.request(method, format!("{}{path}?hapikey=dev", sim.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    for base in ["/webhooks/v3/1", "/webhooks/2026-03/1", "/app-webhooks/2026-09/1"] {
+        let settings = json!({"targetUrl": "http://127.0.0.1:9/hook", "throttling": {"maxConcurrentRequests": 5}});
+        let resp = call(Method::PUT, format!("{base}/settings"), Some(settings)).await.expect("put");
+        assert_eq!(resp.status(), StatusCode::OK, "{base}");
+        let sub = json!({"eventType": "deal.propertyChange", "propertyName": "dealstage", "active": true});
+        let resp = call(Method::POST, format!("{base}/subscriptions"), Some(sub)).await.expect("create");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let created: Value = resp.json().await.expect("json");
+        let path = format!("{base}/subscriptions/{}", created["id"].as_str().expect("id"));
+        let resp = call(Method::PATCH, path.clone(), Some(json!({"active": false}))).await.expect("patch");
+        let patched: Value = resp.json().await.expect("json");
+        assert_eq!(patched["active"], false);
+        assert_eq!(call(Method::DELETE, path, None).await.expect("delete").status(), StatusCode::NO_CONTENT);
+    }
+    sim.sim.create_deals("tok", 1, "closedwon", "default");
+    assert_eq!(sim.sim.pending_webhook_events(), 1, "settings started delivery");
+    let resp = call(Method::GET, "/webhooks/v3/2/settings".into(), None).await.expect("get");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "another app");
+    let resp = sim.client.get(format!("{}/webhooks/v3/1/settings", sim.base)).send().await.expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
