@@ -122,6 +122,11 @@ async fn portal_id(
 ) -> Response {
     match gate::bearer_token(&headers) {
         Some(token) => {
+            // An OAuth access token answers for its portal, like on the API.
+            let token = match lock(&sim.inner.auth).resolve(&token, std::time::Instant::now()) {
+                crate::auth::Credential::OAuth { portal_token } => portal_token,
+                _ => token,
+            };
             let id = sim.portal_id_for(&token);
             Json(json!({ "portalId": id, "appId": crate::private_app_id(id) })).into_response()
         }
