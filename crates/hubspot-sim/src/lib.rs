@@ -502,6 +502,12 @@ impl HubSpotSim {
         source::in_thread(ChangeSource::ui_user(user_id), || self.update_deal(token, id, props))
     }
 
+    /// Every retained journal event of portal `portal_id`, oldest first (as the entry files
+    /// serve them).
+    pub fn journal_events(&self, portal_id: u64) -> Vec<serde_json::Value> {
+        lock(&self.inner.journal).events_of(portal_id, now_ms())
+    }
+
     /// The simulated app's id.
     pub fn app_id(&self) -> u64 {
         self.inner.app.id
