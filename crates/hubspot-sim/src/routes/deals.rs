@@ -1,5 +1,12 @@
 //! Deal routes (`/crm/v3/objects/deals/…` ≡ `/crm/v3/objects/0-3/…`, CONTRACT.md §6):
-//! CRUD, list, batch read/create/update/archive and search.
+//! CRUD, list, batch read/create/update/upsert/archive and search.
+//!
+//! Batch upsert (`POST …/batch/upsert`, `{"inputs": [{"id", "idProperty", "properties"}]}`)
+//! follows HubSpot: each input names a unique-value `idProperty` and its value in `id`; a deal
+//! with that value is updated, otherwise one is created with `properties` plus
+//! `idProperty = id`. With `idProperty` `hs_object_id` (or none) it updates existing ids only
+//! (unknown ids are 207 errors). All inputs are validated before any is applied (400). The
+//! answer is 200 with each result's `new` flag.
 //!
 //! Batch calls take at most 100 inputs (50 for a read with `propertiesWithHistory`); batch
 //! create and the property values of a batch update are all-or-nothing (400), while unknown ids
@@ -19,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiResult, QueryPairs, batch_response, check_object_type, parse, query_bool, query_list, query_value};
+use crate::associations::Kind;
 use crate::deals::{MAX_BATCH_INPUTS, MAX_HISTORY_BATCH_INPUTS, Selection, deal_not_found, input_values};
 use crate::error::ApiError;
 use crate::model::{now_ms, now_timestamp};
@@ -33,18 +41,71 @@ pub(super) fn routes() -> Router {
         .route("/{object_type}/batch/create", post(batch_create))
         .route("/{object_type}/batch/update", post(batch_update))
         .route("/{object_type}/batch/archive", post(batch_archive))
+        .route("/{object_type}/batch/upsert", post(batch_upsert))
         .route("/{object_type}/{deal_id}", get(get_deal).patch(update_deal).delete(archive_deal))
 }
 
 const DEFAULT_LIST_LIMIT: usize = 10;
 const MAX_LIST_LIMIT: usize = 100;
 
-/// Create/update body. Other fields (`associations`) are accepted and ignored: the simulator
-/// has no associations.
+/// Create/update body. `associations` (`[{"to": {"id"}, "types": [{"associationCategory",
+/// "associationTypeId"}]}]`) are made on create, as HubSpot does; updates ignore them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WriteInput {
     properties: Option<Map<String, Value>>,
+    associations: Option<Vec<AssociationInput>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssociationInput {
+    to: AssociationTarget,
+    #[serde(default)]
+    types: Vec<AssociationTypeInput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssociationTarget {
+    id: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssociationTypeInput {
+    association_type_id: u32,
+}
+
+/// `(other kind, other id, deal→other type id)` of each requested association, checked.
+fn planned_associations(inputs: Option<Vec<AssociationInput>>) -> ApiResult<Vec<(Kind, u64, u32)>> {
+    let mut out = Vec::new();
+    for input in inputs.unwrap_or_default() {
+        let to_id: u64 = id_text(Some(&input.to.id))?
+            .parse()
+            .map_err(|_| ApiError::validation("associations[].to.id must be a numeric object id"))?;
+        for spec in input.types {
+            let kind = Kind::for_deal_type(spec.association_type_id).ok_or_else(|| {
+                ApiError::validation(format!(
+                    "associationTypeId {} is not a HUBSPOT_DEFINED type from deals (hubspot-sim: 3 contact, 341/5 company)",
+                    spec.association_type_id
+                ))
+            })?;
+            out.push((kind, to_id, spec.association_type_id));
+        }
+    }
+    Ok(out)
+}
+
+/// Creates a deal and its associations (called inside a write, after validation).
+fn create_with_associations(
+    portal: &mut crate::portal::Portal,
+    values: Vec<(String, Option<String>)>,
+    associations: &[(Kind, u64, u32)],
+) -> ApiResult<u64> {
+    let id = portal.create_deal(values, now_ms())?;
+    for (kind, to_id, type_id) in associations {
+        portal.associate(Kind::Deal, id, *kind, *to_id, Some(&[*type_id]))?;
+    }
+    Ok(id)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,8 +223,9 @@ async fn create_deal(
     check_object_type(&object_type)?;
     let input: WriteInput = parse(&body)?;
     let values = required_properties(input.properties)?;
+    let associations = planned_associations(input.associations)?;
     let created = sim.write(&portal, |portal| {
-        let id = portal.create_deal(values, now_ms())?;
+        let id = create_with_associations(portal, values, &associations)?;
         Ok::<_, ApiError>(portal.render_by_id(id, Selection::All))
     })?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -249,15 +311,18 @@ async fn batch_create(
     let started_at = now_timestamp();
     let input: BatchInputs<WriteInput> = parse(&body)?;
     let inputs = batch_inputs(input.inputs, MAX_BATCH_INPUTS)?;
-    let all_values = inputs.into_iter().map(|i| required_properties(i.properties)).collect::<ApiResult<Vec<_>>>()?;
+    let all_values = inputs
+        .into_iter()
+        .map(|i| Ok((required_properties(i.properties)?, planned_associations(i.associations)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
     let results = sim.write(&portal, |portal| {
         // All-or-nothing: validate every input before creating any.
-        for (index, values) in all_values.iter().enumerate() {
+        for (index, (values, _)) in all_values.iter().enumerate() {
             portal.check_new_deal(values).map_err(|e| e.with_context("inputs", vec![index.to_string()]))?;
         }
         let mut results = Vec::with_capacity(all_values.len());
-        for values in all_values {
-            let id = portal.create_deal(values, now_ms())?;
+        for (values, associations) in all_values {
+            let id = create_with_associations(portal, values, &associations)?;
             results.push(portal.render_by_id(id, Selection::All));
         }
         Ok::<_, ApiError>(results)
@@ -296,6 +361,75 @@ async fn batch_update(
         for (deal_id, values) in found {
             portal.update_deal(deal_id, values, now_ms())?;
             results.push(portal.render_by_id(deal_id, Selection::All));
+        }
+        Ok::<_, ApiError>((results, missing))
+    })?;
+    let errors = if missing.is_empty() { Vec::new() } else { vec![missing_ids_error("update", missing)] };
+    Ok(batch_response(results, errors, started_at, StatusCode::OK))
+}
+
+/// Where one upsert input goes.
+enum UpsertTarget {
+    Existing(u64),
+    New,
+}
+
+async fn batch_upsert(
+    Extension(sim): Extension<HubSpotSim>,
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let started_at = now_timestamp();
+    let input: BatchInputs<IdInput> = parse(&body)?;
+    let inputs = batch_inputs(input.inputs, MAX_BATCH_INPUTS)?;
+    let mut parsed = Vec::with_capacity(inputs.len());
+    let mut seen = std::collections::HashSet::new();
+    for entry in inputs {
+        let id = id_text(entry.id.as_ref())?;
+        let id_property = entry.id_property.filter(|p| !p.is_empty()).unwrap_or_else(|| "hs_object_id".to_owned());
+        if !seen.insert((id_property.clone(), id.clone())) {
+            return Err(ApiError::validation(format!(
+                "Duplicate id '{id}' for idProperty '{id_property}' in one batch"
+            ))
+            .with_context("ids", vec![id]));
+        }
+        parsed.push((id, id_property, required_properties(entry.properties)?));
+    }
+    let (results, missing) = sim.write(&portal, |portal| {
+        // Validate everything first: all or nothing.
+        let mut plan = Vec::with_capacity(parsed.len());
+        let mut missing = Vec::new();
+        for (id, id_property, mut values) in parsed {
+            portal.check_id_property(Some(&id_property))?;
+            let by_object_id = id_property == "hs_object_id";
+            match portal.find_deal_by(Some(&id_property), &id, false).map(|d| d.id) {
+                Some(deal_id) => {
+                    portal.check_deal_update(deal_id, &values)?;
+                    plan.push((UpsertTarget::Existing(deal_id), values));
+                }
+                None if by_object_id => missing.push(id),
+                None => {
+                    values.retain(|(name, _)| *name != id_property);
+                    values.push((id_property, Some(id)));
+                    portal.check_new_deal(&values)?;
+                    plan.push((UpsertTarget::New, values));
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(plan.len());
+        for (target, values) in plan {
+            let (deal_id, new) = match target {
+                UpsertTarget::Existing(deal_id) => {
+                    portal.update_deal(deal_id, values, now_ms())?;
+                    (deal_id, false)
+                }
+                UpsertTarget::New => (portal.create_deal(values, now_ms())?, true),
+            };
+            let mut rendered = portal.render_by_id(deal_id, Selection::All);
+            rendered["new"] = json!(new);
+            results.push(rendered);
         }
         Ok::<_, ApiError>((results, missing))
     })?;
