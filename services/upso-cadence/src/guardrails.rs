@@ -503,4 +503,62 @@ mod tests {
         let got = outcomes(&r, &deals[1..2], &mut full);
         assert_eq!(got[0].1, Some(SkipReason::MailboxCap));
     }
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<jiff::Timestamp>().expect("instant").as_millisecond()
+    }
+
+    #[test]
+    fn quiet_hours_follow_daylight_saving_in_named_zones_and_unknown_zones_are_counted() {
+        let r = rule(serde_json::json!({"quietHours": {"start": "20:00", "end": "08:00", "defaultTimeZone": "Europe/Berlin"}}));
+        let deals = [
+            deal("ny@x.example", 30.0, &[("gomark_contact_time_zone", "America/New_York")]),
+            deal("berlin@x.example", 20.0, &[]),
+            deal("gotham@x.example", 10.0, &[("gomark_contact_time_zone", "America/Gotham")]),
+        ];
+        let run = |at: i64| {
+            let deals: Vec<CustomerDeal> =
+                deals.iter().cloned().map(|d| CustomerDeal { close_date_ms: at - 10 * DAY, ..d }).collect();
+            let c = customers(&deals, &r);
+            let mut f = facts(&[("m1", 0)]);
+            let ranked = rank(&r, &c, at);
+            let got: Vec<Option<SkipReason>> = decide(&r, &c, &ranked, &mut f, at)
+                .into_iter()
+                .map(|d| match d.outcome {
+                    Outcome::Enroll { .. } => None,
+                    Outcome::Skip(s) => Some(s.reason),
+                })
+                .collect();
+            (got, f.unknown_zones)
+        };
+        // 12:30 UTC on 2026-03-06: 07:30 in New York (EST, quiet), 13:30 in Berlin.
+        let quiet = Some(SkipReason::QuietHours);
+        assert_eq!(run(ms("2026-03-06T12:30:00Z")), (vec![quiet, None, None], 1));
+        // The same 12:30 UTC after the US change: 08:30 in New York (EDT), no longer quiet.
+        assert_eq!(run(ms("2026-03-09T12:30:00Z")).0, vec![None, None, None]);
+        // 18:30 UTC: 19:30 in Berlin before Europe's change, 20:30 after it (quiet); the
+        // unknown zone falls back to Berlin's, and is counted.
+        assert_eq!(run(ms("2026-03-27T18:30:00Z")).0[1..], [None, None]);
+        assert_eq!(run(ms("2026-03-30T18:30:00Z")), (vec![None, quiet, quiet], 1));
+    }
+
+    #[test]
+    fn holidays_and_rolling_caps_hold() {
+        let r = rule(serde_json::json!({"rollingCaps": [{"hours": 1, "max": 2}]}));
+        let deals = [deal("a@x.example", 3.0, &[]), deal("b@x.example", 2.0, &[]), deal("c@x.example", 1.0, &[])];
+        let mut f = facts(&[("m1", 0)]);
+        f.rolling = vec![1];
+        let got = outcomes(&r, &deals, &mut f);
+        assert_eq!(got.iter().map(|(_, r)| *r).collect::<Vec<_>>(), [None, Some(SkipReason::RollingCap), Some(SkipReason::RollingCap)]);
+
+        let mut f = facts(&[("m1", 0)]);
+        f.calendar = Calendar::from_config(&gtm_config::CompanyCalendar {
+            time_zone: Some("Pacific/Auckland".into()),
+            holidays: vec!["2026-11-24".into()],
+        })
+        .expect("calendar");
+        // 12:00 UTC on Monday 23 November is already Tuesday the 24th in Auckland.
+        let got = outcomes(&r, &deals[..1], &mut f);
+        assert_eq!(got[0].1, Some(SkipReason::Holiday));
+    }
 }
