@@ -11,7 +11,7 @@ use crate::store::{DecisionRow, Reservation, Store};
 use crate::{Error, Result};
 use futures::TryStreamExt as _;
 use gomark_events::relay::RelayWaker;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -192,8 +192,7 @@ impl Engine {
                 unknown_zones: 0,
             };
             let Ranked { customers, ranked } = self.rank(company_id, rule, now_ms).await?;
-            let decisions = guardrails::decide(rule, &customers, &ranked, &mut facts, now_ms);
-            drop(ranked);
+            let decisions = guardrails::decide(rule, &customers, ranked, &mut facts, now_ms);
             portfolio = std::mem::take(&mut facts.portfolio);
             if facts.unknown_zones > 0 {
                 // Not silent: CRM data named zones GoMark does not know.
@@ -224,7 +223,7 @@ impl Engine {
             for decision in decisions {
                 let customer = &customers[decision.scored.customer];
                 let candidate = if dry_run {
-                    candidate(&rule.key, customer, &decision)
+                    candidate(&rule.key, customer, decision)
                 } else {
                     self.carry_out(&ctx, customer, &decision, &recent_skips).await?
                 };
@@ -253,7 +252,7 @@ impl Engine {
         recent_skips: &HashMap<String, String>,
     ) -> Result<CandidateReport> {
         let (company_id, rule) = (ctx.company_id, ctx.rule);
-        let mut report = candidate(&rule.key, customer, decision);
+        let mut report = candidate(&rule.key, customer, decision.clone());
         let id = uuid::Uuid::now_v7().to_string();
         let mut row = DecisionRow {
             id: id.clone(),
@@ -307,7 +306,8 @@ impl Engine {
             return Ok(report);
         }
         let mut variables = ctx.cadence.map(|c| c.variables.clone()).unwrap_or_default();
-        variables.extend(customer_variables(customer));
+        variables.insert("dealName".into(), customer.deal_name.clone());
+        variables.extend(customer.variables.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let request = EnrollRequest {
             cadence_id: ctx.cadence_id.to_owned(),
             email: customer.email.clone(),
@@ -420,39 +420,17 @@ fn opt_out(person: &str, company_id: &str, now_ms: i64) -> Suppression {
     }
 }
 
-/// The customer's template variables (`{{dealName}}`, `{{amount}}`, …).
-fn customer_variables(c: &Customer) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    vars.insert("dealName".into(), c.deal_name.clone());
-    for (var, prop) in [
-        ("amount", "amount"),
-        ("renewalDate", "gomark_renewal_date"),
-        ("productUsage", "gomark_product_usage"),
-        ("seats", "gomark_seats"),
-        ("tier", "gomark_customer_tier"),
-    ] {
-        if let Some(v) = c.properties.get(prop) {
-            vars.insert(var.into(), v.clone());
-        }
-    }
-    vars
-}
-
-fn candidate(rule_key: &str, customer: &Customer, decision: &Decision) -> CandidateReport {
-    let (skip, detail) = match &decision.outcome {
-        Outcome::Enroll { mailbox_id } => (None, format!("mailbox {mailbox_id}")),
-        Outcome::Skip(s) => (Some(s.reason), s.detail.clone()),
-    };
-    let caused_by = match &decision.outcome {
-        Outcome::Skip(s) => s.caused_by.clone(),
-        Outcome::Enroll { .. } => String::new(),
+fn candidate(rule_key: &str, customer: &Customer, decision: Decision) -> CandidateReport {
+    let (skip, detail, caused_by) = match decision.outcome {
+        Outcome::Enroll { mailbox_id } => (None, format!("mailbox {mailbox_id}"), String::new()),
+        Outcome::Skip(s) => (Some(s.reason), s.detail, s.caused_by),
     };
     CandidateReport {
         rule_key: rule_key.to_owned(),
         email: customer.email.clone(),
         deal_id: customer.deal_id.clone(),
         score: decision.scored.score,
-        reasons: decision.scored.reasons.clone(),
+        reasons: decision.scored.reasons,
         skip,
         detail,
         caused_by,

@@ -290,7 +290,7 @@ pub fn recheck(rule: &UpsellRule, portfolio: &PortfolioContact, company_id: &str
 pub fn decide(
     rule: &UpsellRule,
     customers: &[Customer],
-    ranked: &[Scored],
+    ranked: Vec<Scored>,
     facts: &mut GuardFacts,
     now_ms: i64,
 ) -> Vec<Decision> {
@@ -398,7 +398,7 @@ pub fn decide(
             granted += 1;
             Outcome::Enroll { mailbox_id: mailbox.0.clone() }
         };
-        out.push(Decision { scored: s.clone(), outcome });
+        out.push(Decision { scored: s, outcome });
     }
     out
 }
@@ -443,7 +443,7 @@ mod tests {
     ) -> Vec<(String, Option<SkipReason>)> {
         let c = customers(deals, rule);
         let ranked = rank(rule, &c, NOW);
-        decide(rule, &c, &ranked, facts, NOW)
+        decide(rule, &c, ranked, facts, NOW)
             .into_iter()
             .map(|d| {
                 let reason = match d.outcome {
@@ -522,7 +522,7 @@ mod tests {
             let c = customers(&deals, &r);
             let mut f = facts(&[("m1", 0)]);
             let ranked = rank(&r, &c, at);
-            let got: Vec<Option<SkipReason>> = decide(&r, &c, &ranked, &mut f, at)
+            let got: Vec<Option<SkipReason>> = decide(&r, &c, ranked, &mut f, at)
                 .into_iter()
                 .map(|d| match d.outcome {
                     Outcome::Enroll { .. } => None,

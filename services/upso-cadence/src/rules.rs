@@ -29,6 +29,10 @@ pub struct Customer {
     /// `hubspot_owner_id`, `dealname`, every `gomark_*` one) plus the customer's totals:
     /// `gomark.won_deals`, `gomark.won_amount`, `gomark.open_deals`.
     pub properties: BTreeMap<String, String>,
+    /// The template variables an enrollment carries besides `dealName` (`amount`,
+    /// `renewalDate`, `productUsage`, `seats`, `tier`), kept when [`Customer::slim`] drops
+    /// the properties.
+    pub variables: Vec<(&'static str, String)>,
     /// Close date of the latest won deal, if any.
     pub won_close_ms: Option<i64>,
     pub open_deals: u32,
@@ -72,16 +76,21 @@ impl Grouper {
     }
 }
 
-/// The deal properties an enrollment's template variables come from ([`Customer::slim`]
-/// keeps these).
-pub const VARIABLE_PROPERTIES: [&str; 5] =
-    ["amount", "gomark_renewal_date", "gomark_product_usage", "gomark_seats", "gomark_customer_tier"];
+/// Template variable ← deal property, for what an enrollment carries.
+const VARIABLE_PROPERTIES: [(&str, &str); 5] = [
+    ("amount", "amount"),
+    ("renewalDate", "gomark_renewal_date"),
+    ("productUsage", "gomark_product_usage"),
+    ("seats", "gomark_seats"),
+    ("tier", "gomark_customer_tier"),
+];
 
 impl Customer {
-    /// Drops the properties only scoring needed: after scoring, a run keeps each customer
-    /// with just what an enrollment carries, so 100,000 customers fit in little memory.
+    /// Drops the properties, which only scoring needs: after scoring, a run keeps each
+    /// customer with just what an enrollment carries, so 100,000 customers fit in little
+    /// memory.
     pub fn slim(&mut self) {
-        self.properties.retain(|k, _| VARIABLE_PROPERTIES.contains(&k.as_str()));
+        self.properties = BTreeMap::new();
     }
 }
 
@@ -122,6 +131,10 @@ fn customer_of(group: &[&CustomerDeal], rule: &UpsellRule) -> Option<Customer> {
     properties.insert("gomark.won_deals".into(), won_deals.to_string());
     properties.insert("gomark.won_amount".into(), won_amount.to_string());
     properties.insert("gomark.open_deals".into(), open_deals.to_string());
+    let variables = VARIABLE_PROPERTIES
+        .iter()
+        .filter_map(|(var, prop)| properties.get(*prop).map(|v| (*var, v.clone())))
+        .collect();
     Some(Customer {
         email: primary.email.clone(),
         deal_id: primary.deal_id.clone(),
@@ -129,6 +142,7 @@ fn customer_of(group: &[&CustomerDeal], rule: &UpsellRule) -> Option<Customer> {
         first_name: primary.properties.get(CONTACT_FIRST_NAME).cloned(),
         time_zone: primary.properties.get(CONTACT_TIME_ZONE).cloned(),
         properties,
+        variables,
         won_close_ms: latest_won.map(|d| d.close_date_ms),
         open_deals,
         escalated,
