@@ -404,7 +404,10 @@ pub(crate) fn check_cadences(cadences: &[(String, &Cadence)]) -> Vec<(String, St
             if !zones::is_known(&w.time_zone) {
                 out.push((
                     format!("{p}.timeZone"),
-                    format!("{:?} is not a time zone (an IANA name such as Europe/Berlin, UTC, or +02:00)", w.time_zone),
+                    format!(
+                        "{:?} is not a time zone (an IANA name such as Europe/Berlin, UTC, or +02:00)",
+                        w.time_zone
+                    ),
                 ));
             }
             match (parse_hhmm(&w.start), parse_hhmm(&w.end)) {
@@ -496,7 +499,10 @@ pub(crate) fn check_calendar(cal: &CompanyCalendar, path: &str) -> Vec<(String, 
     if let Some(tz) = &cal.time_zone
         && !zones::is_known(tz)
     {
-        out.push((format!("{path}.timeZone"), format!("{tz:?} is not a time zone (an IANA name such as Europe/Berlin)")));
+        out.push((
+            format!("{path}.timeZone"),
+            format!("{tz:?} is not a time zone (an IANA name such as Europe/Berlin)"),
+        ));
     }
     for (i, d) in cal.holidays.iter().enumerate() {
         if zones::parse_date(d).is_none() {

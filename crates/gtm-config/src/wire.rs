@@ -392,10 +392,7 @@ pub fn effective_from_outreach(config: pb::OutreachConfig) -> Result<EffectiveCo
         suppression_list: config.suppression_list,
         calendar: config
             .calendar
-            .map(|c| CompanyCalendar {
-                time_zone: Some(c.time_zone).filter(|z| !z.is_empty()),
-                holidays: c.holidays,
-            })
+            .map(|c| CompanyCalendar { time_zone: Some(c.time_zone).filter(|z| !z.is_empty()), holidays: c.holidays })
             .unwrap_or_default(),
         portfolio_contact: config
             .portfolio_contact

@@ -114,7 +114,12 @@ impl Engine {
     }
 
     /// Upso's opt-outs of one company suppress the person for every company.
-    async fn share_opt_outs(&self, company_id: &str, opted_out: &HashSet<String>, known: &PortfolioFacts) -> Result<()> {
+    async fn share_opt_outs(
+        &self,
+        company_id: &str,
+        opted_out: &HashSet<String>,
+        known: &PortfolioFacts,
+    ) -> Result<()> {
         for email in opted_out {
             let who = person(email);
             if known.suppressed.contains_key(&who) {

@@ -266,6 +266,8 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         caller.require_portfolio(Role::Viewer)?;
         let mut all: Vec<Suppression> = self.store.suppressions().await?.into_values().collect();
         all.sort_by(|a, b| a.person.cmp(&b.person));
-        Ok(Response::new(pb::ListSuppressionsResponse { suppressions: all.into_iter().map(suppression_proto).collect() }))
+        Ok(Response::new(pb::ListSuppressionsResponse {
+            suppressions: all.into_iter().map(suppression_proto).collect(),
+        }))
     }
 }

@@ -186,7 +186,8 @@ fn in_quiet_hours(rule: &UpsellRule, customer: &Customer, now_ms: i64, unknown: 
 }
 
 fn when(at_ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(at_ms).map_or_else(|_| at_ms.to_string(), |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+    jiff::Timestamp::from_millisecond(at_ms)
+        .map_or_else(|_| at_ms.to_string(), |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
 }
 
 /// The portfolio's rules for one person about to be enrolled by `company_id`.
@@ -280,9 +281,22 @@ pub struct CapCounts {
 
 /// The exact re-check of one reservation: what [`decide`] concluded from its snapshot,
 /// against the counts taken under the cap locks.
-pub fn recheck(rule: &UpsellRule, portfolio: &PortfolioContact, company_id: &str, c: &CapCounts, now_ms: i64) -> Option<Skip> {
-    portfolio_skip(portfolio, company_id, c.suppression.as_ref(), &c.person_touches, c.running_elsewhere.as_ref(), now_ms)
-        .or_else(|| cap_skip(&rule.guardrails, c.company_today, &c.rolling, c.mailbox_today))
+pub fn recheck(
+    rule: &UpsellRule,
+    portfolio: &PortfolioContact,
+    company_id: &str,
+    c: &CapCounts,
+    now_ms: i64,
+) -> Option<Skip> {
+    portfolio_skip(
+        portfolio,
+        company_id,
+        c.suppression.as_ref(),
+        &c.person_touches,
+        c.running_elsewhere.as_ref(),
+        now_ms,
+    )
+    .or_else(|| cap_skip(&rule.guardrails, c.company_today, &c.rolling, c.mailbox_today))
 }
 
 /// Decides for each ranked customer, in rank order, updating `facts` as enrollments are
@@ -298,8 +312,12 @@ pub fn decide(
     let gap_ms = i64::from(g.min_days_since_last_touch) * DAY_MS;
     let window = rule.closed_won_days_ago;
     let holiday = facts.calendar.holiday(now_ms);
-    // Enrollments granted in this run (only the iterations that enroll count).
-    let mut granted = 0u32;
+    // Enrollments granted in this run (only the iterations that enroll count; a struct, so
+    // the counter is not mistaken for a loop index).
+    struct Run {
+        granted: u32,
+    }
+    let mut run = Run { granted: 0 };
     let mut out = Vec::with_capacity(ranked.len());
     for s in ranked {
         let c = &customers[s.customer];
@@ -321,7 +339,10 @@ pub fn decide(
                 ));
             }
             if facts.running.contains(&c.email) {
-                break 'decide Outcome::Skip(skip(SkipReason::AlreadyEnrolled, "already running in this cadence".into()));
+                break 'decide Outcome::Skip(skip(
+                    SkipReason::AlreadyEnrolled,
+                    "already running in this cadence".into(),
+                ));
             }
             if facts.opted_out.contains(&c.email) {
                 break 'decide Outcome::Skip(skip(SkipReason::OptedOut, "opted out in Upso".into()));
@@ -364,8 +385,11 @@ pub fn decide(
             if let Some(detail) = in_quiet_hours(rule, c, now_ms, &mut facts.unknown_zones) {
                 break 'decide Outcome::Skip(skip(SkipReason::QuietHours, detail));
             }
-            if granted >= rule.max_per_run {
-                break 'decide Outcome::Skip(skip(SkipReason::RunLimit, format!("{} enrollments per run", rule.max_per_run)));
+            if run.granted >= rule.max_per_run {
+                break 'decide Outcome::Skip(skip(
+                    SkipReason::RunLimit,
+                    format!("{} enrollments per run", rule.max_per_run),
+                ));
             }
             // The cadence's sender when it names one of the company's mailboxes, else the
             // least used mailbox with room: spreads the day's enrollments evenly.
@@ -394,8 +418,13 @@ pub fn decide(
                 *used += 1;
             }
             facts.running.insert(c.email.clone());
-            facts.portfolio.touches.entry(who).or_default().push(Touch { company_id: facts.company_id.clone(), at: now_ms });
-            granted += 1;
+            facts
+                .portfolio
+                .touches
+                .entry(who)
+                .or_default()
+                .push(Touch { company_id: facts.company_id.clone(), at: now_ms });
+            run.granted += 1;
             Outcome::Enroll { mailbox_id: mailbox.0.clone() }
         };
         out.push(Decision { scored: s, outcome });
@@ -510,7 +539,9 @@ mod tests {
 
     #[test]
     fn quiet_hours_follow_daylight_saving_in_named_zones_and_unknown_zones_are_counted() {
-        let r = rule(serde_json::json!({"quietHours": {"start": "20:00", "end": "08:00", "defaultTimeZone": "Europe/Berlin"}}));
+        let r = rule(
+            serde_json::json!({"quietHours": {"start": "20:00", "end": "08:00", "defaultTimeZone": "Europe/Berlin"}}),
+        );
         let deals = [
             deal("ny@x.example", 30.0, &[("gomark_contact_time_zone", "America/New_York")]),
             deal("berlin@x.example", 20.0, &[]),
@@ -549,7 +580,10 @@ mod tests {
         let mut f = facts(&[("m1", 0)]);
         f.rolling = vec![1];
         let got = outcomes(&r, &deals, &mut f);
-        assert_eq!(got.iter().map(|(_, r)| *r).collect::<Vec<_>>(), [None, Some(SkipReason::RollingCap), Some(SkipReason::RollingCap)]);
+        assert_eq!(
+            got.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            [None, Some(SkipReason::RollingCap), Some(SkipReason::RollingCap)]
+        );
 
         let mut f = facts(&[("m1", 0)]);
         f.calendar = Calendar::from_config(&gtm_config::CompanyCalendar {

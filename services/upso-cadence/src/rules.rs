@@ -105,7 +105,8 @@ fn customer_of(group: &[&CustomerDeal], rule: &UpsellRule) -> Option<Customer> {
         if won(d) {
             won_deals += 1;
             won_amount += d.amount.unwrap_or(0.0);
-            if latest_won.is_none_or(|l| (d.close_date_ms, d.deal_id.as_str()) > (l.close_date_ms, l.deal_id.as_str())) {
+            if latest_won.is_none_or(|l| (d.close_date_ms, d.deal_id.as_str()) > (l.close_date_ms, l.deal_id.as_str()))
+            {
                 latest_won = Some(d);
             }
         } else if !lost(d) {
@@ -131,10 +132,8 @@ fn customer_of(group: &[&CustomerDeal], rule: &UpsellRule) -> Option<Customer> {
     properties.insert("gomark.won_deals".into(), won_deals.to_string());
     properties.insert("gomark.won_amount".into(), won_amount.to_string());
     properties.insert("gomark.open_deals".into(), open_deals.to_string());
-    let variables = VARIABLE_PROPERTIES
-        .iter()
-        .filter_map(|(var, prop)| properties.get(*prop).map(|v| (*var, v.clone())))
-        .collect();
+    let variables =
+        VARIABLE_PROPERTIES.iter().filter_map(|(var, prop)| properties.get(*prop).map(|v| (*var, v.clone()))).collect();
     Some(Customer {
         email: primary.email.clone(),
         deal_id: primary.deal_id.clone(),

@@ -110,7 +110,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-
 impl Store {
     pub fn new(db: Database, vault: Arc<Vault>) -> Self {
         Self { db, vault }
@@ -582,8 +581,16 @@ impl Store {
             let after = serde_json::json!({
                 "person": s.person, "kind": s.kind.as_str(), "sourceCompanyId": s.source_company_id, "reason": s.reason,
             });
-            audit(&mut tx, PORTFOLIO, &s.actor, "portfolio.suppressed", &format!("person/{}", s.person), None, Some(after))
-                .await?;
+            audit(
+                &mut tx,
+                PORTFOLIO,
+                &s.actor,
+                "portfolio.suppressed",
+                &format!("person/{}", s.person),
+                None,
+                Some(after),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(added)
@@ -605,7 +612,8 @@ impl Store {
             "person": before.person, "kind": before.kind.as_str(), "sourceCompanyId": before.source_company_id,
             "reason": before.reason,
         });
-        audit(&mut tx, PORTFOLIO, actor, "portfolio.unsuppressed", &format!("person/{person}"), Some(was), None).await?;
+        audit(&mut tx, PORTFOLIO, actor, "portfolio.unsuppressed", &format!("person/{person}"), Some(was), None)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -633,9 +641,7 @@ impl Store {
         .bind(company_id)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("person")?, (r.try_get("company_id")?, r.try_get("cadence_key")?))))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("person")?, (r.try_get("company_id")?, r.try_get("cadence_key")?)))).collect()
     }
 
     /// The company's enrollments since the start of its calendar day, per mailbox and in
@@ -664,10 +670,12 @@ impl Store {
         // Company first, then person: every reservation locks in that order, so two
         // reservations never wait on each other in a circle.
         for scope in [format!("company:{}", r.company_id), format!("person:{}", r.person)] {
-            sqlx::query("INSERT INTO cap_locks (scope, n) VALUES ($1, 1) ON CONFLICT (scope) DO UPDATE SET n = cap_locks.n + 1")
-                .bind(&scope)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO cap_locks (scope, n) VALUES ($1, 1) ON CONFLICT (scope) DO UPDATE SET n = cap_locks.n + 1",
+            )
+            .bind(&scope)
+            .execute(&mut *tx)
+            .await?;
         }
         let (per_mailbox, company_today, rolling) =
             company_counts(&mut tx, r.company_id, r.day_start_ms, &r.rolling_hours, r.now_ms).await?;
@@ -679,14 +687,15 @@ impl Store {
         .await?
         .map(|row| suppression_row(&row))
         .transpose()?;
-        let person_touches = sqlx::query("SELECT company_id, at FROM touches WHERE person = $1 AND at >= $2 ORDER BY at")
-            .bind(r.person)
-            .bind(r.person_since_ms)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| Ok(Touch { company_id: row.try_get("company_id")?, at: row.try_get("at")? }))
-            .collect::<Result<Vec<_>>>()?;
+        let person_touches =
+            sqlx::query("SELECT company_id, at FROM touches WHERE person = $1 AND at >= $2 ORDER BY at")
+                .bind(r.person)
+                .bind(r.person_since_ms)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| Ok(Touch { company_id: row.try_get("company_id")?, at: row.try_get("at")? }))
+                .collect::<Result<Vec<_>>>()?;
         let running_elsewhere = sqlx::query(
             "SELECT company_id, cadence_key FROM running_enrollments WHERE person = $1 AND company_id <> $2 LIMIT 1",
         )

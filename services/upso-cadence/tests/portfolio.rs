@@ -162,7 +162,9 @@ async fn a_customer_of_three_companies_gets_at_most_the_portfolio_cap_and_the_dr
         assert_eq!(enrolled(&p.sim, "c-c"), ["only-c-c@x.example"], "{label}");
         let total: usize = COMPANIES
             .iter()
-            .map(|co| enrolled(&p.sim, co).iter().filter(|e| e.trim_start_matches("ann").starts_with(['@', '+'])).count())
+            .map(|co| {
+                enrolled(&p.sim, co).iter().filter(|e| e.trim_start_matches("ann").starts_with(['@', '+'])).count()
+            })
             .sum();
         assert_eq!(total, 2, "{label}: Ann was enrolled by two companies, the cap");
     }

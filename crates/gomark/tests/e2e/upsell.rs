@@ -257,11 +257,14 @@ async fn the_portfolio_suppression_list_is_managed_over_rest() {
     let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
     let path = "/v1/portfolio/suppressions";
 
-    let added =
-        api.send(Method::POST, path, Some(json!({"email": "Ann+x@X.example", "kind": "legal_hold", "reason": "case 7"})))
-            .await;
+    let added = api
+        .send(Method::POST, path, Some(json!({"email": "Ann+x@X.example", "kind": "legal_hold", "reason": "case 7"})))
+        .await;
     assert_eq!(added.status, 200, "{}", added.body);
-    assert_eq!((added.body["added"].as_bool(), added.body["suppression"]["person"].as_str()), (Some(true), Some("ann@x.example")));
+    assert_eq!(
+        (added.body["added"].as_bool(), added.body["suppression"]["person"].as_str()),
+        (Some(true), Some("ann@x.example"))
+    );
     let again = api.send(Method::POST, path, Some(json!({"email": "ann@x.example", "kind": "opt_out"}))).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["added"], false, "{}", again.body);

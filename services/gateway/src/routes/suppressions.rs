@@ -97,8 +97,12 @@ async fn add(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<SuppressionCreate>,
 ) -> ApiResult<Json<SuppressionAdded>> {
-    let req =
-        pb::AddSuppressionRequest { email: body.email, kind: body.kind, reason: body.reason, company_id: body.company_id };
+    let req = pb::AddSuppressionRequest {
+        email: body.email,
+        kind: body.kind,
+        reason: body.reason,
+        company_id: body.company_id,
+    };
     let r = s.upso_cadence.clone().add_suppression(caller.request(req)).await?.into_inner();
     Ok(Json(SuppressionAdded { suppression: r.suppression.map(Into::into), added: r.added }))
 }
