@@ -341,7 +341,8 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
     (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
 }
 
-/// A time zone GoMark can compute with: `UTC` or `±HH:MM`, as minutes east of UTC.
+/// A fixed-offset zone (`UTC` or `±HH:MM`) as minutes east of UTC; `None` for anything
+/// else, named zones included (those go through [`crate::zones::zone`]).
 pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
     let zone = zone.trim();
     if zone.eq_ignore_ascii_case("utc") || zone == "Z" || zone == "Etc/UTC" {
