@@ -18,6 +18,7 @@ pub mod output;
 pub mod rollout;
 pub mod status;
 pub mod style;
+pub mod suppressions;
 
 pub use client::{CliError, Client};
 

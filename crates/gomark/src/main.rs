@@ -103,6 +103,11 @@ enum Command {
     },
     /// Show the audit log of a company, or the portfolio's own.
     Audit(cli::audit::AuditArgs),
+    /// The portfolio suppression list: people no company may contact.
+    Suppressions {
+        #[command(subcommand)]
+        action: cli::suppressions::SuppressionAction,
+    },
     /// List the configuration's revisions, newest first.
     Revisions(cli::config::RevisionsArgs),
     /// List, check for and show drift: portal changes made behind GoMark's back.
@@ -192,6 +197,9 @@ async fn main() -> ExitCode {
         Command::Import(args) => cli::main(api, |ctx| async move { cli::config::import(&ctx, args).await }).await,
         Command::Rollout { action } => cli::main(api, |ctx| async move { cli::rollout::run(&ctx, action).await }).await,
         Command::Audit(args) => cli::main(api, |ctx| async move { cli::audit::run(&ctx, args).await }).await,
+        Command::Suppressions { action } => {
+            cli::main(api, |ctx| async move { cli::suppressions::run(&ctx, action).await }).await
+        }
         Command::Revisions(args) => cli::main(api, |ctx| async move { cli::config::revisions(&ctx, args).await }).await,
         Command::Drift { action } => cli::main(api, |ctx| async move { cli::drift::run(&ctx, action).await }).await,
         Command::Config { action } => cli::main(api, |ctx| async move { cli::export::run(&ctx, action).await }).await,

@@ -2,7 +2,7 @@
 
 use crate::ConfigError;
 use crate::model::{Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, Pipeline, PropertyGroup};
-use crate::outreach::{Cadence, UpsellRule};
+use crate::outreach::{Cadence, CompanyCalendar, PortfolioContact, UpsellRule};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,6 +23,12 @@ pub struct EffectiveConfig {
     /// The portfolio-wide suppression list (baseline only).
     #[serde(default)]
     pub suppression_list: Vec<String>,
+    /// The company's time zone and holidays (overlay `outreach`).
+    #[serde(default)]
+    pub calendar: CompanyCalendar,
+    /// The portfolio-wide contact rules (baseline only).
+    #[serde(default)]
+    pub portfolio_contact: PortfolioContact,
 }
 
 impl EffectiveConfig {
@@ -165,6 +171,8 @@ fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveC
             .map(|x| x.item.clone())
             .collect(),
         suppression_list: baseline.suppression_list.clone(),
+        calendar: overlay.outreach.clone(),
+        portfolio_contact: baseline.portfolio_contact.clone(),
     }
 }
 

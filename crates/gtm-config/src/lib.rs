@@ -37,6 +37,7 @@ pub mod outreach;
 mod plan;
 mod validate;
 pub mod wire;
+pub mod zones;
 
 pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
@@ -47,7 +48,8 @@ pub use model::{
     order_or_index,
 };
 pub use outreach::{
-    Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,
+    Cadence, CadenceStep, CompanyCalendar, Criterion, CriterionOp, DayRange, Guardrails, PortfolioContact, QuietHours,
+    RollingCap, SendWindow, StepType, UpsellRule,
 };
 pub use plan::{
     ALTERNATIVE_HUBSPOT_DEFINED, ALTERNATIVE_RENAME, ALTERNATIVE_STAGE_IN_USE, ALTERNATIVE_UNIQUE_VALUE, Action,

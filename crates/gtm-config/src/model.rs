@@ -36,10 +36,17 @@ pub struct Baseline {
     /// Addresses (`a@b.com`) or domains (`@b.com`) no company may ever email.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppression_list: Vec<String>,
+    /// Rules for one person across every company (portfolio cap, gap, exclusivity).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub portfolio_contact: crate::outreach::PortfolioContact,
     /// The stages the portfolio roll-up sums every company's stages onto, in funnel
     /// order; empty means [`PortfolioStage::defaults`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub portfolio_stages: Vec<PortfolioStage>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A canonical portfolio stage.
@@ -112,6 +119,9 @@ pub struct CompanyOverlay {
     pub remove_cadences: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upsell_rules: Vec<crate::outreach::UpsellRule>,
+    /// The company's outreach calendar: time zone and holidays.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub outreach: crate::outreach::CompanyCalendar,
     /// HubSpot stage id → portfolio stage id, for the roll-up; stages not listed go by
     /// their probability.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -2,8 +2,9 @@
 //! `upsellRules` and `suppressionList`, and its validation. upso-cadence applies cadences
 //! to Upso and runs the upsell engine from the rules.
 
+use crate::zones;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One outreach cadence, identified by `key` (stable, so its Upso name may change).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,40 @@ pub struct Cadence {
     #[serde(default = "yes")]
     pub exit_on_bounce: bool,
     pub steps: Vec<CadenceStep>,
+    /// The mailbox (address or Upso id) enrollments go out from, when the company has it;
+    /// otherwise the least used mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// Template variables every enrollment carries (`{{signature}}`), besides the
+    /// customer's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// Governance, baseline only: a cadence listing fields here is published centrally,
+    /// and a company overlay may change only these fields of it (the others are locked).
+    /// Absent: not governed, an overlay may replace the whole cadence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localizable: Option<Vec<String>>,
+}
+
+/// The cadence fields a baseline may mark localizable.
+pub const CADENCE_FIELDS: [&str; 8] =
+    ["name", "tags", "sendWindow", "exitOnReply", "exitOnBounce", "steps", "sender", "variables"];
+
+impl Cadence {
+    /// The names of the fields (of [`CADENCE_FIELDS`]) in which `self` and `other` differ.
+    pub fn differing_fields(&self, other: &Cadence) -> Vec<&'static str> {
+        let differs = [
+            self.name != other.name,
+            self.tags != other.tags,
+            self.send_window != other.send_window,
+            self.exit_on_reply != other.exit_on_reply,
+            self.exit_on_bounce != other.exit_on_bounce,
+            self.steps != other.steps,
+            self.sender != other.sender,
+            self.variables != other.variables,
+        ];
+        CADENCE_FIELDS.iter().zip(differs).filter(|(_, d)| *d).map(|(f, _)| *f).collect()
+    }
 }
 
 fn yes() -> bool {
@@ -59,7 +94,8 @@ pub struct CadenceStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendWindow {
-    /// `UTC` or a fixed offset such as `+02:00` (see docs/upso: no daylight saving).
+    /// An IANA zone (`Europe/Berlin`, daylight saving included), `UTC` or a fixed offset
+    /// (`+02:00`). The contact's own zone wins when Upso knows it.
     pub time_zone: String,
     /// `HH:MM`, inclusive.
     pub start: String,
@@ -179,12 +215,17 @@ pub struct Guardrails {
     /// Days since the contact's last email from any cadence of the company.
     #[serde(default = "default_min_gap")]
     pub min_days_since_last_touch: u32,
-    /// Upsell enrollments per mailbox per UTC day.
+    /// Upsell enrollments per mailbox per calendar day (in the company's time zone).
     #[serde(default = "default_mailbox_cap")]
     pub mailbox_daily_cap: u32,
-    /// Upsell enrollments per company per UTC day, across mailboxes.
+    /// Upsell enrollments per company per calendar day (in the company's time zone),
+    /// across mailboxes.
     #[serde(default = "default_company_cap")]
     pub company_daily_cap: u32,
+    /// Caps over rolling windows, company-wide: at most `max` enrollments in any
+    /// `hours` (1: hourly, 24: the last 24 hours, whatever the calendar says).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolling_caps: Vec<RollingCap>,
     /// No enrollment while it is this time where the contact lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
@@ -215,9 +256,65 @@ impl Default for Guardrails {
             min_days_since_last_touch: default_min_gap(),
             mailbox_daily_cap: default_mailbox_cap(),
             company_daily_cap: default_company_cap(),
+            rolling_caps: Vec::new(),
             quiet_hours: None,
             skip_open_deals: true,
             escalation_property: default_escalation_property(),
+        }
+    }
+}
+
+/// At most `max` enrollments in any `hours` hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollingCap {
+    pub hours: u32,
+    pub max: u32,
+}
+
+/// A company's outreach calendar (overlay `outreach`): its time zone, which the calendar
+/// day of its caps and its holidays are read in, and the holidays nobody is enrolled on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompanyCalendar {
+    /// An IANA zone (absent: UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// `YYYY-MM-DD` local dates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
+}
+
+/// Rules for a person across every portfolio company (baseline `portfolioContact`): a
+/// person is their normalised email, whichever company's customer they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortfolioContact {
+    /// At most this many enrollments of one person by all companies together within
+    /// `windowDays` (absent: no portfolio cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_touches: Option<u32>,
+    #[serde(default = "default_window_days")]
+    pub window_days: u32,
+    /// Hours between two enrollments of one person, from any companies (0: none).
+    #[serde(default)]
+    pub min_hours_between_touches: u32,
+    /// A person running in a cadence of one company is not enrolled by another.
+    #[serde(default)]
+    pub exclusive_cadences: bool,
+}
+
+fn default_window_days() -> u32 {
+    7
+}
+
+impl Default for PortfolioContact {
+    fn default() -> Self {
+        Self {
+            max_touches: None,
+            window_days: default_window_days(),
+            min_hours_between_touches: 0,
+            exclusive_cadences: false,
         }
     }
 }
@@ -228,7 +325,7 @@ impl Default for Guardrails {
 pub struct QuietHours {
     pub start: String,
     pub end: String,
-    /// Used when the contact's time zone is unknown.
+    /// Used when the contact's time zone is unknown (an IANA zone, `UTC` or `±HH:MM`).
     #[serde(default = "utc")]
     pub default_time_zone: String,
 }
@@ -244,7 +341,8 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
     (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
 }
 
-/// A time zone GoMark can compute with: `UTC` or `±HH:MM`, as minutes east of UTC.
+/// A fixed-offset zone (`UTC` or `±HH:MM`) as minutes east of UTC; `None` for anything
+/// else, named zones included (those go through [`crate::zones::zone`]).
 pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
     let zone = zone.trim();
     if zone.eq_ignore_ascii_case("utc") || zone == "Z" || zone == "Etc/UTC" {
@@ -280,6 +378,11 @@ pub(crate) fn check_cadences(cadences: &[(String, &Cadence)]) -> Vec<(String, St
         } else if !names.insert(c.name.as_str()) {
             out.push((format!("{path}.name"), format!("duplicate cadence name {:?}", c.name)));
         }
+        for (i, field) in c.localizable.iter().flatten().enumerate() {
+            if !CADENCE_FIELDS.contains(&field.as_str()) {
+                out.push((format!("{path}.localizable[{i}]"), format!("one of {}", CADENCE_FIELDS.join(", "))));
+            }
+        }
         if c.steps.is_empty() || c.steps.len() > 50 {
             out.push((format!("{path}.steps"), "a cadence has 1 to 50 steps".into()));
         }
@@ -299,8 +402,14 @@ pub(crate) fn check_cadences(cadences: &[(String, &Cadence)]) -> Vec<(String, St
         }
         if let Some(w) = &c.send_window {
             let p = format!("{path}.sendWindow");
-            if utc_offset_minutes(&w.time_zone).is_none() {
-                out.push((format!("{p}.timeZone"), "must be UTC or an offset like +02:00".into()));
+            if !zones::is_known(&w.time_zone) {
+                out.push((
+                    format!("{p}.timeZone"),
+                    format!(
+                        "{:?} is not a time zone (an IANA name such as Europe/Berlin, UTC, or +02:00)",
+                        w.time_zone
+                    ),
+                ));
             }
             match (parse_hhmm(&w.start), parse_hhmm(&w.end)) {
                 (Some(s), Some(e)) if s < e => {}
@@ -362,15 +471,81 @@ pub(crate) fn check_rules(rules: &[(String, &UpsellRule)], cadences: &[(String, 
         if g.mailbox_daily_cap == 0 || g.company_daily_cap == 0 {
             out.push((format!("{path}.guardrails"), "daily caps must be at least 1".into()));
         }
-        if let Some(q) = &g.quiet_hours
-            && (parse_hhmm(&q.start).is_none()
-                || parse_hhmm(&q.end).is_none()
-                || q.start == q.end
-                || utc_offset_minutes(&q.default_time_zone).is_none())
-        {
+        if let Some(q) = &g.quiet_hours {
+            if parse_hhmm(&q.start).is_none() || parse_hhmm(&q.end).is_none() || q.start == q.end {
+                out.push((format!("{path}.guardrails.quietHours"), "start and end are distinct HH:MM".into()));
+            }
+            if !zones::is_known(&q.default_time_zone) {
+                out.push((
+                    format!("{path}.guardrails.quietHours.defaultTimeZone"),
+                    format!("{:?} is not a time zone (an IANA name, UTC, or ±HH:MM)", q.default_time_zone),
+                ));
+            }
+        }
+        for (i, cap) in g.rolling_caps.iter().enumerate() {
+            if cap.hours == 0 || cap.hours > 24 * 31 || cap.max == 0 {
+                out.push((
+                    format!("{path}.guardrails.rollingCaps[{i}]"),
+                    "hours is 1 to 744 and max at least 1".into(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Problems in a company's calendar (overlay path `path`).
+pub(crate) fn check_calendar(cal: &CompanyCalendar, path: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(tz) = &cal.time_zone
+        && !zones::is_known(tz)
+    {
+        out.push((
+            format!("{path}.timeZone"),
+            format!("{tz:?} is not a time zone (an IANA name such as Europe/Berlin)"),
+        ));
+    }
+    for (i, d) in cal.holidays.iter().enumerate() {
+        if zones::parse_date(d).is_none() {
+            out.push((format!("{path}.holidays[{i}]"), "a date YYYY-MM-DD".into()));
+        }
+    }
+    out
+}
+
+/// Problems in the portfolio contact rules.
+pub(crate) fn check_portfolio_contact(p: &PortfolioContact) -> Vec<(String, String)> {
+    let path = "baseline.portfolioContact";
+    let mut out = Vec::new();
+    if p.max_touches == Some(0) {
+        out.push((format!("{path}.maxTouches"), "must be at least 1 (use the suppression list to stop all)".into()));
+    }
+    if p.window_days == 0 || p.window_days > 366 {
+        out.push((format!("{path}.windowDays"), "must be 1 to 366".into()));
+    }
+    if p.min_hours_between_touches > 24 * 366 {
+        out.push((format!("{path}.minHoursBetweenTouches"), "must be at most a year".into()));
+    }
+    out
+}
+
+/// Governance: an overlay cadence (`path`) overriding a governed baseline cadence may
+/// change only the fields the baseline lists as localizable.
+pub(crate) fn check_governed(base: &Cadence, base_path: &str, overlay: &Cadence, path: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(allowed) = &base.localizable else { return out };
+    if overlay.localizable.is_some() {
+        out.push((format!("{path}.localizable"), format!("only the baseline governs a cadence ({base_path})")));
+    }
+    for field in base.differing_fields(overlay) {
+        if !allowed.iter().any(|a| a == field) {
             out.push((
-                format!("{path}.guardrails.quietHours"),
-                "start and end are distinct HH:MM; defaultTimeZone UTC or ±HH:MM".into(),
+                format!("{path}.{field}"),
+                format!(
+                    "is locked by the baseline cadence {:?} ({base_path}); a company may change only: {}",
+                    base.key,
+                    if allowed.is_empty() { "nothing".to_owned() } else { allowed.join(", ") }
+                ),
             ));
         }
     }

@@ -124,6 +124,9 @@ impl Document {
         for (path, message) in crate::outreach::check_suppression(&b.suppression_list) {
             c.push(path, message);
         }
+        for (path, message) in crate::outreach::check_portfolio_contact(&b.portfolio_contact) {
+            c.push(path, message);
+        }
         check_portfolio_stages(&mut c, &b.portfolio_stages);
         let portfolio_stages = b.effective_portfolio_stages();
 
@@ -138,6 +141,10 @@ impl Document {
             check_properties(&mut c, &overlay.deal_properties, &format!("{prefix}.dealProperties"));
             check_pipelines(&mut c, &overlay.pipelines, &format!("{prefix}.pipelines"));
             check_removals(&mut c, &prefix, self, overlay);
+            check_governance(&mut c, &prefix, b, overlay);
+            for (path, message) in crate::outreach::check_calendar(&overlay.outreach, &format!("{prefix}.outreach")) {
+                c.push(path, message);
+            }
             for (stage, target) in &overlay.stage_mapping {
                 if !portfolio_stages.iter().any(|p| &p.id == target) {
                     c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));
@@ -188,6 +195,33 @@ fn check_overlay_header<'a>(
     }
     if overlay.settings.rollout_wave > 9 {
         c.push(format!("{prefix}.settings.rolloutWave"), "must be 0..=9 (0 = canary)");
+    }
+}
+
+/// Cadences the baseline publishes centrally (`localizable`): an overlay may localise only
+/// the listed fields, and may not remove them.
+fn check_governance(c: &mut Collector, prefix: &str, base: &crate::model::Baseline, overlay: &CompanyOverlay) {
+    for (i, cadence) in overlay.cadences.iter().enumerate() {
+        let path = format!("{prefix}.cadences[{i}]");
+        match base.cadences.iter().enumerate().find(|(_, b)| b.key == cadence.key) {
+            Some((j, b)) => {
+                for (p, m) in crate::outreach::check_governed(b, &format!("baseline.cadences[{j}]"), cadence, &path) {
+                    c.push(p, m);
+                }
+            }
+            None if cadence.localizable.is_some() => {
+                c.push(format!("{path}.localizable"), "only the baseline governs a cadence");
+            }
+            None => {}
+        }
+    }
+    for (i, key) in overlay.remove_cadences.iter().enumerate() {
+        if base.cadences.iter().any(|b| &b.key == key && b.localizable.is_some()) {
+            c.push(
+                format!("{prefix}.removeCadences[{i}]"),
+                format!("\"{key}\" is published centrally by the baseline and cannot be removed by a company"),
+            );
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 use crate::effective::EffectiveConfig;
 use crate::model::{DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOption, PropertyType, Stage};
 use crate::outreach::{
-    Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,
+    Cadence, CadenceStep, CompanyCalendar, Criterion, CriterionOp, DayRange, Guardrails, PortfolioContact, QuietHours,
+    RollingCap, SendWindow, StepType, UpsellRule,
 };
 use crate::plan::{Action, Blocked, FieldChange, Op, Target};
 use gomark_proto::config::v1 as pb;
@@ -217,6 +218,10 @@ pub fn cadence_to_proto(c: &Cadence) -> pb::Cadence {
                 instructions: s.instructions.clone(),
             })
             .collect(),
+        sender: c.sender.clone(),
+        variables: c.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        governed: c.localizable.is_some(),
+        localizable: c.localizable.clone().unwrap_or_default(),
     }
 }
 
@@ -249,6 +254,9 @@ pub fn cadence_from_proto(c: pb::Cadence) -> Result<Cadence, WireError> {
         exit_on_reply: c.exit_on_reply,
         exit_on_bounce: c.exit_on_bounce,
         steps,
+        sender: c.sender,
+        variables: c.variables.into_iter().collect(),
+        localizable: c.governed.then_some(c.localizable),
     })
 }
 
@@ -285,6 +293,7 @@ pub fn upsell_rule_to_proto(r: &UpsellRule) -> pb::UpsellRule {
             }),
             skip_open_deals: g.skip_open_deals,
             escalation_property: g.escalation_property.clone(),
+            rolling_caps: g.rolling_caps.iter().map(|c| pb::RollingCap { hours: c.hours, max: c.max }).collect(),
         }),
     }
 }
@@ -323,6 +332,7 @@ pub fn upsell_rule_from_proto(r: pb::UpsellRule) -> Result<UpsellRule, WireError
             }),
             skip_open_deals: g.skip_open_deals,
             escalation_property: g.escalation_property,
+            rolling_caps: g.rolling_caps.into_iter().map(|c| RollingCap { hours: c.hours, max: c.max }).collect(),
         },
         None => Guardrails::default(),
     };
@@ -346,6 +356,16 @@ pub fn outreach_config(config: &EffectiveConfig) -> pb::OutreachConfig {
         cadences: config.cadences.iter().map(cadence_to_proto).collect(),
         upsell_rules: config.upsell_rules.iter().map(upsell_rule_to_proto).collect(),
         suppression_list: config.suppression_list.clone(),
+        calendar: Some(pb::CompanyCalendar {
+            time_zone: config.calendar.time_zone.clone().unwrap_or_default(),
+            holidays: config.calendar.holidays.clone(),
+        }),
+        portfolio_contact: Some(pb::PortfolioContact {
+            max_touches: config.portfolio_contact.max_touches,
+            window_days: config.portfolio_contact.window_days,
+            min_hours_between_touches: config.portfolio_contact.min_hours_between_touches,
+            exclusive_cadences: config.portfolio_contact.exclusive_cadences,
+        }),
     }
 }
 
@@ -370,6 +390,19 @@ pub fn effective_from_outreach(config: pb::OutreachConfig) -> Result<EffectiveCo
         cadences,
         upsell_rules,
         suppression_list: config.suppression_list,
+        calendar: config
+            .calendar
+            .map(|c| CompanyCalendar { time_zone: Some(c.time_zone).filter(|z| !z.is_empty()), holidays: c.holidays })
+            .unwrap_or_default(),
+        portfolio_contact: config
+            .portfolio_contact
+            .map(|p| PortfolioContact {
+                max_touches: p.max_touches,
+                window_days: p.window_days,
+                min_hours_between_touches: p.min_hours_between_touches,
+                exclusive_cadences: p.exclusive_cadences,
+            })
+            .unwrap_or_default(),
         ..EffectiveConfig::default()
     })
 }
@@ -507,11 +540,15 @@ companies:
             r#"
 baseline:
   suppressionList: ["@competitor.example"]
+  portfolioContact: {maxTouches: 2, windowDays: 7, minHoursBetweenTouches: 48, exclusiveCadences: true}
   cadences:
     - key: upsell
       name: Upsell
       tags: [gomark]
-      sendWindow: {timeZone: "+02:00", start: "09:00", end: "17:00"}
+      sendWindow: {timeZone: "Europe/Berlin", start: "09:00", end: "17:00"}
+      sender: success@acme.example
+      variables: {signature: "The Acme team"}
+      localizable: [sender, variables]
       steps:
         - {type: auto_email, delayHours: 0, subject: "Hi {{firstName}}", body: "More seats?"}
         - {type: call, delayHours: 48, instructions: "Call them"}
@@ -523,9 +560,9 @@ baseline:
         - {property: gomark_seats, op: gt, value: 50, points: 20, why: "many seats"}
         - {property: gomark_customer_tier, op: in, value: [gold, silver], points: 5}
         - {property: amount, op: linear, points: 0.001, maxPoints: 30}
-      guardrails: {quietHours: {start: "20:00", end: "08:00"}}
+      guardrails: {quietHours: {start: "20:00", end: "08:00"}, rollingCaps: [{hours: 1, max: 5}]}
 companies:
-  acme: {companyId: c-1}
+  acme: {companyId: c-1, outreach: {timeZone: America/New_York, holidays: ["2026-12-25"]}}
 "#,
         )
         .expect("parses");
@@ -534,6 +571,8 @@ companies:
         assert_eq!(back.cadences, config.cadences);
         assert_eq!(back.upsell_rules, config.upsell_rules);
         assert_eq!(back.suppression_list, config.suppression_list);
+        assert_eq!(back.calendar, config.calendar);
+        assert_eq!(back.portfolio_contact, config.portfolio_contact);
     }
 
     #[test]

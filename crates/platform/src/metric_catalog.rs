@@ -68,4 +68,9 @@ pub fn describe() {
         "Deal versions recorded by the pipeline tracker, by outcome."
     );
     describe_counter!("upsell_enrolled_total", Unit::Count, "Customers enrolled in an upsell cadence.");
+    describe_counter!(
+        "upsell_time_zone_fallback_total",
+        Unit::Count,
+        "Contacts whose CRM time zone is unknown, read in the rule's default zone instead."
+    );
 }

@@ -12,6 +12,7 @@ pub mod funnels;
 pub mod hubspot;
 pub mod legacy;
 pub mod rollouts;
+pub mod suppressions;
 pub mod upsell;
 pub mod webhooks;
 
@@ -58,6 +59,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(deal_properties::routes())
         .merge(hubspot::routes())
         .merge(upsell::routes())
+        .merge(suppressions::routes())
         .merge(legacy::routes())
         .merge(webhooks::routes())
         .merge(docs::routes())

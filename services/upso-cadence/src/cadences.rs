@@ -312,6 +312,9 @@ fn empty_cadence(key: &str) -> Cadence {
         exit_on_reply: true,
         exit_on_bounce: true,
         steps: Vec::new(),
+        sender: None,
+        variables: Default::default(),
+        localizable: None,
     }
 }
 
@@ -347,6 +350,9 @@ mod tests {
                 body: Some("Hello {{firstName}}".into()),
                 instructions: None,
             }],
+            sender: None,
+            variables: Default::default(),
+            localizable: None,
         }
     }
 

@@ -3,13 +3,15 @@
 //! in Upso, recording every enrollment and skip with its audit entry and event.
 
 use crate::cadences::Cadences;
-use crate::guardrails::{self, Decision, GuardFacts, Outcome, SkipReason};
+use crate::guardrails::{self, Calendar, Decision, GuardFacts, Outcome, SkipReason};
 use crate::outreach::{EnrollOutcome, EnrollRequest, OutreachVendor};
+use crate::portfolio::{PortfolioFacts, Suppression, SuppressionKind, person};
 use crate::rules::{self, Customer};
-use crate::store::{DecisionRow, Store};
+use crate::store::{DecisionRow, Reservation, Store};
 use crate::{Error, Result};
+use futures::TryStreamExt as _;
 use gomark_events::relay::RelayWaker;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -25,6 +27,8 @@ pub struct CandidateReport {
     /// `None` when enrolled (or, in a dry run, when it would be).
     pub skip: Option<SkipReason>,
     pub detail: String,
+    /// The company whose touch or opt-out caused the skip, when another company's did.
+    pub caused_by: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,9 +48,16 @@ pub struct Engine {
     cadences: Cadences,
     relay: RelayWaker,
     /// One run per company at a time in this process (event, schedule and on-demand runs
-    /// may coincide); across replicas the running-enrollment guard and Upso's own refusal
-    /// of a second enrollment keep anyone from being enrolled twice.
+    /// may coincide). Across replicas, every enrollment is reserved in a transaction under
+    /// the company's and the person's cap locks ([`Store::reserve`]), so caps are exact and
+    /// nobody is enrolled twice however many replicas run.
     running: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// The customers of one rule, scored and ranked, each kept slim.
+struct Ranked {
+    customers: Vec<Customer>,
+    ranked: Vec<rules::Scored>,
 }
 
 impl Engine {
@@ -57,6 +68,66 @@ impl Engine {
     fn company_lock(&self, company_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         locks.entry(company_id.to_owned()).or_default().clone()
+    }
+
+    /// Streams the company's deals into customers, scoring each as it is complete.
+    async fn rank(&self, company_id: &str, rule: &gtm_config::UpsellRule, now_ms: i64) -> Result<Ranked> {
+        let mut deals = std::pin::pin!(self.store.customer_deals_by_email(company_id));
+        let mut grouper = rules::Grouper::default();
+        let mut out = Ranked { customers: Vec::new(), ranked: Vec::new() };
+        let mut keep = |mut c: Customer| {
+            out.ranked.push(rules::score(rule, &c, out.customers.len(), now_ms));
+            c.slim();
+            out.customers.push(c);
+        };
+        while let Some(deal) = deals.try_next().await? {
+            if let Some(c) = grouper.push(deal, rule) {
+                keep(c);
+            }
+        }
+        if let Some(c) = grouper.finish(rule) {
+            keep(c);
+        }
+        rules::sort_ranked(&mut out.ranked, &out.customers);
+        Ok(out)
+    }
+
+    /// The portfolio's facts for this run: suppressions, every company's recent touches,
+    /// people running elsewhere.
+    async fn portfolio_facts(
+        &self,
+        company_id: &str,
+        rules: &gtm_config::PortfolioContact,
+        now_ms: i64,
+    ) -> Result<PortfolioFacts> {
+        let since = now_ms - person_window_ms(rules);
+        Ok(PortfolioFacts {
+            rules: rules.clone(),
+            suppressed: self.store.suppressions().await?,
+            touches: self.store.touches_since(since).await?,
+            running_elsewhere: if rules.exclusive_cadences {
+                self.store.running_elsewhere(company_id).await?
+            } else {
+                HashMap::new()
+            },
+        })
+    }
+
+    /// Upso's opt-outs of one company suppress the person for every company.
+    async fn share_opt_outs(
+        &self,
+        company_id: &str,
+        opted_out: &HashSet<String>,
+        known: &PortfolioFacts,
+    ) -> Result<()> {
+        for email in opted_out {
+            let who = person(email);
+            if known.suppressed.contains_key(&who) {
+                continue;
+            }
+            self.store.suppress(&opt_out(&who, company_id, gomark_storage::now_ms())).await?;
+        }
+        Ok(())
     }
 
     /// Runs the engine for `company_id` at `now_ms`; a dry run changes nothing anywhere.
@@ -76,9 +147,16 @@ impl Engine {
             report.note = "the company has no Upso account registered".into();
             return Ok(report);
         };
-        let deals = self.store.customer_deals(company_id).await?;
+        let Some(calendar) = Calendar::from_config(&config.calendar) else {
+            return Err(Error::invalid("outreach.timeZone", "is not a time zone GoMark knows"));
+        };
         let opted_out = self.vendor.opted_out(&token).await?;
         let mailboxes = self.vendor.mailboxes(&token).await?;
+        let mut portfolio = self.portfolio_facts(company_id, &config.portfolio_contact, now_ms).await?;
+        if !dry_run {
+            self.share_opt_outs(company_id, &opted_out, &portfolio).await?;
+            portfolio.suppressed = self.store.suppressions().await?;
+        }
         let mut notes = Vec::new();
         for rule in &config.upsell_rules {
             let Some(cadence_id) = self.cadences.upso_id(company_id, &rule.cadence).await? else {
@@ -88,6 +166,7 @@ impl Engine {
                 ));
                 continue;
             };
+            let cadence = config.cadence(&rule.cadence);
             let gap_since = now_ms - i64::from(rule.guardrails.min_days_since_last_touch) * DAY_MS;
             let mut last_touch = self.vendor.last_touches(&token, gap_since).await?;
             for (email, at) in self.store.enrolled_since(company_id, gap_since).await? {
@@ -100,31 +179,58 @@ impl Engine {
             }
             let mut running = self.store.running(company_id, &rule.cadence).await?;
             running.extend(upso_running);
-            let (per_mailbox, company_today) = self.store.enrolled_today(company_id, now_ms).await?;
+            let rolling_hours: Vec<u32> = rule.guardrails.rolling_caps.iter().map(|c| c.hours).collect();
+            let (per_mailbox, company_today, rolling) =
+                self.store.company_counts(company_id, calendar.day_start_ms(now_ms), &rolling_hours, now_ms).await?;
             let mut facts = GuardFacts {
+                company_id: company_id.to_owned(),
                 running,
                 opted_out: opted_out.clone(),
                 suppression_list: config.suppression_list.clone(),
                 last_touch,
                 mailboxes: mailboxes.iter().map(|m| (m.clone(), per_mailbox.get(m).copied().unwrap_or(0))).collect(),
                 company_today,
+                rolling,
+                sender: cadence.and_then(|c| c.sender.clone()),
+                calendar: calendar.clone(),
+                portfolio: std::mem::take(&mut portfolio),
+                unknown_zones: 0,
             };
-            let customers = rules::customers(&deals, rule);
-            let ranked = rules::rank(rule, &customers, now_ms);
-            let decisions = guardrails::decide(rule, &customers, &ranked, &mut facts, now_ms);
+            let Ranked { customers, ranked } = self.rank(company_id, rule, now_ms).await?;
+            let decisions = guardrails::decide(rule, &customers, ranked, &mut facts, now_ms);
+            portfolio = std::mem::take(&mut facts.portfolio);
+            if facts.unknown_zones > 0 {
+                // Not silent: CRM data named zones GoMark does not know.
+                metrics::counter!("upsell_time_zone_fallback_total").increment(u64::from(facts.unknown_zones));
+                tracing::warn!(
+                    company_id,
+                    rule = %rule.key,
+                    contacts = facts.unknown_zones,
+                    "contacts' time zones are unknown; their quiet hours are read in the rule's default zone"
+                );
+            }
             report.scored += customers.len() as u32;
             let recent_skips = if dry_run {
                 HashMap::new()
             } else {
                 self.store.recent_skips(company_id, &rule.key, now_ms - DAY_MS).await?
             };
+            let ctx = RunContext {
+                company_id,
+                rule,
+                cadence,
+                cadence_id: &cadence_id,
+                token: &token,
+                calendar: &calendar,
+                portfolio: &config.portfolio_contact,
+                now_ms,
+            };
             for decision in decisions {
                 let customer = &customers[decision.scored.customer];
                 let candidate = if dry_run {
-                    candidate(&rule.key, customer, &decision)
+                    candidate(&rule.key, customer, decision)
                 } else {
-                    self.carry_out(company_id, rule, &cadence_id, &token, customer, &decision, &recent_skips, now_ms)
-                        .await?
+                    self.carry_out(&ctx, customer, &decision, &recent_skips).await?
                 };
                 match candidate.skip {
                     None => report.enrolled += 1,
@@ -143,19 +249,15 @@ impl Engine {
     }
 
     /// Enrolls (or records the skip of) one customer.
-    #[allow(clippy::too_many_arguments)]
     async fn carry_out(
         &self,
-        company_id: &str,
-        rule: &gtm_config::UpsellRule,
-        cadence_id: &str,
-        token: &upso_client::UpsoToken,
+        ctx: &RunContext<'_>,
         customer: &Customer,
         decision: &Decision,
         recent_skips: &HashMap<String, String>,
-        now_ms: i64,
     ) -> Result<CandidateReport> {
-        let mut report = candidate(&rule.key, customer, decision);
+        let (company_id, rule) = (ctx.company_id, ctx.rule);
+        let mut report = candidate(&rule.key, customer, decision.clone());
         let id = uuid::Uuid::now_v7().to_string();
         let mut row = DecisionRow {
             id: id.clone(),
@@ -171,47 +273,61 @@ impl Engine {
             detail: report.detail.clone(),
             upso_enrollment_id: String::new(),
             mailbox_id: String::new(),
-            decided_at: now_ms,
+            decided_at: ctx.now_ms,
         };
         let mailbox_id = match &decision.outcome {
-            Outcome::Skip { reason, .. } => {
-                // Not-yet-candidates are not decisions; an unchanged skip is recorded once a day.
-                if reason.is_eligibility() || recent_skips.get(&customer.email).is_some_and(|r| r == reason.as_str()) {
-                    return Ok(report);
-                }
-                row.skip_reason = reason.as_str().into();
-                let mut tx = self.store.db().begin().await?;
-                self.store.record_decision(&mut tx, &row).await?;
-                tx.commit().await?;
+            Outcome::Skip(s) => {
+                self.record_skip(&mut row, s.reason, recent_skips).await?;
                 return Ok(report);
             }
             Outcome::Enroll { mailbox_id } => mailbox_id.clone(),
         };
-        // Take the guard first: a concurrent run on another replica now sees the contact
-        // as running and leaves it alone.
-        let mut tx = self.store.db().begin().await?;
-        let claimed = self.store.claim_running(&mut tx, company_id, &rule.cadence, &customer.email, "pending").await?;
-        tx.commit().await?;
-        if !claimed {
-            report.skip = Some(SkipReason::AlreadyEnrolled);
-            report.detail = "already running in this cadence".into();
+        // Reserve first, exactly: under the company's and the person's cap locks, the caps
+        // are counted again with what every replica reserved since this run's snapshot; a
+        // concurrent run then sees the touch and the running guard, and leaves it alone.
+        let who = person(&customer.email);
+        let reservation = Reservation {
+            id: &id,
+            person: &who,
+            email: &customer.email,
+            company_id,
+            cadence_key: &rule.cadence,
+            mailbox_id: &mailbox_id,
+            now_ms: ctx.now_ms,
+            day_start_ms: ctx.calendar.day_start_ms(ctx.now_ms),
+            rolling_hours: rule.guardrails.rolling_caps.iter().map(|c| c.hours).collect(),
+            person_since_ms: ctx.now_ms - person_window_ms(ctx.portfolio),
+        };
+        let refused = self
+            .store
+            .reserve(&reservation, |counts| guardrails::recheck(rule, ctx.portfolio, company_id, counts, ctx.now_ms))
+            .await?;
+        if let Some(s) = refused {
+            report.skip = Some(s.reason);
+            report.detail = s.detail.clone();
+            report.caused_by = s.caused_by.clone();
+            row.detail = s.detail;
+            self.record_skip(&mut row, s.reason, recent_skips).await?;
             return Ok(report);
         }
+        let mut variables = ctx.cadence.map(|c| c.variables.clone()).unwrap_or_default();
+        variables.insert("dealName".into(), customer.deal_name.clone());
+        variables.extend(customer.variables.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let request = EnrollRequest {
-            cadence_id: cadence_id.to_owned(),
+            cadence_id: ctx.cadence_id.to_owned(),
             email: customer.email.clone(),
             first_name: customer.first_name.clone(),
             company: Some(customer.deal_name.clone()),
             time_zone: customer.time_zone.clone(),
             mailbox_id: Some(mailbox_id.clone()),
-            variables: variables(customer),
+            variables,
             external_id: id.clone(),
         };
-        let outcome = match self.vendor.enroll(token, &request).await {
+        let outcome = match self.vendor.enroll(ctx.token, &request).await {
             Ok(outcome) => outcome,
             Err(err) => {
-                // Give the guard back: nothing was enrolled, a later run may try again.
-                self.release(company_id, &rule.cadence, &customer.email).await?;
+                // Give the reservation back: nothing was enrolled, a later run may try again.
+                self.store.release(&id, company_id, &rule.cadence, &customer.email).await?;
                 return Err(err);
             }
         };
@@ -233,11 +349,13 @@ impl Engine {
                 row.detail = String::new();
             }
             EnrollOutcome::AlreadyEnrolled => {
+                self.store.drop_touch(&mut tx, &id).await?;
                 row.skip_reason = SkipReason::AlreadyEnrolled.as_str().into();
                 row.detail = "Upso already runs the contact in this cadence".into();
                 report.skip = Some(SkipReason::AlreadyEnrolled);
             }
             EnrollOutcome::OptedOut => {
+                self.store.drop_touch(&mut tx, &id).await?;
                 sqlx::query(
                     "DELETE FROM running_enrollments WHERE company_id = $1 AND cadence_key = $2 AND email = $3",
                 )
@@ -254,53 +372,72 @@ impl Engine {
         report.detail = row.detail.clone();
         self.store.record_decision(&mut tx, &row).await?;
         tx.commit().await?;
+        if report.skip == Some(SkipReason::OptedOut) {
+            self.store.suppress(&opt_out(&who, company_id, gomark_storage::now_ms())).await?;
+        }
         Ok(report)
     }
 
-    async fn release(&self, company_id: &str, cadence_key: &str, email: &str) -> Result<()> {
-        sqlx::query(
-            "DELETE FROM running_enrollments WHERE company_id = $1 AND cadence_key = $2 AND email = $3 AND upso_enrollment_id = 'pending'",
-        )
-        .bind(company_id)
-        .bind(cadence_key)
-        .bind(email)
-        .execute(self.store.db().pool())
-        .await
-        .map_err(Error::from)?;
+    /// Records a skip, unless it is not a decision (not yet a candidate) or unchanged since
+    /// yesterday (recorded once a day).
+    async fn record_skip(
+        &self,
+        row: &mut DecisionRow,
+        reason: SkipReason,
+        recent_skips: &HashMap<String, String>,
+    ) -> Result<()> {
+        if reason.is_eligibility() || recent_skips.get(&row.email).is_some_and(|r| r == reason.as_str()) {
+            return Ok(());
+        }
+        row.skip_reason = reason.as_str().into();
+        let mut tx = self.store.db().begin().await?;
+        self.store.record_decision(&mut tx, row).await?;
+        tx.commit().await?;
         Ok(())
     }
 }
 
-/// The template variables an enrollment carries (`{{dealName}}`, `{{amount}}`, …).
-fn variables(c: &Customer) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    vars.insert("dealName".into(), c.deal_name.clone());
-    for (var, prop) in [
-        ("amount", "amount"),
-        ("renewalDate", "gomark_renewal_date"),
-        ("productUsage", "gomark_product_usage"),
-        ("seats", "gomark_seats"),
-        ("tier", "gomark_customer_tier"),
-    ] {
-        if let Some(v) = c.properties.get(prop) {
-            vars.insert(var.into(), v.clone());
-        }
-    }
-    vars
+/// What one rule's enrollments share within a run.
+struct RunContext<'a> {
+    company_id: &'a str,
+    rule: &'a gtm_config::UpsellRule,
+    cadence: Option<&'a gtm_config::Cadence>,
+    cadence_id: &'a str,
+    token: &'a upso_client::UpsoToken,
+    calendar: &'a Calendar,
+    portfolio: &'a gtm_config::PortfolioContact,
+    now_ms: i64,
 }
 
-fn candidate(rule_key: &str, customer: &Customer, decision: &Decision) -> CandidateReport {
-    let (skip, detail) = match &decision.outcome {
-        Outcome::Enroll { mailbox_id } => (None, format!("mailbox {mailbox_id}")),
-        Outcome::Skip { reason, detail } => (Some(*reason), detail.clone()),
+/// How far back a person's touches matter to the portfolio rules.
+fn person_window_ms(rules: &gtm_config::PortfolioContact) -> i64 {
+    (i64::from(rules.window_days) * DAY_MS).max(i64::from(rules.min_hours_between_touches) * 3600 * 1000)
+}
+
+fn opt_out(person: &str, company_id: &str, now_ms: i64) -> Suppression {
+    Suppression {
+        person: person.to_owned(),
+        kind: SuppressionKind::OptOut,
+        source_company_id: company_id.to_owned(),
+        reason: "opted out in Upso".into(),
+        actor: "system:upsell-engine".into(),
+        created_at: now_ms,
+    }
+}
+
+fn candidate(rule_key: &str, customer: &Customer, decision: Decision) -> CandidateReport {
+    let (skip, detail, caused_by) = match decision.outcome {
+        Outcome::Enroll { mailbox_id } => (None, format!("mailbox {mailbox_id}"), String::new()),
+        Outcome::Skip(s) => (Some(s.reason), s.detail, s.caused_by),
     };
     CandidateReport {
         rule_key: rule_key.to_owned(),
         email: customer.email.clone(),
         deal_id: customer.deal_id.clone(),
         score: decision.scored.score,
-        reasons: decision.scored.reasons.clone(),
+        reasons: decision.scored.reasons,
         skip,
         detail,
+        caused_by,
     }
 }

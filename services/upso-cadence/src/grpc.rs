@@ -4,6 +4,7 @@
 use crate::cadences::Cadences;
 use crate::engine::{Engine, RunReport};
 use crate::outreach::OutreachVendor;
+use crate::portfolio::{Suppression, SuppressionKind, person};
 use crate::store::{OutreachConfig, Store};
 use crate::{Error, Result};
 use gomark_platform::token::check_bearer_token;
@@ -43,6 +44,7 @@ fn report_proto(company_id: &str, r: RunReport) -> pb::EngineReport {
                 decision: if c.skip.is_none() { "enroll".into() } else { "skip".into() },
                 skip_reason: c.skip.map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 detail: c.detail,
+                caused_by_company: c.caused_by,
             })
             .collect(),
         note: r.note,
@@ -58,6 +60,29 @@ impl UpsoCadenceGrpc {
             actions: actions.into_iter().map(|a| action_proto(&a)).collect(),
         })
     }
+}
+
+fn suppression_proto(s: Suppression) -> pb::Suppression {
+    pb::Suppression {
+        person: s.person,
+        kind: s.kind.as_str().to_owned(),
+        source_company_id: s.source_company_id,
+        reason: s.reason,
+        actor: s.actor,
+        created_at: Some(gomark_proto::Timestamp {
+            seconds: s.created_at.div_euclid(1000),
+            nanos: (s.created_at.rem_euclid(1000) * 1_000_000) as i32,
+        }),
+    }
+}
+
+/// The person an email in a request denotes.
+fn requested_person(email: &str) -> std::result::Result<String, PublicError> {
+    let email = email.trim();
+    if email.len() > 320 || email.chars().any(char::is_control) || !email.contains('@') || email.ends_with('@') {
+        return Err(PublicError::invalid("email", "must be an email address"));
+    }
+    Ok(person(email))
 }
 
 fn action_proto(a: &crate::cadences::CadenceAction) -> pb::CadenceAction {
@@ -185,6 +210,64 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
                         .collect(),
                 })
                 .collect(),
+        }))
+    }
+
+    async fn add_suppression(
+        &self,
+        req: Request<pb::AddSuppressionRequest>,
+    ) -> std::result::Result<Response<pb::AddSuppressionResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        // A company may suppress its own customer for everyone; otherwise a portfolio grant.
+        if r.company_id.is_empty() {
+            caller.require_portfolio(Role::Operator)?;
+        } else {
+            caller.require_company(Role::Operator, &r.company_id)?;
+        }
+        let who = requested_person(&r.email)?;
+        let kind = SuppressionKind::parse(&r.kind)
+            .ok_or_else(|| PublicError::invalid("kind", "one of opt_out, do_not_contact, legal_hold"))?;
+        if r.reason.len() > 500 || r.reason.chars().any(char::is_control) {
+            return Err(PublicError::invalid("reason", "at most 500 characters, one line").into());
+        }
+        let entry = Suppression {
+            person: who.clone(),
+            kind,
+            source_company_id: r.company_id,
+            reason: r.reason,
+            actor: caller.actor.clone(),
+            created_at: gomark_storage::now_ms(),
+        };
+        let added = self.store.suppress(&entry).await?;
+        let current = self.store.suppressions().await?.remove(&who).unwrap_or(entry);
+        Ok(Response::new(pb::AddSuppressionResponse { suppression: Some(suppression_proto(current)), added }))
+    }
+
+    async fn remove_suppression(
+        &self,
+        req: Request<pb::RemoveSuppressionRequest>,
+    ) -> std::result::Result<Response<pb::RemoveSuppressionResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        let who = requested_person(&r.email)?;
+        // Lifting a legal hold is an admin's call; anything else a portfolio operator's.
+        let held = self.store.suppressions().await?.get(&who).is_some_and(|s| s.kind == SuppressionKind::LegalHold);
+        caller.require_portfolio(if held { Role::Admin } else { Role::Operator })?;
+        let removed = self.store.unsuppress(&who, &caller.actor).await?;
+        Ok(Response::new(pb::RemoveSuppressionResponse { removed }))
+    }
+
+    async fn list_suppressions(
+        &self,
+        req: Request<pb::ListSuppressionsRequest>,
+    ) -> std::result::Result<Response<pb::ListSuppressionsResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        caller.require_portfolio(Role::Viewer)?;
+        let mut all: Vec<Suppression> = self.store.suppressions().await?.into_values().collect();
+        all.sort_by(|a, b| a.person.cmp(&b.person));
+        Ok(Response::new(pb::ListSuppressionsResponse {
+            suppressions: all.into_iter().map(suppression_proto).collect(),
         }))
     }
 }

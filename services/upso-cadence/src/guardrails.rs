@@ -1,16 +1,24 @@
 //! Guardrails: who of the ranked customers may be enrolled now. Whatever the score says,
-//! nobody is enrolled twice in a running cadence, opt-outs and the suppression list are
-//! honoured, recently touched contacts rest, daily caps hold, quiet hours are respected,
-//! and customers with an open deal or an escalation are left alone.
+//! nobody is enrolled twice in a running cadence, opt-outs and the suppression lists (the
+//! configured one and the portfolio's) are honoured, recently touched contacts rest, the
+//! portfolio's rules for a person hold across companies (cap, gap, exclusivity), daily
+//! and rolling caps hold, holidays and quiet hours are respected (in named time zones,
+//! daylight saving included), and customers with an open deal or an escalation are left
+//! alone.
 //!
-//! Pure: the caller gathers the facts ([`GuardFacts`]) and records the outcome.
+//! Pure: the caller gathers the facts ([`GuardFacts`]) and records the outcome. The caps
+//! are checked here for the explanation (and the dry run), and again, exactly, when an
+//! enrollment is reserved ([`recheck`]), because another replica may have enrolled since.
 
+use crate::portfolio::{PortfolioFacts, Suppression, Touch, person};
 use crate::rules::{Customer, Scored};
-use gtm_config::UpsellRule;
-use gtm_config::outreach::{is_suppressed, parse_hhmm, utc_offset_minutes};
-use std::collections::{HashMap, HashSet};
+use gtm_config::outreach::{is_suppressed, parse_hhmm};
+use gtm_config::zones::{self, TimeZone};
+use gtm_config::{Guardrails, PortfolioContact, UpsellRule};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
+const HOUR_MS: i64 = 3600 * 1000;
 
 /// Why a customer was not enrolled. The names are the API's `skip_reason`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,12 +28,18 @@ pub enum SkipReason {
     AlreadyEnrolled,
     OptedOut,
     Suppressed,
+    PortfolioSuppressed,
     RecentlyTouched,
+    PortfolioGap,
+    PortfolioCap,
+    PortfolioExclusive,
     OpenDeal,
     Escalation,
+    Holiday,
     QuietHours,
     MailboxCap,
     CompanyCap,
+    RollingCap,
     RunLimit,
 }
 
@@ -37,12 +51,18 @@ impl SkipReason {
             SkipReason::AlreadyEnrolled => "already_enrolled",
             SkipReason::OptedOut => "opted_out",
             SkipReason::Suppressed => "suppressed",
+            SkipReason::PortfolioSuppressed => "portfolio_suppressed",
             SkipReason::RecentlyTouched => "recently_touched",
+            SkipReason::PortfolioGap => "portfolio_gap",
+            SkipReason::PortfolioCap => "portfolio_cap",
+            SkipReason::PortfolioExclusive => "portfolio_exclusive",
             SkipReason::OpenDeal => "open_deal",
             SkipReason::Escalation => "escalation",
+            SkipReason::Holiday => "holiday",
             SkipReason::QuietHours => "quiet_hours",
             SkipReason::MailboxCap => "mailbox_cap",
             SkipReason::CompanyCap => "company_cap",
+            SkipReason::RollingCap => "rolling_cap",
             SkipReason::RunLimit => "run_limit",
         }
     }
@@ -53,9 +73,60 @@ impl SkipReason {
     }
 }
 
+/// A skip: the rule, in words, and the company whose touch (or opt-out) caused it, when
+/// another company's action did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skip {
+    pub reason: SkipReason,
+    pub detail: String,
+    pub caused_by: String,
+}
+
+fn skip(reason: SkipReason, detail: String) -> Skip {
+    Skip { reason, detail, caused_by: String::new() }
+}
+
+/// The company's calendar, resolved: its zone (caps' days, holidays) and holidays.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    pub zone: TimeZone,
+    pub zone_name: String,
+    pub holidays: BTreeSet<jiff::civil::Date>,
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Self { zone: TimeZone::UTC, zone_name: "UTC".into(), holidays: BTreeSet::new() }
+    }
+}
+
+impl Calendar {
+    /// From the applied configuration (validated by gtm-config; an unknown zone here means
+    /// a peer on another version, and is refused rather than guessed).
+    pub fn from_config(c: &gtm_config::CompanyCalendar) -> Option<Self> {
+        let zone_name = c.time_zone.clone().unwrap_or_else(|| "UTC".into());
+        Some(Self {
+            zone: zones::zone(&zone_name)?,
+            zone_name,
+            holidays: c.holidays.iter().filter_map(|d| zones::parse_date(d)).collect(),
+        })
+    }
+
+    /// The instant the company's current calendar day began.
+    pub fn day_start_ms(&self, now_ms: i64) -> i64 {
+        zones::day_start_ms(now_ms, &self.zone)
+    }
+
+    fn holiday(&self, now_ms: i64) -> Option<String> {
+        let today = zones::local(now_ms, &self.zone).date();
+        self.holidays.contains(&today).then(|| format!("{today} is a company holiday ({})", self.zone_name))
+    }
+}
+
 /// What the guardrails need to know, gathered once per run.
 #[derive(Debug, Clone, Default)]
 pub struct GuardFacts {
+    pub company_id: String,
     /// Running (active or paused) in this rule's cadence, lower case.
     pub running: HashSet<String>,
     pub opted_out: HashSet<String>,
@@ -64,14 +135,22 @@ pub struct GuardFacts {
     pub last_touch: HashMap<String, i64>,
     /// `(mailbox id, enrollments today)`, in the vendor's order.
     pub mailboxes: Vec<(String, u32)>,
-    /// Enrollments today across the company.
+    /// Enrollments today (the company's calendar day) across the company.
     pub company_today: u32,
+    /// Enrollments of the company within each of the rule's rolling caps, in its order.
+    pub rolling: Vec<u32>,
+    /// The mailbox the cadence names as its sender, if any.
+    pub sender: Option<String>,
+    pub calendar: Calendar,
+    pub portfolio: PortfolioFacts,
+    /// Contacts whose CRM time zone is not one GoMark knows (the fallback is counted).
+    pub unknown_zones: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Enroll { mailbox_id: String },
-    Skip { reason: SkipReason, detail: String },
+    Skip(Skip),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,21 +159,144 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
-/// Minutes after local midnight at `now_ms` in `zone` (unknown zones: `default_zone`).
-fn local_minutes(now_ms: i64, zone: Option<&str>, default_zone: &str) -> i64 {
-    let offset = zone.and_then(utc_offset_minutes).or_else(|| utc_offset_minutes(default_zone)).unwrap_or(0);
-    (now_ms.div_euclid(60_000) + i64::from(offset)).rem_euclid(24 * 60)
+/// The zone a contact's local time is read in: their own when it is one GoMark knows,
+/// else the rule's default (and `false`: the caller counts and logs the fallback).
+pub fn contact_zone(contact: Option<&str>, default_zone: &str) -> (TimeZone, String, bool) {
+    if let Some(name) = contact.filter(|z| !z.trim().is_empty()) {
+        if let Some(zone) = zones::zone(name) {
+            return (zone, name.to_owned(), true);
+        }
+        let fallback = zones::zone(default_zone).unwrap_or(TimeZone::UTC);
+        return (fallback, format!("{default_zone} (the contact's {name:?} is unknown)"), false);
+    }
+    (zones::zone(default_zone).unwrap_or(TimeZone::UTC), default_zone.to_owned(), true)
 }
 
-fn in_quiet_hours(rule: &UpsellRule, customer: &Customer, now_ms: i64) -> Option<String> {
+fn in_quiet_hours(rule: &UpsellRule, customer: &Customer, now_ms: i64, unknown: &mut u32) -> Option<String> {
     let q = rule.guardrails.quiet_hours.as_ref()?;
-    let (start, end) = (i64::from(parse_hhmm(&q.start)?), i64::from(parse_hhmm(&q.end)?));
-    let local = local_minutes(now_ms, customer.time_zone.as_deref(), &q.default_time_zone);
-    let quiet = if start < end { local >= start && local < end } else { local >= start || local < end };
-    quiet.then(|| {
-        let zone = customer.time_zone.clone().unwrap_or_else(|| q.default_time_zone.clone());
-        format!("{:02}:{:02} in {zone} is within quiet hours {}–{}", local / 60, local % 60, q.start, q.end)
+    let (start, end) = (parse_hhmm(&q.start)?, parse_hhmm(&q.end)?);
+    let (zone, zone_name, known) = contact_zone(customer.time_zone.as_deref(), &q.default_time_zone);
+    if !known {
+        *unknown += 1;
+    }
+    let local = zones::local_minutes(now_ms, &zone);
+    zones::in_span(local, start, end).then(|| {
+        format!("{:02}:{:02} in {zone_name} is within quiet hours {}–{}", local / 60, local % 60, q.start, q.end)
     })
+}
+
+fn when(at_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(at_ms)
+        .map_or_else(|_| at_ms.to_string(), |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+/// The portfolio's rules for one person about to be enrolled by `company_id`.
+pub fn portfolio_skip(
+    rules: &PortfolioContact,
+    company_id: &str,
+    suppression: Option<&Suppression>,
+    touches: &[Touch],
+    running_elsewhere: Option<&(String, String)>,
+    now_ms: i64,
+) -> Option<Skip> {
+    if let Some(s) = suppression {
+        let by = if s.source_company_id.is_empty() { "the portfolio".to_owned() } else { s.source_company_id.clone() };
+        return Some(Skip {
+            reason: SkipReason::PortfolioSuppressed,
+            detail: format!("on the portfolio suppression list ({}, via {by})", s.kind.as_str()),
+            caused_by: s.source_company_id.clone(),
+        });
+    }
+    let gap_ms = i64::from(rules.min_hours_between_touches) * HOUR_MS;
+    if gap_ms > 0
+        && let Some(last) = touches.iter().filter(|t| now_ms - t.at < gap_ms).max_by_key(|t| t.at)
+    {
+        return Some(Skip {
+            reason: SkipReason::PortfolioGap,
+            detail: format!(
+                "enrolled by {} at {}; the portfolio's minimum gap is {} hours",
+                last.company_id,
+                when(last.at),
+                rules.min_hours_between_touches
+            ),
+            caused_by: last.company_id.clone(),
+        });
+    }
+    if let Some(max) = rules.max_touches {
+        let window_ms = i64::from(rules.window_days) * DAY_MS;
+        let mut recent: Vec<&Touch> = touches.iter().filter(|t| now_ms - t.at < window_ms).collect();
+        if recent.len() >= max as usize {
+            recent.sort_by_key(|t| t.at);
+            let by: Vec<String> = recent.iter().map(|t| format!("{} at {}", t.company_id, when(t.at))).collect();
+            return Some(Skip {
+                reason: SkipReason::PortfolioCap,
+                detail: format!(
+                    "enrolled {} times in the last {} days ({}); the portfolio cap is {max}",
+                    recent.len(),
+                    rules.window_days,
+                    by.join(", ")
+                ),
+                caused_by: recent.last().map(|t| t.company_id.clone()).unwrap_or_default(),
+            });
+        }
+    }
+    if rules.exclusive_cadences
+        && let Some((other, cadence)) = running_elsewhere.filter(|(c, _)| c != company_id)
+    {
+        return Some(Skip {
+            reason: SkipReason::PortfolioExclusive,
+            detail: format!("running in cadence {cadence} of {other}; cadences are exclusive across the portfolio"),
+            caused_by: other.clone(),
+        });
+    }
+    None
+}
+
+/// The company's caps for one more enrollment from `mailbox` (its count today given).
+pub fn cap_skip(g: &Guardrails, company_today: u32, rolling: &[u32], mailbox_today: u32) -> Option<Skip> {
+    if company_today >= g.company_daily_cap {
+        return Some(skip(SkipReason::CompanyCap, format!("{} enrollments per day", g.company_daily_cap)));
+    }
+    for (cap, used) in g.rolling_caps.iter().zip(rolling) {
+        if *used >= cap.max {
+            return Some(skip(SkipReason::RollingCap, format!("{} enrollments in any {} hours", cap.max, cap.hours)));
+        }
+    }
+    if mailbox_today >= g.mailbox_daily_cap {
+        return Some(skip(SkipReason::MailboxCap, format!("the mailbox has {} today", g.mailbox_daily_cap)));
+    }
+    None
+}
+
+/// What the exact check at reservation time counted, inside its transaction.
+#[derive(Debug, Clone, Default)]
+pub struct CapCounts {
+    pub company_today: u32,
+    pub mailbox_today: u32,
+    pub rolling: Vec<u32>,
+    pub suppression: Option<Suppression>,
+    pub person_touches: Vec<Touch>,
+    pub running_elsewhere: Option<(String, String)>,
+}
+
+/// The exact re-check of one reservation: what [`decide`] concluded from its snapshot,
+/// against the counts taken under the cap locks.
+pub fn recheck(
+    rule: &UpsellRule,
+    portfolio: &PortfolioContact,
+    company_id: &str,
+    c: &CapCounts,
+    now_ms: i64,
+) -> Option<Skip> {
+    portfolio_skip(
+        portfolio,
+        company_id,
+        c.suppression.as_ref(),
+        &c.person_touches,
+        c.running_elsewhere.as_ref(),
+        now_ms,
+    )
+    .or_else(|| cap_skip(&rule.guardrails, c.company_today, &c.rolling, c.mailbox_today))
 }
 
 /// Decides for each ranked customer, in rank order, updating `facts` as enrollments are
@@ -102,14 +304,16 @@ fn in_quiet_hours(rule: &UpsellRule, customer: &Customer, now_ms: i64) -> Option
 pub fn decide(
     rule: &UpsellRule,
     customers: &[Customer],
-    ranked: &[Scored],
+    ranked: Vec<Scored>,
     facts: &mut GuardFacts,
     now_ms: i64,
 ) -> Vec<Decision> {
     let g = &rule.guardrails;
     let gap_ms = i64::from(g.min_days_since_last_touch) * DAY_MS;
     let window = rule.closed_won_days_ago;
-    // Enrollments granted in this run (only the iterations that enroll count).
+    let holiday = facts.calendar.holiday(now_ms);
+    // Enrollments granted in this run (only the iterations that enroll count; a struct, so
+    // the counter is not mistaken for a loop index).
     struct Run {
         granted: u32,
     }
@@ -117,70 +321,113 @@ pub fn decide(
     let mut out = Vec::with_capacity(ranked.len());
     for s in ranked {
         let c = &customers[s.customer];
-        let skip = |reason: SkipReason, detail: String| Outcome::Skip { reason, detail };
         let outcome = 'decide: {
             let Some(closed) = c.won_close_ms else {
-                break 'decide skip(SkipReason::OutsideTriggerWindow, "no won deal".into());
+                break 'decide Outcome::Skip(skip(SkipReason::OutsideTriggerWindow, "no won deal".into()));
             };
             let days_ago = (now_ms - closed).div_euclid(DAY_MS);
             if days_ago < i64::from(window.min) || days_ago > i64::from(window.max) {
-                break 'decide skip(
+                break 'decide Outcome::Skip(skip(
                     SkipReason::OutsideTriggerWindow,
                     format!("won {days_ago} days ago; the rule wants {}–{}", window.min, window.max),
-                );
+                ));
             }
             if s.score < rule.min_score {
-                break 'decide skip(SkipReason::BelowMinScore, format!("score {} < {}", s.score, rule.min_score));
+                break 'decide Outcome::Skip(skip(
+                    SkipReason::BelowMinScore,
+                    format!("score {} < {}", s.score, rule.min_score),
+                ));
             }
             if facts.running.contains(&c.email) {
-                break 'decide skip(SkipReason::AlreadyEnrolled, "already running in this cadence".into());
+                break 'decide Outcome::Skip(skip(
+                    SkipReason::AlreadyEnrolled,
+                    "already running in this cadence".into(),
+                ));
             }
             if facts.opted_out.contains(&c.email) {
-                break 'decide skip(SkipReason::OptedOut, "opted out in Upso".into());
+                break 'decide Outcome::Skip(skip(SkipReason::OptedOut, "opted out in Upso".into()));
             }
             if is_suppressed(&facts.suppression_list, &c.email) {
-                break 'decide skip(SkipReason::Suppressed, "on the portfolio suppression list".into());
+                break 'decide Outcome::Skip(skip(SkipReason::Suppressed, "on the configured suppression list".into()));
+            }
+            let who = person(&c.email);
+            let p = &facts.portfolio;
+            if let Some(s) = p.suppressed.get(&who) {
+                break 'decide Outcome::Skip(
+                    portfolio_skip(&p.rules, &facts.company_id, Some(s), &[], None, now_ms)
+                        .unwrap_or_else(|| skip(SkipReason::PortfolioSuppressed, String::new())),
+                );
             }
             if let Some(&at) = facts.last_touch.get(&c.email)
                 && now_ms - at < gap_ms
             {
                 let days = (now_ms - at).div_euclid(DAY_MS);
-                break 'decide skip(
+                break 'decide Outcome::Skip(skip(
                     SkipReason::RecentlyTouched,
                     format!("last touched {days} days ago; the minimum gap is {} days", g.min_days_since_last_touch),
-                );
+                ));
+            }
+            let touches = p.touches.get(&who).map(Vec::as_slice).unwrap_or_default();
+            if let Some(s) =
+                portfolio_skip(&p.rules, &facts.company_id, None, touches, p.running_elsewhere.get(&who), now_ms)
+            {
+                break 'decide Outcome::Skip(s);
             }
             if g.skip_open_deals && c.open_deals > 0 {
-                break 'decide skip(SkipReason::OpenDeal, format!("{} open deal(s)", c.open_deals));
+                break 'decide Outcome::Skip(skip(SkipReason::OpenDeal, format!("{} open deal(s)", c.open_deals)));
             }
             if c.escalated {
-                break 'decide skip(SkipReason::Escalation, format!("{} is set", g.escalation_property));
+                break 'decide Outcome::Skip(skip(SkipReason::Escalation, format!("{} is set", g.escalation_property)));
             }
-            if let Some(detail) = in_quiet_hours(rule, c, now_ms) {
-                break 'decide skip(SkipReason::QuietHours, detail);
+            if let Some(detail) = &holiday {
+                break 'decide Outcome::Skip(skip(SkipReason::Holiday, detail.clone()));
+            }
+            if let Some(detail) = in_quiet_hours(rule, c, now_ms, &mut facts.unknown_zones) {
+                break 'decide Outcome::Skip(skip(SkipReason::QuietHours, detail));
             }
             if run.granted >= rule.max_per_run {
-                break 'decide skip(SkipReason::RunLimit, format!("{} enrollments per run", rule.max_per_run));
+                break 'decide Outcome::Skip(skip(
+                    SkipReason::RunLimit,
+                    format!("{} enrollments per run", rule.max_per_run),
+                ));
             }
-            if facts.company_today >= g.company_daily_cap {
-                break 'decide skip(SkipReason::CompanyCap, format!("{} enrollments per day", g.company_daily_cap));
-            }
-            // The least used mailbox with room: spreads the day's enrollments evenly.
-            let Some(mailbox) = facts
-                .mailboxes
-                .iter_mut()
-                .filter(|(_, used)| *used < g.mailbox_daily_cap)
-                .min_by_key(|(_, used)| *used)
-            else {
-                break 'decide skip(SkipReason::MailboxCap, format!("every mailbox has {} today", g.mailbox_daily_cap));
+            // The cadence's sender when it names one of the company's mailboxes, else the
+            // least used mailbox with room: spreads the day's enrollments evenly.
+            let sender = facts.sender.as_deref();
+            let chosen = match facts.mailboxes.iter().position(|(m, _)| Some(m.as_str()) == sender) {
+                Some(i) => Some(i),
+                None => facts
+                    .mailboxes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, used))| *used < g.mailbox_daily_cap)
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(i, _)| i),
             };
+            let mailbox_today = chosen.map_or(g.mailbox_daily_cap, |i| facts.mailboxes[i].1);
+            if let Some(s) = cap_skip(g, facts.company_today, &facts.rolling, mailbox_today) {
+                break 'decide Outcome::Skip(s);
+            }
+            let Some(i) = chosen else {
+                break 'decide Outcome::Skip(skip(SkipReason::MailboxCap, "no mailbox".into()));
+            };
+            let mailbox = &mut facts.mailboxes[i];
             mailbox.1 += 1;
             facts.company_today += 1;
+            for used in &mut facts.rolling {
+                *used += 1;
+            }
             facts.running.insert(c.email.clone());
+            facts
+                .portfolio
+                .touches
+                .entry(who)
+                .or_default()
+                .push(Touch { company_id: facts.company_id.clone(), at: now_ms });
             run.granted += 1;
             Outcome::Enroll { mailbox_id: mailbox.0.clone() }
         };
-        out.push(Decision { scored: s.clone(), outcome });
+        out.push(Decision { scored: s, outcome });
     }
     out
 }
@@ -225,12 +472,12 @@ mod tests {
     ) -> Vec<(String, Option<SkipReason>)> {
         let c = customers(deals, rule);
         let ranked = rank(rule, &c, NOW);
-        decide(rule, &c, &ranked, facts, NOW)
+        decide(rule, &c, ranked, facts, NOW)
             .into_iter()
             .map(|d| {
                 let reason = match d.outcome {
                     Outcome::Enroll { .. } => None,
-                    Outcome::Skip { reason, .. } => Some(reason),
+                    Outcome::Skip(s) => Some(s.reason),
                 };
                 (c[d.scored.customer].email.clone(), reason)
             })
@@ -284,5 +531,68 @@ mod tests {
         let mut full = facts(&[("m1", 2)]);
         let got = outcomes(&r, &deals[1..2], &mut full);
         assert_eq!(got[0].1, Some(SkipReason::MailboxCap));
+    }
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<jiff::Timestamp>().expect("instant").as_millisecond()
+    }
+
+    #[test]
+    fn quiet_hours_follow_daylight_saving_in_named_zones_and_unknown_zones_are_counted() {
+        let r = rule(
+            serde_json::json!({"quietHours": {"start": "20:00", "end": "08:00", "defaultTimeZone": "Europe/Berlin"}}),
+        );
+        let deals = [
+            deal("ny@x.example", 30.0, &[("gomark_contact_time_zone", "America/New_York")]),
+            deal("berlin@x.example", 20.0, &[]),
+            deal("gotham@x.example", 10.0, &[("gomark_contact_time_zone", "America/Gotham")]),
+        ];
+        let run = |at: i64| {
+            let deals: Vec<CustomerDeal> =
+                deals.iter().cloned().map(|d| CustomerDeal { close_date_ms: at - 10 * DAY, ..d }).collect();
+            let c = customers(&deals, &r);
+            let mut f = facts(&[("m1", 0)]);
+            let ranked = rank(&r, &c, at);
+            let got: Vec<Option<SkipReason>> = decide(&r, &c, ranked, &mut f, at)
+                .into_iter()
+                .map(|d| match d.outcome {
+                    Outcome::Enroll { .. } => None,
+                    Outcome::Skip(s) => Some(s.reason),
+                })
+                .collect();
+            (got, f.unknown_zones)
+        };
+        // 12:30 UTC on 2026-03-06: 07:30 in New York (EST, quiet), 13:30 in Berlin.
+        let quiet = Some(SkipReason::QuietHours);
+        assert_eq!(run(ms("2026-03-06T12:30:00Z")), (vec![quiet, None, None], 1));
+        // The same 12:30 UTC after the US change: 08:30 in New York (EDT), no longer quiet.
+        assert_eq!(run(ms("2026-03-09T12:30:00Z")).0, vec![None, None, None]);
+        // 18:30 UTC: 19:30 in Berlin before Europe's change, 20:30 after it (quiet); the
+        // unknown zone falls back to Berlin's, and is counted.
+        assert_eq!(run(ms("2026-03-27T18:30:00Z")).0[1..], [None, None]);
+        assert_eq!(run(ms("2026-03-30T18:30:00Z")), (vec![None, quiet, quiet], 1));
+    }
+
+    #[test]
+    fn holidays_and_rolling_caps_hold() {
+        let r = rule(serde_json::json!({"rollingCaps": [{"hours": 1, "max": 2}]}));
+        let deals = [deal("a@x.example", 3.0, &[]), deal("b@x.example", 2.0, &[]), deal("c@x.example", 1.0, &[])];
+        let mut f = facts(&[("m1", 0)]);
+        f.rolling = vec![1];
+        let got = outcomes(&r, &deals, &mut f);
+        assert_eq!(
+            got.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            [None, Some(SkipReason::RollingCap), Some(SkipReason::RollingCap)]
+        );
+
+        let mut f = facts(&[("m1", 0)]);
+        f.calendar = Calendar::from_config(&gtm_config::CompanyCalendar {
+            time_zone: Some("Pacific/Auckland".into()),
+            holidays: vec!["2026-11-24".into()],
+        })
+        .expect("calendar");
+        // 12:00 UTC on Monday 23 November is already Tuesday the 24th in Auckland.
+        let got = outcomes(&r, &deals[..1], &mut f);
+        assert_eq!(got[0].1, Some(SkipReason::Holiday));
     }
 }

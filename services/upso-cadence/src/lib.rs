@@ -12,6 +12,7 @@ mod error;
 mod grpc;
 pub mod guardrails;
 pub mod outreach;
+pub mod portfolio;
 pub mod rules;
 mod settings;
 pub mod store;

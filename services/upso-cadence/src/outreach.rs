@@ -163,6 +163,10 @@ pub fn from_upso(c: &upso_client::Cadence) -> RemoteCadence {
                     instructions: s.instructions.clone(),
                 })
                 .collect(),
+            // GoMark's own: Upso does not hold them.
+            sender: None,
+            variables: Default::default(),
+            localizable: None,
         },
         tagged_key,
     }

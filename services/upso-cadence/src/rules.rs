@@ -29,6 +29,10 @@ pub struct Customer {
     /// `hubspot_owner_id`, `dealname`, every `gomark_*` one) plus the customer's totals:
     /// `gomark.won_deals`, `gomark.won_amount`, `gomark.open_deals`.
     pub properties: BTreeMap<String, String>,
+    /// The template variables an enrollment carries besides `dealName` (`amount`,
+    /// `renewalDate`, `productUsage`, `seats`, `tier`), kept when [`Customer::slim`] drops
+    /// the properties.
+    pub variables: Vec<(&'static str, String)>,
     /// Close date of the latest won deal, if any.
     pub won_close_ms: Option<i64>,
     pub open_deals: u32,
@@ -42,59 +46,106 @@ pub fn customers(deals: &[CustomerDeal], rule: &UpsellRule) -> Vec<Customer> {
     // in a stable order, without a map of vectors.
     let mut order: Vec<&CustomerDeal> = deals.iter().collect();
     order.sort_unstable_by(|a, b| a.email.cmp(&b.email).then_with(|| a.deal_id.cmp(&b.deal_id)));
+    order.chunk_by(|a, b| a.email == b.email).filter_map(|group| customer_of(group, rule)).collect()
+}
+
+/// Groups a stream of deals ordered by email into customers one at a time, so a run holds
+/// one customer's deals at once, not the company's (the store streams them in that order).
+#[derive(Debug, Default)]
+pub struct Grouper {
+    group: Vec<CustomerDeal>,
+}
+
+impl Grouper {
+    /// Adds the next deal; returns the previous customer once their deals are complete.
+    pub fn push(&mut self, deal: CustomerDeal, rule: &UpsellRule) -> Option<Customer> {
+        let done = match self.group.first() {
+            Some(first) if first.email != deal.email => self.finish(rule),
+            _ => None,
+        };
+        self.group.push(deal);
+        done
+    }
+
+    /// The last customer.
+    pub fn finish(&mut self, rule: &UpsellRule) -> Option<Customer> {
+        let group: Vec<&CustomerDeal> = self.group.iter().collect();
+        let customer = customer_of(&group, rule);
+        self.group.clear();
+        customer
+    }
+}
+
+/// Template variable ← deal property, for what an enrollment carries.
+const VARIABLE_PROPERTIES: [(&str, &str); 5] = [
+    ("amount", "amount"),
+    ("renewalDate", "gomark_renewal_date"),
+    ("productUsage", "gomark_product_usage"),
+    ("seats", "gomark_seats"),
+    ("tier", "gomark_customer_tier"),
+];
+
+impl Customer {
+    /// Drops the properties, which only scoring needs: after scoring, a run keeps each
+    /// customer with just what an enrollment carries, so 100,000 customers fit in little
+    /// memory.
+    pub fn slim(&mut self) {
+        self.properties = BTreeMap::new();
+    }
+}
+
+/// One customer from all of their deals (sharing an email).
+fn customer_of(group: &[&CustomerDeal], rule: &UpsellRule) -> Option<Customer> {
     let won = |d: &CustomerDeal| rule.won_stages.iter().any(|s| s == &d.stage);
     let lost = |d: &CustomerDeal| rule.lost_stages.iter().any(|s| s == &d.stage);
     let escalation = &rule.guardrails.escalation_property;
-    order
-        .chunk_by(|a, b| a.email == b.email)
-        .filter_map(|group| {
-            let (mut won_deals, mut won_amount, mut open_deals, mut escalated) = (0u32, 0.0f64, 0u32, false);
-            let mut latest_won: Option<&CustomerDeal> = None;
-            for d in group.iter().copied() {
-                if won(d) {
-                    won_deals += 1;
-                    won_amount += d.amount.unwrap_or(0.0);
-                    if latest_won
-                        .is_none_or(|l| (d.close_date_ms, d.deal_id.as_str()) > (l.close_date_ms, l.deal_id.as_str()))
-                    {
-                        latest_won = Some(d);
-                    }
-                } else if !lost(d) {
-                    open_deals += 1;
-                }
-                escalated |= d
-                    .properties
-                    .get(escalation)
-                    .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
+    let (mut won_deals, mut won_amount, mut open_deals, mut escalated) = (0u32, 0.0f64, 0u32, false);
+    let mut latest_won: Option<&CustomerDeal> = None;
+    for d in group.iter().copied() {
+        if won(d) {
+            won_deals += 1;
+            won_amount += d.amount.unwrap_or(0.0);
+            if latest_won.is_none_or(|l| (d.close_date_ms, d.deal_id.as_str()) > (l.close_date_ms, l.deal_id.as_str()))
+            {
+                latest_won = Some(d);
             }
-            let primary = latest_won
-                .or_else(|| group.iter().copied().max_by_key(|d| (d.last_modified_ms, d.deal_id.as_str())))?;
-            let mut properties = primary.properties.clone();
-            properties.insert("dealname".into(), primary.deal_name.clone());
-            properties.insert("dealstage".into(), primary.stage.clone());
-            properties.insert("hubspot_owner_id".into(), primary.owner_id.clone());
-            if let Some(amount) = primary.amount {
-                properties.insert("amount".into(), amount.to_string());
-            }
-            if primary.close_date_ms > 0 {
-                properties.insert("closedate".into(), primary.close_date_ms.to_string());
-            }
-            properties.insert("gomark.won_deals".into(), won_deals.to_string());
-            properties.insert("gomark.won_amount".into(), won_amount.to_string());
-            properties.insert("gomark.open_deals".into(), open_deals.to_string());
-            Some(Customer {
-                email: primary.email.clone(),
-                deal_id: primary.deal_id.clone(),
-                deal_name: primary.deal_name.clone(),
-                first_name: primary.properties.get(CONTACT_FIRST_NAME).cloned(),
-                time_zone: primary.properties.get(CONTACT_TIME_ZONE).cloned(),
-                properties,
-                won_close_ms: latest_won.map(|d| d.close_date_ms),
-                open_deals,
-                escalated,
-            })
-        })
-        .collect()
+        } else if !lost(d) {
+            open_deals += 1;
+        }
+        escalated |= d
+            .properties
+            .get(escalation)
+            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"));
+    }
+    let primary =
+        latest_won.or_else(|| group.iter().copied().max_by_key(|d| (d.last_modified_ms, d.deal_id.as_str())))?;
+    let mut properties = primary.properties.clone();
+    properties.insert("dealname".into(), primary.deal_name.clone());
+    properties.insert("dealstage".into(), primary.stage.clone());
+    properties.insert("hubspot_owner_id".into(), primary.owner_id.clone());
+    if let Some(amount) = primary.amount {
+        properties.insert("amount".into(), amount.to_string());
+    }
+    if primary.close_date_ms > 0 {
+        properties.insert("closedate".into(), primary.close_date_ms.to_string());
+    }
+    properties.insert("gomark.won_deals".into(), won_deals.to_string());
+    properties.insert("gomark.won_amount".into(), won_amount.to_string());
+    properties.insert("gomark.open_deals".into(), open_deals.to_string());
+    let variables =
+        VARIABLE_PROPERTIES.iter().filter_map(|(var, prop)| properties.get(*prop).map(|v| (*var, v.clone()))).collect();
+    Some(Customer {
+        email: primary.email.clone(),
+        deal_id: primary.deal_id.clone(),
+        deal_name: primary.deal_name.clone(),
+        first_name: primary.properties.get(CONTACT_FIRST_NAME).cloned(),
+        time_zone: primary.properties.get(CONTACT_TIME_ZONE).cloned(),
+        properties,
+        variables,
+        won_close_ms: latest_won.map(|d| d.close_date_ms),
+        open_deals,
+        escalated,
+    })
 }
 
 /// A customer's score and why.
@@ -218,10 +269,15 @@ pub fn score(rule: &UpsellRule, customer: &Customer, index: usize, now_ms: i64) 
 /// Every customer scored, highest first (ties: by email, so runs are reproducible).
 pub fn rank(rule: &UpsellRule, customers: &[Customer], now_ms: i64) -> Vec<Scored> {
     let mut scored: Vec<Scored> = customers.iter().enumerate().map(|(i, c)| score(rule, c, i, now_ms)).collect();
+    sort_ranked(&mut scored, customers);
+    scored
+}
+
+/// Orders scores highest first (ties: by email).
+pub fn sort_ranked(scored: &mut [Scored], customers: &[Customer]) {
     scored.sort_by(|a, b| {
         b.score.total_cmp(&a.score).then_with(|| customers[a.customer].email.cmp(&customers[b.customer].email))
     });
-    scored
 }
 
 #[cfg(test)]

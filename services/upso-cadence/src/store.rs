@@ -3,8 +3,10 @@
 
 use crate::Result;
 use crate::credentials::Vault;
+use crate::guardrails::CapCounts;
+use crate::portfolio::{Suppression, SuppressionKind, Touch};
 use gomark_storage::Database;
-use gtm_config::{Cadence, UpsellRule};
+use gtm_config::{Cadence, CompanyCalendar, PortfolioContact, UpsellRule};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +21,10 @@ pub struct OutreachConfig {
     pub cadences: Vec<Cadence>,
     pub upsell_rules: Vec<UpsellRule>,
     pub suppression_list: Vec<String>,
+    /// The company's time zone and holidays.
+    pub calendar: CompanyCalendar,
+    /// The portfolio's rules for a person across companies.
+    pub portfolio_contact: PortfolioContact,
 }
 
 impl OutreachConfig {
@@ -39,6 +45,8 @@ impl OutreachConfig {
             cadences: config.cadences,
             upsell_rules: config.upsell_rules,
             suppression_list: config.suppression_list,
+            calendar: config.calendar,
+            portfolio_contact: config.portfolio_contact,
         })
     }
 
@@ -101,8 +109,6 @@ impl std::fmt::Debug for Store {
         f.write_str("Store")
     }
 }
-
-const DAY_MS: i64 = 24 * 3600 * 1000;
 
 impl Store {
     pub fn new(db: Database, vault: Arc<Vault>) -> Self {
@@ -293,21 +299,23 @@ impl Store {
         .bind(company_id)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CustomerDeal {
-                    deal_id: r.try_get("deal_id")?,
-                    email: r.try_get("email")?,
-                    deal_name: r.try_get("deal_name")?,
-                    stage: r.try_get("stage")?,
-                    amount: r.try_get("amount")?,
-                    close_date_ms: r.try_get("close_date_ms")?,
-                    owner_id: r.try_get("owner_id")?,
-                    properties: serde_json::from_str(&r.try_get::<String, _>("properties")?)?,
-                    last_modified_ms: r.try_get("last_modified_ms")?,
-                })
-            })
-            .collect()
+        rows.iter().map(deal_row).collect()
+    }
+
+    /// The company's deals one at a time, ordered by email (each customer's deals
+    /// together), so a run never holds the whole company in memory.
+    pub fn customer_deals_by_email<'a>(
+        &'a self,
+        company_id: &'a str,
+    ) -> impl futures::Stream<Item = Result<CustomerDeal>> + Send + 'a {
+        use futures::StreamExt as _;
+        sqlx::query(
+            "SELECT deal_id, email, deal_name, stage, amount, close_date_ms, owner_id, properties, last_modified_ms \
+             FROM customer_deals WHERE company_id = $1 ORDER BY email, deal_id",
+        )
+        .bind(company_id)
+        .fetch(self.db.pool())
+        .map(|row| row.map_err(crate::Error::from).and_then(|r| deal_row(&r)))
     }
 
     /// Contacts GoMark enrolled in the cadence that Upso still runs.
@@ -364,27 +372,6 @@ impl Store {
         .execute(conn)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Enrollments made since the start of `now`'s UTC day: per mailbox, and in total.
-    pub async fn enrolled_today(&self, company_id: &str, now_ms: i64) -> Result<(HashMap<String, u32>, u32)> {
-        let day_start = now_ms.div_euclid(DAY_MS) * DAY_MS;
-        let rows = sqlx::query(
-            "SELECT mailbox_id, COUNT(*) AS n FROM decisions WHERE company_id = $1 AND decision = 'enroll' \
-             AND decided_at >= $2 GROUP BY mailbox_id",
-        )
-        .bind(company_id)
-        .bind(day_start)
-        .fetch_all(self.db.pool())
-        .await?;
-        let mut per_mailbox = HashMap::new();
-        let mut total = 0;
-        for r in rows {
-            let n = r.try_get::<i64, _>("n")? as u32;
-            per_mailbox.insert(r.try_get::<String, _>("mailbox_id")?, n);
-            total += n;
-        }
-        Ok((per_mailbox, total))
     }
 
     /// The last enrollment of each contact since `since_ms` (any cadence): a touch is coming.
@@ -510,6 +497,316 @@ impl Store {
             .await?;
         rows.iter().map(|r| Ok(r.try_get("action")?)).collect()
     }
+}
+
+/// Where the portfolio's audit entries go (they belong to no single company).
+pub const PORTFOLIO: &str = "portfolio";
+
+/// One enrollment to reserve under the cap locks.
+#[derive(Debug, Clone)]
+pub struct Reservation<'a> {
+    pub id: &'a str,
+    pub person: &'a str,
+    pub email: &'a str,
+    pub company_id: &'a str,
+    pub cadence_key: &'a str,
+    pub mailbox_id: &'a str,
+    pub now_ms: i64,
+    /// The start of the company's calendar day.
+    pub day_start_ms: i64,
+    /// The rule's rolling windows, in hours.
+    pub rolling_hours: Vec<u32>,
+    /// How far back the person's touches matter (the longest portfolio window).
+    pub person_since_ms: i64,
+}
+
+fn deal_row(r: &sqlx::any::AnyRow) -> Result<CustomerDeal> {
+    Ok(CustomerDeal {
+        deal_id: r.try_get("deal_id")?,
+        email: r.try_get("email")?,
+        deal_name: r.try_get("deal_name")?,
+        stage: r.try_get("stage")?,
+        amount: r.try_get("amount")?,
+        close_date_ms: r.try_get("close_date_ms")?,
+        owner_id: r.try_get("owner_id")?,
+        properties: serde_json::from_str(&r.try_get::<String, _>("properties")?)?,
+        last_modified_ms: r.try_get("last_modified_ms")?,
+    })
+}
+
+fn suppression_row(r: &sqlx::any::AnyRow) -> Result<Suppression> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Suppression {
+        person: r.try_get("person")?,
+        kind: SuppressionKind::parse(&kind).unwrap_or(SuppressionKind::DoNotContact),
+        source_company_id: r.try_get("source_company_id")?,
+        reason: r.try_get("reason")?,
+        actor: r.try_get("actor")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Store {
+    /// The whole portfolio suppression list, by person.
+    pub async fn suppressions(&self) -> Result<HashMap<String, Suppression>> {
+        let rows = sqlx::query(
+            "SELECT person, kind, source_company_id, reason, actor, created_at FROM portfolio_suppressions ORDER BY person",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| suppression_row(r).map(|s| (s.person.clone(), s))).collect()
+    }
+
+    /// Puts a person on the portfolio suppression list (false: already on it), audited.
+    pub async fn suppress(&self, s: &Suppression) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO portfolio_suppressions (person, kind, source_company_id, reason, actor, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (person) DO NOTHING",
+        )
+        .bind(&s.person)
+        .bind(s.kind.as_str())
+        .bind(&s.source_company_id)
+        .bind(&s.reason)
+        .bind(&s.actor)
+        .bind(s.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let added = done.rows_affected() == 1;
+        if added {
+            let after = serde_json::json!({
+                "person": s.person, "kind": s.kind.as_str(), "sourceCompanyId": s.source_company_id, "reason": s.reason,
+            });
+            audit(
+                &mut tx,
+                PORTFOLIO,
+                &s.actor,
+                "portfolio.suppressed",
+                &format!("person/{}", s.person),
+                None,
+                Some(after),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Takes a person off the portfolio suppression list (false: was not on it), audited.
+    pub async fn unsuppress(&self, person: &str, actor: &str) -> Result<bool> {
+        let mut tx = self.db.begin().await?;
+        let before = sqlx::query(
+            "SELECT person, kind, source_company_id, reason, actor, created_at FROM portfolio_suppressions WHERE person = $1",
+        )
+        .bind(person)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(before) = before else { return Ok(false) };
+        let before = suppression_row(&before)?;
+        sqlx::query("DELETE FROM portfolio_suppressions WHERE person = $1").bind(person).execute(&mut *tx).await?;
+        let was = serde_json::json!({
+            "person": before.person, "kind": before.kind.as_str(), "sourceCompanyId": before.source_company_id,
+            "reason": before.reason,
+        });
+        audit(&mut tx, PORTFOLIO, actor, "portfolio.unsuppressed", &format!("person/{person}"), Some(was), None)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every company's touches since `since_ms`, by person.
+    pub async fn touches_since(&self, since_ms: i64) -> Result<HashMap<String, Vec<Touch>>> {
+        let rows = sqlx::query("SELECT person, company_id, at FROM touches WHERE at >= $1 ORDER BY at")
+            .bind(since_ms)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out: HashMap<String, Vec<Touch>> = HashMap::new();
+        for r in rows {
+            out.entry(r.try_get("person")?)
+                .or_default()
+                .push(Touch { company_id: r.try_get("company_id")?, at: r.try_get("at")? });
+        }
+        Ok(out)
+    }
+
+    /// People running in a cadence of a company other than `company_id`.
+    pub async fn running_elsewhere(&self, company_id: &str) -> Result<HashMap<String, (String, String)>> {
+        let rows = sqlx::query(
+            "SELECT person, company_id, cadence_key FROM running_enrollments WHERE company_id <> $1 AND person <> ''",
+        )
+        .bind(company_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("person")?, (r.try_get("company_id")?, r.try_get("cadence_key")?)))).collect()
+    }
+
+    /// The company's enrollments since the start of its calendar day, per mailbox and in
+    /// total, and within each rolling window (hours back from `now_ms`).
+    pub async fn company_counts(
+        &self,
+        company_id: &str,
+        day_start_ms: i64,
+        rolling_hours: &[u32],
+        now_ms: i64,
+    ) -> Result<(HashMap<String, u32>, u32, Vec<u32>)> {
+        let mut conn = self.db.pool().acquire().await?;
+        company_counts(&mut conn, company_id, day_start_ms, rolling_hours, now_ms).await
+    }
+
+    /// Reserves one enrollment exactly: under the company's and the person's cap locks,
+    /// counts what every replica has reserved, lets `check` refuse, and otherwise records
+    /// the touch and takes the running-enrollment guard, all in one transaction.
+    /// `Ok(None)` when reserved; `Ok(Some(skip))` when refused (nothing written).
+    pub async fn reserve(
+        &self,
+        r: &Reservation<'_>,
+        check: impl FnOnce(&CapCounts) -> Option<crate::guardrails::Skip>,
+    ) -> Result<Option<crate::guardrails::Skip>> {
+        let mut tx = self.db.begin().await?;
+        // Company first, then person: every reservation locks in that order, so two
+        // reservations never wait on each other in a circle.
+        for scope in [format!("company:{}", r.company_id), format!("person:{}", r.person)] {
+            sqlx::query(
+                "INSERT INTO cap_locks (scope, n) VALUES ($1, 1) ON CONFLICT (scope) DO UPDATE SET n = cap_locks.n + 1",
+            )
+            .bind(&scope)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (per_mailbox, company_today, rolling) =
+            company_counts(&mut tx, r.company_id, r.day_start_ms, &r.rolling_hours, r.now_ms).await?;
+        let suppression = sqlx::query(
+            "SELECT person, kind, source_company_id, reason, actor, created_at FROM portfolio_suppressions WHERE person = $1",
+        )
+        .bind(r.person)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| suppression_row(&row))
+        .transpose()?;
+        let person_touches =
+            sqlx::query("SELECT company_id, at FROM touches WHERE person = $1 AND at >= $2 ORDER BY at")
+                .bind(r.person)
+                .bind(r.person_since_ms)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| Ok(Touch { company_id: row.try_get("company_id")?, at: row.try_get("at")? }))
+                .collect::<Result<Vec<_>>>()?;
+        let running_elsewhere = sqlx::query(
+            "SELECT company_id, cadence_key FROM running_enrollments WHERE person = $1 AND company_id <> $2 LIMIT 1",
+        )
+        .bind(r.person)
+        .bind(r.company_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| Ok::<_, crate::Error>((row.try_get("company_id")?, row.try_get("cadence_key")?)))
+        .transpose()?;
+        let counts = CapCounts {
+            company_today,
+            mailbox_today: per_mailbox.get(r.mailbox_id).copied().unwrap_or(0),
+            rolling,
+            suppression,
+            person_touches,
+            running_elsewhere,
+        };
+        if let Some(refused) = check(&counts) {
+            tx.rollback().await?;
+            return Ok(Some(refused));
+        }
+        let claimed = sqlx::query(
+            "INSERT INTO running_enrollments (company_id, cadence_key, email, upso_enrollment_id, enrolled_at, person) \
+             VALUES ($1, $2, $3, 'pending', $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(r.company_id)
+        .bind(r.cadence_key)
+        .bind(r.email)
+        .bind(r.now_ms)
+        .bind(r.person)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Some(crate::guardrails::Skip {
+                reason: crate::guardrails::SkipReason::AlreadyEnrolled,
+                detail: "already running in this cadence".into(),
+                caused_by: String::new(),
+            }));
+        }
+        sqlx::query(
+            "INSERT INTO touches (id, person, company_id, cadence_key, mailbox_id, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(r.id)
+        .bind(r.person)
+        .bind(r.company_id)
+        .bind(r.cadence_key)
+        .bind(r.mailbox_id)
+        .bind(r.now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Gives a reservation back (Upso enrolled nobody): the touch, and the guard if still pending.
+    pub async fn release(&self, touch_id: &str, company_id: &str, cadence_key: &str, email: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM touches WHERE id = $1").bind(touch_id).execute(&mut *tx).await?;
+        sqlx::query(
+            "DELETE FROM running_enrollments WHERE company_id = $1 AND cadence_key = $2 AND email = $3 AND upso_enrollment_id = 'pending'",
+        )
+        .bind(company_id)
+        .bind(cadence_key)
+        .bind(email)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a touch that did not happen (Upso already ran the contact, or refused).
+    pub async fn drop_touch(&self, conn: &mut AnyConnection, touch_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM touches WHERE id = $1").bind(touch_id).execute(conn).await?;
+        Ok(())
+    }
+}
+
+async fn company_counts(
+    conn: &mut AnyConnection,
+    company_id: &str,
+    day_start_ms: i64,
+    rolling_hours: &[u32],
+    now_ms: i64,
+) -> Result<(HashMap<String, u32>, u32, Vec<u32>)> {
+    let rows = sqlx::query(
+        "SELECT mailbox_id, COUNT(*) AS n FROM touches WHERE company_id = $1 AND at >= $2 GROUP BY mailbox_id",
+    )
+    .bind(company_id)
+    .bind(day_start_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut per_mailbox = HashMap::new();
+    let mut total = 0;
+    for r in rows {
+        let n = count(r.try_get::<i64, _>("n")?);
+        per_mailbox.insert(r.try_get::<String, _>("mailbox_id")?, n);
+        total += n;
+    }
+    let mut rolling = Vec::with_capacity(rolling_hours.len());
+    for hours in rolling_hours {
+        let since = now_ms - i64::from(*hours) * 3600 * 1000;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM touches WHERE company_id = $1 AND at > $2")
+            .bind(company_id)
+            .bind(since)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("n")?;
+        rolling.push(count(n));
+    }
+    Ok((per_mailbox, total, rolling))
 }
 
 /// Appends one audit entry: who, what, when, before, after.

@@ -1,9 +1,10 @@
 //! Upsell scoring benchmark, written into its section of BENCHMARKS.md: one company's
-//! 100,000 customers grouped from their deals, scored and ranked by a five-criterion rule,
-//! and the dry run over them (guardrails included), in customers per second, next to a
-//! plain sort of as many scores measured in the same run. The last row is the service's
-//! whole dry run: the customers read back from SQLite, opt-outs, last touches and running
-//! enrollments read from the Upso simulator, nothing sent.
+//! 100,000 customers streamed from their deals, grouped, scored and ranked by a
+//! five-criterion rule, and the dry run over them (guardrails included), in customers per
+//! second and peak resident memory, next to a plain sort of as many scores measured in the
+//! same run. The last row is the service's whole dry run: the deals streamed back from
+//! SQLite, opt-outs, last touches and running enrollments read from the Upso simulator,
+//! nothing sent.
 
 // Shared with the gateway benchmark, which uses the rest of it.
 #[allow(dead_code)]
@@ -80,30 +81,72 @@ fn config() -> Result<OutreachConfig> {
     OutreachConfig::parse(&json.to_string()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn deals(n: usize, now: i64) -> Vec<CustomerDeal> {
+/// The company's deals, generated one at a time (the benchmark never holds them all: the
+/// service streams them from its database the same way).
+fn deals(n: usize, now: i64) -> impl Iterator<Item = CustomerDeal> {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let tiers = ["gold", "silver", "bronze"];
-    (0..n)
-        .map(|i| {
-            let mut properties = BTreeMap::new();
-            properties.insert("gomark_contact_email".to_owned(), format!("c{i}@customer.example"));
-            properties.insert("gomark_product_usage".to_owned(), format!("{:.2}", rng.below(100) as f64 / 100.0));
-            properties.insert("gomark_renewal_date".to_owned(), (now + rng.below(365) as i64 * DAY_MS).to_string());
-            properties.insert("gomark_customer_tier".to_owned(), tiers[rng.below(3) as usize].to_owned());
-            CustomerDeal {
-                deal_id: i.to_string(),
-                email: format!("c{i}@customer.example"),
-                deal_name: format!("Deal {i}"),
-                // One in ten still open, so the open-deal guardrail has work.
-                stage: if rng.below(10) == 0 { "appointmentscheduled".into() } else { "closedwon".into() },
-                amount: Some(rng.below(100_000) as f64),
-                close_date_ms: now - rng.below(200) as i64 * DAY_MS,
-                owner_id: rng.below(10).to_string(),
-                properties,
-                last_modified_ms: now,
-            }
-        })
-        .collect()
+    (0..n).map(move |i| {
+        let mut properties = BTreeMap::new();
+        properties.insert("gomark_contact_email".to_owned(), format!("c{i}@customer.example"));
+        properties.insert("gomark_product_usage".to_owned(), format!("{:.2}", rng.below(100) as f64 / 100.0));
+        properties.insert("gomark_renewal_date".to_owned(), (now + rng.below(365) as i64 * DAY_MS).to_string());
+        properties.insert("gomark_customer_tier".to_owned(), tiers[rng.below(3) as usize].to_owned());
+        CustomerDeal {
+            deal_id: i.to_string(),
+            email: format!("c{i}@customer.example"),
+            deal_name: format!("Deal {i}"),
+            // One in ten still open, so the open-deal guardrail has work.
+            stage: if rng.below(10) == 0 { "appointmentscheduled".into() } else { "closedwon".into() },
+            amount: Some(rng.below(100_000) as f64),
+            close_date_ms: now - rng.below(200) as i64 * DAY_MS,
+            owner_id: rng.below(10).to_string(),
+            properties,
+            last_modified_ms: now,
+        }
+    })
+}
+
+/// Customers grouped from streamed deals (ordered by email, as the store yields them),
+/// each scored as it completes and then kept slim, as the engine does.
+fn stream_rank(
+    deals: impl Iterator<Item = CustomerDeal>,
+    rule: &gtm_config::UpsellRule,
+    now: i64,
+) -> (Vec<rules::Customer>, Vec<rules::Scored>) {
+    let mut grouper = rules::Grouper::default();
+    let (mut customers, mut ranked) = (Vec::new(), Vec::new());
+    let mut keep = |mut c: rules::Customer| {
+        ranked.push(rules::score(rule, &c, customers.len(), now));
+        c.slim();
+        customers.push(c);
+    };
+    for d in deals {
+        if let Some(c) = grouper.push(d, rule) {
+            keep(c);
+        }
+    }
+    if let Some(c) = grouper.finish(rule) {
+        keep(c);
+    }
+    rules::sort_ranked(&mut ranked, &customers);
+    (customers, ranked)
+}
+
+/// Peak resident memory (kB) since the last [`reset_peak_rss`], from /proc (Linux).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Starts a new peak (writing 5 to clear_refs resets VmHWM to the current RSS).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn mib(kb: Option<u64>) -> String {
+    kb.map_or_else(|| "n/a".into(), |kb| format!("{:.0} MiB", kb as f64 / 1024.0))
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -115,6 +158,8 @@ fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut times = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs.max(1) {
+        // The previous result goes first, so two never coexist (peak memory is one run's).
+        drop(last.take());
         let start = Instant::now();
         let out = std::hint::black_box(f());
         times.push(start.elapsed());
@@ -123,13 +168,14 @@ fn timed<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     (median(times), last.unwrap_or_else(f))
 }
 
-fn row(what: &str, n: usize, t: Duration, baseline: Duration) -> String {
+fn row(what: &str, n: usize, t: Duration, baseline: Duration, peak_kb: Option<u64>) -> String {
     let rate = n as f64 / t.as_secs_f64();
     format!(
-        "| {what} | {n} | {:.1} ms | **{:.0} customers/s** | {:.1}× |\n",
+        "| {what} | {n} | {:.1} ms | **{:.0} customers/s** | {:.1}× | {} |\n",
         t.as_secs_f64() * 1000.0,
         rate,
-        t.as_secs_f64() / baseline.as_secs_f64()
+        t.as_secs_f64() / baseline.as_secs_f64(),
+        mib(peak_kb)
     )
 }
 
@@ -138,12 +184,13 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let machine = report::Machine::detect();
     let date = report::utc_now();
-    let now = chrono::Utc::now().timestamp_millis();
+    // Noon UTC today: outside the rule's quiet hours (22:00–06:00 UTC) whenever it runs.
+    let now = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
     let config = config()?;
     let rule = config.upsell_rules.first().context("a rule")?.clone();
-    let deals = deals(args.customers, now);
 
     // Baseline: sorting as many scores as there are customers, nothing else.
+    reset_peak_rss();
     let mut rng = XorShift(42);
     let raw: Vec<f64> = (0..args.customers).map(|_| rng.below(1_000_000) as f64 / 7.0).collect();
     let (sort, _) = timed(args.runs, || {
@@ -151,8 +198,13 @@ async fn main() -> Result<()> {
         v.sort_by(|a, b| b.total_cmp(a));
         v
     });
-    let (group, customers) = timed(args.runs, || rules::customers(&deals, &rule));
-    let (rank, ranked) = timed(args.runs, || rules::rank(&rule, &customers, now));
+    drop(raw);
+    let sort_peak = peak_rss_kb();
+    reset_peak_rss();
+    let (rank, (customers, ranked)) = timed(args.runs, || stream_rank(deals(args.customers, now), &rule, now));
+    assert_eq!(ranked.len(), args.customers);
+    drop((customers, ranked));
+    let rank_peak = peak_rss_kb();
     let facts = GuardFacts {
         running: (0..args.customers).step_by(100).map(|i| format!("c{i}@customer.example")).collect(),
         opted_out: (0..args.customers).step_by(97).map(|i| format!("c{i}@customer.example")).collect::<HashSet<_>>(),
@@ -162,16 +214,18 @@ async fn main() -> Result<()> {
             .map(|i| (format!("c{i}@customer.example"), now - DAY_MS))
             .collect::<HashMap<_, _>>(),
         mailboxes: vec![("mbx_1".into(), 0), ("mbx_2".into(), 0)],
-        company_today: 0,
+        ..GuardFacts::default()
     };
-    let (dry, decisions) = timed(args.runs, || {
-        let customers = rules::customers(&deals, &rule);
-        let ranked = rules::rank(&rule, &customers, now);
+    reset_peak_rss();
+    let (dry, would_enroll) = timed(args.runs, || {
+        let (customers, ranked) = stream_rank(deals(args.customers, now), &rule, now);
         let mut f = facts.clone();
-        guardrails::decide(&rule, &customers, &ranked, &mut f, now)
+        let decisions = guardrails::decide(&rule, &customers, ranked, &mut f, now);
+        decisions.iter().filter(|d| matches!(d.outcome, guardrails::Outcome::Enroll { .. })).count()
     });
-    let would_enroll = decisions.iter().filter(|d| matches!(d.outcome, guardrails::Outcome::Enroll { .. })).count();
-    assert_eq!(ranked.len(), args.customers);
+    let dry_peak = peak_rss_kb();
+    assert!(would_enroll > 0, "the dry run should enroll somebody");
+    drop(facts);
 
     // The service's whole dry run: SQLite read, Upso reads, scoring, guardrails.
     let (sim, addr) =
@@ -201,47 +255,52 @@ async fn main() -> Result<()> {
     let cadences = Cadences::new(store.clone(), vendor.clone());
     cadences.apply(COMPANY, &config, 1, None).await?;
     let mut tx = db.begin().await?;
-    for d in &deals {
-        store.upsert_customer_deal(&mut tx, COMPANY, d).await?;
+    for d in deals(args.customers, now) {
+        store.upsert_customer_deal(&mut tx, COMPANY, &d).await?;
     }
     tx.commit().await?;
     let engine = Engine::new(store, vendor, cadences, RelayWaker::default());
     let mut times = Vec::new();
     let mut report = None;
+    reset_peak_rss();
     for _ in 0..args.runs.clamp(1, 3) {
+        drop(report.take());
         let start = Instant::now();
         report = Some(engine.run(COMPANY, true, now).await?);
         times.push(start.elapsed());
     }
     let service = median(times);
     let report = report.context("a dry run")?;
+    let service_peak = peak_rss_kb();
     assert_eq!(report.scored as usize, args.customers);
     assert!(sim.enrollments(TOKEN).is_empty(), "a dry run enrolls nobody");
 
     let n = args.customers;
-    let heading = "## Upsell scoring and dry run (issue 7)";
+    let heading = "## Upsell scoring and dry run (issues 7 and 20)";
     let section = format!(
         "{heading}\n\nRun {date} on {cpus} CPUs ({cpu}), {mem}, {os} with `cargo run --release -p gomark-bench --bin upsell -- \
          --customers {n} --runs {runs} --out BENCHMARKS.md`.\n\n\
          One company, {n} customers (one deal each, one in ten still open), scored by a five-criterion rule (linear amount, \
-         usage threshold, renewal within 90 days, tier, owner). In-memory rows are the median of {runs} runs; the baseline \
-         is a plain descending sort of {n} `f64` scores in the same run, and the last column is each row's time over it. The \
+         usage threshold, renewal within 90 days, tier, owner). Deals are streamed (generated one at a time in memory, read \
+         one at a time from SQLite by the service), grouped into customers, scored as each completes, and kept slim. \
+         In-memory rows are the median of {runs} runs; the baseline \
+         is a plain descending sort of {n} `f64` scores in the same run, and `× baseline` is each row's time over it. \
+         `peak RSS` is the process's peak resident memory during the row (VmHWM, reset before each row). The \
          dry run adds the guardrails (1% running, 1% opted out, 5% touched in the last 14 days, quiet hours, caps): \
          {would_enroll} would be enrolled (500 per run at most, 200 a day per mailbox, two mailboxes, 400 a day for the \
          company). The service row is \
          `Engine::run(dry_run)` on SQLite and the Upso simulator, median of {service_runs}.\n\n\
-         | what | customers | time | rate | × baseline |\n|---|---:|---:|---:|---:|\n{r0}{r1}{r2}{r3}{r4}\n",
+         | what | customers | time | rate | × baseline | peak RSS |\n|---|---:|---:|---:|---:|---:|\n{r0}{r1}{r2}{r3}\n",
         cpus = machine.cpus,
         cpu = machine.cpu_model,
         mem = machine.memory,
         os = machine.os,
         runs = args.runs,
         service_runs = args.runs.clamp(1, 3),
-        r0 = row("baseline: sort of the scores", n, sort, sort),
-        r1 = row("group deals into customers", n, group, sort),
-        r2 = row("score and rank", n, rank, sort),
-        r3 = row("dry run, in memory (group, rank, guardrails)", n, dry, sort),
-        r4 = row("dry run, the service (SQLite + Upso reads)", n, service, sort),
+        r0 = row("baseline: sort of the scores", n, sort, sort, sort_peak),
+        r1 = row("stream deals: group, score and rank", n, rank, sort, rank_peak),
+        r2 = row("dry run, in memory (stream, rank, guardrails)", n, dry, sort, dry_peak),
+        r3 = row("dry run, the service (SQLite stream + Upso reads)", n, service, sort, service_peak),
     );
     println!("{section}");
     if let Some(path) = args.out {

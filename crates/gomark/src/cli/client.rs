@@ -233,6 +233,12 @@ impl Client {
         self.json_body(response).await
     }
 
+    pub async fn delete(&self, segments: &[&str]) -> Result<Value, CliError> {
+        let url = self.url(segments, &[]);
+        let response = self.send(self.http.request(Method::DELETE, url).timeout(TIMEOUT)).await?;
+        self.json_body(response).await
+    }
+
     /// Opens a server-sent event stream; read it with `Response::chunk`.
     pub async fn events(&self, segments: &[&str]) -> Result<Response, CliError> {
         let url = self.url(segments, &[]);

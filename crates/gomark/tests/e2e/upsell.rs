@@ -247,3 +247,33 @@ pub async fn upsell_story(api: &Api, hubspot: &hubspot_sim::HubSpotSim, upso: &u
     let revisions = api.send(Method::GET, "/v1/config/revisions", None).await.body;
     assert!(revisions.to_string().contains("legacy cadence change"), "{revisions}");
 }
+
+#[tokio::test]
+async fn the_portfolio_suppression_list_is_managed_over_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let path = "/v1/portfolio/suppressions";
+
+    let added = api
+        .send(Method::POST, path, Some(json!({"email": "Ann+x@X.example", "kind": "legal_hold", "reason": "case 7"})))
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(
+        (added.body["added"].as_bool(), added.body["suppression"]["person"].as_str()),
+        (Some(true), Some("ann@x.example"))
+    );
+    let again = api.send(Method::POST, path, Some(json!({"email": "ann@x.example", "kind": "opt_out"}))).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["added"], false, "{}", again.body);
+    api.send(Method::POST, path, Some(json!({"email": "ann@x.example", "kind": "maybe"}))).await.problem(400);
+
+    let list = api.send(Method::GET, path, None).await;
+    assert_eq!(list.body["items"][0]["kind"], "legal_hold", "{}", list.body);
+    let removed = api.send(Method::DELETE, &format!("{path}/ann@x.example"), None).await;
+    assert_eq!(removed.body["removed"], true, "{}", removed.body);
+    let list = api.send(Method::GET, path, None).await;
+    assert_eq!(list.body["items"].as_array().map(Vec::len), Some(0), "{}", list.body);
+}

@@ -44,13 +44,18 @@ pub struct CandidateView {
     reasons: Vec<ScoreReasonView>,
     /// `enroll` or `skip`
     decision: String,
-    /// `opted_out`, `suppressed`, `recently_touched`, `already_enrolled`, `open_deal`,
-    /// `escalation`, `quiet_hours`, `mailbox_cap`, `company_cap`, `run_limit`,
-    /// `below_min_score` or `outside_trigger_window`
+    /// `opted_out`, `suppressed`, `portfolio_suppressed`, `recently_touched`,
+    /// `portfolio_gap`, `portfolio_cap`, `portfolio_exclusive`, `already_enrolled`,
+    /// `open_deal`, `escalation`, `holiday`, `quiet_hours`, `mailbox_cap`, `company_cap`,
+    /// `rolling_cap`, `run_limit`, `below_min_score` or `outside_trigger_window`
     #[serde(skip_serializing_if = "String::is_empty")]
     skip_reason: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     detail: String,
+    /// The company whose touch or opt-out caused a portfolio skip (`portfolio_cap`,
+    /// `portfolio_gap`, `portfolio_exclusive`, `portfolio_suppressed`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    caused_by_company: String,
 }
 
 /// A run of the upsell engine: every customer scored, highest first.
@@ -85,6 +90,7 @@ impl From<pb::EngineReport> for UpsellRunView {
                     decision: c.decision,
                     skip_reason: c.skip_reason,
                     detail: c.detail,
+                    caused_by_company: c.caused_by_company,
                 })
                 .collect(),
             note: r.note,

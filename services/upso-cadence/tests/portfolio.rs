@@ -1,0 +1,312 @@
+//! Portfolio-wide contact rules against the Upso simulator, on SQLite and Postgres: one
+//! person who is a customer of three companies gets at most the portfolio cap, and the dry
+//! run names the company whose touch caused each skip; an opt-out in one company
+//! suppresses the person everywhere; two replicas racing never exceed a cap.
+
+use gomark_events::consumer::EventHandler;
+use gomark_events::relay::RelayWaker;
+use gomark_proto::events::v1::DealUpserted;
+use gomark_storage::Database;
+use gomark_upso_cadence::cadences::Cadences;
+use gomark_upso_cadence::credentials::Vault;
+use gomark_upso_cadence::deals::{DealEvents, EngineTriggers};
+use gomark_upso_cadence::engine::{Engine, RunReport};
+use gomark_upso_cadence::guardrails::{self, CapCounts, SkipReason};
+use gomark_upso_cadence::outreach::{OutreachVendor, UpsoVendor};
+use gomark_upso_cadence::portfolio::{Suppression, SuppressionKind};
+use gomark_upso_cadence::store::{OutreachConfig, Reservation, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use upso_client::{ClientConfig, UpsoClient, UpsoToken};
+use upso_sim::{SimConfig, UpsoSim};
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+const COMPANIES: [&str; 3] = ["c-a", "c-b", "c-c"];
+
+fn token(company: &str) -> String {
+    format!("upso-token-{company}")
+}
+
+/// One upso-cadence replica: its own connection pool, vendor client and engine.
+struct Replica {
+    store: Store,
+    cadences: Cadences,
+    engine: Engine,
+}
+
+async fn replica(settings: &gomark_storage::DatabaseSettings, addr: std::net::SocketAddr, keys: &str) -> Replica {
+    let db = Database::connect(settings).await.expect("connect");
+    db.migrate(&gomark_upso_cadence::MIGRATIONS).await.expect("migrate");
+    let store = Store::new(db, Arc::new(Vault::from_setting(keys).expect("vault")));
+    let client = UpsoClient::new(ClientConfig {
+        base_url: format!("http://{addr}"),
+        retry_base_delay: Duration::from_millis(10),
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let vendor: Arc<dyn OutreachVendor> = Arc::new(UpsoVendor::new(client));
+    let cadences = Cadences::new(store.clone(), vendor.clone());
+    let engine = Engine::new(store.clone(), vendor, cadences.clone(), RelayWaker::default());
+    Replica { store, cadences, engine }
+}
+
+fn sim_client(addr: std::net::SocketAddr) -> UpsoClient {
+    UpsoClient::new(ClientConfig { base_url: format!("http://{addr}"), ..ClientConfig::default() }).expect("client")
+}
+
+struct Portfolio {
+    sim: UpsoSim,
+    replicas: Vec<Replica>,
+    _db: gomark_testkit::TestDatabase,
+}
+
+impl Portfolio {
+    fn one(&self) -> &Replica {
+        &self.replicas[0]
+    }
+}
+
+fn config(portfolio: serde_json::Value, company_cap: u32) -> OutreachConfig {
+    let json = serde_json::json!({
+        "cadences": [{"key": "upsell", "name": "Upsell", "steps": [
+            {"type": "auto_email", "delayHours": 0, "subject": "A gift", "body": "Hi {{firstName}}"}]}],
+        "upsellRules": [{
+            "key": "default", "cadence": "upsell", "maxPerRun": 100,
+            "closedWonDaysAgo": {"min": 1, "max": 90},
+            "scoring": [{"property": "amount", "op": "linear", "points": 0.001}],
+            "guardrails": {"minDaysSinceLastTouch": 0, "mailboxDailyCap": 100, "companyDailyCap": company_cap}
+        }],
+        "calendar": {"timeZone": "Europe/Berlin"},
+        "portfolioContact": portfolio
+    });
+    OutreachConfig::parse(&json.to_string()).expect("config")
+}
+
+/// Three companies, each with its own Upso account, on one database; `replicas` engines.
+async fn portfolio(tdb: gomark_testkit::TestDatabase, replicas: usize, config: &OutreachConfig) -> Portfolio {
+    let (sim, addr) = upso_sim::spawn(SimConfig::default(), "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    let keys = Vault::generate_setting("t");
+    let mut all = Vec::new();
+    for _ in 0..replicas {
+        all.push(replica(&tdb.settings, addr, &keys).await);
+    }
+    let first = &all[0];
+    let vendor = UpsoVendor::new(sim_client(addr));
+    for company in COMPANIES {
+        sim.register_account(&token(company), company);
+        let t = UpsoToken::new(token(company));
+        let account = vendor.account_id(&t).await.expect("account");
+        first.store.save_account(company, &account, &t).await.expect("register");
+        first.cadences.apply(company, config, 1, None).await.expect("apply");
+    }
+    Portfolio { sim, replicas: all, _db: tdb }
+}
+
+async fn feed(store: &Store, company: &str, id: &str, email: &str, amount: f64) {
+    let now = gomark_storage::now_ms();
+    let d = DealUpserted {
+        company_id: company.into(),
+        portal_id: "1".into(),
+        deal_id: id.into(),
+        name: format!("Deal {id}"),
+        pipeline_id: "default".into(),
+        stage_id: "closedwon".into(),
+        amount: Some(amount),
+        close_date_ms: now - 10 * DAY_MS,
+        owner_id: "7".into(),
+        last_modified_ms: now,
+        created_ms: now - 100 * DAY_MS,
+        properties: std::collections::HashMap::from([("gomark_contact_email".to_owned(), email.to_owned())]),
+    };
+    let event = gomark_events::envelope::new_event(company, gomark_events::event_types::DEAL_UPSERTED, &d);
+    let handler = DealEvents { store: store.clone(), triggers: Arc::new(EngineTriggers::default()) };
+    handler.handle(&event).await.expect("handled");
+}
+
+fn of<'a>(report: &'a RunReport, email: &str) -> &'a gomark_upso_cadence::engine::CandidateReport {
+    report.candidates.iter().find(|c| c.email == email).unwrap_or_else(|| panic!("{email} in {report:?}"))
+}
+
+fn enrolled(sim: &UpsoSim, company: &str) -> Vec<String> {
+    sim.enrollments(&token(company)).into_iter().map(|e| e.contact.email).collect()
+}
+
+#[tokio::test]
+async fn a_customer_of_three_companies_gets_at_most_the_portfolio_cap_and_the_dry_run_names_who_caused_it() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let cfg = config(serde_json::json!({"maxTouches": 2, "windowDays": 7}), 10);
+        let p = portfolio(tdb, 1, &cfg).await;
+        let r = p.one();
+        // Ann is a customer of all three (C knows her as Ann+c@…, the same person).
+        for (company, email) in [("c-a", "ann@x.example"), ("c-b", "ann@x.example"), ("c-c", "ann+c@x.example")] {
+            feed(&r.store, company, &format!("{company}-1"), email, 50_000.0).await;
+            feed(&r.store, company, &format!("{company}-2"), &format!("only-{company}@x.example"), 10_000.0).await;
+        }
+        let now = gomark_storage::now_ms();
+        let a = r.engine.run("c-a", false, now).await.expect("run a");
+        assert_eq!(of(&a, "ann@x.example").skip, None, "{label}: {a:?}");
+        let b = r.engine.run("c-b", false, now + 1000).await.expect("run b");
+        assert_eq!(of(&b, "ann@x.example").skip, None, "{label}: {b:?}");
+
+        let dry = r.engine.run("c-c", true, now + 2000).await.expect("dry run c");
+        let ann = of(&dry, "ann+c@x.example");
+        assert_eq!(ann.skip, Some(SkipReason::PortfolioCap), "{label}: {dry:?}");
+        assert_eq!(ann.caused_by, "c-b", "{label}: the latest touch");
+        assert!(ann.detail.contains("c-a at") && ann.detail.contains("c-b at"), "{label}: {}", ann.detail);
+        assert!(ann.detail.contains("the portfolio cap is 2"), "{label}: {}", ann.detail);
+        assert_eq!(of(&dry, "only-c-c@x.example").skip, None, "{label}: others are not affected");
+
+        let c = r.engine.run("c-c", false, now + 3000).await.expect("run c");
+        assert_eq!(of(&c, "ann+c@x.example").skip, Some(SkipReason::PortfolioCap), "{label}");
+        assert_eq!(enrolled(&p.sim, "c-c"), ["only-c-c@x.example"], "{label}");
+        let total: usize = COMPANIES
+            .iter()
+            .map(|co| {
+                enrolled(&p.sim, co).iter().filter(|e| e.trim_start_matches("ann").starts_with(['@', '+'])).count()
+            })
+            .sum();
+        assert_eq!(total, 2, "{label}: Ann was enrolled by two companies, the cap");
+    }
+}
+
+#[tokio::test]
+async fn the_portfolio_gap_and_cadence_exclusivity_name_the_other_company() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let cfg = config(serde_json::json!({"minHoursBetweenTouches": 48}), 10);
+        let p = portfolio(tdb, 1, &cfg).await;
+        let r = p.one();
+        feed(&r.store, "c-a", "a1", "bo@x.example", 5_000.0).await;
+        feed(&r.store, "c-b", "b1", "bo@x.example", 5_000.0).await;
+        let now = gomark_storage::now_ms();
+        r.engine.run("c-a", false, now).await.expect("run a");
+        let dry = r.engine.run("c-b", true, now + 3600 * 1000).await.expect("dry b");
+        let bo = of(&dry, "bo@x.example");
+        assert_eq!((bo.skip, bo.caused_by.as_str()), (Some(SkipReason::PortfolioGap), "c-a"), "{label}: {dry:?}");
+
+        // Exclusive cadences: even after the gap, B leaves Bo to A's running cadence.
+        let cfg = config(serde_json::json!({"exclusiveCadences": true}), 10);
+        let mut tx = r.store.db().begin().await.expect("tx");
+        r.store.save_config(&mut tx, "c-b", 2, &cfg).await.expect("config");
+        tx.commit().await.expect("commit");
+        let dry = r.engine.run("c-b", true, now + 3 * DAY_MS).await.expect("dry b");
+        let bo = of(&dry, "bo@x.example");
+        assert_eq!((bo.skip, bo.caused_by.as_str()), (Some(SkipReason::PortfolioExclusive), "c-a"), "{label}");
+        assert!(bo.detail.contains("running in cadence upsell of c-a"), "{label}: {}", bo.detail);
+    }
+}
+
+#[tokio::test]
+async fn an_opt_out_in_one_company_suppresses_the_person_everywhere() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let cfg = config(serde_json::json!({}), 10);
+        let p = portfolio(tdb, 1, &cfg).await;
+        let r = p.one();
+        for company in COMPANIES {
+            feed(&r.store, company, &format!("{company}-1"), "Cy@X.example", 5_000.0).await;
+        }
+        p.sim.opt_out(&token("c-a"), "cy@x.example").expect("opt out");
+        let now = gomark_storage::now_ms();
+        let a = r.engine.run("c-a", false, now).await.expect("run a");
+        assert_eq!(of(&a, "cy@x.example").skip, Some(SkipReason::OptedOut), "{label}: {a:?}");
+        let suppressed = r.store.suppressions().await.expect("list");
+        let cy = suppressed.get("cy@x.example").expect("on the portfolio list");
+        assert_eq!((cy.kind, cy.source_company_id.as_str()), (SuppressionKind::OptOut, "c-a"), "{label}");
+
+        for company in ["c-b", "c-c"] {
+            let report = r.engine.run(company, false, now + 1000).await.expect("run");
+            let cy = of(&report, "cy@x.example");
+            assert_eq!((cy.skip, cy.caused_by.as_str()), (Some(SkipReason::PortfolioSuppressed), "c-a"), "{label}");
+            assert!(cy.detail.contains("opt_out, via c-a"), "{label}: {}", cy.detail);
+            assert!(enrolled(&p.sim, company).is_empty(), "{label}: {company} emailed nobody");
+        }
+
+        // Managed by hand too (do-not-contact, legal hold), and audited both ways.
+        let hold = Suppression {
+            person: "dee@x.example".into(),
+            kind: SuppressionKind::LegalHold,
+            source_company_id: String::new(),
+            reason: "litigation".into(),
+            actor: "apikey:legal".into(),
+            created_at: now,
+        };
+        assert!(r.store.suppress(&hold).await.expect("suppress"), "{label}");
+        assert!(!r.store.suppress(&hold).await.expect("again"), "{label}: already on the list");
+        assert!(r.store.unsuppress("dee@x.example", "apikey:legal").await.expect("lift"), "{label}");
+        let audit = r.store.audit_actions("portfolio").await.expect("audit");
+        assert_eq!(audit, ["portfolio.suppressed", "portfolio.suppressed", "portfolio.unsuppressed"], "{label}");
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_never_exceed_a_cap() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let cfg = config(serde_json::json!({"maxTouches": 1}), 3);
+        let p = portfolio(tdb, 2, &cfg).await;
+        let r = p.one();
+        // Ten customers of A, the same ten of B.
+        for i in 0..10 {
+            for company in ["c-a", "c-b"] {
+                feed(&r.store, company, &format!("{company}-{i}"), &format!("p{i}@x.example"), 1000.0 * f64::from(i))
+                    .await;
+            }
+        }
+        let now = gomark_storage::now_ms();
+        let (one, two) = (&p.replicas[0].engine, &p.replicas[1].engine);
+        // Both replicas run both companies at once, from the same snapshot.
+        let (a1, a2, b1, b2) = tokio::join!(
+            one.run("c-a", false, now),
+            two.run("c-a", false, now),
+            one.run("c-b", false, now),
+            two.run("c-b", false, now)
+        );
+        for report in [a1, a2, b1, b2] {
+            report.expect("run");
+        }
+        let (a, b) = (enrolled(&p.sim, "c-a"), enrolled(&p.sim, "c-b"));
+        assert!(a.len() <= 3 && b.len() <= 3, "{label}: the company cap is 3: {a:?} {b:?}");
+        assert!(a.len() + b.len() >= 3, "{label}: {a:?} {b:?}");
+        assert!(a.iter().all(|e| !b.contains(e)), "{label}: the portfolio cap is 1, across replicas: {a:?} {b:?}");
+        // A company whose reserved candidates went to the other in the race (the reservation
+        // refuses; the run does not re-rank) fills its cap on its next run.
+        two.run("c-a", false, now + 1000).await.expect("run");
+        one.run("c-b", false, now + 1000).await.expect("run");
+        let (a, b) = (enrolled(&p.sim, "c-a"), enrolled(&p.sim, "c-b"));
+        assert_eq!((a.len(), b.len()), (3, 3), "{label}: {a:?} {b:?}");
+        assert!(a.iter().all(|e| !b.contains(e)), "{label}: {a:?} {b:?}");
+
+        // The reservation itself: twenty people racing for company C's cap of 3 from two
+        // replicas, each of them seeing nothing reserved yet.
+        let rule = &cfg.upsell_rules[0];
+        let mut racing = Vec::new();
+        for i in 0..20 {
+            let store = p.replicas[i % 2].store.clone();
+            let (rule, portfolio) = (rule.clone(), cfg.portfolio_contact.clone());
+            racing.push(tokio::spawn(async move {
+                let (id, who) = (format!("race-{i}"), format!("racer{i}@x.example"));
+                let reservation = Reservation {
+                    id: &id,
+                    person: &who,
+                    email: &who,
+                    company_id: "c-c",
+                    cadence_key: "upsell",
+                    mailbox_id: "mbx",
+                    now_ms: now,
+                    day_start_ms: now - 1000,
+                    rolling_hours: vec![],
+                    person_since_ms: now - 7 * DAY_MS,
+                };
+                let check = |c: &CapCounts| guardrails::recheck(&rule, &portfolio, "c-c", c, now);
+                store.reserve(&reservation, check).await.expect("reserve").is_none()
+            }));
+        }
+        let mut reserved = 0;
+        for r in racing {
+            reserved += usize::from(r.await.expect("joined"));
+        }
+        assert_eq!(reserved, 3, "{label}: exactly the cap");
+    }
+}
