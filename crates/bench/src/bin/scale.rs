@@ -9,6 +9,9 @@
 //! - `live`: deal changes arriving open-loop at a fixed rate over many portals, each timed
 //!   until a `WatchFunnel` stream shows it, per second and overall, both modes, and again
 //!   at a tenth of the portals and rate;
+//! - `drift`: hand edits in random portals at random moments, timed until the drift is
+//!   recorded, with the HubSpot calls the checks cost per portal per day, at full size and
+//!   a tenth;
 //! - `rollout`: a 50-property baseline rolled out to 1,000 simulated portals with 100 ms of
 //!   latency and 100 requests per 10 s each, in wall time and HubSpot calls, against the
 //!   floor the batch endpoints allow.
@@ -65,6 +68,19 @@ enum Bench {
         rate: u32,
         #[arg(long, default_value_t = 20)]
         secs: u64,
+    },
+    /// Hand edits in random portals, timed until GoMark records the drift.
+    Drift {
+        #[arg(long, default_value_t = 1000)]
+        portals: usize,
+        #[arg(long, default_value_t = 100)]
+        edits: usize,
+        /// The drift check interval given to the orchestrator.
+        #[arg(long, default_value_t = 45)]
+        interval_secs: u64,
+        /// The edits happen at random moments within this window.
+        #[arg(long, default_value_t = 120)]
+        window_secs: u64,
     },
     /// A 50-property baseline rolled out to many portals.
     Rollout {
@@ -338,6 +354,8 @@ async fn ingest(deals: usize) -> Result<String> {
 const INGEST_WEBHOOK_DELAY: Duration = Duration::from_millis(20);
 const LATENCY_WEBHOOK_DELAY: Duration = Duration::from_millis(1);
 
+#[path = "../drift_bench.rs"]
+mod drift_bench;
 #[path = "../funnel_bench.rs"]
 mod funnel_bench;
 #[path = "../live_bench.rs"]
@@ -504,6 +522,30 @@ async fn main() -> Result<()> {
                  p99 at full size over p99 at a tenth:\n\n| mode | ratio |\n|---|---:|\n{ratios}\n\
                  Per second of the run (by the second each deal was due):\n\n\
                  | run | second | deals | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n{seconds}\n"
+            );
+            (heading, section)
+        }
+        Bench::Drift { portals, edits, interval_secs, window_secs } => {
+            let heading = "## Drift detection at scale (issue 17)";
+            let interval = Duration::from_secs(interval_secs);
+            let window = Duration::from_secs(window_secs);
+            let full = drift_bench::run(portals, edits, interval, window).await?;
+            let tenth = drift_bench::run((portals / 10).max(1), (edits / 10).max(1), interval, window).await?;
+            let section = format!(
+                "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- drift --portals {portals} \
+                 --edits {edits} --interval-secs {interval_secs} --window-secs {window_secs} --out BENCHMARKS.md`, embedded mode.\n\n\
+                 A baseline of 5 deal properties is rolled out to every portal; then one property is relabelled by hand \
+                 in randomly chosen portals, at random moments within {window_secs} s, and each edit is timed until \
+                 `GET /v1/drift` lists its company (polled every 500 ms). HubSpot sends no webhook when a property's \
+                 definition changes, so only the scheduled checks (every company once per interval, spread across it) \
+                 can notice; the calls are every HubSpot request during the run, per portal, scaled to a day, against \
+                 the 250,000 a day a private app may make. Goal: p99 ≤ 60 s within ≤ 5 % of the daily budget.\n\n\
+                 | portals | edits | interval | detected | missed | p50 | p99 | max | calls per portal per day | of the daily budget |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}{}\n\
+                 p99 at full size over p99 at a tenth: {:.2}×.\n\n",
+                full.row,
+                tenth.row,
+                full.p99.as_secs_f64() / tenth.p99.as_secs_f64().max(f64::EPSILON)
             );
             (heading, section)
         }
