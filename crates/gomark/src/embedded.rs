@@ -32,6 +32,8 @@ pub struct EmbeddedOptions {
     pub upsell_engine: gomark_upso_cadence::EngineSettings,
     /// With the demo portfolio: simulated sales activity this often (None: none).
     pub demo_activity: Option<std::time::Duration>,
+    /// How often every company is checked for drift (the orchestrator's setting).
+    pub drift_interval: std::time::Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -53,6 +55,9 @@ impl Default for EmbeddedOptions {
             upso_sim: upso_sim::SimConfig::default(),
             upsell_engine: gomark_upso_cadence::EngineSettings::default(),
             demo_activity: None,
+            drift_interval: std::time::Duration::from_secs(
+                gomark_orchestrator::OrchestratorSettings::default().drift_interval_secs,
+            ),
         }
     }
 }
@@ -210,6 +215,7 @@ impl Embedded {
             orchestrator: gomark_orchestrator::OrchestratorSettings {
                 hubspot_sync_url: grpc_url(hubspot_sync.grpc_addr),
                 upso_cadence_url: grpc_url(upso_addr),
+                drift_interval_secs: options.drift_interval.as_secs().max(1),
                 ..Default::default()
             },
         };

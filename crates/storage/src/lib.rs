@@ -150,7 +150,13 @@ impl Database {
         let options = AnyConnectOptions::from_str(url).map_err(StorageError::Connect)?;
         let pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs));
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            // sqlx pings every connection before handing it out by default: a round trip
+            // before every query (7% of a service's CPU in profiles). A connection that died
+            // with its server fails its query instead, is dropped, and the caller's retry
+            // gets a fresh one; idle ones are recycled before a proxy would cut them.
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(60));
         let pool = match engine {
             Engine::Postgres => {
                 let schema = settings.schema.clone();

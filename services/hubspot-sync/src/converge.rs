@@ -253,9 +253,17 @@ impl Converger {
         portal: &Portal,
         desired: &EffectiveConfig,
     ) -> Result<(Plan, gtm_config::Observed), ConvergeError> {
-        let (_, observed) = crate::observed::read(client, &portal.token()).await?;
-        let ids = self.ids(&portal.company_id, desired, &observed).await?;
+        let mut ids = self.recorded_ids(&portal.company_id).await?;
         let managed = self.managed(&portal.company_id).await?;
+        // Only what the plan can touch is read: declared kinds, and kinds GoMark created
+        // before (they may have to be archived).
+        let scope = crate::observed::Scope {
+            properties: !desired.deal_properties.is_empty() || !managed.is_empty(),
+            groups: !desired.property_groups.is_empty(),
+            pipelines: !desired.pipelines.is_empty() || !ids.pipelines.is_empty(),
+        };
+        let (_, observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
+        ids.match_by_label(desired, &observed);
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
         let deleted = plan.deleted_stages(&ids, &observed);
         if !deleted.is_empty() {

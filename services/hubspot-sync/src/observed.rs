@@ -4,16 +4,39 @@
 use gtm_config::Observed;
 use hubspot_client::{AccessToken, HubSpotClient, Property};
 
+/// What a plan needs to read from a portal: only the kinds the desired state declares, or
+/// that GoMark put there before and may have to remove. A baseline of properties alone
+/// costs one call per step instead of three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub properties: bool,
+    pub groups: bool,
+    pub pipelines: bool,
+}
+
+impl Scope {
+    pub const ALL: Scope = Scope { properties: true, groups: true, pipelines: true };
+}
+
 /// Reads a portal's properties, groups and pipelines (in parallel). The raw properties are
 /// returned too, for callers that need fields the planner does not use.
 pub async fn read(
     client: &HubSpotClient,
     token: &AccessToken,
 ) -> Result<(Vec<Property>, Observed), hubspot_client::Error> {
+    read_scoped(client, token, Scope::ALL).await
+}
+
+/// Reads what `scope` names (in parallel); the kinds left out come back empty.
+pub async fn read_scoped(
+    client: &HubSpotClient,
+    token: &AccessToken,
+    scope: Scope,
+) -> Result<(Vec<Property>, Observed), hubspot_client::Error> {
     let (properties, groups, pipelines) = tokio::try_join!(
-        client.list_deal_properties(token),
-        client.list_deal_property_groups(token),
-        client.list_deal_pipelines(token),
+        async { if scope.properties { client.list_deal_properties(token).await } else { Ok(Vec::new()) } },
+        async { if scope.groups { client.list_deal_property_groups(token).await } else { Ok(Vec::new()) } },
+        async { if scope.pipelines { client.list_deal_pipelines(token).await } else { Ok(Vec::new()) } },
     )?;
     let observed = normalize(&properties, groups, pipelines);
     Ok((properties, observed))

@@ -22,6 +22,10 @@ pub struct OrchestratorSettings {
     /// Deadline of every call to another service.
     pub call_timeout_ms: u64,
     /// Every applied company's portal is checked for drift once per this many seconds.
+    /// HubSpot sends no webhook when a property's definition changes, so this bounds how
+    /// long a hand edit goes unnoticed; a check reads only what the desired state declares
+    /// (one call for a baseline of properties), so 45 s costs about 1,900 calls a portal a
+    /// day, under 1 % of a private app's daily budget (BENCHMARKS.md, drift).
     pub drift_interval_secs: u64,
 }
 
@@ -31,7 +35,7 @@ impl Default for OrchestratorSettings {
             hubspot_sync_url: "http://127.0.0.1:50052".into(),
             upso_cadence_url: String::new(),
             call_timeout_ms: 10_000,
-            drift_interval_secs: 300,
+            drift_interval_secs: 45,
         }
     }
 }

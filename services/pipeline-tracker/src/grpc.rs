@@ -46,10 +46,11 @@ fn portfolio_scope(caller: &Caller, company_ids: &[String]) -> Result<Vec<String
 }
 
 /// Sends `compute()` now and again whenever `version()` moves and the figures differ
-/// (`same` says when they do not); checks `version` on every local change and every
-/// `poll` (for changes other replicas ingested).
+/// (`same` says when they do not); checks `version` whenever `changes` moves (a local
+/// change of what is watched) and every `poll` (for changes other replicas ingested).
 fn spawn_watch<T, C, CF, V, VF>(
     tracker: Arc<Tracker>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
     poll: Duration,
     shutdown: Shutdown,
     compute: C,
@@ -64,7 +65,6 @@ where
     VF: Future<Output = crate::error::Result<i64>> + Send,
 {
     let (tx, rx) = mpsc::channel(1);
-    let mut changes = tracker.changes.subscribe();
     tokio::spawn(async move {
         let mut sent_version: Option<i64> = None;
         let mut sent: Option<T> = None;
@@ -179,6 +179,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let company = r.company_id.clone();
         let stream = spawn_watch(
             self.tracker.clone(),
+            self.tracker.changes.subscribe_company(&company),
             self.watch_poll,
             self.shutdown.clone(),
             move |t| {
@@ -207,6 +208,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let page = r.page.unwrap_or_default();
         let stream = spawn_watch(
             self.tracker.clone(),
+            self.tracker.changes.subscribe(),
             self.watch_poll,
             self.shutdown.clone(),
             move |t| {

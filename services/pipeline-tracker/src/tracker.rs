@@ -87,7 +87,7 @@ impl Tracker {
                 tracing::warn!(company_id = %c, error = %err, "cache invalidation failed; the entry expires with its ttl");
             }
         }
-        self.changes.publish();
+        self.changes.publish(companies);
     }
 
     /// Every pipeline of the company (configured or used by deals) with its figures at `as_of`.

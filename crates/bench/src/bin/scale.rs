@@ -6,6 +6,12 @@
 //! - `funnel`: pipeline-tracker's ingest of deal events (events/s, a backlog of them) and
 //!   the latency from a deal changed in HubSpot to the update on a `WatchFunnel` stream,
 //!   both modes, beside the machine's Postgres insert ceiling (pgbench, same row shape);
+//! - `live`: deal changes arriving open-loop at a fixed rate over many portals, each timed
+//!   until a `WatchFunnel` stream shows it, per second and overall, both modes, and again
+//!   at a tenth of the portals and rate;
+//! - `drift`: hand edits in random portals at random moments, timed until the drift is
+//!   recorded, with the HubSpot calls the checks cost per portal per day, at full size and
+//!   a tenth;
 //! - `rollout`: a 50-property baseline rolled out to 1,000 simulated portals with 100 ms of
 //!   latency and 100 requests per 10 s each, in wall time and HubSpot calls, against the
 //!   floor the batch endpoints allow.
@@ -23,6 +29,7 @@ use gomark_events::event_types;
 use gomark_platform::Shutdown;
 use hubspot_sim::{SimConfig, WebhookConfig};
 use serde_json::{Value, json};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -51,6 +58,29 @@ enum Bench {
         /// Deals timed one after another for the latency.
         #[arg(long, default_value_t = 200)]
         samples: usize,
+    },
+    /// Open-loop deal changes over many portals, timed to the funnel stream, both modes.
+    Live {
+        #[arg(long, default_value_t = 200)]
+        portals: usize,
+        /// Deal changes per second, over all portals.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+    },
+    /// Hand edits in random portals, timed until GoMark records the drift.
+    Drift {
+        #[arg(long, default_value_t = 1000)]
+        portals: usize,
+        #[arg(long, default_value_t = 100)]
+        edits: usize,
+        /// The drift check interval given to the orchestrator.
+        #[arg(long, default_value_t = 45)]
+        interval_secs: u64,
+        /// The edits happen at random moments within this window.
+        #[arg(long, default_value_t = 120)]
+        window_secs: u64,
     },
     /// A 50-property baseline rolled out to many portals.
     Rollout {
@@ -324,8 +354,12 @@ async fn ingest(deals: usize) -> Result<String> {
 const INGEST_WEBHOOK_DELAY: Duration = Duration::from_millis(20);
 const LATENCY_WEBHOOK_DELAY: Duration = Duration::from_millis(1);
 
+#[path = "../drift_bench.rs"]
+mod drift_bench;
 #[path = "../funnel_bench.rs"]
 mod funnel_bench;
+#[path = "../live_bench.rs"]
+mod live_bench;
 
 async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency: u32) -> Result<String> {
     let dir = tempfile::tempdir()?;
@@ -437,6 +471,81 @@ async fn main() -> Result<()> {
             let section = format!(
                 "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- funnel --events {events} \
                  --samples {samples} --out BENCHMARKS.md`.\n\n{body}"
+            );
+            (heading, section)
+        }
+        Bench::Live { portals, rate, secs } => {
+            let heading = "## Live latency at load (issue 17)";
+            let small = ((portals / 10).max(1), (rate / 10).max(1));
+            let mut rows = String::new();
+            let mut seconds = String::new();
+            let mut ratios = String::new();
+            for (mode, distributed) in [("embedded", false), ("distributed", true)] {
+                let mut p99s = Vec::new();
+                for (n, r) in [(portals, rate), small] {
+                    let dir = tempfile::tempdir()?;
+                    let running = if distributed {
+                        match distributed_for_ingest(LATENCY_WEBHOOK_DELAY).await? {
+                            Some(running) => running,
+                            None => {
+                                rows.push_str("| distributed | – | – | – | – | not run: set the GOMARK_TEST_* variables | | | |\n");
+                                break;
+                            }
+                        }
+                    } else {
+                        embedded_for_ingest(dir.path(), LATENCY_WEBHOOK_DELAY).await?
+                    };
+                    let label = format!("{mode}, {n} portals");
+                    let figures = live_bench::run(&label, running, n, r, secs).await?;
+                    rows.push_str(&figures.row);
+                    seconds.push_str(&figures.per_second);
+                    p99s.push(figures.p99);
+                }
+                if let [big, small] = p99s[..] {
+                    let _ = writeln!(
+                        ratios,
+                        "| {mode} | {:.2}× |",
+                        big.as_secs_f64() / small.as_secs_f64().max(f64::EPSILON)
+                    );
+                }
+            }
+            let section = format!(
+                "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- live --portals {portals} \
+                 --rate {rate} --secs {secs} --out BENCHMARKS.md`.\n\n\
+                 Deals are created open-loop at a fixed rate, round-robin over the portals (each portal allows 100 requests \
+                 per 10 s), and each is timed from its scheduled moment until its company's `WatchFunnel` stream shows it: \
+                 the signed webhook, hubspot-sync's dedupe, re-read and outbox, the bus, pipeline-tracker's write and \
+                 recompute. The same run is repeated at a tenth of the portals and rate; the ratio of the p99s shows how \
+                 cost grows. Goal: p99 ≤ 50 ms at 2,000 changes/s over 200 portals.\n\n\
+                 | run | portals | rate | deals | not seen within 60 s | p50 | p90 | p99 | max |\n\
+                 |---|---:|---|---:|---:|---:|---:|---:|---:|\n{rows}\n\
+                 p99 at full size over p99 at a tenth:\n\n| mode | ratio |\n|---|---:|\n{ratios}\n\
+                 Per second of the run (by the second each deal was due):\n\n\
+                 | run | second | deals | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n{seconds}\n"
+            );
+            (heading, section)
+        }
+        Bench::Drift { portals, edits, interval_secs, window_secs } => {
+            let heading = "## Drift detection at scale (issue 17)";
+            let interval = Duration::from_secs(interval_secs);
+            let window = Duration::from_secs(window_secs);
+            let full = drift_bench::run(portals, edits, interval, window).await?;
+            let tenth = drift_bench::run((portals / 10).max(1), (edits / 10).max(1), interval, window).await?;
+            let section = format!(
+                "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- drift --portals {portals} \
+                 --edits {edits} --interval-secs {interval_secs} --window-secs {window_secs} --out BENCHMARKS.md`, embedded mode.\n\n\
+                 A baseline of 5 deal properties is rolled out to every portal; then one property is relabelled by hand \
+                 in randomly chosen portals, at random moments within {window_secs} s, and each edit is timed until \
+                 `GET /v1/drift` lists its company (polled every 500 ms). HubSpot sends no webhook when a property's \
+                 definition changes, so only the scheduled checks (every company once per interval, spread across it) \
+                 can notice; the calls are every HubSpot request during the run, per portal, scaled to a day, against \
+                 the 250,000 a day a private app may make. Goal: p99 ≤ 60 s within ≤ 5 % of the daily budget.\n\n\
+                 | portals | edits | interval | detected | missed | p50 | p99 | max | calls per portal per day | of the daily budget |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}{}\n\
+                 p99 at full size over p99 at a tenth: {:.2}×.\n\n",
+                full.row,
+                tenth.row,
+                full.p99.as_secs_f64() / tenth.p99.as_secs_f64().max(f64::EPSILON)
             );
             (heading, section)
         }

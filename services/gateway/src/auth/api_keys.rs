@@ -7,6 +7,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Every key starts with this, so a leaked one is recognisable by secret scanners.
 pub const KEY_PREFIX: &str = "gmk_";
@@ -40,7 +43,23 @@ pub struct NewApiKey {
 #[derive(Clone, Debug)]
 pub struct ApiKeys {
     db: Database,
+    recent: Arc<Mutex<HashMap<String, Recent>>>,
 }
+
+/// A key that authenticated a moment ago. Hashing and looking up the key on every request
+/// was a quarter of the gateway's CPU; for [`RECENT_FOR`] the answer is reused instead.
+/// Revocation on this replica clears it at once; another replica's revocation is seen
+/// within [`RECENT_FOR`] (SECURITY.md).
+#[derive(Debug, Clone)]
+struct Recent {
+    caller: Caller,
+    expires_at: Option<i64>,
+    checked: Instant,
+}
+
+const RECENT_FOR: Duration = Duration::from_secs(1);
+/// Bounds the memory: beyond this many distinct keys in one second, start over.
+const RECENT_MAX: usize = 10_000;
 
 fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -72,7 +91,7 @@ const COLUMNS: &str = "id, name, key_prefix, role, company_id, created_by, creat
 
 impl ApiKeys {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, recent: Arc::default() }
     }
 
     pub async fn create(
@@ -134,6 +153,37 @@ impl ApiKeys {
 
     /// The caller a key stands for, if it is known, unexpired and not revoked.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>, StorageError> {
+        let now = gomark_storage::now_ms();
+        if let Some(hit) = self.recent(key)
+            && hit.expires_at.is_none_or(|at| at > now)
+        {
+            return Ok(Some(hit.caller));
+        }
+        let found = self.look_up(key).await?;
+        if let Some((caller, expires_at)) = &found {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= RECENT_MAX {
+                recent.clear();
+            }
+            recent.insert(
+                key.to_owned(),
+                Recent { caller: caller.clone(), expires_at: *expires_at, checked: Instant::now() },
+            );
+        }
+        Ok(found.map(|(caller, _)| caller))
+    }
+
+    fn recent(&self, key: &str) -> Option<Recent> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.get(key).filter(|r| r.checked.elapsed() < RECENT_FOR).cloned()
+    }
+
+    /// Forgets every recent answer, so a revocation here holds from the next request.
+    fn forget_recent(&self) {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    async fn look_up(&self, key: &str) -> Result<Option<(Caller, Option<i64>)>, StorageError> {
         let row = sqlx::query("SELECT id, name, key_prefix, role, company_id, created_by, created_at, expires_at, revoked_at FROM api_keys WHERE key_hash = $1")
             .bind(hash(key))
             .fetch_optional(self.db.pool())
@@ -143,7 +193,8 @@ impl ApiKeys {
         if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
             return Ok(None);
         }
-        Ok(Some(Caller { actor: format!("apikey:{}", record.id), role: record.role, scope: record.scope() }))
+        let caller = Caller { actor: format!("apikey:{}", record.id), role: record.role, scope: record.scope() };
+        Ok(Some((caller, record.expires_at)))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
@@ -181,6 +232,7 @@ impl ApiKeys {
             .bind(id)
             .execute(self.db.pool())
             .await?;
+        self.forget_recent();
         Ok(done.rows_affected() == 1)
     }
 
