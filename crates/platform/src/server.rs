@@ -70,11 +70,18 @@ pub async fn serve_grpc(
     }
     let mut routes = routes.add_service(health_service);
     if reflection {
-        // Both versions: grpcurl and Python's grpcio-reflection still ask v1alpha.
+        // Both versions: grpcurl and Python's grpcio-reflection still ask v1alpha. Every
+        // contract is described (a message may come from another service's file), but a
+        // port lists only the services it serves.
         let builder = || {
-            tonic_reflection::server::Builder::configure()
+            let mut builder = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health");
+            for name in &health_names.0 {
+                builder = builder.with_service_name(*name);
+            }
+            builder
         };
         routes = routes.add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?);
     }
