@@ -28,6 +28,10 @@ lint:
 hubspot-clients:
     bash .ci/hubspot-clients/run
 
+# Python's grpcio reflection client on every gRPC port; prometheus_client parses /metrics.
+judges:
+    bash .ci/judges/run
+
 # Fuzz the whole REST API against its OpenAPI document (schemathesis, from PyPI).
 fuzz:
     bash .ci/fuzz-api

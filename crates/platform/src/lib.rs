@@ -7,6 +7,7 @@ pub mod error;
 pub mod grpc_client;
 pub mod metric_catalog;
 pub mod outage;
+pub mod process_metrics;
 pub mod readiness;
 pub mod server;
 pub mod settings;

@@ -8,6 +8,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 pub fn describe() {
     describe_gauge!("build_info", "Always 1; its labels say which GoMark build runs (version).");
     metrics::gauge!("build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    crate::process_metrics::describe();
 
     // Requests served (crates/platform/src/server/request_telemetry.rs).
     describe_counter!("http_server_requests_total", Unit::Count, "HTTP requests served, by method and status.");

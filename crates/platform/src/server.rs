@@ -77,7 +77,9 @@ pub async fn serve_grpc(
             let mut builder = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(gomark_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .with_service_name("grpc.health.v1.Health");
+                .with_service_name("grpc.health.v1.Health")
+                .with_service_name("grpc.reflection.v1.ServerReflection")
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection");
             for name in &health_names.0 {
                 builder = builder.with_service_name(*name);
             }
@@ -203,7 +205,13 @@ pub async fn serve_admin(listener: TcpListener, readiness: Readiness, shutdown: 
         })
     };
     let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                crate::process_metrics::record();
+                std::future::ready(handle.render())
+            }),
+        )
         .route("/healthz", axum::routing::get(|| std::future::ready("ok")))
         .route("/readyz", axum::routing::get(readyz));
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
