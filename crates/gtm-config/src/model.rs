@@ -40,6 +40,14 @@ pub struct Baseline {
     /// order; empty means [`PortfolioStage::defaults`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub portfolio_stages: Vec<PortfolioStage>,
+    /// Validation rules on deal properties, every company's (override by property and
+    /// rule type in an overlay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_rules: Vec<crate::rules::ValidationRule>,
+    /// The integrations that write deal records, and what they set: `plan` warns when a
+    /// rule would start refusing their writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_writers: Vec<crate::rules::RecordWriter>,
 }
 
 /// A canonical portfolio stage.
@@ -116,6 +124,11 @@ pub struct CompanyOverlay {
     /// their probability.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stage_mapping: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_rules: Vec<crate::rules::ValidationRule>,
+    /// Baseline rules this company does not get, as `property/RULE_TYPE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_validation_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,15 +139,29 @@ pub struct CompanySettings {
     /// 0 is the canary wave; validated to 0..=9.
     #[serde(default = "default_rollout_wave")]
     pub rollout_wave: u8,
+    /// `driftPolicy` per source of the change (who made it), where HubSpot says.
+    #[serde(default, skip_serializing_if = "crate::rules::SourcePolicies::is_empty")]
+    pub drift_policy_by_source: crate::rules::SourcePolicies,
 }
 
 fn default_rollout_wave() -> u8 {
     1
 }
 
+impl CompanySettings {
+    /// The policy for drift made by `source`: its own, else the company's.
+    pub fn drift_policy_for(&self, source: crate::rules::ChangeSourceKind) -> DriftPolicy {
+        self.drift_policy_by_source.get(source).unwrap_or(self.drift_policy)
+    }
+}
+
 impl Default for CompanySettings {
     fn default() -> Self {
-        Self { drift_policy: DriftPolicy::default(), rollout_wave: default_rollout_wave() }
+        Self {
+            drift_policy: DriftPolicy::default(),
+            rollout_wave: default_rollout_wave(),
+            drift_policy_by_source: crate::rules::SourcePolicies::default(),
+        }
     }
 }
 

@@ -23,6 +23,22 @@ pub struct Observed {
     pub groups: Vec<ObservedGroup>,
     #[serde(default)]
     pub pipelines: Vec<ObservedPipeline>,
+    /// The deal properties' validation rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_rules: Vec<ObservedRule>,
+}
+
+/// A validation rule as the portal holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedRule {
+    pub property: String,
+    /// Kept as HubSpot's string: it may add rule types GoMark does not know yet.
+    pub rule_type: String,
+    #[serde(default)]
+    pub rule_arguments: Vec<String>,
+    #[serde(default)]
+    pub should_apply_normalization: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -171,6 +187,8 @@ pub enum Target {
     Pipeline(String),
     /// GoMark pipeline id, GoMark stage id.
     Stage(String, String),
+    /// Property name, HubSpot rule type (one rule of each type per property).
+    ValidationRule(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -210,7 +228,24 @@ pub struct Action {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// What applying an action would start to break elsewhere (it is still applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
+
+/// A consequence of an action a person should know before applying it: e.g. a rule that
+/// will make HubSpot refuse record writes GoMark or an integration makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    pub target: Target,
+    pub op: Op,
+    /// Stable, for machines: `rule_rejects_writes`.
+    pub code: String,
+    pub message: String,
+}
+
+pub const WARNING_RULE_REJECTS_WRITES: &str = "rule_rejects_writes";
 
 /// Counts of applicable actions per op, plus blocked ones (counted only as blocked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -279,6 +314,11 @@ impl Plan {
         stages
     }
 
+    /// The warnings about `action`.
+    pub fn warnings_for<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a Warning> + 'a {
+        self.warnings.iter().filter(move |w| w.target == action.target && w.op == action.op)
+    }
+
     pub fn find(&self, target: &Target, op: Op) -> Option<&Action> {
         self.actions.iter().find(|a| &a.target == target && a.op == op)
     }
@@ -291,6 +331,7 @@ impl fmt::Display for Target {
             Target::DealProperty(n) => write!(f, "deal property {n}"),
             Target::Pipeline(p) => write!(f, "pipeline {p}"),
             Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
+            Target::ValidationRule(p, r) => write!(f, "validation rule {p}/{r}"),
         }
     }
 }
@@ -325,6 +366,9 @@ impl fmt::Display for Plan {
         }
         for a in &self.actions {
             writeln!(f, "{a}")?;
+            for w in self.warnings_for(a) {
+                writeln!(f, "    warning: {}", w.message)?;
+            }
         }
         writeln!(f, "{}", self.summary())
     }
@@ -444,7 +488,109 @@ pub fn plan(
     plan_groups(desired, observed, &mut actions);
     plan_properties(desired, observed, managed, &mut actions);
     plan_pipelines(desired, observed, ids, used, &mut actions);
-    Plan { actions }
+    plan_rules(desired, observed, &mut actions);
+    let warnings = warn(desired, &actions);
+    Plan { actions, warnings }
+}
+
+fn rule_fields(arguments: &[String], normalize: bool) -> [(&'static str, Value); 2] {
+    [("ruleArguments", Value::from(arguments.to_vec())), ("shouldApplyNormalization", Value::from(normalize))]
+}
+
+/// Validation rules: the declared ones created or updated; on the properties GoMark
+/// declares (or declares rules for), rules the portal has beyond them archived. Rules on
+/// other properties are not GoMark's.
+fn plan_rules(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {
+    for rule in &desired.validation_rules {
+        let target = Target::ValidationRule(rule.property.clone(), rule.rule_type.as_str().to_owned());
+        let after = rule_fields(&rule.rule_arguments, rule.should_apply_normalization);
+        let current =
+            observed.validation_rules.iter().find(|o| o.property == rule.property && o.rule_type == rule.rule_type.as_str());
+        match current {
+            None => out.push(Action {
+                target,
+                op: Op::Create,
+                changes: after.into_iter().map(|(f, v)| change(f, Value::Null, v)).collect(),
+                blocked: None,
+            }),
+            Some(o) => {
+                let before = rule_fields(&o.rule_arguments, o.should_apply_normalization);
+                let changes: Vec<FieldChange> = after
+                    .into_iter()
+                    .zip(before)
+                    .filter(|((_, a), (_, b))| a != b)
+                    .map(|((f, a), (_, b))| change(f, b, a))
+                    .collect();
+                if !changes.is_empty() {
+                    out.push(Action { target, op: Op::Update, changes, blocked: None });
+                }
+            }
+        }
+    }
+    let governed: BTreeSet<&str> = desired
+        .deal_properties
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain(desired.validation_rules.iter().map(|r| r.property.as_str()))
+        .collect();
+    for o in &observed.validation_rules {
+        let declared =
+            desired.validation_rules.iter().any(|r| r.property == o.property && r.rule_type.as_str() == o.rule_type);
+        if governed.contains(o.property.as_str()) && !declared {
+            out.push(Action {
+                target: Target::ValidationRule(o.property.clone(), o.rule_type.clone()),
+                op: Op::Archive,
+                changes: Vec::new(),
+                blocked: None,
+            });
+        }
+    }
+}
+
+/// Warnings for rules being created or changed that HubSpot (API 2026-09 on) would use to
+/// refuse record writes GoMark or a declared integration makes.
+fn warn(desired: &EffectiveConfig, actions: &[Action]) -> Vec<Warning> {
+    let gomark: Vec<String> = crate::rules::GOMARK_DEAL_WRITES.iter().map(|s| s.to_string()).collect();
+    let writers: Vec<(&str, &[String])> = std::iter::once(("GoMark", gomark.as_slice()))
+        .chain(desired.record_writers.iter().map(|w| (w.name.as_str(), w.sets.as_slice())))
+        .collect();
+    let mut out = Vec::new();
+    for action in actions.iter().filter(|a| a.op != Op::Archive && a.blocked.is_none()) {
+        let Target::ValidationRule(property, rule_type) = &action.target else { continue };
+        let Some(rule) = desired.validation_rules.iter().find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
+        else {
+            continue;
+        };
+        for (writer, sets) in &writers {
+            let message = match rule.condition() {
+                Some((when, values)) => {
+                    if !sets.iter().any(|s| s == when) || sets.iter().any(|s| s == property) {
+                        continue;
+                    }
+                    format!(
+                        "{writer} writes deals setting {when} without {property}: HubSpot (API 2026-09 on) will refuse them with 400 VALIDATION_ERROR when {when} is {}",
+                        values.join(" or ")
+                    )
+                }
+                None => {
+                    if !sets.iter().any(|s| s == property) {
+                        continue;
+                    }
+                    format!(
+                        "{writer} writes {property} on deals: HubSpot (API 2026-09 on) will refuse values that break {rule_type} {:?} with 400 VALIDATION_ERROR",
+                        rule.rule_arguments
+                    )
+                }
+            };
+            out.push(Warning {
+                target: action.target.clone(),
+                op: action.op,
+                code: WARNING_RULE_REJECTS_WRITES.to_owned(),
+                message,
+            });
+        }
+    }
+    out
 }
 
 fn plan_groups(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {

@@ -6,7 +6,8 @@ use crate::model::{DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOpt
 use crate::outreach::{
     Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,
 };
-use crate::plan::{Action, Blocked, FieldChange, Op, Target};
+use crate::plan::{Action, Blocked, FieldChange, Op, Plan, Target};
+use crate::rules::{RecordWriter, RuleType, ValidationRule};
 use gomark_proto::config::v1 as pb;
 use gomark_proto::json;
 use serde::Serialize;
@@ -138,6 +139,12 @@ pub fn hubspot_config(config: &EffectiveConfig) -> pb::HubSpotConfig {
         property_groups: config.property_groups.iter().map(group_to_proto).collect(),
         deal_properties: config.deal_properties.iter().map(property_to_proto).collect(),
         pipelines: config.pipelines.iter().map(pipeline_to_proto).collect(),
+        validation_rules: config.validation_rules.iter().map(rule_to_proto).collect(),
+        record_writers: config
+            .record_writers
+            .iter()
+            .map(|w| pb::RecordWriter { name: w.name.clone(), sets: w.sets.clone() })
+            .collect(),
     }
 }
 
@@ -151,11 +158,23 @@ pub fn effective_from_hubspot(config: pb::HubSpotConfig) -> Result<EffectiveConf
             property_from_proto(p).map_err(|e| wire_error(format!("dealProperties[{i}].{}", e.field), e.message))
         })
         .collect::<Result<_, _>>()?;
+    let validation_rules = config
+        .validation_rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| rule_from_proto(r).map_err(|e| wire_error(format!("validationRules[{i}].{}", e.field), e.message)))
+        .collect::<Result<_, _>>()?;
     Ok(EffectiveConfig {
         company_id: config.company_id,
         property_groups: config.property_groups.into_iter().map(group_from_proto).collect(),
         deal_properties,
         pipelines: config.pipelines.into_iter().map(pipeline_from_proto).collect(),
+        validation_rules,
+        record_writers: config
+            .record_writers
+            .into_iter()
+            .map(|w| RecordWriter { name: w.name, sets: w.sets })
+            .collect(),
         ..EffectiveConfig::default()
     })
 }
@@ -398,6 +417,7 @@ fn target_parts(target: &Target) -> (&'static str, String) {
         Target::DealProperty(name) => ("deal_property", name.clone()),
         Target::Pipeline(id) => ("pipeline", id.clone()),
         Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
+        Target::ValidationRule(property, rule) => ("validation_rule", format!("{property}/{rule}")),
     }
 }
 
@@ -427,7 +447,42 @@ pub fn action_to_proto(action: &Action) -> pb::PlannedAction {
         op: op_to_proto(action.op) as i32,
         changes: action.changes.iter().map(change_to_proto).collect(),
         blocked: action.blocked.as_ref().map(blocked_to_proto),
+        warnings: Vec::new(),
     }
+}
+
+/// A plan's actions with their warnings (which are not part of an action's id: they follow
+/// from it).
+pub fn plan_to_proto(plan: &Plan) -> Vec<pb::PlannedAction> {
+    plan.actions
+        .iter()
+        .map(|action| pb::PlannedAction {
+            warnings: plan
+                .warnings_for(action)
+                .map(|w| pb::PlanWarning { code: w.code.clone(), message: w.message.clone() })
+                .collect(),
+            ..action_to_proto(action)
+        })
+        .collect()
+}
+
+pub fn rule_to_proto(r: &ValidationRule) -> pb::ValidationRule {
+    pb::ValidationRule {
+        property: r.property.clone(),
+        rule_type: r.rule_type.as_str().to_owned(),
+        rule_arguments: r.rule_arguments.clone(),
+        should_apply_normalization: r.should_apply_normalization,
+    }
+}
+
+pub fn rule_from_proto(r: pb::ValidationRule) -> Result<ValidationRule, WireError> {
+    let rule_type = RuleType::parse(&r.rule_type).ok_or_else(|| wire_error("ruleType", "not a known rule type"))?;
+    Ok(ValidationRule {
+        property: r.property,
+        rule_type,
+        rule_arguments: r.rule_arguments,
+        should_apply_normalization: r.should_apply_normalization,
+    })
 }
 
 /// One line per action, as people read plans: `+ deal property gomark_tier`.
