@@ -18,7 +18,7 @@ use gtm_config::wire::action_id;
 use gtm_config::{Action, DealsInStages, EffectiveConfig, Op, PipelineIdMap, Plan, Target, order_or_index};
 use hubspot_client::{
     HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
-    PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
+    PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, PropertyValidationRule, stage_metadata,
 };
 use sqlx::Row;
 use std::collections::{BTreeSet, HashMap};
@@ -152,8 +152,11 @@ fn rank(action: &Action) -> (u8, u8, u8) {
     let kind = match action.target {
         Target::PropertyGroup(_) => 0,
         Target::DealProperty(_) => 1,
-        Target::Pipeline(_) => 2,
-        Target::Stage(..) => 3,
+        // Rules after the properties they are on; before stages, whose deal moves they
+        // may refuse.
+        Target::ValidationRule(..) => 2,
+        Target::Pipeline(_) => 3,
+        Target::Stage(..) => 4,
     };
     (u8::from(action.op == Op::Archive), kind, u8::from(action.op != Op::Create))
 }
@@ -633,6 +636,22 @@ impl Converger {
                     };
                     client.update_deal_pipeline(&token, hubspot, &input).await?;
                 }
+            }
+            (Target::ValidationRule(property, rule_type), Op::Archive) => {
+                client.delete_deal_property_validation(&token, property, rule_type).await?;
+            }
+            (Target::ValidationRule(property, rule_type), _) => {
+                let Some(rule) =
+                    desired.validation_rules.iter().find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
+                else {
+                    return Ok(());
+                };
+                let input = PropertyValidationRule {
+                    rule_type: rule_type.clone(),
+                    rule_arguments: rule.rule_arguments.clone(),
+                    should_apply_normalization: rule.should_apply_normalization,
+                };
+                client.put_deal_property_validation(&token, property, &input).await?;
             }
             (Target::Stage(pipeline, stage), op) => {
                 let Some(hubspot_pipeline) = ids.hubspot_pipeline(pipeline) else { return Ok(()) };

@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod observed;
 mod portals;
 mod settings;
+pub mod sources;
 pub mod stage_usage;
 
 pub use deals::{DealSync, DealSyncSettings};
@@ -56,7 +57,8 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         deal_sync.clone(),
         portal_budget,
         converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
-    )));
+    )
+    .with_sources(sources::Sources::new(backends.db.clone(), settings.hubspot.gomark_app_ids()))));
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();

@@ -10,13 +10,34 @@ pub async fn read(
     client: &HubSpotClient,
     token: &AccessToken,
 ) -> Result<(Vec<Property>, Observed), hubspot_client::Error> {
-    let (properties, groups, pipelines) = tokio::try_join!(
+    let (properties, groups, pipelines, validations) = tokio::try_join!(
         client.list_deal_properties(token),
         client.list_deal_property_groups(token),
         client.list_deal_pipelines(token),
+        client.list_deal_property_validations(token),
     )?;
-    let observed = normalize(&properties, groups, pipelines);
+    let mut observed = normalize(&properties, groups, pipelines);
+    observed.validation_rules = validation_rules(validations);
     Ok((properties, observed))
+}
+
+/// The portal's validation rules, one per property and rule type, in a stable order.
+pub fn validation_rules(validations: Vec<hubspot_client::PropertyValidations>) -> Vec<gtm_config::ObservedRule> {
+    let mut rules: Vec<gtm_config::ObservedRule> = validations
+        .into_iter()
+        .flat_map(|p| {
+            let property = p.property_name;
+            p.property_validation_rules.into_iter().map(move |r| gtm_config::ObservedRule {
+                property: property.clone(),
+                rule_type: r.rule_type,
+                rule_arguments: r.rule_arguments,
+                should_apply_normalization: r.should_apply_normalization,
+            })
+        })
+        .collect();
+    rules.sort_by(|a, b| (&a.property, &a.rule_type).cmp(&(&b.property, &b.rule_type)));
+    rules.dedup_by(|a, b| a.property == b.property && a.rule_type == b.rule_type);
+    rules
 }
 
 /// HubSpot's objects in the planner's terms, in HubSpot's canonical forms: archived
@@ -81,5 +102,6 @@ pub fn normalize(
                     .collect(),
             })
             .collect(),
+        validation_rules: Vec::new(),
     }
 }

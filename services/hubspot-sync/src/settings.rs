@@ -32,6 +32,9 @@ pub struct HubSpotSettings {
     /// OAuth app used to refresh OAuth grants (optional; private-app tokens need none).
     pub oauth_client_id: String,
     pub oauth_client_secret: Secret,
+    /// GoMark's own HubSpot app ids, comma-separated: changes HubSpot reports with one of
+    /// these as `sourceId` are GoMark's, never drift by someone else.
+    pub app_ids: String,
 }
 
 impl Default for HubSpotSettings {
@@ -45,11 +48,16 @@ impl Default for HubSpotSettings {
             credential_keys: Secret::default(),
             oauth_client_id: String::new(),
             oauth_client_secret: Secret::default(),
+            app_ids: String::new(),
         }
     }
 }
 
 impl HubSpotSettings {
+    pub fn gomark_app_ids(&self) -> Vec<String> {
+        self.app_ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
     pub fn client_config(&self) -> hubspot_client::ClientConfig {
         hubspot_client::ClientConfig {
             base_url: self.base_url.clone(),
