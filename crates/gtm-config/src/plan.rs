@@ -504,8 +504,10 @@ fn plan_rules(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Acti
     for rule in &desired.validation_rules {
         let target = Target::ValidationRule(rule.property.clone(), rule.rule_type.as_str().to_owned());
         let after = rule_fields(&rule.rule_arguments, rule.should_apply_normalization);
-        let current =
-            observed.validation_rules.iter().find(|o| o.property == rule.property && o.rule_type == rule.rule_type.as_str());
+        let current = observed
+            .validation_rules
+            .iter()
+            .find(|o| o.property == rule.property && o.rule_type == rule.rule_type.as_str());
         match current {
             None => out.push(Action {
                 target,
@@ -557,7 +559,8 @@ fn warn(desired: &EffectiveConfig, actions: &[Action]) -> Vec<Warning> {
     let mut out = Vec::new();
     for action in actions.iter().filter(|a| a.op != Op::Archive && a.blocked.is_none()) {
         let Target::ValidationRule(property, rule_type) = &action.target else { continue };
-        let Some(rule) = desired.validation_rules.iter().find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
+        let Some(rule) =
+            desired.validation_rules.iter().find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
         else {
             continue;
         };

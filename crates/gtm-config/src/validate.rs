@@ -147,7 +147,9 @@ impl Document {
                 {
                     c.push(
                         format!("{prefix}.removeValidationRules[{i}]"),
-                        format!("\"{key}\" is not a baseline rule (property/RULE_TYPE), or is redeclared in this overlay"),
+                        format!(
+                            "\"{key}\" is not a baseline rule (property/RULE_TYPE), or is redeclared in this overlay"
+                        ),
                     );
                 }
             }
@@ -186,7 +188,10 @@ fn check_rule_list(c: &mut Collector, rules: &[crate::rules::ValidationRule], pa
             RuleType::ConditionalRequired => match rule.condition() {
                 Some((when, values)) if !values.is_empty() => {
                     if !is_property_name(when) {
-                        c.push(format!("{p}.ruleArguments[0]"), format!("must be a property name ({PROPERTY_NAME_PATTERN})"));
+                        c.push(
+                            format!("{p}.ruleArguments[0]"),
+                            format!("must be a property name ({PROPERTY_NAME_PATTERN})"),
+                        );
                     } else if when == rule.property {
                         c.push(format!("{p}.ruleArguments[0]"), "a property cannot be required on its own value");
                     }

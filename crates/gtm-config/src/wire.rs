@@ -162,7 +162,9 @@ pub fn effective_from_hubspot(config: pb::HubSpotConfig) -> Result<EffectiveConf
         .validation_rules
         .into_iter()
         .enumerate()
-        .map(|(i, r)| rule_from_proto(r).map_err(|e| wire_error(format!("validationRules[{i}].{}", e.field), e.message)))
+        .map(|(i, r)| {
+            rule_from_proto(r).map_err(|e| wire_error(format!("validationRules[{i}].{}", e.field), e.message))
+        })
         .collect::<Result<_, _>>()?;
     Ok(EffectiveConfig {
         company_id: config.company_id,

@@ -184,9 +184,10 @@ impl Error {
                 retry_after: rate_limit::retry_after(headers),
             };
         }
-        if let Some(j) = json.as_ref().filter(|j| {
-            status == 400 && j.get("category").and_then(Value::as_str) == Some("VALIDATION_ERROR")
-        }) {
+        if let Some(j) = json
+            .as_ref()
+            .filter(|j| status == 400 && j.get("category").and_then(Value::as_str) == Some("VALIDATION_ERROR"))
+        {
             return Error::Validation(Refusal::from_body(j));
         }
         let text =

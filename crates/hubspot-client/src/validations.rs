@@ -68,8 +68,10 @@ impl HubSpotClient {
         rule: &PropertyValidationRule,
     ) -> Result<()> {
         let url = self.crm_url(FAMILY, &[DEALS, property, "rule-type", &rule.rule_type])?;
-        let body =
-            RuleBody { rule_arguments: &rule.rule_arguments, should_apply_normalization: rule.should_apply_normalization };
+        let body = RuleBody {
+            rule_arguments: &rule.rule_arguments,
+            should_apply_normalization: rule.should_apply_normalization,
+        };
         self.send_json(token, Method::PUT, url, Some(&body)).await.map(drop)
     }
 

@@ -284,6 +284,19 @@ pub struct ActionView {
     pub blocked: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safe_alternative: Option<String>,
+    /// What applying it would start to break elsewhere (e.g. a validation rule HubSpot
+    /// would refuse GoMark's or an integration's deal writes with); it is applied all the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<WarningView>,
+}
+
+/// A consequence of an action a person should know before applying it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarningView {
+    /// Stable, for machines: `rule_rejects_writes`.
+    pub code: String,
+    pub message: String,
 }
 
 impl From<config_pb::PlannedAction> for ActionView {
@@ -308,6 +321,7 @@ impl From<config_pb::PlannedAction> for ActionView {
                 .collect(),
             blocked: a.blocked.as_ref().map(|b| b.reason.clone()),
             safe_alternative: a.blocked.map(|b| b.safe_alternative),
+            warnings: a.warnings.into_iter().map(|w| WarningView { code: w.code, message: w.message }).collect(),
         }
     }
 }

@@ -641,8 +641,10 @@ impl Converger {
                 client.delete_deal_property_validation(&token, property, rule_type).await?;
             }
             (Target::ValidationRule(property, rule_type), _) => {
-                let Some(rule) =
-                    desired.validation_rules.iter().find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
+                let Some(rule) = desired
+                    .validation_rules
+                    .iter()
+                    .find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
                 else {
                     return Ok(());
                 };

@@ -33,20 +33,21 @@ impl Sources {
         let mut companies: HashMap<u64, Option<String>> = HashMap::new();
         let mut tx = self.db.begin().await?;
         for e in events.iter().filter(|e| !e.change_source.is_empty()) {
-            if !companies.contains_key(&e.portal_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = companies.entry(e.portal_id) {
                 let row = sqlx::query("SELECT company_id FROM portals WHERE portal_id = $1")
                     .bind(e.portal_id.to_string())
                     .fetch_optional(&mut *tx)
                     .await?;
-                companies.insert(e.portal_id, row.map(|r| r.try_get("company_id")).transpose()?);
+                slot.insert(row.map(|r| r.try_get("company_id")).transpose()?);
             }
             let Some(Some(company)) = companies.get(&e.portal_id) else { continue };
             let source: String = e.change_source.chars().take(100).collect();
             let source_id: String = e.source_id.chars().take(100).collect();
-            for target in [PORTAL, e.property_name.as_str()] {
-                if target.is_empty() && !std::ptr::eq(target, PORTAL) {
-                    continue;
-                }
+            let mut targets = vec![PORTAL];
+            if !e.property_name.is_empty() {
+                targets.push(e.property_name.as_str());
+            }
+            for target in targets {
                 sqlx::query(
                     "INSERT INTO change_sources (company_id, target, change_source, source_id, occurred_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (company_id, target) DO UPDATE SET \
@@ -68,7 +69,11 @@ impl Sources {
 
     /// The newest source recorded for any of `targets` (property names), else the portal's
     /// newest; None when HubSpot reported none.
-    pub async fn last_change(&self, company_id: &str, targets: &[String]) -> Result<Option<ChangeSource>, StorageError> {
+    pub async fn last_change(
+        &self,
+        company_id: &str,
+        targets: &[String],
+    ) -> Result<Option<ChangeSource>, StorageError> {
         let rows = sqlx::query(
             "SELECT target, change_source, source_id, occurred_at FROM change_sources WHERE company_id = $1",
         )

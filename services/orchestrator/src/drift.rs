@@ -20,8 +20,8 @@ use gomark_events::event_types;
 use gomark_events::relay::RelayWaker;
 use gomark_platform::Shutdown;
 use gomark_proto::events::v1::DriftDetected;
-use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::hubspot_sync::v1::ChangeSource;
+use gomark_proto::orchestrator::v1 as pb;
 use gtm_config::{ChangeSourceKind, DriftPolicy};
 use prost::Message;
 use serde_json::json;
@@ -98,15 +98,16 @@ fn record(r: &AnyRow) -> Result<pb::DriftRecord> {
         resolution: r.try_get("resolution")?,
         source: {
             let kind: String = r.try_get("source_kind")?;
-            (!kind.is_empty()).then(|| -> Result<ChangeSource> {
-                Ok(ChangeSource {
-                    kind,
-                    change_source: r.try_get("change_source")?,
-                    source_id: r.try_get("source_id")?,
-                    occurred_at_ms: 0,
+            (!kind.is_empty())
+                .then(|| -> Result<ChangeSource> {
+                    Ok(ChangeSource {
+                        kind,
+                        change_source: r.try_get("change_source")?,
+                        source_id: r.try_get("source_id")?,
+                        occurred_at_ms: 0,
+                    })
                 })
-            })
-            .transpose()?
+                .transpose()?
         },
     })
 }
@@ -238,7 +239,14 @@ impl DriftWatch {
             );
             metrics::counter!("drift_enforce_unconverged_total").increment(1);
         } else {
-            tracing::warn!(company_id, revision, policy = policy_name(policy), source = kind.as_str(), actions = count, "drift detected");
+            tracing::warn!(
+                company_id,
+                revision,
+                policy = policy_name(policy),
+                source = kind.as_str(),
+                actions = count,
+                "drift detected"
+            );
         }
         metrics::counter!("drift_detected_total", "policy" => policy_name(policy)).increment(1);
         let encoded = pb::DriftRecord { actions: plan.actions.clone(), ..pb::DriftRecord::default() }.encode_to_vec();
