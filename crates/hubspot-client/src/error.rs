@@ -112,7 +112,11 @@ impl Refusal {
     /// Reads HubSpot's error body: the rule from `errors[].code` (else the top-level
     /// `subCategory`), the property from `context.propertyName` (top level or in `errors[]`),
     /// else `errors[].in`.
-    fn from_body(json: &Value) -> Self {
+    fn from_body(json: &Value, secrets: &[&str]) -> Self {
+        let sanitise_name = |s: &str| {
+            // Defence in depth, as for every error: a server echo of a secret is dropped.
+            sanitise_name(s).filter(|n| !secrets.iter().any(|secret| !secret.is_empty() && n.contains(secret)))
+        };
         let errors: &[Value] = json.get("errors").and_then(Value::as_array).map_or(&[], Vec::as_slice);
         let context_property = |v: &Value| {
             let context = v.get("context")?;
@@ -188,7 +192,7 @@ impl Error {
             .as_ref()
             .filter(|j| status == 400 && j.get("category").and_then(Value::as_str) == Some("VALIDATION_ERROR"))
         {
-            return Error::Validation(Refusal::from_body(j));
+            return Error::Validation(Refusal::from_body(j, secrets));
         }
         let text =
             |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(|s| redact(s, secrets));
