@@ -554,6 +554,7 @@ fn plan_rules(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Acti
 fn warn(desired: &EffectiveConfig, actions: &[Action]) -> Vec<Warning> {
     let gomark: Vec<String> = crate::rules::GOMARK_DEAL_WRITES.iter().map(|s| s.to_string()).collect();
     let writers: Vec<(&str, &[String])> = std::iter::once(("GoMark", gomark.as_slice()))
+        .filter(|(_, sets)| !sets.is_empty())
         .chain(desired.record_writers.iter().map(|w| (w.name.as_str(), w.sets.as_slice())))
         .collect();
     let mut out = Vec::new();

@@ -137,9 +137,10 @@ pub struct RecordWriter {
     pub sets: Vec<String>,
 }
 
-/// The deal properties GoMark's own deal writes set (moving deals out of a stage being
-/// deleted: see `moveDealsTo`). Kept here, beside the rules that may refuse them.
-pub const GOMARK_DEAL_WRITES: [&str; 2] = ["dealstage", "pipeline"];
+/// The deal properties GoMark's own deal-record writes set, checked like any declared
+/// writer's. GoMark writes definitions (properties, pipelines, rules), not deal records,
+/// today: add here what a feature that writes deals sets, beside the rules that may refuse it.
+pub const GOMARK_DEAL_WRITES: &[&str] = &[];
 
 /// Who made a change in a portal, as HubSpot's `changeSource`/`sourceId` tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
