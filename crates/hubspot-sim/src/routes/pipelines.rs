@@ -1,7 +1,11 @@
-//! Pipeline and stage routes (`/crm/v3/pipelines/deals/…`, CONTRACT.md §5).
+//! Pipeline and stage routes (`/crm/v3/pipelines/deals/…`, CONTRACT.md §5), with the
+//! `/audit` endpoints: every change made through the API (or by a UI user, see `source.rs`) is
+//! an entry `{action: CREATE|UPDATE|DELETE, identifier, portalId, timestamp, message,
+//! rawObject, fromUserId?}`, newest first. The default pipeline's initial state has none.
 //!
 //! PUT, DELETE and stage DELETE take `validateReferencesBeforeDelete` and
-//! `validateDealStageUsagesBeforeDelete`. The simulator has no workflows, so the deal-usage
+//! `validateDealStageUsagesBeforeDelete`; from 2026-09 they default to true (a caller opts out
+//! with `=false`), before that to false. The simulator has no workflows, so the deal-usage
 //! check is what they enable: `validateDealStageUsagesBeforeDelete=true` on pipeline PUT/DELETE,
 //! and either flag on stage DELETE (the spec only lists `validateReferencesBeforeDelete` there).
 
@@ -14,8 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::{ApiResult, QueryPairs, check_object_type, parse, query_bool, to_json};
+use super::{ApiResult, QueryPairs, check_object_type, parse, query_bool, query_bool_opt, to_json};
+use crate::events::{Action, ChangeKind};
 use crate::pipelines::{PipelineInput, StageInput};
+use crate::version::ApiVersion;
 use crate::{PortalRef, lock};
 
 pub(super) fn routes() -> Router {
@@ -25,7 +31,9 @@ pub(super) fn routes() -> Router {
             "/{object_type}/{pipeline_id}",
             get(get_pipeline).patch(update_pipeline).put(replace_pipeline).delete(delete_pipeline),
         )
+        .route("/{object_type}/{pipeline_id}/audit", get(pipeline_audit))
         .route("/{object_type}/{pipeline_id}/stages", get(list_stages).post(create_stage))
+        .route("/{object_type}/{pipeline_id}/stages/{stage_id}/audit", get(stage_audit))
         .route(
             "/{object_type}/{pipeline_id}/stages/{stage_id}",
             get(get_stage).patch(update_stage).put(replace_stage).delete(delete_stage),
@@ -34,6 +42,11 @@ pub(super) fn routes() -> Router {
 
 const STAGE_USAGE_FLAG: &str = "validateDealStageUsagesBeforeDelete";
 const REFERENCES_FLAG: &str = "validateReferencesBeforeDelete";
+
+/// A delete-safety flag: as given, else the version's default (on from 2026-09).
+fn safety_flag(query: &[(String, String)], key: &str, version: ApiVersion) -> ApiResult<bool> {
+    Ok(query_bool_opt(query, key)?.unwrap_or_else(|| version.delete_safety_by_default()))
+}
 
 async fn list_pipelines(
     Extension(portal): Extension<PortalRef>,
@@ -64,7 +77,9 @@ async fn create_pipeline(
 ) -> ApiResult<Response> {
     check_object_type(&object_type)?;
     let input: PipelineInput = parse(&body)?;
-    let pipeline = lock(&portal).create_pipeline(input)?;
+    let mut portal = lock(&portal);
+    let pipeline = portal.create_pipeline(input)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Created, pipeline_id: pipeline.id.clone() });
     Ok((StatusCode::CREATED, Json(pipeline)).into_response())
 }
 
@@ -75,33 +90,41 @@ async fn update_pipeline(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let input: PipelineInput = parse(&body)?;
-    let pipeline = lock(&portal).update_pipeline(&pipeline_id, input)?;
+    let mut portal = lock(&portal);
+    let pipeline = portal.update_pipeline(&pipeline_id, input)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Updated, pipeline_id });
     Ok(Json(to_json(&pipeline)))
 }
 
 async fn replace_pipeline(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, pipeline_id)): Path<(String, String)>,
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
-    let validate = query_bool(&query, STAGE_USAGE_FLAG)?;
+    let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)?;
     query_bool(&query, REFERENCES_FLAG)?;
     let input: PipelineInput = parse(&body)?;
-    let pipeline = lock(&portal).replace_pipeline(&pipeline_id, input, validate)?;
+    let mut portal = lock(&portal);
+    let pipeline = portal.replace_pipeline(&pipeline_id, input, validate)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Updated, pipeline_id });
     Ok(Json(to_json(&pipeline)))
 }
 
 async fn delete_pipeline(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, pipeline_id)): Path<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
-    let validate = query_bool(&query, STAGE_USAGE_FLAG)?;
+    let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)?;
     query_bool(&query, REFERENCES_FLAG)?;
-    lock(&portal).delete_pipeline(&pipeline_id, validate)?;
+    let mut portal = lock(&portal);
+    portal.delete_pipeline(&pipeline_id, validate)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Archived, pipeline_id });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -130,7 +153,9 @@ async fn create_stage(
 ) -> ApiResult<Response> {
     check_object_type(&object_type)?;
     let input: StageInput = parse(&body)?;
-    let stage = lock(&portal).create_stage(&pipeline_id, input)?;
+    let mut portal = lock(&portal);
+    let stage = portal.create_stage(&pipeline_id, input)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Created, pipeline_id, stage_id: stage.id.clone() });
     Ok((StatusCode::CREATED, Json(stage)).into_response())
 }
 
@@ -141,7 +166,9 @@ async fn update_stage(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let input: StageInput = parse(&body)?;
-    let stage = lock(&portal).update_stage(&pipeline_id, &stage_id, input)?;
+    let mut portal = lock(&portal);
+    let stage = portal.update_stage(&pipeline_id, &stage_id, input)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Updated, pipeline_id, stage_id });
     Ok(Json(to_json(&stage)))
 }
 
@@ -152,17 +179,50 @@ async fn replace_stage(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let input: StageInput = parse(&body)?;
-    let stage = lock(&portal).replace_stage(&pipeline_id, &stage_id, input)?;
+    let mut portal = lock(&portal);
+    let stage = portal.replace_stage(&pipeline_id, &stage_id, input)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Updated, pipeline_id, stage_id });
     Ok(Json(to_json(&stage)))
 }
 
 async fn delete_stage(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
-    let validate = query_bool(&query, STAGE_USAGE_FLAG)? || query_bool(&query, REFERENCES_FLAG)?;
-    lock(&portal).delete_stage(&pipeline_id, &stage_id, validate)?;
+    let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)? || safety_flag(&query, REFERENCES_FLAG, version)?;
+    let mut portal = lock(&portal);
+    portal.delete_stage(&pipeline_id, &stage_id, validate)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Archived, pipeline_id, stage_id });
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET …/{pipelineId}/audit`: the pipeline's changes, newest first (archived pipelines too).
+async fn pipeline_audit(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let portal = lock(&portal);
+    portal.get_pipeline(&pipeline_id, true)?;
+    Ok(Json(json!({ "results": portal.audit(&pipeline_id, None) })))
+}
+
+/// `GET …/{pipelineId}/stages/{stageId}/audit`: the stage's changes, newest first (also after
+/// the stage was deleted).
+async fn stage_audit(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let portal = lock(&portal);
+    portal.get_pipeline(&pipeline_id, true)?;
+    let results = portal.audit(&pipeline_id, Some(&stage_id));
+    if results.is_empty() {
+        // No history: only a stage that exists (e.g. a default one) has an empty audit.
+        portal.get_stage(&pipeline_id, &stage_id)?;
+    }
+    Ok(Json(json!({ "results": results })))
 }

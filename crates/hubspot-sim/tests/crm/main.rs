@@ -2,9 +2,13 @@
 //! simulator spawned on port 0.
 
 mod deals;
+mod gaps;
+mod journal;
 mod pipelines;
 mod scale;
 mod search;
+mod validation;
+mod versions;
 mod webhooks;
 
 use std::net::SocketAddr;
