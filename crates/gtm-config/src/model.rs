@@ -355,6 +355,21 @@ pub struct Pipeline {
     pub display_order: Option<i32>,
     #[serde(default)]
     pub stages: Vec<Stage>,
+    /// Stages taken out of this pipeline whose deals GoMark moves elsewhere before deleting
+    /// them (HubSpot refuses to delete a stage that still holds deals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_stages: Vec<RemovedStage>,
+}
+
+/// A stage removed from its pipeline, and where its deals go: the plan moves them (a batch
+/// update of their `dealstage`) before it deletes the stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemovedStage {
+    /// The removed stage's GoMark id.
+    pub id: String,
+    /// The GoMark id of a stage of the same pipeline.
+    pub move_deals_to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,6 +26,34 @@ pub struct Observed {
     /// The deal properties' validation rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_rules: Vec<ObservedRule>,
+    /// Deals in the stages a plan moves deals out of (counted only for those, see
+    /// [`Plan::deal_counts_needed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_deals: Vec<StageDeals>,
+}
+
+/// How many deals a stage holds, as HubSpot search counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageDeals {
+    /// HubSpot pipeline id.
+    pub pipeline: String,
+    /// HubSpot stage id.
+    pub stage: String,
+    pub deals: u64,
+    /// Of them, how many have no value for a property (those a rule may require where
+    /// they go).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lacking: BTreeMap<String, u64>,
+}
+
+/// What to count before a plan can move a stage's deals: the stage (HubSpot ids) and the
+/// properties whose absence a conditional-required rule at the destination would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealCount {
+    pub pipeline: String,
+    pub stage: String,
+    pub lacking: Vec<String>,
 }
 
 /// A validation rule as the portal holds it.
@@ -189,6 +217,9 @@ pub enum Target {
     Stage(String, String),
     /// Property name, HubSpot rule type (one rule of each type per property).
     ValidationRule(String, String),
+    /// The deals of a removed stage (GoMark pipeline id, GoMark stage id), moved to the
+    /// stage its `removedStages` entry names before the stage is deleted.
+    StageDeals(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -314,6 +345,38 @@ impl Plan {
         stages
     }
 
+    /// The stages whose deals this plan would move once counted: each stage deletion blocked
+    /// by deals whose pipeline declares where they go (`removedStages`), with the properties
+    /// a conditional-required rule at the destination requires (HubSpot refuses moving a
+    /// deal that lacks one). hubspot-sync counts them into [`Observed::stage_deals`] and
+    /// plans again.
+    pub fn deal_counts_needed(
+        &self,
+        desired: &EffectiveConfig,
+        observed: &Observed,
+        ids: &PipelineIdMap,
+    ) -> Vec<DealCount> {
+        let mut out = Vec::new();
+        for action in self.actions.iter().filter(|a| a.op == Op::Archive && a.blocked.is_some()) {
+            let Target::Stage(pipeline, stage) = &action.target else { continue };
+            let Some(removed) =
+                desired.pipeline(pipeline).and_then(|p| p.removed_stages.iter().find(|r| &r.id == stage))
+            else {
+                continue;
+            };
+            let (Some(p), Some(s), Some(to)) = (
+                ids.hubspot_pipeline(pipeline),
+                ids.hubspot_stage(pipeline, stage),
+                ids.hubspot_stage(pipeline, &removed.move_deals_to),
+            ) else {
+                continue;
+            };
+            let lacking = required_in_stage(desired, observed, to).into_iter().map(|(property, _)| property).collect();
+            out.push(DealCount { pipeline: p.to_owned(), stage: s.to_owned(), lacking });
+        }
+        out
+    }
+
     /// The warnings about `action`.
     pub fn warnings_for<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a Warning> + 'a {
         self.warnings.iter().filter(move |w| w.target == action.target && w.op == action.op)
@@ -332,7 +395,15 @@ impl fmt::Display for Target {
             Target::Pipeline(p) => write!(f, "pipeline {p}"),
             Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
             Target::ValidationRule(p, r) => write!(f, "validation rule {p}/{r}"),
+            Target::StageDeals(p, s) => write!(f, "deals in stage {p}/{s}"),
         }
+    }
+}
+
+impl Action {
+    /// The change of `field`, if the action has one.
+    pub fn change(&self, field: &str) -> Option<&FieldChange> {
+        self.changes.iter().find(|c| c.field == field)
     }
 }
 
@@ -347,7 +418,12 @@ impl fmt::Display for Action {
             f.write_str("! ")?;
         }
         write!(f, "{symbol} {}", self.target)?;
-        if self.op == Op::Update && !self.changes.is_empty() {
+        if let (Target::StageDeals(pipeline, _), Some(to), Some(count)) =
+            (&self.target, self.change("dealstage"), self.change("deals"))
+        {
+            let to = to.after.as_str().unwrap_or_default();
+            write!(f, ": move {} deals to stage {pipeline}/{to}", count.before)?;
+        } else if self.op == Op::Update && !self.changes.is_empty() {
             let parts: Vec<String> =
                 self.changes.iter().map(|c| format!("{} {} → {}", c.field, c.before, c.after)).collect();
             write!(f, ": {}", parts.join(", "))?;
@@ -489,7 +565,8 @@ pub fn plan(
     plan_properties(desired, observed, managed, &mut actions);
     plan_pipelines(desired, observed, ids, used, &mut actions);
     plan_rules(desired, observed, &mut actions);
-    let warnings = warn(desired, &actions);
+    let mut warnings = warn(desired, &actions);
+    warnings.extend(warn_moves(desired, observed, ids, &actions));
     Plan { actions, warnings }
 }
 
@@ -591,6 +668,60 @@ fn warn(desired: &EffectiveConfig, actions: &[Action]) -> Vec<Warning> {
                 op: action.op,
                 code: WARNING_RULE_REJECTS_WRITES.to_owned(),
                 message,
+            });
+        }
+    }
+    out
+}
+
+/// The properties that conditional-required rules (declared, or already in the portal)
+/// require of a deal in HubSpot stage `stage`, with the rule's type. Rules being archived
+/// still count: they go after the deals have moved.
+fn required_in_stage(desired: &EffectiveConfig, observed: &Observed, stage: &str) -> Vec<(String, String)> {
+    let declared = desired
+        .validation_rules
+        .iter()
+        .filter_map(|r| r.condition().map(|(when, values)| (r.property.as_str(), r.rule_type.as_str(), when, values)));
+    let held = observed.validation_rules.iter().filter_map(|r| {
+        (r.rule_type == crate::RuleType::ConditionallyRequired.as_str())
+            .then(|| r.rule_arguments.split_first())
+            .flatten()
+            .map(|(when, values)| (r.property.as_str(), r.rule_type.as_str(), when.as_str(), values))
+    });
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (property, rule_type, when, values) in declared.chain(held) {
+        if when == "dealstage" && values.iter().any(|v| v == stage) && !out.iter().any(|(p, _)| p == property) {
+            out.push((property.to_owned(), rule_type.to_owned()));
+        }
+    }
+    out
+}
+
+/// Warnings for deal moves HubSpot (API 2026-09 on) would refuse: deals lacking a property
+/// a conditional-required rule requires in the stage they move to.
+fn warn_moves(desired: &EffectiveConfig, observed: &Observed, ids: &PipelineIdMap, actions: &[Action]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for action in actions {
+        let Target::StageDeals(pipeline, stage) = &action.target else { continue };
+        let Some(to) = action.change("dealstage").and_then(|c| c.after.as_str()) else { continue };
+        let (Some(p), Some(from_id), Some(to_id)) =
+            (ids.hubspot_pipeline(pipeline), ids.hubspot_stage(pipeline, stage), ids.hubspot_stage(pipeline, to))
+        else {
+            continue;
+        };
+        let Some(counted) = observed.stage_deals.iter().find(|c| c.pipeline == p && c.stage == from_id) else {
+            continue;
+        };
+        for (property, rule_type) in required_in_stage(desired, observed, to_id) {
+            let Some(lacking) = counted.lacking.get(&property).copied().filter(|n| *n > 0) else { continue };
+            out.push(Warning {
+                target: action.target.clone(),
+                op: action.op,
+                code: WARNING_RULE_REJECTS_WRITES.to_owned(),
+                message: format!(
+                    "{lacking} of {} deals have no {property}: HubSpot (API 2026-09 on) will refuse moving them to stage {pipeline}/{to} (rule {rule_type} on {property}: required when dealstage is {to_id})",
+                    counted.deals
+                ),
             });
         }
     }
@@ -745,7 +876,7 @@ fn plan_pipelines(
         if !changes.is_empty() {
             out.push(Action { target: Target::Pipeline(d.id.clone()), op: Op::Update, changes, blocked: None });
         }
-        plan_stages(d, o, ids, used, out);
+        plan_stages(d, o, ids, used, &observed.stage_deals, out);
     }
 
     // Mapped pipelines no longer desired (removed from the config).
@@ -770,7 +901,14 @@ fn plan_pipelines(
     }
 }
 
-fn plan_stages(d: &Pipeline, o: &ObservedPipeline, ids: &PipelineIdMap, used: &DealsInStages, out: &mut Vec<Action>) {
+fn plan_stages(
+    d: &Pipeline,
+    o: &ObservedPipeline,
+    ids: &PipelineIdMap,
+    used: &DealsInStages,
+    counted: &[StageDeals],
+    out: &mut Vec<Action>,
+) {
     for (index, s) in d.stages.iter().enumerate() {
         let target = Target::Stage(d.id.clone(), s.id.clone());
         let current = ids.hubspot_stage(&d.id, &s.id).and_then(|h| o.stages.iter().find(|x| x.hubspot_id == h));
@@ -815,11 +953,32 @@ fn plan_stages(d: &Pipeline, o: &ObservedPipeline, ids: &PipelineIdMap, used: &D
             continue;
         }
         let in_use = used.contains(&(o.hubspot_id.clone(), hubspot_stage.clone()));
+        // Deals declared to move (to a stage HubSpot already has) and counted: moved first,
+        // so the deletion is no longer blocked.
+        let moved = in_use
+            .then(|| d.removed_stages.iter().find(|r| &r.id == stage_id))
+            .flatten()
+            .filter(|r| ids.hubspot_stage(&d.id, &r.move_deals_to).is_some())
+            .zip(counted.iter().find(|c| c.pipeline == o.hubspot_id && &c.stage == hubspot_stage));
+        if let Some((removed, count)) = moved
+            && count.deals > 0
+        {
+            out.push(Action {
+                target: Target::StageDeals(d.id.clone(), stage_id.clone()),
+                op: Op::Update,
+                changes: vec![
+                    change("dealstage", Value::from(stage_id.as_str()), Value::from(removed.move_deals_to.as_str())),
+                    change("deals", Value::from(count.deals), Value::from(0)),
+                ],
+                blocked: None,
+            });
+        }
+        let blocks = in_use && moved.is_none();
         out.push(Action {
             target: Target::Stage(d.id.clone(), stage_id.clone()),
             op: Op::Archive,
             changes: Vec::new(),
-            blocked: if in_use { blocked(REASON_STAGE_IN_USE, ALTERNATIVE_STAGE_IN_USE) } else { None },
+            blocked: if blocks { blocked(REASON_STAGE_IN_USE, ALTERNATIVE_STAGE_IN_USE) } else { None },
         });
     }
 }

@@ -20,7 +20,7 @@ pub struct ValidationRule {
     pub property: String,
     pub rule_type: RuleType,
     /// The rule's arguments, as HubSpot takes them (e.g. `["NUMERIC_ONLY"]`, `["10"]`);
-    /// for [`RuleType::ConditionalRequired`]: the property it depends on, then the values
+    /// for [`RuleType::ConditionallyRequired`]: the property it depends on, then the values
     /// that make `property` required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rule_arguments: Vec<String>,
@@ -39,7 +39,7 @@ impl ValidationRule {
     /// For a conditional-required rule: the property and values that make it required.
     pub fn condition(&self) -> Option<(&str, &[String])> {
         match (self.rule_type, self.rule_arguments.split_first()) {
-            (RuleType::ConditionalRequired, Some((when, values))) => Some((when.as_str(), values)),
+            (RuleType::ConditionallyRequired, Some((when, values))) => Some((when.as_str(), values)),
             _ => None,
         }
     }
@@ -70,10 +70,11 @@ rule_types! {
     Alphanumeric => "ALPHANUMERIC",
     BeforeDatetimeDuration => "BEFORE_DATETIME_DURATION",
     BeforeDuration => "BEFORE_DURATION",
-    // Admin-configured "required when another property has a value" (enforced on API
-    // writes from 2026-09). HubSpot's documented ruleType list does not name it; GoMark and
-    // its simulator carry it through the same API under this name. UNVERIFIED.
-    ConditionalRequired => "CONDITIONAL_REQUIRED",
+    // Admin-configured "required when another property has one of these values" (enforced
+    // on API writes from 2026-09). HubSpot's published ruleType enum does not list it yet;
+    // this is the name the simulator (crates/hubspot-sim, rules.rs) serves and enforces it
+    // under, through the same API. Check it against a real 2026-09 portal.
+    ConditionallyRequired => "CONDITIONALLY_REQUIRED",
     DaysOfWeek => "DAYS_OF_WEEK",
     Decimal => "DECIMAL",
     Domain => "DOMAIN",
@@ -270,11 +271,11 @@ mod tests {
     fn conditional_rules_name_their_condition() {
         let rule = ValidationRule {
             property: "closedate".into(),
-            rule_type: RuleType::ConditionalRequired,
+            rule_type: RuleType::ConditionallyRequired,
             rule_arguments: vec!["dealstage".into(), "closedwon".into()],
             should_apply_normalization: false,
         };
         assert_eq!(rule.condition(), Some(("dealstage", &["closedwon".to_string()][..])));
-        assert_eq!(rule.key(), "closedate/CONDITIONAL_REQUIRED");
+        assert_eq!(rule.key(), "closedate/CONDITIONALLY_REQUIRED");
     }
 }

@@ -185,7 +185,7 @@ fn check_rule_list(c: &mut Collector, rules: &[crate::rules::ValidationRule], pa
             }
         }
         match rule.rule_type {
-            RuleType::ConditionalRequired => match rule.condition() {
+            RuleType::ConditionallyRequired => match rule.condition() {
                 Some((when, values)) if !values.is_empty() => {
                     if !is_property_name(when) {
                         c.push(
@@ -198,7 +198,7 @@ fn check_rule_list(c: &mut Collector, rules: &[crate::rules::ValidationRule], pa
                 }
                 _ => c.push(
                     format!("{p}.ruleArguments"),
-                    "CONDITIONAL_REQUIRED takes the property it depends on, then at least one value",
+                    "CONDITIONALLY_REQUIRED takes the property it depends on, then at least one value",
                 ),
             },
             t if t.takes_number() => {
@@ -468,6 +468,20 @@ fn check_pipeline(c: &mut Collector, pipe: &Pipeline, p: &str) {
     }
     if pipe.stages.iter().all(|s| s.closed) {
         c.push(format!("{p}.stages"), "needs at least one open (not closed) stage");
+    }
+    let mut removed = BTreeSet::new();
+    for (j, r) in pipe.removed_stages.iter().enumerate() {
+        let rp = format!("{p}.removedStages[{j}]");
+        if !is_pipeline_id(&r.id) {
+            c.push(format!("{rp}.id"), format!("must match {PIPELINE_ID_PATTERN}"));
+        } else if ids.contains(r.id.as_str()) {
+            c.push(format!("{rp}.id"), format!("stage \"{}\" is still in stages: remove it there", r.id));
+        } else if !removed.insert(r.id.as_str()) {
+            c.push(format!("{rp}.id"), format!("duplicate removed stage \"{}\"", r.id));
+        }
+        if !ids.contains(r.move_deals_to.as_str()) {
+            c.push(format!("{rp}.moveDealsTo"), format!("{:?} is not a stage of this pipeline", r.move_deals_to));
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! their protobuf form (`gomark.config.v1`), and where plan actions get their ids.
 
 use crate::effective::EffectiveConfig;
-use crate::model::{DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOption, PropertyType, Stage};
+use crate::model::{
+    DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOption, PropertyType, RemovedStage, Stage,
+};
 use crate::outreach::{
     Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,
 };
@@ -110,6 +112,11 @@ pub fn pipeline_to_proto(p: &Pipeline) -> pb::Pipeline {
                 closed: s.closed,
             })
             .collect(),
+        removed_stages: p
+            .removed_stages
+            .iter()
+            .map(|r| pb::RemovedStage { id: r.id.clone(), move_deals_to: r.move_deals_to.clone() })
+            .collect(),
     }
 }
 
@@ -128,6 +135,11 @@ pub fn pipeline_from_proto(p: pb::Pipeline) -> Pipeline {
                 probability: s.probability,
                 closed: s.closed,
             })
+            .collect(),
+        removed_stages: p
+            .removed_stages
+            .into_iter()
+            .map(|r| RemovedStage { id: r.id, move_deals_to: r.move_deals_to })
             .collect(),
     }
 }
@@ -420,6 +432,7 @@ fn target_parts(target: &Target) -> (&'static str, String) {
         Target::Pipeline(id) => ("pipeline", id.clone()),
         Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
         Target::ValidationRule(property, rule) => ("validation_rule", format!("{property}/{rule}")),
+        Target::StageDeals(pipeline, stage) => ("stage_deals", format!("{pipeline}/{stage}")),
     }
 }
 
@@ -500,6 +513,21 @@ pub fn action_line(action: &pb::PlannedAction) -> String {
     }
     line.push(symbol);
     line.push(' ');
+    let value = |field: &str| {
+        action.changes.iter().find(|c| c.field == field).map(|c| {
+            let side = if field == "deals" { &c.before } else { &c.after };
+            side.as_ref().map_or(serde_json::Value::Null, json::from_value)
+        })
+    };
+    if action.target_kind == "stage_deals"
+        && let (Some(to), Some(count)) = (value("dealstage"), value("deals"))
+    {
+        // "~ deals in stage sales/negotiation: move 3 deals to stage sales/closedwon"
+        let pipeline = action.target.split('/').next().unwrap_or_default();
+        let to = to.as_str().unwrap_or_default();
+        line.push_str(&format!("deals in stage {}: move {count} deals to stage {pipeline}/{to}", action.target));
+        return line;
+    }
     line.push_str(&action.target_kind.replace('_', " "));
     line.push(' ');
     line.push_str(&action.target);

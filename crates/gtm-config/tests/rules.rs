@@ -11,7 +11,7 @@ baseline:
     - {name: gomark_po, label: PO, type: string, fieldType: text, groupName: dealinformation}
   validationRules:
     - {property: gomark_po, ruleType: MAX_LENGTH, ruleArguments: ["12"]}
-    - {property: closedate, ruleType: CONDITIONAL_REQUIRED, ruleArguments: [dealstage, closedwon]}
+    - {property: closedate, ruleType: CONDITIONALLY_REQUIRED, ruleArguments: [dealstage, closedwon]}
   recordWriters:
     - {name: stripe-sync, sets: [dealstage, amount, gomark_po]}
 companies:
@@ -20,7 +20,7 @@ companies:
     settings: {driftPolicy: alert, driftPolicyBySource: {user: adopt, integration: enforce}}
   beta:
     companyId: c-2
-    removeValidationRules: [closedate/CONDITIONAL_REQUIRED]
+    removeValidationRules: [closedate/CONDITIONALLY_REQUIRED]
 "#;
 
 fn planned(doc: &Document, key: &str, observed: &Observed) -> gtm_config::Plan {
@@ -33,7 +33,7 @@ fn rules_are_planned_and_warned_about() {
     let doc = Document::from_yaml(DOC).expect("parse");
     doc.validate().expect("valid");
     let p = planned(&doc, "acme", &Observed::default());
-    let conditional = Target::ValidationRule("closedate".into(), "CONDITIONAL_REQUIRED".into());
+    let conditional = Target::ValidationRule("closedate".into(), "CONDITIONALLY_REQUIRED".into());
     let action = p.find(&conditional, Op::Create).expect("rule created");
     let warnings: Vec<&str> = p.warnings_for(action).map(|w| w.message.as_str()).collect();
     // stripe-sync sets dealstage but not closedate (GoMark writes no deal records).
@@ -65,7 +65,7 @@ fn rules_converge_and_hand_made_ones_are_drift() {
     let mut observed = Observed {
         validation_rules: vec![
             rule("gomark_po", "MAX_LENGTH", &["12"]),
-            rule("closedate", "CONDITIONAL_REQUIRED", &["dealstage", "closedwon"]),
+            rule("closedate", "CONDITIONALLY_REQUIRED", &["dealstage", "closedwon"]),
             // Not GoMark's: a property it does not declare.
             rule("hs_other", "REGEX", &["x"]),
         ],
@@ -91,8 +91,8 @@ fn bad_rules_are_refused_with_their_path() {
 baseline:
   validationRules:
     - {property: Bad-Name, ruleType: MAX_LENGTH, ruleArguments: [ten]}
-    - {property: closedate, ruleType: CONDITIONAL_REQUIRED, ruleArguments: [dealstage]}
-    - {property: closedate, ruleType: CONDITIONAL_REQUIRED, ruleArguments: [dealstage, x]}
+    - {property: closedate, ruleType: CONDITIONALLY_REQUIRED, ruleArguments: [dealstage]}
+    - {property: closedate, ruleType: CONDITIONALLY_REQUIRED, ruleArguments: [dealstage, x]}
   recordWriters:
     - {name: "", sets: [NOPE]}
 companies:
@@ -136,5 +136,5 @@ fn rules_survive_the_wire() {
     let p = planned(&doc, "acme", &Observed::default());
     let wire = gtm_config::wire::plan_to_proto(&p);
     assert_eq!(wire.iter().map(|a| a.warnings.len()).sum::<usize>(), p.warnings.len());
-    assert!(wire.iter().any(|a| a.target_kind == "validation_rule" && a.target == "closedate/CONDITIONAL_REQUIRED"));
+    assert!(wire.iter().any(|a| a.target_kind == "validation_rule" && a.target == "closedate/CONDITIONALLY_REQUIRED"));
 }

@@ -73,7 +73,8 @@ pub enum Error {
 pub struct Refusal {
     /// The property the rule is on, when HubSpot names it.
     pub property: Option<String>,
-    /// The rule or error code, e.g. `MISSING_CONDITIONAL_REQUIRED_PROPERTY`, `MAX_LENGTH`.
+    /// The rule's type when HubSpot names it (`CONDITIONALLY_REQUIRED`, `MAX_LENGTH`), else
+    /// the error code (`MISSING_CONDITIONAL_REQUIRED_PROPERTY`).
     pub rule: Option<String>,
     /// `subCategory`, when given.
     pub sub_category: Option<String>,
@@ -109,9 +110,9 @@ fn sanitise_name(s: &str) -> Option<String> {
 }
 
 impl Refusal {
-    /// Reads HubSpot's error body: the rule from `errors[].code` (else the top-level
-    /// `subCategory`), the property from `context.propertyName` (top level or in `errors[]`),
-    /// else `errors[].in`.
+    /// Reads HubSpot's error body: the rule from `context.ruleType` (in `errors[]` or at the
+    /// top level), else `errors[].code`, else the top-level `subCategory`; the property from
+    /// `context.propertyName` (top level or in `errors[]`), else `errors[].in`.
     fn from_body(json: &Value, secrets: &[&str]) -> Self {
         let sanitise_name = |s: &str| {
             // Defence in depth, as for every error: a server echo of a secret is dropped.
@@ -125,9 +126,15 @@ impl Refusal {
                 field.as_str().or_else(|| field.as_array()?.first()?.as_str()).and_then(sanitise_name)
             })
         };
+        let context_rule = |v: &Value| {
+            let field = v.get("context")?.get("ruleType")?;
+            field.as_str().or_else(|| field.as_array()?.first()?.as_str()).and_then(sanitise_name)
+        };
         let rule = errors
             .iter()
-            .find_map(|e| e.get("code").and_then(Value::as_str).and_then(sanitise_name))
+            .find_map(context_rule)
+            .or_else(|| context_rule(json))
+            .or_else(|| errors.iter().find_map(|e| e.get("code").and_then(Value::as_str).and_then(sanitise_name)))
             .or_else(|| json.get("subCategory").and_then(Value::as_str).and_then(sanitise_name));
         let property = context_property(json)
             .or_else(|| errors.iter().find_map(context_property))
@@ -301,6 +308,13 @@ mod tests {
         );
         // Free text (which may hold record values) never makes it in.
         assert!(!text.contains("pat-secret") && !format!("{err:?}").contains("pat-secret"));
+        // The rule's type, when HubSpot names it, is the rule; the code stays as subCategory.
+        let body = br#"{"category":"VALIDATION_ERROR","subCategory":"MISSING_CONDITIONAL_REQUIRED_PROPERTY","errors":[{"code":"MISSING_CONDITIONAL_REQUIRED_PROPERTY","context":{"propertyName":["closedate"],"ruleType":["CONDITIONALLY_REQUIRED"],"ruleArguments":["dealstage","closedwon"]}}]}"#;
+        let err = Error::from_response(400, &HeaderMap::new(), body, None, token());
+        assert_eq!(
+            err.to_string(),
+            "HubSpot refused the write (400 VALIDATION_ERROR): rule CONDITIONALLY_REQUIRED on property closedate (subCategory MISSING_CONDITIONAL_REQUIRED_PROPERTY)"
+        );
         // Names that are not names are dropped.
         let body = br#"{"category":"VALIDATION_ERROR","errors":[{"code":"has spaces; and values","in":"amount"}]}"#;
         let err = Error::from_response(400, &HeaderMap::new(), body, None, token());

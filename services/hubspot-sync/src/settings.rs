@@ -18,7 +18,8 @@ pub struct Settings {
 pub struct HubSpotSettings {
     /// `https://api.hubapi.com`, or a simulator's URL.
     pub base_url: String,
-    /// `v3` or `2026-03`: which path family to call.
+    /// `v3`, `2026-03` or `2026-09`: which API version to call (2026-09 enforces the portals'
+    /// validation rules on record writes).
     pub api_version: String,
     /// Deadline of one HubSpot request.
     pub timeout_ms: u64,
@@ -63,6 +64,7 @@ impl HubSpotSettings {
             base_url: self.base_url.clone(),
             api_version: match self.api_version.as_str() {
                 "2026-03" => hubspot_client::ApiVersion::Date2026_03,
+                "2026-09" => hubspot_client::ApiVersion::Date2026_09,
                 _ => hubspot_client::ApiVersion::V3,
             },
             timeout: Duration::from_millis(self.timeout_ms),
@@ -107,8 +109,8 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.common.validate()?;
         validate_url("hubspot.base_url", &self.hubspot.base_url)?;
-        if !matches!(self.hubspot.api_version.as_str(), "v3" | "2026-03") {
-            return Err(SettingsError::invalid("hubspot.api_version", "must be v3 or 2026-03"));
+        if !matches!(self.hubspot.api_version.as_str(), "v3" | "2026-03" | "2026-09") {
+            return Err(SettingsError::invalid("hubspot.api_version", "must be v3, 2026-03 or 2026-09"));
         }
         if !(100..=120_000).contains(&self.hubspot.timeout_ms) {
             return Err(SettingsError::invalid("hubspot.timeout_ms", "must be between 100 and 120000"));
