@@ -157,8 +157,22 @@ fn rank(action: &Action) -> (u8, u8, u8) {
         Target::ValidationRule(..) => 2,
         Target::Pipeline(_) => 3,
         Target::Stage(..) => 4,
+        // Deal moves after the stages they go to exist; the emptied stage is deleted after
+        // them, with the other removals.
+        Target::StageDeals(..) => 5,
     };
     (u8::from(action.op == Op::Archive), kind, u8::from(action.op != Op::Create))
+}
+
+/// For the deletion of a stage whose deals could not be moved out: why it is not attempted.
+fn failed_move(action: &Action, outcome: &Applied) -> Option<String> {
+    let Target::Stage(pipeline, stage) = &action.target else { return None };
+    (action.op == Op::Archive)
+        .then(|| {
+            outcome.failed.iter().find(|(a, _)| matches!(&a.target, Target::StageDeals(p, s) if p == pipeline && s == stage))
+        })
+        .flatten()
+        .map(|_| "not attempted: its deals could not be moved".to_owned())
 }
 
 /// HubSpot refused the action itself (as opposed to being unavailable or out of budget).
@@ -256,7 +270,7 @@ impl Converger {
         portal: &Portal,
         desired: &EffectiveConfig,
     ) -> Result<(Plan, gtm_config::Observed), ConvergeError> {
-        let (_, observed) = crate::observed::read(client, &portal.token()).await?;
+        let (_, mut observed) = crate::observed::read(client, &portal.token()).await?;
         let ids = self.ids(&portal.company_id, desired, &observed).await?;
         let managed = self.managed(&portal.company_id).await?;
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
@@ -265,6 +279,13 @@ impl Converger {
             let used = crate::stage_usage::stages_in_use(client, &portal.token(), &deleted).await?;
             if !used.is_empty() {
                 plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
+                // Stages whose deals the config moves elsewhere: counted (with the deals a
+                // rule at the destination would refuse), then planned as moves.
+                let needed = plan.deal_counts_needed(desired, &observed, &ids);
+                if !needed.is_empty() {
+                    observed.stage_deals = crate::stage_usage::count_deals(client, &portal.token(), &needed).await?;
+                    plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
+                }
             }
         }
         plan.actions.sort_by_key(rank);
@@ -387,6 +408,12 @@ impl Converger {
             return Ok(());
         }
         for action in rest {
+            if let Some(move_failed) = failed_move(action, outcome) {
+                // HubSpot would refuse it (the stage still holds deals); it is reported once,
+                // with the refused move.
+                outcome.failed.push((action.clone(), move_failed));
+                continue;
+            }
             if !self.apply_one(portal, desired, ids, action, clock, outcome).await? {
                 return Ok(());
             }
@@ -654,6 +681,27 @@ impl Converger {
                     should_apply_normalization: rule.should_apply_normalization,
                 };
                 client.put_deal_property_validation(&token, property, &input).await?;
+            }
+            (Target::StageDeals(pipeline, stage), _) => {
+                let to = desired
+                    .pipeline(pipeline)
+                    .and_then(|p| p.removed_stages.iter().find(|r| &r.id == stage))
+                    .and_then(|r| ids.hubspot_stage(pipeline, &r.move_deals_to));
+                let (Some(hubspot_pipeline), Some(from), Some(to)) =
+                    (ids.hubspot_pipeline(pipeline), ids.hubspot_stage(pipeline, stage), to)
+                else {
+                    return Ok(());
+                };
+                let deals = crate::stage_usage::deals_in_stage(client, &token, hubspot_pipeline, from).await?;
+                if !deals.is_empty() {
+                    let properties = [("dealstage".to_owned(), to.to_owned())].into();
+                    let result = client.batch_update_deals(&token, &deals, &properties).await?;
+                    if let Some(e) = result.errors.first() {
+                        // E.g. deals deleted meanwhile; any left behind make the stage's
+                        // deletion fail, which is reported.
+                        tracing::warn!(company, category = %e.category, "some deals were not moved");
+                    }
+                }
             }
             (Target::Stage(pipeline, stage), op) => {
                 let Some(hubspot_pipeline) = ids.hubspot_pipeline(pipeline) else { return Ok(()) };

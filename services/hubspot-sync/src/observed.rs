@@ -103,5 +103,6 @@ pub fn normalize(
             })
             .collect(),
         validation_rules: Vec::new(),
+        stage_deals: Vec::new(),
     }
 }
