@@ -169,7 +169,10 @@ fn failed_move(action: &Action, outcome: &Applied) -> Option<String> {
     let Target::Stage(pipeline, stage) = &action.target else { return None };
     (action.op == Op::Archive)
         .then(|| {
-            outcome.failed.iter().find(|(a, _)| matches!(&a.target, Target::StageDeals(p, s) if p == pipeline && s == stage))
+            outcome
+                .failed
+                .iter()
+                .find(|(a, _)| matches!(&a.target, Target::StageDeals(p, s) if p == pipeline && s == stage))
         })
         .flatten()
         .map(|_| "not attempted: its deals could not be moved".to_owned())

@@ -93,7 +93,10 @@ pub async fn deals_in_stage(
     // Bounded: search pages through at most 10,000 results, 200 per page.
     for _ in 0..50 {
         let request = SearchRequest {
-            filter_groups: vec![FilterGroup::new(vec![Filter::eq("pipeline", pipeline), Filter::eq("dealstage", stage)])],
+            filter_groups: vec![FilterGroup::new(vec![
+                Filter::eq("pipeline", pipeline),
+                Filter::eq("dealstage", stage),
+            ])],
             properties: vec!["dealstage".into()],
             limit: 200,
             after: after.take(),
