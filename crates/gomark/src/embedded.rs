@@ -32,6 +32,9 @@ pub struct EmbeddedOptions {
     pub upsell_engine: gomark_upso_cadence::EngineSettings,
     /// With the demo portfolio: simulated sales activity this often (None: none).
     pub demo_activity: Option<std::time::Duration>,
+    /// The HubSpot API version hubspot-sync calls: `v3`, `2026-03` or `2026-09` (which
+    /// enforces the portals' validation rules on record writes).
+    pub hubspot_api_version: String,
 }
 
 impl Default for EmbeddedOptions {
@@ -53,6 +56,7 @@ impl Default for EmbeddedOptions {
             upso_sim: upso_sim::SimConfig::default(),
             upsell_engine: gomark_upso_cadence::EngineSettings::default(),
             demo_activity: None,
+            hubspot_api_version: gomark_hubspot_sync::HubSpotSettings::default().api_version,
         }
     }
 }
@@ -172,6 +176,7 @@ impl Embedded {
             common: common(gomark_hubspot_sync::NAME),
             hubspot: gomark_hubspot_sync::HubSpotSettings {
                 base_url: format!("http://{sim_addr}"),
+                api_version: options.hubspot_api_version.clone(),
                 credential_keys: Secret::new(credential_key(&options.data_dir)?),
                 ..Default::default()
             },
