@@ -139,8 +139,10 @@ pub struct RecordWriter {
 }
 
 /// The deal properties GoMark's own deal-record writes set, checked like any declared
-/// writer's. GoMark writes definitions (properties, pipelines, rules), not deal records,
-/// today: add here what a feature that writes deals sets, beside the rules that may refuse it.
+/// writer's when a rule changes. GoMark's one deal write, moving a removed stage's deals
+/// (`dealstage`), is not listed: it is checked deal by deal where it is planned (the plan
+/// counts the deals a rule at the destination would refuse), which says more than a
+/// warning on every conditional rule would.
 pub const GOMARK_DEAL_WRITES: &[&str] = &[];
 
 /// Who made a change in a portal, as HubSpot's `changeSource`/`sourceId` tell it.

@@ -36,7 +36,7 @@ fn rules_are_planned_and_warned_about() {
     let conditional = Target::ValidationRule("closedate".into(), "CONDITIONALLY_REQUIRED".into());
     let action = p.find(&conditional, Op::Create).expect("rule created");
     let warnings: Vec<&str> = p.warnings_for(action).map(|w| w.message.as_str()).collect();
-    // stripe-sync sets dealstage but not closedate (GoMark writes no deal records).
+    // stripe-sync sets dealstage but not closedate (GoMark's deal moves are checked where planned).
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with("stripe-sync writes deals setting dealstage without closedate")

@@ -273,7 +273,8 @@ pub struct FieldChangeView {
 pub struct ActionView {
     /// Names the action in a saved plan: applying the plan performs only these.
     pub id: String,
-    /// `property_group`, `deal_property`, `pipeline`, `stage` or `cadence`
+    /// `property_group`, `deal_property`, `pipeline`, `stage`, `validation_rule`,
+    /// `stage_deals` (a removed stage's deals, moved) or `cadence`
     pub target_kind: String,
     pub target: String,
     /// `create`, `update` or `archive`
