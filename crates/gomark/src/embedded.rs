@@ -34,6 +34,9 @@ pub struct EmbeddedOptions {
     pub demo_activity: Option<std::time::Duration>,
     /// How often every company is checked for drift (the orchestrator's setting).
     pub drift_interval: std::time::Duration,
+    /// The HubSpot API version hubspot-sync calls: `v3`, `2026-03` or `2026-09` (which
+    /// enforces the portals' validation rules on record writes).
+    pub hubspot_api_version: String,
 }
 
 impl Default for EmbeddedOptions {
@@ -58,6 +61,7 @@ impl Default for EmbeddedOptions {
             drift_interval: std::time::Duration::from_secs(
                 gomark_orchestrator::OrchestratorSettings::default().drift_interval_secs,
             ),
+            hubspot_api_version: gomark_hubspot_sync::HubSpotSettings::default().api_version,
         }
     }
 }
@@ -177,6 +181,7 @@ impl Embedded {
             common: common(gomark_hubspot_sync::NAME),
             hubspot: gomark_hubspot_sync::HubSpotSettings {
                 base_url: format!("http://{sim_addr}"),
+                api_version: options.hubspot_api_version.clone(),
                 credential_keys: Secret::new(credential_key(&options.data_dir)?),
                 ..Default::default()
             },

@@ -29,6 +29,12 @@ pub struct EffectiveConfig {
     /// The portfolio-wide contact rules (baseline only).
     #[serde(default)]
     pub portfolio_contact: PortfolioContact,
+    /// Validation rules on deal properties: the baseline's, overridden or removed.
+    #[serde(default)]
+    pub validation_rules: Vec<crate::rules::ValidationRule>,
+    /// Who else writes deal records (baseline only).
+    #[serde(default)]
+    pub record_writers: Vec<crate::rules::RecordWriter>,
 }
 
 impl EffectiveConfig {
@@ -65,6 +71,7 @@ pub(crate) struct SourcedConfig<'a> {
     pub pipelines: Vec<Sourced<'a, Pipeline>>,
     pub cadences: Vec<Sourced<'a, Cadence>>,
     pub upsell_rules: Vec<Sourced<'a, UpsellRule>>,
+    pub validation_rules: Vec<Sourced<'a, crate::rules::ValidationRule>>,
 }
 
 /// Baseline order first; an overlay item with a known key replaces the baseline item in
@@ -151,7 +158,36 @@ pub(crate) fn sourced<'a>(baseline: &'a Baseline, overlay: Option<(&str, &'a Com
             &[],
             |r| &r.key,
         ),
+        validation_rules: merge_rules(baseline, overlay, &prefix),
     }
+}
+
+/// Like [`merge`], keyed by property and rule type (HubSpot keeps one rule of each type
+/// per property).
+fn merge_rules<'a>(
+    baseline: &'a Baseline,
+    overlay: Option<(&str, &'a CompanyOverlay)>,
+    prefix: &str,
+) -> Vec<Sourced<'a, crate::rules::ValidationRule>> {
+    let (rules, removed) = match overlay {
+        Some((_, o)) => (o.validation_rules.as_slice(), o.remove_validation_rules.as_slice()),
+        None => (&[][..], &[][..]),
+    };
+    let mut out: Vec<Sourced<'a, crate::rules::ValidationRule>> = baseline
+        .validation_rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !removed.contains(&r.key()))
+        .map(|(i, item)| Sourced { path: format!("baseline.validationRules[{i}]"), item, from_overlay: false })
+        .collect();
+    for (i, item) in rules.iter().enumerate() {
+        let sourced = Sourced { path: format!("{prefix}.validationRules[{i}]"), item, from_overlay: true };
+        match out.iter_mut().find(|s| s.item.key() == item.key()) {
+            Some(slot) => *slot = sourced,
+            None => out.push(sourced),
+        }
+    }
+    out
 }
 
 fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveConfig {
@@ -173,6 +209,8 @@ fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveC
         suppression_list: baseline.suppression_list.clone(),
         calendar: overlay.outreach.clone(),
         portfolio_contact: baseline.portfolio_contact.clone(),
+        validation_rules: s.validation_rules.iter().map(|x| x.item.clone()).collect(),
+        record_writers: baseline.record_writers.clone(),
     }
 }
 

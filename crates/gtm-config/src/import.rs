@@ -147,7 +147,13 @@ pub fn import(observed: &Observed, company_key: &str, company_id: &str) -> Impor
                     }
                 })
                 .collect();
-            Pipeline { id, label: p.label.clone(), display_order: Some(p.display_order), stages }
+            Pipeline {
+                id,
+                label: p.label.clone(),
+                display_order: Some(p.display_order),
+                stages,
+                removed_stages: Vec::new(),
+            }
         })
         .collect();
 

@@ -35,6 +35,7 @@ mod import;
 mod model;
 pub mod outreach;
 mod plan;
+mod rules;
 mod validate;
 pub mod wire;
 pub mod zones;
@@ -44,7 +45,7 @@ pub use effective::EffectiveConfig;
 pub use import::{Imported, import};
 pub use model::{
     Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
-    PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind, canonical_probability,
+    PortfolioStage, PropertyGroup, PropertyOption, PropertyType, RemovedStage, Stage, StageKind, canonical_probability,
     order_or_index,
 };
 pub use outreach::{
@@ -53,10 +54,12 @@ pub use outreach::{
 };
 pub use plan::{
     ALTERNATIVE_HUBSPOT_DEFINED, ALTERNATIVE_RENAME, ALTERNATIVE_STAGE_IN_USE, ALTERNATIVE_UNIQUE_VALUE, Action,
-    Blocked, DealsInStages, FieldChange, Observed, ObservedGroup, ObservedPipeline, ObservedProperty, ObservedStage,
-    Op, PipelineIdMap, PipelineIds, Plan, PlanSummary, REASON_HUBSPOT_DEFINED, REASON_RENAME, REASON_STAGE_IN_USE,
-    REASON_UNIQUE_VALUE, Target, plan,
+    Blocked, DealCount, DealsInStages, FieldChange, Observed, ObservedGroup, ObservedPipeline, ObservedProperty,
+    ObservedRule, ObservedStage, Op, PipelineIdMap, PipelineIds, Plan, PlanSummary, REASON_HUBSPOT_DEFINED,
+    REASON_RENAME, REASON_STAGE_IN_USE, REASON_UNIQUE_VALUE, StageDeals, Target, WARNING_RULE_REJECTS_WRITES, Warning,
+    plan,
 };
+pub use rules::{ChangeSourceKind, GOMARK_DEAL_WRITES, RecordWriter, RuleType, SourcePolicies, ValidationRule};
 pub use validate::{HUBSPOT_DEAL_PROPERTIES, HUBSPOT_DEFAULT_GROUPS, ValidationError, ValidationErrors};
 
 /// Errors other than validation (which returns [`ValidationErrors`]).

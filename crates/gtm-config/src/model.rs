@@ -43,6 +43,14 @@ pub struct Baseline {
     /// order; empty means [`PortfolioStage::defaults`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub portfolio_stages: Vec<PortfolioStage>,
+    /// Validation rules on deal properties, every company's (override by property and
+    /// rule type in an overlay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_rules: Vec<crate::rules::ValidationRule>,
+    /// The integrations that write deal records, and what they set: `plan` warns when a
+    /// rule would start refusing their writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_writers: Vec<crate::rules::RecordWriter>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -126,6 +134,11 @@ pub struct CompanyOverlay {
     /// their probability.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stage_mapping: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_rules: Vec<crate::rules::ValidationRule>,
+    /// Baseline rules this company does not get, as `property/RULE_TYPE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_validation_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,15 +149,29 @@ pub struct CompanySettings {
     /// 0 is the canary wave; validated to 0..=9.
     #[serde(default = "default_rollout_wave")]
     pub rollout_wave: u8,
+    /// `driftPolicy` per source of the change (who made it), where HubSpot says.
+    #[serde(default, skip_serializing_if = "crate::rules::SourcePolicies::is_empty")]
+    pub drift_policy_by_source: crate::rules::SourcePolicies,
 }
 
 fn default_rollout_wave() -> u8 {
     1
 }
 
+impl CompanySettings {
+    /// The policy for drift made by `source`: its own, else the company's.
+    pub fn drift_policy_for(&self, source: crate::rules::ChangeSourceKind) -> DriftPolicy {
+        self.drift_policy_by_source.get(source).unwrap_or(self.drift_policy)
+    }
+}
+
 impl Default for CompanySettings {
     fn default() -> Self {
-        Self { drift_policy: DriftPolicy::default(), rollout_wave: default_rollout_wave() }
+        Self {
+            drift_policy: DriftPolicy::default(),
+            rollout_wave: default_rollout_wave(),
+            drift_policy_by_source: crate::rules::SourcePolicies::default(),
+        }
     }
 }
 
@@ -338,6 +365,21 @@ pub struct Pipeline {
     pub display_order: Option<i32>,
     #[serde(default)]
     pub stages: Vec<Stage>,
+    /// Stages taken out of this pipeline whose deals GoMark moves elsewhere before deleting
+    /// them (HubSpot refuses to delete a stage that still holds deals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_stages: Vec<RemovedStage>,
+}
+
+/// A stage removed from its pipeline, and where its deals go: the plan moves them (a batch
+/// update of their `dealstage`) before it deletes the stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemovedStage {
+    /// The removed stage's GoMark id.
+    pub id: String,
+    /// The GoMark id of a stage of the same pipeline.
+    pub move_deals_to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,50 @@ pub struct Observed {
     pub groups: Vec<ObservedGroup>,
     #[serde(default)]
     pub pipelines: Vec<ObservedPipeline>,
+    /// The deal properties' validation rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_rules: Vec<ObservedRule>,
+    /// Deals in the stages a plan moves deals out of (counted only for those, see
+    /// [`Plan::deal_counts_needed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_deals: Vec<StageDeals>,
+}
+
+/// How many deals a stage holds, as HubSpot search counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageDeals {
+    /// HubSpot pipeline id.
+    pub pipeline: String,
+    /// HubSpot stage id.
+    pub stage: String,
+    pub deals: u64,
+    /// Of them, how many have no value for a property (those a rule may require where
+    /// they go).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lacking: BTreeMap<String, u64>,
+}
+
+/// What to count before a plan can move a stage's deals: the stage (HubSpot ids) and the
+/// properties whose absence a conditional-required rule at the destination would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealCount {
+    pub pipeline: String,
+    pub stage: String,
+    pub lacking: Vec<String>,
+}
+
+/// A validation rule as the portal holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedRule {
+    pub property: String,
+    /// Kept as HubSpot's string: it may add rule types GoMark does not know yet.
+    pub rule_type: String,
+    #[serde(default)]
+    pub rule_arguments: Vec<String>,
+    #[serde(default)]
+    pub should_apply_normalization: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -171,6 +215,11 @@ pub enum Target {
     Pipeline(String),
     /// GoMark pipeline id, GoMark stage id.
     Stage(String, String),
+    /// Property name, HubSpot rule type (one rule of each type per property).
+    ValidationRule(String, String),
+    /// The deals of a removed stage (GoMark pipeline id, GoMark stage id), moved to the
+    /// stage its `removedStages` entry names before the stage is deleted.
+    StageDeals(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -210,7 +259,24 @@ pub struct Action {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// What applying an action would start to break elsewhere (it is still applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
+
+/// A consequence of an action a person should know before applying it: e.g. a rule that
+/// will make HubSpot refuse record writes GoMark or an integration makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    pub target: Target,
+    pub op: Op,
+    /// Stable, for machines: `rule_rejects_writes`.
+    pub code: String,
+    pub message: String,
+}
+
+pub const WARNING_RULE_REJECTS_WRITES: &str = "rule_rejects_writes";
 
 /// Counts of applicable actions per op, plus blocked ones (counted only as blocked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -279,6 +345,43 @@ impl Plan {
         stages
     }
 
+    /// The stages whose deals this plan would move once counted: each stage deletion blocked
+    /// by deals whose pipeline declares where they go (`removedStages`), with the properties
+    /// a conditional-required rule at the destination requires (HubSpot refuses moving a
+    /// deal that lacks one). hubspot-sync counts them into [`Observed::stage_deals`] and
+    /// plans again.
+    pub fn deal_counts_needed(
+        &self,
+        desired: &EffectiveConfig,
+        observed: &Observed,
+        ids: &PipelineIdMap,
+    ) -> Vec<DealCount> {
+        let mut out = Vec::new();
+        for action in self.actions.iter().filter(|a| a.op == Op::Archive && a.blocked.is_some()) {
+            let Target::Stage(pipeline, stage) = &action.target else { continue };
+            let Some(removed) =
+                desired.pipeline(pipeline).and_then(|p| p.removed_stages.iter().find(|r| &r.id == stage))
+            else {
+                continue;
+            };
+            let (Some(p), Some(s), Some(to)) = (
+                ids.hubspot_pipeline(pipeline),
+                ids.hubspot_stage(pipeline, stage),
+                ids.hubspot_stage(pipeline, &removed.move_deals_to),
+            ) else {
+                continue;
+            };
+            let lacking = required_in_stage(desired, observed, to).into_iter().map(|(property, _)| property).collect();
+            out.push(DealCount { pipeline: p.to_owned(), stage: s.to_owned(), lacking });
+        }
+        out
+    }
+
+    /// The warnings about `action`.
+    pub fn warnings_for<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a Warning> + 'a {
+        self.warnings.iter().filter(move |w| w.target == action.target && w.op == action.op)
+    }
+
     pub fn find(&self, target: &Target, op: Op) -> Option<&Action> {
         self.actions.iter().find(|a| &a.target == target && a.op == op)
     }
@@ -291,7 +394,16 @@ impl fmt::Display for Target {
             Target::DealProperty(n) => write!(f, "deal property {n}"),
             Target::Pipeline(p) => write!(f, "pipeline {p}"),
             Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
+            Target::ValidationRule(p, r) => write!(f, "validation rule {p}/{r}"),
+            Target::StageDeals(p, s) => write!(f, "deals in stage {p}/{s}"),
         }
+    }
+}
+
+impl Action {
+    /// The change of `field`, if the action has one.
+    pub fn change(&self, field: &str) -> Option<&FieldChange> {
+        self.changes.iter().find(|c| c.field == field)
     }
 }
 
@@ -306,7 +418,12 @@ impl fmt::Display for Action {
             f.write_str("! ")?;
         }
         write!(f, "{symbol} {}", self.target)?;
-        if self.op == Op::Update && !self.changes.is_empty() {
+        if let (Target::StageDeals(pipeline, _), Some(to), Some(count)) =
+            (&self.target, self.change("dealstage"), self.change("deals"))
+        {
+            let to = to.after.as_str().unwrap_or_default();
+            write!(f, ": move {} deals to stage {pipeline}/{to}", count.before)?;
+        } else if self.op == Op::Update && !self.changes.is_empty() {
             let parts: Vec<String> =
                 self.changes.iter().map(|c| format!("{} {} → {}", c.field, c.before, c.after)).collect();
             write!(f, ": {}", parts.join(", "))?;
@@ -325,6 +442,9 @@ impl fmt::Display for Plan {
         }
         for a in &self.actions {
             writeln!(f, "{a}")?;
+            for w in self.warnings_for(a) {
+                writeln!(f, "    warning: {}", w.message)?;
+            }
         }
         writeln!(f, "{}", self.summary())
     }
@@ -444,7 +564,168 @@ pub fn plan(
     plan_groups(desired, observed, &mut actions);
     plan_properties(desired, observed, managed, &mut actions);
     plan_pipelines(desired, observed, ids, used, &mut actions);
-    Plan { actions }
+    plan_rules(desired, observed, &mut actions);
+    let mut warnings = warn(desired, &actions);
+    warnings.extend(warn_moves(desired, observed, ids, &actions));
+    Plan { actions, warnings }
+}
+
+fn rule_fields(arguments: &[String], normalize: bool) -> [(&'static str, Value); 2] {
+    [("ruleArguments", Value::from(arguments.to_vec())), ("shouldApplyNormalization", Value::from(normalize))]
+}
+
+/// Validation rules: the declared ones created or updated; on the properties GoMark
+/// declares (or declares rules for), rules the portal has beyond them archived. Rules on
+/// other properties are not GoMark's.
+fn plan_rules(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {
+    for rule in &desired.validation_rules {
+        let target = Target::ValidationRule(rule.property.clone(), rule.rule_type.as_str().to_owned());
+        let after = rule_fields(&rule.rule_arguments, rule.should_apply_normalization);
+        let current = observed
+            .validation_rules
+            .iter()
+            .find(|o| o.property == rule.property && o.rule_type == rule.rule_type.as_str());
+        match current {
+            None => out.push(Action {
+                target,
+                op: Op::Create,
+                changes: after.into_iter().map(|(f, v)| change(f, Value::Null, v)).collect(),
+                blocked: None,
+            }),
+            Some(o) => {
+                let before = rule_fields(&o.rule_arguments, o.should_apply_normalization);
+                let changes: Vec<FieldChange> = after
+                    .into_iter()
+                    .zip(before)
+                    .filter(|((_, a), (_, b))| a != b)
+                    .map(|((f, a), (_, b))| change(f, b, a))
+                    .collect();
+                if !changes.is_empty() {
+                    out.push(Action { target, op: Op::Update, changes, blocked: None });
+                }
+            }
+        }
+    }
+    let governed: BTreeSet<&str> = desired
+        .deal_properties
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain(desired.validation_rules.iter().map(|r| r.property.as_str()))
+        .collect();
+    for o in &observed.validation_rules {
+        let declared =
+            desired.validation_rules.iter().any(|r| r.property == o.property && r.rule_type.as_str() == o.rule_type);
+        if governed.contains(o.property.as_str()) && !declared {
+            out.push(Action {
+                target: Target::ValidationRule(o.property.clone(), o.rule_type.clone()),
+                op: Op::Archive,
+                changes: Vec::new(),
+                blocked: None,
+            });
+        }
+    }
+}
+
+/// Warnings for rules being created or changed that HubSpot (API 2026-09 on) would use to
+/// refuse record writes GoMark or a declared integration makes.
+fn warn(desired: &EffectiveConfig, actions: &[Action]) -> Vec<Warning> {
+    let gomark: Vec<String> = crate::rules::GOMARK_DEAL_WRITES.iter().map(|s| s.to_string()).collect();
+    let writers: Vec<(&str, &[String])> = std::iter::once(("GoMark", gomark.as_slice()))
+        .filter(|(_, sets)| !sets.is_empty())
+        .chain(desired.record_writers.iter().map(|w| (w.name.as_str(), w.sets.as_slice())))
+        .collect();
+    let mut out = Vec::new();
+    for action in actions.iter().filter(|a| a.op != Op::Archive && a.blocked.is_none()) {
+        let Target::ValidationRule(property, rule_type) = &action.target else { continue };
+        let Some(rule) =
+            desired.validation_rules.iter().find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
+        else {
+            continue;
+        };
+        for (writer, sets) in &writers {
+            let message = match rule.condition() {
+                Some((when, values)) => {
+                    if !sets.iter().any(|s| s == when) || sets.iter().any(|s| s == property) {
+                        continue;
+                    }
+                    format!(
+                        "{writer} writes deals setting {when} without {property}: HubSpot (API 2026-09 on) will refuse them with 400 VALIDATION_ERROR when {when} is {}",
+                        values.join(" or ")
+                    )
+                }
+                None => {
+                    if !sets.iter().any(|s| s == property) {
+                        continue;
+                    }
+                    format!(
+                        "{writer} writes {property} on deals: HubSpot (API 2026-09 on) will refuse values that break {rule_type} {:?} with 400 VALIDATION_ERROR",
+                        rule.rule_arguments
+                    )
+                }
+            };
+            out.push(Warning {
+                target: action.target.clone(),
+                op: action.op,
+                code: WARNING_RULE_REJECTS_WRITES.to_owned(),
+                message,
+            });
+        }
+    }
+    out
+}
+
+/// The properties that conditional-required rules (declared, or already in the portal)
+/// require of a deal in HubSpot stage `stage`, with the rule's type. Rules being archived
+/// still count: they go after the deals have moved.
+fn required_in_stage(desired: &EffectiveConfig, observed: &Observed, stage: &str) -> Vec<(String, String)> {
+    let declared = desired
+        .validation_rules
+        .iter()
+        .filter_map(|r| r.condition().map(|(when, values)| (r.property.as_str(), r.rule_type.as_str(), when, values)));
+    let held = observed.validation_rules.iter().filter_map(|r| {
+        (r.rule_type == crate::RuleType::ConditionallyRequired.as_str())
+            .then(|| r.rule_arguments.split_first())
+            .flatten()
+            .map(|(when, values)| (r.property.as_str(), r.rule_type.as_str(), when.as_str(), values))
+    });
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (property, rule_type, when, values) in declared.chain(held) {
+        if when == "dealstage" && values.iter().any(|v| v == stage) && !out.iter().any(|(p, _)| p == property) {
+            out.push((property.to_owned(), rule_type.to_owned()));
+        }
+    }
+    out
+}
+
+/// Warnings for deal moves HubSpot (API 2026-09 on) would refuse: deals lacking a property
+/// a conditional-required rule requires in the stage they move to.
+fn warn_moves(desired: &EffectiveConfig, observed: &Observed, ids: &PipelineIdMap, actions: &[Action]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for action in actions {
+        let Target::StageDeals(pipeline, stage) = &action.target else { continue };
+        let Some(to) = action.change("dealstage").and_then(|c| c.after.as_str()) else { continue };
+        let (Some(p), Some(from_id), Some(to_id)) =
+            (ids.hubspot_pipeline(pipeline), ids.hubspot_stage(pipeline, stage), ids.hubspot_stage(pipeline, to))
+        else {
+            continue;
+        };
+        let Some(counted) = observed.stage_deals.iter().find(|c| c.pipeline == p && c.stage == from_id) else {
+            continue;
+        };
+        for (property, rule_type) in required_in_stage(desired, observed, to_id) {
+            let Some(lacking) = counted.lacking.get(&property).copied().filter(|n| *n > 0) else { continue };
+            out.push(Warning {
+                target: action.target.clone(),
+                op: action.op,
+                code: WARNING_RULE_REJECTS_WRITES.to_owned(),
+                message: format!(
+                    "{lacking} of {} deals have no {property}: HubSpot (API 2026-09 on) will refuse moving them to stage {pipeline}/{to} (rule {rule_type} on {property}: required when dealstage is {to_id})",
+                    counted.deals
+                ),
+            });
+        }
+    }
+    out
 }
 
 fn plan_groups(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {
@@ -595,7 +876,7 @@ fn plan_pipelines(
         if !changes.is_empty() {
             out.push(Action { target: Target::Pipeline(d.id.clone()), op: Op::Update, changes, blocked: None });
         }
-        plan_stages(d, o, ids, used, out);
+        plan_stages(d, o, ids, used, &observed.stage_deals, out);
     }
 
     // Mapped pipelines no longer desired (removed from the config).
@@ -620,7 +901,14 @@ fn plan_pipelines(
     }
 }
 
-fn plan_stages(d: &Pipeline, o: &ObservedPipeline, ids: &PipelineIdMap, used: &DealsInStages, out: &mut Vec<Action>) {
+fn plan_stages(
+    d: &Pipeline,
+    o: &ObservedPipeline,
+    ids: &PipelineIdMap,
+    used: &DealsInStages,
+    counted: &[StageDeals],
+    out: &mut Vec<Action>,
+) {
     for (index, s) in d.stages.iter().enumerate() {
         let target = Target::Stage(d.id.clone(), s.id.clone());
         let current = ids.hubspot_stage(&d.id, &s.id).and_then(|h| o.stages.iter().find(|x| x.hubspot_id == h));
@@ -665,11 +953,32 @@ fn plan_stages(d: &Pipeline, o: &ObservedPipeline, ids: &PipelineIdMap, used: &D
             continue;
         }
         let in_use = used.contains(&(o.hubspot_id.clone(), hubspot_stage.clone()));
+        // Deals declared to move (to a stage HubSpot already has) and counted: moved first,
+        // so the deletion is no longer blocked.
+        let moved = in_use
+            .then(|| d.removed_stages.iter().find(|r| &r.id == stage_id))
+            .flatten()
+            .filter(|r| ids.hubspot_stage(&d.id, &r.move_deals_to).is_some())
+            .zip(counted.iter().find(|c| c.pipeline == o.hubspot_id && &c.stage == hubspot_stage));
+        if let Some((removed, count)) = moved
+            && count.deals > 0
+        {
+            out.push(Action {
+                target: Target::StageDeals(d.id.clone(), stage_id.clone()),
+                op: Op::Update,
+                changes: vec![
+                    change("dealstage", Value::from(stage_id.as_str()), Value::from(removed.move_deals_to.as_str())),
+                    change("deals", Value::from(count.deals), Value::from(0)),
+                ],
+                blocked: None,
+            });
+        }
+        let blocks = in_use && moved.is_none();
         out.push(Action {
             target: Target::Stage(d.id.clone(), stage_id.clone()),
             op: Op::Archive,
             changes: Vec::new(),
-            blocked: if in_use { blocked(REASON_STAGE_IN_USE, ALTERNATIVE_STAGE_IN_USE) } else { None },
+            blocked: if blocks { blocked(REASON_STAGE_IN_USE, ALTERNATIVE_STAGE_IN_USE) } else { None },
         });
     }
 }

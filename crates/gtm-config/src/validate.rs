@@ -128,6 +128,8 @@ impl Document {
             c.push(path, message);
         }
         check_portfolio_stages(&mut c, &b.portfolio_stages);
+        check_rule_list(&mut c, &b.validation_rules, "baseline.validationRules");
+        check_record_writers(&mut c, &b.record_writers);
         let portfolio_stages = b.effective_portfolio_stages();
 
         let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
@@ -145,6 +147,19 @@ impl Document {
             for (path, message) in crate::outreach::check_calendar(&overlay.outreach, &format!("{prefix}.outreach")) {
                 c.push(path, message);
             }
+            check_rule_list(&mut c, &overlay.validation_rules, &format!("{prefix}.validationRules"));
+            for (i, key) in overlay.remove_validation_rules.iter().enumerate() {
+                if !b.validation_rules.iter().any(|r| &r.key() == key)
+                    || overlay.validation_rules.iter().any(|r| &r.key() == key)
+                {
+                    c.push(
+                        format!("{prefix}.removeValidationRules[{i}]"),
+                        format!(
+                            "\"{key}\" is not a baseline rule (property/RULE_TYPE), or is redeclared in this overlay"
+                        ),
+                    );
+                }
+            }
             for (stage, target) in &overlay.stage_mapping {
                 if !portfolio_stages.iter().any(|p| &p.id == target) {
                     c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));
@@ -154,6 +169,75 @@ impl Document {
         }
 
         if c.errors.is_empty() { Ok(()) } else { Err(ValidationErrors { errors: c.errors }) }
+    }
+}
+
+/// Validation rules: a property name, one rule of each type per property, arguments the
+/// rule type takes.
+fn check_rule_list(c: &mut Collector, rules: &[crate::rules::ValidationRule], path: &str) {
+    use crate::rules::RuleType;
+    let mut keys = BTreeSet::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if !is_property_name(&rule.property) {
+            c.push(format!("{p}.property"), format!("must match {PROPERTY_NAME_PATTERN}"));
+        }
+        if !keys.insert(rule.key()) {
+            c.push(format!("{p}.ruleType"), format!("{} already has a {} rule", rule.property, rule.rule_type));
+        }
+        for (j, arg) in rule.rule_arguments.iter().enumerate() {
+            refuse_control(c, format!("{p}.ruleArguments[{j}]"), arg, false);
+            if arg.chars().count() > 1000 {
+                c.push(format!("{p}.ruleArguments[{j}]"), "must be at most 1000 characters");
+            }
+        }
+        match rule.rule_type {
+            RuleType::ConditionallyRequired => match rule.condition() {
+                Some((when, values)) if !values.is_empty() => {
+                    if !is_property_name(when) {
+                        c.push(
+                            format!("{p}.ruleArguments[0]"),
+                            format!("must be a property name ({PROPERTY_NAME_PATTERN})"),
+                        );
+                    } else if when == rule.property {
+                        c.push(format!("{p}.ruleArguments[0]"), "a property cannot be required on its own value");
+                    }
+                }
+                _ => c.push(
+                    format!("{p}.ruleArguments"),
+                    "CONDITIONALLY_REQUIRED takes the property it depends on, then at least one value",
+                ),
+            },
+            t if t.takes_number() => {
+                if rule.rule_arguments.is_empty() {
+                    c.push(format!("{p}.ruleArguments"), format!("{t} needs a number"));
+                }
+                for (j, arg) in rule.rule_arguments.iter().enumerate() {
+                    if arg.trim().parse::<f64>().map_or(true, |n| !n.is_finite()) {
+                        c.push(format!("{p}.ruleArguments[{j}]"), format!("{t} takes numbers, not {arg:?}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_record_writers(c: &mut Collector, writers: &[crate::rules::RecordWriter]) {
+    let mut names = BTreeSet::new();
+    for (i, w) in writers.iter().enumerate() {
+        let p = format!("baseline.recordWriters[{i}]");
+        if w.name.trim().is_empty() {
+            c.push(format!("{p}.name"), "must not be empty");
+        } else if !names.insert(w.name.as_str()) {
+            c.push(format!("{p}.name"), format!("duplicate record writer \"{}\"", w.name));
+        }
+        refuse_control(c, format!("{p}.name"), &w.name, false);
+        for (j, prop) in w.sets.iter().enumerate() {
+            if !is_property_name(prop) {
+                c.push(format!("{p}.sets[{j}]"), format!("must match {PROPERTY_NAME_PATTERN}"));
+            }
+        }
     }
 }
 
@@ -418,6 +502,20 @@ fn check_pipeline(c: &mut Collector, pipe: &Pipeline, p: &str) {
     }
     if pipe.stages.iter().all(|s| s.closed) {
         c.push(format!("{p}.stages"), "needs at least one open (not closed) stage");
+    }
+    let mut removed = BTreeSet::new();
+    for (j, r) in pipe.removed_stages.iter().enumerate() {
+        let rp = format!("{p}.removedStages[{j}]");
+        if !is_pipeline_id(&r.id) {
+            c.push(format!("{rp}.id"), format!("must match {PIPELINE_ID_PATTERN}"));
+        } else if ids.contains(r.id.as_str()) {
+            c.push(format!("{rp}.id"), format!("stage \"{}\" is still in stages: remove it there", r.id));
+        } else if !removed.insert(r.id.as_str()) {
+            c.push(format!("{rp}.id"), format!("duplicate removed stage \"{}\"", r.id));
+        }
+        if !ids.contains(r.move_deals_to.as_str()) {
+            c.push(format!("{rp}.moveDealsTo"), format!("{:?} is not a stage of this pipeline", r.move_deals_to));
+        }
     }
 }
 

@@ -2,12 +2,15 @@
 //! their protobuf form (`gomark.config.v1`), and where plan actions get their ids.
 
 use crate::effective::EffectiveConfig;
-use crate::model::{DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOption, PropertyType, Stage};
+use crate::model::{
+    DealProperty, FieldType, Pipeline, PropertyGroup, PropertyOption, PropertyType, RemovedStage, Stage,
+};
 use crate::outreach::{
     Cadence, CadenceStep, CompanyCalendar, Criterion, CriterionOp, DayRange, Guardrails, PortfolioContact, QuietHours,
     RollingCap, SendWindow, StepType, UpsellRule,
 };
-use crate::plan::{Action, Blocked, FieldChange, Op, Target};
+use crate::plan::{Action, Blocked, FieldChange, Op, Plan, Target};
+use crate::rules::{RecordWriter, RuleType, ValidationRule};
 use gomark_proto::config::v1 as pb;
 use gomark_proto::json;
 use serde::Serialize;
@@ -110,6 +113,11 @@ pub fn pipeline_to_proto(p: &Pipeline) -> pb::Pipeline {
                 closed: s.closed,
             })
             .collect(),
+        removed_stages: p
+            .removed_stages
+            .iter()
+            .map(|r| pb::RemovedStage { id: r.id.clone(), move_deals_to: r.move_deals_to.clone() })
+            .collect(),
     }
 }
 
@@ -129,6 +137,11 @@ pub fn pipeline_from_proto(p: pb::Pipeline) -> Pipeline {
                 closed: s.closed,
             })
             .collect(),
+        removed_stages: p
+            .removed_stages
+            .into_iter()
+            .map(|r| RemovedStage { id: r.id, move_deals_to: r.move_deals_to })
+            .collect(),
     }
 }
 
@@ -139,6 +152,12 @@ pub fn hubspot_config(config: &EffectiveConfig) -> pb::HubSpotConfig {
         property_groups: config.property_groups.iter().map(group_to_proto).collect(),
         deal_properties: config.deal_properties.iter().map(property_to_proto).collect(),
         pipelines: config.pipelines.iter().map(pipeline_to_proto).collect(),
+        validation_rules: config.validation_rules.iter().map(rule_to_proto).collect(),
+        record_writers: config
+            .record_writers
+            .iter()
+            .map(|w| pb::RecordWriter { name: w.name.clone(), sets: w.sets.clone() })
+            .collect(),
     }
 }
 
@@ -152,11 +171,25 @@ pub fn effective_from_hubspot(config: pb::HubSpotConfig) -> Result<EffectiveConf
             property_from_proto(p).map_err(|e| wire_error(format!("dealProperties[{i}].{}", e.field), e.message))
         })
         .collect::<Result<_, _>>()?;
+    let validation_rules = config
+        .validation_rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            rule_from_proto(r).map_err(|e| wire_error(format!("validationRules[{i}].{}", e.field), e.message))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(EffectiveConfig {
         company_id: config.company_id,
         property_groups: config.property_groups.into_iter().map(group_from_proto).collect(),
         deal_properties,
         pipelines: config.pipelines.into_iter().map(pipeline_from_proto).collect(),
+        validation_rules,
+        record_writers: config
+            .record_writers
+            .into_iter()
+            .map(|w| RecordWriter { name: w.name, sets: w.sets })
+            .collect(),
         ..EffectiveConfig::default()
     })
 }
@@ -431,6 +464,8 @@ fn target_parts(target: &Target) -> (&'static str, String) {
         Target::DealProperty(name) => ("deal_property", name.clone()),
         Target::Pipeline(id) => ("pipeline", id.clone()),
         Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
+        Target::ValidationRule(property, rule) => ("validation_rule", format!("{property}/{rule}")),
+        Target::StageDeals(pipeline, stage) => ("stage_deals", format!("{pipeline}/{stage}")),
     }
 }
 
@@ -460,7 +495,42 @@ pub fn action_to_proto(action: &Action) -> pb::PlannedAction {
         op: op_to_proto(action.op) as i32,
         changes: action.changes.iter().map(change_to_proto).collect(),
         blocked: action.blocked.as_ref().map(blocked_to_proto),
+        warnings: Vec::new(),
     }
+}
+
+/// A plan's actions with their warnings (which are not part of an action's id: they follow
+/// from it).
+pub fn plan_to_proto(plan: &Plan) -> Vec<pb::PlannedAction> {
+    plan.actions
+        .iter()
+        .map(|action| pb::PlannedAction {
+            warnings: plan
+                .warnings_for(action)
+                .map(|w| pb::PlanWarning { code: w.code.clone(), message: w.message.clone() })
+                .collect(),
+            ..action_to_proto(action)
+        })
+        .collect()
+}
+
+pub fn rule_to_proto(r: &ValidationRule) -> pb::ValidationRule {
+    pb::ValidationRule {
+        property: r.property.clone(),
+        rule_type: r.rule_type.as_str().to_owned(),
+        rule_arguments: r.rule_arguments.clone(),
+        should_apply_normalization: r.should_apply_normalization,
+    }
+}
+
+pub fn rule_from_proto(r: pb::ValidationRule) -> Result<ValidationRule, WireError> {
+    let rule_type = RuleType::parse(&r.rule_type).ok_or_else(|| wire_error("ruleType", "not a known rule type"))?;
+    Ok(ValidationRule {
+        property: r.property,
+        rule_type,
+        rule_arguments: r.rule_arguments,
+        should_apply_normalization: r.should_apply_normalization,
+    })
 }
 
 /// One line per action, as people read plans: `+ deal property gomark_tier`.
@@ -476,6 +546,21 @@ pub fn action_line(action: &pb::PlannedAction) -> String {
     }
     line.push(symbol);
     line.push(' ');
+    let value = |field: &str| {
+        action.changes.iter().find(|c| c.field == field).map(|c| {
+            let side = if field == "deals" { &c.before } else { &c.after };
+            side.as_ref().map_or(serde_json::Value::Null, json::from_value)
+        })
+    };
+    if action.target_kind == "stage_deals"
+        && let (Some(to), Some(count)) = (value("dealstage"), value("deals"))
+    {
+        // "~ deals in stage sales/negotiation: move 3 deals to stage sales/closedwon"
+        let pipeline = action.target.split('/').next().unwrap_or_default();
+        let to = to.as_str().unwrap_or_default();
+        line.push_str(&format!("deals in stage {}: move {count} deals to stage {pipeline}/{to}", action.target));
+        return line;
+    }
     line.push_str(&action.target_kind.replace('_', " "));
     line.push(' ');
     line.push_str(&action.target);

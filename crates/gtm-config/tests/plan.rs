@@ -534,3 +534,71 @@ fn plans_serialise() {
     let back: Plan = serde_json::from_value(json).expect("deserialisable");
     assert_eq!(back, p);
 }
+
+#[test]
+fn a_removed_stage_with_deals_moves_them_first_and_warns_when_a_rule_would_refuse() {
+    use gtm_config::{RemovedStage, RuleType, StageDeals, ValidationRule};
+    let full = acme();
+    let (mut observed, ids, managed) = hubspot_after_apply(&full);
+    let mut desired = full.clone();
+    desired.pipelines[0].stages.retain(|s| s.id != "proposal");
+    desired.pipelines[0].removed_stages = vec![RemovedStage { id: "proposal".into(), move_deals_to: "won".into() }];
+    desired.validation_rules.push(ValidationRule {
+        property: "closedate".into(),
+        rule_type: RuleType::ConditionallyRequired,
+        rule_arguments: vec!["dealstage".into(), "5002".into()],
+        should_apply_normalization: false,
+    });
+    observed.validation_rules.push(gtm_config::ObservedRule {
+        property: "closedate".into(),
+        rule_type: "CONDITIONALLY_REQUIRED".into(),
+        rule_arguments: vec!["dealstage".into(), "5002".into()],
+        should_apply_normalization: false,
+    });
+    let mut used = no_deals();
+    used.insert(("1000".into(), "5001".into()));
+
+    // Before the deals are counted, the deletion is blocked and the count asked for, with
+    // the property the destination's rule requires.
+    let p = plan(&desired, &observed, &ids, &used, &managed);
+    assert!(p.find(&Target::Stage("sales".into(), "proposal".into()), Op::Archive).expect("planned").blocked.is_some());
+    let needed = p.deal_counts_needed(&desired, &observed, &ids);
+    assert_eq!(needed.len(), 1);
+    assert_eq!((needed[0].pipeline.as_str(), needed[0].stage.as_str()), ("1000", "5001"));
+    assert_eq!(needed[0].lacking, ["closedate"]);
+
+    // Counted: the move comes first (as a record write), the deletion is no longer blocked,
+    // and the deals without closedate are warned about.
+    observed.stage_deals = vec![StageDeals {
+        pipeline: "1000".into(),
+        stage: "5001".into(),
+        deals: 3,
+        lacking: [("closedate".to_owned(), 2)].into(),
+    }];
+    let p = plan(&desired, &observed, &ids, &used, &managed);
+    let moved = Target::StageDeals("sales".into(), "proposal".into());
+    let action = p.find(&moved, Op::Update).expect("deal move planned");
+    assert_eq!(action.to_string(), "~ deals in stage sales/proposal: move 3 deals to stage sales/won");
+    assert!(p.find(&Target::Stage("sales".into(), "proposal".into()), Op::Archive).expect("planned").blocked.is_none());
+    let warnings: Vec<&str> = p.warnings_for(action).map(|w| w.message.as_str()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("2 of 3 deals have no closedate") && warnings[0].contains("CONDITIONALLY_REQUIRED"),
+        "{}",
+        warnings[0]
+    );
+    let wire = gtm_config::wire::plan_to_proto(&p);
+    let line = wire.iter().find(|a| a.target_kind == "stage_deals").map(gtm_config::wire::action_line);
+    assert_eq!(line.as_deref(), Some("~ deals in stage sales/proposal: move 3 deals to stage sales/won"));
+
+    // Without a rule at the destination nothing is warned; without a declared move the
+    // deletion stays blocked.
+    observed.validation_rules.clear();
+    desired.validation_rules.clear();
+    let p = plan(&desired, &observed, &ids, &used, &managed);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    desired.pipelines[0].removed_stages.clear();
+    let p = plan(&desired, &observed, &ids, &used, &managed);
+    assert!(p.find(&moved, Op::Update).is_none());
+    assert!(p.find(&Target::Stage("sales".into(), "proposal".into()), Op::Archive).expect("planned").blocked.is_some());
+}

@@ -437,3 +437,25 @@ fn control_characters_are_refused_by_path() {
         assert!(paths.contains(&path), "{path} in {paths:?}");
     }
 }
+
+#[test]
+fn removed_stages_must_be_gone_and_move_to_a_stage_of_their_pipeline() {
+    let doc = r#"
+baseline:
+  pipelines:
+    - id: sales
+      label: Sales
+      stages:
+        - {id: open, label: Open, probability: 0.2}
+        - {id: won, label: Won, probability: 1.0, closed: true}
+      removedStages:
+        - {id: open, moveDealsTo: won}
+        - {id: proposal, moveDealsTo: nowhere}
+companies: {}
+"#;
+    let errors = gtm_config::Document::from_yaml(doc).expect("parses").validate().expect_err("invalid");
+    let text = format!("{errors:?}");
+    assert!(text.contains("removedStages[0].id") && text.contains("still in stages"), "{text}");
+    assert!(text.contains("removedStages[1].moveDealsTo"), "{text}");
+    assert!(!text.contains("removedStages[0].moveDealsTo"), "{text}");
+}

@@ -17,6 +17,9 @@ pub enum ApiVersion {
     V3,
     /// `/crm/{family}/2026-03/{objectType}`, e.g. `/crm/properties/2026-03/deals`.
     Date2026_03,
+    /// `/crm/{family}/2026-09/{objectType}`: as 2026-03, and HubSpot enforces the portal's
+    /// validation rules on record writes (400 `VALIDATION_ERROR`, [`crate::Error::Validation`]).
+    Date2026_09,
 }
 
 impl ApiVersion {
@@ -26,14 +29,16 @@ impl ApiVersion {
         match self {
             ApiVersion::V3 => ["crm", "v3", family],
             ApiVersion::Date2026_03 => ["crm", family, "2026-03"],
+            ApiVersion::Date2026_09 => ["crm", family, "2026-09"],
         }
     }
 
-    /// Path of the OAuth token endpoint: `/oauth/v1/token` or `/oauth/2026-03/token`.
+    /// Path of the OAuth token endpoint: `/oauth/v1/token`, or `/oauth/2026-03/token` for the
+    /// dated versions (2026-09 did not change OAuth).
     pub fn oauth_token_segments(self) -> [&'static str; 3] {
         match self {
             ApiVersion::V3 => ["oauth", "v1", "token"],
-            ApiVersion::Date2026_03 => ["oauth", "2026-03", "token"],
+            ApiVersion::Date2026_03 | ApiVersion::Date2026_09 => ["oauth", "2026-03", "token"],
         }
     }
 }
@@ -89,6 +94,8 @@ mod tests {
         assert_eq!(ApiVersion::default(), ApiVersion::V3);
         assert_eq!(ApiVersion::V3.oauth_token_segments(), ["oauth", "v1", "token"]);
         assert_eq!(ApiVersion::Date2026_03.oauth_token_segments(), ["oauth", "2026-03", "token"]);
+        assert_eq!(ApiVersion::Date2026_09.crm_segments("objects"), ["crm", "objects", "2026-09"]);
+        assert_eq!(ApiVersion::Date2026_09.oauth_token_segments(), ["oauth", "2026-03", "token"]);
     }
 
     #[test]

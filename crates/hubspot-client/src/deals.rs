@@ -49,6 +49,12 @@ struct UpdateBody<'a> {
     properties: &'a BTreeMap<String, String>,
 }
 
+#[derive(Serialize)]
+struct BatchUpdateInput<'a> {
+    id: &'a str,
+    properties: &'a BTreeMap<String, String>,
+}
+
 impl HubSpotClient {
     fn deals_url(&self, tail: &[&str]) -> Result<Url> {
         let mut segments = vec![DEALS_OBJECT_TYPE];
@@ -151,6 +157,26 @@ impl HubSpotClient {
         for chunk in batch::chunks(inputs) {
             let body =
                 Inputs { inputs: chunk.iter().map(|properties| CreateBody { properties, associations: [] }).collect() };
+            merged.merge(self.send_json(token, Method::POST, url.clone(), Some(&body)).await?.json()?);
+        }
+        Ok(merged)
+    }
+
+    /// `POST /crm/v3/objects/deals/batch/update`: sets `properties` on every deal of `ids`, 100
+    /// deals per call, merged. A failing chunk aborts the remaining ones; earlier chunks stay
+    /// written. From API 2026-09 a chunk breaking a portal rule fails whole with
+    /// [`crate::Error::Validation`].
+    pub async fn batch_update_deals<S: AsRef<str>>(
+        &self,
+        token: &AccessToken,
+        ids: &[S],
+        properties: &BTreeMap<String, String>,
+    ) -> Result<BatchResult<Deal>> {
+        let url = self.deals_url(&["batch", "update"])?;
+        let mut merged = BatchResult::default();
+        for chunk in batch::chunks(ids) {
+            let body =
+                Inputs { inputs: chunk.iter().map(|id| BatchUpdateInput { id: id.as_ref(), properties }).collect() };
             merged.merge(self.send_json(token, Method::POST, url.clone(), Some(&body)).await?.json()?);
         }
         Ok(merged)

@@ -32,6 +32,11 @@ pub enum Error {
         /// `correlationId`, for HubSpot support.
         correlation_id: Option<String>,
     },
+    /// HubSpot refused the write with 400 `VALIDATION_ERROR`: the input breaks a rule (from
+    /// API 2026-09, a portal admin's rule, e.g. a conditional-required property). Never
+    /// retried: the same write fails the same way until the input or the rule changes.
+    #[error("HubSpot refused the write (400 VALIDATION_ERROR): {0}")]
+    Validation(Refusal),
     /// HubSpot answered 429 (after retries, where the policy allows them).
     #[error("HubSpot {policy} rate limit reached{}", retry_after_details(.retry_after))]
     RateLimited {
@@ -61,12 +66,104 @@ pub enum Error {
     InvalidRequest(String),
 }
 
+/// What a `VALIDATION_ERROR` says refused a write, sanitised: names and codes only (at
+/// most 100 characters each, from a safe alphabet), so it can go into errors, audits and
+/// logs without carrying record values or secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Refusal {
+    /// The property the rule is on, when HubSpot names it.
+    pub property: Option<String>,
+    /// The rule's type when HubSpot names it (`CONDITIONALLY_REQUIRED`, `MAX_LENGTH`), else
+    /// the error code (`MISSING_CONDITIONAL_REQUIRED_PROPERTY`).
+    pub rule: Option<String>,
+    /// `subCategory`, when given.
+    pub sub_category: Option<String>,
+    /// `correlationId`, for HubSpot support.
+    pub correlation_id: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.rule, &self.property) {
+            (Some(rule), Some(property)) => write!(f, "rule {rule} on property {property}")?,
+            (Some(rule), None) => write!(f, "rule {rule}")?,
+            (None, Some(property)) => write!(f, "a rule on property {property}")?,
+            (None, None) => f.write_str("a validation rule")?,
+        }
+        if let Some(s) = &self.sub_category {
+            write!(f, " (subCategory {s})")?;
+        }
+        if let Some(c) = &self.correlation_id {
+            write!(f, " (correlationId {c})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a name or code HubSpot sent only if it looks like one: no values, no free text.
+fn sanitise_name(s: &str) -> Option<String> {
+    let s = s.trim();
+    let ok = !s.is_empty()
+        && s.len() <= 100
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    ok.then(|| s.to_owned())
+}
+
+impl Refusal {
+    /// Reads HubSpot's error body: the rule from `context.ruleType` (in `errors[]` or at the
+    /// top level), else `errors[].code`, else the top-level `subCategory`; the property from
+    /// `context.propertyName` (top level or in `errors[]`), else `errors[].in`.
+    fn from_body(json: &Value, secrets: &[&str]) -> Self {
+        let sanitise_name = |s: &str| {
+            // Defence in depth, as for every error: a server echo of a secret is dropped.
+            sanitise_name(s).filter(|n| !secrets.iter().any(|secret| !secret.is_empty() && n.contains(secret)))
+        };
+        let errors: &[Value] = json.get("errors").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+        let context_property = |v: &Value| {
+            let context = v.get("context")?;
+            ["propertyName", "property", "propertyNames"].iter().find_map(|k| {
+                let field = context.get(*k)?;
+                field.as_str().or_else(|| field.as_array()?.first()?.as_str()).and_then(sanitise_name)
+            })
+        };
+        let context_rule = |v: &Value| {
+            let field = v.get("context")?.get("ruleType")?;
+            field.as_str().or_else(|| field.as_array()?.first()?.as_str()).and_then(sanitise_name)
+        };
+        let rule = errors
+            .iter()
+            .find_map(context_rule)
+            .or_else(|| context_rule(json))
+            .or_else(|| errors.iter().find_map(|e| e.get("code").and_then(Value::as_str).and_then(sanitise_name)))
+            .or_else(|| json.get("subCategory").and_then(Value::as_str).and_then(sanitise_name));
+        let property = context_property(json)
+            .or_else(|| errors.iter().find_map(context_property))
+            .or_else(|| errors.iter().find_map(|e| e.get("in").and_then(Value::as_str).and_then(sanitise_name)));
+        let sub_category = json
+            .get("subCategory")
+            .and_then(Value::as_str)
+            .or_else(|| errors.iter().find_map(|e| e.get("subCategory").and_then(Value::as_str)))
+            .and_then(sanitise_name);
+        let correlation_id = json.get("correlationId").and_then(Value::as_str).and_then(sanitise_name);
+        Refusal { property, rule, sub_category, correlation_id }
+    }
+}
+
 impl Error {
+    /// The rule that refused the write, for a `VALIDATION_ERROR`.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Validation(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same request later may succeed: retryable statuses (500, 502–504,
     /// 521–526, 423, 477), non-daily 429s, timeouts and transport errors.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Api { status, .. } => retry::is_retryable_status(*status),
+            Error::Validation(_) => false,
             Error::RateLimited { policy, .. } => *policy != RateLimitPolicy::Daily,
             Error::Timeout | Error::Transport(_) => true,
             Error::Decode(_) | Error::Encode(_) | Error::Config(_) | Error::InvalidRequest(_) => false,
@@ -77,6 +174,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
+            Error::Validation(_) => Some(400),
             Error::RateLimited { .. } => Some(429),
             _ => None,
         }
@@ -96,6 +194,12 @@ impl Error {
                 policy: RateLimitPolicy::detect(json.as_ref(), rate_limit),
                 retry_after: rate_limit::retry_after(headers),
             };
+        }
+        if let Some(j) = json
+            .as_ref()
+            .filter(|j| status == 400 && j.get("category").and_then(Value::as_str) == Some("VALIDATION_ERROR"))
+        {
+            return Error::Validation(Refusal::from_body(j, secrets));
         }
         let text =
             |name: &str| json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str).map(|s| redact(s, secrets));
@@ -186,6 +290,36 @@ mod tests {
         let body = br#"{"message":"bad","errors":[{"message":"m"},{"message":"n","subCategory":"X.Y"}]}"#;
         let err = Error::from_response(400, &HeaderMap::new(), body, None, token());
         assert!(matches!(err, Error::Api { sub_category: Some(ref s), .. } if s == "X.Y"));
+    }
+
+    #[test]
+    fn validation_errors_name_the_rule_and_are_never_retried() {
+        let body = br#"{"status":"error","category":"VALIDATION_ERROR","correlationId":"c-1","message":"closedate is required when dealstage is closedwon; value was pat-secret-123","errors":[{"code":"MISSING_CONDITIONAL_REQUIRED_PROPERTY","message":"x","context":{"propertyName":["closedate"]}}]}"#;
+        let err = Error::from_response(400, &HeaderMap::new(), body, None, token());
+        let refusal = err.refusal().expect("a refusal");
+        assert_eq!(refusal.rule.as_deref(), Some("MISSING_CONDITIONAL_REQUIRED_PROPERTY"));
+        assert_eq!(refusal.property.as_deref(), Some("closedate"));
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(400));
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            "HubSpot refused the write (400 VALIDATION_ERROR): rule MISSING_CONDITIONAL_REQUIRED_PROPERTY on property closedate (correlationId c-1)"
+        );
+        // Free text (which may hold record values) never makes it in.
+        assert!(!text.contains("pat-secret") && !format!("{err:?}").contains("pat-secret"));
+        // The rule's type, when HubSpot names it, is the rule; the code stays as subCategory.
+        let body = br#"{"category":"VALIDATION_ERROR","subCategory":"MISSING_CONDITIONAL_REQUIRED_PROPERTY","errors":[{"code":"MISSING_CONDITIONAL_REQUIRED_PROPERTY","context":{"propertyName":["closedate"],"ruleType":["CONDITIONALLY_REQUIRED"],"ruleArguments":["dealstage","closedwon"]}}]}"#;
+        let err = Error::from_response(400, &HeaderMap::new(), body, None, token());
+        assert_eq!(
+            err.to_string(),
+            "HubSpot refused the write (400 VALIDATION_ERROR): rule CONDITIONALLY_REQUIRED on property closedate (subCategory MISSING_CONDITIONAL_REQUIRED_PROPERTY)"
+        );
+        // Names that are not names are dropped.
+        let body = br#"{"category":"VALIDATION_ERROR","errors":[{"code":"has spaces; and values","in":"amount"}]}"#;
+        let err = Error::from_response(400, &HeaderMap::new(), body, None, token());
+        assert_eq!(err.refusal().and_then(|r| r.rule.clone()), None);
+        assert_eq!(err.refusal().and_then(|r| r.property.clone()).as_deref(), Some("amount"));
     }
 
     #[test]

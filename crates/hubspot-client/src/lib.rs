@@ -37,6 +37,7 @@ pub mod search;
 mod serde_util;
 pub mod sync;
 mod token;
+mod validations;
 pub mod webhook;
 
 pub use batch::{BATCH_CHUNK_SIZE, BatchError, BatchResult};
@@ -44,7 +45,7 @@ pub use budget::{BudgetError, Permit, RequestBudget, RequestKind};
 pub use client::HubSpotClient;
 pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL};
 pub use deals::model::{Deal, Page, parse_timestamp_ms};
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
 pub use oauth::OAuthTokens;
 pub use pipelines::model::{
     Pipeline, PipelineCreate, PipelineReplace, PipelineStage, PipelineStageInput, PipelineStageUpdate, PipelineUpdate,
@@ -59,4 +60,5 @@ pub use rate_limit::{RateLimitInfo, RateLimitPolicy};
 pub use search::{Filter, FilterGroup, Operator, SearchPage, SearchRequest, Sort, SortDirection};
 pub use sync::{IncrementalSync, SyncOutcome};
 pub use token::AccessToken;
+pub use validations::{PropertyValidationRule, PropertyValidations};
 pub use webhook::{SignatureError, SignatureVersion, SignedRequest, VerifyOptions, WebhookEvent, WebhookSecret};

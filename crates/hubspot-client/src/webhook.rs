@@ -379,6 +379,9 @@ pub struct WebhookEvent {
     /// What made the change, e.g. `CRM`, `API`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_source: Option<String>,
+    /// The app or user that made the change (an app id for API writes), when HubSpot says.
+    #[serde(default, deserialize_with = "de_opt_scalar_string", skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
     /// E.g. `NEW`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_flag: Option<String>,

@@ -293,6 +293,7 @@ fn parse_batch_realistic_sample() {
             attempt_number: 0,
             object_id: Some(123),
             change_source: Some("CRM".into()),
+            source_id: None,
             change_flag: Some("NEW".into()),
             property_name: None,
             property_value: None,

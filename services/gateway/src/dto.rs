@@ -273,7 +273,8 @@ pub struct FieldChangeView {
 pub struct ActionView {
     /// Names the action in a saved plan: applying the plan performs only these.
     pub id: String,
-    /// `property_group`, `deal_property`, `pipeline`, `stage` or `cadence`
+    /// `property_group`, `deal_property`, `pipeline`, `stage`, `validation_rule`,
+    /// `stage_deals` (a removed stage's deals, moved) or `cadence`
     pub target_kind: String,
     pub target: String,
     /// `create`, `update` or `archive`
@@ -284,6 +285,19 @@ pub struct ActionView {
     pub blocked: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safe_alternative: Option<String>,
+    /// What applying it would start to break elsewhere (e.g. a validation rule HubSpot
+    /// would refuse GoMark's or an integration's deal writes with); it is applied all the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<WarningView>,
+}
+
+/// A consequence of an action a person should know before applying it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarningView {
+    /// Stable, for machines: `rule_rejects_writes`.
+    pub code: String,
+    pub message: String,
 }
 
 impl From<config_pb::PlannedAction> for ActionView {
@@ -308,6 +322,7 @@ impl From<config_pb::PlannedAction> for ActionView {
                 .collect(),
             blocked: a.blocked.as_ref().map(|b| b.reason.clone()),
             safe_alternative: a.blocked.map(|b| b.safe_alternative),
+            warnings: a.warnings.into_iter().map(|w| WarningView { code: w.code, message: w.message }).collect(),
         }
     }
 }

@@ -18,7 +18,7 @@ use gtm_config::wire::action_id;
 use gtm_config::{Action, DealsInStages, EffectiveConfig, Op, PipelineIdMap, Plan, Target, order_or_index};
 use hubspot_client::{
     HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
-    PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
+    PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, PropertyValidationRule, stage_metadata,
 };
 use sqlx::Row;
 use std::collections::{BTreeSet, HashMap};
@@ -152,10 +152,30 @@ fn rank(action: &Action) -> (u8, u8, u8) {
     let kind = match action.target {
         Target::PropertyGroup(_) => 0,
         Target::DealProperty(_) => 1,
-        Target::Pipeline(_) => 2,
-        Target::Stage(..) => 3,
+        // Rules after the properties they are on; before stages, whose deal moves they
+        // may refuse.
+        Target::ValidationRule(..) => 2,
+        Target::Pipeline(_) => 3,
+        Target::Stage(..) => 4,
+        // Deal moves after the stages they go to exist; the emptied stage is deleted after
+        // them, with the other removals.
+        Target::StageDeals(..) => 5,
     };
     (u8::from(action.op == Op::Archive), kind, u8::from(action.op != Op::Create))
+}
+
+/// For the deletion of a stage whose deals could not be moved out: why it is not attempted.
+fn failed_move(action: &Action, outcome: &Applied) -> Option<String> {
+    let Target::Stage(pipeline, stage) = &action.target else { return None };
+    (action.op == Op::Archive)
+        .then(|| {
+            outcome
+                .failed
+                .iter()
+                .find(|(a, _)| matches!(&a.target, Target::StageDeals(p, s) if p == pipeline && s == stage))
+        })
+        .flatten()
+        .map(|_| "not attempted: its deals could not be moved".to_owned())
 }
 
 /// HubSpot refused the action itself (as opposed to being unavailable or out of budget).
@@ -261,8 +281,13 @@ impl Converger {
             properties: !desired.deal_properties.is_empty() || !managed.is_empty(),
             groups: !desired.property_groups.is_empty(),
             pipelines: !desired.pipelines.is_empty() || !ids.pipelines.is_empty(),
+            // Rules on declared properties are desired state too (a rule added by hand is
+            // drift), and a stage's deals move only where no rule refuses them.
+            validations: !desired.validation_rules.is_empty()
+                || !desired.deal_properties.is_empty()
+                || !desired.pipelines.is_empty(),
         };
-        let (_, observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
+        let (_, mut observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
         ids.match_by_label(desired, &observed);
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
         let deleted = plan.deleted_stages(&ids, &observed);
@@ -270,6 +295,13 @@ impl Converger {
             let used = crate::stage_usage::stages_in_use(client, &portal.token(), &deleted).await?;
             if !used.is_empty() {
                 plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
+                // Stages whose deals the config moves elsewhere: counted (with the deals a
+                // rule at the destination would refuse), then planned as moves.
+                let needed = plan.deal_counts_needed(desired, &observed, &ids);
+                if !needed.is_empty() {
+                    observed.stage_deals = crate::stage_usage::count_deals(client, &portal.token(), &needed).await?;
+                    plan = gtm_config::plan(desired, &observed, &ids, &used, &managed);
+                }
             }
         }
         plan.actions.sort_by_key(rank);
@@ -392,6 +424,12 @@ impl Converger {
             return Ok(());
         }
         for action in rest {
+            if let Some(move_failed) = failed_move(action, outcome) {
+                // HubSpot would refuse it (the stage still holds deals); it is reported once,
+                // with the refused move.
+                outcome.failed.push((action.clone(), move_failed));
+                continue;
+            }
             if !self.apply_one(portal, desired, ids, action, clock, outcome).await? {
                 return Ok(());
             }
@@ -640,6 +678,45 @@ impl Converger {
                         archived: None,
                     };
                     client.update_deal_pipeline(&token, hubspot, &input).await?;
+                }
+            }
+            (Target::ValidationRule(property, rule_type), Op::Archive) => {
+                client.delete_deal_property_validation(&token, property, rule_type).await?;
+            }
+            (Target::ValidationRule(property, rule_type), _) => {
+                let Some(rule) = desired
+                    .validation_rules
+                    .iter()
+                    .find(|r| &r.property == property && r.rule_type.as_str() == rule_type)
+                else {
+                    return Ok(());
+                };
+                let input = PropertyValidationRule {
+                    rule_type: rule_type.clone(),
+                    rule_arguments: rule.rule_arguments.clone(),
+                    should_apply_normalization: rule.should_apply_normalization,
+                };
+                client.put_deal_property_validation(&token, property, &input).await?;
+            }
+            (Target::StageDeals(pipeline, stage), _) => {
+                let to = desired
+                    .pipeline(pipeline)
+                    .and_then(|p| p.removed_stages.iter().find(|r| &r.id == stage))
+                    .and_then(|r| ids.hubspot_stage(pipeline, &r.move_deals_to));
+                let (Some(hubspot_pipeline), Some(from), Some(to)) =
+                    (ids.hubspot_pipeline(pipeline), ids.hubspot_stage(pipeline, stage), to)
+                else {
+                    return Ok(());
+                };
+                let deals = crate::stage_usage::deals_in_stage(client, &token, hubspot_pipeline, from).await?;
+                if !deals.is_empty() {
+                    let properties = [("dealstage".to_owned(), to.to_owned())].into();
+                    let result = client.batch_update_deals(&token, &deals, &properties).await?;
+                    if let Some(e) = result.errors.first() {
+                        // E.g. deals deleted meanwhile; any left behind make the stage's
+                        // deletion fail, which is reported.
+                        tracing::warn!(company, category = %e.category, "some deals were not moved");
+                    }
                 }
             }
             (Target::Stage(pipeline, stage), op) => {

@@ -21,6 +21,7 @@ pub struct HubspotSyncGrpc {
     deals: DealSync,
     budget: std::sync::Arc<PortalBudget>,
     converger: Converger,
+    sources: Option<crate::sources::Sources>,
 }
 
 impl HubspotSyncGrpc {
@@ -31,8 +32,25 @@ impl HubspotSyncGrpc {
         budget: std::sync::Arc<PortalBudget>,
         converger: Converger,
     ) -> Self {
-        Self { portals, client, deals, budget, converger }
+        Self { portals, client, deals, budget, converger, sources: None }
     }
+
+    /// Keeps who changed each portal (from events), so plans and drift can say.
+    pub fn with_sources(mut self, sources: crate::sources::Sources) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+}
+
+/// The property names an action touches, for looking up who changed them.
+fn touched(actions: &[gtm_config::Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match &a.target {
+            gtm_config::Target::DealProperty(name) | gtm_config::Target::ValidationRule(name, _) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A property as HubSpot holds it, in the contract's terms.
@@ -148,6 +166,9 @@ impl HubspotSyncService for HubspotSyncGrpc {
         Caller::from_metadata(req.metadata())?.require_portfolio(Role::Operator)?;
         let events = req.into_inner().events;
         let done = self.deals.ingest(&events).await.map_err(internal)?;
+        if let Some(sources) = &self.sources {
+            sources.record(&events).await.map_err(internal)?;
+        }
         Ok(Response::new(pb::IngestWebhookEventsResponse {
             accepted: done.accepted,
             duplicates: done.duplicates,
@@ -225,9 +246,16 @@ impl HubspotSyncService for HubspotSyncGrpc {
         caller.require_company(Role::Viewer, &r.company_id)?;
         let desired = desired(&r.company_id, r.desired)?;
         let plan = self.converger.plan(&r.company_id, &desired).await.map_err(converge_failure)?;
+        let last_change = match &self.sources {
+            Some(sources) if !plan.actions.is_empty() => {
+                sources.last_change(&r.company_id, &touched(&plan.actions)).await.map_err(internal)?
+            }
+            _ => None,
+        };
         Ok(Response::new(pb::PortalPlan {
-            actions: plan.actions.iter().map(gtm_config::wire::action_to_proto).collect(),
+            actions: gtm_config::wire::plan_to_proto(&plan),
             text: plan.to_string(),
+            last_change,
         }))
     }
 

@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod observed;
 mod portals;
 mod settings;
+pub mod sources;
 pub mod stage_usage;
 
 pub use deals::{DealSync, DealSyncSettings};
@@ -50,13 +51,16 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
     let deal_sync =
         DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone());
-    let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(grpc::HubspotSyncGrpc::new(
-        portals.clone(),
-        client.clone(),
-        deal_sync.clone(),
-        portal_budget,
-        converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
-    )));
+    let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(
+        grpc::HubspotSyncGrpc::new(
+            portals.clone(),
+            client.clone(),
+            deal_sync.clone(),
+            portal_budget,
+            converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
+        )
+        .with_sources(sources::Sources::new(backends.db.clone(), settings.hubspot.gomark_app_ids())),
+    ));
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;
     let sd = shutdown.clone();

@@ -12,10 +12,12 @@ pub struct Scope {
     pub properties: bool,
     pub groups: bool,
     pub pipelines: bool,
+    /// Property validation rules.
+    pub validations: bool,
 }
 
 impl Scope {
-    pub const ALL: Scope = Scope { properties: true, groups: true, pipelines: true };
+    pub const ALL: Scope = Scope { properties: true, groups: true, pipelines: true, validations: true };
 }
 
 /// Reads a portal's properties, groups and pipelines (in parallel). The raw properties are
@@ -33,13 +35,34 @@ pub async fn read_scoped(
     token: &AccessToken,
     scope: Scope,
 ) -> Result<(Vec<Property>, Observed), hubspot_client::Error> {
-    let (properties, groups, pipelines) = tokio::try_join!(
+    let (properties, groups, pipelines, validations) = tokio::try_join!(
         async { if scope.properties { client.list_deal_properties(token).await } else { Ok(Vec::new()) } },
         async { if scope.groups { client.list_deal_property_groups(token).await } else { Ok(Vec::new()) } },
         async { if scope.pipelines { client.list_deal_pipelines(token).await } else { Ok(Vec::new()) } },
+        async { if scope.validations { client.list_deal_property_validations(token).await } else { Ok(Vec::new()) } },
     )?;
-    let observed = normalize(&properties, groups, pipelines);
+    let mut observed = normalize(&properties, groups, pipelines);
+    observed.validation_rules = validation_rules(validations);
     Ok((properties, observed))
+}
+
+/// The portal's validation rules, one per property and rule type, in a stable order.
+pub fn validation_rules(validations: Vec<hubspot_client::PropertyValidations>) -> Vec<gtm_config::ObservedRule> {
+    let mut rules: Vec<gtm_config::ObservedRule> = validations
+        .into_iter()
+        .flat_map(|p| {
+            let property = p.property_name;
+            p.property_validation_rules.into_iter().map(move |r| gtm_config::ObservedRule {
+                property: property.clone(),
+                rule_type: r.rule_type,
+                rule_arguments: r.rule_arguments,
+                should_apply_normalization: r.should_apply_normalization,
+            })
+        })
+        .collect();
+    rules.sort_by(|a, b| (&a.property, &a.rule_type).cmp(&(&b.property, &b.rule_type)));
+    rules.dedup_by(|a, b| a.property == b.property && a.rule_type == b.rule_type);
+    rules
 }
 
 /// HubSpot's objects in the planner's terms, in HubSpot's canonical forms: archived
@@ -104,5 +127,7 @@ pub fn normalize(
                     .collect(),
             })
             .collect(),
+        validation_rules: Vec::new(),
+        stage_deals: Vec::new(),
     }
 }

@@ -18,7 +18,8 @@ pub struct Settings {
 pub struct HubSpotSettings {
     /// `https://api.hubapi.com`, or a simulator's URL.
     pub base_url: String,
-    /// `v3` or `2026-03`: which path family to call.
+    /// `v3`, `2026-03` or `2026-09`: which API version to call (2026-09 enforces the portals'
+    /// validation rules on record writes).
     pub api_version: String,
     /// Deadline of one HubSpot request.
     pub timeout_ms: u64,
@@ -32,6 +33,9 @@ pub struct HubSpotSettings {
     /// OAuth app used to refresh OAuth grants (optional; private-app tokens need none).
     pub oauth_client_id: String,
     pub oauth_client_secret: Secret,
+    /// GoMark's own HubSpot app ids, comma-separated: changes HubSpot reports with one of
+    /// these as `sourceId` are GoMark's, never drift by someone else.
+    pub app_ids: String,
 }
 
 impl Default for HubSpotSettings {
@@ -45,16 +49,22 @@ impl Default for HubSpotSettings {
             credential_keys: Secret::default(),
             oauth_client_id: String::new(),
             oauth_client_secret: Secret::default(),
+            app_ids: String::new(),
         }
     }
 }
 
 impl HubSpotSettings {
+    pub fn gomark_app_ids(&self) -> Vec<String> {
+        self.app_ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
     pub fn client_config(&self) -> hubspot_client::ClientConfig {
         hubspot_client::ClientConfig {
             base_url: self.base_url.clone(),
             api_version: match self.api_version.as_str() {
                 "2026-03" => hubspot_client::ApiVersion::Date2026_03,
+                "2026-09" => hubspot_client::ApiVersion::Date2026_09,
                 _ => hubspot_client::ApiVersion::V3,
             },
             timeout: Duration::from_millis(self.timeout_ms),
@@ -99,8 +109,8 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.common.validate()?;
         validate_url("hubspot.base_url", &self.hubspot.base_url)?;
-        if !matches!(self.hubspot.api_version.as_str(), "v3" | "2026-03") {
-            return Err(SettingsError::invalid("hubspot.api_version", "must be v3 or 2026-03"));
+        if !matches!(self.hubspot.api_version.as_str(), "v3" | "2026-03" | "2026-09") {
+            return Err(SettingsError::invalid("hubspot.api_version", "must be v3, 2026-03 or 2026-09"));
         }
         if !(100..=120_000).contains(&self.hubspot.timeout_ms) {
             return Err(SettingsError::invalid("hubspot.timeout_ms", "must be between 100 and 120000"));

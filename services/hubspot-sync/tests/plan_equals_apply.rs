@@ -1,6 +1,7 @@
-//! The promise, tested on random inputs: for any desired configuration and any hand edits
-//! of a (simulated) portal, applying a plan performs exactly the actions it planned, and
-//! the next plan has nothing left to apply.
+//! The promise, tested on random inputs: for any desired configuration (properties,
+//! pipelines, validation rules) and any hand edits of a (simulated) portal (its rules
+//! included), applying a plan performs exactly the actions it planned, and the next plan has
+//! nothing left to apply.
 
 use gomark_hubspot_sync::converge::Converger;
 use gomark_hubspot_sync::credentials::{Credential, Vault};
@@ -8,7 +9,8 @@ use gomark_hubspot_sync::{MIGRATIONS, Portals};
 use gomark_storage::Database;
 use gtm_config::wire::action_id;
 use gtm_config::{
-    CompanyOverlay, DealProperty, Document, EffectiveConfig, FieldType, Pipeline, PropertyOption, PropertyType, Stage,
+    CompanyOverlay, DealProperty, Document, EffectiveConfig, FieldType, Pipeline, PropertyOption, PropertyType,
+    RuleType, Stage, ValidationRule,
 };
 use hubspot_client::{ClientConfig, HubSpotClient};
 use hubspot_sim::SimConfig;
@@ -67,6 +69,35 @@ fn pipeline(index: usize, label: usize, stages: &[(usize, u8)], ordered: bool) -
         label: format!("Pipeline {index} {}", ["north", "south"][label]),
         display_order: ordered.then_some(i32::try_from(index).unwrap_or(0) + 5),
         stages: out,
+        removed_stages: Vec::new(),
+    }
+}
+
+/// A rule the simulator enforces, fitting the property's type (`kind` picks among them);
+/// None for enumerations, which take none of them.
+fn rule(property: &DealProperty, kind: usize, bound: u8) -> Option<ValidationRule> {
+    let (rule_type, argument) = match (property.property_type, kind % 2) {
+        (PropertyType::String, 0) => (RuleType::MaxLength, bound.to_string()),
+        (PropertyType::String, _) => (RuleType::MinLength, (bound % 3).to_string()),
+        (PropertyType::Number, 0) => (RuleType::MaxNumber, (u32::from(bound) * 100).to_string()),
+        (PropertyType::Number, _) => (RuleType::MinNumber, bound.to_string()),
+        _ => return None,
+    };
+    Some(ValidationRule {
+        property: property.name.clone(),
+        rule_type,
+        rule_arguments: vec![argument],
+        should_apply_normalization: kind > 1,
+    })
+}
+
+/// HubSpot's classic conditional rule, on HubSpot's own properties.
+fn closedate_required() -> ValidationRule {
+    ValidationRule {
+        property: "closedate".into(),
+        rule_type: RuleType::ConditionallyRequired,
+        rule_arguments: vec!["dealstage".into(), "closedwon".into()],
+        should_apply_normalization: false,
     }
 }
 
@@ -76,21 +107,35 @@ fn desired() -> impl Strategy<Value = EffectiveConfig> {
         (0usize..2, 0usize..2, proptest::collection::vec((0usize..4, 1u8..10), 1..4), any::<bool>()),
         0..3,
     );
-    (properties, pipelines).prop_map(|(properties, pipelines)| {
+    let rules = (proptest::collection::vec((0usize..5, 0usize..4, 1u8..20), 0..4), any::<bool>());
+    (properties, pipelines, rules).prop_map(|(properties, pipelines, (rules, conditional))| {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
+        let deal_properties: Vec<DealProperty> = properties
+            .into_iter()
+            .filter(|(i, ..)| names.insert(*i))
+            .map(|(i, l, o, d)| property(i, l, o, d))
+            .collect();
+        let mut keys = BTreeSet::new();
+        let mut validation_rules: Vec<ValidationRule> = rules
+            .into_iter()
+            .filter_map(|(i, kind, bound)| {
+                deal_properties.iter().find(|p| p.name == format!("gomark_p{i}")).and_then(|p| rule(p, kind, bound))
+            })
+            .filter(|r| keys.insert(r.key()))
+            .collect();
+        if conditional {
+            validation_rules.push(closedate_required());
+        }
         EffectiveConfig {
             company_id: "c1".into(),
-            deal_properties: properties
-                .into_iter()
-                .filter(|(i, ..)| names.insert(*i))
-                .map(|(i, l, o, d)| property(i, l, o, d))
-                .collect(),
+            deal_properties,
             pipelines: pipelines
                 .into_iter()
                 .filter(|(i, ..)| ids.insert(*i))
                 .map(|(i, l, s, o)| pipeline(i, l, &s, o))
                 .collect(),
+            validation_rules,
             ..EffectiveConfig::default()
         }
     })
@@ -104,6 +149,10 @@ enum HandEdit {
     HandMade(usize),
     RenamePipeline(usize),
     Reprobability(usize, u8),
+    /// A rule added (or replaced) by hand on a property.
+    RuleByHand(usize),
+    /// A rule type removed by hand from a property.
+    DropRule(usize, usize),
 }
 
 fn hand_edits() -> impl Strategy<Value = Vec<HandEdit>> {
@@ -114,6 +163,8 @@ fn hand_edits() -> impl Strategy<Value = Vec<HandEdit>> {
             (0usize..3).prop_map(HandEdit::HandMade),
             (0usize..2).prop_map(HandEdit::RenamePipeline),
             (0usize..4, 1u8..10).prop_map(|(s, p)| HandEdit::Reprobability(s, p)),
+            (0usize..5).prop_map(HandEdit::RuleByHand),
+            (0usize..6, 0usize..4).prop_map(|(i, k)| HandEdit::DropRule(i, k)),
         ],
         0..4,
     )
@@ -162,6 +213,23 @@ async fn edit_by_hand(http: &reqwest::Client, base: &str, edits: &[HandEdit]) {
                     .send()
                     .await
             }
+            HandEdit::RuleByHand(i) => {
+                let rule_type = if i % 3 == 1 { "MIN_NUMBER" } else { "MAX_LENGTH" };
+                http.put(format!("{base}/crm/v3/property-validations/0-3/gomark_p{i}/rule-type/{rule_type}"))
+                    .bearer_auth(TOKEN)
+                    .json(&serde_json::json!({"ruleArguments": ["7"]}))
+                    .send()
+                    .await
+            }
+            HandEdit::DropRule(i, kind) => {
+                // Index 5 is HubSpot's closedate, the rest GoMark's properties.
+                let property = if *i == 5 { "closedate".to_owned() } else { format!("gomark_p{i}") };
+                let rule_type = ["MAX_LENGTH", "MIN_LENGTH", "MAX_NUMBER", "CONDITIONALLY_REQUIRED"][*kind];
+                http.delete(format!("{base}/crm/v3/property-validations/0-3/{property}/rule-type/{rule_type}"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+            }
             HandEdit::Reprobability(s, tenths) => {
                 let Some(p) = custom.first() else { continue };
                 let Some(stage) = p["stages"].as_array().and_then(|st| st.get(*s)) else { continue };
@@ -187,6 +255,7 @@ fn valid(config: &EffectiveConfig) -> bool {
         company_id: "c1".into(),
         deal_properties: config.deal_properties.clone(),
         pipelines: config.pipelines.clone(),
+        validation_rules: config.validation_rules.clone(),
         ..CompanyOverlay::default()
     };
     Document { companies: [("c".to_owned(), overlay)].into(), ..Document::default() }.validate().is_ok()

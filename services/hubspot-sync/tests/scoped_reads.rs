@@ -36,17 +36,19 @@ fn pipeline() -> Pipeline {
             probability: 1.0,
             closed: true,
         }],
+        removed_stages: Vec::new(),
     }
 }
 
-/// The kinds read since the last call: (properties, groups, pipelines).
-fn reads(sim: &HubSpotSim) -> (usize, usize, usize) {
+/// The kinds read since the last call: (properties, groups, pipelines, validation rules).
+fn reads(sim: &HubSpotSim) -> (usize, usize, usize, usize) {
     let gets: Vec<String> = sim.requests().into_iter().filter(|r| r.method == "GET").map(|r| r.path).collect();
     sim.clear_requests();
+    let validations = gets.iter().filter(|p| p.contains("property-validations")).count();
     let groups = gets.iter().filter(|p| p.contains("/groups")).count();
     let pipelines = gets.iter().filter(|p| p.contains("pipelines")).count();
-    let properties = gets.iter().filter(|p| p.contains("properties") && !p.contains("/groups")).count();
-    (properties, groups, pipelines)
+    let properties = gets.iter().filter(|p| p.contains("/properties/") && !p.contains("/groups")).count();
+    (properties, groups, pipelines, validations)
 }
 
 #[tokio::test]
@@ -67,28 +69,28 @@ async fn a_step_reads_only_the_kinds_it_can_touch() {
     sim.clear_requests();
     let plan = converger.plan("c1", &EffectiveConfig::default()).await.expect("plan");
     assert!(plan.actions.is_empty());
-    assert_eq!(reads(&sim), (0, 0, 0));
+    assert_eq!(reads(&sim), (0, 0, 0, 0));
 
-    // Properties alone: one read of properties.
+    // Properties alone: their definitions and their validation rules.
     let properties = EffectiveConfig {
         deal_properties: vec![property("gomark_a"), property("gomark_b")],
         ..EffectiveConfig::default()
     };
     let applied = converger.apply("c1", &properties, None, None).await.expect("apply");
     assert_eq!(applied.performed.len(), 2, "{:?}", applied.failed);
-    assert_eq!(reads(&sim), (1, 0, 0));
+    assert_eq!(reads(&sim), (1, 0, 0, 1));
 
     // A pipeline added: pipelines are read too.
     let both = EffectiveConfig { pipelines: vec![pipeline()], ..properties.clone() };
     converger.apply("c1", &both, None, None).await.expect("apply pipeline");
     sim.clear_requests();
     converger.plan("c1", &both).await.expect("plan both");
-    assert_eq!(reads(&sim), (1, 0, 1));
+    assert_eq!(reads(&sim), (1, 0, 1, 1));
 
     // Everything removed from the desired state: what GoMark created is still read, and
     // planned for removal.
     let plan = converger.plan("c1", &EffectiveConfig::default()).await.expect("plan removal");
-    let (read_properties, read_groups, read_pipelines) = reads(&sim);
+    let (read_properties, read_groups, read_pipelines, _) = reads(&sim);
     assert_eq!((read_properties, read_groups), (1, 0));
     assert!(read_pipelines >= 1, "the pipeline GoMark created is read");
     let archived = plan.actions.iter().filter(|a| a.op == Op::Archive).count();

@@ -20,8 +20,9 @@ use gomark_events::event_types;
 use gomark_events::relay::RelayWaker;
 use gomark_platform::Shutdown;
 use gomark_proto::events::v1::DriftDetected;
+use gomark_proto::hubspot_sync::v1::ChangeSource;
 use gomark_proto::orchestrator::v1 as pb;
-use gtm_config::DriftPolicy;
+use gtm_config::{ChangeSourceKind, DriftPolicy};
 use prost::Message;
 use serde_json::json;
 use sqlx::Row;
@@ -95,7 +96,25 @@ fn record(r: &AnyRow) -> Result<pb::DriftRecord> {
             .unwrap_or_default(),
         policy: r.try_get("policy")?,
         resolution: r.try_get("resolution")?,
+        source: {
+            let kind: String = r.try_get("source_kind")?;
+            (!kind.is_empty())
+                .then(|| -> Result<ChangeSource> {
+                    Ok(ChangeSource {
+                        kind,
+                        change_source: r.try_get("change_source")?,
+                        source_id: r.try_get("source_id")?,
+                        occurred_at_ms: 0,
+                    })
+                })
+                .transpose()?
+        },
     })
+}
+
+/// Who made the drift, as a kind the policy can go by.
+fn source_kind(source: Option<&ChangeSource>) -> ChangeSourceKind {
+    source.and_then(|s| ChangeSourceKind::parse(&s.kind)).unwrap_or_default()
 }
 
 /// What the last drift record of a company said.
@@ -188,7 +207,10 @@ impl DriftWatch {
             let unconverged = last
                 .as_ref()
                 .is_some_and(|l| l.actions == ids && l.policy == "enforce" && l.resolution.starts_with("rollout/"));
-            drifted.push(self.handle(revision, desired.settings.drift_policy, plan, unconverged).await?);
+            // The policy for who made it: e.g. adopt an admin's edit, enforce against an
+            // integration's.
+            let policy = desired.settings.drift_policy_for(source_kind(plan.last_change.as_ref()));
+            drifted.push(self.handle(revision, policy, plan, unconverged).await?);
         }
         Ok((checked, drifted))
     }
@@ -206,6 +228,8 @@ impl DriftWatch {
         let system = Actor("system:drift".into());
         let count = plan.actions.len();
         let lines: Vec<String> = plan.actions.iter().map(gtm_config::wire::action_line).collect();
+        let source = plan.last_change.clone().unwrap_or_default();
+        let kind = source_kind(plan.last_change.as_ref());
         if unconverged {
             tracing::error!(
                 company_id,
@@ -215,13 +239,22 @@ impl DriftWatch {
             );
             metrics::counter!("drift_enforce_unconverged_total").increment(1);
         } else {
-            tracing::warn!(company_id, revision, policy = policy_name(policy), actions = count, "drift detected");
+            tracing::warn!(
+                company_id,
+                revision,
+                policy = policy_name(policy),
+                source = kind.as_str(),
+                actions = count,
+                "drift detected"
+            );
         }
         metrics::counter!("drift_detected_total", "policy" => policy_name(policy)).increment(1);
         let encoded = pb::DriftRecord { actions: plan.actions.clone(), ..pb::DriftRecord::default() }.encode_to_vec();
+
         let mut tx = self.store.db().begin().await?;
         sqlx::query(
-            "INSERT INTO drift_records (id, company_id, revision, detected_at, actions, policy, actions_pb) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO drift_records (id, company_id, revision, detected_at, actions, policy, actions_pb, source_kind, change_source, source_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&id)
         .bind(&company_id)
@@ -230,6 +263,9 @@ impl DriftWatch {
         .bind(action_ids(&plan.actions))
         .bind(policy_name(policy))
         .bind(encoded)
+        .bind(if plan.last_change.is_some() { kind.as_str() } else { "" })
+        .bind(&source.change_source)
+        .bind(&source.source_id)
         .execute(&mut *tx)
         .await?;
         self.store
@@ -241,7 +277,8 @@ impl DriftWatch {
                     action: "drift.detected".into(),
                     resource: format!("drift/{id}"),
                     before: None,
-                    after: Some(json!({"revision": revision, "policy": policy_name(policy), "actions": lines, "unconverged": unconverged})),
+                    after: Some(json!({"revision": revision, "policy": policy_name(policy), "actions": lines, "unconverged": unconverged,
+                        "source": {"kind": kind.as_str(), "changeSource": source.change_source, "sourceId": source.source_id}})),
                 },
             )
             .await?;
@@ -278,7 +315,7 @@ impl DriftWatch {
             .execute(self.store.db().pool())
             .await?;
         let row = sqlx::query(
-            "SELECT id, company_id, revision, detected_at, actions_pb, policy, resolution FROM drift_records WHERE id = $1",
+            "SELECT id, company_id, revision, detected_at, actions_pb, policy, resolution, source_kind, change_source, source_id FROM drift_records WHERE id = $1",
         )
         .bind(&id)
         .fetch_one(self.store.db().pool())
@@ -289,7 +326,7 @@ impl DriftWatch {
     /// Drift records, newest first; one company's, or the portfolio's.
     pub async fn list(&self, company_id: &str, before: Option<&str>, limit: i64) -> Result<Vec<pb::DriftRecord>> {
         let rows = sqlx::query(
-            "SELECT id, company_id, revision, detected_at, actions_pb, policy, resolution FROM drift_records \
+            "SELECT id, company_id, revision, detected_at, actions_pb, policy, resolution, source_kind, change_source, source_id FROM drift_records \
              WHERE ($1 = '' OR company_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(company_id)

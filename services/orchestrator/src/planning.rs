@@ -70,6 +70,7 @@ fn cadence_action(a: gomark_proto::upso_cadence::v1::CadenceAction) -> config_pb
         op: op as i32,
         changes,
         blocked: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -104,6 +105,7 @@ impl Planner {
             Ok(plan) => {
                 let plan = plan.into_inner();
                 company.actions = plan.actions;
+                company.last_change = plan.last_change;
                 company.text = plan.text;
             }
             Err(status) => {

@@ -127,6 +127,7 @@ fn cadence_action(a: gomark_proto::upso_cadence::v1::CadenceAction) -> config_pb
         _ => config_pb::Op::Update,
     };
     config_pb::PlannedAction {
+        warnings: Vec::new(),
         id: a.id,
         target_kind: "cadence".into(),
         target: a.cadence_key,

@@ -154,6 +154,7 @@ pub fn render_plan(plan: &Value) -> String {
     let mut changed = 0;
     let mut errors = 0;
     let mut blocked = 0;
+    let mut warnings = 0;
     // In the order the API's own summary uses; an op it may add later is still counted.
     let mut ops: Vec<(String, i64)> = ["create", "update", "archive"].iter().map(|op| (op.to_string(), 0)).collect();
     for company in companies {
@@ -173,6 +174,7 @@ pub fn render_plan(plan: &Value) -> String {
             changed += 1;
         }
         for action in actions {
+            warnings += items(action, "warnings").len();
             // Blocked actions will not be applied, so they are counted only as blocked.
             if action.get("blocked").is_some_and(|b| !b.is_null()) {
                 blocked += 1;
@@ -195,6 +197,9 @@ pub fn render_plan(plan: &Value) -> String {
     ));
     if errors > 0 {
         out.push_str(&format!(", {} could not be planned", count(errors, "company", "companies")));
+    }
+    if warnings > 0 {
+        out.push_str(&format!(", {}", count(warnings as i64, "warning", "warnings")));
     }
     out.push('\n');
     out

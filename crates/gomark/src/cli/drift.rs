@@ -72,6 +72,16 @@ async fn find(ctx: &Context, id: &str) -> Result<Value, CliError> {
     Err(CliError::Invalid(format!("no drift record {id:?}: `gomark drift list` shows them")))
 }
 
+/// Who made it: `user (CRM_UI 42)`, or `-` when HubSpot did not say.
+fn source(record: &Value) -> String {
+    let Some(s) = record.get("source").filter(|s| s.is_object()) else { return "-".to_owned() };
+    match (text(s, "changeSource"), text(s, "sourceId")) {
+        ("", _) => text(s, "kind").to_owned(),
+        (change, "") => format!("{} ({change})", text(s, "kind")),
+        (change, id) => format!("{} ({change} {id})", text(s, "kind")),
+    }
+}
+
 fn outcome(record: &Value) -> String {
     match (text(record, "policy"), text(record, "resolution")) {
         (policy, "") => policy.to_owned(),
@@ -93,11 +103,12 @@ pub fn render_list(records: &[Value]) -> String {
                 int(r, "revision").to_string(),
                 time(text(r, "detectedAt")),
                 items(r, "actions").len().to_string(),
+                source(r),
                 outcome(r),
             ]
         })
         .collect();
-    table(&["ID", "COMPANY", "REVISION", "DETECTED", "ACTIONS", "POLICY"], &rows)
+    table(&["ID", "COMPANY", "REVISION", "DETECTED", "ACTIONS", "SOURCE", "POLICY"], &rows)
 }
 
 /// What a check looked at and found.
@@ -114,11 +125,12 @@ pub fn render_check(found: &Value) -> String {
 /// One record: where, when, the policy's outcome, then each action that would undo it.
 pub fn render_record(record: &Value) -> String {
     let mut out = format!(
-        "drift {}\ncompany: {}\nrevision: {}\ndetected: {}\npolicy: {}\n",
+        "drift {}\ncompany: {}\nrevision: {}\ndetected: {}\nsource: {}\npolicy: {}\n",
         text(record, "id"),
         text(record, "companyId"),
         int(record, "revision"),
         time(text(record, "detectedAt")),
+        source(record),
         outcome(record)
     );
     let actions = items(record, "actions");
@@ -156,6 +168,11 @@ mod tests {
         let shown = render_record(&record);
         assert!(shown.contains("1 action to undo it:\n  ~ deal_property seats\n"), "{shown}");
         assert!(shown.contains("label: \"Seats\" → \"Seat count\""), "{shown}");
+        assert!(shown.contains("source: -\n"), "{shown}");
+        let mut by_user = record.clone();
+        by_user["source"] = json!({"kind": "user", "changeSource": "CRM_UI", "sourceId": "77"});
+        assert!(render_record(&by_user).contains("source: user (CRM_UI 77)\n"));
+        assert!(render_list(&[by_user]).contains("user (CRM_UI 77)"));
         let check = render_check(&json!({"checked": 2, "drifted": []}));
         assert_eq!(check, "checked 2 companies: 0 drifted\n");
     }

@@ -21,3 +21,4 @@ mod scenarios;
 mod startup;
 mod support;
 mod upsell;
+mod validation;

@@ -232,6 +232,7 @@ pub fn crm_prefix(version: ApiVersion, family: &str) -> String {
     match version {
         ApiVersion::V3 => format!("/crm/v3/{family}"),
         ApiVersion::Date2026_03 => format!("/crm/{family}/2026-03"),
+        ApiVersion::Date2026_09 => format!("/crm/{family}/2026-09"),
     }
 }
 

@@ -33,7 +33,7 @@ async fn refresh_posts_a_form_to_the_versioned_token_endpoint() {
         let request = &requests[0];
         let path = match version {
             ApiVersion::V3 => "/oauth/v1/token",
-            ApiVersion::Date2026_03 => "/oauth/2026-03/token",
+            ApiVersion::Date2026_03 | ApiVersion::Date2026_09 => "/oauth/2026-03/token",
         };
         assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", path));
         assert_eq!(request.headers.get("content-type").map(String::as_str), Some("application/x-www-form-urlencoded"));

@@ -202,8 +202,8 @@ async fn validation_error_and_non_json_bodies() {
     let client = server.client();
     let err = client.list_deal_properties(&token()).await.expect_err("400");
     assert!(
-        matches!(&err, Error::Api { status: 400, category: Some(c), sub_category: Some(s), correlation_id: None, .. }
-            if c == "VALIDATION_ERROR" && s == "Properties.INVALID_TYPE"),
+        matches!(&err, Error::Validation(r) if r.rule.as_deref() == Some("INVALID")
+            && r.sub_category.as_deref() == Some("Properties.INVALID_TYPE") && r.correlation_id.is_none()),
         "{err:?}"
     );
     let err = client.list_deal_properties(&token()).await.expect_err("403");

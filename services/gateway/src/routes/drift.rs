@@ -32,6 +32,22 @@ pub struct DriftView {
     /// `rollout/<id>` (enforce), `revision/<n>` (adopt), absent for alert.
     #[serde(skip_serializing_if = "String::is_empty")]
     resolution: String,
+    /// Who made the change, where HubSpot reported it; the policy is the one for this source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceView>,
+}
+
+/// Who made a change in a portal.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceView {
+    /// `user`, `integration`, `ai_agent`, `automation`, `gomark` or `unknown`
+    kind: String,
+    /// HubSpot's `changeSource`, e.g. `CRM_UI`, `INTEGRATION`
+    change_source: String,
+    /// HubSpot's `sourceId`: the app or user id
+    #[serde(skip_serializing_if = "String::is_empty")]
+    source_id: String,
 }
 
 impl From<pb::DriftRecord> for DriftView {
@@ -44,6 +60,11 @@ impl From<pb::DriftRecord> for DriftView {
             actions: d.actions.into_iter().map(crate::dto::ActionView::from).collect(),
             policy: d.policy,
             resolution: d.resolution,
+            source: d.source.map(|s| SourceView {
+                kind: s.kind,
+                change_source: s.change_source,
+                source_id: s.source_id,
+            }),
         }
     }
 }

@@ -81,6 +81,8 @@ async fn hubspot(
                 object_id: e.object_id.unwrap_or_default(),
                 property_name: e.property_name.unwrap_or_default(),
                 property_value: e.property_value.unwrap_or_default(),
+                change_source: e.change_source.unwrap_or_default(),
+                source_id: e.source_id.unwrap_or_default(),
             })
             .collect(),
     };

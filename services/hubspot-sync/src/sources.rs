@@ -1,0 +1,105 @@
+//! Who changed a portal: HubSpot's `changeSource`/`sourceId` from the events it sends
+//! (webhooks, or the journal), kept per company for the property each event names and
+//! portal-wide, so a drift can say who made it (a person, another app, an AI agent, GoMark).
+
+use gomark_proto::hubspot_sync::v1::{ChangeSource, WebhookEvent};
+use gomark_storage::{Database, StorageError};
+use gtm_config::ChangeSourceKind;
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// The portal-wide entry's target.
+const PORTAL: &str = "";
+
+pub struct Sources {
+    db: Database,
+    /// GoMark's own HubSpot app ids: changes they made are GoMark's.
+    gomark_app_ids: Vec<String>,
+}
+
+impl Sources {
+    pub fn new(db: Database, gomark_app_ids: Vec<String>) -> Self {
+        Self { db, gomark_app_ids }
+    }
+
+    fn kind(&self, change_source: &str, source_id: &str) -> ChangeSourceKind {
+        let ours: Vec<&str> = self.gomark_app_ids.iter().map(String::as_str).collect();
+        ChangeSourceKind::classify(change_source, source_id, &ours)
+    }
+
+    /// Remembers the newest source per company, per property and portal-wide. Events of
+    /// portals no company holds, and events without a source, are skipped.
+    pub async fn record(&self, events: &[WebhookEvent]) -> Result<(), StorageError> {
+        let mut companies: HashMap<u64, Option<String>> = HashMap::new();
+        let mut tx = self.db.begin().await?;
+        for e in events.iter().filter(|e| !e.change_source.is_empty()) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = companies.entry(e.portal_id) {
+                let row = sqlx::query("SELECT company_id FROM portals WHERE portal_id = $1")
+                    .bind(e.portal_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                slot.insert(row.map(|r| r.try_get("company_id")).transpose()?);
+            }
+            let Some(Some(company)) = companies.get(&e.portal_id) else { continue };
+            let source: String = e.change_source.chars().take(100).collect();
+            let source_id: String = e.source_id.chars().take(100).collect();
+            let mut targets = vec![PORTAL];
+            if !e.property_name.is_empty() {
+                targets.push(e.property_name.as_str());
+            }
+            for target in targets {
+                sqlx::query(
+                    "INSERT INTO change_sources (company_id, target, change_source, source_id, occurred_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (company_id, target) DO UPDATE SET \
+                     change_source = excluded.change_source, source_id = excluded.source_id, occurred_at = excluded.occurred_at \
+                     WHERE change_sources.occurred_at <= excluded.occurred_at",
+                )
+                .bind(company)
+                .bind(target)
+                .bind(&source)
+                .bind(&source_id)
+                .bind(e.occurred_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest source recorded for any of `targets` (property names), else the portal's
+    /// newest; None when HubSpot reported none.
+    pub async fn last_change(
+        &self,
+        company_id: &str,
+        targets: &[String],
+    ) -> Result<Option<ChangeSource>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT target, change_source, source_id, occurred_at FROM change_sources WHERE company_id = $1",
+        )
+        .bind(company_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut best: Option<(bool, i64, ChangeSource)> = None;
+        for r in &rows {
+            let target: String = r.try_get("target")?;
+            let specific = targets.contains(&target);
+            if !specific && target != PORTAL {
+                continue;
+            }
+            let change_source: String = r.try_get("change_source")?;
+            let source_id: String = r.try_get("source_id")?;
+            let at: i64 = r.try_get("occurred_at")?;
+            let candidate = ChangeSource {
+                kind: self.kind(&change_source, &source_id).as_str().to_owned(),
+                change_source,
+                source_id,
+                occurred_at_ms: at,
+            };
+            if best.as_ref().is_none_or(|(s, t, _)| (specific, at) > (*s, *t)) {
+                best = Some((specific, at, candidate));
+            }
+        }
+        Ok(best.map(|(_, _, c)| c))
+    }
+}
