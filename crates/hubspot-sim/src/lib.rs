@@ -27,6 +27,7 @@ mod ratelimit;
 mod routes;
 mod search;
 mod state;
+mod version;
 mod webhooks;
 mod writelog;
 
@@ -43,6 +44,7 @@ use crate::ratelimit::Limits;
 use crate::webhooks::Webhooks;
 
 pub use crate::state::StateError;
+pub use crate::version::ApiVersion;
 pub use crate::webhooks::{MAX_WEBHOOK_BATCH, WebhookConfig, WebhookStats};
 pub use crate::writelog::{RecordedWrite, WRITE_LOG_CAPACITY};
 

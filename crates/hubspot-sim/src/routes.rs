@@ -17,13 +17,12 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::model::{
-    BatchCreate, BatchNames, BatchRead, GroupCreate, GroupUpdate, PropertyCreate, PropertyUpdate, now_timestamp,
+    BatchCreate, BatchNames, BatchRead, GroupCreate, GroupUpdate, OptionInput, PropertyCreate, PropertyUpdate,
+    now_timestamp,
 };
 use crate::portal::property_not_found;
+use crate::version::ApiVersion;
 use crate::{HubSpotSim, PortalRef, gate, lock};
-
-/// Date-based API versions served in addition to `v3`.
-pub const DATE_VERSIONS: &[&str] = &["2026-03", "2026-09"];
 
 /// Object types accepted as deals.
 const DEAL_OBJECT_TYPES: &[&str] = &["deals", "0-3"];
@@ -42,15 +41,22 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
     let pipelines = pipelines::routes();
     let objects = deals::routes();
-    let mut app = Router::new()
-        .nest("/crm/v3/properties", properties.clone())
-        .nest("/crm/v3/pipelines", pipelines.clone())
-        .nest("/crm/v3/objects", objects.clone());
-    for version in DATE_VERSIONS {
+    let mut app = Router::new();
+    // One router per version, the version handed to the handlers as an extension.
+    for version in ApiVersion::ALL {
+        let (props_path, pipelines_path, objects_path) = match version {
+            ApiVersion::V3 => {
+                ("/crm/v3/properties".to_owned(), "/crm/v3/pipelines".to_owned(), "/crm/v3/objects".to_owned())
+            }
+            dated => {
+                let v = dated.segment();
+                (format!("/crm/properties/{v}"), format!("/crm/pipelines/{v}"), format!("/crm/objects/{v}"))
+            }
+        };
         app = app
-            .nest(&format!("/crm/properties/{version}"), properties.clone())
-            .nest(&format!("/crm/pipelines/{version}"), pipelines.clone())
-            .nest(&format!("/crm/objects/{version}"), objects.clone());
+            .nest(&props_path, properties.clone().layer(Extension(version)))
+            .nest(&pipelines_path, pipelines.clone().layer(Extension(version)))
+            .nest(&objects_path, objects.clone().layer(Extension(version)));
     }
     let api = app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim.clone(), gate::gate));
     // The simulator's own admin routes: no portal, no rate limit, not logged.
@@ -82,12 +88,6 @@ async fn portal_id(
         Some(token) => Json(json!({ "portalId": sim.portal_id_for(&token) })).into_response(),
         None => ApiError::unauthenticated().into_response(),
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ArchivedQuery {
-    #[serde(default)]
-    archived: bool,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -163,13 +163,35 @@ fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> 
     pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// A boolean query parameter (`true`/`false`, default false).
+/// A boolean query parameter, default false. Case-insensitive: the Python client sends
+/// `True`/`False`, which HubSpot accepts.
 fn query_bool(pairs: &[(String, String)], key: &str) -> ApiResult<bool> {
+    Ok(query_bool_opt(pairs, key)?.unwrap_or(false))
+}
+
+/// A boolean query parameter, `None` when absent (or empty).
+fn query_bool_opt(pairs: &[(String, String)], key: &str) -> ApiResult<Option<bool>> {
     match query_value(pairs, key) {
-        None => Ok(false),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
-        Some(v) if v.eq_ignore_ascii_case("false") || v.is_empty() => Ok(false),
+        None => Ok(None),
+        Some("") => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
         Some(v) => Err(ApiError::validation(format!("Invalid boolean '{v}' for query parameter '{key}'"))),
+    }
+}
+
+/// 2026-03 and later require `displayOrder` on every option input.
+fn check_option_orders(version: ApiVersion, options: Option<&[OptionInput]>) -> ApiResult<()> {
+    if !version.option_display_order_required() {
+        return Ok(());
+    }
+    match options.unwrap_or_default().iter().position(|o| o.display_order.is_none()) {
+        Some(index) => Err(ApiError::validation(format!(
+            "options[{index}].displayOrder is required (API version {})",
+            version.segment()
+        ))
+        .with_context("options", vec![index.to_string()])),
+        None => Ok(()),
     }
 }
 
@@ -178,36 +200,39 @@ fn query_bool(pairs: &[(String, String)], key: &str) -> ApiResult<bool> {
 async fn list_properties(
     Extension(portal): Extension<PortalRef>,
     Path(object_type): Path<String>,
-    Query(query): Query<ArchivedQuery>,
+    query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
-    let results = lock(&portal).list_properties(query.archived);
+    let results = lock(&portal).list_properties(query_bool(&query, "archived")?);
     Ok(Json(json!({ "results": results })))
 }
 
 async fn get_property(
     Extension(portal): Extension<PortalRef>,
     Path((object_type, name)): Path<(String, String)>,
-    Query(query): Query<ArchivedQuery>,
+    query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
-    let property = lock(&portal).get_property(&name, query.archived)?;
+    let property = lock(&portal).get_property(&name, query_bool(&query, "archived")?)?;
     Ok(Json(to_json(&property)))
 }
 
 async fn create_property(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path(object_type): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     check_object_type(&object_type)?;
     let input: PropertyCreate = parse(&body)?;
+    check_option_orders(version, input.options.as_deref())?;
     let property = lock(&portal).create_property(input)?;
     Ok((StatusCode::CREATED, Json(property)).into_response())
 }
 
 async fn update_property(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, name)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -219,6 +244,7 @@ async fn update_property(
         )));
     }
     let update: PropertyUpdate = from_value(value)?;
+    check_option_orders(version, update.options.as_deref())?;
     let property = lock(&portal).update_property(&name, update)?;
     Ok(Json(to_json(&property)))
 }
@@ -254,6 +280,7 @@ async fn batch_read(
 
 async fn batch_create(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path(object_type): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -265,7 +292,9 @@ async fn batch_create(
     let mut errors = Vec::new();
     for raw in input.inputs {
         let name = raw.get("name").and_then(Value::as_str).map(str::to_owned);
-        let created = from_value::<PropertyCreate>(raw).and_then(|c| portal.create_property(c));
+        let created = from_value::<PropertyCreate>(raw)
+            .and_then(|c| check_option_orders(version, c.options.as_deref()).map(|()| c))
+            .and_then(|c| portal.create_property(c));
         match created {
             Ok(property) => results.push(to_json(&property)),
             Err(mut err) => {
@@ -301,20 +330,20 @@ async fn batch_archive(
 async fn list_groups(
     Extension(portal): Extension<PortalRef>,
     Path(object_type): Path<String>,
-    Query(query): Query<ArchivedQuery>,
+    query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
-    let results = lock(&portal).list_groups(query.archived);
+    let results = lock(&portal).list_groups(query_bool(&query, "archived")?);
     Ok(Json(json!({ "results": results })))
 }
 
 async fn get_group(
     Extension(portal): Extension<PortalRef>,
     Path((object_type, group_name)): Path<(String, String)>,
-    Query(query): Query<ArchivedQuery>,
+    query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
-    let group = lock(&portal).get_group(&group_name, query.archived)?;
+    let group = lock(&portal).get_group(&group_name, query_bool(&query, "archived")?)?;
     Ok(Json(to_json(&group)))
 }
 

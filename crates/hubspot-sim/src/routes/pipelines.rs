@@ -1,7 +1,8 @@
 //! Pipeline and stage routes (`/crm/v3/pipelines/deals/…`, CONTRACT.md §5).
 //!
 //! PUT, DELETE and stage DELETE take `validateReferencesBeforeDelete` and
-//! `validateDealStageUsagesBeforeDelete`. The simulator has no workflows, so the deal-usage
+//! `validateDealStageUsagesBeforeDelete`; from 2026-09 they default to true (a caller opts out
+//! with `=false`), before that to false. The simulator has no workflows, so the deal-usage
 //! check is what they enable: `validateDealStageUsagesBeforeDelete=true` on pipeline PUT/DELETE,
 //! and either flag on stage DELETE (the spec only lists `validateReferencesBeforeDelete` there).
 
@@ -14,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::{ApiResult, QueryPairs, check_object_type, parse, query_bool, to_json};
+use super::{ApiResult, QueryPairs, check_object_type, parse, query_bool, query_bool_opt, to_json};
 use crate::pipelines::{PipelineInput, StageInput};
+use crate::version::ApiVersion;
 use crate::{PortalRef, lock};
 
 pub(super) fn routes() -> Router {
@@ -34,6 +36,11 @@ pub(super) fn routes() -> Router {
 
 const STAGE_USAGE_FLAG: &str = "validateDealStageUsagesBeforeDelete";
 const REFERENCES_FLAG: &str = "validateReferencesBeforeDelete";
+
+/// A delete-safety flag: as given, else the version's default (on from 2026-09).
+fn safety_flag(query: &[(String, String)], key: &str, version: ApiVersion) -> ApiResult<bool> {
+    Ok(query_bool_opt(query, key)?.unwrap_or_else(|| version.delete_safety_by_default()))
+}
 
 async fn list_pipelines(
     Extension(portal): Extension<PortalRef>,
@@ -81,12 +88,13 @@ async fn update_pipeline(
 
 async fn replace_pipeline(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, pipeline_id)): Path<(String, String)>,
     query: QueryPairs,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
-    let validate = query_bool(&query, STAGE_USAGE_FLAG)?;
+    let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)?;
     query_bool(&query, REFERENCES_FLAG)?;
     let input: PipelineInput = parse(&body)?;
     let pipeline = lock(&portal).replace_pipeline(&pipeline_id, input, validate)?;
@@ -95,11 +103,12 @@ async fn replace_pipeline(
 
 async fn delete_pipeline(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, pipeline_id)): Path<(String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
-    let validate = query_bool(&query, STAGE_USAGE_FLAG)?;
+    let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)?;
     query_bool(&query, REFERENCES_FLAG)?;
     lock(&portal).delete_pipeline(&pipeline_id, validate)?;
     Ok(StatusCode::NO_CONTENT)
@@ -158,11 +167,12 @@ async fn replace_stage(
 
 async fn delete_stage(
     Extension(portal): Extension<PortalRef>,
+    Extension(version): Extension<ApiVersion>,
     Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
     query: QueryPairs,
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
-    let validate = query_bool(&query, STAGE_USAGE_FLAG)? || query_bool(&query, REFERENCES_FLAG)?;
+    let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)? || safety_flag(&query, REFERENCES_FLAG, version)?;
     lock(&portal).delete_stage(&pipeline_id, &stage_id, validate)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,7 @@ mod deals;
 mod pipelines;
 mod scale;
 mod search;
+mod versions;
 mod webhooks;
 
 use std::net::SocketAddr;
