@@ -2,7 +2,7 @@
 
 use crate::budget::PortalBudget;
 use crate::converge::{Applied, ConvergeError, Converger, Interrupted};
-use crate::credentials::Credential;
+use crate::credentials::{ClientCredentials, Credential};
 use crate::deals::DealSync;
 use crate::portals::{PortalError, Portals};
 use gomark_platform::token::check_bearer_token;
@@ -122,8 +122,24 @@ impl HubspotSyncService for HubspotSyncGrpc {
             }
             _ => {
                 check_bearer_token("token", &r.token)?;
-                Credential::PrivateApp { token: r.token }
+                use gomark_proto::common::v1::TokenKind;
+                match TokenKind::try_from(r.token_kind) {
+                    Ok(TokenKind::ServiceKey) => Credential::ServiceKey { token: r.token },
+                    Ok(TokenKind::Unspecified | TokenKind::PrivateApp) => Credential::PrivateApp { token: r.token },
+                    Err(_) => return Err(PublicError::invalid("token_kind", "is not a known kind").into()),
+                }
             }
+        };
+        let journal = match r.journal {
+            Some(cc) if !(cc.client_id.is_empty() && cc.client_secret.is_empty()) => {
+                let id = cc.client_id.trim();
+                if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(PublicError::invalid("journal.client_id", "must be the app's client id").into());
+                }
+                check_bearer_token("journal.client_secret", &cc.client_secret)?;
+                Some(ClientCredentials { client_id: id.to_owned(), client_secret: cc.client_secret })
+            }
+            _ => None,
         };
         // One company per portal (a unique index backs this check against races).
         let holder = self.portals.company_of_portal(&r.portal_id).await.map_err(internal)?;
@@ -136,7 +152,10 @@ impl HubspotSyncService for HubspotSyncGrpc {
             }
             other => internal(other),
         })?;
-        tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
+        if journal.is_some() {
+            self.portals.set_journal_credential(&r.company_id, journal.as_ref()).await.map_err(internal)?;
+        }
+        tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, kind = credential.kind(), journal = journal.is_some(), "portal registered");
         Ok(Response::new(pb::RegisterPortalResponse {}))
     }
 

@@ -111,6 +111,7 @@ impl Cluster {
                     ..Default::default()
                 },
                 deals: deal_sync,
+                journal: gomark_hubspot_sync::JournalSettings { poll_ms: 500, ..Default::default() },
             };
             let backends = Backends::connect(&settings.common).await.expect("hubspot-sync backends");
             let service =
