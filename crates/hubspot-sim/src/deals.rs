@@ -1,16 +1,17 @@
 //! Deal records (CONTRACT.md §6): create, read, update, archive and their batch forms.
 //!
 //! All property values are strings. The simulator maintains `hs_object_id`, `createdate` and
-//! `hs_lastmodifieddate`; the two dates are **epoch-millisecond strings** (e.g.
-//! `"1763719200000"`), which HubSpot accepts everywhere and which compare numerically in search
-//! filters, while the top-level `createdAt`/`updatedAt`/`archivedAt` are ISO-8601 like
-//! HubSpot's. `hs_lastmodifieddate` only moves when a write changes at least one value.
+//! `hs_lastmodifieddate`. Datetime values are returned as **ISO-8601** like HubSpot's
+//! (`"2026-11-21T10:00:00.000Z"`): `createdate`, `hs_lastmodifieddate`, and any datetime
+//! property written as epoch milliseconds or ISO (both accepted, as HubSpot does); `date`
+//! properties as `YYYY-MM-DD`. Search filters compare dates numerically whichever form is
+//! given. The top-level `createdAt`/`updatedAt`/`archivedAt` are ISO-8601 too. `hs_lastmodifieddate` only moves when a write changes at least one value.
 //! Create needs `dealname` and `dealstage`; `pipeline` defaults to `default` (so it must be
 //! given once `default` is archived), and the stage must belong to the pipeline. Unknown,
 //! read-only and ill-typed values give HubSpot's `Property values were not valid: [...]` 400.
 //!
-//! Every write appends [`DealChange`]s to the portal's outbox, which the simulator drains into
-//! the webhook dispatcher (see `HubSpotSim::write`).
+//! Every write appends [`Change`]s to the portal's outbox, which the simulator drains into
+//! the journal and the webhook dispatcher (see `HubSpotSim::write`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +20,12 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
+use crate::events::{Change, ChangeKind};
 use crate::model::{Property, iso_from_ms, parse_datetime_ms};
 use crate::pipelines::DEFAULT_PIPELINE_ID;
 use crate::portal::Portal;
 use crate::search::IndexedDeal;
+use crate::source::ChangeSource;
 
 /// Properties returned when a request names none.
 pub(crate) const DEFAULT_DEAL_PROPERTIES: &[&str] =
@@ -50,30 +53,14 @@ pub(crate) fn reserve_ids_through(highest: u64) {
     NEXT_DEAL_ID.fetch_max(highest + 1, Ordering::Relaxed);
 }
 
-/// One change to a deal, queued for webhook delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DealChange {
-    pub portal_id: u64,
-    /// Unique within the portal only (HubSpot does not promise unique event ids).
-    pub event_id: u64,
-    pub occurred_at: i64,
-    pub object_id: u64,
-    pub kind: ChangeKind,
-}
-
-/// What happened to the deal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ChangeKind {
-    Creation,
-    Deletion,
-    PropertyChange { name: String, value: String },
-}
-
 /// One historical value of a property.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct HistoryEntry {
     pub value: String,
     pub timestamp_ms: i64,
+    /// Who wrote it (older state files have none: shown as `API`).
+    #[serde(default)]
+    pub source: Option<ChangeSource>,
 }
 
 /// A stored deal.
@@ -94,9 +81,13 @@ impl Deal {
         self.props.get(name).map(String::as_str)
     }
 
-    fn set(&mut self, name: &str, value: Option<String>, now_ms: i64) {
+    fn set(&mut self, name: &str, value: Option<String>, now_ms: i64, source: &ChangeSource) {
         let entry = self.history.entry(name.to_owned()).or_default();
-        entry.push_front(HistoryEntry { value: value.clone().unwrap_or_default(), timestamp_ms: now_ms });
+        entry.push_front(HistoryEntry {
+            value: value.clone().unwrap_or_default(),
+            timestamp_ms: now_ms,
+            source: Some(source.clone()),
+        });
         entry.truncate(HISTORY_PER_PROPERTY);
         match value {
             Some(value) => self.props.insert(name.to_owned(), value),
@@ -301,12 +292,48 @@ impl Portal {
                 Ok(_) => {}
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(property_errors(&problems)) }
+        if !problems.is_empty() {
+            return Err(property_errors(&problems));
+        }
+        // From 2026-09 the portal's own validation rules apply to API writes too.
+        if crate::version::current().is_some_and(|v| v.enforces_write_validation()) {
+            crate::rules::check_write(&self.rules, values, |name| existing.and_then(|d| d.prop(name)))?;
+        }
+        Ok(())
     }
 
-    fn next_event(&mut self, object_id: u64, occurred_at: i64, kind: ChangeKind) {
+    /// Queues a change for the journal and webhooks, stamped with the current write's source.
+    pub(crate) fn record_change(&mut self, object_id: u64, occurred_at: i64, kind: ChangeKind) {
         self.next_event_id += 1;
-        self.outbox.push(DealChange { portal_id: self.id, event_id: self.next_event_id, occurred_at, object_id, kind });
+        self.outbox.push(Change {
+            portal_id: self.id,
+            event_id: self.next_event_id,
+            occurred_at,
+            object_id,
+            kind,
+            source: crate::source::current(),
+        });
+    }
+
+    /// Stores datetime values the way HubSpot returns them: ISO-8601 with milliseconds, whether
+    /// they came as epoch milliseconds or ISO (a `date` property keeps `YYYY-MM-DD`).
+    fn normalise_values(&self, values: Vec<(String, Option<String>)>) -> Vec<(String, Option<String>)> {
+        values
+            .into_iter()
+            .map(|(name, value)| {
+                let kind = self.active_property(&name).map(|p| p.property_type.as_str());
+                let value = match (kind, value) {
+                    (Some("datetime"), Some(v)) => Some(parse_datetime_ms(&v).map_or(v, iso_from_ms)),
+                    (Some("date"), Some(v)) => Some(
+                        parse_datetime_ms(&v)
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .map_or(v, |d| d.format("%Y-%m-%d").to_string()),
+                    ),
+                    (_, v) => v,
+                };
+                (name, value)
+            })
+            .collect()
     }
 
     fn reindex(&mut self, id: u64, now: Instant) {
@@ -332,20 +359,21 @@ impl Portal {
             archived: false,
             archived_ms: None,
         };
-        let stamp = now_ms.to_string();
-        deal.set("hs_object_id", Some(id.to_string()), now_ms);
-        deal.set("createdate", Some(stamp.clone()), now_ms);
-        deal.set("hs_lastmodifieddate", Some(stamp), now_ms);
+        let stamp = iso_from_ms(now_ms);
+        let source = crate::source::current();
+        deal.set("hs_object_id", Some(id.to_string()), now_ms, &source);
+        deal.set("createdate", Some(stamp.clone()), now_ms, &source);
+        deal.set("hs_lastmodifieddate", Some(stamp), now_ms, &source);
         if !values.iter().any(|(n, v)| n == "pipeline" && v.is_some()) {
-            deal.set("pipeline", Some(DEFAULT_PIPELINE_ID.to_owned()), now_ms);
+            deal.set("pipeline", Some(DEFAULT_PIPELINE_ID.to_owned()), now_ms, &source);
         }
-        for (name, value) in values {
+        for (name, value) in self.normalise_values(values) {
             if value.is_some() {
-                deal.set(&name, value, now_ms);
+                deal.set(&name, value, now_ms, &source);
             }
         }
         self.deals.insert(id, deal);
-        self.next_event(id, now_ms, ChangeKind::Creation);
+        self.record_change(id, now_ms, ChangeKind::Creation);
         self.reindex(id, Instant::now());
         Ok(id)
     }
@@ -385,22 +413,24 @@ impl Portal {
     /// property and bumps `hs_lastmodifieddate` if anything changed.
     pub fn update_deal(&mut self, id: u64, values: Vec<(String, Option<String>)>, now_ms: i64) -> Result<(), ApiError> {
         self.check_deal_update(id, &values)?;
+        let values = self.normalise_values(values);
+        let source = crate::source::current();
         let mut changed = Vec::new();
         if let Some(deal) = self.deals.get_mut(&id) {
             for (name, value) in values {
                 if deal.prop(&name) != value.as_deref() {
-                    deal.set(&name, value.clone(), now_ms);
+                    deal.set(&name, value.clone(), now_ms, &source);
                     changed.push((name, value.unwrap_or_default()));
                 }
             }
             if !changed.is_empty() {
                 deal.updated_ms = now_ms;
-                deal.set("hs_lastmodifieddate", Some(now_ms.to_string()), now_ms);
+                deal.set("hs_lastmodifieddate", Some(iso_from_ms(now_ms)), now_ms, &source);
             }
         }
         if !changed.is_empty() {
             for (name, value) in changed {
-                self.next_event(id, now_ms, ChangeKind::PropertyChange { name, value });
+                self.record_change(id, now_ms, ChangeKind::PropertyChange { name, value });
             }
             self.reindex(id, Instant::now());
         }
@@ -414,7 +444,7 @@ impl Portal {
         };
         deal.archived = true;
         deal.archived_ms = Some(now_ms);
-        self.next_event(id, now_ms, ChangeKind::Deletion);
+        self.record_change(id, now_ms, ChangeKind::Deletion);
         self.reindex(id, Instant::now());
         true
     }
@@ -432,11 +462,15 @@ impl Portal {
                     .into_iter()
                     .flatten()
                     .map(|h| {
-                        json!({
+                        let mut entry = json!({
                             "value": h.value,
                             "timestamp": iso_from_ms(h.timestamp_ms),
-                            "sourceType": "API",
-                        })
+                            "sourceType": h.source.as_ref().map_or("API", |s| s.change_source.as_str()),
+                        });
+                        if let Some(id) = h.source.as_ref().and_then(|s| s.source_id.as_deref()) {
+                            entry["sourceId"] = json!(id);
+                        }
+                        entry
                     })
                     .collect();
                 histories.insert(name.clone(), Value::Array(entries));
@@ -466,6 +500,22 @@ impl Portal {
         (page, next)
     }
 
+    /// Appends a snapshot of deal `id` (its `properties`, all when empty) to the journal;
+    /// `false` if there is no such non-archived deal.
+    pub fn snapshot_deal(&mut self, id: u64, properties: &[String]) -> bool {
+        let Some(deal) = self.deals.get(&id).filter(|d| !d.archived) else {
+            return false;
+        };
+        let values: BTreeMap<String, String> = deal
+            .props
+            .iter()
+            .filter(|(name, _)| properties.is_empty() || properties.contains(name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.record_change(id, crate::model::now_ms(), ChangeKind::Snapshot { properties: values });
+        true
+    }
+
     /// Number of non-archived deals.
     pub fn deal_count(&self) -> usize {
         self.deals.values().filter(|d| !d.archived).count()
@@ -493,7 +543,7 @@ mod tests {
             .expect("create");
         let deal = portal.find_deal(&id.to_string(), false).expect("deal");
         assert_eq!(deal.prop("pipeline"), Some("default"));
-        assert_eq!(deal.prop("createdate"), Some("1000"));
+        assert_eq!(deal.prop("createdate"), Some("1970-01-01T00:00:01.000Z"));
         assert_eq!(portal.outbox.len(), 1);
         assert_eq!(portal.outbox[0].kind, ChangeKind::Creation);
 
@@ -519,10 +569,10 @@ mod tests {
         portal.outbox.clear();
         portal.update_deal(id, values(&[("dealname", "A")]), 2_000).expect("noop");
         assert!(portal.outbox.is_empty());
-        assert_eq!(portal.deals[&id].prop("hs_lastmodifieddate"), Some("1000"));
+        assert_eq!(portal.deals[&id].prop("hs_lastmodifieddate"), Some("1970-01-01T00:00:01.000Z"));
         portal.update_deal(id, values(&[("dealname", "B"), ("amount", "5")]), 3_000).expect("update");
         assert_eq!(portal.outbox.len(), 2);
-        assert_eq!(portal.deals[&id].prop("hs_lastmodifieddate"), Some("3000"));
+        assert_eq!(portal.deals[&id].prop("hs_lastmodifieddate"), Some("1970-01-01T00:00:03.000Z"));
         assert!(portal.update_deal(id, values(&[("dealstage", "nope")]), 4_000).is_err());
         assert!(portal.archive_deal(id, 5_000));
         assert!(!portal.archive_deal(id, 6_000));

@@ -44,11 +44,13 @@ pub(crate) struct ApiError {
     pub message: String,
     /// Optional `context` map (`{key: [values]}`), e.g. `{"name": ["foo"]}`.
     pub context: Option<Box<(&'static str, Vec<String>)>>,
+    /// Optional `errors` list (details, e.g. the validation rule that refused a write).
+    pub errors: Vec<Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, category: &'static str, message: impl Into<String>) -> Self {
-        Self { status, category, sub_category: None, message: message.into(), context: None }
+        Self { status, category, sub_category: None, message: message.into(), context: None, errors: Vec::new() }
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -73,6 +75,15 @@ impl ApiError {
         )
     }
 
+    /// 401 for an issued access token past its expiry.
+    pub fn expired_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "EXPIRED_AUTHENTICATION",
+            "The OAuth token used to make this call expired. Refresh it and retry.",
+        )
+    }
+
     /// A generic error for an arbitrary status (used by injection and the
     /// catch-all that normalises framework-generated errors).
     pub fn for_status(status: StatusCode, message: impl Into<String>) -> Self {
@@ -86,6 +97,11 @@ impl ApiError {
 
     pub fn with_context(mut self, key: &'static str, values: Vec<String>) -> Self {
         self.context = Some(Box::new((key, values)));
+        self
+    }
+
+    pub fn with_errors(mut self, errors: Vec<Value>) -> Self {
+        self.errors = errors;
         self
     }
 
@@ -103,6 +119,9 @@ impl ApiError {
             let (key, values) = context.as_ref();
             map.insert("context".into(), json!({ *key: values }));
         }
+        if !self.errors.is_empty() {
+            map.insert("errors".into(), Value::Array(self.errors.clone()));
+        }
         Value::Object(map)
     }
 
@@ -111,7 +130,7 @@ impl ApiError {
         let mut value = self.body();
         if let Value::Object(map) = &mut value {
             map.remove("correlationId");
-            map.insert("errors".into(), json!([]));
+            map.entry("errors").or_insert_with(|| json!([]));
         }
         value
     }

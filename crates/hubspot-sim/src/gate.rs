@@ -1,5 +1,7 @@
-//! The middleware every request passes through: latency, authentication, per-portal rate
-//! limiting, fault injection, error-body normalisation, rate-limit headers and logging.
+//! The middleware every CRM request passes through: latency, authentication (see `auth.rs`:
+//! expired tokens get 401, client-credentials tokens 403), the change source of its writes,
+//! per-portal rate limiting, fault injection, error-body normalisation, rate-limit headers and
+//! logging.
 //!
 //! CRM search (`POST …/search`) is admitted against its own per-second budget instead of the
 //! burst window and its responses carry no `X-HubSpot-RateLimit-*` headers, like HubSpot's.
@@ -12,8 +14,10 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{Credential, private_app_id};
 use crate::error::{ApiError, RateLimitPolicy, rate_limit_response};
 use crate::ratelimit::Outcome;
+use crate::source::{self, ChangeSource};
 use crate::{HubSpotSim, RecordedRequest, lock};
 
 /// Largest framework-generated error body we bother to read when normalising it.
@@ -50,7 +54,35 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
         return response;
     };
 
-    let portal = sim.portal_for(&token);
+    let credential = lock(&sim.inner.auth).resolve(&token, Instant::now());
+    let (portal, oauth) = match credential {
+        Credential::PortalToken(token) => (sim.portal_for(&token), false),
+        Credential::OAuth { portal_token } => (sim.portal_for(&portal_token), true),
+        Credential::Expired | Credential::App { .. } => {
+            let response = if credential == Credential::Expired {
+                ApiError::expired_token()
+            } else {
+                ApiError::for_status(
+                    StatusCode::FORBIDDEN,
+                    "Client credentials tokens only reach the webhooks journal APIs, not CRM records",
+                )
+            }
+            .into_response();
+            sim.record(RecordedRequest {
+                method,
+                path,
+                status: response.status().as_u16(),
+                portal_id: None,
+                timestamp,
+            });
+            return response;
+        }
+    };
+    let change_source = match request_source(request.headers()) {
+        Some(source) => source,
+        None if oauth => ChangeSource::integration(sim.app_id()),
+        None => ChangeSource::integration(private_app_id(lock(&portal).id)),
+    };
     let (portal_id, outcome, injected) = {
         let mut guard = lock(&portal);
         let now = Instant::now();
@@ -80,7 +112,10 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
             } else {
                 request.extensions_mut().insert(Arc::clone(&portal));
                 request.extensions_mut().insert(sim.clone());
-                normalise_error(next.run(request).await).await
+                let response = source::scope(change_source, next.run(request)).await;
+                // Handlers that locked the portal directly left their changes queued.
+                sim.flush(&portal);
+                normalise_error(response).await
             };
             (response, snapshot)
         }
@@ -112,6 +147,21 @@ pub(crate) async fn gate(State(sim): State<HubSpotSim>, mut request: Request, ne
         timestamp,
     });
     response
+}
+
+/// Test hooks: `X-HubSpot-Sim-UI-User: <id>` makes the request a hand edit in the UI by that
+/// user (`CRM_UI`, `userId:<id>`); `X-HubSpot-Sim-Change-Source` (one of
+/// [`CHANGE_SOURCES`](crate::CHANGE_SOURCES)) with an optional `X-HubSpot-Sim-Source-Id` sets
+/// any other source (e.g. `AUTOMATION`).
+fn request_source(headers: &HeaderMap) -> Option<ChangeSource> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(user) = text("x-hubspot-sim-ui-user").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(ChangeSource::ui_user(user));
+    }
+    let change_source = text("x-hubspot-sim-change-source")?.to_ascii_uppercase();
+    crate::CHANGE_SOURCES
+        .contains(&change_source.as_str())
+        .then(|| ChangeSource { change_source, source_id: text("x-hubspot-sim-source-id").map(str::to_owned) })
 }
 
 /// `Authorization: Bearer <token>` (scheme case-insensitive); `None` if missing or empty.

@@ -1,31 +1,67 @@
-//! `hubspot-sim`: a HubSpot CRM simulator for GoMark tests and demos: deal properties and
-//! property groups, deal pipelines and stages, deals (CRUD, batch, search), signed webhook
-//! delivery, per-portal rate limits (burst, daily and the separate search budget) and fault
-//! injection. See CONTRACT.md (§3–§7) for the HubSpot behaviour it follows.
+//! `hubspot-sim`: a HubSpot CRM simulator for GoMark tests and demos, following HubSpot as it is
+//! in December 2026: deal properties and property groups, deal pipelines and stages, deals
+//! (CRUD, batch, search), the date-versioned API (`v3`, `2026-03`, `2026-09`), OAuth, service
+//! keys and client credentials, the webhooks journal, signed push webhooks, per-portal rate
+//! limits (burst, daily and the separate search budget) and fault injection. See CONTRACT.md
+//! for the HubSpot behaviour it follows.
 //!
 //! Start it in-process with [`spawn`] (or embed [`HubSpotSim::router`]), point a HubSpot
 //! client at the returned address, and inspect state with [`HubSpotSim::property`],
 //! [`HubSpotSim::deal`], [`HubSpotSim::pipeline`] and [`HubSpotSim::requests`]. Each distinct
-//! bearer token is its own portal, created lazily on first use with HubSpot's default
-//! properties and the `default` "Sales Pipeline".
+//! bearer token the simulator did not issue is its own portal (a private-app token or service
+//! key), created lazily on first use with HubSpot's default properties and the `default`
+//! "Sales Pipeline".
 //!
-//! Conventions worth knowing:
-//! - `createdate` / `hs_lastmodifieddate` are epoch-millisecond strings; `createdAt` /
-//!   `updatedAt` are ISO-8601.
+//! # Routes
+//! `{v}` is `v3` or a date version; CRM paths are `/crm/v3/{api}/…` for v3 and
+//! `/crm/{api}/{date}/…` for `2026-03` and `2026-09` (see `version.rs` for what differs).
+//! - Properties and groups: `/crm/{v3|properties/{date}}/properties/deals…` (list, read,
+//!   create, update, archive, `batch/read|create|archive`, `groups…`).
+//! - Pipelines and stages: `/crm/v3/pipelines/deals…`, `/crm/pipelines/{date}/deals…`.
+//! - Deals: `/crm/v3/objects/deals…`, `/crm/objects/{date}/deals…` (CRUD, list, `batch/*`,
+//!   `search`).
+//! - OAuth token: `POST /oauth/v1/token`, `/oauth/v3/token`, `/oauth/2026-03/token`.
+//! - Webhooks journal (client-credentials tokens):
+//!   `GET /webhooks-journal/journal[-local]/2026-03/earliest|latest|offset/{offset}/next[?installPortalId=]`,
+//!   the pre-signed entry files `GET /webhooks-journal/files/{offset}?expires&signature`,
+//!   `GET|POST /webhooks-journal/subscriptions/2026-03`, `GET|DELETE …/subscriptions/2026-03/{id}`,
+//!   `POST /webhooks-journal/snapshots/2026-03/crm`, `GET …/snapshots/2026-03/crm/status/{id}`.
+//!   Shapes and status codes: `routes/journal.rs`; event shape: `events.rs`.
+//! - Test hooks (no auth, no rate limit): `GET /_sim/writes[?portalId=]`, `GET /_sim/portal-id`
+//!   (bearer → `{portalId, appId}`), `POST /_sim/service-keys {key, portalId}`,
+//!   `POST /_sim/oauth/refresh-tokens {refreshToken, portalToken}`,
+//!   `POST /_sim/oauth/expire-access-tokens`, `POST /_sim/journal/age {seconds}`; request
+//!   headers `X-HubSpot-Sim-UI-User: <id>` (the write is a hand edit in the UI by that user) and
+//!   `X-HubSpot-Sim-Change-Source` / `X-HubSpot-Sim-Source-Id` (any other source).
+//!
+//! # Conventions worth knowing
+//! - Datetime values (`createdate`, `hs_lastmodifieddate`, `closedate`, any `datetime`
+//!   property) come back as ISO-8601 (`2026-11-21T10:00:00.000Z`); writes accept ISO or epoch
+//!   milliseconds, as HubSpot does.
+//! - Every change (deal, property, group, pipeline, stage) is appended to the journal with its
+//!   `changeSource`/`sourceId`: `INTEGRATION` + the app id for token writes (a portal's private
+//!   app id is [`private_app_id`]), `CRM_UI` + `userId:<id>` for hand edits (library helpers
+//!   such as [`HubSpotSim::update_deal`] count as user [`DEFAULT_UI_USER`]).
 //! - Search (`POST …/search`) does not use the burst window and sends no
 //!   `X-HubSpot-RateLimit-*` headers; it has its own per-second budget
 //!   ([`SimConfig::search_per_second`]) and counts against the daily limit.
-//! - Webhooks: see [`HubSpotSim::configure_webhooks`] and the `webhooks` module docs.
+//! - Push webhooks: see [`HubSpotSim::configure_webhooks`] and the `webhooks` module docs;
+//!   portals reached with a service key get none.
 
+mod auth;
 mod deals;
 mod error;
+mod events;
 mod gate;
+mod journal;
 mod model;
 mod pipelines;
 mod portal;
 mod ratelimit;
 mod routes;
+mod rules;
 mod search;
+mod source;
 mod state;
 mod version;
 mod webhooks;
@@ -43,6 +79,9 @@ use crate::portal::{FailNext, Portal};
 use crate::ratelimit::Limits;
 use crate::webhooks::Webhooks;
 
+pub use crate::auth::{ACCESS_TOKEN_TTL, JOURNAL_SCOPES, private_app_id};
+pub use crate::journal::RETENTION as JOURNAL_RETENTION;
+pub use crate::source::{CHANGE_SOURCES, ChangeSource, DEFAULT_UI_USER};
 pub use crate::state::StateError;
 pub use crate::version::ApiVersion;
 pub use crate::webhooks::{MAX_WEBHOOK_BATCH, WebhookConfig, WebhookStats};
@@ -72,6 +111,13 @@ pub struct SimConfig {
     pub search_per_second: u32,
     /// How long a deal write takes to become visible to search (HubSpot's index lag).
     pub search_index_lag: Duration,
+    /// The simulated public app: its id (`appId` of events, `sourceId` of OAuth writes).
+    pub app_id: u64,
+    /// The app's OAuth `client_id` (client credentials and refresh grants check it).
+    pub client_id: String,
+    /// The app's client secret: checked by the OAuth grants and the key of webhook signatures
+    /// configured through the API (`PUT /webhooks/v3/{appId}/settings`).
+    pub client_secret: String,
 }
 
 impl Default for SimConfig {
@@ -84,6 +130,9 @@ impl Default for SimConfig {
             daily_limit: 250_000,
             search_per_second: 5,
             search_index_lag: Duration::ZERO,
+            app_id: 1,
+            client_id: "hubspot-sim-client-id".to_owned(),
+            client_secret: "hubspot-sim-secret".to_owned(),
         }
     }
 }
@@ -126,6 +175,19 @@ struct Inner {
     log: Mutex<VecDeque<RecordedRequest>>,
     writes: Mutex<VecDeque<RecordedWrite>>,
     webhooks: Arc<Webhooks>,
+    app: App,
+    auth: Mutex<auth::Auth>,
+    journal: Mutex<journal::Journal>,
+    /// Journal subscriptions and snapshot statuses (`routes/journal.rs`).
+    journal_admin: Mutex<routes::JournalAdmin>,
+}
+
+/// The simulated public app.
+#[derive(Debug, Clone)]
+struct App {
+    id: u64,
+    client_id: String,
+    client_secret: String,
 }
 
 impl Drop for Inner {
@@ -173,6 +235,10 @@ impl HubSpotSim {
                 log: Mutex::new(VecDeque::new()),
                 writes: Mutex::new(VecDeque::new()),
                 webhooks: Arc::new(Webhooks::default()),
+                app: App { id: config.app_id, client_id: config.client_id, client_secret: config.client_secret },
+                auth: Mutex::new(auth::Auth::default()),
+                journal: Mutex::new(journal::Journal::default()),
+                journal_admin: Mutex::new(routes::JournalAdmin::default()),
             }),
         }
     }
@@ -398,6 +464,48 @@ impl HubSpotSim {
         writes.push_back(entry);
     }
 
+    /// Registers `key` as a service key for portal `portal_id` (creating or renumbering its
+    /// portal): requests with it work like a private-app token's, and the portal's events go
+    /// to the journal only, never to push webhooks.
+    pub fn register_service_key(&self, key: &str, portal_id: u64) {
+        self.register_portal(key, portal_id);
+        lock(&self.portal_for(key)).service_key = true;
+    }
+
+    /// Registers an OAuth refresh token for `portal_token`'s portal: `POST /oauth/…/token`
+    /// with `grant_type=refresh_token` then issues access tokens acting for that portal.
+    pub fn register_refresh_token(&self, refresh_token: &str, portal_token: &str) {
+        self.portal_for(portal_token);
+        lock(&self.inner.auth).register_refresh_token(refresh_token, portal_token);
+    }
+
+    /// Expires every issued OAuth and client-credentials access token now (they answer 401).
+    pub fn expire_access_tokens(&self) {
+        lock(&self.inner.auth).expire_all(std::time::Instant::now());
+    }
+
+    /// Moves every journal entry `by` into the past, dropping those older than
+    /// [`JOURNAL_RETENTION`] (so a test can make an offset expire without waiting 3 days).
+    pub fn age_journal(&self, by: Duration) {
+        lock(&self.inner.journal).age(by, now_ms());
+    }
+
+    /// Sets deal properties as a hand edit in HubSpot's UI by `user_id` (events carry
+    /// `changeSource: CRM_UI`, `sourceId: userId:<id>`). Otherwise like [`HubSpotSim::update_deal`].
+    pub fn update_deal_as_user<I, K, V>(&self, token: &str, id: &str, user_id: u64, props: I) -> Result<(), String>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        source::in_thread(ChangeSource::ui_user(user_id), || self.update_deal(token, id, props))
+    }
+
+    /// The simulated app's id.
+    pub fn app_id(&self) -> u64 {
+        self.inner.app.id
+    }
+
     /// Empties the request log.
     pub fn clear_requests(&self) {
         lock(&self.inner.log).clear();
@@ -472,18 +580,31 @@ impl HubSpotSim {
         portals.into_iter().find(|p| lock(p).id == portal_id)
     }
 
-    /// Runs a write on `portal` and hands the changes it made to the webhook dispatcher once
-    /// the portal lock is released. Every deal write goes through here.
+    /// Runs a write on `portal` (made by the current request's source, see `source.rs`), then
+    /// publishes the changes it made once the portal lock is released. Every library-level
+    /// write goes through here; HTTP handlers may also lock the portal directly, as the gate
+    /// calls [`HubSpotSim::flush`] after each request.
     pub(crate) fn write<T>(&self, portal: &PortalRef, f: impl FnOnce(&mut Portal) -> T) -> T {
-        let (out, changes) = {
-            let mut portal = lock(portal);
-            let out = f(&mut portal);
-            (out, std::mem::take(&mut portal.outbox))
-        };
-        if !changes.is_empty() {
-            self.inner.webhooks.enqueue(changes);
-        }
+        let out = f(&mut lock(portal));
+        self.flush(portal);
         out
+    }
+
+    /// Appends the changes queued on `portal` to the journal and hands them to the webhook
+    /// dispatcher (not for a service-key portal).
+    pub(crate) fn flush(&self, portal: &PortalRef) {
+        let (changes, portal_id, service_key) = {
+            let mut portal = lock(portal);
+            (std::mem::take(&mut portal.outbox), portal.id, portal.service_key)
+        };
+        if changes.is_empty() {
+            return;
+        }
+        let events = changes.iter().map(|c| c.to_wire(self.inner.app.id, true)).collect();
+        lock(&self.inner.journal).append(portal_id, now_ms(), events);
+        if !service_key {
+            self.inner.webhooks.enqueue(&changes);
+        }
     }
 
     pub(crate) fn record(&self, entry: RecordedRequest) {

@@ -41,10 +41,14 @@ struct Args {
     /// Deliver deal webhooks (all portals) to this URL.
     #[arg(long)]
     webhook_url: Option<String>,
-    /// Client secret used to sign webhooks (X-HubSpot-Signature-v3).
+    /// The app's OAuth client id (client-credentials and refresh grants check it).
+    #[arg(long, default_value = "hubspot-sim-client-id")]
+    client_id: String,
+    /// The app's client secret: OAuth grants check it and webhooks are signed with it
+    /// (X-HubSpot-Signature-v3).
     #[arg(long, env = "HUBSPOT_SIM_WEBHOOK_SECRET", default_value = "hubspot-sim-secret", hide_env_values = true)]
     webhook_secret: String,
-    /// appId carried by webhook events.
+    /// The app's id (appId of webhook and journal events).
     #[arg(long, default_value_t = 1)]
     webhook_app_id: u64,
     /// How long events are collected before a webhook batch is sent, in milliseconds.
@@ -87,6 +91,9 @@ impl Args {
             daily_limit: self.daily_limit,
             search_per_second: self.search_per_second,
             search_index_lag: Duration::from_millis(self.search_index_lag_ms),
+            app_id: self.webhook_app_id,
+            client_id: self.client_id.clone(),
+            client_secret: self.webhook_secret.clone(),
         }
     }
 

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::deals::{Deal, DealChange};
+use crate::deals::Deal;
 use crate::error::ApiError;
+use crate::events::Change;
 use crate::model::{Group, Property};
 use crate::model::{
     GroupCreate, GroupUpdate, MAX_UNIQUE_PROPERTIES, ModificationMetadata, PropertyCreate, PropertyOption,
@@ -39,8 +40,13 @@ pub(crate) struct Portal {
     pub(crate) deals: BTreeMap<u64, Deal>,
     pub(crate) index: SearchIndex,
     /// Changes not yet handed to the webhook dispatcher (drained after every write).
-    pub(crate) outbox: Vec<DealChange>,
+    pub(crate) outbox: Vec<Change>,
     pub(crate) next_event_id: u64,
+    /// Whether the portal is reached with a service key: its events are journaled but never
+    /// pushed as webhooks.
+    pub(crate) service_key: bool,
+    /// Property validation rules (enforced on 2026-09 record writes).
+    pub(crate) rules: crate::rules::Rules,
     properties: BTreeMap<String, Property>,
     groups: BTreeMap<String, Group>,
 }
@@ -64,6 +70,8 @@ impl Portal {
             index: SearchIndex::default(),
             outbox: Vec::new(),
             next_event_id: 0,
+            service_key: false,
+            rules: crate::rules::Rules::new(),
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
@@ -96,6 +104,8 @@ impl Portal {
             pipelines: self.pipelines.clone(),
             deals: self.deals.values().cloned().collect(),
             next_event_id: self.next_event_id,
+            rules: self.rules.clone(),
+            service_key: self.service_key,
         }
     }
 
@@ -116,7 +126,14 @@ impl Portal {
             portal.deals.insert(deal.id, deal);
         }
         portal.next_event_id = state.next_event_id;
+        portal.rules = state.rules;
+        portal.service_key = state.service_key;
         portal
+    }
+
+    /// Records a change to a definition (property, group, pipeline or stage) for the journal.
+    pub fn definition_changed(&mut self, kind: crate::events::ChangeKind) {
+        self.record_change(0, crate::model::now_ms(), kind);
     }
 
     /// Takes one queued injected failure, if any.

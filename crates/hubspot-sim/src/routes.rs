@@ -3,7 +3,11 @@
 //! served under the date-versioned paths (`/crm/properties/2026-03/…` etc.).
 
 mod deals;
+mod journal;
 mod pipelines;
+mod validations;
+
+pub(crate) use journal::JournalAdmin;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query};
@@ -16,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::events::{Action, ChangeKind};
 use crate::model::{
     BatchCreate, BatchNames, BatchRead, GroupCreate, GroupUpdate, OptionInput, PropertyCreate, PropertyUpdate,
     now_timestamp,
@@ -41,27 +46,36 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
     let pipelines = pipelines::routes();
     let objects = deals::routes();
+    let validations = validations::routes();
     let mut app = Router::new();
-    // One router per version, the version handed to the handlers as an extension.
+    // One router per version; the version reaches the handlers as an extension and portal code
+    // through `version::current()`.
     for version in ApiVersion::ALL {
-        let (props_path, pipelines_path, objects_path) = match version {
-            ApiVersion::V3 => {
-                ("/crm/v3/properties".to_owned(), "/crm/v3/pipelines".to_owned(), "/crm/v3/objects".to_owned())
-            }
-            dated => {
-                let v = dated.segment();
-                (format!("/crm/properties/{v}"), format!("/crm/pipelines/{v}"), format!("/crm/objects/{v}"))
-            }
+        // `/crm/v3/{api}` for v3, `/crm/{api}/{date}` for the date versions.
+        let path = |api: &str| match version {
+            ApiVersion::V3 => format!("/crm/v3/{api}"),
+            dated => format!("/crm/{api}/{}", dated.segment()),
+        };
+        let versioned = |router: Router| {
+            router.layer(Extension(version)).layer(middleware::from_fn_with_state(version, crate::version::layer))
         };
         app = app
-            .nest(&props_path, properties.clone().layer(Extension(version)))
-            .nest(&pipelines_path, pipelines.clone().layer(Extension(version)))
-            .nest(&objects_path, objects.clone().layer(Extension(version)));
+            .nest(&path("properties"), versioned(properties.clone()))
+            .nest(&path("pipelines"), versioned(pipelines.clone()))
+            .nest(&path("objects"), versioned(objects.clone()))
+            .nest(&path("property-validations"), versioned(validations.clone()));
     }
     let api = app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim.clone(), gate::gate));
     // The simulator's own admin routes: no portal, no rate limit, not logged.
-    let admin = Router::new().route("/writes", get(list_writes)).route("/portal-id", get(portal_id)).with_state(sim);
-    Router::new().nest("/_sim", admin).merge(api)
+    let admin = Router::new()
+        .route("/writes", get(list_writes))
+        .route("/portal-id", get(portal_id))
+        .route("/service-keys", post(register_service_key))
+        .route("/oauth/refresh-tokens", post(register_refresh_token))
+        .route("/oauth/expire-access-tokens", post(expire_access_tokens))
+        .route("/journal/age", post(age_journal))
+        .with_state(sim.clone());
+    Router::new().nest("/_sim", admin).merge(journal::routes(sim)).merge(api)
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,9 +99,68 @@ async fn portal_id(
     headers: axum::http::HeaderMap,
 ) -> Response {
     match gate::bearer_token(&headers) {
-        Some(token) => Json(json!({ "portalId": sim.portal_id_for(&token) })).into_response(),
+        Some(token) => {
+            let id = sim.portal_id_for(&token);
+            Json(json!({ "portalId": id, "appId": crate::private_app_id(id) })).into_response()
+        }
         None => ApiError::unauthenticated().into_response(),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceKeyInput {
+    key: String,
+    portal_id: u64,
+}
+
+/// `POST /_sim/service-keys {"key", "portalId"}`: see [`HubSpotSim::register_service_key`].
+async fn register_service_key(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let input: ServiceKeyInput = parse(&body)?;
+    sim.register_service_key(&input.key, input.portal_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshTokenInput {
+    refresh_token: String,
+    portal_token: String,
+}
+
+/// `POST /_sim/oauth/refresh-tokens {"refreshToken", "portalToken"}`: see
+/// [`HubSpotSim::register_refresh_token`].
+async fn register_refresh_token(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let input: RefreshTokenInput = parse(&body)?;
+    sim.register_refresh_token(&input.refresh_token, &input.portal_token);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sim/oauth/expire-access-tokens`: every issued access token answers 401 from now on.
+async fn expire_access_tokens(axum::extract::State(sim): axum::extract::State<HubSpotSim>) -> StatusCode {
+    sim.expire_access_tokens();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct AgeInput {
+    seconds: u64,
+}
+
+/// `POST /_sim/journal/age {"seconds": N}`: moves every journal entry N seconds into the past.
+async fn age_journal(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let input: AgeInput = parse(&body)?;
+    sim.age_journal(std::time::Duration::from_secs(input.seconds));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -226,7 +299,9 @@ async fn create_property(
     check_object_type(&object_type)?;
     let input: PropertyCreate = parse(&body)?;
     check_option_orders(version, input.options.as_deref())?;
-    let property = lock(&portal).create_property(input)?;
+    let mut portal = lock(&portal);
+    let property = portal.create_property(input)?;
+    portal.definition_changed(ChangeKind::PropertyDefinition { action: Action::Created, name: property.name.clone() });
     Ok((StatusCode::CREATED, Json(property)).into_response())
 }
 
@@ -245,7 +320,9 @@ async fn update_property(
     }
     let update: PropertyUpdate = from_value(value)?;
     check_option_orders(version, update.options.as_deref())?;
-    let property = lock(&portal).update_property(&name, update)?;
+    let mut portal = lock(&portal);
+    let property = portal.update_property(&name, update)?;
+    portal.definition_changed(ChangeKind::PropertyDefinition { action: Action::Updated, name });
     Ok(Json(to_json(&property)))
 }
 
@@ -254,7 +331,9 @@ async fn archive_property(
     Path((object_type, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
-    lock(&portal).archive_property(&name)?;
+    let mut portal = lock(&portal);
+    portal.archive_property(&name)?;
+    portal.definition_changed(ChangeKind::PropertyDefinition { action: Action::Archived, name });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -296,7 +375,13 @@ async fn batch_create(
             .and_then(|c| check_option_orders(version, c.options.as_deref()).map(|()| c))
             .and_then(|c| portal.create_property(c));
         match created {
-            Ok(property) => results.push(to_json(&property)),
+            Ok(property) => {
+                portal.definition_changed(ChangeKind::PropertyDefinition {
+                    action: Action::Created,
+                    name: property.name.clone(),
+                });
+                results.push(to_json(&property));
+            }
             Err(mut err) => {
                 if err.context.is_none() {
                     if let Some(name) = name {
@@ -320,7 +405,9 @@ async fn batch_archive(
     let mut portal = lock(&portal);
     for entry in input.inputs {
         // Idempotent: unknown, already archived, protected or in-use names are skipped.
-        let _ = portal.archive_property(&entry.name);
+        if portal.archive_property(&entry.name).is_ok() {
+            portal.definition_changed(ChangeKind::PropertyDefinition { action: Action::Archived, name: entry.name });
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -354,7 +441,9 @@ async fn create_group(
 ) -> ApiResult<Response> {
     check_object_type(&object_type)?;
     let input: GroupCreate = parse(&body)?;
-    let group = lock(&portal).create_group(input)?;
+    let mut portal = lock(&portal);
+    let group = portal.create_group(input)?;
+    portal.definition_changed(ChangeKind::Group { action: Action::Created, name: group.name.clone() });
     Ok((StatusCode::CREATED, Json(group)).into_response())
 }
 
@@ -369,7 +458,9 @@ async fn update_group(
         return Err(ApiError::validation("'name' cannot be changed after a property group is created"));
     }
     let update: GroupUpdate = from_value(value)?;
-    let group = lock(&portal).update_group(&group_name, update)?;
+    let mut portal = lock(&portal);
+    let group = portal.update_group(&group_name, update)?;
+    portal.definition_changed(ChangeKind::Group { action: Action::Updated, name: group_name });
     Ok(Json(to_json(&group)))
 }
 
@@ -378,7 +469,9 @@ async fn archive_group(
     Path((object_type, group_name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
-    lock(&portal).archive_group(&group_name)?;
+    let mut portal = lock(&portal);
+    portal.archive_group(&group_name)?;
+    portal.definition_changed(ChangeKind::Group { action: Action::Archived, name: group_name });
     Ok(StatusCode::NO_CONTENT)
 }
 

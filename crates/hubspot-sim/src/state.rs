@@ -27,6 +27,11 @@ pub(crate) struct PortalState {
     pub pipelines: Vec<Pipeline>,
     pub deals: Vec<Deal>,
     pub next_event_id: u64,
+    /// Added with the 2026 API; older files have none.
+    #[serde(default)]
+    pub rules: crate::rules::Rules,
+    #[serde(default)]
+    pub service_key: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,30 @@ impl ApiVersion {
     }
 }
 
+tokio::task_local! {
+    static CURRENT: ApiVersion;
+}
+
+/// Runs `future` (a request's handler) as a request to `version`.
+pub(crate) async fn scope<F: std::future::Future>(version: ApiVersion, future: F) -> F::Output {
+    CURRENT.scope(version, future).await
+}
+
+/// The version of the request being handled; `None` outside a request (library calls).
+pub(crate) fn current() -> Option<ApiVersion> {
+    CURRENT.try_with(|v| *v).ok()
+}
+
+/// Axum middleware: runs the rest of the request inside [`scope`] so portal code deep in a
+/// write can ask which version's rules apply.
+pub(crate) async fn layer(
+    axum::extract::State(version): axum::extract::State<ApiVersion>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    scope(version, next.run(request)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@
 //! finish their (bounded) retries, but make no further attempts once webhooks are stopped or
 //! reconfigured.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -32,11 +32,10 @@ use std::time::{Duration, Instant};
 use hubspot_client::webhook::{WebhookSecret, sign_v3};
 use rand::Rng;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::deals::{ChangeKind, DealChange};
+use crate::events::{Change, WireEvent};
 use crate::lock;
 use crate::model::now_ms;
 
@@ -50,7 +49,6 @@ const MAX_CONCURRENT_DELIVERIES: usize = 10;
 const MAX_QUEUED_EVENTS: usize = 100_000;
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
-const FIRST_SUBSCRIPTION_ID: u64 = 2_400_001;
 
 /// Where and how the simulator delivers webhooks. `Debug` hides the client secret.
 #[derive(Clone, PartialEq)]
@@ -116,26 +114,6 @@ pub struct WebhookStats {
     pub failures: u64,
 }
 
-/// One event as HubSpot serialises it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireEvent {
-    event_id: u64,
-    subscription_id: u64,
-    portal_id: u64,
-    app_id: u64,
-    occurred_at: i64,
-    subscription_type: &'static str,
-    attempt_number: u32,
-    object_id: u64,
-    change_source: &'static str,
-    change_flag: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    property_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    property_value: Option<String>,
-}
-
 #[derive(Debug)]
 struct Queued {
     event: WireEvent,
@@ -163,17 +141,11 @@ struct State {
     queue: VecDeque<Queued>,
     drop_next: u32,
     stats: WebhookStats,
-    subscriptions: HashMap<String, u64>,
 }
 
 impl State {
     fn is_current(&self, generation: u64) -> bool {
         self.active.as_ref().is_some_and(|a| a.generation == generation)
-    }
-
-    fn subscription_id(&mut self, key: String) -> u64 {
-        let next = FIRST_SUBSCRIPTION_ID + self.subscriptions.len() as u64;
-        *self.subscriptions.entry(key).or_insert(next)
     }
 }
 
@@ -271,47 +243,20 @@ impl Webhooks {
         lock(&self.state).queue.len()
     }
 
-    /// Queues the events of `changes` (discarded when webhooks are not configured).
-    pub fn enqueue(self: &Arc<Self>, changes: Vec<DealChange>) {
+    /// Queues the push events of `changes` (discarded when webhooks are not configured).
+    /// Definition changes are not pushed (HubSpot pushes record events only).
+    pub fn enqueue(self: &Arc<Self>, changes: &[Change]) {
         let mut state = lock(&self.state);
         let Some(active) = state.active.clone() else {
             return;
         };
         let now = Instant::now();
-        for change in changes {
-            let (subscription_type, change_flag, key, property_name, property_value) = match change.kind {
-                ChangeKind::Creation => ("deal.creation", "NEW", "deal.creation".to_owned(), None, None),
-                ChangeKind::Deletion => ("deal.deletion", "DELETED", "deal.deletion".to_owned(), None, None),
-                ChangeKind::PropertyChange { name, value } => (
-                    "deal.propertyChange",
-                    "VALUE_CHANGED",
-                    format!("deal.propertyChange:{name}"),
-                    Some(name),
-                    Some(value),
-                ),
-            };
-            let subscription_id = state.subscription_id(key);
+        for change in changes.iter().filter(|c| c.kind.is_pushed()) {
             if state.queue.len() >= MAX_QUEUED_EVENTS {
                 state.queue.pop_front();
             }
-            state.queue.push_back(Queued {
-                event: WireEvent {
-                    event_id: change.event_id,
-                    subscription_id,
-                    portal_id: change.portal_id,
-                    app_id: active.config.app_id,
-                    occurred_at: change.occurred_at,
-                    subscription_type,
-                    attempt_number: 0,
-                    object_id: change.object_id,
-                    change_source: "CRM",
-                    change_flag,
-                    property_name,
-                    property_value,
-                },
-                enqueued: now,
-                duplicate: false,
-            });
+            let event = change.to_wire(active.config.app_id, false);
+            state.queue.push_back(Queued { event, enqueued: now, duplicate: false });
         }
         drop(state);
         self.ensure_dispatcher(&active);
@@ -490,21 +435,35 @@ fn backoff(attempt: u32) -> Duration {
 mod tests {
     use super::*;
 
-    fn change(event_id: u64) -> DealChange {
-        DealChange { portal_id: 1, event_id, occurred_at: 5, object_id: 9, kind: ChangeKind::Creation }
+    use crate::events::ChangeKind;
+    use crate::source::ChangeSource;
+
+    fn change(event_id: u64) -> Change {
+        Change {
+            portal_id: 1,
+            event_id,
+            occurred_at: 5,
+            object_id: 9,
+            kind: ChangeKind::Creation,
+            source: ChangeSource::integration(7),
+        }
     }
 
     #[test]
     fn events_are_dropped_without_config_and_queued_with_it() {
         let hub = Arc::new(Webhooks::default());
-        hub.enqueue(vec![change(1)]);
+        hub.enqueue(&[change(1)]);
         assert_eq!(hub.pending(), 0);
         // No runtime here: configuration still records, nothing is delivered.
         hub.configure(WebhookConfig { batch_size: 1000, duplicate_rate: f64::NAN, ..WebhookConfig::default() });
-        hub.enqueue(vec![
+        hub.enqueue(&[
             change(1),
             change(2),
-            DealChange { kind: ChangeKind::PropertyChange { name: "amount".into(), value: "5".into() }, ..change(3) },
+            Change { kind: ChangeKind::PropertyChange { name: "amount".into(), value: "5".into() }, ..change(3) },
+            Change {
+                kind: ChangeKind::PropertyDefinition { action: crate::events::Action::Created, name: "x".into() },
+                ..change(4)
+            },
         ]);
         assert_eq!(hub.pending(), 3);
         let state = lock(&hub.state);
@@ -516,7 +475,9 @@ mod tests {
         let json = serde_json::to_value(&state.queue[2].event).expect("json");
         assert_eq!(json["subscriptionType"], "deal.propertyChange");
         assert_eq!(json["propertyName"], "amount");
-        assert_eq!(json["changeSource"], "CRM");
+        assert_eq!(json["changeSource"], "INTEGRATION");
+        assert_eq!(json["sourceId"], "7");
+        assert!(json.get("objectTypeId").is_none());
         drop(state);
         hub.stop();
         assert_eq!(hub.pending(), 0);
@@ -526,20 +487,7 @@ mod tests {
     fn shuffled_batches_take_everything_once() {
         let mut queue: VecDeque<Queued> = (0..10)
             .map(|i| Queued {
-                event: WireEvent {
-                    event_id: i,
-                    subscription_id: 1,
-                    portal_id: 1,
-                    app_id: 1,
-                    occurred_at: 0,
-                    subscription_type: "deal.creation",
-                    attempt_number: 0,
-                    object_id: i,
-                    change_source: "CRM",
-                    change_flag: "NEW",
-                    property_name: None,
-                    property_value: None,
-                },
+                event: Change { event_id: i, object_id: i, ..change(i) }.to_wire(1, false),
                 enqueued: Instant::now(),
                 duplicate: false,
             })

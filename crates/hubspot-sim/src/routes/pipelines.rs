@@ -16,6 +16,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::{ApiResult, QueryPairs, check_object_type, parse, query_bool, query_bool_opt, to_json};
+use crate::events::{Action, ChangeKind};
 use crate::pipelines::{PipelineInput, StageInput};
 use crate::version::ApiVersion;
 use crate::{PortalRef, lock};
@@ -71,7 +72,9 @@ async fn create_pipeline(
 ) -> ApiResult<Response> {
     check_object_type(&object_type)?;
     let input: PipelineInput = parse(&body)?;
-    let pipeline = lock(&portal).create_pipeline(input)?;
+    let mut portal = lock(&portal);
+    let pipeline = portal.create_pipeline(input)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Created, pipeline_id: pipeline.id.clone() });
     Ok((StatusCode::CREATED, Json(pipeline)).into_response())
 }
 
@@ -82,7 +85,9 @@ async fn update_pipeline(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let input: PipelineInput = parse(&body)?;
-    let pipeline = lock(&portal).update_pipeline(&pipeline_id, input)?;
+    let mut portal = lock(&portal);
+    let pipeline = portal.update_pipeline(&pipeline_id, input)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Updated, pipeline_id });
     Ok(Json(to_json(&pipeline)))
 }
 
@@ -97,7 +102,9 @@ async fn replace_pipeline(
     let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)?;
     query_bool(&query, REFERENCES_FLAG)?;
     let input: PipelineInput = parse(&body)?;
-    let pipeline = lock(&portal).replace_pipeline(&pipeline_id, input, validate)?;
+    let mut portal = lock(&portal);
+    let pipeline = portal.replace_pipeline(&pipeline_id, input, validate)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Updated, pipeline_id });
     Ok(Json(to_json(&pipeline)))
 }
 
@@ -110,7 +117,9 @@ async fn delete_pipeline(
     check_object_type(&object_type)?;
     let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)?;
     query_bool(&query, REFERENCES_FLAG)?;
-    lock(&portal).delete_pipeline(&pipeline_id, validate)?;
+    let mut portal = lock(&portal);
+    portal.delete_pipeline(&pipeline_id, validate)?;
+    portal.definition_changed(ChangeKind::Pipeline { action: Action::Archived, pipeline_id });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -139,7 +148,9 @@ async fn create_stage(
 ) -> ApiResult<Response> {
     check_object_type(&object_type)?;
     let input: StageInput = parse(&body)?;
-    let stage = lock(&portal).create_stage(&pipeline_id, input)?;
+    let mut portal = lock(&portal);
+    let stage = portal.create_stage(&pipeline_id, input)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Created, pipeline_id, stage_id: stage.id.clone() });
     Ok((StatusCode::CREATED, Json(stage)).into_response())
 }
 
@@ -150,7 +161,9 @@ async fn update_stage(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let input: StageInput = parse(&body)?;
-    let stage = lock(&portal).update_stage(&pipeline_id, &stage_id, input)?;
+    let mut portal = lock(&portal);
+    let stage = portal.update_stage(&pipeline_id, &stage_id, input)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Updated, pipeline_id, stage_id });
     Ok(Json(to_json(&stage)))
 }
 
@@ -161,7 +174,9 @@ async fn replace_stage(
 ) -> ApiResult<Json<Value>> {
     check_object_type(&object_type)?;
     let input: StageInput = parse(&body)?;
-    let stage = lock(&portal).replace_stage(&pipeline_id, &stage_id, input)?;
+    let mut portal = lock(&portal);
+    let stage = portal.replace_stage(&pipeline_id, &stage_id, input)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Updated, pipeline_id, stage_id });
     Ok(Json(to_json(&stage)))
 }
 
@@ -173,6 +188,8 @@ async fn delete_stage(
 ) -> ApiResult<StatusCode> {
     check_object_type(&object_type)?;
     let validate = safety_flag(&query, STAGE_USAGE_FLAG, version)? || safety_flag(&query, REFERENCES_FLAG, version)?;
-    lock(&portal).delete_stage(&pipeline_id, &stage_id, validate)?;
+    let mut portal = lock(&portal);
+    portal.delete_stage(&pipeline_id, &stage_id, validate)?;
+    portal.definition_changed(ChangeKind::Stage { action: Action::Archived, pipeline_id, stage_id });
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,7 +25,11 @@ async fn deal_crud() {
     assert_eq!(props["pipeline"], "default");
     assert_eq!(props["amount"], "1500");
     assert_eq!(props["hs_object_id"], id.as_str());
-    let createdate: i64 = props["createdate"].as_str().expect("createdate").parse().expect("epoch ms");
+    // Datetimes come back as ISO-8601, like HubSpot's.
+    let iso = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().expect("datetime")).expect("ISO-8601").timestamp_millis()
+    };
+    let createdate = iso(&props["createdate"]);
     assert_eq!(props["hs_lastmodifieddate"], props["createdate"]);
     assert!(created["createdAt"].as_str().expect("createdAt").ends_with('Z'));
 
@@ -75,7 +79,7 @@ async fn deal_crud() {
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["properties"]["dealstage"], "closedwon");
     assert!(patched["properties"].get("amount").is_none(), "an empty string clears the value");
-    let modified: i64 = patched["properties"]["hs_lastmodifieddate"].as_str().expect("lm").parse().expect("ms");
+    let modified = iso(&patched["properties"]["hs_lastmodifieddate"]);
     assert!(modified > createdate);
     let (status, _) = sim.json(Method::PATCH, "tok", &path, Some(json!({"properties": {"dealstage": "nope"}}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -2,9 +2,11 @@
 //! simulator spawned on port 0.
 
 mod deals;
+mod journal;
 mod pipelines;
 mod scale;
 mod search;
+mod validation;
 mod versions;
 mod webhooks;
 

@@ -125,7 +125,8 @@ async fn delivered_signed_and_batched() {
     for event in &events {
         assert_eq!(event.subscription_type, "deal.creation");
         assert_eq!((event.portal_id, event.app_id, event.attempt_number), (portal, 777, 0));
-        assert_eq!(event.change_source.as_deref(), Some("CRM"));
+        // Written with the portal's token: the integration is the source.
+        assert_eq!(event.change_source.as_deref(), Some("INTEGRATION"));
         assert_eq!(event.change_flag.as_deref(), Some("NEW"));
         assert!(ids.contains(&event.object_id.expect("objectId")));
         assert!(event.occurred_at > 0);
