@@ -50,11 +50,12 @@ impl ApiVersion {
         }
     }
 
-    /// Path of the OAuth token endpoint: `/oauth/v1/token` or `/oauth/{date}/token`.
+    /// Path of the OAuth token endpoint: `/oauth/v1/token`, or `/oauth/2026-03/token` for the
+    /// dated versions (OAuth's newest dated version is 2026-03; 2026-09 did not change it).
     pub fn oauth_token_segments(self) -> [&'static str; 3] {
         match self {
             ApiVersion::V3 => ["oauth", "v1", "token"],
-            dated => ["oauth", dated.as_str(), "token"],
+            ApiVersion::Date2026_03 | ApiVersion::Date2026_09 => ["oauth", "2026-03", "token"],
         }
     }
 
@@ -141,7 +142,7 @@ mod tests {
         assert_eq!(ApiVersion::default(), ApiVersion::Date2026_09);
         assert_eq!(ApiVersion::V3.oauth_token_segments(), ["oauth", "v1", "token"]);
         assert_eq!(ApiVersion::Date2026_03.oauth_token_segments(), ["oauth", "2026-03", "token"]);
-        assert_eq!(ApiVersion::Date2026_09.oauth_token_segments(), ["oauth", "2026-09", "token"]);
+        assert_eq!(ApiVersion::Date2026_09.oauth_token_segments(), ["oauth", "2026-03", "token"]);
         assert_eq!(ApiVersion::V3.associations_segments(), ["crm", "v4", "associations"]);
         assert_eq!(ApiVersion::Date2026_09.associations_segments(), ["crm", "associations", "2026-09"]);
         assert_eq!(ApiVersion::Date2026_03.journal_segment(), "2026-03");

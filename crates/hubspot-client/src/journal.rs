@@ -47,11 +47,11 @@ pub struct JournalEvent {
 }
 
 impl JournalEvent {
-    /// Whether the event is about a deal (objectTypeId `0-3`, or a `deal.*` subscription).
+    /// Whether the event is about a deal record: a `deal.*` event, or an `object.*` one for
+    /// object type `0-3` (definition events such as `property.change` are not).
     pub fn is_about_deals(&self) -> bool {
-        self.object_type_id == "0-3"
-            || self.subscription_type.starts_with("deal.")
-            || self.subscription_type.to_ascii_lowercase().contains("deal")
+        self.subscription_type.starts_with("deal.")
+            || (self.subscription_type.starts_with("object.") && matches!(self.object_type_id.as_str(), "0-3" | ""))
     }
 }
 
@@ -130,16 +130,16 @@ impl HubSpotClient {
         serde_json::from_value(value).map(Some).map_err(|e| Error::Decode(e.to_string()))
     }
 
-    /// The oldest entry still in the portal's journal; `None` if it is empty.
+    /// The oldest entry still in the portal's journal; `None` if it is empty (204 or 404).
     pub async fn journal_earliest(&self, token: &AccessToken, portal_id: &str) -> Result<Option<JournalEntry>> {
         let url = self.journal_url(token, portal_id, &["earliest"])?;
-        self.journal_entry(token, url).await
+        empty_on_404(self.journal_entry(token, url).await)
     }
 
-    /// The newest entry of the portal's journal; `None` if it is empty.
+    /// The newest entry of the portal's journal; `None` if it is empty (204 or 404).
     pub async fn journal_latest(&self, token: &AccessToken, portal_id: &str) -> Result<Option<JournalEntry>> {
         let url = self.journal_url(token, portal_id, &["latest"])?;
-        self.journal_entry(token, url).await
+        empty_on_404(self.journal_entry(token, url).await)
     }
 
     /// The entry after `offset`; `None` when there is none yet. An expired or unknown offset is
@@ -159,6 +159,14 @@ impl HubSpotClient {
     pub async fn journal_entry_events(&self, entry: &JournalEntry) -> Result<Vec<JournalEvent>> {
         let body = self.download(&entry.url).await?;
         parse_entry_events(&body)
+    }
+}
+
+/// An empty journal answers 404 to earliest/latest: that is no entry, not an error.
+fn empty_on_404(result: Result<Option<JournalEntry>>) -> Result<Option<JournalEntry>> {
+    match result {
+        Err(Error::Api { status: 404, .. }) => Ok(None),
+        other => other,
     }
 }
 
@@ -186,6 +194,8 @@ mod tests {
         let events = parse_entry_events(wrapped)?;
         assert_eq!(events[0].occurred_at, 1_796_119_200_000);
         assert!(!events[0].is_about_deals(), "a contact");
+        let definition = br#"[{"eventId":1,"objectId":"5","objectTypeId":"0-3","subscriptionType":"property.change"}]"#;
+        assert!(!parse_entry_events(definition)?[0].is_about_deals(), "a property definition");
         assert!(parse_entry_events(b"42").is_err());
         Ok(())
     }

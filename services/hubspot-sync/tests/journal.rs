@@ -93,7 +93,7 @@ struct Setup {
 async fn setup(entries: usize) -> (Setup, gomark_testkit::TestDatabase) {
     let fake: Shared = Arc::default();
     let app = axum::Router::new()
-        .route("/oauth/2026-09/token", post(token))
+        .route("/oauth/2026-03/token", post(token))
         .route("/webhooks-journal/journal-local/2026-03/earliest", get(earliest))
         .route("/webhooks-journal/journal-local/2026-03/latest", get(latest))
         .route("/webhooks-journal/journal-local/2026-03/offset/{offset}/next", get(next))
@@ -199,4 +199,51 @@ async fn an_expired_offset_is_recovered_with_a_snapshot() {
     let more = r.poll("c1").await.expect("after recovery");
     assert_eq!(more.entries, 1);
     assert_eq!(r.status("c1").await.expect("status").offset, "o12");
+}
+
+/// Against the simulator: a portal on a service key (so no push webhooks) whose deals reach
+/// GoMark only through its journal, each version published once, also after the journal
+/// aged past an offset.
+#[tokio::test]
+async fn a_service_key_portal_is_tracked_through_the_simulators_journal() {
+    let config = hubspot_sim::SimConfig::default();
+    let cc = ClientCredentials { client_id: config.client_id.clone(), client_secret: config.client_secret.clone() };
+    let (sim, addr) = hubspot_sim::spawn(config, "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    sim.register_service_key("sk-journal", 6060);
+    let tdb = gomark_testkit::TestDatabase::sqlite();
+    let db = Database::connect(&tdb.settings).await.expect("db");
+    db.migrate(&MIGRATIONS).await.expect("migrate");
+    let vault = Arc::new(Vault::from_setting(&Vault::generate_setting("t")).expect("vault"));
+    let portals = Portals::new(db.clone(), vault);
+    portals.register("c1", "6060", &Credential::ServiceKey { token: "sk-journal".into() }).await.expect("register");
+    portals.set_journal_credential("c1", Some(&cc)).await.expect("journal credential");
+    let client = HubSpotClient::new(ClientConfig { base_url: format!("http://{addr}"), ..ClientConfig::default() })
+        .expect("client");
+    let deals = DealSync::new(db.clone(), portals.clone(), client.clone(), RelayWaker::default(), DealSyncSettings::default());
+    let reader = JournalReader::new(db.clone(), portals, client, deals.clone(), JournalSettings::default());
+    let published = || async {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox").fetch_one(db.pool()).await.expect("outbox").try_get("n").expect("n");
+        n
+    };
+    let drain = || async {
+        reader.poll("c1").await.expect("journal");
+        while deals.refresh_queued("c1").await.expect("refresh") > 0 {}
+    };
+
+    sim.create_deals("sk-journal", 12, "appointmentscheduled", "default");
+    drain().await;
+    assert_eq!(published().await, 12, "each new deal once");
+    drain().await;
+    assert_eq!(published().await, 12, "nothing twice");
+
+    // Entries age out while GoMark is away: the offset expires and a snapshot recovers.
+    sim.create_deals("sk-journal", 3, "appointmentscheduled", "default");
+    sim.age_journal(hubspot_sim::JOURNAL_RETENTION + std::time::Duration::from_secs(60));
+    let pass = reader.poll("c1").await.expect("recovering pass");
+    assert!(pass.recovered, "{pass:?}");
+    while deals.refresh_queued("c1").await.expect("refresh") > 0 {}
+    assert_eq!(published().await, 15, "the snapshot published the 3 deals made while away");
+    sim.create_deals("sk-journal", 2, "appointmentscheduled", "default");
+    drain().await;
+    assert_eq!(published().await, 17, "and the journal is read on after it");
 }
