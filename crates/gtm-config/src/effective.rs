@@ -23,6 +23,10 @@ pub struct EffectiveConfig {
     /// The portfolio-wide suppression list (baseline only).
     #[serde(default)]
     pub suppression_list: Vec<String>,
+    /// The HubSpot API version the portal should be pinned to (overlay, else baseline);
+    /// `None`: whatever it is pinned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 impl EffectiveConfig {
@@ -165,6 +169,7 @@ fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveC
             .map(|x| x.item.clone())
             .collect(),
         suppression_list: baseline.suppression_list.clone(),
+        api_version: overlay.hubspot.api_version.clone().or_else(|| baseline.hubspot.api_version.clone()),
     }
 }
 

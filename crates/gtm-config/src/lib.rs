@@ -42,7 +42,7 @@ pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
 pub use import::{Imported, import};
 pub use model::{
-    Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
+    API_VERSIONS, Baseline, CompanyOverlay, HubSpotSettings, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
     PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind, canonical_probability,
     order_or_index,
 };

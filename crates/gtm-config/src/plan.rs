@@ -23,6 +23,9 @@ pub struct Observed {
     pub groups: Vec<ObservedGroup>,
     #[serde(default)]
     pub pipelines: Vec<ObservedPipeline>,
+    /// The API version the portal is pinned to (hubspot-sync's record, not HubSpot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -171,6 +174,8 @@ pub enum Target {
     Pipeline(String),
     /// GoMark pipeline id, GoMark stage id.
     Stage(String, String),
+    /// The HubSpot API version the portal is pinned to.
+    ApiVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -291,6 +296,7 @@ impl fmt::Display for Target {
             Target::DealProperty(n) => write!(f, "deal property {n}"),
             Target::Pipeline(p) => write!(f, "pipeline {p}"),
             Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
+            Target::ApiVersion => f.write_str("api version"),
         }
     }
 }
@@ -444,7 +450,23 @@ pub fn plan(
     plan_groups(desired, observed, &mut actions);
     plan_properties(desired, observed, managed, &mut actions);
     plan_pipelines(desired, observed, ids, used, &mut actions);
+    plan_api_version(desired, observed, &mut actions);
     Plan { actions }
+}
+
+/// Moving the portal to the declared API version (nothing when none is declared).
+fn plan_api_version(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {
+    let Some(want) = desired.api_version.as_deref() else { return };
+    if observed.api_version.as_deref() == Some(want) {
+        return;
+    }
+    let before = observed.api_version.as_deref().map_or(Value::Null, Value::from);
+    out.push(Action {
+        target: Target::ApiVersion,
+        op: Op::Update,
+        changes: vec![change("apiVersion", before, Value::from(want))],
+        blocked: None,
+    });
 }
 
 fn plan_groups(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {

@@ -2,7 +2,7 @@
 
 use crate::effective::{Sourced, SourcedConfig, sourced};
 use crate::model::{
-    CompanyOverlay, DealProperty, Document, FieldType, Pipeline, PortfolioStage, PropertyGroup, PropertyType, StageKind,
+    API_VERSIONS, CompanyOverlay, HubSpotSettings, DealProperty, Document, FieldType, Pipeline, PortfolioStage, PropertyGroup, PropertyType, StageKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -125,6 +125,7 @@ impl Document {
             c.push(path, message);
         }
         check_portfolio_stages(&mut c, &b.portfolio_stages);
+        check_hubspot(&mut c, &b.hubspot, "baseline.hubspot");
         let portfolio_stages = b.effective_portfolio_stages();
 
         let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
@@ -138,6 +139,7 @@ impl Document {
             check_properties(&mut c, &overlay.deal_properties, &format!("{prefix}.dealProperties"));
             check_pipelines(&mut c, &overlay.pipelines, &format!("{prefix}.pipelines"));
             check_removals(&mut c, &prefix, self, overlay);
+            check_hubspot(&mut c, &overlay.hubspot, &format!("{prefix}.hubspot"));
             for (stage, target) in &overlay.stage_mapping {
                 if !portfolio_stages.iter().any(|p| &p.id == target) {
                     c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));
@@ -147,6 +149,14 @@ impl Document {
         }
 
         if c.errors.is_empty() { Ok(()) } else { Err(ValidationErrors { errors: c.errors }) }
+    }
+}
+
+fn check_hubspot(c: &mut Collector, hubspot: &HubSpotSettings, path: &str) {
+    if let Some(version) = &hubspot.api_version
+        && !API_VERSIONS.contains(&version.as_str())
+    {
+        c.push(format!("{path}.apiVersion"), format!("{version:?} is not one of {}", API_VERSIONS.join(", ")));
     }
 }
 

@@ -138,6 +138,7 @@ pub fn hubspot_config(config: &EffectiveConfig) -> pb::HubSpotConfig {
         property_groups: config.property_groups.iter().map(group_to_proto).collect(),
         deal_properties: config.deal_properties.iter().map(property_to_proto).collect(),
         pipelines: config.pipelines.iter().map(pipeline_to_proto).collect(),
+        api_version: config.api_version.clone().unwrap_or_default(),
     }
 }
 
@@ -156,6 +157,11 @@ pub fn effective_from_hubspot(config: pb::HubSpotConfig) -> Result<EffectiveConf
         property_groups: config.property_groups.into_iter().map(group_from_proto).collect(),
         deal_properties,
         pipelines: config.pipelines.into_iter().map(pipeline_from_proto).collect(),
+        api_version: match config.api_version.as_str() {
+            "" => None,
+            v if crate::model::API_VERSIONS.contains(&v) => Some(v.to_owned()),
+            _ => return Err(wire_error("apiVersion".to_owned(), "must be v3, 2026-03 or 2026-09".to_owned())),
+        },
         ..EffectiveConfig::default()
     })
 }
@@ -398,6 +404,7 @@ fn target_parts(target: &Target) -> (&'static str, String) {
         Target::DealProperty(name) => ("deal_property", name.clone()),
         Target::Pipeline(id) => ("pipeline", id.clone()),
         Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
+        Target::ApiVersion => ("api_version", "hubspot".to_owned()),
     }
 }
 

@@ -17,7 +17,7 @@ use gomark_storage::{Database, StorageError};
 use gtm_config::wire::action_id;
 use gtm_config::{Action, DealsInStages, EffectiveConfig, Op, PipelineIdMap, Plan, Target, order_or_index};
 use hubspot_client::{
-    HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
+    ApiVersion, HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
     PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, stage_metadata,
 };
 use sqlx::Row;
@@ -49,6 +49,9 @@ pub enum ConvergeError {
     /// The portal needs an action the saved plan did not approve.
     #[error("plan is stale: {0}")]
     Stale(String),
+    /// The conformance probe of an API version move found the portal unusable on it.
+    #[error("API version probe failed: {0}")]
+    Probe(String),
 }
 
 impl From<sqlx::Error> for ConvergeError {
@@ -154,6 +157,9 @@ fn rank(action: &Action) -> (u8, u8, u8) {
         Target::DealProperty(_) => 1,
         Target::Pipeline(_) => 2,
         Target::Stage(..) => 3,
+        // Last: the configuration is written on the version known to work, then the probe
+        // runs and the pin moves.
+        Target::ApiVersion => return (2, 0, 0),
     };
     (u8::from(action.op == Op::Archive), kind, u8::from(action.op != Op::Create))
 }
@@ -253,7 +259,8 @@ impl Converger {
         portal: &Portal,
         desired: &EffectiveConfig,
     ) -> Result<(Plan, gtm_config::Observed), ConvergeError> {
-        let (_, observed) = crate::observed::read(client, &portal.token()).await?;
+        let (_, mut observed) = crate::observed::read(client, &portal.token()).await?;
+        observed.api_version = Some(portal.api_version.as_str().to_owned());
         let ids = self.ids(&portal.company_id, desired, &observed).await?;
         let managed = self.managed(&portal.company_id).await?;
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
@@ -412,6 +419,10 @@ impl Converger {
         match result {
             Ok(()) => outcome.performed.push(action.clone()),
             Err(ConvergeError::HubSpot(e)) if refused(&e) => outcome.failed.push((action.clone(), reason(&e))),
+            Err(ConvergeError::Probe(why)) => {
+                tracing::warn!(company_id = %portal.company_id, portal_id = %portal.portal_id, reason = %why, "API version probe failed; pin kept");
+                outcome.failed.push((action.clone(), why.chars().take(300).collect()));
+            }
             Err(ConvergeError::HubSpot(e)) => {
                 outcome.interrupted = Some(Interrupted::from_error(&e));
                 return Ok(false);
@@ -563,6 +574,14 @@ impl Converger {
         let token = portal.token();
         let company = portal.company_id.as_str();
         match (&action.target, action.op) {
+            (Target::ApiVersion, _) => {
+                let Some(version) = desired.api_version.as_deref() else { return Ok(()) };
+                let version: ApiVersion =
+                    version.parse().map_err(|e: hubspot_client::UnknownApiVersion| ConvergeError::Probe(e.to_string()))?;
+                crate::probe::conformance(client, portal, version).await?;
+                self.portals.set_api_version(company, version).await?;
+                tracing::info!(company_id = company, portal_id = %portal.portal_id, from = %portal.api_version, to = %version, "portal moved to a new HubSpot API version");
+            }
             (Target::PropertyGroup(name), op) => {
                 let group = desired.group(name);
                 let label = group.map(|g| g.label.clone()).unwrap_or_default();

@@ -11,6 +11,7 @@ pub mod deals;
 mod grpc;
 pub mod journal;
 pub mod oauth;
+mod probe;
 pub mod observed;
 mod portals;
 mod settings;

@@ -81,5 +81,7 @@ pub fn normalize(
                     .collect(),
             })
             .collect(),
+        // The pin is hubspot-sync's record, not something HubSpot reports: the caller sets it.
+        api_version: None,
     }
 }

@@ -76,7 +76,9 @@ fn desired() -> impl Strategy<Value = EffectiveConfig> {
         (0usize..2, 0usize..2, proptest::collection::vec((0usize..4, 1u8..10), 1..4), any::<bool>()),
         0..3,
     );
-    (properties, pipelines).prop_map(|(properties, pipelines)| {
+    // A pin move rides along (None: keep the pin).
+    let version = proptest::option::of(proptest::sample::select(gtm_config::API_VERSIONS.to_vec()));
+    (properties, pipelines, version).prop_map(|(properties, pipelines, version)| {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         EffectiveConfig {
@@ -91,6 +93,7 @@ fn desired() -> impl Strategy<Value = EffectiveConfig> {
                 .filter(|(i, ..)| ids.insert(*i))
                 .map(|(i, l, s, o)| pipeline(i, l, &s, o))
                 .collect(),
+            api_version: version.map(str::to_owned),
             ..EffectiveConfig::default()
         }
     })
