@@ -4,6 +4,7 @@ use crate::budget::PortalBudget;
 use crate::converge::{Applied, ConvergeError, Converger, Interrupted};
 use crate::credentials::{ClientCredentials, Credential};
 use crate::deals::DealSync;
+use crate::journal::JournalReader;
 use crate::portals::{PortalError, Portals};
 use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError, Role};
@@ -21,6 +22,7 @@ pub struct HubspotSyncGrpc {
     deals: DealSync,
     budget: std::sync::Arc<PortalBudget>,
     converger: Converger,
+    journal: JournalReader,
 }
 
 impl HubspotSyncGrpc {
@@ -30,8 +32,9 @@ impl HubspotSyncGrpc {
         deals: DealSync,
         budget: std::sync::Arc<PortalBudget>,
         converger: Converger,
+        journal: JournalReader,
     ) -> Self {
-        Self { portals, client, deals, budget, converger }
+        Self { portals, client, deals, budget, converger, journal }
     }
 }
 
@@ -184,6 +187,16 @@ impl HubspotSyncService for HubspotSyncGrpc {
         let mut status = self.deals.status(&company_id).await.map_err(internal)?;
         if let Some(portal) = self.portals.get(&company_id).await.map_err(internal)? {
             status.paused_until_ms = self.budget.paused_until_ms(&portal.portal_id).unwrap_or(0);
+            status.api_version = portal.api_version.as_str().to_owned();
+            status.credential_kind = portal.credential.kind().to_owned();
+            if portal.journal.is_some() {
+                let j = self.journal.status(&company_id).await.map_err(internal)?;
+                status.journal = Some(pb::JournalStatus {
+                    caught_up_at_ms: j.caught_up_at_ms,
+                    recoveries: j.recoveries,
+                    last_error: j.last_error,
+                });
+            }
         }
         Ok(Response::new(status))
     }

@@ -55,12 +55,20 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
     let deal_sync =
         DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone());
+    let journal = journal::JournalReader::new(
+        backends.db.clone(),
+        portals.clone(),
+        client.clone(),
+        deal_sync.clone(),
+        settings.journal.clone(),
+    );
     let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(grpc::HubspotSyncGrpc::new(
         portals.clone(),
         client.clone(),
         deal_sync.clone(),
         portal_budget,
         converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
+        journal.clone(),
     )));
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;
@@ -73,16 +81,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     });
     service
         .spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker.clone()).run(shutdown.clone()));
-    service.spawn_loop(
-        journal::JournalReader::new(
-            backends.db.clone(),
-            portals.clone(),
-            client.clone(),
-            deal_sync.clone(),
-            settings.journal.clone(),
-        )
-        .run(shutdown.clone()),
-    );
+    service.spawn_loop(journal.run(shutdown.clone()));
     service.spawn_loop(deal_sync.run(shutdown.clone()));
     service.spawn_loop(
         oauth::OAuthRefresher {

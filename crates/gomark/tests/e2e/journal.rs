@@ -116,6 +116,11 @@ async fn service_key_portals_on_the_journal_track_every_deal_exactly_once() {
     sim.age_journal(hubspot_sim::JOURNAL_RETENTION + Duration::from_secs(60));
     drain(&mut seen, 87).await;
     assert_eq!(seen.len(), 87, "the deals made before the expiry arrived through the snapshot");
+    for (company, _) in &companies {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        assert_eq!((sync["credentialKind"].as_str(), sync["apiVersion"].as_str()), (Some("service_key"), Some("2026-09")), "{sync}");
+        assert_eq!(sync["journal"]["recoveries"], 1, "recovered once, with a snapshot: {sync}");
+    }
     for (_, key) in &companies {
         sim.create_deals(key, 1, "appointmentscheduled", "default");
     }
@@ -247,6 +252,10 @@ async fn a_fleet_api_version_upgrade_rolls_out_in_waves_and_rolls_back() {
     sim.clear_requests();
     observe_all().await;
     assert_eq!(pins(&sim, &portals), ["2026-09"; 4]);
+    for (company, _) in &companies {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        assert_eq!(sync["apiVersion"], "2026-09", "{sync}");
+    }
 
     // Rollback: the previous revision again, rolled out the same way, restores the old pin.
     let rollback = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": old}))).await;
