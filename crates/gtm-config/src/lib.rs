@@ -42,9 +42,9 @@ pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
 pub use import::{Imported, import};
 pub use model::{
-    API_VERSIONS, Baseline, CompanyOverlay, HubSpotSettings, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
-    PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind, canonical_probability,
-    order_or_index,
+    API_VERSIONS, Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType,
+    HubSpotSettings, Pipeline, PortfolioStage, PropertyGroup, PropertyOption, PropertyType, Stage, StageKind,
+    canonical_probability, order_or_index,
 };
 pub use outreach::{
     Cadence, CadenceStep, Criterion, CriterionOp, DayRange, Guardrails, QuietHours, SendWindow, StepType, UpsellRule,

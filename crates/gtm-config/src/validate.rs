@@ -2,7 +2,8 @@
 
 use crate::effective::{Sourced, SourcedConfig, sourced};
 use crate::model::{
-    API_VERSIONS, CompanyOverlay, HubSpotSettings, DealProperty, Document, FieldType, Pipeline, PortfolioStage, PropertyGroup, PropertyType, StageKind,
+    API_VERSIONS, CompanyOverlay, DealProperty, Document, FieldType, HubSpotSettings, Pipeline, PortfolioStage,
+    PropertyGroup, PropertyType, StageKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 

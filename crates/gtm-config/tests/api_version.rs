@@ -29,7 +29,10 @@ fn versions_are_validated_where_they_are_declared() {
 
 #[test]
 fn the_overlay_wins_over_the_baseline_and_yaml_reads_it() {
-    assert_eq!(doc(Some("2026-09"), Some("2026-03")).effective("acme").expect("acme").api_version.as_deref(), Some("2026-03"));
+    assert_eq!(
+        doc(Some("2026-09"), Some("2026-03")).effective("acme").expect("acme").api_version.as_deref(),
+        Some("2026-03")
+    );
     assert_eq!(doc(Some("2026-09"), None).effective("acme").expect("acme").api_version.as_deref(), Some("2026-09"));
     assert_eq!(doc(None, None).effective("acme").expect("acme").api_version, None);
     let parsed: Document = serde_json::from_value(serde_json::json!({
@@ -46,7 +49,8 @@ fn the_overlay_wins_over_the_baseline_and_yaml_reads_it() {
 fn a_pin_move_is_one_planned_action_and_crosses_the_wire() {
     let desired = doc(Some("2026-09"), None).effective("acme").expect("acme");
     let pinned = |v: &str| Observed { api_version: Some(v.to_owned()), ..Observed::default() };
-    let plan = |o: &Observed| gtm_config::plan(&desired, o, &PipelineIdMap::default(), &Default::default(), &BTreeSet::new());
+    let plan =
+        |o: &Observed| gtm_config::plan(&desired, o, &PipelineIdMap::default(), &Default::default(), &BTreeSet::new());
     assert!(plan(&pinned("2026-09")).actions.is_empty());
     let moving = plan(&pinned("2026-03"));
     assert_eq!(moving.actions.len(), 1);

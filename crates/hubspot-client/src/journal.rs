@@ -190,7 +190,8 @@ mod tests {
         assert_eq!((e.event_id.as_str(), e.object_id.as_str(), e.occurred_at), ("100", "123", 1_700_000_000_000));
         assert_eq!((e.portal_id, e.change_source.as_str(), e.source_id.as_str()), (Some(62515), "CRM_UI", "userId:7"));
         assert!(e.is_about_deals());
-        let wrapped = br#"{"events":[{"eventId":"e1","objectId":"9","objectTypeId":"0-1","occurredAt":"2026-12-01T10:00:00Z"}]}"#;
+        let wrapped =
+            br#"{"events":[{"eventId":"e1","objectId":"9","objectTypeId":"0-1","occurredAt":"2026-12-01T10:00:00Z"}]}"#;
         let events = parse_entry_events(wrapped)?;
         assert_eq!(events[0].occurred_at, 1_796_119_200_000);
         assert!(!events[0].is_about_deals(), "a contact");
@@ -202,7 +203,10 @@ mod tests {
 
     #[test]
     fn journal_paths_name_the_portal() -> Result<()> {
-        let c = HubSpotClient::new(crate::ClientConfig { base_url: "http://h:1".into(), ..crate::ClientConfig::default() })?;
+        let c = HubSpotClient::new(crate::ClientConfig {
+            base_url: "http://h:1".into(),
+            ..crate::ClientConfig::default()
+        })?;
         let t = AccessToken::new("t");
         assert_eq!(
             c.journal_url(&t, "42", &["offset", "a/b", "next"])?.as_str(),

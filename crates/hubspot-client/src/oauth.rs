@@ -130,9 +130,9 @@ impl HubSpotClient {
                 secrets: vec![client_secret],
             })
             .await?;
-        let body: ClientCredentialsBody = response
-            .json()
-            .map_err(|_| Error::Decode("client-credentials token response is missing access_token/expires_in".into()))?;
+        let body: ClientCredentialsBody = response.json().map_err(|_| {
+            Error::Decode("client-credentials token response is missing access_token/expires_in".into())
+        })?;
         let mut token = AccessToken::new(body.access_token);
         if let Some(label) = portal.portal() {
             token = token.for_portal(label);

@@ -576,8 +576,9 @@ impl Converger {
         match (&action.target, action.op) {
             (Target::ApiVersion, _) => {
                 let Some(version) = desired.api_version.as_deref() else { return Ok(()) };
-                let version: ApiVersion =
-                    version.parse().map_err(|e: hubspot_client::UnknownApiVersion| ConvergeError::Probe(e.to_string()))?;
+                let version: ApiVersion = version
+                    .parse()
+                    .map_err(|e: hubspot_client::UnknownApiVersion| ConvergeError::Probe(e.to_string()))?;
                 crate::probe::conformance(client, portal, version).await?;
                 self.portals.set_api_version(company, version).await?;
                 tracing::info!(company_id = company, portal_id = %portal.portal_id, from = %portal.api_version, to = %version, "portal moved to a new HubSpot API version");

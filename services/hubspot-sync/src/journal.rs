@@ -133,15 +133,7 @@ impl JournalReader {
         deals: DealSync,
         settings: JournalSettings,
     ) -> Self {
-        Self {
-            db,
-            portals,
-            client,
-            deals,
-            settings,
-            owner: uuid::Uuid::now_v7().to_string(),
-            tokens: Arc::default(),
-        }
+        Self { db, portals, client, deals, settings, owner: uuid::Uuid::now_v7().to_string(), tokens: Arc::default() }
     }
 
     fn lease_ms(&self) -> i64 {

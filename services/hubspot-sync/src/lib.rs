@@ -11,9 +11,9 @@ pub mod deals;
 mod grpc;
 pub mod journal;
 pub mod oauth;
-mod probe;
 pub mod observed;
 mod portals;
+mod probe;
 mod settings;
 pub mod stage_usage;
 

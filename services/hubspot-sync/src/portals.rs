@@ -202,10 +202,8 @@ impl Portals {
     /// Re-seals every credential not sealed with the current key; returns how many.
     pub async fn reseal(&self) -> Result<usize, PortalError> {
         let sql = format!("SELECT {COLUMNS} FROM portals WHERE key_id <> $1");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(self.vault.current_key_id())
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.vault.current_key_id()).fetch_all(self.db.pool()).await?;
         for r in &rows {
             let portal = self.open(r)?;
             self.register(&portal.company_id, &portal.portal_id, &portal.credential).await?;

@@ -31,9 +31,11 @@ fn names<T>(items: &[T], key: impl Fn(&T) -> String) -> BTreeSet<String> {
 pub async fn conformance(client: &HubSpotClient, portal: &Portal, version: ApiVersion) -> Result<(), ConvergeError> {
     let current = portal.token();
     let next = portal.token_for(version);
-    let (_, before) =
-        crate::observed::read(client, &current).await.map_err(|e| refused(portal.api_version, "reading the portal", e))?;
-    let (_, after) = crate::observed::read(client, &next).await.map_err(|e| refused(version, "reading the portal", e))?;
+    let (_, before) = crate::observed::read(client, &current)
+        .await
+        .map_err(|e| refused(portal.api_version, "reading the portal", e))?;
+    let (_, after) =
+        crate::observed::read(client, &next).await.map_err(|e| refused(version, "reading the portal", e))?;
     let mut differences = Vec::new();
     let property_names = |o: &gtm_config::Observed| names(&o.properties, |p| p.name.clone());
     if property_names(&before) != property_names(&after) {

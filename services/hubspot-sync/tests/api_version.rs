@@ -29,12 +29,17 @@ struct Proxy {
 async fn forward(State(p): State<Proxy>, req: Request) -> Response {
     let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
     if p.refuse_2026_09.load(Ordering::SeqCst) && path.contains("/2026-09") {
-        return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"status": "error", "message": "not found", "category": "OBJECT_NOT_FOUND"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"status": "error", "message": "not found", "category": "OBJECT_NOT_FOUND"})),
+        )
+            .into_response();
     }
     let method = req.method().clone();
     let auth = req.headers().get("authorization").cloned();
     let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
-    let mut out = p.http.request(method, format!("{}{path}", p.upstream)).body(body).header("content-type", "application/json");
+    let mut out =
+        p.http.request(method, format!("{}{path}", p.upstream)).body(body).header("content-type", "application/json");
     if let Some(auth) = auth {
         out = out.header("authorization", auth);
     }
@@ -42,7 +47,11 @@ async fn forward(State(p): State<Proxy>, req: Request) -> Response {
         Ok(r) => {
             let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let bytes = r.bytes().await.unwrap_or_default();
-            Response::builder().status(status).header("content-type", "application/json").body(Body::from(bytes)).unwrap_or_default()
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(bytes))
+                .unwrap_or_default()
         }
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
@@ -58,7 +67,8 @@ async fn a_version_move_is_probed_then_pinned_and_can_be_rolled_back() {
     sim.register_service_key(TOKEN, 4343);
     sim.create_deals(TOKEN, 3, "appointmentscheduled", "default");
     let refuse = Arc::new(AtomicBool::new(false));
-    let proxy = Proxy { upstream: format!("http://{addr}"), refuse_2026_09: refuse.clone(), http: reqwest::Client::new() };
+    let proxy =
+        Proxy { upstream: format!("http://{addr}"), refuse_2026_09: refuse.clone(), http: reqwest::Client::new() };
     let app = axum::Router::new().fallback(forward).with_state(proxy);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let proxy_addr = listener.local_addr().expect("addr");
@@ -70,8 +80,12 @@ async fn a_version_move_is_probed_then_pinned_and_can_be_rolled_back() {
     let vault = Arc::new(Vault::from_setting(&Vault::generate_setting("t")).expect("vault"));
     let portals = Portals::new(db.clone(), vault).with_default_version(ApiVersion::Date2026_03);
     portals.register("c1", "4343", &Credential::ServiceKey { token: TOKEN.into() }).await.expect("register");
-    let client = HubSpotClient::new(ClientConfig { base_url: format!("http://{proxy_addr}"), max_retries: 0, ..ClientConfig::default() })
-        .expect("client");
+    let client = HubSpotClient::new(ClientConfig {
+        base_url: format!("http://{proxy_addr}"),
+        max_retries: 0,
+        ..ClientConfig::default()
+    })
+    .expect("client");
     let converger = Converger::new(db, portals.clone(), client);
     let pin = || async { portals.get("c1").await.expect("get").expect("portal").api_version };
 

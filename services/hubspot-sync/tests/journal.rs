@@ -44,12 +44,20 @@ async fn token(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn earliest(State(s): State<Shared>) -> Response {
     let f = s.lock().expect("lock");
-    if f.entries == 0 { StatusCode::NO_CONTENT.into_response() } else { axum::Json(entry(&f, f.expired_before)).into_response() }
+    if f.entries == 0 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        axum::Json(entry(&f, f.expired_before)).into_response()
+    }
 }
 
 async fn latest(State(s): State<Shared>) -> Response {
     let f = s.lock().expect("lock");
-    if f.entries == 0 { StatusCode::NO_CONTENT.into_response() } else { axum::Json(entry(&f, f.entries - 1)).into_response() }
+    if f.entries == 0 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        axum::Json(entry(&f, f.entries - 1)).into_response()
+    }
 }
 
 async fn next(State(s): State<Shared>, Path(offset): Path<String>) -> Response {
@@ -58,7 +66,11 @@ async fn next(State(s): State<Shared>, Path(offset): Path<String>) -> Response {
         return StatusCode::NOT_FOUND.into_response();
     };
     if i < f.expired_before {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"status": "error", "message": "expired", "category": "OBJECT_NOT_FOUND"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"status": "error", "message": "expired", "category": "OBJECT_NOT_FOUND"})),
+        )
+            .into_response();
     }
     if i + 1 >= f.entries {
         return StatusCode::NO_CONTENT.into_response();
@@ -116,9 +128,14 @@ async fn setup(entries: usize) -> (Setup, gomark_testkit::TestDatabase) {
     portals.register("c1", PORTAL, &Credential::ServiceKey { token: "sk-1".into() }).await.expect("register");
     let cc = ClientCredentials { client_id: "app".into(), client_secret: "cs-secret".into() };
     portals.set_journal_credential("c1", Some(&cc)).await.expect("journal credential");
-    let client = HubSpotClient::new(ClientConfig { base_url: format!("http://{addr}"), max_retries: 0, ..ClientConfig::default() })
-        .expect("client");
-    let deals = DealSync::new(db.clone(), portals.clone(), client.clone(), RelayWaker::default(), DealSyncSettings::default());
+    let client = HubSpotClient::new(ClientConfig {
+        base_url: format!("http://{addr}"),
+        max_retries: 0,
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let deals =
+        DealSync::new(db.clone(), portals.clone(), client.clone(), RelayWaker::default(), DealSyncSettings::default());
     (Setup { fake, db, client, portals, deals }, tdb)
 }
 
@@ -127,7 +144,10 @@ fn reader(s: &Setup) -> JournalReader {
 }
 
 async fn queued(db: &Database) -> Vec<String> {
-    let rows = sqlx::query("SELECT deal_id FROM deal_refresh_queue ORDER BY deal_id").fetch_all(db.pool()).await.expect("queue");
+    let rows = sqlx::query("SELECT deal_id FROM deal_refresh_queue ORDER BY deal_id")
+        .fetch_all(db.pool())
+        .await
+        .expect("queue");
     rows.iter().map(|r| r.try_get::<String, _>("deal_id").expect("id")).collect()
 }
 
@@ -153,7 +173,11 @@ async fn two_replicas_read_every_entry_exactly_once() {
     let status = a.status("c1").await.expect("status");
     assert_eq!(status.offset, "o29");
     assert!(status.caught_up_at_ms > 0 && status.last_error.is_empty(), "{status:?}");
-    assert_eq!(s.fake.lock().expect("lock").tokens, 1, "one client-credentials token, cached; the other replica never read");
+    assert_eq!(
+        s.fake.lock().expect("lock").tokens,
+        1,
+        "one client-credentials token, cached; the other replica never read"
+    );
 
     // The same event pushed as a webhook afterwards is a duplicate; a new one is not.
     let pushed = |event_id: u64, object_id: u64| WebhookEvent {
@@ -219,10 +243,16 @@ async fn a_service_key_portal_is_tracked_through_the_simulators_journal() {
     portals.set_journal_credential("c1", Some(&cc)).await.expect("journal credential");
     let client = HubSpotClient::new(ClientConfig { base_url: format!("http://{addr}"), ..ClientConfig::default() })
         .expect("client");
-    let deals = DealSync::new(db.clone(), portals.clone(), client.clone(), RelayWaker::default(), DealSyncSettings::default());
+    let deals =
+        DealSync::new(db.clone(), portals.clone(), client.clone(), RelayWaker::default(), DealSyncSettings::default());
     let reader = JournalReader::new(db.clone(), portals, client, deals.clone(), JournalSettings::default());
     let published = || async {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox").fetch_one(db.pool()).await.expect("outbox").try_get("n").expect("n");
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM outbox")
+            .fetch_one(db.pool())
+            .await
+            .expect("outbox")
+            .try_get("n")
+            .expect("n");
         n
     };
     let drain = || async {

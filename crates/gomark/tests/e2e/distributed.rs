@@ -376,7 +376,11 @@ async fn killing_hubspot_sync_between_write_and_apply_still_applies_exactly_once
         .sim
         .requests()
         .into_iter()
-        .filter(|r| r.portal_id == portal && r.method == "POST" && r.path.contains("/properties/deals"))
+        .filter(|r| {
+            r.portal_id == portal
+                && r.method == "POST"
+                && crate::support::v3_path(&r.path).contains("/properties/deals")
+        })
         .count();
     assert_eq!(creates, 1, "exactly one create reached HubSpot");
     child.kill().await;
@@ -426,8 +430,10 @@ async fn killing_the_orchestrator_mid_rollout_resumes_and_writes_each_portal_onc
 
     let mut creates: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     for r in cluster.sim.requests() {
-        let creates_property =
-            r.path.ends_with("/properties/deals") || r.path.ends_with("/properties/deals/batch/create");
+        let creates_property = {
+            let path = crate::support::v3_path(&r.path);
+            path.ends_with("/properties/deals") || path.ends_with("/properties/deals/batch/create")
+        };
         if r.method == "POST"
             && creates_property
             && let Some(portal) = r.portal_id

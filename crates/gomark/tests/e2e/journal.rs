@@ -20,7 +20,14 @@ const POLL_MS: u64 = 200;
 
 /// Registers a company whose portal uses a service key and whose changes come from its
 /// journal, read with the simulator app's client credentials.
-async fn create_journal_company(api: &Api, sim: &HubSpotSim, options: &EmbeddedOptions, name: &str, key: &str, portal: u64) -> String {
+async fn create_journal_company(
+    api: &Api,
+    sim: &HubSpotSim,
+    options: &EmbeddedOptions,
+    name: &str,
+    key: &str,
+    portal: u64,
+) -> String {
     sim.register_service_key(key, portal);
     let body = json!({
         "name": name,
@@ -118,7 +125,11 @@ async fn service_key_portals_on_the_journal_track_every_deal_exactly_once() {
     assert_eq!(seen.len(), 87, "the deals made before the expiry arrived through the snapshot");
     for (company, _) in &companies {
         let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
-        assert_eq!((sync["credentialKind"].as_str(), sync["apiVersion"].as_str()), (Some("service_key"), Some("2026-09")), "{sync}");
+        assert_eq!(
+            (sync["credentialKind"].as_str(), sync["apiVersion"].as_str()),
+            (Some("service_key"), Some("2026-09")),
+            "{sync}"
+        );
         assert_eq!(sync["journal"]["recoveries"], 1, "recovered once, with a snapshot: {sync}");
     }
     for (_, key) in &companies {
@@ -205,7 +216,9 @@ async fn a_fleet_api_version_upgrade_rolls_out_in_waves_and_rolls_back() {
     let revision = |doc: String| {
         let api = &api;
         async move {
-            let r = api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "api version"}))).await;
+            let r = api
+                .send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "api version"})))
+                .await;
             assert_eq!(r.status, 201, "{}", r.body);
             r.body["number"].as_i64().expect("number")
         }

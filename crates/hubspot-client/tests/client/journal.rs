@@ -33,7 +33,10 @@ async fn reads_entries_and_downloads_their_events() {
     let calls = server.calls();
     assert_eq!(calls[0], call("GET", "/webhooks-journal/journal-local/2026-03/earliest", "installPortalId=62515"));
     assert_eq!(calls[1], call("GET", "/files/entry-1.json", ""));
-    assert_eq!(calls[2], call("GET", "/webhooks-journal/journal-local/2026-03/offset/off-1/next", "installPortalId=62515"));
+    assert_eq!(
+        calls[2],
+        call("GET", "/webhooks-journal/journal-local/2026-03/offset/off-1/next", "installPortalId=62515")
+    );
     let requests = server.requests();
     assert_eq!(requests[0].headers.get("authorization").map(String::as_str), Some("Bearer cc-token"));
     assert!(!requests[1].headers.contains_key("authorization"), "pre-signed URLs take no bearer");

@@ -97,6 +97,8 @@ async fn client_credentials_token_for_the_journal() {
     assert!(!request.headers.contains_key("authorization"), "the portal token is never sent");
     assert_eq!(
         String::from_utf8_lossy(&request.body),
-        format!("grant_type=client_credentials&client_id=cid&client_secret={SECRET}&scope=developer.webhooks_journal.read")
+        format!(
+            "grant_type=client_credentials&client_id=cid&client_secret={SECRET}&scope=developer.webhooks_journal.read"
+        )
     );
 }
