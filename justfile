@@ -24,6 +24,10 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# HubSpot's official Python (PyPI) and Node (npm) clients against hubspot-sim.
+hubspot-clients:
+    bash .ci/hubspot-clients/run
+
 # Fuzz the whole REST API against its OpenAPI document (schemathesis, from PyPI).
 fuzz:
     bash .ci/fuzz-api

@@ -16,6 +16,7 @@
 //! | property group (journal only) | `propertyGroup.creation` / `.change` / `.deletion` | same | `groupName` |
 //! | pipeline (journal only) | `pipeline.creation` / `.change` / `.deletion` | same | `pipelineId` |
 //! | stage (journal only) | `pipelineStage.creation` / `.change` / `.deletion` | same | `pipelineId`, `stageId` |
+//! | property validation rule (journal only) | `propertyValidation.creation` / `.change` / `.deletion` | same | `propertyName`, `ruleType` |
 //!
 //! Every event also has `eventId` (per portal), `subscriptionId` (stable per subscription
 //! type, and per property for value changes), `portalId`, `appId`, `occurredAt` (epoch ms),
@@ -68,6 +69,7 @@ pub(crate) enum ChangeKind {
     Group { action: Action, name: String },
     Pipeline { action: Action, pipeline_id: String },
     Stage { action: Action, pipeline_id: String, stage_id: String },
+    ValidationRule { action: Action, property: String, rule_type: String },
 }
 
 impl ChangeKind {
@@ -128,6 +130,8 @@ pub(crate) struct WireEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub properties: Option<BTreeMap<String, String>>,
 }
 
@@ -167,6 +171,7 @@ impl Change {
             group_name: None,
             pipeline_id: None,
             stage_id: None,
+            rule_type: None,
             properties: None,
         };
         let deal = Some(self.object_id);
@@ -216,6 +221,11 @@ impl Change {
                 event.pipeline_id = Some(pipeline_id.clone());
                 event.stage_id = Some(stage_id.clone());
                 (format!("pipelineStage.{}", action.suffix()), String::new(), action.flag())
+            }
+            ChangeKind::ValidationRule { action, property, rule_type } => {
+                event.property_name = Some(property.clone());
+                event.rule_type = Some(rule_type.clone());
+                (format!("propertyValidation.{}", action.suffix()), String::new(), action.flag())
             }
         };
         event.subscription_id = subscription_id(format!("{kind}{key_suffix}"));

@@ -104,6 +104,17 @@ impl Journal {
         }
     }
 
+    /// Every retained event of `portal`, oldest first.
+    pub fn events_of(&mut self, portal: u64, now_ms: i64) -> Vec<serde_json::Value> {
+        self.prune(now_ms);
+        self.entries
+            .iter()
+            .filter(|e| e.portal_id == portal)
+            .flat_map(|e| e.events.iter())
+            .filter_map(|event| serde_json::to_value(event).ok())
+            .collect()
+    }
+
     /// An entry by offset, if still retained.
     pub fn get(&mut self, offset: Uuid, now_ms: i64) -> Option<&Entry> {
         self.prune(now_ms);

@@ -48,6 +48,7 @@
 //! - Push webhooks: see [`HubSpotSim::configure_webhooks`] and the `webhooks` module docs;
 //!   portals reached with a service key get none.
 
+mod associations;
 mod auth;
 mod deals;
 mod error;
@@ -179,7 +180,7 @@ struct Inner {
     auth: Mutex<auth::Auth>,
     journal: Mutex<journal::Journal>,
     /// Journal subscriptions and snapshot statuses (`routes/journal.rs`).
-    journal_admin: Mutex<routes::JournalAdmin>,
+    journal_admin: Mutex<routes::AppAdmin>,
 }
 
 /// The simulated public app.
@@ -238,7 +239,7 @@ impl HubSpotSim {
                 app: App { id: config.app_id, client_id: config.client_id, client_secret: config.client_secret },
                 auth: Mutex::new(auth::Auth::default()),
                 journal: Mutex::new(journal::Journal::default()),
-                journal_admin: Mutex::new(routes::JournalAdmin::default()),
+                journal_admin: Mutex::new(routes::AppAdmin::default()),
             }),
         }
     }
@@ -499,6 +500,12 @@ impl HubSpotSim {
         V: Into<String>,
     {
         source::in_thread(ChangeSource::ui_user(user_id), || self.update_deal(token, id, props))
+    }
+
+    /// Every retained journal event of portal `portal_id`, oldest first (as the entry files
+    /// serve them).
+    pub fn journal_events(&self, portal_id: u64) -> Vec<serde_json::Value> {
+        lock(&self.inner.journal).events_of(portal_id, now_ms())
     }
 
     /// The simulated app's id.

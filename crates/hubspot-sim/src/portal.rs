@@ -22,6 +22,21 @@ use crate::search::SearchIndex;
 
 const PROPERTY_EXISTS: &str = "Properties.PROPERTY_WITH_NAME_EXISTS";
 
+/// Audit entries kept per portal (oldest dropped first).
+pub(crate) const MAX_AUDITS: usize = 10_000;
+
+/// One pipeline or stage change, for the `/audit` endpoints.
+#[derive(Debug, Clone)]
+pub(crate) struct Audit {
+    pub pipeline_id: String,
+    pub stage_id: Option<String>,
+    pub action: crate::events::Action,
+    pub at_ms: i64,
+    pub source: crate::source::ChangeSource,
+    /// The pipeline or stage as it was after the change (`null` once removed).
+    pub raw: serde_json::Value,
+}
+
 /// Failures queued with `fail_next`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FailNext {
@@ -45,6 +60,10 @@ pub(crate) struct Portal {
     /// Whether the portal is reached with a service key: its events are journaled but never
     /// pushed as webhooks.
     pub(crate) service_key: bool,
+    /// Deal associations (see `associations.rs`).
+    pub(crate) associations: std::collections::BTreeSet<crate::associations::Link>,
+    /// Pipeline and stage audit entries, oldest first (at most [`MAX_AUDITS`]).
+    pub(crate) audits: std::collections::VecDeque<Audit>,
     /// Property validation rules (enforced on 2026-09 record writes).
     pub(crate) rules: crate::rules::Rules,
     properties: BTreeMap<String, Property>,
@@ -72,6 +91,8 @@ impl Portal {
             next_event_id: 0,
             service_key: false,
             rules: crate::rules::Rules::new(),
+            audits: std::collections::VecDeque::new(),
+            associations: std::collections::BTreeSet::new(),
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
@@ -131,9 +152,76 @@ impl Portal {
         portal
     }
 
-    /// Records a change to a definition (property, group, pipeline or stage) for the journal.
+    /// Records a change to a definition (property, group, pipeline or stage) for the journal,
+    /// and for pipelines and stages an audit entry.
     pub fn definition_changed(&mut self, kind: crate::events::ChangeKind) {
-        self.record_change(0, crate::model::now_ms(), kind);
+        use crate::events::ChangeKind;
+        let now = crate::model::now_ms();
+        let audit = match &kind {
+            ChangeKind::Pipeline { action, pipeline_id } => Some((*action, pipeline_id.clone(), None)),
+            ChangeKind::Stage { action, pipeline_id, stage_id } => {
+                Some((*action, pipeline_id.clone(), Some(stage_id.clone())))
+            }
+            _ => None,
+        };
+        if let Some((action, pipeline_id, stage_id)) = audit {
+            let pipeline = self.raw_pipeline(&pipeline_id);
+            let raw = match &stage_id {
+                None => pipeline.and_then(|p| serde_json::to_value(p).ok()),
+                Some(stage) => pipeline
+                    .and_then(|p| p.stages.iter().find(|s| s.id == *stage))
+                    .and_then(|s| serde_json::to_value(s).ok()),
+            };
+            while self.audits.len() >= MAX_AUDITS {
+                self.audits.pop_front();
+            }
+            self.audits.push_back(Audit {
+                pipeline_id,
+                stage_id,
+                action,
+                at_ms: now,
+                source: crate::source::current(),
+                raw: raw.unwrap_or(serde_json::Value::Null),
+            });
+        }
+        self.record_change(0, now, kind);
+    }
+
+    /// Audit entries of a pipeline (`stage = None`) or one of its stages, newest first, as
+    /// HubSpot's `/audit` endpoints answer them.
+    pub fn audit(&self, pipeline_id: &str, stage_id: Option<&str>) -> Vec<serde_json::Value> {
+        self.audits
+            .iter()
+            .rev()
+            .filter(|a| a.pipeline_id == pipeline_id && a.stage_id.as_deref() == stage_id)
+            .map(|a| {
+                let identifier = a.stage_id.clone().unwrap_or_else(|| a.pipeline_id.clone());
+                let what = if a.stage_id.is_some() { "Stage" } else { "Pipeline" };
+                let action = match a.action {
+                    crate::events::Action::Created => "CREATE",
+                    crate::events::Action::Updated => "UPDATE",
+                    crate::events::Action::Archived => "DELETE",
+                };
+                let user = a
+                    .source
+                    .source_id
+                    .as_deref()
+                    .and_then(|id| id.strip_prefix("userId:"))
+                    .and_then(|id| id.parse::<u64>().ok());
+                let mut entry = serde_json::json!({
+                    "action": action,
+                    "identifier": identifier,
+                    "portalId": self.id,
+                    "timestamp": crate::model::iso_from_ms(a.at_ms),
+                    "message": format!("{what} {identifier}: {action} by {}", a.source.change_source),
+                    "rawObject": a.raw,
+                });
+                if let Some(user) = user {
+                    entry["fromUserId"] = serde_json::json!(user);
+                }
+                entry
+            })
+            .collect()
     }
 
     /// Takes one queued injected failure, if any.

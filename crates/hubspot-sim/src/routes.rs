@@ -2,12 +2,14 @@
 //! `routes/pipelines.rs`) and deals (`/crm/v3/objects/…`, in `routes/deals.rs`), each also
 //! served under the date-versioned paths (`/crm/properties/2026-03/…` etc.).
 
+mod associations;
 mod deals;
 mod journal;
 mod pipelines;
 mod validations;
+mod webhook_settings;
 
-pub(crate) use journal::JournalAdmin;
+pub(crate) use journal::AppAdmin;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query};
@@ -45,7 +47,8 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/{object_type}/groups/{group_name}", get(get_group).patch(update_group).delete(archive_group))
         .route("/{object_type}/{name}", get(get_property).patch(update_property).delete(archive_property));
     let pipelines = pipelines::routes();
-    let objects = deals::routes();
+    let objects = deals::routes().merge(associations::object_routes());
+    let association_batches = associations::batch_routes();
     let validations = validations::routes();
     let mut app = Router::new();
     // One router per version; the version reaches the handlers as an extension and portal code
@@ -64,7 +67,20 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
             .nest(&path("pipelines"), versioned(pipelines.clone()))
             .nest(&path("objects"), versioned(objects.clone()))
             .nest(&path("property-validations"), versioned(validations.clone()));
+        if version != ApiVersion::V3 {
+            app = app.nest(&path("associations"), versioned(association_batches.clone()));
+        }
     }
+    // Associations v4 (numbered like v3, before the date versions).
+    let v4 = |router: Router| {
+        router
+            .layer(Extension(ApiVersion::V3))
+            .layer(middleware::from_fn_with_state(ApiVersion::V3, crate::version::layer))
+    };
+    app = app
+        .nest("/crm/v4/objects", v4(associations::object_routes()))
+        .nest("/crm/v4/associations", v4(association_batches.clone()))
+        .nest("/crm/associations/v4", v4(association_batches));
     let api = app.fallback(unknown_route).layer(middleware::from_fn_with_state(sim.clone(), gate::gate));
     // The simulator's own admin routes: no portal, no rate limit, not logged.
     let admin = Router::new()
@@ -74,8 +90,14 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
         .route("/oauth/refresh-tokens", post(register_refresh_token))
         .route("/oauth/expire-access-tokens", post(expire_access_tokens))
         .route("/journal/age", post(age_journal))
+        .route("/stats", get(portal_stats))
+        .route("/seed-deals", post(seed_deals))
         .with_state(sim.clone());
-    Router::new().nest("/_sim", admin).merge(journal::routes(sim)).merge(api)
+    Router::new()
+        .nest("/_sim", admin)
+        .merge(journal::routes(sim.clone()))
+        .merge(webhook_settings::routes(sim))
+        .merge(api)
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +122,11 @@ async fn portal_id(
 ) -> Response {
     match gate::bearer_token(&headers) {
         Some(token) => {
+            // An OAuth access token answers for its portal, like on the API.
+            let token = match lock(&sim.inner.auth).resolve(&token, std::time::Instant::now()) {
+                crate::auth::Credential::OAuth { portal_token } => portal_token,
+                _ => token,
+            };
             let id = sim.portal_id_for(&token);
             Json(json!({ "portalId": id, "appId": crate::private_app_id(id) })).into_response()
         }
@@ -146,6 +173,56 @@ async fn register_refresh_token(
 async fn expire_access_tokens(axum::extract::State(sim): axum::extract::State<HubSpotSim>) -> StatusCode {
     sim.expire_access_tokens();
     StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsQuery {
+    portal_id: u64,
+}
+
+/// `GET /_sim/stats?portalId=`: `{"rateLimited": <429s answered>, "maxRequestsInWindow": n}`.
+async fn portal_stats(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    Query(q): Query<StatsQuery>,
+) -> Json<Value> {
+    Json(json!({
+        "rateLimited": sim.rate_limited_count(q.portal_id),
+        "maxRequestsInWindow": sim.max_requests_in_any_window(q.portal_id),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SeedInput {
+    portal_token: String,
+    count: usize,
+    #[serde(default = "default_stage")]
+    stage: String,
+    #[serde(default = "default_pipeline")]
+    pipeline: String,
+}
+
+fn default_stage() -> String {
+    "appointmentscheduled".to_owned()
+}
+
+fn default_pipeline() -> String {
+    crate::pipelines::DEFAULT_PIPELINE_ID.to_owned()
+}
+
+/// `POST /_sim/seed-deals {"portalToken", "count", "stage"?, "pipeline"?}`: creates deals
+/// directly (no rate limit), like [`HubSpotSim::create_deals`]; answers `{"ids": [..]}`.
+async fn seed_deals(
+    axum::extract::State(sim): axum::extract::State<HubSpotSim>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let input: SeedInput = parse(&body)?;
+    if input.count > 100_000 {
+        return Err(ApiError::validation("count must be at most 100000"));
+    }
+    let ids = sim.create_deals(&input.portal_token, input.count, &input.stage, &input.pipeline);
+    Ok(Json(json!({ "ids": ids })))
 }
 
 #[derive(Debug, Deserialize)]

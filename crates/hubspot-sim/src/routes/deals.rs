@@ -1,5 +1,12 @@
 //! Deal routes (`/crm/v3/objects/deals/…` ≡ `/crm/v3/objects/0-3/…`, CONTRACT.md §6):
-//! CRUD, list, batch read/create/update/archive and search.
+//! CRUD, list, batch read/create/update/upsert/archive and search.
+//!
+//! Batch upsert (`POST …/batch/upsert`, `{"inputs": [{"id", "idProperty", "properties"}]}`)
+//! follows HubSpot: each input names a unique-value `idProperty` and its value in `id`; a deal
+//! with that value is updated, otherwise one is created with `properties` plus
+//! `idProperty = id`. With `idProperty` `hs_object_id` (or none) it updates existing ids only
+//! (unknown ids are 207 errors). All inputs are validated before any is applied (400). The
+//! answer is 200 with each result's `new` flag.
 //!
 //! Batch calls take at most 100 inputs (50 for a read with `propertiesWithHistory`); batch
 //! create and the property values of a batch update are all-or-nothing (400), while unknown ids
@@ -33,6 +40,7 @@ pub(super) fn routes() -> Router {
         .route("/{object_type}/batch/create", post(batch_create))
         .route("/{object_type}/batch/update", post(batch_update))
         .route("/{object_type}/batch/archive", post(batch_archive))
+        .route("/{object_type}/batch/upsert", post(batch_upsert))
         .route("/{object_type}/{deal_id}", get(get_deal).patch(update_deal).delete(archive_deal))
 }
 
@@ -296,6 +304,75 @@ async fn batch_update(
         for (deal_id, values) in found {
             portal.update_deal(deal_id, values, now_ms())?;
             results.push(portal.render_by_id(deal_id, Selection::All));
+        }
+        Ok::<_, ApiError>((results, missing))
+    })?;
+    let errors = if missing.is_empty() { Vec::new() } else { vec![missing_ids_error("update", missing)] };
+    Ok(batch_response(results, errors, started_at, StatusCode::OK))
+}
+
+/// Where one upsert input goes.
+enum UpsertTarget {
+    Existing(u64),
+    New,
+}
+
+async fn batch_upsert(
+    Extension(sim): Extension<HubSpotSim>,
+    Extension(portal): Extension<PortalRef>,
+    Path(object_type): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_object_type(&object_type)?;
+    let started_at = now_timestamp();
+    let input: BatchInputs<IdInput> = parse(&body)?;
+    let inputs = batch_inputs(input.inputs, MAX_BATCH_INPUTS)?;
+    let mut parsed = Vec::with_capacity(inputs.len());
+    let mut seen = std::collections::HashSet::new();
+    for entry in inputs {
+        let id = id_text(entry.id.as_ref())?;
+        let id_property = entry.id_property.filter(|p| !p.is_empty()).unwrap_or_else(|| "hs_object_id".to_owned());
+        if !seen.insert((id_property.clone(), id.clone())) {
+            return Err(ApiError::validation(format!(
+                "Duplicate id '{id}' for idProperty '{id_property}' in one batch"
+            ))
+            .with_context("ids", vec![id]));
+        }
+        parsed.push((id, id_property, required_properties(entry.properties)?));
+    }
+    let (results, missing) = sim.write(&portal, |portal| {
+        // Validate everything first: all or nothing.
+        let mut plan = Vec::with_capacity(parsed.len());
+        let mut missing = Vec::new();
+        for (id, id_property, mut values) in parsed {
+            portal.check_id_property(Some(&id_property))?;
+            let by_object_id = id_property == "hs_object_id";
+            match portal.find_deal_by(Some(&id_property), &id, false).map(|d| d.id) {
+                Some(deal_id) => {
+                    portal.check_deal_update(deal_id, &values)?;
+                    plan.push((UpsertTarget::Existing(deal_id), values));
+                }
+                None if by_object_id => missing.push(id),
+                None => {
+                    values.retain(|(name, _)| *name != id_property);
+                    values.push((id_property, Some(id)));
+                    portal.check_new_deal(&values)?;
+                    plan.push((UpsertTarget::New, values));
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(plan.len());
+        for (target, values) in plan {
+            let (deal_id, new) = match target {
+                UpsertTarget::Existing(deal_id) => {
+                    portal.update_deal(deal_id, values, now_ms())?;
+                    (deal_id, false)
+                }
+                UpsertTarget::New => (portal.create_deal(values, now_ms())?, true),
+            };
+            let mut rendered = portal.render_by_id(deal_id, Selection::All);
+            rendered["new"] = json!(new);
+            results.push(rendered);
         }
         Ok::<_, ApiError>((results, missing))
     })?;

@@ -64,12 +64,16 @@ const SUBSCRIPTIONS_WRITE: &str = "developer.webhooks_journal.subscriptions.writ
 const SNAPSHOTS_READ: &str = "developer.webhooks_journal.snapshots.read";
 const SNAPSHOTS_WRITE: &str = "developer.webhooks_journal.snapshots.write";
 
-/// Journal subscriptions and snapshot statuses.
+/// App-level state: journal subscriptions, snapshot statuses, and the push-webhook settings
+/// and subscriptions of `routes/webhook_settings.rs`.
 #[derive(Debug, Default)]
-pub(crate) struct JournalAdmin {
+pub(crate) struct AppAdmin {
     subscriptions: BTreeMap<u64, Value>,
     next_subscription: u64,
     snapshots: HashMap<Uuid, Value>,
+    pub(super) push_settings: Option<Value>,
+    pub(super) push_subscriptions: BTreeMap<u64, Value>,
+    pub(super) next_push_subscription: u64,
 }
 
 pub(super) fn routes(sim: HubSpotSim) -> Router {

@@ -1,4 +1,7 @@
-//! Pipeline and stage routes (`/crm/v3/pipelines/deals/…`, CONTRACT.md §5).
+//! Pipeline and stage routes (`/crm/v3/pipelines/deals/…`, CONTRACT.md §5), with the
+//! `/audit` endpoints: every change made through the API (or by a UI user, see `source.rs`) is
+//! an entry `{action: CREATE|UPDATE|DELETE, identifier, portalId, timestamp, message,
+//! rawObject, fromUserId?}`, newest first. The default pipeline's initial state has none.
 //!
 //! PUT, DELETE and stage DELETE take `validateReferencesBeforeDelete` and
 //! `validateDealStageUsagesBeforeDelete`; from 2026-09 they default to true (a caller opts out
@@ -28,7 +31,9 @@ pub(super) fn routes() -> Router {
             "/{object_type}/{pipeline_id}",
             get(get_pipeline).patch(update_pipeline).put(replace_pipeline).delete(delete_pipeline),
         )
+        .route("/{object_type}/{pipeline_id}/audit", get(pipeline_audit))
         .route("/{object_type}/{pipeline_id}/stages", get(list_stages).post(create_stage))
+        .route("/{object_type}/{pipeline_id}/stages/{stage_id}/audit", get(stage_audit))
         .route(
             "/{object_type}/{pipeline_id}/stages/{stage_id}",
             get(get_stage).patch(update_stage).put(replace_stage).delete(delete_stage),
@@ -192,4 +197,32 @@ async fn delete_stage(
     portal.delete_stage(&pipeline_id, &stage_id, validate)?;
     portal.definition_changed(ChangeKind::Stage { action: Action::Archived, pipeline_id, stage_id });
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET …/{pipelineId}/audit`: the pipeline's changes, newest first (archived pipelines too).
+async fn pipeline_audit(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let portal = lock(&portal);
+    portal.get_pipeline(&pipeline_id, true)?;
+    Ok(Json(json!({ "results": portal.audit(&pipeline_id, None) })))
+}
+
+/// `GET …/{pipelineId}/stages/{stageId}/audit`: the stage's changes, newest first (also after
+/// the stage was deleted).
+async fn stage_audit(
+    Extension(portal): Extension<PortalRef>,
+    Path((object_type, pipeline_id, stage_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_object_type(&object_type)?;
+    let portal = lock(&portal);
+    portal.get_pipeline(&pipeline_id, true)?;
+    let results = portal.audit(&pipeline_id, Some(&stage_id));
+    if results.is_empty() {
+        // No history: only a stage that exists (e.g. a default one) has an empty audit.
+        portal.get_stage(&pipeline_id, &stage_id)?;
+    }
+    Ok(Json(json!({ "results": results })))
 }

@@ -9,7 +9,8 @@
 //!   `{"ruleArguments": [..], "shouldApplyNormalization"?}` → 204 (replaces that type's rule)
 //! - `DELETE /{objectTypeId}/{propertyName}/rule-type/{ruleType}` → 204 (404 if none)
 //!
-//! `objectTypeId` is `0-3` or `deals`; the property must exist (404 otherwise).
+//! `objectTypeId` is `0-3` or `deals`; the property must exist (404 otherwise). Rule changes
+//! are journaled as `propertyValidation.*` events (see `events.rs`).
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path};
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::{ApiResult, check_object_type, parse};
 use crate::error::ApiError;
+use crate::events::{Action, ChangeKind};
 use crate::portal::property_not_found;
 use crate::rules::{RuleInput, build_rule};
 use crate::{PortalRef, lock};
@@ -83,7 +85,9 @@ async fn put_rule(
     if portal.active_property(&property).is_none() {
         return Err(property_not_found(&property));
     }
-    portal.rules.entry(property).or_default().insert(rule_type, rule);
+    let replaced = portal.rules.entry(property.clone()).or_default().insert(rule_type.clone(), rule);
+    let action = if replaced.is_some() { Action::Updated } else { Action::Created };
+    portal.definition_changed(ChangeKind::ValidationRule { action, property, rule_type });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -97,5 +101,9 @@ async fn delete_rule(
     if portal.rules.get(&property).is_some_and(|r| r.is_empty()) {
         portal.rules.remove(&property);
     }
-    removed.map(|_| StatusCode::NO_CONTENT).ok_or_else(|| rule_not_found(&property, &rule_type))
+    if removed.is_none() {
+        return Err(rule_not_found(&property, &rule_type));
+    }
+    portal.definition_changed(ChangeKind::ValidationRule { action: Action::Archived, property, rule_type });
+    Ok(StatusCode::NO_CONTENT)
 }

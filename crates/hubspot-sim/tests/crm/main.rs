@@ -2,6 +2,7 @@
 //! simulator spawned on port 0.
 
 mod deals;
+mod gaps;
 mod journal;
 mod pipelines;
 mod scale;

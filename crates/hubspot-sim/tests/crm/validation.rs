@@ -48,6 +48,22 @@ async fn rules_api_reads_writes_and_deletes() {
     assert_eq!(sim.json(Method::DELETE, "tok", &path, None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(sim.json(Method::GET, "tok", &path, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(sim.json(Method::DELETE, "tok", &path, None).await.0, StatusCode::NOT_FOUND);
+    // Rule changes are journaled, with who made them.
+    let kinds: Vec<String> = sim
+        .sim
+        .journal_events(sim.sim.portal_id("tok").expect("portal"))
+        .iter()
+        .filter_map(|e| e["subscriptionType"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "propertyValidation.creation",
+            "propertyValidation.change",
+            "propertyValidation.creation",
+            "propertyValidation.deletion"
+        ]
+    );
 }
 
 #[tokio::test]
