@@ -163,10 +163,9 @@ async fn two_replicas_read_every_entry_exactly_once() {
         }
     }
     assert!(leased_elsewhere >= 10, "one replica holds the lease, the other reads nothing: {leased_elsewhere}");
-    let f = s.fake.lock().expect("lock");
-    assert_eq!(f.downloads.len(), 30, "every entry read");
-    assert!(f.downloads.values().all(|n| *n == 1), "none twice: {:?}", f.downloads);
-    drop(f);
+    let downloads = s.fake.lock().expect("lock").downloads.clone();
+    assert_eq!(downloads.len(), 30, "every entry read");
+    assert!(downloads.values().all(|n| *n == 1), "none twice: {downloads:?}");
     let mut expected: Vec<String> = (0..60).map(|d| d.to_string()).collect();
     expected.sort();
     assert_eq!(queued(&s.db).await, expected, "each deal queued for a re-read");
