@@ -311,6 +311,15 @@ async fn distributed_plan_equals_apply() {
     cluster.stop().await;
 }
 
+#[tokio::test]
+async fn distributed_journal_only_portals_are_counted_exactly() {
+    let Some(cluster) = Cluster::start(true).await else { return };
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
+    crate::journal::journal_only_portals_are_counted_exactly(&api, &cluster.sim, &SimConfig::default(), 4100).await;
+    assert_eq!(cluster.sim.webhook_stats().events_sent, 0, "service-key portals get no push webhooks");
+    cluster.stop().await;
+}
+
 pub(crate) struct Child(tokio::process::Child);
 
 impl Child {

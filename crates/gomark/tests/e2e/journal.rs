@@ -28,19 +28,82 @@ async fn create_journal_company(
     key: &str,
     portal: u64,
 ) -> String {
+    register(api, sim, &options.sim, name, key, portal).await
+}
+
+async fn register(
+    api: &Api,
+    sim: &HubSpotSim,
+    config: &hubspot_sim::SimConfig,
+    name: &str,
+    key: &str,
+    portal: u64,
+) -> String {
     sim.register_service_key(key, portal);
     let body = json!({
         "name": name,
         "hubspotPortalId": portal.to_string(),
         "hubspotToken": key,
         "hubspotTokenKind": "serviceKey",
-        "hubspotJournal": {"clientId": options.sim.client_id, "clientSecret": options.sim.client_secret},
+        "hubspotJournal": {"clientId": config.client_id, "clientSecret": config.client_secret},
     });
     let reply = api.send(Method::POST, "/v1/companies", Some(body)).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     let text = reply.body.to_string();
-    assert!(!text.contains(key) && !text.contains(&options.sim.client_secret), "no secret is echoed: {text}");
+    assert!(!text.contains(key) && !text.contains(&config.client_secret), "no secret is echoed: {text}");
     reply.body["id"].as_str().expect("id").to_owned()
+}
+
+/// Both run modes: service-key portals on the journal only; pipeline-tracker holds exactly
+/// the deals made, through an outage longer than the poll interval and an expired offset.
+pub async fn journal_only_portals_are_counted_exactly(
+    api: &Api,
+    sim: &HubSpotSim,
+    config: &hubspot_sim::SimConfig,
+    first_portal: u64,
+) {
+    let mut companies = Vec::new();
+    for i in 0..2u64 {
+        let key = format!("sk-counted-{first_portal}-{i}");
+        let name = format!("Counted {first_portal} {i}");
+        companies.push((register(api, sim, config, &name, &key, first_portal + i).await, key));
+    }
+    let counted = |want: u64| {
+        let companies = &companies;
+        async move {
+            for (company, _) in companies {
+                eventually(&format!("{want} open deals in pipeline-tracker"), Duration::from_secs(60), || async {
+                    (open_count(api, company).await == want).then_some(())
+                })
+                .await;
+            }
+        }
+    };
+    for (_, key) in &companies {
+        sim.create_deals(key, 10, "appointmentscheduled", "default");
+    }
+    counted(10).await;
+    // HubSpot refuses every CRM call for longer than the poll interval.
+    sim.set_failure_rate(1.0);
+    for (_, key) in &companies {
+        sim.create_deals(key, 3, "appointmentscheduled", "default");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.set_failure_rate(0.0);
+    counted(13).await;
+    // The journal moves three days on: offsets expire, a snapshot recovers.
+    for (_, key) in &companies {
+        sim.create_deals(key, 2, "appointmentscheduled", "default");
+    }
+    sim.age_journal(hubspot_sim::JOURNAL_RETENTION + Duration::from_secs(60));
+    counted(15).await;
+    for (company, _) in &companies {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        assert_eq!(sync["journal"]["recoveries"], 1, "{sync}");
+    }
+    // Settled: nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counted(15).await;
 }
 
 async fn open_count(api: &Api, company: &str) -> u64 {
