@@ -365,14 +365,11 @@ impl JournalReader {
 
     /// Warns (log and metric) when the offset may be old enough to fall out of the window soon.
     fn warn_if_old(&self, portal: &Portal, state: &JournalStatus) {
-        if state.offset.is_empty() || state.caught_up_at_ms == 0 {
-            return;
-        }
-        let age_ms = gomark_storage::now_ms().saturating_sub(state.caught_up_at_ms).max(0);
+        let now = gomark_storage::now_ms();
+        let Some(age_ms) = offset_age_ms(state, now) else { return };
         metrics::gauge!("hubspot_journal_offset_age_seconds", "portal_id" => portal.portal_id.clone())
             .set(age_ms as f64 / 1000.0);
-        let warn_ms = i64::try_from(self.settings.warn_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        if age_ms > warn_ms {
+        if at_risk(age_ms, self.settings.warn_after_secs) {
             let left_h = (WINDOW.as_millis() as i64 - age_ms).max(0) / 3_600_000;
             tracing::warn!(company_id = %portal.company_id, portal_id = %portal.portal_id, age_hours = age_ms / 3_600_000, hours_left = left_h, "journal offset is close to leaving HubSpot's 3-day window");
             metrics::counter!("hubspot_journal_offset_at_risk_total").increment(1);
@@ -419,5 +416,43 @@ impl JournalReader {
                 }
             }
         }
+    }
+}
+
+/// How old the offset may be: time since the reader last caught up; `None` before the first
+/// catch-up (nothing to warn about yet).
+fn offset_age_ms(state: &JournalStatus, now_ms: i64) -> Option<i64> {
+    (!state.offset.is_empty() && state.caught_up_at_ms > 0).then(|| now_ms.saturating_sub(state.caught_up_at_ms).max(0))
+}
+
+/// Whether an offset this old is past the warning age.
+fn at_risk(age_ms: i64, warn_after_secs: u64) -> bool {
+    age_ms > i64::try_from(warn_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_is_at_risk_well_before_the_window_ends() {
+        let hour = 3_600_000;
+        let state = |offset: &str, caught_up_at_ms| JournalStatus {
+            offset: offset.into(),
+            caught_up_at_ms,
+            ..JournalStatus::default()
+        };
+        let now = 100 * 24 * hour;
+        assert_eq!(offset_age_ms(&state("", 0), now), None, "never read");
+        assert_eq!(offset_age_ms(&state("o1", 0), now), None, "never caught up yet");
+        let warn = JournalSettings::default().warn_after_secs;
+        let age = |hours: i64| offset_age_ms(&state("o1", now - hours * hour), now).expect("age");
+        assert!(!at_risk(age(47), warn), "47 h behind: fine");
+        assert!(at_risk(age(49), warn), "49 h behind: warned, 23 h before HubSpot drops it");
+        assert!(JournalSettings::default().validate().is_ok());
+        let too_late = JournalSettings { warn_after_secs: WINDOW.as_secs(), ..JournalSettings::default() };
+        assert!(too_late.validate().is_err(), "a warning at the window's end is no warning");
+        let too_fast = JournalSettings { poll_ms: 10, ..JournalSettings::default() };
+        assert!(too_fast.validate().is_err());
     }
 }
