@@ -36,6 +36,11 @@ impl Kind {
         }
     }
 
+    /// The kind a deal→X HubSpot-defined association type points to.
+    pub fn for_deal_type(type_id: u32) -> Option<Self> {
+        [Self::Contact, Self::Company].into_iter().find(|kind| pairs(*kind).iter().any(|(d, _)| d.type_id == type_id))
+    }
+
     pub fn type_id(self) -> &'static str {
         match self {
             Self::Deal => "0-3",

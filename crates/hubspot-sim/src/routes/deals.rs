@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiResult, QueryPairs, batch_response, check_object_type, parse, query_bool, query_list, query_value};
+use crate::associations::Kind;
 use crate::deals::{MAX_BATCH_INPUTS, MAX_HISTORY_BATCH_INPUTS, Selection, deal_not_found, input_values};
 use crate::error::ApiError;
 use crate::model::{now_ms, now_timestamp};
@@ -47,12 +48,64 @@ pub(super) fn routes() -> Router {
 const DEFAULT_LIST_LIMIT: usize = 10;
 const MAX_LIST_LIMIT: usize = 100;
 
-/// Create/update body. Other fields (`associations`) are accepted and ignored: the simulator
-/// has no associations.
+/// Create/update body. `associations` (`[{"to": {"id"}, "types": [{"associationCategory",
+/// "associationTypeId"}]}]`) are made on create, as HubSpot does; updates ignore them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WriteInput {
     properties: Option<Map<String, Value>>,
+    associations: Option<Vec<AssociationInput>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssociationInput {
+    to: AssociationTarget,
+    #[serde(default)]
+    types: Vec<AssociationTypeInput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssociationTarget {
+    id: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssociationTypeInput {
+    association_type_id: u32,
+}
+
+/// `(other kind, other id, deal→other type id)` of each requested association, checked.
+fn planned_associations(inputs: Option<Vec<AssociationInput>>) -> ApiResult<Vec<(Kind, u64, u32)>> {
+    let mut out = Vec::new();
+    for input in inputs.unwrap_or_default() {
+        let to_id: u64 = id_text(Some(&input.to.id))?
+            .parse()
+            .map_err(|_| ApiError::validation("associations[].to.id must be a numeric object id"))?;
+        for spec in input.types {
+            let kind = Kind::for_deal_type(spec.association_type_id).ok_or_else(|| {
+                ApiError::validation(format!(
+                    "associationTypeId {} is not a HUBSPOT_DEFINED type from deals (hubspot-sim: 3 contact, 341/5 company)",
+                    spec.association_type_id
+                ))
+            })?;
+            out.push((kind, to_id, spec.association_type_id));
+        }
+    }
+    Ok(out)
+}
+
+/// Creates a deal and its associations (called inside a write, after validation).
+fn create_with_associations(
+    portal: &mut crate::portal::Portal,
+    values: Vec<(String, Option<String>)>,
+    associations: &[(Kind, u64, u32)],
+) -> ApiResult<u64> {
+    let id = portal.create_deal(values, now_ms())?;
+    for (kind, to_id, type_id) in associations {
+        portal.associate(Kind::Deal, id, *kind, *to_id, Some(&[*type_id]))?;
+    }
+    Ok(id)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,8 +223,9 @@ async fn create_deal(
     check_object_type(&object_type)?;
     let input: WriteInput = parse(&body)?;
     let values = required_properties(input.properties)?;
+    let associations = planned_associations(input.associations)?;
     let created = sim.write(&portal, |portal| {
-        let id = portal.create_deal(values, now_ms())?;
+        let id = create_with_associations(portal, values, &associations)?;
         Ok::<_, ApiError>(portal.render_by_id(id, Selection::All))
     })?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -257,15 +311,18 @@ async fn batch_create(
     let started_at = now_timestamp();
     let input: BatchInputs<WriteInput> = parse(&body)?;
     let inputs = batch_inputs(input.inputs, MAX_BATCH_INPUTS)?;
-    let all_values = inputs.into_iter().map(|i| required_properties(i.properties)).collect::<ApiResult<Vec<_>>>()?;
+    let all_values = inputs
+        .into_iter()
+        .map(|i| Ok((required_properties(i.properties)?, planned_associations(i.associations)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
     let results = sim.write(&portal, |portal| {
         // All-or-nothing: validate every input before creating any.
-        for (index, values) in all_values.iter().enumerate() {
+        for (index, (values, _)) in all_values.iter().enumerate() {
             portal.check_new_deal(values).map_err(|e| e.with_context("inputs", vec![index.to_string()]))?;
         }
         let mut results = Vec::with_capacity(all_values.len());
-        for values in all_values {
-            let id = portal.create_deal(values, now_ms())?;
+        for (values, associations) in all_values {
+            let id = create_with_associations(portal, values, &associations)?;
             results.push(portal.render_by_id(id, Selection::All));
         }
         Ok::<_, ApiError>(results)

@@ -135,6 +135,18 @@ async fn associations_v4_and_dated() {
     let (status, _) =
         sim.json(Method::POST, "tok", "/crm/v4/associations/deals/contacts/batch/create", Some(create)).await;
     assert_eq!(status, StatusCode::CREATED);
+    // Associations given on create are made too.
+    let body = json!({"properties": {"dealname": "B", "dealstage": "closedwon"},
+                      "associations": [{"to": {"id": 888}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 341}]}]});
+    let (status, created) = sim.json(Method::POST, "tok", DEALS, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/crm/v4/objects/deals/{}/associations/companies", created["id"].as_str().expect("id"));
+    let (_, list) = sim.json(Method::GET, "tok", &path, None).await;
+    assert_eq!(list["results"][0]["toObjectId"], 888);
+    let bad = json!({"properties": {"dealname": "C", "dealstage": "closedwon"},
+                     "associations": [{"to": {"id": 1}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 999}]}]});
+    let (status, _) = sim.json(Method::POST, "tok", DEALS, Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let archive = json!({"inputs": [{"from": {"id": deal}, "to": [{"id": "777"}]}]});
     let (status, _) =
         sim.json(Method::POST, "tok", "/crm/v4/associations/deals/contacts/batch/archive", Some(archive)).await;
