@@ -61,6 +61,7 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
                 name: (*name).to_owned(),
                 hubspot_portal_id: (hubspot_sim::FIRST_PORTAL_ID + i as u64).to_string(),
                 hubspot_token: demo_token(i),
+                ..CreateCompanyRequest::default()
             }))
             .await?
             .into_inner();

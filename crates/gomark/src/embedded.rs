@@ -27,6 +27,8 @@ pub struct EmbeddedOptions {
     pub webhooks: hubspot_sim::WebhookConfig,
     /// hubspot-sync's deal sync timing.
     pub deal_sync: gomark_hubspot_sync::DealSyncSettings,
+    /// hubspot-sync's webhooks journal reader timing.
+    pub journal: gomark_hubspot_sync::JournalSettings,
     pub upso_sim: upso_sim::SimConfig,
     /// upso-cadence's engine timing.
     pub upsell_engine: gomark_upso_cadence::EngineSettings,
@@ -55,6 +57,7 @@ impl Default for EmbeddedOptions {
                 index_lag_secs: 0,
                 ..Default::default()
             },
+            journal: gomark_hubspot_sync::JournalSettings { poll_ms: 500, ..Default::default() },
             upso_sim: upso_sim::SimConfig::default(),
             upsell_engine: gomark_upso_cadence::EngineSettings::default(),
             demo_activity: None,
@@ -186,6 +189,7 @@ impl Embedded {
                 ..Default::default()
             },
             deals: options.deal_sync.clone(),
+            journal: options.journal.clone(),
         };
         let b = backends(&settings.common).await?;
         let hubspot_sync = gomark_hubspot_sync::start(settings, b, shutdown.clone()).await.context("hubspot-sync")?;

@@ -35,6 +35,10 @@ pub struct EffectiveConfig {
     /// Who else writes deal records (baseline only).
     #[serde(default)]
     pub record_writers: Vec<crate::rules::RecordWriter>,
+    /// The HubSpot API version the portal should be pinned to (overlay, else baseline);
+    /// `None`: whatever it is pinned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 impl EffectiveConfig {
@@ -211,6 +215,7 @@ fn build(baseline: &Baseline, key: &str, overlay: &CompanyOverlay) -> EffectiveC
         portfolio_contact: baseline.portfolio_contact.clone(),
         validation_rules: s.validation_rules.iter().map(|x| x.item.clone()).collect(),
         record_writers: baseline.record_writers.clone(),
+        api_version: overlay.hubspot.api_version.clone().or_else(|| baseline.hubspot.api_version.clone()),
     }
 }
 

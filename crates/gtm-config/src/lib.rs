@@ -44,9 +44,9 @@ pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
 pub use import::{Imported, import};
 pub use model::{
-    Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType, Pipeline,
-    PortfolioStage, PropertyGroup, PropertyOption, PropertyType, RemovedStage, Stage, StageKind, canonical_probability,
-    order_or_index,
+    API_VERSIONS, Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType,
+    HubSpotSettings, Pipeline, PortfolioStage, PropertyGroup, PropertyOption, PropertyType, RemovedStage, Stage,
+    StageKind, canonical_probability, order_or_index,
 };
 pub use outreach::{
     Cadence, CadenceStep, CompanyCalendar, Criterion, CriterionOp, DayRange, Guardrails, PortfolioContact, QuietHours,

@@ -51,11 +51,35 @@ pub struct Baseline {
     /// rule would start refusing their writes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub record_writers: Vec<crate::rules::RecordWriter>,
+    /// HubSpot platform settings every portal gets (an overlay may override them).
+    #[serde(default, skip_serializing_if = "HubSpotSettings::is_empty")]
+    pub hubspot: HubSpotSettings,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
+
+/// HubSpot platform settings of a portal, as desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HubSpotSettings {
+    /// The HubSpot API version the portal is called with ([`API_VERSIONS`]). Moving it is
+    /// planned as an action, applied after a conformance probe of the portal on the new
+    /// version, and rolled out in waves like any change. Unset: the portal keeps its pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+}
+
+impl HubSpotSettings {
+    pub fn is_empty(&self) -> bool {
+        self.api_version.is_none()
+    }
+}
+
+/// The HubSpot API versions a portal can be pinned to, oldest first (v3 is the fallback;
+/// numbered versions stop working in September 2027).
+pub const API_VERSIONS: [&str; 3] = ["v3", "2026-03", "2026-09"];
 
 /// A canonical portfolio stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +135,9 @@ pub struct CompanyOverlay {
     pub company_id: String,
     #[serde(default)]
     pub settings: CompanySettings,
+    /// Overrides the baseline's HubSpot platform settings for this portal.
+    #[serde(default, skip_serializing_if = "HubSpotSettings::is_empty")]
+    pub hubspot: HubSpotSettings,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub property_groups: Vec<PropertyGroup>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

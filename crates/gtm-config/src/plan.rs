@@ -23,6 +23,9 @@ pub struct Observed {
     pub groups: Vec<ObservedGroup>,
     #[serde(default)]
     pub pipelines: Vec<ObservedPipeline>,
+    /// The API version the portal is pinned to (hubspot-sync's record, not HubSpot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     /// The deal properties' validation rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_rules: Vec<ObservedRule>,
@@ -220,6 +223,8 @@ pub enum Target {
     /// The deals of a removed stage (GoMark pipeline id, GoMark stage id), moved to the
     /// stage its `removedStages` entry names before the stage is deleted.
     StageDeals(String, String),
+    /// The HubSpot API version the portal is pinned to.
+    ApiVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -396,6 +401,7 @@ impl fmt::Display for Target {
             Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
             Target::ValidationRule(p, r) => write!(f, "validation rule {p}/{r}"),
             Target::StageDeals(p, s) => write!(f, "deals in stage {p}/{s}"),
+            Target::ApiVersion => f.write_str("api version"),
         }
     }
 }
@@ -564,6 +570,7 @@ pub fn plan(
     plan_groups(desired, observed, &mut actions);
     plan_properties(desired, observed, managed, &mut actions);
     plan_pipelines(desired, observed, ids, used, &mut actions);
+    plan_api_version(desired, observed, &mut actions);
     plan_rules(desired, observed, &mut actions);
     let mut warnings = warn(desired, &actions);
     warnings.extend(warn_moves(desired, observed, ids, &actions));
@@ -726,6 +733,21 @@ fn warn_moves(desired: &EffectiveConfig, observed: &Observed, ids: &PipelineIdMa
         }
     }
     out
+}
+
+/// Moving the portal to the declared API version (nothing when none is declared).
+fn plan_api_version(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {
+    let Some(want) = desired.api_version.as_deref() else { return };
+    if observed.api_version.as_deref() == Some(want) {
+        return;
+    }
+    let before = observed.api_version.as_deref().map_or(Value::Null, Value::from);
+    out.push(Action {
+        target: Target::ApiVersion,
+        op: Op::Update,
+        changes: vec![change("apiVersion", before, Value::from(want))],
+        blocked: None,
+    });
 }
 
 fn plan_groups(desired: &EffectiveConfig, observed: &Observed, out: &mut Vec<Action>) {

@@ -2,7 +2,8 @@
 
 use crate::effective::{Sourced, SourcedConfig, sourced};
 use crate::model::{
-    CompanyOverlay, DealProperty, Document, FieldType, Pipeline, PortfolioStage, PropertyGroup, PropertyType, StageKind,
+    API_VERSIONS, CompanyOverlay, DealProperty, Document, FieldType, HubSpotSettings, Pipeline, PortfolioStage,
+    PropertyGroup, PropertyType, StageKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -130,6 +131,7 @@ impl Document {
         check_portfolio_stages(&mut c, &b.portfolio_stages);
         check_rule_list(&mut c, &b.validation_rules, "baseline.validationRules");
         check_record_writers(&mut c, &b.record_writers);
+        check_hubspot(&mut c, &b.hubspot, "baseline.hubspot");
         let portfolio_stages = b.effective_portfolio_stages();
 
         let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
@@ -160,6 +162,7 @@ impl Document {
                     );
                 }
             }
+            check_hubspot(&mut c, &overlay.hubspot, &format!("{prefix}.hubspot"));
             for (stage, target) in &overlay.stage_mapping {
                 if !portfolio_stages.iter().any(|p| &p.id == target) {
                     c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));
@@ -238,6 +241,14 @@ fn check_record_writers(c: &mut Collector, writers: &[crate::rules::RecordWriter
                 c.push(format!("{p}.sets[{j}]"), format!("must match {PROPERTY_NAME_PATTERN}"));
             }
         }
+    }
+}
+
+fn check_hubspot(c: &mut Collector, hubspot: &HubSpotSettings, path: &str) {
+    if let Some(version) = &hubspot.api_version
+        && !API_VERSIONS.contains(&version.as_str())
+    {
+        c.push(format!("{path}.apiVersion"), format!("{version:?} is not one of {}", API_VERSIONS.join(", ")));
     }
 }
 

@@ -158,6 +158,7 @@ pub fn hubspot_config(config: &EffectiveConfig) -> pb::HubSpotConfig {
             .iter()
             .map(|w| pb::RecordWriter { name: w.name.clone(), sets: w.sets.clone() })
             .collect(),
+        api_version: config.api_version.clone().unwrap_or_default(),
     }
 }
 
@@ -190,6 +191,11 @@ pub fn effective_from_hubspot(config: pb::HubSpotConfig) -> Result<EffectiveConf
             .into_iter()
             .map(|w| RecordWriter { name: w.name, sets: w.sets })
             .collect(),
+        api_version: match config.api_version.as_str() {
+            "" => None,
+            v if crate::model::API_VERSIONS.contains(&v) => Some(v.to_owned()),
+            _ => return Err(wire_error("apiVersion".to_owned(), "must be v3, 2026-03 or 2026-09".to_owned())),
+        },
         ..EffectiveConfig::default()
     })
 }
@@ -466,6 +472,7 @@ fn target_parts(target: &Target) -> (&'static str, String) {
         Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
         Target::ValidationRule(property, rule) => ("validation_rule", format!("{property}/{rule}")),
         Target::StageDeals(pipeline, stage) => ("stage_deals", format!("{pipeline}/{stage}")),
+        Target::ApiVersion => ("api_version", "hubspot".to_owned()),
     }
 }
 

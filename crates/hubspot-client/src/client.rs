@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::budget::{BudgetError, Permit, RequestBudget, RequestKind};
-use crate::config::ClientConfig;
+use crate::config::{ApiVersion, ClientConfig};
 use crate::error::{self, Error, Result};
 use crate::rate_limit::{self, RateLimitInfo, RateLimitPolicy};
 use crate::retry::RetryPolicy;
@@ -174,15 +174,20 @@ impl HubSpotClient {
         table.insert(key, info);
     }
 
-    /// `{base}/crm/v3/{family}/{tail…}` or `{base}/crm/{family}/2026-03/{tail…}`; every segment
-    /// is percent-encoded.
-    pub(crate) fn crm_url(&self, family: &str, tail: &[&str]) -> Result<Url> {
+    /// The version calls made with `token` use: its pin, or the configured default.
+    pub fn api_version_for(&self, token: &AccessToken) -> ApiVersion {
+        token.api_version().unwrap_or(self.inner.config.api_version)
+    }
+
+    /// `{base}/crm/v3/{family}/{tail…}` or `{base}/crm/{family}/{date}/{tail…}` in the version
+    /// `token` is pinned to; every segment is percent-encoded.
+    pub(crate) fn crm_url(&self, token: &AccessToken, family: &str, tail: &[&str]) -> Result<Url> {
         let mut url = self.inner.base_url.clone();
         {
             let mut segments =
                 url.path_segments_mut().map_err(|()| Error::Config("base_url cannot carry a path".to_owned()))?;
             segments.pop_if_empty();
-            segments.extend(self.inner.config.api_version.crm_segments(family));
+            segments.extend(self.api_version_for(token).crm_segments(family));
             segments.extend(tail);
         }
         Ok(url)
@@ -198,6 +203,23 @@ impl HubSpotClient {
             path.extend(segments);
         }
         Ok(url)
+    }
+
+    /// GETs an absolute URL outside the API (a journal entry's pre-signed file): no
+    /// Authorization header, no budget, one attempt within the configured timeout.
+    pub(crate) async fn download(&self, url: &str) -> Result<Vec<u8>> {
+        let url = Url::parse(url).map_err(|_| Error::Decode("journal entry URL is not a URL".into()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Decode("journal entry URL is not http(s)".into()));
+        }
+        let response = self.inner.http.get(url).send().await.map_err(|e| map_reqwest(e).error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| map_reqwest(e).error)?.to_vec();
+        if !status.is_success() {
+            return Err(Error::from_response(status.as_u16(), &headers, &body, None, &[]));
+        }
+        Ok(body)
     }
 
     /// Sends a JSON request against the standard budget with retries (see [`crate::retry`]) and
@@ -374,7 +396,6 @@ impl fmt::Debug for HubSpotClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiVersion;
 
     fn client(base_url: &str, api_version: ApiVersion) -> Result<HubSpotClient> {
         HubSpotClient::new(ClientConfig { base_url: base_url.to_owned(), api_version, ..ClientConfig::default() })
@@ -382,13 +403,31 @@ mod tests {
 
     #[test]
     fn builds_paths() -> Result<()> {
+        let t = AccessToken::new("t");
         let c = client("https://api.hubapi.com", ApiVersion::V3)?;
-        assert_eq!(c.crm_url("properties", &["deals"])?.as_str(), "https://api.hubapi.com/crm/v3/properties/deals");
+        assert_eq!(c.crm_url(&t, "properties", &["deals"])?.as_str(), "https://api.hubapi.com/crm/v3/properties/deals");
         let c = client("http://127.0.0.1:9/prefix/", ApiVersion::Date2026_03)?;
         assert_eq!(
-            c.crm_url("properties", &["deals", "a b/c"])?.as_str(),
+            c.crm_url(&t, "properties", &["deals", "a b/c"])?.as_str(),
             "http://127.0.0.1:9/prefix/crm/properties/2026-03/deals/a%20b%2Fc"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_pinned_token_picks_the_path_of_its_version() -> Result<()> {
+        let c = client("https://api.hubapi.com", ApiVersion::V3)?;
+        let pinned = AccessToken::new("t").with_api_version(ApiVersion::Date2026_09);
+        assert_eq!(c.api_version_for(&pinned), ApiVersion::Date2026_09);
+        let cases = [
+            ("properties", vec!["deals", "groups"], "/crm/properties/2026-09/deals/groups"),
+            ("pipelines", vec!["deals", "p1", "stages"], "/crm/pipelines/2026-09/deals/p1/stages"),
+            ("objects", vec!["deals", "search"], "/crm/objects/2026-09/deals/search"),
+        ];
+        for (family, tail, path) in cases {
+            assert_eq!(c.crm_url(&pinned, family, &tail)?.path(), path);
+        }
+        assert_eq!(c.crm_url(&AccessToken::new("t"), "objects", &["deals"])?.path(), "/crm/v3/objects/deals");
         Ok(())
     }
 

@@ -56,10 +56,10 @@ struct BatchUpdateInput<'a> {
 }
 
 impl HubSpotClient {
-    fn deals_url(&self, tail: &[&str]) -> Result<Url> {
+    fn deals_url(&self, token: &AccessToken, tail: &[&str]) -> Result<Url> {
         let mut segments = vec![DEALS_OBJECT_TYPE];
         segments.extend_from_slice(tail);
-        self.crm_url(FAMILY, &segments)
+        self.crm_url(token, FAMILY, &segments)
     }
 
     /// `GET /crm/v3/objects/deals?limit&after&properties&archived=false`: one page of deals.
@@ -86,7 +86,7 @@ impl HubSpotClient {
         if !joined.is_empty() {
             query.push(("properties", joined.as_str()));
         }
-        let url = with_query(self.deals_url(&[])?, &query);
+        let url = with_query(self.deals_url(token, &[])?, &query);
         let body: PagedBody<Deal> = self.send_json::<()>(token, Method::GET, url, None).await?.json()?;
         Ok(body.into())
     }
@@ -95,7 +95,7 @@ impl HubSpotClient {
     pub async fn get_deal(&self, token: &AccessToken, id: &str, properties: &[&str]) -> Result<Option<Deal>> {
         let joined = properties.join(",");
         let query: &[(&str, &str)] = if joined.is_empty() { &[] } else { &[("properties", joined.as_str())] };
-        let url = with_query(self.deals_url(&[id])?, query);
+        let url = with_query(self.deals_url(token, &[id])?, query);
         get_optional(self.send_json::<()>(token, Method::GET, url, None).await)
     }
 
@@ -105,7 +105,7 @@ impl HubSpotClient {
     /// Retried after 5xx/429/timeouts like every call, so a retry can create a duplicate if the
     /// first attempt landed: use a unique property to de-duplicate when that matters.
     pub async fn create_deal(&self, token: &AccessToken, properties: &BTreeMap<String, String>) -> Result<Deal> {
-        let url = self.deals_url(&[])?;
+        let url = self.deals_url(token, &[])?;
         let body = CreateBody { properties, associations: [] };
         self.send_json(token, Method::POST, url, Some(&body)).await?.json()
     }
@@ -117,13 +117,13 @@ impl HubSpotClient {
         id: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<Deal> {
-        let url = self.deals_url(&[id])?;
+        let url = self.deals_url(token, &[id])?;
         self.send_json(token, Method::PATCH, url, Some(&UpdateBody { properties })).await?.json()
     }
 
     /// `DELETE /crm/v3/objects/deals/{id}` (204, moves it to the recycle bin).
     pub async fn archive_deal(&self, token: &AccessToken, id: &str) -> Result<()> {
-        let url = self.deals_url(&[id])?;
+        let url = self.deals_url(token, &[id])?;
         self.send_json::<()>(token, Method::DELETE, url, None).await.map(drop)
     }
 
@@ -135,7 +135,7 @@ impl HubSpotClient {
         ids: &[S],
         properties: &[&str],
     ) -> Result<BatchResult<Deal>> {
-        let url = with_query(self.deals_url(&["batch", "read"])?, &[("archived", "false")]);
+        let url = with_query(self.deals_url(token, &["batch", "read"])?, &[("archived", "false")]);
         let mut merged = BatchResult::default();
         for chunk in batch::chunks(ids) {
             let body =
@@ -152,7 +152,7 @@ impl HubSpotClient {
         token: &AccessToken,
         inputs: &[BTreeMap<String, String>],
     ) -> Result<BatchResult<Deal>> {
-        let url = self.deals_url(&["batch", "create"])?;
+        let url = self.deals_url(token, &["batch", "create"])?;
         let mut merged = BatchResult::default();
         for chunk in batch::chunks(inputs) {
             let body =
@@ -172,7 +172,7 @@ impl HubSpotClient {
         ids: &[S],
         properties: &BTreeMap<String, String>,
     ) -> Result<BatchResult<Deal>> {
-        let url = self.deals_url(&["batch", "update"])?;
+        let url = self.deals_url(token, &["batch", "update"])?;
         let mut merged = BatchResult::default();
         for chunk in batch::chunks(ids) {
             let body =
@@ -188,7 +188,7 @@ impl HubSpotClient {
     /// returns archived deals, lags writes slightly, and cannot page past 10,000 results.
     pub async fn search_deals(&self, token: &AccessToken, request: &SearchRequest) -> Result<SearchPage<Deal>> {
         request.validate()?;
-        let url = self.deals_url(&["search"])?;
+        let url = self.deals_url(token, &["search"])?;
         self.send_json_as(token, RequestKind::Search, Method::POST, url, Some(request)).await?.json()
     }
 }

@@ -1,7 +1,11 @@
 //! Typed, reusable HubSpot CRM API client for GoMark: one shared connection pool for all portals,
 //! per-call bearer tokens, bounded jittered retries, and HubSpot rate-limit header parsing.
 //!
-//! Covered (deals, both `ApiVersion`s): properties and property groups (with batch
+//! Every path follows an [`ApiVersion`] (v3, 2026-03, 2026-09), the client's default or the one
+//! a token is pinned to ([`AccessToken::with_api_version`]), so each portal keeps its own.
+//! [`journal`] reads a portal's webhooks journal with a client-credentials token.
+//!
+//! Covered (deals, every `ApiVersion`): properties and property groups (with batch
 //! create/read/archive), pipelines and stages, deal records (list, CRUD, batch read/create),
 //! search with local validation, an incremental sync over search that survives the 10,000-result
 //! cap ([`sync`]), and OAuth token refresh. An optional per-portal [`RequestBudget`] is consulted
@@ -28,6 +32,7 @@ mod client;
 mod config;
 pub mod deals;
 mod error;
+pub mod journal;
 mod oauth;
 pub mod pipelines;
 mod properties;
@@ -43,10 +48,11 @@ pub mod webhook;
 pub use batch::{BATCH_CHUNK_SIZE, BatchError, BatchResult};
 pub use budget::{BudgetError, Permit, RequestBudget, RequestKind};
 pub use client::HubSpotClient;
-pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL};
+pub use config::{ApiVersion, ClientConfig, DEFAULT_BASE_URL, UnknownApiVersion};
 pub use deals::model::{Deal, Page, parse_timestamp_ms};
 pub use error::{Error, Refusal, Result};
-pub use oauth::OAuthTokens;
+pub use journal::{JournalEntry, JournalEvent};
+pub use oauth::{ClientCredentialsToken, JOURNAL_READ_SCOPE, OAuthTokens};
 pub use pipelines::model::{
     Pipeline, PipelineCreate, PipelineReplace, PipelineStage, PipelineStageInput, PipelineStageUpdate, PipelineUpdate,
     normalize_probability, probability, stage_metadata,

@@ -48,7 +48,7 @@ impl HubSpotClient {
         client_secret: &str,
         refresh_token: &AccessToken,
     ) -> Result<OAuthTokens> {
-        let url = self.root_url(&self.config().api_version.oauth_token_segments())?;
+        let url = self.root_url(&self.api_version_for(refresh_token).oauth_token_segments())?;
         let form = form_body(&[
             ("grant_type", "refresh_token"),
             ("client_id", client_id),
@@ -80,6 +80,67 @@ impl HubSpotClient {
             expires_in: Duration::from_secs(body.expires_in),
             hub_id: body.hub_id,
         })
+    }
+}
+
+/// A client-credentials access token (the webhooks journal's auth): no refresh token, fetch a
+/// new one before `expires_in` runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCredentialsToken {
+    /// Labelled like the `portal` token passed in (portal and version), so budgets apply.
+    pub access_token: AccessToken,
+    pub expires_in: Duration,
+}
+
+#[derive(Deserialize)]
+struct ClientCredentialsBody {
+    access_token: String,
+    expires_in: u64,
+}
+
+/// The scope the journal reader asks for.
+pub const JOURNAL_READ_SCOPE: &str = "developer.webhooks_journal.read";
+
+impl HubSpotClient {
+    /// `POST /oauth/v1/token` (or `/oauth/{date}/token`, after `portal`'s pinned version) with
+    /// `grant_type=client_credentials`: an app token for the webhooks journal. `portal` is the
+    /// portal's usual token, used only for its labels (budget key and version), never sent.
+    pub async fn client_credentials_token(
+        &self,
+        portal: &AccessToken,
+        client_id: &str,
+        client_secret: &str,
+        scope: &str,
+    ) -> Result<ClientCredentialsToken> {
+        let url = self.root_url(&self.api_version_for(portal).oauth_token_segments())?;
+        let form = form_body(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("scope", scope),
+        ])?;
+        let response = self
+            .execute(Call {
+                method: Method::POST,
+                url,
+                payload: Payload::Form(form),
+                bearer: None,
+                budget_key: portal.budget_key(),
+                kind: RequestKind::Standard,
+                secrets: vec![client_secret],
+            })
+            .await?;
+        let body: ClientCredentialsBody = response.json().map_err(|_| {
+            Error::Decode("client-credentials token response is missing access_token/expires_in".into())
+        })?;
+        let mut token = AccessToken::new(body.access_token);
+        if let Some(label) = portal.portal() {
+            token = token.for_portal(label);
+        }
+        if let Some(version) = portal.api_version() {
+            token = token.with_api_version(version);
+        }
+        Ok(ClientCredentialsToken { access_token: token, expires_in: Duration::from_secs(body.expires_in) })
     }
 }
 

@@ -27,27 +27,27 @@ const PIPELINE_DELETE_GUARDS: &[(&str, &str)] =
 const STAGE_DELETE_GUARDS: &[(&str, &str)] = &[("validateReferencesBeforeDelete", "true")];
 
 impl HubSpotClient {
-    fn pipeline_url(&self, tail: &[&str]) -> Result<Url> {
+    fn pipeline_url(&self, token: &AccessToken, tail: &[&str]) -> Result<Url> {
         let mut segments = vec![DEALS_OBJECT_TYPE];
         segments.extend_from_slice(tail);
-        self.crm_url(FAMILY, &segments)
+        self.crm_url(token, FAMILY, &segments)
     }
 
     /// `GET /crm/v3/pipelines/deals`.
     pub async fn list_deal_pipelines(&self, token: &AccessToken) -> Result<Vec<Pipeline>> {
-        let url = self.pipeline_url(&[])?;
+        let url = self.pipeline_url(token, &[])?;
         Ok(self.send_json::<()>(token, Method::GET, url, None).await?.json::<Collection<Pipeline>>()?.results)
     }
 
     /// `GET /crm/v3/pipelines/deals/{pipelineId}`; `Ok(None)` on 404 (unknown or archived).
     pub async fn get_deal_pipeline(&self, token: &AccessToken, pipeline_id: &str) -> Result<Option<Pipeline>> {
-        let url = self.pipeline_url(&[pipeline_id])?;
+        let url = self.pipeline_url(token, &[pipeline_id])?;
         get_optional(self.send_json::<()>(token, Method::GET, url, None).await)
     }
 
     /// `POST /crm/v3/pipelines/deals` (201); returns the pipeline with HubSpot's ids.
     pub async fn create_deal_pipeline(&self, token: &AccessToken, input: &PipelineCreate) -> Result<Pipeline> {
-        let url = self.pipeline_url(&[])?;
+        let url = self.pipeline_url(token, &[])?;
         self.send_json(token, Method::POST, url, Some(input)).await?.json()
     }
 
@@ -58,7 +58,7 @@ impl HubSpotClient {
         pipeline_id: &str,
         input: &PipelineUpdate,
     ) -> Result<Pipeline> {
-        let url = self.pipeline_url(&[pipeline_id])?;
+        let url = self.pipeline_url(token, &[pipeline_id])?;
         self.send_json(token, Method::PATCH, url, Some(input)).await?.json()
     }
 
@@ -71,13 +71,13 @@ impl HubSpotClient {
         pipeline_id: &str,
         input: &PipelineReplace,
     ) -> Result<Pipeline> {
-        let url = with_query(self.pipeline_url(&[pipeline_id])?, PIPELINE_DELETE_GUARDS);
+        let url = with_query(self.pipeline_url(token, &[pipeline_id])?, PIPELINE_DELETE_GUARDS);
         self.send_json(token, Method::PUT, url, Some(input)).await?.json()
     }
 
     /// `DELETE /crm/v3/pipelines/deals/{pipelineId}?validateReferencesBeforeDelete=true&validateDealStageUsagesBeforeDelete=true` (204).
     pub async fn delete_deal_pipeline(&self, token: &AccessToken, pipeline_id: &str) -> Result<()> {
-        let url = with_query(self.pipeline_url(&[pipeline_id])?, PIPELINE_DELETE_GUARDS);
+        let url = with_query(self.pipeline_url(token, &[pipeline_id])?, PIPELINE_DELETE_GUARDS);
         self.send_json::<()>(token, Method::DELETE, url, None).await.map(drop)
     }
 
@@ -87,7 +87,7 @@ impl HubSpotClient {
         token: &AccessToken,
         pipeline_id: &str,
     ) -> Result<Vec<PipelineStage>> {
-        let url = self.pipeline_url(&[pipeline_id, STAGES])?;
+        let url = self.pipeline_url(token, &[pipeline_id, STAGES])?;
         Ok(self.send_json::<()>(token, Method::GET, url, None).await?.json::<Collection<PipelineStage>>()?.results)
     }
 
@@ -98,7 +98,7 @@ impl HubSpotClient {
         pipeline_id: &str,
         stage_id: &str,
     ) -> Result<Option<PipelineStage>> {
-        let url = self.pipeline_url(&[pipeline_id, STAGES, stage_id])?;
+        let url = self.pipeline_url(token, &[pipeline_id, STAGES, stage_id])?;
         get_optional(self.send_json::<()>(token, Method::GET, url, None).await)
     }
 
@@ -109,7 +109,7 @@ impl HubSpotClient {
         pipeline_id: &str,
         input: &PipelineStageInput,
     ) -> Result<PipelineStage> {
-        let url = self.pipeline_url(&[pipeline_id, STAGES])?;
+        let url = self.pipeline_url(token, &[pipeline_id, STAGES])?;
         self.send_json(token, Method::POST, url, Some(input)).await?.json()
     }
 
@@ -121,7 +121,7 @@ impl HubSpotClient {
         stage_id: &str,
         input: &PipelineStageUpdate,
     ) -> Result<PipelineStage> {
-        let url = self.pipeline_url(&[pipeline_id, STAGES, stage_id])?;
+        let url = self.pipeline_url(token, &[pipeline_id, STAGES, stage_id])?;
         self.send_json(token, Method::PATCH, url, Some(input)).await?.json()
     }
 
@@ -133,7 +133,7 @@ impl HubSpotClient {
         stage_id: &str,
         input: &PipelineStageInput,
     ) -> Result<PipelineStage> {
-        let url = self.pipeline_url(&[pipeline_id, STAGES, stage_id])?;
+        let url = self.pipeline_url(token, &[pipeline_id, STAGES, stage_id])?;
         self.send_json(token, Method::PUT, url, Some(input)).await?.json()
     }
 
@@ -144,7 +144,7 @@ impl HubSpotClient {
         pipeline_id: &str,
         stage_id: &str,
     ) -> Result<()> {
-        let url = with_query(self.pipeline_url(&[pipeline_id, STAGES, stage_id])?, STAGE_DELETE_GUARDS);
+        let url = with_query(self.pipeline_url(token, &[pipeline_id, STAGES, stage_id])?, STAGE_DELETE_GUARDS);
         self.send_json::<()>(token, Method::DELETE, url, None).await.map(drop)
     }
 }

@@ -92,7 +92,7 @@ impl HubSpotClient {
         token: &AccessToken,
         inputs: &[PropertyCreate],
     ) -> Result<BatchResult<Property>> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "batch", "create"])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "batch", "create"])?;
         let mut merged = BatchResult::default();
         for chunk in batch::chunks(inputs) {
             let response = self.send_json(token, Method::POST, url.clone(), Some(&Inputs { inputs: chunk })).await?;
@@ -109,7 +109,7 @@ impl HubSpotClient {
         names: &[S],
         archived: bool,
     ) -> Result<BatchResult<Property>> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "batch", "read"])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "batch", "read"])?;
         let mut merged = BatchResult::default();
         for chunk in batch::chunks(names) {
             let body = BatchReadBody { archived, data_sensitivity: NON_SENSITIVE, inputs: name_inputs(chunk) };
@@ -121,7 +121,7 @@ impl HubSpotClient {
     /// `POST /crm/v3/properties/deals/batch/archive`, 100 names per call. HubSpot answers 204
     /// whatever the prior state, so this is idempotent.
     pub async fn batch_archive_deal_properties<S: AsRef<str>>(&self, token: &AccessToken, names: &[S]) -> Result<()> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "batch", "archive"])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "batch", "archive"])?;
         for chunk in batch::chunks(names) {
             let body = Inputs { inputs: &name_inputs(chunk) };
             self.send_json(token, Method::POST, url.clone(), Some(&body)).await?;
@@ -131,13 +131,13 @@ impl HubSpotClient {
 
     /// `GET /crm/v3/properties/deals/groups`.
     pub async fn list_deal_property_groups(&self, token: &AccessToken) -> Result<Vec<PropertyGroup>> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "groups"])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "groups"])?;
         Ok(self.send_json::<()>(token, Method::GET, url, None).await?.json::<Collection<PropertyGroup>>()?.results)
     }
 
     /// `GET /crm/v3/properties/deals/groups/{name}`; `Ok(None)` on 404.
     pub async fn get_deal_property_group(&self, token: &AccessToken, name: &str) -> Result<Option<PropertyGroup>> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "groups", name])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "groups", name])?;
         match self.send_json::<()>(token, Method::GET, url, None).await {
             Ok(response) => response.json().map(Some),
             Err(Error::Api { status: 404, .. }) => Ok(None),
@@ -151,7 +151,7 @@ impl HubSpotClient {
         token: &AccessToken,
         input: &PropertyGroupCreate,
     ) -> Result<PropertyGroup> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "groups"])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "groups"])?;
         self.send_json(token, Method::POST, url, Some(input)).await?.json()
     }
 
@@ -162,19 +162,19 @@ impl HubSpotClient {
         name: &str,
         input: &PropertyGroupUpdate,
     ) -> Result<PropertyGroup> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "groups", name])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "groups", name])?;
         self.send_json(token, Method::PATCH, url, Some(input)).await?.json()
     }
 
     /// `DELETE /crm/v3/properties/deals/groups/{name}` (204). A group that still holds active
     /// properties gives 400 (`GROUP_WITH_ACTIVE_PROPERTIES`).
     pub async fn archive_deal_property_group(&self, token: &AccessToken, name: &str) -> Result<()> {
-        let url = self.crm_url(FAMILY, &[DEALS_OBJECT_TYPE, "groups", name])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS_OBJECT_TYPE, "groups", name])?;
         self.send_json::<()>(token, Method::DELETE, url, None).await.map(drop)
     }
 
     pub(crate) async fn list_properties(&self, token: &AccessToken, object_type: &str) -> Result<Vec<Property>> {
-        let url = self.crm_url(FAMILY, &[object_type])?;
+        let url = self.crm_url(token, FAMILY, &[object_type])?;
         let response = self.send_json::<()>(token, Method::GET, url, None).await?;
         Ok(response.json::<Collection<Property>>()?.results)
     }
@@ -185,7 +185,7 @@ impl HubSpotClient {
         object_type: &str,
         name: &str,
     ) -> Result<Option<Property>> {
-        let url = self.crm_url(FAMILY, &[object_type, name])?;
+        let url = self.crm_url(token, FAMILY, &[object_type, name])?;
         match self.send_json::<()>(token, Method::GET, url, None).await {
             Ok(response) => response.json().map(Some),
             Err(Error::Api { status: 404, .. }) => Ok(None),
@@ -199,7 +199,7 @@ impl HubSpotClient {
         object_type: &str,
         input: &PropertyCreate,
     ) -> Result<Property> {
-        let url = self.crm_url(FAMILY, &[object_type])?;
+        let url = self.crm_url(token, FAMILY, &[object_type])?;
         self.send_json(token, Method::POST, url, Some(input)).await?.json()
     }
 
@@ -210,12 +210,12 @@ impl HubSpotClient {
         name: &str,
         input: &PropertyUpdate,
     ) -> Result<Property> {
-        let url = self.crm_url(FAMILY, &[object_type, name])?;
+        let url = self.crm_url(token, FAMILY, &[object_type, name])?;
         self.send_json(token, Method::PATCH, url, Some(input)).await?.json()
     }
 
     pub(crate) async fn archive_property(&self, token: &AccessToken, object_type: &str, name: &str) -> Result<()> {
-        let url = self.crm_url(FAMILY, &[object_type, name])?;
+        let url = self.crm_url(token, FAMILY, &[object_type, name])?;
         self.send_json::<()>(token, Method::DELETE, url, None).await.map(drop)
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::ApiVersion;
+
 /// A portal's bearer token (private-app token, service key or OAuth access token), optionally
 /// labelled with the portal it belongs to.
 ///
@@ -15,12 +17,14 @@ pub struct AccessToken {
     secret: String,
     /// Non-secret label used as the [`crate::RequestBudget`] key.
     portal: Option<String>,
+    /// The API version the portal is pinned to; `None` uses the client's default.
+    api_version: Option<ApiVersion>,
 }
 
 impl AccessToken {
     /// Wraps a raw token.
     pub fn new(s: impl Into<String>) -> Self {
-        Self { secret: s.into(), portal: None }
+        Self { secret: s.into(), portal: None, api_version: None }
     }
 
     /// Labels the token with its portal (hub) id, e.g. `"12345678"`. The label is not secret: it
@@ -28,6 +32,18 @@ impl AccessToken {
     #[must_use]
     pub fn for_portal(self, portal_id: impl Into<String>) -> Self {
         Self { portal: Some(portal_id.into()), ..self }
+    }
+
+    /// Pins the calls made with this token to `version`: every path the client builds for
+    /// them uses it instead of [`crate::ClientConfig::api_version`].
+    #[must_use]
+    pub fn with_api_version(self, version: ApiVersion) -> Self {
+        Self { api_version: Some(version), ..self }
+    }
+
+    /// The version set with [`AccessToken::with_api_version`].
+    pub fn api_version(&self) -> Option<ApiVersion> {
+        self.api_version
     }
 
     /// The raw token. Do not log it.

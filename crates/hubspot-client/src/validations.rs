@@ -52,7 +52,7 @@ impl HubSpotClient {
     /// Every deal property that has validation rules, with them. A portal (or API version)
     /// without the validations API answers 404: that reads as no rules.
     pub async fn list_deal_property_validations(&self, token: &AccessToken) -> Result<Vec<PropertyValidations>> {
-        let url = self.crm_url(FAMILY, &[DEALS])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS])?;
         match self.send_json::<()>(token, Method::GET, url, None).await {
             Ok(response) => Ok(response.json::<Collection<PropertyValidations>>()?.results),
             Err(Error::Api { status: 404, .. }) => Ok(Vec::new()),
@@ -67,7 +67,7 @@ impl HubSpotClient {
         property: &str,
         rule: &PropertyValidationRule,
     ) -> Result<()> {
-        let url = self.crm_url(FAMILY, &[DEALS, property, "rule-type", &rule.rule_type])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS, property, "rule-type", &rule.rule_type])?;
         let body = RuleBody {
             rule_arguments: &rule.rule_arguments,
             should_apply_normalization: rule.should_apply_normalization,
@@ -82,7 +82,7 @@ impl HubSpotClient {
         property: &str,
         rule_type: &str,
     ) -> Result<()> {
-        let url = self.crm_url(FAMILY, &[DEALS, property, "rule-type", rule_type])?;
+        let url = self.crm_url(token, FAMILY, &[DEALS, property, "rule-type", rule_type])?;
         match self.send_json::<()>(token, Method::DELETE, url, None).await {
             Ok(_) | Err(Error::Api { status: 404, .. }) => Ok(()),
             Err(other) => Err(other),

@@ -59,7 +59,28 @@ pub fn describe() {
     describe_counter!(
         "hubspot_webhook_events_ingested_total",
         Unit::Count,
-        "HubSpot webhook events turned into deal updates, by outcome."
+        "HubSpot change events (push webhooks and the webhooks journal) taken for deal re-reads, by outcome and feed."
+    );
+    describe_counter!("hubspot_journal_entries_total", Unit::Count, "Webhooks journal entries read and taken.");
+    describe_counter!(
+        "hubspot_journal_errors_total",
+        Unit::Count,
+        "Webhooks journal reads that failed (retried next poll)."
+    );
+    describe_counter!(
+        "hubspot_journal_recoveries_total",
+        Unit::Count,
+        "Expired webhooks journal offsets recovered with a snapshot of every deal."
+    );
+    describe_counter!(
+        "hubspot_journal_offset_at_risk_total",
+        Unit::Count,
+        "Journal reads whose offset may be close to leaving HubSpot's 3-day window."
+    );
+    describe_gauge!(
+        "hubspot_journal_offset_age_seconds",
+        Unit::Seconds,
+        "How old a portal's journal offset may be (since its reader last caught up), by portal."
     );
 
     // Pipelines and upsell.

@@ -15,6 +15,49 @@ pub struct CompanyCreate {
     pub hubspot_portal_id: String,
     /// Write-only: handed to hubspot-sync, never returned.
     pub hubspot_token: String,
+    /// What `hubspotToken` is (default `privateApp`).
+    #[serde(default)]
+    pub hubspot_token_kind: TokenKindDto,
+    /// Write-only, optional: the app's client credentials, to read the portal's webhooks
+    /// journal (the change feed for portals on a service key, which gets no push webhooks).
+    #[serde(default)]
+    pub hubspot_journal: Option<ClientCredentialsDto>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenKindDto {
+    #[default]
+    PrivateApp,
+    ServiceKey,
+}
+
+impl From<TokenKindDto> for gomark_proto::common::v1::TokenKind {
+    fn from(k: TokenKindDto) -> Self {
+        match k {
+            TokenKindDto::PrivateApp => Self::PrivateApp,
+            TokenKindDto::ServiceKey => Self::ServiceKey,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCredentialsDto {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for ClientCredentialsDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientCredentials(client_id={}, ***)", self.client_id)
+    }
+}
+
+impl From<ClientCredentialsDto> for gomark_proto::common::v1::ClientCredentials {
+    fn from(c: ClientCredentialsDto) -> Self {
+        Self { client_id: c.client_id, client_secret: c.client_secret }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -17,7 +17,7 @@ use gomark_storage::{Database, StorageError};
 use gtm_config::wire::action_id;
 use gtm_config::{Action, DealsInStages, EffectiveConfig, Op, PipelineIdMap, Plan, Target, order_or_index};
 use hubspot_client::{
-    HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
+    ApiVersion, HubSpotClient, PipelineCreate, PipelineStageInput, PipelineStageUpdate, PipelineUpdate, PropertyCreate,
     PropertyGroupCreate, PropertyGroupUpdate, PropertyOption, PropertyUpdate, PropertyValidationRule, stage_metadata,
 };
 use sqlx::Row;
@@ -49,6 +49,9 @@ pub enum ConvergeError {
     /// The portal needs an action the saved plan did not approve.
     #[error("plan is stale: {0}")]
     Stale(String),
+    /// The conformance probe of an API version move found the portal unusable on it.
+    #[error("API version probe failed: {0}")]
+    Probe(String),
 }
 
 impl From<sqlx::Error> for ConvergeError {
@@ -160,6 +163,9 @@ fn rank(action: &Action) -> (u8, u8, u8) {
         // Deal moves after the stages they go to exist; the emptied stage is deleted after
         // them, with the other removals.
         Target::StageDeals(..) => 5,
+        // Last: the configuration is written on the version known to work, then the probe
+        // runs and the pin moves.
+        Target::ApiVersion => return (2, 0, 0),
     };
     (u8::from(action.op == Op::Archive), kind, u8::from(action.op != Op::Create))
 }
@@ -288,6 +294,7 @@ impl Converger {
                 || !desired.pipelines.is_empty(),
         };
         let (_, mut observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
+        observed.api_version = Some(portal.api_version.as_str().to_owned());
         ids.match_by_label(desired, &observed);
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
         let deleted = plan.deleted_stages(&ids, &observed);
@@ -458,6 +465,10 @@ impl Converger {
         match result {
             Ok(()) => outcome.performed.push(action.clone()),
             Err(ConvergeError::HubSpot(e)) if refused(&e) => outcome.failed.push((action.clone(), reason(&e))),
+            Err(ConvergeError::Probe(why)) => {
+                tracing::warn!(company_id = %portal.company_id, portal_id = %portal.portal_id, reason = %why, "API version probe failed; pin kept");
+                outcome.failed.push((action.clone(), why.chars().take(300).collect()));
+            }
             Err(ConvergeError::HubSpot(e)) => {
                 outcome.interrupted = Some(Interrupted::from_error(&e));
                 return Ok(false);
@@ -609,6 +620,15 @@ impl Converger {
         let token = portal.token();
         let company = portal.company_id.as_str();
         match (&action.target, action.op) {
+            (Target::ApiVersion, _) => {
+                let Some(version) = desired.api_version.as_deref() else { return Ok(()) };
+                let version: ApiVersion = version
+                    .parse()
+                    .map_err(|e: hubspot_client::UnknownApiVersion| ConvergeError::Probe(e.to_string()))?;
+                crate::probe::conformance(client, portal, version).await?;
+                self.portals.set_api_version(company, version).await?;
+                tracing::info!(company_id = company, portal_id = %portal.portal_id, from = %portal.api_version, to = %version, "portal moved to a new HubSpot API version");
+            }
             (Target::PropertyGroup(name), op) => {
                 let group = desired.group(name);
                 let label = group.map(|g| g.label.clone()).unwrap_or_default();

@@ -1,8 +1,11 @@
 //! Deal ingest: HubSpot's deals become `deal.upserted` / `deal.deleted` events, each
 //! version exactly once.
 //!
-//! Three ways in, one way out:
-//! - webhooks (hints): verified by the gateway, deduplicated here, queued;
+//! Four ways in, one way out:
+//! - the webhooks journal ([`crate::journal`]), the primary feed: read in order from a stored
+//!   offset, each event taken once, queued;
+//! - push webhooks (hints): verified by the gateway, deduplicated here (with the journal's
+//!   events: an event that arrives both ways is taken once), queued;
 //! - the incremental sync, per company, on a timer: deals modified since the cursor
 //!   (the safety net for lost webhooks);
 //! - the backfill, once per company when it is onboarded: every deal.
@@ -114,6 +117,93 @@ pub struct DealSync {
     queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// One change event, from either feed (push webhooks or the journal), in the terms dedupe
+/// needs. Both feeds key it alike, so an event arriving both ways is taken once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub portal_id: String,
+    pub object_id: String,
+    pub event_id: String,
+    pub occurred_at: i64,
+    /// Whether the object is a deal (only those are re-read).
+    pub about_deals: bool,
+}
+
+/// What [`take_changes`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub accepted: u32,
+    pub duplicates: u32,
+    /// Deals queued for a re-read.
+    pub queued: usize,
+}
+
+/// Records `changes` (each with its company) as seen and queues their deals for a re-read, in
+/// the caller's transaction: a change seen before (by either feed) is a duplicate and queues
+/// nothing. One statement per 100 rows, so a batch holds the write lock briefly (SQLite has a
+/// single writer).
+pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, Change)]) -> Result<Taken> {
+    let now = gomark_storage::now_ms();
+    let mut fresh = HashSet::new();
+    for chunk in changes.chunks(BATCH) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+            .collect();
+        let sql = format!(
+            "INSERT INTO change_events_seen (portal_id, object_id, event_id, occurred_at, seen_at) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING portal_id, object_id, event_id, occurred_at",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (_, c) in chunk {
+            query = query
+                .bind(c.portal_id.clone())
+                .bind(c.object_id.clone())
+                .bind(c.event_id.clone())
+                .bind(c.occurred_at)
+                .bind(now);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let key: (String, String, String, i64) = (
+                row.try_get("portal_id")?,
+                row.try_get("object_id")?,
+                row.try_get("event_id")?,
+                row.try_get("occurred_at")?,
+            );
+            fresh.insert(key);
+        }
+    }
+    let mut taken = Taken::default();
+    let mut to_refresh: Vec<(String, String)> = Vec::new();
+    for (company, c) in changes {
+        let key = (c.portal_id.clone(), c.object_id.clone(), c.event_id.clone(), c.occurred_at);
+        if !fresh.remove(&key) {
+            taken.duplicates += 1;
+            continue;
+        }
+        taken.accepted += 1;
+        let deal = (company.clone(), c.object_id.clone());
+        if c.about_deals && !to_refresh.contains(&deal) {
+            to_refresh.push(deal);
+        }
+    }
+    for chunk in to_refresh.chunks(BATCH) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
+        let sql = format!(
+            "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (company, deal) in chunk {
+            query = query.bind(company.clone()).bind(deal.clone()).bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    taken.queued = to_refresh.len();
+    Ok(taken)
+}
+
 /// What `ingest` did with a batch of webhook events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
@@ -139,92 +229,66 @@ impl DealSync {
 
     /// Records webhook events and queues their deals for a re-read. Fast: no HubSpot call.
     pub async fn ingest(&self, events: &[WebhookEvent]) -> Result<Ingested> {
+        let changes: Vec<Change> = events
+            .iter()
+            .map(|e| Change {
+                portal_id: e.portal_id.to_string(),
+                object_id: e.object_id.to_string(),
+                event_id: e.event_id.to_string(),
+                occurred_at: e.occurred_at,
+                about_deals: e.subscription_type.starts_with("deal.") || e.subscription_type.starts_with("object."),
+            })
+            .collect();
         let mut outcome = Ingested::default();
         let mut companies = std::collections::HashMap::new();
-        let mut known = Vec::with_capacity(events.len());
-        for event in events {
-            let portal = event.portal_id.to_string();
-            if !companies.contains_key(&portal) {
-                let company = self.portals.company_of_portal(&portal).await?;
-                companies.insert(portal.clone(), company);
+        let mut known = Vec::with_capacity(changes.len());
+        for change in changes {
+            if !companies.contains_key(&change.portal_id) {
+                let company = self.portals.company_of_portal(&change.portal_id).await?;
+                companies.insert(change.portal_id.clone(), company);
             }
-            match companies.get(&portal) {
-                Some(Some(company)) => known.push((portal, company.clone(), event)),
+            match companies.get(&change.portal_id) {
+                Some(Some(company)) => known.push((company.clone(), change)),
                 _ => outcome.unknown_portal += 1,
             }
         }
-        let now = gomark_storage::now_ms();
         let mut tx = self.db.begin().await?;
-        // One statement per 100 events, not one per event: a batch holds the database's
-        // write lock for as short a time as possible (SQLite has a single writer).
-        let mut fresh = HashSet::new();
-        for chunk in known.chunks(BATCH) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
-                .collect();
-            let sql = format!(
-                "INSERT INTO webhook_events_seen (portal_id, subscription_id, event_id, occurred_at, seen_at) VALUES {} \
-                 ON CONFLICT DO NOTHING RETURNING portal_id, subscription_id, event_id, occurred_at",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (portal, _, event) in chunk {
-                query = query
-                    .bind(portal.clone())
-                    .bind(event.subscription_id.to_string())
-                    .bind(event.event_id.to_string())
-                    .bind(event.occurred_at)
-                    .bind(now);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                let key: (String, String, String, i64) = (
-                    row.try_get("portal_id")?,
-                    row.try_get("subscription_id")?,
-                    row.try_get("event_id")?,
-                    row.try_get("occurred_at")?,
-                );
-                fresh.insert(key);
-            }
-        }
-        let mut to_refresh: Vec<(String, String)> = Vec::new();
-        for (portal, company, event) in &known {
-            let key =
-                (portal.clone(), event.subscription_id.to_string(), event.event_id.to_string(), event.occurred_at);
-            if !fresh.remove(&key) {
-                outcome.duplicates += 1;
-                continue;
-            }
-            outcome.accepted += 1;
-            let deal = (company.clone(), event.object_id.to_string());
-            let about_deals =
-                event.subscription_type.starts_with("deal.") || event.subscription_type.starts_with("object.");
-            if about_deals && !to_refresh.contains(&deal) {
-                to_refresh.push(deal);
-            }
-        }
-        for chunk in to_refresh.chunks(BATCH) {
-            let values: Vec<String> =
-                (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
-            let sql = format!(
-                "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES {} ON CONFLICT DO NOTHING",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (company, deal) in chunk {
-                query = query.bind(company.clone()).bind(deal.clone()).bind(now);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        let taken = take_changes(&mut tx, &known).await?;
         tx.commit().await?;
-        if !to_refresh.is_empty() {
+        outcome.accepted = taken.accepted;
+        outcome.duplicates = taken.duplicates;
+        self.after_taken(&taken, "webhook");
+        Ok(outcome)
+    }
+
+    /// After a transaction holding [`take_changes`] committed: wake the re-read loop, count.
+    pub(crate) fn after_taken(&self, taken: &Taken, feed: &'static str) {
+        if taken.queued > 0 {
             // A permit is kept if the loop is mid-pass, so this wake is never lost.
             self.queued.notify_one();
         }
-        metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "accepted")
-            .increment(u64::from(outcome.accepted));
-        metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "duplicate")
-            .increment(u64::from(outcome.duplicates));
-        Ok(outcome)
+        metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "accepted", "feed" => feed)
+            .increment(u64::from(taken.accepted));
+        metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "duplicate", "feed" => feed)
+            .increment(u64::from(taken.duplicates));
+    }
+
+    /// Reads every deal of the company and publishes those newer than what was published:
+    /// the snapshot that recovers a journal whose offset expired.
+    pub async fn resync_all(&self, company_id: &str) -> Result<usize> {
+        let Some(portal) = self.portals.get(company_id).await? else { return Ok(0) };
+        let mut after = String::new();
+        let mut seen = 0;
+        loop {
+            let (deals, next) =
+                list_deals_page(&self.client, &portal, (!after.is_empty()).then_some(after.as_str())).await?;
+            self.publish_all(&portal, &deals).await?;
+            seen += deals.len();
+            after = next.unwrap_or_default();
+            if after.is_empty() {
+                return Ok(seen);
+            }
+        }
     }
 
     /// Re-reads up to one batch of queued deals of `company`; returns how many were done.
@@ -488,7 +552,7 @@ impl DealSync {
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = now;
                 let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
-                if let Err(err) = sqlx::query("DELETE FROM webhook_events_seen WHERE seen_at < $1")
+                if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
                     .bind(cutoff)
                     .execute(self.db.pool())
                     .await

@@ -2,8 +2,9 @@
 
 use crate::budget::PortalBudget;
 use crate::converge::{Applied, ConvergeError, Converger, Interrupted};
-use crate::credentials::Credential;
+use crate::credentials::{ClientCredentials, Credential};
 use crate::deals::DealSync;
+use crate::journal::JournalReader;
 use crate::portals::{PortalError, Portals};
 use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError, Role};
@@ -22,6 +23,7 @@ pub struct HubspotSyncGrpc {
     budget: std::sync::Arc<PortalBudget>,
     converger: Converger,
     sources: Option<crate::sources::Sources>,
+    journal: JournalReader,
 }
 
 impl HubspotSyncGrpc {
@@ -31,8 +33,9 @@ impl HubspotSyncGrpc {
         deals: DealSync,
         budget: std::sync::Arc<PortalBudget>,
         converger: Converger,
+        journal: JournalReader,
     ) -> Self {
-        Self { portals, client, deals, budget, converger, sources: None }
+        Self { portals, client, deals, budget, converger, sources: None, journal }
     }
 
     /// Keeps who changed each portal (from events), so plans and drift can say.
@@ -140,8 +143,24 @@ impl HubspotSyncService for HubspotSyncGrpc {
             }
             _ => {
                 check_bearer_token("token", &r.token)?;
-                Credential::PrivateApp { token: r.token }
+                use gomark_proto::common::v1::TokenKind;
+                match TokenKind::try_from(r.token_kind) {
+                    Ok(TokenKind::ServiceKey) => Credential::ServiceKey { token: r.token },
+                    Ok(TokenKind::Unspecified | TokenKind::PrivateApp) => Credential::PrivateApp { token: r.token },
+                    Err(_) => return Err(PublicError::invalid("token_kind", "is not a known kind").into()),
+                }
             }
+        };
+        let journal = match r.journal {
+            Some(cc) if !(cc.client_id.is_empty() && cc.client_secret.is_empty()) => {
+                let id = cc.client_id.trim();
+                if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(PublicError::invalid("journal.client_id", "must be the app's client id").into());
+                }
+                check_bearer_token("journal.client_secret", &cc.client_secret)?;
+                Some(ClientCredentials { client_id: id.to_owned(), client_secret: cc.client_secret })
+            }
+            _ => None,
         };
         // One company per portal (a unique index backs this check against races).
         let holder = self.portals.company_of_portal(&r.portal_id).await.map_err(internal)?;
@@ -154,7 +173,10 @@ impl HubspotSyncService for HubspotSyncGrpc {
             }
             other => internal(other),
         })?;
-        tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, "portal registered");
+        if journal.is_some() {
+            self.portals.set_journal_credential(&r.company_id, journal.as_ref()).await.map_err(internal)?;
+        }
+        tracing::info!(company_id = %r.company_id, portal_id = %r.portal_id, kind = credential.kind(), journal = journal.is_some(), "portal registered");
         Ok(Response::new(pb::RegisterPortalResponse {}))
     }
 
@@ -186,6 +208,16 @@ impl HubspotSyncService for HubspotSyncGrpc {
         let mut status = self.deals.status(&company_id).await.map_err(internal)?;
         if let Some(portal) = self.portals.get(&company_id).await.map_err(internal)? {
             status.paused_until_ms = self.budget.paused_until_ms(&portal.portal_id).unwrap_or(0);
+            status.api_version = portal.api_version.as_str().to_owned();
+            status.credential_kind = portal.credential.kind().to_owned();
+            if portal.journal.is_some() {
+                let j = self.journal.status(&company_id).await.map_err(internal)?;
+                status.journal = Some(pb::JournalStatus {
+                    caught_up_at_ms: j.caught_up_at_ms,
+                    recoveries: j.recoveries,
+                    last_error: j.last_error,
+                });
+            }
         }
         Ok(Response::new(status))
     }

@@ -1,20 +1,25 @@
 //! hubspot-sync: the only GoMark service that talks to HubSpot. It keeps each company's
-//! portal credentials, plans and applies each portal's desired configuration (the one
-//! planner for HubSpot), syncs deals, and reads back what portals really hold.
+//! portal credentials and pinned API version, plans and applies each portal's desired
+//! configuration (the one planner for HubSpot, API version moves included), syncs deals
+//! (webhooks journal first, push webhooks and search as well), and reads back what portals
+//! really hold.
 
 pub mod budget;
 pub mod converge;
 pub mod credentials;
 pub mod deals;
 mod grpc;
+pub mod journal;
 pub mod oauth;
 pub mod observed;
 mod portals;
+mod probe;
 mod settings;
 pub mod sources;
 pub mod stage_usage;
 
 pub use deals::{DealSync, DealSyncSettings};
+pub use journal::{JournalReader, JournalSettings};
 pub use portals::{Portal, Portals};
 pub use settings::{HubSpotSettings, Settings};
 
@@ -40,7 +45,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let client =
         hubspot_client::HubSpotClient::new(settings.hubspot.client_config())?.with_budget(portal_budget.clone());
     let vault = std::sync::Arc::new(credentials::Vault::from_setting(settings.hubspot.credential_keys.expose())?);
-    let portals = Portals::new(backends.db.clone(), vault);
+    let portals = Portals::new(backends.db.clone(), vault).with_default_version(settings.hubspot.api_version());
     let resealed = portals.reseal().await?;
     if resealed > 0 {
         tracing::info!(portals = resealed, "credentials re-sealed with the current key");
@@ -51,6 +56,13 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
     let deal_sync =
         DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone());
+    let journal = journal::JournalReader::new(
+        backends.db.clone(),
+        portals.clone(),
+        client.clone(),
+        deal_sync.clone(),
+        settings.journal.clone(),
+    );
     let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(
         grpc::HubspotSyncGrpc::new(
             portals.clone(),
@@ -58,6 +70,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
             deal_sync.clone(),
             portal_budget,
             converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
+            journal.clone(),
         )
         .with_sources(sources::Sources::new(backends.db.clone(), settings.hubspot.gomark_app_ids())),
     ));
@@ -72,6 +85,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     });
     service
         .spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker.clone()).run(shutdown.clone()));
+    service.spawn_loop(journal.run(shutdown.clone()));
     service.spawn_loop(deal_sync.run(shutdown.clone()));
     service.spawn_loop(
         oauth::OAuthRefresher {

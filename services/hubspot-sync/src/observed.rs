@@ -129,5 +129,7 @@ pub fn normalize(
             .collect(),
         validation_rules: Vec::new(),
         stage_deals: Vec::new(),
+        // The pin is hubspot-sync's record, not something HubSpot reports: the caller sets it.
+        api_version: None,
     }
 }

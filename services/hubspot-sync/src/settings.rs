@@ -11,6 +11,7 @@ pub struct Settings {
     pub common: CommonSettings,
     pub hubspot: HubSpotSettings,
     pub deals: crate::deals::DealSyncSettings,
+    pub journal: crate::journal::JournalSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,8 +19,9 @@ pub struct Settings {
 pub struct HubSpotSettings {
     /// `https://api.hubapi.com`, or a simulator's URL.
     pub base_url: String,
-    /// `v3`, `2026-03` or `2026-09`: which API version to call (2026-09 enforces the portals'
-    /// validation rules on record writes).
+    /// `v3`, `2026-03` or `2026-09`: the version newly registered portals are pinned to
+    /// (each portal then keeps its own pin, moved by rollouts of `hubspot.apiVersion`);
+    /// 2026-09 enforces the portals' validation rules on record writes.
     pub api_version: String,
     /// Deadline of one HubSpot request.
     pub timeout_ms: u64,
@@ -42,7 +44,7 @@ impl Default for HubSpotSettings {
     fn default() -> Self {
         Self {
             base_url: hubspot_client::DEFAULT_BASE_URL.into(),
-            api_version: "v3".into(),
+            api_version: hubspot_client::ApiVersion::default().as_str().into(),
             timeout_ms: 10_000,
             max_retries: 3,
             retry_base_delay_ms: 200,
@@ -59,14 +61,15 @@ impl HubSpotSettings {
         self.app_ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
     }
 
+    /// The configured default version (validated at start; the current stable one otherwise).
+    pub fn api_version(&self) -> hubspot_client::ApiVersion {
+        self.api_version.parse().unwrap_or_default()
+    }
+
     pub fn client_config(&self) -> hubspot_client::ClientConfig {
         hubspot_client::ClientConfig {
             base_url: self.base_url.clone(),
-            api_version: match self.api_version.as_str() {
-                "2026-03" => hubspot_client::ApiVersion::Date2026_03,
-                "2026-09" => hubspot_client::ApiVersion::Date2026_09,
-                _ => hubspot_client::ApiVersion::V3,
-            },
+            api_version: self.api_version(),
             timeout: Duration::from_millis(self.timeout_ms),
             max_retries: self.max_retries,
             retry_base_delay: Duration::from_millis(self.retry_base_delay_ms),
@@ -87,6 +90,7 @@ struct Sections {
     cache: gomark_cache::CacheSettings,
     hubspot: HubSpotSettings,
     deals: crate::deals::DealSyncSettings,
+    journal: crate::journal::JournalSettings,
 }
 
 impl From<Sections> for Settings {
@@ -101,6 +105,7 @@ impl From<Sections> for Settings {
             },
             hubspot: s.hubspot,
             deals: s.deals,
+            journal: s.journal,
         }
     }
 }
@@ -109,9 +114,10 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.common.validate()?;
         validate_url("hubspot.base_url", &self.hubspot.base_url)?;
-        if !matches!(self.hubspot.api_version.as_str(), "v3" | "2026-03" | "2026-09") {
+        if self.hubspot.api_version.parse::<hubspot_client::ApiVersion>().is_err() {
             return Err(SettingsError::invalid("hubspot.api_version", "must be v3, 2026-03 or 2026-09"));
         }
+        self.journal.validate()?;
         if !(100..=120_000).contains(&self.hubspot.timeout_ms) {
             return Err(SettingsError::invalid("hubspot.timeout_ms", "must be between 100 and 120000"));
         }

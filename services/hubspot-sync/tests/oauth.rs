@@ -13,7 +13,7 @@ async fn grants_close_to_expiry_are_refreshed_and_stored() {
     let forms: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = forms.clone();
     let app = axum::Router::new().route(
-        "/oauth/v1/token",
+        "/oauth/2026-03/token",
         axum::routing::post(move |body: String| {
             seen.lock().expect("lock").push(body);
             std::future::ready(axum::Json(serde_json::json!({

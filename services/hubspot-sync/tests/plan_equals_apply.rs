@@ -108,7 +108,9 @@ fn desired() -> impl Strategy<Value = EffectiveConfig> {
         0..3,
     );
     let rules = (proptest::collection::vec((0usize..5, 0usize..4, 1u8..20), 0..4), any::<bool>());
-    (properties, pipelines, rules).prop_map(|(properties, pipelines, (rules, conditional))| {
+    // A pin move rides along (None: keep the pin).
+    let version = proptest::option::of(proptest::sample::select(gtm_config::API_VERSIONS.to_vec()));
+    (properties, pipelines, rules, version).prop_map(|(properties, pipelines, (rules, conditional), version)| {
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         let deal_properties: Vec<DealProperty> = properties
@@ -136,6 +138,7 @@ fn desired() -> impl Strategy<Value = EffectiveConfig> {
                 .map(|(i, l, s, o)| pipeline(i, l, &s, o))
                 .collect(),
             validation_rules,
+            api_version: version.map(str::to_owned),
             ..EffectiveConfig::default()
         }
     })

@@ -10,10 +10,26 @@ use gomark_events::relay::RelayWaker;
 use gomark_platform::grpc_client::TracedChannel;
 use gomark_platform::token::check_bearer_token;
 use gomark_platform::{Caller, ErrorKind, PublicError};
+use gomark_proto::common::v1::{ClientCredentials, TokenKind};
 use gomark_proto::events::v1::CompanyCreated;
 use gomark_proto::hubspot_sync::v1::RegisterPortalRequest;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient;
 use serde_json::json;
+
+/// How GoMark reaches a company's portal; handed to hubspot-sync, never stored here.
+#[derive(Clone)]
+pub struct HubSpotAccess {
+    pub token: String,
+    pub kind: TokenKind,
+    pub journal: Option<ClientCredentials>,
+}
+
+impl HubSpotAccess {
+    /// A private-app token, nothing else.
+    pub fn token(token: &str) -> Self {
+        Self { token: token.to_owned(), kind: TokenKind::PrivateApp, journal: None }
+    }
+}
 
 /// Who is making a change, as the audit log will name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +58,19 @@ impl Companies {
     }
 
     pub async fn create_company(&self, actor: &Actor, name: &str, portal_id: &str, token: &str) -> Result<CompanyRow> {
+        self.create_company_with(actor, name, portal_id, &HubSpotAccess::token(token)).await
+    }
+
+    /// [`Self::create_company`] with the portal's full HubSpot access: the kind of token, and
+    /// optionally the client credentials its webhooks journal is read with.
+    pub async fn create_company_with(
+        &self,
+        actor: &Actor,
+        name: &str,
+        portal_id: &str,
+        access: &HubSpotAccess,
+    ) -> Result<CompanyRow> {
+        let token = access.token.as_str();
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             return Err(Error::invalid("name", "must be 1 to 200 characters"));
@@ -66,6 +95,8 @@ impl Companies {
             portal_id: portal_id.to_owned(),
             token: token.to_owned(),
             oauth: None,
+            token_kind: access.kind.into(),
+            journal: access.journal.clone(),
         };
         self.hubspot_sync.clone().register_portal(Caller::system("orchestrator").request(request)).await.map_err(
             |status| {

@@ -7,7 +7,7 @@ use crate::planning::Planner;
 use crate::property_edits::{PropertyEdits, PropertyPatch};
 use crate::revisions::{RevisionRow, Revisions};
 use crate::rollout::{Rollouts, StartRequest};
-use gomark_platform::{Caller, Role};
+use gomark_platform::{Caller, PublicError, Role};
 use gomark_proto::common::v1::Company;
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
@@ -62,8 +62,11 @@ impl OrchestratorService for OrchestratorGrpc {
         let caller = caller(&req)?;
         caller.require_portfolio(Role::Admin)?;
         let r = req.into_inner();
+        let kind = gomark_proto::common::v1::TokenKind::try_from(r.hubspot_token_kind)
+            .map_err(|_| PublicError::invalid("hubspotTokenKind", "is not a known kind"))?;
+        let access = crate::companies::HubSpotAccess { token: r.hubspot_token, kind, journal: r.hubspot_journal };
         let company =
-            self.companies.create_company(&actor(&caller), &r.name, &r.hubspot_portal_id, &r.hubspot_token).await?;
+            self.companies.create_company_with(&actor(&caller), &r.name, &r.hubspot_portal_id, &access).await?;
         Ok(Response::new(company_proto(&company)))
     }
 

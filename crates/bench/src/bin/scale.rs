@@ -224,6 +224,7 @@ async fn distributed_for_ingest(webhook_delay: Duration) -> Result<Option<Runnin
             ..Default::default()
         },
         deals: gomark_hubspot_sync::DealSyncSettings { interval_secs: 30, index_lag_secs: 0, ..Default::default() },
+        journal: gomark_hubspot_sync::JournalSettings::default(),
     };
     let backends = Backends::connect(&sync_settings.common).await?;
     let sync = gomark_hubspot_sync::start(sync_settings, backends, shutdown.clone()).await?;

@@ -548,7 +548,8 @@ async fn services_enforce_the_scope_when_called_directly() {
                 .create_company(a_admin.request(pb::CreateCompanyRequest {
                     name: "X".into(),
                     hubspot_portal_id: "1".into(),
-                    hubspot_token: "t".into()
+                    hubspot_token: "t".into(),
+                    ..Default::default()
                 }))
                 .await
         ),
@@ -574,7 +575,7 @@ async fn services_enforce_the_scope_when_called_directly() {
         company_id: b.clone(),
         portal_id: "666".into(),
         token: "stolen".into(),
-        oauth: None,
+        ..Default::default()
     };
     assert_eq!(code(sync.register_portal(a_admin.request(hijack)).await), Err(tonic::Code::NotFound));
     let desired = gomark_proto::config::v1::HubSpotConfig { company_id: b.clone(), ..Default::default() };
@@ -732,6 +733,7 @@ async fn services_accept_a_caller_only_from_a_valid_assertion() {
         name: "X".into(),
         hubspot_portal_id: "9".into(),
         hubspot_token: "t".into(),
+        ..Default::default()
     });
     root.to_metadata(both.metadata_mut());
     both.metadata_mut().insert(ASSERTION_METADATA_KEY, viewer_token.parse().expect("ascii"));

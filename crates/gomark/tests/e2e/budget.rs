@@ -107,7 +107,7 @@ async fn relabel_under_a_tight_budget(latency: Duration) {
     let requests = sim.requests();
     assert!(requests.iter().all(|r| r.status != 429), "the budget kept every request under the limit");
     let mut per_portal: BTreeMap<u64, (usize, Vec<String>)> = BTreeMap::new();
-    for r in requests.iter().filter(|r| r.path.contains("/properties/deals")) {
+    for r in requests.iter().filter(|r| crate::support::v3_path(&r.path).contains("/properties/deals")) {
         let entry = per_portal.entry(r.portal_id.expect("portal")).or_default();
         entry.0 += 1;
         if r.method == "PATCH" {

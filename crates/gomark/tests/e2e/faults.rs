@@ -56,10 +56,12 @@ async fn wait_for(api: &Api, id: &str, what: &str, limit: Duration, ready: impl 
 fn assert_each_write_once(sim: &HubSpotSim, portals: u64) {
     let mut creates: HashMap<u64, u32> = HashMap::new();
     for r in sim.requests() {
-        let creates_property =
-            r.path.ends_with("/properties/deals") || r.path.ends_with("/properties/deals/batch/create");
+        let creates_property = {
+            let path = crate::support::v3_path(&r.path);
+            path.ends_with("/properties/deals") || path.ends_with("/properties/deals/batch/create")
+        };
         if r.method != "GET"
-            && (creates_property || r.path.contains("/properties/deals/"))
+            && (creates_property || crate::support::v3_path(&r.path).contains("/properties/deals/"))
             && let Some(portal) = r.portal_id
         {
             *creates.entry(portal).or_default() += 1;

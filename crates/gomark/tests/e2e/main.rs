@@ -12,6 +12,7 @@ mod drift;
 mod embedded;
 mod faults;
 mod funnels;
+mod journal;
 mod metrics;
 mod openapi;
 mod plan_apply;

@@ -131,3 +131,21 @@ pub const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus:
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
+
+/// A HubSpot path in its v3 spelling whatever the version it was called with
+/// (`/crm/properties/2026-09/deals` → `/crm/v3/properties/deals`), so tests can match
+/// requests of portals pinned to any version.
+pub fn v3_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["", "crm", family, version, rest @ ..] if version.starts_with("20") => {
+            let mut out = format!("/crm/v3/{family}");
+            for p in rest {
+                out.push('/');
+                out.push_str(p);
+            }
+            out
+        }
+        _ => path.to_owned(),
+    }
+}

@@ -124,10 +124,12 @@ impl FakeServer {
         self.shared.requests.lock().expect("lock").clone()
     }
 
-    /// Config pointing at this server with millisecond backoffs.
+    /// Config pointing at this server with millisecond backoffs, on v3 paths (the tests
+    /// spell those out; [`Self::client_for`] picks another version).
     pub fn config(&self) -> ClientConfig {
         ClientConfig {
             base_url: self.base_url.clone(),
+            api_version: ApiVersion::V3,
             timeout: Duration::from_secs(5),
             max_retries: 3,
             retry_base_delay: Duration::from_millis(1),
@@ -224,15 +226,14 @@ pub fn hubspot_error(status: u16, category: &str, sub_category: Option<&str>, me
     Reply::json(status, body)
 }
 
-/// Both path generations, for tests that check every endpoint under each.
-pub const VERSIONS: [ApiVersion; 2] = [ApiVersion::V3, ApiVersion::Date2026_03];
+/// Every version, for tests that check every endpoint under each.
+pub const VERSIONS: [ApiVersion; 3] = ApiVersion::ALL;
 
-/// `/crm/v3/{family}` or `/crm/{family}/2026-03`.
+/// `/crm/v3/{family}` or `/crm/{family}/{date}`.
 pub fn crm_prefix(version: ApiVersion, family: &str) -> String {
     match version {
         ApiVersion::V3 => format!("/crm/v3/{family}"),
-        ApiVersion::Date2026_03 => format!("/crm/{family}/2026-03"),
-        ApiVersion::Date2026_09 => format!("/crm/{family}/2026-09"),
+        dated => format!("/crm/{family}/{dated}"),
     }
 }
 

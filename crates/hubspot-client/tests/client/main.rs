@@ -3,6 +3,7 @@
 mod budget;
 mod deals;
 mod fake_server;
+mod journal;
 mod oauth;
 mod pipelines;
 mod properties;

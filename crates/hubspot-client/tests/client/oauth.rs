@@ -32,10 +32,10 @@ async fn refresh_posts_a_form_to_the_versioned_token_endpoint() {
         let requests = server.requests();
         let request = &requests[0];
         let path = match version {
-            ApiVersion::V3 => "/oauth/v1/token",
-            ApiVersion::Date2026_03 | ApiVersion::Date2026_09 => "/oauth/2026-03/token",
+            ApiVersion::V3 => "/oauth/v1/token".to_owned(),
+            _ => "/oauth/2026-03/token".to_owned(),
         };
-        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", path));
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", path.as_str()));
         assert_eq!(request.headers.get("content-type").map(String::as_str), Some("application/x-www-form-urlencoded"));
         assert!(!request.headers.contains_key("authorization"));
         assert_eq!(
@@ -66,4 +66,39 @@ async fn refresh_errors_never_contain_secrets() {
             assert!(!text.contains(SECRET) && !text.contains(REFRESH) && !text.contains("CJT-leaky"), "{text}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_pinned_refresh_token_uses_its_version_whatever_the_client_default() {
+    let server = FakeServer::start().await;
+    server.push(Reply::json(200, json!({"refresh_token": "rt", "access_token": "at", "expires_in": 60})));
+    let client = server.client_for(ApiVersion::V3);
+    let refresh = AccessToken::new(REFRESH).with_api_version(ApiVersion::Date2026_03);
+    client.refresh_access_token("id", SECRET, &refresh).await.expect("refresh");
+    assert_eq!(server.requests()[0].path, "/oauth/2026-03/token");
+}
+
+#[tokio::test]
+async fn client_credentials_token_for_the_journal() {
+    let server = FakeServer::start().await;
+    server.push(Reply::json(200, json!({"access_token": "cc-access", "expires_in": 1800, "token_type": "bearer"})));
+    let client = server.client_for(ApiVersion::V3);
+    let portal = AccessToken::new("pat-unused").for_portal("62515").with_api_version(ApiVersion::Date2026_03);
+    let token = client
+        .client_credentials_token(&portal, "cid", SECRET, hubspot_client::JOURNAL_READ_SCOPE)
+        .await
+        .expect("token");
+    assert_eq!(token.access_token.expose(), "cc-access");
+    assert_eq!(token.access_token.portal(), Some("62515"));
+    assert_eq!(token.access_token.api_version(), Some(ApiVersion::Date2026_03));
+    assert_eq!(token.expires_in, Duration::from_secs(1800));
+    let request = &server.requests()[0];
+    assert_eq!(request.path, "/oauth/2026-03/token");
+    assert!(!request.headers.contains_key("authorization"), "the portal token is never sent");
+    assert_eq!(
+        String::from_utf8_lossy(&request.body),
+        format!(
+            "grant_type=client_credentials&client_id=cid&client_secret={SECRET}&scope=developer.webhooks_journal.read"
+        )
+    );
 }

@@ -30,6 +30,8 @@ async fn create(
         name: body.name,
         hubspot_portal_id: body.hubspot_portal_id,
         hubspot_token: body.hubspot_token,
+        hubspot_token_kind: gomark_proto::common::v1::TokenKind::from(body.hubspot_token_kind).into(),
+        hubspot_journal: body.hubspot_journal.map(Into::into),
     };
     let company = CompanyView::from(s.orchestrator.clone().create_company(caller.request(req)).await?.into_inner());
     let location = format!("/v1/companies/{}", company.id);

@@ -32,6 +32,23 @@ pub struct SyncStatusView {
     last_error: Option<String>,
     /// Set while the portal's daily HubSpot budget is spent: calls resume then.
     paused_until: Option<String>,
+    /// The HubSpot API version every call for this portal uses (`v3`, `2026-03`, `2026-09`).
+    api_version: String,
+    /// `private_app`, `service_key` or `oauth` (never the secret).
+    credential_kind: String,
+    /// Set when the portal's changes are read from its webhooks journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journal: Option<JournalStatusView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalStatusView {
+    /// When the reader last had nothing left to read; HubSpot keeps 3 days of journal.
+    caught_up_at: Option<String>,
+    /// Expired offsets recovered with a snapshot.
+    recoveries: i64,
+    last_error: Option<String>,
 }
 
 /// Where the company's deal sync stands.
@@ -58,6 +75,13 @@ async fn sync_status(
         queued_deals: st.queued_deals,
         last_error: (!st.last_error.is_empty()).then_some(st.last_error),
         paused_until: when(st.paused_until_ms),
+        api_version: st.api_version,
+        credential_kind: st.credential_kind,
+        journal: st.journal.map(|j| JournalStatusView {
+            caught_up_at: when(j.caught_up_at_ms),
+            recoveries: j.recoveries,
+            last_error: (!j.last_error.is_empty()).then_some(j.last_error),
+        }),
     }))
 }
 
