@@ -112,8 +112,23 @@ async fn a_version_move_is_probed_then_pinned_and_can_be_rolled_back() {
     assert_eq!(pin().await, ApiVersion::Date2026_09);
     let probed: Vec<String> = sim.requests().iter().map(|r| r.path.clone()).collect();
     assert!(probed.iter().any(|p| p == "/crm/objects/2026-09/deals"), "the probe read deals on 2026-09: {probed:?}");
-    sim.clear_requests();
     assert!(converger.plan("c1", &desired("2026-09")).await.expect("plan").actions.is_empty());
+    // A plan reads only what is declared: with a property declared, it reads on 2026-09.
+    let with_property = EffectiveConfig {
+        deal_properties: vec![gtm_config::DealProperty {
+            name: "gomark_probe".into(),
+            label: "Probe".into(),
+            property_type: gtm_config::PropertyType::String,
+            field_type: gtm_config::FieldType::Text,
+            group_name: "dealinformation".into(),
+            description: None,
+            options: Vec::new(),
+            has_unique_value: false,
+        }],
+        ..desired("2026-09")
+    };
+    sim.clear_requests();
+    converger.plan("c1", &with_property).await.expect("plan a property");
     let paths: Vec<String> = sim.requests().iter().map(|r| r.path.clone()).collect();
     assert!(!paths.is_empty() && paths.iter().all(|p| p.contains("/2026-09")), "{paths:?}");
 
