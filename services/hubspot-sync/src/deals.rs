@@ -471,8 +471,10 @@ impl DealSync {
     }
 
     /// One pass over one company: drain its queue, finish its backfill, and run its
-    /// incremental sync if due. Errors are recorded and retried next pass.
-    async fn pass(&self, company: &str, sync_due: bool) -> bool {
+    /// incremental sync if due. Errors are recorded and retried next pass. Returns whether
+    /// it did queued work, and whether its backfill is known to be done (then its sync
+    /// state is read again only when its incremental sync is due).
+    async fn pass(&self, company: &str, sync_due: bool, known_done: bool) -> (bool, bool) {
         let mut busy = false;
         loop {
             match self.refresh_queued(company).await {
@@ -485,23 +487,37 @@ impl DealSync {
                 }
             }
         }
-        match self.state(company).await {
+        if known_done && !sync_due {
+            return (busy, true);
+        }
+        let done = match self.state(company).await {
             Ok(state) if state.backfill_state != "done" => {
                 if let Err(err) = self.backfill(company).await {
                     tracing::warn!(company_id = %company, error = %err, "deal backfill failed, will resume");
                     self.record_error(company, &err).await;
                 }
+                false
             }
             Ok(_) if sync_due => {
                 if let Err(err) = self.incremental(company).await {
                     tracing::warn!(company_id = %company, error = %err, "incremental deal sync failed");
                     self.record_error(company, &err).await;
                 }
+                true
             }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(company_id = %company, error = %err, "deal sync state unreadable"),
-        }
-        busy
+            Ok(_) => true,
+            Err(err) => {
+                tracing::warn!(company_id = %company, error = %err, "deal sync state unreadable");
+                false
+            }
+        };
+        (busy, done)
+    }
+
+    /// The companies with deals queued for a re-read.
+    async fn queued_companies(&self) -> Result<HashSet<String>> {
+        let rows = sqlx::query("SELECT DISTINCT company_id FROM deal_refresh_queue").fetch_all(self.db.pool()).await?;
+        Ok(rows.iter().map(|r| r.try_get("company_id")).collect::<std::result::Result<_, _>>()?)
     }
 
     /// Drains the webhook queue continuously, runs backfills, and each company's
@@ -513,6 +529,9 @@ impl DealSync {
         let poll = Duration::from_millis(self.settings.queue_poll_ms.max(10));
         let interval = Duration::from_secs(self.settings.interval_secs.max(1));
         let mut next_sync: std::collections::HashMap<String, tokio::time::Instant> = std::collections::HashMap::new();
+        // Companies whose backfill is done: visited only when deals are queued for them or
+        // their incremental sync is due, so a pass costs what is queued, not the portfolio.
+        let mut backfilled: HashSet<String> = HashSet::new();
         let mut last_prune = tokio::time::Instant::now();
         // Polled every few hundred milliseconds: a database outage is logged once.
         let mut outage = gomark_platform::Outage::new("deal sync");
@@ -527,28 +546,44 @@ impl DealSync {
                     Vec::new()
                 }
             };
+            // Unknown (the database is failing): every company may have queued deals.
+            let queued = self.queued_companies().await.ok();
             let now = tokio::time::Instant::now();
             let count = companies.len().max(1) as u32;
-            let work: Vec<(String, bool)> = companies
+            let work: Vec<(String, bool, bool)> = companies
                 .into_iter()
                 .enumerate()
-                .map(|(i, company)| {
+                .filter_map(|(i, company)| {
                     // Spread first runs over the interval so a thousand portals never poll at once.
                     let due = *next_sync.entry(company.clone()).or_insert_with(|| now + interval / count * i as u32);
                     let sync_due = due <= now;
                     if sync_due {
                         next_sync.insert(company.clone(), now + interval);
                     }
-                    (company, sync_due)
+                    let done = backfilled.contains(&company);
+                    let has_queued = queued.as_ref().is_none_or(|q| q.contains(&company));
+                    (has_queued || sync_due || !done).then_some((company, sync_due, done))
                 })
                 .collect();
             let this = &self;
-            let busy = futures::stream::iter(work)
+            let outcomes: Vec<(String, bool, bool)> = futures::stream::iter(work)
                 .take_while(|_| std::future::ready(!shutdown.is_triggered()))
-                .map(|(company, sync_due)| async move { this.pass(&company, sync_due).await })
+                .map(|(company, sync_due, done)| async move {
+                    let (busy, done) = this.pass(&company, sync_due, done).await;
+                    (company, busy, done)
+                })
                 .buffer_unordered(CONCURRENT_COMPANIES)
-                .fold(false, |any, busy| std::future::ready(any || busy))
+                .collect()
                 .await;
+            let mut busy = false;
+            for (company, was_busy, done) in outcomes {
+                busy |= was_busy;
+                if done {
+                    backfilled.insert(company);
+                } else {
+                    backfilled.remove(&company);
+                }
+            }
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = now;
                 let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
