@@ -28,6 +28,10 @@ lint:
 hubspot-clients:
     bash .ci/hubspot-clients/run
 
+# buf lint and buf breaking (against main) over proto/.
+buf:
+    bash .ci/buf
+
 # Python's grpcio reflection client on every gRPC port; prometheus_client parses /metrics.
 judges:
     bash .ci/judges/run
