@@ -44,6 +44,8 @@ pub struct JournalEvent {
     /// Who made the change (`CRM_UI`, `INTEGRATION`, `API`, …), when HubSpot says.
     pub change_source: String,
     pub source_id: String,
+    /// The property a value or definition change is about (empty otherwise).
+    pub property_name: String,
 }
 
 impl JournalEvent {
@@ -91,8 +93,10 @@ fn event(v: &Value) -> Option<JournalEvent> {
         occurred_at: epoch_ms(get(&["occurredAt", "timestamp"])),
         change_source: text(get(&["changeSource"])),
         source_id: text(get(&["sourceId"])),
+        property_name: text(get(&["propertyName"])),
     };
-    (!event.object_id.is_empty()).then_some(event)
+    // A record change names its object; a definition change (journal only) its property.
+    (!event.object_id.is_empty() || !event.property_name.is_empty()).then_some(event)
 }
 
 /// The events of a journal entry file: a JSON array of events, or an object holding one under

@@ -123,6 +123,8 @@ pub struct JournalReader {
     /// This replica, as lease owner.
     owner: String,
     tokens: Arc<Mutex<HashMap<String, (AccessToken, tokio::time::Instant)>>>,
+    /// Who made each change, for drift records (definition changes reach GoMark only here).
+    sources: Option<crate::sources::Sources>,
 }
 
 impl JournalReader {
@@ -133,7 +135,46 @@ impl JournalReader {
         deals: DealSync,
         settings: JournalSettings,
     ) -> Self {
-        Self { db, portals, client, deals, settings, owner: uuid::Uuid::now_v7().to_string(), tokens: Arc::default() }
+        Self {
+            db,
+            portals,
+            client,
+            deals,
+            settings,
+            owner: uuid::Uuid::now_v7().to_string(),
+            tokens: Arc::default(),
+            sources: None,
+        }
+    }
+
+    /// Records who made each change read, as push webhooks do.
+    pub fn with_sources(mut self, sources: crate::sources::Sources) -> Self {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// Remembers the sources of `events` (best effort: a failure costs attribution only).
+    async fn record_sources(&self, portal_id: &str, events: &[hubspot_client::JournalEvent]) {
+        let Some(sources) = &self.sources else { return };
+        let portal = portal_id.parse::<u64>().unwrap_or_default();
+        let events: Vec<gomark_proto::hubspot_sync::v1::WebhookEvent> = events
+            .iter()
+            .filter(|e| !e.change_source.is_empty())
+            .map(|e| gomark_proto::hubspot_sync::v1::WebhookEvent {
+                portal_id: e.portal_id.unwrap_or(portal),
+                occurred_at: e.occurred_at,
+                subscription_type: e.subscription_type.clone(),
+                property_name: e.property_name.clone(),
+                change_source: e.change_source.clone(),
+                source_id: e.source_id.clone(),
+                ..Default::default()
+            })
+            .collect();
+        if !events.is_empty()
+            && let Err(err) = sources.record(&events).await
+        {
+            tracing::warn!(portal_id, error = %err, "change sources from the journal not recorded");
+        }
     }
 
     fn lease_ms(&self) -> i64 {
@@ -269,6 +310,7 @@ impl JournalReader {
             let changes: Vec<(String, Change)> = events
                 .iter()
                 .filter(|e| e.portal_id.is_none_or(|p| p.to_string() == portal.portal_id))
+                .filter(|e| !e.object_id.is_empty())
                 .map(|e| {
                     let change = Change {
                         portal_id: portal.portal_id.clone(),
@@ -284,6 +326,7 @@ impl JournalReader {
                 // Another replica moved the offset (our lease lapsed): stop, it reads on.
                 break;
             }
+            self.record_sources(&portal.portal_id, &events).await;
             state.offset = entry.current_offset;
             pass.entries += 1;
             pass.events += u32::try_from(changes.len()).unwrap_or(u32::MAX);

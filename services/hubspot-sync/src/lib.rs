@@ -56,13 +56,15 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
     let deal_sync =
         DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone());
+    let sources = sources::Sources::new(backends.db.clone(), settings.hubspot.gomark_app_ids());
     let journal = journal::JournalReader::new(
         backends.db.clone(),
         portals.clone(),
         client.clone(),
         deal_sync.clone(),
         settings.journal.clone(),
-    );
+    )
+    .with_sources(sources.clone());
     let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(
         grpc::HubspotSyncGrpc::new(
             portals.clone(),
@@ -72,7 +74,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
             converge::Converger::new(backends.db.clone(), portals.clone(), client.clone()),
             journal.clone(),
         )
-        .with_sources(sources::Sources::new(backends.db.clone(), settings.hubspot.gomark_app_ids())),
+        .with_sources(sources),
     ));
     let grace = settings.common.server.shutdown_grace();
     let reflection = settings.common.server.reflection;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 /// The portal-wide entry's target.
 const PORTAL: &str = "";
 
+#[derive(Clone)]
 pub struct Sources {
     db: Database,
     /// GoMark's own HubSpot app ids: changes they made are GoMark's.

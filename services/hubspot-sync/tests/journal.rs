@@ -276,3 +276,52 @@ async fn a_service_key_portal_is_tracked_through_the_simulators_journal() {
     drain().await;
     assert_eq!(published().await, 17, "and the journal is read on after it");
 }
+
+/// HubSpot sends no push webhook when a property's definition changes; the journal has it,
+/// with who made it, so a drift of that property names its author.
+#[tokio::test]
+async fn a_definition_change_read_from_the_journal_names_who_made_it() {
+    let config = hubspot_sim::SimConfig::default();
+    let cc = ClientCredentials { client_id: config.client_id.clone(), client_secret: config.client_secret.clone() };
+    let (sim, addr) = hubspot_sim::spawn(config, "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    sim.register_service_key("sk-sources", 6161);
+    let tdb = gomark_testkit::TestDatabase::sqlite();
+    let db = Database::connect(&tdb.settings).await.expect("db");
+    db.migrate(&MIGRATIONS).await.expect("migrate");
+    let vault = Arc::new(Vault::from_setting(&Vault::generate_setting("t")).expect("vault"));
+    let portals = Portals::new(db.clone(), vault);
+    portals.register("c1", "6161", &Credential::ServiceKey { token: "sk-sources".into() }).await.expect("register");
+    portals.set_journal_credential("c1", Some(&cc)).await.expect("journal credential");
+    let base = format!("http://{addr}");
+    let client =
+        HubSpotClient::new(ClientConfig { base_url: base.clone(), ..ClientConfig::default() }).expect("client");
+    let deals =
+        DealSync::new(db.clone(), portals.clone(), client.clone(), RelayWaker::default(), DealSyncSettings::default());
+    let sources = gomark_hubspot_sync::sources::Sources::new(db.clone(), Vec::new());
+    let reader = JournalReader::new(db.clone(), portals, client, deals, JournalSettings::default())
+        .with_sources(sources.clone());
+
+    let http = reqwest::Client::new();
+    http.post(format!("{base}/crm/v3/properties/deals"))
+        .bearer_auth("sk-sources")
+        .json(&serde_json::json!({"name": "gomark_tier", "label": "Tier", "type": "string", "fieldType": "text", "groupName": "dealinformation"}))
+        .send()
+        .await
+        .expect("create")
+        .error_for_status()
+        .expect("created");
+    http.patch(format!("{base}/crm/v3/properties/deals/gomark_tier"))
+        .bearer_auth("sk-sources")
+        .header("X-HubSpot-Sim-UI-User", "42")
+        .json(&serde_json::json!({"label": "Tier (edited)"}))
+        .send()
+        .await
+        .expect("edit")
+        .error_for_status()
+        .expect("edited");
+    reader.poll("c1").await.expect("journal");
+
+    let last = sources.last_change("c1", &["gomark_tier".to_owned()]).await.expect("sources").expect("a source");
+    assert_eq!(last.change_source, "CRM_UI", "{last:?}");
+    assert_eq!(last.source_id, "userId:42", "{last:?}");
+}
