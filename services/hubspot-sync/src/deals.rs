@@ -278,17 +278,52 @@ impl DealSync {
     pub async fn resync_all(&self, company_id: &str) -> Result<usize> {
         let Some(portal) = self.portals.get(company_id).await? else { return Ok(0) };
         let mut after = String::new();
-        let mut seen = 0;
+        let mut seen: HashSet<String> = HashSet::new();
         loop {
             let (deals, next) =
                 list_deals_page(&self.client, &portal, (!after.is_empty()).then_some(after.as_str())).await?;
             self.publish_all(&portal, &deals).await?;
-            seen += deals.len();
+            seen.extend(deals.into_iter().map(|d| d.id));
             after = next.unwrap_or_default();
             if after.is_empty() {
-                return Ok(seen);
+                break;
             }
         }
+        self.publish_missing(&portal, &seen).await?;
+        Ok(seen.len())
+    }
+
+    /// Deals GoMark holds as live that a full listing did not show: deleted while nobody was
+    /// told (an expired journal offset). Each is read once more (it may have been created or
+    /// changed while the listing ran); those HubSpot no longer has are published as deleted.
+    async fn publish_missing(&self, portal: &Portal, listed: &HashSet<String>) -> Result<()> {
+        let rows = sqlx::query("SELECT deal_id FROM deal_versions WHERE company_id = $1 AND deleted = 0")
+            .bind(&portal.company_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        let candidates: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("deal_id"))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|id| !listed.contains(id))
+            .collect();
+        for chunk in candidates.chunks(BATCH) {
+            let found = read_deals(&self.client, portal, chunk).await?;
+            let present: HashSet<&str> = found.iter().map(|d| d.id.as_str()).collect();
+            let mut tx = self.db.begin().await?;
+            for deal in &found {
+                publish_if_newer(&mut tx, portal, deal).await?;
+            }
+            for id in chunk.iter().filter(|id| !present.contains(id.as_str())) {
+                publish_deleted(&mut tx, portal, id).await?;
+            }
+            tx.commit().await?;
+        }
+        if !candidates.is_empty() {
+            self.relay.wake();
+        }
+        Ok(())
     }
 
     /// Re-reads up to one batch of queued deals of `company`; returns how many were done.

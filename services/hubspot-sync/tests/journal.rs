@@ -265,16 +265,28 @@ async fn a_service_key_portal_is_tracked_through_the_simulators_journal() {
     drain().await;
     assert_eq!(published().await, 12, "nothing twice");
 
-    // Entries age out while GoMark is away: the offset expires and a snapshot recovers.
+    // Entries age out while GoMark is away: the offset expires and a snapshot recovers,
+    // including a deal deleted meanwhile.
+    let gone = sim.create_deals("sk-journal", 1, "appointmentscheduled", "default");
+    drain().await;
+    assert_eq!(published().await, 13);
     sim.create_deals("sk-journal", 3, "appointmentscheduled", "default");
+    assert!(sim.delete_deal("sk-journal", &gone[0]));
     sim.age_journal(hubspot_sim::JOURNAL_RETENTION + std::time::Duration::from_secs(60));
     let pass = reader.poll("c1").await.expect("recovering pass");
     assert!(pass.recovered, "{pass:?}");
     while deals.refresh_queued("c1").await.expect("refresh") > 0 {}
-    assert_eq!(published().await, 15, "the snapshot published the 3 deals made while away");
+    assert_eq!(published().await, 17, "the snapshot published the 3 deals made while away, and the deletion");
+    let deleted: i64 = sqlx::query("SELECT COUNT(*) AS n FROM deal_versions WHERE deleted = 1")
+        .fetch_one(db.pool())
+        .await
+        .expect("versions")
+        .try_get("n")
+        .expect("n");
+    assert_eq!(deleted, 1, "the deal deleted while the offset was expired");
     sim.create_deals("sk-journal", 2, "appointmentscheduled", "default");
     drain().await;
-    assert_eq!(published().await, 17, "and the journal is read on after it");
+    assert_eq!(published().await, 19, "and the journal is read on after it");
 }
 
 /// HubSpot sends no push webhook when a property's definition changes; the journal has it,
