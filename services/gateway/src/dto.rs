@@ -303,10 +303,9 @@ impl From<pb::DealProperty> for PropertyView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FieldChangeView {
     pub field: String,
-    /// Null for a create.
-    #[schema(value_type = Object)]
+    /// The field's value before: any JSON value (a string, number, list…); null for a create.
     pub before: serde_json::Value,
-    #[schema(value_type = Object)]
+    /// The field's value after: any JSON value; null for a removal.
     pub after: serde_json::Value,
 }
 
