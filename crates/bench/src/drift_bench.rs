@@ -5,7 +5,8 @@
 //! by the check interval, and the cost is the reads those checks make, per portal per day
 //! against HubSpot's daily budget (250,000 for a private app).
 
-use super::{Api, company, start};
+use super::live_bench::percentile;
+use super::{company, start, wait_rollout};
 use anyhow::{Context as _, Result};
 use gomark::EmbeddedOptions;
 use serde_json::json;
@@ -32,24 +33,6 @@ impl SplitMix {
 pub struct Figures {
     pub row: String,
     pub p99: Duration,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-async fn wait_rollout(api: &Api, id: &str) -> Result<String> {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let r = api.call(reqwest::Method::GET, &format!("/v1/rollouts/{id}"), None).await?;
-        if let Some(state @ ("completed" | "halted" | "cancelled")) = r["state"].as_str() {
-            return Ok(state.to_owned());
-        }
-    }
 }
 
 /// `edits` portals of `portals` edited by hand at random moments within `window`.
@@ -81,7 +64,8 @@ pub async fn run(portals: usize, edits: usize, interval: Duration, window: Durat
     api.call(reqwest::Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "drift bench"})))
         .await?;
     let rollout = api.call(reqwest::Method::POST, "/v1/rollouts", Some(json!({"concurrency": 64}))).await?;
-    let state = wait_rollout(&api, rollout["id"].as_str().context("rollout id")?).await?;
+    let finished = wait_rollout(&api, rollout["id"].as_str().context("rollout id")?).await?;
+    let state = finished["state"].as_str().unwrap_or("?");
     anyhow::ensure!(state == "completed", "the baseline rollout ended {state}");
 
     // Open loop: the edits happen at their moments whatever GoMark is doing.

@@ -33,7 +33,8 @@ pub struct Figures {
     pub p99: Duration,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The nearest-rank percentile of sorted durations (zero when there are none).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

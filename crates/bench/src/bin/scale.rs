@@ -132,6 +132,17 @@ async fn company(api: &Api, gomark: &Embedded, name: &str, token: &str, portal: 
     created["id"].as_str().map(str::to_owned).context("company id")
 }
 
+/// Polls a rollout until it ends (completed, halted or cancelled); returns its last state.
+async fn wait_rollout(api: &Api, id: &str) -> Result<Value> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = api.call(reqwest::Method::GET, &format!("/v1/rollouts/{id}"), None).await?;
+        if matches!(r["state"].as_str(), Some("completed" | "halted" | "cancelled")) {
+            return Ok(r);
+        }
+    }
+}
+
 /// Shuts a running GoMark down and cleans up what it made.
 type Stop = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>>;
 
@@ -389,14 +400,7 @@ async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency
     eprintln!("rolling out…");
     let started = Instant::now();
     let rollout = api.call(reqwest::Method::POST, "/v1/rollouts", Some(json!({"concurrency": concurrency}))).await?;
-    let id = rollout["id"].as_str().context("rollout id")?.to_owned();
-    let finished = loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let r = api.call(reqwest::Method::GET, &format!("/v1/rollouts/{id}"), None).await?;
-        if matches!(r["state"].as_str(), Some("completed" | "halted" | "cancelled")) {
-            break r;
-        }
-    };
+    let finished = wait_rollout(&api, rollout["id"].as_str().context("rollout id")?).await?;
     let wall = started.elapsed();
     let requests = gomark.hubspot_sim.requests();
     // Configuration writes; searches are POSTs too, but reads (the deal sync's own, of the
