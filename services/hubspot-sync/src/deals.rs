@@ -310,14 +310,8 @@ impl DealSync {
             .collect();
         for chunk in candidates.chunks(BATCH) {
             let found = read_deals(&self.client, portal, chunk).await?;
-            let present: HashSet<&str> = found.iter().map(|d| d.id.as_str()).collect();
             let mut tx = self.db.begin().await?;
-            for deal in &found {
-                publish_if_newer(&mut tx, portal, deal).await?;
-            }
-            for id in chunk.iter().filter(|id| !present.contains(id.as_str())) {
-                publish_deleted(&mut tx, portal, id).await?;
-            }
+            publish_read(&mut tx, portal, chunk, &found).await?;
             tx.commit().await?;
         }
         if !candidates.is_empty() {
@@ -343,15 +337,8 @@ impl DealSync {
             return Ok(ids.len());
         };
         let found = read_deals(&self.client, &portal, &ids).await?;
-        let present: HashSet<&str> = found.iter().map(|d| d.id.as_str()).collect();
-        let missing: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
         let mut tx = self.db.begin().await?;
-        for deal in &found {
-            publish_if_newer(&mut tx, &portal, deal).await?;
-        }
-        for id in &missing {
-            publish_deleted(&mut tx, &portal, id).await?;
-        }
+        publish_read(&mut tx, &portal, &ids, &found).await?;
         delete_from_queue(&mut tx, company_id, &ids).await?;
         tx.commit().await?;
         self.relay.wake();
@@ -648,6 +635,19 @@ async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, ids: &[St
             .bind(id)
             .execute(&mut *conn)
             .await?;
+    }
+    Ok(())
+}
+
+/// Publishes what a batch read of `asked` gave: each deal found if newer than what was
+/// published, and each deal HubSpot no longer has as deleted.
+async fn publish_read(conn: &mut AnyConnection, portal: &Portal, asked: &[String], found: &[Deal]) -> Result<()> {
+    let present: HashSet<&str> = found.iter().map(|d| d.id.as_str()).collect();
+    for deal in found {
+        publish_if_newer(conn, portal, deal).await?;
+    }
+    for id in asked.iter().filter(|id| !present.contains(id.as_str())) {
+        publish_deleted(conn, portal, id).await?;
     }
     Ok(())
 }
