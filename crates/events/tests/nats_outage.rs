@@ -29,10 +29,6 @@ fn nats_server() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// A NATS server that is killed when dropped, so a failing test leaves none behind.
 struct Nats(std::process::Child);
 
@@ -141,7 +137,7 @@ async fn relay_and_consumer_resume_after_nats_comes_back() {
     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
     let _logging = tracing::subscriber::set_default(subscriber);
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = gomark_testkit::free_port();
     let mut nats = start_nats(&binary, port, &dir.path().join("js"));
 
     let settings = DatabaseSettings {

@@ -116,3 +116,22 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// A free loopback port that the test binds later (a child process, a restarted service).
+///
+/// Taken below the kernel's ephemeral range (32768+), so no socket the OS numbers itself
+/// (`:0` listeners, outgoing connections of the tests running beside this one) can take it
+/// between now and the bind. Each test process walks its own slice of 20000–32000 from a
+/// counter, checking that the port is free now.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 24) as u16 * 500;
+    for _ in 0..500 {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 500;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{base}..{}", base + 500)
+}

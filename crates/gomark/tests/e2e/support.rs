@@ -127,10 +127,7 @@ pub async fn health(addr: SocketAddr) -> Option<i32> {
 
 pub const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
 
-/// A free loopback port (bound then released: good enough for a test).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
+pub use gomark_testkit::free_port;
 
 /// A HubSpot path in its v3 spelling whatever the version it was called with
 /// (`/crm/properties/2026-09/deals` → `/crm/v3/properties/deals`), so tests can match
