@@ -48,5 +48,6 @@ pub mod pipeline_tracker {
 }
 
 pub mod json;
+pub mod money;
 
 pub use prost_types::Timestamp;

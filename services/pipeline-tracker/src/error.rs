@@ -9,6 +9,15 @@ pub enum Error {
     Public(#[from] PublicError),
     #[error(transparent)]
     Storage(#[from] gomark_storage::StorageError),
+    /// A broken invariant (a stored value that does not parse, an overflowing sum).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<gomark_proto::money::MoneyError> for Error {
+    fn from(err: gomark_proto::money::MoneyError) -> Self {
+        Error::Internal(err.to_string())
+    }
 }
 
 impl From<sqlx::Error> for Error {

@@ -2,7 +2,10 @@
 //! catalog, at any date. Pure functions over data already loaded, so every figure can be
 //! checked by hand (see the fixture tests at the bottom).
 
+use gomark_proto::money::Currency;
+use rust_decimal::Decimal;
 use std::collections::HashMap;
+use std::str::FromStr;
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -12,15 +15,18 @@ pub struct Version {
     pub modified_ms: i64,
     pub pipeline_id: String,
     pub stage_id: String,
-    pub amount: Option<f64>,
+    /// In the company's currency (the tracker converts other currencies before counting).
+    pub amount: Option<Decimal>,
+    /// The deal's currency; `None` when the event did not say (the company's currency).
+    pub currency: Option<Currency>,
     pub close_date_ms: i64,
     pub created_ms: i64,
     pub deleted: bool,
 }
 
 impl Version {
-    fn amount(&self) -> f64 {
-        self.amount.unwrap_or(0.0)
+    fn amount(&self) -> Decimal {
+        self.amount.unwrap_or_default()
     }
 }
 
@@ -154,8 +160,8 @@ impl PipelineInfo {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StageFigures {
     pub deal_count: u64,
-    pub amount: f64,
-    pub weighted_amount: f64,
+    pub amount: Decimal,
+    pub weighted_amount: Decimal,
     pub conversion_to_next: Option<f64>,
     pub avg_days_in_stage: f64,
     pub median_days_in_stage: f64,
@@ -166,15 +172,21 @@ pub struct Figures {
     /// The catalog's stages (plus unknown ones), each with its figures.
     pub stages: Vec<(StageInfo, StageFigures)>,
     pub open_count: u64,
-    pub open_amount: f64,
-    pub weighted_forecast: f64,
+    pub open_amount: Decimal,
+    pub weighted_forecast: Decimal,
     pub won_count: u64,
-    pub won_amount: f64,
+    pub won_amount: Decimal,
     pub lost_count: u64,
-    pub lost_amount: f64,
+    pub lost_amount: Decimal,
     pub win_rate: f64,
     pub avg_cycle_days: f64,
-    pub sales_velocity_per_day: f64,
+    /// Rounded to cents: it is an estimate, built on average durations.
+    pub sales_velocity_per_day: Decimal,
+}
+
+/// A probability (a configuration float such as 0.2) as the decimal it was written as.
+pub fn probability(p: f64) -> Decimal {
+    Decimal::from_str(&p.to_string()).unwrap_or_default()
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -231,10 +243,11 @@ pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Fig
         figures[i].amount += now.amount();
         match stage.kind {
             StageKind::Open => {
-                figures[i].weighted_amount += now.amount() * stage.probability;
+                let weighted = now.amount() * probability(stage.probability);
+                figures[i].weighted_amount += weighted;
                 out.open_count += 1;
                 out.open_amount += now.amount();
-                out.weighted_forecast += now.amount() * stage.probability;
+                out.weighted_forecast += weighted;
             }
             StageKind::Won => {
                 out.won_count += 1;
@@ -263,11 +276,12 @@ pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Fig
     let closed = out.won_count + out.lost_count;
     out.win_rate = if closed == 0 { 0.0 } else { out.won_count as f64 / closed as f64 };
     out.avg_cycle_days = mean(&cycles);
-    let avg_won = if out.won_count == 0 { 0.0 } else { out.won_amount / out.won_count as f64 };
-    out.sales_velocity_per_day = if out.avg_cycle_days > 0.0 {
-        out.open_count as f64 * avg_won * out.win_rate / out.avg_cycle_days
+    let cycle_days = probability(out.avg_cycle_days);
+    out.sales_velocity_per_day = if out.won_count > 0 && cycle_days > Decimal::ZERO {
+        // open × (won amount ÷ won) × (won ÷ closed) ÷ cycle = open × won amount ÷ closed ÷ cycle.
+        (Decimal::from(out.open_count) * out.won_amount / Decimal::from(closed) / cycle_days).round_dp(2)
     } else {
-        0.0
+        Decimal::ZERO
     };
     out.stages = stages.into_iter().zip(figures).collect();
     out
@@ -276,11 +290,11 @@ pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Fig
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Movement {
     pub count: u64,
-    pub amount: f64,
+    pub amount: Decimal,
 }
 
 impl Movement {
-    fn add(&mut self, amount: f64) {
+    fn add(&mut self, amount: Decimal) {
         self.count += 1;
         self.amount += amount;
     }
@@ -297,7 +311,7 @@ pub struct Waterfall {
     pub removed: Movement,
     pub pulled_in: Movement,
     pub pushed_out: Movement,
-    pub amount_changed: f64,
+    pub amount_changed: Decimal,
     pub end: Movement,
 }
 
@@ -411,7 +425,7 @@ pub struct PeriodCount {
     pub created: u64,
     pub won: u64,
     pub lost: u64,
-    pub won_amount: f64,
+    pub won_amount: Decimal,
 }
 
 /// Deals created, won and lost in each period from `from` to `to`; `None` when that
@@ -455,7 +469,7 @@ pub fn periods(
             match kind(&stay.stage_id) {
                 StageKind::Won => {
                     counts[i].won += 1;
-                    let amount = deal.at(stay.entered_ms).map_or(0.0, Version::amount);
+                    let amount = deal.at(stay.entered_ms).map_or(Decimal::ZERO, Version::amount);
                     counts[i].won_amount += amount;
                 }
                 StageKind::Lost => counts[i].lost += 1,
@@ -487,12 +501,17 @@ mod tests {
         }
     }
 
-    fn v(day: i64, stage: &str, amount: f64, created_day: i64) -> Version {
+    fn d(x: &str) -> Decimal {
+        Decimal::from_str(x).expect("decimal")
+    }
+
+    fn v(day: i64, stage: &str, amount: i64, created_day: i64) -> Version {
         Version {
             modified_ms: day * DAY_MS,
             pipeline_id: "default".into(),
             stage_id: stage.into(),
-            amount: Some(amount),
+            amount: Some(Decimal::from(amount)),
+            currency: None,
             close_date_ms: 0,
             created_ms: created_day * DAY_MS,
             deleted: false,
@@ -507,18 +526,15 @@ mod tests {
     pub(crate) fn fixture() -> Vec<DealHistory> {
         vec![
             // A: qualify day 1, propose day 5, won day 11 (amount 100 → 120 on day 11).
-            deal("a", vec![v(1, "qualify", 100.0, 1), v(5, "propose", 100.0, 1), v(11, "won", 120.0, 1)]),
+            deal("a", vec![v(1, "qualify", 100, 1), v(5, "propose", 100, 1), v(11, "won", 120, 1)]),
             // B: qualify day 2, lost day 4.
-            deal("b", vec![v(2, "qualify", 50.0, 2), v(4, "lost", 50.0, 2)]),
+            deal("b", vec![v(2, "qualify", 50, 2), v(4, "lost", 50, 2)]),
             // C: qualify day 3, propose day 9.
-            deal("c", vec![v(3, "qualify", 200.0, 3), v(9, "propose", 200.0, 3)]),
+            deal("c", vec![v(3, "qualify", 200, 3), v(9, "propose", 200, 3)]),
             // D: created day 12 in qualify, deleted day 15.
             deal(
                 "d",
-                vec![
-                    v(12, "qualify", 10.0, 12),
-                    Version { deleted: true, stage_id: String::new(), ..v(15, "", 0.0, 12) },
-                ],
+                vec![v(12, "qualify", 10, 12), Version { deleted: true, stage_id: String::new(), ..v(15, "", 0, 12) }],
             ),
         ]
     }
@@ -531,12 +547,13 @@ mod tests {
     fn funnel_at_a_past_date_matches_the_hand_computed_fixture() {
         // Day 6: A in propose (100), B lost (50), C in qualify (200); D not created yet.
         let f = funnel(&pipeline(), &fixture(), 6 * DAY_MS);
-        assert_eq!((f.open_count, f.open_amount), (2, 300.0));
-        assert!((f.weighted_forecast - (100.0 * 0.6 + 200.0 * 0.2)).abs() < 1e-9);
-        assert_eq!((f.won_count, f.lost_count, f.lost_amount), (0, 1, 50.0));
+        assert_eq!((f.open_count, f.open_amount), (2, d("300")));
+        // Exact: 100 × 0.6 + 200 × 0.2.
+        assert_eq!(f.weighted_forecast, d("100"));
+        assert_eq!((f.won_count, f.lost_count, f.lost_amount), (0, 1, d("50")));
         assert_eq!(f.win_rate, 0.0);
         let q = stage_figures(&f, "qualify");
-        assert_eq!((q.deal_count, q.amount), (1, 200.0));
+        assert_eq!((q.deal_count, q.amount), (1, d("200")));
         // Completed stays in qualify by day 6: A 4 days, B 2 days.
         assert_eq!((q.avg_days_in_stage, q.median_days_in_stage), (3.0, 3.0));
         // Reached qualify: A, B, C (3); reached propose or further: A (1).
@@ -548,12 +565,12 @@ mod tests {
     fn funnel_now_matches_the_hand_computed_fixture() {
         let f = funnel(&pipeline(), &fixture(), 20 * DAY_MS);
         // Open: C in propose (200). Won: A (120). Lost: B (50). D deleted.
-        assert_eq!((f.open_count, f.open_amount), (1, 200.0));
-        assert_eq!((f.won_count, f.won_amount, f.lost_count), (1, 120.0, 1));
+        assert_eq!((f.open_count, f.open_amount), (1, d("200")));
+        assert_eq!((f.won_count, f.won_amount, f.lost_count), (1, d("120"), 1));
         assert_eq!(f.win_rate, 0.5);
         // A: created day 1, won day 11.
         assert_eq!(f.avg_cycle_days, 10.0);
-        assert!((f.sales_velocity_per_day - 1.0 * 120.0 * 0.5 / 10.0).abs() < 1e-9);
+        assert_eq!(f.sales_velocity_per_day, d("6"));
         let q = stage_figures(&f, "qualify");
         // Stays: A 4, B 2, C 6, D 3 (left by deletion) → mean 3.75, median 3.5.
         assert_eq!((q.avg_days_in_stage, q.median_days_in_stage), (3.75, 3.5));
@@ -566,26 +583,26 @@ mod tests {
     #[test]
     fn waterfall_balances_and_names_each_movement() {
         let w = waterfall(&pipeline(), &fixture(), 6 * DAY_MS, 20 * DAY_MS);
-        assert_eq!(w.start, Movement { count: 2, amount: 300.0 });
-        assert_eq!(w.won, Movement { count: 1, amount: 100.0 });
-        assert_eq!(w.created, Movement { count: 1, amount: 10.0 });
-        assert_eq!(w.removed, Movement { count: 1, amount: 10.0 });
-        assert_eq!(w.end, Movement { count: 1, amount: 200.0 });
+        assert_eq!(w.start, Movement { count: 2, amount: d("300") });
+        assert_eq!(w.won, Movement { count: 1, amount: d("100") });
+        assert_eq!(w.created, Movement { count: 1, amount: d("10") });
+        assert_eq!(w.removed, Movement { count: 1, amount: d("10") });
+        assert_eq!(w.end, Movement { count: 1, amount: d("200") });
         let computed =
             w.start.amount + w.created.amount + w.reopened.amount - w.won.amount - w.lost.amount - w.removed.amount
                 + w.amount_changed;
-        assert!((computed - w.end.amount).abs() < 1e-9);
+        assert_eq!(computed, w.end.amount);
     }
 
     #[test]
     fn close_date_moves_are_pulled_in_or_pushed_out() {
-        let mut a1 = v(1, "qualify", 10.0, 1);
+        let mut a1 = v(1, "qualify", 10, 1);
         a1.close_date_ms = 30 * DAY_MS;
-        let mut a2 = v(3, "qualify", 15.0, 1);
+        let mut a2 = v(3, "qualify", 15, 1);
         a2.close_date_ms = 20 * DAY_MS;
         let w = waterfall(&pipeline(), &[deal("a", vec![a1, a2])], 2 * DAY_MS, 4 * DAY_MS);
-        assert_eq!(w.pulled_in, Movement { count: 1, amount: 15.0 });
-        assert_eq!(w.amount_changed, 5.0);
+        assert_eq!(w.pulled_in, Movement { count: 1, amount: d("15") });
+        assert_eq!(w.amount_changed, d("5"));
     }
 
     #[test]
@@ -593,7 +610,7 @@ mod tests {
         let p = periods(&pipeline(), &fixture(), Period::Day, 0, 13 * DAY_MS, 100).expect("periods");
         assert_eq!(p.len(), 13);
         assert_eq!(p.iter().map(|c| c.created).sum::<u64>(), 4);
-        assert_eq!((p[11].won, p[11].won_amount), (1, 120.0));
+        assert_eq!((p[11].won, p[11].won_amount), (1, d("120")));
         assert_eq!(p[4].lost, 1);
         assert!(periods(&pipeline(), &fixture(), Period::Day, 0, 1000 * DAY_MS, 100).is_none());
     }
@@ -610,7 +627,7 @@ mod tests {
     #[test]
     fn unknown_stages_are_kept_with_their_id_as_label() {
         let mut history = fixture();
-        history.push(deal("e", vec![v(2, "negotiation", 5.0, 2)]));
+        history.push(deal("e", vec![v(2, "negotiation", 5, 2)]));
         let f = funnel(&pipeline(), &history, 20 * DAY_MS);
         let (info, figures) = f.stages.iter().find(|(s, _)| s.id == "negotiation").expect("kept");
         assert_eq!((info.label.as_str(), figures.deal_count), ("negotiation", 1));

@@ -2,8 +2,10 @@
 //! tracker. Watch streams recompute on change and push through a one-slot buffer, so a
 //! slow client holds only its own stream back.
 
+use crate::store::FxRate;
 use crate::tracker::Tracker;
-use gomark_platform::{Caller, PublicError, Role, Shutdown};
+use gomark_platform::{Caller, ErrorKind, PublicError, Role, Shutdown};
+use gomark_proto::money::{Currency, parse_decimal};
 use gomark_proto::pipeline_tracker::v1 as pb;
 use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::PipelineTrackerService;
 use std::future::Future;
@@ -43,6 +45,47 @@ fn portfolio_scope(caller: &Caller, company_ids: &[String]) -> Result<Vec<String
         company_scope(caller, id)?;
     }
     Ok(company_ids.to_vec())
+}
+
+/// Most exchange rates one call stores.
+const MAX_RATES_PER_CALL: usize = 10_000;
+
+/// Exchange rates apply to every company: only a portfolio-wide admin sets them.
+fn portfolio_admin(caller: &Caller) -> Result<(), Status> {
+    caller.require_role(Role::Admin)?;
+    if caller.scope.company().is_some() {
+        return Err(PublicError::new(ErrorKind::PermissionDenied, "exchange rates are portfolio-wide").into());
+    }
+    Ok(())
+}
+
+/// `fx_as_of` as epoch ms; 0 (now) when absent.
+fn fx_as_of_ms(t: Option<&prost_types::Timestamp>) -> Result<i64, Status> {
+    let Some(t) = t else { return Ok(0) };
+    match t.seconds.checked_mul(1_000) {
+        Some(ms) if ms > 0 => Ok(ms + i64::from(t.nanos / 1_000_000)),
+        _ => Err(PublicError::invalid("fx_as_of", "must be a date after 1970").into()),
+    }
+}
+
+/// One rate of a `PutFxRates` call, checked; errors name the rate's position.
+fn fx_rate(i: usize, r: &pb::FxRate) -> Result<FxRate, Status> {
+    let field = |name: &str| format!("rates[{i}].{name}");
+    let date = chrono::NaiveDate::parse_from_str(r.date.trim(), "%Y-%m-%d")
+        .map_err(|_| PublicError::invalid(field("date"), "must be a date such as 2026-03-31"))?;
+    let code = |name: &str, value: &str| -> Result<Currency, Status> {
+        value.parse().map_err(|_| PublicError::invalid(field(name), "must be an ISO 4217 code such as EUR").into())
+    };
+    let from = code("from_currency_code", &r.from_currency_code)?;
+    let to = code("to_currency_code", &r.to_currency_code)?;
+    if from == to {
+        return Err(PublicError::invalid(field("to_currency_code"), "must differ from from_currency_code").into());
+    }
+    let rate = parse_decimal(&r.rate)
+        .ok()
+        .filter(|x| *x > rust_decimal::Decimal::ZERO)
+        .ok_or_else(|| PublicError::invalid(field("rate"), "must be a positive decimal such as 1.0842"))?;
+    Ok(FxRate { date: date.format("%Y-%m-%d").to_string(), from, to, rate })
 }
 
 /// Sends `compute()` now and again whenever `version()` moves and the figures differ
@@ -143,7 +186,45 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let r = req.into_inner();
         let ids = portfolio_scope(&caller, &r.company_ids)?;
         let page = r.page.unwrap_or_default();
-        Ok(Response::new(self.tracker.portfolio(&ids, page.page_size, &page.page_token).await?))
+        let as_of = fx_as_of_ms(r.fx_as_of.as_ref())?;
+        Ok(Response::new(self.tracker.portfolio(&ids, page.page_size, &page.page_token, as_of).await?))
+    }
+
+    async fn put_fx_rates(
+        &self,
+        req: Request<pb::PutFxRatesRequest>,
+    ) -> Result<Response<pb::PutFxRatesResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        portfolio_admin(&caller)?;
+        let r = req.into_inner();
+        if r.rates.len() > MAX_RATES_PER_CALL {
+            return Err(PublicError::invalid("rates", format!("at most {MAX_RATES_PER_CALL} rates per call")).into());
+        }
+        let rates = r.rates.iter().enumerate().map(|(i, rate)| fx_rate(i, rate)).collect::<Result<Vec<_>, _>>()?;
+        self.tracker.store().put_fx_rates(&rates).await.map_err(Status::from)?;
+        let companies: Vec<String> =
+            self.tracker.store().companies().await?.into_iter().map(|c| c.company_id).collect();
+        self.tracker.changed(&companies).await;
+        Ok(Response::new(pb::PutFxRatesResponse { stored: rates.len() as u64 }))
+    }
+
+    async fn set_company_currency(
+        &self,
+        req: Request<pb::SetCompanyCurrencyRequest>,
+    ) -> Result<Response<pb::SetCompanyCurrencyResponse>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        caller.require_company(Role::Admin, &r.company_id)?;
+        let currency: Currency = r
+            .currency_code
+            .parse()
+            .map_err(|_| PublicError::invalid("currency_code", "must be an ISO 4217 code such as USD"))?;
+        self.tracker.store().set_company_currency(&r.company_id, currency).await?;
+        self.tracker.changed(std::slice::from_ref(&r.company_id)).await;
+        Ok(Response::new(pb::SetCompanyCurrencyResponse {
+            company_id: r.company_id,
+            currency_code: currency.to_string(),
+        }))
     }
 
     async fn get_stage_usage(
@@ -206,6 +287,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let r = req.into_inner();
         let ids = portfolio_scope(&caller, &r.company_ids)?;
         let page = r.page.unwrap_or_default();
+        let as_of = fx_as_of_ms(r.fx_as_of.as_ref())?;
         let stream = spawn_watch(
             self.tracker.clone(),
             self.tracker.changes.subscribe(),
@@ -213,7 +295,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
             self.shutdown.clone(),
             move |t| {
                 let (ids, page) = (ids.clone(), page.clone());
-                async move { t.portfolio(&ids, page.page_size, &page.page_token).await }
+                async move { t.portfolio(&ids, page.page_size, &page.page_token, as_of).await }
             },
             |t| async move { t.store().portfolio_version().await },
             |a, b| a == b,
@@ -238,7 +320,8 @@ mod tests {
                 modified_ms: 1_000 + day,
                 pipeline_id: "default".into(),
                 stage_id: "appointmentscheduled".into(),
-                amount: Some(10.0),
+                amount: Some(rust_decimal::Decimal::TEN),
+                currency: None,
                 close_date_ms: 0,
                 created_ms: 1_000,
                 deleted: false,

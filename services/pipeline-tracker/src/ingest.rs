@@ -9,17 +9,32 @@ use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
 use gomark_events::envelope::decode_payload;
 use gomark_events::{EventEnvelope, event_types};
 use gomark_proto::events::v1 as ev;
+use gomark_proto::money::{MoneyError, deal_amount};
 use std::sync::Arc;
 
 pub const DEALS_UPSERTED_CONSUMER: &str = "pipeline-tracker.deals-upserted";
 pub const DEALS_DELETED_CONSUMER: &str = "pipeline-tracker.deals-deleted";
 pub const COMPANIES_CONSUMER: &str = "pipeline-tracker.companies";
 
+/// Why an event carries no usable deal version.
+#[derive(Debug, thiserror::Error)]
+pub enum IncomingError {
+    #[error("undecodable payload: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("invalid amount: {0}")]
+    Amount(#[from] MoneyError),
+}
+
 /// The deal version an event carries; `None` for an event of another type.
-pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, prost::DecodeError> {
+pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, IncomingError> {
     Ok(match event.r#type.as_str() {
         event_types::DEAL_UPSERTED => {
             let d: ev::DealUpserted = decode_payload(event)?;
+            // `amount_money` when the event has it, else the old double (currency unknown).
+            let (amount, currency) = match deal_amount(&d)? {
+                Some((amount, currency)) => (Some(amount), currency),
+                None => (None, None),
+            };
             Some(Incoming {
                 company_id: d.company_id,
                 deal_id: d.deal_id,
@@ -27,7 +42,8 @@ pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, prost::Decode
                     modified_ms: d.last_modified_ms,
                     pipeline_id: d.pipeline_id,
                     stage_id: d.stage_id,
-                    amount: d.amount,
+                    amount,
+                    currency,
                     close_date_ms: d.close_date_ms,
                     created_ms: d.created_ms,
                     deleted: false,
@@ -46,6 +62,7 @@ pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, prost::Decode
                     pipeline_id: String::new(),
                     stage_id: String::new(),
                     amount: None,
+                    currency: None,
                     close_date_ms: 0,
                     created_ms: 0,
                     deleted: true,
@@ -71,7 +88,7 @@ impl BatchHandler for DealEvents {
                 Ok(Some(item)) if !item.company_id.is_empty() && !item.deal_id.is_empty() => batch.push(item),
                 // One bad event must not hold back the others: it is logged and skipped.
                 Ok(_) => tracing::error!(event_id = %event.id, "deal event without company or deal id skipped"),
-                Err(err) => tracing::error!(event_id = %event.id, error = %err, "undecodable deal event skipped"),
+                Err(err) => tracing::error!(event_id = %event.id, error = %err, "unreadable deal event skipped"),
             }
         }
         if batch.is_empty() {
@@ -96,7 +113,7 @@ impl EventHandler for CompanyEvents {
         let Some(company) = created.company else { return Err(HandlerError::Reject("no company".into())) };
         self.tracker
             .store()
-            .record_company(&company.id, &company.name)
+            .record_company(&company.id, &company.name, None)
             .await
             .map_err(|err| HandlerError::Retry(err.to_string()))?;
         self.tracker.changed(std::slice::from_ref(&company.id)).await;

@@ -1,8 +1,11 @@
 //! The portfolio roll-up: each company's stages mapped onto the canonical portfolio
 //! stages, and the companies' figures summed.
 
+use crate::error::Result;
 use crate::funnel::{Figures, StageInfo, StageKind};
+use gomark_proto::money::{Currency, Money, MoneyError};
 use gomark_proto::pipeline_tracker::v1 as pb;
+use rust_decimal::Decimal;
 use std::collections::HashMap;
 
 /// A stage every company's stages map onto.
@@ -47,67 +50,162 @@ impl StageMap {
             .map(|(i, _)| i)
     }
 
-    fn empty_stages(&self) -> Vec<pb::PortfolioStage> {
-        self.canonical
+    fn empty_stages(&self, currency: Currency) -> Result<Vec<pb::PortfolioStage>> {
+        let zero = Some(Money::zero(currency).to_proto()?);
+        Ok(self
+            .canonical
             .iter()
             .map(|c| pb::PortfolioStage {
                 stage_id: c.id.clone(),
                 label: c.label.clone(),
                 kind: c.kind.as_str().into(),
+                amount_money: zero.clone(),
+                weighted_amount_money: zero.clone(),
                 ..Default::default()
             })
-            .collect()
+            .collect())
     }
 
-    /// One company's summary over all its pipelines' funnels.
-    pub fn summarize(&self, company_id: &str, name: &str, funnels: &[Figures]) -> pb::CompanySummary {
-        let mut s = pb::CompanySummary {
-            company_id: company_id.to_owned(),
-            company_name: name.to_owned(),
-            stages: self.empty_stages(),
-            ..Default::default()
-        };
+    /// One company's summary over all its pipelines' funnels, in its `currency`.
+    pub fn summarize(
+        &self,
+        company_id: &str,
+        name: &str,
+        currency: Currency,
+        funnels: &[Figures],
+    ) -> Result<pb::CompanySummary> {
+        let mut s = Sums::new(self.canonical.len());
+        let mut counts = (0u64, 0u64, 0u64);
+        let mut stage_counts = vec![0u64; self.canonical.len()];
         for f in funnels {
-            s.open_count += f.open_count;
-            s.open_amount += f.open_amount;
-            s.weighted_forecast += f.weighted_forecast;
-            s.won_count += f.won_count;
-            s.won_amount += f.won_amount;
-            s.lost_count += f.lost_count;
-            s.lost_amount += f.lost_amount;
+            counts.0 += f.open_count;
+            counts.1 += f.won_count;
+            counts.2 += f.lost_count;
+            s.open += f.open_amount;
+            s.weighted += f.weighted_forecast;
+            s.won += f.won_amount;
+            s.lost += f.lost_amount;
             for (stage, figures) in &f.stages {
                 if let Some(i) = self.map(company_id, stage) {
-                    let target = &mut s.stages[i];
-                    target.deal_count += figures.deal_count;
-                    target.amount += figures.amount;
-                    target.weighted_amount += figures.weighted_amount;
+                    stage_counts[i] += figures.deal_count;
+                    s.stages[i].0 += figures.amount;
+                    s.stages[i].1 += figures.weighted_amount;
                 }
             }
         }
-        s.win_rate = win_rate(s.won_count, s.lost_count);
-        s
+        let mut out = pb::CompanySummary {
+            company_id: company_id.to_owned(),
+            company_name: name.to_owned(),
+            open_count: counts.0,
+            won_count: counts.1,
+            lost_count: counts.2,
+            win_rate: win_rate(counts.1, counts.2),
+            stages: self.empty_stages(currency)?,
+            ..Default::default()
+        };
+        for (stage, count) in out.stages.iter_mut().zip(stage_counts) {
+            stage.deal_count = count;
+        }
+        s.write(&mut out, currency)?;
+        Ok(out)
     }
 
-    /// The sum of `companies` (which must all come from this map).
-    pub fn total(&self, companies: &[pb::CompanySummary]) -> pb::CompanySummary {
-        let mut t = pb::CompanySummary { stages: self.empty_stages(), ..Default::default() };
+    /// The sum of `companies` (which must all come from this map and be in `currency`).
+    pub fn total(&self, companies: &[pb::CompanySummary], currency: Currency) -> Result<pb::CompanySummary> {
+        let mut t = pb::CompanySummary { stages: self.empty_stages(currency)?, ..Default::default() };
+        let mut s = Sums::new(self.canonical.len());
         for c in companies {
             t.open_count += c.open_count;
-            t.open_amount += c.open_amount;
-            t.weighted_forecast += c.weighted_forecast;
             t.won_count += c.won_count;
-            t.won_amount += c.won_amount;
             t.lost_count += c.lost_count;
-            t.lost_amount += c.lost_amount;
-            for (target, stage) in t.stages.iter_mut().zip(&c.stages) {
+            let read = Sums::read(c, currency)?;
+            s.open += read.open;
+            s.weighted += read.weighted;
+            s.won += read.won;
+            s.lost += read.lost;
+            for ((target, stage), (sum, read)) in
+                t.stages.iter_mut().zip(&c.stages).zip(s.stages.iter_mut().zip(read.stages))
+            {
                 target.deal_count += stage.deal_count;
-                target.amount += stage.amount;
-                target.weighted_amount += stage.weighted_amount;
+                sum.0 += read.0;
+                sum.1 += read.1;
             }
         }
         t.win_rate = win_rate(t.won_count, t.lost_count);
-        t
+        s.write(&mut t, currency)?;
+        Ok(t)
     }
+}
+
+/// The amounts of a summary, as decimals in one currency.
+struct Sums {
+    open: Decimal,
+    weighted: Decimal,
+    won: Decimal,
+    lost: Decimal,
+    /// `(amount, weighted amount)` per canonical stage.
+    stages: Vec<(Decimal, Decimal)>,
+}
+
+impl Sums {
+    fn new(stages: usize) -> Self {
+        let zero = Decimal::ZERO;
+        Self { open: zero, weighted: zero, won: zero, lost: zero, stages: vec![(zero, zero); stages] }
+    }
+
+    /// The amounts of `s`, which must be in `currency` (absent amounts are zero).
+    fn read(s: &pb::CompanySummary, currency: Currency) -> Result<Self> {
+        let get = |m: &Option<gomark_proto::common::v1::Money>| -> Result<Decimal> {
+            let Some(m) = m else { return Ok(Decimal::ZERO) };
+            let m = Money::try_from(m)?;
+            if m.currency != currency {
+                return Err(MoneyError::Mismatch(m.currency, currency).into());
+            }
+            Ok(m.amount)
+        };
+        Ok(Self {
+            open: get(&s.open_amount_money)?,
+            weighted: get(&s.weighted_forecast_money)?,
+            won: get(&s.won_amount_money)?,
+            lost: get(&s.lost_amount_money)?,
+            stages: s
+                .stages
+                .iter()
+                .map(|st| Ok((get(&st.amount_money)?, get(&st.weighted_amount_money)?)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn write(&self, s: &mut pb::CompanySummary, currency: Currency) -> Result<()> {
+        let m = |x: Decimal| -> Result<Option<gomark_proto::common::v1::Money>> {
+            Ok(Some(Money::new(x, currency).to_proto()?))
+        };
+        s.open_amount_money = m(self.open)?;
+        s.weighted_forecast_money = m(self.weighted)?;
+        s.won_amount_money = m(self.won)?;
+        s.lost_amount_money = m(self.lost)?;
+        for (stage, (amount, weighted)) in s.stages.iter_mut().zip(&self.stages) {
+            stage.amount_money = m(*amount)?;
+            stage.weighted_amount_money = m(*weighted)?;
+        }
+        Ok(())
+    }
+}
+
+/// `s` (in `from`) with every amount converted at `rate` into `to`.
+pub fn convert(s: &pb::CompanySummary, from: Currency, rate: Decimal, to: Currency) -> Result<pb::CompanySummary> {
+    let read = Sums::read(s, from)?;
+    let conv = |x: Decimal| -> Result<Decimal> { Ok(Money::new(x, from).convert(rate, to)?.amount) };
+    let converted = Sums {
+        open: conv(read.open)?,
+        weighted: conv(read.weighted)?,
+        won: conv(read.won)?,
+        lost: conv(read.lost)?,
+        stages: read.stages.iter().map(|(a, w)| Ok((conv(*a)?, conv(*w)?))).collect::<Result<_>>()?,
+    };
+    let mut out = s.clone();
+    converted.write(&mut out, to)?;
+    Ok(out)
 }
 
 fn win_rate(won: u64, lost: u64) -> f64 {

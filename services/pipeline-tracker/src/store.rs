@@ -3,7 +3,9 @@
 
 use crate::error::Result;
 use crate::funnel::{DealHistory, PipelineInfo, StageInfo, StageKind, Version};
-use gomark_storage::Database;
+use gomark_proto::money::{Currency, parse_decimal};
+use gomark_storage::{Database, Engine};
+use rust_decimal::Decimal;
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,10 +22,35 @@ pub struct Incoming {
 /// Rows per INSERT: well under both engines' bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 400;
 
-fn placeholders(rows: usize, columns: usize) -> String {
+/// Column 6 of `deal_history` and `deals`: the amount.
+const AMOUNT_COLUMN: usize = 6;
+
+/// `$n`, or for a decimal column on Postgres `CAST($n AS NUMERIC)`: decimals travel as
+/// text (the Any driver has no decimal type) and Postgres must be told to read them as
+/// NUMERIC; SQLite stores the text itself, exactly.
+fn decimal_param(engine: Engine, n: usize) -> String {
+    match engine {
+        Engine::Postgres => format!("CAST(${n} AS NUMERIC)"),
+        Engine::Sqlite => format!("${n}"),
+    }
+}
+
+/// A decimal column read back (selected as `CAST(column AS TEXT)`).
+fn decimal_from_text(text: &str) -> Result<Decimal> {
+    parse_decimal(text)
+        .or_else(|_| Decimal::from_scientific(text.trim()))
+        .map_err(|_| crate::error::Error::Internal(format!("stored amount {text:?} is not a decimal")))
+}
+
+fn placeholders(rows: usize, columns: usize, engine: Engine) -> String {
     (0..rows)
         .map(|r| {
-            let cols: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+            let cols: Vec<String> = (1..=columns)
+                .map(|c| {
+                    let n = r * columns + c;
+                    if c == AMOUNT_COLUMN { decimal_param(engine, n) } else { format!("${n}") }
+                })
+                .collect();
             format!("({})", cols.join(", "))
         })
         .collect::<Vec<_>>()
@@ -36,12 +63,12 @@ pub struct Transition {
     pub from_stage: Option<String>,
     pub to_stage: String,
     pub at_ms: i64,
-    pub amount: f64,
+    pub amount: Decimal,
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// Binds the nine columns `deal_history` and `deals` share, in their order.
+/// Binds the ten columns `deal_history` and `deals` share, in their order.
 fn bind_version<'q>(q: AnyQuery<'q>, i: &Incoming) -> AnyQuery<'q> {
     let v = &i.version;
     q.bind(i.company_id.clone())
@@ -49,10 +76,11 @@ fn bind_version<'q>(q: AnyQuery<'q>, i: &Incoming) -> AnyQuery<'q> {
         .bind(v.modified_ms)
         .bind(v.pipeline_id.clone())
         .bind(v.stage_id.clone())
-        .bind(v.amount.unwrap_or(0.0))
+        .bind(v.amount.unwrap_or_default().to_string())
         .bind(v.close_date_ms)
         .bind(v.created_ms)
         .bind(i64::from(v.deleted))
+        .bind(v.currency.map(|c| c.to_string()).unwrap_or_default())
 }
 
 /// A company as the tracker knows it.
@@ -61,6 +89,16 @@ pub struct CompanyRow {
     pub company_id: String,
     pub name: String,
     pub version: i64,
+    pub currency: Currency,
+}
+
+/// One stored exchange rate: 1 `from` = `rate` `to` on `date` (YYYY-MM-DD).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FxRate {
+    pub date: String,
+    pub from: Currency,
+    pub to: Currency,
+    pub rate: Decimal,
 }
 
 #[derive(Clone)]
@@ -95,12 +133,13 @@ impl Store {
         companies.dedup();
 
         // A deal without an amount is stored (and counted) as 0, as HubSpot's reports do.
+        let engine = self.db.engine();
         let mut tx = self.db.begin().await?;
         for chunk in history.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO deal_history (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, \
-                 close_date_ms, created_ms, deleted) VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(chunk.len(), 9)
+                 close_date_ms, created_ms, deleted, currency) VALUES {} ON CONFLICT DO NOTHING",
+                placeholders(chunk.len(), 10, engine)
             );
             // Only numbered placeholders are spliced in; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -112,13 +151,13 @@ impl Store {
         for chunk in newest.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO deals (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, close_date_ms, \
-                 created_ms, deleted, name, owner_id) VALUES {} \
+                 created_ms, deleted, currency, name, owner_id) VALUES {} \
                  ON CONFLICT (company_id, deal_id) DO UPDATE SET modified_ms = excluded.modified_ms, \
                  pipeline_id = excluded.pipeline_id, stage_id = excluded.stage_id, amount = excluded.amount, \
                  close_date_ms = excluded.close_date_ms, created_ms = excluded.created_ms, deleted = excluded.deleted, \
-                 name = excluded.name, owner_id = excluded.owner_id \
+                 currency = excluded.currency, name = excluded.name, owner_id = excluded.owner_id \
                  WHERE excluded.modified_ms > deals.modified_ms",
-                placeholders(chunk.len(), 11)
+                placeholders(chunk.len(), 12, engine)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for i in chunk {
@@ -145,8 +184,8 @@ impl Store {
     /// Every version of every deal of `company`, grouped by deal, oldest first.
     pub async fn history(&self, company_id: &str) -> Result<Vec<DealHistory>> {
         let rows = sqlx::query(
-            "SELECT deal_id, modified_ms, pipeline_id, stage_id, amount, close_date_ms, created_ms, deleted \
-             FROM deal_history WHERE company_id = $1 ORDER BY deal_id, modified_ms",
+            "SELECT deal_id, modified_ms, pipeline_id, stage_id, CAST(amount AS TEXT), close_date_ms, created_ms, \
+             deleted, currency FROM deal_history WHERE company_id = $1 ORDER BY deal_id, modified_ms",
         )
         .bind(company_id.to_owned())
         .fetch_all(self.db.pool())
@@ -158,10 +197,12 @@ impl Store {
                 modified_ms: row.try_get(1)?,
                 pipeline_id: row.try_get(2)?,
                 stage_id: row.try_get(3)?,
-                amount: Some(row.try_get(4)?),
+                amount: Some(decimal_from_text(&row.try_get::<String, _>(4)?)?),
                 close_date_ms: row.try_get(5)?,
                 created_ms: row.try_get(6)?,
                 deleted: row.try_get::<i64, _>(7)? != 0,
+                // '' (stored before currencies were known) counts in the company's currency.
+                currency: row.try_get::<String, _>(8)?.parse().ok(),
             };
             match deals.last_mut() {
                 Some(d) if d.deal_id == deal_id => d.versions.push(version),
@@ -175,7 +216,7 @@ impl Store {
     /// first; the first entry has no `from`, a deletion goes to stage "".
     pub async fn transitions(&self, company_id: &str, deal_id: &str) -> Result<Vec<Transition>> {
         let rows = sqlx::query(
-            "SELECT from_stage, to_stage, at_ms, amount FROM stage_transitions \
+            "SELECT from_stage, to_stage, at_ms, CAST(amount AS TEXT) FROM stage_transitions \
              WHERE company_id = $1 AND deal_id = $2 ORDER BY at_ms",
         )
         .bind(company_id.to_owned())
@@ -188,7 +229,7 @@ impl Store {
                     from_stage: r.try_get(0)?,
                     to_stage: r.try_get(1)?,
                     at_ms: r.try_get(2)?,
-                    amount: r.try_get(3)?,
+                    amount: decimal_from_text(&r.try_get::<String, _>(3)?)?,
                 })
             })
             .collect()
@@ -272,26 +313,112 @@ impl Store {
             .collect()
     }
 
-    pub async fn record_company(&self, company_id: &str, name: &str) -> Result<()> {
+    /// Names the company and, when the event carries one, sets its currency.
+    pub async fn record_company(&self, company_id: &str, name: &str, currency: Option<Currency>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO companies (company_id, name) VALUES ($1, $2) \
-             ON CONFLICT (company_id) DO UPDATE SET name = excluded.name",
+            "INSERT INTO companies (company_id, name, currency) VALUES ($1, $2, $3) \
+             ON CONFLICT (company_id) DO UPDATE SET name = excluded.name, \
+             currency = COALESCE($4, companies.currency)",
         )
         .bind(company_id.to_owned())
         .bind(name.to_owned())
+        .bind(currency.unwrap_or(Currency::USD).to_string())
+        // NULL keeps the currency already set.
+        .bind(currency.map(|c| c.to_string()))
         .execute(self.db.pool())
         .await?;
         Ok(())
     }
 
+    /// Sets the currency of the company's figures; its version moves so caches and
+    /// watchers recompute.
+    pub async fn set_company_currency(&self, company_id: &str, currency: Currency) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO companies (company_id, currency, version) VALUES ($1, $2, 1) \
+             ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency, version = companies.version + 1",
+        )
+        .bind(company_id.to_owned())
+        .bind(currency.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The currency of the company's figures (USD for a company not seen yet).
+    pub async fn company_currency(&self, company_id: &str) -> Result<Currency> {
+        let row = sqlx::query("SELECT currency FROM companies WHERE company_id = $1")
+            .bind(company_id.to_owned())
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<String, _>(0)?.parse().unwrap_or(Currency::USD),
+            None => Currency::USD,
+        })
+    }
+
     /// Every company seen, by id.
     pub async fn companies(&self) -> Result<Vec<CompanyRow>> {
-        let rows = sqlx::query("SELECT company_id, name, version FROM companies ORDER BY company_id")
+        let rows = sqlx::query("SELECT company_id, name, version, currency FROM companies ORDER BY company_id")
             .fetch_all(self.db.pool())
             .await?;
         rows.iter()
-            .map(|r| Ok(CompanyRow { company_id: r.try_get(0)?, name: r.try_get(1)?, version: r.try_get(2)? }))
+            .map(|r| {
+                Ok(CompanyRow {
+                    company_id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    version: r.try_get(2)?,
+                    currency: r.try_get::<String, _>(3)?.parse().unwrap_or(Currency::USD),
+                })
+            })
             .collect()
+    }
+
+    /// Stores rates in one transaction; a rate for a pair and date already stored is
+    /// replaced.
+    pub async fn put_fx_rates(&self, rates: &[FxRate]) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO fx_rates (from_currency, to_currency, rate_date, rate) VALUES ($1, $2, $3, {}) \
+             ON CONFLICT (from_currency, to_currency, rate_date) DO UPDATE SET rate = excluded.rate",
+            decimal_param(self.db.engine(), 4)
+        );
+        let mut tx = self.db.begin().await?;
+        for r in rates {
+            // Only a numbered placeholder is spliced in; the values are bound.
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(r.from.to_string())
+                .bind(r.to.to_string())
+                .bind(r.date.clone())
+                .bind(r.rate.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Every company's totals may convert differently now.
+        sqlx::query("UPDATE companies SET version = version + 1").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The rate converting `from` into `to` on `date` (YYYY-MM-DD): the latest stored on
+    /// or before it.
+    pub async fn fx_rate(&self, from: Currency, to: Currency, date: &str) -> Result<Option<FxRate>> {
+        let row = sqlx::query(
+            "SELECT rate_date, CAST(rate AS TEXT) FROM fx_rates \
+             WHERE from_currency = $1 AND to_currency = $2 AND rate_date <= $3 ORDER BY rate_date DESC LIMIT 1",
+        )
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(date.to_owned())
+        .fetch_optional(self.db.pool())
+        .await?;
+        match row {
+            Some(r) => Ok(Some(FxRate {
+                date: r.try_get(0)?,
+                from,
+                to,
+                rate: decimal_from_text(&r.try_get::<String, _>(1)?)?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// The change counter of one company (0 when unseen).
@@ -321,6 +448,7 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_then_columns() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(2, 3, Engine::Sqlite), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 6, Engine::Postgres), "($1, $2, $3, $4, $5, CAST($6 AS NUMERIC))");
     }
 }

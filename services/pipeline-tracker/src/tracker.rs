@@ -9,9 +9,12 @@ use crate::portfolio::StageMap;
 use crate::store::Store;
 use gomark_cache::Cache;
 use gomark_platform::PublicError;
+use gomark_proto::common::v1 as common;
+use gomark_proto::money::{Currency, Money};
 use gomark_proto::pipeline_tracker::v1 as pb;
 use prost::Message;
-use std::collections::BTreeSet;
+use rust_decimal::Decimal;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,7 +29,18 @@ pub struct Tracker {
     cache: Arc<dyn Cache>,
     cache_ttl: Duration,
     stage_map: RwLock<StageMap>,
+    /// The currency of portfolio totals.
+    reporting_currency: Currency,
     pub changes: Arc<Changes>,
+}
+
+/// The UTC date (YYYY-MM-DD) of epoch ms `t`: exchange rates are stored by date.
+pub fn utc_date(t: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(t).unwrap_or_default().format("%Y-%m-%d").to_string()
+}
+
+fn money(amount: Decimal, currency: Currency) -> Result<Option<common::Money>> {
+    Ok(Some(Money::new(amount, currency).to_proto()?))
 }
 
 fn cache_key(company_id: &str) -> String {
@@ -45,8 +59,15 @@ impl Tracker {
             cache,
             cache_ttl,
             stage_map: RwLock::new(StageMap::default()),
+            reporting_currency: Currency::USD,
             changes: Arc::new(Changes::default()),
         }
+    }
+
+    /// Portfolio totals in `currency` (USD unless set).
+    pub fn with_reporting_currency(mut self, currency: Currency) -> Self {
+        self.reporting_currency = currency;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -90,10 +111,41 @@ impl Tracker {
         self.changes.publish(companies);
     }
 
+    /// The company's deal history with every amount in the company's `currency`: amounts
+    /// in another currency convert at the rate of `as_of`'s date. An amount no rate
+    /// converts is left out (counted as none) and logged, never taken 1:1.
+    async fn history_in(&self, company_id: &str, currency: Currency, as_of: i64) -> Result<Vec<DealHistory>> {
+        let mut history: Vec<DealHistory> = self.store.history(company_id).await?;
+        let date = utc_date(as_of);
+        let mut rates: HashMap<Currency, Option<Decimal>> = HashMap::new();
+        for v in history.iter_mut().flat_map(|d| d.versions.iter_mut()) {
+            let Some(from) = v.currency.filter(|c| *c != currency) else { continue };
+            let rate = match rates.get(&from) {
+                Some(r) => *r,
+                None => {
+                    let r = self.store.fx_rate(from, currency, &date).await?.map(|r| r.rate);
+                    rates.insert(from, r);
+                    r
+                }
+            };
+            match (rate, v.amount) {
+                (Some(rate), Some(amount)) => v.amount = Some(Money::new(amount, from).convert(rate, currency)?.amount),
+                (None, Some(_)) => {
+                    metrics::counter!("pipeline_tracker_unconverted_amounts_total").increment(1);
+                    tracing::warn!(company_id, from = %from, to = %currency, date, "no exchange rate for a deal amount; left out");
+                    v.amount = None;
+                }
+                (_, None) => {}
+            }
+            v.currency = Some(currency);
+        }
+        Ok(history)
+    }
+
     /// Every pipeline of the company (configured or used by deals) with its figures at `as_of`.
-    async fn compute(&self, company_id: &str, as_of: i64) -> Result<Vec<(PipelineInfo, Figures)>> {
+    async fn compute(&self, company_id: &str, currency: Currency, as_of: i64) -> Result<Vec<(PipelineInfo, Figures)>> {
         let mut pipelines = self.catalog.pipelines(company_id).await?;
-        let history: Vec<DealHistory> = self.store.history(company_id).await?;
+        let history = self.history_in(company_id, currency, as_of).await?;
         let used: BTreeSet<&str> =
             history.iter().flat_map(|d| &d.versions).filter(|v| !v.deleted).map(|v| v.pipeline_id.as_str()).collect();
         for id in used {
@@ -125,11 +177,12 @@ impl Tracker {
             Err(err) => tracing::debug!(key, error = %err, "cache unavailable, computing"),
         }
         let now = gomark_storage::now_ms();
-        let computed = self.compute(company_id, now).await?;
+        let currency = self.store.company_currency(company_id).await?;
+        let computed = self.compute(company_id, currency, now).await?;
         let figures: Vec<Figures> = computed.iter().map(|(_, f)| f.clone()).collect();
         let value = pb::CompanyFunnels {
-            funnels: computed.iter().map(|(p, f)| to_proto(company_id, p, f, now)).collect(),
-            summary: Some(self.stage_map().summarize(company_id, "", &figures)),
+            funnels: computed.iter().map(|(p, f)| to_proto(company_id, p, f, now, currency)).collect::<Result<_>>()?,
+            summary: Some(self.stage_map().summarize(company_id, "", currency, &figures)?),
         };
         if let Err(err) = self.cache.set(&key, &value.encode_to_vec(), self.cache_ttl).await {
             tracing::debug!(key, error = %err, "cache write skipped");
@@ -143,24 +196,23 @@ impl Tracker {
         if as_of_ms < 0 {
             return Err(PublicError::invalid("as_of_ms", "must be a date after 1970").into());
         }
+        let currency = self.store.company_currency(company_id).await?;
         let found = if as_of_ms == 0 {
             self.company_funnels(company_id).await?.funnels.into_iter().find(|f| f.pipeline_id == pipeline_id)
         } else {
-            self.compute(company_id, as_of_ms)
-                .await?
-                .into_iter()
-                .find(|(p, _)| p.id == pipeline_id)
-                .map(|(p, f)| to_proto(company_id, &p, &f, as_of_ms))
+            match self.compute(company_id, currency, as_of_ms).await?.into_iter().find(|(p, _)| p.id == pipeline_id) {
+                Some((p, f)) => Some(to_proto(company_id, &p, &f, as_of_ms, currency)?),
+                None => None,
+            }
         };
         match found {
             Some(f) => Ok(f),
             // A company with no deals yet still has HubSpot's default pipeline.
-            None if pipeline_id == DEFAULT_PIPELINE => Ok(pb::Funnel {
-                company_id: company_id.to_owned(),
-                pipeline_id: pipeline_id.to_owned(),
-                as_of_ms: if as_of_ms == 0 { gomark_storage::now_ms() } else { as_of_ms },
-                ..Default::default()
-            }),
+            None if pipeline_id == DEFAULT_PIPELINE => {
+                let as_of_ms = if as_of_ms == 0 { gomark_storage::now_ms() } else { as_of_ms };
+                let empty = PipelineInfo { id: pipeline_id.to_owned(), label: String::new(), stages: Vec::new() };
+                to_proto(company_id, &empty, &Figures::default(), as_of_ms, currency)
+            }
             None => Err(PublicError::not_found(format!("pipeline {pipeline_id}")).into()),
         }
     }
@@ -179,17 +231,21 @@ impl Tracker {
         })
     }
 
+    /// The pipeline, the deal history in the company's currency (converted at `as_of`),
+    /// and that currency.
     async fn pipeline_with_history(
         &self,
         company_id: &str,
         pipeline_id: &str,
-    ) -> Result<(PipelineInfo, Vec<DealHistory>)> {
+        as_of: i64,
+    ) -> Result<(PipelineInfo, Vec<DealHistory>, Currency)> {
         let pipeline_id = pipeline_or_default(pipeline_id);
+        let currency = self.store.company_currency(company_id).await?;
         let pipeline =
             self.catalog.pipelines(company_id).await?.into_iter().find(|p| p.id == pipeline_id).unwrap_or_else(|| {
                 PipelineInfo { id: pipeline_id.to_owned(), label: pipeline_id.to_owned(), stages: Vec::new() }
             });
-        Ok((pipeline, self.store.history(company_id).await?))
+        Ok((pipeline, self.history_in(company_id, currency, as_of).await?, currency))
     }
 
     pub async fn waterfall(
@@ -200,24 +256,26 @@ impl Tracker {
         to_ms: i64,
     ) -> Result<pb::Waterfall> {
         check_range(from_ms, to_ms)?;
-        let (pipeline, history) = self.pipeline_with_history(company_id, pipeline_id).await?;
+        let (pipeline, history, currency) = self.pipeline_with_history(company_id, pipeline_id, to_ms).await?;
         let w = funnel::waterfall(&pipeline, &history, from_ms, to_ms);
-        let m = |m: funnel::Movement| Some(pb::Movement { count: m.count, amount: m.amount });
+        let m = |m: funnel::Movement| -> Result<Option<pb::Movement>> {
+            Ok(Some(pb::Movement { count: m.count, amount_money: money(m.amount, currency)? }))
+        };
         Ok(pb::Waterfall {
             company_id: company_id.to_owned(),
             pipeline_id: pipeline.id,
             from_ms,
             to_ms,
-            start: m(w.start),
-            created: m(w.created),
-            reopened: m(w.reopened),
-            won: m(w.won),
-            lost: m(w.lost),
-            removed: m(w.removed),
-            pulled_in: m(w.pulled_in),
-            pushed_out: m(w.pushed_out),
-            amount_changed: w.amount_changed,
-            end: m(w.end),
+            start: m(w.start)?,
+            created: m(w.created)?,
+            reopened: m(w.reopened)?,
+            won: m(w.won)?,
+            lost: m(w.lost)?,
+            removed: m(w.removed)?,
+            pulled_in: m(w.pulled_in)?,
+            pushed_out: m(w.pushed_out)?,
+            amount_changed_money: money(w.amount_changed, currency)?,
+            end: m(w.end)?,
         })
     }
 
@@ -232,29 +290,43 @@ impl Tracker {
         let period = funnel::Period::parse(period)
             .ok_or_else(|| Error::Public(PublicError::invalid("period", "must be day, week or month")))?;
         check_range(from_ms, to_ms)?;
-        let (pipeline, history) = self.pipeline_with_history(company_id, pipeline_id).await?;
+        let (pipeline, history, currency) = self.pipeline_with_history(company_id, pipeline_id, to_ms).await?;
         let counts = funnel::periods(&pipeline, &history, period, from_ms, to_ms, MAX_PERIODS).ok_or_else(|| {
             Error::Public(PublicError::invalid("to_ms", format!("the range holds more than {MAX_PERIODS} periods")))
         })?;
         Ok(pb::PeriodSeries {
             periods: counts
                 .into_iter()
-                .map(|c| pb::PeriodCount {
-                    start_ms: c.start_ms,
-                    created: c.created,
-                    won: c.won,
-                    lost: c.lost,
-                    won_amount: c.won_amount,
+                .map(|c| {
+                    Ok(pb::PeriodCount {
+                        start_ms: c.start_ms,
+                        created: c.created,
+                        won: c.won,
+                        lost: c.lost,
+                        won_amount_money: money(c.won_amount, currency)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
         })
     }
 
     /// The roll-up over `company_ids` (every company known when empty); rows paged by id.
-    pub async fn portfolio(&self, company_ids: &[String], page_size: u32, page_token: &str) -> Result<pb::Portfolio> {
+    /// Each company's row is in its own currency; the totals are in the reporting
+    /// currency, each company converted at the latest rate on or before `fx_as_of_ms`'s
+    /// date (now when 0). A company no rate converts is flagged and left out of the totals.
+    pub async fn portfolio(
+        &self,
+        company_ids: &[String],
+        page_size: u32,
+        page_token: &str,
+        fx_as_of_ms: i64,
+    ) -> Result<pb::Portfolio> {
+        if fx_as_of_ms < 0 {
+            return Err(PublicError::invalid("fx_as_of", "must be a date after 1970").into());
+        }
         let known = self.store.companies().await?;
         let mut selected: Vec<(String, String)> = if company_ids.is_empty() {
-            known.into_iter().map(|c| (c.company_id, c.name)).collect()
+            known.iter().map(|c| (c.company_id.clone(), c.name.clone())).collect()
         } else {
             let mut ids: Vec<&String> = company_ids.iter().collect();
             ids.sort();
@@ -267,15 +339,39 @@ impl Tracker {
                 .collect()
         };
         selected.sort();
+        let reporting = self.reporting_currency;
+        let date = utc_date(if fx_as_of_ms == 0 { gomark_storage::now_ms() } else { fx_as_of_ms });
         let mut summaries = Vec::with_capacity(selected.len());
+        let mut converted = Vec::with_capacity(selected.len());
+        let mut unconverted_company_ids = Vec::new();
         for (id, name) in &selected {
             let mut summary = self.company_funnels(id).await?.summary.unwrap_or_default();
             summary.company_id.clone_from(id);
             summary.company_name.clone_from(name);
+            let currency = known.iter().find(|c| &c.company_id == id).map_or(Currency::USD, |c| c.currency);
+            if currency == reporting {
+                converted.push(summary.clone());
+            } else {
+                match self.store.fx_rate(currency, reporting, &date).await? {
+                    Some(rate) => {
+                        converted.push(crate::portfolio::convert(&summary, currency, rate.rate, reporting)?);
+                        summary.fx_rate = Some(pb::FxRate {
+                            date: rate.date,
+                            from_currency_code: currency.to_string(),
+                            to_currency_code: reporting.to_string(),
+                            rate: rate.rate.to_string(),
+                        });
+                    }
+                    None => {
+                        summary.fx_rate_missing = true;
+                        unconverted_company_ids.push(id.clone());
+                    }
+                }
+            }
             summaries.push(summary);
         }
         let map = self.stage_map();
-        let totals = map.total(&summaries);
+        let totals = map.total(&converted, reporting)?;
         let limit = if page_size == 0 { 50 } else { page_size.min(500) } as usize;
         let page: Vec<pb::CompanySummary> =
             summaries.into_iter().filter(|s| page_token.is_empty() || s.company_id.as_str() > page_token).collect();
@@ -286,6 +382,8 @@ impl Tracker {
             companies: page.into_iter().take(limit).collect(),
             next_page_token,
             company_count: selected.len() as u64,
+            reporting_currency_code: reporting.to_string(),
+            unconverted_company_ids,
         })
     }
 }
@@ -304,8 +402,15 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-pub fn to_proto(company_id: &str, pipeline: &PipelineInfo, f: &Figures, as_of_ms: i64) -> pb::Funnel {
-    pb::Funnel {
+/// The funnel's figures as the contract carries them, amounts in `currency`.
+pub fn to_proto(
+    company_id: &str,
+    pipeline: &PipelineInfo,
+    f: &Figures,
+    as_of_ms: i64,
+    currency: Currency,
+) -> Result<pb::Funnel> {
+    Ok(pb::Funnel {
         company_id: company_id.to_owned(),
         pipeline_id: pipeline.id.clone(),
         pipeline_label: pipeline.label.clone(),
@@ -313,30 +418,32 @@ pub fn to_proto(company_id: &str, pipeline: &PipelineInfo, f: &Figures, as_of_ms
         stages: f
             .stages
             .iter()
-            .map(|(s, x)| pb::FunnelStage {
-                stage_id: s.id.clone(),
-                label: s.label.clone(),
-                deal_count: x.deal_count,
-                amount: x.amount,
-                probability: s.probability,
-                kind: s.kind.as_str().into(),
-                display_order: s.display_order,
-                weighted_amount: x.weighted_amount,
-                conversion_to_next: x.conversion_to_next,
-                avg_days_in_stage: round2(x.avg_days_in_stage),
-                median_days_in_stage: round2(x.median_days_in_stage),
-                removed: s.removed,
+            .map(|(s, x)| {
+                Ok(pb::FunnelStage {
+                    stage_id: s.id.clone(),
+                    label: s.label.clone(),
+                    deal_count: x.deal_count,
+                    amount_money: money(x.amount, currency)?,
+                    probability: s.probability,
+                    kind: s.kind.as_str().into(),
+                    display_order: s.display_order,
+                    weighted_amount_money: money(x.weighted_amount, currency)?,
+                    conversion_to_next: x.conversion_to_next,
+                    avg_days_in_stage: round2(x.avg_days_in_stage),
+                    median_days_in_stage: round2(x.median_days_in_stage),
+                    removed: s.removed,
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
         open_count: f.open_count,
-        open_amount: f.open_amount,
-        weighted_forecast: f.weighted_forecast,
+        open_amount_money: money(f.open_amount, currency)?,
+        weighted_forecast_money: money(f.weighted_forecast, currency)?,
         won_count: f.won_count,
-        won_amount: f.won_amount,
+        won_amount_money: money(f.won_amount, currency)?,
         lost_count: f.lost_count,
-        lost_amount: f.lost_amount,
+        lost_amount_money: money(f.lost_amount, currency)?,
         win_rate: f.win_rate,
         avg_cycle_days: round2(f.avg_cycle_days),
-        sales_velocity_per_day: round2(f.sales_velocity_per_day),
-    }
+        sales_velocity_per_day_money: money(f.sales_velocity_per_day, currency)?,
+    })
 }

@@ -12,8 +12,12 @@ use gomark_pipeline_tracker::ingest::DealEvents;
 use gomark_pipeline_tracker::store::Store;
 use gomark_pipeline_tracker::tracker::Tracker;
 use gomark_proto::events::v1 as ev;
+use gomark_proto::money::{Currency, Money};
+use gomark_proto::pipeline_tracker::v1 as pb;
 use gomark_storage::Database;
 use gomark_testkit::TestDatabase;
+use rust_decimal::Decimal;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +40,23 @@ impl Rng {
     }
 }
 
+/// A deal event as writers send it today: `amount_money` (USD) and the deprecated double.
+#[allow(deprecated)]
 fn upserted(company: &str, deal: u32, day: i64, stage: &str, amount: f64, created_day: i64) -> EventEnvelope {
+    let money = Money::new(Decimal::from_str(&amount.to_string()).expect("decimal"), Currency::USD);
+    upserted_with(company, deal, day, stage, Some(amount), Some(money), created_day)
+}
+
+#[allow(deprecated)]
+fn upserted_with(
+    company: &str,
+    deal: u32,
+    day: i64,
+    stage: &str,
+    amount: Option<f64>,
+    money: Option<Money>,
+    created_day: i64,
+) -> EventEnvelope {
     let payload = ev::DealUpserted {
         company_id: company.into(),
         portal_id: "1".into(),
@@ -44,7 +64,8 @@ fn upserted(company: &str, deal: u32, day: i64, stage: &str, amount: f64, create
         name: format!("Deal {deal}"),
         pipeline_id: "default".into(),
         stage_id: stage.into(),
-        amount: Some(amount),
+        amount,
+        amount_money: money.map(|m| m.to_proto().expect("fits")),
         close_date_ms: T0 + (day + 30) * DAY_MS,
         owner_id: String::new(),
         last_modified_ms: T0 + day * DAY_MS,
@@ -52,6 +73,13 @@ fn upserted(company: &str, deal: u32, day: i64, stage: &str, amount: f64, create
         ..Default::default()
     };
     new_event(company, event_types::DEAL_UPSERTED, &payload)
+}
+
+/// The amount of a proto Money (USD asserted), exactly.
+fn amount(m: Option<gomark_proto::common::v1::Money>) -> Decimal {
+    let m = Money::try_from(m.expect("amount")).expect("valid");
+    assert_eq!(m.currency, Currency::USD);
+    m.amount
 }
 
 fn deleted(company: &str, deal: u32, day: i64) -> EventEnvelope {
@@ -186,9 +214,13 @@ async fn a_cached_funnel_moves_with_the_next_event() {
         // An amount change in the same stage is no transition.
         ingest(&t, &[upserted("c1", 1, 2, "closedwon", 150.0, 0)], 1).await;
         let log = t.store().transitions("c1", "1").await.expect("transitions");
-        let steps: Vec<(Option<&str>, &str, f64)> =
+        let steps: Vec<(Option<&str>, &str, Decimal)> =
             log.iter().map(|x| (x.from_stage.as_deref(), x.to_stage.as_str(), x.amount)).collect();
-        assert_eq!(steps, [(None, "appointmentscheduled", 100.0), (Some("appointmentscheduled"), "closedwon", 100.0)]);
+        let hundred = Decimal::ONE_HUNDRED;
+        assert_eq!(
+            steps,
+            [(None, "appointmentscheduled", hundred), (Some("appointmentscheduled"), "closedwon", hundred)]
+        );
         let usage = t.store().stage_usage("c1").await.expect("usage");
         assert_eq!(usage, [("default".to_owned(), "closedwon".to_owned(), 1)], "{}", tdb.label);
     }
@@ -201,18 +233,20 @@ async fn portfolio_totals_are_the_sum_of_the_companies() {
         let t = tracker(&tdb).await;
         for (company, deals) in [("c1", 30), ("c2", 45), ("c3", 12)] {
             ingest(&t, &history(company, deals, &mut rng), 50).await;
-            t.store().record_company(company, &format!("Company {company}")).await.expect("name");
+            t.store().record_company(company, &format!("Company {company}"), None).await.expect("name");
         }
-        let p = t.portfolio(&[], 0, "").await.expect("portfolio");
+        let p = t.portfolio(&[], 0, "", 0).await.expect("portfolio");
         assert_eq!(p.company_count, 3);
         let totals = p.totals.clone().expect("totals");
-        let sum = |f: fn(&gomark_proto::pipeline_tracker::v1::CompanySummary) -> f64| -> f64 {
-            p.companies.iter().map(f).sum()
+        let sum = |f: fn(&pb::CompanySummary) -> Option<gomark_proto::common::v1::Money>| -> Decimal {
+            p.companies.iter().map(|c| amount(f(c))).sum()
         };
         assert_eq!(totals.open_count, p.companies.iter().map(|c| c.open_count).sum::<u64>(), "{}", tdb.label);
-        assert!((totals.open_amount - sum(|c| c.open_amount)).abs() < 1e-6);
-        assert!((totals.weighted_forecast - sum(|c| c.weighted_forecast)).abs() < 1e-6);
-        assert!((totals.won_amount - sum(|c| c.won_amount)).abs() < 1e-6);
+        // Exactly: decimals, no floating-point drift.
+        assert_eq!(amount(totals.open_amount_money.clone()), sum(|c| c.open_amount_money.clone()));
+        assert_eq!(amount(totals.weighted_forecast_money.clone()), sum(|c| c.weighted_forecast_money.clone()));
+        assert_eq!(amount(totals.won_amount_money.clone()), sum(|c| c.won_amount_money.clone()));
+        assert!(amount(totals.open_amount_money.clone()) > Decimal::ZERO);
         for (i, stage) in totals.stages.iter().enumerate() {
             let companies: u64 = p.companies.iter().map(|c| c.stages[i].deal_count).sum();
             assert_eq!(stage.deal_count, companies, "{}: stage {}", tdb.label, stage.stage_id);
@@ -224,14 +258,14 @@ async fn portfolio_totals_are_the_sum_of_the_companies() {
             assert_eq!(c.company_name, format!("Company {}", c.company_id));
         }
         // Pages cover the companies once; the totals stay whole on every page.
-        let first = t.portfolio(&[], 2, "").await.expect("page 1");
+        let first = t.portfolio(&[], 2, "", 0).await.expect("page 1");
         assert_eq!(first.companies.len(), 2);
-        let second = t.portfolio(&[], 2, &first.next_page_token).await.expect("page 2");
+        let second = t.portfolio(&[], 2, &first.next_page_token, 0).await.expect("page 2");
         assert_eq!(second.companies.iter().map(|c| c.company_id.as_str()).collect::<Vec<_>>(), ["c3"]);
         assert!(second.next_page_token.is_empty());
         assert_eq!(second.totals, p.totals);
         // A chosen subset.
-        let subset = t.portfolio(&["c2".into(), "c1".into()], 0, "").await.expect("subset");
+        let subset = t.portfolio(&["c2".into(), "c1".into()], 0, "", 0).await.expect("subset");
         assert_eq!(subset.company_count, 2);
         assert_eq!(
             subset.totals.expect("totals").open_count,
@@ -279,4 +313,127 @@ async fn bad_requests_name_the_field() {
     assert!(err.to_string().contains("400"), "{err}");
     let err = t.funnel("c1", "nope", 0).await.expect_err("unknown pipeline").to_public();
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+fn money(amount: &str, currency: &str) -> Money {
+    Money::new(Decimal::from_str(amount).expect("decimal"), currency.parse().expect("currency"))
+}
+
+fn dec(x: &str) -> Decimal {
+    Decimal::from_str(x).expect("decimal")
+}
+
+/// The amount and currency code of a proto Money.
+fn parts(m: &Option<gomark_proto::common::v1::Money>) -> (Decimal, String) {
+    let m = Money::try_from(m.clone().expect("amount")).expect("valid");
+    (m.amount, m.currency.to_string())
+}
+
+fn rate(date: &str, from: &str, to: &str, rate: &str) -> gomark_pipeline_tracker::store::FxRate {
+    gomark_pipeline_tracker::store::FxRate {
+        date: date.into(),
+        from: from.parse().expect("currency"),
+        to: to.parse().expect("currency"),
+        rate: dec(rate),
+    }
+}
+
+fn ms(date: &str) -> i64 {
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .expect("date")
+        .and_hms_opt(12, 0, 0)
+        .expect("time")
+        .and_utc()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn a_mixed_currency_portfolio_converts_at_the_rate_of_its_date() {
+    for tdb in TestDatabase::all() {
+        let t = tracker(&tdb).await;
+        let open = "appointmentscheduled";
+        for (company, currency, amount) in
+            [("usd", "USD", "1000.10"), ("eur", "EUR", "2000.05"), ("gbp", "GBP", "300.33")]
+        {
+            t.store().record_company(company, company, Some(currency.parse().expect("code"))).await.expect("company");
+            let event = upserted_with(company, 1, 0, open, None, Some(money(amount, currency)), 0);
+            ingest(&t, &[event], 1).await;
+        }
+        t.store()
+            .put_fx_rates(&[
+                rate("2026-01-01", "EUR", "USD", "1.10"),
+                rate("2026-02-01", "EUR", "USD", "1.20"),
+                rate("2026-01-15", "GBP", "USD", "1.25"),
+                // The other direction is another rate, never used for EUR → USD.
+                rate("2026-01-01", "USD", "EUR", "0.5"),
+            ])
+            .await
+            .expect("rates");
+        t.changed(&["usd".into(), "eur".into(), "gbp".into()]).await;
+
+        // Each company's row stays in its own currency.
+        let p = t.portfolio(&[], 0, "", ms("2026-02-10")).await.expect("portfolio");
+        let row = |id: &str| p.companies.iter().find(|c| c.company_id == id).expect("row").clone();
+        assert_eq!(parts(&row("eur").open_amount_money), (dec("2000.05"), "EUR".into()), "{}", tdb.label);
+        assert_eq!(parts(&row("gbp").open_amount_money), (dec("300.33"), "GBP".into()));
+        // 1000.10 + 2000.05 × 1.20 + 300.33 × 1.25 = 1000.10 + 2400.06 + 375.4125
+        let totals = p.totals.clone().expect("totals");
+        assert_eq!(parts(&totals.open_amount_money), (dec("3775.5725"), "USD".into()), "{}", tdb.label);
+        assert_eq!(p.reporting_currency_code, "USD");
+        let eur_rate = row("eur").fx_rate.expect("rate shown");
+        assert_eq!((eur_rate.date.as_str(), eur_rate.rate.as_str()), ("2026-02-01", "1.20"));
+        assert!(row("usd").fx_rate.is_none() && !row("usd").fx_rate_missing);
+        assert!(p.unconverted_company_ids.is_empty());
+
+        // An earlier date takes the earlier EUR rate.
+        let p = t.portfolio(&[], 0, "", ms("2026-01-20")).await.expect("portfolio");
+        assert_eq!(parts(&p.totals.expect("totals").open_amount_money).0, dec("3575.5675"), "{}", tdb.label);
+
+        // Before any GBP rate: the GBP company is flagged and left out, not taken 1:1.
+        let p = t.portfolio(&[], 0, "", ms("2026-01-10")).await.expect("portfolio");
+        let gbp = p.companies.iter().find(|c| c.company_id == "gbp").expect("row");
+        assert!(gbp.fx_rate_missing && gbp.fx_rate.is_none(), "{}", tdb.label);
+        assert_eq!(p.unconverted_company_ids, ["gbp"]);
+        // 1000.10 + 2000.05 × 1.10
+        assert_eq!(parts(&p.totals.expect("totals").open_amount_money).0, dec("3200.155"), "{}", tdb.label);
+    }
+}
+
+#[tokio::test]
+async fn decimals_round_trip_exactly_through_the_database() {
+    for tdb in TestDatabase::all() {
+        let t = tracker(&tdb).await;
+        let open = "appointmentscheduled";
+        let events = [
+            upserted_with("c1", 1, 0, open, None, Some(money("0.1", "USD")), 0),
+            upserted_with("c1", 2, 0, open, None, Some(money("0.2", "USD")), 0),
+            upserted_with("c1", 3, 0, open, None, Some(money("12345678901.123456789", "USD")), 0),
+        ];
+        ingest(&t, &events, 3).await;
+        let history = t.store().history("c1").await.expect("history");
+        let stored: Vec<Decimal> = history.iter().map(|d| d.versions[0].amount.expect("amount")).collect();
+        assert_eq!(stored, [dec("0.1"), dec("0.2"), dec("12345678901.123456789")], "{}", tdb.label);
+        let f = t.funnel("c1", "", 0).await.expect("funnel");
+        // 0.1 + 0.2 is 0.3, exactly.
+        assert_eq!(parts(&f.open_amount_money), (dec("12345678901.423456789"), "USD".into()), "{}", tdb.label);
+    }
+}
+
+#[tokio::test]
+async fn events_without_amount_money_fall_back_to_the_double_in_the_company_currency() {
+    for tdb in TestDatabase::all() {
+        let t = tracker(&tdb).await;
+        t.store().record_company("c1", "C1", Some("EUR".parse().expect("code"))).await.expect("company");
+        // Written before `amount_money` existed: the double only.
+        let old = upserted_with("c1", 1, 0, "appointmentscheduled", Some(1234.5), None, 0);
+        ingest(&t, &[old], 1).await;
+        let f = t.funnel("c1", "", 0).await.expect("funnel");
+        assert_eq!(parts(&f.open_amount_money), (dec("1234.5"), "EUR".into()), "{}", tdb.label);
+        // A deal in another currency than the company's converts at the rate of the day.
+        t.store().put_fx_rates(&[rate("2020-01-01", "USD", "EUR", "0.9")]).await.expect("rates");
+        let usd = upserted_with("c1", 2, 0, "appointmentscheduled", Some(1.0), Some(money("100", "USD")), 0);
+        ingest(&t, &[usd], 1).await;
+        let f = t.funnel("c1", "", 0).await.expect("funnel");
+        assert_eq!(parts(&f.open_amount_money), (dec("1324.5"), "EUR".into()), "{}", tdb.label);
+    }
 }
