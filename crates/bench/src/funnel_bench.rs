@@ -188,7 +188,11 @@ fn deal_events(events: usize) -> Vec<gomark_events::EventEnvelope> {
                 name: format!("Deal {deal}"),
                 pipeline_id: "default".into(),
                 stage_id: if i % 2 == 0 { "appointmentscheduled" } else { "qualifiedtobuy" }.into(),
-                amount: Some(1_000.0 + (deal % 97) as f64 * 100.0),
+                amount_money: Some(gomark_proto::common::v1::Money {
+                    currency_code: "USD".into(),
+                    units: 1_000 + (deal % 97) as i64 * 100,
+                    nanos: 0,
+                }),
                 close_date_ms: start + 120 * 86_400_000,
                 owner_id: String::new(),
                 last_modified_ms: start + (deal as i64 % 1_000) * 60_000 + (i % 2) as i64 * 86_400_000,

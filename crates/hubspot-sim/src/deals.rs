@@ -367,6 +367,9 @@ impl Portal {
         if !values.iter().any(|(n, v)| n == "pipeline" && v.is_some()) {
             deal.set("pipeline", Some(DEFAULT_PIPELINE_ID.to_owned()), now_ms, &source);
         }
+        if !values.iter().any(|(n, v)| n == "deal_currency_code" && v.is_some()) {
+            deal.set("deal_currency_code", Some(self.company_currency.clone()), now_ms, &source);
+        }
         for (name, value) in self.normalise_values(values) {
             if value.is_some() {
                 deal.set(&name, value, now_ms, &source);

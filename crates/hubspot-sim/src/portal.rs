@@ -66,6 +66,9 @@ pub(crate) struct Portal {
     pub(crate) audits: std::collections::VecDeque<Audit>,
     /// Property validation rules (enforced on 2026-09 record writes).
     pub(crate) rules: crate::rules::Rules,
+    /// The account's company currency (ISO 4217): what a new deal's `deal_currency_code`
+    /// defaults to, as in HubSpot.
+    pub(crate) company_currency: String,
     properties: BTreeMap<String, Property>,
     groups: BTreeMap<String, Group>,
 }
@@ -93,6 +96,7 @@ impl Portal {
             rules: crate::rules::Rules::new(),
             audits: std::collections::VecDeque::new(),
             associations: std::collections::BTreeSet::new(),
+            company_currency: "USD".to_owned(),
             properties: BTreeMap::new(),
             groups: BTreeMap::new(),
         };
@@ -572,6 +576,15 @@ fn default_deal_properties() -> Vec<Property> {
     let specs = vec![
         spec("dealname", "Deal Name", "string", "text", vec![]),
         spec("amount", "Amount", "number", "number", vec![]),
+        // The currency of `amount` (HubSpot's multi-currency deals): one of the account's
+        // currencies, the company currency unless set.
+        spec(
+            "deal_currency_code",
+            "Currency",
+            "enumeration",
+            "select",
+            DEAL_CURRENCIES.iter().zip(0_i64..).map(|(code, order)| option(code, code, order)).collect(),
+        ),
         DefaultSpec { read_only_definition: true, ..spec("dealstage", "Deal Stage", "enumeration", "radio", stages) },
         DefaultSpec {
             read_only_definition: true,
@@ -636,6 +649,9 @@ fn default_deal_properties() -> Vec<Property> {
         })
         .collect()
 }
+
+/// The currencies `deal_currency_code` offers.
+const DEAL_CURRENCIES: &[&str] = &["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK"];
 
 /// Definition of one built-in property.
 struct DefaultSpec {

@@ -28,12 +28,22 @@ use sqlx::{AnyConnection, Row};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// The deal's amount as exact money: HubSpot's decimal text in `deal_currency_code`.
+/// `None` when the deal has no amount, no currency or an unreadable one (the event still
+/// carries the double, which readers take in the company's currency).
+fn deal_money(deal: &Deal) -> Option<gomark_proto::common::v1::Money> {
+    let amount = gomark_proto::money::parse_decimal(deal.amount_text()?).ok()?;
+    let currency = deal.currency_code()?.parse().ok()?;
+    gomark_proto::money::Money::new(amount, currency).to_proto().ok()
+}
+
 /// The deal properties every event carries.
 pub const DEAL_PROPERTIES: &[&str] = &[
     "dealname",
     "dealstage",
     "pipeline",
     "amount",
+    "deal_currency_code",
     "closedate",
     "hubspot_owner_id",
     "hs_lastmodifieddate",
@@ -680,6 +690,7 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
     if !newer {
         return Ok(false);
     }
+    #[allow(deprecated)]
     let payload = DealUpserted {
         company_id: portal.company_id.clone(),
         portal_id: portal.portal_id.clone(),
@@ -687,7 +698,9 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
         name: deal.name().unwrap_or_default().to_owned(),
         pipeline_id: deal.pipeline().unwrap_or_default().to_owned(),
         stage_id: deal.stage().unwrap_or_default().to_owned(),
+        // Both: `amount_money` for current readers, the double for readers older than it.
         amount: deal.amount(),
+        amount_money: deal_money(deal),
         close_date_ms: deal.close_date().unwrap_or(0),
         owner_id: deal.owner().unwrap_or_default().to_owned(),
         last_modified_ms: modified,

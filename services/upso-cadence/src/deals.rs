@@ -58,7 +58,12 @@ impl EventHandler for DealEvents {
                     email,
                     deal_name: deal.name.clone(),
                     stage: deal.stage_id.clone(),
-                    amount: deal.amount,
+                    // Upsell rules score the amount (a threshold, never summed across
+                    // currencies): `amount_money` when present, else the old double.
+                    amount: gomark_proto::money::deal_amount(&deal)
+                        .ok()
+                        .flatten()
+                        .and_then(|(amount, _)| rust_decimal::prelude::ToPrimitive::to_f64(&amount)),
                     close_date_ms: deal.close_date_ms,
                     owner_id: deal.owner_id.clone(),
                     properties: deal.properties.clone().into_iter().collect(),

@@ -111,7 +111,12 @@ async fn feed(store: &Store, company: &str, id: &str, email: &str, amount: f64) 
         name: format!("Deal {id}"),
         pipeline_id: "default".into(),
         stage_id: "closedwon".into(),
-        amount: Some(amount),
+        amount_money: gomark_proto::money::Money::new(
+            std::str::FromStr::from_str(&amount.to_string()).expect("decimal"),
+            gomark_proto::money::Currency::USD,
+        )
+        .to_proto()
+        .ok(),
         close_date_ms: now - 10 * DAY_MS,
         owner_id: "7".into(),
         last_modified_ms: now,

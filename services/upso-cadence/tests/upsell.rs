@@ -99,7 +99,12 @@ fn deal(id: &str, email: &str, stage: &str, amount: f64, closed_days_ago: i64, u
         name: format!("Deal {id}"),
         pipeline_id: "default".into(),
         stage_id: stage.into(),
-        amount: Some(amount),
+        amount_money: gomark_proto::money::Money::new(
+            std::str::FromStr::from_str(&amount.to_string()).expect("decimal"),
+            gomark_proto::money::Currency::USD,
+        )
+        .to_proto()
+        .ok(),
         close_date_ms: now - closed_days_ago * DAY_MS,
         owner_id: "7".into(),
         last_modified_ms: now,

@@ -629,7 +629,7 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(code(tracker.get_waterfall(a_admin.request(range)).await), Err(tonic::Code::NotFound));
     let pipelines = pt::ListPipelinesRequest { company_id: b.clone() };
     assert_eq!(code(tracker.list_pipelines(a_admin.request(pipelines)).await), Err(tonic::Code::NotFound));
-    let both = pt::GetPortfolioRequest { company_ids: vec![a.clone(), b.clone()], page: None };
+    let both = pt::GetPortfolioRequest { company_ids: vec![a.clone(), b.clone()], page: None, fx_as_of: None };
     assert_eq!(code(tracker.get_portfolio(a_admin.request(both)).await), Err(tonic::Code::NotFound));
     assert_eq!(code(tracker.watch_portfolio(a_admin.request(pt::GetPortfolioRequest::default())).await), Ok(()));
     // With no companies named, a scoped caller's portfolio is its own company only.

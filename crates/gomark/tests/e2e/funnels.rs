@@ -49,11 +49,15 @@ pub async fn funnel_follows_deals(api: &Api, sim: &HubSpotSim, tracker: SocketAd
     for (i, id) in ids.iter().enumerate() {
         sim.update_deal(token, id, [("amount", format!("{}", (i + 1) * 1000))]).expect("amount");
     }
-    let f = until(&mut stream, "three open deals worth 6000", |f| f.open_count == 3 && f.open_amount == 6000.0).await;
-    assert!((f.weighted_forecast - 6000.0 * 0.2).abs() < 1e-6, "{f:?}");
+    let usd = |units: i64| Some(gomark_proto::common::v1::Money { currency_code: "USD".into(), units, nanos: 0 });
+    let f =
+        until(&mut stream, "three open deals worth 6000", |f| f.open_count == 3 && f.open_amount_money == usd(6000))
+            .await;
+    // Exactly 6000 × 0.2: the sim's deals carry deal_currency_code (the company currency).
+    assert_eq!(f.weighted_forecast_money, usd(1200), "{f:?}");
     sim.update_deal(token, &ids[0], [("dealstage", "closedwon")]).expect("won");
     let f = until(&mut stream, "one deal won", |f| f.won_count == 1).await;
-    assert_eq!((f.open_count, f.won_amount, f.win_rate), (2, 1000.0, 1.0));
+    assert_eq!((f.open_count, f.won_amount_money.clone(), f.win_rate), (2, usd(1000), 1.0));
 
     // Time travel: before the deals, the funnel was empty.
     let at = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -75,11 +79,20 @@ pub async fn funnel_follows_deals(api: &Api, sim: &HubSpotSim, tracker: SocketAd
         "{}",
         w.body
     );
-    assert_eq!(w.body["end"]["amount"], 5000.0, "{}", w.body);
+    assert_eq!(w.body["end"]["amount"], serde_json::json!({"amount": "5000", "currency": "USD"}), "{}", w.body);
 
     let p = api.send(Method::GET, &format!("/v1/portfolio/funnel?companyIds={company}"), None).await.body;
     assert_eq!((p["totals"]["openCount"].as_u64(), p["companyCount"].as_u64()), (Some(2), Some(1)), "{p}");
     assert_eq!(p["items"][0]["companyName"], "Funnel Co", "{p}");
+    assert_eq!(p["reportingCurrency"], "USD", "{p}");
+
+    // Exchange rates by REST: checked, stored, then shown on the rows they convert.
+    let rates = serde_json::json!({"rates": [{"date": "2026-01-01", "from": "GBP", "to": "USD", "rate": "1.25"}]});
+    let put = api.send(Method::PUT, "/v1/portfolio/fx-rates", Some(rates)).await;
+    assert_eq!((put.status.as_u16(), put.body["stored"].as_u64()), (200, Some(1)), "{}", put.body);
+    let bad = serde_json::json!({"rates": [{"date": "2026-01-01", "from": "GBP", "to": "USD", "rate": "-1"}]});
+    let bad = api.send(Method::PUT, "/v1/portfolio/fx-rates", Some(bad)).await;
+    assert!(bad.problem(400)["detail"].as_str().expect("detail").contains("rates[0].rate"), "{}", bad.body);
 
     // The same funnel as server-sent events through the gateway.
     let http = reqwest::Client::builder().timeout(TIMEOUT).build().expect("client");

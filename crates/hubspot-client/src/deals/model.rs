@@ -17,6 +17,8 @@ pub const DEAL_STAGE: &str = "dealstage";
 pub const PIPELINE: &str = "pipeline";
 /// `amount`: decimal string.
 pub const AMOUNT: &str = "amount";
+/// `deal_currency_code`: ISO 4217 code of `amount` (the account's company currency unless set).
+pub const DEAL_CURRENCY_CODE: &str = "deal_currency_code";
 /// `closedate`.
 pub const CLOSE_DATE: &str = "closedate";
 /// `createdate`.
@@ -74,6 +76,17 @@ impl Deal {
     /// `amount` as a number; `None` when absent or not a finite number.
     pub fn amount(&self) -> Option<f64> {
         self.property(AMOUNT)?.trim().parse::<f64>().ok().filter(|a| a.is_finite())
+    }
+
+    /// `amount` exactly as HubSpot wrote it (a decimal string), trimmed; `None` when absent
+    /// or empty. Money is parsed from this text, never from [`Deal::amount`]'s float.
+    pub fn amount_text(&self) -> Option<&str> {
+        self.property(AMOUNT).map(str::trim).filter(|a| !a.is_empty())
+    }
+
+    /// `deal_currency_code`: the currency of `amount`.
+    pub fn currency_code(&self) -> Option<&str> {
+        self.property(DEAL_CURRENCY_CODE).map(str::trim).filter(|c| !c.is_empty())
     }
 
     /// `closedate` in epoch milliseconds (see [`parse_timestamp_ms`]).

@@ -61,7 +61,8 @@ tfoot td{font-weight:700} .mini{display:flex;height:10px;width:140px;border-radi
 </main>
 <script>
 "use strict";
-const money=n=>n.toLocaleString(undefined,{maximumFractionDigits:0});
+const money=m=>{if(!m)return'–';try{return new Intl.NumberFormat(undefined,{style:'currency',currency:m.currency,maximumFractionDigits:0}).format(Number(m.amount))}catch(_){return`${m.amount} ${m.currency}`}};
+const num=m=>m?Number(m.amount):0;
 const pct=n=>(n*100).toFixed(0)+'%';
 const color=k=>k==='won'?'var(--won)':k==='lost'?'var(--lost)':'var(--open)';
 let key='', portfolioAbort=null, funnelAbort=null, selected=null;
@@ -84,14 +85,14 @@ function renderPortfolio(p){
   setText('count',`${p.companyCount} companies`);const t=p.totals;
   setText('total-open-count',String(t.openCount));setText('total-open-amount',money(t.openAmount));
   setText('total-forecast',money(t.weightedForecast));setText('total-won-amount',money(t.wonAmount));setText('total-win-rate',pct(t.winRate));
-  const max=Math.max(...t.stages.map(s=>s.amount),0);
-  bars(document.getElementById('stages'),t.stages.map(s=>({id:s.stageId,label:s.label,kind:s.kind,value:s.amount,text:`${s.dealCount} · ${money(s.amount)}`})),max);
+  const max=Math.max(...t.stages.map(s=>num(s.amount)),0);
+  bars(document.getElementById('stages'),t.stages.map(s=>({id:s.stageId,label:s.label,kind:s.kind,value:num(s.amount),text:`${s.dealCount} · ${money(s.amount)}`})),max);
   const body=document.getElementById('companies');
   for(const c of p.items){let row=body.querySelector(`tr[data-company="${CSS.escape(c.companyId)}"]`);
     if(!row){row=el('tr',{'data-company':c.companyId});for(const cls of['name','open-count','open-amount','forecast','won','lost','win-rate','mini'])row.append(el('td',{class:cls}));
       row.onclick=()=>select(c.companyId,c.companyName||c.companyId);body.append(row)}
     const cell=(cls,text)=>{const td=row.querySelector('.'+cls);if(td.textContent!==text){td.textContent=text;td.classList.remove('flash');void td.offsetWidth;td.classList.add('flash')}};
-    cell('name',c.companyName||c.companyId);cell('open-count',String(c.openCount));cell('open-amount',money(c.openAmount));
+    cell('name',(c.companyName||c.companyId)+(c.fxRateMissing?' (no exchange rate: not in totals)':''));cell('open-count',String(c.openCount));cell('open-amount',money(c.openAmount));
     cell('forecast',money(c.weightedForecast));cell('won',String(c.wonCount));cell('lost',String(c.lostCount));cell('win-rate',pct(c.winRate));
     const total=c.stages.reduce((a,s)=>a+s.dealCount,0),mini=el('div',{class:'mini'});
     for(const s of c.stages)if(s.dealCount>0)mini.append(el('span',{title:`${s.label}: ${s.dealCount}`,style:`width:${100*s.dealCount/total}%;background:${color(s.kind)};opacity:${s.kind==='open'?0.45+s.dealCount/total:1}`}));

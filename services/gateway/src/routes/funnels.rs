@@ -4,7 +4,7 @@
 use super::AppState;
 use crate::auth::Auth;
 use crate::dto::{Page, PageQuery, rfc3339_ms};
-use crate::extract::{ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use axum::Json;
 use axum::extract::State;
@@ -27,6 +27,25 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(funnel_events))
         .routes(routes!(portfolio))
         .routes(routes!(portfolio_events))
+        .routes(routes!(put_fx_rates))
+        .routes(routes!(set_company_currency))
+}
+
+/// An exact amount: the decimal as a string (so no JSON parser makes it a float) and its
+/// ISO 4217 currency, e.g. `{"amount": "1234.50", "currency": "EUR"}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MoneyView {
+    #[schema(example = "1234.50")]
+    amount: String,
+    #[schema(example = "EUR")]
+    currency: String,
+}
+
+/// A contract amount as REST shows it; absent or malformed amounts (never sent by
+/// pipeline-tracker) show as none rather than as a wrong number.
+fn money(m: Option<gomark_proto::common::v1::Money>) -> Option<MoneyView> {
+    let m = gomark_proto::money::Money::try_from(m?).ok()?;
+    Some(MoneyView { amount: m.amount.to_string(), currency: m.currency.to_string() })
 }
 
 fn instant(field: &str, text: &str) -> ApiResult<i64> {
@@ -79,9 +98,11 @@ pub struct FunnelStageView {
     kind: String,
     probability: f64,
     deal_count: u64,
-    amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<MoneyView>,
     /// amount × probability (open stages).
-    weighted_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_amount: Option<MoneyView>,
     /// Of the deals that reached this stage, the share that went further (open stages).
     #[serde(skip_serializing_if = "Option::is_none")]
     conversion_to_next: Option<f64>,
@@ -101,18 +122,23 @@ pub struct FunnelView {
     as_of: String,
     stages: Vec<FunnelStageView>,
     open_count: u64,
-    open_amount: f64,
-    weighted_forecast: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_amount: Option<MoneyView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_forecast: Option<MoneyView>,
     won_count: u64,
-    won_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    won_amount: Option<MoneyView>,
     lost_count: u64,
-    lost_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_amount: Option<MoneyView>,
     /// won ÷ (won + lost).
     win_rate: f64,
     /// Average days from creation to won.
     avg_cycle_days: f64,
     /// Expected revenue per day: open deals × average won amount × win rate ÷ cycle days.
-    sales_velocity_per_day: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sales_velocity_per_day: Option<MoneyView>,
 }
 
 impl From<pb::Funnel> for FunnelView {
@@ -131,8 +157,8 @@ impl From<pb::Funnel> for FunnelView {
                     kind: s.kind,
                     probability: s.probability,
                     deal_count: s.deal_count,
-                    amount: s.amount,
-                    weighted_amount: s.weighted_amount,
+                    amount: money(s.amount_money),
+                    weighted_amount: money(s.weighted_amount_money),
                     conversion_to_next: s.conversion_to_next,
                     avg_days_in_stage: s.avg_days_in_stage,
                     median_days_in_stage: s.median_days_in_stage,
@@ -140,15 +166,15 @@ impl From<pb::Funnel> for FunnelView {
                 })
                 .collect(),
             open_count: f.open_count,
-            open_amount: f.open_amount,
-            weighted_forecast: f.weighted_forecast,
+            open_amount: money(f.open_amount_money),
+            weighted_forecast: money(f.weighted_forecast_money),
             won_count: f.won_count,
-            won_amount: f.won_amount,
+            won_amount: money(f.won_amount_money),
             lost_count: f.lost_count,
-            lost_amount: f.lost_amount,
+            lost_amount: money(f.lost_amount_money),
             win_rate: f.win_rate,
             avg_cycle_days: f.avg_cycle_days,
-            sales_velocity_per_day: f.sales_velocity_per_day,
+            sales_velocity_per_day: money(f.sales_velocity_per_day_money),
         }
     }
 }
@@ -192,12 +218,13 @@ pub struct RangeQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MovementView {
     count: u64,
-    amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<MoneyView>,
 }
 
 fn movement(m: Option<pb::Movement>) -> MovementView {
     let m = m.unwrap_or_default();
-    MovementView { count: m.count, amount: m.amount }
+    MovementView { count: m.count, amount: money(m.amount_money) }
 }
 
 /// `end = start + created + reopened − won − lost − removed + amountChanged`.
@@ -220,7 +247,8 @@ pub struct WaterfallView {
     /// Open at both dates with a later close date at `to` (does not change the total).
     pushed_out: MovementView,
     /// Net change of the amounts of deals open at both dates.
-    amount_changed: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount_changed: Option<MoneyView>,
     /// Open at `to`.
     end: MovementView,
 }
@@ -251,7 +279,7 @@ async fn waterfall(
         removed: movement(w.removed),
         pulled_in: movement(w.pulled_in),
         pushed_out: movement(w.pushed_out),
-        amount_changed: w.amount_changed,
+        amount_changed: money(w.amount_changed_money),
         end: movement(w.end),
     }))
 }
@@ -274,7 +302,8 @@ pub struct PeriodView {
     created: u64,
     won: u64,
     lost: u64,
-    won_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    won_amount: Option<MoneyView>,
 }
 
 /// Deals created, won and lost per day, week or month.
@@ -301,7 +330,7 @@ async fn periods(
             created: p.created,
             won: p.won,
             lost: p.lost,
-            won_amount: p.won_amount,
+            won_amount: money(p.won_amount_money),
         })
         .collect();
     Ok(Json(Page::new(items, String::new())))
@@ -347,8 +376,10 @@ pub struct PortfolioStageView {
     /// `open`, `won` or `lost`.
     kind: String,
     deal_count: u64,
-    amount: f64,
-    weighted_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<MoneyView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_amount: Option<MoneyView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -358,15 +389,41 @@ pub struct CompanySummaryView {
     company_id: String,
     company_name: String,
     open_count: u64,
-    open_amount: f64,
-    weighted_forecast: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_amount: Option<MoneyView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_forecast: Option<MoneyView>,
     won_count: u64,
-    won_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    won_amount: Option<MoneyView>,
     lost_count: u64,
-    lost_amount: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_amount: Option<MoneyView>,
     win_rate: f64,
     /// On the canonical portfolio stages.
     stages: Vec<PortfolioStageView>,
+    /// The rate that converted this company into the reporting currency for the totals;
+    /// absent when it reports in that currency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fx_rate: Option<FxRateView>,
+    /// No rate on or before the as-of date converts this company's currency: its amounts
+    /// are left out of the totals.
+    fx_rate_missing: bool,
+}
+
+/// One exchange rate: 1 `from` = `rate` `to`, on `date`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FxRateView {
+    /// ISO 8601 date (UTC).
+    #[schema(example = "2026-03-31")]
+    date: String,
+    #[schema(example = "EUR")]
+    from: String,
+    #[schema(example = "USD")]
+    to: String,
+    /// A positive decimal, as a string.
+    #[schema(example = "1.0842")]
+    rate: String,
 }
 
 impl From<pb::CompanySummary> for CompanySummaryView {
@@ -375,14 +432,21 @@ impl From<pb::CompanySummary> for CompanySummaryView {
             company_id: c.company_id,
             company_name: c.company_name,
             open_count: c.open_count,
-            open_amount: c.open_amount,
-            weighted_forecast: c.weighted_forecast,
+            open_amount: money(c.open_amount_money),
+            weighted_forecast: money(c.weighted_forecast_money),
             won_count: c.won_count,
-            won_amount: c.won_amount,
+            won_amount: money(c.won_amount_money),
             lost_count: c.lost_count,
-            lost_amount: c.lost_amount,
+            lost_amount: money(c.lost_amount_money),
             win_rate: c.win_rate,
             stages: c.stages.into_iter().map(stage_view).collect(),
+            fx_rate: c.fx_rate.map(|r| FxRateView {
+                date: r.date,
+                from: r.from_currency_code,
+                to: r.to_currency_code,
+                rate: r.rate,
+            }),
+            fx_rate_missing: c.fx_rate_missing,
         }
     }
 }
@@ -393,8 +457,8 @@ fn stage_view(s: pb::PortfolioStage) -> PortfolioStageView {
         label: s.label,
         kind: s.kind,
         deal_count: s.deal_count,
-        amount: s.amount,
-        weighted_amount: s.weighted_amount,
+        amount: money(s.amount_money),
+        weighted_amount: money(s.weighted_amount_money),
     }
 }
 
@@ -403,8 +467,12 @@ fn stage_view(s: pb::PortfolioStage) -> PortfolioStageView {
 pub struct PortfolioView {
     /// The canonical portfolio stages, in funnel order.
     stages: Vec<PortfolioStageView>,
-    /// Sums over every selected company (not only this page).
+    /// Sums over every selected company (not only this page), in the reporting currency.
     totals: CompanySummaryView,
+    /// The currency of the totals.
+    reporting_currency: String,
+    /// Companies left out of the totals for want of an exchange rate.
+    unconverted_company_ids: Vec<String>,
     company_count: u64,
     /// One page of companies, by id.
     items: Vec<CompanySummaryView>,
@@ -417,6 +485,8 @@ impl From<pb::Portfolio> for PortfolioView {
         Self {
             stages: p.stages.into_iter().map(stage_view).collect(),
             totals: p.totals.unwrap_or_default().into(),
+            reporting_currency: p.reporting_currency_code,
+            unconverted_company_ids: p.unconverted_company_ids,
             company_count: p.company_count,
             items: p.companies.into_iter().map(CompanySummaryView::from).collect(),
             next_cursor: (!p.next_page_token.is_empty()).then_some(p.next_page_token),
@@ -435,6 +505,9 @@ pub struct PortfolioQuery {
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
+    /// The instant (RFC 3339) whose exchange rates convert the totals: the latest rate on
+    /// or before its date. Now when omitted.
+    pub fx_as_of: Option<String>,
 }
 
 impl PortfolioQuery {
@@ -445,7 +518,14 @@ impl PortfolioQuery {
             .as_deref()
             .map(|ids| ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
-        Ok(pb::GetPortfolioRequest { company_ids, page: Some(PageRequest { ..page }) })
+        let fx_as_of = match &self.fx_as_of {
+            Some(t) => {
+                let ms = instant("fxAsOf", t)?;
+                Some(prost_types::Timestamp { seconds: ms.div_euclid(1_000), nanos: 0 })
+            }
+            None => None,
+        };
+        Ok(pb::GetPortfolioRequest { company_ids, page: Some(PageRequest { ..page }), fx_as_of })
     }
 }
 
@@ -474,4 +554,60 @@ async fn portfolio_events(
     let req = query.to_proto()?;
     let stream = s.pipeline_tracker.clone().watch_portfolio(caller.request(req)).await?.into_inner();
     Ok(sse("portfolio", stream, PortfolioView::from))
+}
+
+/// Exchange rates to store. A list inside an object: every request body of this API is a
+/// JSON object.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FxRatesPut {
+    rates: Vec<FxRateView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FxRatesStored {
+    stored: u64,
+}
+
+/// Stores dated exchange rates (admin, portfolio-wide). A rate given again for the same
+/// date and pair replaces it; portfolio totals convert with the latest rate on or before
+/// their as-of date.
+#[utoipa::path(put, path = "/v1/portfolio/fx-rates", operation_id = "putPortfolioFxRates", tag = "funnels",
+    request_body = FxRatesPut,
+    responses((status = 200, description = "How many rates were stored", body = FxRatesStored)))]
+async fn put_fx_rates(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<FxRatesPut>,
+) -> ApiResult<Json<FxRatesStored>> {
+    let rates = body
+        .rates
+        .into_iter()
+        .map(|r| pb::FxRate { date: r.date, from_currency_code: r.from, to_currency_code: r.to, rate: r.rate })
+        .collect();
+    let resp = s.pipeline_tracker.clone().put_fx_rates(caller.request(pb::PutFxRatesRequest { rates })).await?;
+    Ok(Json(FxRatesStored { stored: resp.into_inner().stored }))
+}
+
+/// A company's currency.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompanyCurrency {
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+}
+
+/// Sets the currency a company's figures are in (USD until set).
+#[utoipa::path(put, path = "/v1/companies/{company_id}/currency", operation_id = "setCompanyCurrency", tag = "funnels",
+    params(("company_id" = String, Path, description = "Company id")),
+    request_body = CompanyCurrency,
+    responses((status = 200, description = "The currency now set", body = CompanyCurrency)))]
+async fn set_company_currency(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(company_id): ApiPath<String>,
+    ApiJson(body): ApiJson<CompanyCurrency>,
+) -> ApiResult<Json<CompanyCurrency>> {
+    let req = pb::SetCompanyCurrencyRequest { company_id, currency_code: body.currency };
+    let resp = s.pipeline_tracker.clone().set_company_currency(caller.request(req)).await?.into_inner();
+    Ok(Json(CompanyCurrency { currency: resp.currency_code }))
 }
