@@ -122,6 +122,7 @@ async fn feed(store: &Store, company: &str, id: &str, email: &str, amount: f64) 
         last_modified_ms: now,
         created_ms: now - 100 * DAY_MS,
         properties: std::collections::HashMap::from([("gomark_contact_email".to_owned(), email.to_owned())]),
+        ..Default::default()
     };
     let event = gomark_events::envelope::new_event(company, gomark_events::event_types::DEAL_UPSERTED, &d);
     let handler = DealEvents { store: store.clone(), triggers: Arc::new(EngineTriggers::default()) };

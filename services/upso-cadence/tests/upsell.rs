@@ -110,6 +110,7 @@ fn deal(id: &str, email: &str, stage: &str, amount: f64, closed_days_ago: i64, u
         last_modified_ms: now,
         created_ms: now - 100 * DAY_MS,
         properties,
+        ..Default::default()
     }
 }
 
