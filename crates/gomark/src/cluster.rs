@@ -243,6 +243,9 @@ impl Cluster {
             crate::upso::seed_demo_accounts(&cluster.upso_sim, &orchestrator, &cluster.wiring.grpc_url("upso-cadence"))
                 .await
                 .context("demo Upso accounts")?;
+            let (ready, _) = tokio::sync::watch::channel(crate::demo::DemoState::Staging);
+            let sim_url = cluster.wiring.hubspot_sim_url.clone();
+            tokio::spawn(crate::demo::stage_demo(cluster.hubspot_sim.clone(), sim_url, orchestrator, ready));
             let (sim, stop) = (cluster.hubspot_sim.clone(), cluster.shutdown.clone());
             tokio::spawn(crate::demo::run_demo_activity(sim, DEMO_ACTIVITY, stop));
         }
