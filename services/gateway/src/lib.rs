@@ -128,6 +128,7 @@ pub async fn start_gateway_on(
             })
         }),
         max_body_bytes: gw.max_body_bytes,
+        dashboard_currency: Arc::from(gw.dashboard_currency.as_str()),
     };
     let request_id = http::HeaderName::from_static("x-request-id");
     let mut app = routes::router(state);

@@ -44,6 +44,8 @@ pub struct AppState {
     pub webhooks: Option<Arc<webhooks::WebhookConfig>>,
     /// Largest request body read, also by the idempotency layer.
     pub max_body_bytes: usize,
+    /// The currency the dashboard labels amounts with (`gateway.dashboard_currency`).
+    pub dashboard_currency: Arc<str>,
 }
 
 /// Every documented route, and the OpenAPI document describing them.

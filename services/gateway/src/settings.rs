@@ -74,6 +74,9 @@ pub struct GatewaySettings {
     pub request_timeout_ms: u64,
     /// Larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// The ISO 4217 code the dashboard labels amounts with: the portfolio's reporting
+    /// currency. Deal amounts are shown as HubSpot holds them, not converted.
+    pub dashboard_currency: String,
 }
 
 impl Default for GatewaySettings {
@@ -87,6 +90,7 @@ impl Default for GatewaySettings {
             call_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_body_bytes: 1024 * 1024,
+            dashboard_currency: "USD".into(),
         }
     }
 }
@@ -120,6 +124,10 @@ impl Validate for Settings {
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.gateway.max_body_bytes) {
             return Err(SettingsError::invalid("gateway.max_body_bytes", "must be between 1 KiB and 64 MiB"));
+        }
+        let currency = &self.gateway.dashboard_currency;
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(SettingsError::invalid("gateway.dashboard_currency", "must be an ISO 4217 code such as USD"));
         }
         self.database.validate()?;
         self.cache.validate()?;
@@ -166,5 +174,24 @@ impl ServiceSettings for Settings {
 
     fn telemetry(&self) -> &TelemetrySettings {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dashboard_currency_must_be_an_iso_code() {
+        let mut settings = Settings::default();
+        settings.database.url = Secret::new("sqlite::memory:".to_owned());
+        settings.validate().expect("the defaults are valid");
+        for bad in ["usd", "US", "EURO", "U$D", "<b>"] {
+            settings.gateway.dashboard_currency = bad.into();
+            let err = settings.validate().expect_err(bad).to_string();
+            assert!(err.contains("gateway.dashboard_currency"), "{bad}: {err}");
+        }
+        settings.gateway.dashboard_currency = "EUR".into();
+        settings.validate().expect("EUR");
     }
 }
