@@ -218,6 +218,11 @@ impl Cluster {
             webhook_secret: format!("sim-{}", random_hex(16)),
             admin_api_key: kept_file(data_dir, "admin.key", || format!("gmk_{}", random_hex(24)))?,
         };
+        // This process calls the services too (the demo loader): it signs its caller
+        // assertions with the cluster's key, or every call would be UNAUTHENTICATED.
+        let ring = gomark_platform::assertion::KeyRing::from_setting(&wiring.assertion_keys)
+            .context("the cluster's assertion key")?;
+        gomark_platform::assertion::install(ring);
         hubspot_sim.configure_webhooks(hubspot_sim::WebhookConfig {
             target_url: webhook_url(&wiring),
             client_secret: wiring.webhook_secret.clone(),
