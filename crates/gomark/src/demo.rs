@@ -412,3 +412,47 @@ pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomar
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_configuration_goes_on_top_of_the_imported_document() {
+        let mut document = json!({
+            "baseline": null,
+            "companies": {
+                "acme-analytics": {"companyId": "c0", "settings": {"rolloutWave": 1}},
+                "tidewater-marinas": {"companyId": "c19"},
+                "someone-else": {"companyId": "x"}
+            }
+        });
+        let index = |id: &str| match id {
+            "c0" => Some(0),
+            "c19" => Some(DRIFTED_COMPANY),
+            _ => None,
+        };
+        add_demo_configuration(&mut document, index).expect("added");
+        let names: Vec<&str> = document["baseline"]["dealProperties"]
+            .as_array()
+            .expect("properties")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(names.contains(&"gomark_customer_tier") && names.contains(&"gomark_contact_email"), "{names:?}");
+        assert_eq!(document["baseline"]["upsellRules"][0]["cadence"], document["baseline"]["cadences"][0]["key"]);
+        let companies = &document["companies"];
+        assert_eq!(companies["acme-analytics"]["settings"], json!({"rolloutWave": 0}), "Acme is the canary");
+        assert_eq!(companies["tidewater-marinas"]["settings"], json!({"rolloutWave": 1, "driftPolicy": "adopt"}));
+        assert!(companies["someone-else"].get("settings").is_none(), "not a demo company: left alone");
+        // The result is a document the one validator accepts.
+        let parsed = gtm_config::Document::from_yaml(&document.to_string()).expect("a document");
+        parsed.validate().expect("a valid document");
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_an_error() {
+        assert!(add_demo_configuration(&mut json!([1, 2]), |_| None).is_err());
+        assert!(add_demo_configuration(&mut json!({"baseline": {}}), |_| None).is_err(), "no companies");
+    }
+}
