@@ -218,6 +218,11 @@ impl Cluster {
             webhook_secret: format!("sim-{}", random_hex(16)),
             admin_api_key: kept_file(data_dir, "admin.key", || format!("gmk_{}", random_hex(24)))?,
         };
+        // This process calls the services too (the demo loader): it signs its caller
+        // assertions with the cluster's key, or every call would be UNAUTHENTICATED.
+        let ring = gomark_platform::assertion::KeyRing::from_setting(&wiring.assertion_keys)
+            .context("the cluster's assertion key")?;
+        gomark_platform::assertion::install(ring);
         hubspot_sim.configure_webhooks(hubspot_sim::WebhookConfig {
             target_url: webhook_url(&wiring),
             client_secret: wiring.webhook_secret.clone(),
@@ -243,6 +248,9 @@ impl Cluster {
             crate::upso::seed_demo_accounts(&cluster.upso_sim, &orchestrator, &cluster.wiring.grpc_url("upso-cadence"))
                 .await
                 .context("demo Upso accounts")?;
+            let (ready, _) = tokio::sync::watch::channel(crate::demo::DemoState::Staging);
+            let sim_url = cluster.wiring.hubspot_sim_url.clone();
+            tokio::spawn(crate::demo::stage_demo(cluster.hubspot_sim.clone(), sim_url, orchestrator, ready));
             let (sim, stop) = (cluster.hubspot_sim.clone(), cluster.shutdown.clone());
             tokio::spawn(crate::demo::run_demo_activity(sim, DEMO_ACTIVITY, stop));
         }

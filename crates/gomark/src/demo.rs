@@ -1,10 +1,18 @@
 //! The demo portfolio an empty embedded GoMark starts with: twenty companies, each with a
-//! portal in the HubSpot simulator.
+//! portal in the HubSpot simulator, and then, in the background, everything GoMark does
+//! to look at: the portals imported as revision 1, a revision declaring deal properties,
+//! an Upso cadence and an upsell rule, its finished rollout, upsell-ready customers (won
+//! deals with contact emails and past close dates) and one drift (a hand edit in a portal).
 
+use gomark_platform::grpc_client::TracedChannel as Channel;
 use gomark_proto::common::v1::PageRequest;
 use gomark_proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
-use gomark_proto::orchestrator::v1::{ApplyPlanRequest, CreateCompanyRequest, ListCompaniesRequest, PlanRequest};
+use gomark_proto::orchestrator::v1::{
+    ApplyPlanRequest, CheckDriftRequest, CreateCompanyRequest, GetRevisionRequest, GetRolloutRequest, ImportRequest,
+    ListCompaniesRequest, ListRevisionsRequest, PlanRequest,
+};
 use hubspot_sim::HubSpotSim;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 pub const DEMO_COMPANIES: &[&str] = &[
@@ -35,11 +43,39 @@ pub fn demo_token(i: usize) -> String {
     format!("demo-portal-token-{i:02}")
 }
 
+/// The demo company whose portal gets a hand edit once the demo is staged: the drift to
+/// look at. Its drift policy is `adopt`, so the edit becomes a revision and plans stay empty.
+pub const DRIFTED_COMPANY: usize = DEMO_COMPANIES.len() - 1;
+/// The customer-tier label a person "typed" into that portal's HubSpot UI.
+pub const DRIFTED_LABEL: &str = "Customer tier (edited in HubSpot)";
+/// Won deals with a contact each demo company gets: its upsell-ready customers.
+pub const UPSELL_CUSTOMERS_PER_COMPANY: usize = 4;
+
+/// How far the background part of the demo got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoState {
+    /// Still importing, rolling out or seeding.
+    Staging,
+    /// Everything is there to look at.
+    Ready,
+    /// It stopped; the reason is logged.
+    Failed,
+}
+
+/// The document key of a demo company (`Acme Analytics` → `acme-analytics`).
+pub fn company_key(name: &str) -> String {
+    name.to_lowercase().replace(' ', "-")
+}
+
+async fn orchestrator(url: &str) -> anyhow::Result<OrchestratorServiceClient<Channel>> {
+    let channel = gomark_platform::grpc_client::channel(url, Duration::from_secs(10))?;
+    Ok(OrchestratorServiceClient::new(channel))
+}
+
 /// Creates the demo companies (through the orchestrator, as any client would) unless the
-/// installation already has companies.
+/// installation already has companies. Fast: the rest is [`stage_demo`]'s, in the background.
 pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> anyhow::Result<()> {
-    let channel = gomark_platform::grpc_client::channel(orchestrator_url, Duration::from_secs(10))?;
-    let mut client = OrchestratorServiceClient::new(channel);
+    let mut client = orchestrator(orchestrator_url).await?;
     let loader = gomark_platform::Caller::system("demo");
     let existing = client
         .list_companies(
@@ -54,54 +90,253 @@ pub async fn seed_demo_portfolio(sim: &HubSpotSim, orchestrator_url: &str) -> an
     if !existing.companies.is_empty() {
         return Ok(());
     }
-    let mut companies = serde_json::Map::new();
     for (i, name) in DEMO_COMPANIES.iter().enumerate() {
-        let company = client
+        client
             .create_company(loader.request(CreateCompanyRequest {
                 name: (*name).to_owned(),
                 hubspot_portal_id: (hubspot_sim::FIRST_PORTAL_ID + i as u64).to_string(),
                 hubspot_token: demo_token(i),
                 ..CreateCompanyRequest::default()
             }))
-            .await?
-            .into_inner();
-        let key = name.to_lowercase().replace(' ', "-");
-        companies
-            .insert(key, serde_json::json!({"companyId": company.id, "settings": {"rolloutWave": u8::from(i > 0)}}));
+            .await?;
     }
-    // Every demo company gets the portfolio's customer-tier property, the way any change
-    // reaches portals: a document, planned, then applied.
-    let document = serde_json::json!({
-        "baseline": {
-            "dealProperties": [{
-                "name": "gomark_customer_tier",
-                "label": "Customer tier",
-                "type": "enumeration",
-                "fieldType": "select",
-                "groupName": "dealinformation",
-                "description": "Portfolio-wide customer tier, managed by GoMark",
-                "options": [
-                    {"label": "Gold", "value": "gold"},
-                    {"label": "Silver", "value": "silver"},
-                    {"label": "Bronze", "value": "bronze"}
-                ]
-            }]
-        },
-        "companies": companies,
-    });
+    tracing::info!(companies = DEMO_COMPANIES.len(), "demo companies created; staging the rest of the demo");
+    Ok(())
+}
+
+/// The rest of the demo, after `serve` is up; says in the log (and in `ready`) when it is
+/// done. A data folder that already has a revision is left as it is.
+pub async fn stage_demo(
+    sim: HubSpotSim,
+    hubspot_sim_url: String,
+    orchestrator_url: String,
+    ready: tokio::sync::watch::Sender<DemoState>,
+) {
+    let started = std::time::Instant::now();
+    let state = match stage(&sim, &hubspot_sim_url, &orchestrator_url).await {
+        Ok(true) => {
+            tracing::info!(
+                secs = started.elapsed().as_secs(),
+                "demo ready: revision 1 imported, cadences and upsell rules rolled out, upsell-ready customers seeded, one drift recorded"
+            );
+            DemoState::Ready
+        }
+        Ok(false) => {
+            tracing::info!("demo ready: this data folder already has its revisions");
+            DemoState::Ready
+        }
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "the demo could not be staged completely; the companies are there");
+            DemoState::Failed
+        }
+    };
+    ready.send_replace(state);
+}
+
+/// Returns false when there was nothing to do (revisions exist already).
+async fn stage(sim: &HubSpotSim, hubspot_sim_url: &str, orchestrator_url: &str) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    let mut client = orchestrator(orchestrator_url).await?;
+    let loader = gomark_platform::Caller::system("demo");
+    let page = |size| Some(PageRequest { page_size: size, page_token: String::new() });
+    let revisions = client.list_revisions(loader.request(ListRevisionsRequest { page: page(1) })).await?.into_inner();
+    if !revisions.revisions.is_empty() {
+        return Ok(false);
+    }
+    let companies =
+        client.list_companies(loader.request(ListCompaniesRequest { page: page(500) })).await?.into_inner().companies;
+    let demo_index = |id: &str| {
+        let company = companies.iter().find(|c| c.id == id)?;
+        DEMO_COMPANIES.iter().position(|name| *name == company.name)
+    };
+
+    // Revision 1: what the portals hold, through the same import an operator runs.
+    let imported = client
+        .import(loader.request(ImportRequest {
+            company_ids: Vec::new(),
+            message: "demo: adopt what the demo portals hold".into(),
+        }))
+        .await
+        .context("import")?
+        .into_inner();
+    let number = imported.revision.map(|r| r.number).context("the import stored no revision")?;
+    let revision = client.get_revision(loader.request(GetRevisionRequest { number })).await?.into_inner();
+    let mut document: Value =
+        serde_yaml::from_str(&revision.document_yaml).context("the imported revision is not a YAML document")?;
+
+    // Revision 2: the portfolio's own configuration on top, planned and applied.
+    add_demo_configuration(&mut document, demo_index)?;
     let plan = client
         .plan(loader.request(PlanRequest {
             document: document.to_string(),
-            message: "demo portfolio: the customer-tier property everywhere".into(),
+            message: "demo: customer tier, contact properties, the upsell cadence and rule".into(),
             ..PlanRequest::default()
         }))
-        .await?
+        .await
+        .context("plan")?
         .into_inner();
-    client
+    let applied = client
         .apply_plan(loader.request(ApplyPlanRequest { plan_id: plan.plan_id, ..ApplyPlanRequest::default() }))
-        .await?;
-    tracing::info!(companies = DEMO_COMPANIES.len(), "demo portfolio loaded");
+        .await
+        .context("apply")?
+        .into_inner();
+    let rollout = applied.rollout.context("the plan started no rollout")?.id;
+    wait_for_rollout(&mut client, &loader, &rollout).await?;
+
+    seed_upsell_customers(sim);
+
+    // A person edits a label in one portal's HubSpot UI; the check records it as drift.
+    let token = demo_token(DRIFTED_COMPANY);
+    let response = reqwest::Client::new()
+        .patch(format!("{hubspot_sim_url}/crm/v3/properties/deals/gomark_customer_tier"))
+        .bearer_auth(&token)
+        .header("X-HubSpot-Sim-UI-User", "4242")
+        .json(&json!({"label": DRIFTED_LABEL}))
+        .send()
+        .await
+        .context("the hand edit")?;
+    anyhow::ensure!(response.status().is_success(), "the hand edit got HTTP {}", response.status());
+    let drifted = companies
+        .iter()
+        .find(|c| c.name == DEMO_COMPANIES[DRIFTED_COMPANY])
+        .map(|c| c.id.clone())
+        .context("the drifted company is missing")?;
+    client
+        .check_drift(loader.request(CheckDriftRequest { company_ids: vec![drifted] }))
+        .await
+        .context("drift check")?;
+    Ok(true)
+}
+
+/// Adds the demo's baseline (properties, cadence, upsell rule) to an imported document,
+/// and the settings of each demo company: Acme is the canary (wave 0), the drifted one
+/// adopts hand edits.
+fn add_demo_configuration(document: &mut Value, demo_index: impl Fn(&str) -> Option<usize>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let root = document.as_object_mut().context("the imported document is not a mapping")?;
+    let baseline = root.entry("baseline").or_insert_with(|| json!({}));
+    if baseline.is_null() {
+        *baseline = json!({});
+    }
+    let baseline = baseline.as_object_mut().context("baseline is not a mapping")?;
+    let text = |name: &str, label: &str| json!({"name": name, "label": label, "type": "string", "fieldType": "text", "groupName": "dealinformation"});
+    let properties = [
+        json!({
+            "name": "gomark_customer_tier",
+            "label": "Customer tier",
+            "type": "enumeration",
+            "fieldType": "select",
+            "groupName": "dealinformation",
+            "description": "Portfolio-wide customer tier, managed by GoMark",
+            "options": [
+                {"label": "Gold", "value": "gold"},
+                {"label": "Silver", "value": "silver"},
+                {"label": "Bronze", "value": "bronze"}
+            ]
+        }),
+        text("gomark_contact_email", "Contact email"),
+        text("gomark_contact_first_name", "Contact first name"),
+        json!({"name": "gomark_product_usage", "label": "Product usage", "type": "number", "fieldType": "number",
+               "groupName": "dealinformation"}),
+    ];
+    let list = baseline.entry("dealProperties").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    list.as_array_mut().context("baseline.dealProperties is not a list")?.extend(properties);
+    baseline.insert(
+        "cadences".into(),
+        json!([{
+            "key": "upsell",
+            "name": "Upsell: the next plan",
+            "steps": [
+                {"type": "auto_email", "delayHours": 0, "subject": "More from {{company}}",
+                 "body": "Hi {{firstName}}, your team has outgrown its plan: the next one is a month on us."},
+                {"type": "call", "delayHours": 48, "instructions": "Call about the upgrade"}
+            ]
+        }]),
+    );
+    baseline.insert(
+        "upsellRules".into(),
+        json!([{
+            "key": "default",
+            "cadence": "upsell",
+            "minScore": 5,
+            "closedWonDaysAgo": {"min": 7, "max": 90},
+            "scoring": [
+                {"property": "amount", "op": "linear", "points": 0.001, "maxPoints": 50, "why": "contract size"},
+                {"property": "gomark_product_usage", "op": "gte", "value": 0.8, "points": 30, "why": "heavy usage"}
+            ],
+            "guardrails": {"minDaysSinceLastTouch": 14, "mailboxDailyCap": 2, "companyDailyCap": 2}
+        }]),
+    );
+    let companies = root.get_mut("companies").and_then(Value::as_object_mut).context("the import has no companies")?;
+    for entry in companies.values_mut() {
+        let Some(i) = entry.get("companyId").and_then(Value::as_str).and_then(&demo_index) else { continue };
+        let Some(entry) = entry.as_object_mut() else { continue };
+        let settings = entry.entry("settings").or_insert_with(|| json!({}));
+        if !settings.is_object() {
+            *settings = json!({});
+        }
+        if let Some(settings) = settings.as_object_mut() {
+            settings.insert("rolloutWave".into(), json!(u8::from(i > 0)));
+            if i == DRIFTED_COMPANY {
+                settings.insert("driftPolicy".into(), json!("adopt"));
+            }
+        }
+    }
     Ok(())
+}
+
+async fn wait_for_rollout(
+    client: &mut OrchestratorServiceClient<Channel>,
+    loader: &gomark_platform::Caller,
+    id: &str,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let rollout = client.get_rollout(loader.request(GetRolloutRequest { id: id.to_owned() })).await?.into_inner();
+        match rollout.state.as_str() {
+            "completed" => return Ok(()),
+            "halted" | "cancelled" | "failed" => anyhow::bail!("the demo rollout {id} is {}", rollout.state),
+            _ => {}
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the demo rollout {id} did not finish in 2 minutes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Won deals with a contact each, closed 10 to 60 days ago: customers the upsell rule
+/// scores (the deal events reach upso-cadence like any portal change).
+fn seed_upsell_customers(sim: &HubSpotSim) {
+    use rand::Rng as _;
+    const PEOPLE: &[&str] = &["ada", "grace", "linus", "margaret", "dennis", "barbara", "ken", "frances"];
+    const DAY_MS: i64 = 86_400_000;
+    let now = gomark_storage::now_ms();
+    for (i, name) in DEMO_COMPANIES.iter().enumerate() {
+        let token = demo_token(i);
+        let domain = format!("{}.example", company_key(name));
+        let ids = sim.create_deals(&token, UPSELL_CUSTOMERS_PER_COMPANY, "closedwon", "default");
+        for (n, id) in ids.iter().enumerate() {
+            let person = PEOPLE[(i + n) % PEOPLE.len()];
+            let (amount, days_ago, usage) = {
+                let mut rng = rand::rng();
+                (rng.random_range(10..=90) * 1_000, rng.random_range(10..=60), rng.random_range(40..=100))
+            };
+            let mut first = person.to_owned();
+            first[..1].make_ascii_uppercase();
+            let props = [
+                ("amount", amount.to_string()),
+                ("closedate", (now - days_ago * DAY_MS).to_string()),
+                ("gomark_contact_email", format!("{person}@{domain}")),
+                ("gomark_contact_first_name", first),
+                ("gomark_product_usage", format!("{:.2}", f64::from(usage) / 100.0)),
+            ];
+            if let Err(err) = sim.update_deal(&token, id, props) {
+                tracing::debug!(error = %err, "demo customer skipped");
+            }
+        }
+    }
 }
 
 /// HubSpot's default open stages, in order; a deal past the last one is won.
@@ -162,12 +397,62 @@ pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomar
         } else {
             DEMO_STAGES[stage + 1]
         };
-        if let Err(err) = sim.update_deal(token, &id, [("dealstage", next)]) {
+        // A won deal closes now: upsell rules count days since the close date.
+        let closed = if next == "closedwon" {
+            vec![("dealstage", next.to_owned()), ("closedate", gomark_storage::now_ms().to_string())]
+        } else {
+            vec![("dealstage", next.to_owned())]
+        };
+        if let Err(err) = sim.update_deal(token, &id, closed) {
             tracing::debug!(error = %err, "demo activity skipped a deal");
             continue;
         }
         if !next.starts_with("closed") {
             deals.push((id, stage + 1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_configuration_goes_on_top_of_the_imported_document() {
+        let mut document = json!({
+            "baseline": null,
+            "companies": {
+                "acme-analytics": {"companyId": "c0", "settings": {"rolloutWave": 1}},
+                "tidewater-marinas": {"companyId": "c19"},
+                "someone-else": {"companyId": "x"}
+            }
+        });
+        let index = |id: &str| match id {
+            "c0" => Some(0),
+            "c19" => Some(DRIFTED_COMPANY),
+            _ => None,
+        };
+        add_demo_configuration(&mut document, index).expect("added");
+        let names: Vec<&str> = document["baseline"]["dealProperties"]
+            .as_array()
+            .expect("properties")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(names.contains(&"gomark_customer_tier") && names.contains(&"gomark_contact_email"), "{names:?}");
+        assert_eq!(document["baseline"]["upsellRules"][0]["cadence"], document["baseline"]["cadences"][0]["key"]);
+        let companies = &document["companies"];
+        assert_eq!(companies["acme-analytics"]["settings"], json!({"rolloutWave": 0}), "Acme is the canary");
+        assert_eq!(companies["tidewater-marinas"]["settings"], json!({"rolloutWave": 1, "driftPolicy": "adopt"}));
+        assert!(companies["someone-else"].get("settings").is_none(), "not a demo company: left alone");
+        // The result is a document the one validator accepts.
+        let parsed = gtm_config::Document::from_yaml(&document.to_string()).expect("a document");
+        parsed.validate().expect("a valid document");
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_an_error() {
+        assert!(add_demo_configuration(&mut json!([1, 2]), |_| None).is_err());
+        assert!(add_demo_configuration(&mut json!({"baseline": {}}), |_| None).is_err(), "no companies");
     }
 }

@@ -1,5 +1,6 @@
 //! Starting every service in this process, wired to each other over loopback gRPC.
 
+use crate::demo::DemoState;
 use gomark_cache::MemoryCache;
 use gomark_events::memory::MemoryBus;
 use gomark_platform::Shutdown;
@@ -17,7 +18,11 @@ pub struct EmbeddedOptions {
     pub data_dir: PathBuf,
     /// The gateway's HTTP port; 0 picks a free one.
     pub port: u16,
+    /// The interface every service and simulator listens on (loopback: they are internal).
     pub host: IpAddr,
+    /// The interface of the gateway's HTTP port alone (`serve --bind`); `0.0.0.0` lets a
+    /// container publish it while the rest stays on `host`.
+    pub http_host: IpAddr,
     /// Load the demo portfolio into an empty installation.
     pub demo: bool,
     pub sim: SimConfig,
@@ -47,6 +52,7 @@ impl Default for EmbeddedOptions {
             data_dir: PathBuf::from("data"),
             port: 8080,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             demo: true,
             sim: SimConfig::default(),
             rate_limit_per_minute: gomark_gateway::AuthSettings::default().rate_limit_per_minute,
@@ -89,6 +95,8 @@ pub struct Embedded {
     /// The tasks keeping the simulators' state in the data folder (they save once more at
     /// shutdown).
     savers: Vec<tokio::task::JoinHandle<()>>,
+    /// How far the demo's background staging got (`Ready` at once without a demo).
+    demo_state: tokio::sync::watch::Sender<DemoState>,
 }
 
 /// A fresh secret for this run's simulated HubSpot app (it signs webhooks).
@@ -254,15 +262,22 @@ impl Embedded {
         let gateway_common = common(gomark_gateway::NAME);
         let gateway_backends = backends(&gateway_common).await?;
         // The simulator's webhooks are signed for the gateway's real address: bind first.
-        let http_listener = gomark_platform::server::bind(loopback(options.port), "REST API").await?;
-        let webhook_url = format!("http://{}/webhooks/hubspot", http_listener.local_addr()?);
+        let http_addr = SocketAddr::new(options.http_host, options.port);
+        let http_listener = gomark_platform::server::bind(http_addr, "REST API").await?;
+        // Bound to every interface, the gateway is still reached locally through loopback
+        // (the simulator's webhooks, the URL printed).
+        let mut reachable = http_listener.local_addr()?;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(options.host);
+        }
+        let webhook_url = format!("http://{reachable}/webhooks/hubspot");
         let webhook_secret = webhook_secret();
         let gateway = gomark_gateway::start_gateway_on(
             http_listener,
             gomark_gateway::Settings {
                 server,
                 gateway: gomark_gateway::GatewaySettings {
-                    http_addr: loopback(options.port),
+                    http_addr,
                     orchestrator_url: grpc_url(orchestrator_addr),
                     upso_cadence_url: grpc_url(upso_addr),
                     hubspot_sync_url: grpc_url(hubspot_sync_addr),
@@ -290,7 +305,7 @@ impl Embedded {
             ..options.webhooks.clone()
         });
         services.insert(0, (gomark_gateway::NAME, gateway.service.grpc_addr));
-        let gateway_url = format!("http://{}", gateway.http_addr);
+        let gateway_url = format!("http://{reachable}");
 
         // One admin endpoint for the process: the metrics recorder is process-wide anyway.
         let gateway_service = gateway.service.with_admin(loopback(0)).await?;
@@ -311,20 +326,40 @@ impl Embedded {
             running,
             memory_bus,
             savers,
+            demo_state: tokio::sync::watch::Sender::new(DemoState::Ready),
         };
         if options.demo {
+            // Only the companies before `start` returns (tests and the CLI expect them);
+            // the import, rollout, customers and drift follow in the background.
             crate::demo::seed_demo_portfolio(&embedded.hubspot_sim, &grpc_url(orchestrator_addr))
                 .await
                 .context("demo portfolio")?;
             crate::upso::seed_demo_accounts(&embedded.upso_sim, &grpc_url(orchestrator_addr), &grpc_url(upso_addr))
                 .await
                 .context("demo Upso accounts")?;
+            embedded.demo_state.send_replace(DemoState::Staging);
+            tokio::spawn(crate::demo::stage_demo(
+                embedded.hubspot_sim.clone(),
+                embedded.hubspot_sim_url.clone(),
+                grpc_url(orchestrator_addr),
+                embedded.demo_state.clone(),
+            ));
             if let Some(every) = options.demo_activity {
                 let (sim, stop) = (embedded.hubspot_sim.clone(), embedded.shutdown.clone());
                 tokio::spawn(crate::demo::run_demo_activity(sim, every, stop));
             }
         }
         Ok(embedded)
+    }
+
+    /// Waits until the demo is staged (or failed to be), at most `timeout`; returns how far it got.
+    pub async fn demo_ready(&self, timeout: std::time::Duration) -> DemoState {
+        let mut state = self.demo_state.subscribe();
+        let staged = tokio::time::timeout(timeout, state.wait_for(|s| *s != DemoState::Staging)).await;
+        match staged {
+            Ok(Ok(done)) => done.clone(),
+            _ => self.demo_state.borrow().clone(),
+        }
     }
 
     /// The gRPC address of `service`.

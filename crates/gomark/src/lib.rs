@@ -9,5 +9,7 @@ mod embedded;
 mod sim_state;
 pub mod upso;
 
-pub use demo::{DEMO_COMPANIES, demo_token, seed_demo_portfolio};
+pub use demo::{
+    DEMO_COMPANIES, DRIFTED_COMPANY, DRIFTED_LABEL, DemoState, company_key, demo_token, seed_demo_portfolio,
+};
 pub use embedded::{Embedded, EmbeddedOptions};

@@ -30,9 +30,13 @@ enum Command {
         /// Where the SQLite files live.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
-        /// The gateway's HTTP port; 0 picks a free one.
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
+        /// The gateway's HTTP address; `0.0.0.0:8080` publishes it from a container (the
+        /// services and simulators stay on loopback).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// The gateway's HTTP port, overriding --bind's; 0 picks a free one.
+        #[arg(long)]
+        port: Option<u16>,
         /// Start without the demo portfolio.
         #[arg(long)]
         no_demo: bool,
@@ -159,10 +163,11 @@ enum Service {
 async fn main() -> ExitCode {
     let Cli { command, api } = Cli::parse();
     match command {
-        Command::Serve { data_dir, port, no_demo, demo_activity_ms, rate_limit_per_minute, log_format } => {
+        Command::Serve { data_dir, bind, port, no_demo, demo_activity_ms, rate_limit_per_minute, log_format } => {
             let options = EmbeddedOptions {
                 data_dir,
-                port,
+                http_host: bind.ip(),
+                port: port.unwrap_or(bind.port()),
                 demo: !no_demo,
                 demo_activity: (!no_demo && demo_activity_ms > 0).then(|| Duration::from_millis(demo_activity_ms)),
                 rate_limit_per_minute,

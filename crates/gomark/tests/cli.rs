@@ -199,8 +199,10 @@ async fn the_cli_follows_operator_conventions() {
     let gw = server.gateway_url.clone();
     let admin = server.admin_api_key.clone().expect("admin key on first start");
     let key = Some(admin.as_str());
+    assert_eq!(server.demo_ready(Duration::from_secs(60)).await, gomark::DemoState::Ready);
 
-    // The demo's first rollout converges every portal: then a plan has nothing to do (0).
+    // The demo's rollout converged every portal, and its drift was adopted: a plan has
+    // nothing to do (0).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let run = gomark(&gw, key, &["plan", "--detailed-exitcode"]).await;

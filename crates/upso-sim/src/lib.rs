@@ -1,8 +1,8 @@
 //! `upso-sim`: a simulator of the Upso outreach API (`docs/upso/openapi.yaml`) for GoMark
 //! tests, demos and benchmarks.
 //!
-//! Accounts are registered per token ([`UpsoSim::register_account`]); an unknown token gets
-//! 401. Every request counts against the account's rolling rate limit (429 with
+//! Accounts are registered per token ([`UpsoSim::register_account`], or over HTTP with
+//! `POST /_sim/accounts` `{"token","name"}`); an unknown token gets 401. Every request counts against the account's rolling rate limit (429 with
 //! `Retry-After`). Time is the simulator's clock ([`UpsoSim::set_now`], [`UpsoSim::advance`]):
 //! steps run when [`UpsoSim::run_due`] is called (and once a second when served), so a test
 //! decides when "later" is. Every email is recorded as an `email_sent` activity with its
@@ -436,5 +436,27 @@ mod tests {
         assert_eq!(writes[0]["path"], "/v1/mailboxes");
         assert!(writes[0]["body"].as_str().expect("body").contains("x@a.example"));
         assert_eq!(sim.writes(None).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_account_opened_over_http_answers_its_token() {
+        let sim = UpsoSim::new(SimConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(sim.clone().serve(listener, std::future::pending()));
+        let http = reqwest::Client::new();
+        let unknown = http.get(format!("{base}/v1/account")).bearer_auth("upso-new").send().await.expect("get");
+        assert_eq!(unknown.status(), 401);
+        let body = serde_json::json!({"token": "upso-new", "name": "New Co"});
+        let opened = http.post(format!("{base}/_sim/accounts")).json(&body).send().await.expect("open");
+        assert_eq!(opened.status(), 201);
+        let id = opened.json::<serde_json::Value>().await.expect("json")["accountId"].clone();
+        let again = http.post(format!("{base}/_sim/accounts")).json(&body).send().await.expect("open again");
+        assert_eq!(again.json::<serde_json::Value>().await.expect("json")["accountId"], id, "same token, same account");
+        let known = http.get(format!("{base}/v1/account")).bearer_auth("upso-new").send().await.expect("get");
+        assert_eq!(known.status(), 200);
+        let bad = serde_json::json!({"token": "two words", "name": "X"});
+        let refused = http.post(format!("{base}/_sim/accounts")).json(&bad).send().await.expect("post");
+        assert_eq!(refused.status(), 422);
     }
 }

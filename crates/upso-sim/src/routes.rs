@@ -31,6 +31,7 @@ pub(crate) fn router(sim: UpsoSim) -> Router {
         // The simulator's own admin routes: no token, no rate limit, not logged.
         .route("/_sim/writes", get(list_writes))
         .route("/_sim/account-id", get(account_id))
+        .route("/_sim/accounts", post(open_account))
         .with_state(sim)
 }
 
@@ -43,6 +44,27 @@ struct WritesQuery {
 /// `GET /_sim/writes[?accountId=]`: every write received, oldest first.
 async fn list_writes(State(sim): State<UpsoSim>, Query(q): Query<WritesQuery>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "results": sim.writes(q.account_id.as_deref()) }))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewAccount {
+    token: String,
+    name: String,
+}
+
+/// `POST /_sim/accounts` `{"token","name"}`: opens an account for `token` (the same token
+/// again: the same account), as signing up with Upso would; answers its id. This is how a
+/// company created in embedded mode gets an Upso account to register.
+async fn open_account(State(sim): State<UpsoSim>, Json(new): Json<NewAccount>) -> Response {
+    let token = new.token.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return ApiError::invalid("token", "must be visible ASCII characters, without spaces").into_response();
+    }
+    if new.name.trim().is_empty() {
+        return ApiError::invalid("name", "is required").into_response();
+    }
+    let id = sim.register_account(token, new.name.trim());
+    (StatusCode::CREATED, Json(serde_json::json!({ "accountId": id }))).into_response()
 }
 
 /// `GET /_sim/account-id` with `Authorization: Bearer <token>`: the token's account id.

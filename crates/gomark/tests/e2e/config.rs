@@ -60,10 +60,13 @@ async fn importing_the_portfolio_adopts_reality_and_plans_nothing() {
         let id = company["id"].as_str().expect("id");
         crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", None).await;
     }
+    assert_eq!(gomark.demo_ready(Duration::from_secs(60)).await, gomark::DemoState::Ready);
+    let latest = api.send(Method::GET, "/v1/config", None).await.body["number"].as_i64();
+    // The demo's own revisions (its import, its configuration, an adopted drift) come first.
+    assert!(latest >= Some(2), "the demo stored its revisions: {latest:?}");
     let imported = api.send(Method::POST, "/v1/config/import", Some(json!({}))).await;
     assert_eq!(imported.status, 201, "{}", imported.body);
-    // Revision 1 is the demo's own document; the import is the next one.
-    assert_eq!(imported.body["revision"]["number"], 2);
+    assert_eq!(imported.body["revision"]["number"].as_i64(), latest.map(|n| n + 1), "the import is the next revision");
     let adopted = imported.body["companies"].as_array().expect("companies");
     assert_eq!(adopted.len(), companies.len());
     assert!(
@@ -227,6 +230,7 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
         .filter_map(|c| c["id"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(companies.len(), 20);
+    assert_eq!(gomark.demo_ready(Duration::from_secs(60)).await, gomark::DemoState::Ready);
     for id in &companies {
         crate::scenarios::wait_synced(&api, id, "gomark_customer_tier", None).await;
     }
@@ -395,13 +399,19 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
     assert!(deletion.get("blocked").is_none(), "unblocked once the stage is empty: {deletion}");
 
     let restored = rollout(rolled_back.body["number"].as_i64().expect("number")).await;
+    let all = api.send(Method::GET, "/v1/companies?limit=100", None).await.body;
+    let drifted = all["items"].as_array().expect("items").iter().find_map(|c| {
+        (c["name"] == gomark::DEMO_COMPANIES[gomark::DRIFTED_COMPANY]).then(|| c["id"].as_str().map(str::to_owned))?
+    });
     assert_eq!(restored["done"], 20, "{restored}");
     for id in &companies {
         let observed = observe(id.clone()).await;
         let props = observed["properties"].as_array().expect("properties");
         assert!(!props.iter().any(|p| p["name"] == "gomark_renewal_date"), "{id}: property archived again");
+        // The company whose label the demo edited by hand adopted that label.
+        let label = if Some(id) == drifted.as_ref() { gomark::DRIFTED_LABEL } else { "Customer tier" };
         assert!(
-            props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == "Customer tier"),
+            props.iter().any(|p| p["name"] == "gomark_customer_tier" && p["label"] == label),
             "{id}: label restored"
         );
         let sales = observed["pipelines"]

@@ -1,6 +1,8 @@
 //! The dashboard in a real browser (headless Chromium driven through chromedriver's
 //! WebDriver API): the page loads, shows the demo portfolio, and a deal made in HubSpot
-//! moves a number on screen.
+//! moves a number on screen; amounts carry their currency, "won" is labelled as a count or
+//! an amount, the velocity is never absurd, the pipeline picker works, and the page fits
+//! 800 px without scrolling sideways.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
 //! skipped, unless `GOMARK_REQUIRE_BROWSER=1` (set by CI) makes that a failure.
@@ -64,6 +66,12 @@ impl Browser {
         reply["value"].clone()
     }
 
+    async fn resize(&self, width: u32, height: u32) {
+        let url = format!("{}/session/{}/window/rect", self.base, self.session);
+        let reply = self.http.post(url).json(&json!({"width": width, "height": height})).send().await.expect("resize");
+        assert!(reply.status().is_success(), "resize: {}", reply.status());
+    }
+
     async fn open(&self, url: &str) {
         self.command("url", json!({"url": url})).await;
     }
@@ -89,6 +97,7 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
     let key = gomark.admin_api_key.clone().expect("admin key");
     let api = Api::new(&gomark.gateway_url, &key);
+    assert_eq!(gomark.demo_ready(Duration::from_secs(60)).await, gomark::DemoState::Ready);
     // pipeline-tracker learns the companies from their events.
     eventually("the demo portfolio in pipeline-tracker", Duration::from_secs(30), || async {
         let p = api.send(Method::GET, "/v1/portfolio/funnel", None).await.body;
@@ -132,6 +141,69 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     })
     .await;
     assert!(chart.starts_with("1 "), "{chart}");
+
+    // Amounts say their currency; "won" is a labelled count in one place, an amount in another.
+    assert_eq!(browser.eval("return document.getElementById('currency').textContent").await, "Totals in USD");
+    let kpis = browser.eval("return document.querySelector('.kpi').textContent").await;
+    assert!(kpis.as_str().is_some_and(|t| t.contains("Won amount (USD)") && t.contains("Open amount (USD)")), "{kpis}");
+    let won_amount = browser.eval("return document.getElementById('total-won-amount').textContent").await;
+    assert!(won_amount.as_str().is_some_and(|t| t.contains('$')), "a currency-formatted amount: {won_amount}");
+    let headers = browser.eval("return [...document.querySelectorAll('thead th')].map(th => th.textContent)").await;
+    assert!(
+        headers.as_array().is_some_and(|h| h.contains(&json!("Won deals")) && h.contains(&json!("Won amount"))),
+        "{headers}"
+    );
+
+    // The velocity follows the API's figures, shown only when they mean something: the
+    // demo's deals are won the moment they are made, whose raw velocity is absurd.
+    let acme = api.send(Method::GET, "/v1/companies?limit=1", None).await.body["items"][0]["id"].clone();
+    let acme = acme.as_str().expect("Acme's id").to_owned();
+    let funnel = api.send(Method::GET, &format!("/v1/companies/{acme}/funnels/default"), None).await.body;
+    let meaningful = funnel["avgCycleDays"].as_f64() >= Some(1.0) && funnel["wonCount"].as_u64() >= Some(3);
+    let velocity = eventually("Acme's velocity on screen", Duration::from_secs(10), || async {
+        browser
+            .eval("const v = document.getElementById('funnel-velocity'); return v && v.textContent")
+            .await
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    if meaningful {
+        let digits: String = velocity.chars().filter(char::is_ascii_digit).collect();
+        let shown: f64 = digits.parse().expect("a number");
+        let raw = funnel["salesVelocityPerDay"].as_f64().expect("velocity");
+        assert!((shown - raw.round()).abs() <= 1.0, "{velocity} vs {raw}");
+    } else {
+        assert_eq!(velocity, "—", "no velocity from {funnel}");
+    }
+    let kpi = browser.eval("return document.getElementById('funnel-kpi').textContent").await;
+    let longest_number = kpi
+        .as_str()
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .map(|n| n.replace(',', "").len())
+        .max();
+    assert!(longest_number < Some(10), "no absurd figure in the funnel: {kpi}");
+
+    // The pipeline picker lists the company's pipelines, the default one chosen.
+    let picker = eventually("the pipeline picker filled", Duration::from_secs(10), || async {
+        let v = browser
+            .eval("const p = document.getElementById('pipeline'); return p && !p.disabled && {value: p.value, options: [...p.options].map(o => o.value)}")
+            .await;
+        v.is_object().then_some(v)
+    })
+    .await;
+    assert_eq!(picker["value"], "default", "{picker}");
+    assert!(picker["options"].as_array().is_some_and(|o| o.contains(&json!("default"))), "{picker}");
+
+    // 800 px wide: everything reachable without a horizontal scroll bar.
+    browser.resize(800, 900).await;
+    let fits = eventually("the page at 800 px", Duration::from_secs(10), || async {
+        let v = browser.eval("return {inner: window.innerWidth, scroll: document.documentElement.scrollWidth}").await;
+        (v["inner"].as_u64() <= Some(800)).then_some(v)
+    })
+    .await;
+    assert!(fits["scroll"].as_u64() <= fits["inner"].as_u64(), "horizontal overflow at 800 px: {fits}");
 
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
     gomark.shutdown.trigger();

@@ -176,6 +176,7 @@ async fn a_restarted_demo_is_the_same_demo() {
     let api = Api::new(&gomark.gateway_url, &key);
     let page = api.send(Method::GET, "/v1/companies?limit=100", None).await;
     let first = page.body["items"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(gomark.demo_ready(Duration::from_secs(60)).await, gomark::DemoState::Ready);
     scenarios::wait_synced(&api, &first, "gomark_customer_tier", None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = gomark::demo_token(0);
