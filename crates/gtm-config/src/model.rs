@@ -54,6 +54,13 @@ pub struct Baseline {
     /// HubSpot platform settings every portal gets (an overlay may override them).
     #[serde(default, skip_serializing_if = "HubSpotSettings::is_empty")]
     pub hubspot: HubSpotSettings,
+    /// The currency (ISO 4217) the portfolio roll-up totals are in; USD when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_currency: Option<String>,
+    /// The currency a company's figures are in unless its overlay says otherwise; USD
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -121,9 +128,24 @@ impl PortfolioStage {
 }
 
 impl Baseline {
+    /// The roll-up's currency: the declared one, or USD.
+    pub fn effective_reporting_currency(&self) -> &str {
+        self.reporting_currency.as_deref().unwrap_or(DEFAULT_CURRENCY)
+    }
+
     /// The portfolio stages in force: the declared ones, or the defaults.
     pub fn effective_portfolio_stages(&self) -> Vec<PortfolioStage> {
         if self.portfolio_stages.is_empty() { PortfolioStage::defaults() } else { self.portfolio_stages.clone() }
+    }
+}
+
+/// The currency of figures and totals nobody declared one for.
+pub const DEFAULT_CURRENCY: &str = "USD";
+
+impl CompanyOverlay {
+    /// The currency this company's figures are in: its own, the baseline's, or USD.
+    pub fn effective_currency<'a>(&'a self, baseline: &'a Baseline) -> &'a str {
+        self.currency.as_deref().or(baseline.currency.as_deref()).unwrap_or(DEFAULT_CURRENCY)
     }
 }
 
@@ -161,6 +183,10 @@ pub struct CompanyOverlay {
     /// their probability.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stage_mapping: BTreeMap<String, String>,
+    /// The currency (ISO 4217) this company's figures are in (its HubSpot company
+    /// currency); the baseline's `currency` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_rules: Vec<crate::rules::ValidationRule>,
     /// Baseline rules this company does not get, as `property/RULE_TYPE`.

@@ -132,6 +132,8 @@ impl Document {
         check_rule_list(&mut c, &b.validation_rules, "baseline.validationRules");
         check_record_writers(&mut c, &b.record_writers);
         check_hubspot(&mut c, &b.hubspot, "baseline.hubspot");
+        check_currency(&mut c, b.reporting_currency.as_deref(), "baseline.reportingCurrency");
+        check_currency(&mut c, b.currency.as_deref(), "baseline.currency");
         let portfolio_stages = b.effective_portfolio_stages();
 
         let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
@@ -163,6 +165,7 @@ impl Document {
                 }
             }
             check_hubspot(&mut c, &overlay.hubspot, &format!("{prefix}.hubspot"));
+            check_currency(&mut c, overlay.currency.as_deref(), &format!("{prefix}.currency"));
             for (stage, target) in &overlay.stage_mapping {
                 if !portfolio_stages.iter().any(|p| &p.id == target) {
                     c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));
@@ -172,6 +175,15 @@ impl Document {
         }
 
         if c.errors.is_empty() { Ok(()) } else { Err(ValidationErrors { errors: c.errors }) }
+    }
+}
+
+/// A currency, when declared, is an ISO 4217 code as HubSpot writes it ("EUR").
+fn check_currency(c: &mut Collector, code: Option<&str>, path: &str) {
+    if let Some(code) = code
+        && (code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        c.push(path, "must be an ISO 4217 currency code in capitals, such as USD or EUR");
     }
 }
 
@@ -609,6 +621,27 @@ mod tests {
         for p in [-0.1, 0.05, 0.35, 1.1, f64::NAN, f64::INFINITY] {
             assert!(!is_valid_probability(p), "{p}");
         }
+    }
+
+    #[test]
+    fn currencies_are_iso_codes_and_the_overlay_wins() {
+        let doc = Document::from_yaml(
+            r#"
+baseline: {reportingCurrency: EUR, currency: usd}
+companies:
+  acme: {companyId: c-1, currency: GBP}
+  beta: {companyId: c-2, currency: EURO}
+  gamma: {companyId: c-3}
+"#,
+        )
+        .expect("yaml");
+        let errors = doc.validate().expect_err("two bad codes");
+        let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["baseline.currency", "companies.beta.currency"]);
+        assert_eq!(doc.baseline.effective_reporting_currency(), "EUR");
+        assert_eq!(doc.companies["acme"].effective_currency(&doc.baseline), "GBP");
+        assert_eq!(doc.companies["gamma"].effective_currency(&doc.baseline), "usd");
+        assert_eq!(Document::default().baseline.effective_reporting_currency(), "USD");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 -- Money is exact and typed: amounts become NUMERIC (never floating point) with the deal's
--- currency beside them; each company has a currency; dated exchange rates convert the
+-- currency beside them; each company's currency is declared in the configuration; dated exchange rates convert the
 -- portfolio roll-up into the reporting currency.
 
 -- The view reads deal_history.amount, whose type changes: dropped and recreated below.
@@ -21,9 +21,6 @@ FROM (
     FROM deal_history h
 ) t
 WHERE from_stage IS NULL OR from_stage <> stage_id;
-
--- The currency the company's figures are in.
-ALTER TABLE companies ADD COLUMN currency TEXT NOT NULL DEFAULT 'USD';
 
 -- Exchange rates by date: 1 from_currency = rate to_currency on rate_date (YYYY-MM-DD,
 -- UTC). A roll-up uses the latest rate on or before its as-of date.

@@ -59,8 +59,6 @@ FROM (
 ) t
 WHERE from_stage IS NULL OR from_stage <> stage_id;
 
-ALTER TABLE companies ADD COLUMN currency TEXT NOT NULL DEFAULT 'USD';
-
 -- rate is TEXT holding the decimal exactly; see the Postgres twin.
 CREATE TABLE fx_rates (
     from_currency TEXT NOT NULL,

@@ -208,25 +208,6 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         Ok(Response::new(pb::PutFxRatesResponse { stored: rates.len() as u64 }))
     }
 
-    async fn set_company_currency(
-        &self,
-        req: Request<pb::SetCompanyCurrencyRequest>,
-    ) -> Result<Response<pb::SetCompanyCurrencyResponse>, Status> {
-        let caller = Caller::from_metadata(req.metadata())?;
-        let r = req.into_inner();
-        caller.require_company(Role::Admin, &r.company_id)?;
-        let currency: Currency = r
-            .currency_code
-            .parse()
-            .map_err(|_| PublicError::invalid("currency_code", "must be an ISO 4217 code such as USD"))?;
-        self.tracker.store().set_company_currency(&r.company_id, currency).await?;
-        self.tracker.changed(std::slice::from_ref(&r.company_id)).await;
-        Ok(Response::new(pb::SetCompanyCurrencyResponse {
-            company_id: r.company_id,
-            currency_code: currency.to_string(),
-        }))
-    }
-
     async fn get_stage_usage(
         &self,
         req: Request<pb::GetStageUsageRequest>,

@@ -113,7 +113,7 @@ impl EventHandler for CompanyEvents {
         let Some(company) = created.company else { return Err(HandlerError::Reject("no company".into())) };
         self.tracker
             .store()
-            .record_company(&company.id, &company.name, None)
+            .record_company(&company.id, &company.name)
             .await
             .map_err(|err| HandlerError::Retry(err.to_string()))?;
         self.tracker.changed(std::slice::from_ref(&company.id)).await;

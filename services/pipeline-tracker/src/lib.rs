@@ -49,15 +49,12 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let orchestrator = gomark_platform::grpc_client::channel(&t.orchestrator_url, t.call_timeout())?;
     let store = store::Store::new(backends.db.clone());
     let catalog = catalog::Catalog::new(store.clone(), Some(hubspot_sync), Duration::from_secs(t.stage_refresh_secs));
-    let tracker = Arc::new(
-        tracker::Tracker::new(
-            store,
-            catalog,
-            backends.cache.clone(),
-            Duration::from_secs(settings.common.cache.ttl_secs),
-        )
-        .with_reporting_currency(t.reporting_currency()),
-    );
+    let tracker = Arc::new(tracker::Tracker::new(
+        store,
+        catalog,
+        backends.cache.clone(),
+        Duration::from_secs(settings.common.cache.ttl_secs),
+    ));
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());

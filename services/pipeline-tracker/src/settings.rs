@@ -1,7 +1,6 @@
 //! pipeline-tracker's settings.
 
 use gomark_platform::settings::{ServerSettings, SettingsError, TelemetrySettings, Validate, validate_url};
-use gomark_proto::money::Currency;
 use gomark_service::{CommonSettings, ServiceSettings};
 use serde::Deserialize;
 use std::time::Duration;
@@ -34,8 +33,6 @@ pub struct TrackerSettings {
     /// Watchers also check the database this often, to see changes ingested by other
     /// replicas.
     pub watch_poll_ms: u64,
-    /// ISO 4217 code of the currency the portfolio totals are in.
-    pub reporting_currency: String,
 }
 
 impl Default for TrackerSettings {
@@ -49,7 +46,6 @@ impl Default for TrackerSettings {
             batch_max_events: 500,
             batch_linger_ms: 10,
             watch_poll_ms: 1_000,
-            reporting_currency: "USD".into(),
         }
     }
 }
@@ -57,11 +53,6 @@ impl Default for TrackerSettings {
 impl TrackerSettings {
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
-    }
-
-    /// The reporting currency; validation has checked the code.
-    pub fn reporting_currency(&self) -> Currency {
-        self.reporting_currency.parse().unwrap_or(Currency::USD)
     }
 }
 
@@ -110,11 +101,7 @@ impl Validate for Settings {
         within("tracker.config_refresh_secs", t.config_refresh_secs, 1, 86_400)?;
         within("tracker.batch_max_events", t.batch_max_events as u64, 1, 5_000)?;
         within("tracker.batch_linger_ms", t.batch_linger_ms, 0, 5_000)?;
-        within("tracker.watch_poll_ms", t.watch_poll_ms, 50, 60_000)?;
-        t.reporting_currency
-            .parse::<Currency>()
-            .map(|_| ())
-            .map_err(|_| SettingsError::invalid("tracker.reporting_currency", "must be an ISO 4217 code such as USD"))
+        within("tracker.watch_poll_ms", t.watch_poll_ms, 50, 60_000)
     }
 }
 
@@ -139,8 +126,5 @@ mod tests {
         s.validate().expect("defaults");
         s.tracker.batch_max_events = 0;
         assert!(s.validate().expect_err("zero batch").to_string().contains("tracker.batch_max_events"));
-        s.tracker.batch_max_events = 500;
-        s.tracker.reporting_currency = "EURO".into();
-        assert!(s.validate().expect_err("bad code").to_string().contains("tracker.reporting_currency"));
     }
 }

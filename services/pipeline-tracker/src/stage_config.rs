@@ -1,11 +1,12 @@
-//! The portfolio stage mapping comes from the desired-state configuration: the latest
-//! revision's `baseline.portfolioStages` and each overlay's `stageMapping`. It is read when
+//! The portfolio stage mapping and the currencies come from the desired-state
+//! configuration: the latest revision's `baseline.portfolioStages`, `reportingCurrency`
+//! and `currency`, and each overlay's `stageMapping` and `currency`. It is read when
 //! a `revision.created` event arrives; a slow check of the latest revision's number (no
 //! document read unless it moved) covers replicas the event went past.
 
 use crate::funnel::StageKind;
 use crate::portfolio::{CanonicalStage, StageMap};
-use crate::tracker::Tracker;
+use crate::tracker::{Currencies, Tracker};
 use async_trait::async_trait;
 use gomark_events::EventEnvelope;
 use gomark_events::consumer::{EventHandler, HandlerError};
@@ -56,6 +57,21 @@ pub fn stage_map(doc: &gtm_config::Document) -> StageMap {
     }
 }
 
+/// The currencies a configuration document declares (validated there as ISO codes).
+pub fn currencies(doc: &gtm_config::Document) -> Currencies {
+    let code = |c: &str| c.parse().unwrap_or(gomark_proto::money::Currency::USD);
+    let defaults = Currencies::default();
+    Currencies {
+        reporting: code(doc.baseline.effective_reporting_currency()),
+        default: doc.baseline.currency.as_deref().map_or(defaults.default, code),
+        by_company: doc
+            .companies
+            .values()
+            .map(|o| (o.company_id.clone(), code(o.effective_currency(&doc.baseline))))
+            .collect(),
+    }
+}
+
 impl StageConfig {
     pub fn new(orchestrator: TracedChannel, every: Duration) -> Self {
         Self { orchestrator: OrchestratorServiceClient::new(orchestrator), every, loaded: AtomicI64::new(-1) }
@@ -74,13 +90,13 @@ impl StageConfig {
         if number <= self.loaded.load(Ordering::Acquire) {
             return Ok(());
         }
-        let map = if number == 0 {
-            StageMap::default()
+        let (map, currencies) = if number == 0 {
+            (StageMap::default(), Currencies::default())
         } else {
             let request = Caller::system("pipeline-tracker").request(GetRevisionRequest { number });
             let revision = self.orchestrator.clone().get_revision(request).await?.into_inner();
             match gtm_config::Document::from_yaml(&revision.document_yaml) {
-                Ok(doc) => stage_map(&doc),
+                Ok(doc) => (stage_map(&doc), currencies(&doc)),
                 Err(err) => {
                     tracing::warn!(revision = number, error = %err, "revision unreadable; keeping the portfolio stages");
                     return Ok(());
@@ -88,8 +104,9 @@ impl StageConfig {
             }
         };
         tracker.set_stage_map(map).await;
+        tracker.set_currencies(currencies).await;
         self.loaded.fetch_max(number, Ordering::AcqRel);
-        tracing::debug!(revision = number, "portfolio stage mapping loaded");
+        tracing::debug!(revision = number, "portfolio stage mapping and currencies loaded");
         Ok(())
     }
 

@@ -89,7 +89,6 @@ pub struct CompanyRow {
     pub company_id: String,
     pub name: String,
     pub version: i64,
-    pub currency: Currency,
 }
 
 /// One stored exchange rate: 1 `from` = `rate` `to` on `date` (YYYY-MM-DD).
@@ -313,63 +312,26 @@ impl Store {
             .collect()
     }
 
-    /// Names the company and, when the event carries one, sets its currency.
-    pub async fn record_company(&self, company_id: &str, name: &str, currency: Option<Currency>) -> Result<()> {
+    /// Names the company.
+    pub async fn record_company(&self, company_id: &str, name: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO companies (company_id, name, currency) VALUES ($1, $2, $3) \
-             ON CONFLICT (company_id) DO UPDATE SET name = excluded.name, \
-             currency = COALESCE($4, companies.currency)",
+            "INSERT INTO companies (company_id, name) VALUES ($1, $2) \
+             ON CONFLICT (company_id) DO UPDATE SET name = excluded.name",
         )
         .bind(company_id.to_owned())
         .bind(name.to_owned())
-        .bind(currency.unwrap_or(Currency::USD).to_string())
-        // NULL keeps the currency already set.
-        .bind(currency.map(|c| c.to_string()))
         .execute(self.db.pool())
         .await?;
         Ok(())
-    }
-
-    /// Sets the currency of the company's figures; its version moves so caches and
-    /// watchers recompute.
-    pub async fn set_company_currency(&self, company_id: &str, currency: Currency) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO companies (company_id, currency, version) VALUES ($1, $2, 1) \
-             ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency, version = companies.version + 1",
-        )
-        .bind(company_id.to_owned())
-        .bind(currency.to_string())
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// The currency of the company's figures (USD for a company not seen yet).
-    pub async fn company_currency(&self, company_id: &str) -> Result<Currency> {
-        let row = sqlx::query("SELECT currency FROM companies WHERE company_id = $1")
-            .bind(company_id.to_owned())
-            .fetch_optional(self.db.pool())
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get::<String, _>(0)?.parse().unwrap_or(Currency::USD),
-            None => Currency::USD,
-        })
     }
 
     /// Every company seen, by id.
     pub async fn companies(&self) -> Result<Vec<CompanyRow>> {
-        let rows = sqlx::query("SELECT company_id, name, version, currency FROM companies ORDER BY company_id")
+        let rows = sqlx::query("SELECT company_id, name, version FROM companies ORDER BY company_id")
             .fetch_all(self.db.pool())
             .await?;
         rows.iter()
-            .map(|r| {
-                Ok(CompanyRow {
-                    company_id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    version: r.try_get(2)?,
-                    currency: r.try_get::<String, _>(3)?.parse().unwrap_or(Currency::USD),
-                })
-            })
+            .map(|r| Ok(CompanyRow { company_id: r.try_get(0)?, name: r.try_get(1)?, version: r.try_get(2)? }))
             .collect()
     }
 

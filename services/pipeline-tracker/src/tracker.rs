@@ -14,6 +14,7 @@ use gomark_proto::money::{Currency, Money};
 use gomark_proto::pipeline_tracker::v1 as pb;
 use prost::Message;
 use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,8 +30,7 @@ pub struct Tracker {
     cache: Arc<dyn Cache>,
     cache_ttl: Duration,
     stage_map: RwLock<StageMap>,
-    /// The currency of portfolio totals.
-    reporting_currency: Currency,
+    currencies: RwLock<Currencies>,
     pub changes: Arc<Changes>,
 }
 
@@ -41,6 +41,36 @@ pub fn utc_date(t: i64) -> String {
 
 fn money(amount: Decimal, currency: Currency) -> Result<Option<common::Money>> {
     Ok(Some(Money::new(amount, currency).to_proto()?))
+}
+
+/// The currencies the configuration declares: the roll-up's, and each company's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Currencies {
+    /// What portfolio totals are in.
+    pub reporting: Currency,
+    /// A company's currency when the configuration names none for it.
+    pub default: Currency,
+    pub by_company: BTreeMap<String, Currency>,
+}
+
+impl Default for Currencies {
+    fn default() -> Self {
+        Self { reporting: Currency::USD, default: Currency::USD, by_company: BTreeMap::new() }
+    }
+}
+
+impl Currencies {
+    pub fn of(&self, company_id: &str) -> Currency {
+        self.by_company.get(company_id).copied().unwrap_or(self.default)
+    }
+}
+
+/// Puts `value` in `slot`; whether it differed.
+fn replace<T: PartialEq>(slot: &RwLock<T>, value: T) -> bool {
+    let mut current = slot.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let changed = *current != value;
+    *current = value;
+    changed
 }
 
 fn cache_key(company_id: &str) -> String {
@@ -59,15 +89,9 @@ impl Tracker {
             cache,
             cache_ttl,
             stage_map: RwLock::new(StageMap::default()),
-            reporting_currency: Currency::USD,
+            currencies: RwLock::new(Currencies::default()),
             changes: Arc::new(Changes::default()),
         }
-    }
-
-    /// Portfolio totals in `currency` (USD unless set).
-    pub fn with_reporting_currency(mut self, currency: Currency) -> Self {
-        self.reporting_currency = currency;
-        self
     }
 
     pub fn store(&self) -> &Store {
@@ -76,23 +100,39 @@ impl Tracker {
 
     /// Replaces the canonical stages and mapping (from the desired-state configuration).
     pub async fn set_stage_map(&self, map: StageMap) {
-        let changed = {
-            let mut current = self.stage_map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let changed = *current != map;
-            *current = map;
-            changed
-        };
-        if changed {
+        if replace(&self.stage_map, map) {
             // Every cached summary was mapped with the old stages.
-            let companies: Vec<String> = match self.store.companies().await {
-                Ok(rows) => rows.into_iter().map(|c| c.company_id).collect(),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot list companies to refresh their summaries");
-                    Vec::new()
-                }
-            };
-            self.changed(&companies).await;
+            self.changed_all().await;
         }
+    }
+
+    /// Replaces the currencies (from the desired-state configuration).
+    pub async fn set_currencies(&self, currencies: Currencies) {
+        if replace(&self.currencies, currencies) {
+            // Cached figures are in the old currencies.
+            self.changed_all().await;
+        }
+    }
+
+    fn currencies(&self) -> Currencies {
+        self.currencies.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The currency the company's figures are in.
+    pub fn company_currency(&self, company_id: &str) -> Currency {
+        self.currencies.read().unwrap_or_else(std::sync::PoisonError::into_inner).of(company_id)
+    }
+
+    /// Every company's cached figures are stale.
+    async fn changed_all(&self) {
+        let companies: Vec<String> = match self.store.companies().await {
+            Ok(rows) => rows.into_iter().map(|c| c.company_id).collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list companies to refresh their summaries");
+                Vec::new()
+            }
+        };
+        self.changed(&companies).await;
     }
 
     fn stage_map(&self) -> StageMap {
@@ -177,7 +217,7 @@ impl Tracker {
             Err(err) => tracing::debug!(key, error = %err, "cache unavailable, computing"),
         }
         let now = gomark_storage::now_ms();
-        let currency = self.store.company_currency(company_id).await?;
+        let currency = self.company_currency(company_id);
         let computed = self.compute(company_id, currency, now).await?;
         let figures: Vec<Figures> = computed.iter().map(|(_, f)| f.clone()).collect();
         let value = pb::CompanyFunnels {
@@ -196,7 +236,7 @@ impl Tracker {
         if as_of_ms < 0 {
             return Err(PublicError::invalid("as_of_ms", "must be a date after 1970").into());
         }
-        let currency = self.store.company_currency(company_id).await?;
+        let currency = self.company_currency(company_id);
         let found = if as_of_ms == 0 {
             self.company_funnels(company_id).await?.funnels.into_iter().find(|f| f.pipeline_id == pipeline_id)
         } else {
@@ -240,7 +280,7 @@ impl Tracker {
         as_of: i64,
     ) -> Result<(PipelineInfo, Vec<DealHistory>, Currency)> {
         let pipeline_id = pipeline_or_default(pipeline_id);
-        let currency = self.store.company_currency(company_id).await?;
+        let currency = self.company_currency(company_id);
         let pipeline =
             self.catalog.pipelines(company_id).await?.into_iter().find(|p| p.id == pipeline_id).unwrap_or_else(|| {
                 PipelineInfo { id: pipeline_id.to_owned(), label: pipeline_id.to_owned(), stages: Vec::new() }
@@ -339,7 +379,8 @@ impl Tracker {
                 .collect()
         };
         selected.sort();
-        let reporting = self.reporting_currency;
+        let currencies = self.currencies();
+        let reporting = currencies.reporting;
         let date = utc_date(if fx_as_of_ms == 0 { gomark_storage::now_ms() } else { fx_as_of_ms });
         let mut summaries = Vec::with_capacity(selected.len());
         let mut converted = Vec::with_capacity(selected.len());
@@ -348,7 +389,7 @@ impl Tracker {
             let mut summary = self.company_funnels(id).await?.summary.unwrap_or_default();
             summary.company_id.clone_from(id);
             summary.company_name.clone_from(name);
-            let currency = known.iter().find(|c| &c.company_id == id).map_or(Currency::USD, |c| c.currency);
+            let currency = currencies.of(id);
             if currency == reporting {
                 converted.push(summary.clone());
             } else {

@@ -10,7 +10,7 @@ use gomark_pipeline_tracker::catalog::Catalog;
 use gomark_pipeline_tracker::funnel::{DAY_MS, PipelineInfo, StageInfo, StageKind};
 use gomark_pipeline_tracker::ingest::DealEvents;
 use gomark_pipeline_tracker::store::Store;
-use gomark_pipeline_tracker::tracker::Tracker;
+use gomark_pipeline_tracker::tracker::{Currencies, Tracker};
 use gomark_proto::events::v1 as ev;
 use gomark_proto::money::{Currency, Money};
 use gomark_proto::pipeline_tracker::v1 as pb;
@@ -233,7 +233,7 @@ async fn portfolio_totals_are_the_sum_of_the_companies() {
         let t = tracker(&tdb).await;
         for (company, deals) in [("c1", 30), ("c2", 45), ("c3", 12)] {
             ingest(&t, &history(company, deals, &mut rng), 50).await;
-            t.store().record_company(company, &format!("Company {company}"), None).await.expect("name");
+            t.store().record_company(company, &format!("Company {company}")).await.expect("name");
         }
         let p = t.portfolio(&[], 0, "", 0).await.expect("portfolio");
         assert_eq!(p.company_count, 3);
@@ -352,10 +352,13 @@ async fn a_mixed_currency_portfolio_converts_at_the_rate_of_its_date() {
     for tdb in TestDatabase::all() {
         let t = tracker(&tdb).await;
         let open = "appointmentscheduled";
+        // Currencies are declared in the configuration (the company without one gets the
+        // baseline's, USD by default).
+        t.set_currencies(declared_currencies(None)).await;
         for (company, currency, amount) in
             [("usd", "USD", "1000.10"), ("eur", "EUR", "2000.05"), ("gbp", "GBP", "300.33")]
         {
-            t.store().record_company(company, company, Some(currency.parse().expect("code"))).await.expect("company");
+            t.store().record_company(company, company).await.expect("company");
             let event = upserted_with(company, 1, 0, open, None, Some(money(amount, currency)), 0);
             ingest(&t, &[event], 1).await;
         }
@@ -396,7 +399,31 @@ async fn a_mixed_currency_portfolio_converts_at_the_rate_of_its_date() {
         assert_eq!(p.unconverted_company_ids, ["gbp"]);
         // 1000.10 + 2000.05 × 1.10
         assert_eq!(parts(&p.totals.expect("totals").open_amount_money).0, dec("3200.155"), "{}", tdb.label);
+
+        // A new revision reports in EUR: USD converts with its own rate, GBP has none.
+        t.set_currencies(declared_currencies(Some("EUR"))).await;
+        let p = t.portfolio(&[], 0, "", ms("2026-02-10")).await.expect("portfolio");
+        assert_eq!(p.reporting_currency_code, "EUR");
+        assert_eq!(p.unconverted_company_ids, ["gbp"]);
+        // 1000.10 × 0.5 + 2000.05
+        assert_eq!(
+            parts(&p.totals.expect("totals").open_amount_money),
+            (dec("2500.10"), "EUR".into()),
+            "{}",
+            tdb.label
+        );
     }
+}
+
+/// The currencies of a configuration with companies `usd`, `eur` and `gbp`.
+fn declared_currencies(reporting: Option<&str>) -> Currencies {
+    let reporting = reporting.map(|c| format!("reportingCurrency: {c}")).unwrap_or_default();
+    let doc = gtm_config::Document::from_yaml(&format!(
+        "baseline: {{{reporting}}}\ncompanies:\n  usd-co: {{companyId: usd}}\n  eur-co: {{companyId: eur, currency: EUR}}\n  gbp-co: {{companyId: gbp, currency: GBP}}\n"
+    ))
+    .expect("yaml");
+    doc.validate().expect("valid");
+    gomark_pipeline_tracker::stage_config::currencies(&doc)
 }
 
 #[tokio::test]
@@ -423,7 +450,9 @@ async fn decimals_round_trip_exactly_through_the_database() {
 async fn events_without_amount_money_fall_back_to_the_double_in_the_company_currency() {
     for tdb in TestDatabase::all() {
         let t = tracker(&tdb).await;
-        t.store().record_company("c1", "C1", Some("EUR".parse().expect("code"))).await.expect("company");
+        let doc = gtm_config::Document::from_yaml("companies:\n  c1: {companyId: c1, currency: EUR}\n").expect("yaml");
+        t.set_currencies(gomark_pipeline_tracker::stage_config::currencies(&doc)).await;
+        t.store().record_company("c1", "C1").await.expect("company");
         // Written before `amount_money` existed: the double only.
         let old = upserted_with("c1", 1, 0, "appointmentscheduled", Some(1234.5), None, 0);
         ingest(&t, &[old], 1).await;

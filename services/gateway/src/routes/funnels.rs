@@ -28,7 +28,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(portfolio))
         .routes(routes!(portfolio_events))
         .routes(routes!(put_fx_rates))
-        .routes(routes!(set_company_currency))
 }
 
 /// An exact amount: the decimal as a string (so no JSON parser makes it a float) and its
@@ -586,28 +585,4 @@ async fn put_fx_rates(
         .collect();
     let resp = s.pipeline_tracker.clone().put_fx_rates(caller.request(pb::PutFxRatesRequest { rates })).await?;
     Ok(Json(FxRatesStored { stored: resp.into_inner().stored }))
-}
-
-/// A company's currency.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CompanyCurrency {
-    /// ISO 4217 code.
-    #[schema(example = "EUR")]
-    currency: String,
-}
-
-/// Sets the currency a company's figures are in (USD until set).
-#[utoipa::path(put, path = "/v1/companies/{company_id}/currency", operation_id = "setCompanyCurrency", tag = "funnels",
-    params(("company_id" = String, Path, description = "Company id")),
-    request_body = CompanyCurrency,
-    responses((status = 200, description = "The currency now set", body = CompanyCurrency)))]
-async fn set_company_currency(
-    State(s): State<AppState>,
-    Auth(caller): Auth,
-    ApiPath(company_id): ApiPath<String>,
-    ApiJson(body): ApiJson<CompanyCurrency>,
-) -> ApiResult<Json<CompanyCurrency>> {
-    let req = pb::SetCompanyCurrencyRequest { company_id, currency_code: body.currency };
-    let resp = s.pipeline_tracker.clone().set_company_currency(caller.request(req)).await?.into_inner();
-    Ok(Json(CompanyCurrency { currency: resp.currency_code }))
 }
