@@ -14,6 +14,7 @@ pub mod config;
 pub mod contexts;
 pub mod drift;
 pub mod export;
+pub mod fx_rates;
 pub mod output;
 pub mod rollout;
 pub mod status;

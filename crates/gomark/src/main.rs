@@ -112,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         action: cli::suppressions::SuppressionAction,
     },
+    /// Dated exchange rates the portfolio roll-up converts currencies with.
+    FxRates {
+        #[command(subcommand)]
+        action: cli::fx_rates::FxRatesAction,
+    },
     /// List the configuration's revisions, newest first.
     Revisions(cli::config::RevisionsArgs),
     /// List, check for and show drift: portal changes made behind GoMark's back.
@@ -204,6 +209,9 @@ async fn main() -> ExitCode {
         Command::Audit(args) => cli::main(api, |ctx| async move { cli::audit::run(&ctx, args).await }).await,
         Command::Suppressions { action } => {
             cli::main(api, |ctx| async move { cli::suppressions::run(&ctx, action).await }).await
+        }
+        Command::FxRates { action } => {
+            cli::main(api, |ctx| async move { cli::fx_rates::run(&ctx, action).await }).await
         }
         Command::Revisions(args) => cli::main(api, |ctx| async move { cli::config::revisions(&ctx, args).await }).await,
         Command::Drift { action } => cli::main(api, |ctx| async move { cli::drift::run(&ctx, action).await }).await,

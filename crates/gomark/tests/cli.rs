@@ -262,6 +262,17 @@ async fn the_cli_follows_operator_conventions() {
     let run = gomark(&gw, key, &["drift", "show", "no-such-record"]).await;
     assert_eq!(run.code, Some(1), "{run}");
 
+    // Exchange rates from a CSV file; a bad line is named and nothing is sent.
+    let rates =
+        write(dir.path(), "rates.csv", "date,from,to,rate\n2026-03-31,EUR,USD,1.0842\n2026-03-31,GBP,USD,1.27\n");
+    let run = gomark(&gw, key, &["fx-rates", "load", &rates]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.stdout, "stored 2 exchange rates\n", "{run}");
+    let bad = write(dir.path(), "bad.csv", "2026-03-31,EUR,USD,1.08\n2026-13-01,GBP,USD,1.27\n");
+    let run = gomark(&gw, key, &["fx-rates", "load", &bad]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("line 2: \"2026-13-01\" is not a date"), "{run}");
+
     // Contexts: the config file supplies gateway and key; flags pick another context.
     let config = dir.path().join("cli.yaml");
     std::fs::write(

@@ -233,6 +233,12 @@ impl Client {
         self.json_body(response).await
     }
 
+    pub async fn put(&self, segments: &[&str], body: &Value) -> Result<Value, CliError> {
+        let url = self.url(segments, &[]);
+        let response = self.send(self.http.request(Method::PUT, url).timeout(TIMEOUT).json(body)).await?;
+        self.json_body(response).await
+    }
+
     pub async fn delete(&self, segments: &[&str]) -> Result<Value, CliError> {
         let url = self.url(segments, &[]);
         let response = self.send(self.http.request(Method::DELETE, url).timeout(TIMEOUT)).await?;
