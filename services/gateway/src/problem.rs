@@ -76,6 +76,8 @@ impl Problem {
 impl From<PublicError> for Problem {
     fn from(err: PublicError) -> Self {
         let mut problem = Problem::new(err.kind, err.message.clone());
+        // `Retry-After` is whole seconds; round up so a retry is never early.
+        problem.retry_after = err.retry_after.map(|d| d.as_millis().div_ceil(1000) as u64);
         if let Some(field) = err.field {
             let detail = err.message.strip_prefix(&format!("{field}: ")).unwrap_or(&err.message).to_owned();
             problem.errors.push(FieldError { field, detail });

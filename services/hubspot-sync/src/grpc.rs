@@ -106,7 +106,13 @@ fn hubspot_failure(err: hubspot_client::Error) -> Status {
     let public = match err.status() {
         Some(401 | 403) => PublicError::new(ErrorKind::FailedPrecondition, "HubSpot refused the company's token"),
         Some(429) => {
-            PublicError::new(ErrorKind::RateLimited, "the portal's HubSpot rate limit is exhausted, retry later")
+            let limited =
+                PublicError::new(ErrorKind::RateLimited, "the portal's HubSpot rate limit is exhausted, retry later");
+            // HubSpot's `Retry-After`, when it sent one, becomes the caller's RetryInfo.
+            match err {
+                hubspot_client::Error::RateLimited { retry_after: Some(delay), .. } => limited.with_retry_after(delay),
+                _ => limited,
+            }
         }
         _ => PublicError::unavailable("HubSpot"),
     };

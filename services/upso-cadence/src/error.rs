@@ -55,8 +55,9 @@ impl Error {
                 ErrorKind::FailedPrecondition,
                 "Upso refused the company's token; register a valid one",
             ),
-            Error::Upso(upso_client::Error::RateLimited { .. }) => {
+            Error::Upso(upso_client::Error::RateLimited { retry_after }) => {
                 PublicError::new(ErrorKind::RateLimited, "Upso's rate limit for this company is reached; retry later")
+                    .with_retry_after(*retry_after)
             }
             Error::Upso(e) if e.is_transient() => PublicError::unavailable("Upso"),
             other => {
