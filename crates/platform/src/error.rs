@@ -186,11 +186,8 @@ impl From<Status> for PublicError {
         let kind = ErrorKind::from_grpc(status.code());
         // Undecodable details are ignored: the code and message still say what happened.
         let details = status.get_error_details();
-        let field = details
-            .bad_request()
-            .and_then(|b| b.field_violations.first())
-            .map(|v| v.field.clone())
-            .or_else(|| {
+        let field =
+            details.bad_request().and_then(|b| b.field_violations.first()).map(|v| v.field.clone()).or_else(|| {
                 status.metadata().get(LEGACY_FIELD_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_owned)
             });
         let retry_after = details.retry_info().and_then(|r| r.retry_delay);
@@ -272,9 +269,8 @@ mod tests {
     #[test]
     fn details_survive_the_wire_encoding() {
         // What a client receives: the trailer as bytes, decoded again.
-        let sent: Status = PublicError::new(ErrorKind::RateLimited, "slow down")
-            .with_retry_after(Duration::from_millis(1500))
-            .into();
+        let sent: Status =
+            PublicError::new(ErrorKind::RateLimited, "slow down").with_retry_after(Duration::from_millis(1500)).into();
         let mut trailers = http::HeaderMap::new();
         sent.add_header(&mut trailers).expect("encodable");
         assert!(trailers.contains_key("grpc-status-details-bin"), "the standard trailer: {trailers:?}");

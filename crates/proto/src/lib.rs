@@ -47,6 +47,8 @@ pub mod pipeline_tracker {
     }
 }
 
+pub mod event_times;
 pub mod json;
+pub mod time;
 
-pub use prost_types::Timestamp;
+pub use prost_types::{Duration, Timestamp};

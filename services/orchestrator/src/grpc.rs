@@ -175,8 +175,8 @@ impl OrchestratorService for OrchestratorGrpc {
         let page = r.page.unwrap_or_default();
         let filter = crate::store::AuditFilter {
             actor: r.actor.clone(),
-            from_ms: r.from_ms,
-            to_ms: r.to_ms,
+            from_ms: gomark_proto::time::millis_opt(r.from.as_ref()),
+            to_ms: gomark_proto::time::millis_opt(r.to.as_ref()),
             resource_prefix: r.resource_prefix.clone(),
         };
         let (entries, next) =

@@ -664,8 +664,9 @@ impl Rollouts {
         if !applied.interrupted.is_empty() {
             // A stop with a time to come back (waiting for the portal's budget, or out of
             // time after progress), or after real progress, is not a failure.
-            let resume = applied.retry_after_ms > 0;
-            let at = if resume { applied.retry_after_ms } else { gomark_storage::now_ms() + backoff_ms(1) };
+            let retry_at = gomark_proto::time::millis_opt(applied.retry_at.as_ref());
+            let resume = retry_at > 0;
+            let at = if resume { retry_at } else { gomark_storage::now_ms() + backoff_ms(1) };
             let counts = !resume && performed.is_empty();
             let waiting = applied.waiting_for_budget;
             return Ok(Outcome::Later { performed, reason: applied.interrupted, at, counts, waiting });

@@ -10,6 +10,7 @@ use crate::store::Store;
 use gomark_cache::Cache;
 use gomark_platform::PublicError;
 use gomark_proto::pipeline_tracker::v1 as pb;
+use gomark_proto::time::timestamp;
 use prost::Message;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -30,7 +31,9 @@ pub struct Tracker {
 }
 
 fn cache_key(company_id: &str) -> String {
-    format!("pipeline-tracker:company:{company_id}")
+    // v2: the cached Funnel's `as_of` became a Timestamp; an entry in the old encoding
+    // would decode with no date, so it is never read.
+    format!("pipeline-tracker:company:v2:{company_id}")
 }
 
 fn pipeline_or_default(pipeline_id: &str) -> &str {
@@ -141,7 +144,7 @@ impl Tracker {
     pub async fn funnel(&self, company_id: &str, pipeline_id: &str, as_of_ms: i64) -> Result<pb::Funnel> {
         let pipeline_id = pipeline_or_default(pipeline_id);
         if as_of_ms < 0 {
-            return Err(PublicError::invalid("as_of_ms", "must be a date after 1970").into());
+            return Err(PublicError::invalid("as_of", "must be a date after 1970").into());
         }
         let found = if as_of_ms == 0 {
             self.company_funnels(company_id).await?.funnels.into_iter().find(|f| f.pipeline_id == pipeline_id)
@@ -158,7 +161,7 @@ impl Tracker {
             None if pipeline_id == DEFAULT_PIPELINE => Ok(pb::Funnel {
                 company_id: company_id.to_owned(),
                 pipeline_id: pipeline_id.to_owned(),
-                as_of_ms: if as_of_ms == 0 { gomark_storage::now_ms() } else { as_of_ms },
+                as_of: Some(timestamp(if as_of_ms == 0 { gomark_storage::now_ms() } else { as_of_ms })),
                 ..Default::default()
             }),
             None => Err(PublicError::not_found(format!("pipeline {pipeline_id}")).into()),
@@ -206,8 +209,8 @@ impl Tracker {
         Ok(pb::Waterfall {
             company_id: company_id.to_owned(),
             pipeline_id: pipeline.id,
-            from_ms,
-            to_ms,
+            from: Some(timestamp(from_ms)),
+            to: Some(timestamp(to_ms)),
             start: m(w.start),
             created: m(w.created),
             reopened: m(w.reopened),
@@ -234,13 +237,13 @@ impl Tracker {
         check_range(from_ms, to_ms)?;
         let (pipeline, history) = self.pipeline_with_history(company_id, pipeline_id).await?;
         let counts = funnel::periods(&pipeline, &history, period, from_ms, to_ms, MAX_PERIODS).ok_or_else(|| {
-            Error::Public(PublicError::invalid("to_ms", format!("the range holds more than {MAX_PERIODS} periods")))
+            Error::Public(PublicError::invalid("to", format!("the range holds more than {MAX_PERIODS} periods")))
         })?;
         Ok(pb::PeriodSeries {
             periods: counts
                 .into_iter()
                 .map(|c| pb::PeriodCount {
-                    start_ms: c.start_ms,
+                    start: Some(timestamp(c.start_ms)),
                     created: c.created,
                     won: c.won,
                     lost: c.lost,
@@ -292,10 +295,10 @@ impl Tracker {
 
 fn check_range(from_ms: i64, to_ms: i64) -> Result<()> {
     if from_ms < 0 {
-        return Err(PublicError::invalid("from_ms", "must be a date after 1970").into());
+        return Err(PublicError::invalid("from", "must be a date after 1970").into());
     }
     if to_ms <= from_ms {
-        return Err(PublicError::invalid("to_ms", "must be after from_ms").into());
+        return Err(PublicError::invalid("to", "must be after from").into());
     }
     Ok(())
 }
@@ -309,7 +312,7 @@ pub fn to_proto(company_id: &str, pipeline: &PipelineInfo, f: &Figures, as_of_ms
         company_id: company_id.to_owned(),
         pipeline_id: pipeline.id.clone(),
         pipeline_label: pipeline.label.clone(),
-        as_of_ms,
+        as_of: Some(timestamp(as_of_ms)),
         stages: f
             .stages
             .iter()

@@ -59,10 +59,10 @@ impl EventHandler for DealEvents {
                     deal_name: deal.name.clone(),
                     stage: deal.stage_id.clone(),
                     amount: deal.amount,
-                    close_date_ms: deal.close_date_ms,
+                    close_date_ms: deal.close_date_millis(),
                     owner_id: deal.owner_id.clone(),
                     properties: deal.properties.clone().into_iter().collect(),
-                    last_modified_ms: deal.last_modified_ms,
+                    last_modified_ms: deal.last_modified_millis(),
                 };
                 self.store.upsert_customer_deal(&mut tx, &deal.company_id, &row).await.map_err(transient)?
             }
