@@ -168,12 +168,13 @@ impl From<PublicError> for Status {
     fn from(err: PublicError) -> Self {
         let mut details = ErrorDetails::new();
         details.set_error_info(err.kind.reason(), ERROR_DOMAIN, HashMap::new());
-        if let Some(field) = &err.field {
+        // An internal error says nothing beyond its kind, whatever the PublicError held.
+        if let Some(field) = err.field.as_ref().filter(|_| err.kind != ErrorKind::Internal) {
             // The description is the message without the `field: ` prefix it starts with.
             let description = err.message.strip_prefix(&format!("{field}: ")).unwrap_or(&err.message);
             details.add_bad_request_violation(field.clone(), description);
         }
-        if let Some(delay) = err.retry_after {
+        if let Some(delay) = err.retry_after.filter(|_| err.kind != ErrorKind::Internal) {
             details.set_retry_info(Some(delay));
         }
         Status::with_error_details(err.kind.grpc_code(), err.message, details)
@@ -283,7 +284,8 @@ mod tests {
 
     #[test]
     fn internal_errors_carry_no_details_but_their_kind() {
-        let status: Status = PublicError::internal().into();
+        let status: Status =
+            PublicError { field: Some("db_column".into()), ..PublicError::internal() }.with_retry_after(Duration::ZERO).into();
         let details = status.get_error_details();
         assert!(details.bad_request().is_none() && details.retry_info().is_none());
         assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("INTERNAL"));

@@ -302,7 +302,7 @@ async fn bad_requests_name_the_field() {
     let tdb = TestDatabase::sqlite();
     let t = tracker(&tdb).await;
     let err = t.waterfall("c1", "default", 10, 5).await.expect_err("backwards").to_public();
-    assert!(err.to_string().contains("to_ms"), "{err}");
+    assert_eq!(err.field.as_deref(), Some("to"), "{err}");
     let err = t.periods("c1", "default", "fortnight", 0, 10).await.expect_err("bad period").to_public();
     assert!(err.to_string().contains("period"), "{err}");
     let err = t.periods("c1", "default", "day", 0, 1_000 * DAY_MS).await.expect_err("too many").to_public();
