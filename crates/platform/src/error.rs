@@ -284,8 +284,9 @@ mod tests {
 
     #[test]
     fn internal_errors_carry_no_details_but_their_kind() {
-        let status: Status =
-            PublicError { field: Some("db_column".into()), ..PublicError::internal() }.with_retry_after(Duration::ZERO).into();
+        let status: Status = PublicError { field: Some("db_column".into()), ..PublicError::internal() }
+            .with_retry_after(Duration::ZERO)
+            .into();
         let details = status.get_error_details();
         assert!(details.bad_request().is_none() && details.retry_info().is_none());
         assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("INTERNAL"));

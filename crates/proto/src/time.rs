@@ -39,6 +39,19 @@ pub fn duration(span: std::time::Duration) -> Duration {
     Duration { seconds: i64::try_from(span.as_secs()).unwrap_or(i64::MAX), nanos: span.subsec_nanos() as i32 }
 }
 
+/// A span given in (fractional) days, as statistics are computed, to the millisecond.
+pub fn duration_from_days(days: f64) -> Duration {
+    let ms = (days * 86_400_000.0).round();
+    // Casting saturates, and a NaN becomes 0: no hostile figure can panic here.
+    let ms = ms as i64;
+    Duration { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// A protobuf Duration in (fractional) days; unset is 0.
+pub fn days(d: Option<&Duration>) -> f64 {
+    d.map_or(0.0, |d| (d.seconds as f64 + f64::from(d.nanos) / 1e9) / 86_400.0)
+}
+
 /// A protobuf Duration as a std span; a negative one is zero.
 pub fn std_duration(d: &Duration) -> std::time::Duration {
     if d.seconds < 0 || d.nanos < 0 {
@@ -82,5 +95,15 @@ mod tests {
         assert_eq!(std_duration(&Duration { seconds: -5, nanos: 0 }), std::time::Duration::ZERO);
         let d = std::time::Duration::from_millis(1_500);
         assert_eq!(std_duration(&duration(d)), d);
+        assert_eq!(duration_from_days(f64::NAN), Duration::default());
+    }
+
+    #[test]
+    fn days_round_trip_to_the_millisecond() {
+        assert_eq!(duration_from_days(1.5), Duration { seconds: 129_600, nanos: 0 });
+        for days_in in [0.0, 0.25, 3.75, 10.0, 1.0 / 3.0] {
+            assert!((days(Some(&duration_from_days(days_in))) - days_in).abs() < 1e-8, "{days_in}");
+        }
+        assert_eq!(days(None), 0.0);
     }
 }

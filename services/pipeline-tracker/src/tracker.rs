@@ -10,7 +10,7 @@ use crate::store::Store;
 use gomark_cache::Cache;
 use gomark_platform::PublicError;
 use gomark_proto::pipeline_tracker::v1 as pb;
-use gomark_proto::time::timestamp;
+use gomark_proto::time::{duration_from_days, timestamp};
 use prost::Message;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -326,8 +326,8 @@ pub fn to_proto(company_id: &str, pipeline: &PipelineInfo, f: &Figures, as_of_ms
                 display_order: s.display_order,
                 weighted_amount: x.weighted_amount,
                 conversion_to_next: x.conversion_to_next,
-                avg_days_in_stage: round2(x.avg_days_in_stage),
-                median_days_in_stage: round2(x.median_days_in_stage),
+                avg_in_stage: Some(duration_from_days(x.avg_days_in_stage)),
+                median_in_stage: Some(duration_from_days(x.median_days_in_stage)),
                 removed: s.removed,
             })
             .collect(),
@@ -339,7 +339,7 @@ pub fn to_proto(company_id: &str, pipeline: &PipelineInfo, f: &Figures, as_of_ms
         lost_count: f.lost_count,
         lost_amount: f.lost_amount,
         win_rate: f.win_rate,
-        avg_cycle_days: round2(f.avg_cycle_days),
+        avg_cycle: Some(duration_from_days(f.avg_cycle_days)),
         sales_velocity_per_day: round2(f.sales_velocity_per_day),
     }
 }

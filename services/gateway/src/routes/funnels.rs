@@ -30,6 +30,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(portfolio_events))
 }
 
+/// A span as REST shows it: days, to two decimals.
+fn days(span: Option<gomark_proto::Duration>) -> f64 {
+    (gomark_proto::time::days(span.as_ref()) * 100.0).round() / 100.0
+}
+
 fn required_instant(field: &str, text: &Option<String>) -> ApiResult<Timestamp> {
     match text {
         Some(t) => instant(field, t),
@@ -129,8 +134,8 @@ impl From<pb::Funnel> for FunnelView {
                     amount: s.amount,
                     weighted_amount: s.weighted_amount,
                     conversion_to_next: s.conversion_to_next,
-                    avg_days_in_stage: s.avg_days_in_stage,
-                    median_days_in_stage: s.median_days_in_stage,
+                    avg_days_in_stage: days(s.avg_in_stage),
+                    median_days_in_stage: days(s.median_in_stage),
                     removed: s.removed,
                 })
                 .collect(),
@@ -142,7 +147,7 @@ impl From<pb::Funnel> for FunnelView {
             lost_count: f.lost_count,
             lost_amount: f.lost_amount,
             win_rate: f.win_rate,
-            avg_cycle_days: f.avg_cycle_days,
+            avg_cycle_days: days(f.avg_cycle),
             sales_velocity_per_day: f.sales_velocity_per_day,
         }
     }
