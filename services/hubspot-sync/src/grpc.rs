@@ -421,6 +421,19 @@ fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
 mod tests {
     use super::*;
 
+    #[test]
+    fn hubspots_retry_after_becomes_the_callers_retry_info() {
+        let limited = |retry_after| {
+            PublicError::from(hubspot_failure(hubspot_client::Error::RateLimited {
+                policy: hubspot_client::RateLimitPolicy::TenSecondlyRolling,
+                retry_after,
+            }))
+        };
+        let told = limited(Some(Duration::from_secs(7)));
+        assert_eq!((told.kind, told.retry_after), (ErrorKind::RateLimited, Some(Duration::from_secs(7))));
+        assert_eq!(limited(None).retry_after, None, "no delay is invented");
+    }
+
     fn deadline_in(value: &str) -> Option<Duration> {
         let mut metadata = tonic::metadata::MetadataMap::new();
         metadata.insert("grpc-timeout", value.parse().expect("ascii"));

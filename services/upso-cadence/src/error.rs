@@ -73,3 +73,16 @@ impl From<Error> for tonic::Status {
         err.to_public().into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn upsos_retry_after_becomes_the_callers_retry_info() {
+        let err = Error::Upso(upso_client::Error::RateLimited { retry_after: Duration::from_secs(3) });
+        let public = err.to_public();
+        assert_eq!((public.kind, public.retry_after), (ErrorKind::RateLimited, Some(Duration::from_secs(3))));
+    }
+}
