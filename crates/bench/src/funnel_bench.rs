@@ -193,12 +193,14 @@ fn deal_events(events: usize) -> Vec<gomark_events::EventEnvelope> {
                     units: 1_000 + (deal % 97) as i64 * 100,
                     nanos: 0,
                 }),
-                close_date_ms: start + 120 * 86_400_000,
                 owner_id: String::new(),
-                last_modified_ms: start + (deal as i64 % 1_000) * 60_000 + (i % 2) as i64 * 86_400_000,
-                created_ms: start,
                 ..DealUpserted::default()
-            };
+            }
+            .with_times(
+                start + 120 * 86_400_000,
+                start + (deal as i64 % 1_000) * 60_000 + (i % 2) as i64 * 86_400_000,
+                start,
+            );
             new_event(&company, event_types::DEAL_UPSERTED, &payload)
         })
         .collect()

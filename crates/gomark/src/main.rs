@@ -292,6 +292,18 @@ async fn serve(options: EmbeddedOptions, logs: Logs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The services sign and verify their calls with a key made per process, unless the
+    // distributed setting names one: then a tool outside the process (grpcurl, the
+    // judges) can sign calls to the gRPC ports too.
+    if let Some(keys) = std::env::var("GOMARK__SERVER__ASSERTION_KEYS").ok().filter(|k| !k.is_empty()) {
+        match gomark_platform::assertion::KeyRing::from_setting(&keys) {
+            Ok(ring) => gomark_platform::assertion::install(ring),
+            Err(err) => {
+                eprintln!("gomark: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
     let embedded = match Embedded::start(options, shutdown).await {

@@ -47,7 +47,9 @@ pub mod pipeline_tracker {
     }
 }
 
+pub mod event_times;
 pub mod json;
 pub mod money;
+pub mod time;
 
-pub use prost_types::Timestamp;
+pub use prost_types::{Duration, Timestamp};

@@ -133,21 +133,13 @@ pub struct AuditQuery {
 
 impl AuditQuery {
     pub fn to_proto(&self, company_id: String) -> crate::problem::ApiResult<pb::ListAuditEntriesRequest> {
-        let instant = |field: &str, v: &Option<String>| -> crate::problem::ApiResult<i64> {
-            match v {
-                None => Ok(0),
-                Some(text) => chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| {
-                    crate::problem::Problem::invalid(field, "must be an RFC 3339 instant, e.g. 2026-11-21T10:00:00Z")
-                }),
-            }
-        };
         Ok(pb::ListAuditEntriesRequest {
             company_id,
             page: Some(PageQuery { limit: self.limit, cursor: self.cursor.clone() }.to_proto()?),
             actor: self.actor.clone().unwrap_or_default(),
-            from_ms: instant("from", &self.from)?,
-            to_ms: instant("to", &self.to)?,
             resource_prefix: self.resource.clone().unwrap_or_default(),
+            from: self.from.as_deref().map(|t| instant("from", t)).transpose()?,
+            to: self.to.as_deref().map(|t| instant("to", t)).transpose()?,
         })
     }
 }
@@ -408,10 +400,16 @@ pub struct ServerSentEvent {
     pub data: String,
 }
 
-pub fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+/// A REST instant (RFC 3339) as the services' Timestamp; `field` names it in the problem.
+pub fn instant(field: &str, text: &str) -> crate::problem::ApiResult<gomark_proto::Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| gomark_proto::time::timestamp(t.timestamp_millis()))
+        .map_err(|_| crate::problem::Problem::invalid(field, "must be an RFC 3339 instant, e.g. 2026-11-21T10:00:00Z"))
+}
+
+/// An optional instant as RFC 3339, none when the service left it unset.
+pub fn rfc3339_opt(ts: Option<gomark_proto::Timestamp>) -> Option<String> {
+    ts.map(|t| rfc3339(Some(t)))
 }
 
 pub fn rfc3339(ts: Option<gomark_proto::Timestamp>) -> String {

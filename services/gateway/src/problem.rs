@@ -76,6 +76,8 @@ impl Problem {
 impl From<PublicError> for Problem {
     fn from(err: PublicError) -> Self {
         let mut problem = Problem::new(err.kind, err.message.clone());
+        // `Retry-After` is whole seconds; round up so a retry is never early.
+        problem.retry_after = err.retry_after.map(|d| d.as_millis().div_ceil(1000) as u64);
         if let Some(field) = err.field {
             let detail = err.message.strip_prefix(&format!("{field}: ")).unwrap_or(&err.message).to_owned();
             problem.errors.push(FieldError { field, detail });
@@ -107,3 +109,44 @@ impl IntoResponse for Problem {
 }
 
 pub type ApiResult<T> = Result<T, Problem>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_services_field_error_becomes_the_problems_field_error() {
+        // What a service sends: the field in a google.rpc.BadRequest detail.
+        let status: tonic::Status = PublicError::invalid("hubspotPortalId", "must be the portal's numeric id").into();
+        let problem = Problem::from(status);
+        assert_eq!(problem.status, 400);
+        assert_eq!(problem.errors.len(), 1);
+        assert_eq!(problem.errors[0].field, "hubspotPortalId");
+        assert_eq!(problem.errors[0].detail, "must be the portal's numeric id");
+    }
+
+    #[test]
+    fn a_services_retry_delay_becomes_retry_after_rounded_up() {
+        let status: tonic::Status =
+            PublicError::new(ErrorKind::RateLimited, "slow down").with_retry_after(Duration::from_millis(1_200)).into();
+        let problem = Problem::from(status);
+        assert_eq!((problem.status, problem.retry_after), (429, Some(2)));
+        let response = problem.into_response();
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+    }
+
+    #[test]
+    fn an_internal_status_shows_neither_its_text_nor_its_details() {
+        let status: tonic::Status = PublicError {
+            kind: ErrorKind::Internal,
+            message: "pool timed out on 10.0.0.3".into(),
+            field: Some("secret_column".into()),
+            retry_after: None,
+        }
+        .into();
+        let problem = Problem::from(status);
+        assert_eq!((problem.status, problem.detail.as_str()), (500, "internal error"));
+        assert!(problem.errors.is_empty());
+    }
+}

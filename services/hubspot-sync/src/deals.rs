@@ -21,6 +21,7 @@ use gomark_events::relay::RelayWaker;
 use gomark_platform::Shutdown;
 use gomark_proto::events::v1::{DealDeleted, DealUpserted};
 use gomark_proto::hubspot_sync::v1::{SyncStatus, WebhookEvent};
+use gomark_proto::time::{millis_opt, timestamp_opt};
 use gomark_storage::{Database, StorageError};
 use hubspot_client::{Deal, HubSpotClient};
 use serde::Deserialize;
@@ -245,7 +246,7 @@ impl DealSync {
                 portal_id: e.portal_id.to_string(),
                 object_id: e.object_id.to_string(),
                 event_id: e.event_id.to_string(),
-                occurred_at: e.occurred_at,
+                occurred_at: gomark_proto::time::millis_opt(e.occurred_time.as_ref()),
                 about_deals: e.subscription_type.starts_with("deal.") || e.subscription_type.starts_with("object."),
             })
             .collect();
@@ -390,8 +391,8 @@ impl DealSync {
         if let Some(r) = row {
             status.backfill_state = r.try_get("backfill_state")?;
             status.backfill_deals = r.try_get::<i64, _>("backfill_deals")?.max(0) as u64;
-            status.cursor_ms = r.try_get("cursor_ms")?;
-            status.last_sync_at_ms = r.try_get("last_sync_at_ms")?;
+            status.cursor = timestamp_opt(r.try_get("cursor_ms")?);
+            status.last_sync_at = timestamp_opt(r.try_get("last_sync_at_ms")?);
             status.last_error = r.try_get("last_error")?;
         }
         status.queued_deals = queued.max(0) as u64;
@@ -476,11 +477,11 @@ impl DealSync {
         let Some(portal) = self.portals.get(company_id).await? else { return Ok(0) };
         let status = self.state(company_id).await?;
         let until = gomark_storage::now_ms() - self.index_lag_ms();
-        let since = (status.cursor_ms - self.settings.overlap_secs as i64 * 1000).max(0);
+        let known = millis_opt(status.cursor.as_ref());
+        let since = (known - self.settings.overlap_secs as i64 * 1000).max(0);
         let deals = search_modified(&self.client, &portal, since, until).await?;
         self.publish_all(&portal, &deals).await?;
-        let cursor =
-            deals.iter().filter_map(|d| d.last_modified()).max().unwrap_or(status.cursor_ms).max(status.cursor_ms);
+        let cursor = deals.iter().filter_map(|d| d.last_modified()).max().unwrap_or(known).max(known);
         self.save_cursor(company_id, cursor).await?;
         Ok(deals.len())
     }
@@ -701,10 +702,7 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
         // Both: `amount_money` for current readers, the double for readers older than it.
         amount: deal.amount(),
         amount_money: deal_money(deal),
-        close_date_ms: deal.close_date().unwrap_or(0),
         owner_id: deal.owner().unwrap_or_default().to_owned(),
-        last_modified_ms: modified,
-        created_ms: deal.create_date().unwrap_or(0),
         properties: CUSTOMER_PROPERTIES
             .iter()
             .filter_map(|name| {
@@ -712,7 +710,9 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
                 (!value.is_empty()).then(|| ((*name).to_owned(), value.to_owned()))
             })
             .collect(),
-    };
+        ..DealUpserted::default()
+    }
+    .with_times(deal.close_date().unwrap_or(0), modified, deal.create_date().unwrap_or(0));
     let event = new_event(&portal.company_id, event_types::DEAL_UPSERTED, &payload);
     gomark_events::outbox::enqueue(conn, &event).await?;
     metrics::counter!("hubspot_deals_published_total", "kind" => "upserted").increment(1);
@@ -737,8 +737,9 @@ async fn publish_deleted(conn: &mut AnyConnection, portal: &Portal, deal_id: &st
             company_id: portal.company_id.clone(),
             portal_id: portal.portal_id.clone(),
             deal_id: deal_id.to_owned(),
-            deleted_at_ms: now,
-        };
+            ..DealDeleted::default()
+        }
+        .with_deleted_at(now);
         gomark_events::outbox::enqueue(conn, &new_event(&portal.company_id, event_types::DEAL_DELETED, &payload))
             .await?;
         metrics::counter!("hubspot_deals_published_total", "kind" => "deleted").increment(1);

@@ -11,6 +11,7 @@ use gomark_platform::{Caller, ErrorKind, PublicError, Role};
 use gomark_proto::config::v1::{DealProperty, FailedAction, PropertyOption};
 use gomark_proto::hubspot_sync::v1 as pb;
 use gomark_proto::hubspot_sync::v1::hubspot_sync_service_server::HubspotSyncService;
+use gomark_proto::time::{timestamp, timestamp_opt};
 use hubspot_client::HubSpotClient;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -106,7 +107,13 @@ fn hubspot_failure(err: hubspot_client::Error) -> Status {
     let public = match err.status() {
         Some(401 | 403) => PublicError::new(ErrorKind::FailedPrecondition, "HubSpot refused the company's token"),
         Some(429) => {
-            PublicError::new(ErrorKind::RateLimited, "the portal's HubSpot rate limit is exhausted, retry later")
+            let limited =
+                PublicError::new(ErrorKind::RateLimited, "the portal's HubSpot rate limit is exhausted, retry later");
+            // HubSpot's `Retry-After`, when it sent one, becomes the caller's RetryInfo.
+            match err {
+                hubspot_client::Error::RateLimited { retry_after: Some(delay), .. } => limited.with_retry_after(delay),
+                _ => limited,
+            }
         }
         _ => PublicError::unavailable("HubSpot"),
     };
@@ -130,7 +137,8 @@ impl HubspotSyncService for HubspotSyncGrpc {
         }
         let credential = match r.oauth {
             Some(oauth) if !oauth.access_token.is_empty() => {
-                if oauth.refresh_token.is_empty() || oauth.expires_in_secs <= 0 {
+                let expires_in = oauth.expires_in.as_ref().map(gomark_proto::time::std_duration).unwrap_or_default();
+                if oauth.refresh_token.is_empty() || expires_in.is_zero() {
                     return Err(PublicError::invalid("oauth", "needs a refresh token and a positive expiry").into());
                 }
                 check_bearer_token("oauth.access_token", &oauth.access_token)?;
@@ -138,7 +146,8 @@ impl HubspotSyncService for HubspotSyncGrpc {
                 Credential::OAuth {
                     access_token: oauth.access_token,
                     refresh_token: oauth.refresh_token,
-                    expires_at_ms: gomark_storage::now_ms() + oauth.expires_in_secs.saturating_mul(1000),
+                    expires_at_ms: gomark_storage::now_ms()
+                        .saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX)),
                 }
             }
             _ => {
@@ -207,13 +216,13 @@ impl HubspotSyncService for HubspotSyncGrpc {
         caller.require(Role::Viewer, &company_id)?;
         let mut status = self.deals.status(&company_id).await.map_err(internal)?;
         if let Some(portal) = self.portals.get(&company_id).await.map_err(internal)? {
-            status.paused_until_ms = self.budget.paused_until_ms(&portal.portal_id).unwrap_or(0);
+            status.paused_until = self.budget.paused_until_ms(&portal.portal_id).map(timestamp);
             status.api_version = portal.api_version.as_str().to_owned();
             status.credential_kind = portal.credential.kind().to_owned();
             if portal.journal.is_some() {
                 let j = self.journal.status(&company_id).await.map_err(internal)?;
                 status.journal = Some(pb::JournalStatus {
-                    caught_up_at_ms: j.caught_up_at_ms,
+                    caught_up_at: timestamp_opt(j.caught_up_at_ms),
                     recoveries: j.recoveries,
                     last_error: j.last_error,
                 });
@@ -379,10 +388,10 @@ const BUDGET_WINDOW_MS: i64 = 10_000;
 fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
     use gtm_config::wire::action_to_proto;
     let now = gomark_storage::now_ms();
-    // retry_after_ms (epoch ms) tells the caller when to come back without counting the
-    // stop as a failure: set when waiting for budget, or when time ran out after progress.
+    // retry_at tells the caller when to come back without counting the stop as a failure:
+    // set when waiting for budget, or when time ran out after progress (0 = unset).
     let waiting_for_budget = matches!(done.interrupted, Some(Interrupted::Budget(_)));
-    let (interrupted, retry_after_ms) = match done.interrupted {
+    let (interrupted, retry_at_ms) = match done.interrupted {
         None => (String::new(), 0),
         Some(Interrupted::Budget(wait)) => {
             let wait = wait.map_or(BUDGET_WINDOW_MS, |w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX / 2));
@@ -403,7 +412,7 @@ fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
             .map(|(action, reason)| FailedAction { action: Some(action_to_proto(action)), reason: reason.clone() })
             .collect(),
         interrupted,
-        retry_after_ms,
+        retry_at: timestamp_opt(retry_at_ms),
         waiting_for_budget,
     }
 }
@@ -411,6 +420,19 @@ fn applied_proto(done: Applied) -> pb::ApplyPortalResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hubspots_retry_after_becomes_the_callers_retry_info() {
+        let limited = |retry_after| {
+            PublicError::from(hubspot_failure(hubspot_client::Error::RateLimited {
+                policy: hubspot_client::RateLimitPolicy::TenSecondlyRolling,
+                retry_after,
+            }))
+        };
+        let told = limited(Some(Duration::from_secs(7)));
+        assert_eq!((told.kind, told.retry_after), (ErrorKind::RateLimited, Some(Duration::from_secs(7))));
+        assert_eq!(limited(None).retry_after, None, "no delay is invented");
+    }
 
     fn deadline_in(value: &str) -> Option<Duration> {
         let mut metadata = tonic::metadata::MetadataMap::new();

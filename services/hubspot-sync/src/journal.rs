@@ -162,7 +162,7 @@ impl JournalReader {
             .filter(|e| !e.change_source.is_empty())
             .map(|e| gomark_proto::hubspot_sync::v1::WebhookEvent {
                 portal_id: e.portal_id.unwrap_or(portal),
-                occurred_at: e.occurred_at,
+                occurred_time: gomark_proto::time::timestamp_opt(e.occurred_at),
                 subscription_type: e.subscription_type.clone(),
                 property_name: e.property_name.clone(),
                 change_source: e.change_source.clone(),

@@ -59,7 +59,7 @@ impl Sources {
                 .bind(target)
                 .bind(&source)
                 .bind(&source_id)
-                .bind(e.occurred_at)
+                .bind(gomark_proto::time::millis_opt(e.occurred_time.as_ref()))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -95,7 +95,7 @@ impl Sources {
                 kind: self.kind(&change_source, &source_id).as_str().to_owned(),
                 change_source,
                 source_id,
-                occurred_at_ms: at,
+                occurred_at: gomark_proto::time::timestamp_opt(at),
             };
             if best.as_ref().is_none_or(|(s, t, _)| (specific, at) > (*s, *t)) {
                 best = Some((specific, at, candidate));

@@ -183,7 +183,7 @@ async fn two_replicas_read_every_entry_exactly_once() {
         event_id,
         subscription_id: 1,
         portal_id: PORTAL.parse().expect("portal"),
-        occurred_at: 1_700_000_000_000 + object_id as i64,
+        occurred_time: Some(gomark_proto::time::timestamp(1_700_000_000_000 + object_id as i64)),
         subscription_type: "deal.creation".into(),
         object_id,
         ..WebhookEvent::default()

@@ -196,6 +196,4 @@ pub fn company_proto(c: &CompanyRow) -> gomark_proto::common::v1::Company {
     }
 }
 
-pub fn timestamp(ms: i64) -> gomark_proto::Timestamp {
-    gomark_proto::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
+pub use gomark_proto::time::timestamp;

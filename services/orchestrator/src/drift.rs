@@ -104,7 +104,7 @@ fn record(r: &AnyRow) -> Result<pb::DriftRecord> {
                         kind,
                         change_source: r.try_get("change_source")?,
                         source_id: r.try_get("source_id")?,
-                        occurred_at_ms: 0,
+                        occurred_at: None,
                     })
                 })
                 .transpose()?

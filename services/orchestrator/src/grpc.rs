@@ -52,6 +52,16 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     Ok(Caller::from_metadata(req.metadata())?)
 }
 
+/// A cadence delay in the whole hours the cadence counts in.
+fn delay_hours(delay: Option<&gomark_proto::Duration>) -> Result<u32, Status> {
+    let invalid = || Status::from(crate::Error::invalid("delay", "must be whole hours, at most 8760 (a year)"));
+    let delay = delay.ok_or_else(|| Status::from(crate::Error::invalid("delay", "is required")))?;
+    if delay.nanos != 0 || delay.seconds < 0 || delay.seconds % 3_600 != 0 {
+        return Err(invalid());
+    }
+    u32::try_from(delay.seconds / 3_600).map_err(|_| invalid())
+}
+
 fn actor(caller: &Caller) -> Actor {
     Actor(caller.actor.clone())
 }
@@ -175,8 +185,8 @@ impl OrchestratorService for OrchestratorGrpc {
         let page = r.page.unwrap_or_default();
         let filter = crate::store::AuditFilter {
             actor: r.actor.clone(),
-            from_ms: r.from_ms,
-            to_ms: r.to_ms,
+            from_ms: gomark_proto::time::millis_opt(r.from.as_ref()),
+            to_ms: gomark_proto::time::millis_opt(r.to.as_ref()),
             resource_prefix: r.resource_prefix.clone(),
         };
         let (entries, next) =
@@ -416,7 +426,7 @@ impl OrchestratorService for OrchestratorGrpc {
             &actor(&caller),
             &r.company_id,
             &r.template,
-            r.delay_hours,
+            delay_hours(r.delay.as_ref())?,
         )
         .await?;
         Ok(Response::new(pb::ModifyUpsellCadenceResponse {

@@ -29,7 +29,7 @@ pub async fn modify_upsell_cadence(
         return Err(Error::invalid("template", "is required"));
     }
     if delay_hours > 24 * 365 {
-        return Err(Error::invalid("delay_hours", "must be at most 8760 (a year)"));
+        return Err(Error::invalid("delay", "must be whole hours, at most 8760 (a year)"));
     }
     let no_cadence = || {
         Error::kind_of(

@@ -318,6 +318,7 @@ impl PropertyEdits {
                     kind: ErrorKind::InvalidArgument,
                     message: format!("{first}: {}", all.join("; ")),
                     field: Some(first),
+                    retry_after: None,
                 }));
             }
             let key = document.key_of(company_id).unwrap_or_default().to_owned();

@@ -152,6 +152,7 @@ impl Revisions {
                 kind: ErrorKind::InvalidArgument,
                 message: format!("the document is invalid: {}", all.join("; ")),
                 field: Some(first),
+                retry_after: None,
             }));
         }
         for (key, overlay) in &document.companies {

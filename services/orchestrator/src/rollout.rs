@@ -664,8 +664,9 @@ impl Rollouts {
         if !applied.interrupted.is_empty() {
             // A stop with a time to come back (waiting for the portal's budget, or out of
             // time after progress), or after real progress, is not a failure.
-            let resume = applied.retry_after_ms > 0;
-            let at = if resume { applied.retry_after_ms } else { gomark_storage::now_ms() + backoff_ms(1) };
+            let retry_at = gomark_proto::time::millis_opt(applied.retry_at.as_ref());
+            let resume = retry_at > 0;
+            let at = if resume { retry_at } else { gomark_storage::now_ms() + backoff_ms(1) };
             let counts = !resume && performed.is_empty();
             let waiting = applied.waiting_for_budget;
             return Ok(Outcome::Later { performed, reason: applied.interrupted, at, counts, waiting });
@@ -807,13 +808,43 @@ fn failure(status: tonic::Status, performed: Vec<config_pb::PlannedAction>) -> O
     let public = PublicError::from(status);
     if transient(kind) {
         let waiting = kind == ErrorKind::RateLimited;
+        // The service's RetryInfo, when it knew how long the limit lasts, beats a guess.
+        let delay_ms =
+            public.retry_after.map_or_else(|| backoff_ms(1), |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         return Outcome::Later {
             counts: !waiting && performed.is_empty(),
             performed,
             reason: public.message,
-            at: gomark_storage::now_ms() + backoff_ms(1),
+            at: gomark_storage::now_ms().saturating_add(delay_ms),
             waiting,
         };
     }
     Outcome::Failed { performed, reason: public.message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_with_retry_info_is_retried_when_it_says() {
+        let limited = |retry: Option<std::time::Duration>| {
+            let error = PublicError::new(ErrorKind::RateLimited, "limit");
+            tonic::Status::from(match retry {
+                Some(delay) => error.with_retry_after(delay),
+                None => error,
+            })
+        };
+        let before = gomark_storage::now_ms();
+        let Outcome::Later { at, waiting, .. } =
+            failure(limited(Some(std::time::Duration::from_secs(600))), Vec::new())
+        else {
+            panic!("a rate limit is retried");
+        };
+        assert!(waiting);
+        assert!((before + 600_000..=gomark_storage::now_ms() + 600_000).contains(&at), "{at}");
+        // Without RetryInfo, the usual backoff (at most 1.5 s for a first attempt).
+        let Outcome::Later { at, .. } = failure(limited(None), Vec::new()) else { panic!("retried") };
+        assert!(at <= gomark_storage::now_ms() + 1_500, "{at}");
+    }
 }

@@ -8,6 +8,7 @@ use gomark_platform::{Caller, ErrorKind, PublicError, Role, Shutdown};
 use gomark_proto::money::{Currency, parse_decimal};
 use gomark_proto::pipeline_tracker::v1 as pb;
 use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_server::PipelineTrackerService;
+use gomark_proto::time::millis;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,11 @@ impl PipelineTrackerGrpc {
     pub fn new(tracker: Arc<Tracker>, watch_poll: Duration, shutdown: Shutdown) -> Self {
         Self { tracker, watch_poll, shutdown }
     }
+}
+
+/// A date the request must carry, as epoch ms.
+fn required(at: Option<&gomark_proto::Timestamp>, field: &str) -> Result<i64, Status> {
+    at.map(millis).ok_or_else(|| PublicError::invalid(field, "is required").into())
 }
 
 fn company_scope(caller: &Caller, company_id: &str) -> Result<(), Status> {
@@ -154,7 +160,12 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         company_scope(&caller, &r.company_id)?;
-        Ok(Response::new(self.tracker.funnel(&r.company_id, &r.pipeline_id, r.as_of_ms).await?))
+        // The tracker takes 0 for "now": an explicit epoch is a past date like any other.
+        let as_of = r.as_of.as_ref().map_or(0, |t| match millis(t) {
+            0 => 1,
+            ms => ms,
+        });
+        Ok(Response::new(self.tracker.funnel(&r.company_id, &r.pipeline_id, as_of).await?))
     }
 
     async fn list_pipelines(
@@ -171,14 +182,16 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         company_scope(&caller, &r.company_id)?;
-        Ok(Response::new(self.tracker.waterfall(&r.company_id, &r.pipeline_id, r.from_ms, r.to_ms).await?))
+        let (from, to) = (required(r.from.as_ref(), "from")?, required(r.to.as_ref(), "to")?);
+        Ok(Response::new(self.tracker.waterfall(&r.company_id, &r.pipeline_id, from, to).await?))
     }
 
     async fn get_periods(&self, req: Request<pb::GetPeriodsRequest>) -> Result<Response<pb::PeriodSeries>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         company_scope(&caller, &r.company_id)?;
-        Ok(Response::new(self.tracker.periods(&r.company_id, &r.pipeline_id, &r.period, r.from_ms, r.to_ms).await?))
+        let (from, to) = (required(r.from.as_ref(), "from")?, required(r.to.as_ref(), "to")?);
+        Ok(Response::new(self.tracker.periods(&r.company_id, &r.pipeline_id, &r.period, from, to).await?))
     }
 
     async fn get_portfolio(&self, req: Request<pb::GetPortfolioRequest>) -> Result<Response<pb::Portfolio>, Status> {
@@ -233,8 +246,8 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();
         company_scope(&caller, &r.company_id)?;
-        if r.as_of_ms != 0 {
-            return Err(PublicError::invalid("as_of_ms", "a watch follows the present; leave it 0").into());
+        if r.as_of.is_some() {
+            return Err(PublicError::invalid("as_of", "a watch follows the present; leave it unset").into());
         }
         // Fail fast on an unknown pipeline, before the stream starts.
         self.tracker.funnel(&r.company_id, &r.pipeline_id, 0).await?;
@@ -253,7 +266,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
                 async move { t.store().company_version(&company).await }
             },
             // The same figures at a later instant are no news.
-            |a, b| pb::Funnel { as_of_ms: b.as_of_ms, ..a.clone() } == *b,
+            |a, b| pb::Funnel { as_of: b.as_of, ..a.clone() } == *b,
         );
         Ok(Response::new(stream))
     }

@@ -35,17 +35,19 @@ pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, IncomingError
                 Some((amount, currency)) => (Some(amount), currency),
                 None => (None, None),
             };
+            let (modified_ms, close_date_ms, created_ms) =
+                (d.last_modified_millis(), d.close_date_millis(), d.created_millis());
             Some(Incoming {
                 company_id: d.company_id,
                 deal_id: d.deal_id,
                 version: Version {
-                    modified_ms: d.last_modified_ms,
+                    modified_ms,
                     pipeline_id: d.pipeline_id,
                     stage_id: d.stage_id,
                     amount,
                     currency,
-                    close_date_ms: d.close_date_ms,
-                    created_ms: d.created_ms,
+                    close_date_ms,
+                    created_ms,
                     deleted: false,
                 },
                 name: d.name,
@@ -54,11 +56,12 @@ pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, IncomingError
         }
         event_types::DEAL_DELETED => {
             let d: ev::DealDeleted = decode_payload(event)?;
+            let modified_ms = d.deleted_at_millis();
             Some(Incoming {
                 company_id: d.company_id,
                 deal_id: d.deal_id,
                 version: Version {
-                    modified_ms: d.deleted_at_ms,
+                    modified_ms,
                     pipeline_id: String::new(),
                     stage_id: String::new(),
                     amount: None,

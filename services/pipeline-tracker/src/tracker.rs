@@ -12,6 +12,7 @@ use gomark_platform::PublicError;
 use gomark_proto::common::v1 as common;
 use gomark_proto::money::{Currency, Money};
 use gomark_proto::pipeline_tracker::v1 as pb;
+use gomark_proto::time::{duration_from_days, timestamp};
 use prost::Message;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -74,7 +75,9 @@ fn replace<T: PartialEq>(slot: &RwLock<T>, value: T) -> bool {
 }
 
 fn cache_key(company_id: &str) -> String {
-    format!("pipeline-tracker:company:{company_id}")
+    // v2: the cached Funnel's `as_of` became a Timestamp; an entry in the old encoding
+    // would decode with no date, so it is never read.
+    format!("pipeline-tracker:company:v2:{company_id}")
 }
 
 fn pipeline_or_default(pipeline_id: &str) -> &str {
@@ -234,7 +237,7 @@ impl Tracker {
     pub async fn funnel(&self, company_id: &str, pipeline_id: &str, as_of_ms: i64) -> Result<pb::Funnel> {
         let pipeline_id = pipeline_or_default(pipeline_id);
         if as_of_ms < 0 {
-            return Err(PublicError::invalid("as_of_ms", "must be a date after 1970").into());
+            return Err(PublicError::invalid("as_of", "must be a date after 1970").into());
         }
         let currency = self.company_currency(company_id);
         let found = if as_of_ms == 0 {
@@ -304,8 +307,8 @@ impl Tracker {
         Ok(pb::Waterfall {
             company_id: company_id.to_owned(),
             pipeline_id: pipeline.id,
-            from_ms,
-            to_ms,
+            from: Some(timestamp(from_ms)),
+            to: Some(timestamp(to_ms)),
             start: m(w.start)?,
             created: m(w.created)?,
             reopened: m(w.reopened)?,
@@ -332,14 +335,14 @@ impl Tracker {
         check_range(from_ms, to_ms)?;
         let (pipeline, history, currency) = self.pipeline_with_history(company_id, pipeline_id, to_ms).await?;
         let counts = funnel::periods(&pipeline, &history, period, from_ms, to_ms, MAX_PERIODS).ok_or_else(|| {
-            Error::Public(PublicError::invalid("to_ms", format!("the range holds more than {MAX_PERIODS} periods")))
+            Error::Public(PublicError::invalid("to", format!("the range holds more than {MAX_PERIODS} periods")))
         })?;
         Ok(pb::PeriodSeries {
             periods: counts
                 .into_iter()
                 .map(|c| {
                     Ok(pb::PeriodCount {
-                        start_ms: c.start_ms,
+                        start: Some(timestamp(c.start_ms)),
                         created: c.created,
                         won: c.won,
                         lost: c.lost,
@@ -431,16 +434,12 @@ impl Tracker {
 
 fn check_range(from_ms: i64, to_ms: i64) -> Result<()> {
     if from_ms < 0 {
-        return Err(PublicError::invalid("from_ms", "must be a date after 1970").into());
+        return Err(PublicError::invalid("from", "must be a date after 1970").into());
     }
     if to_ms <= from_ms {
-        return Err(PublicError::invalid("to_ms", "must be after from_ms").into());
+        return Err(PublicError::invalid("to", "must be after from").into());
     }
     Ok(())
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// The funnel's figures as the contract carries them, amounts in `currency`.
@@ -455,7 +454,7 @@ pub fn to_proto(
         company_id: company_id.to_owned(),
         pipeline_id: pipeline.id.clone(),
         pipeline_label: pipeline.label.clone(),
-        as_of_ms,
+        as_of: Some(timestamp(as_of_ms)),
         stages: f
             .stages
             .iter()
@@ -470,8 +469,8 @@ pub fn to_proto(
                     display_order: s.display_order,
                     weighted_amount_money: money(x.weighted_amount, currency)?,
                     conversion_to_next: x.conversion_to_next,
-                    avg_days_in_stage: round2(x.avg_days_in_stage),
-                    median_days_in_stage: round2(x.median_days_in_stage),
+                    avg_in_stage: Some(duration_from_days(x.avg_days_in_stage)),
+                    median_in_stage: Some(duration_from_days(x.median_days_in_stage)),
                     removed: s.removed,
                 })
             })
@@ -484,7 +483,7 @@ pub fn to_proto(
         lost_count: f.lost_count,
         lost_amount_money: money(f.lost_amount, currency)?,
         win_rate: f.win_rate,
-        avg_cycle_days: round2(f.avg_cycle_days),
+        avg_cycle: Some(duration_from_days(f.avg_cycle_days)),
         sales_velocity_per_day_money: money(f.sales_velocity_per_day, currency)?,
     })
 }

@@ -64,10 +64,10 @@ impl EventHandler for DealEvents {
                         .ok()
                         .flatten()
                         .and_then(|(amount, _)| rust_decimal::prelude::ToPrimitive::to_f64(&amount)),
-                    close_date_ms: deal.close_date_ms,
+                    close_date_ms: deal.close_date_millis(),
                     owner_id: deal.owner_id.clone(),
                     properties: deal.properties.clone().into_iter().collect(),
-                    last_modified_ms: deal.last_modified_ms,
+                    last_modified_ms: deal.last_modified_millis(),
                 };
                 self.store.upsert_customer_deal(&mut tx, &deal.company_id, &row).await.map_err(transient)?
             }

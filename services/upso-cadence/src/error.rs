@@ -55,8 +55,9 @@ impl Error {
                 ErrorKind::FailedPrecondition,
                 "Upso refused the company's token; register a valid one",
             ),
-            Error::Upso(upso_client::Error::RateLimited { .. }) => {
+            Error::Upso(upso_client::Error::RateLimited { retry_after }) => {
                 PublicError::new(ErrorKind::RateLimited, "Upso's rate limit for this company is reached; retry later")
+                    .with_retry_after(*retry_after)
             }
             Error::Upso(e) if e.is_transient() => PublicError::unavailable("Upso"),
             other => {
@@ -70,5 +71,18 @@ impl Error {
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         err.to_public().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn upsos_retry_after_becomes_the_callers_retry_info() {
+        let err = Error::Upso(upso_client::Error::RateLimited { retry_after: Duration::from_secs(3) });
+        let public = err.to_public();
+        assert_eq!((public.kind, public.retry_after), (ErrorKind::RateLimited, Some(Duration::from_secs(3))));
     }
 }

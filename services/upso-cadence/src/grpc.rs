@@ -69,10 +69,7 @@ fn suppression_proto(s: Suppression) -> pb::Suppression {
         source_company_id: s.source_company_id,
         reason: s.reason,
         actor: s.actor,
-        created_at: Some(gomark_proto::Timestamp {
-            seconds: s.created_at.div_euclid(1000),
-            nanos: (s.created_at.rem_euclid(1000) * 1_000_000) as i32,
-        }),
+        created_at: Some(gomark_proto::time::timestamp(s.created_at)),
     }
 }
 
@@ -202,7 +199,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
                     skip_reason: d.skip_reason,
                     detail: d.detail,
                     upso_enrollment_id: d.upso_enrollment_id,
-                    decided_at_ms: d.decided_at,
+                    decided_at: Some(gomark_proto::time::timestamp(d.decided_at)),
                     reasons: d
                         .reasons
                         .into_iter()

@@ -117,13 +117,11 @@ async fn feed(store: &Store, company: &str, id: &str, email: &str, amount: f64) 
         )
         .to_proto()
         .ok(),
-        close_date_ms: now - 10 * DAY_MS,
         owner_id: "7".into(),
-        last_modified_ms: now,
-        created_ms: now - 100 * DAY_MS,
         properties: std::collections::HashMap::from([("gomark_contact_email".to_owned(), email.to_owned())]),
-        ..Default::default()
-    };
+        ..DealUpserted::default()
+    }
+    .with_times(now - 10 * DAY_MS, now, now - 100 * DAY_MS);
     let event = gomark_events::envelope::new_event(company, gomark_events::event_types::DEAL_UPSERTED, &d);
     let handler = DealEvents { store: store.clone(), triggers: Arc::new(EngineTriggers::default()) };
     handler.handle(&event).await.expect("handled");

@@ -105,13 +105,11 @@ fn deal(id: &str, email: &str, stage: &str, amount: f64, closed_days_ago: i64, u
         )
         .to_proto()
         .ok(),
-        close_date_ms: now - closed_days_ago * DAY_MS,
         owner_id: "7".into(),
-        last_modified_ms: now,
-        created_ms: now - 100 * DAY_MS,
         properties,
-        ..Default::default()
+        ..DealUpserted::default()
     }
+    .with_times(now - closed_days_ago * DAY_MS, now, now - 100 * DAY_MS)
 }
 
 async fn feed(h: &Harness, d: DealUpserted) {
@@ -210,8 +208,9 @@ async fn closed_won_customers_are_enrolled_in_score_order_within_caps_and_never_
             company_id: COMPANY.into(),
             portal_id: "1".into(),
             deal_id: "6".into(),
-            deleted_at_ms: now,
-        };
+            ..Default::default()
+        }
+        .with_deleted_at(now);
         let event = gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_DELETED, &deleted);
         let deletions = gomark_upso_cadence::deals::DealDeletions { store: h.store.clone() };
         deletions.handle(&event).await.expect("deleted");

@@ -625,7 +625,12 @@ async fn services_enforce_the_scope_when_called_directly() {
     assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&a))).await), Ok(()));
     assert_eq!(code(tracker.get_funnel(a_admin.request(funnel(&b))).await), Err(tonic::Code::NotFound));
     assert_eq!(code(tracker.watch_funnel(a_admin.request(funnel(&b))).await), Err(tonic::Code::NotFound));
-    let range = pt::GetWaterfallRequest { company_id: b.clone(), pipeline_id: String::new(), from_ms: 1, to_ms: 2 };
+    let range = pt::GetWaterfallRequest {
+        company_id: b.clone(),
+        pipeline_id: String::new(),
+        from: Some(gomark_proto::time::timestamp(1)),
+        to: Some(gomark_proto::time::timestamp(2)),
+    };
     assert_eq!(code(tracker.get_waterfall(a_admin.request(range)).await), Err(tonic::Code::NotFound));
     let pipelines = pt::ListPipelinesRequest { company_id: b.clone() };
     assert_eq!(code(tracker.list_pipelines(a_admin.request(pipelines)).await), Err(tonic::Code::NotFound));

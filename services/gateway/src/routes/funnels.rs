@@ -3,13 +3,14 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::{Page, PageQuery, rfc3339_ms};
+use crate::dto::{Page, PageQuery, instant, rfc3339};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
+use gomark_proto::Timestamp;
 use gomark_proto::common::v1::PageRequest;
 use gomark_proto::pipeline_tracker::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -47,13 +48,12 @@ fn money(m: Option<gomark_proto::common::v1::Money>) -> Option<MoneyView> {
     Some(MoneyView { amount: m.amount.to_string(), currency: m.currency.to_string() })
 }
 
-fn instant(field: &str, text: &str) -> ApiResult<i64> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| Problem::invalid(field, "must be an RFC 3339 instant, e.g. 2026-11-21T10:00:00Z"))
+/// A span as REST shows it: days, to two decimals.
+fn days(span: Option<gomark_proto::Duration>) -> f64 {
+    (gomark_proto::time::days(span.as_ref()) * 100.0).round() / 100.0
 }
 
-fn required_instant(field: &str, text: &Option<String>) -> ApiResult<i64> {
+fn required_instant(field: &str, text: &Option<String>) -> ApiResult<Timestamp> {
     match text {
         Some(t) => instant(field, t),
         None => Err(Problem::invalid(field, "is required")),
@@ -146,7 +146,7 @@ impl From<pb::Funnel> for FunnelView {
             company_id: f.company_id,
             pipeline_id: f.pipeline_id,
             pipeline_label: f.pipeline_label,
-            as_of: rfc3339_ms(f.as_of_ms),
+            as_of: rfc3339(f.as_of),
             stages: f
                 .stages
                 .into_iter()
@@ -159,8 +159,8 @@ impl From<pb::Funnel> for FunnelView {
                     amount: money(s.amount_money),
                     weighted_amount: money(s.weighted_amount_money),
                     conversion_to_next: s.conversion_to_next,
-                    avg_days_in_stage: s.avg_days_in_stage,
-                    median_days_in_stage: s.median_days_in_stage,
+                    avg_days_in_stage: days(s.avg_in_stage),
+                    median_days_in_stage: days(s.median_in_stage),
                     removed: s.removed,
                 })
                 .collect(),
@@ -172,7 +172,7 @@ impl From<pb::Funnel> for FunnelView {
             lost_count: f.lost_count,
             lost_amount: money(f.lost_amount_money),
             win_rate: f.win_rate,
-            avg_cycle_days: f.avg_cycle_days,
+            avg_cycle_days: days(f.avg_cycle),
             sales_velocity_per_day: money(f.sales_velocity_per_day_money),
         }
     }
@@ -197,11 +197,8 @@ async fn funnel(
     ApiPath((company_id, pipeline_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<FunnelQuery>,
 ) -> ApiResult<Json<FunnelView>> {
-    let as_of_ms = match &query.at {
-        Some(t) => instant("at", t)?.max(1),
-        None => 0,
-    };
-    let req = pb::GetFunnelRequest { company_id, pipeline_id, as_of_ms };
+    let as_of = query.at.as_deref().map(|t| instant("at", t)).transpose()?;
+    let req = pb::GetFunnelRequest { company_id, pipeline_id, as_of };
     Ok(Json(s.pipeline_tracker.clone().get_funnel(caller.request(req)).await?.into_inner().into()))
 }
 
@@ -263,13 +260,13 @@ async fn waterfall(
     ApiPath((company_id, pipeline_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<WaterfallView>> {
-    let from_ms = required_instant("from", &query.from)?;
-    let to_ms = required_instant("to", &query.to)?;
-    let req = pb::GetWaterfallRequest { company_id, pipeline_id, from_ms, to_ms };
+    let from = Some(required_instant("from", &query.from)?);
+    let to = Some(required_instant("to", &query.to)?);
+    let req = pb::GetWaterfallRequest { company_id, pipeline_id, from, to };
     let w = s.pipeline_tracker.clone().get_waterfall(caller.request(req)).await?.into_inner();
     Ok(Json(WaterfallView {
-        from: rfc3339_ms(w.from_ms),
-        to: rfc3339_ms(w.to_ms),
+        from: rfc3339(w.from),
+        to: rfc3339(w.to),
         start: movement(w.start),
         created: movement(w.created),
         reopened: movement(w.reopened),
@@ -316,16 +313,16 @@ async fn periods(
     ApiPath((company_id, pipeline_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<PeriodsQuery>,
 ) -> ApiResult<Json<Page<PeriodView>>> {
-    let from_ms = required_instant("from", &query.from)?;
-    let to_ms = required_instant("to", &query.to)?;
+    let from = Some(required_instant("from", &query.from)?);
+    let to = Some(required_instant("to", &query.to)?);
     let period = query.period.unwrap_or_else(|| "month".into());
-    let req = pb::GetPeriodsRequest { company_id, pipeline_id, period, from_ms, to_ms };
+    let req = pb::GetPeriodsRequest { company_id, pipeline_id, period, from, to };
     let series = s.pipeline_tracker.clone().get_periods(caller.request(req)).await?.into_inner();
     let items = series
         .periods
         .into_iter()
         .map(|p| PeriodView {
-            start: rfc3339_ms(p.start_ms),
+            start: rfc3339(p.start),
             created: p.created,
             won: p.won,
             lost: p.lost,
@@ -346,7 +343,7 @@ async fn funnel_events(
     Auth(caller): Auth,
     ApiPath((company_id, pipeline_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
-    let req = pb::GetFunnelRequest { company_id, pipeline_id, as_of_ms: 0 };
+    let req = pb::GetFunnelRequest { company_id, pipeline_id, as_of: None };
     // Errors (404, 403) surface here, before the stream starts.
     let stream = s.pipeline_tracker.clone().watch_funnel(caller.request(req)).await?.into_inner();
     Ok(sse("funnel", stream, FunnelView::from))
@@ -517,13 +514,7 @@ impl PortfolioQuery {
             .as_deref()
             .map(|ids| ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
-        let fx_as_of = match &self.fx_as_of {
-            Some(t) => {
-                let ms = instant("fxAsOf", t)?;
-                Some(prost_types::Timestamp { seconds: ms.div_euclid(1_000), nanos: 0 })
-            }
-            None => None,
-        };
+        let fx_as_of = self.fx_as_of.as_deref().map(|t| instant("fxAsOf", t)).transpose()?;
         Ok(pb::GetPortfolioRequest { company_ids, page: Some(PageRequest { ..page }), fx_as_of })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::{OptionDto, rfc3339_ms};
+use crate::dto::{OptionDto, rfc3339_opt};
 use crate::extract::ApiPath;
 use crate::problem::ApiResult;
 use axum::Json;
@@ -66,19 +66,18 @@ async fn sync_status(
         .get_sync_status(caller.request(pb::GetSyncStatusRequest { company_id }))
         .await?
         .into_inner();
-    let when = |ms: i64| (ms > 0).then(|| rfc3339_ms(ms));
     Ok(Json(SyncStatusView {
         backfill_state: st.backfill_state,
         backfill_deals: st.backfill_deals,
-        cursor: when(st.cursor_ms),
-        last_sync_at: when(st.last_sync_at_ms),
+        cursor: rfc3339_opt(st.cursor),
+        last_sync_at: rfc3339_opt(st.last_sync_at),
         queued_deals: st.queued_deals,
         last_error: (!st.last_error.is_empty()).then_some(st.last_error),
-        paused_until: when(st.paused_until_ms),
+        paused_until: rfc3339_opt(st.paused_until),
         api_version: st.api_version,
         credential_kind: st.credential_kind,
         journal: st.journal.map(|j| JournalStatusView {
-            caught_up_at: when(j.caught_up_at_ms),
+            caught_up_at: rfc3339_opt(j.caught_up_at),
             recoveries: j.recoveries,
             last_error: (!j.last_error.is_empty()).then_some(j.last_error),
         }),

@@ -212,8 +212,15 @@ async fn modify_cadence(
     ApiPath(company_id): ApiPath<String>,
     ApiJson(body): ApiJson<ModifyCadence>,
 ) -> ApiResult<Json<CadenceChanged>> {
-    let req = pb::ModifyUpsellCadenceRequest { company_id, template: body.template, delay_hours: body.delay_hours };
-    let changed = s.orchestrator.clone().modify_upsell_cadence(caller.request(req)).await?.into_inner();
+    let delay = Some(gomark_proto::Duration { seconds: i64::from(body.delay_hours) * 3_600, nanos: 0 });
+    let req = pb::ModifyUpsellCadenceRequest { company_id, template: body.template, delay };
+    let changed = s
+        .orchestrator
+        .clone()
+        .modify_upsell_cadence(caller.request(req))
+        .await
+        .map_err(|e| Problem::from(e).renamed_field("delay", "delay_hours"))?
+        .into_inner();
     Ok(Json(CadenceChanged {
         status: "ok".into(),
         revision: changed.revision,

@@ -37,14 +37,13 @@ pub struct SuppressionView {
 
 impl From<pb::Suppression> for SuppressionView {
     fn from(s: pb::Suppression) -> Self {
-        let ms = s.created_at.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
         Self {
             person: s.person,
             kind: s.kind,
             source_company_id: s.source_company_id,
             reason: s.reason,
             actor: s.actor,
-            created_at: crate::dto::rfc3339_ms(ms),
+            created_at: crate::dto::rfc3339(s.created_at),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::rfc3339_ms;
+use crate::dto::rfc3339;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use axum::Json;
@@ -189,7 +189,7 @@ async fn decisions(
                 skip_reason: d.skip_reason,
                 detail: d.detail,
                 upso_enrollment_id: d.upso_enrollment_id,
-                decided_at: rfc3339_ms(d.decided_at_ms),
+                decided_at: rfc3339(d.decided_at),
             })
             .collect(),
     }))

@@ -75,7 +75,7 @@ async fn hubspot(
                 subscription_id: e.subscription_id,
                 portal_id: e.portal_id,
                 app_id: e.app_id,
-                occurred_at: e.occurred_at,
+                occurred_time: gomark_proto::time::timestamp_opt(e.occurred_at),
                 subscription_type: e.subscription_type,
                 attempt_number: e.attempt_number,
                 object_id: e.object_id.unwrap_or_default(),
