@@ -112,6 +112,45 @@ impl PageQuery {
     }
 }
 
+impl PageQuery {
+    /// The page size asked for, checked; 50 when none is given.
+    pub fn size(&self) -> crate::problem::ApiResult<usize> {
+        match self.limit {
+            None => Ok(50),
+            Some(l @ 1..=500) => Ok(l as usize),
+            Some(_) => Err(crate::problem::Problem::invalid("limit", "must be between 1 and 500")),
+        }
+    }
+
+    /// The key the cursor stands for: cursors are hex so that callers treat them as opaque.
+    pub fn after(&self) -> crate::problem::ApiResult<Option<String>> {
+        let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else { return Ok(None) };
+        hex::decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| crate::problem::Problem::invalid("cursor", "is not a cursor this API returned"))
+    }
+
+    /// A page of `items`, which arrive whole and are ordered by `key` here: for lists a
+    /// service returns in one piece because they are small by nature (a company's deal
+    /// properties), with the same `limit`/`cursor` contract as every other list.
+    pub fn page_of<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> &str) -> crate::problem::ApiResult<Page<T>> {
+        let size = self.size()?;
+        let after = self.after()?;
+        items.sort_by(|a, b| key(a).cmp(key(b)));
+        let mut rest: Vec<T> =
+            items.into_iter().filter(|item| after.as_deref().is_none_or(|a| key(item) > a)).collect();
+        let more = rest.len() > size;
+        rest.truncate(size);
+        let next = match rest.last() {
+            Some(last) if more => hex::encode(key(last)),
+            _ => String::new(),
+        };
+        Ok(Page::new(rest, next))
+    }
+}
+
 /// Audit listings: a page, optionally narrowed.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -268,7 +307,7 @@ pub struct PropertyView {
     /// The definition's ETag (also the `ETag` header): send it as `If-Match` to update.
     pub etag: String,
     pub sync: SyncDto,
-    /// After a change: the rollout applying it to the portal (`/v1/rollouts/{id}`).
+    /// After a change: the rollout applying it to the portal (`/v1/rollouts/{rolloutId}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_id: Option<String>,
 }

@@ -148,6 +148,9 @@ async fn each_key_is_rate_limited() {
         let r = gw.get("/v1/api-keys").send().await.expect("send");
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(r.headers()["ratelimit-remaining"], (4 - i).to_string().as_str());
+        assert_eq!(r.headers()["ratelimit-policy"], "6;w=60");
+        let reset: u64 = r.headers()["ratelimit-reset"].to_str().expect("ascii").parse().expect("seconds");
+        assert!((1..=60).contains(&reset), "reset in {reset} s");
     }
     let limited = gw.get("/v1/api-keys").send().await.expect("send");
     assert_eq!(limited.status(), 429);

@@ -32,11 +32,11 @@ async fn every_documented_operation_is_routed() {
                 assert!(op["responses"].get(status).is_some(), "{method} {path} documents no {status}");
             }
             let concrete = path
-                .replace("{company_id}", "c0")
+                .replace("{companyId}", "c0")
                 .replace("{name}", "n0")
-                .replace("{old_name}", "n0")
-                .replace("{key_id}", "k0")
-                .replace("{pipeline_id}", "default");
+                .replace("{oldName}", "n0")
+                .replace("{keyId}", "k0")
+                .replace("{pipelineId}", "default");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let reply = api.send(method.clone(), &concrete, Some(serde_json::json!({}))).await;
             let fallback = reply.body["detail"] == "no such route" || reply.status == 405;

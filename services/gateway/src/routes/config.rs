@@ -91,7 +91,7 @@ async fn create(
 
 /// Revisions, newest first.
 #[utoipa::path(get, path = "/v1/config/revisions", operation_id = "listRevisions", tag = "config", params(PageQuery),
-    responses((status = 200, description = "A page of revisions", body = Page<RevisionView>)))]
+    responses((status = 200, description = "A page of revisions", body = Page<RevisionView>), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -108,7 +108,7 @@ async fn list(
 
 /// The latest revision, with its document.
 #[utoipa::path(get, path = "/v1/config", operation_id = "getLatestRevision", tag = "config",
-    responses((status = 200, description = "The latest revision", body = RevisionView)))]
+    responses((status = 200, description = "The latest revision", body = RevisionView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<RevisionView>> {
     let revision =
         s.orchestrator.clone().get_revision(caller.request(pb::GetRevisionRequest { number: 0 })).await?.into_inner();
@@ -117,7 +117,7 @@ async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json
 
 #[utoipa::path(get, path = "/v1/config/revisions/{number}", operation_id = "getRevision", tag = "config",
     params(("number" = i64, Path, description = "Revision number", minimum = 1)),
-    responses((status = 200, description = "The revision, with its document", body = RevisionView)))]
+    responses((status = 200, description = "The revision, with its document", body = RevisionView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -170,7 +170,7 @@ fn json(s: &str) -> Option<serde_json::Value> {
 
 /// What changed between two revisions, keyed by names (reordering is no change).
 #[utoipa::path(get, path = "/v1/config/diff", operation_id = "diffRevisions", tag = "config", params(DiffQuery),
-    responses((status = 200, description = "The changes", body = DiffView)))]
+    responses((status = 200, description = "The changes", body = DiffView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn diff(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -328,9 +328,9 @@ async fn plan(
 }
 
 /// A saved plan.
-#[utoipa::path(get, path = "/v1/config/plans/{plan_id}", operation_id = "getPlan", tag = "config",
-    params(("plan_id" = String, Path, description = "The plan's id")),
-    responses((status = 200, description = "The plan", body = PlanView)))]
+#[utoipa::path(get, path = "/v1/config/plans/{planId}", operation_id = "getPlan", tag = "config",
+    params(("planId" = String, Path, description = "The plan's id")),
+    responses((status = 200, description = "The plan", body = PlanView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn read_plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -360,8 +360,8 @@ pub struct AppliedPlanView {
 /// Applies a saved plan: a proposed document becomes a revision (refused if another was
 /// stored since the plan was made), and a rollout performs exactly the plan's actions,
 /// company by company. A company whose portal changed since then stops with "plan is stale".
-#[utoipa::path(post, path = "/v1/config/plans/{plan_id}/apply", operation_id = "applyPlan", tag = "config",
-    params(("plan_id" = String, Path, description = "The plan's id")),
+#[utoipa::path(post, path = "/v1/config/plans/{planId}/apply", operation_id = "applyPlan", tag = "config",
+    params(("planId" = String, Path, description = "The plan's id")),
     request_body = ApplyPlanBody,
     responses((status = 201, description = "The revision and the rollout applying it", body = AppliedPlanView)))]
 async fn apply_plan(
@@ -390,7 +390,7 @@ async fn apply_plan(
 
 /// Portfolio-wide audit entries (configuration revisions, rollbacks), newest first.
 #[utoipa::path(get, path = "/v1/audit", operation_id = "listPortfolioAudit", tag = "audit", params(crate::dto::AuditQuery),
-    responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>)))]
+    responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn portfolio_audit(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -82,7 +82,7 @@ struct DriftQuery {
 
 /// Drift found, newest first.
 #[utoipa::path(get, path = "/v1/drift", operation_id = "listDrift", tag = "drift", params(DriftQuery),
-    responses((status = 200, description = "A page of drift records", body = Page<DriftView>)))]
+    responses((status = 200, description = "A page of drift records", body = Page<DriftView>), (status = 403, description = "Without `companyId`: needs a portfolio-wide grant")))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -82,7 +82,7 @@ pub struct SuppressionRemoved {
 
 /// The portfolio suppression list (a portfolio-wide grant).
 #[utoipa::path(get, path = "/v1/portfolio/suppressions", operation_id = "listSuppressions", tag = "upsell",
-    responses((status = 200, description = "Everyone on the list", body = SuppressionsView)))]
+    responses((status = 200, description = "Everyone on the list", body = SuppressionsView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<SuppressionsView>> {
     let r = s.upso_cadence.clone().list_suppressions(caller.request(pb::ListSuppressionsRequest {})).await?;
     Ok(Json(SuppressionsView { items: r.into_inner().suppressions.into_iter().map(Into::into).collect() }))
