@@ -476,3 +476,61 @@ async fn unknown_keys_are_rate_limited_before_any_lookup() {
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(limited.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn the_docs_page_and_its_assets_are_public_and_typed() {
+    let gw = start(auth()).await;
+    let page = gw.http.get(format!("{}/docs", gw.url)).send().await.expect("send");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    let csp = page.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text().await.expect("html");
+    let assets: Vec<&str> = html.split('"').filter(|s| s.starts_with("/docs/assets/")).collect();
+    assert_eq!(assets.len(), 3, "{html}");
+    for asset in assets {
+        let reply = gw.http.get(format!("{}{asset}", gw.url)).send().await.expect("send");
+        assert_eq!(reply.status(), 200, "{asset}");
+        let kind = reply.headers()["content-type"].to_str().expect("ascii").to_owned();
+        let expected = if asset.contains(".css") { "text/css" } else { "text/javascript" };
+        assert!(kind.starts_with(expected), "{asset}: {kind}");
+        assert!(reply.headers()["cache-control"].to_str().expect("ascii").contains("immutable"), "{asset}");
+        assert!(reply.bytes().await.expect("body").len() > 100, "{asset}");
+    }
+    let missing = gw.http.get(format!("{}/docs/assets/nope.js", gw.url)).send().await.expect("send");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_api_keys_list_pages() {
+    let gw = start(auth()).await;
+    for i in 0..4 {
+        let created = gw.post("/v1/api-keys").json(&json!({"name": format!("k{i}"), "role": "viewer"})).send();
+        assert_eq!(created.await.expect("send").status(), 201);
+    }
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..5 {
+        let query = cursor.as_ref().map_or_else(String::new, |c| format!("&cursor={c}"));
+        let page: Value =
+            gw.get(&format!("/v1/api-keys?limit=2{query}")).send().await.expect("send").json().await.expect("json");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2, "{page}");
+        ids.extend(items.iter().map(|k| k["id"].as_str().expect("id").to_owned()));
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the pages end");
+    assert_eq!(ids.len(), 5, "bootstrap + 4, each once: {ids:?}");
+    let mut sorted = ids.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(ids, sorted, "newest id first, no repeats");
+    for bad in ["limit=0", "limit=501", "cursor=not-a-cursor"] {
+        let reply = gw.get(&format!("/v1/api-keys?{bad}")).send().await.expect("send");
+        assert_eq!(reply.status(), 400, "{bad}");
+    }
+}
