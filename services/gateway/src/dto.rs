@@ -459,3 +459,36 @@ pub fn rfc3339(ts: Option<gomark_proto::Timestamp>) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod page_tests {
+    use super::PageQuery;
+
+    fn query(limit: Option<u32>, cursor: Option<String>) -> PageQuery {
+        PageQuery { limit, cursor }
+    }
+
+    #[test]
+    fn a_whole_list_is_paged_by_key_with_opaque_cursors() {
+        let items = vec!["delta", "alpha", "charlie", "echo", "bravo"];
+        let first = query(Some(2), None).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!(first.items, ["alpha", "bravo"]);
+        let cursor = first.next_cursor.expect("more follow");
+        assert!(!cursor.contains("bravo"), "opaque: {cursor}");
+        let second = query(Some(2), Some(cursor)).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!(second.items, ["charlie", "delta"]);
+        let third = query(Some(2), second.next_cursor).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!(third.items, ["echo"]);
+        assert!(third.next_cursor.is_none(), "the last page says so");
+        let all = query(None, None).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!((all.items.len(), all.next_cursor), (5, None), "50 by default");
+    }
+
+    #[test]
+    fn bad_limits_and_cursors_are_refused() {
+        for bad in [query(Some(0), None), query(Some(501), None), query(None, Some("zz".into()))] {
+            let refused = bad.page_of(vec!["a"], |s| s).err().expect("refused");
+            assert_eq!(refused.status, 400);
+        }
+    }
+}

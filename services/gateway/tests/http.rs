@@ -40,6 +40,11 @@ async fn start_in(auth: AuthSettings, data_dir: Option<&std::path::Path>) -> Gat
     if let Some(dir) = data_dir {
         tdb.settings.url = Secret::new(format!("sqlite://{}?mode=rwc", dir.join("gateway.db").display()));
     }
+    start_on(auth, tdb).await
+}
+
+/// A gateway on the given database.
+async fn start_on(auth: AuthSettings, tdb: gomark_testkit::TestDatabase) -> Gateway {
     let db = Database::connect(&tdb.settings).await.expect("db");
     let settings = Settings {
         server: ServerSettings {
@@ -504,7 +509,14 @@ async fn the_docs_page_and_its_assets_are_public_and_typed() {
 
 #[tokio::test]
 async fn the_api_keys_list_pages() {
-    let gw = start(auth()).await;
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        api_keys_list_pages(start_on(auth(), tdb).await).await;
+        eprintln!("api keys paged on {label}");
+    }
+}
+
+async fn api_keys_list_pages(gw: Gateway) {
     for i in 0..4 {
         let created = gw.post("/v1/api-keys").json(&json!({"name": format!("k{i}"), "role": "viewer"})).send();
         assert_eq!(created.await.expect("send").status(), 201);
