@@ -110,7 +110,7 @@ async fn managed_key(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKe
 /// Mints a key (admins; a company admin only for its own company). The secret is in this
 /// response only.
 #[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", tag = "api-keys", request_body = ApiKeyCreate,
-    responses((status = 201, description = "Created; `key` is shown this once", body = ApiKeyCreated)))]
+    responses((status = 201, description = "Created; `key` is shown this once", body = ApiKeyCreated), (status = 404, description = "The company does not exist")))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -73,7 +73,7 @@ async fn list(
 #[utoipa::path(post, path = "/v1/companies/{companyId}/deal-properties", operation_id = "createDealProperty", tag = "deal-properties",
     params(("companyId" = String, Path, description = "Company id"), ("idempotency-key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
     request_body = PropertyCreateDto,
-    responses((status = 201, description = "Declared", body = PropertyView, headers(("etag" = String), ("location" = String)))))]
+    responses((status = 201, description = "Declared", body = PropertyView, headers(("etag" = String), ("location" = String))), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,

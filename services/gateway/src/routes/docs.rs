@@ -421,7 +421,7 @@ mod tests {
         // A list without an id: nothing to be missing.
         assert_eq!(of("listCompanies"), [400, 401, 429, 500, 503, 504]);
         // A create with a body under a company.
-        assert_eq!(of("createDealProperty"), [400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503, 504]);
+        assert_eq!(of("createDealProperty"), [400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 500, 503, 504]);
         // An update with If-Match.
         assert_eq!(of("updateDealProperty"), [400, 401, 403, 404, 412, 413, 415, 429, 500, 503, 504]);
         // Reads with a role check the handler declares.

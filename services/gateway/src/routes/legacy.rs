@@ -86,7 +86,7 @@ fn hubspot_type(kind: &str) -> Option<(&'static str, &'static str)> {
 /// For `enumeration`, `value` is the option list separated by `;`; for other types it
 /// becomes the description, since a HubSpot definition has no value.
 #[utoipa::path(post, path = "/hubspot/fields/add", operation_id = "legacyAddField", tag = "legacy", request_body = AddField,
-    responses((status = 201, description = "Declared", body = crate::dto::PropertyView)))]
+    responses((status = 201, description = "Declared", body = crate::dto::PropertyView), (status = 404, description = "The company does not exist"), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn add_field(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -205,7 +205,7 @@ struct CadenceChanged {
 #[utoipa::path(put, path = "/upso/cadence/modify/{companyId}", operation_id = "legacyModifyCadence", tag = "legacy",
     params(("companyId" = String, Path, description = "Company id")),
     request_body = ModifyCadence,
-    responses((status = 200, description = "Changed", body = CadenceChanged), (status = 422, description = "The company has no Upso account or its cadence no email step")))]
+    responses((status = 200, description = "Changed", body = CadenceChanged), (status = 412, description = "Another revision was created concurrently; retry"), (status = 422, description = "The company has no Upso account or its cadence no email step")))]
 async fn modify_cadence(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -137,7 +137,7 @@ impl From<pb::Rollout> for RolloutView {
 /// Applies a revision to its companies (portfolio operators): canary wave first, bounded
 /// concurrency, retries, automatic halt on failures. Survives any crash.
 #[utoipa::path(post, path = "/v1/rollouts", operation_id = "createRollout", tag = "rollouts", request_body = RolloutStart,
-    responses((status = 201, description = "Started", body = RolloutView)))]
+    responses((status = 201, description = "Started", body = RolloutView), (status = 404, description = "The revision or a company does not exist")))]
 async fn start(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -91,7 +91,7 @@ async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<S
 /// Puts a person on the portfolio suppression list: no company contacts them any more.
 #[utoipa::path(post, path = "/v1/portfolio/suppressions", operation_id = "addSuppression", tag = "upsell",
     request_body = SuppressionCreate,
-    responses((status = 200, description = "On the list", body = SuppressionAdded)))]
+    responses((status = 200, description = "On the list", body = SuppressionAdded), (status = 404, description = "The company does not exist")))]
 async fn add(
     State(s): State<AppState>,
     Auth(caller): Auth,
