@@ -19,6 +19,8 @@ pub use api_keys::{ApiKeyRecord, ApiKeys};
 /// Routes anyone may call: health, the API description, webhooks (which check their own
 /// signatures).
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/openapi.json", "/docs", "/dashboard", "/webhooks/hubspot"];
+/// And the static files of `/docs`.
+const PUBLIC_PREFIX: &str = "/docs/assets/";
 
 pub struct Authenticator {
     pub keys: ApiKeys,
@@ -59,7 +61,7 @@ impl Authenticator {
 /// Puts the authenticated [`Caller`] into the request, or answers 401; then applies the
 /// caller's rate limit.
 pub async fn require_caller(State(state): State<crate::routes::AppState>, mut req: Request, next: Next) -> Response {
-    if PUBLIC_PATHS.contains(&req.uri().path()) {
+    if PUBLIC_PATHS.contains(&req.uri().path()) || req.uri().path().starts_with(PUBLIC_PREFIX) {
         return next.run(req).await;
     }
     let client = client_address(&req);

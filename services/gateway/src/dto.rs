@@ -112,6 +112,45 @@ impl PageQuery {
     }
 }
 
+impl PageQuery {
+    /// The page size asked for, checked; 50 when none is given.
+    pub fn size(&self) -> crate::problem::ApiResult<usize> {
+        match self.limit {
+            None => Ok(50),
+            Some(l @ 1..=500) => Ok(l as usize),
+            Some(_) => Err(crate::problem::Problem::invalid("limit", "must be between 1 and 500")),
+        }
+    }
+
+    /// The key the cursor stands for: cursors are hex so that callers treat them as opaque.
+    pub fn after(&self) -> crate::problem::ApiResult<Option<String>> {
+        let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else { return Ok(None) };
+        hex::decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| crate::problem::Problem::invalid("cursor", "is not a cursor this API returned"))
+    }
+
+    /// A page of `items`, which arrive whole and are ordered by `key` here: for lists a
+    /// service returns in one piece because they are small by nature (a company's deal
+    /// properties), with the same `limit`/`cursor` contract as every other list.
+    pub fn page_of<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> &str) -> crate::problem::ApiResult<Page<T>> {
+        let size = self.size()?;
+        let after = self.after()?;
+        items.sort_by(|a, b| key(a).cmp(key(b)));
+        let mut rest: Vec<T> =
+            items.into_iter().filter(|item| after.as_deref().is_none_or(|a| key(item) > a)).collect();
+        let more = rest.len() > size;
+        rest.truncate(size);
+        let next = match rest.last() {
+            Some(last) if more => hex::encode(key(last)),
+            _ => String::new(),
+        };
+        Ok(Page::new(rest, next))
+    }
+}
+
 /// Audit listings: a page, optionally narrowed.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -260,7 +299,7 @@ pub struct PropertyView {
     /// The definition's ETag (also the `ETag` header): send it as `If-Match` to update.
     pub etag: String,
     pub sync: SyncDto,
-    /// After a change: the rollout applying it to the portal (`/v1/rollouts/{id}`).
+    /// After a change: the rollout applying it to the portal (`/v1/rollouts/{rolloutId}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_id: Option<String>,
 }
@@ -417,4 +456,37 @@ pub fn rfc3339(ts: Option<gomark_proto::Timestamp>) -> String {
     chrono::DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::PageQuery;
+
+    fn query(limit: Option<u32>, cursor: Option<String>) -> PageQuery {
+        PageQuery { limit, cursor }
+    }
+
+    #[test]
+    fn a_whole_list_is_paged_by_key_with_opaque_cursors() {
+        let items = vec!["delta", "alpha", "charlie", "echo", "bravo"];
+        let first = query(Some(2), None).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!(first.items, ["alpha", "bravo"]);
+        let cursor = first.next_cursor.expect("more follow");
+        assert!(!cursor.contains("bravo"), "opaque: {cursor}");
+        let second = query(Some(2), Some(cursor)).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!(second.items, ["charlie", "delta"]);
+        let third = query(Some(2), second.next_cursor).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!(third.items, ["echo"]);
+        assert!(third.next_cursor.is_none(), "the last page says so");
+        let all = query(None, None).page_of(items.clone(), |s| s).expect("page");
+        assert_eq!((all.items.len(), all.next_cursor), (5, None), "50 by default");
+    }
+
+    #[test]
+    fn bad_limits_and_cursors_are_refused() {
+        for bad in [query(Some(0), None), query(Some(501), None), query(None, Some("zz".into()))] {
+            let Err(refused) = bad.page_of(vec!["a"], |s| s) else { panic!("accepted {:?}", bad.limit) };
+            assert_eq!(refused.status, 400);
+        }
+    }
 }

@@ -31,12 +31,20 @@ pub struct RateLimiter {
 pub struct Quota {
     limit: u64,
     remaining: u64,
+    /// Seconds until the window ends and the quota is whole again.
+    reset: u64,
 }
 
 impl Quota {
+    /// The IETF draft's headers (draft-ietf-httpapi-ratelimit-headers): the limit, what is
+    /// left, when it resets and the policy (`<limit>;w=<window seconds>`).
     pub fn annotate(&self, headers: &mut HeaderMap) {
         headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
         headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(self.reset));
+        if let Ok(policy) = HeaderValue::from_str(&format!("{};w={}", self.limit, WINDOW.as_secs())) {
+            headers.insert("ratelimit-policy", policy);
+        }
     }
 }
 
@@ -94,9 +102,10 @@ impl RateLimiter {
                 self.local.incr(&key, WINDOW).await.unwrap_or(1)
             }
         };
+        let until_reset_ms = WINDOW.as_millis() as u64 - now % WINDOW.as_millis() as u64;
         if count > self.per_minute {
-            return Err(self.too_many(WINDOW.as_millis() as u64 - now % WINDOW.as_millis() as u64));
+            return Err(self.too_many(until_reset_ms));
         }
-        Ok(Quota { limit: self.per_minute, remaining: self.per_minute - count })
+        Ok(Quota { limit: self.per_minute, remaining: self.per_minute - count, reset: until_reset_ms.div_ceil(1000) })
     }
 }

@@ -48,7 +48,13 @@ pub struct AppState {
 
 /// Every documented route, and the OpenAPI document describing them.
 pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(docs::base())
+    let (router, openapi) = declared();
+    (router, docs::finish(openapi))
+}
+
+/// The routes and the document as the handlers declare them, before [`docs::finish`].
+fn declared() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(docs::base())
         .merge(api_keys::routes())
         .merge(companies::routes())
         .merge(config::routes())
@@ -63,13 +69,14 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(legacy::routes())
         .merge(webhooks::routes())
         .merge(docs::routes())
-        .split_for_parts();
-    (router, docs::finish(openapi))
+        .split_for_parts()
 }
 
 pub fn router(state: AppState) -> Router {
     let (documented, _) = documented();
     documented
+        // Swagger UI's files for /docs: served, but not API operations to document.
+        .route("/docs/assets/{file}", axum::routing::get(docs::asset))
         .fallback(|| async { Problem::http(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::http(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

@@ -40,6 +40,11 @@ async fn start_in(auth: AuthSettings, data_dir: Option<&std::path::Path>) -> Gat
     if let Some(dir) = data_dir {
         tdb.settings.url = Secret::new(format!("sqlite://{}?mode=rwc", dir.join("gateway.db").display()));
     }
+    start_on(auth, tdb).await
+}
+
+/// A gateway on the given database.
+async fn start_on(auth: AuthSettings, tdb: gomark_testkit::TestDatabase) -> Gateway {
     let db = Database::connect(&tdb.settings).await.expect("db");
     let settings = Settings {
         server: ServerSettings {
@@ -148,6 +153,9 @@ async fn each_key_is_rate_limited() {
         let r = gw.get("/v1/api-keys").send().await.expect("send");
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(r.headers()["ratelimit-remaining"], (4 - i).to_string().as_str());
+        assert_eq!(r.headers()["ratelimit-policy"], "6;w=60");
+        let reset: u64 = r.headers()["ratelimit-reset"].to_str().expect("ascii").parse().expect("seconds");
+        assert!((1..=60).contains(&reset), "reset in {reset} s");
     }
     let limited = gw.get("/v1/api-keys").send().await.expect("send");
     assert_eq!(limited.status(), 429);
@@ -472,4 +480,69 @@ async fn unknown_keys_are_rate_limited_before_any_lookup() {
     assert_eq!(limited.status(), 429, "a client refused too often is limited");
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(limited.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_docs_page_and_its_assets_are_public_and_typed() {
+    let gw = start(auth()).await;
+    let page = gw.http.get(format!("{}/docs", gw.url)).send().await.expect("send");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    let csp = page.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text().await.expect("html");
+    let assets: Vec<&str> = html.split('"').filter(|s| s.starts_with("/docs/assets/")).collect();
+    assert_eq!(assets.len(), 3, "{html}");
+    for asset in assets {
+        let reply = gw.http.get(format!("{}{asset}", gw.url)).send().await.expect("send");
+        assert_eq!(reply.status(), 200, "{asset}");
+        let kind = reply.headers()["content-type"].to_str().expect("ascii").to_owned();
+        let expected = if asset.contains(".css") { "text/css" } else { "text/javascript" };
+        assert!(kind.starts_with(expected), "{asset}: {kind}");
+        assert!(reply.headers()["cache-control"].to_str().expect("ascii").contains("immutable"), "{asset}");
+        assert!(reply.bytes().await.expect("body").len() > 100, "{asset}");
+    }
+    let missing = gw.http.get(format!("{}/docs/assets/nope.js", gw.url)).send().await.expect("send");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_api_keys_list_pages() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        api_keys_list_pages(start_on(auth(), tdb).await).await;
+        eprintln!("api keys paged on {label}");
+    }
+}
+
+async fn api_keys_list_pages(gw: Gateway) {
+    for i in 0..4 {
+        let created = gw.post("/v1/api-keys").json(&json!({"name": format!("k{i}"), "role": "viewer"})).send();
+        assert_eq!(created.await.expect("send").status(), 201);
+    }
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..5 {
+        let query = cursor.as_ref().map_or_else(String::new, |c| format!("&cursor={c}"));
+        let page: Value =
+            gw.get(&format!("/v1/api-keys?limit=2{query}")).send().await.expect("send").json().await.expect("json");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 2, "{page}");
+        ids.extend(items.iter().map(|k| k["id"].as_str().expect("id").to_owned()));
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the pages end");
+    assert_eq!(ids.len(), 5, "bootstrap + 4, each once: {ids:?}");
+    let mut sorted = ids.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(ids, sorted, "newest id first, no repeats");
+    for bad in ["limit=0", "limit=501", "cursor=not-a-cursor"] {
+        let reply = gw.get(&format!("/v1/api-keys?{bad}")).send().await.expect("send");
+        assert_eq!(reply.status(), 400, "{bad}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Rollouts: starting one and following it to the end (`apply`, `rollback`), and
 //! `gomark rollout pause|resume|cancel|show|watch ID`.
 //!
-//! Progress comes from the SSE stream `GET /v1/rollouts/{id}/events`. A rollout is durable
+//! Progress comes from the SSE stream `GET /v1/rollouts/{rolloutId}/events`. A rollout is durable
 //! on the server, so a broken stream loses nothing: the CLI falls back to polling.
 
 pub mod display;

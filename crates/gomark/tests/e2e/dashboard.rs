@@ -209,3 +209,82 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// `/docs` in the browser: Swagger UI renders every operation from `/openapi.json`, its
+/// "Authorize" takes a bearer token that survives a reload, and "Try it out" calls the API
+/// with it (so the page's Content-Security-Policy lets it reach its own origin).
+#[tokio::test]
+async fn the_docs_page_lists_the_operations_and_tries_them_with_a_token() {
+    let Some(browser) = Browser::start().await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let key = gomark.admin_api_key.clone().expect("admin key");
+    let documented = Api::anonymous(&gomark.gateway_url).send(Method::GET, "/openapi.json", None).await.body;
+    let operations: usize = documented["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|item| ["get", "post", "put", "patch", "delete"].iter().filter(|m| item.get(**m).is_some()).count())
+        .sum();
+
+    browser.open(&format!("{}/docs", gomark.gateway_url)).await;
+    let shown = eventually("every operation on screen", Duration::from_secs(30), || async {
+        let n = browser.eval("return document.querySelectorAll('.opblock').length").await.as_u64().unwrap_or(0);
+        (n as usize == operations).then_some(n)
+    })
+    .await;
+    assert!(shown >= 50, "{shown} operations");
+    assert_eq!(browser.eval("return !!document.querySelector('button.authorize')").await, true, "an Authorize button");
+
+    // Authorize with the key, as a user would type it.
+    browser.eval("document.querySelector('button.authorize').click()").await;
+    eventually("the authorize dialog", Duration::from_secs(10), || async {
+        browser.eval("return !!document.querySelector('.modal-ux input')").await.as_bool().filter(|b| *b)
+    })
+    .await;
+    let type_key = format!(
+        "const i = document.querySelector('.modal-ux input');
+         Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(i, '{key}');
+         i.dispatchEvent(new Event('input', {{bubbles: true}}));
+         document.querySelector('.modal-ux .auth-btn-wrapper button.authorize').click();
+         document.querySelector('.modal-ux button.btn-done').click();"
+    );
+    browser.eval(&type_key).await;
+
+    // Try listCompanies: the call goes out with the token and answers 200.
+    let op = "#operations-companies-listCompanies";
+    browser.eval(&format!("document.querySelector('{op} .opblock-summary-control').click()")).await;
+    eventually("Try it out", Duration::from_secs(10), || async {
+        let clicked = browser
+            .eval(&format!("const b = document.querySelector('{op} .try-out__btn'); if (b) b.click(); return !!b"))
+            .await;
+        clicked.as_bool().filter(|b| *b)
+    })
+    .await;
+    eventually("Execute", Duration::from_secs(10), || async {
+        let clicked = browser
+            .eval(&format!("const b = document.querySelector('{op} button.execute'); if (b) b.click(); return !!b"))
+            .await;
+        clicked.as_bool().filter(|b| *b)
+    })
+    .await;
+    let status = eventually("the live response", Duration::from_secs(20), || async {
+        let status = browser
+            .eval(&format!(
+                "const s = document.querySelector('{op} .live-responses-table tbody .response-col_status'); return s && s.textContent.trim()"
+            ))
+            .await;
+        status.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    })
+    .await;
+    assert!(status.starts_with("200"), "listCompanies answered {status}");
+    // persistAuthorization: the token is kept for the next visit.
+    let kept = browser.eval("return localStorage.getItem('authorized') || ''").await;
+    assert!(kept.as_str().unwrap_or_default().contains("bearer"), "{kept}");
+
+    let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}

@@ -178,6 +178,24 @@ async fn a_restarted_demo_is_the_same_demo() {
     let first = page.body["items"][0]["id"].as_str().expect("id").to_owned();
     assert_eq!(gomark.demo_ready(Duration::from_secs(60)).await, gomark::DemoState::Ready);
     scenarios::wait_synced(&api, &first, "gomark_customer_tier", None).await;
+    // The property list pages like every list: one at a time gives the whole list, in order
+    // (the gateway's tests walk longer lists).
+    let properties = format!("/v1/companies/{first}/deal-properties");
+    let whole = api.send(Method::GET, &format!("{properties}?limit=500"), None).await.body;
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["items"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect()
+    };
+    let (mut paged, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let page = api.send(Method::GET, &format!("{properties}?limit=1&cursor={cursor}"), None).await.body;
+        paged.extend(names(&page));
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert!(!paged.is_empty(), "{whole}");
+    assert_eq!(paged, names(&whole), "{whole}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = gomark::demo_token(0);
     let portal_id = gomark.hubspot_sim.portal_id(&token);

@@ -28,15 +28,17 @@ async fn every_documented_operation_is_routed() {
                 && id.chars().all(|c| c.is_ascii_alphanumeric());
             assert!(camel, "{method} {path} has operationId {id:?}");
             assert!(operation_ids.insert(id.to_owned()), "operationId {id} is used twice");
-            for status in ["400", "401", "404", "429", "500"] {
-                assert!(op["responses"].get(status).is_some(), "{method} {path} documents no {status}");
-            }
+            // Errors are documented per operation (the gateway's tests check the rule); here,
+            // that the served document carries them: 500 everywhere, 401 where a token is needed.
+            assert!(op["responses"].get("500").is_some(), "{method} {path} documents no 500");
+            let public = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r == &serde_json::json!({})));
+            assert_eq!(op["responses"].get("401").is_some(), !public || path == "/webhooks/hubspot", "{method} {path}");
             let concrete = path
-                .replace("{company_id}", "c0")
+                .replace("{companyId}", "c0")
                 .replace("{name}", "n0")
-                .replace("{old_name}", "n0")
-                .replace("{key_id}", "k0")
-                .replace("{pipeline_id}", "default");
+                .replace("{oldName}", "n0")
+                .replace("{keyId}", "k0")
+                .replace("{pipelineId}", "default");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let reply = api.send(method.clone(), &concrete, Some(serde_json::json!({}))).await;
             let fallback = reply.body["detail"] == "no such route" || reply.status == 405;

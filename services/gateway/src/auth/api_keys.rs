@@ -205,23 +205,37 @@ impl ApiKeys {
         row.as_ref().map(record).transpose()
     }
 
-    /// Keys visible to `scope`, newest first.
-    pub async fn list(&self, scope: &Scope) -> Result<Vec<ApiKeyRecord>, StorageError> {
-        let rows = match scope {
-            Scope::Portfolio => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys ORDER BY id DESC")))
-                    .fetch_all(self.db.pool())
-                    .await?
-            }
-            Scope::Company(id) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM api_keys WHERE company_id = $1 ORDER BY id DESC"
-                )))
-                .bind(id)
-                .fetch_all(self.db.pool())
-                .await?
-            }
+    /// One page of the keys in `scope`, newest id first: at most `limit` keys with ids
+    /// below `before` (the last id of the previous page).
+    pub async fn list(
+        &self,
+        scope: &Scope,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        // Placeholders are numbered in bind order: company, then cursor, then limit.
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut placeholder = || {
+            n += 1;
+            format!("${n}")
         };
+        if matches!(scope, Scope::Company(_)) {
+            conditions.push(format!("company_id = {}", placeholder()));
+        }
+        if before.is_some() {
+            conditions.push(format!("id < {}", placeholder()));
+        }
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let sql = format!("SELECT {COLUMNS} FROM api_keys {filter} ORDER BY id DESC LIMIT {}", placeholder());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Scope::Company(id) = scope {
+            query = query.bind(id.clone());
+        }
+        if let Some(before) = before {
+            query = query.bind(before.to_owned());
+        }
+        let rows = query.bind(limit).fetch_all(self.db.pool()).await?;
         rows.iter().map(record).collect()
     }
 

@@ -3,7 +3,8 @@
 
 use super::AppState;
 use crate::auth::{ApiKeyRecord, Auth};
-use crate::extract::{ApiJson, ApiPath};
+use crate::dto::{Page, PageQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use axum::Json;
 use axum::extract::State;
@@ -109,7 +110,7 @@ async fn managed_key(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKe
 /// Mints a key (admins; a company admin only for its own company). The secret is in this
 /// response only.
 #[utoipa::path(post, path = "/v1/api-keys", operation_id = "createApiKey", tag = "api-keys", request_body = ApiKeyCreate,
-    responses((status = 201, description = "Created; `key` is shown this once", body = ApiKeyCreated)))]
+    responses((status = 201, description = "Created; `key` is shown this once", body = ApiKeyCreated), (status = 404, description = "The company does not exist")))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -147,17 +148,32 @@ async fn create(
     Ok((StatusCode::CREATED, Json(ApiKeyCreated { key: created.key, api_key: created.record.into() })))
 }
 
-#[utoipa::path(get, path = "/v1/api-keys", operation_id = "listApiKeys", tag = "api-keys",
-    responses((status = 200, description = "The keys the caller manages", body = crate::dto::Page<ApiKeyView>)))]
-async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<crate::dto::Page<ApiKeyView>>> {
+/// The keys the caller manages, newest first.
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "listApiKeys", tag = "api-keys", params(PageQuery),
+    responses((status = 200, description = "A page of the keys the caller manages", body = Page<ApiKeyView>), (status = 403, description = "Needs the admin role")))]
+async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<ApiKeyView>>> {
     caller.require_role(Role::Admin)?;
-    let keys = s.auth.keys.list(&caller.scope).await.map_err(storage_failure)?;
-    Ok(Json(crate::dto::Page::new(keys.into_iter().map(ApiKeyView::from).collect(), String::new())))
+    let size = page.size()?;
+    let before = page.after()?;
+    // One more than asked tells whether another page follows.
+    let mut keys =
+        s.auth.keys.list(&caller.scope, before.as_deref(), size as i64 + 1).await.map_err(storage_failure)?;
+    let more = keys.len() > size;
+    keys.truncate(size);
+    let next = match keys.last() {
+        Some(last) if more => hex::encode(&last.id),
+        _ => String::new(),
+    };
+    Ok(Json(Page::new(keys.into_iter().map(ApiKeyView::from).collect(), next)))
 }
 
-#[utoipa::path(get, path = "/v1/api-keys/{key_id}", operation_id = "getApiKey", tag = "api-keys",
-    params(("key_id" = String, Path, description = "Key id")),
-    responses((status = 200, description = "The key (never its secret)", body = ApiKeyView)))]
+#[utoipa::path(get, path = "/v1/api-keys/{keyId}", operation_id = "getApiKey", tag = "api-keys",
+    params(("keyId" = String, Path, description = "Key id")),
+    responses((status = 200, description = "The key (never its secret)", body = ApiKeyView), (status = 403, description = "Needs the admin role")))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -166,9 +182,9 @@ async fn read(
     Ok(Json(managed_key(&s, &caller, &key_id).await?.into()))
 }
 
-#[utoipa::path(delete, path = "/v1/api-keys/{key_id}", operation_id = "revokeApiKey", tag = "api-keys",
-    params(("key_id" = String, Path, description = "Key id")),
-    responses((status = 204, description = "Revoked")))]
+#[utoipa::path(delete, path = "/v1/api-keys/{keyId}", operation_id = "revokeApiKey", tag = "api-keys",
+    params(("keyId" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked"), (status = 412, description = "The key changed concurrently; read it again")))]
 async fn revoke(
     State(s): State<AppState>,
     Auth(caller): Auth,

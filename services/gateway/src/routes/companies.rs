@@ -51,8 +51,8 @@ async fn list(
     Ok(Json(Page::new(resp.companies.into_iter().map(CompanyView::from).collect(), resp.next_page_token)))
 }
 
-#[utoipa::path(get, path = "/v1/companies/{company_id}", operation_id = "getCompany", tag = "companies",
-    params(("company_id" = String, Path, description = "Company id")),
+#[utoipa::path(get, path = "/v1/companies/{companyId}", operation_id = "getCompany", tag = "companies",
+    params(("companyId" = String, Path, description = "Company id")),
     responses((status = 200, description = "The company", body = CompanyView)))]
 async fn read(
     State(s): State<AppState>,
@@ -65,8 +65,8 @@ async fn read(
 }
 
 /// Who changed what, when, with the resource before and after; newest first.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/audit", operation_id = "listCompanyAudit", tag = "audit",
-    params(("company_id" = String, Path, description = "Company id"), AuditQuery),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/audit", operation_id = "listCompanyAudit", tag = "audit",
+    params(("companyId" = String, Path, description = "Company id"), AuditQuery),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditEntryView>)))]
 async fn audit(
     State(s): State<AppState>,

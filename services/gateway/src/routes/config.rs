@@ -74,7 +74,7 @@ impl From<pb::Revision> for RevisionView {
 /// errors name their path, e.g. `companies.acme.pipelines[1].stages[3].probability`.
 /// Submitting what the latest revision already holds returns it unchanged.
 #[utoipa::path(post, path = "/v1/config/revisions", operation_id = "createRevision", tag = "config", request_body = RevisionCreate,
-    responses((status = 201, description = "The revision", body = RevisionView)))]
+    responses((status = 201, description = "The revision", body = RevisionView), (status = 412, description = "`expectedLatest` is no longer the latest revision")))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -91,7 +91,7 @@ async fn create(
 
 /// Revisions, newest first.
 #[utoipa::path(get, path = "/v1/config/revisions", operation_id = "listRevisions", tag = "config", params(PageQuery),
-    responses((status = 200, description = "A page of revisions", body = Page<RevisionView>)))]
+    responses((status = 200, description = "A page of revisions", body = Page<RevisionView>), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -108,7 +108,7 @@ async fn list(
 
 /// The latest revision, with its document.
 #[utoipa::path(get, path = "/v1/config", operation_id = "getLatestRevision", tag = "config",
-    responses((status = 200, description = "The latest revision", body = RevisionView)))]
+    responses((status = 200, description = "The latest revision", body = RevisionView), (status = 404, description = "No revision yet"), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<RevisionView>> {
     let revision =
         s.orchestrator.clone().get_revision(caller.request(pb::GetRevisionRequest { number: 0 })).await?.into_inner();
@@ -117,7 +117,7 @@ async fn latest(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json
 
 #[utoipa::path(get, path = "/v1/config/revisions/{number}", operation_id = "getRevision", tag = "config",
     params(("number" = i64, Path, description = "Revision number", minimum = 1)),
-    responses((status = 200, description = "The revision, with its document", body = RevisionView)))]
+    responses((status = 200, description = "The revision, with its document", body = RevisionView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -170,7 +170,7 @@ fn json(s: &str) -> Option<serde_json::Value> {
 
 /// What changed between two revisions, keyed by names (reordering is no change).
 #[utoipa::path(get, path = "/v1/config/diff", operation_id = "diffRevisions", tag = "config", params(DiffQuery),
-    responses((status = 200, description = "The changes", body = DiffView)))]
+    responses((status = 200, description = "The changes", body = DiffView), (status = 404, description = "A revision does not exist"), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn diff(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -212,7 +212,7 @@ pub struct RollbackBody {
 
 /// Restores an earlier revision as a new one (applied like any other).
 #[utoipa::path(post, path = "/v1/config/rollback", operation_id = "rollbackConfig", tag = "config", request_body = RollbackBody,
-    responses((status = 201, description = "The new revision", body = RevisionView)))]
+    responses((status = 201, description = "The new revision", body = RevisionView), (status = 404, description = "The revision does not exist"), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn rollback(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -304,7 +304,7 @@ impl From<pb::PlanResponse> for PlanView {
 /// under `planId`; applying it performs exactly these actions. Actions a vendor cannot do
 /// are flagged with a safe alternative.
 #[utoipa::path(post, path = "/v1/config/plan", operation_id = "createPlan", tag = "config", request_body = PlanBody,
-    responses((status = 200, description = "The saved plan, per company", body = PlanView)))]
+    responses((status = 200, description = "The saved plan, per company", body = PlanView), (status = 404, description = "The revision or a company does not exist")))]
 async fn plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -328,9 +328,9 @@ async fn plan(
 }
 
 /// A saved plan.
-#[utoipa::path(get, path = "/v1/config/plans/{plan_id}", operation_id = "getPlan", tag = "config",
-    params(("plan_id" = String, Path, description = "The plan's id")),
-    responses((status = 200, description = "The plan", body = PlanView)))]
+#[utoipa::path(get, path = "/v1/config/plans/{planId}", operation_id = "getPlan", tag = "config",
+    params(("planId" = String, Path, description = "The plan's id")),
+    responses((status = 200, description = "The plan", body = PlanView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn read_plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -360,10 +360,10 @@ pub struct AppliedPlanView {
 /// Applies a saved plan: a proposed document becomes a revision (refused if another was
 /// stored since the plan was made), and a rollout performs exactly the plan's actions,
 /// company by company. A company whose portal changed since then stops with "plan is stale".
-#[utoipa::path(post, path = "/v1/config/plans/{plan_id}/apply", operation_id = "applyPlan", tag = "config",
-    params(("plan_id" = String, Path, description = "The plan's id")),
+#[utoipa::path(post, path = "/v1/config/plans/{planId}/apply", operation_id = "applyPlan", tag = "config",
+    params(("planId" = String, Path, description = "The plan's id")),
     request_body = ApplyPlanBody,
-    responses((status = 201, description = "The revision and the rollout applying it", body = AppliedPlanView)))]
+    responses((status = 201, description = "The revision and the rollout applying it", body = AppliedPlanView), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn apply_plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -390,7 +390,7 @@ async fn apply_plan(
 
 /// Portfolio-wide audit entries (configuration revisions, rollbacks), newest first.
 #[utoipa::path(get, path = "/v1/audit", operation_id = "listPortfolioAudit", tag = "audit", params(crate::dto::AuditQuery),
-    responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>)))]
+    responses((status = 200, description = "A page of audit entries", body = Page<crate::dto::AuditEntryView>), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn portfolio_audit(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -433,7 +433,7 @@ pub struct ImportView {
 /// Adopts what the portals hold (custom properties, groups, pipelines) as their companies'
 /// overlays in a new revision: a portfolio is brought under GoMark, or rebuilt, in one call.
 #[utoipa::path(post, path = "/v1/config/import", operation_id = "importConfig", tag = "config", request_body = ImportBody,
-    responses((status = 201, description = "The new revision and what was adopted", body = ImportView)))]
+    responses((status = 201, description = "The new revision and what was adopted", body = ImportView), (status = 404, description = "A company does not exist"), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn import(
     State(s): State<AppState>,
     Auth(caller): Auth,

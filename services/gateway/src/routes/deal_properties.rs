@@ -1,4 +1,4 @@
-//! `/v1/companies/{id}/deal-properties`: a company's desired HubSpot deal properties.
+//! `/v1/companies/{companyId}/deal-properties`: a company's desired HubSpot deal properties.
 //!
 //! A property is what the latest configuration revision declares for the company. Each
 //! write edits the company's overlay in a new revision and rolls it out to the company's
@@ -7,7 +7,7 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::{OptionDto, Page, PropertyCreateDto, PropertyPatchDto, PropertyView};
+use crate::dto::{OptionDto, Page, PageQuery, PropertyCreateDto, PropertyPatchDto, PropertyView};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use axum::Json;
@@ -31,6 +31,11 @@ struct ListQuery {
     /// Include archived properties.
     #[serde(default)]
     include_archived: bool,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
 }
 
 /// The property with its definition's strong ETag.
@@ -43,27 +48,32 @@ pub fn with_etag(status: StatusCode, property: pb::DealProperty) -> Response {
     response
 }
 
-/// A company's declared deal properties, each with its sync state.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties", operation_id = "listDealProperties", tag = "deal-properties",
-    params(("company_id" = String, Path, description = "Company id"), ListQuery),
-    responses((status = 200, description = "The properties", body = Page<PropertyView>)))]
+/// A company's declared deal properties, each with its sync state, by internal name.
+#[utoipa::path(get, path = "/v1/companies/{companyId}/deal-properties", operation_id = "listDealProperties", tag = "deal-properties",
+    params(("companyId" = String, Path, description = "Company id"), ListQuery),
+    responses((status = 200, description = "A page of properties", body = Page<PropertyView>)))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath(company_id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<PropertyView>>> {
+    let page = PageQuery { limit: q.limit, cursor: q.cursor };
+    // Checked before the call: a bad page costs the orchestrator nothing.
+    page.size()?;
+    page.after()?;
     let req = pb::ListDealPropertiesRequest { company_id, include_archived: q.include_archived };
     let resp = s.orchestrator.clone().list_deal_properties(caller.request(req)).await?.into_inner();
-    Ok(Json(Page::new(resp.properties.into_iter().map(PropertyView::from).collect(), String::new())))
+    let properties = resp.properties.into_iter().map(PropertyView::from).collect();
+    Ok(Json(page.page_of(properties, |p: &PropertyView| p.name.as_str())?))
 }
 
 /// Declares a deal property: a new revision with the property in the company's overlay
 /// (audited), rolled out to the company; `sync.state` is `pending` until the portal has it.
-#[utoipa::path(post, path = "/v1/companies/{company_id}/deal-properties", operation_id = "createDealProperty", tag = "deal-properties",
-    params(("company_id" = String, Path, description = "Company id"), ("idempotency-key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
+#[utoipa::path(post, path = "/v1/companies/{companyId}/deal-properties", operation_id = "createDealProperty", tag = "deal-properties",
+    params(("companyId" = String, Path, description = "Company id"), ("idempotency-key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
     request_body = PropertyCreateDto,
-    responses((status = 201, description = "Declared", body = PropertyView, headers(("etag" = String), ("location" = String)))))]
+    responses((status = 201, description = "Declared", body = PropertyView, headers(("etag" = String), ("location" = String))), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -80,8 +90,8 @@ async fn create(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/companies/{company_id}/deal-properties/{name}", operation_id = "getDealProperty", tag = "deal-properties",
-    params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/deal-properties/{name}", operation_id = "getDealProperty", tag = "deal-properties",
+    params(("companyId" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
     responses((status = 200, description = "The property", body = PropertyView, headers(("etag" = String)))))]
 async fn read(
     State(s): State<AppState>,
@@ -111,8 +121,8 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// Changes a property (partial). A rename is a label change: internal names are immutable.
-#[utoipa::path(patch, path = "/v1/companies/{company_id}/deal-properties/{name}", operation_id = "updateDealProperty", tag = "deal-properties",
-    params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name"),
+#[utoipa::path(patch, path = "/v1/companies/{companyId}/deal-properties/{name}", operation_id = "updateDealProperty", tag = "deal-properties",
+    params(("companyId" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name"),
         ("if-match" = Option<String>, Header, description = "The ETag read; the update applies only if it is still current")),
     request_body = PropertyPatchDto,
     responses((status = 200, description = "Updated", body = PropertyView, headers(("etag" = String)))))]
@@ -147,9 +157,9 @@ async fn update(
 
 /// Removes a property from the company's configuration; the rollout archives it in the
 /// portal (HubSpot keeps it 90 days in its recycle bin).
-#[utoipa::path(delete, path = "/v1/companies/{company_id}/deal-properties/{name}", operation_id = "archiveDealProperty", tag = "deal-properties",
-    params(("company_id" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
-    responses((status = 204, description = "Archived")))]
+#[utoipa::path(delete, path = "/v1/companies/{companyId}/deal-properties/{name}", operation_id = "archiveDealProperty", tag = "deal-properties",
+    params(("companyId" = String, Path, description = "Company id"), ("name" = String, Path, description = "Internal name")),
+    responses((status = 204, description = "Archived"), (status = 412, description = "The configuration changed concurrently too often; retry")))]
 async fn archive(
     State(s): State<AppState>,
     Auth(caller): Auth,

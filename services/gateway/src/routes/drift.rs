@@ -82,7 +82,7 @@ struct DriftQuery {
 
 /// Drift found, newest first.
 #[utoipa::path(get, path = "/v1/drift", operation_id = "listDrift", tag = "drift", params(DriftQuery),
-    responses((status = 200, description = "A page of drift records", body = Page<DriftView>)))]
+    responses((status = 200, description = "A page of drift records", body = Page<DriftView>), (status = 404, description = "The company does not exist"), (status = 403, description = "Without `companyId`: needs a portfolio-wide grant")))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -111,7 +111,7 @@ pub struct CheckView {
 /// Checks for drift now (it is also checked on a schedule), and handles what is found by
 /// each company's policy.
 #[utoipa::path(post, path = "/v1/drift/check", operation_id = "checkDrift", tag = "drift", request_body = CheckBody,
-    responses((status = 200, description = "What was checked and found", body = CheckView)))]
+    responses((status = 200, description = "What was checked and found", body = CheckView), (status = 404, description = "A company does not exist")))]
 async fn check(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -1,4 +1,4 @@
-//! `/v1/companies/{id}/pipelines`, `/v1/companies/{id}/funnels/…` and `/v1/portfolio/…`:
+//! `/v1/companies/{companyId}/pipelines`, `/v1/companies/{companyId}/funnels/…` and `/v1/portfolio/…`:
 //! live sales funnels from pipeline-tracker, read or watched (server-sent events).
 
 use super::AppState;
@@ -69,8 +69,8 @@ pub struct PipelineView {
 }
 
 /// The company's pipelines: those configured in its portal and those its deals use.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/pipelines", operation_id = "listPipelines", tag = "funnels",
-    params(("company_id" = String, Path, description = "Company id")),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/pipelines", operation_id = "listPipelines", tag = "funnels",
+    params(("companyId" = String, Path, description = "Company id")),
     responses((status = 200, description = "The pipelines (one page)", body = Page<PipelineView>)))]
 async fn pipelines(
     State(s): State<AppState>,
@@ -187,9 +187,9 @@ pub struct FunnelQuery {
 
 /// One pipeline's funnel: deals, amounts, weighted forecast, conversion and time per
 /// stage, win rate and velocity; now (cached) or at a past instant.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}", operation_id = "getFunnel", tag = "funnels",
-    params(("company_id" = String, Path, description = "Company id"),
-           ("pipeline_id" = String, Path, description = "Pipeline id (`default` is HubSpot's)"), FunnelQuery),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/funnels/{pipelineId}", operation_id = "getFunnel", tag = "funnels",
+    params(("companyId" = String, Path, description = "Company id"),
+           ("pipelineId" = String, Path, description = "Pipeline id (`default` is HubSpot's)"), FunnelQuery),
     responses((status = 200, description = "The funnel", body = FunnelView)))]
 async fn funnel(
     State(s): State<AppState>,
@@ -250,9 +250,9 @@ pub struct WaterfallView {
 }
 
 /// What moved the open pipeline between two instants.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/waterfall", operation_id = "getFunnelWaterfall", tag = "funnels",
-    params(("company_id" = String, Path, description = "Company id"),
-           ("pipeline_id" = String, Path, description = "Pipeline id"), RangeQuery),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/funnels/{pipelineId}/waterfall", operation_id = "getFunnelWaterfall", tag = "funnels",
+    params(("companyId" = String, Path, description = "Company id"),
+           ("pipelineId" = String, Path, description = "Pipeline id"), RangeQuery),
     responses((status = 200, description = "The waterfall", body = WaterfallView)))]
 async fn waterfall(
     State(s): State<AppState>,
@@ -303,9 +303,9 @@ pub struct PeriodView {
 }
 
 /// Deals created, won and lost per day, week or month.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/periods", operation_id = "getFunnelPeriods", tag = "funnels",
-    params(("company_id" = String, Path, description = "Company id"),
-           ("pipeline_id" = String, Path, description = "Pipeline id"), PeriodsQuery),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/funnels/{pipelineId}/periods", operation_id = "getFunnelPeriods", tag = "funnels",
+    params(("companyId" = String, Path, description = "Company id"),
+           ("pipelineId" = String, Path, description = "Pipeline id"), PeriodsQuery),
     responses((status = 200, description = "One row per period (one page)", body = Page<PeriodView>)))]
 async fn periods(
     State(s): State<AppState>,
@@ -334,9 +334,9 @@ async fn periods(
 
 /// A stream of `funnel` events: the funnel now, then each time a deal event changes it
 /// (a slow reader gets the latest figures, not every step).
-#[utoipa::path(get, path = "/v1/companies/{company_id}/funnels/{pipeline_id}/events", operation_id = "streamFunnelEvents", tag = "funnels",
-    params(("company_id" = String, Path, description = "Company id"),
-           ("pipeline_id" = String, Path, description = "Pipeline id")),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/funnels/{pipelineId}/events", operation_id = "streamFunnelEvents", tag = "funnels",
+    params(("companyId" = String, Path, description = "Company id"),
+           ("pipelineId" = String, Path, description = "Pipeline id")),
     responses((status = 200, description = "text/event-stream of `funnel` events (FunnelView JSON)", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
 async fn funnel_events(
     State(s): State<AppState>,

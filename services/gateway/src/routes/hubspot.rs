@@ -1,4 +1,4 @@
-//! `/v1/companies/{id}/hubspot/…`: what GoMark sees of a company's HubSpot portal.
+//! `/v1/companies/{companyId}/hubspot/…`: what GoMark sees of a company's HubSpot portal.
 
 use super::AppState;
 use crate::auth::Auth;
@@ -52,8 +52,8 @@ pub struct JournalStatusView {
 }
 
 /// Where the company's deal sync stands.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/hubspot/sync", operation_id = "getHubspotSync", tag = "hubspot",
-    params(("company_id" = String, Path, description = "Company id")),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/hubspot/sync", operation_id = "getHubspotSync", tag = "hubspot",
+    params(("companyId" = String, Path, description = "Company id")),
     responses((status = 200, description = "The sync status", body = SyncStatusView)))]
 async fn sync_status(
     State(s): State<AppState>,
@@ -135,9 +135,9 @@ pub struct ObservedStateView {
 }
 
 /// What the portal really holds right now, in HubSpot's canonical forms.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/hubspot/observed", operation_id = "getHubspotObserved", tag = "hubspot",
-    params(("company_id" = String, Path, description = "Company id")),
-    responses((status = 200, description = "The portal's deal properties, groups and pipelines", body = ObservedStateView)))]
+#[utoipa::path(get, path = "/v1/companies/{companyId}/hubspot/observed", operation_id = "getHubspotObserved", tag = "hubspot",
+    params(("companyId" = String, Path, description = "Company id")),
+    responses((status = 200, description = "The portal's deal properties, groups and pipelines", body = ObservedStateView), (status = 422, description = "HubSpot refused the company's token")))]
 async fn observed(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -7,11 +7,11 @@
 //! the option list, separated by `;` (HubSpot's own multi-value format); for every other
 //! type it becomes the property's description, so nothing the caller sent is lost.
 //!
-//! `PUT /hubspot/fields/modify/{company_id}/{old_name}` `{"new_name"}` changes the label;
+//! `PUT /hubspot/fields/modify/{companyId}/{oldName}` `{"new_name"}` changes the label;
 //! HubSpot internal names cannot change. `old_name` may be the internal name or the
 //! label-like name first given to `fields/add`.
 //!
-//! `PUT /upso/cadence/modify/{company_id}` `{"template","delay_hours"}` changes the body
+//! `PUT /upso/cadence/modify/{companyId}` `{"template","delay_hours"}` changes the body
 //! and delay of the first email step of the company's upsell cadence: the orchestrator
 //! records it as a new revision (audited) and rolls it out to that company, which puts it
 //! in Upso.
@@ -86,7 +86,7 @@ fn hubspot_type(kind: &str) -> Option<(&'static str, &'static str)> {
 /// For `enumeration`, `value` is the option list separated by `;`; for other types it
 /// becomes the description, since a HubSpot definition has no value.
 #[utoipa::path(post, path = "/hubspot/fields/add", operation_id = "legacyAddField", tag = "legacy", request_body = AddField,
-    responses((status = 201, description = "Declared", body = crate::dto::PropertyView)))]
+    responses((status = 201, description = "Declared", body = crate::dto::PropertyView), (status = 404, description = "The company does not exist"), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn add_field(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -144,10 +144,10 @@ struct ModifyField {
 }
 
 /// (Legacy) renames a field: a label change, internal names being immutable.
-#[utoipa::path(put, path = "/hubspot/fields/modify/{company_id}/{old_name}", operation_id = "legacyModifyField", tag = "legacy",
-    params(("company_id" = String, Path, description = "Company id"), ("old_name" = String, Path, description = "Internal name, or the name first given")),
+#[utoipa::path(put, path = "/hubspot/fields/modify/{companyId}/{oldName}", operation_id = "legacyModifyField", tag = "legacy",
+    params(("companyId" = String, Path, description = "Company id"), ("oldName" = String, Path, description = "Internal name, or the name first given")),
     request_body = ModifyField,
-    responses((status = 200, description = "Relabelled", body = crate::dto::PropertyView)))]
+    responses((status = 200, description = "Relabelled", body = crate::dto::PropertyView), (status = 412, description = "The configuration changed concurrently too often; retry")))]
 async fn modify_field(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -194,7 +194,7 @@ struct CadenceChanged {
     status: String,
     /// The configuration revision holding the change.
     revision: i64,
-    /// The rollout applying it to the company (follow it at `/v1/rollouts/{id}`).
+    /// The rollout applying it to the company (follow it at `/v1/rollouts/{rolloutId}`).
     rollout_id: String,
     /// The desired-state key of the cadence that changed.
     cadence_key: String,
@@ -202,10 +202,10 @@ struct CadenceChanged {
 
 /// (Legacy) changes the body and delay of the first email step of the company's upsell
 /// cadence, as a new configuration revision rolled out to that company.
-#[utoipa::path(put, path = "/upso/cadence/modify/{company_id}", operation_id = "legacyModifyCadence", tag = "legacy",
-    params(("company_id" = String, Path, description = "Company id")),
+#[utoipa::path(put, path = "/upso/cadence/modify/{companyId}", operation_id = "legacyModifyCadence", tag = "legacy",
+    params(("companyId" = String, Path, description = "Company id")),
     request_body = ModifyCadence,
-    responses((status = 200, description = "Changed", body = CadenceChanged)))]
+    responses((status = 200, description = "Changed", body = CadenceChanged), (status = 412, description = "Another revision was created concurrently; retry"), (status = 422, description = "The company has no Upso account or its cadence no email step")))]
 async fn modify_cadence(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -137,7 +137,7 @@ impl From<pb::Rollout> for RolloutView {
 /// Applies a revision to its companies (portfolio operators): canary wave first, bounded
 /// concurrency, retries, automatic halt on failures. Survives any crash.
 #[utoipa::path(post, path = "/v1/rollouts", operation_id = "createRollout", tag = "rollouts", request_body = RolloutStart,
-    responses((status = 201, description = "Started", body = RolloutView)))]
+    responses((status = 201, description = "Started", body = RolloutView), (status = 404, description = "The revision or a company does not exist")))]
 async fn start(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -165,7 +165,7 @@ async fn start(
 
 /// Rollouts, newest first.
 #[utoipa::path(get, path = "/v1/rollouts", operation_id = "listRollouts", tag = "rollouts", params(PageQuery),
-    responses((status = 200, description = "A page of rollouts", body = Page<RolloutView>)))]
+    responses((status = 200, description = "A page of rollouts", body = Page<RolloutView>), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -181,8 +181,8 @@ async fn list(
 }
 
 /// A rollout with the state of every company.
-#[utoipa::path(get, path = "/v1/rollouts/{id}", operation_id = "getRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
-    responses((status = 200, description = "The rollout", body = RolloutView)))]
+#[utoipa::path(get, path = "/v1/rollouts/{rolloutId}", operation_id = "getRollout", tag = "rollouts", params(("rolloutId" = String, Path, description = "Rollout id")),
+    responses((status = 200, description = "The rollout", body = RolloutView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn read(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -194,7 +194,7 @@ async fn read(
 }
 
 /// Stops starting new steps; steps in flight finish.
-#[utoipa::path(post, path = "/v1/rollouts/{id}/pause", operation_id = "pauseRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(post, path = "/v1/rollouts/{rolloutId}/pause", operation_id = "pauseRollout", tag = "rollouts", params(("rolloutId" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "Paused", body = RolloutView)))]
 async fn pause(
     State(s): State<AppState>,
@@ -205,7 +205,7 @@ async fn pause(
 }
 
 /// Resumes a paused or halted rollout (a halted one retries its failed steps).
-#[utoipa::path(post, path = "/v1/rollouts/{id}/resume", operation_id = "resumeRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(post, path = "/v1/rollouts/{rolloutId}/resume", operation_id = "resumeRollout", tag = "rollouts", params(("rolloutId" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "Running again", body = RolloutView)))]
 async fn resume(
     State(s): State<AppState>,
@@ -216,7 +216,7 @@ async fn resume(
 }
 
 /// Cancels the steps not started yet.
-#[utoipa::path(post, path = "/v1/rollouts/{id}/cancel", operation_id = "cancelRollout", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
+#[utoipa::path(post, path = "/v1/rollouts/{rolloutId}/cancel", operation_id = "cancelRollout", tag = "rollouts", params(("rolloutId" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "Cancelled", body = RolloutView)))]
 async fn cancel(
     State(s): State<AppState>,
@@ -230,8 +230,8 @@ const TERMINAL: &[&str] = &["completed", "cancelled", "halted"];
 
 /// Progress as server-sent events: a `progress` event (the rollout, as JSON) whenever it
 /// changes, ending after it completes, is cancelled or halts.
-#[utoipa::path(get, path = "/v1/rollouts/{id}/events", operation_id = "streamRolloutEvents", tag = "rollouts", params(("id" = String, Path, description = "Rollout id")),
-    responses((status = 200, description = "text/event-stream of `progress` events", content_type = "text/event-stream", body = crate::dto::ServerSentEvent)))]
+#[utoipa::path(get, path = "/v1/rollouts/{rolloutId}/events", operation_id = "streamRolloutEvents", tag = "rollouts", params(("rolloutId" = String, Path, description = "Rollout id")),
+    responses((status = 200, description = "text/event-stream of `progress` events", content_type = "text/event-stream", body = crate::dto::ServerSentEvent), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn events(
     State(s): State<AppState>,
     Auth(caller): Auth,

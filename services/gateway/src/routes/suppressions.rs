@@ -81,7 +81,7 @@ pub struct SuppressionRemoved {
 
 /// The portfolio suppression list (a portfolio-wide grant).
 #[utoipa::path(get, path = "/v1/portfolio/suppressions", operation_id = "listSuppressions", tag = "upsell",
-    responses((status = 200, description = "Everyone on the list", body = SuppressionsView)))]
+    responses((status = 200, description = "Everyone on the list", body = SuppressionsView), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<SuppressionsView>> {
     let r = s.upso_cadence.clone().list_suppressions(caller.request(pb::ListSuppressionsRequest {})).await?;
     Ok(Json(SuppressionsView { items: r.into_inner().suppressions.into_iter().map(Into::into).collect() }))
@@ -90,7 +90,7 @@ async fn list(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<S
 /// Puts a person on the portfolio suppression list: no company contacts them any more.
 #[utoipa::path(post, path = "/v1/portfolio/suppressions", operation_id = "addSuppression", tag = "upsell",
     request_body = SuppressionCreate,
-    responses((status = 200, description = "On the list", body = SuppressionAdded)))]
+    responses((status = 200, description = "On the list", body = SuppressionAdded), (status = 404, description = "The company does not exist")))]
 async fn add(
     State(s): State<AppState>,
     Auth(caller): Auth,

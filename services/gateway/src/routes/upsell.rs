@@ -1,4 +1,4 @@
-//! `/v1/companies/{id}/upsell/…` and `/v1/companies/{id}/upso-account`: the upsell engine
+//! `/v1/companies/{companyId}/upsell/…` and `/v1/companies/{companyId}/upso-account`: the upsell engine
 //! (dry run, run now, recorded decisions) and the company's Upso account, through
 //! upso-cadence.
 
@@ -99,9 +99,9 @@ impl From<pb::EngineReport> for UpsellRunView {
 }
 
 /// Who would be enrolled now, and why, without enrolling or sending anything.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/dry-run", operation_id = "dryRunUpsell", tag = "upsell",
-    params(("company_id" = String, Path, description = "Company id")),
-    responses((status = 200, description = "What a run would do now", body = UpsellRunView)))]
+#[utoipa::path(get, path = "/v1/companies/{companyId}/upsell/dry-run", operation_id = "dryRunUpsell", tag = "upsell",
+    params(("companyId" = String, Path, description = "Company id")),
+    responses((status = 200, description = "What a run would do now", body = UpsellRunView), (status = 422, description = "Upso refused the company's token")))]
 async fn dry_run(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -113,8 +113,8 @@ async fn dry_run(
 
 /// Runs the upsell engine for the company now (it also runs on deal events and on a
 /// schedule): enrolls the winners into the upsell cadence in Upso.
-#[utoipa::path(post, path = "/v1/companies/{company_id}/upsell/runs", operation_id = "runUpsell", tag = "upsell",
-    params(("company_id" = String, Path, description = "Company id")),
+#[utoipa::path(post, path = "/v1/companies/{companyId}/upsell/runs", operation_id = "runUpsell", tag = "upsell",
+    params(("companyId" = String, Path, description = "Company id")),
     responses((status = 200, description = "What the run did", body = UpsellRunView)))]
 async fn run_now(
     State(s): State<AppState>,
@@ -159,8 +159,8 @@ pub struct DecisionsView {
 }
 
 /// Every enrollment and skip the engine recorded for the company, newest first.
-#[utoipa::path(get, path = "/v1/companies/{company_id}/upsell/decisions", operation_id = "listUpsellDecisions", tag = "upsell",
-    params(("company_id" = String, Path, description = "Company id"), DecisionsQuery),
+#[utoipa::path(get, path = "/v1/companies/{companyId}/upsell/decisions", operation_id = "listUpsellDecisions", tag = "upsell",
+    params(("companyId" = String, Path, description = "Company id"), DecisionsQuery),
     responses((status = 200, description = "Recorded decisions", body = DecisionsView)))]
 async fn decisions(
     State(s): State<AppState>,
@@ -210,10 +210,10 @@ pub struct UpsoAccountView {
 
 /// Sets the company's Upso account (its API token, checked with Upso, then sealed; it is
 /// never returned).
-#[utoipa::path(put, path = "/v1/companies/{company_id}/upso-account", operation_id = "setUpsoAccount", tag = "upsell",
-    params(("company_id" = String, Path, description = "Company id")),
+#[utoipa::path(put, path = "/v1/companies/{companyId}/upso-account", operation_id = "setUpsoAccount", tag = "upsell",
+    params(("companyId" = String, Path, description = "Company id")),
     request_body = UpsoAccountBody,
-    responses((status = 200, description = "Registered", body = UpsoAccountView)))]
+    responses((status = 200, description = "Registered", body = UpsoAccountView), (status = 409, description = "The Upso account is already bound to another company"), (status = 422, description = "Upso refused the token")))]
 async fn register_account(
     State(s): State<AppState>,
     Auth(caller): Auth,

@@ -42,7 +42,7 @@ struct Accepted {
     params(("x-hubspot-signature-v3" = String, Header, description = "base64 HMAC-SHA256 of method + URL + body + timestamp"),
         ("x-hubspot-request-timestamp" = String, Header, description = "Epoch milliseconds; older than 5 minutes is refused")),
     request_body(content = Vec<Object>, content_type = "application/json"),
-    responses((status = 202, description = "Accepted", body = Accepted)))]
+    responses((status = 202, description = "Accepted", body = Accepted), (status = 401, description = "The signature is missing, wrong or stale")))]
 async fn hubspot(
     State(s): State<AppState>,
     headers: HeaderMap,
