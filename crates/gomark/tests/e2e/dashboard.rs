@@ -171,7 +171,7 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     if meaningful {
         let digits: String = velocity.chars().filter(char::is_ascii_digit).collect();
         let shown: f64 = digits.parse().expect("a number");
-        let raw = funnel["salesVelocityPerDay"].as_f64().expect("velocity");
+        let raw: f64 = funnel["salesVelocityPerDay"]["amount"].as_str().and_then(|a| a.parse().ok()).expect("velocity");
         assert!((shown - raw.round()).abs() <= 1.0, "{velocity} vs {raw}");
     } else {
         assert_eq!(velocity, "—", "no velocity from {funnel}");

@@ -100,6 +100,7 @@ function bars(container,rows,max){container.textContent='';for(const r of rows){
 function renderPortfolio(p){
   setText('count',`${p.companyCount} companies`);const t=p.totals;
   setText('currency',`Totals in ${p.reportingCurrency}`);
+  for(const d of document.querySelectorAll('.amount-label')){d.dataset.label??=d.firstChild.textContent;d.firstChild.textContent=`${d.dataset.label} (${p.reportingCurrency})`}
   setText('total-open-count',String(t.openCount));setText('total-open-amount',money(t.openAmount));
   setText('total-forecast',money(t.weightedForecast));setText('total-won-amount',money(t.wonAmount));setText('total-win-rate',pct(t.winRate));
   const max=Math.max(...t.stages.map(s=>num(s.amount)),0);
