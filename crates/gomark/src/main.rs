@@ -45,6 +45,10 @@ enum Command {
         rate_limit_per_minute: u64,
         #[arg(long, value_enum, default_value_t = Logs::Pretty)]
         log_format: Logs,
+        /// Send traces to this OTLP/gRPC collector (`http://localhost:4317`). Without it,
+        /// the standard OTEL_EXPORTER_OTLP_ENDPOINT is used if set; else traces stay local.
+        #[arg(long, env = "GOMARK__TELEMETRY__OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
     },
     /// Run the distributed mode on this machine: the five services as separate processes
     /// on Postgres, NATS and Redis, plus the simulators, all wired; Ctrl-C stops them all.
@@ -159,7 +163,15 @@ enum Service {
 async fn main() -> ExitCode {
     let Cli { command, api } = Cli::parse();
     match command {
-        Command::Serve { data_dir, port, no_demo, demo_activity_ms, rate_limit_per_minute, log_format } => {
+        Command::Serve {
+            data_dir,
+            port,
+            no_demo,
+            demo_activity_ms,
+            rate_limit_per_minute,
+            log_format,
+            otlp_endpoint,
+        } => {
             let options = EmbeddedOptions {
                 data_dir,
                 port,
@@ -168,7 +180,7 @@ async fn main() -> ExitCode {
                 rate_limit_per_minute,
                 ..EmbeddedOptions::default()
             };
-            serve(options, log_format).await
+            serve(options, log_format, otlp_endpoint).await
         }
         Command::Run { service } => run(service).await,
         Command::Cluster { data_dir, postgres_url, nats_url, redis_url, port, port_offset, no_demo } => {
@@ -263,15 +275,19 @@ async fn run(service: Service) -> ExitCode {
     }
 }
 
-async fn serve(options: EmbeddedOptions, logs: Logs) -> ExitCode {
+async fn serve(options: EmbeddedOptions, logs: Logs, otlp_endpoint: Option<String>) -> ExitCode {
     let telemetry = TelemetrySettings {
         log_format: match logs {
             Logs::Pretty => LogFormat::Pretty,
             Logs::Json => LogFormat::Json,
         },
         log_level: "info,sqlx=warn,async_nats=warn".into(),
-        otlp_endpoint: None,
+        otlp_endpoint,
     };
+    if let Err(err) = gomark_platform::settings::Validate::validate(&telemetry) {
+        eprintln!("gomark: {err}");
+        return ExitCode::from(2);
+    }
     let _guard = match gomark_platform::telemetry::init(&telemetry, "gomark") {
         Ok(g) => g,
         Err(err) => {
