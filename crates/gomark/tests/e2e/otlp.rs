@@ -4,7 +4,7 @@
 //! server spans behind it and the SQL spans they ran, so a collector can draw the
 //! service graph.
 
-use crate::support::{Api, eventually};
+use crate::support::Api;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -69,13 +69,15 @@ async fn serve_exports_one_trace_per_request_to_an_otlp_collector() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gomark"))
         .args(["serve", "--port", "0", "--no-demo", "--log-format", "json", "--data-dir"])
         .arg(dir.path())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector_addr}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start gomark serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -106,19 +108,35 @@ async fn serve_exports_one_trace_per_request_to_an_otlp_collector() {
     let reply = api.send(Method::GET, "/v1/companies", None).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
 
-    let (server, trace) = eventually("the request's trace at the collector", Duration::from_secs(30), || {
+    // What the request's trace must hold; on a timeout, what the collector did receive.
+    let complete = |spans: &[Span]| {
+        let server = spans.iter().find(|s| s.name == "GET /v1/companies" && s.kind == SpanKind::Server as i32)?;
+        let trace: Vec<Span> = spans.iter().filter(|s| s.trace_id == server.trace_id).cloned().collect();
+        let grpc_server =
+            trace.iter().any(|s| s.kind == SpanKind::Server as i32 && attribute(s, "rpc.system").is_some());
+        let sql = trace.iter().any(|s| s.kind == SpanKind::Client as i32 && attribute(s, "db.system.name").is_some());
+        (grpc_server && sql).then(|| (server.clone(), trace))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (server, trace) = loop {
         let spans = collector.spans();
-        async move {
-            let server = spans.iter().find(|s| s.name == "GET /v1/companies" && s.kind == SpanKind::Server as i32)?;
-            let trace: Vec<Span> = spans.iter().filter(|s| s.trace_id == server.trace_id).cloned().collect();
-            let grpc_server =
-                trace.iter().any(|s| s.kind == SpanKind::Server as i32 && attribute(s, "rpc.system").is_some());
-            let sql =
-                trace.iter().any(|s| s.kind == SpanKind::Client as i32 && attribute(s, "db.system.name").is_some());
-            (grpc_server && sql).then(|| (server.clone(), trace))
+        if let Some(found) = complete(&spans) {
+            break found;
         }
-    })
-    .await;
+        if std::time::Instant::now() > deadline {
+            let seen: Vec<String> =
+                spans.iter().map(|s| format!("{} kind={} trace={}", s.name, s.kind, hex(&s.trace_id))).collect();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "the request's trace did not reach the collector; it got {} spans:\n{}\nserve's last log lines:\n{}",
+                seen.len(),
+                seen.join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(attribute(&server, "http.route").as_deref(), Some("/v1/companies"));
     assert_eq!(attribute(&server, "http.response.status_code").as_deref(), Some("200"));
     let client = trace
@@ -138,4 +156,8 @@ async fn serve_exports_one_trace_per_request_to_an_otlp_collector() {
     assert_eq!(attribute(sql, "db.system.name").as_deref(), Some("sqlite"));
     assert!(attribute(sql, "db.operation.name").is_some());
     drop(serve);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
