@@ -32,7 +32,7 @@ pub fn describe() {
     describe_counter!(
         "vendor_http_requests_total",
         Unit::Count,
-        "HTTP requests sent to HubSpot or Upso, by vendor, portal, method, URL template and status (or error)."
+        "HTTP requests sent to HubSpot or Upso, by vendor, portal, method and status (or error kind)."
     );
     describe_counter!(
         "vendor_http_rate_limited_total",
