@@ -49,6 +49,9 @@ enum Command {
         /// the standard OTEL_EXPORTER_OTLP_ENDPOINT is used if set; else traces stay local.
         #[arg(long, env = "GOMARK__TELEMETRY__OTLP_ENDPOINT")]
         otlp_endpoint: Option<String>,
+        /// What to log: an `EnvFilter` directive (`debug`, `info,gomark_orchestrator=debug`).
+        #[arg(long, env = "GOMARK__TELEMETRY__LOG_LEVEL", default_value = "info,sqlx=warn,async_nats=warn")]
+        log_level: String,
     },
     /// Run the distributed mode on this machine: the five services as separate processes
     /// on Postgres, NATS and Redis, plus the simulators, all wired; Ctrl-C stops them all.
@@ -171,6 +174,7 @@ async fn main() -> ExitCode {
             rate_limit_per_minute,
             log_format,
             otlp_endpoint,
+            log_level,
         } => {
             let options = EmbeddedOptions {
                 data_dir,
@@ -180,7 +184,15 @@ async fn main() -> ExitCode {
                 rate_limit_per_minute,
                 ..EmbeddedOptions::default()
             };
-            serve(options, log_format, otlp_endpoint).await
+            let telemetry = TelemetrySettings {
+                log_format: match log_format {
+                    Logs::Pretty => LogFormat::Pretty,
+                    Logs::Json => LogFormat::Json,
+                },
+                log_level,
+                otlp_endpoint,
+            };
+            serve(options, telemetry).await
         }
         Command::Run { service } => run(service).await,
         Command::Cluster { data_dir, postgres_url, nats_url, redis_url, port, port_offset, no_demo } => {
@@ -275,15 +287,7 @@ async fn run(service: Service) -> ExitCode {
     }
 }
 
-async fn serve(options: EmbeddedOptions, logs: Logs, otlp_endpoint: Option<String>) -> ExitCode {
-    let telemetry = TelemetrySettings {
-        log_format: match logs {
-            Logs::Pretty => LogFormat::Pretty,
-            Logs::Json => LogFormat::Json,
-        },
-        log_level: "info,sqlx=warn,async_nats=warn".into(),
-        otlp_endpoint,
-    };
+async fn serve(options: EmbeddedOptions, telemetry: TelemetrySettings) -> ExitCode {
     if let Err(err) = gomark_platform::settings::Validate::validate(&telemetry) {
         eprintln!("gomark: {err}");
         return ExitCode::from(2);

@@ -15,7 +15,6 @@ mod funnels;
 mod journal;
 mod metrics;
 mod openapi;
-mod otlp;
 mod plan_apply;
 mod reflection;
 mod rollouts;

@@ -3,13 +3,15 @@
 //! to the gateway arrives as one trace holding the HTTP server span, the gRPC client and
 //! server spans behind it and the SQL spans they ran, so a collector can draw the
 //! service graph.
+//!
+//! A test binary of its own: run among the e2e suite's tests (in the same test process),
+//! the collector sometimes received nothing although it still answered a probe export; the
+//! cause was not found, and alone it has never failed.
 
-use crate::support::Api;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use reqwest::Method;
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -104,10 +106,7 @@ async fn serve_exports_one_trace_per_request_to_an_otlp_collector() {
         .expect("reader")
         .expect("gateway URL and admin key on stdout");
 
-    let api = Api::new(&gateway, &key);
-    let reply = api.send(Method::GET, "/v1/companies", None).await;
-    assert_eq!(reply.status, 200, "{:?}", reply.body);
-
+    let http = reqwest::Client::new();
     // What the request's trace must hold; on a timeout, what the collector did receive.
     let complete = |spans: &[Span]| {
         let server = spans.iter().find(|s| s.name == "GET /v1/companies" && s.kind == SpanKind::Server as i32)?;
@@ -117,25 +116,44 @@ async fn serve_exports_one_trace_per_request_to_an_otlp_collector() {
         let sql = trace.iter().any(|s| s.kind == SpanKind::Client as i32 && attribute(s, "db.system.name").is_some());
         (grpc_server && sql).then(|| (server.clone(), trace))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (server, trace) = loop {
-        let spans = collector.spans();
-        if let Some(found) = complete(&spans) {
-            break found;
+    // The exporter drops a batch it could not deliver (a loaded machine can make the first
+    // connection time out), so the request is repeated until one trace arrives whole.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut requests = 0;
+    let (server, trace) = 'found: loop {
+        let reply = http.get(format!("{gateway}/v1/companies")).bearer_auth(&key).send().await.expect("request sent");
+        assert_eq!(reply.status(), 200);
+        requests += 1;
+        let wait_until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < wait_until {
+            if let Some(found) = complete(&collector.spans()) {
+                break 'found found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if std::time::Instant::now() > deadline {
+            let spans = collector.spans();
             let seen: Vec<String> =
                 spans.iter().map(|s| format!("{} kind={} trace={}", s.name, s.kind, hex(&s.trace_id))).collect();
+            // Is the collector still answering? An export from here says.
+            let probe = async {
+                let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+                    format!("http://{collector_addr}"),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                client.export(ExportTraceServiceRequest::default()).await.map(|_| ()).map_err(|e| e.to_string())
+            };
+            let probe = tokio::time::timeout(Duration::from_secs(5), probe).await;
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
-                "the request's trace did not reach the collector; it got {} spans:\n{}\nserve's last log lines:\n{}",
+                "no request's trace reached the collector after {requests} requests; a probe export: {probe:?}; it got {} spans:\n{}\nserve's last log lines:\n{}",
                 seen.len(),
                 seen.join("\n"),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(attribute(&server, "http.route").as_deref(), Some("/v1/companies"));
     assert_eq!(attribute(&server, "http.response.status_code").as_deref(), Some("200"));
