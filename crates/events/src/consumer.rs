@@ -92,8 +92,7 @@ pub async fn run_consumer(
                 None => break,
             };
             bus_outage.ok();
-            let span = tracing::info_span!("event.consume", consumer = %spec.durable, event_id = %delivery.event.id, event_type = %delivery.event.r#type, company_id = %delivery.event.company_id, attempt = delivery.attempt);
-            gomark_platform::telemetry::adopt_trace_context(&span, &delivery.event.trace_context);
+            let span = consume_span(&spec.durable, &delivery.event, delivery.attempt);
             // Handling is not raced against shutdown: a handler mid-way finishes its work.
             let outcome = handler.handle(&delivery.event).instrument(span.clone()).await;
             let _entered = span.enter();
@@ -180,7 +179,17 @@ async fn settle_batch(
     batch: Vec<crate::Delivery>,
     outage: &mut Outage,
 ) -> crate::Result<()> {
-    let span = tracing::info_span!("event.consume_batch", consumer = %spec.durable, events = batch.len());
+    // A batch mixes traces: its span is the consumer's own, not any one producer's child.
+    let span = tracing::info_span!(
+        "event.consume_batch",
+        otel.name = %format!("process {}", spec.durable),
+        otel.kind = "consumer",
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = %spec.durable,
+        messaging.batch.message_count = batch.len(),
+        consumer = %spec.durable,
+        events = batch.len(),
+    );
     let events: Vec<EventEnvelope> = batch.iter().map(|d| d.event.clone()).collect();
     let outcome = handler.handle_batch(&events).instrument(span.clone()).await;
     let _entered = span.enter();
@@ -217,9 +226,56 @@ async fn settle_batch(
     unsettled
 }
 
+/// The span one event is handled in: an OpenTelemetry consumer span named `process
+/// <event type>` (messaging conventions), continuing the producer's trace from the envelope.
+fn consume_span(durable: &str, event: &EventEnvelope, attempt: u32) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event.consume",
+        otel.name = %format!("process {}", event.r#type),
+        otel.kind = "consumer",
+        messaging.operation.type = "process",
+        messaging.destination.name = %event.r#type,
+        messaging.consumer.group.name = %durable,
+        messaging.message.id = %event.id,
+        consumer = %durable,
+        event_id = %event.id,
+        event_type = %event.r#type,
+        company_id = %event.company_id,
+        attempt,
+    );
+    gomark_platform::telemetry::adopt_trace_context(&span, &event.trace_context);
+    span
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_handled_in_a_consumer_span_of_the_producers_trace() {
+        use gomark_platform::settings::LogFormat;
+        use gomark_platform::telemetry::capture::{Captured, attribute};
+        let c = Captured::new(LogFormat::Json);
+        tracing::dispatcher::with_default(&c.dispatch, || {
+            let producer = tracing::info_span!("producer");
+            let event = producer.in_scope(|| {
+                crate::envelope::new_event(
+                    "c1",
+                    "company.created",
+                    &gomark_proto::events::v1::CompanyCreated::default(),
+                )
+            });
+            drop(producer);
+            consume_span("hubspot-sync", &event, 1).in_scope(|| {});
+        });
+        let producer = c.span("producer").expect("producer span");
+        let consumer = c.span("process company.created").expect("named by operation and event type");
+        assert_eq!(consumer.span_kind, opentelemetry::trace::SpanKind::Consumer);
+        assert_eq!(consumer.span_context.trace_id(), producer.span_context.trace_id());
+        assert_eq!(consumer.parent_span_id, producer.span_context.span_id());
+        assert_eq!(attribute(&consumer, "messaging.consumer.group.name").as_deref(), Some("hubspot-sync"));
+        assert_eq!(attribute(&consumer, "messaging.operation.type").as_deref(), Some("process"));
+    }
 
     #[test]
     fn redelivery_backs_off_and_is_bounded() {

@@ -49,6 +49,13 @@ enum Command {
         rate_limit_per_minute: u64,
         #[arg(long, value_enum, default_value_t = Logs::Pretty)]
         log_format: Logs,
+        /// Send traces to this OTLP/gRPC collector (`http://localhost:4317`). Without it,
+        /// the standard OTEL_EXPORTER_OTLP_ENDPOINT is used if set; else traces stay local.
+        #[arg(long, env = "GOMARK__TELEMETRY__OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
+        /// What to log: an `EnvFilter` directive (`debug`, `info,gomark_orchestrator=debug`).
+        #[arg(long, env = "GOMARK__TELEMETRY__LOG_LEVEL", default_value = "info,sqlx=warn,async_nats=warn")]
+        log_level: String,
     },
     /// Run the distributed mode on this machine: the five services as separate processes
     /// on Postgres, NATS and Redis, plus the simulators, all wired; Ctrl-C stops them all.
@@ -168,7 +175,17 @@ enum Service {
 async fn main() -> ExitCode {
     let Cli { command, api } = Cli::parse();
     match command {
-        Command::Serve { data_dir, bind, port, no_demo, demo_activity_ms, rate_limit_per_minute, log_format } => {
+        Command::Serve {
+            data_dir,
+            bind,
+            port,
+            no_demo,
+            demo_activity_ms,
+            rate_limit_per_minute,
+            log_format,
+            otlp_endpoint,
+            log_level,
+        } => {
             let options = EmbeddedOptions {
                 data_dir,
                 http_host: bind.ip(),
@@ -178,7 +195,15 @@ async fn main() -> ExitCode {
                 rate_limit_per_minute,
                 ..EmbeddedOptions::default()
             };
-            serve(options, log_format).await
+            let telemetry = TelemetrySettings {
+                log_format: match log_format {
+                    Logs::Pretty => LogFormat::Pretty,
+                    Logs::Json => LogFormat::Json,
+                },
+                log_level,
+                otlp_endpoint,
+            };
+            serve(options, telemetry).await
         }
         Command::Run { service } => run(service).await,
         Command::Cluster { data_dir, postgres_url, nats_url, redis_url, port, port_offset, no_demo } => {
@@ -276,15 +301,11 @@ async fn run(service: Service) -> ExitCode {
     }
 }
 
-async fn serve(options: EmbeddedOptions, logs: Logs) -> ExitCode {
-    let telemetry = TelemetrySettings {
-        log_format: match logs {
-            Logs::Pretty => LogFormat::Pretty,
-            Logs::Json => LogFormat::Json,
-        },
-        log_level: "info,sqlx=warn,async_nats=warn".into(),
-        otlp_endpoint: None,
-    };
+async fn serve(options: EmbeddedOptions, telemetry: TelemetrySettings) -> ExitCode {
+    if let Err(err) = gomark_platform::settings::Validate::validate(&telemetry) {
+        eprintln!("gomark: {err}");
+        return ExitCode::from(2);
+    }
     let _guard = match gomark_platform::telemetry::init(&telemetry, "gomark") {
         Ok(g) => g,
         Err(err) => {

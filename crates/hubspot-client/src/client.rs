@@ -6,6 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use gomark_vendor_http::Vendor;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -212,7 +213,10 @@ impl HubSpotClient {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::Decode("journal entry URL is not http(s)".into()));
         }
-        let response = self.inner.http.get(url).send().await.map_err(|e| map_reqwest(e).error)?;
+        // A pre-signed file, not a portal's API: no portal to count it against.
+        let request = self.inner.http.get(url);
+        let response =
+            gomark_vendor_http::send(Vendor::HubSpot, "none", request).await.map_err(|e| map_reqwest(e).error)?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| map_reqwest(e).error)?.to_vec();
@@ -334,7 +338,8 @@ impl HubSpotClient {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
                 .body(body.clone()),
         };
-        let response = request.send().await.map_err(map_reqwest)?;
+        let response =
+            gomark_vendor_http::send(Vendor::HubSpot, &call.budget_key, request).await.map_err(map_reqwest)?;
         let status = response.status();
         let headers = response.headers().clone();
         let rate_limit = RateLimitInfo::from_headers(&headers);

@@ -2,7 +2,7 @@
 //! short-lived assertion signed with a key every service is configured with, never as
 //! plain metadata a stranger could forge.
 //!
-//! The client side ([`crate::grpc_client::TraceInjector`]) turns the plain `x-gomark-*`
+//! The client side ([`crate::grpc_client::TracedChannel`]) turns the plain `x-gomark-*`
 //! metadata that [`Caller::request`] wrote into one signed `x-gomark-assertion` and drops
 //! the plain keys; the server side ([`VerifyCallerLayer`], installed by
 //! [`crate::server::serve_grpc`]) drops any plain keys a request arrives with, verifies the

@@ -11,17 +11,38 @@ pub fn describe() {
     crate::process_metrics::describe();
 
     // Requests served (crates/platform/src/server/request_telemetry.rs).
-    describe_counter!("http_server_requests_total", Unit::Count, "HTTP requests served, by method and status.");
+    describe_counter!(
+        "http_server_requests_total",
+        Unit::Count,
+        "HTTP requests served, by method, matched route and status."
+    );
     describe_histogram!(
         "http_server_request_duration_seconds",
         Unit::Seconds,
-        "Time to answer an HTTP request, by method."
+        "Time to answer an HTTP request, by method and matched route."
     );
     describe_counter!("grpc_server_requests_total", Unit::Count, "gRPC calls served, by method and status code.");
     describe_histogram!(
         "grpc_server_request_duration_seconds",
         Unit::Seconds,
         "Time to answer a gRPC call, by method."
+    );
+
+    // Calls to HubSpot and Upso (crates/vendor-http), by vendor and portal.
+    describe_counter!(
+        "vendor_http_requests_total",
+        Unit::Count,
+        "HTTP requests sent to HubSpot or Upso, by vendor, portal, method and status (or error kind)."
+    );
+    describe_counter!(
+        "vendor_http_rate_limited_total",
+        Unit::Count,
+        "HubSpot or Upso answers 429 Too Many Requests, by vendor and portal."
+    );
+    describe_histogram!(
+        "vendor_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time for HubSpot or Upso to answer one HTTP request, by vendor and portal."
     );
 
     // Plumbing.

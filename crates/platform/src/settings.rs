@@ -179,8 +179,8 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `info,gomark_orchestrator=debug`.
     pub log_level: String,
-    /// OTLP/gRPC collector endpoint (`http://otel-collector:4317`); traces are only
-    /// exported when this is set.
+    /// OTLP/gRPC collector endpoint (`http://otel-collector:4317`); when unset, the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used. Traces are only exported when one is set.
     pub otlp_endpoint: Option<String>,
 }
 

@@ -4,6 +4,10 @@
 //! Stores are written once, in portable SQL with `$1` placeholders, against sqlx's `Any`
 //! driver; each engine gets its own migration folder (`migrations/<service>/{postgres,sqlite}`)
 //! because DDL is where the two really differ.
+//!
+//! Every statement run inside a span becomes an OpenTelemetry client span (`SELECT deals`,
+//! with `db.system.name` and `db.operation.name`) without any code here: the telemetry
+//! subscriber turns sqlx's per-statement events into spans.
 
 use gomark_platform::settings::{Secret, SettingsError, Validate};
 use serde::{Deserialize, Serialize};
@@ -114,6 +118,14 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// OpenTelemetry's `db.system.name` for the engine.
+    pub fn otel_name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgresql",
+            Engine::Sqlite => "sqlite",
+        }
+    }
+
     pub fn of_url(url: &str) -> Option<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Some(Engine::Postgres)
@@ -147,6 +159,9 @@ impl Database {
 
         let url = settings.url.expose();
         let engine = Engine::of_url(url).ok_or_else(|| StorageError::Corrupt("unsupported database url".into()))?;
+        // SQL client spans (made from sqlx's statement events, see gomark_platform::telemetry)
+        // name the engine.
+        gomark_platform::telemetry::set_database_system(engine.otel_name());
         let options = AnyConnectOptions::from_str(url).map_err(StorageError::Connect)?;
         let pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)

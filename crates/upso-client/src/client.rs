@@ -199,7 +199,9 @@ impl UpsoClient {
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body);
         }
-        let response = request.send().await.map_err(|e| (transport(&e), None))?;
+        let response = gomark_vendor_http::send(gomark_vendor_http::Vendor::Upso, &token.metrics_key(), request)
+            .await
+            .map_err(|e| (transport(&e), None))?;
         let status = response.status();
         let retry_after = response
             .headers()

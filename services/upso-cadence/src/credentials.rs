@@ -31,7 +31,8 @@ impl Vault {
     pub fn open(&self, company_id: &str, sealed: &str) -> Result<UpsoToken, VaultError> {
         let plain = self.0.open(company_id, sealed)?;
         let token = std::str::from_utf8(&plain).map_err(|_| VaultError::Corrupt)?;
-        Ok(UpsoToken::new(token))
+        // Labelled with its company, which is what Upso call metrics are counted under.
+        Ok(UpsoToken::new(token).for_account(company_id))
     }
 
     /// The id of the key that seals.

@@ -102,7 +102,7 @@ impl UpsoCadenceService for UpsoCadenceGrpc {
         let r = req.into_inner();
         caller.require_company(Role::Admin, &r.company_id)?;
         check_bearer_token("upso_token", &r.upso_token)?;
-        let token = UpsoToken::new(r.upso_token);
+        let token = UpsoToken::new(r.upso_token).for_account(r.company_id.clone());
         // Checking the token first means a typo is refused now, not at the first apply.
         let account_id = self.vendor.account_id(&token).await.map_err(|e| match e {
             Error::Upso(upso_client::Error::Unauthorized) => {

@@ -38,6 +38,9 @@ async fn every_metric_has_help() {
     }
     let undocumented: Vec<&String> = typed.difference(&helped).collect();
     assert!(undocumented.is_empty(), "no HELP for {undocumented:?}: describe them in gomark_platform::metric_catalog");
+    // HTTP metrics are labelled by matched route (never the raw path, which holds ids).
+    let routed = r#"http_server_requests_total{method="GET",route="/v1/companies",code="200"}"#;
+    assert!(text.lines().any(|l| l.starts_with(routed)), "{routed} missing:\n{text}");
     let version = format!("build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
     assert!(text.lines().any(|l| l == version), "{version} missing:\n{text}");
 
