@@ -105,7 +105,7 @@ impl EventBus for NatsBus {
             .await
             .map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
-        Ok(Box::new(NatsStream { messages }))
+        Ok(Box::new(NatsStream { messages, durable: spec.durable.clone() }))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -118,6 +118,8 @@ impl EventBus for NatsBus {
 
 struct NatsStream {
     messages: consumer::pull::Stream,
+    /// The consumer's name, labelling its backlog gauge.
+    durable: String,
 }
 
 #[async_trait]
@@ -128,7 +130,15 @@ impl EventStream for NatsStream {
                 Ok(m) => m,
                 Err(e) => return Some(Err(unavailable(e))),
             };
-            let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+            let attempt = match message.info() {
+                Ok(info) => {
+                    // The server counts what is still waiting for this consumer: its lag.
+                    metrics::gauge!("events_consumer_pending", "consumer" => self.durable.clone())
+                        .set(info.pending as f64);
+                    info.delivered.max(1) as u32
+                }
+                Err(_) => 1,
+            };
             match EventEnvelope::decode(message.payload.clone()) {
                 Ok(event) => {
                     return Some(Ok(Delivery::new(event, attempt, Box::new(NatsAcker(message)))));

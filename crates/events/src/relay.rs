@@ -15,6 +15,16 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Published rows are kept this long for inspection, then pruned.
 const KEEP_PUBLISHED_MS: i64 = 24 * 3600 * 1000;
+/// How often the backlog gauges are refreshed (one indexed query).
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// What the outbox holds that has not left yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    /// Age of the oldest unpublished event, ms (0 when none).
+    pub oldest_age_ms: i64,
+}
 
 /// Wakes the relay right after a commit, so events leave within milliseconds.
 #[derive(Clone, Default, Debug)]
@@ -72,6 +82,27 @@ impl OutboxRelay {
         Ok(events.len())
     }
 
+    /// Unpublished events and the age of the oldest, for the backlog gauges.
+    pub async fn backlog(&self) -> Result<Backlog> {
+        let row = sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(self.db.pool())
+            .await?;
+        let pending: i64 = row.try_get(0)?;
+        let oldest: Option<i64> = row.try_get(1)?;
+        let oldest_age_ms = oldest.map_or(0, |t| (gomark_storage::now_ms() - t).max(0));
+        Ok(Backlog { pending, oldest_age_ms })
+    }
+
+    async fn report_backlog(&self) {
+        match self.backlog().await {
+            Ok(b) => {
+                metrics::gauge!("events_outbox_pending").set(b.pending as f64);
+                metrics::gauge!("events_outbox_oldest_age_seconds").set(b.oldest_age_ms as f64 / 1000.0);
+            }
+            Err(err) => tracing::debug!(error = %err, "outbox backlog not measured"),
+        }
+    }
+
     async fn prune(&self) -> Result<()> {
         sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
             .bind(gomark_storage::now_ms() - KEEP_PUBLISHED_MS)
@@ -85,7 +116,12 @@ impl OutboxRelay {
         let mut backoff = Duration::from_millis(100);
         let mut rounds: u64 = 0;
         let mut outage = gomark_platform::Outage::new("outbox relay");
+        let mut measured = tokio::time::Instant::now() - BACKLOG_EVERY;
         while !shutdown.is_triggered() {
+            if measured.elapsed() >= BACKLOG_EVERY && !outage.is_failing() {
+                self.report_backlog().await;
+                measured = tokio::time::Instant::now();
+            }
             let relayed = self.relay_once().await;
             if relayed.is_ok() {
                 outage.ok();

@@ -68,6 +68,10 @@ async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
         tx.commit().await.expect("commit");
 
         let relay = OutboxRelay::new(db.clone(), bus.clone(), RelayWaker::default());
+        // The backlog gauges' source: what waits, and for how long.
+        let backlog = relay.backlog().await.expect("backlog");
+        assert_eq!(backlog.pending, 250, "{}", tdb.label);
+        assert!((0..60_000).contains(&backlog.oldest_age_ms), "{}: {backlog:?}", tdb.label);
         let mut sizes = Vec::new();
         loop {
             let n = relay.relay_once().await.expect("relay");
@@ -77,6 +81,8 @@ async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
             }
         }
         assert_eq!(sizes, vec![100, 100, 50, 0], "{}", tdb.label);
+        let empty = relay.backlog().await.expect("backlog");
+        assert_eq!((empty.pending, empty.oldest_age_ms), (0, 0), "{}", tdb.label);
 
         let mut stream = bus.subscribe(&ConsumerSpec::new("t", "company.created")).await.expect("subscribe");
         for expected in &events {

@@ -6,6 +6,19 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Describes every metric and sets `build_info`. Idempotent.
 pub fn describe() {
+    describe_gauge!(
+        "events_outbox_pending",
+        "Events written to this service's outbox and not yet published to the bus."
+    );
+    describe_gauge!(
+        "events_outbox_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest event still waiting in the outbox (0 when it is empty)."
+    );
+    describe_gauge!(
+        "events_consumer_pending",
+        "Events on the bus still waiting for this durable consumer (the server's count): consumer lag."
+    );
     describe_gauge!("build_info", "Always 1; its labels say which GoMark build runs (version).");
     metrics::gauge!("build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     crate::process_metrics::describe();
