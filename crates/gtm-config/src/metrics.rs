@@ -147,7 +147,9 @@ impl MetricDefinitions {
         let mut stage_list = |field: &str, ids: &[String], want: Option<StageKind>| {
             for (i, id) in ids.iter().enumerate() {
                 match (kind_of(id), want) {
-                    (None, _) => errors.push((format!("{path}.{field}[{i}]"), format!("{id:?} is not a portfolio stage"))),
+                    (None, _) => {
+                        errors.push((format!("{path}.{field}[{i}]"), format!("{id:?} is not a portfolio stage")))
+                    }
                     (Some(k), Some(w)) if k != w => errors.push((
                         format!("{path}.{field}[{i}]"),
                         format!("{id:?} is a {} stage, not {}", kind_name(k), kind_name(w)),
@@ -184,7 +186,10 @@ impl MetricDefinitions {
         }
         for (stage, category) in &self.forecast_categories {
             if kind_of(stage).is_none() {
-                errors.push((format!("{path}.forecastCategories.{stage}"), format!("{stage:?} is not a portfolio stage")));
+                errors.push((
+                    format!("{path}.forecastCategories.{stage}"),
+                    format!("{stage:?} is not a portfolio stage"),
+                ));
             }
             if !is_category(category) {
                 errors.push((

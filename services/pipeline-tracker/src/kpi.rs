@@ -161,7 +161,8 @@ pub fn company_metrics(
             let closed_at = stays.last().map_or(now.modified_ms, |s| s.entered_ms);
             let is_won = m.win_rate_won.iter().any(|w| w == canonical);
             let is_lost = m.win_rate_lost.iter().any(|l| l == canonical);
-            let cycle = (is_won && now.created_ms > 0).then(|| (closed_at - now.created_ms).max(0) as f64 / DAY_MS as f64);
+            let cycle =
+                (is_won && now.created_ms > 0).then(|| (closed_at - now.created_ms).max(0) as f64 / DAY_MS as f64);
             if within(m.win_rate_window_days, closed_at, as_of) {
                 won += u64::from(is_won);
                 lost += u64::from(is_lost);
@@ -331,8 +332,8 @@ pub fn benchmark(rows: &[(String, String, Value)], min_companies: u32) -> Vec<Gr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::funnel::tests::{d, deal, fixture, pipeline, v};
     use crate::funnel::funnel;
+    use crate::funnel::tests::{d, deal, fixture, pipeline, v};
 
     fn defaults() -> Definitions {
         Definitions::default()
@@ -402,7 +403,10 @@ mod tests {
     fn percentiles_and_positions_on_a_known_dataset() {
         let sorted = [10.0, 20.0, 30.0, 40.0];
         // h = 3p: p25 → 0.75 → 10 + 0.75·10; p50 → 1.5 → 25; p75 → 2.25 → 32.5.
-        assert_eq!((percentile(&sorted, 0.25), percentile(&sorted, 0.5), percentile(&sorted, 0.75)), (17.5, 25.0, 32.5));
+        assert_eq!(
+            (percentile(&sorted, 0.25), percentile(&sorted, 0.5), percentile(&sorted, 0.75)),
+            (17.5, 25.0, 32.5)
+        );
         assert_eq!(percentile(&[7.0], 0.75), 7.0);
         assert_eq!([10.0, 20.0, 30.0, 40.0].map(|x| percentile_rank(&sorted, x)), [12.5, 37.5, 62.5, 87.5]);
         assert_eq!(percentile_rank(&[1.0, 1.0], 1.0), 50.0);

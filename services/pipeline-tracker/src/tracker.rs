@@ -4,8 +4,8 @@
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::funnel::{self, DealHistory, Figures, PipelineInfo};
-use crate::live::Changes;
 use crate::kpi::{self, CompanyMetrics, Definitions, Metric};
+use crate::live::Changes;
 use crate::portfolio::StageMap;
 use crate::store::Store;
 use gomark_cache::Cache;
@@ -524,9 +524,10 @@ impl Tracker {
         let wanted: Vec<Metric> = if metric.is_empty() {
             Metric::ALL.to_vec()
         } else {
-            vec![Metric::parse(metric).ok_or_else(|| {
-                PublicError::invalid("metric", "must be winRate, salesCycle, coverage or slip")
-            })?]
+            vec![
+                Metric::parse(metric)
+                    .ok_or_else(|| PublicError::invalid("metric", "must be winRate, salesCycle, coverage or slip"))?,
+            ]
         };
         let known = self.store.companies().await?;
         let mut selected: Vec<(String, String)> = if company_ids.is_empty() {
@@ -570,7 +571,10 @@ impl Tracker {
                             .companies
                             .into_iter()
                             .map(|p| pb::BenchmarkPosition {
-                                company_name: names.get(p.company_id.as_str()).map(|n| (*n).to_owned()).unwrap_or_default(),
+                                company_name: names
+                                    .get(p.company_id.as_str())
+                                    .map(|n| (*n).to_owned())
+                                    .unwrap_or_default(),
                                 company_id: p.company_id,
                                 value: Some(value_proto(p.value, unit)),
                                 percentile_rank: p.rank.unwrap_or_default(),

@@ -175,8 +175,9 @@ async fn embedded_benchmarks_follow_the_metric_definitions() {
     let doc = format!(
         "baseline:\n  metrics:\n    minimumSample: {{deals: 2, companies: 2}}\ncompanies:\n  a: {{companyId: \"{a}\", tags: {{salesMotion: plg}}}}\n  b: {{companyId: \"{b}\", tags: {{salesMotion: plg}}}}\n"
     );
-    let revision =
-        api.send(Method::POST, "/v1/config/revisions", Some(serde_json::json!({"document": doc, "message": "metrics"}))).await;
+    let revision = api
+        .send(Method::POST, "/v1/config/revisions", Some(serde_json::json!({"document": doc, "message": "metrics"})))
+        .await;
     assert_eq!(revision.status, 201, "{}", revision.body);
     let number = revision.body["number"].as_i64().expect("number");
     crate::support::eventually("the new definitions in force", TIMEOUT, || async {
@@ -190,7 +191,10 @@ async fn embedded_benchmarks_follow_the_metric_definitions() {
     let group = &bench["metrics"][0]["groups"][0];
     assert_eq!((group["tagValue"].as_str(), group["p50"].as_f64()), (Some("plg"), Some(0.75)), "{bench}");
     let rank = |id: &str| {
-        group["companies"].as_array().and_then(|c| c.iter().find(|c| c["companyId"] == id)).map(|c| c["percentileRank"].clone())
+        group["companies"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["companyId"] == id))
+            .map(|c| c["percentileRank"].clone())
     };
     assert_eq!((rank(&a), rank(&b)), (Some(serde_json::json!(75.0)), Some(serde_json::json!(25.0))), "{bench}");
     let p = api.send(Method::GET, &format!("/v1/portfolio/funnel?companyIds={ids}"), None).await.body;

@@ -260,7 +260,8 @@ impl From<pb::Benchmarks> for BenchmarksView {
                                     .into_iter()
                                     .map(|c| {
                                         let value = metric_value(c.value);
-                                        let ranked = !g.not_enough_data && value.as_ref().is_some_and(|v| !v.not_enough_data);
+                                        let ranked =
+                                            !g.not_enough_data && value.as_ref().is_some_and(|v| !v.not_enough_data);
                                         BenchmarkPositionView {
                                             company_id: c.company_id,
                                             company_name: c.company_name,
