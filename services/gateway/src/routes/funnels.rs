@@ -131,7 +131,7 @@ pub struct FunnelView {
     lost_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost_amount: Option<MoneyView>,
-    /// won ÷ (won + lost).
+    /// won ÷ (won + lost), the stages and window of the metric definitions.
     win_rate: f64,
     /// Average days from creation to won.
     avg_cycle_days: f64,
