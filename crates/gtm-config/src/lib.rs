@@ -32,6 +32,7 @@
 mod diff;
 mod effective;
 mod import;
+pub mod metrics;
 mod model;
 pub mod outreach;
 mod plan;
@@ -43,6 +44,7 @@ pub mod zones;
 pub use diff::{Change, ChangeKind, DocumentDiff, diff, effective_diff};
 pub use effective::EffectiveConfig;
 pub use import::{Imported, import};
+pub use metrics::{MetricDefinitions, ResolvedMetrics};
 pub use model::{
     API_VERSIONS, Baseline, CompanyOverlay, CompanySettings, DealProperty, Document, DriftPolicy, FieldType,
     HubSpotSettings, Pipeline, PortfolioStage, PropertyGroup, PropertyOption, PropertyType, RemovedStage, Stage,

@@ -61,6 +61,10 @@ pub struct Baseline {
     /// when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// How each portfolio metric is computed ([`crate::MetricDefinitions`]); the
+    /// defaults when unset.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub metrics: crate::metrics::MetricDefinitions,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -133,6 +137,11 @@ impl Baseline {
         self.reporting_currency.as_deref().unwrap_or(DEFAULT_CURRENCY)
     }
 
+    /// The metric definitions in force: the declared ones, defaults filled in.
+    pub fn effective_metrics(&self) -> crate::metrics::ResolvedMetrics {
+        self.metrics.resolve(&self.effective_portfolio_stages())
+    }
+
     /// The portfolio stages in force: the declared ones, or the defaults.
     pub fn effective_portfolio_stages(&self) -> Vec<PortfolioStage> {
         if self.portfolio_stages.is_empty() { PortfolioStage::defaults() } else { self.portfolio_stages.clone() }
@@ -187,11 +196,35 @@ pub struct CompanyOverlay {
     /// currency); the baseline's `currency` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// Company attributes benchmarks group by (`salesMotion: plg`, `arrBand: 10-50m`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The open pipeline this company should carry (coverage = open ÷ target), a
+    /// positive decimal in its currency; written as text or a number.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "amount_text")]
+    pub coverage_target: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_rules: Vec<crate::rules::ValidationRule>,
     /// Baseline rules this company does not get, as `property/RULE_TYPE`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove_validation_rules: Vec<String>,
+}
+
+/// An amount written as `"250000"` or `250000`, kept as the text it reads as (the
+/// validator checks it is a positive decimal; floats are never stored).
+fn amount_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+    Ok(Option::<Amount>::deserialize(d)?.map(|a| match a {
+        Amount::Int(i) => i.to_string(),
+        Amount::Float(f) => f.to_string(),
+        Amount::Text(s) => s,
+    }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

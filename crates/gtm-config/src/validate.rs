@@ -135,6 +135,9 @@ impl Document {
         check_currency(&mut c, b.reporting_currency.as_deref(), "baseline.reportingCurrency");
         check_currency(&mut c, b.currency.as_deref(), "baseline.currency");
         let portfolio_stages = b.effective_portfolio_stages();
+        for (path, message) in b.metrics.check(&portfolio_stages) {
+            c.push(path, message);
+        }
 
         let mut company_ids: BTreeMap<&str, &str> = BTreeMap::new();
         for (key, overlay) in &self.companies {
@@ -166,6 +169,16 @@ impl Document {
             }
             check_hubspot(&mut c, &overlay.hubspot, &format!("{prefix}.hubspot"));
             check_currency(&mut c, overlay.currency.as_deref(), &format!("{prefix}.currency"));
+            for (tag, value) in &overlay.tags {
+                if !crate::metrics::is_tag_text(tag) || !crate::metrics::is_tag_text(value) {
+                    c.push(format!("{prefix}.tags.{tag}"), "key and value must be 1 to 64 printable characters");
+                }
+            }
+            if let Some(target) = &overlay.coverage_target
+                && !crate::metrics::is_positive_amount(target)
+            {
+                c.push(format!("{prefix}.coverageTarget"), "must be a positive decimal amount, such as \"250000\"");
+            }
             for (stage, target) in &overlay.stage_mapping {
                 if !portfolio_stages.iter().any(|p| &p.id == target) {
                     c.push(format!("{prefix}.stageMapping.{stage}"), format!("{target:?} is not a portfolio stage"));

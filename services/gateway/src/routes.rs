@@ -2,6 +2,7 @@
 //! the same `routes!` call, so the OpenAPI document cannot drift from the router.
 
 pub mod api_keys;
+pub mod benchmarks;
 pub mod companies;
 pub mod config;
 pub mod dashboard;
@@ -61,6 +62,7 @@ fn declared() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rollouts::routes())
         .merge(drift::routes())
         .merge(funnels::routes())
+        .merge(benchmarks::routes())
         .merge(dashboard::routes())
         .merge(deal_properties::routes())
         .merge(hubspot::routes())

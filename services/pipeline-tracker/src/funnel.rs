@@ -51,7 +51,7 @@ impl DealHistory {
 
     /// `(stage, entered at)` for each stay in `pipeline` up to `t`, in order; a stay ends
     /// when the next one starts (or the deal leaves the pipeline, which ends the list).
-    fn stays(&self, pipeline: &str, t: i64) -> Vec<Stay> {
+    pub(crate) fn stays(&self, pipeline: &str, t: i64) -> Vec<Stay> {
         let mut stays: Vec<Stay> = Vec::new();
         for v in self.versions.iter().take_while(|v| v.modified_ms <= t) {
             let open_stay = stays.last().is_some_and(|s| s.left_ms.is_none());
@@ -78,10 +78,10 @@ impl DealHistory {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct Stay {
-    stage_id: String,
-    entered_ms: i64,
-    left_ms: Option<i64>,
+pub(crate) struct Stay {
+    pub(crate) stage_id: String,
+    pub(crate) entered_ms: i64,
+    pub(crate) left_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub struct PipelineInfo {
 
 impl PipelineInfo {
     /// The catalog extended with any stage the deals use that it does not know.
-    fn complete(&self, deals: &[DealHistory]) -> Vec<StageInfo> {
+    pub(crate) fn complete(&self, deals: &[DealHistory]) -> Vec<StageInfo> {
         let mut stages = self.stages.clone();
         for v in deals.iter().flat_map(|d| &d.versions) {
             if v.pipeline_id == self.id && !v.deleted && !stages.iter().any(|s| s.id == v.stage_id) {
@@ -189,7 +189,7 @@ pub fn probability(p: f64) -> Decimal {
     Decimal::from_str(&p.to_string()).unwrap_or_default()
 }
 
-fn mean(xs: &[f64]) -> f64 {
+pub(crate) fn mean(xs: &[f64]) -> f64 {
     if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
 }
 
@@ -481,7 +481,7 @@ pub fn periods(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn stage(id: &str, probability: f64, kind: StageKind, order: i32) -> StageInfo {
@@ -501,11 +501,11 @@ mod tests {
         }
     }
 
-    fn d(x: &str) -> Decimal {
+    pub(crate) fn d(x: &str) -> Decimal {
         Decimal::from_str(x).expect("decimal")
     }
 
-    fn v(day: i64, stage: &str, amount: i64, created_day: i64) -> Version {
+    pub(crate) fn v(day: i64, stage: &str, amount: i64, created_day: i64) -> Version {
         Version {
             modified_ms: day * DAY_MS,
             pipeline_id: "default".into(),
@@ -518,7 +518,7 @@ mod tests {
         }
     }
 
-    fn deal(id: &str, versions: Vec<Version>) -> DealHistory {
+    pub(crate) fn deal(id: &str, versions: Vec<Version>) -> DealHistory {
         DealHistory { deal_id: id.into(), versions }
     }
 

@@ -237,6 +237,27 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         }))
     }
 
+    async fn get_metric_definitions(
+        &self,
+        req: Request<pb::GetMetricDefinitionsRequest>,
+    ) -> Result<Response<pb::MetricDefinitions>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        // The definitions are the portfolio's, the same for every company: any viewer.
+        caller.require_role(Role::Viewer)?;
+        Ok(Response::new(self.tracker.definitions_proto()))
+    }
+
+    async fn get_benchmarks(&self, req: Request<pb::GetBenchmarksRequest>) -> Result<Response<pb::Benchmarks>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        // Other companies' positions are theirs: a company-scoped caller sees its own only.
+        let ids = portfolio_scope(&caller, &r.company_ids)?;
+        if r.group_by.chars().count() > 64 {
+            return Err(PublicError::invalid("group_by", "at most 64 characters").into());
+        }
+        Ok(Response::new(self.tracker.benchmarks(&r.metric, &r.group_by, &ids).await?))
+    }
+
     type WatchFunnelStream = ReceiverStream<Result<pb::Funnel, Status>>;
 
     async fn watch_funnel(

@@ -5,6 +5,7 @@
 //! - [`funnel`]: the arithmetic (funnel, time travel, waterfall, periods), pure.
 //! - [`portfolio`]: canonical stages and the roll-up; [`stage_config`] reads the mapping
 //!   from the desired-state configuration.
+//! - [`kpi`]: metrics under the configured definitions, and benchmarks across companies.
 //! - [`tracker`]: the cached read side; [`grpc`]: the contract, with watch streams.
 
 pub mod catalog;
@@ -12,6 +13,7 @@ mod error;
 pub mod funnel;
 mod grpc;
 pub mod ingest;
+pub mod kpi;
 pub mod live;
 pub mod portfolio;
 mod settings;

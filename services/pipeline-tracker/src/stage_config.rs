@@ -1,10 +1,12 @@
 //! The portfolio stage mapping and the currencies come from the desired-state
 //! configuration: the latest revision's `baseline.portfolioStages`, `reportingCurrency`
 //! and `currency`, and each overlay's `stageMapping` and `currency`. It is read when
-//! a `revision.created` event arrives; a slow check of the latest revision's number (no
+//! a `revision.created` event arrives, with the metric definitions (`baseline.metrics`,
+//! each overlay's `tags` and `coverageTarget`), which carry that revision's number; a slow check of the latest revision's number (no
 //! document read unless it moved) covers replicas the event went past.
 
 use crate::funnel::StageKind;
+use crate::kpi::Definitions;
 use crate::portfolio::{CanonicalStage, StageMap};
 use crate::tracker::{Currencies, Tracker};
 use async_trait::async_trait;
@@ -90,13 +92,13 @@ impl StageConfig {
         if number <= self.loaded.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (map, currencies) = if number == 0 {
-            (StageMap::default(), Currencies::default())
+        let (map, currencies, definitions) = if number == 0 {
+            (StageMap::default(), Currencies::default(), Definitions::default())
         } else {
             let request = Caller::system("pipeline-tracker").request(GetRevisionRequest { number });
             let revision = self.orchestrator.clone().get_revision(request).await?.into_inner();
             match gtm_config::Document::from_yaml(&revision.document_yaml) {
-                Ok(doc) => (stage_map(&doc), currencies(&doc)),
+                Ok(doc) => (stage_map(&doc), currencies(&doc), crate::kpi::definitions(&doc, number)),
                 Err(err) => {
                     tracing::warn!(revision = number, error = %err, "revision unreadable; keeping the portfolio stages");
                     return Ok(());
@@ -105,6 +107,7 @@ impl StageConfig {
         };
         tracker.set_stage_map(map).await;
         tracker.set_currencies(currencies).await;
+        tracker.set_definitions(definitions).await;
         self.loaded.fetch_max(number, Ordering::AcqRel);
         tracing::debug!(revision = number, "portfolio stage mapping and currencies loaded");
         Ok(())

@@ -4,6 +4,7 @@
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::funnel::{self, DealHistory, Figures, PipelineInfo};
+use crate::kpi::{self, CompanyMetrics, Definitions, Metric};
 use crate::live::Changes;
 use crate::portfolio::StageMap;
 use crate::store::Store;
@@ -32,6 +33,7 @@ pub struct Tracker {
     cache_ttl: Duration,
     stage_map: RwLock<StageMap>,
     currencies: RwLock<Currencies>,
+    definitions: RwLock<Definitions>,
     pub changes: Arc<Changes>,
 }
 
@@ -75,9 +77,9 @@ fn replace<T: PartialEq>(slot: &RwLock<T>, value: T) -> bool {
 }
 
 fn cache_key(company_id: &str) -> String {
-    // v2: the cached Funnel's `as_of` became a Timestamp; an entry in the old encoding
-    // would decode with no date, so it is never read.
-    format!("pipeline-tracker:company:v2:{company_id}")
+    // v3: entries carry their definition revision and metrics; a v2 entry would decode
+    // as revision 0 with no metrics, so it is never read.
+    format!("pipeline-tracker:company:v3:{company_id}")
 }
 
 fn pipeline_or_default(pipeline_id: &str) -> &str {
@@ -93,6 +95,7 @@ impl Tracker {
             cache_ttl,
             stage_map: RwLock::new(StageMap::default()),
             currencies: RwLock::new(Currencies::default()),
+            definitions: RwLock::new(Definitions::default()),
             changes: Arc::new(Changes::default()),
         }
     }
@@ -115,6 +118,19 @@ impl Tracker {
             // Cached figures are in the old currencies.
             self.changed_all().await;
         }
+    }
+
+    /// Replaces the metric definitions (from the desired-state configuration).
+    pub async fn set_definitions(&self, definitions: Definitions) {
+        if replace(&self.definitions, definitions) {
+            // Cached figures carry the old definitions and their revision.
+            self.changed_all().await;
+        }
+    }
+
+    /// The metric definitions in force.
+    pub fn definitions(&self) -> Definitions {
+        self.definitions.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn currencies(&self) -> Currencies {
@@ -186,7 +202,7 @@ impl Tracker {
     }
 
     /// Every pipeline of the company (configured or used by deals) with its figures at `as_of`.
-    async fn compute(&self, company_id: &str, currency: Currency, as_of: i64) -> Result<Vec<(PipelineInfo, Figures)>> {
+    async fn compute(&self, company_id: &str, currency: Currency, as_of: i64) -> Result<Computed> {
         let mut pipelines = self.catalog.pipelines(company_id).await?;
         let history = self.history_in(company_id, currency, as_of).await?;
         let used: BTreeSet<&str> =
@@ -196,13 +212,34 @@ impl Tracker {
                 pipelines.push(PipelineInfo { id: id.to_owned(), label: id.to_owned(), stages: Vec::new() });
             }
         }
-        Ok(pipelines
+        let pipelines = pipelines
             .into_iter()
             .map(|p| {
                 let figures = funnel::funnel(&p, &history, as_of);
                 (p, figures)
             })
-            .collect())
+            .collect();
+        Ok(Computed { pipelines, history })
+    }
+
+    /// The funnel of `p` as the contract carries it, its win rate, cycle and velocity
+    /// under the definitions in force.
+    fn funnel_proto(
+        &self,
+        company_id: &str,
+        (p, f): (&PipelineInfo, &Figures),
+        history: &[DealHistory],
+        as_of: i64,
+        currency: Currency,
+    ) -> Result<pb::Funnel> {
+        let defs = self.definitions();
+        let m = kpi::company_metrics(company_id, std::slice::from_ref(p), history, &self.stage_map(), &defs, as_of);
+        let mut funnel = to_proto(company_id, p, f, as_of, currency)?;
+        funnel.win_rate = m.raw_win_rate;
+        funnel.avg_cycle = Some(duration_from_days(m.raw_cycle_days));
+        funnel.sales_velocity_per_day_money = money(m.velocity_per_day, currency)?;
+        funnel.definition_revision = defs.revision;
+        Ok(funnel)
     }
 
     /// The company's funnels now, and its summary: cached until a deal event changes them.
@@ -210,6 +247,11 @@ impl Tracker {
         let key = cache_key(company_id);
         match self.cache.get(&key).await {
             Ok(Some(bytes)) => match pb::CompanyFunnels::decode(bytes.as_slice()) {
+                // Computed under other definitions (another replica's, before it read the
+                // new revision): recomputed, so a figure never outlives its definition.
+                Ok(v) if v.summary.as_ref().map(|s| s.definition_revision) != Some(self.definitions().revision) => {
+                    metrics::counter!("cache_requests_total", "outcome" => "stale").increment(1);
+                }
                 Ok(v) => {
                     metrics::counter!("cache_requests_total", "outcome" => "hit").increment(1);
                     return Ok(v);
@@ -222,10 +264,22 @@ impl Tracker {
         let now = gomark_storage::now_ms();
         let currency = self.company_currency(company_id);
         let computed = self.compute(company_id, currency, now).await?;
-        let figures: Vec<Figures> = computed.iter().map(|(_, f)| f.clone()).collect();
+        let figures: Vec<Figures> = computed.pipelines.iter().map(|(_, f)| f.clone()).collect();
+        let defs = self.definitions();
+        let map = self.stage_map();
+        let pipelines: Vec<PipelineInfo> = computed.pipelines.iter().map(|(p, _)| p.clone()).collect();
+        let m = kpi::company_metrics(company_id, &pipelines, &computed.history, &map, &defs, now);
+        let mut summary = map.summarize(company_id, "", currency, &figures)?;
+        summary.win_rate = m.raw_win_rate;
+        summary.definition_revision = defs.revision;
+        summary.metrics = Some(metrics_proto(&m, currency)?);
         let value = pb::CompanyFunnels {
-            funnels: computed.iter().map(|(p, f)| to_proto(company_id, p, f, now, currency)).collect::<Result<_>>()?,
-            summary: Some(self.stage_map().summarize(company_id, "", currency, &figures)?),
+            funnels: computed
+                .pipelines
+                .iter()
+                .map(|(p, f)| self.funnel_proto(company_id, (p, f), &computed.history, now, currency))
+                .collect::<Result<_>>()?,
+            summary: Some(summary),
         };
         if let Err(err) = self.cache.set(&key, &value.encode_to_vec(), self.cache_ttl).await {
             tracing::debug!(key, error = %err, "cache write skipped");
@@ -243,8 +297,9 @@ impl Tracker {
         let found = if as_of_ms == 0 {
             self.company_funnels(company_id).await?.funnels.into_iter().find(|f| f.pipeline_id == pipeline_id)
         } else {
-            match self.compute(company_id, currency, as_of_ms).await?.into_iter().find(|(p, _)| p.id == pipeline_id) {
-                Some((p, f)) => Some(to_proto(company_id, &p, &f, as_of_ms, currency)?),
+            let computed = self.compute(company_id, currency, as_of_ms).await?;
+            match computed.pipelines.iter().find(|(p, _)| p.id == pipeline_id) {
+                Some((p, f)) => Some(self.funnel_proto(company_id, (p, f), &computed.history, as_of_ms, currency)?),
                 None => None,
             }
         };
@@ -254,7 +309,9 @@ impl Tracker {
             None if pipeline_id == DEFAULT_PIPELINE => {
                 let as_of_ms = if as_of_ms == 0 { gomark_storage::now_ms() } else { as_of_ms };
                 let empty = PipelineInfo { id: pipeline_id.to_owned(), label: String::new(), stages: Vec::new() };
-                to_proto(company_id, &empty, &Figures::default(), as_of_ms, currency)
+                let mut funnel = to_proto(company_id, &empty, &Figures::default(), as_of_ms, currency)?;
+                funnel.definition_revision = self.definitions().revision;
+                Ok(funnel)
             }
             None => Err(PublicError::not_found(format!("pipeline {pipeline_id}")).into()),
         }
@@ -415,7 +472,16 @@ impl Tracker {
             summaries.push(summary);
         }
         let map = self.stage_map();
-        let totals = map.total(&converted, reporting)?;
+        let mut totals = map.total(&converted, reporting)?;
+        // The portfolio's win rate under the definitions: the companies' won and closed
+        // deals (in the window) summed, not their rates averaged.
+        let (won, closed) = converted.iter().fold((0u64, 0u64), |(won, closed), s| {
+            let c = s.metrics.as_ref().and_then(|m| m.win_rate.as_ref()).map_or(0, |w| w.sample_size);
+            (won + (s.win_rate * c as f64).round() as u64, closed + c)
+        });
+        totals.win_rate = if closed == 0 { 0.0 } else { won as f64 / closed as f64 };
+        let definition_revision = self.definitions().revision;
+        totals.definition_revision = definition_revision;
         let limit = if page_size == 0 { 50 } else { page_size.min(500) } as usize;
         let page: Vec<pb::CompanySummary> =
             summaries.into_iter().filter(|s| page_token.is_empty() || s.company_id.as_str() > page_token).collect();
@@ -428,8 +494,161 @@ impl Tracker {
             company_count: selected.len() as u64,
             reporting_currency_code: reporting.to_string(),
             unconverted_company_ids,
+            definition_revision,
         })
     }
+
+    /// The metric definitions in force, as the contract carries them.
+    pub fn definitions_proto(&self) -> pb::MetricDefinitions {
+        let d = self.definitions();
+        let m = &d.metrics;
+        let window = |days: Option<u32>| days.map(|d| duration_from_days(f64::from(d)));
+        pb::MetricDefinitions {
+            revision: d.revision,
+            win_rate_won_stage_ids: m.win_rate_won.clone(),
+            win_rate_lost_stage_ids: m.win_rate_lost.clone(),
+            win_rate_window: window(m.win_rate_window_days),
+            conversion_stage_ids: m.conversion_stages.clone(),
+            sales_cycle_window: window(m.sales_cycle_window_days),
+            velocity_window: window(m.velocity_window_days),
+            slip_window: window(Some(m.slip_window_days)),
+            forecast_categories: m.forecast_categories.clone().into_iter().collect(),
+            min_deals: m.min_deals,
+            min_companies: m.min_companies,
+        }
+    }
+
+    /// `metric` (all when empty) across `company_ids` (every company when empty), grouped
+    /// by the overlays' tag `group_by` (one group when empty), from the cached summaries.
+    pub async fn benchmarks(&self, metric: &str, group_by: &str, company_ids: &[String]) -> Result<pb::Benchmarks> {
+        let wanted: Vec<Metric> = if metric.is_empty() {
+            Metric::ALL.to_vec()
+        } else {
+            vec![
+                Metric::parse(metric)
+                    .ok_or_else(|| PublicError::invalid("metric", "must be winRate, salesCycle, coverage or slip"))?,
+            ]
+        };
+        let known = self.store.companies().await?;
+        let mut selected: Vec<(String, String)> = if company_ids.is_empty() {
+            known.iter().map(|c| (c.company_id.clone(), c.name.clone())).collect()
+        } else {
+            company_ids
+                .iter()
+                .map(|id| {
+                    let name = known.iter().find(|c| &c.company_id == id).map(|c| c.name.clone()).unwrap_or_default();
+                    (id.clone(), name)
+                })
+                .collect()
+        };
+        selected.sort();
+        selected.dedup();
+        let defs = self.definitions();
+        let mut values = Vec::with_capacity(selected.len());
+        for (id, _) in &selected {
+            let summary = self.company_funnels(id).await?.summary.unwrap_or_default();
+            let tag = defs.tags.get(id).and_then(|t| t.get(group_by)).cloned().unwrap_or_default();
+            values.push((id.clone(), tag, summary.metrics.unwrap_or_default()));
+        }
+        let names: HashMap<&str, &str> = selected.iter().map(|(id, n)| (id.as_str(), n.as_str())).collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        for metric in wanted {
+            let rows: Vec<(String, String, kpi::Value)> =
+                values.iter().map(|(id, tag, m)| (id.clone(), tag.clone(), value_of(metric, m))).collect();
+            let unit = unit(metric);
+            let groups = kpi::benchmark(&rows, defs.metrics.min_companies)
+                .into_iter()
+                .map(|g| {
+                    let (p25, p50, p75) = g.bands.unwrap_or_default();
+                    pb::BenchmarkGroup {
+                        tag_value: g.tag_value,
+                        not_enough_data: g.bands.is_none(),
+                        p25,
+                        p50,
+                        p75,
+                        sample_size: u32::try_from(g.sample).unwrap_or(u32::MAX),
+                        companies: g
+                            .companies
+                            .into_iter()
+                            .map(|p| pb::BenchmarkPosition {
+                                company_name: names
+                                    .get(p.company_id.as_str())
+                                    .map(|n| (*n).to_owned())
+                                    .unwrap_or_default(),
+                                company_id: p.company_id,
+                                value: Some(value_proto(p.value, unit)),
+                                percentile_rank: p.rank.unwrap_or_default(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            out.push(pb::MetricBenchmark { metric: metric.as_str().to_owned(), unit: unit.into(), groups });
+        }
+        Ok(pb::Benchmarks { definition_revision: defs.revision, group_by: group_by.to_owned(), metrics: out })
+    }
+}
+
+/// A company's pipelines with their figures, and the deal history they came from.
+struct Computed {
+    pipelines: Vec<(PipelineInfo, Figures)>,
+    history: Vec<DealHistory>,
+}
+
+fn unit(metric: Metric) -> pb::MetricUnit {
+    if metric.is_days() { pb::MetricUnit::Days } else { pb::MetricUnit::Ratio }
+}
+
+fn value_proto(v: kpi::Value, unit: pb::MetricUnit) -> pb::MetricValue {
+    pb::MetricValue {
+        value: v.value.unwrap_or_default(),
+        not_enough_data: v.value.is_none(),
+        sample_size: v.sample,
+        unit: unit.into(),
+    }
+}
+
+/// A company's metric back from its (cached) contract form.
+fn value_of(metric: Metric, m: &pb::CompanyMetrics) -> kpi::Value {
+    let v = match metric {
+        Metric::WinRate => m.win_rate.as_ref(),
+        Metric::SalesCycle => m.sales_cycle.as_ref(),
+        Metric::Coverage => m.coverage.as_ref(),
+        Metric::Slip => m.slip.as_ref(),
+    };
+    match v {
+        Some(v) => kpi::Value { value: (!v.not_enough_data).then_some(v.value), sample: v.sample_size },
+        None => kpi::Value::default(),
+    }
+}
+
+/// A company's metrics as the contract carries them, amounts in `currency`.
+fn metrics_proto(m: &CompanyMetrics, currency: Currency) -> Result<pb::CompanyMetrics> {
+    let ratio = |v: kpi::Value| Some(value_proto(v, pb::MetricUnit::Ratio));
+    Ok(pb::CompanyMetrics {
+        win_rate: ratio(m.win_rate),
+        conversion: m
+            .conversion
+            .iter()
+            .map(|(id, v)| pb::StageConversion { stage_id: id.clone(), conversion: ratio(*v) })
+            .collect(),
+        sales_cycle: Some(value_proto(m.sales_cycle_days, pb::MetricUnit::Days)),
+        velocity_per_day_money: if m.velocity_enough_data { money(m.velocity_per_day, currency)? } else { None },
+        coverage: ratio(m.coverage),
+        slip: ratio(m.slip),
+        slipped_count: m.slipped_count,
+        forecast: m
+            .forecast
+            .iter()
+            .map(|(category, (count, amount))| {
+                Ok(pb::ForecastCategory {
+                    category: category.clone(),
+                    deal_count: *count,
+                    amount_money: money(*amount, currency)?,
+                })
+            })
+            .collect::<Result<_>>()?,
+    })
 }
 
 fn check_range(from_ms: i64, to_ms: i64) -> Result<()> {
@@ -485,5 +704,7 @@ pub fn to_proto(
         win_rate: f.win_rate,
         avg_cycle: Some(duration_from_days(f.avg_cycle_days)),
         sales_velocity_per_day_money: money(f.sales_velocity_per_day, currency)?,
+        // Set by the tracker, which knows the definitions in force.
+        definition_revision: 0,
     })
 }

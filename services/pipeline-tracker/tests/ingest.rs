@@ -496,3 +496,103 @@ async fn events_without_amount_money_fall_back_to_the_double_in_the_company_curr
         assert_eq!(parts(&f.open_amount_money), (dec("1324.5"), "EUR".into()), "{}", tdb.label);
     }
 }
+
+/// Days since T0 of the real now, so windows (which end now) hold what the test says.
+fn today() -> i64 {
+    (gomark_storage::now_ms() - T0) / DAY_MS
+}
+
+fn definitions(yaml: &str, revision: i64) -> gomark_pipeline_tracker::kpi::Definitions {
+    let doc = gtm_config::Document::from_yaml(yaml).expect("parses");
+    doc.validate().expect("valid");
+    gomark_pipeline_tracker::kpi::definitions(&doc, revision)
+}
+
+#[tokio::test]
+async fn a_definition_change_recomputes_and_old_figures_keep_their_revision() {
+    let tdb = TestDatabase::sqlite();
+    let tracker = tracker(&tdb).await;
+    let t = today();
+    let events = [
+        // Won long ago (outside a 90-day window), lost and won recently, one still open.
+        upserted("c1", 1, t - 200, "appointmentscheduled", 100.0, t - 200),
+        upserted("c1", 1, t - 190, "closedwon", 100.0, t - 200),
+        upserted("c1", 2, t - 20, "appointmentscheduled", 100.0, t - 20),
+        upserted("c1", 2, t - 10, "closedlost", 100.0, t - 20),
+        upserted("c1", 3, t - 30, "appointmentscheduled", 100.0, t - 30),
+        upserted("c1", 3, t - 5, "closedwon", 100.0, t - 30),
+        upserted("c1", 4, t - 3, "qualifiedtobuy", 100.0, t - 3),
+    ];
+    ingest(&tracker, &events, 10).await;
+    tracker.set_definitions(definitions("baseline: {}\n", 1)).await;
+    let before = tracker.company_funnels("c1").await.expect("funnels").summary.expect("summary");
+    assert_eq!((before.definition_revision, before.win_rate), (1, 2.0 / 3.0));
+    // Cached: the same figures, the same revision.
+    assert_eq!(tracker.company_funnels("c1").await.expect("cached").summary.as_ref(), Some(&before));
+
+    let yaml = "baseline:\n  metrics:\n    winRate: {windowDays: 90}\n    minimumSample: {deals: 2}\n";
+    tracker.set_definitions(definitions(yaml, 2)).await;
+    let after = tracker.company_funnels("c1").await.expect("funnels");
+    let summary = after.summary.expect("summary");
+    assert_eq!((summary.definition_revision, summary.win_rate), (2, 0.5));
+    let win = summary.metrics.and_then(|m| m.win_rate).expect("win rate");
+    assert_eq!((win.value, win.sample_size, win.not_enough_data), (0.5, 2, false));
+    assert!(after.funnels.iter().all(|f| f.definition_revision == 2 && f.win_rate == 0.5));
+    // The figure computed before still says what it was computed with.
+    assert_eq!((before.definition_revision, before.win_rate), (1, 2.0 / 3.0));
+    // A past date is computed under the definitions in force, and says so.
+    let past = tracker.funnel("c1", "default", T0 + (t - 1) * DAY_MS).await.expect("past");
+    assert_eq!(past.definition_revision, 2);
+    let defs = tracker.definitions_proto();
+    assert_eq!((defs.revision, defs.win_rate_window.map(|d| d.seconds)), (2, Some(90 * 86_400)));
+
+    // Three deals needed: the same window gives "not enough data" rather than 0.5.
+    let yaml = "baseline:\n  metrics:\n    winRate: {windowDays: 90}\n    minimumSample: {deals: 3}\n";
+    tracker.set_definitions(definitions(yaml, 3)).await;
+    let summary = tracker.company_funnels("c1").await.expect("funnels").summary.expect("summary");
+    let win = summary.metrics.and_then(|m| m.win_rate).expect("win rate");
+    assert_eq!((summary.definition_revision, win.not_enough_data, win.sample_size), (3, true, 2));
+}
+
+#[tokio::test]
+async fn benchmarks_rank_companies_within_their_tag_group() {
+    let tdb = TestDatabase::sqlite();
+    let tracker = tracker(&tdb).await;
+    let t = today();
+    // c1 wins 1 of 4, c2 2 of 4, c3 3 of 4.
+    let mut events = Vec::new();
+    for (company, wins) in [("c1", 1), ("c2", 2), ("c3", 3)] {
+        for deal in 0..4u32 {
+            let stage = if deal < wins { "closedwon" } else { "closedlost" };
+            events.push(upserted(company, deal, t - 20, "appointmentscheduled", 10.0, t - 20));
+            events.push(upserted(company, deal, t - 10, stage, 10.0, t - 20));
+        }
+    }
+    ingest(&tracker, &events, 50).await;
+    let yaml = r#"
+baseline:
+  metrics: {minimumSample: {deals: 4, companies: 2}}
+companies:
+  one: {companyId: c1, tags: {salesMotion: plg}}
+  two: {companyId: c2, tags: {salesMotion: plg}}
+  three: {companyId: c3, tags: {salesMotion: enterprise}}
+"#;
+    tracker.set_definitions(definitions(yaml, 7)).await;
+    let b = tracker.benchmarks("winRate", "salesMotion", &[]).await.expect("benchmarks");
+    assert_eq!((b.definition_revision, b.metrics.len()), (7, 1));
+    let groups = &b.metrics[0].groups;
+    let tags: Vec<&str> = groups.iter().map(|g| g.tag_value.as_str()).collect();
+    assert_eq!(tags, ["enterprise", "plg"]);
+    // One enterprise company: below the minimum of two, no percentiles.
+    assert!(groups[0].not_enough_data && groups[0].companies[0].value.as_ref().is_some_and(|v| v.value == 0.75));
+    // plg: 0.25 and 0.5 → p25 0.3125, p50 0.375, p75 0.4375; ranks 25 and 75.
+    let plg = &groups[1];
+    assert!(!plg.not_enough_data);
+    assert_eq!((plg.p25, plg.p50, plg.p75, plg.sample_size), (0.3125, 0.375, 0.4375, 2));
+    let ranks: Vec<(&str, f64)> = plg.companies.iter().map(|c| (c.company_id.as_str(), c.percentile_rank)).collect();
+    assert_eq!(ranks, [("c1", 25.0), ("c2", 75.0)]);
+    // Ungrouped: one group of three; an unknown metric is refused.
+    let all = tracker.benchmarks("winRate", "", &[]).await.expect("benchmarks");
+    assert_eq!((all.metrics[0].groups.len(), all.metrics[0].groups[0].p50), (1, 0.5));
+    assert!(tracker.benchmarks("nope", "", &[]).await.is_err());
+}

@@ -266,6 +266,18 @@ fn routes() -> Vec<Route> {
             call: |c, _| (Method::GET, format!("/v1/portfolio/funnel/events?companyIds={c}"), None),
         },
         Route {
+            name: "GET portfolio benchmarks",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| (Method::GET, format!("/v1/portfolio/benchmarks?companyIds={c}"), None),
+        },
+        Route {
+            name: "GET metric definitions",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |_, _| (Method::GET, "/v1/metrics/definitions".into(), None),
+        },
+        Route {
             name: "GET companies",
             min_role: Role::Viewer,
             portfolio_only: false,
@@ -310,6 +322,7 @@ fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16
             | "POST config import"
             | "GET rollouts"
             | "POST rollout"
+            | "GET metric definitions"
     );
     if scoped && target == Target::Other && touches_company {
         return if status == 404 { Ok(()) } else { Err(format!("other company must be 404, got {status}")) };

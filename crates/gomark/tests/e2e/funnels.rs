@@ -140,3 +140,67 @@ async fn embedded_funnels_follow_hubspot_deals() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// Metric definitions as code through REST: the defaults at first, then a revision's
+/// `baseline.metrics` and overlay tags, which every figure and benchmark then names.
+#[tokio::test]
+async fn embedded_benchmarks_follow_the_metric_definitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = &gomark.hubspot_sim;
+    let a = create_company(&api, sim, "Bench A", "bench-a", 971).await;
+    let b = create_company(&api, sim, "Bench B", "bench-b", 972).await;
+    // A wins 2 of 2, B 1 of 2.
+    sim.create_deals("bench-a", 2, "closedwon", "default");
+    sim.create_deals("bench-b", 1, "closedwon", "default");
+    sim.create_deals("bench-b", 1, "closedlost", "default");
+    let ids = format!("{a},{b}");
+    crate::support::eventually("both companies' deals counted", TIMEOUT, || async {
+        let p = api.send(Method::GET, &format!("/v1/portfolio/funnel?companyIds={ids}"), None).await.body;
+        (p["totals"]["wonCount"] == 3 && p["totals"]["lostCount"] == 1).then_some(())
+    })
+    .await;
+
+    let defs = api.send(Method::GET, "/v1/metrics/definitions", None).await.body;
+    assert_eq!((defs["revision"].as_i64(), defs["minDeals"].as_u64()), (Some(0), Some(5)), "{defs}");
+    let bench = api.send(Method::GET, &format!("/v1/portfolio/benchmarks?metric=winRate&companyIds={ids}"), None).await;
+    assert_eq!(bench.status, 200, "{}", bench.body);
+    // Two deals per company are below the default five: not enough data, and no number.
+    let company = &bench.body["metrics"][0]["groups"][0]["companies"][0];
+    assert_eq!((company["value"]["notEnoughData"].as_bool(), company["value"].get("value")), (Some(true), None));
+
+    let doc = format!(
+        "baseline:\n  metrics:\n    minimumSample: {{deals: 2, companies: 2}}\ncompanies:\n  a: {{companyId: \"{a}\", tags: {{salesMotion: plg}}}}\n  b: {{companyId: \"{b}\", tags: {{salesMotion: plg}}}}\n"
+    );
+    let revision = api
+        .send(Method::POST, "/v1/config/revisions", Some(serde_json::json!({"document": doc, "message": "metrics"})))
+        .await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+    let number = revision.body["number"].as_i64().expect("number");
+    crate::support::eventually("the new definitions in force", TIMEOUT, || async {
+        let defs = api.send(Method::GET, "/v1/metrics/definitions", None).await.body;
+        (defs["revision"].as_i64() == Some(number)).then_some(())
+    })
+    .await;
+    let path = format!("/v1/portfolio/benchmarks?metric=winRate&groupBy=salesMotion&companyIds={ids}");
+    let bench = api.send(Method::GET, &path, None).await.body;
+    assert_eq!(bench["definitionRevision"].as_i64(), Some(number), "{bench}");
+    let group = &bench["metrics"][0]["groups"][0];
+    assert_eq!((group["tagValue"].as_str(), group["p50"].as_f64()), (Some("plg"), Some(0.75)), "{bench}");
+    let rank = |id: &str| {
+        group["companies"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["companyId"] == id))
+            .map(|c| c["percentileRank"].clone())
+    };
+    assert_eq!((rank(&a), rank(&b)), (Some(serde_json::json!(75.0)), Some(serde_json::json!(25.0))), "{bench}");
+    let p = api.send(Method::GET, &format!("/v1/portfolio/funnel?companyIds={ids}"), None).await.body;
+    assert_eq!(p["items"][0]["definitionRevision"].as_i64(), Some(number), "{p}");
+    assert_eq!(p["items"][0]["metrics"]["winRate"]["sampleSize"].as_u64(), Some(2), "{p}");
+    let bad = api.send(Method::GET, "/v1/portfolio/benchmarks?metric=revenue", None).await;
+    assert!(bad.problem(400)["detail"].as_str().expect("detail").contains("metric"), "{}", bad.body);
+    gomark.shutdown.trigger();
+}

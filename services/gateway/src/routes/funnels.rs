@@ -43,7 +43,7 @@ pub struct MoneyView {
 
 /// A contract amount as REST shows it; absent or malformed amounts (never sent by
 /// pipeline-tracker) show as none rather than as a wrong number.
-fn money(m: Option<gomark_proto::common::v1::Money>) -> Option<MoneyView> {
+pub(crate) fn money(m: Option<gomark_proto::common::v1::Money>) -> Option<MoneyView> {
     let m = gomark_proto::money::Money::try_from(m?).ok()?;
     Some(MoneyView { amount: m.amount.to_string(), currency: m.currency.to_string() })
 }
@@ -131,13 +131,16 @@ pub struct FunnelView {
     lost_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost_amount: Option<MoneyView>,
-    /// won ÷ (won + lost).
+    /// won ÷ (won + lost), the stages and window of the metric definitions.
     win_rate: f64,
     /// Average days from creation to won.
     avg_cycle_days: f64,
     /// Expected revenue per day: open deals × average won amount × win rate ÷ cycle days.
     #[serde(skip_serializing_if = "Option::is_none")]
     sales_velocity_per_day: Option<MoneyView>,
+    /// The configuration revision whose metric definitions computed win rate, cycle and
+    /// velocity (see `GET /v1/metrics/definitions`).
+    definition_revision: i64,
 }
 
 impl From<pb::Funnel> for FunnelView {
@@ -174,6 +177,7 @@ impl From<pb::Funnel> for FunnelView {
             win_rate: f.win_rate,
             avg_cycle_days: days(f.avg_cycle),
             sales_velocity_per_day: money(f.sales_velocity_per_day_money),
+            definition_revision: f.definition_revision,
         }
     }
 }
@@ -405,6 +409,11 @@ pub struct CompanySummaryView {
     /// No rate on or before the as-of date converts this company's currency: its amounts
     /// are left out of the totals.
     fx_rate_missing: bool,
+    /// The configuration revision whose metric definitions computed `winRate` and `metrics`.
+    definition_revision: i64,
+    /// The company's metrics under those definitions (absent on the totals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<super::benchmarks::CompanyMetricsView>,
 }
 
 /// One exchange rate: 1 `from` = `rate` `to`, on `date`.
@@ -443,6 +452,8 @@ impl From<pb::CompanySummary> for CompanySummaryView {
                 rate: r.rate,
             }),
             fx_rate_missing: c.fx_rate_missing,
+            definition_revision: c.definition_revision,
+            metrics: c.metrics.map(Into::into),
         }
     }
 }
@@ -474,6 +485,8 @@ pub struct PortfolioView {
     items: Vec<CompanySummaryView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
+    /// The configuration revision whose metric definitions computed the figures.
+    definition_revision: i64,
 }
 
 impl From<pb::Portfolio> for PortfolioView {
@@ -486,6 +499,7 @@ impl From<pb::Portfolio> for PortfolioView {
             company_count: p.company_count,
             items: p.companies.into_iter().map(CompanySummaryView::from).collect(),
             next_cursor: (!p.next_page_token.is_empty()).then_some(p.next_page_token),
+            definition_revision: p.definition_revision,
         }
     }
 }
