@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use gomark_platform::PublicError;
 use gomark_proto::hubspot_sync::v1::ImportedPortal;
 use gomark_proto::orchestrator::v1 as pb;
-use gtm_config::{CompanyOverlay, Document};
+use gtm_config::Document;
 
 pub struct Importer<'a> {
     pub store: &'a Store,
@@ -117,23 +117,15 @@ impl Importer<'_> {
                 pipelines: observed.pipelines.len() as u32,
                 skipped: observed.skipped.clone(),
             });
-            // Settings the company already had survive a re-import.
-            let settings = document.companies.get(&key).map(|o| o.settings);
-            let mut overlay = CompanyOverlay {
-                company_id: company.id.clone(),
-                property_groups: observed
-                    .property_groups
-                    .iter()
-                    .cloned()
-                    .map(gtm_config::wire::group_from_proto)
-                    .collect(),
-                deal_properties,
-                pipelines: observed.pipelines.iter().cloned().map(gtm_config::wire::pipeline_from_proto).collect(),
-                ..CompanyOverlay::default()
-            };
-            if let Some(settings) = settings {
-                overlay.settings = settings;
-            }
+            // Import adopts what the portal holds (groups, properties, pipelines); what the
+            // company declared beyond it (settings, stage mapping, currency, tags, outreach,
+            // rules) survives a re-import.
+            let mut overlay = document.companies.get(&key).cloned().unwrap_or_default();
+            overlay.company_id.clone_from(&company.id);
+            overlay.property_groups =
+                observed.property_groups.iter().cloned().map(gtm_config::wire::group_from_proto).collect();
+            overlay.deal_properties = deal_properties;
+            overlay.pipelines = observed.pipelines.iter().cloned().map(gtm_config::wire::pipeline_from_proto).collect();
             // Baseline items the portal does not have are removed for this company, so the
             // revision describes the portal exactly.
             overlay.remove_deal_properties = document

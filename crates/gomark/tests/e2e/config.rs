@@ -5,6 +5,7 @@ use crate::scenarios::create_company;
 use crate::support::{Api, eventually};
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
+use gtm_config::Document;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -79,6 +80,28 @@ async fn importing_the_portfolio_adopts_reality_and_plans_nothing() {
     for company in plan.body["companies"].as_array().expect("companies") {
         assert_eq!(company["actions"].as_array().map(Vec::len), Some(0), "reality adopted, nothing to do: {company}");
     }
+
+    // What a company declared beyond its portal (currency, tags, stage mapping) survives a
+    // re-import, which adopts only what the portal holds.
+    let latest = api.send(Method::GET, "/v1/config", None).await;
+    let mut document = Document::from_yaml(latest.body["document"].as_str().expect("document")).expect("yaml");
+    let (key, overlay) = document.companies.iter_mut().next().expect("a company");
+    let key = key.clone();
+    overlay.currency = Some("EUR".into());
+    overlay.tags.insert("salesMotion".into(), "plg".into());
+    overlay.stage_mapping.insert("closedwon".into(), "won".into());
+    let yaml = document.to_yaml().expect("yaml");
+    let stored =
+        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": yaml, "message": "declare"}))).await;
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    let imported = api.send(Method::POST, "/v1/config/import", Some(json!({}))).await;
+    assert_eq!(imported.status, 201, "{}", imported.body);
+    let latest = api.send(Method::GET, "/v1/config", None).await;
+    let document = Document::from_yaml(latest.body["document"].as_str().expect("document")).expect("yaml");
+    let overlay = &document.companies[&key];
+    assert_eq!(overlay.currency.as_deref(), Some("EUR"), "{key}");
+    assert_eq!(overlay.tags.get("salesMotion").map(String::as_str), Some("plg"), "{key}");
+    assert_eq!(overlay.stage_mapping.get("closedwon").map(String::as_str), Some("won"), "{key}");
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
@@ -211,7 +234,7 @@ async fn revisions_plans_diffs_and_rollbacks() {
 /// portal, roll it back.
 #[tokio::test]
 async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
-    use gtm_config::{DealProperty, Document, FieldType, PropertyType, Stage};
+    use gtm_config::{DealProperty, FieldType, PropertyType, Stage};
     use std::collections::BTreeSet;
     let dir = tempfile::tempdir().expect("tempdir");
     let options = EmbeddedOptions {
