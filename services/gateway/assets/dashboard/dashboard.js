@@ -189,15 +189,17 @@ async function loadWaterfall(){
   const box=document.getElementById('waterfall-chart');
   if(charts.waterfall)charts.waterfall.destroy();
   const xs=bars.map((_,i)=>i);
-  charts.waterfall=new uPlot({width:box.clientWidth,height:240,legend:{show:false},cursor:{points:{show:false},y:false},
+  charts.waterfall=new uPlot({width:box.clientWidth,height:240,legend:{show:false},cursor:{points:{show:false},y:false,drag:{x:false,y:false}},
     scales:{x:{time:false,range:()=>[-0.5,bars.length-0.5]},y:{range:(u,min,max)=>[Math.min(0,...bars.map(b=>b.lo)),Math.max(1,...bars.map(b=>b.hi))*1.2]}},
     series:[{},{label:'deals',paths:()=>null,points:{show:false}}],
     axes:[{splits:()=>xs,values:(u,splits)=>splits.map(i=>bars[i]?bars[i].label:''),size:40},{label:'open deals'}],
     hooks:{draw:[u=>drawBars(u,bars)]}},[xs,bars.map(b=>b.hi)],box);
   charts.waterfall.bars=bars;
-  charts.waterfall.over.onclick=()=>{const u=charts.waterfall,i=Math.round(u.posToVal(u.cursor.left,'x')),b=bars[i];if(!b)return;
+  // Capture: uPlot's own click listener stops the event after what it takes for a drag.
+  const chart=charts.waterfall;
+  chart.over.addEventListener('click',e=>{const x=e.clientX-chart.over.getBoundingClientRect().left,b=bars[Math.round(chart.posToVal(x,'x'))];if(!b)return;
     const amount=b.amount?` · ${money(b.amount)}`:'';
-    document.getElementById('waterfall-detail').textContent=`${b.label}: ${b.count} deal${b.count===1?'':'s'}${amount} between ${when(w.from)} and ${when(w.to)} (the API gives counts and amounts, not the deals themselves)`};
+    document.getElementById('waterfall-detail').textContent=`${b.label}: ${b.count} deal${b.count===1?'':'s'}${amount} between ${when(w.from)} and ${when(w.to)} (the API gives counts and amounts, not the deals themselves)`},true);
   if(w.amountChanged)document.getElementById('waterfall-detail').textContent=`Amount changes of deals open throughout: ${money(w.amountChanged)}. Click a bar for its figures.`;
   fit(charts.waterfall,box)
 }
