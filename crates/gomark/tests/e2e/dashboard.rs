@@ -235,7 +235,13 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     })
     .await;
     assert!(fits["scroll"].as_u64() <= fits["inner"].as_u64(), "horizontal overflow at 800 px: {fits}");
-    browser.eval("window.scrollTo(0, 0)").await;
+    // The charts at 800 px (they follow their box's width).
+    browser.eval("document.getElementById('trends').scrollIntoView()").await;
+    eventually("the trend as wide as its box at 800 px", Duration::from_secs(10), || async {
+        let w = browser.eval("return window.gomarkCharts.trend.width").await.as_u64();
+        w.filter(|w| *w > 300 && *w <= 800)
+    })
+    .await;
     browser.screenshot("dashboard-800px").await;
 
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
