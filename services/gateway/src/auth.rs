@@ -19,8 +19,9 @@ pub use api_keys::{ApiKeyRecord, ApiKeys};
 /// Routes anyone may call: health, the API description, webhooks (which check their own
 /// signatures).
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/openapi.json", "/docs", "/dashboard", "/webhooks/hubspot"];
-/// And the static files of `/docs`.
-const PUBLIC_PREFIX: &str = "/docs/assets/";
+/// And the static files of `/docs` and `/dashboard` (vendored libraries and the pages' own
+/// scripts: nothing secret).
+const PUBLIC_PREFIXES: &[&str] = &["/docs/assets/", "/dashboard/assets/"];
 
 pub struct Authenticator {
     pub keys: ApiKeys,
@@ -61,7 +62,7 @@ impl Authenticator {
 /// Puts the authenticated [`Caller`] into the request, or answers 401; then applies the
 /// caller's rate limit.
 pub async fn require_caller(State(state): State<crate::routes::AppState>, mut req: Request, next: Next) -> Response {
-    if PUBLIC_PATHS.contains(&req.uri().path()) || req.uri().path().starts_with(PUBLIC_PREFIX) {
+    if PUBLIC_PATHS.contains(&req.uri().path()) || PUBLIC_PREFIXES.iter().any(|p| req.uri().path().starts_with(p)) {
         return next.run(req).await;
     }
     let client = client_address(&req);

@@ -79,6 +79,8 @@ pub fn router(state: AppState) -> Router {
     documented
         // Swagger UI's files for /docs: served, but not API operations to document.
         .route("/docs/assets/{file}", axum::routing::get(docs::asset))
+        // The dashboard's chart library, stylesheet and script: the same, for /dashboard.
+        .route("/dashboard/assets/{file}", axum::routing::get(dashboard::asset))
         .fallback(|| async { Problem::http(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::http(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")

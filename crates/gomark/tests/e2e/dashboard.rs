@@ -1,8 +1,10 @@
 //! The dashboard in a real browser (headless Chromium driven through chromedriver's
 //! WebDriver API): the page loads, shows the demo portfolio, and a deal made in HubSpot
 //! moves a number on screen; amounts carry their currency, "won" is labelled as a count or
-//! an amount, the velocity is never absurd, the pipeline picker works, and the page fits
-//! 800 px without scrolling sideways.
+//! an amount, the velocity is never absurd, the pipeline picker works, the trend and
+//! waterfall charts draw the API's figures, a rollout appears as a marker on the trend and
+//! progresses in the operator console, and the page fits 800 px without scrolling sideways.
+//! Screenshots of the page go to `docs/screenshots/` (referenced from the README).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
 //! skipped, unless `GOMARK_REQUIRE_BROWSER=1` (set by CI) makes that a failure.
@@ -74,6 +76,33 @@ impl Browser {
 
     async fn open(&self, url: &str) {
         self.command("url", json!({"url": url})).await;
+    }
+
+    /// A mouse click at an offset from the centre of the element `css` selects.
+    async fn click_at(&self, css: &str, x: i64, y: i64) {
+        let found = self.command("element", json!({"using": "css selector", "value": css})).await;
+        let element = found.as_object().and_then(|o| o.values().next()).cloned().expect("element");
+        let origin = json!({"element-6066-11e4-a52e-4f735466cecf": element});
+        let actions = json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": [
+            {"type": "pointerMove", "origin": origin, "x": x, "y": y},
+            {"type": "pointerDown", "button": 0},
+            {"type": "pointerUp", "button": 0}
+        ]}]});
+        self.command("actions", actions).await;
+    }
+
+    /// Saves what the window shows as a PNG under the repository's `docs/screenshots/`.
+    async fn screenshot(&self, name: &str) {
+        use base64::Engine as _;
+        let url = format!("{}/session/{}/screenshot", self.base, self.session);
+        let reply: Value = self.http.get(url).send().await.expect("screenshot").json().await.expect("json");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(reply["value"].as_str().expect("base64 PNG"))
+            .expect("decodes");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
 
     /// Runs `script` in the page and returns what it returns.
@@ -196,6 +225,8 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     assert_eq!(picker["value"], "default", "{picker}");
     assert!(picker["options"].as_array().is_some_and(|o| o.contains(&json!("default"))), "{picker}");
 
+    charts_rollout_and_console(&browser, &api).await;
+
     // 800 px wide: everything reachable without a horizontal scroll bar.
     browser.resize(800, 900).await;
     let fits = eventually("the page at 800 px", Duration::from_secs(10), || async {
@@ -204,10 +235,160 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     })
     .await;
     assert!(fits["scroll"].as_u64() <= fits["inner"].as_u64(), "horizontal overflow at 800 px: {fits}");
+    // The charts at 800 px (they follow their box's width).
+    browser.eval("document.getElementById('trends').scrollIntoView()").await;
+    eventually("the trend as wide as its box at 800 px", Duration::from_secs(10), || async {
+        let w = browser.eval("return window.gomarkCharts.trend.width").await.as_u64();
+        w.filter(|w| *w > 300 && *w <= 800)
+    })
+    .await;
+    browser.screenshot("dashboard-800px").await;
 
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
+}
+
+/// The charts draw the API's numbers; a rollout started now becomes a marker on the trend
+/// and a row of the console that progresses to completion; the audit log filters by action.
+async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
+    browser.resize(1400, 2600).await;
+    // The portfolio trend: a canvas, and the series are the demo's deals (made today).
+    let created = eventually("the portfolio trend drawn", Duration::from_secs(30), || async {
+        let v = browser
+            .eval("const c = window.gomarkCharts.trend; return c && document.querySelector('#trend-chart canvas') && c.data[1].reduce((a, b) => a + b, 0)")
+            .await;
+        v.as_u64().filter(|n| *n > 0)
+    })
+    .await;
+    let mut expected = 0;
+    let companies = api.send(Method::GET, "/v1/companies?limit=100", None).await.body;
+    let (from, to) = browser
+        .eval("const r = range('trend-from', 'trend-to'); return [r.from.toISOString(), r.to.toISOString()]")
+        .await
+        .as_array()
+        .map(|r| (r[0].as_str().unwrap_or_default().to_owned(), r[1].as_str().unwrap_or_default().to_owned()))
+        .expect("the trend's range");
+    for c in companies["items"].as_array().expect("companies") {
+        let id = c["id"].as_str().expect("id");
+        let periods = api
+            .send(
+                Method::GET,
+                &format!("/v1/companies/{id}/funnels/default/periods?period=day&from={from}&to={to}"),
+                None,
+            )
+            .await
+            .body;
+        expected += periods["items"].as_array().map_or(0, |p| p.iter().filter_map(|p| p["created"].as_u64()).sum());
+    }
+    assert!(expected >= created, "the trend shows at most the API's deals: {created} vs {expected}");
+    let canvas =
+        browser.eval("const c = document.querySelector('#trend-chart canvas'); return [c.width, c.height]").await;
+    assert!(canvas[0].as_u64() > Some(300) && canvas[1].as_u64() > Some(100), "{canvas}");
+
+    // The waterfall of the selected company: bars from the API's movements, each with its count.
+    let bars = eventually("the waterfall drawn", Duration::from_secs(20), || async {
+        let v = browser
+            .eval("const w = window.gomarkCharts.waterfall; return w && document.querySelector('#waterfall-chart canvas') && w.bars")
+            .await;
+        v.as_array().filter(|b| b.len() >= 7).cloned()
+    })
+    .await;
+    let count = |label: &str| bars.iter().find(|b| b["label"] == label).and_then(|b| b["count"].as_u64()).unwrap_or(0);
+    assert!(count("Created") > 0, "{bars:?}");
+    assert_eq!(
+        count("Start") + count("Created") + count("Reopened") - count("Won") - count("Lost") - count("Removed"),
+        count("End"),
+        "the waterfall adds up: {bars:?}"
+    );
+    // Clicking the "Created" bar (a real pointer click) tells its figures; the chart may be
+    // redrawn meanwhile: retry.
+    let created_bar = format!("Created: {} deal", count("Created"));
+    let detail = eventually("the bar's figures on click", Duration::from_secs(10), || async {
+        let at = browser
+            .eval("const u = window.gomarkCharts.waterfall, r = u.over.getBoundingClientRect(); return [Math.round(u.valToPos(1, 'x') - r.width / 2), Math.round(r.height / 2 - 5)]")
+            .await;
+        browser.click_at("#waterfall-chart .u-over", at[0].as_i64().unwrap_or(0), at[1].as_i64().unwrap_or(0)).await;
+        let v = browser.eval("return document.getElementById('waterfall-detail').textContent").await;
+        v.as_str().filter(|d| d.starts_with(&created_bar)).map(str::to_owned)
+    })
+    .await;
+    assert!(detail.contains("between"), "{detail}");
+
+    // A new revision, rolled out: a marker on the trend, a row in the console.
+    let latest = api.send(Method::GET, "/v1/config", None).await.body;
+    let document = format!("{}\n# dashboard test\n", latest["document"].as_str().expect("the demo's document"));
+    let revision = api
+        .send(Method::POST, "/v1/config/revisions", Some(json!({"document": document, "message": "dashboard test"})))
+        .await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+    let number = revision.body["number"].as_i64().expect("number");
+    let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": number, "concurrency": 2}))).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["id"].as_str().expect("id").to_owned();
+    let total = started.body["total"].as_u64().expect("total");
+    assert!(total > 0, "{}", started.body);
+
+    let row = format!("#rollouts tr[data-rollout='{id}']");
+    eventually("the rollout in the console", Duration::from_secs(20), || async {
+        browser.eval(&format!("return !!document.querySelector(\"{row}\")")).await.as_bool().filter(|b| *b)
+    })
+    .await;
+    browser.screenshot("dashboard-rollout").await;
+    let marker = eventually("the rollout's marker on the trend", Duration::from_secs(20), || async {
+        let v = browser
+            .eval(&format!(
+                "const li = document.querySelector('#markers li[data-kind=rollout][data-revision=\"{number}\"]'); \
+                 return li && (window.gomarkCharts.trend.drawnMarkers || []).includes('▶ r{number}') && li.textContent"
+            ))
+            .await;
+        v.as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(marker.starts_with(&format!("▶ r{number}")), "{marker}");
+    let revision_marker =
+        browser.eval(&format!("return (window.gomarkCharts.trend.drawnMarkers || []).includes('r{number}')")).await;
+    assert_eq!(revision_marker, true, "the revision is drawn too");
+
+    // The console follows it to the end: done/total grows to total/total.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let v = browser
+            .eval(&format!(
+                "const r = document.querySelector(\"{row}\"); return r && [r.dataset.state, r.querySelector('.done').textContent]"
+            ))
+            .await;
+        let done = v[1].as_str().unwrap_or_default().to_owned();
+        if seen.last() != Some(&done) {
+            seen.push(done);
+        }
+        if v[0] == "completed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rollout never completed on screen: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.last(), Some(&format!("{total}/{total}")), "progress seen: {seen:?}");
+    let api_view = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await.body;
+    assert_eq!(api_view["state"], "completed", "{api_view}");
+    browser.screenshot("dashboard").await;
+
+    // The audit log, filtered by action: only rollout starts, this one among them.
+    browser
+        .eval("document.getElementById('audit-action').value = 'rollout.start'; document.getElementById('audit-apply').click()")
+        .await;
+    let actions = eventually("the audit log filtered", Duration::from_secs(20), || async {
+        let v = browser
+            .eval("return [...document.querySelectorAll('#audit tr[data-action]')].map(r => r.dataset.action)")
+            .await;
+        v.as_array().filter(|a| !a.is_empty() && a.iter().all(|a| a == "rollout.start")).cloned()
+    })
+    .await;
+    let starts = api.send(Method::GET, "/v1/audit?limit=100", None).await.body;
+    let expected =
+        starts["items"].as_array().expect("entries").iter().filter(|e| e["action"] == "rollout.start").count();
+    assert_eq!(actions.len(), expected, "every rollout start, nothing else: {actions:?}");
 }
 
 /// `/docs` in the browser: Swagger UI renders every operation from `/openapi.json`, its
