@@ -225,6 +225,7 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     assert_eq!(picker["value"], "default", "{picker}");
     assert!(picker["options"].as_array().is_some_and(|o| o.contains(&json!("default"))), "{picker}");
 
+    benchmark_table(&browser, &api, &gomark).await;
     charts_rollout_and_console(&browser, &api).await;
 
     // 800 px wide: everything reachable without a horizontal scroll bar.
@@ -247,6 +248,90 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
+}
+
+/// The benchmark table shows the API's benchmarks: one row per company, the p25–p75 band and
+/// p50 tick where the group has enough data, "not enough data" (and no number) where the
+/// company has too few deals, and every value titled with its definition revision.
+async fn benchmark_table(browser: &Browser, api: &Api, gomark: &Embedded) {
+    browser.resize(1400, 1000).await;
+    // Four companies close enough deals for a win rate (4 of 8 … 7 of 8): percentiles.
+    for i in 1..=4 {
+        gomark.hubspot_sim.create_deals(&gomark::demo_token(i), 3 + i, "closedwon", "default");
+        gomark.hubspot_sim.create_deals(&gomark::demo_token(i), 5 - i, "closedlost", "default");
+    }
+    let all = eventually("win-rate percentiles in the API", Duration::from_secs(30), || async {
+        let b = api.send(Method::GET, "/v1/portfolio/benchmarks", None).await.body;
+        let banded =
+            b["metrics"].as_array()?.iter().find(|m| m["metric"] == "winRate")?["groups"][0]["p50"].is_number();
+        banded.then_some(b)
+    })
+    .await;
+    let revision = all["definitionRevision"].as_i64().expect("definitionRevision");
+    let metrics = all["metrics"].as_array().expect("metrics").clone();
+    let companies = |m: &Value| -> Vec<Value> {
+        m["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["companies"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let win_rate = metrics.iter().find(|m| m["metric"] == "winRate").expect("winRate");
+    assert_eq!(companies(win_rate).len(), 20, "every demo company: {win_rate}");
+    // The page reads the benchmarks when the metric is picked (and every 30 s).
+    let pick = |metric: &str| {
+        format!(
+            "const s = document.getElementById('bench-metric'); s.value = '{metric}'; s.dispatchEvent(new Event('change'))"
+        )
+    };
+    let rows = eventually("the benchmark rows with bands", Duration::from_secs(30), || async {
+        browser.eval(&pick("winRate")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let v = browser
+            .eval("return [document.querySelectorAll('#bench-rows tr[data-company]').length, document.querySelectorAll('#bench-rows .band-cell .band').length, document.querySelectorAll('#bench-rows .band-cell .p50').length, document.querySelectorAll('#bench-rows .band-cell .marker').length]")
+            .await;
+        (v[1].as_u64() > Some(0)).then_some(v)
+    })
+    .await;
+    // One portfolio group: a band and a p50 tick on every row, a marker where there is a value.
+    let valued = companies(win_rate).iter().filter(|c| c["value"]["value"].is_number()).count() as u64;
+    assert_eq!(rows, json!([20, 20, 20, valued]), "rows, bands, ticks, markers");
+    assert_eq!(valued, 4, "the four companies with closed deals: {win_rate}");
+    browser.eval("document.getElementById('benchmarks').scrollIntoView()").await;
+    browser.screenshot("dashboard-benchmarks").await;
+    let title = browser.eval("return document.querySelector('#bench-rows td.value a').title").await;
+    assert!(
+        title
+            .as_str()
+            .is_some_and(|t| t.contains("Win rate = won") && t.contains(&format!("Definition revision r{revision}"))),
+        "each value names its definition and revision: {title}"
+    );
+    // A metric with a company short of data (coverage has no target in the demo: all are).
+    let (metric, short) = metrics
+        .iter()
+        .find_map(|m| {
+            let c = companies(m).into_iter().find(|c| c["value"]["notEnoughData"] == true)?;
+            Some((m["metric"].as_str()?.to_owned(), c["companyId"].as_str()?.to_owned()))
+        })
+        .expect("a company without enough data for some metric");
+    browser.eval(&pick(&metric)).await;
+    let text = eventually("not enough data on screen", Duration::from_secs(20), || async {
+        let v = browser
+            .eval(&format!(
+                "const r = document.querySelector('#bench-rows tr[data-company=\"{short}\"]'); \
+                 return r && document.getElementById('bench-scope').textContent.includes(BENCH['{metric}'].label) && r.querySelector('td.value').textContent"
+            ))
+            .await;
+        v.as_str().map(str::to_owned)
+    })
+    .await;
+    assert_eq!(text, "not enough data", "{metric} of {short}");
+    let marker = browser
+        .eval(&format!("return !!document.querySelector('#bench-rows tr[data-company=\"{short}\"] .marker')"))
+        .await;
+    assert_eq!(marker, false, "no position for a company without enough data");
+    browser.eval(&pick("winRate")).await;
 }
 
 /// The charts draw the API's numbers; a rollout started now becomes a marker on the trend

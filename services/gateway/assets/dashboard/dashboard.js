@@ -97,7 +97,7 @@ const companies=new Map();
 function rememberCompanies(items){
   const picker=document.getElementById('audit-company'),known=companies.size;
   for(const c of items)if(!companies.has(c.companyId)){companies.set(c.companyId,c.companyName||c.companyId);picker.append(el('option',{value:c.companyId},c.companyName||c.companyId))}
-  if(known===0&&companies.size>0)refreshCharts()
+  if(known===0&&companies.size>0){refreshCharts();loadBenchmarks().catch(e=>status('benchmarks: '+e.message))}
 }
 const DAY_MS=86400000;
 const isoDay=d=>d.toISOString().slice(0,10);
@@ -212,10 +212,49 @@ function drawBars(u,bars){
 }
 for(const id of['wf-from','wf-to'])document.getElementById(id).onchange=()=>loadWaterfall().catch(e=>status('waterfall: '+e.message));
 
+// ---- Benchmarks: each company against the portfolio's percentiles, one metric at a time ---
+// How each metric is shown, and its definition in words (from /v1/metrics/definitions).
+const windowText=d=>d===undefined?'all of history':`the last ${d} days`;
+const BENCH={
+  winRate:{label:'win rate',fmt:pct,def:d=>`Win rate = won ÷ (won + lost), deals closed in ${windowText(d.winRateWindowDays)}; won stages ${d.winRateWonStages.join(', ')}, lost stages ${d.winRateLostStages.join(', ')}`},
+  salesCycle:{label:'sales cycle',fmt:v=>`${v.toFixed(1)} days`,def:d=>`Sales cycle = days from created to won, deals won in ${windowText(d.salesCycleWindowDays)}`},
+  coverage:{label:'coverage',fmt:v=>`${v.toFixed(2)}×`,def:()=>`Coverage = open amount ÷ the company's coverageTarget`},
+  slip:{label:'slip',fmt:pct,def:d=>`Slip = share of open deals whose close date moved later in ${windowText(d.slipWindowDays)}`}};
+async function loadBenchmarks(){
+  const metric=document.getElementById('bench-metric').value,groupBy=document.getElementById('bench-group').value.trim();
+  const q=new URLSearchParams({metric});if(groupBy)q.set('groupBy',groupBy);
+  const [b,d]=await Promise.all([api(`/v1/portfolio/benchmarks?${q}`),api('/v1/metrics/definitions')]);
+  const m=BENCH[metric],groups=((b.metrics||[]).find(x=>x.metric===metric)||{groups:[]}).groups;
+  // Every figure names its definition and the revision that computed it (the benchmark's,
+  // which may be older than the definitions in force right after a new revision).
+  const rev=b.definitionRevision,def=`${m.def(d)}. Minimum sample: ${d.minDeals} deals behind a company's figure, ${d.minCompanies} companies behind percentiles.`;
+  const title=`${def} Definition revision r${rev}${rev!==d.revision?` (r${d.revision} now in force)`:''}.`;
+  const p=document.getElementById('bench-definition');p.textContent=`${def} Computed with definition revision r${rev}.`;p.dataset.revision=String(rev);
+  document.getElementById('bench-scope').textContent=`· ${m.label}${groupBy?`, grouped by ${groupBy}`:''}, definitions r${rev}`;
+  // One scale for the metric across groups, so bands compare; ratios start at 0.
+  const xs=groups.flatMap(g=>[g.p25,g.p75,...g.companies.map(c=>c.value&&c.value.value)]).filter(v=>typeof v==='number');
+  const lo=Math.min(0,...xs),hi=Math.max(lo+1e-9,...xs,metric==='winRate'||metric==='slip'?1:0),at=v=>`${(100*(v-lo)/(hi-lo)).toFixed(2)}%`;
+  const body=document.getElementById('bench-rows');body.textContent='';
+  for(const g of groups){const band=el('span',{class:'band-track'});
+    if(g.notEnoughData)band.append(el('span',{class:'ned'},'not enough data'));
+    else band.append(el('span',{class:'band',title:`p25 ${m.fmt(g.p25)} – p75 ${m.fmt(g.p75)}`,style:`left:${at(g.p25)};width:calc(${at(g.p75)} - ${at(g.p25)})`}),
+      el('span',{class:'p50',title:`p50 ${m.fmt(g.p50)}`,style:`left:${at(g.p50)}`}));
+    for(const c of g.companies){const v=c.value,enough=v&&!v.notEnoughData&&typeof v.value==='number';
+      const cell=el('td',{class:'value'},el('a',{href:'#bench-definition',title:`${title} ${v?v.sampleSize:0} deals.`},enough?m.fmt(v.value):'not enough data'));
+      if(!enough)cell.classList.add('ned');
+      const track=band.cloneNode(true);if(enough)track.append(el('span',{class:'marker',title:`${c.companyName||c.companyId}: ${m.fmt(v.value)}`,style:`left:${at(v.value)}`}));
+      body.append(el('tr',{'data-company':c.companyId,'data-group':g.tagValue,'data-enough':String(!!enough)},el('td',{},c.companyName||c.companyId),
+        el('td',{},g.tagValue||(groupBy?'(no tag)':'portfolio')),cell,el('td',{},typeof c.percentileRank==='number'?String(Math.round(c.percentileRank)):'–'),
+        el('td',{class:'band-cell'},track)))}}
+  if(!body.children.length)body.append(el('tr',{},el('td',{colspan:'5',class:'mute'},'no companies')))
+}
+for(const id of['bench-metric','bench-group'])document.getElementById(id).onchange=()=>loadBenchmarks().catch(e=>status('benchmarks: '+e.message));
+
 // ---- Operator console: rollouts (polled while the page is open), drift, audit -------------
 let consoleTimer=null,rolloutsSeen='';
 function startConsole(){if(consoleTimer)clearInterval(consoleTimer);let tick=0;
   const run=()=>{loadRollouts().catch(e=>status('rollouts: '+e.message));
+    if(tick%15===14)loadBenchmarks().catch(e=>status('benchmarks: '+e.message));
     if(tick++%5===0){loadDrift().catch(e=>status('drift: '+e.message));loadAudit().catch(e=>status('audit: '+e.message))}};
   run();consoleTimer=setInterval(run,2000)}
 async function loadRollouts(){

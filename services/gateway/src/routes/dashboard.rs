@@ -1,6 +1,7 @@
 //! `/dashboard`: a self-contained page (no CDN): the portfolio table and each company's
 //! funnel, updating live from the funnel event streams; trend lines with the configuration
-//! revisions and rollouts drawn on the same time axis; the waterfall between two dates; and
+//! revisions and rollouts drawn on the same time axis; the waterfall between two dates; the
+//! benchmark table (each company against the portfolio's percentile bands); and
 //! an operator console (rollouts with live progress, drift with its diffs, the audit log).
 //!
 //! The page holds no data; it reads the API with the key the user gives it (kept in this
@@ -59,6 +60,12 @@ const DASHBOARD_PAGE: &str = r##"<!doctype html>
 <section><div class="funnel-head"><h2 id="funnel-title">Select a company</h2>
 <label>Pipeline <select id="pipeline" aria-label="Pipeline" disabled><option value="default">Sales Pipeline</option></select></label></div>
 <div class="kpi" id="funnel-kpi"></div><div id="funnel"></div></section>
+
+<section class="wide" id="benchmarks"><div class="funnel-head"><h2>Benchmarks <span id="bench-scope" class="mute"></span></h2>
+<div class="controls"><label>Metric <select id="bench-metric" aria-label="Benchmark metric"><option value="winRate">win rate</option><option value="salesCycle">sales cycle</option><option value="coverage">coverage</option><option value="slip">slip</option></select></label>
+<label>Group by <input id="bench-group" aria-label="Group by tag" placeholder="tag key, e.g. salesMotion"></label></div></div>
+<div class="table-wrap"><table class="bench"><thead><tr><th>Company</th><th>Group</th><th>Value</th><th title="0–100: companies below, plus half of those equal, of the group">Percentile rank</th><th title="band: p25–p75 of the group; tick: p50; dot: the company">Position</th></tr></thead><tbody id="bench-rows"></tbody></table></div>
+<p id="bench-definition" class="mute small"></p></section>
 
 <section class="wide" id="trends"><div class="funnel-head"><h2>Trends <span id="trend-scope" class="mute"></span></h2>
 <div class="controls"><label>Of <select id="trend-of" aria-label="Trend of"><option value="portfolio">the portfolio</option><option value="company">the selected company</option></select></label>
