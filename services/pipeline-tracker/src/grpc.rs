@@ -194,6 +194,18 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         Ok(Response::new(self.tracker.periods(&r.company_id, &r.pipeline_id, &r.period, from, to).await?))
     }
 
+    async fn get_portfolio_periods(
+        &self,
+        req: Request<pb::GetPortfolioPeriodsRequest>,
+    ) -> Result<Response<pb::PeriodSeries>, Status> {
+        let caller = Caller::from_metadata(req.metadata())?;
+        let r = req.into_inner();
+        // A company-scoped caller counts its own company only.
+        let ids = portfolio_scope(&caller, &r.company_ids)?;
+        let (from, to) = (required(r.from.as_ref(), "from")?, required(r.to.as_ref(), "to")?);
+        Ok(Response::new(self.tracker.portfolio_periods(&ids, &r.period, from, to).await?))
+    }
+
     async fn get_portfolio(&self, req: Request<pb::GetPortfolioRequest>) -> Result<Response<pb::Portfolio>, Status> {
         let caller = Caller::from_metadata(req.metadata())?;
         let r = req.into_inner();

@@ -410,6 +410,56 @@ impl Tracker {
         })
     }
 
+    /// Deals created, won and lost per period over `company_ids` (every company known when
+    /// empty), each company's default pipeline, summed. Counts only: amounts are in each
+    /// company's currency, so a sum of them would mean nothing.
+    pub async fn portfolio_periods(
+        &self,
+        company_ids: &[String],
+        period: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<pb::PeriodSeries> {
+        let period = funnel::Period::parse(period)
+            .ok_or_else(|| Error::Public(PublicError::invalid("period", "must be day, week or month")))?;
+        check_range(from_ms, to_ms)?;
+        let mut ids: Vec<String> = if company_ids.is_empty() {
+            self.store.companies().await?.into_iter().map(|c| c.company_id).collect()
+        } else {
+            company_ids.to_vec()
+        };
+        ids.sort();
+        ids.dedup();
+        // Period start → (created, won, lost).
+        let mut sums: BTreeMap<i64, (u64, u64, u64)> = BTreeMap::new();
+        for id in &ids {
+            let (pipeline, history, _) = self.pipeline_with_history(id, DEFAULT_PIPELINE, to_ms).await?;
+            let counts =
+                funnel::periods(&pipeline, &history, period, from_ms, to_ms, MAX_PERIODS).ok_or_else(|| {
+                    Error::Public(PublicError::invalid(
+                        "to",
+                        format!("the range holds more than {MAX_PERIODS} periods"),
+                    ))
+                })?;
+            for c in counts {
+                let sum = sums.entry(c.start_ms).or_default();
+                (sum.0, sum.1, sum.2) = (sum.0 + c.created, sum.1 + c.won, sum.2 + c.lost);
+            }
+        }
+        Ok(pb::PeriodSeries {
+            periods: sums
+                .into_iter()
+                .map(|(start_ms, (created, won, lost))| pb::PeriodCount {
+                    start: Some(timestamp(start_ms)),
+                    created,
+                    won,
+                    lost,
+                    won_amount_money: None,
+                })
+                .collect(),
+        })
+    }
+
     /// The roll-up over `company_ids` (every company known when empty); rows paged by id.
     /// Each company's row is in its own currency; the totals are in the reporting
     /// currency, each company converted at the latest rate on or before `fx_as_of_ms`'s

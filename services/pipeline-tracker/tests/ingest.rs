@@ -596,3 +596,39 @@ companies:
     assert_eq!((all.metrics[0].groups.len(), all.metrics[0].groups[0].p50), (1, 0.5));
     assert!(tracker.benchmarks("nope", "", &[]).await.is_err());
 }
+
+#[tokio::test]
+async fn portfolio_periods_are_the_sum_of_the_companies() {
+    let mut rng = Rng(0x9e71_0d5);
+    for tdb in TestDatabase::all() {
+        let t = tracker(&tdb).await;
+        let mut events = history("c1", 40, &mut rng);
+        events.extend(history("c2", 30, &mut rng));
+        ingest(&t, &events, 25).await;
+        let (from, to) = (T0, T0 + 60 * DAY_MS);
+        for period in ["day", "week"] {
+            let c1 = t.periods("c1", "default", period, from, to).await.expect("c1").periods;
+            let c2 = t.periods("c2", "default", period, from, to).await.expect("c2").periods;
+            let all = t.portfolio_periods(&[], period, from, to).await.expect("portfolio").periods;
+            assert_eq!(all.len(), c1.len(), "{}: one row per {period}", tdb.label);
+            for ((a, b), sum) in c1.iter().zip(&c2).zip(&all) {
+                assert_eq!(a.start, sum.start, "{}", tdb.label);
+                assert_eq!(
+                    (a.created + b.created, a.won + b.won, a.lost + b.lost),
+                    (sum.created, sum.won, sum.lost),
+                    "{}: {period} {:?}",
+                    tdb.label,
+                    sum.start
+                );
+                assert!(sum.won_amount_money.is_none(), "no sum of amounts across currencies");
+            }
+            assert!(all.iter().map(|p| p.created).sum::<u64>() > 30, "{}: the deals created in range", tdb.label);
+            // A selection counts only its companies.
+            let only = t.portfolio_periods(&["c2".to_owned()], period, from, to).await.expect("c2 only").periods;
+            let counts = |s: &[pb::PeriodCount]| s.iter().map(|p| (p.created, p.won, p.lost)).collect::<Vec<_>>();
+            assert_eq!(counts(&only), counts(&c2), "{}", tdb.label);
+        }
+        let err = t.portfolio_periods(&[], "fortnight", from, to).await.expect_err("bad period").to_public();
+        assert!(err.to_string().contains("period"), "{err}");
+    }
+}

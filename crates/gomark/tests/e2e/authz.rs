@@ -272,6 +272,15 @@ fn routes() -> Vec<Route> {
             call: |c, _| (Method::GET, format!("/v1/portfolio/benchmarks?companyIds={c}"), None),
         },
         Route {
+            name: "GET portfolio periods",
+            min_role: Role::Viewer,
+            portfolio_only: false,
+            call: |c, _| {
+                let range = "period=week&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
+                (Method::GET, format!("/v1/portfolio/periods?companyIds={c}&{range}"), None)
+            },
+        },
+        Route {
             name: "GET metric definitions",
             min_role: Role::Viewer,
             portfolio_only: false,

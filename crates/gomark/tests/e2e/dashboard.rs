@@ -354,6 +354,14 @@ async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
         .as_array()
         .map(|r| (r[0].as_str().unwrap_or_default().to_owned(), r[1].as_str().unwrap_or_default().to_owned()))
         .expect("the trend's range");
+    // The page draws the server's sum (one request, not one per company); deals only get
+    // created meanwhile, so: what the page drew ≤ the sum asked after ≤ the companies' sum.
+    let summed = api
+        .send(Method::GET, &format!("/v1/portfolio/periods?period=day&from={from}&to={to}"), None)
+        .await
+        .body["items"]
+        .as_array()
+        .map_or(0, |p| p.iter().filter_map(|p| p["created"].as_u64()).sum::<u64>());
     for c in companies["items"].as_array().expect("companies") {
         let id = c["id"].as_str().expect("id");
         let periods = api
@@ -367,6 +375,12 @@ async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
         expected += periods["items"].as_array().map_or(0, |p| p.iter().filter_map(|p| p["created"].as_u64()).sum());
     }
     assert!(expected >= created, "the trend shows at most the API's deals: {created} vs {expected}");
+    assert!(created <= summed && summed <= expected, "page {created}, portfolio {summed}, companies {expected}");
+    let asked = browser
+        .eval("return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/periods?'))")
+        .await;
+    let asked = asked.as_array().cloned().unwrap_or_default();
+    assert!(asked.iter().any(|n| n.as_str().is_some_and(|n| n.contains("/v1/portfolio/periods?"))), "{asked:?}");
     let canvas =
         browser.eval("const c = document.querySelector('#trend-chart canvas'); return [c.width, c.height]").await;
     assert!(canvas[0].as_u64() > Some(300) && canvas[1].as_u64() > Some(100), "{canvas}");

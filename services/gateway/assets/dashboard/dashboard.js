@@ -114,9 +114,6 @@ function initDates(){
   document.getElementById('trend-from').value=isoDay(new Date(today-13*DAY_MS));document.getElementById('trend-to').value=isoDay(today);
   document.getElementById('wf-from').value=isoDay(new Date(today-7*DAY_MS));document.getElementById('wf-to').value=isoDay(today);
 }
-// Runs `task` over `items`, a few at a time (a portfolio can have a thousand companies).
-async function pool(items,size,task){const out=[];let next=0;
-  await Promise.all(Array.from({length:Math.min(size,items.length)},async()=>{while(next<items.length){const i=next++;out[i]=await task(items[i])}}));return out}
 // A chart as wide as its box, following the window.
 function fit(u,box){new ResizeObserver(()=>u.setSize({width:box.clientWidth,height:u.height})).observe(box)}
 const charts={trend:null,waterfall:null};
@@ -131,15 +128,9 @@ async function loadMarkers(){
            ...(rollouts.items||[]).map(r=>({kind:'rollout',revision:r.revision,t:Date.parse(r.createdAt)/1000,label:`▶ r${r.revision}`,title:`rollout ${r.id} (${r.state})`}))]
     .filter(m=>!isNaN(m.t)).sort((a,b)=>a.t-b.t)
 }
-// The portfolio's series: every company's default pipeline, period by period (counts only:
-// amounts are in each company's currency).
-async function portfolioPeriods(q){
-  const series=await pool([...companies.keys()],6,id=>api(`/v1/companies/${encodeURIComponent(id)}/funnels/default/periods?${q}`).catch(()=>({items:[]})));
-  const byStart=new Map();
-  for(const s of series)for(const p of s.items||[]){const row=byStart.get(p.start)||{start:p.start,created:0,won:0,lost:0};
-    row.created+=p.created;row.won+=p.won;row.lost+=p.lost;byStart.set(p.start,row)}
-  return [...byStart.values()].sort((a,b)=>a.start.localeCompare(b.start))
-}
+// The portfolio's series, summed by the API over every company's default pipeline (counts
+// only: amounts are in each company's currency).
+const portfolioPeriods=q=>api(`/v1/portfolio/periods?${q}`).then(p=>p.items||[]);
 async function loadTrend(){
   const r=range('trend-from','trend-to');if(!r)return;
   const period=document.getElementById('trend-period').value,portfolio=document.getElementById('trend-of').value==='portfolio';

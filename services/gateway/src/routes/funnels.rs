@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(funnel))
         .routes(routes!(waterfall))
         .routes(routes!(periods))
+        .routes(routes!(portfolio_periods))
         .routes(routes!(funnel_events))
         .routes(routes!(portfolio))
         .routes(routes!(portfolio_events))
@@ -332,6 +333,49 @@ async fn periods(
             lost: p.lost,
             won_amount: money(p.won_amount_money),
         })
+        .collect();
+    Ok(Json(Page::new(items, String::new())))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct PortfolioPeriodsQuery {
+    /// `day`, `week` (ISO, from Monday) or `month` (default), in UTC.
+    pub period: Option<String>,
+    /// Start (RFC 3339).
+    pub from: Option<String>,
+    /// End (RFC 3339), after `from`; at most 400 periods.
+    pub to: Option<String>,
+    /// Comma-separated company ids; every company the caller can see when omitted.
+    pub company_ids: Option<String>,
+}
+
+/// Deals created, won and lost per period, summed over the companies' default pipelines
+/// (counts only: amounts are in each company's currency). A company-scoped key counts its
+/// own company only.
+#[utoipa::path(get, path = "/v1/portfolio/periods", operation_id = "getPortfolioPeriods", tag = "funnels",
+    params(PortfolioPeriodsQuery),
+    responses((status = 200, description = "One row per period (one page), no amounts", body = Page<PeriodView>)))]
+async fn portfolio_periods(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(query): ApiQuery<PortfolioPeriodsQuery>,
+) -> ApiResult<Json<Page<PeriodView>>> {
+    let from = Some(required_instant("from", &query.from)?);
+    let to = Some(required_instant("to", &query.to)?);
+    let period = query.period.unwrap_or_else(|| "month".into());
+    let company_ids = query
+        .company_ids
+        .as_deref()
+        .map(|ids| ids.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let req = pb::GetPortfolioPeriodsRequest { company_ids, period, from, to };
+    let series = s.pipeline_tracker.clone().get_portfolio_periods(caller.request(req)).await?.into_inner();
+    let items = series
+        .periods
+        .into_iter()
+        .map(|p| PeriodView { start: rfc3339(p.start), created: p.created, won: p.won, lost: p.lost, won_amount: None })
         .collect();
     Ok(Json(Page::new(items, String::new())))
 }
