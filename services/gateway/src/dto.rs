@@ -168,6 +168,8 @@ pub struct AuditQuery {
     pub to: Option<String>,
     /// Only entries about resources starting with this (`deal_property/`, `rollout/`).
     pub resource: Option<String>,
+    /// Only entries with exactly this action (`rollout.start`, `deal_property.create`).
+    pub action: Option<String>,
 }
 
 impl AuditQuery {
@@ -177,6 +179,7 @@ impl AuditQuery {
             page: Some(PageQuery { limit: self.limit, cursor: self.cursor.clone() }.to_proto()?),
             actor: self.actor.clone().unwrap_or_default(),
             resource_prefix: self.resource.clone().unwrap_or_default(),
+            action: self.action.clone().unwrap_or_default(),
             from: self.from.as_deref().map(|t| instant("from", t)).transpose()?,
             to: self.to.as_deref().map(|t| instant("to", t)).transpose()?,
         })

@@ -188,6 +188,7 @@ impl OrchestratorService for OrchestratorGrpc {
             from_ms: gomark_proto::time::millis_opt(r.from.as_ref()),
             to_ms: gomark_proto::time::millis_opt(r.to.as_ref()),
             resource_prefix: r.resource_prefix.clone(),
+            action: r.action.clone(),
         };
         let (entries, next) =
             self.companies.list_audit(&r.company_id, &filter, page.page_size, &page.page_token).await?;

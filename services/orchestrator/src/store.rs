@@ -68,6 +68,8 @@ pub struct AuditFilter {
     pub from_ms: i64,
     pub to_ms: i64,
     pub resource_prefix: String,
+    /// Exact: actions are a closed vocabulary (`rollout.start`), not free text.
+    pub action: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +168,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, company_id, actor, action, resource, before_json, after_json, at FROM audit_log \
              WHERE company_id = $1 AND id < $2 AND ($4 = '' OR actor = $4) AND at >= $5 AND at <= $6 \
-             AND ($7 = '' OR substr(resource, 1, length($7)) = $7) ORDER BY id DESC LIMIT $3",
+             AND ($7 = '' OR substr(resource, 1, length($7)) = $7) AND ($8 = '' OR action = $8) \
+             ORDER BY id DESC LIMIT $3",
         )
         .bind(company_id)
         .bind(before_id.unwrap_or(i64::MAX))
@@ -175,6 +178,7 @@ impl Store {
         .bind(filter.from_ms)
         .bind(if filter.to_ms == 0 { i64::MAX } else { filter.to_ms })
         .bind(filter.resource_prefix.clone())
+        .bind(filter.action.clone())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()

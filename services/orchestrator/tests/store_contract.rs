@@ -113,6 +113,17 @@ async fn store_contract() {
             4,
             "{label}: a prefix, not a match"
         );
+        assert_eq!(by(AuditFilter { action: "b".into(), ..Default::default() }).await, 1, "{label}: by action");
+        assert_eq!(
+            by(AuditFilter { action: "d".into(), actor: "tester".into(), ..Default::default() }).await,
+            0,
+            "{label}: filters combine"
+        );
+        assert_eq!(
+            by(AuditFilter { action: "rollout".into(), ..Default::default() }).await,
+            0,
+            "{label}: exact action"
+        );
         let future = gomark_storage::now_ms() + 60_000;
         assert_eq!(by(AuditFilter { from_ms: future, ..Default::default() }).await, 0, "{label}: from");
         assert_eq!(by(AuditFilter { to_ms: future, ..Default::default() }).await, 4, "{label}: to");

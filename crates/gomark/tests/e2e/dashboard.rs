@@ -484,10 +484,17 @@ async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
         v.as_array().filter(|a| !a.is_empty() && a.iter().all(|a| a == "rollout.start")).cloned()
     })
     .await;
-    let starts = api.send(Method::GET, "/v1/audit?limit=100", None).await.body;
+    let starts = api.send(Method::GET, "/v1/audit?limit=500", None).await.body;
     let expected =
         starts["items"].as_array().expect("entries").iter().filter(|e| e["action"] == "rollout.start").count();
     assert_eq!(actions.len(), expected, "every rollout start, nothing else: {actions:?}");
+    // The API filters (exactly), so the page shows rollout starts beyond its last 100 entries.
+    let filtered = api.send(Method::GET, "/v1/audit?action=rollout.start&limit=100", None).await.body;
+    let filtered = filtered["items"].as_array().expect("entries").clone();
+    assert_eq!(filtered.len(), expected, "{filtered:?}");
+    assert!(filtered.iter().all(|e| e["action"] == "rollout.start"), "{filtered:?}");
+    let none = api.send(Method::GET, "/v1/audit?action=rollout", None).await.body;
+    assert_eq!(none["items"].as_array().map(Vec::len), Some(0), "an exact action, not a prefix: {none}");
 }
 
 /// `/docs` in the browser: Swagger UI renders every operation from `/openapi.json`, its

@@ -271,13 +271,13 @@ async function loadDrift(){
     if(open.has(d.id))det.open=true;for(const a of d.actions||[])det.append(actionDiff(a));box.append(det)}
   if(!items.length)box.append(el('p',{class:'mute'},'no drift found'))
 }
-// The API filters by company and actor; the action filter applies to the page it returns.
+// The API filters by company, actor and action (exact, e.g. `rollout.start`).
 async function loadAudit(){
-  const company=document.getElementById('audit-company').value,actor=document.getElementById('audit-actor').value.trim(),action=document.getElementById('audit-action').value.trim().toLowerCase();
-  const q=new URLSearchParams({limit:'100'});if(actor)q.set('actor',actor);
+  const company=document.getElementById('audit-company').value,actor=document.getElementById('audit-actor').value.trim(),action=document.getElementById('audit-action').value.trim();
+  const q=new URLSearchParams({limit:'100'});if(actor)q.set('actor',actor);if(action)q.set('action',action);
   const page=await api(company?`/v1/companies/${encodeURIComponent(company)}/audit?${q}`:`/v1/audit?${q}`);
   const body=document.getElementById('audit');body.textContent='';
-  const items=(page.items||[]).filter(e=>!action||e.action.toLowerCase().includes(action));
+  const items=page.items||[];
   for(const e of items){const change=el('details',{},el('summary',{},e.before&&e.after?'changed':e.after?'created':'removed'),
       el('div',{class:'diff'},el('span',{class:'before'},'before: '+json(e.before)),'\n',el('span',{class:'after'},'after: '+json(e.after))));
     body.append(el('tr',{'data-action':e.action},el('td',{},when(e.at)),el('td',{},e.actor),el('td',{},e.action),el('td',{},e.resource),el('td',{class:'change'},change)))}
