@@ -331,6 +331,23 @@ async fn benchmark_table(browser: &Browser, api: &Api, gomark: &Embedded) {
         .eval(&format!("return !!document.querySelector('#bench-rows tr[data-company=\"{short}\"] .marker')"))
         .await;
     assert_eq!(marker, false, "no position for a company without enough data");
+    // Grouped by a tag the demo's companies lack: one group of them all, named as such.
+    let grouped = api.send(Method::GET, "/v1/portfolio/benchmarks?metric=winRate&groupBy=salesMotion", None).await.body;
+    assert_eq!(grouped["metrics"][0]["groups"][0]["tagValue"], "", "{grouped}");
+    browser
+        .eval("const g = document.getElementById('bench-group'); g.value = 'salesMotion'; g.dispatchEvent(new Event('change'))")
+        .await;
+    let groups = eventually("the table grouped", Duration::from_secs(20), || async {
+        let v = browser
+            .eval("return document.getElementById('bench-scope').textContent.includes('grouped by salesMotion') && [...new Set([...document.querySelectorAll('#bench-rows tr[data-company] td:nth-child(2)')].map(td => td.textContent))]")
+            .await;
+        v.as_array().cloned()
+    })
+    .await;
+    assert_eq!(groups, [json!("(no tag)")]);
+    browser
+        .eval("const g = document.getElementById('bench-group'); g.value = ''; g.dispatchEvent(new Event('change'))")
+        .await;
     browser.eval(&pick("winRate")).await;
 }
 
