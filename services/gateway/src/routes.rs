@@ -2,6 +2,7 @@
 //! the same `routes!` call, so the OpenAPI document cannot drift from the router.
 
 pub mod api_keys;
+pub mod assets;
 pub mod benchmarks;
 pub mod companies;
 pub mod config;

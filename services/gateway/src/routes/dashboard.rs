@@ -10,6 +10,7 @@
 //! so the Content-Security-Policy allows scripts and styles from this origin only.
 
 use super::AppState;
+use super::assets::Assets;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use std::sync::OnceLock;
@@ -26,7 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 async fn page() -> Response {
     static PAGE: OnceLock<String> = OnceLock::new();
-    let html = PAGE.get_or_init(|| DASHBOARD_PAGE.replace("{version}", assets_version()));
+    let html = PAGE.get_or_init(|| DASHBOARD_PAGE.replace("{version}", ASSETS.version()));
     let mut response = Html(html.as_str()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DASHBOARD_CSP));
@@ -97,38 +98,17 @@ const DASHBOARD_PAGE: &str = r##"<!doctype html>
 "##;
 
 /// The files under `/dashboard/assets/`, with their content types.
-const ASSETS: &[(&str, &str, &[u8])] = &[
+static ASSETS: Assets = Assets::new(&[
     ("uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/dashboard/uPlot.iife.min.js")),
     ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../../assets/dashboard/uPlot.min.css")),
     ("LICENSE", "text/plain; charset=utf-8", include_bytes!("../../assets/dashboard/LICENSE")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/dashboard/dashboard.js")),
     ("dashboard.css", "text/css; charset=utf-8", include_bytes!("../../assets/dashboard/dashboard.css")),
-];
-
-/// A short hash of the assets, in their URLs: a new build with other assets gets new URLs,
-/// so the year-long cache never serves a stale copy.
-fn assets_version() -> &'static str {
-    static VERSION: OnceLock<String> = OnceLock::new();
-    VERSION.get_or_init(|| {
-        use sha2::Digest as _;
-        let mut hasher = sha2::Sha256::new();
-        for (_, _, bytes) in ASSETS {
-            hasher.update(bytes);
-        }
-        hex::encode(&hasher.finalize()[..6])
-    })
-}
+]);
 
 /// `GET /dashboard/assets/{file}`: public, cached for a year. Not part of the API document.
 pub async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
-    let Some((_, content_type, bytes)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
-        return crate::problem::Problem::http(axum::http::StatusCode::NOT_FOUND, "no such asset").into_response();
-    };
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
-    ];
-    (headers, *bytes).into_response()
+    ASSETS.serve(&file)
 }
 
 #[cfg(test)]
@@ -157,7 +137,7 @@ mod tests {
         assert!(!html.contains("http"), "no other origin: {html}");
         assert!(!html.contains("style=") && !html.contains("<style"), "no inline styles (the policy refuses them)");
         for asset in ["uPlot.min.css", "dashboard.css", "uPlot.iife.min.js", "dashboard.js"] {
-            assert!(html.contains(&format!("/dashboard/assets/{asset}?v={}", assets_version())), "{asset}: {html}");
+            assert!(html.contains(&format!("/dashboard/assets/{asset}?v={}", ASSETS.version())), "{asset}: {html}");
         }
     }
 }

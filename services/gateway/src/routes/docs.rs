@@ -2,6 +2,7 @@
 //! (`/docs`), and `/healthz`.
 
 use super::AppState;
+use super::assets::Assets;
 use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -262,7 +263,7 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 async fn page() -> Response {
     static PAGE: OnceLock<String> = OnceLock::new();
-    let html = PAGE.get_or_init(|| DOCS_PAGE.replace("{version}", assets_version()));
+    let html = PAGE.get_or_init(|| DOCS_PAGE.replace("{version}", ASSETS.version()));
     let mut response = Html(html.as_str()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP));
@@ -286,7 +287,7 @@ const DOCS_PAGE: &str = r#"<!doctype html>
 </body></html>"#;
 
 /// The files under `/docs/assets/`, with their content types.
-const ASSETS: &[(&str, &str, &[u8])] = &[
+static ASSETS: Assets = Assets::new(&[
     (
         "swagger-ui-bundle.js",
         "text/javascript; charset=utf-8",
@@ -301,32 +302,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/plain; charset=utf-8",
         include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js.LICENSE.txt"),
     ),
-];
-
-/// A short hash of the assets, in their URLs: a new build with other assets gets new URLs,
-/// so the year-long cache never serves a stale copy.
-fn assets_version() -> &'static str {
-    static VERSION: OnceLock<String> = OnceLock::new();
-    VERSION.get_or_init(|| {
-        use sha2::Digest as _;
-        let mut hasher = sha2::Sha256::new();
-        for (_, _, bytes) in ASSETS {
-            hasher.update(bytes);
-        }
-        hex::encode(&hasher.finalize()[..6])
-    })
-}
+]);
 
 /// `GET /docs/assets/{file}`: public, cached for a year. Not part of the API document.
 pub async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
-    let Some((_, content_type, bytes)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
-        return crate::problem::Problem::http(axum::http::StatusCode::NOT_FOUND, "no such asset").into_response();
-    };
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
-    ];
-    (headers, *bytes).into_response()
+    ASSETS.serve(&file)
 }
 
 #[cfg(test)]
@@ -475,9 +455,14 @@ mod tests {
         let html = String::from_utf8_lossy(&body);
         assert!(!html.contains("http"), "no other origin: {html}");
         for asset in ["swagger-ui.css", "swagger-ui-bundle.js", "gomark-init.js"] {
-            assert!(html.contains(&format!("/docs/assets/{asset}?v={}", assets_version())), "{asset}: {html}");
+            assert!(html.contains(&format!("/docs/assets/{asset}?v={}", ASSETS.version())), "{asset}: {html}");
         }
-        let init = ASSETS.iter().find(|(name, _, _)| *name == "gomark-init.js").map(|(_, _, b)| *b).unwrap_or_default();
+        let init = ASSETS
+            .files()
+            .iter()
+            .find(|(name, _, _)| *name == "gomark-init.js")
+            .map(|(_, _, b)| *b)
+            .unwrap_or_default();
         let init = String::from_utf8_lossy(init);
         assert!(init.contains("persistAuthorization: true") && init.contains("\"/openapi.json\""), "{init}");
     }
