@@ -387,9 +387,7 @@ impl Tracker {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<pb::PeriodSeries> {
-        let period = funnel::Period::parse(period)
-            .ok_or_else(|| Error::Public(PublicError::invalid("period", "must be day, week or month")))?;
-        check_range(from_ms, to_ms)?;
+        let period = period_in_range(period, from_ms, to_ms)?;
         let (pipeline, history, currency) = self.pipeline_with_history(company_id, pipeline_id, to_ms).await?;
         let counts = funnel::periods(&pipeline, &history, period, from_ms, to_ms, MAX_PERIODS).ok_or_else(|| {
             Error::Public(PublicError::invalid("to", format!("the range holds more than {MAX_PERIODS} periods")))
@@ -420,9 +418,7 @@ impl Tracker {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<pb::PeriodSeries> {
-        let period = funnel::Period::parse(period)
-            .ok_or_else(|| Error::Public(PublicError::invalid("period", "must be day, week or month")))?;
-        check_range(from_ms, to_ms)?;
+        let period = period_in_range(period, from_ms, to_ms)?;
         let mut ids: Vec<String> = if company_ids.is_empty() {
             self.store.companies().await?.into_iter().map(|c| c.company_id).collect()
         } else {
@@ -699,6 +695,14 @@ fn metrics_proto(m: &CompanyMetrics, currency: Currency) -> Result<pb::CompanyMe
             })
             .collect::<Result<_>>()?,
     })
+}
+
+/// A period name checked, over a checked range.
+fn period_in_range(period: &str, from_ms: i64, to_ms: i64) -> Result<funnel::Period> {
+    let period = funnel::Period::parse(period)
+        .ok_or_else(|| Error::Public(PublicError::invalid("period", "must be day, week or month")))?;
+    check_range(from_ms, to_ms)?;
+    Ok(period)
 }
 
 fn check_range(from_ms: i64, to_ms: i64) -> Result<()> {
