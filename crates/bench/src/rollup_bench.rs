@@ -14,6 +14,7 @@ use gomark_cache::Cache;
 use gomark_events::EventBus;
 use gomark_events::envelope::new_event;
 use gomark_events::event_types;
+use gomark_platform::grpc_client::TracedChannel as Channel;
 use gomark_platform::settings::{Secret, ServerSettings};
 use gomark_platform::{Caller, Shutdown};
 use gomark_proto::common::v1::{Money, PageRequest};
@@ -24,7 +25,6 @@ use gomark_service::{Backends, CommonSettings};
 use gomark_storage::{Database, DatabaseSettings};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use gomark_platform::grpc_client::TracedChannel as Channel;
 
 /// Companies with a tenth of the history, for the one-change comparison.
 const SMALL_COMPANIES: usize = 10;
@@ -261,7 +261,7 @@ async fn measure(
     let ingest = started.elapsed();
     eprintln!("stored in {:.1} s", ingest.as_secs_f64());
 
-    let channel = gomark_platform::grpc_client::channel(&format!("http://{tracker}"), Duration::from_secs(60))?;
+    let channel = gomark_platform::grpc_client::channel(&format!("http://{tracker}"), Duration::from_secs(600))?;
     let mut client = PipelineTrackerServiceClient::new(channel);
     let started = Instant::now();
     let first = portfolio(&mut client, Vec::new()).await?;
