@@ -14,6 +14,9 @@
 //!   a tenth;
 //! - `startup`: embedded GoMark from start until all five services answer SERVING, fresh,
 //!   restarted and with the demo;
+//! - `rollup`: the portfolio roll-up of many companies' deals read from cache, and one deal
+//!   change timed until its company's summary counts it, at two history sizes and at a
+//!   tenth of the companies;
 //! - `rollout`: a 50-property baseline rolled out to 1,000 simulated portals with 100 ms of
 //!   latency and 100 requests per 10 s each, in wall time and HubSpot calls, against the
 //!   floor the batch endpoints allow.
@@ -88,6 +91,20 @@ enum Bench {
     Startup {
         #[arg(long, default_value_t = 10)]
         runs: usize,
+    },
+    /// Portfolio roll-up from cache and one deal change's recompute, at full size and a tenth.
+    Rollup {
+        #[arg(long, default_value_t = 1000)]
+        companies: usize,
+        /// Deals per company.
+        #[arg(long, default_value_t = 1000)]
+        deals: usize,
+        /// Cached roll-up reads timed.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Deal changes timed per history size.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
     },
     /// A 50-property baseline rolled out to many portals.
     Rollout {
@@ -379,6 +396,8 @@ mod drift_bench;
 mod funnel_bench;
 #[path = "../live_bench.rs"]
 mod live_bench;
+#[path = "../rollup_bench.rs"]
+mod rollup_bench;
 #[path = "../startup_bench.rs"]
 mod startup_bench;
 
@@ -434,6 +453,90 @@ async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency
         requests.len(),
         requests.len() as f64 / floor_calls as f64,
         floor_wall.as_secs_f64(),
+    ))
+}
+
+/// One row of the roll-up table and the ratio of one figure between sizes.
+fn rollup_row(mode: &str, f: &rollup_bench::Figures) -> String {
+    use rollup_bench::{ms, percentile};
+    format!(
+        "| {mode} | {} | {} | {:.1} s | {} | {} | **{}** | {} | **{}** | {} | {} | {} | {} | {:.2}× |\n",
+        f.companies,
+        f.deals,
+        f.ingest.as_secs_f64(),
+        ms(f.warm),
+        f.reads.len(),
+        ms(percentile(&f.reads, 50)),
+        ms(percentile(&f.reads, 90)),
+        ms(percentile(&f.reads, 99)),
+        ms(percentile(&f.change_full, 50)),
+        ms(percentile(&f.change_full, 99)),
+        ms(percentile(&f.change_tenth, 50)),
+        ms(percentile(&f.change_tenth, 99)),
+        percentile(&f.change_full, 50).as_secs_f64() / percentile(&f.change_tenth, 50).as_secs_f64().max(f64::EPSILON),
+    )
+}
+
+async fn rollup_section(
+    heading: &str,
+    where_: &str,
+    companies: usize,
+    deals: usize,
+    requests: usize,
+    samples: usize,
+) -> Result<String> {
+    let tenth = (companies / 10).max(1);
+    let mut rows = String::new();
+    let mut ratios = String::new();
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+    let mut runs = vec![("embedded (SQLite, in-process bus)", false)];
+    if gomark_testkit::distributed_configured() {
+        runs.push(("distributed (Postgres, NATS JetStream, Redis)", true));
+    } else {
+        rows.push_str("| distributed | – | – | – | – | – | – | – | – | – | – | – | – | not run: set the GOMARK_TEST_* variables |\n");
+    }
+    for (mode, distributed) in runs {
+        let mut figures = Vec::new();
+        for n in [companies, tenth] {
+            eprintln!("{mode}: {n} companies × {deals} deals");
+            let f = if distributed {
+                rollup_bench::distributed(n, deals, requests, samples).await?.context("distributed configured")?
+            } else {
+                rollup_bench::embedded(n, deals, requests, samples).await?
+            };
+            rows.push_str(&rollup_row(mode, &f));
+            figures.push(f);
+        }
+        if let [big, small] = &figures[..] {
+            use rollup_bench::percentile;
+            let _ = writeln!(
+                ratios,
+                "| {mode} | {:.2}× | {:.2}× | {:.2}× |",
+                ratio(percentile(&big.reads, 50), percentile(&small.reads, 50)),
+                ratio(percentile(&big.reads, 99), percentile(&small.reads, 99)),
+                ratio(percentile(&big.change_full, 50), percentile(&small.change_full, 50)),
+            );
+        }
+    }
+    Ok(format!(
+        "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- rollup --companies {companies} \
+         --deals {deals} --requests {requests} --samples {samples} --out BENCHMARKS.md`.\n\n\
+         A fresh pipeline-tracker (its own database, bus and cache; no HubSpot or orchestrator behind it) is fed \
+         `deal.upserted` events straight on its bus: {companies} companies × {deals} deals (USD amounts, spread over open, \
+         won and lost stages), plus 10 companies with a tenth of the deals; the bench waits until every event is stored \
+         (*ingest*). **Roll-up from cache**: `GetPortfolio` over every company (gRPC, first page of 50 rows, totals over \
+         all), once to warm the per-company cache (*warm*), then {requests} requests one after another. **One deal \
+         change**: a new open deal is published on the bus for one company and timed until `GetPortfolio` of that company \
+         counts it (polled every 1 ms): ingest, cache invalidation and recompute of that company. It alternates between \
+         companies with the full history ({deals} deals) and with a tenth ({} deals), {samples} changes each; the last \
+         column is the ratio of their p50s (1.0× would mean the cost does not depend on history size). The whole run is \
+         repeated with a tenth of the companies. Goal: roll-up from cache < 50 ms at 1,000 × 1,000, and one change's \
+         cost independent of history size.\n\n\
+         | mode | companies | deals each | ingest | warm | reads | p50 | p90 | p99 | change, full history p50 | p99 | change, a tenth p50 | p99 | full / tenth |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n\
+         Full size over a tenth of the companies:\n\n\
+         | mode | read p50 | read p99 | change (full history) p50 |\n|---|---:|---:|---:|\n{ratios}\n",
+        (deals / 10).max(1)
     ))
 }
 
@@ -575,6 +678,11 @@ async fn main() -> Result<()> {
                  which happens in the background after SERVING). Goal: ≤ 200 ms to SERVING.\n\n\
                  | case | runs | p50 | p90 | max |\n|---|---:|---:|---:|---:|\n{rows}\n"
             );
+            (heading, section)
+        }
+        Bench::Rollup { companies, deals, requests, samples } => {
+            let heading = "## Portfolio roll-up (issue 19)";
+            let section = rollup_section(heading, &where_, companies, deals, requests, samples).await?;
             (heading, section)
         }
         Bench::Rollout { portals, properties, latency_ms, concurrency } => {
