@@ -149,9 +149,10 @@ pub struct ChangeView {
     path: String,
     /// `added`, `removed` or `changed`
     kind: String,
-    #[schema(value_type = Option<Object>)]
+    /// The value before: any JSON value (an object, a list of cadences, a string…);
+    /// absent for an addition.
     before: Option<serde_json::Value>,
-    #[schema(value_type = Option<Object>)]
+    /// The value after: any JSON value; absent for a removal.
     after: Option<serde_json::Value>,
 }
 
