@@ -217,25 +217,7 @@ async fn backlog(
         bus.publish_all(chunk).await?;
     }
     let database = Database::connect(&db).await?;
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let settings = gomark_pipeline_tracker::Settings {
-        common: CommonSettings {
-            server: ServerSettings {
-                grpc_addr: loopback,
-                admin_addr: loopback,
-                shutdown_grace_secs: 10,
-                ..Default::default()
-            },
-            database: db,
-            ..CommonSettings::default()
-        },
-        // Nothing to ask: the backlog needs neither the portals nor the configuration.
-        tracker: gomark_pipeline_tracker::TrackerSettings {
-            hubspot_sync_url: "http://127.0.0.1:9".into(),
-            orchestrator_url: "http://127.0.0.1:9".into(),
-            ..Default::default()
-        },
-    };
+    let settings = standalone_tracker(db);
     let shutdown = Shutdown::new();
     let backends = Backends { db: database.clone(), bus, cache };
     let started = Instant::now();
@@ -297,4 +279,27 @@ async fn pgbench(rows: usize, clients: u32) -> Result<f64> {
         .and_then(|n| n.parse::<f64>().ok())
         .with_context(|| format!("no tps in pgbench's output: {text}"))?;
     Ok(tps * rows as f64)
+}
+
+/// Settings for a pipeline-tracker on its own, on loopback ports the OS picks: fed deal
+/// events straight on its bus, it needs neither the portals nor the configuration.
+pub fn standalone_tracker(db: DatabaseSettings) -> gomark_pipeline_tracker::Settings {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    gomark_pipeline_tracker::Settings {
+        common: CommonSettings {
+            server: ServerSettings {
+                grpc_addr: loopback,
+                admin_addr: loopback,
+                shutdown_grace_secs: 10,
+                ..Default::default()
+            },
+            database: db,
+            ..CommonSettings::default()
+        },
+        tracker: gomark_pipeline_tracker::TrackerSettings {
+            hubspot_sync_url: "http://127.0.0.1:9".into(),
+            orchestrator_url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        },
+    }
 }

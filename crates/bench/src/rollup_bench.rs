@@ -15,13 +15,13 @@ use gomark_events::EventBus;
 use gomark_events::envelope::new_event;
 use gomark_events::event_types;
 use gomark_platform::grpc_client::TracedChannel as Channel;
-use gomark_platform::settings::{Secret, ServerSettings};
+use gomark_platform::settings::Secret;
 use gomark_platform::{Caller, Shutdown};
 use gomark_proto::common::v1::{Money, PageRequest};
 use gomark_proto::events::v1::DealUpserted;
 use gomark_proto::pipeline_tracker::v1::GetPortfolioRequest;
 use gomark_proto::pipeline_tracker::v1::pipeline_tracker_service_client::PipelineTrackerServiceClient;
-use gomark_service::{Backends, CommonSettings};
+use gomark_service::Backends;
 use gomark_storage::{Database, DatabaseSettings};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,25 +190,7 @@ async fn run(
     cache: Arc<dyn Cache>,
 ) -> Result<Figures> {
     let database = Database::connect(&db).await?;
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let settings = gomark_pipeline_tracker::Settings {
-        common: CommonSettings {
-            server: ServerSettings {
-                grpc_addr: loopback,
-                admin_addr: loopback,
-                shutdown_grace_secs: 10,
-                ..Default::default()
-            },
-            database: db,
-            ..CommonSettings::default()
-        },
-        // Nothing to ask: the deals need neither the portals nor the configuration.
-        tracker: gomark_pipeline_tracker::TrackerSettings {
-            hubspot_sync_url: "http://127.0.0.1:9".into(),
-            orchestrator_url: "http://127.0.0.1:9".into(),
-            ..Default::default()
-        },
-    };
+    let settings = crate::funnel_bench::standalone_tracker(db);
     let shutdown = Shutdown::new();
     let backends = Backends { db: database.clone(), bus: bus.clone(), cache };
     let service = gomark_pipeline_tracker::start(settings, backends, shutdown.clone()).await?;

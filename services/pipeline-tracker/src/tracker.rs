@@ -491,6 +491,8 @@ impl Tracker {
         let mut summaries = Vec::with_capacity(selected.len());
         let mut converted = Vec::with_capacity(selected.len());
         let mut unconverted_company_ids = Vec::new();
+        // One read per currency, not per company: a portfolio has few currencies.
+        let mut rates: BTreeMap<Currency, Option<crate::store::FxRate>> = BTreeMap::new();
         for (id, name) in &selected {
             let mut summary = self.company_funnels(id).await?.summary.unwrap_or_default();
             summary.company_id.clone_from(id);
@@ -499,7 +501,15 @@ impl Tracker {
             if currency == reporting {
                 converted.push(summary.clone());
             } else {
-                match self.store.fx_rate(currency, reporting, &date).await? {
+                let rate = match rates.get(&currency) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let read = self.store.fx_rate(currency, reporting, &date).await?;
+                        rates.insert(currency, read.clone());
+                        read
+                    }
+                };
+                match rate {
                     Some(rate) => {
                         converted.push(crate::portfolio::convert(&summary, currency, rate.rate, reporting)?);
                         summary.fx_rate = Some(pb::FxRate {

@@ -136,15 +136,15 @@ async fn replicas_killed_mid_rollout(companies: u64, kills: u32) {
     cluster.stop().await;
 }
 
-#[tokio::test]
-async fn killed_orchestrator_replicas_write_each_portal_once() {
-    replicas_killed_mid_rollout(30, 2).await;
+/// `just chaos` (`.ci/chaos-rollouts`) sets this to run the fault tests at full size.
+fn heavy() -> bool {
+    std::env::var_os("GOMARK_CHAOS_HEAVY").is_some()
 }
 
+/// 30 companies and 2 kills; under `just chaos`, 200 companies and 6 kills.
 #[tokio::test]
-#[ignore = "heavy: run by `just chaos`"]
-async fn chaos_three_replicas_killed_repeatedly_during_200_company_rollout() {
-    replicas_killed_mid_rollout(200, 6).await;
+async fn killed_orchestrator_replicas_write_each_portal_once() {
+    if heavy() { replicas_killed_mid_rollout(200, 6).await } else { replicas_killed_mid_rollout(30, 2).await }
 }
 
 /// A Postgres cluster of the test's own (the shared one cannot be stopped), which it stops
@@ -270,13 +270,12 @@ async fn database_outage_mid_rollout(companies: u64, outage: Duration) {
     cluster.stop().await;
 }
 
+/// 5 s with 30 companies; under `just chaos`, 15 s with 60.
 #[tokio::test]
 async fn a_short_database_outage_mid_rollout_heals_by_itself() {
-    database_outage_mid_rollout(30, Duration::from_secs(5)).await;
-}
-
-#[tokio::test]
-#[ignore = "heavy: run by `just chaos`"]
-async fn chaos_postgres_stopped_15s_mid_rollout() {
-    database_outage_mid_rollout(60, Duration::from_secs(15)).await;
+    if heavy() {
+        database_outage_mid_rollout(60, Duration::from_secs(15)).await
+    } else {
+        database_outage_mid_rollout(30, Duration::from_secs(5)).await
+    }
 }
