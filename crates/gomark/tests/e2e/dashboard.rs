@@ -262,9 +262,12 @@ async fn benchmark_table(browser: &Browser, api: &Api, gomark: &Embedded) {
     }
     let all = eventually("win-rate percentiles in the API", Duration::from_secs(30), || async {
         let b = api.send(Method::GET, "/v1/portfolio/benchmarks", None).await.body;
-        let banded =
-            b["metrics"].as_array()?.iter().find(|m| m["metric"] == "winRate")?["groups"][0]["p50"].is_number();
-        banded.then_some(b)
+        let win_rate = b["metrics"].as_array()?.iter().find(|m| m["metric"] == "winRate")?;
+        let banded = win_rate["groups"][0]["p50"].is_number();
+        // p50 needs only 3 companies: wait until all four companies' deals are in.
+        let valued =
+            win_rate["groups"][0]["companies"].as_array()?.iter().filter(|c| c["value"]["value"].is_number()).count();
+        (banded && valued == 4).then_some(b)
     })
     .await;
     let revision = all["definitionRevision"].as_i64().expect("definitionRevision");
