@@ -151,8 +151,13 @@ impl PipelineInfo {
                 stages.push(StageInfo::unknown(&v.stage_id));
             }
         }
-        // Open stages first in display order, then won, then lost: the funnel's shape.
-        stages.sort_by_key(|s| (s.kind != StageKind::Open, s.kind == StageKind::Lost, s.display_order));
+        // Open stages first in display order, then won, then lost: the funnel's shape. Ties
+        // (stages the catalog does not list) go by id, not by which deal came first, so the
+        // shape depends on the set of stages only and a deal change can keep it.
+        stages.sort_by(|a, b| {
+            let key = |s: &StageInfo| (s.kind != StageKind::Open, s.kind == StageKind::Lost, s.display_order);
+            key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+        });
         stages
     }
 }
@@ -189,102 +194,233 @@ pub fn probability(p: f64) -> Decimal {
     Decimal::from_str(&p.to_string()).unwrap_or_default()
 }
 
-pub(crate) fn mean(xs: &[f64]) -> f64 {
-    if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
+/// Durations in milliseconds, kept sorted with their exact sum, so one can be added or
+/// removed without the others (a deal change) and the mean and median stay exactly what
+/// a pass over every duration gives.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Durations {
+    sorted: Vec<i64>,
+    sum: i128,
 }
 
-fn median(xs: &mut [f64]) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
+impl Durations {
+    pub(crate) fn add(&mut self, ms: i64) {
+        let at = self.sorted.partition_point(|x| *x < ms);
+        self.sorted.insert(at, ms);
+        self.sum += i128::from(ms);
     }
-    xs.sort_by(f64::total_cmp);
-    let mid = xs.len() / 2;
-    if xs.len().is_multiple_of(2) { (xs[mid - 1] + xs[mid]) / 2.0 } else { xs[mid] }
+
+    /// Removes one `ms` added before (an absent one is ignored: nothing to undo).
+    pub(crate) fn remove(&mut self, ms: i64) {
+        if let Ok(at) = self.sorted.binary_search(&ms) {
+            self.sorted.remove(at);
+            self.sum -= i128::from(ms);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The mean in days (0 when empty), from the exact sum: the same whatever the order
+    /// the durations came in.
+    pub(crate) fn mean_days(&self) -> f64 {
+        if self.sorted.is_empty() { 0.0 } else { self.sum as f64 / DAY_MS as f64 / self.sorted.len() as f64 }
+    }
+
+    /// The median in days (0 when empty).
+    pub(crate) fn median_days(&self) -> f64 {
+        let days = |ms: i64| ms as f64 / DAY_MS as f64;
+        let n = self.sorted.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let mid = n / 2;
+        if n.is_multiple_of(2) {
+            (days(self.sorted[mid - 1]) + days(self.sorted[mid])) / 2.0
+        } else {
+            days(self.sorted[mid])
+        }
+    }
 }
 
-/// The funnel of `pipeline` as it was at `as_of`.
-pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Figures {
-    let stages = pipeline.complete(deals);
-    let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
-    let open_positions: Vec<usize> = (0..stages.len()).filter(|&i| stages[i].kind == StageKind::Open).collect();
-    // A deal's progress: the furthest open stage it reached (its position among open
-    // stages), or past all of them once won.
-    let progress_of = |stage: usize| match stages[stage].kind {
-        StageKind::Open => open_positions.iter().position(|&p| p == stage),
-        StageKind::Won => Some(open_positions.len()),
-        StageKind::Lost => None,
-    };
+/// A pipeline's stages (the catalog plus any the deals use) and how a deal is placed on
+/// them: what each deal's [`FunnelPart`] is computed against.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Shape {
+    pub(crate) pipeline_id: String,
+    pub(crate) stages: Vec<StageInfo>,
+    index: HashMap<String, usize>,
+    /// Indexes of the open stages, in funnel order.
+    open_positions: Vec<usize>,
+    /// Each stage's probability as a decimal.
+    weights: Vec<Decimal>,
+}
 
-    let mut figures: Vec<StageFigures> = vec![StageFigures::default(); stages.len()];
-    let mut durations: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
-    let mut reached = vec![0u64; open_positions.len() + 1];
-    let mut cycles = Vec::new();
-    let mut out = Figures::default();
+impl Shape {
+    pub(crate) fn new(pipeline_id: &str, stages: Vec<StageInfo>) -> Self {
+        Self {
+            pipeline_id: pipeline_id.to_owned(),
+            index: stages.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect(),
+            open_positions: (0..stages.len()).filter(|&i| stages[i].kind == StageKind::Open).collect(),
+            weights: stages.iter().map(|s| probability(s.probability)).collect(),
+            stages,
+        }
+    }
 
-    for deal in deals {
-        let stays = deal.stays(&pipeline.id, as_of);
-        let mut furthest: Option<usize> = None;
+    /// A deal's progress at `stage`: the furthest open stage it reached (its position
+    /// among open stages), or past all of them once won.
+    fn progress_of(&self, stage: usize) -> Option<usize> {
+        match self.stages[stage].kind {
+            StageKind::Open => self.open_positions.iter().position(|&p| p == stage),
+            StageKind::Won => Some(self.open_positions.len()),
+            StageKind::Lost => None,
+        }
+    }
+
+    /// What `deal` adds to the funnel at `as_of`.
+    pub(crate) fn part(&self, deal: &DealHistory, as_of: i64) -> FunnelPart {
+        let stays = deal.stays(&self.pipeline_id, as_of);
+        let mut part = FunnelPart::default();
         for stay in &stays {
-            let Some(&i) = index.get(stay.stage_id.as_str()) else { continue };
+            let Some(&i) = self.index.get(stay.stage_id.as_str()) else { continue };
             if let Some(left) = stay.left_ms {
-                durations[i].push((left - stay.entered_ms) as f64 / DAY_MS as f64);
+                part.durations.push((i, left - stay.entered_ms));
             }
-            furthest = furthest.max(progress_of(i));
+            part.furthest = part.furthest.max(self.progress_of(i));
         }
-        if let Some(f) = furthest {
-            for r in reached.iter_mut().take(f + 1) {
-                *r += 1;
+        let Some(now) = deal.at(as_of).filter(|v| v.pipeline_id == self.pipeline_id) else { return part };
+        let Some(&i) = self.index.get(now.stage_id.as_str()) else { return part };
+        part.now = Some((i, now.amount()));
+        if self.stages[i].kind == StageKind::Won && now.created_ms > 0 {
+            let won_at = stays.last().map_or(now.modified_ms, |s| s.entered_ms);
+            part.cycle_ms = Some((won_at - now.created_ms).max(0));
+        }
+        part
+    }
+}
+
+/// What one deal adds to one pipeline's funnel.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct FunnelPart {
+    /// Its progress (see [`Shape`]); None when it never reached a counted stage.
+    furthest: Option<usize>,
+    /// `(stage, ms)` of each stay it completed.
+    durations: Vec<(usize, i64)>,
+    /// The stage it is in and its amount.
+    now: Option<(usize, Decimal)>,
+    /// Creation to won, when it is won.
+    cycle_ms: Option<i64>,
+}
+
+/// The sums of deals' [`FunnelPart`]s over one [`Shape`]. Adding and removing a part are
+/// exact inverses (integers, decimals, sorted durations), so sums kept up to date one deal
+/// change at a time equal sums over the whole history.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FunnelSums {
+    counts: Vec<u64>,
+    amounts: Vec<Decimal>,
+    weighted: Vec<Decimal>,
+    durations: Vec<Durations>,
+    /// Deals that reached each progress position (open stages, then won).
+    reached: Vec<u64>,
+    cycles: Durations,
+}
+
+impl FunnelSums {
+    pub(crate) fn new(shape: &Shape) -> Self {
+        let n = shape.stages.len();
+        Self {
+            counts: vec![0; n],
+            amounts: vec![Decimal::ZERO; n],
+            weighted: vec![Decimal::ZERO; n],
+            durations: vec![Durations::default(); n],
+            reached: vec![0; shape.open_positions.len() + 1],
+            cycles: Durations::default(),
+        }
+    }
+
+    /// Adds `part` (`add`) or takes back a part added before (`!add`).
+    pub(crate) fn apply(&mut self, shape: &Shape, part: &FunnelPart, add: bool) {
+        let step = |n: &mut u64| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        let sum = |x: &mut Decimal, y: Decimal| *x = if add { *x + y } else { *x - y };
+        if let Some(f) = part.furthest {
+            self.reached.iter_mut().take(f + 1).for_each(step);
+        }
+        for &(i, ms) in &part.durations {
+            if add { self.durations[i].add(ms) } else { self.durations[i].remove(ms) }
+        }
+        if let Some((i, amount)) = part.now {
+            step(&mut self.counts[i]);
+            sum(&mut self.amounts[i], amount);
+            if shape.stages[i].kind == StageKind::Open {
+                sum(&mut self.weighted[i], amount * shape.weights[i]);
             }
         }
-        let Some(now) = deal.at(as_of).filter(|v| v.pipeline_id == pipeline.id) else { continue };
-        let Some(&i) = index.get(now.stage_id.as_str()) else { continue };
-        let stage = &stages[i];
-        figures[i].deal_count += 1;
-        figures[i].amount += now.amount();
-        match stage.kind {
-            StageKind::Open => {
-                let weighted = now.amount() * probability(stage.probability);
-                figures[i].weighted_amount += weighted;
-                out.open_count += 1;
-                out.open_amount += now.amount();
-                out.weighted_forecast += weighted;
-            }
-            StageKind::Won => {
-                out.won_count += 1;
-                out.won_amount += now.amount();
-                let won_at = stays.last().map_or(now.modified_ms, |s| s.entered_ms);
-                if now.created_ms > 0 {
-                    cycles.push((won_at - now.created_ms).max(0) as f64 / DAY_MS as f64);
+        if let Some(ms) = part.cycle_ms {
+            if add { self.cycles.add(ms) } else { self.cycles.remove(ms) }
+        }
+    }
+
+    /// The funnel these sums make.
+    pub(crate) fn figures(&self, shape: &Shape) -> Figures {
+        let mut out = Figures::default();
+        let mut figures: Vec<StageFigures> = (0..shape.stages.len())
+            .map(|i| StageFigures {
+                deal_count: self.counts[i],
+                amount: self.amounts[i],
+                weighted_amount: self.weighted[i],
+                conversion_to_next: None,
+                avg_days_in_stage: self.durations[i].mean_days(),
+                median_days_in_stage: self.durations[i].median_days(),
+            })
+            .collect();
+        for (i, stage) in shape.stages.iter().enumerate() {
+            let (count, amount) = (self.counts[i], self.amounts[i]);
+            match stage.kind {
+                StageKind::Open => {
+                    out.open_count += count;
+                    out.open_amount += amount;
+                    out.weighted_forecast += self.weighted[i];
+                }
+                StageKind::Won => {
+                    out.won_count += count;
+                    out.won_amount += amount;
+                }
+                StageKind::Lost => {
+                    out.lost_count += count;
+                    out.lost_amount += amount;
                 }
             }
-            StageKind::Lost => {
-                out.lost_count += 1;
-                out.lost_amount += now.amount();
+        }
+        for (k, &i) in shape.open_positions.iter().enumerate() {
+            if self.reached[k] > 0 {
+                figures[i].conversion_to_next = Some(self.reached[k + 1] as f64 / self.reached[k] as f64);
             }
         }
+        let closed = out.won_count + out.lost_count;
+        out.win_rate = if closed == 0 { 0.0 } else { out.won_count as f64 / closed as f64 };
+        out.avg_cycle_days = self.cycles.mean_days();
+        let cycle_days = probability(out.avg_cycle_days);
+        out.sales_velocity_per_day = if out.won_count > 0 && cycle_days > Decimal::ZERO {
+            // open × (won amount ÷ won) × (won ÷ closed) ÷ cycle = open × won amount ÷ closed ÷ cycle.
+            (Decimal::from(out.open_count) * out.won_amount / Decimal::from(closed) / cycle_days).round_dp(2)
+        } else {
+            Decimal::ZERO
+        };
+        out.stages = shape.stages.iter().cloned().zip(figures).collect();
+        out
     }
+}
 
-    for (k, &i) in open_positions.iter().enumerate() {
-        if reached[k] > 0 {
-            figures[i].conversion_to_next = Some(reached[k + 1] as f64 / reached[k] as f64);
-        }
+/// The funnel of `pipeline` as it was at `as_of`: every deal's part summed.
+pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Figures {
+    let shape = Shape::new(&pipeline.id, pipeline.complete(deals));
+    let mut sums = FunnelSums::new(&shape);
+    for deal in deals {
+        sums.apply(&shape, &shape.part(deal, as_of), true);
     }
-    for (f, d) in figures.iter_mut().zip(durations.iter_mut()) {
-        f.avg_days_in_stage = mean(d);
-        f.median_days_in_stage = median(d);
-    }
-    let closed = out.won_count + out.lost_count;
-    out.win_rate = if closed == 0 { 0.0 } else { out.won_count as f64 / closed as f64 };
-    out.avg_cycle_days = mean(&cycles);
-    let cycle_days = probability(out.avg_cycle_days);
-    out.sales_velocity_per_day = if out.won_count > 0 && cycle_days > Decimal::ZERO {
-        // open × (won amount ÷ won) × (won ÷ closed) ÷ cycle = open × won amount ÷ closed ÷ cycle.
-        (Decimal::from(out.open_count) * out.won_amount / Decimal::from(closed) / cycle_days).round_dp(2)
-    } else {
-        Decimal::ZERO
-    };
-    out.stages = stages.into_iter().zip(figures).collect();
-    out
+    sums.figures(&shape)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

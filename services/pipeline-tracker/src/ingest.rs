@@ -97,9 +97,12 @@ impl BatchHandler for DealEvents {
         if batch.is_empty() {
             return Ok(());
         }
-        let companies =
-            self.tracker.store().ingest(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
+        let touched =
+            self.tracker.store().ingest_counted(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_versions_ingested_total").increment(batch.len() as u64);
+        // The kept sums take the changes before readers are woken, so they read them.
+        self.tracker.apply(&batch, &touched).await;
+        let companies: Vec<String> = touched.into_iter().map(|(c, _)| c).collect();
         self.tracker.changed(&companies).await;
         Ok(())
     }

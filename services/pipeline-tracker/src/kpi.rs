@@ -6,11 +6,11 @@
 //! [`StageMap`]; the definitions name canonical stages, so one definition applies to
 //! every company whatever its own stages are called.
 
-use crate::funnel::{DAY_MS, DealHistory, PipelineInfo, StageKind, mean, probability};
+use crate::funnel::{DAY_MS, DealHistory, Durations, PipelineInfo, StageInfo, StageKind, probability};
 use crate::portfolio::StageMap;
 use gtm_config::ResolvedMetrics;
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 /// The metric definitions in force and where they came from.
@@ -92,7 +92,237 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// The metrics of `company_id` over `pipelines`, at `as_of`, under `defs`.
+/// What the definitions make of one of a pipeline's stages.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    kind: StageKind,
+    /// Its position among the conversion stages (past them all when a won stage).
+    progress: Option<usize>,
+    category: Option<String>,
+    won: bool,
+    lost: bool,
+}
+
+/// One pipeline's stages as the definitions see them: what each deal's [`MetricsPart`]
+/// is computed against.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricsShape {
+    pipeline_id: String,
+    targets: HashMap<String, Target>,
+}
+
+impl MetricsShape {
+    /// `stages`: the pipeline's, completed with those its deals use.
+    pub(crate) fn new(
+        company_id: &str,
+        pipeline_id: &str,
+        stages: &[StageInfo],
+        map: &StageMap,
+        defs: &Definitions,
+    ) -> Self {
+        let m = &defs.metrics;
+        let conv = &m.conversion_stages;
+        let targets = stages
+            .iter()
+            .map(|s| {
+                let canonical = map.map(company_id, s).and_then(|i| map.canonical.get(i)).map(|c| c.id.as_str());
+                let won = canonical.is_some_and(|c| m.win_rate_won.iter().any(|w| w == c));
+                let target = Target {
+                    kind: s.kind,
+                    progress: match canonical {
+                        Some(_) if won => Some(conv.len()),
+                        Some(c) => conv.iter().position(|x| x == c),
+                        None => None,
+                    },
+                    category: canonical.and_then(|c| m.forecast_categories.get(c)).cloned(),
+                    won,
+                    lost: canonical.is_some_and(|c| m.win_rate_lost.iter().any(|l| l == c)),
+                };
+                (s.id.clone(), target)
+            })
+            .collect();
+        Self { pipeline_id: pipeline_id.to_owned(), targets }
+    }
+
+    /// What `deal` adds to the metrics at `as_of` under `defs`.
+    pub(crate) fn part(&self, deal: &DealHistory, defs: &Definitions, as_of: i64) -> MetricsPart {
+        let m = &defs.metrics;
+        let mut part = MetricsPart::default();
+        let stays = deal.stays(&self.pipeline_id, as_of);
+        // Conversion: the furthest listed stage the deal reached, or past them all once won.
+        part.furthest = stays.iter().filter_map(|s| self.targets.get(&s.stage_id)?.progress).max();
+        let Some(now) = deal.at(as_of).filter(|v| v.pipeline_id == self.pipeline_id) else { return part };
+        let Some(target) = self.targets.get(&now.stage_id) else { return part };
+        let amount = now.amount.unwrap_or_default();
+        part.category = target.category.clone().map(|c| (c, amount));
+        if target.kind == StageKind::Open {
+            part.open = Some(amount);
+            // Slip: its close date now against the one it had at the window's start.
+            let slip_from = as_of - i64::from(m.slip_window_days) * DAY_MS;
+            if now.close_date_ms > 0
+                && let Some(before) = deal.at(slip_from).filter(|v| v.close_date_ms > 0)
+            {
+                part.slip = Some(now.close_date_ms > before.close_date_ms);
+            }
+            return part;
+        }
+        let closed_at = stays.last().map_or(now.modified_ms, |s| s.entered_ms);
+        let cycle = (target.won && now.created_ms > 0).then(|| (closed_at - now.created_ms).max(0));
+        if within(m.win_rate_window_days, closed_at, as_of) {
+            part.won = target.won;
+            part.lost = target.lost;
+        }
+        part.cycle_ms = cycle.filter(|_| within(m.sales_cycle_window_days, closed_at, as_of));
+        if within(m.velocity_window_days, closed_at, as_of) && (target.won || target.lost) {
+            part.velocity = Some(if target.won { (true, amount, cycle) } else { (false, Decimal::ZERO, None) });
+        }
+        part
+    }
+}
+
+/// What one deal adds to one pipeline's metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct MetricsPart {
+    furthest: Option<usize>,
+    /// Its forecast category and amount.
+    category: Option<(String, Decimal)>,
+    /// Its amount, when open.
+    open: Option<Decimal>,
+    /// Whether it slipped, when it has close dates to compare.
+    slip: Option<bool>,
+    /// Won or lost within the win-rate window.
+    won: bool,
+    lost: bool,
+    /// Its sales cycle, when won within the cycle window.
+    cycle_ms: Option<i64>,
+    /// Closed within the velocity window: `(won, amount when won, cycle when won)`.
+    velocity: Option<(bool, Decimal, Option<i64>)>,
+}
+
+/// The sums of deals' [`MetricsPart`]s. Adding and removing a part are exact inverses,
+/// so sums kept up to date one deal change at a time equal sums over the whole history.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricsSums {
+    reached: Vec<u64>,
+    won: u64,
+    lost: u64,
+    cycles: Durations,
+    v_won: u64,
+    v_closed: u64,
+    v_amount: Decimal,
+    v_cycles: Durations,
+    open_count: u64,
+    open_amount: Decimal,
+    slip_base: u64,
+    slipped: u64,
+    forecast: BTreeMap<String, (u64, Decimal)>,
+}
+
+impl MetricsSums {
+    pub(crate) fn new(defs: &Definitions) -> Self {
+        Self {
+            reached: vec![0; defs.metrics.conversion_stages.len() + 1],
+            won: 0,
+            lost: 0,
+            cycles: Durations::default(),
+            v_won: 0,
+            v_closed: 0,
+            v_amount: Decimal::ZERO,
+            v_cycles: Durations::default(),
+            open_count: 0,
+            open_amount: Decimal::ZERO,
+            slip_base: 0,
+            slipped: 0,
+            forecast: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `part` (`add`) or takes back a part added before (`!add`).
+    pub(crate) fn apply(&mut self, part: &MetricsPart, add: bool) {
+        let count = |n: &mut u64, yes: bool| {
+            if yes {
+                *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            }
+        };
+        let sum = |x: &mut Decimal, y: Decimal| *x = if add { *x + y } else { *x - y };
+        let during = |d: &mut Durations, ms: Option<i64>| match ms {
+            Some(ms) if add => d.add(ms),
+            Some(ms) => d.remove(ms),
+            None => {}
+        };
+        if let Some(f) = part.furthest {
+            self.reached.iter_mut().take(f + 1).for_each(|r| count(r, true));
+        }
+        if let Some((category, amount)) = &part.category {
+            let entry = self.forecast.entry(category.clone()).or_default();
+            count(&mut entry.0, true);
+            sum(&mut entry.1, *amount);
+            // A category no deal is in is not listed, as a pass over the history gives.
+            if entry.0 == 0 {
+                self.forecast.remove(category);
+            }
+        }
+        if let Some(amount) = part.open {
+            count(&mut self.open_count, true);
+            sum(&mut self.open_amount, amount);
+        }
+        if let Some(slipped) = part.slip {
+            count(&mut self.slip_base, true);
+            count(&mut self.slipped, slipped);
+        }
+        count(&mut self.won, part.won);
+        count(&mut self.lost, part.lost);
+        during(&mut self.cycles, part.cycle_ms);
+        if let Some((won, amount, cycle)) = part.velocity {
+            count(&mut self.v_closed, true);
+            count(&mut self.v_won, won);
+            sum(&mut self.v_amount, amount);
+            during(&mut self.v_cycles, cycle);
+        }
+    }
+
+    /// The metrics of `company_id` these sums make under `defs`.
+    pub(crate) fn metrics(&self, company_id: &str, defs: &Definitions) -> CompanyMetrics {
+        let m = &defs.metrics;
+        let min = m.min_deals;
+        let raw_cycle_days = self.cycles.mean_days();
+        let cycle_days = probability(self.v_cycles.mean_days());
+        let velocity_per_day = if self.v_won > 0 && cycle_days > Decimal::ZERO {
+            (Decimal::from(self.open_count) * self.v_amount / Decimal::from(self.v_closed) / cycle_days).round_dp(2)
+        } else {
+            Decimal::ZERO
+        };
+        let coverage = match defs.coverage_targets.get(company_id) {
+            Some(t) if *t > Decimal::ZERO => {
+                let r = (self.open_amount / *t).round_dp(6);
+                Value { value: f64::from_str(&r.to_string()).ok(), sample: self.open_count }
+            }
+            _ => Value { value: None, sample: self.open_count },
+        };
+        let (won, lost, reached) = (self.won, self.lost, &self.reached);
+        CompanyMetrics {
+            win_rate: Value::of(ratio(won, won + lost), won + lost, min),
+            raw_win_rate: ratio(won, won + lost),
+            conversion: m
+                .conversion_stages
+                .iter()
+                .enumerate()
+                .map(|(k, id)| (id.clone(), Value::of(ratio(reached[k + 1], reached[k]), reached[k], min)))
+                .collect(),
+            sales_cycle_days: Value::of(raw_cycle_days, self.cycles.len() as u64, min),
+            raw_cycle_days,
+            velocity_per_day,
+            velocity_enough_data: self.v_closed >= u64::from(min),
+            coverage,
+            slip: Value::of(ratio(self.slipped, self.slip_base), self.slip_base, min),
+            slipped_count: self.slipped,
+            forecast: self.forecast.clone(),
+        }
+    }
+}
+
+/// The metrics of `company_id` over `pipelines`, at `as_of`, under `defs`: every deal's
+/// part in every pipeline summed.
 pub fn company_metrics(
     company_id: &str,
     pipelines: &[PipelineInfo],
@@ -101,118 +331,14 @@ pub fn company_metrics(
     defs: &Definitions,
     as_of: i64,
 ) -> CompanyMetrics {
-    let m = &defs.metrics;
-    let canonical_id = |i: usize| map.canonical.get(i).map(|c| c.id.as_str());
-    let conv = &m.conversion_stages;
-    let mut reached = vec![0u64; conv.len() + 1];
-    let (mut won, mut lost) = (0u64, 0u64);
-    let mut cycles = Vec::new();
-    let (mut v_won, mut v_closed, mut v_amount, mut v_cycles) = (0u64, 0u64, Decimal::ZERO, Vec::new());
-    let (mut open_count, mut open_amount) = (0u64, Decimal::ZERO);
-    let (mut slip_base, mut slipped) = (0u64, 0u64);
-    let mut forecast: BTreeMap<String, (u64, Decimal)> = BTreeMap::new();
-    let slip_from = as_of - i64::from(m.slip_window_days) * DAY_MS;
-
+    let mut sums = MetricsSums::new(defs);
     for pipeline in pipelines {
-        let stages = pipeline.complete(history);
-        let target = |stage_id: &str| -> Option<(StageKind, Option<&str>)> {
-            let s = stages.iter().find(|s| s.id == stage_id)?;
-            Some((s.kind, map.map(company_id, s).and_then(canonical_id)))
-        };
+        let shape = MetricsShape::new(company_id, &pipeline.id, &pipeline.complete(history), map, defs);
         for deal in history {
-            let stays = deal.stays(&pipeline.id, as_of);
-            // Conversion: the furthest listed stage the deal reached, or past them all once won.
-            let furthest = stays
-                .iter()
-                .filter_map(|s| match target(&s.stage_id)? {
-                    (_, Some(c)) if m.win_rate_won.iter().any(|w| w == c) => Some(conv.len()),
-                    (_, Some(c)) => conv.iter().position(|x| x == c),
-                    _ => None,
-                })
-                .max();
-            if let Some(f) = furthest {
-                for r in reached.iter_mut().take(f + 1) {
-                    *r += 1;
-                }
-            }
-            let Some(now) = deal.at(as_of).filter(|v| v.pipeline_id == pipeline.id) else { continue };
-            let Some((kind, canonical)) = target(&now.stage_id) else { continue };
-            let amount = now.amount.unwrap_or_default();
-            if let Some(category) = canonical.and_then(|c| m.forecast_categories.get(c)) {
-                let entry = forecast.entry(category.clone()).or_default();
-                entry.0 += 1;
-                entry.1 += amount;
-            }
-            if kind == StageKind::Open {
-                open_count += 1;
-                open_amount += amount;
-                // Slip: its close date now against the one it had at the window's start.
-                if now.close_date_ms > 0
-                    && let Some(before) = deal.at(slip_from).filter(|v| v.close_date_ms > 0)
-                {
-                    slip_base += 1;
-                    if now.close_date_ms > before.close_date_ms {
-                        slipped += 1;
-                    }
-                }
-                continue;
-            }
-            let Some(canonical) = canonical else { continue };
-            let closed_at = stays.last().map_or(now.modified_ms, |s| s.entered_ms);
-            let is_won = m.win_rate_won.iter().any(|w| w == canonical);
-            let is_lost = m.win_rate_lost.iter().any(|l| l == canonical);
-            let cycle =
-                (is_won && now.created_ms > 0).then(|| (closed_at - now.created_ms).max(0) as f64 / DAY_MS as f64);
-            if within(m.win_rate_window_days, closed_at, as_of) {
-                won += u64::from(is_won);
-                lost += u64::from(is_lost);
-            }
-            if let Some(c) = cycle.filter(|_| within(m.sales_cycle_window_days, closed_at, as_of)) {
-                cycles.push(c);
-            }
-            if within(m.velocity_window_days, closed_at, as_of) && (is_won || is_lost) {
-                v_closed += 1;
-                if is_won {
-                    v_won += 1;
-                    v_amount += amount;
-                    v_cycles.extend(cycle);
-                }
-            }
+            sums.apply(&shape.part(deal, defs, as_of), true);
         }
     }
-
-    let min = m.min_deals;
-    let raw_cycle_days = mean(&cycles);
-    let cycle_days = probability(mean(&v_cycles));
-    let velocity_per_day = if v_won > 0 && cycle_days > Decimal::ZERO {
-        (Decimal::from(open_count) * v_amount / Decimal::from(v_closed) / cycle_days).round_dp(2)
-    } else {
-        Decimal::ZERO
-    };
-    let coverage = match defs.coverage_targets.get(company_id) {
-        Some(t) if *t > Decimal::ZERO => {
-            let r = (open_amount / *t).round_dp(6);
-            Value { value: f64::from_str(&r.to_string()).ok(), sample: open_count }
-        }
-        _ => Value { value: None, sample: open_count },
-    };
-    CompanyMetrics {
-        win_rate: Value::of(ratio(won, won + lost), won + lost, min),
-        raw_win_rate: ratio(won, won + lost),
-        conversion: conv
-            .iter()
-            .enumerate()
-            .map(|(k, id)| (id.clone(), Value::of(ratio(reached[k + 1], reached[k]), reached[k], min)))
-            .collect(),
-        sales_cycle_days: Value::of(raw_cycle_days, cycles.len() as u64, min),
-        raw_cycle_days,
-        velocity_per_day,
-        velocity_enough_data: v_closed >= u64::from(min),
-        coverage,
-        slip: Value::of(ratio(slipped, slip_base), slip_base, min),
-        slipped_count: slipped,
-        forecast,
-    }
+    sums.metrics(company_id, defs)
 }
 
 /// The metrics benchmarks compare (amounts are left out: companies differ in currency).

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod kpi;
 pub mod live;
 pub mod portfolio;
+mod rollup;
 mod settings;
 pub mod stage_config;
 pub mod store;

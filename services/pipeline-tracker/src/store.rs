@@ -114,6 +114,12 @@ impl Store {
     /// Repeated and stale versions change nothing: history keys on the modification time,
     /// and the read model only moves forward.
     pub async fn ingest(&self, batch: &[Incoming]) -> Result<Vec<String>> {
+        Ok(self.ingest_counted(batch).await?.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// [`Store::ingest`], returning each company touched with its change counter as this
+    /// batch left it (the batch's own number: one more than the company had before it).
+    pub async fn ingest_counted(&self, batch: &[Incoming]) -> Result<Vec<(String, i64)>> {
         // The newest version of each deal in this batch, for the read model (one statement
         // may not update the same row twice).
         let mut newest: HashMap<(&str, &str), &Incoming> = HashMap::new();
@@ -164,20 +170,27 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        let mut counted = Vec::with_capacity(companies.len());
         for chunk in companies.chunks(ROWS_PER_STATEMENT) {
+            // The counters come back from the same statement, inside the transaction: read
+            // after commit, another batch's increment could be taken for this one's.
             let sql = format!(
                 "INSERT INTO companies (company_id, version) VALUES {} \
-                 ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1",
+                 ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1 \
+                 RETURNING company_id, version",
                 (1..=chunk.len()).map(|i| format!("(${i}, 1)")).collect::<Vec<_>>().join(", ")
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for company in chunk {
                 q = q.bind(company.clone());
             }
-            q.execute(&mut *tx).await?;
+            for row in q.fetch_all(&mut *tx).await? {
+                counted.push((row.try_get(0)?, row.try_get(1)?));
+            }
         }
         tx.commit().await?;
-        Ok(companies)
+        counted.sort();
+        Ok(counted)
     }
 
     /// Every version of every deal of `company`, grouped by deal, oldest first.
@@ -189,26 +202,28 @@ impl Store {
         .bind(company_id.to_owned())
         .fetch_all(self.db.pool())
         .await?;
-        let mut deals: Vec<DealHistory> = Vec::new();
-        for row in rows {
-            let deal_id: String = row.try_get(0)?;
-            let version = Version {
-                modified_ms: row.try_get(1)?,
-                pipeline_id: row.try_get(2)?,
-                stage_id: row.try_get(3)?,
-                amount: Some(decimal_from_text(&row.try_get::<String, _>(4)?)?),
-                close_date_ms: row.try_get(5)?,
-                created_ms: row.try_get(6)?,
-                deleted: row.try_get::<i64, _>(7)? != 0,
-                // '' (stored before currencies were known) counts in the company's currency.
-                currency: row.try_get::<String, _>(8)?.parse().ok(),
-            };
-            match deals.last_mut() {
-                Some(d) if d.deal_id == deal_id => d.versions.push(version),
-                _ => deals.push(DealHistory { deal_id, versions: vec![version] }),
+        histories(rows)
+    }
+
+    /// Every version of the deals `deal_ids` of `company`, grouped by deal, oldest first
+    /// (a deal with no version is left out).
+    pub async fn deal_histories(&self, company_id: &str, deal_ids: &[String]) -> Result<Vec<DealHistory>> {
+        let mut out = Vec::with_capacity(deal_ids.len());
+        for chunk in deal_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT deal_id, modified_ms, pipeline_id, stage_id, CAST(amount AS TEXT), close_date_ms, created_ms, \
+                 deleted, currency FROM deal_history WHERE company_id = $1 AND deal_id IN ({}) \
+                 ORDER BY deal_id, modified_ms",
+                (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            );
+            // Only numbered placeholders are spliced in; the values are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id.to_owned());
+            for id in chunk {
+                q = q.bind(id.clone());
             }
+            out.extend(histories(q.fetch_all(self.db.pool()).await?)?);
         }
-        Ok(deals)
+        Ok(out)
     }
 
     /// The stage-transition log of one deal: `(from stage, to stage, at, amount)`, oldest
@@ -402,6 +417,30 @@ impl Store {
             .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// Deal history rows (as [`Store::history`] selects them) grouped by deal.
+fn histories(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<DealHistory>> {
+    let mut deals: Vec<DealHistory> = Vec::new();
+    for row in rows {
+        let deal_id: String = row.try_get(0)?;
+        let version = Version {
+            modified_ms: row.try_get(1)?,
+            pipeline_id: row.try_get(2)?,
+            stage_id: row.try_get(3)?,
+            amount: Some(decimal_from_text(&row.try_get::<String, _>(4)?)?),
+            close_date_ms: row.try_get(5)?,
+            created_ms: row.try_get(6)?,
+            deleted: row.try_get::<i64, _>(7)? != 0,
+            // '' (stored before currencies were known) counts in the company's currency.
+            currency: row.try_get::<String, _>(8)?.parse().ok(),
+        };
+        match deals.last_mut() {
+            Some(d) if d.deal_id == deal_id => d.versions.push(version),
+            _ => deals.push(DealHistory { deal_id, versions: vec![version] }),
+        }
+    }
+    Ok(deals)
 }
 
 #[cfg(test)]

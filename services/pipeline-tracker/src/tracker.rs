@@ -7,6 +7,8 @@ use crate::funnel::{self, DealHistory, Figures, PipelineInfo};
 use crate::kpi::{self, CompanyMetrics, Definitions, Metric};
 use crate::live::Changes;
 use crate::portfolio::StageMap;
+use crate::rollup::{self, Rollup, Rollups};
+use crate::store::Incoming;
 use crate::store::Store;
 use gomark_cache::Cache;
 use gomark_platform::PublicError;
@@ -17,7 +19,7 @@ use gomark_proto::time::{duration_from_days, timestamp};
 use prost::Message;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub struct Tracker {
     stage_map: RwLock<StageMap>,
     currencies: RwLock<Currencies>,
     definitions: RwLock<Definitions>,
+    /// This replica's per-company sums, so a deal change costs the same whatever the
+    /// company's history (see [`crate::rollup`]).
+    rollups: Rollups,
     pub changes: Arc<Changes>,
 }
 
@@ -96,6 +101,7 @@ impl Tracker {
             stage_map: RwLock::new(StageMap::default()),
             currencies: RwLock::new(Currencies::default()),
             definitions: RwLock::new(Definitions::default()),
+            rollups: Rollups::default(),
             changes: Arc::new(Changes::default()),
         }
     }
@@ -108,6 +114,7 @@ impl Tracker {
     pub async fn set_stage_map(&self, map: StageMap) {
         if replace(&self.stage_map, map) {
             // Every cached summary was mapped with the old stages.
+            self.rollups.invalidate_all();
             self.changed_all().await;
         }
     }
@@ -116,6 +123,7 @@ impl Tracker {
     pub async fn set_currencies(&self, currencies: Currencies) {
         if replace(&self.currencies, currencies) {
             // Cached figures are in the old currencies.
+            self.rollups.invalidate_all();
             self.changed_all().await;
         }
     }
@@ -124,6 +132,7 @@ impl Tracker {
     pub async fn set_definitions(&self, definitions: Definitions) {
         if replace(&self.definitions, definitions) {
             // Cached figures carry the old definitions and their revision.
+            self.rollups.invalidate_all();
             self.changed_all().await;
         }
     }
@@ -175,14 +184,26 @@ impl Tracker {
     /// converts is left out (counted as none) and logged, never taken 1:1.
     async fn history_in(&self, company_id: &str, currency: Currency, as_of: i64) -> Result<Vec<DealHistory>> {
         let mut history: Vec<DealHistory> = self.store.history(company_id).await?;
-        let date = utc_date(as_of);
-        let mut rates: HashMap<Currency, Option<Decimal>> = HashMap::new();
+        self.convert(company_id, &mut history, currency, &utc_date(as_of), &mut HashMap::new()).await?;
+        Ok(history)
+    }
+
+    /// Converts every amount of `history` into `currency` at the rates of `date` (`rates`
+    /// holds those already read, and takes those read now).
+    async fn convert(
+        &self,
+        company_id: &str,
+        history: &mut [DealHistory],
+        currency: Currency,
+        date: &str,
+        rates: &mut HashMap<Currency, Option<Decimal>>,
+    ) -> Result<()> {
         for v in history.iter_mut().flat_map(|d| d.versions.iter_mut()) {
             let Some(from) = v.currency.filter(|c| *c != currency) else { continue };
             let rate = match rates.get(&from) {
                 Some(r) => *r,
                 None => {
-                    let r = self.store.fx_rate(from, currency, &date).await?.map(|r| r.rate);
+                    let r = self.store.fx_rate(from, currency, date).await?.map(|r| r.rate);
                     rates.insert(from, r);
                     r
                 }
@@ -198,21 +219,14 @@ impl Tracker {
             }
             v.currency = Some(currency);
         }
-        Ok(history)
+        Ok(())
     }
 
     /// Every pipeline of the company (configured or used by deals) with its figures at `as_of`.
     async fn compute(&self, company_id: &str, currency: Currency, as_of: i64) -> Result<Computed> {
-        let mut pipelines = self.catalog.pipelines(company_id).await?;
+        let catalog = self.catalog.pipelines(company_id).await?;
         let history = self.history_in(company_id, currency, as_of).await?;
-        let used: BTreeSet<&str> =
-            history.iter().flat_map(|d| &d.versions).filter(|v| !v.deleted).map(|v| v.pipeline_id.as_str()).collect();
-        for id in used {
-            if !pipelines.iter().any(|p| p.id == id) {
-                pipelines.push(PipelineInfo { id: id.to_owned(), label: id.to_owned(), stages: Vec::new() });
-            }
-        }
-        let pipelines = pipelines
+        let pipelines = rollup::pipelines_of(catalog, &history)
             .into_iter()
             .map(|p| {
                 let figures = funnel::funnel(&p, &history, as_of);
@@ -261,30 +275,117 @@ impl Tracker {
             Ok(None) => metrics::counter!("cache_requests_total", "outcome" => "miss").increment(1),
             Err(err) => tracing::debug!(key, error = %err, "cache unavailable, computing"),
         }
-        let now = gomark_storage::now_ms();
-        let currency = self.company_currency(company_id);
-        let computed = self.compute(company_id, currency, now).await?;
-        let figures: Vec<Figures> = computed.pipelines.iter().map(|(_, f)| f.clone()).collect();
-        let defs = self.definitions();
-        let map = self.stage_map();
-        let pipelines: Vec<PipelineInfo> = computed.pipelines.iter().map(|(p, _)| p.clone()).collect();
-        let m = kpi::company_metrics(company_id, &pipelines, &computed.history, &map, &defs, now);
-        let mut summary = map.summarize(company_id, "", currency, &figures)?;
-        summary.win_rate = m.raw_win_rate;
-        summary.definition_revision = defs.revision;
-        summary.metrics = Some(metrics_proto(&m, currency)?);
-        let value = pb::CompanyFunnels {
-            funnels: computed
-                .pipelines
-                .iter()
-                .map(|(p, f)| self.funnel_proto(company_id, (p, f), &computed.history, now, currency))
-                .collect::<Result<_>>()?,
-            summary: Some(summary),
-        };
+        let value = self.compute_funnels(company_id).await?;
         if let Err(err) = self.cache.set(&key, &value.encode_to_vec(), self.cache_ttl).await {
             tracing::debug!(key, error = %err, "cache write skipped");
         }
         Ok(value)
+    }
+
+    /// The company's funnels now from its sums: those kept when they are current (this
+    /// replica applied every change the store counts, and no boundary passed), else new
+    /// sums over the whole history, kept for the next changes.
+    async fn compute_funnels(&self, company_id: &str) -> Result<pb::CompanyFunnels> {
+        // The generation before the configuration, the counter before the history: sums
+        // computed from older inputs than they claim are never kept.
+        let generation = self.rollups.generation();
+        let version = self.store.company_version(company_id).await?;
+        let (currency, defs, map) = (self.company_currency(company_id), self.definitions(), self.stage_map());
+        let cx = rollup::Context { company_id, map: &map, defs: &defs };
+        let now = gomark_storage::now_ms();
+        let kept = self.rollups.with(company_id, |r| {
+            let current = r.version == version && r.generation == generation && r.currency == currency;
+            (current && r.valid_at(now)).then(|| self.funnels_from(&cx, r, now))
+        });
+        if let Some(Some(value)) = kept {
+            metrics::counter!("pipeline_tracker_rollups_total", "outcome" => "kept").increment(1);
+            return value;
+        }
+        metrics::counter!("pipeline_tracker_rollups_total", "outcome" => "recomputed").increment(1);
+        let catalog = self.catalog.pipelines(company_id).await?;
+        let mut history: Vec<DealHistory> = self.store.history(company_id).await?;
+        let (date, mut rates) = (utc_date(now), HashMap::new());
+        self.convert(company_id, &mut history, currency, &date, &mut rates).await?;
+        let max_age = i64::try_from(self.cache_ttl.as_millis()).unwrap_or(i64::MAX);
+        let r = Rollup::build(&cx, catalog, &history, now, max_age, (version, generation), currency, (date, rates));
+        let value = self.funnels_from(&cx, &r, now);
+        self.rollups.install(company_id, r);
+        value
+    }
+
+    /// The company's funnels and summary at `now` from its sums `r` (valid at `now`).
+    fn funnels_from(&self, cx: &rollup::Context<'_>, r: &Rollup, now: i64) -> Result<pb::CompanyFunnels> {
+        let (company_id, defs, currency) = (cx.company_id, cx.defs, r.currency);
+        let mut funnels = Vec::with_capacity(r.pipelines().len());
+        let mut figures = Vec::with_capacity(r.pipelines().len());
+        for p in r.pipelines() {
+            let f = p.figures();
+            let m = p.metrics(company_id, defs);
+            let mut funnel = to_proto(company_id, &p.info, &f, now, currency)?;
+            funnel.win_rate = m.raw_win_rate;
+            funnel.avg_cycle = Some(duration_from_days(m.raw_cycle_days));
+            funnel.sales_velocity_per_day_money = money(m.velocity_per_day, currency)?;
+            funnel.definition_revision = defs.revision;
+            funnels.push(funnel);
+            figures.push(f);
+        }
+        let m = r.company_metrics(company_id, defs);
+        let mut summary = cx.map.summarize(company_id, "", currency, &figures)?;
+        summary.win_rate = m.raw_win_rate;
+        summary.definition_revision = defs.revision;
+        summary.metrics = Some(metrics_proto(&m, currency)?);
+        Ok(pb::CompanyFunnels { funnels, summary: Some(summary) })
+    }
+
+    /// After `batch` was stored (`touched`: each company with the counter the batch left
+    /// it at): the kept sums of those companies take the changed deals, when they had
+    /// every change before; otherwise (or on any failure) they are dropped, and the next
+    /// read recomputes the company. Call before [`Tracker::changed`], which wakes readers.
+    pub async fn apply(&self, batch: &[Incoming], touched: &[(String, i64)]) {
+        for (company_id, version) in touched {
+            let kept = self.rollups.with(company_id, |r| {
+                (r.version == version - 1).then(|| (r.currency, r.date.clone(), r.rates.clone(), r.generation))
+            });
+            let Some(Some((currency, date, mut rates, generation))) = kept else {
+                self.rollups.remove(company_id);
+                continue;
+            };
+            let mut deal_ids: Vec<String> =
+                batch.iter().filter(|i| &i.company_id == company_id).map(|i| i.deal_id.clone()).collect();
+            deal_ids.sort();
+            deal_ids.dedup();
+            let mut histories = match self.store.deal_histories(company_id, &deal_ids).await {
+                Ok(h) => h,
+                Err(err) => {
+                    tracing::warn!(company_id, error = %err, "changed deals unreadable; the company is recomputed");
+                    self.rollups.remove(company_id);
+                    continue;
+                }
+            };
+            if let Err(err) = self.convert(company_id, &mut histories, currency, &date, &mut rates).await {
+                tracing::warn!(company_id, error = %err, "exchange rates unreadable; the company is recomputed");
+                self.rollups.remove(company_id);
+                continue;
+            }
+            let (defs, map) = (self.definitions(), self.stage_map());
+            let cx = rollup::Context { company_id, map: &map, defs: &defs };
+            let now = gomark_storage::now_ms();
+            let applied = self.rollups.with(company_id, |r| {
+                if r.version != version - 1 || r.generation != generation || generation != self.rollups.generation() {
+                    return Err(rollup::Stale::Expired);
+                }
+                r.rates = rates;
+                for deal in &histories {
+                    r.update(&cx, deal, now)?;
+                }
+                r.version = *version;
+                Ok(())
+            });
+            if let Some(Err(stale)) = applied {
+                tracing::debug!(company_id, reason = %stale, "the company's sums are recomputed");
+                self.rollups.remove(company_id);
+            }
+        }
     }
 
     /// One pipeline's funnel now (cached) or at `as_of_ms` (from the transition log).
