@@ -632,3 +632,44 @@ async fn portfolio_periods_are_the_sum_of_the_companies() {
         assert!(err.to_string().contains("period"), "{err}");
     }
 }
+
+/// The company's funnels now, without the instant they were computed at.
+async fn funnels_now(t: &Tracker, company: &str) -> pb::CompanyFunnels {
+    let mut f = t.company_funnels(company).await.expect("funnels");
+    for funnel in &mut f.funnels {
+        funnel.as_of = None;
+    }
+    f
+}
+
+#[tokio::test]
+async fn kept_sums_follow_changes_on_either_replica_and_equal_a_full_recompute() {
+    for tdb in TestDatabase::all() {
+        // Two replicas on one database and one cache; each keeps its own sums.
+        tracker(&tdb).await;
+        let store = Store::new(Database::connect(&tdb.settings).await.expect("connect"));
+        let replica = |cache: Arc<gomark_cache::MemoryCache>| {
+            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+            Arc::new(Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60)))
+        };
+        let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt")));
+        let (a, b) = (replica(cache.clone()), replica(cache));
+        let mut rng = Rng(0x0dd5_eed5_0000_0017);
+        let events = history("c1", 60, &mut rng);
+        let (head, tail) = events.split_at(events.len() / 2);
+        ingest(&a, head, 50).await;
+        for (i, chunk) in tail.chunks(3).enumerate() {
+            // Both replicas hold sums before the change; one of them ingests it.
+            funnels_now(&a, "c1").await;
+            funnels_now(&b, "c1").await;
+            ingest(if i % 3 == 0 { &b } else { &a }, chunk, 3).await;
+            // A replica with no sums recomputes from the whole history.
+            let fresh = replica(Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh"))));
+            let want = funnels_now(&fresh, "c1").await;
+            assert_eq!(funnels_now(&a, "c1").await, want, "{}: replica a after change {i}", tdb.label);
+            assert_eq!(funnels_now(&b, "c1").await, want, "{}: replica b after change {i}", tdb.label);
+        }
+        let last = funnels_now(&a, "c1").await.summary.expect("summary");
+        assert!(last.open_count + last.won_count + last.lost_count > 20, "{}: the fixture has deals", tdb.label);
+    }
+}
