@@ -341,22 +341,6 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
     (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
 }
 
-/// A fixed-offset zone (`UTC` or `±HH:MM`) as minutes east of UTC; `None` for anything
-/// else, named zones included (those go through [`crate::zones::zone`]).
-pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
-    let zone = zone.trim();
-    if zone.eq_ignore_ascii_case("utc") || zone == "Z" || zone == "Etc/UTC" {
-        return Some(0);
-    }
-    let sign = match zone.as_bytes().first() {
-        Some(b'+') => 1,
-        Some(b'-') => -1,
-        _ => return None,
-    };
-    let minutes = parse_hhmm(&zone[1..])?;
-    (minutes <= 14 * 60).then_some(sign * minutes as i32)
-}
-
 pub(crate) fn is_cadence_key(s: &str) -> bool {
     crate::validate::is_pipeline_id(s)
 }
