@@ -685,6 +685,7 @@ async fn services_enforce_the_scope_when_called_directly() {
         pipeline_id: String::new(),
         from: Some(gomark_proto::time::timestamp(1)),
         to: Some(gomark_proto::time::timestamp(2)),
+        deal_limit: 0,
     };
     assert_eq!(code(tracker.get_waterfall(a_admin.request(range)).await), Err(tonic::Code::NotFound));
     let pipelines = pt::ListPipelinesRequest { company_id: b.clone() };
