@@ -344,3 +344,86 @@ async fn a_fleet_api_version_upgrade_rolls_out_in_waves_and_rolls_back() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// The plan, apply and drift path on a service key alone (no private app, no OAuth, no push
+/// webhooks): a declared property is planned and applied, a hand edit in HubSpot's UI reaches
+/// GoMark only through the journal, and the drift record names that person, the policy
+/// going by it (adopted).
+#[tokio::test]
+async fn plan_apply_and_drift_work_with_a_service_key_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: false,
+        journal: gomark_hubspot_sync::JournalSettings { poll_ms: POLL_MS, ..Default::default() },
+        ..EmbeddedOptions::default()
+    };
+    let gomark = Embedded::start(options.clone(), Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = gomark.hubspot_sim.clone();
+    let (key, portal) = ("sk-drift", 3300u64);
+    let company = create_journal_company(&api, &sim, &options, "Service key only", key, portal).await;
+    let doc = format!(
+        "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: Seats, type: number, fieldType: number, groupName: dealinformation}}\n\
+         companies:\n  s:\n    companyId: \"{company}\"\n    settings: {{driftPolicy: alert, driftPolicyBySource: {{user: adopt}}}}\n"
+    );
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({"document": doc, "message": "plan"}))).await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    let actions = plan.body["companies"][0]["actions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        actions.iter().any(|a| a.to_string().contains("gomark_seats")),
+        "planned on the service key: {}",
+        plan.body
+    );
+    let revision =
+        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "seats"}))).await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+    let started = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let done = finish(&api, started.body["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(sim.property(key, "gomark_seats").is_some(), "applied with the service key");
+    let quiet = api.send(Method::POST, "/v1/drift/check", Some(json!({"companyIds": [company]}))).await;
+    assert_eq!(quiet.body["drifted"].as_array().map(Vec::len), Some(0), "{}", quiet.body);
+
+    // A person relabels it in HubSpot's UI. No webhook is pushed (service key); the journal
+    // carries the change and who made it.
+    let relabel = reqwest::Client::new()
+        .patch(format!("{}/crm/v3/properties/deals/gomark_seats", gomark.hubspot_sim_url))
+        .bearer_auth(key)
+        .header("X-HubSpot-Sim-UI-User", "42")
+        .json(&json!({"label": "Seats (sold)"}))
+        .send()
+        .await
+        .expect("relabel");
+    assert_eq!(relabel.status(), 200);
+    assert!(
+        sim.journal_events(portal).iter().any(|e| e["propertyName"] == "gomark_seats" && e["changeSource"] == "CRM_UI"),
+        "journaled with who made it"
+    );
+    // The reader records when it last caught up on every pass: two passes after the edit, the
+    // second begun after it, have read it.
+    let caught_up = || async {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        sync["journal"]["caughtUpAt"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut seen = caught_up().await;
+    for pass in ["a pass after the edit", "a pass begun after the edit"] {
+        seen = eventually(pass, Duration::from_secs(30), || async {
+            let now = caught_up().await;
+            (now != seen).then_some(now)
+        })
+        .await;
+    }
+    let found = api.send(Method::POST, "/v1/drift/check", Some(json!({"companyIds": [company]}))).await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let record = found.body["drifted"][0].clone();
+    assert_eq!(record["source"]["kind"], "user", "{}", found.body);
+    assert_eq!(record["source"]["sourceId"], "userId:42", "{record}");
+    assert_eq!(record["policy"], "adopt", "{record}");
+    assert!(record["resolution"].as_str().is_some_and(|r| r.starts_with("revision/")), "{record}");
+    assert_eq!(sim.webhook_stats().events_sent, 0, "no push webhook was involved");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
