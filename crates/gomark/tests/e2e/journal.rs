@@ -427,3 +427,61 @@ async fn plan_apply_and_drift_work_with_a_service_key_alone() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// A fleet upgrade whose canary portal fails the conformance probe halts before any other
+/// portal is touched: every pin stays where it was.
+#[tokio::test]
+async fn a_fleet_api_version_upgrade_halts_when_the_canary_fails_its_probe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options.clone(), Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = gomark.hubspot_sim.clone();
+    let portals: Vec<u64> = (0..3).map(|i| 3400 + i).collect();
+    let mut companies = Vec::new();
+    for (i, portal) in portals.iter().enumerate() {
+        let key = format!("sk-halt-{i}");
+        let id = create_journal_company(&api, &sim, &options, &format!("Halt {i}"), &key, *portal).await;
+        companies.push((id, if i == 0 { 0 } else { 1 }));
+    }
+    let roll_out = |version: &'static str| {
+        let (api, companies) = (&api, &companies);
+        async move {
+            let doc = versioned_document(companies, version);
+            let r = api
+                .send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "api version"})))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            let revision = r.body["number"].as_i64().expect("number");
+            let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": revision}))).await;
+            assert_eq!(started.status, 201, "{}", started.body);
+            finish(api, started.body["id"].as_str().expect("id")).await
+        }
+    };
+    let done = roll_out("2026-03").await;
+    assert_eq!(done["state"], "completed", "{done}");
+
+    // The canary portal answers nothing (404) from now on: it cannot be used on any version.
+    sim.fail_next("sk-halt-0", 100_000, 404);
+    sim.clear_requests();
+    let halted = roll_out("2026-09").await;
+    assert_eq!(halted["state"], "halted", "{halted}");
+    let steps = halted["steps"].as_array().expect("steps");
+    let canary = steps.iter().find(|s| s["wave"] == 0).expect("canary step");
+    assert_eq!(canary["state"], "failed", "{halted}");
+    assert!(canary["detail"].as_str().is_some_and(|d| d.contains("HTTP 404")), "the probe's reason: {halted}");
+    assert!(steps.iter().filter(|s| s["wave"] == 1).all(|s| s["state"] == "pending"), "wave 1 never ran: {halted}");
+    let requests = sim.requests();
+    assert!(
+        !requests.iter().any(|r| r.portal_id.is_some_and(|p| p != portals[0]) && r.path.contains("/2026-09")),
+        "no other portal was probed on 2026-09"
+    );
+    sim.fail_next("sk-halt-0", 0, 404);
+    for (company, _) in &companies {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        assert_eq!(sync["apiVersion"], "2026-03", "every pin kept: {sync}");
+    }
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
