@@ -485,3 +485,82 @@ async fn a_fleet_api_version_upgrade_halts_when_the_canary_fails_its_probe() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// A portal on both feeds (a private-app token, so HubSpot pushes webhooks, and the journal):
+/// every change arrives both ways, and each deal is still published once and counted once.
+#[tokio::test]
+async fn a_portal_on_both_feeds_publishes_each_deal_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: false,
+        deal_sync: gomark_hubspot_sync::DealSyncSettings {
+            interval_secs: 3600,
+            queue_poll_ms: 50,
+            index_lag_secs: 0,
+            ..Default::default()
+        },
+        journal: gomark_hubspot_sync::JournalSettings { poll_ms: POLL_MS, ..Default::default() },
+        ..EmbeddedOptions::default()
+    };
+    let gomark = Embedded::start(options.clone(), Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = gomark.hubspot_sim.clone();
+    let mut stream =
+        gomark.bus.subscribe(&ConsumerSpec::new("test.both", event_types::DEAL_UPSERTED)).await.expect("subscribe");
+    let (token, portal) = ("both-feeds", 3500u64);
+    sim.register_portal(token, portal);
+    let body = json!({
+        "name": "Both feeds",
+        "hubspotPortalId": portal.to_string(),
+        "hubspotToken": token,
+        "hubspotJournal": {"clientId": options.sim.client_id, "clientSecret": options.sim.client_secret},
+    });
+    let reply = api.send(Method::POST, "/v1/companies", Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let company = reply.body["id"].as_str().expect("id").to_owned();
+    let caught_up = || async {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        sync["journal"]["caughtUpAt"].as_str().unwrap_or_default().to_owned()
+    };
+
+    let sent = sim.webhook_stats().events_sent;
+    sim.create_deals(token, 20, "appointmentscheduled", "default");
+    // Both feeds carried the 20 creations: HubSpot pushed them, and the reader has read its
+    // journal past them (two passes, the second begun after they were made).
+    eventually("the webhooks pushed", Duration::from_secs(30), || async {
+        (sim.webhook_stats().events_sent >= sent + 20 && sim.pending_webhook_events() == 0).then_some(())
+    })
+    .await;
+    let journaled = sim.journal_events(portal).iter().filter(|e| e["subscriptionType"] == "deal.creation").count();
+    assert_eq!(journaled, 20, "the journal holds the same creations");
+    let mut seen_at = caught_up().await;
+    for pass in ["a journal pass", "a journal pass begun after the deals"] {
+        seen_at = eventually(pass, Duration::from_secs(30), || async {
+            let now = caught_up().await;
+            (!now.is_empty() && now != seen_at).then_some(now)
+        })
+        .await;
+    }
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let settle = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < settle || seen.len() < 20 {
+        assert!(tokio::time::Instant::now() < settle + Duration::from_secs(30), "only {} deals arrived", seen.len());
+        if let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+            let deal: DealUpserted = decode_payload(&delivery.event).expect("payload");
+            *seen.entry(deal.deal_id.clone()).or_default() += 1;
+            delivery.ack().await.expect("ack");
+        }
+    }
+    assert_eq!(seen.len(), 20, "every deal");
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
+    let counted = eventually("pipeline-tracker's count", Duration::from_secs(30), || async {
+        let n = open_count(&api, &company).await;
+        (n == 20).then_some(n)
+    })
+    .await;
+    assert_eq!(counted, 20);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
