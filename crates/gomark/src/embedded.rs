@@ -175,14 +175,28 @@ impl Embedded {
             },
             ..CommonSettings::default()
         };
-        let backends = |common: &CommonSettings| {
-            let bus = bus.clone();
-            let database = common.database.clone();
-            let prefix = common.cache.key_prefix.clone();
+        // Five separate database files: created and migrated at once rather than one service
+        // after another (most of a first start is SQLite making files and running
+        // migrations). Each service's own `migrate` then finds nothing left to do.
+        let open = |service: &'static str, migrations: &'static gomark_storage::Migrations| {
+            let database = common(service).database;
             async move {
-                let db = Database::connect(&database).await?;
-                anyhow::Ok(Backends { db, bus, cache: Arc::new(MemoryCache::new(&prefix)) })
+                let db = Database::connect(&database).await.with_context(|| format!("{service}'s database"))?;
+                db.migrate(migrations).await.with_context(|| format!("{service}'s migrations"))?;
+                anyhow::Ok(db)
             }
+        };
+        let (hubspot_sync_db, upso_db, orchestrator_db, tracker_db, gateway_db) = tokio::try_join!(
+            open(gomark_hubspot_sync::NAME, &gomark_hubspot_sync::MIGRATIONS),
+            open(gomark_upso_cadence::NAME, &gomark_upso_cadence::MIGRATIONS),
+            open(gomark_orchestrator::NAME, &gomark_orchestrator::MIGRATIONS),
+            open(gomark_pipeline_tracker::NAME, &gomark_pipeline_tracker::MIGRATIONS),
+            open(gomark_gateway::NAME, &gomark_gateway::MIGRATIONS),
+        )?;
+        let backends = |common: &CommonSettings, db: Database| Backends {
+            db,
+            bus: bus.clone(),
+            cache: Arc::new(MemoryCache::new(&common.cache.key_prefix)),
         };
 
         let mut running = Vec::new();
@@ -199,7 +213,7 @@ impl Embedded {
             deals: options.deal_sync.clone(),
             journal: options.journal.clone(),
         };
-        let b = backends(&settings.common).await?;
+        let b = backends(&settings.common, hubspot_sync_db);
         let hubspot_sync = gomark_hubspot_sync::start(settings, b, shutdown.clone()).await.context("hubspot-sync")?;
         let hubspot_sync_addr = hubspot_sync.grpc_addr;
         services.push((gomark_hubspot_sync::NAME, hubspot_sync_addr));
@@ -221,7 +235,7 @@ impl Embedded {
             },
             engine: options.upsell_engine.clone(),
         };
-        let b = backends(&settings.common).await?;
+        let b = backends(&settings.common, upso_db);
         let upso = gomark_upso_cadence::start(settings, b, shutdown.clone()).await.context("upso-cadence")?;
         let upso_addr = upso.grpc_addr;
         services.push((gomark_upso_cadence::NAME, upso_addr));
@@ -237,7 +251,7 @@ impl Embedded {
             },
         };
         running.push(hubspot_sync);
-        let b = backends(&settings.common).await?;
+        let b = backends(&settings.common, orchestrator_db);
         let orchestrator = gomark_orchestrator::start(settings, b, shutdown.clone()).await.context("orchestrator")?;
         let orchestrator_addr = orchestrator.grpc_addr;
         services.push((gomark_orchestrator::NAME, orchestrator_addr));
@@ -252,7 +266,7 @@ impl Embedded {
                 ..Default::default()
             },
         };
-        let b = backends(&settings.common).await?;
+        let b = backends(&settings.common, tracker_db);
         let tracker =
             gomark_pipeline_tracker::start(settings, b, shutdown.clone()).await.context("pipeline-tracker")?;
         let tracker_addr = tracker.grpc_addr;
@@ -260,7 +274,7 @@ impl Embedded {
         running.push(tracker);
 
         let gateway_common = common(gomark_gateway::NAME);
-        let gateway_backends = backends(&gateway_common).await?;
+        let gateway_backends = backends(&gateway_common, gateway_db);
         // The simulator's webhooks are signed for the gateway's real address: bind first.
         let http_addr = SocketAddr::new(options.http_host, options.port);
         let http_listener = gomark_platform::server::bind(http_addr, "REST API").await?;

@@ -304,6 +304,50 @@ async fn the_cli_follows_operator_conventions() {
     server.wait().await.expect("clean shutdown");
 }
 
+/// `gomark suppressions add|list|remove`: one person however spelled, for every company,
+/// with the kind validated before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_the_portfolio_suppression_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().join("data"), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let server = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let gw = server.gateway_url.clone();
+    let admin = server.admin_api_key.clone().expect("admin key on first start");
+    let key = Some(admin.as_str());
+
+    let run = gomark(&gw, key, &["suppressions", "list"]).await;
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "nobody is suppressed\n"), "{run}");
+    let run =
+        gomark(&gw, key, &["suppressions", "add", "Ann+acme@X.example", "--kind", "legal_hold", "--reason", "case 7"])
+            .await;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("ann@x.example is now suppressed for every company"), "{run}");
+    let run = gomark(&gw, key, &["suppressions", "add", "ann@x.example"]).await;
+    assert!(run.code == Some(0) && run.stdout.contains("already suppressed (legal_hold)"), "{run}");
+    let run = gomark(&gw, key, &["suppressions", "add", "bo@x.example", "--kind", "maybe"]).await;
+    assert_ne!(run.code, Some(0), "an unknown kind is refused: {run}");
+
+    let run = gomark(&gw, key, &["suppressions", "list"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let ann = run.stdout.lines().find(|l| l.contains("ann@x.example")).unwrap_or_else(|| panic!("{run}"));
+    assert!(ann.contains("legal_hold") && ann.contains("portfolio"), "{run}");
+    assert!(!run.stdout.contains("bo@x.example"), "{run}");
+    let json = gomark(&gw, key, &["--json", "suppressions", "list"]).await;
+    let page: Value = serde_json::from_str(&json.stdout).unwrap_or_else(|_| panic!("{json}"));
+    assert_eq!(page["items"][0]["person"], "ann@x.example", "{json}");
+
+    let run = gomark(&gw, key, &["suppressions", "remove", "ANN@x.example"]).await;
+    assert!(run.code == Some(0) && run.stdout.contains("is no longer suppressed"), "{run}");
+    let run = gomark(&gw, key, &["suppressions", "remove", "ann@x.example"]).await;
+    assert!(run.code == Some(0) && run.stdout.contains("was not on the list"), "{run}");
+    let run = gomark(&gw, key, &["suppressions", "list"]).await;
+    assert_eq!(run.stdout, "nobody is suppressed\n", "{run}");
+
+    server.shutdown.trigger();
+    server.wait().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn an_unreachable_gateway_is_named() {
     // A port that was free a moment ago: nothing listens there.

@@ -341,22 +341,6 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
     (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
 }
 
-/// A fixed-offset zone (`UTC` or `±HH:MM`) as minutes east of UTC; `None` for anything
-/// else, named zones included (those go through [`crate::zones::zone`]).
-pub fn utc_offset_minutes(zone: &str) -> Option<i32> {
-    let zone = zone.trim();
-    if zone.eq_ignore_ascii_case("utc") || zone == "Z" || zone == "Etc/UTC" {
-        return Some(0);
-    }
-    let sign = match zone.as_bytes().first() {
-        Some(b'+') => 1,
-        Some(b'-') => -1,
-        _ => return None,
-    };
-    let minutes = parse_hhmm(&zone[1..])?;
-    (minutes <= 14 * 60).then_some(sign * minutes as i32)
-}
-
 pub(crate) fn is_cadence_key(s: &str) -> bool {
     crate::validate::is_pipeline_id(s)
 }
@@ -561,11 +545,27 @@ pub(crate) fn check_suppression(list: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// True when `email` is on `list` (exact address or `@domain`), case-insensitively.
+/// The person an email denotes, the same whichever company knows them: trimmed, lower
+/// case, and without a `+tag` in the local part (`Ann+acme@X.example` is
+/// `ann@x.example`). The policy is deliberate: plus-addressing is how one person tells
+/// companies apart, not a second person, so a suppression or a cap follows them.
+pub fn person(email: &str) -> String {
+    let email = email.trim().to_lowercase();
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let local = local.split_once('+').map_or(local, |(l, _)| l);
+            format!("{local}@{domain}")
+        }
+        None => email,
+    }
+}
+
+/// True when `email` is on `list` (an address or `@domain`), both read as the person
+/// they denote ([`person`]): case, surrounding spaces and a `+tag` do not evade it.
 pub fn is_suppressed(list: &[String], email: &str) -> bool {
-    let email = email.trim().to_ascii_lowercase();
+    let who = person(email);
     list.iter().any(|entry| {
-        let entry = entry.to_ascii_lowercase();
-        if entry.starts_with('@') { email.ends_with(&entry) } else { entry == email }
+        let entry = entry.trim().to_lowercase();
+        if entry.starts_with('@') { who.ends_with(&entry) } else { person(&entry) == who }
     })
 }

@@ -55,6 +55,21 @@ fn overlays_override_and_remove_cadences_by_key_and_rules_follow_their_cadence()
 }
 
 #[test]
+fn the_suppression_list_knows_a_person_whatever_the_spelling() {
+    use gtm_config::outreach::{is_suppressed, person};
+    let list = ["CEO@BigCorp.com".to_owned(), "@competitor.com".to_owned()];
+    // Case, spaces and a plus tag name the same person; the list is read the same way.
+    for email in ["ceo@bigcorp.com", " Ceo+acme@BIGCORP.com ", "ceo+x+y@bigcorp.com", "a+b@Competitor.com"] {
+        assert!(is_suppressed(&list, email), "{email}");
+    }
+    for email in ["ceo2@bigcorp.com", "ceo@bigcorp.co", "a@notcompetitor.com.evil", "ceo"] {
+        assert!(!is_suppressed(&list, email), "{email}");
+    }
+    assert_eq!(person(" Ann+acme@X.Example "), "ann@x.example");
+    assert_eq!(person("not-an-email"), "not-an-email");
+}
+
+#[test]
 fn invalid_outreach_configuration_names_each_path() {
     let bad = DOC
         .replace(r#"subject: "A gift for {{company}}", "#, "")

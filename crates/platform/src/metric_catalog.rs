@@ -127,6 +127,6 @@ pub fn describe() {
     describe_counter!(
         "upsell_time_zone_fallback_total",
         Unit::Count,
-        "Contacts whose CRM time zone is unknown, read in the rule's default zone instead."
+        "Contacts whose CRM time zone is unknown: quiet hours read in the rule's default zone, the send window in the cadence's."
     );
 }

@@ -225,6 +225,7 @@ impl HubspotSyncService for HubspotSyncGrpc {
                     caught_up_at: timestamp_opt(j.caught_up_at_ms),
                     recoveries: j.recoveries,
                     last_error: j.last_error,
+                    offset_at_risk: j.offset_at_risk,
                 });
             }
         }

@@ -10,8 +10,11 @@
 //! - **One reader per portal**: a lease per company in `journal_state`, taken and renewed
 //!   with conditional updates, so N replicas never read a journal twice.
 //! - **The 3-day window**: the offset's age is bounded by when the reader last caught up;
-//!   past `warn_after_secs` (default 2 days) it warns and counts
-//!   `hubspot_journal_offset_at_risk_total`. An expired offset (404) is recovered with a
+//!   past `warn_after_secs` (default 2 days) it warns, counts
+//!   `hubspot_journal_offset_at_risk_total` and says `offset_at_risk` in the sync status.
+//!   The check runs on every pass before HubSpot is called, so a reader that keeps failing
+//!   (the one whose offset ages) still warns, and `hubspot_journal_offset_age_seconds` keeps
+//!   rising for the `GoMarkJournalOffsetAtRisk` alert. An expired offset (404) is recovered with a
 //!   snapshot (every deal re-read, newer versions published) and reading goes on from the
 //!   journal's latest entry, which the snapshot covers.
 
@@ -111,6 +114,9 @@ pub struct JournalStatus {
     pub caught_up_at_ms: i64,
     pub recoveries: i64,
     pub last_error: String,
+    /// The offset may be older than `warn_after_secs`: it leaves HubSpot's 3-day window soon
+    /// unless the reader catches up.
+    pub offset_at_risk: bool,
 }
 
 #[derive(Clone)]
@@ -211,12 +217,16 @@ impl JournalReader {
         .fetch_optional(self.db.pool())
         .await?;
         let Some(r) = row else { return Ok(JournalStatus::default()) };
-        Ok(JournalStatus {
+        let mut status = JournalStatus {
             offset: r.try_get("journal_offset")?,
             caught_up_at_ms: r.try_get("caught_up_at_ms")?,
             recoveries: r.try_get("recoveries")?,
             last_error: r.try_get("last_error")?,
-        })
+            offset_at_risk: false,
+        };
+        status.offset_at_risk = offset_age_ms(&status, gomark_storage::now_ms())
+            .is_some_and(|age| at_risk(age, self.settings.warn_after_secs));
+        Ok(status)
     }
 
     /// The client-credentials token of the portal's journal, cached until shortly before it
@@ -255,8 +265,12 @@ impl JournalReader {
         if !self.lease(company_id).await? {
             return Ok(Pass { leased_elsewhere: true, ..Pass::default() });
         }
+        let Some(portal) = self.portals.get(company_id).await? else { return Ok(Pass::default()) };
+        // Before any call to HubSpot: a reader that cannot read is the one whose offset ages.
+        let state = self.status(company_id).await?;
+        self.warn_if_old(&portal, &state);
         let budget = Duration::from_millis(self.settings.lease_ms);
-        let result = match tokio::time::timeout(budget, self.read(company_id)).await {
+        let result = match tokio::time::timeout(budget, self.read(&portal, state)).await {
             Ok(result) => result,
             Err(_) => Err(JournalError::Timeout),
         };
@@ -278,12 +292,10 @@ impl JournalReader {
         result
     }
 
-    async fn read(&self, company_id: &str) -> Result<Pass, JournalError> {
+    async fn read(&self, portal: &Portal, mut state: JournalStatus) -> Result<Pass, JournalError> {
         let mut pass = Pass::default();
-        let Some(portal) = self.portals.get(company_id).await? else { return Ok(pass) };
-        let Some(token) = self.token(&portal).await? else { return Ok(pass) };
-        let mut state = self.status(company_id).await?;
-        self.warn_if_old(&portal, &state);
+        let company_id = portal.company_id.as_str();
+        let Some(token) = self.token(portal).await? else { return Ok(pass) };
         while pass.entries < self.settings.max_entries_per_pass {
             let next = if state.offset.is_empty() {
                 // First read: from the oldest entry kept, so nothing of the last 3 days is
@@ -300,7 +312,7 @@ impl JournalReader {
                     break;
                 }
                 Err(e) if e.is_expired_offset() && !state.offset.is_empty() => {
-                    state.offset = self.recover(&portal, &token, &state.offset).await?;
+                    state.offset = self.recover(portal, &token, &state.offset).await?;
                     pass.recovered = true;
                     continue;
                 }
@@ -412,7 +424,7 @@ impl JournalReader {
         let Some(age_ms) = offset_age_ms(state, now) else { return };
         metrics::gauge!("hubspot_journal_offset_age_seconds", "portal_id" => portal.portal_id.clone())
             .set(age_ms as f64 / 1000.0);
-        if at_risk(age_ms, self.settings.warn_after_secs) {
+        if state.offset_at_risk {
             let left_h = (WINDOW.as_millis() as i64 - age_ms).max(0) / 3_600_000;
             tracing::warn!(company_id = %portal.company_id, portal_id = %portal.portal_id, age_hours = age_ms / 3_600_000, hours_left = left_h, "journal offset is close to leaving HubSpot's 3-day window");
             metrics::counter!("hubspot_journal_offset_at_risk_total").increment(1);

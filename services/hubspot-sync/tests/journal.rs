@@ -29,6 +29,8 @@ struct Fake {
     downloads: HashMap<usize, usize>,
     lists: usize,
     tokens: usize,
+    /// HubSpot refuses every call (an outage, revoked credentials).
+    down: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -37,9 +39,13 @@ fn entry(f: &Fake, i: usize) -> Value {
     json!({"currentOffset": format!("o{i}"), "expiresAt": "2026-12-03T10:00:00Z", "url": format!("{}/files/{i}", f.base)})
 }
 
-async fn token(State(s): State<Shared>) -> impl IntoResponse {
-    s.lock().expect("lock").tokens += 1;
-    axum::Json(json!({"access_token": "cc-token", "expires_in": 1800}))
+async fn token(State(s): State<Shared>) -> Response {
+    let mut f = s.lock().expect("lock");
+    if f.down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    f.tokens += 1;
+    axum::Json(json!({"access_token": "cc-token", "expires_in": 1800})).into_response()
 }
 
 async fn earliest(State(s): State<Shared>) -> Response {
@@ -62,6 +68,9 @@ async fn latest(State(s): State<Shared>) -> Response {
 
 async fn next(State(s): State<Shared>, Path(offset): Path<String>) -> Response {
     let f = s.lock().expect("lock");
+    if f.down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let Some(i) = offset.strip_prefix('o').and_then(|i| i.parse::<usize>().ok()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -192,6 +201,30 @@ async fn two_replicas_read_every_entry_exactly_once() {
     assert_eq!((done.accepted, done.duplicates), (1, 1));
 }
 
+/// The other order: events pushed as webhooks first are duplicates when the journal brings
+/// them; only the journal's other events queue a re-read.
+#[tokio::test]
+async fn events_pushed_first_are_duplicates_in_the_journal() {
+    let (s, _tdb) = setup(2).await;
+    let pushed = |object_id: u64| WebhookEvent {
+        event_id: 1000 + object_id,
+        subscription_id: 1,
+        portal_id: PORTAL.parse().expect("portal"),
+        occurred_time: Some(gomark_proto::time::timestamp(1_700_000_000_000 + object_id as i64)),
+        subscription_type: "deal.creation".into(),
+        object_id,
+        ..WebhookEvent::default()
+    };
+    let done = s.deals.ingest(&[pushed(1), pushed(2)]).await.expect("ingest");
+    assert_eq!((done.accepted, done.duplicates), (2, 0));
+    assert_eq!(queued(&s.db).await, ["1", "2"]);
+    // Those two re-reads done; then the journal (deals 0 to 3) is read.
+    sqlx::query("DELETE FROM deal_refresh_queue").execute(s.db.pool()).await.expect("dequeue");
+    let pass = reader(&s).poll("c1").await.expect("journal");
+    assert_eq!((pass.entries, pass.events), (2, 4), "{pass:?}");
+    assert_eq!(queued(&s.db).await, ["0", "3"], "the pushed events were taken once, by the webhook");
+}
+
 #[tokio::test]
 async fn an_expired_offset_is_recovered_with_a_snapshot() {
     let (s, _tdb) = setup(5).await;
@@ -222,6 +255,52 @@ async fn an_expired_offset_is_recovered_with_a_snapshot() {
     let more = r.poll("c1").await.expect("after recovery");
     assert_eq!(more.entries, 1);
     assert_eq!(r.status("c1").await.expect("status").offset, "o12");
+}
+
+/// A reader that cannot reach HubSpot is the one whose offset ages: it still warns (metric,
+/// gauge, sync status) once the offset may be two days old, a day before HubSpot drops it.
+#[test]
+fn a_failing_reader_warns_well_before_its_offset_leaves_the_window() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let (s, _tdb) = setup(3).await;
+            let r = reader(&s);
+            assert!(r.poll("c1").await.expect("first pass").caught_up);
+            s.fake.lock().expect("lock").down = true;
+            // Caught up `hours` ago, and HubSpot down since; a fresh replica (no token cached).
+            let behind = |hours: i64| {
+                let db = s.db.clone();
+                async move {
+                    let at = gomark_storage::now_ms() - hours * 3_600_000;
+                    sqlx::query("UPDATE journal_state SET caught_up_at_ms = $1, lease_until_ms = 0")
+                        .bind(at)
+                        .execute(db.pool())
+                        .await
+                        .expect("age");
+                }
+            };
+            behind(47).await;
+            assert!(reader(&s).poll("c1").await.is_err(), "HubSpot is down");
+            let status = r.status("c1").await.expect("status");
+            assert!(!status.offset_at_risk && !status.last_error.is_empty(), "{status:?}");
+            assert!(!metrics.render().contains("hubspot_journal_offset_at_risk_total"), "47 h: no warning yet");
+            behind(49).await;
+            assert!(reader(&s).poll("c1").await.is_err(), "still down");
+            assert!(r.status("c1").await.expect("status").offset_at_risk, "49 h: at risk, 23 h left");
+        })
+    });
+    let rendered = metrics.render();
+    assert!(rendered.contains("hubspot_journal_offset_at_risk_total 1"), "{rendered}");
+    let age = rendered
+        .lines()
+        .find(|l| l.starts_with(&format!("hubspot_journal_offset_age_seconds{{portal_id=\"{PORTAL}\"}}")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the age gauge");
+    assert!((49.0 * 3600.0..50.0 * 3600.0).contains(&age), "the gauge follows the failing reader: {age}");
 }
 
 /// Against the simulator: a portal on a service key (so no push webhooks) whose deals reach

@@ -284,7 +284,7 @@ impl Rollouts {
 
     pub async fn get(&self, id: &str) -> Result<pb::Rollout> {
         let row = sqlx::query(
-            "SELECT id, revision, state, reason, concurrency, failure_threshold_pct, created_by, created_at, plan_id FROM rollouts WHERE id = $1",
+            "SELECT id, revision, state, reason, concurrency, failure_threshold_pct, created_by, created_at, updated_at, plan_id FROM rollouts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.db().pool())
@@ -309,6 +309,10 @@ impl Rollouts {
             plan_id: row.try_get("plan_id")?,
             ..pb::Rollout::default()
         };
+        // Nothing changes a completed or cancelled rollout, so its last update is its end.
+        if matches!(rollout.state.as_str(), "completed" | "cancelled") {
+            rollout.finished_at = Some(crate::companies::timestamp(row.try_get("updated_at")?));
+        }
         let now = gomark_storage::now_ms();
         for s in &steps {
             let state: String = s.try_get("state")?;

@@ -423,21 +423,61 @@ pub fn funnel(pipeline: &PipelineInfo, deals: &[DealHistory], as_of: i64) -> Fig
     sums.figures(&shape)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// A deal as it stood at one of the waterfall's dates, in the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealState {
+    pub stage_id: String,
+    pub amount: Decimal,
+    /// 0: no close date.
+    pub close_date_ms: i64,
+}
+
+impl DealState {
+    fn of(v: &Version) -> Self {
+        Self { stage_id: v.stage_id.clone(), amount: v.amount(), close_date_ms: v.close_date_ms }
+    }
+}
+
+/// One deal behind a movement: what the movement counts for it, and the deal at `from`
+/// and at `to` (`None` where it was not in the pipeline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DealMove {
+    pub deal_id: String,
+    pub amount: Decimal,
+    pub before: Option<DealState>,
+    pub after: Option<DealState>,
+}
+
+/// The deals that made one kind of change, and their summed amount.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Movement {
     pub count: u64,
     pub amount: Decimal,
+    /// Every deal counted, in the order met; see [`Movement::largest_first`].
+    pub deals: Vec<DealMove>,
 }
 
 impl Movement {
-    fn add(&mut self, amount: Decimal) {
+    fn add(&mut self, deal: &DealHistory, amount: Decimal, before: Option<&Version>, after: Option<&Version>) {
         self.count += 1;
         self.amount += amount;
+        self.deals.push(DealMove {
+            deal_id: deal.deal_id.clone(),
+            amount,
+            before: before.map(DealState::of),
+            after: after.map(DealState::of),
+        });
+    }
+
+    /// The deals, largest absolute amount first, then by id: the ones that explain most of
+    /// the movement come first when a caller shows only some.
+    pub fn largest_first(&mut self) {
+        self.deals.sort_by(|a, b| b.amount.abs().cmp(&a.amount.abs()).then_with(|| a.deal_id.cmp(&b.deal_id)));
     }
 }
 
 /// What moved the open pipeline from `from` to `to`; see the proto's `Waterfall`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Waterfall {
     pub start: Movement,
     pub created: Movement,
@@ -447,8 +487,27 @@ pub struct Waterfall {
     pub removed: Movement,
     pub pulled_in: Movement,
     pub pushed_out: Movement,
-    pub amount_changed: Decimal,
+    /// Deals open at both dates whose amount changed; `amount` is the net change.
+    pub amount_changes: Movement,
     pub end: Movement,
+}
+
+impl Waterfall {
+    /// Every movement, named as the contract names it.
+    pub fn movements_mut(&mut self) -> [&mut Movement; 10] {
+        [
+            &mut self.start,
+            &mut self.created,
+            &mut self.reopened,
+            &mut self.won,
+            &mut self.lost,
+            &mut self.removed,
+            &mut self.pulled_in,
+            &mut self.pushed_out,
+            &mut self.amount_changes,
+            &mut self.end,
+        ]
+    }
 }
 
 pub fn waterfall(pipeline: &PipelineInfo, deals: &[DealHistory], from: i64, to: i64) -> Waterfall {
@@ -462,25 +521,28 @@ pub fn waterfall(pipeline: &PipelineInfo, deals: &[DealHistory], from: i64, to: 
         let open_a = a.as_ref().filter(|v| kind(v) == StageKind::Open);
         let end_kind = b.as_ref().map(&kind);
         if let Some(b) = b.as_ref().filter(|v| kind(v) == StageKind::Open) {
-            w.end.add(b.amount());
+            w.end.add(deal, b.amount(), a.as_ref(), Some(b));
         }
         match open_a {
             Some(a) => {
-                w.start.add(a.amount());
+                w.start.add(deal, a.amount(), Some(a), b.as_ref());
                 match (end_kind, b.as_ref()) {
                     (Some(StageKind::Open), Some(b)) => {
-                        w.amount_changed += b.amount() - a.amount();
+                        let change = b.amount() - a.amount();
+                        if change != Decimal::ZERO {
+                            w.amount_changes.add(deal, change, Some(a), Some(b));
+                        }
                         if a.close_date_ms > 0 && b.close_date_ms > 0 {
                             if b.close_date_ms < a.close_date_ms {
-                                w.pulled_in.add(b.amount());
+                                w.pulled_in.add(deal, b.amount(), Some(a), Some(b));
                             } else if b.close_date_ms > a.close_date_ms {
-                                w.pushed_out.add(b.amount());
+                                w.pushed_out.add(deal, b.amount(), Some(a), Some(b));
                             }
                         }
                     }
-                    (Some(StageKind::Won), _) => w.won.add(a.amount()),
-                    (Some(StageKind::Lost), _) => w.lost.add(a.amount()),
-                    _ => w.removed.add(a.amount()),
+                    (Some(StageKind::Won), b) => w.won.add(deal, a.amount(), Some(a), b),
+                    (Some(StageKind::Lost), b) => w.lost.add(deal, a.amount(), Some(a), b),
+                    (_, b) => w.removed.add(deal, a.amount(), Some(a), b),
                 }
             }
             None => {
@@ -496,20 +558,23 @@ pub fn waterfall(pipeline: &PipelineInfo, deals: &[DealHistory], from: i64, to: 
                     .or(b.as_ref());
                 if created_in_window && let Some(last) = last {
                     let x = last.amount();
-                    w.created.add(x);
+                    w.created.add(deal, x, a.as_ref(), b.as_ref());
                     match end_kind {
                         Some(StageKind::Open) => {}
-                        Some(StageKind::Won) => w.won.add(x),
-                        Some(StageKind::Lost) => w.lost.add(x),
-                        None => w.removed.add(x),
+                        Some(StageKind::Won) => w.won.add(deal, x, a.as_ref(), b.as_ref()),
+                        Some(StageKind::Lost) => w.lost.add(deal, x, a.as_ref(), b.as_ref()),
+                        None => w.removed.add(deal, x, a.as_ref(), b.as_ref()),
                     }
                 } else if end_kind == Some(StageKind::Open)
                     && let Some(b) = &b
                 {
-                    w.reopened.add(b.amount());
+                    w.reopened.add(deal, b.amount(), a.as_ref(), Some(b));
                 }
             }
         }
+    }
+    for m in w.movements_mut() {
+        m.largest_first();
     }
     w
 }
@@ -719,14 +784,20 @@ pub(crate) mod tests {
     #[test]
     fn waterfall_balances_and_names_each_movement() {
         let w = waterfall(&pipeline(), &fixture(), 6 * DAY_MS, 20 * DAY_MS);
-        assert_eq!(w.start, Movement { count: 2, amount: d("300") });
-        assert_eq!(w.won, Movement { count: 1, amount: d("100") });
-        assert_eq!(w.created, Movement { count: 1, amount: d("10") });
-        assert_eq!(w.removed, Movement { count: 1, amount: d("10") });
-        assert_eq!(w.end, Movement { count: 1, amount: d("200") });
+        let ids = |m: &Movement| m.deals.iter().map(|d| d.deal_id.as_str()).collect::<Vec<_>>().join(",");
+        assert_eq!((w.start.count, w.start.amount, ids(&w.start)), (2, d("300"), "c,a".to_owned()));
+        assert_eq!((w.won.count, w.won.amount, ids(&w.won)), (1, d("100"), "a".to_owned()));
+        assert_eq!((w.created.count, w.created.amount, ids(&w.created)), (1, d("10"), "d".to_owned()));
+        assert_eq!((w.removed.count, w.removed.amount, ids(&w.removed)), (1, d("10"), "d".to_owned()));
+        assert_eq!((w.end.count, w.end.amount, ids(&w.end)), (1, d("200"), "c".to_owned()));
+        // A: propose at 100 on day 6, won at 120 on day 20; D: deleted by day 20.
+        let a = &w.won.deals[0];
+        assert_eq!(a.before.as_ref().map(|s| (s.stage_id.as_str(), s.amount)), Some(("propose", d("100"))));
+        assert_eq!(a.after.as_ref().map(|s| (s.stage_id.as_str(), s.amount)), Some(("won", d("120"))));
+        assert_eq!((w.removed.deals[0].before.clone(), w.removed.deals[0].after.clone()), (None, None));
         let computed =
             w.start.amount + w.created.amount + w.reopened.amount - w.won.amount - w.lost.amount - w.removed.amount
-                + w.amount_changed;
+                + w.amount_changes.amount;
         assert_eq!(computed, w.end.amount);
     }
 
@@ -737,8 +808,14 @@ pub(crate) mod tests {
         let mut a2 = v(3, "qualify", 15, 1);
         a2.close_date_ms = 20 * DAY_MS;
         let w = waterfall(&pipeline(), &[deal("a", vec![a1, a2])], 2 * DAY_MS, 4 * DAY_MS);
-        assert_eq!(w.pulled_in, Movement { count: 1, amount: d("15") });
-        assert_eq!(w.amount_changed, d("5"));
+        assert_eq!((w.pulled_in.count, w.pulled_in.amount), (1, d("15")));
+        let pulled = &w.pulled_in.deals[0];
+        let close = |s: &Option<DealState>| s.as_ref().map(|s| s.close_date_ms);
+        assert_eq!((close(&pulled.before), close(&pulled.after)), (Some(30 * DAY_MS), Some(20 * DAY_MS)));
+        assert_eq!((w.amount_changes.count, w.amount_changes.amount), (1, d("5")));
+        let changed = &w.amount_changes.deals[0];
+        let amount = |s: &Option<DealState>| s.as_ref().map(|s| s.amount);
+        assert_eq!((amount(&changed.before), amount(&changed.after)), (Some(d("10")), Some(d("15"))));
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         let r = req.into_inner();
         company_scope(&caller, &r.company_id)?;
         let (from, to) = (required(r.from.as_ref(), "from")?, required(r.to.as_ref(), "to")?);
-        Ok(Response::new(self.tracker.waterfall(&r.company_id, &r.pipeline_id, from, to).await?))
+        Ok(Response::new(self.tracker.waterfall(&r.company_id, &r.pipeline_id, from, to, r.deal_limit).await?))
     }
 
     async fn get_periods(&self, req: Request<pb::GetPeriodsRequest>) -> Result<Response<pb::PeriodSeries>, Status> {

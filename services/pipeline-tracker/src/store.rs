@@ -131,6 +131,15 @@ impl Store {
                 *slot = item;
             }
         }
+        // Deletions carry no name: each deal keeps the newest name seen, whatever the order
+        // of delivery (waterfalls list deals by name).
+        let mut names: HashMap<(&str, &str), (i64, &str)> = HashMap::new();
+        for item in batch.iter().filter(|i| !i.name.is_empty()) {
+            let slot = names.entry((&item.company_id, &item.deal_id)).or_insert((item.version.modified_ms, &item.name));
+            if item.version.modified_ms > slot.0 {
+                *slot = (item.version.modified_ms, &item.name);
+            }
+        }
         let history: Vec<&Incoming> = history.into_values().collect();
         let newest: Vec<&Incoming> = newest.into_values().collect();
         let mut companies: Vec<String> = newest.iter().map(|i| i.company_id.clone()).collect();
@@ -138,6 +147,25 @@ impl Store {
         companies.dedup();
 
         // A deal without an amount is stored (and counted) as 0, as HubSpot's reports do.
+        // The read model takes a newer version's state, and a name from any version when it
+        // has none yet (a newer one's when both have one).
+        let newer_state = [
+            "modified_ms",
+            "pipeline_id",
+            "stage_id",
+            "amount",
+            "close_date_ms",
+            "created_ms",
+            "deleted",
+            "currency",
+            "owner_id",
+        ]
+        .map(|c| {
+            format!("{c} = CASE WHEN excluded.modified_ms > deals.modified_ms THEN excluded.{c} ELSE deals.{c} END")
+        })
+        .join(", ");
+        let name = "CASE WHEN excluded.name <> '' AND (excluded.modified_ms > deals.modified_ms OR deals.name = '') \
+                    THEN excluded.name ELSE deals.name END";
         let engine = self.db.engine();
         let mut tx = self.db.begin().await?;
         for chunk in history.chunks(ROWS_PER_STATEMENT) {
@@ -157,16 +185,14 @@ impl Store {
             let sql = format!(
                 "INSERT INTO deals (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, close_date_ms, \
                  created_ms, deleted, currency, name, owner_id) VALUES {} \
-                 ON CONFLICT (company_id, deal_id) DO UPDATE SET modified_ms = excluded.modified_ms, \
-                 pipeline_id = excluded.pipeline_id, stage_id = excluded.stage_id, amount = excluded.amount, \
-                 close_date_ms = excluded.close_date_ms, created_ms = excluded.created_ms, deleted = excluded.deleted, \
-                 currency = excluded.currency, name = excluded.name, owner_id = excluded.owner_id \
-                 WHERE excluded.modified_ms > deals.modified_ms",
+                 ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer_state}, name = {name} \
+                 WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')",
                 placeholders(chunk.len(), 12, engine)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for i in chunk {
-                q = bind_version(q, i).bind(i.name.clone()).bind(i.owner_id.clone());
+                let name = names.get(&(i.company_id.as_str(), i.deal_id.as_str())).map_or("", |(_, n)| n);
+                q = bind_version(q, i).bind(name.to_owned()).bind(i.owner_id.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -325,6 +351,28 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, u64::try_from(r.try_get::<i64, _>(2)?).unwrap_or(0))))
             .collect()
+    }
+
+    /// The last-seen names of the listed deals of `company` (deals without a name, or
+    /// not stored, are left out).
+    pub async fn deal_names(&self, company_id: &str, deal_ids: &[&str]) -> Result<HashMap<String, String>> {
+        let mut names = HashMap::new();
+        for chunk in deal_ids.chunks(ROWS_PER_STATEMENT) {
+            let list = (2..chunk.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            // Only numbered placeholders are spliced in; the values are bound.
+            let sql = format!("SELECT deal_id, name FROM deals WHERE company_id = $1 AND deal_id IN ({list})");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id.to_owned());
+            for id in chunk {
+                q = q.bind((*id).to_owned());
+            }
+            for row in q.fetch_all(self.db.pool()).await? {
+                let name: String = row.try_get(1)?;
+                if !name.is_empty() {
+                    names.insert(row.try_get(0)?, name);
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Names the company.

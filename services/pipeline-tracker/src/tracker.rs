@@ -19,7 +19,7 @@ use gomark_proto::time::{duration_from_days, timestamp};
 use prost::Message;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +27,10 @@ use std::time::Duration;
 pub const DEFAULT_PIPELINE: &str = "default";
 /// More periods than this in one request is refused.
 pub const MAX_PERIODS: usize = 400;
+/// Deals listed per waterfall movement when the caller does not say, and at most: enough
+/// to explain a bar, bounded so a large company's waterfall stays small.
+pub const DEFAULT_WATERFALL_DEALS: usize = 20;
+pub const MAX_WATERFALL_DEALS: usize = 200;
 
 pub struct Tracker {
     store: Store,
@@ -449,34 +453,81 @@ impl Tracker {
         Ok((pipeline, self.history_in(company_id, currency, as_of).await?, currency))
     }
 
+    /// The waterfall from `from_ms` to `to_ms`, each movement listing at most `deal_limit`
+    /// of its deals (0: [`DEFAULT_WATERFALL_DEALS`]).
     pub async fn waterfall(
         &self,
         company_id: &str,
         pipeline_id: &str,
         from_ms: i64,
         to_ms: i64,
+        deal_limit: u32,
     ) -> Result<pb::Waterfall> {
         check_range(from_ms, to_ms)?;
+        let limit = match deal_limit {
+            0 => DEFAULT_WATERFALL_DEALS,
+            n if n as usize > MAX_WATERFALL_DEALS => {
+                let why = format!("must be at most {MAX_WATERFALL_DEALS}");
+                return Err(PublicError::invalid("deal_limit", why).into());
+            }
+            n => n as usize,
+        };
         let (pipeline, history, currency) = self.pipeline_with_history(company_id, pipeline_id, to_ms).await?;
-        let w = funnel::waterfall(&pipeline, &history, from_ms, to_ms);
-        let m = |m: funnel::Movement| -> Result<Option<pb::Movement>> {
-            Ok(Some(pb::Movement { count: m.count, amount_money: money(m.amount, currency)? }))
+        let mut w = funnel::waterfall(&pipeline, &history, from_ms, to_ms);
+        for m in w.movements_mut() {
+            m.deals.truncate(limit);
+        }
+        let ids: BTreeSet<&str> =
+            w.movements_mut().into_iter().flat_map(|m| m.deals.iter()).map(|d| d.deal_id.as_str()).collect();
+        let names = self.store.deal_names(company_id, &ids.into_iter().collect::<Vec<_>>()).await?;
+        let state = |s: &Option<funnel::DealState>| -> Result<Option<pb::WaterfallDealState>> {
+            s.as_ref()
+                .map(|s| {
+                    Ok(pb::WaterfallDealState {
+                        stage_id: s.stage_id.clone(),
+                        amount: money(s.amount, currency)?,
+                        close_date: (s.close_date_ms > 0).then(|| timestamp(s.close_date_ms)),
+                    })
+                })
+                .transpose()
+        };
+        let m = |m: &funnel::Movement| -> Result<Option<pb::Movement>> {
+            let deals = m
+                .deals
+                .iter()
+                .map(|d| {
+                    Ok(pb::WaterfallDeal {
+                        name: names.get(&d.deal_id).cloned().unwrap_or_default(),
+                        deal_id: d.deal_id.clone(),
+                        amount: money(d.amount, currency)?,
+                        before: state(&d.before)?,
+                        after: state(&d.after)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(pb::Movement {
+                count: m.count,
+                amount_money: money(m.amount, currency)?,
+                deals_truncated: (deals.len() as u64) < m.count,
+                deals,
+            }))
         };
         Ok(pb::Waterfall {
             company_id: company_id.to_owned(),
             pipeline_id: pipeline.id,
             from: Some(timestamp(from_ms)),
             to: Some(timestamp(to_ms)),
-            start: m(w.start)?,
-            created: m(w.created)?,
-            reopened: m(w.reopened)?,
-            won: m(w.won)?,
-            lost: m(w.lost)?,
-            removed: m(w.removed)?,
-            pulled_in: m(w.pulled_in)?,
-            pushed_out: m(w.pushed_out)?,
-            amount_changed_money: money(w.amount_changed, currency)?,
-            end: m(w.end)?,
+            start: m(&w.start)?,
+            created: m(&w.created)?,
+            reopened: m(&w.reopened)?,
+            won: m(&w.won)?,
+            lost: m(&w.lost)?,
+            removed: m(&w.removed)?,
+            pulled_in: m(&w.pulled_in)?,
+            pushed_out: m(&w.pushed_out)?,
+            amount_changed_money: money(w.amount_changes.amount, currency)?,
+            amount_changes: m(&w.amount_changes)?,
+            end: m(&w.end)?,
         })
     }
 

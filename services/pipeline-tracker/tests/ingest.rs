@@ -192,8 +192,8 @@ async fn any_order_and_duplicates_give_the_in_order_funnels() {
         let got = shuffled.funnel("c1", "default", 0).await.expect("now");
         assert_eq!((want.stages, want.open_count), (got.stages.clone(), got.open_count), "{}", a.label);
         assert!(got.open_count + got.won_count + got.lost_count > 50, "{}: the fixture has deals", a.label);
-        let w1 = ordered.waterfall("c1", "default", T0 + 10 * DAY_MS, T0 + 40 * DAY_MS).await.expect("waterfall");
-        let w2 = shuffled.waterfall("c1", "default", T0 + 10 * DAY_MS, T0 + 40 * DAY_MS).await.expect("waterfall");
+        let w1 = ordered.waterfall("c1", "default", T0 + 10 * DAY_MS, T0 + 40 * DAY_MS, 0).await.expect("waterfall");
+        let w2 = shuffled.waterfall("c1", "default", T0 + 10 * DAY_MS, T0 + 40 * DAY_MS, 0).await.expect("waterfall");
         assert_eq!(w1, w2, "{}", a.label);
     }
 }
@@ -335,7 +335,7 @@ async fn a_renamed_or_removed_stage_keeps_its_history() {
 async fn bad_requests_name_the_field() {
     let tdb = TestDatabase::sqlite();
     let t = tracker(&tdb).await;
-    let err = t.waterfall("c1", "default", 10, 5).await.expect_err("backwards").to_public();
+    let err = t.waterfall("c1", "default", 10, 5, 0).await.expect_err("backwards").to_public();
     assert_eq!(err.field.as_deref(), Some("to"), "{err}");
     let err = t.periods("c1", "default", "fortnight", 0, 10).await.expect_err("bad period").to_public();
     assert!(err.to_string().contains("period"), "{err}");
@@ -671,5 +671,252 @@ async fn kept_sums_follow_changes_on_either_replica_and_equal_a_full_recompute()
         }
         let last = funnels_now(&a, "c1").await.summary.expect("summary");
         assert!(last.open_count + last.won_count + last.lost_count > 20, "{}: the fixture has deals", tdb.label);
+    }
+}
+
+/// A deal version with every date chosen: modified on `day`, closing on `close_day`.
+#[allow(deprecated)]
+fn deal_at(
+    deal: &str,
+    name: &str,
+    day: i64,
+    stage: &str,
+    amount: u32,
+    close_day: i64,
+    created_day: i64,
+) -> EventEnvelope {
+    let money = Money::new(Decimal::from(amount), Currency::USD);
+    let payload = ev::DealUpserted {
+        company_id: "c1".into(),
+        portal_id: "1".into(),
+        deal_id: deal.into(),
+        name: name.into(),
+        pipeline_id: "default".into(),
+        stage_id: stage.into(),
+        amount: Some(f64::from(amount)),
+        amount_money: Some(money.to_proto().expect("fits")),
+        ..Default::default()
+    }
+    .with_times(T0 + close_day * DAY_MS, T0 + day * DAY_MS, T0 + created_day * DAY_MS);
+    new_event("c1", event_types::DEAL_UPSERTED, &payload)
+}
+
+/// One listed deal, readably: `id "name" amount: before -> after`, each state as
+/// `stage amount close-day` (or `-` when the deal was not in the pipeline then).
+fn listed(d: &pb::WaterfallDeal) -> String {
+    let state = |s: &Option<pb::WaterfallDealState>| match s {
+        None => "-".to_owned(),
+        Some(s) => {
+            let close = s.close_date.as_ref().map_or(0, |t| (t.seconds * 1000 - T0) / DAY_MS);
+            format!("{} {} d{close}", s.stage_id, amount(s.amount.clone()))
+        }
+    };
+    format!("{} {:?} {}: {} -> {}", d.deal_id, d.name, amount(d.amount.clone()), state(&d.before), state(&d.after))
+}
+
+/// A movement as `(count, amount, its deals listed)`.
+fn bar(m: &Option<pb::Movement>) -> (u64, Decimal, Vec<String>, bool) {
+    let m = m.clone().expect("movement");
+    let deals = m.deals.iter().map(listed).collect();
+    (m.count, amount(m.amount_money), deals, m.deals_truncated)
+}
+
+/// The "a waterfall between two dates checked against the deals": a dozen deals
+/// whose every move is chosen, and every bar's count, amount and deal list worked out by
+/// hand, on SQLite and (when configured) Postgres.
+#[tokio::test]
+async fn a_waterfall_between_two_dates_checked_against_the_deals() {
+    const OPEN: &str = "appointmentscheduled";
+    const WON: &str = "closedwon";
+    const LOST: &str = "closedlost";
+    // (deal, name, day, stage, amount, close day, created day); the waterfall runs from
+    // day 10 to day 20.
+    let versions: &[(&str, &str, i64, &str, u32, i64, i64)] = &[
+        // Open throughout; close date pushed from day 30 to day 45.
+        ("pushed", "Pushed Ltd", 1, OPEN, 1000, 30, 1),
+        ("pushed", "Pushed Ltd", 12, OPEN, 1000, 45, 1),
+        // Open throughout; close date pulled in from day 40 to day 25.
+        ("pulled", "Pulled plc", 2, OPEN, 2000, 40, 2),
+        ("pulled", "Pulled plc", 14, OPEN, 2000, 25, 2),
+        // Open throughout; amount 500 -> 800.
+        ("grown", "Grown GmbH", 3, OPEN, 500, 30, 3),
+        ("grown", "Grown GmbH", 15, OPEN, 800, 30, 3),
+        // Open at the start, won (at a larger amount) in the window: counted at 3000.
+        ("won", "Won SA", 4, OPEN, 3000, 30, 4),
+        ("won", "Won SA", 16, WON, 3500, 16, 4),
+        // Open at the start, lost in the window.
+        ("lost", "Lost Inc", 5, OPEN, 700, 30, 5),
+        ("lost", "Lost Inc", 17, LOST, 700, 17, 5),
+        // Created in the window, still open.
+        ("new", "New Co", 12, OPEN, 400, 30, 12),
+        // Created and won in the window; no name known.
+        ("newwon", "", 13, OPEN, 600, 30, 13),
+        ("newwon", "", 18, WON, 600, 18, 13),
+        // Won before the window, created after it: in no bar.
+        ("oldwon", "Old Won", 1, OPEN, 5000, 30, 1),
+        ("oldwon", "Old Won", 5, WON, 5000, 5, 1),
+        ("future", "Future", 25, OPEN, 9000, 30, 25),
+        // Open at the start, deleted in the window (below).
+        ("deleted", "Deleted BV", 6, OPEN, 250, 30, 6),
+        // Lost before the window, reopened in it.
+        ("reopened", "Reopened AB", 2, OPEN, 900, 30, 2),
+        ("reopened", "Reopened AB", 6, LOST, 900, 6, 2),
+        ("reopened", "Reopened AB", 11, OPEN, 900, 30, 2),
+        // Open throughout; pushed (30 -> 35) and grown (100 -> 150) at once.
+        ("both", "Both Oy", 7, OPEN, 100, 30, 7),
+        ("both", "Both Oy", 13, OPEN, 150, 35, 7),
+    ];
+    let mut events: Vec<EventEnvelope> = versions
+        .iter()
+        .map(|&(id, name, day, stage, amt, close, created)| deal_at(id, name, day, stage, amt, close, created))
+        .collect();
+    events.push({
+        let payload = ev::DealDeleted {
+            company_id: "c1".into(),
+            portal_id: "1".into(),
+            deal_id: "deleted".into(),
+            ..Default::default()
+        }
+        .with_deleted_at(T0 + 19 * DAY_MS);
+        new_event("c1", event_types::DEAL_DELETED, &payload)
+    });
+    let s = |x: &[&str]| x.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let d = |x: &str| Decimal::from_str(x).expect("decimal");
+
+    for db in [TestDatabase::sqlite()].into_iter().chain(TestDatabase::postgres()) {
+        let t = tracker(&db).await;
+        ingest(&t, &events, 5).await;
+        let (from, to) = (T0 + 10 * DAY_MS, T0 + 20 * DAY_MS);
+        let w = t.waterfall("c1", "default", from, to, 0).await.expect("waterfall");
+        let label = &db.label;
+        assert_eq!(
+            bar(&w.start),
+            (
+                7,
+                d("7550"),
+                s(&[
+                    "won \"Won SA\" 3000: appointmentscheduled 3000 d30 -> closedwon 3500 d16",
+                    "pulled \"Pulled plc\" 2000: appointmentscheduled 2000 d40 -> appointmentscheduled 2000 d25",
+                    "pushed \"Pushed Ltd\" 1000: appointmentscheduled 1000 d30 -> appointmentscheduled 1000 d45",
+                    "lost \"Lost Inc\" 700: appointmentscheduled 700 d30 -> closedlost 700 d17",
+                    "grown \"Grown GmbH\" 500: appointmentscheduled 500 d30 -> appointmentscheduled 800 d30",
+                    "deleted \"Deleted BV\" 250: appointmentscheduled 250 d30 -> -",
+                    "both \"Both Oy\" 100: appointmentscheduled 100 d30 -> appointmentscheduled 150 d35",
+                ]),
+                false
+            ),
+            "{label}: start"
+        );
+        assert_eq!(
+            bar(&w.created),
+            (
+                2,
+                d("1000"),
+                s(&[
+                    "newwon \"\" 600: - -> closedwon 600 d18",
+                    "new \"New Co\" 400: - -> appointmentscheduled 400 d30",
+                ]),
+                false
+            ),
+            "{label}: created"
+        );
+        assert_eq!(
+            bar(&w.reopened),
+            (
+                1,
+                d("900"),
+                s(&["reopened \"Reopened AB\" 900: closedlost 900 d6 -> appointmentscheduled 900 d30"]),
+                false
+            ),
+            "{label}: reopened"
+        );
+        assert_eq!(
+            bar(&w.won),
+            (
+                2,
+                d("3600"),
+                s(&[
+                    "won \"Won SA\" 3000: appointmentscheduled 3000 d30 -> closedwon 3500 d16",
+                    "newwon \"\" 600: - -> closedwon 600 d18",
+                ]),
+                false
+            ),
+            "{label}: won"
+        );
+        assert_eq!(
+            bar(&w.lost),
+            (1, d("700"), s(&["lost \"Lost Inc\" 700: appointmentscheduled 700 d30 -> closedlost 700 d17"]), false),
+            "{label}: lost"
+        );
+        assert_eq!(
+            bar(&w.removed),
+            (1, d("250"), s(&["deleted \"Deleted BV\" 250: appointmentscheduled 250 d30 -> -"]), false),
+            "{label}: removed"
+        );
+        assert_eq!(
+            bar(&w.pulled_in),
+            (
+                1,
+                d("2000"),
+                s(&["pulled \"Pulled plc\" 2000: appointmentscheduled 2000 d40 -> appointmentscheduled 2000 d25"]),
+                false
+            ),
+            "{label}: pulled in"
+        );
+        assert_eq!(
+            bar(&w.pushed_out),
+            (
+                2,
+                d("1150"),
+                s(&[
+                    "pushed \"Pushed Ltd\" 1000: appointmentscheduled 1000 d30 -> appointmentscheduled 1000 d45",
+                    "both \"Both Oy\" 150: appointmentscheduled 100 d30 -> appointmentscheduled 150 d35",
+                ]),
+                false
+            ),
+            "{label}: pushed out"
+        );
+        assert_eq!(
+            bar(&w.amount_changes),
+            (
+                2,
+                d("350"),
+                s(&[
+                    "grown \"Grown GmbH\" 300: appointmentscheduled 500 d30 -> appointmentscheduled 800 d30",
+                    "both \"Both Oy\" 50: appointmentscheduled 100 d30 -> appointmentscheduled 150 d35",
+                ]),
+                false
+            ),
+            "{label}: amount changes"
+        );
+        assert_eq!(amount(w.amount_changed_money), d("350"), "{label}");
+        assert_eq!(
+            bar(&w.end),
+            (
+                6,
+                d("5250"),
+                s(&[
+                    "pulled \"Pulled plc\" 2000: appointmentscheduled 2000 d40 -> appointmentscheduled 2000 d25",
+                    "pushed \"Pushed Ltd\" 1000: appointmentscheduled 1000 d30 -> appointmentscheduled 1000 d45",
+                    "reopened \"Reopened AB\" 900: closedlost 900 d6 -> appointmentscheduled 900 d30",
+                    "grown \"Grown GmbH\" 800: appointmentscheduled 500 d30 -> appointmentscheduled 800 d30",
+                    "new \"New Co\" 400: - -> appointmentscheduled 400 d30",
+                    "both \"Both Oy\" 150: appointmentscheduled 100 d30 -> appointmentscheduled 150 d35",
+                ]),
+                false
+            ),
+            "{label}: end"
+        );
+        // start + created + reopened - won - lost - removed + amount changes = end.
+        assert_eq!(d("7550") + d("1000") + d("900") - d("3600") - d("700") - d("250") + d("350"), d("5250"));
+
+        // Bounded: two deals a bar at most, the largest first, the counts and amounts whole.
+        let w = t.waterfall("c1", "default", from, to, 2).await.expect("bounded");
+        let (count, total, deals, truncated) = bar(&w.start);
+        assert_eq!((count, total, deals.len(), truncated), (7, d("7550"), 2, true), "{label}");
+        assert!(deals[0].starts_with("won ") && deals[1].starts_with("pulled "), "{label}: {deals:?}");
+        assert!(!bar(&w.won).3, "{label}: a bar within the limit is whole");
+        let err = t.waterfall("c1", "default", from, to, 201).await.expect_err("too many").to_public();
+        assert_eq!(err.field.as_deref(), Some("deal_limit"), "{label}: {err}");
     }
 }

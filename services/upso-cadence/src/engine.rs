@@ -206,7 +206,7 @@ impl Engine {
                     company_id,
                     rule = %rule.key,
                     contacts = facts.unknown_zones,
-                    "contacts' time zones are unknown; their quiet hours are read in the rule's default zone"
+                    "contacts' time zones are unknown; their quiet hours are read in the rule's default zone, their send window in the cadence's"
                 );
             }
             report.scored += customers.len() as u32;
@@ -318,7 +318,7 @@ impl Engine {
             email: customer.email.clone(),
             first_name: customer.first_name.clone(),
             company: Some(customer.deal_name.clone()),
-            time_zone: customer.time_zone.clone(),
+            time_zone: guardrails::upso_zone(customer.time_zone.as_deref()).0,
             mailbox_id: Some(mailbox_id.clone()),
             variables,
             external_id: id.clone(),
@@ -346,7 +346,7 @@ impl Engine {
                 row.decision = "enroll".into();
                 row.upso_enrollment_id = enrollment_id;
                 row.mailbox_id = mailbox_id;
-                row.detail = String::new();
+                row.detail = guardrails::upso_zone(customer.time_zone.as_deref()).1.unwrap_or_default();
             }
             EnrollOutcome::AlreadyEnrolled => {
                 self.store.drop_touch(&mut tx, &id).await?;
@@ -427,7 +427,13 @@ fn opt_out(person: &str, company_id: &str, now_ms: i64) -> Suppression {
 
 fn candidate(rule_key: &str, customer: &Customer, decision: Decision) -> CandidateReport {
     let (skip, detail, caused_by) = match decision.outcome {
-        Outcome::Enroll { mailbox_id } => (None, format!("mailbox {mailbox_id}"), String::new()),
+        Outcome::Enroll { mailbox_id } => {
+            let detail = match guardrails::upso_zone(customer.time_zone.as_deref()).1 {
+                Some(note) => format!("mailbox {mailbox_id}; {note}"),
+                None => format!("mailbox {mailbox_id}"),
+            };
+            (None, detail, String::new())
+        }
         Outcome::Skip(s) => (Some(s.reason), s.detail, s.caused_by),
     };
     CandidateReport {

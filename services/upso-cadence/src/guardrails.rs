@@ -172,13 +172,28 @@ pub fn contact_zone(contact: Option<&str>, default_zone: &str) -> (TimeZone, Str
     (zones::zone(default_zone).unwrap_or(TimeZone::UTC), default_zone.to_owned(), true)
 }
 
-fn in_quiet_hours(rule: &UpsellRule, customer: &Customer, now_ms: i64, unknown: &mut u32) -> Option<String> {
+/// True when the contact's CRM names a time zone GoMark cannot read.
+pub fn unknown_zone(contact: Option<&str>) -> bool {
+    contact.is_some_and(|z| !z.trim().is_empty() && !zones::is_known(z))
+}
+
+/// The contact's zone as Upso is to read their send window, and a note when it falls back:
+/// their own when GoMark knows it; otherwise none, so Upso reads the window in the
+/// cadence's own zone (given a name it does not know, Upso would read UTC, silently).
+pub fn upso_zone(contact: Option<&str>) -> (Option<String>, Option<String>) {
+    match contact.filter(|z| !z.trim().is_empty()) {
+        Some(z) if unknown_zone(Some(z)) => (
+            None,
+            Some(format!("the contact's time zone {z:?} is unknown; the send window is read in the cadence's zone")),
+        ),
+        other => (other.map(str::to_owned), None),
+    }
+}
+
+fn in_quiet_hours(rule: &UpsellRule, customer: &Customer, now_ms: i64) -> Option<String> {
     let q = rule.guardrails.quiet_hours.as_ref()?;
     let (start, end) = (parse_hhmm(&q.start)?, parse_hhmm(&q.end)?);
-    let (zone, zone_name, known) = contact_zone(customer.time_zone.as_deref(), &q.default_time_zone);
-    if !known {
-        *unknown += 1;
-    }
+    let (zone, zone_name, _) = contact_zone(customer.time_zone.as_deref(), &q.default_time_zone);
     let local = zones::local_minutes(now_ms, &zone);
     zones::in_span(local, start, end).then(|| {
         format!("{:02}:{:02} in {zone_name} is within quiet hours {}–{}", local / 60, local % 60, q.start, q.end)
@@ -379,10 +394,15 @@ pub fn decide(
             if c.escalated {
                 break 'decide Outcome::Skip(skip(SkipReason::Escalation, format!("{} is set", g.escalation_property)));
             }
+            // From here the contact's local time matters (quiet hours, then the cadence's
+            // send window in Upso): a zone GoMark cannot read falls back, and is counted.
+            if unknown_zone(c.time_zone.as_deref()) {
+                facts.unknown_zones += 1;
+            }
             if let Some(detail) = &holiday {
                 break 'decide Outcome::Skip(skip(SkipReason::Holiday, detail.clone()));
             }
-            if let Some(detail) = in_quiet_hours(rule, c, now_ms, &mut facts.unknown_zones) {
+            if let Some(detail) = in_quiet_hours(rule, c, now_ms) {
                 break 'decide Outcome::Skip(skip(SkipReason::QuietHours, detail));
             }
             if run.granted >= rule.max_per_run {
@@ -571,6 +591,25 @@ mod tests {
         // unknown zone falls back to Berlin's, and is counted.
         assert_eq!(run(ms("2026-03-27T18:30:00Z")).0[1..], [None, None]);
         assert_eq!(run(ms("2026-03-30T18:30:00Z")), (vec![None, quiet, quiet], 1));
+    }
+
+    #[test]
+    fn an_unknown_contact_zone_is_counted_and_not_passed_on_without_quiet_hours_too() {
+        let r = rule(serde_json::json!({}));
+        let deals = [
+            deal("gotham@x.example", 30.0, &[("gomark_contact_time_zone", "America/Gotham")]),
+            deal("ny@x.example", 20.0, &[("gomark_contact_time_zone", "America/New_York")]),
+            deal("none@x.example", 10.0, &[]),
+        ];
+        let mut f = facts(&[("m1", 0)]);
+        let got = outcomes(&r, &deals, &mut f);
+        assert!(got.iter().all(|(_, r)| r.is_none()), "{got:?}");
+        assert_eq!(f.unknown_zones, 1);
+        let (zone, note) = upso_zone(Some("America/Gotham"));
+        assert_eq!(zone, None, "Upso would read it as UTC: the cadence's zone applies instead");
+        assert!(note.is_some_and(|n| n.contains("\"America/Gotham\" is unknown")));
+        assert_eq!(upso_zone(Some("America/New_York")), (Some("America/New_York".into()), None));
+        assert_eq!(upso_zone(None), (None, None));
     }
 
     #[test]

@@ -4,18 +4,9 @@
 
 use std::collections::HashMap;
 
-/// The person an email denotes: trimmed, lower case, without a `+tag` in the local part
-/// (`Ann+acme@X.example` and `ann@x.example` are one person).
-pub fn person(email: &str) -> String {
-    let email = email.trim().to_lowercase();
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let local = local.split_once('+').map_or(local, |(l, _)| l);
-            format!("{local}@{domain}")
-        }
-        None => email,
-    }
-}
+/// The person an email denotes (one owner of the policy: gtm-config, which the configured
+/// suppression list also reads through).
+pub use gtm_config::outreach::person;
 
 /// Why a person is on the portfolio suppression list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ use gomark_upso_cadence::cadences::Cadences;
 use gomark_upso_cadence::credentials::Vault;
 use gomark_upso_cadence::deals::{DealEvents, EngineTriggers};
 use gomark_upso_cadence::engine::{Engine, RunReport};
-use gomark_upso_cadence::guardrails::{self, CapCounts, SkipReason};
+use gomark_upso_cadence::guardrails::{self, Calendar, CapCounts, SkipReason};
 use gomark_upso_cadence::outreach::{OutreachVendor, UpsoVendor};
 use gomark_upso_cadence::portfolio::{Suppression, SuppressionKind};
 use gomark_upso_cadence::store::{OutreachConfig, Reservation, Store};
@@ -103,6 +103,12 @@ async fn portfolio(tdb: gomark_testkit::TestDatabase, replicas: usize, config: &
 }
 
 async fn feed(store: &Store, company: &str, id: &str, email: &str, amount: f64) {
+    feed_with(store, company, id, email, amount, &[]).await;
+}
+
+async fn feed_with(store: &Store, company: &str, id: &str, email: &str, amount: f64, props: &[(&str, &str)]) {
+    let mut properties = std::collections::HashMap::from([("gomark_contact_email".to_owned(), email.to_owned())]);
+    properties.extend(props.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let now = gomark_storage::now_ms();
     let d = DealUpserted {
         company_id: company.into(),
@@ -118,7 +124,7 @@ async fn feed(store: &Store, company: &str, id: &str, email: &str, amount: f64) 
         .to_proto()
         .ok(),
         owner_id: "7".into(),
-        properties: std::collections::HashMap::from([("gomark_contact_email".to_owned(), email.to_owned())]),
+        properties,
         ..DealUpserted::default()
     }
     .with_times(now - 10 * DAY_MS, now, now - 100 * DAY_MS);
@@ -274,6 +280,10 @@ async fn two_replicas_never_exceed_a_cap() {
         assert!(a.len() <= 3 && b.len() <= 3, "{label}: the company cap is 3: {a:?} {b:?}");
         assert!(a.len() + b.len() >= 3, "{label}: {a:?} {b:?}");
         assert!(a.iter().all(|e| !b.contains(e)), "{label}: the portfolio cap is 1, across replicas: {a:?} {b:?}");
+        for enrolled in [&a, &b] {
+            let once: std::collections::HashSet<&String> = enrolled.iter().collect();
+            assert_eq!(once.len(), enrolled.len(), "{label}: nobody enrolled twice: {enrolled:?}");
+        }
         // A company whose reserved candidates went to the other in the race (the reservation
         // refuses; the run does not re-rank) fills its cap on its next run.
         two.run("c-a", false, now + 1000).await.expect("run");
@@ -313,4 +323,196 @@ async fn two_replicas_never_exceed_a_cap() {
         }
         assert_eq!(reserved, 3, "{label}: exactly the cap");
     }
+}
+
+fn at(s: &str) -> i64 {
+    s.parse::<jiff::Timestamp>().expect("instant").as_millisecond()
+}
+
+/// Reserves one enrollment of `who` by `company` at `now_ms` the way the engine does (the
+/// company's calendar day, the rule's rolling windows); `None` when reserved.
+async fn reserve_at(
+    store: &Store,
+    cfg: &OutreachConfig,
+    calendar: &Calendar,
+    company: &str,
+    who: &str,
+    now_ms: i64,
+) -> Option<(SkipReason, String)> {
+    let rule = &cfg.upsell_rules[0];
+    let id = format!("{company}-{who}");
+    let reservation = Reservation {
+        id: &id,
+        person: who,
+        email: who,
+        company_id: company,
+        cadence_key: "upsell",
+        mailbox_id: "mbx",
+        now_ms,
+        day_start_ms: calendar.day_start_ms(now_ms),
+        rolling_hours: rule.guardrails.rolling_caps.iter().map(|c| c.hours).collect(),
+        person_since_ms: now_ms - 7 * DAY_MS,
+    };
+    let check = |c: &CapCounts| guardrails::recheck(rule, &cfg.portfolio_contact, company, c, now_ms);
+    store.reserve(&reservation, check).await.expect("reserve").map(|s| (s.reason, s.detail))
+}
+
+#[tokio::test]
+async fn daily_caps_count_the_companys_own_day_across_daylight_saving_and_rolling_caps_any_window() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let daily = config(serde_json::json!({}), 1);
+        let p = portfolio(tdb, 1, &daily).await;
+        let store = &p.one().store;
+
+        // A Berlin company with a daily cap of 1, around Europe's spring change (Sunday
+        // 2026-03-29 has 23 hours: it starts at 23:00 UTC the day before, ends at 22:00 UTC).
+        let berlin = Calendar::from_config(&gtm_config::CompanyCalendar {
+            time_zone: Some("Europe/Berlin".into()),
+            holidays: vec![],
+        })
+        .expect("calendar");
+        let cap = |r: Option<(SkipReason, String)>| r.map(|(reason, _)| reason);
+        // 23:30 on Saturday in Berlin.
+        assert_eq!(
+            cap(reserve_at(store, &daily, &berlin, "c-a", "d0@x.example", at("2026-03-28T22:30:00Z")).await),
+            None,
+            "{label}"
+        );
+        // 00:30 on Sunday in Berlin (still Saturday in UTC): a new day, room again.
+        assert_eq!(
+            cap(reserve_at(store, &daily, &berlin, "c-a", "d1@x.example", at("2026-03-28T23:30:00Z")).await),
+            None,
+            "{label}"
+        );
+        // 23:50 on Sunday (CEST): the same Berlin day as the last one, so the cap is full
+        // (a UTC day would have room).
+        assert_eq!(
+            cap(reserve_at(store, &daily, &berlin, "c-a", "d2@x.example", at("2026-03-29T21:50:00Z")).await),
+            Some(SkipReason::CompanyCap),
+            "{label}"
+        );
+        // 00:10 on Monday in Berlin, after the change: a new day (at a fixed +01:00 it would
+        // still be 23:10 on Sunday, and refused).
+        assert_eq!(
+            cap(reserve_at(store, &daily, &berlin, "c-a", "d3@x.example", at("2026-03-29T22:10:00Z")).await),
+            None,
+            "{label}"
+        );
+
+        // Rolling caps: at most 1 in any hour and 2 in any 24 hours, whatever the calendar
+        // day (the daily cap, 100, never binds).
+        let mut rolling = config(serde_json::json!({}), 100);
+        rolling.upsell_rules[0].guardrails.rolling_caps =
+            vec![gtm_config::RollingCap { hours: 1, max: 1 }, gtm_config::RollingCap { hours: 24, max: 2 }];
+        let utc = Calendar::default();
+        let t0 = at("2026-11-23T23:00:00Z");
+        let min = 60 * 1000;
+        let r = |who: &'static str, t: i64| {
+            let (rolling, utc) = (&rolling, &utc);
+            async move { reserve_at(store, rolling, utc, "c-b", who, t).await }
+        };
+        assert_eq!(r("r1@x.example", t0).await, None, "{label}");
+        let hourly = r("r2@x.example", t0 + 30 * min).await.expect("the hourly cap");
+        assert_eq!(hourly.0, SkipReason::RollingCap, "{label}");
+        assert!(hourly.1.contains("1 enrollments in any 1 hours"), "{label}: {}", hourly.1);
+        // The next hour, and the next calendar day.
+        assert_eq!(r("r3@x.example", t0 + 61 * min).await, None, "{label}");
+        // Only one enrollment today, but two in the last 24 hours.
+        let day = r("r4@x.example", t0 + 180 * min).await.expect("the 24-hour cap");
+        assert_eq!(day.0, SkipReason::RollingCap, "{label}");
+        assert!(day.1.contains("2 enrollments in any 24 hours"), "{label}: {}", day.1);
+        // Once the first is more than 24 hours old, there is room again.
+        assert_eq!(r("r5@x.example", t0 + 24 * 60 * min + 1).await, None, "{label}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_contact_zone_is_not_passed_to_upso_and_the_enrollment_says_so() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let cfg = config(serde_json::json!({}), 10);
+        let p = portfolio(tdb, 1, &cfg).await;
+        let r = p.one();
+        let zone = "gomark_contact_time_zone";
+        feed_with(&r.store, "c-a", "a1", "gus@x.example", 5_000.0, &[(zone, "America/Gotham")]).await;
+        feed_with(&r.store, "c-a", "a2", "nia@x.example", 4_000.0, &[(zone, "America/New_York")]).await;
+        let now = gomark_storage::now_ms();
+
+        let dry = r.engine.run("c-a", true, now).await.expect("dry run");
+        let gus = of(&dry, "gus@x.example");
+        assert_eq!(gus.skip, None, "{label}: {dry:?}");
+        assert!(gus.detail.contains("\"America/Gotham\" is unknown"), "{label}: {}", gus.detail);
+        assert!(!of(&dry, "nia@x.example").detail.contains("unknown"), "{label}");
+
+        r.engine.run("c-a", false, now).await.expect("run");
+        let sent: std::collections::HashMap<String, Option<String>> =
+            p.sim.enrollments(&token("c-a")).into_iter().map(|e| (e.contact.email, e.contact.time_zone)).collect();
+        // Upso would read a name it does not know as UTC: GoMark leaves it out, so the
+        // cadence's send window is read in its own zone.
+        assert_eq!(sent.get("gus@x.example"), Some(&None), "{label}: {sent:?}");
+        assert_eq!(sent.get("nia@x.example"), Some(&Some("America/New_York".to_owned())), "{label}: {sent:?}");
+        let decisions = r.store.list_decisions("c-a", 10).await.expect("decisions");
+        let recorded = decisions.iter().find(|d| d.email == "gus@x.example").expect("recorded");
+        assert_eq!(recorded.decision, "enroll", "{label}");
+        assert!(recorded.detail.contains("is unknown"), "{label}: {}", recorded.detail);
+    }
+}
+
+/// When Upso will send a contact's next email, and whether it already sent one.
+fn upso_schedule(sim: &UpsoSim, company: &str) -> std::collections::HashMap<String, (Option<i64>, usize)> {
+    let sent = sim.sent_emails(&token(company));
+    sim.enrollments(&token(company))
+        .into_iter()
+        .map(|e| {
+            let next = e.next_step_at.as_deref().map(at);
+            let n = sent.iter().filter(|s| s.to == e.contact.email).count();
+            (e.contact.email, (next, n))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_send_window_applied_by_gomark_holds_across_daylight_saving_in_two_zones() {
+    let mut cfg = config(serde_json::json!({}), 100);
+    // Who finished a cadence rests, so each phase enrolls only its own two contacts.
+    cfg.upsell_rules[0].guardrails.min_days_since_last_touch = 14;
+    // 09:00–17:00 in New York; contacts who live elsewhere get it in their own zone.
+    cfg.cadences[0].send_window = Some(gtm_config::SendWindow {
+        time_zone: "America/New_York".into(),
+        start: "09:00".into(),
+        end: "17:00".into(),
+        weekdays: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+    });
+    let p = portfolio(gomark_testkit::TestDatabase::sqlite(), 1, &cfg).await;
+    let r = p.one();
+    let berlin = [("gomark_contact_time_zone", "Europe/Berlin")];
+    // Enrolls the two contacts of one phase with Upso's clock at `now`, then lets Upso run.
+    let phase = |n: u32, now: i64| {
+        let (r, sim, berlin) = (r, &p.sim, &berlin);
+        async move {
+            feed(&r.store, "c-a", &format!("ny{n}"), &format!("ny{n}@x.example"), 1000.0).await;
+            feed_with(&r.store, "c-a", &format!("de{n}"), &format!("de{n}@x.example"), 1000.0, berlin).await;
+            sim.set_now(now);
+            let report = r.engine.run("c-a", false, gomark_storage::now_ms()).await.expect("run");
+            assert_eq!(report.enrolled, 2, "{report:?}");
+            sim.run_due();
+            upso_schedule(sim, "c-a")
+        }
+    };
+    // Friday 2026-03-06, both on standard time: 13:30 UTC is 08:30 in New York (waits for
+    // 09:00 EST = 14:00 UTC) and 14:30 in Berlin (sent now).
+    let s = phase(1, at("2026-03-06T13:30:00Z")).await;
+    assert_eq!(s["ny1@x.example"], (Some(at("2026-03-06T14:00:00Z")), 0), "{s:?}");
+    assert_eq!(s["de1@x.example"].1, 1, "{s:?}");
+    // Monday 03-09, after the US change only: 12:30 UTC is 08:30 EDT (waits for 09:00 EDT =
+    // 13:00 UTC, an hour earlier than last week) and 13:30 in Berlin (sent now).
+    let s = phase(2, at("2026-03-09T12:30:00Z")).await;
+    assert_eq!(s["ny2@x.example"], (Some(at("2026-03-09T13:00:00Z")), 0), "{s:?}");
+    assert_eq!(s["de2@x.example"].1, 1, "{s:?}");
+    // Monday 03-30, after Europe's change too: 15:30 UTC is 17:30 CEST in Berlin (closed:
+    // waits for 09:00 CEST = 07:00 UTC on Tuesday) and 11:30 EDT in New York (sent now).
+    let s = phase(3, at("2026-03-30T15:30:00Z")).await;
+    assert_eq!(s["de3@x.example"], (Some(at("2026-03-31T07:00:00Z")), 0), "{s:?}");
+    assert_eq!(s["ny3@x.example"].1, 1, "{s:?}");
 }

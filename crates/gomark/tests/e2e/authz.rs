@@ -293,6 +293,36 @@ fn routes() -> Vec<Route> {
             call: |_, _| (Method::GET, "/v1/companies".into(), None),
         },
         Route {
+            name: "GET suppressions",
+            min_role: Role::Viewer,
+            portfolio_only: true,
+            call: |_, _| (Method::GET, "/v1/portfolio/suppressions".into(), None),
+        },
+        Route {
+            name: "POST portfolio suppression",
+            min_role: Role::Operator,
+            portfolio_only: true,
+            call: |_, u| {
+                let body = json!({"email": format!("{u}@matrix.example"), "kind": "do_not_contact"});
+                (Method::POST, "/v1/portfolio/suppressions".into(), Some(body))
+            },
+        },
+        Route {
+            name: "POST company suppression",
+            min_role: Role::Operator,
+            portfolio_only: false,
+            call: |c, u| {
+                let body = json!({"email": format!("{u}@matrix.example"), "kind": "opt_out", "companyId": c});
+                (Method::POST, "/v1/portfolio/suppressions".into(), Some(body))
+            },
+        },
+        Route {
+            name: "DELETE suppression",
+            min_role: Role::Operator,
+            portfolio_only: true,
+            call: |_, u| (Method::DELETE, format!("/v1/portfolio/suppressions/{u}@matrix.example"), None),
+        },
+        Route {
             name: "GET api keys",
             min_role: Role::Admin,
             portfolio_only: false,
@@ -332,6 +362,9 @@ fn expected(route: &Route, role: Role, scoped: bool, target: Target, status: u16
             | "GET rollouts"
             | "POST rollout"
             | "GET metric definitions"
+            | "GET suppressions"
+            | "POST portfolio suppression"
+            | "DELETE suppression"
     );
     if scoped && target == Target::Other && touches_company {
         return if status == 404 { Ok(()) } else { Err(format!("other company must be 404, got {status}")) };
@@ -652,6 +685,7 @@ async fn services_enforce_the_scope_when_called_directly() {
         pipeline_id: String::new(),
         from: Some(gomark_proto::time::timestamp(1)),
         to: Some(gomark_proto::time::timestamp(2)),
+        deal_limit: 0,
     };
     assert_eq!(code(tracker.get_waterfall(a_admin.request(range)).await), Err(tonic::Code::NotFound));
     let pipelines = pt::ListPipelinesRequest { company_id: b.clone() };

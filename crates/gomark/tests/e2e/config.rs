@@ -339,6 +339,8 @@ async fn import_change_plan_apply_and_roll_back_the_demo_portfolio() {
     };
     let applied = rollout(second.body["number"].as_i64().expect("number")).await;
     assert_eq!(applied["done"], 20, "{applied}");
+    let (created, finished) = (applied["createdAt"].as_str(), applied["finishedAt"].as_str());
+    assert!(finished.is_some() && finished >= created, "a completed rollout's finish time: {applied}");
     let observe = |id: String| {
         let api = &api;
         async move { api.send(Method::GET, &format!("/v1/companies/{id}/hubspot/observed"), None).await.body }

@@ -2,8 +2,8 @@
 //! WebDriver API): the page loads, shows the demo portfolio, and a deal made in HubSpot
 //! moves a number on screen; amounts carry their currency, "won" is labelled as a count or
 //! an amount, the velocity is never absurd, the pipeline picker works, the trend and
-//! waterfall charts draw the API's figures, a rollout appears as a marker on the trend and
-//! progresses in the operator console, and the page fits 800 px without scrolling sideways.
+//! waterfall charts draw the API's figures (a clicked bar lists the API's deals), a rollout
+//! appears as start and finish markers on the trend and progresses in the operator console, and the page fits 800 px without scrolling sideways.
 //! Screenshots of the page go to `docs/screenshots/` (referenced from the README).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the test says it was
@@ -227,6 +227,7 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
 
     benchmark_table(&browser, &api, &gomark).await;
     charts_rollout_and_console(&browser, &api).await;
+    pipeline_picker(&browser, &api, &gomark, &acme).await;
 
     // 800 px wide: everything reachable without a horizontal scroll bar.
     browser.resize(800, 900).await;
@@ -248,6 +249,76 @@ async fn the_dashboard_shows_the_portfolio_and_moves_with_a_deal() {
     let _ = browser.http.delete(format!("{}/session/{}", browser.base, browser.session)).send().await;
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
+}
+
+/// Picking another pipeline switches the funnel and the waterfall to it: Acme gets a
+/// "Renewals" pipeline with two open deals, which the picker offers once Acme is reselected.
+async fn pipeline_picker(browser: &Browser, api: &Api, gomark: &Embedded, acme: &str) {
+    let token = gomark::demo_token(0);
+    let stage = |id: &str, order: i64, probability: &str, closed: bool| json!({"stageId": id, "label": id, "displayOrder": order, "metadata": {"probability": probability, "isClosed": closed.to_string()}});
+    let created = reqwest::Client::new()
+        .post(format!("{}/crm/v3/pipelines/deals", gomark.hubspot_sim_url))
+        .bearer_auth(&token)
+        .json(&json!({"pipelineId": "renewals", "label": "Renewals", "displayOrder": 5,
+                      "stages": [stage("renewaldue", 0, "0.5", false), stage("renewed", 1, "1.0", true)]}))
+        .send()
+        .await
+        .expect("pipeline created");
+    assert!(created.status().is_success(), "{}", created.text().await.unwrap_or_default());
+    let ids = gomark.hubspot_sim.create_deals(&token, 2, "renewaldue", "renewals");
+    assert_eq!(ids.len(), 2, "two renewal deals");
+    eventually("the renewals pipeline in the API", Duration::from_secs(30), || async {
+        let p = api.send(Method::GET, &format!("/v1/companies/{acme}/pipelines"), None).await.body;
+        p["items"].as_array()?.iter().find(|p| p["pipelineId"] == "renewals" && p["dealCount"] == 2).map(|_| ())
+    })
+    .await;
+    let renewals = api.send(Method::GET, &format!("/v1/companies/{acme}/funnels/renewals"), None).await.body;
+    let default = api.send(Method::GET, &format!("/v1/companies/{acme}/funnels/default"), None).await.body;
+    assert_eq!(renewals["openCount"], 2, "{renewals}");
+    assert_ne!(renewals["openCount"], default["openCount"], "the two pipelines differ: {default}");
+    let label = renewals["pipelineLabel"].as_str().filter(|l| !l.is_empty()).unwrap_or("renewals").to_owned();
+
+    browser.eval("[...document.querySelectorAll('#companies tr')].find(r => r.querySelector('.name').textContent === 'Acme Analytics').click()").await;
+    eventually("the picker offering Renewals", Duration::from_secs(20), || async {
+        let v = browser.eval("return [...document.getElementById('pipeline').options].map(o => o.value)").await;
+        v.as_array().filter(|o| o.contains(&json!("renewals"))).map(|_| ())
+    })
+    .await;
+    browser
+        .eval(
+            "const p = document.getElementById('pipeline'); p.value = 'renewals'; p.dispatchEvent(new Event('change'))",
+        )
+        .await;
+    let shown = eventually("the renewals funnel on screen", Duration::from_secs(20), || async {
+        let v = browser
+            .eval("return {title: document.getElementById('funnel-title').textContent, open: document.getElementById('funnel-open').textContent, \
+                   waterfall: document.getElementById('waterfall-scope').textContent, stages: [...document.querySelectorAll('#funnel [data-stage]')].map(b => b.dataset.stage)}")
+            .await;
+        let title = v["title"].as_str().unwrap_or_default();
+        (title.ends_with(&label) && v["open"] == "2" && v["waterfall"].as_str().is_some_and(|w| w.contains("renewals")))
+            .then_some(v)
+    })
+    .await;
+    assert!(shown["stages"].as_array().is_some_and(|s| s.contains(&json!("renewaldue"))), "{shown}");
+    // And back to the default pipeline: its figures again.
+    browser
+        .eval(
+            "const p = document.getElementById('pipeline'); p.value = 'default'; p.dispatchEvent(new Event('change'))",
+        )
+        .await;
+    eventually("the default funnel back on screen", Duration::from_secs(20), || async {
+        let now = api.send(Method::GET, &format!("/v1/companies/{acme}/funnels/default"), None).await.body;
+        let v = browser.eval("return document.getElementById('funnel-open').textContent").await;
+        (v.as_str() == Some(now["openCount"].to_string().as_str())
+            && !browser
+                .eval("return document.getElementById('funnel-title').textContent")
+                .await
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(&label))
+        .then_some(())
+    })
+    .await;
 }
 
 /// The benchmark table shows the API's benchmarks: one row per company, the p25–p75 band and
@@ -422,17 +493,66 @@ async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
     );
     // Clicking the "Created" bar (a real pointer click) tells its figures; the chart may be
     // redrawn meanwhile: retry.
-    let created_bar = format!("Created: {} deal", count("Created"));
-    let detail = eventually("the bar's figures on click", Duration::from_secs(10), || async {
+    // The listed deals are the API's deals of that bar, between the same two instants. A deal
+    // made just before the page's `to` may reach pipeline-tracker just after the page asked:
+    // then the page redraws the waterfall and the bar is clicked again.
+    let (clicked, waterfall) = eventually("the bar's figures and the API's deals on click", Duration::from_secs(20), || async {
         let at = browser
             .eval("const u = window.gomarkCharts.waterfall, r = u.over.getBoundingClientRect(); return [Math.round(u.valToPos(1, 'x') - r.width / 2), Math.round(r.height / 2 - 5)]")
             .await;
         browser.click_at("#waterfall-chart .u-over", at[0].as_i64().unwrap_or(0), at[1].as_i64().unwrap_or(0)).await;
-        let v = browser.eval("return document.getElementById('waterfall-detail').textContent").await;
-        v.as_str().filter(|d| d.starts_with(&created_bar)).map(str::to_owned)
+        let v = browser
+            .eval("const t = document.getElementById('waterfall-deals'), w = window.gomarkCharts.waterfall; \
+                   return {detail: document.getElementById('waterfall-detail').textContent, \
+                   bar: t.dataset.bar, shown: !t.hidden, range: w.range, company: selected.id, count: w.bars[1].count, \
+                   more: document.getElementById('waterfall-more').textContent, \
+                   rows: [...t.querySelectorAll('tbody tr')].map(r => [r.dataset.deal, r.querySelector('.name').textContent, r.querySelector('.amount').textContent])}")
+            .await;
+        let created_bar = format!("Created: {} deal", v["count"]);
+        let detail = v["detail"].as_str().unwrap_or_default();
+        if !(detail.starts_with(&created_bar) && v["bar"] == "Created" && v["shown"] == true) {
+            return None;
+        }
+        let (company, range) = (v["company"].as_str()?, &v["range"]);
+        let waterfall = api
+            .send(
+                Method::GET,
+                &format!(
+                    "/v1/companies/{company}/funnels/{}/waterfall?from={}&to={}",
+                    range["pipeline"].as_str()?,
+                    range["from"].as_str()?,
+                    range["to"].as_str()?
+                ),
+                None,
+            )
+            .await
+            .body;
+        let api_deals: Vec<(Value, Value)> = waterfall["created"]["deals"]
+            .as_array()?
+            .iter()
+            .map(|d| {
+                let name = d["name"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .map_or_else(|| format!("deal {}", d["dealId"]), str::to_owned);
+                (d["dealId"].clone(), json!(name))
+            })
+            .collect();
+        let page_deals: Vec<(Value, Value)> = v["rows"].as_array()?.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+        if page_deals != api_deals {
+            eprintln!("the page's waterfall deals {page_deals:?} are not the API's {api_deals:?} yet: redrawn");
+            browser.eval("loadWaterfall()").await;
+            return None;
+        }
+        Some((v, waterfall))
     })
     .await;
-    assert!(detail.contains("between"), "{detail}");
+    assert!(clicked["detail"].as_str().is_some_and(|d| d.contains("between")), "{clicked}");
+    let rows = clicked["rows"].as_array().expect("rows");
+    assert!(!rows.is_empty(), "{clicked}");
+    assert!(rows.iter().all(|r| r[2].as_str().is_some_and(|a| a.contains('$'))), "{clicked}");
+    let truncated = waterfall["created"]["dealsTruncated"] == true;
+    assert_eq!(clicked["more"].as_str().is_some_and(|m| m.contains("largest")), truncated, "{clicked}");
 
     // A new revision, rolled out: a marker on the trend, a row in the console.
     let latest = api.send(Method::GET, "/v1/config", None).await.body;
@@ -446,6 +566,7 @@ async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
     assert_eq!(started.status, 201, "{}", started.body);
     let id = started.body["id"].as_str().expect("id").to_owned();
     let total = started.body["total"].as_u64().expect("total");
+    assert!(started.body.get("finishedAt").is_none(), "a rollout just started has not finished: {}", started.body);
     assert!(total > 0, "{}", started.body);
 
     let row = format!("#rollouts tr[data-rollout='{id}']");
@@ -491,6 +612,20 @@ async fn charts_rollout_and_console(browser: &Browser, api: &Api) {
     assert_eq!(seen.last(), Some(&format!("{total}/{total}")), "progress seen: {seen:?}");
     let api_view = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await.body;
     assert_eq!(api_view["state"], "completed", "{api_view}");
+    // A completed rollout has its finish time, drawn as a finish marker on the trend.
+    let finished = api_view["finishedAt"].as_str().expect("a completed rollout's finishedAt");
+    assert!(finished >= api_view["createdAt"].as_str().expect("createdAt"), "{api_view}");
+    let end_marker = eventually("the rollout's finish marker on the trend", Duration::from_secs(20), || async {
+        let v = browser
+            .eval(&format!(
+                "const li = document.querySelector('#markers li[data-kind=rollout-end][data-revision=\"{number}\"]'); \
+                 return li && (window.gomarkCharts.trend.drawnMarkers || []).includes('■ r{number}') && li.textContent"
+            ))
+            .await;
+        v.as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(end_marker.starts_with(&format!("■ r{number}")), "{end_marker}");
     browser.screenshot("dashboard").await;
 
     // The audit log, filtered by action: only rollout starts, this one among them.

@@ -80,6 +80,46 @@ pub async fn funnel_follows_deals(api: &Api, sim: &HubSpotSim, tracker: SocketAd
         w.body
     );
     assert_eq!(w.body["end"]["amount"], serde_json::json!({"amount": "5000", "currency": "USD"}), "{}", w.body);
+    // Each bar names its deals, largest first, with the deal as it was at each date.
+    let listed = |bar: &str| -> Vec<(String, String, String)> {
+        w.body[bar]["deals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let field = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                (field("dealId"), field("name"), d["amount"]["amount"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect()
+    };
+    let deal = |i: usize, amount: &str| (ids[i].clone(), format!("Deal {}", i + 1), amount.to_owned());
+    assert_eq!(listed("created"), [deal(2, "3000"), deal(1, "2000"), deal(0, "1000")], "{}", w.body);
+    assert_eq!(listed("won"), [deal(0, "1000")], "{}", w.body);
+    assert_eq!(w.body["won"]["deals"][0]["after"]["stageId"], "closedwon", "{}", w.body);
+    assert!(w.body["won"]["deals"][0].get("before").is_none(), "not yet created at `from`: {}", w.body);
+    assert_eq!(w.body["created"]["dealsTruncated"], false, "{}", w.body);
+    let one = api
+        .send(
+            Method::GET,
+            &format!("/v1/companies/{company}/funnels/default/waterfall?from={at}&to={to}&dealLimit=1"),
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(
+        (one["created"]["count"].as_u64(), one["created"]["dealsTruncated"].as_bool()),
+        (Some(3), Some(true)),
+        "{one}"
+    );
+    assert_eq!(one["created"]["deals"].as_array().map(Vec::len), Some(1), "{one}");
+    let many = api
+        .send(
+            Method::GET,
+            &format!("/v1/companies/{company}/funnels/default/waterfall?from={at}&to={to}&dealLimit=500"),
+            None,
+        )
+        .await;
+    assert_eq!(many.problem(400)["errors"][0]["field"], "dealLimit", "{}", many.body);
 
     let p = api.send(Method::GET, &format!("/v1/portfolio/funnel?companyIds={company}"), None).await.body;
     assert_eq!((p["totals"]["openCount"].as_u64(), p["companyCount"].as_u64()), (Some(2), Some(1)), "{p}");

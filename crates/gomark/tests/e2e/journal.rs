@@ -344,3 +344,223 @@ async fn a_fleet_api_version_upgrade_rolls_out_in_waves_and_rolls_back() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// The plan, apply and drift path on a service key alone (no private app, no OAuth, no push
+/// webhooks): a declared property is planned and applied, a hand edit in HubSpot's UI reaches
+/// GoMark only through the journal, and the drift record names that person, the policy
+/// going by it (adopted).
+#[tokio::test]
+async fn plan_apply_and_drift_work_with_a_service_key_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: false,
+        journal: gomark_hubspot_sync::JournalSettings { poll_ms: POLL_MS, ..Default::default() },
+        ..EmbeddedOptions::default()
+    };
+    let gomark = Embedded::start(options.clone(), Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = gomark.hubspot_sim.clone();
+    let (key, portal) = ("sk-drift", 3300u64);
+    let company = create_journal_company(&api, &sim, &options, "Service key only", key, portal).await;
+    let doc = format!(
+        "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: Seats, type: number, fieldType: number, groupName: dealinformation}}\n\
+         companies:\n  s:\n    companyId: \"{company}\"\n    settings: {{driftPolicy: alert, driftPolicyBySource: {{user: adopt}}}}\n"
+    );
+    let plan = api.send(Method::POST, "/v1/config/plan", Some(json!({"document": doc, "message": "plan"}))).await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    let actions = plan.body["companies"][0]["actions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        actions.iter().any(|a| a.to_string().contains("gomark_seats")),
+        "planned on the service key: {}",
+        plan.body
+    );
+    let revision =
+        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "seats"}))).await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+    let started = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let done = finish(&api, started.body["id"].as_str().expect("id")).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(sim.property(key, "gomark_seats").is_some(), "applied with the service key");
+    let quiet = api.send(Method::POST, "/v1/drift/check", Some(json!({"companyIds": [company]}))).await;
+    assert_eq!(quiet.body["drifted"].as_array().map(Vec::len), Some(0), "{}", quiet.body);
+
+    // A person relabels it in HubSpot's UI. No webhook is pushed (service key); the journal
+    // carries the change and who made it.
+    let relabel = reqwest::Client::new()
+        .patch(format!("{}/crm/v3/properties/deals/gomark_seats", gomark.hubspot_sim_url))
+        .bearer_auth(key)
+        .header("X-HubSpot-Sim-UI-User", "42")
+        .json(&json!({"label": "Seats (sold)"}))
+        .send()
+        .await
+        .expect("relabel");
+    assert_eq!(relabel.status(), 200);
+    assert!(
+        sim.journal_events(portal).iter().any(|e| e["propertyName"] == "gomark_seats" && e["changeSource"] == "CRM_UI"),
+        "journaled with who made it"
+    );
+    // The reader records when it last caught up on every pass: two passes after the edit, the
+    // second begun after it, have read it.
+    let caught_up = || async {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        sync["journal"]["caughtUpAt"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut seen = caught_up().await;
+    for pass in ["a pass after the edit", "a pass begun after the edit"] {
+        seen = eventually(pass, Duration::from_secs(30), || async {
+            let now = caught_up().await;
+            (now != seen).then_some(now)
+        })
+        .await;
+    }
+    let found = api.send(Method::POST, "/v1/drift/check", Some(json!({"companyIds": [company]}))).await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let record = found.body["drifted"][0].clone();
+    assert_eq!(record["source"]["kind"], "user", "{}", found.body);
+    assert_eq!(record["source"]["sourceId"], "userId:42", "{record}");
+    assert_eq!(record["policy"], "adopt", "{record}");
+    assert!(record["resolution"].as_str().is_some_and(|r| r.starts_with("revision/")), "{record}");
+    assert_eq!(sim.webhook_stats().events_sent, 0, "no push webhook was involved");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// A fleet upgrade whose canary portal fails the conformance probe halts before any other
+/// portal is touched: every pin stays where it was.
+#[tokio::test]
+async fn a_fleet_api_version_upgrade_halts_when_the_canary_fails_its_probe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options.clone(), Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = gomark.hubspot_sim.clone();
+    let portals: Vec<u64> = (0..3).map(|i| 3400 + i).collect();
+    let mut companies = Vec::new();
+    for (i, portal) in portals.iter().enumerate() {
+        let key = format!("sk-halt-{i}");
+        let id = create_journal_company(&api, &sim, &options, &format!("Halt {i}"), &key, *portal).await;
+        companies.push((id, if i == 0 { 0 } else { 1 }));
+    }
+    let roll_out = |version: &'static str| {
+        let (api, companies) = (&api, &companies);
+        async move {
+            let doc = versioned_document(companies, version);
+            let r = api
+                .send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "api version"})))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            let revision = r.body["number"].as_i64().expect("number");
+            let started = api.send(Method::POST, "/v1/rollouts", Some(json!({"revision": revision}))).await;
+            assert_eq!(started.status, 201, "{}", started.body);
+            finish(api, started.body["id"].as_str().expect("id")).await
+        }
+    };
+    let done = roll_out("2026-03").await;
+    assert_eq!(done["state"], "completed", "{done}");
+
+    // The canary portal answers nothing (404) from now on: it cannot be used on any version.
+    sim.fail_next("sk-halt-0", 100_000, 404);
+    sim.clear_requests();
+    let halted = roll_out("2026-09").await;
+    assert_eq!(halted["state"], "halted", "{halted}");
+    let steps = halted["steps"].as_array().expect("steps");
+    let canary = steps.iter().find(|s| s["wave"] == 0).expect("canary step");
+    assert_eq!(canary["state"], "failed", "{halted}");
+    assert!(canary["detail"].as_str().is_some_and(|d| d.contains("HTTP 404")), "the probe's reason: {halted}");
+    assert!(steps.iter().filter(|s| s["wave"] == 1).all(|s| s["state"] == "pending"), "wave 1 never ran: {halted}");
+    let requests = sim.requests();
+    assert!(
+        !requests.iter().any(|r| r.portal_id.is_some_and(|p| p != portals[0]) && r.path.contains("/2026-09")),
+        "no other portal was probed on 2026-09"
+    );
+    sim.fail_next("sk-halt-0", 0, 404);
+    for (company, _) in &companies {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        assert_eq!(sync["apiVersion"], "2026-03", "every pin kept: {sync}");
+    }
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// A portal on both feeds (a private-app token, so HubSpot pushes webhooks, and the journal):
+/// every change arrives both ways, and each deal is still published once and counted once.
+#[tokio::test]
+async fn a_portal_on_both_feeds_publishes_each_deal_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: false,
+        deal_sync: gomark_hubspot_sync::DealSyncSettings {
+            interval_secs: 3600,
+            queue_poll_ms: 50,
+            index_lag_secs: 0,
+            ..Default::default()
+        },
+        journal: gomark_hubspot_sync::JournalSettings { poll_ms: POLL_MS, ..Default::default() },
+        ..EmbeddedOptions::default()
+    };
+    let gomark = Embedded::start(options.clone(), Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let sim = gomark.hubspot_sim.clone();
+    let mut stream =
+        gomark.bus.subscribe(&ConsumerSpec::new("test.both", event_types::DEAL_UPSERTED)).await.expect("subscribe");
+    let (token, portal) = ("both-feeds", 3500u64);
+    sim.register_portal(token, portal);
+    let body = json!({
+        "name": "Both feeds",
+        "hubspotPortalId": portal.to_string(),
+        "hubspotToken": token,
+        "hubspotJournal": {"clientId": options.sim.client_id, "clientSecret": options.sim.client_secret},
+    });
+    let reply = api.send(Method::POST, "/v1/companies", Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let company = reply.body["id"].as_str().expect("id").to_owned();
+    let caught_up = || async {
+        let sync = api.send(Method::GET, &format!("/v1/companies/{company}/hubspot/sync"), None).await.body;
+        sync["journal"]["caughtUpAt"].as_str().unwrap_or_default().to_owned()
+    };
+
+    let sent = sim.webhook_stats().events_sent;
+    sim.create_deals(token, 20, "appointmentscheduled", "default");
+    // Both feeds carried the 20 creations: HubSpot pushed them, and the reader has read its
+    // journal past them (two passes, the second begun after they were made).
+    eventually("the webhooks pushed", Duration::from_secs(30), || async {
+        (sim.webhook_stats().events_sent >= sent + 20 && sim.pending_webhook_events() == 0).then_some(())
+    })
+    .await;
+    let journaled = sim.journal_events(portal).iter().filter(|e| e["subscriptionType"] == "deal.creation").count();
+    assert_eq!(journaled, 20, "the journal holds the same creations");
+    let mut seen_at = caught_up().await;
+    for pass in ["a journal pass", "a journal pass begun after the deals"] {
+        seen_at = eventually(pass, Duration::from_secs(30), || async {
+            let now = caught_up().await;
+            (!now.is_empty() && now != seen_at).then_some(now)
+        })
+        .await;
+    }
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let settle = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < settle || seen.len() < 20 {
+        assert!(tokio::time::Instant::now() < settle + Duration::from_secs(30), "only {} deals arrived", seen.len());
+        if let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+            let deal: DealUpserted = decode_payload(&delivery.event).expect("payload");
+            *seen.entry(deal.deal_id.clone()).or_default() += 1;
+            delivery.ack().await.expect("ack");
+        }
+    }
+    assert_eq!(seen.len(), 20, "every deal");
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
+    let counted = eventually("pipeline-tracker's count", Duration::from_secs(30), || async {
+        let n = open_count(&api, &company).await;
+        (n == 20).then_some(n)
+    })
+    .await;
+    assert_eq!(counted, 20);
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}

@@ -272,6 +272,10 @@ async fn the_portfolio_suppression_list_is_managed_over_rest() {
 
     let list = api.send(Method::GET, path, None).await;
     assert_eq!(list.body["items"][0]["kind"], "legal_hold", "{}", list.body);
+    // Lifting a legal hold is an admin's call: a portfolio operator is refused.
+    let minted = api.send(Method::POST, "/v1/api-keys", Some(json!({"name": "ops", "role": "operator"}))).await;
+    let operator = api.with_token(minted.body["key"].as_str().expect("an operator key"));
+    operator.send(Method::DELETE, &format!("{path}/ann@x.example"), None).await.problem(403);
     let removed = api.send(Method::DELETE, &format!("{path}/ann@x.example"), None).await;
     assert_eq!(removed.body["removed"], true, "{}", removed.body);
     let list = api.send(Method::GET, path, None).await;

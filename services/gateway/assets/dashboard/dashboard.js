@@ -125,7 +125,8 @@ let markers=[];
 async function loadMarkers(){
   const [revisions,rollouts]=await Promise.all([api('/v1/config/revisions?limit=200'),api('/v1/rollouts?limit=200')]);
   markers=[...(revisions.items||[]).map(r=>({kind:'revision',revision:r.number,t:Date.parse(r.createdAt)/1000,label:`r${r.number}`,title:r.message})),
-           ...(rollouts.items||[]).map(r=>({kind:'rollout',revision:r.revision,t:Date.parse(r.createdAt)/1000,label:`▶ r${r.revision}`,title:`rollout ${r.id} (${r.state})`}))]
+           ...(rollouts.items||[]).map(r=>({kind:'rollout',revision:r.revision,t:Date.parse(r.createdAt)/1000,label:`▶ r${r.revision}`,title:`rollout ${r.id} (${r.state})`})),
+           ...(rollouts.items||[]).filter(r=>r.finishedAt).map(r=>({kind:'rollout-end',revision:r.revision,t:Date.parse(r.finishedAt)/1000,label:`■ r${r.revision}`,title:`rollout ${r.id} ${r.state}`}))]
     .filter(m=>!isNaN(m.t)).sort((a,b)=>a.t-b.t)
 }
 // The portfolio's series, summed by the API over every company's default pipeline (counts
@@ -157,7 +158,7 @@ async function loadTrend(){
 function drawMarkers(u,shown){
   const ctx=u.ctx,{left,top,width,height}=u.bbox,drawn=[];ctx.save();ctx.font=`${Math.round(11*devicePixelRatio)}px system-ui,sans-serif`;ctx.setLineDash([4*devicePixelRatio,3*devicePixelRatio]);
   shown.forEach((m,i)=>{const x=u.valToPos(m.t,'x',true);if(x<left||x>left+width)return;
-    const c=m.kind==='rollout'?'#e8772e':'#98a2b3';ctx.strokeStyle=c;ctx.fillStyle=c;ctx.lineWidth=devicePixelRatio;
+    const c=m.kind==='rollout'?'#e8772e':m.kind==='rollout-end'?'#12a150':'#98a2b3';ctx.strokeStyle=c;ctx.fillStyle=c;ctx.lineWidth=devicePixelRatio;
     ctx.beginPath();ctx.moveTo(x,top);ctx.lineTo(x,top+height);ctx.stroke();
     ctx.fillText(m.label,x+3*devicePixelRatio,top+(12+12*(i%4))*devicePixelRatio);drawn.push(m.label)});
   ctx.restore();u.drawnMarkers=drawn
@@ -173,10 +174,10 @@ async function loadWaterfall(){
   document.getElementById('waterfall-scope').textContent=`· ${selected.name}, ${pipeline}, open deals`;
   // [label, movement, effect on the open total]; pulled in/pushed out leave it unchanged.
   const steps=[['Start',w.start,'total'],['Created',w.created,1],['Reopened',w.reopened,1],['Won',w.won,-1],['Lost',w.lost,-1],
-    ['Removed',w.removed,-1],['End',w.end,'total'],['Pulled in',w.pulledIn,0],['Pushed out',w.pushedOut,0]];
+    ['Removed',w.removed,-1],['End',w.end,'total'],['Pulled in',w.pulledIn,0],['Pushed out',w.pushedOut,0],['Amount changes',w.amountChanges,0]];
   let run=0;const bars=steps.map(([label,m,effect])=>{const n=(m&&m.count)||0;let lo=0,hi=n;
     if(effect==='total')run=n;else if(effect===1){lo=run;hi=run+n;run=hi}else if(effect===-1){hi=run;lo=run-n;run=lo}
-    return{label,count:n,amount:m&&m.amount,effect,lo,hi}});
+    return{label,count:n,amount:m&&m.amount,effect,lo,hi,deals:(m&&m.deals)||[],truncated:!!(m&&m.dealsTruncated)}});
   const box=document.getElementById('waterfall-chart');
   if(charts.waterfall)charts.waterfall.destroy();
   const xs=bars.map((_,i)=>i);
@@ -185,14 +186,26 @@ async function loadWaterfall(){
     series:[{},{label:'deals',paths:()=>null,points:{show:false}}],
     axes:[{splits:()=>xs,values:(u,splits)=>splits.map(i=>bars[i]?bars[i].label:''),size:40},{label:'open deals'}],
     hooks:{draw:[u=>drawBars(u,bars)]}},[xs,bars.map(b=>b.hi)],box);
-  charts.waterfall.bars=bars;
+  charts.waterfall.bars=bars;charts.waterfall.range={from:w.from,to:w.to,pipeline};
   // Capture: uPlot's own click listener stops the event after what it takes for a drag.
   const chart=charts.waterfall;
   chart.over.addEventListener('click',e=>{const x=e.clientX-chart.over.getBoundingClientRect().left,b=bars[Math.round(chart.posToVal(x,'x'))];if(!b)return;
     const amount=b.amount?` · ${money(b.amount)}`:'';
-    document.getElementById('waterfall-detail').textContent=`${b.label}: ${b.count} deal${b.count===1?'':'s'}${amount} between ${when(w.from)} and ${when(w.to)} (the API gives counts and amounts, not the deals themselves)`},true);
-  if(w.amountChanged)document.getElementById('waterfall-detail').textContent=`Amount changes of deals open throughout: ${money(w.amountChanged)}. Click a bar for its figures.`;
+    document.getElementById('waterfall-detail').textContent=`${b.label}: ${b.count} deal${b.count===1?'':'s'}${amount} between ${when(w.from)} and ${when(w.to)}`;
+    showBarDeals(b)},true);
+  showBarDeals(null);
+  if(w.amountChanged)document.getElementById('waterfall-detail').textContent=`Amount changes of deals open throughout: ${money(w.amountChanged)}. Click a bar for its deals.`;
   fit(charts.waterfall,box)
+}
+// A deal at one of the two dates: stage, amount, close date; "–" when not in the pipeline.
+const dealState=s=>s?`${s.stageId} · ${money(s.amount)}${s.closeDate?' · closes '+new Date(s.closeDate).toLocaleDateString():''}`:'–';
+// The clicked bar's deals (the API lists the largest first, up to its limit), or none.
+function showBarDeals(b){
+  const table=document.getElementById('waterfall-deals'),body=table.querySelector('tbody'),more=document.getElementById('waterfall-more');
+  body.textContent='';more.textContent='';table.hidden=!b||!b.deals.length;if(!b)return;table.dataset.bar=b.label;
+  for(const d of b.deals)body.append(el('tr',{'data-deal':d.dealId},el('td',{title:d.dealId,class:'name'},d.name||`deal ${d.dealId}`),
+    el('td',{class:'amount'},money(d.amount)),el('td',{},dealState(d.before)),el('td',{},dealState(d.after))));
+  if(b.truncated)more.textContent=`The ${b.deals.length} largest of ${b.count} deals shown.`
 }
 function drawBars(u,bars){
   const ctx=u.ctx,dpr=devicePixelRatio;ctx.save();ctx.font=`${Math.round(11*dpr)}px system-ui,sans-serif`;ctx.textAlign='center';

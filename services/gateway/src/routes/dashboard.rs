@@ -73,13 +73,15 @@ const DASHBOARD_PAGE: &str = r##"<!doctype html>
 <label>Per <select id="trend-period" aria-label="Period"><option value="day">day</option><option value="week">week</option></select></label>
 <label>From <input id="trend-from" type="date"></label><label>To <input id="trend-to" type="date"></label></div></div>
 <div id="trend-chart" class="chart"></div>
-<p class="mute small">Vertical markers: configuration revisions (grey, <i>r</i>N) and rollout starts (orange, ▶ rN), on the same time axis.</p>
+<p class="mute small">Vertical markers: configuration revisions (grey, <i>r</i>N), rollout starts (orange, ▶ rN) and rollout finishes (green, ■ rN), on the same time axis.</p>
 <ul id="markers" class="markers"></ul></section>
 
 <section class="wide" id="waterfall"><div class="funnel-head"><h2>Waterfall <span id="waterfall-scope" class="mute"></span></h2>
 <div class="controls"><label>From <input id="wf-from" type="date"></label><label>To <input id="wf-to" type="date"></label></div></div>
 <div id="waterfall-chart" class="chart"></div>
-<p id="waterfall-detail" class="mute small">Click a bar for its deals.</p></section>
+<p id="waterfall-detail" class="mute small">Click a bar for its deals.</p>
+<div class="table-wrap"><table class="left" id="waterfall-deals" hidden><thead><tr><th>Deal</th><th>Counted</th><th>At start</th><th>At end</th></tr></thead><tbody></tbody></table></div>
+<p id="waterfall-more" class="mute small"></p></section>
 
 <section class="wide" id="console"><h2>Operator console</h2>
 <div class="console">

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::{Page, PageQuery, instant, rfc3339};
+use crate::dto::{Page, PageQuery, instant, rfc3339, rfc3339_opt};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use axum::Json;
@@ -209,26 +209,88 @@ async fn funnel(
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RangeQuery {
+#[serde(rename_all = "camelCase")]
+pub struct WaterfallQuery {
     /// Start (RFC 3339).
     pub from: Option<String>,
     /// End (RFC 3339), after `from`.
     pub to: Option<String>,
+    /// How many deals each bar lists at most, largest amounts first (default 20, at most 200).
+    pub deal_limit: Option<u32>,
+}
+
+/// A deal as it stood at one of the waterfall's dates.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaterfallDealStateView {
+    stage_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<MoneyView>,
+    /// Absent when the deal has no close date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_date: Option<String>,
+}
+
+/// One deal behind a bar.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaterfallDealView {
+    deal_id: String,
+    /// The deal's name as last seen; empty when unknown.
+    name: String,
+    /// What the bar counts for this deal (for amount changes: after minus before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<MoneyView>,
+    /// The deal at `from`; absent when it was not in the pipeline then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<WaterfallDealStateView>,
+    /// The deal at `to`; absent when it was not in the pipeline then (deleted, moved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<WaterfallDealStateView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MovementView {
     count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     amount: Option<MoneyView>,
+    /// The deals counted, largest (absolute) amount first, at most `dealLimit` of them.
+    deals: Vec<WaterfallDealView>,
+    /// `deals` lists fewer than `count` deals (raise `dealLimit` for more).
+    deals_truncated: bool,
+}
+
+fn deal_state(s: Option<pb::WaterfallDealState>) -> Option<WaterfallDealStateView> {
+    s.map(|s| WaterfallDealStateView {
+        stage_id: s.stage_id,
+        amount: money(s.amount),
+        close_date: rfc3339_opt(s.close_date),
+    })
 }
 
 fn movement(m: Option<pb::Movement>) -> MovementView {
     let m = m.unwrap_or_default();
-    MovementView { count: m.count, amount: money(m.amount_money) }
+    MovementView {
+        count: m.count,
+        amount: money(m.amount_money),
+        deals: m
+            .deals
+            .into_iter()
+            .map(|d| WaterfallDealView {
+                deal_id: d.deal_id,
+                name: d.name,
+                amount: money(d.amount),
+                before: deal_state(d.before),
+                after: deal_state(d.after),
+            })
+            .collect(),
+        deals_truncated: m.deals_truncated,
+    }
 }
 
-/// `end = start + created + reopened − won − lost − removed + amountChanged`.
+/// `end = start + created + reopened − won − lost − removed + amountChanged`; every bar
+/// lists the deals behind it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WaterfallView {
@@ -250,6 +312,8 @@ pub struct WaterfallView {
     /// Net change of the amounts of deals open at both dates.
     #[serde(skip_serializing_if = "Option::is_none")]
     amount_changed: Option<MoneyView>,
+    /// The deals open at both dates whose amount changed; `amount` equals `amountChanged`.
+    amount_changes: MovementView,
     /// Open at `to`.
     end: MovementView,
 }
@@ -257,18 +321,25 @@ pub struct WaterfallView {
 /// What moved the open pipeline between two instants.
 #[utoipa::path(get, path = "/v1/companies/{companyId}/funnels/{pipelineId}/waterfall", operation_id = "getFunnelWaterfall", tag = "funnels",
     params(("companyId" = String, Path, description = "Company id"),
-           ("pipelineId" = String, Path, description = "Pipeline id"), RangeQuery),
+           ("pipelineId" = String, Path, description = "Pipeline id"), WaterfallQuery),
     responses((status = 200, description = "The waterfall", body = WaterfallView)))]
 async fn waterfall(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath((company_id, pipeline_id)): ApiPath<(String, String)>,
-    ApiQuery(query): ApiQuery<RangeQuery>,
+    ApiQuery(query): ApiQuery<WaterfallQuery>,
 ) -> ApiResult<Json<WaterfallView>> {
     let from = Some(required_instant("from", &query.from)?);
     let to = Some(required_instant("to", &query.to)?);
-    let req = pb::GetWaterfallRequest { company_id, pipeline_id, from, to };
-    let w = s.pipeline_tracker.clone().get_waterfall(caller.request(req)).await?.into_inner();
+    let deal_limit = query.deal_limit.unwrap_or(0);
+    let req = pb::GetWaterfallRequest { company_id, pipeline_id, from, to, deal_limit };
+    let w = s
+        .pipeline_tracker
+        .clone()
+        .get_waterfall(caller.request(req))
+        .await
+        .map_err(|status| Problem::from(status).renamed_field("deal_limit", "dealLimit"))?
+        .into_inner();
     Ok(Json(WaterfallView {
         from: rfc3339(w.from),
         to: rfc3339(w.to),
@@ -281,6 +352,7 @@ async fn waterfall(
         pulled_in: movement(w.pulled_in),
         pushed_out: movement(w.pushed_out),
         amount_changed: money(w.amount_changed_money),
+        amount_changes: movement(w.amount_changes),
         end: movement(w.end),
     }))
 }

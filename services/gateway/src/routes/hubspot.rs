@@ -49,6 +49,9 @@ pub struct JournalStatusView {
     /// Expired offsets recovered with a snapshot.
     recoveries: i64,
     last_error: Option<String>,
+    /// The offset may be older than the warning age (default 2 days): it leaves HubSpot's
+    /// 3-day window soon unless the reader catches up.
+    offset_at_risk: bool,
 }
 
 /// Where the company's deal sync stands.
@@ -80,6 +83,7 @@ async fn sync_status(
             caught_up_at: rfc3339_opt(j.caught_up_at),
             recoveries: j.recoveries,
             last_error: (!j.last_error.is_empty()).then_some(j.last_error),
+            offset_at_risk: j.offset_at_risk,
         }),
     }))
 }

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use crate::auth::Auth;
-use crate::dto::{Page, PageQuery, rfc3339};
+use crate::dto::{Page, PageQuery, rfc3339, rfc3339_opt};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::ApiResult;
 use axum::Json;
@@ -82,6 +82,9 @@ pub struct RolloutView {
     failure_threshold_pct: u32,
     created_by: String,
     created_at: String,
+    /// When it completed or was cancelled; absent while it may still run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
     total: u32,
     done: u32,
     failed: u32,
@@ -108,6 +111,7 @@ impl From<pb::Rollout> for RolloutView {
             failure_threshold_pct: r.failure_threshold_pct,
             created_by: r.created_by,
             created_at: rfc3339(r.created_at),
+            finished_at: rfc3339_opt(r.finished_at),
             total: r.total,
             done: r.done,
             failed: r.failed,
