@@ -123,6 +123,11 @@ pub fn describe() {
         Unit::Count,
         "Deal versions recorded by the pipeline tracker, by outcome."
     );
+    describe_counter!(
+        "pipeline_tracker_rollups_total",
+        Unit::Count,
+        "Company figures computed for a read: from the sums kept and updated per deal change (kept), or from the whole history (recomputed)."
+    );
     describe_counter!("upsell_enrolled_total", Unit::Count, "Customers enrolled in an upsell cadence.");
     describe_counter!(
         "upsell_time_zone_fallback_total",
