@@ -70,6 +70,7 @@ fn pipeline(index: usize, label: usize, stages: &[(usize, u8)], ordered: bool) -
         display_order: ordered.then_some(i32::try_from(index).unwrap_or(0) + 5),
         stages: out,
         removed_stages: Vec::new(),
+        rules: None,
     }
 }
 
