@@ -793,23 +793,26 @@ fn observed_pipeline_rules(
 }
 
 /// Pipeline rules: for each pipeline that declares `rules`, one action writing all of them
-/// when any differs from the portal. Where the portal's API version does not serve the
-/// Pipeline Rules API the action is blocked (reported, the rest of the plan applies).
+/// when any differs from the portal. They are written through the version the portal is
+/// (being) pinned to; where that version does not serve the Pipeline Rules API the action
+/// is blocked (reported, the rest of the plan applies).
 fn plan_pipeline_rules(desired: &EffectiveConfig, observed: &Observed, ids: &PipelineIdMap, out: &mut Vec<Action>) {
-    let version_serves = observed.api_version.as_deref().is_none_or(crate::rules::serves_pipeline_rules);
+    let version = desired.api_version.as_deref().or(observed.api_version.as_deref());
+    let version_serves = version.is_none_or(crate::rules::serves_pipeline_rules);
     for d in &desired.pipelines {
         let Some(rules) = &d.rules else { continue };
         let after = pipeline_rule_fields(rules);
         let current = ids.hubspot_pipeline(&d.id).and_then(|h| observed.pipelines.iter().find(|p| p.hubspot_id == h));
         let target = Target::PipelineRules(d.id.clone());
-        let (op, before, served) = match current {
-            Some(o) => match &o.rules {
-                Some(held) => {
-                    (Op::Update, Some(pipeline_rule_fields(&observed_pipeline_rules(held, ids, &d.id))), true)
-                }
-                None => (Op::Update, None, false),
-            },
-            None => (Op::Create, None, version_serves),
+        // Rules not readable through the current pin are unknown: every field is written.
+        let unknown = || pipeline_rule_fields(&crate::rules::PipelineRules::default()).map(|(f, _)| (f, Value::Null));
+        let (op, before) = match current {
+            Some(o) => {
+                let held =
+                    o.rules.as_ref().map(|held| pipeline_rule_fields(&observed_pipeline_rules(held, ids, &d.id)));
+                (Op::Update, Some(held.unwrap_or_else(unknown)))
+            }
+            None => (Op::Create, None),
         };
         let changes: Vec<FieldChange> = match before {
             Some(before) => after
@@ -818,8 +821,7 @@ fn plan_pipeline_rules(desired: &EffectiveConfig, observed: &Observed, ids: &Pip
                 .filter(|((_, a), (_, b))| a != b)
                 .map(|((f, a), (_, b))| change(f, b, a))
                 .collect(),
-            // Nothing known of the portal's rules (new pipeline, or not served): every
-            // declared rule is written; none declared on a new pipeline is nothing to do.
+            // A new pipeline: the declared rules (none declared is nothing to do).
             None => after
                 .into_iter()
                 .filter(|(_, a)| !a.is_null() && a.as_array().is_none_or(|v| !v.is_empty()))
@@ -829,7 +831,8 @@ fn plan_pipeline_rules(desired: &EffectiveConfig, observed: &Observed, ids: &Pip
         if changes.is_empty() {
             continue;
         }
-        let blocked = if served { None } else { blocked(REASON_RULES_NOT_SERVED, ALTERNATIVE_RULES_NOT_SERVED) };
+        let blocked =
+            if version_serves { None } else { blocked(REASON_RULES_NOT_SERVED, ALTERNATIVE_RULES_NOT_SERVED) };
         out.push(Action { target, op, changes, blocked });
     }
 }

@@ -750,7 +750,9 @@ impl Converger {
                         hubspot_client::CreationRuleSpec { pipeline_stage_ids: stages(&rules.creation_stages) }
                     }),
                 };
-                client.put_deal_pipeline_rules(&token, hubspot_pipeline, &input).await?;
+                // Through the version the plan moves the pin to, if it does (the pin moves last).
+                let version = desired.api_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(portal.api_version);
+                client.put_deal_pipeline_rules(&portal.token_for(version), hubspot_pipeline, &input).await?;
             }
             (Target::StageDeals(pipeline, stage), _) => {
                 let to = desired
