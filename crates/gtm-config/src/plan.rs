@@ -804,8 +804,10 @@ fn plan_pipeline_rules(desired: &EffectiveConfig, observed: &Observed, ids: &Pip
         let after = pipeline_rule_fields(rules);
         let current = ids.hubspot_pipeline(&d.id).and_then(|h| observed.pipelines.iter().find(|p| p.hubspot_id == h));
         let target = Target::PipelineRules(d.id.clone());
-        // Rules not readable through the current pin are unknown: every field is written.
-        let unknown = || pipeline_rule_fields(&crate::rules::PipelineRules::default()).map(|(f, _)| (f, Value::Null));
+        // Rules not readable through the current pin are unknown (`before: "unknown"`):
+        // every field is written.
+        let unknown =
+            || pipeline_rule_fields(&crate::rules::PipelineRules::default()).map(|(f, _)| (f, Value::from("unknown")));
         let (op, before) = match current {
             Some(o) => {
                 let held =

@@ -116,6 +116,15 @@ fn a_version_without_the_api_blocks_only_the_rules() {
     assert!(blocked.reason.contains("does not serve the Pipeline Rules API"), "{blocked:?}");
     assert!(blocked.safe_alternative.contains("2026-09"), "{blocked:?}");
     assert_eq!(p.summary().blocked, 1);
+    // The same portal being pinned to 2026-09: the rules are written through it, all of
+    // them (the old pin could not read what the portal holds).
+    let moving = Document::from_yaml(&DOC.replace("companies:", "  hubspot: {apiVersion: \"2026-09\"}\ncompanies:"))
+        .expect("parse");
+    let p = planned(&moving, &observed, &ids);
+    let action = p.find(&rules_target(), Op::Update).expect("rules");
+    assert!(action.blocked.is_none(), "{action:?}");
+    let fields: Vec<&str> = action.changes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(fields, ["noBackwardsMovement", "noSkippingStages", "creationStages"]);
     // A new pipeline on such a portal: its rules are blocked too, the pipeline is not.
     let p =
         planned(&doc, &Observed { api_version: Some("v3".into()), ..Observed::default() }, &PipelineIdMap::default());
