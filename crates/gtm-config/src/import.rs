@@ -153,6 +153,7 @@ pub fn import(observed: &Observed, company_key: &str, company_id: &str) -> Impor
                 display_order: Some(p.display_order),
                 stages,
                 removed_stages: Vec::new(),
+                rules: None,
             }
         })
         .collect();

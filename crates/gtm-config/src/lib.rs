@@ -61,7 +61,10 @@ pub use plan::{
     REASON_RENAME, REASON_STAGE_IN_USE, REASON_UNIQUE_VALUE, StageDeals, Target, WARNING_RULE_REJECTS_WRITES, Warning,
     plan,
 };
-pub use rules::{ChangeSourceKind, GOMARK_DEAL_WRITES, RecordWriter, RuleType, SourcePolicies, ValidationRule};
+pub use rules::{
+    ChangeSourceKind, GOMARK_DEAL_WRITES, PipelineRules, RecordWriter, RuleType, SourcePolicies, StageRule,
+    ValidationRule, serves_pipeline_rules,
+};
 pub use validate::{HUBSPOT_DEAL_PROPERTIES, HUBSPOT_DEFAULT_GROUPS, ValidationError, ValidationErrors};
 
 /// Errors other than validation (which returns [`ValidationErrors`]).

@@ -455,6 +455,9 @@ pub struct Pipeline {
     /// them (HubSpot refuses to delete a stage that still holds deals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_stages: Vec<RemovedStage>,
+    /// The pipeline's rules (HubSpot's Pipeline Rules API); `None` leaves them alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::rules::PipelineRules>,
 }
 
 /// A stage removed from its pipeline, and where its deals go: the plan moves them (a batch

@@ -110,6 +110,10 @@ pub struct ObservedPipeline {
     pub display_order: i32,
     #[serde(default)]
     pub stages: Vec<ObservedStage>,
+    /// The pipeline's rules, with HubSpot stage ids; `None` when the portal's API version
+    /// does not serve the Pipeline Rules API (or they were not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::rules::PipelineRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -223,6 +227,8 @@ pub enum Target {
     /// The deals of a removed stage (GoMark pipeline id, GoMark stage id), moved to the
     /// stage its `removedStages` entry names before the stage is deleted.
     StageDeals(String, String),
+    /// A pipeline's rules (GoMark pipeline id), written together.
+    PipelineRules(String),
     /// The HubSpot API version the portal is pinned to.
     ApiVersion,
 }
@@ -401,6 +407,7 @@ impl fmt::Display for Target {
             Target::Stage(p, s) => write!(f, "stage {p}/{s}"),
             Target::ValidationRule(p, r) => write!(f, "validation rule {p}/{r}"),
             Target::StageDeals(p, s) => write!(f, "deals in stage {p}/{s}"),
+            Target::PipelineRules(p) => write!(f, "pipeline rules {p}"),
             Target::ApiVersion => f.write_str("api version"),
         }
     }
@@ -572,8 +579,10 @@ pub fn plan(
     plan_pipelines(desired, observed, ids, used, &mut actions);
     plan_api_version(desired, observed, &mut actions);
     plan_rules(desired, observed, &mut actions);
+    plan_pipeline_rules(desired, observed, ids, &mut actions);
     let mut warnings = warn(desired, &actions);
     warnings.extend(warn_moves(desired, observed, ids, &actions));
+    warnings.extend(warn_rule_moves(desired, observed, ids, &actions));
     Plan { actions, warnings }
 }
 
@@ -730,6 +739,155 @@ fn warn_moves(desired: &EffectiveConfig, observed: &Observed, ids: &PipelineIdMa
                     counted.deals
                 ),
             });
+        }
+    }
+    out
+}
+
+pub const REASON_RULES_NOT_SERVED: &str =
+    "the portal's HubSpot API version does not serve the Pipeline Rules API (2026-09-beta)";
+pub const ALTERNATIVE_RULES_NOT_SERVED: &str = "pin the portal to API version 2026-09 (apiVersion), then apply again";
+
+/// A movement rule in canonical form: stages sorted, and one covering nothing is none.
+fn canonical_stage_rule(rule: Option<&crate::rules::StageRule>) -> Value {
+    match rule {
+        Some(r) if r.all_stages || !r.stages.is_empty() => {
+            let mut stages = r.stages.clone();
+            stages.sort();
+            stages.dedup();
+            json!({"allStages": r.all_stages, "stages": stages})
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The fields a pipeline-rules action compares and writes, GoMark stage ids.
+fn pipeline_rule_fields(rules: &crate::rules::PipelineRules) -> [(&'static str, Value); 3] {
+    let mut creation = rules.creation_stages.clone();
+    creation.sort();
+    creation.dedup();
+    [
+        ("noBackwardsMovement", canonical_stage_rule(rules.no_backwards_movement.as_ref())),
+        ("noSkippingStages", canonical_stage_rule(rules.no_skipping_stages.as_ref())),
+        ("creationStages", Value::from(creation)),
+    ]
+}
+
+/// Observed rules (HubSpot stage ids) in GoMark stage ids; a stage GoMark does not know
+/// keeps its HubSpot id (it then differs from anything declared, and is replaced).
+fn observed_pipeline_rules(
+    rules: &crate::rules::PipelineRules,
+    ids: &PipelineIdMap,
+    pipeline: &str,
+) -> crate::rules::PipelineRules {
+    let map = |stages: &[String]| -> Vec<String> {
+        stages.iter().map(|h| ids.gomark_stage(pipeline, h).unwrap_or(h).to_owned()).collect()
+    };
+    let stage_rule =
+        |r: &crate::rules::StageRule| crate::rules::StageRule { all_stages: r.all_stages, stages: map(&r.stages) };
+    crate::rules::PipelineRules {
+        no_backwards_movement: rules.no_backwards_movement.as_ref().map(stage_rule),
+        no_skipping_stages: rules.no_skipping_stages.as_ref().map(stage_rule),
+        creation_stages: map(&rules.creation_stages),
+    }
+}
+
+/// Pipeline rules: for each pipeline that declares `rules`, one action writing all of them
+/// when any differs from the portal. They are written through the version the portal is
+/// (being) pinned to; where that version does not serve the Pipeline Rules API the action
+/// is blocked (reported, the rest of the plan applies).
+fn plan_pipeline_rules(desired: &EffectiveConfig, observed: &Observed, ids: &PipelineIdMap, out: &mut Vec<Action>) {
+    let version = desired.api_version.as_deref().or(observed.api_version.as_deref());
+    let version_serves = version.is_none_or(crate::rules::serves_pipeline_rules);
+    for d in &desired.pipelines {
+        let Some(rules) = &d.rules else { continue };
+        let after = pipeline_rule_fields(rules);
+        let current = ids.hubspot_pipeline(&d.id).and_then(|h| observed.pipelines.iter().find(|p| p.hubspot_id == h));
+        let target = Target::PipelineRules(d.id.clone());
+        // Rules not readable through the current pin are unknown (`before: "unknown"`):
+        // every field is written.
+        let unknown =
+            || pipeline_rule_fields(&crate::rules::PipelineRules::default()).map(|(f, _)| (f, Value::from("unknown")));
+        let (op, before) = match current {
+            Some(o) => {
+                let held =
+                    o.rules.as_ref().map(|held| pipeline_rule_fields(&observed_pipeline_rules(held, ids, &d.id)));
+                (Op::Update, Some(held.unwrap_or_else(unknown)))
+            }
+            None => (Op::Create, None),
+        };
+        let changes: Vec<FieldChange> = match before {
+            Some(before) => after
+                .into_iter()
+                .zip(before)
+                .filter(|((_, a), (_, b))| a != b)
+                .map(|((f, a), (_, b))| change(f, b, a))
+                .collect(),
+            // A new pipeline: the declared rules (none declared is nothing to do).
+            None => after
+                .into_iter()
+                .filter(|(_, a)| !a.is_null() && a.as_array().is_none_or(|v| !v.is_empty()))
+                .map(|(f, a)| change(f, Value::Null, a))
+                .collect(),
+        };
+        if changes.is_empty() {
+            continue;
+        }
+        let blocked =
+            if version_serves { None } else { blocked(REASON_RULES_NOT_SERVED, ALTERNATIVE_RULES_NOT_SERVED) };
+        out.push(Action { target, op, changes, blocked });
+    }
+}
+
+/// Warnings for GoMark's own deal moves (a removed stage's deals) that a pipeline rule,
+/// declared or already in the portal, would make HubSpot (API 2026-09 on) refuse.
+fn warn_rule_moves(
+    desired: &EffectiveConfig,
+    observed: &Observed,
+    ids: &PipelineIdMap,
+    actions: &[Action],
+) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for action in actions {
+        let Target::StageDeals(pipeline, stage) = &action.target else { continue };
+        let Some(to) = action.change("dealstage").and_then(|c| c.after.as_str()) else { continue };
+        let (Some(p), Some(from_id), Some(to_id)) =
+            (ids.hubspot_pipeline(pipeline), ids.hubspot_stage(pipeline, stage), ids.hubspot_stage(pipeline, to))
+        else {
+            continue;
+        };
+        let Some(o) = observed.pipelines.iter().find(|o| o.hubspot_id == p) else { continue };
+        // Declared rules win (they are applied before the moves); else the portal's.
+        let rules = match desired.pipeline(pipeline).and_then(|d| d.rules.clone()) {
+            Some(r) => r,
+            None => match &o.rules {
+                Some(held) => observed_pipeline_rules(held, ids, pipeline),
+                None => continue,
+            },
+        };
+        let (Some(from_stage), Some(to_stage)) =
+            (o.stages.iter().find(|s| s.hubspot_id == from_id), o.stages.iter().find(|s| s.hubspot_id == to_id))
+        else {
+            continue;
+        };
+        let open: Vec<&str> = o.stages.iter().filter(|s| !s.is_closed).map(|s| s.hubspot_id.as_str()).collect();
+        let position = |id: &str| open.iter().position(|s| *s == id);
+        let backwards = rules.no_backwards_movement.as_ref().is_some_and(|r| r.covers(stage))
+            && to_stage.display_order < from_stage.display_order;
+        let skips = rules.no_skipping_stages.as_ref().is_some_and(|r| r.covers(stage))
+            && !to_stage.is_closed
+            && position(from_id).zip(position(to_id)).is_some_and(|(a, b)| b > a + 1);
+        for (broken, rule) in [(backwards, "NO_BACKWARDS_MOVEMENT"), (skips, "NO_SKIPPING_STAGES")] {
+            if broken {
+                out.push(Warning {
+                    target: action.target.clone(),
+                    op: action.op,
+                    code: WARNING_RULE_REJECTS_WRITES.to_owned(),
+                    message: format!(
+                        "HubSpot (API 2026-09 on) will refuse moving the deals of stage {pipeline}/{stage} to {pipeline}/{to} (pipeline rule {rule})"
+                    ),
+                });
+            }
         }
     }
     out

@@ -145,6 +145,49 @@ pub struct RecordWriter {
 /// warning on every conditional rule would.
 pub const GOMARK_DEAL_WRITES: &[&str] = &[];
 
+/// A pipeline's rules, as HubSpot's Pipeline Rules API (`2026-09-beta`) holds them
+/// (`governanceValidationRules`), with GoMark stage ids. HubSpot (API 2026-09 on) refuses a
+/// deal write that breaks one with 400 `VALIDATION_ERROR`. Approvals and stage edit
+/// permissions are not declared here.
+///
+/// Declaring `rules` on a pipeline makes all three desired state (`rules: {}` means none);
+/// leaving it out leaves the pipeline's rules alone.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PipelineRules {
+    /// Deals may not move from these stages to an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_backwards_movement: Option<StageRule>,
+    /// Deals may not move from these stages past the next open stage (closed stages stay
+    /// reachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_skipping_stages: Option<StageRule>,
+    /// The only stages deals may be created in; empty: any stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub creation_stages: Vec<String>,
+}
+
+/// Which stages a movement rule covers: every stage, or those listed (GoMark ids).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StageRule {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_stages: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
+}
+
+impl StageRule {
+    pub fn covers(&self, stage: &str) -> bool {
+        self.all_stages || self.stages.iter().any(|s| s == stage)
+    }
+}
+
+/// Whether a pinned API version serves the Pipeline Rules API (a 2026-09 beta).
+pub fn serves_pipeline_rules(api_version: &str) -> bool {
+    api_version.starts_with("20") && api_version >= "2026-09"
+}
+
 /// Who made a change in a portal, as HubSpot's `changeSource`/`sourceId` tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -553,6 +553,31 @@ fn check_pipeline(c: &mut Collector, pipe: &Pipeline, p: &str) {
             c.push(format!("{rp}.moveDealsTo"), format!("{:?} is not a stage of this pipeline", r.move_deals_to));
         }
     }
+    if let Some(rules) = &pipe.rules {
+        let rp = format!("{p}.rules");
+        let movement =
+            [("noBackwardsMovement", &rules.no_backwards_movement), ("noSkippingStages", &rules.no_skipping_stages)];
+        for (name, rule) in movement {
+            let Some(rule) = rule else { continue };
+            if !rule.all_stages && rule.stages.is_empty() {
+                c.push(format!("{rp}.{name}"), "set allStages or list stages");
+            }
+            check_rule_stages(c, &ids, &rule.stages, &format!("{rp}.{name}.stages"));
+        }
+        check_rule_stages(c, &ids, &rules.creation_stages, &format!("{rp}.creationStages"));
+    }
+}
+
+/// Stages a pipeline rule names: each a (kept) stage of the pipeline, once.
+fn check_rule_stages(c: &mut Collector, ids: &BTreeSet<&str>, stages: &[String], path: &str) {
+    let mut seen = BTreeSet::new();
+    for (k, stage) in stages.iter().enumerate() {
+        if !ids.contains(stage.as_str()) {
+            c.push(format!("{path}[{k}]"), format!("{stage:?} is not a stage of this pipeline"));
+        } else if !seen.insert(stage.as_str()) {
+            c.push(format!("{path}[{k}]"), format!("duplicate stage {stage:?}"));
+        }
+    }
 }
 
 /// Rules that need the merged view: pipeline label uniqueness across baseline and overlay,

@@ -10,7 +10,7 @@ use crate::outreach::{
     RollingCap, SendWindow, StepType, UpsellRule,
 };
 use crate::plan::{Action, Blocked, FieldChange, Op, Plan, Target};
-use crate::rules::{RecordWriter, RuleType, ValidationRule};
+use crate::rules::{PipelineRules, RecordWriter, RuleType, StageRule, ValidationRule};
 use gomark_proto::config::v1 as pb;
 use gomark_proto::json;
 use serde::Serialize;
@@ -118,6 +118,14 @@ pub fn pipeline_to_proto(p: &Pipeline) -> pb::Pipeline {
             .iter()
             .map(|r| pb::RemovedStage { id: r.id.clone(), move_deals_to: r.move_deals_to.clone() })
             .collect(),
+        rules: p.rules.as_ref().map(|r| {
+            let stage_rule = |s: &StageRule| pb::StageRule { all_stages: s.all_stages, stages: s.stages.clone() };
+            pb::PipelineRules {
+                no_backwards_movement: r.no_backwards_movement.as_ref().map(stage_rule),
+                no_skipping_stages: r.no_skipping_stages.as_ref().map(stage_rule),
+                creation_stages: r.creation_stages.clone(),
+            }
+        }),
     }
 }
 
@@ -142,6 +150,14 @@ pub fn pipeline_from_proto(p: pb::Pipeline) -> Pipeline {
             .into_iter()
             .map(|r| RemovedStage { id: r.id, move_deals_to: r.move_deals_to })
             .collect(),
+        rules: p.rules.map(|r| {
+            let stage_rule = |s: pb::StageRule| StageRule { all_stages: s.all_stages, stages: s.stages };
+            PipelineRules {
+                no_backwards_movement: r.no_backwards_movement.map(stage_rule),
+                no_skipping_stages: r.no_skipping_stages.map(stage_rule),
+                creation_stages: r.creation_stages,
+            }
+        }),
     }
 }
 
@@ -472,6 +488,7 @@ fn target_parts(target: &Target) -> (&'static str, String) {
         Target::Stage(pipeline, stage) => ("stage", format!("{pipeline}/{stage}")),
         Target::ValidationRule(property, rule) => ("validation_rule", format!("{property}/{rule}")),
         Target::StageDeals(pipeline, stage) => ("stage_deals", format!("{pipeline}/{stage}")),
+        Target::PipelineRules(pipeline) => ("pipeline_rules", pipeline.clone()),
         Target::ApiVersion => ("api_version", "hubspot".to_owned()),
     }
 }

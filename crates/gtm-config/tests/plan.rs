@@ -75,6 +75,7 @@ fn hubspot_after_apply(desired: &EffectiveConfig) -> (Observed, PipelineIdMap, B
             probability: "0.2".into(),
             is_closed: false,
         }],
+        rules: None,
     });
     for (i, p) in desired.pipelines.iter().enumerate() {
         let hubspot_id = format!("{}", 1000 + i);
@@ -100,6 +101,7 @@ fn hubspot_after_apply(desired: &EffectiveConfig) -> (Observed, PipelineIdMap, B
             label: p.label.clone(),
             display_order: p.display_order.unwrap_or(i as i32),
             stages,
+            rules: None,
         });
     }
     let managed = desired.deal_properties.iter().map(|p| p.name.clone()).collect();

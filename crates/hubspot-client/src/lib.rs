@@ -34,6 +34,7 @@ pub mod deals;
 mod error;
 pub mod journal;
 mod oauth;
+mod pipeline_rules;
 pub mod pipelines;
 mod properties;
 mod rate_limit;
@@ -53,6 +54,7 @@ pub use deals::model::{Deal, Page, parse_timestamp_ms};
 pub use error::{Error, Refusal, Result};
 pub use journal::{JournalEntry, JournalEvent};
 pub use oauth::{ClientCredentialsToken, JOURNAL_READ_SCOPE, OAuthTokens};
+pub use pipeline_rules::{CreationRuleSpec, GovernanceRules, StageRuleSpec};
 pub use pipelines::model::{
     Pipeline, PipelineCreate, PipelineReplace, PipelineStage, PipelineStageInput, PipelineStageUpdate, PipelineUpdate,
     normalize_probability, probability, stage_metadata,

@@ -232,6 +232,26 @@ fn check_value(definition: &Property, value: &str) -> Option<PropertyProblem> {
 }
 
 impl Portal {
+    /// The deal's pipeline rules (2026-09): a write that sets the stage is a move from the
+    /// deal's current stage (a creation for a new deal, or one entering another pipeline).
+    fn check_pipeline_rules(
+        &self,
+        values: &[(String, Option<String>)],
+        existing: Option<&Deal>,
+    ) -> Result<(), ApiError> {
+        let written = |key: &str| values.iter().find(|(n, _)| n == key).and_then(|(_, v)| v.as_deref());
+        let current = |key: &str| existing.and_then(|d| d.prop(key));
+        let pipeline_id = written("pipeline").or_else(|| current("pipeline")).unwrap_or(DEFAULT_PIPELINE_ID);
+        let Some(to) = written("dealstage") else { return Ok(()) };
+        let (Some(rules), Ok(pipeline)) = (self.pipeline_rules.get(pipeline_id), self.get_pipeline(pipeline_id, false))
+        else {
+            return Ok(());
+        };
+        let same_pipeline = existing.is_some() && current("pipeline").unwrap_or(DEFAULT_PIPELINE_ID) == pipeline_id;
+        let from = if same_pipeline { current("dealstage") } else { None };
+        crate::pipeline_rules::check_move(rules, pipeline, from, to)
+    }
+
     /// Validates property writes for a new deal (`existing = None`) or an update, including the
     /// pipeline/stage pair the write results in.
     fn validate_deal_write(
@@ -298,6 +318,7 @@ impl Portal {
         // From 2026-09 the portal's own validation rules apply to API writes too.
         if crate::version::current().is_some_and(|v| v.enforces_write_validation()) {
             crate::rules::check_write(&self.rules, values, |name| existing.and_then(|d| d.prop(name)))?;
+            self.check_pipeline_rules(values, existing)?;
         }
         Ok(())
     }

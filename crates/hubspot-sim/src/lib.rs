@@ -56,6 +56,7 @@ mod events;
 mod gate;
 mod journal;
 mod model;
+mod pipeline_rules;
 mod pipelines;
 mod portal;
 mod ratelimit;

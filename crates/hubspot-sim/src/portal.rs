@@ -66,6 +66,8 @@ pub(crate) struct Portal {
     pub(crate) audits: std::collections::VecDeque<Audit>,
     /// Property validation rules (enforced on 2026-09 record writes).
     pub(crate) rules: crate::rules::Rules,
+    /// Pipeline rules by pipeline id (enforced on 2026-09 deal writes).
+    pub(crate) pipeline_rules: std::collections::BTreeMap<String, crate::pipeline_rules::PipelineRules>,
     /// The account's company currency (ISO 4217): what a new deal's `deal_currency_code`
     /// defaults to, as in HubSpot.
     pub(crate) company_currency: String,
@@ -94,6 +96,7 @@ impl Portal {
             next_event_id: 0,
             service_key: false,
             rules: crate::rules::Rules::new(),
+            pipeline_rules: BTreeMap::new(),
             audits: std::collections::VecDeque::new(),
             associations: std::collections::BTreeSet::new(),
             company_currency: "USD".to_owned(),
@@ -130,6 +133,7 @@ impl Portal {
             deals: self.deals.values().cloned().collect(),
             next_event_id: self.next_event_id,
             rules: self.rules.clone(),
+            pipeline_rules: self.pipeline_rules.clone(),
             service_key: self.service_key,
         }
     }
@@ -152,6 +156,7 @@ impl Portal {
         }
         portal.next_event_id = state.next_event_id;
         portal.rules = state.rules;
+        portal.pipeline_rules = state.pipeline_rules;
         portal.service_key = state.service_key;
         portal
     }

@@ -5,6 +5,7 @@
 mod associations;
 mod deals;
 mod journal;
+mod pipeline_rules;
 mod pipelines;
 mod validations;
 mod webhook_settings;
@@ -51,6 +52,17 @@ pub(crate) fn router(sim: HubSpotSim) -> Router {
     let association_batches = associations::batch_routes();
     let validations = validations::routes();
     let mut app = Router::new();
+    // The Pipeline Rules API is a 2026-09 beta: served there only (older versions' paths
+    // fall through to 404, as in HubSpot).
+    for path in ["/crm/pipelines-rules/2026-09-beta", "/crm/pipelines-rules/2026-09"] {
+        let version = ApiVersion::V2026_09;
+        app = app.nest(
+            path,
+            pipeline_rules::routes()
+                .layer(Extension(version))
+                .layer(middleware::from_fn_with_state(version, crate::version::layer)),
+        );
+    }
     // One router per version; the version reaches the handlers as an extension and portal code
     // through `version::current()`.
     for version in ApiVersion::ALL {

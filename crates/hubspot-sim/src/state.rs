@@ -31,6 +31,8 @@ pub(crate) struct PortalState {
     #[serde(default)]
     pub rules: crate::rules::Rules,
     #[serde(default)]
+    pub pipeline_rules: std::collections::BTreeMap<String, crate::pipeline_rules::PipelineRules>,
+    #[serde(default)]
     pub service_key: bool,
 }
 

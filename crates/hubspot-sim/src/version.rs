@@ -10,6 +10,7 @@
 //! | property `options[].displayOrder` required on create/update | no | yes | yes |
 //! | pipeline/stage delete-safety checks (`validateReferencesBeforeDelete`, `validateDealStageUsagesBeforeDelete`) | off unless `=true` | off unless `=true` | **on unless `=false`** |
 //! | portal validation rules enforced on record writes (`VALIDATION_ERROR`) | no | no | **yes** |
+//! | Pipeline Rules API (`/crm/pipelines-rules/2026-09-beta/…`) served, its rules enforced on deal writes | no (404) | no (404) | **yes** |
 //!
 //! Responses have the same shape in every version (stages always carry `writePermissions`).
 

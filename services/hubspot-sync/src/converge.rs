@@ -162,7 +162,9 @@ fn rank(action: &Action) -> (u8, u8, u8) {
         Target::Stage(..) => 4,
         // Deal moves after the stages they go to exist; the emptied stage is deleted after
         // them, with the other removals.
-        Target::StageDeals(..) => 5,
+        // Rules once the stages they name exist; before the deal moves they may refuse.
+        Target::PipelineRules(_) => 5,
+        Target::StageDeals(..) => 6,
         // Last: the configuration is written on the version known to work, then the probe
         // runs and the pin moves.
         Target::ApiVersion => return (2, 0, 0),
@@ -292,6 +294,9 @@ impl Converger {
             validations: !desired.validation_rules.is_empty()
                 || !desired.deal_properties.is_empty()
                 || !desired.pipelines.is_empty(),
+            // Declared pipeline rules, and the portal's rules on pipelines whose deals GoMark
+            // may move (a rule may refuse the move).
+            pipeline_rules: desired.pipelines.iter().any(|p| p.rules.is_some() || !p.removed_stages.is_empty()),
         };
         let (_, mut observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
         observed.api_version = Some(portal.api_version.as_str().to_owned());
@@ -717,6 +722,37 @@ impl Converger {
                     should_apply_normalization: rule.should_apply_normalization,
                 };
                 client.put_deal_property_validation(&token, property, &input).await?;
+            }
+            (Target::PipelineRules(pipeline), _) => {
+                let Some(rules) = desired.pipeline(pipeline).and_then(|p| p.rules.as_ref()) else { return Ok(()) };
+                // Stages created earlier in this run are recorded, not in `ids` yet.
+                let mut ids = ids.clone();
+                for (gomark, recorded) in self.recorded_ids(company).await?.pipelines {
+                    if !recorded.hubspot_id.is_empty() {
+                        ids.insert_pipeline(&gomark, &recorded.hubspot_id);
+                    }
+                    for (stage, hubspot_stage) in &recorded.stages {
+                        ids.insert_stage(&gomark, stage, hubspot_stage);
+                    }
+                }
+                let Some(hubspot_pipeline) = ids.hubspot_pipeline(pipeline) else { return Ok(()) };
+                let stages = |stages: &[String]| -> Vec<String> {
+                    stages.iter().filter_map(|s| ids.hubspot_stage(pipeline, s)).map(str::to_owned).collect()
+                };
+                let stage_rule = |r: &gtm_config::StageRule| hubspot_client::StageRuleSpec {
+                    enabled_for_all_stages: r.all_stages,
+                    pipeline_stage_ids: stages(&r.stages),
+                };
+                let input = hubspot_client::GovernanceRules {
+                    no_backwards_movement_rule: rules.no_backwards_movement.as_ref().map(stage_rule),
+                    no_skipping_stages_rule: rules.no_skipping_stages.as_ref().map(stage_rule),
+                    object_creation_rule: (!rules.creation_stages.is_empty()).then(|| {
+                        hubspot_client::CreationRuleSpec { pipeline_stage_ids: stages(&rules.creation_stages) }
+                    }),
+                };
+                // Through the version the plan moves the pin to, if it does (the pin moves last).
+                let version = desired.api_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(portal.api_version);
+                client.put_deal_pipeline_rules(&portal.token_for(version), hubspot_pipeline, &input).await?;
             }
             (Target::StageDeals(pipeline, stage), _) => {
                 let to = desired

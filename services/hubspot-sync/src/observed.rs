@@ -14,10 +14,13 @@ pub struct Scope {
     pub pipelines: bool,
     /// Property validation rules.
     pub validations: bool,
+    /// Each pipeline's rules (Pipeline Rules API; one call per pipeline, with `pipelines`).
+    pub pipeline_rules: bool,
 }
 
 impl Scope {
-    pub const ALL: Scope = Scope { properties: true, groups: true, pipelines: true, validations: true };
+    pub const ALL: Scope =
+        Scope { properties: true, groups: true, pipelines: true, validations: true, pipeline_rules: true };
 }
 
 /// Reads a portal's properties, groups and pipelines (in parallel). The raw properties are
@@ -43,7 +46,28 @@ pub async fn read_scoped(
     )?;
     let mut observed = normalize(&properties, groups, pipelines);
     observed.validation_rules = validation_rules(validations);
+    if scope.pipeline_rules {
+        let reads = observed.pipelines.iter().map(|p| client.get_deal_pipeline_rules(token, &p.hubspot_id));
+        let rules = futures::future::try_join_all(reads).await?;
+        for (pipeline, rules) in observed.pipelines.iter_mut().zip(rules) {
+            pipeline.rules = rules.map(pipeline_rules);
+        }
+    }
     Ok((properties, observed))
+}
+
+/// HubSpot's governance rules in the planner's terms (still HubSpot stage ids); a movement
+/// rule that covers no stage is no rule.
+pub fn pipeline_rules(rules: hubspot_client::GovernanceRules) -> gtm_config::PipelineRules {
+    let stage_rule = |r: hubspot_client::StageRuleSpec| {
+        (r.enabled_for_all_stages || !r.pipeline_stage_ids.is_empty())
+            .then_some(gtm_config::StageRule { all_stages: r.enabled_for_all_stages, stages: r.pipeline_stage_ids })
+    };
+    gtm_config::PipelineRules {
+        no_backwards_movement: rules.no_backwards_movement_rule.and_then(stage_rule),
+        no_skipping_stages: rules.no_skipping_stages_rule.and_then(stage_rule),
+        creation_stages: rules.object_creation_rule.map(|r| r.pipeline_stage_ids).unwrap_or_default(),
+    }
 }
 
 /// The portal's validation rules, one per property and rule type, in a stable order.
@@ -107,6 +131,7 @@ pub fn normalize(
             .into_iter()
             .filter(|p| !p.archived)
             .map(|p| gtm_config::ObservedPipeline {
+                rules: None,
                 hubspot_id: p.id,
                 label: p.label,
                 display_order: p.display_order as i32,

@@ -101,6 +101,7 @@ fn pipeline(stages: &[&str], removed: Option<(&str, &str)>) -> Pipeline {
             .map(|(id, to)| RemovedStage { id: id.into(), move_deals_to: to.into() })
             .into_iter()
             .collect(),
+        rules: None,
     }
 }
 

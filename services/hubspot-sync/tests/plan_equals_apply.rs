@@ -1,5 +1,5 @@
 //! The promise, tested on random inputs: for any desired configuration (properties,
-//! pipelines, validation rules) and any hand edits of a (simulated) portal (its rules
+//! pipelines and their rules, validation rules) and any hand edits of a (simulated) portal (its rules
 //! included), applying a plan performs exactly the actions it planned, and the next plan has
 //! nothing left to apply.
 
@@ -9,8 +9,8 @@ use gomark_hubspot_sync::{MIGRATIONS, Portals};
 use gomark_storage::Database;
 use gtm_config::wire::action_id;
 use gtm_config::{
-    CompanyOverlay, DealProperty, Document, EffectiveConfig, FieldType, Pipeline, PropertyOption, PropertyType,
-    RuleType, Stage, ValidationRule,
+    CompanyOverlay, DealProperty, Document, EffectiveConfig, FieldType, Pipeline, PipelineRules, PropertyOption,
+    PropertyType, RuleType, Stage, StageRule, ValidationRule,
 };
 use hubspot_client::{ClientConfig, HubSpotClient};
 use hubspot_sim::SimConfig;
@@ -50,7 +50,25 @@ fn property(index: usize, label: usize, options: usize, described: bool) -> Deal
     }
 }
 
-fn pipeline(index: usize, label: usize, stages: &[(usize, u8)], ordered: bool) -> Pipeline {
+/// Pipeline rules from `kind`: none declared (0), none (1), or some over the stages.
+fn pipeline_rules(kind: u8, stages: &[Stage]) -> Option<PipelineRules> {
+    let first = stages.first().map(|s| s.id.clone()).into_iter().collect::<Vec<_>>();
+    match kind {
+        0 => None,
+        1 => Some(PipelineRules::default()),
+        2 => Some(PipelineRules {
+            no_backwards_movement: Some(StageRule { all_stages: true, stages: Vec::new() }),
+            ..PipelineRules::default()
+        }),
+        _ => Some(PipelineRules {
+            no_backwards_movement: None,
+            no_skipping_stages: Some(StageRule { all_stages: false, stages: first.clone() }),
+            creation_stages: first,
+        }),
+    }
+}
+
+fn pipeline(index: usize, label: usize, stages: &[(usize, u8)], ordered: bool, rules: u8) -> Pipeline {
     let mut seen = BTreeSet::new();
     let mut out: Vec<Stage> = stages
         .iter()
@@ -64,12 +82,14 @@ fn pipeline(index: usize, label: usize, stages: &[(usize, u8)], ordered: bool) -
         })
         .collect();
     out.push(Stage { id: "won".into(), label: "Won".into(), display_order: None, probability: 1.0, closed: true });
+    let rules = pipeline_rules(rules, &out);
     Pipeline {
         id: format!("pipe{index}"),
         label: format!("Pipeline {index} {}", ["north", "south"][label]),
         display_order: ordered.then_some(i32::try_from(index).unwrap_or(0) + 5),
         stages: out,
         removed_stages: Vec::new(),
+        rules,
     }
 }
 
@@ -104,7 +124,7 @@ fn closedate_required() -> ValidationRule {
 fn desired() -> impl Strategy<Value = EffectiveConfig> {
     let properties = proptest::collection::vec((0usize..5, 0usize..3, 0usize..3, any::<bool>()), 0..5);
     let pipelines = proptest::collection::vec(
-        (0usize..2, 0usize..2, proptest::collection::vec((0usize..4, 1u8..10), 1..4), any::<bool>()),
+        (0usize..2, 0usize..2, proptest::collection::vec((0usize..4, 1u8..10), 1..4), any::<bool>(), 0u8..4),
         0..3,
     );
     let rules = (proptest::collection::vec((0usize..5, 0usize..4, 1u8..20), 0..4), any::<bool>());
@@ -135,7 +155,7 @@ fn desired() -> impl Strategy<Value = EffectiveConfig> {
             pipelines: pipelines
                 .into_iter()
                 .filter(|(i, ..)| ids.insert(*i))
-                .map(|(i, l, s, o)| pipeline(i, l, &s, o))
+                .map(|(i, l, s, o, r)| pipeline(i, l, &s, o, r))
                 .collect(),
             validation_rules,
             api_version: version.map(str::to_owned),
@@ -154,6 +174,8 @@ enum HandEdit {
     Reprobability(usize, u8),
     /// A rule added (or replaced) by hand on a property.
     RuleByHand(usize),
+    /// A pipeline's rules replaced by hand (Pipeline Rules API).
+    PipelineRulesByHand(usize),
     /// A rule type removed by hand from a property.
     DropRule(usize, usize),
 }
@@ -167,6 +189,7 @@ fn hand_edits() -> impl Strategy<Value = Vec<HandEdit>> {
             (0usize..2).prop_map(HandEdit::RenamePipeline),
             (0usize..4, 1u8..10).prop_map(|(s, p)| HandEdit::Reprobability(s, p)),
             (0usize..5).prop_map(HandEdit::RuleByHand),
+            (0usize..2).prop_map(HandEdit::PipelineRulesByHand),
             (0usize..6, 0usize..4).prop_map(|(i, k)| HandEdit::DropRule(i, k)),
         ],
         0..4,
@@ -221,6 +244,15 @@ async fn edit_by_hand(http: &reqwest::Client, base: &str, edits: &[HandEdit]) {
                 http.put(format!("{base}/crm/v3/property-validations/0-3/gomark_p{i}/rule-type/{rule_type}"))
                     .bearer_auth(TOKEN)
                     .json(&serde_json::json!({"ruleArguments": ["7"]}))
+                    .send()
+                    .await
+            }
+            HandEdit::PipelineRulesByHand(i) => {
+                let Some(p) = custom.get(*i) else { continue };
+                let id = p["id"].as_str().unwrap_or_default();
+                http.put(format!("{base}/crm/pipelines-rules/2026-09-beta/0-3/{id}"))
+                    .bearer_auth(TOKEN)
+                    .json(&serde_json::json!({"governanceValidationRules": {"noSkippingStagesRule": {"enabledForAllStages": true}}}))
                     .send()
                     .await
             }

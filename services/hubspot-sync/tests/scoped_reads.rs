@@ -37,6 +37,7 @@ fn pipeline() -> Pipeline {
             closed: true,
         }],
         removed_stages: Vec::new(),
+        rules: None,
     }
 }
 

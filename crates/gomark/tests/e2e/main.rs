@@ -15,6 +15,7 @@ mod funnels;
 mod journal;
 mod metrics;
 mod openapi;
+mod pipeline_rules;
 mod plan_apply;
 mod reflection;
 mod rollouts;

@@ -4,6 +4,7 @@
 mod deals;
 mod gaps;
 mod journal;
+mod pipeline_rules;
 mod pipelines;
 mod scale;
 mod search;
