@@ -555,11 +555,9 @@ impl DealSync {
 
     /// Drains the webhook queue continuously, runs backfills, and each company's
     /// incremental sync spread evenly over the interval, until shutdown. Companies are
-    /// worked on concurrently and independently: a company waiting for its portal's rate
-    /// limit holds up only itself, and the others' new changes are taken as they arrive
-    /// (a pass over all of them, waited for as a whole, made every company wait for the
-    /// slowest portal).
+    /// worked on concurrently, so a slow portal never holds up the others.
     pub async fn run(self, shutdown: Shutdown) {
+        use futures::StreamExt as _;
         const CONCURRENT_COMPANIES: usize = 8;
         let poll = Duration::from_millis(self.settings.queue_poll_ms.max(10));
         let interval = Duration::from_secs(self.settings.interval_secs.max(1));
@@ -570,96 +568,74 @@ impl DealSync {
         let mut last_prune = tokio::time::Instant::now();
         // Polled every few hundred milliseconds: a database outage is logged once.
         let mut outage = gomark_platform::Outage::new("deal sync");
-        // Companies waiting for a pass, and those in one (never both, never twice).
-        let mut waiting: std::collections::VecDeque<(String, bool, bool)> = std::collections::VecDeque::new();
-        let mut in_pass: HashSet<String> = HashSet::new();
-        // Passes are tasks of their own, so they go on while this loop looks for work.
-        let mut passes = tokio::task::JoinSet::new();
-        let mut pass_of: std::collections::HashMap<tokio::task::Id, String> = std::collections::HashMap::new();
-        let mut look = true;
-        // Looked at on a timer too (not only when woken), for deals another replica queued.
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !shutdown.is_triggered() {
-            if look {
-                look = false;
-                let companies = match self.portals.company_ids().await {
-                    Ok(c) => {
-                        outage.ok();
-                        c
-                    }
-                    Err(err) => {
-                        outage.failed(&err);
-                        Vec::new()
-                    }
-                };
-                // Unknown (the database is failing): every company may have queued deals.
-                let queued = self.queued_companies().await.ok();
-                let now = tokio::time::Instant::now();
-                let count = companies.len().max(1) as u32;
-                for (i, company) in companies.into_iter().enumerate() {
+            let companies = match self.portals.company_ids().await {
+                Ok(c) => {
+                    outage.ok();
+                    c
+                }
+                Err(err) => {
+                    outage.failed(&err);
+                    Vec::new()
+                }
+            };
+            // Unknown (the database is failing): every company may have queued deals.
+            let queued = self.queued_companies().await.ok();
+            let now = tokio::time::Instant::now();
+            let count = companies.len().max(1) as u32;
+            let work: Vec<(String, bool, bool)> = companies
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, company)| {
                     // Spread first runs over the interval so a thousand portals never poll at once.
                     let due = *next_sync.entry(company.clone()).or_insert_with(|| now + interval / count * i as u32);
-                    // A company in a pass or already waiting for one is looked at again after it.
-                    if in_pass.contains(&company) || waiting.iter().any(|(c, _, _)| *c == company) {
-                        continue;
-                    }
                     let sync_due = due <= now;
                     if sync_due {
                         next_sync.insert(company.clone(), now + interval);
                     }
                     let done = backfilled.contains(&company);
                     let has_queued = queued.as_ref().is_none_or(|q| q.contains(&company));
-                    if has_queued || sync_due || !done {
-                        waiting.push_back((company, sync_due, done));
-                    }
-                }
-                if last_prune.elapsed() > Duration::from_secs(3600) {
-                    last_prune = now;
-                    let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
-                    if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
-                        .bind(cutoff)
-                        .execute(self.db.pool())
-                        .await
-                    {
-                        tracing::warn!(error = %err, "webhook dedupe prune failed");
-                    }
+                    (has_queued || sync_due || !done).then_some((company, sync_due, done))
+                })
+                .collect();
+            let this = &self;
+            let outcomes: Vec<(String, bool, bool)> = futures::stream::iter(work)
+                .take_while(|_| std::future::ready(!shutdown.is_triggered()))
+                .map(|(company, sync_due, done)| async move {
+                    let (busy, done) = this.pass(&company, sync_due, done).await;
+                    (company, busy, done)
+                })
+                .buffer_unordered(CONCURRENT_COMPANIES)
+                .collect()
+                .await;
+            let mut busy = false;
+            for (company, was_busy, done) in outcomes {
+                busy |= was_busy;
+                if done {
+                    backfilled.insert(company);
+                } else {
+                    backfilled.remove(&company);
                 }
             }
-            while passes.len() < CONCURRENT_COMPANIES {
-                let Some((company, sync_due, done)) = waiting.pop_front() else { break };
-                in_pass.insert(company.clone());
-                let this = self.clone();
-                let name = company.clone();
-                let task = passes.spawn(async move { this.pass(&name, sync_due, done).await });
-                pass_of.insert(task.id(), company);
-            }
-            tokio::select! {
-                () = shutdown.wait() => break,
-                Some(joined) = passes.join_next_with_id() => {
-                    let (id, (busy, done)) = match joined {
-                        Ok(finished) => finished,
-                        // A pass that panicked (a bug, logged by the runtime): its company is
-                        // looked at again like any other.
-                        Err(err) => (err.id(), (false, false)),
-                    };
-                    let Some(company) = pass_of.remove(&id) else { continue };
-                    in_pass.remove(&company);
-                    if done {
-                        backfilled.insert(company);
-                    } else {
-                        backfilled.remove(&company);
-                    }
-                    // Work was done: more may have been queued meanwhile (its wake may have
-                    // come while this company was in a pass and so been skipped).
-                    look |= busy;
+            if last_prune.elapsed() > Duration::from_secs(3600) {
+                last_prune = now;
+                let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
+                if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
+                    .bind(cutoff)
+                    .execute(self.db.pool())
+                    .await
+                {
+                    tracing::warn!(error = %err, "webhook dedupe prune failed");
                 }
-                () = self.queued.notified() => look = true,
-                _ = tick.tick() => look = true,
+            }
+            if !busy {
+                tokio::select! {
+                    () = shutdown.wait() => break,
+                    () = self.queued.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                }
             }
         }
-        // Passes in flight are cut at their next await when the set drops: their writes are
-        // transactions, and a read cut short is read again by the next start.
     }
 }
 
