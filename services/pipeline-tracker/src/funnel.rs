@@ -25,6 +25,20 @@ pub struct Version {
 }
 
 impl Version {
+    /// The version a deletion at `modified_ms` leaves: no stage, amount or dates.
+    pub fn deleted(modified_ms: i64) -> Self {
+        Self {
+            modified_ms,
+            pipeline_id: String::new(),
+            stage_id: String::new(),
+            amount: None,
+            currency: None,
+            close_date_ms: 0,
+            created_ms: 0,
+            deleted: true,
+        }
+    }
+
     fn amount(&self) -> Decimal {
         self.amount.unwrap_or_default()
     }

@@ -60,16 +60,7 @@ pub fn incoming(event: &EventEnvelope) -> Result<Option<Incoming>, IncomingError
             Some(Incoming {
                 company_id: d.company_id,
                 deal_id: d.deal_id,
-                version: Version {
-                    modified_ms,
-                    pipeline_id: String::new(),
-                    stage_id: String::new(),
-                    amount: None,
-                    currency: None,
-                    close_date_ms: 0,
-                    created_ms: 0,
-                    deleted: true,
-                },
+                version: Version::deleted(modified_ms),
                 name: String::new(),
                 owner_id: String::new(),
             })

@@ -518,16 +518,9 @@ mod tests {
                         };
                         Some((format!("d{deal}"), v))
                     }
-                    Op::Delete { deal, back_hours } => Some((format!("d{deal}"), Version {
-                        modified_ms: now - i64::from(back_hours) * HOUR_MS,
-                        pipeline_id: String::new(),
-                        stage_id: String::new(),
-                        amount: None,
-                        currency: None,
-                        close_date_ms: 0,
-                        created_ms: 0,
-                        deleted: true,
-                    })),
+                    Op::Delete { deal, back_hours } => {
+                        Some((format!("d{deal}"), Version::deleted(now - i64::from(back_hours) * HOUR_MS)))
+                    }
                     Op::Redeliver => last.clone(),
                     Op::Wait { hours } => {
                         now += i64::from(hours) * HOUR_MS;
