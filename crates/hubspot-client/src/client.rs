@@ -104,7 +104,7 @@ impl HubSpotClient {
         }
         base_url.set_query(None);
         base_url.set_fragment(None);
-        let http = reqwest::Client::builder()
+        let http = gomark_vendor_http::tls::client_builder()
             .timeout(config.timeout)
             .build()
             .map_err(|e| Error::Config(error::transport_message(e)))?;

@@ -187,7 +187,7 @@ impl Webhooks {
             if config.duplicate_rate.is_nan() { 0.0 } else { config.duplicate_rate.clamp(0.0, 1.0) };
         config.max_attempts = config.max_attempts.max(1);
         // Without a client every attempt fails, which the stats then show.
-        let client = reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build().ok();
+        let client = gomark_vendor_http::tls::client_builder().timeout(DELIVERY_TIMEOUT).build().ok();
         let active = {
             let mut state = lock(&self.state);
             state.generation += 1;

@@ -45,7 +45,7 @@ pub struct UpsoClient {
 impl UpsoClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
         let base_url = Url::parse(&config.base_url).map_err(|_| Error::Config("base_url is not a URL".into()))?;
-        let http = reqwest::Client::builder()
+        let http = gomark_vendor_http::tls::client_builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .build()

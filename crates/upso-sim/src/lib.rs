@@ -107,7 +107,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl UpsoSim {
     pub fn new(config: SimConfig) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        let http =
+            gomark_vendor_http::tls::client_builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -8,6 +8,10 @@
 //! Nothing that identifies a record or a credential reaches a span or a label: paths are
 //! reduced to templates (id-like segments become `{id}`), query strings are dropped, and
 //! headers (the bearer token) are never read.
+//!
+//! [`tls::client_builder`] gives every outbound client one shared TLS configuration.
+
+pub mod tls;
 
 use std::time::Instant;
 

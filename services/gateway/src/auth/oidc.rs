@@ -85,7 +85,7 @@ fn scope_of(claim: Option<&serde_json::Value>) -> Result<Scope, Problem> {
 
 impl OidcVerifier {
     pub fn new(settings: OidcSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
+        let http = gomark_vendor_http::tls::client_builder().timeout(FETCH_TIMEOUT).build()?;
         Ok(Self { settings, http, keys: RwLock::new(None) })
     }
 
