@@ -20,17 +20,6 @@ const POLL_MS: u64 = 200;
 
 /// Registers a company whose portal uses a service key and whose changes come from its
 /// journal, read with the simulator app's client credentials.
-async fn create_journal_company(
-    api: &Api,
-    sim: &HubSpotSim,
-    options: &EmbeddedOptions,
-    name: &str,
-    key: &str,
-    portal: u64,
-) -> String {
-    register(api, sim, &options.sim, name, key, portal).await
-}
-
 async fn register(
     api: &Api,
     sim: &HubSpotSim,
@@ -137,7 +126,7 @@ async fn service_key_portals_on_the_journal_track_every_deal_exactly_once() {
     let mut companies = Vec::new();
     for i in 0..3u64 {
         let key = format!("sk-journal-{i}");
-        let id = create_journal_company(&api, &sim, &options, &format!("Journal {i}"), &key, 3100 + i).await;
+        let id = register(&api, &sim, &options.sim, &format!("Journal {i}"), &key, 3100 + i).await;
         companies.push((id, key));
     }
     let mut expected: HashMap<String, u64> = HashMap::new();
@@ -273,7 +262,7 @@ async fn a_fleet_api_version_upgrade_rolls_out_in_waves_and_rolls_back() {
     let mut companies = Vec::new();
     for (i, portal) in portals.iter().enumerate() {
         let key = format!("sk-fleet-{i}");
-        let id = create_journal_company(&api, &sim, &options, &format!("Fleet {i}"), &key, *portal).await;
+        let id = register(&api, &sim, &options.sim, &format!("Fleet {i}"), &key, *portal).await;
         companies.push((id, if i == 0 { 0 } else { 1 }));
     }
     let revision = |doc: String| {
@@ -363,7 +352,7 @@ async fn plan_apply_and_drift_work_with_a_service_key_alone() {
     let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
     let sim = gomark.hubspot_sim.clone();
     let (key, portal) = ("sk-drift", 3300u64);
-    let company = create_journal_company(&api, &sim, &options, "Service key only", key, portal).await;
+    let company = register(&api, &sim, &options.sim, "Service key only", key, portal).await;
     let doc = format!(
         "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: Seats, type: number, fieldType: number, groupName: dealinformation}}\n\
          companies:\n  s:\n    companyId: \"{company}\"\n    settings: {{driftPolicy: alert, driftPolicyBySource: {{user: adopt}}}}\n"
@@ -442,7 +431,7 @@ async fn a_fleet_api_version_upgrade_halts_when_the_canary_fails_its_probe() {
     let mut companies = Vec::new();
     for (i, portal) in portals.iter().enumerate() {
         let key = format!("sk-halt-{i}");
-        let id = create_journal_company(&api, &sim, &options, &format!("Halt {i}"), &key, *portal).await;
+        let id = register(&api, &sim, &options.sim, &format!("Halt {i}"), &key, *portal).await;
         companies.push((id, if i == 0 { 0 } else { 1 }));
     }
     let roll_out = |version: &'static str| {

@@ -4,28 +4,13 @@
 //! the rule named, as the plan warned.
 
 use crate::scenarios::create_company;
-use crate::support::{Api, eventually};
-use gomark::{Embedded, EmbeddedOptions};
-use gomark_platform::Shutdown;
+use crate::support::{eventually, roll_out, start_at_version};
+use gomark::Embedded;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn roll_out(api: &Api, doc: &str) -> Value {
-    let revision =
-        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "e2e"}))).await;
-    assert_eq!(revision.status, 201, "{}", revision.body);
-    let rollout = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
-    assert_eq!(rollout.status, 201, "{}", rollout.body);
-    let id = rollout.body["id"].as_str().expect("id").to_owned();
-    eventually("the rollout", WAIT, || async {
-        let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
-        matches!(r.body["state"].as_str(), Some("completed" | "halted")).then_some(r.body)
-    })
-    .await
-}
 
 fn document(company: &str, with_negotiation: bool) -> String {
     let negotiation = if with_negotiation {
@@ -46,16 +31,7 @@ fn document(company: &str, with_negotiation: bool) -> String {
 
 #[tokio::test]
 async fn a_declared_pipeline_rule_is_applied_drift_checked_and_refuses_gomarks_backwards_move_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = EmbeddedOptions {
-        data_dir: dir.path().to_path_buf(),
-        port: 0,
-        demo: false,
-        hubspot_api_version: "2026-09".into(),
-        ..EmbeddedOptions::default()
-    };
-    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
-    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    let (gomark, api, _dir) = start_at_version("2026-09").await;
     let (token, portal) = ("pipeline-rules-token", 1611u64);
     let company = create_company(&api, &gomark.hubspot_sim, "Pipeline Rules Co", token, portal).await;
 

@@ -146,3 +146,34 @@ pub fn v3_path(path: &str) -> String {
         _ => path.to_owned(),
     }
 }
+
+/// Embedded mode without the demo, its HubSpot simulator serving `api_version`; the data
+/// folder lives as long as the returned guard.
+pub async fn start_at_version(api_version: &str) -> (gomark::Embedded, Api, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = gomark::EmbeddedOptions {
+        data_dir: dir.path().to_path_buf(),
+        port: 0,
+        demo: false,
+        hubspot_api_version: api_version.into(),
+        ..gomark::EmbeddedOptions::default()
+    };
+    let gomark = gomark::Embedded::start(options, gomark_platform::Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    (gomark, api, dir)
+}
+
+/// Stores `doc` as a revision, rolls it out and waits (30 s at most) for the rollout to end.
+pub async fn roll_out(api: &Api, doc: &str) -> Value {
+    let body = serde_json::json!({"document": doc, "message": "e2e"});
+    let revision = api.send(Method::POST, "/v1/config/revisions", Some(body)).await;
+    assert_eq!(revision.status, 201, "{}", revision.body);
+    let rollout = api.send(Method::POST, "/v1/rollouts", Some(serde_json::json!({}))).await;
+    assert_eq!(rollout.status, 201, "{}", rollout.body);
+    let id = rollout.body["id"].as_str().expect("id").to_owned();
+    eventually("the rollout", Duration::from_secs(30), || async {
+        let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+        matches!(r.body["state"].as_str(), Some("completed" | "halted")).then_some(r.body)
+    })
+    .await
+}

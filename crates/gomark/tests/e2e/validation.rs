@@ -4,44 +4,14 @@
 //! drift record says who made the drift, its policy going by that source.
 
 use crate::scenarios::create_company;
-use crate::support::{Api, eventually};
-use gomark::{Embedded, EmbeddedOptions};
-use gomark_platform::Shutdown;
+use crate::support::{eventually, roll_out, start_at_version};
+use gomark::Embedded;
 use hubspot_sim::HubSpotSim;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn start(api_version: &str) -> (Embedded, Api, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = EmbeddedOptions {
-        data_dir: dir.path().to_path_buf(),
-        port: 0,
-        demo: false,
-        hubspot_api_version: api_version.into(),
-        ..EmbeddedOptions::default()
-    };
-    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
-    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
-    (gomark, api, dir)
-}
-
-/// Stores `doc` as a revision, rolls it out and waits for the rollout to end.
-async fn roll_out(api: &Api, doc: &str) -> Value {
-    let revision =
-        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "e2e"}))).await;
-    assert_eq!(revision.status, 201, "{}", revision.body);
-    let rollout = api.send(Method::POST, "/v1/rollouts", Some(json!({}))).await;
-    assert_eq!(rollout.status, 201, "{}", rollout.body);
-    let id = rollout.body["id"].as_str().expect("id").to_owned();
-    eventually("the rollout", WAIT, || async {
-        let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
-        matches!(r.body["state"].as_str(), Some("completed" | "halted")).then_some(r.body)
-    })
-    .await
-}
 
 /// The HubSpot pipeline id and stage ids (by label) of the portal's pipeline `label`.
 async fn hubspot_stages(sim_url: &str, token: &str, label: &str) -> (String, Vec<(String, String)>) {
@@ -84,7 +54,7 @@ fn batch_updates(sim: &HubSpotSim, portal: u64) -> usize {
 
 #[tokio::test]
 async fn a_conditional_required_rule_fails_gomarks_deal_move_once_as_the_plan_warned() {
-    let (gomark, api, _dir) = start("2026-09").await;
+    let (gomark, api, _dir) = start_at_version("2026-09").await;
     let (token, portal) = ("rules-token", 1601u64);
     let company = create_company(&api, &gomark.hubspot_sim, "Rules Co", token, portal).await;
     let header = format!("companies:\n  r:\n    companyId: \"{company}\"\n");
@@ -180,7 +150,7 @@ async fn edit_label(gomark: &Embedded, token: &str, headers: &[(&str, &str)], la
 
 #[tokio::test]
 async fn drift_records_say_who_and_the_policy_follows_the_source() {
-    let (gomark, api, _dir) = start("v3").await;
+    let (gomark, api, _dir) = start_at_version("v3").await;
     let admin_edits = create_company(&api, &gomark.hubspot_sim, "Admin edits", "src-user", 1701).await;
     let app_edits = create_company(&api, &gomark.hubspot_sim, "App edits", "src-app", 1702).await;
     let doc = format!(
