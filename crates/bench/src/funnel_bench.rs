@@ -9,6 +9,7 @@
 //!   per transaction and 500 rows per statement, in the same run.
 
 use super::Running;
+use crate::live_bench::percentile;
 use anyhow::{Context as _, Result, bail};
 use gomark_cache::Cache;
 use gomark_events::EventBus;
@@ -122,10 +123,6 @@ pub async fn run(events: usize, samples: usize, embedded: Running, distributed: 
     ))
 }
 
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -168,8 +165,8 @@ async fn latency(label: &str, running: Running, samples: usize) -> Result<String
     timings.sort();
     Ok(format!(
         "| {label} | {samples} | **{}** | **{}** | {} | |\n",
-        ms(percentile(&timings, 50)),
-        ms(percentile(&timings, 99)),
+        ms(percentile(&timings, 50.0)),
+        ms(percentile(&timings, 99.0)),
         ms(timings.last().copied().unwrap_or_default())
     ))
 }

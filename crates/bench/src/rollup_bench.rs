@@ -50,10 +50,6 @@ pub struct Figures {
     pub change_tenth: Vec<Duration>,
 }
 
-pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted.get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
-}
-
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }

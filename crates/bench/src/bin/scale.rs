@@ -458,7 +458,8 @@ async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency
 
 /// One row of the roll-up table and the ratio of one figure between sizes.
 fn rollup_row(mode: &str, f: &rollup_bench::Figures) -> String {
-    use rollup_bench::{ms, percentile};
+    use crate::live_bench::percentile;
+    use rollup_bench::ms;
     format!(
         "| {mode} | {} | {} | {:.1} s | {} | {} | **{}** | {} | **{}** | {} | {} | {} | {} | {:.2}× |\n",
         f.companies,
@@ -466,14 +467,15 @@ fn rollup_row(mode: &str, f: &rollup_bench::Figures) -> String {
         f.ingest.as_secs_f64(),
         ms(f.warm),
         f.reads.len(),
-        ms(percentile(&f.reads, 50)),
-        ms(percentile(&f.reads, 90)),
-        ms(percentile(&f.reads, 99)),
-        ms(percentile(&f.change_full, 50)),
-        ms(percentile(&f.change_full, 99)),
-        ms(percentile(&f.change_tenth, 50)),
-        ms(percentile(&f.change_tenth, 99)),
-        percentile(&f.change_full, 50).as_secs_f64() / percentile(&f.change_tenth, 50).as_secs_f64().max(f64::EPSILON),
+        ms(percentile(&f.reads, 50.0)),
+        ms(percentile(&f.reads, 90.0)),
+        ms(percentile(&f.reads, 99.0)),
+        ms(percentile(&f.change_full, 50.0)),
+        ms(percentile(&f.change_full, 99.0)),
+        ms(percentile(&f.change_tenth, 50.0)),
+        ms(percentile(&f.change_tenth, 99.0)),
+        percentile(&f.change_full, 50.0).as_secs_f64()
+            / percentile(&f.change_tenth, 50.0).as_secs_f64().max(f64::EPSILON),
     )
 }
 
@@ -508,13 +510,13 @@ async fn rollup_section(
             figures.push(f);
         }
         if let [big, small] = &figures[..] {
-            use rollup_bench::percentile;
+            use crate::live_bench::percentile;
             let _ = writeln!(
                 ratios,
                 "| {mode} | {:.2}× | {:.2}× | {:.2}× |",
-                ratio(percentile(&big.reads, 50), percentile(&small.reads, 50)),
-                ratio(percentile(&big.reads, 99), percentile(&small.reads, 99)),
-                ratio(percentile(&big.change_full, 50), percentile(&small.change_full, 50)),
+                ratio(percentile(&big.reads, 50.0), percentile(&small.reads, 50.0)),
+                ratio(percentile(&big.reads, 99.0), percentile(&small.reads, 99.0)),
+                ratio(percentile(&big.change_full, 50.0), percentile(&small.change_full, 50.0)),
             );
         }
     }
