@@ -11,8 +11,9 @@ use std::future::Future;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-/// `⠋ [=====>    ] 12/40 companies, ETA 30s  wave 2: 3/10 done`
-const BAR_TEMPLATE: &str = "{spinner} [{bar:30}] {pos}/{len} companies, ETA {eta}  {msg}";
+/// `⠋ [=====>    ] 12/40 companies, ETA 30s  wave 2: 3/10 done`; the message is cut to the
+/// terminal's width, so that the bar stays one line (a wrapped bar redraws badly).
+const BAR_TEMPLATE: &str = "{spinner} [{bar:25}] {pos}/{len} companies, ETA {eta}  {wide_msg}";
 /// `⠋ planning (4s)`
 const SPINNER_TEMPLATE: &str = "{spinner} {msg} ({elapsed})";
 /// A request answered sooner than this shows no spinner: one that flashes up is noise.

@@ -196,14 +196,6 @@ impl Progress {
                 self.printed.insert(key, line);
             }
         }
-        // The bar steps aside while the lines are printed, so they never interleave.
-        self.bar.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            for line in fresh {
-                let _ = writeln!(out, "{line}");
-            }
-            let _ = out.flush();
-        });
         self.bar.set_length(int(rollout, "total").max(0) as u64);
         self.bar.set_position((int(rollout, "done") + int(rollout, "failed")).max(0) as u64);
         let current = waves(rollout)
@@ -212,6 +204,15 @@ impl Progress {
             .map(|(wave, steps)| wave_line(wave, &steps))
             .unwrap_or_default();
         self.bar.set_message(current);
+        // Counted first, so the bar redrawn below the new lines is already up to date;
+        // it steps aside while they are printed, so they never interleave.
+        self.bar.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            for line in fresh {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        });
         if is_terminal_state(rollout) {
             self.bar.finish_and_clear();
         }
