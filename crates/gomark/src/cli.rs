@@ -16,6 +16,7 @@ pub mod drift;
 pub mod export;
 pub mod fx_rates;
 pub mod output;
+pub mod progress;
 pub mod rollout;
 pub mod status;
 pub mod style;

@@ -51,6 +51,39 @@ async fn gomark_with(env: &[(&str, &str)], args: &[&str]) -> Run {
     }
 }
 
+/// Runs the real binary on a terminal: util-linux `script` gives it a pty for stdout and
+/// stderr (both end up in `stdout`). `None`, saying why, where `script` is not installed.
+async fn on_a_terminal(env: &[(&str, &str)], args: &[&str]) -> Option<Run> {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping the terminal checks: util-linux `script` is not installed");
+        return None;
+    }
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = quote(env!("CARGO_BIN_EXE_gomark"));
+    for arg in args {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env_remove("GOMARK_GATEWAY")
+        .env_remove("GOMARK_API_KEY")
+        .env_remove("GOMARK_CONTEXT")
+        .env_remove("NO_COLOR")
+        .env("GOMARK_CLI_CONFIG", "/nonexistent/gomark/config.yaml")
+        .stdin(std::process::Stdio::null());
+    cmd.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the command finishes")
+        .expect("script runs");
+    Some(Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
 fn document(company: &str, label: &str) -> String {
     format!(
         "baseline:\n  dealProperties:\n    - {{name: gomark_seats, label: {label}, type: number, fieldType: number, groupName: dealinformation}}\ncompanies:\n  acme:\n    companyId: \"{company}\"\n"
@@ -113,6 +146,21 @@ async fn the_cli_applies_plans_diffs_rolls_back_and_audits() {
     assert!(run.stdout.contains("of a proposed document") && run.stdout.contains(saved), "{run}");
     let run = gomark(&gw, key, &["revisions"]).await;
     assert!(run.stdout.contains("no revisions yet"), "planning stores nothing: {run}");
+
+    // On a terminal the plan is coloured (`+` green), unless NO_COLOR is set; on a pipe
+    // (every other run here) it is plain.
+    let env = [("GOMARK_GATEWAY", gw.as_str()), ("GOMARK_API_KEY", admin.as_str())];
+    let plan = ["plan", "-f", doc.as_str(), "-m", "seats"];
+    if let Some(run) = on_a_terminal(&env, &plan).await {
+        assert_eq!(run.code, Some(0), "{run}");
+        assert!(run.stdout.contains("\x1b[32m  + deal property gomark_seats"), "{run}");
+        let run = on_a_terminal(&[env[0], env[1], ("NO_COLOR", "1")], &plan).await.expect("script is there");
+        assert_eq!(run.code, Some(0), "{run}");
+        assert!(run.stdout.contains("+ deal property gomark_seats") && !run.stdout.contains("\x1b[32m"), "{run}");
+    }
+    let run = gomark(&gw, key, &["plan", "-f", &doc, "-m", "seats"]).await;
+    assert!(run.stdout.contains("+ deal property gomark_seats") && !run.stdout.contains('\x1b'), "{run}");
+    assert!(run.stderr.is_empty(), "no progress on a pipe: {run}");
 
     let run = gomark(&gw, key, &["apply", saved, "--yes"]).await;
     assert_eq!(run.code, Some(0), "{run}");
@@ -438,6 +486,21 @@ fn progress_is_drawn_per_wave_and_company() {
     assert!(display::outcome(&rollout("completed", &[("acme", 0, "done", 1)])).is_ok());
     assert!(display::outcome(&rollout("completed", &[("acme", 0, "failed", 1)])).is_err());
     assert!(display::outcome(&rollout("cancelled", &[])).is_err());
+}
+
+#[test]
+fn the_rollout_bar_counts_finished_companies_of_all() {
+    let mut progress = display::Progress::with_target(false, indicatif::ProgressDrawTarget::hidden());
+    let running = rollout(
+        "running",
+        &[("acme", 0, "done", 2), ("beta", 1, "failed", 0), ("gamma", 1, "running", 0), ("delta", 1, "pending", 0)],
+    );
+    progress.show(&running);
+    let bar = progress.bar();
+    assert_eq!((bar.position(), bar.length()), (2, Some(4)), "done and failed of all companies");
+    assert_eq!(bar.message(), "wave 1: 0/3 done, 1 running, 1 failed");
+    progress.show(&rollout("completed", &[("acme", 0, "done", 2), ("beta", 1, "done", 1)]));
+    assert!(progress.bar().is_finished(), "the bar is cleared once the rollout ends");
 }
 
 #[test]

@@ -46,21 +46,9 @@ pub async fn resolve_one(ctx: &Context, given: &str) -> Result<String, CliError>
 /// latest revision's document gives companies.
 async fn known(ctx: &Context) -> Result<Vec<(String, String)>, CliError> {
     let mut known = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut query = vec![("limit", "500".to_owned())];
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let page = ctx.client.get(&["v1", "companies"], &query).await?;
-        for c in items(&page, "items") {
-            known.push((text(c, "id").to_owned(), text(c, "id").to_owned()));
-            known.push((slug(text(c, "name")), text(c, "id").to_owned()));
-        }
-        cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
-        if cursor.is_none() {
-            break;
-        }
+    for c in list(ctx).await? {
+        known.push((text(&c, "id").to_owned(), text(&c, "id").to_owned()));
+        known.push((slug(text(&c, "name")), text(&c, "id").to_owned()));
     }
     // No revision yet (404) is not an error: there are simply no document keys.
     match ctx.client.get(&["v1", "config"], &[]).await {
@@ -69,6 +57,25 @@ async fn known(ctx: &Context) -> Result<Vec<(String, String)>, CliError> {
         Err(err) => return Err(err),
     }
     Ok(known)
+}
+
+/// Every company the caller may see, in the API's order (by id).
+pub async fn list(ctx: &Context) -> Result<Vec<Value>, CliError> {
+    let mut companies = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut query = vec![("limit", "500".to_owned())];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.clone()));
+        }
+        let page = ctx.client.get(&["v1", "companies"], &query).await?;
+        companies.extend(items(&page, "items").iter().cloned());
+        cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(companies)
 }
 
 /// `(key, companyId)` for each company of a document.

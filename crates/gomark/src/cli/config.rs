@@ -103,7 +103,8 @@ pub fn has_changes(plan: &Value) -> bool {
 
 /// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`.
 pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError> {
-    ctx.client.post(&["v1", "config", "plan"], body).await
+    let planning = ctx.client.post(&["v1", "config", "plan"], body);
+    super::progress::spin(super::progress::target(ctx.json), "planning", planning).await
 }
 
 pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliError> {
@@ -115,7 +116,9 @@ pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliErro
 pub async fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
     let companies = super::companies::resolve(ctx, &args.companies).await?;
     let body = json!({"companyIds": companies, "message": args.message});
-    let imported = ctx.client.post(&["v1", "config", "import"], &body).await?;
+    let importing = ctx.client.post(&["v1", "config", "import"], &body);
+    let imported =
+        super::progress::spin(super::progress::target(ctx.json), "importing what the portals hold", importing).await?;
     ctx.emit(&imported, render_import);
     Ok(())
 }

@@ -3,11 +3,20 @@
 
 use super::companies;
 use super::output::{count, int, items, table, text, time};
-use super::{CliError, Context};
+use super::{CliError, Context, progress};
+use futures::StreamExt as _;
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
+use std::future::Future;
 
 /// Pages `show` reads at most looking for a record (500 each).
 const MAX_PAGES: usize = 20;
+/// Requests a check makes at most, however large the portfolio: it spends a bounded share
+/// of the key's rate limit (600 a minute by default), and the bar moves in 1% steps.
+const MAX_CHECK_REQUESTS: usize = 100;
+/// Batches checked at once: enough to keep the orchestrator busy, few enough to leave
+/// room for its scheduled checks (it checks a batch's companies one after another).
+const CHECK_CONCURRENCY: usize = 4;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DriftAction {
@@ -40,8 +49,7 @@ pub async fn run(ctx: &Context, action: DriftAction) -> Result<(), CliError> {
             ctx.emit(&page, |p| render_list(items(p, "items")));
         }
         DriftAction::Check { companies } => {
-            let ids = companies::resolve(ctx, &companies).await?;
-            let found = ctx.client.post(&["v1", "drift", "check"], &json!({"companyIds": ids})).await?;
+            let found = check(ctx, &companies).await?;
             ctx.emit(&found, render_check);
         }
         DriftAction::Show { id } => {
@@ -50,6 +58,53 @@ pub async fn run(ctx: &Context, action: DriftAction) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Checks the companies named, or every company, in batches so that a bar can count
+/// them. The gateway decides what a check of a company means (one without an applied
+/// revision is not checked); the CLI only adds the batches' answers up.
+async fn check(ctx: &Context, given: &[String]) -> Result<Value, CliError> {
+    let ids = if given.is_empty() {
+        companies::list(ctx).await?.iter().map(|c| text(c, "id").to_owned()).collect()
+    } else {
+        companies::resolve(ctx, given).await?
+    };
+    let bar = progress::companies(ids.len() as u64, progress::target(ctx.json));
+    let found = check_in_batches(&ids, &bar, |batch| async move {
+        ctx.client.post(&["v1", "drift", "check"], &json!({"companyIds": batch})).await
+    })
+    .await;
+    bar.finish_and_clear();
+    found
+}
+
+/// Runs `check` over `ids` in at most [`MAX_CHECK_REQUESTS`] batches, [`CHECK_CONCURRENCY`]
+/// at a time, counting each batch's companies on `bar` as it is answered; returns the
+/// answers added up, in the order of `ids`, as one answer of the API (`checked`, `drifted`).
+pub async fn check_in_batches<F, Fut>(ids: &[String], bar: &ProgressBar, check: F) -> Result<Value, CliError>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: Future<Output = Result<Value, CliError>>,
+{
+    let size = ids.len().div_ceil(MAX_CHECK_REQUESTS).max(1);
+    let mut answers = futures::stream::iter(ids.chunks(size))
+        .map(|batch| {
+            let answer = check(batch.to_vec());
+            async move {
+                let answer = answer.await;
+                bar.inc(batch.len() as u64);
+                answer
+            }
+        })
+        .buffered(CHECK_CONCURRENCY);
+    let mut checked = 0;
+    let mut drifted = Vec::new();
+    while let Some(answer) = answers.next().await {
+        let answer = answer?;
+        checked += int(&answer, "checked");
+        drifted.extend(items(&answer, "drifted").iter().cloned());
+    }
+    Ok(json!({"checked": checked, "drifted": drifted}))
 }
 
 /// The API lists drift but has no read by id: page through the list.
@@ -175,5 +230,49 @@ mod tests {
         assert!(render_list(&[by_user]).contains("user (CRM_UI 77)"));
         let check = render_check(&json!({"checked": 2, "drifted": []}));
         assert_eq!(check, "checked 2 companies: 0 drifted\n");
+    }
+
+    /// A fake gateway: each company is checked, and every third has drifted.
+    async fn answer(batch: Vec<String>, requests: &std::sync::atomic::AtomicUsize) -> Result<Value, CliError> {
+        requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Answers arrive out of order; the sum must not.
+        tokio::task::yield_now().await;
+        let drifted: Vec<Value> = batch
+            .iter()
+            .filter(|id| id.parse::<usize>().is_ok_and(|n| n % 3 == 0))
+            .map(|id| json!({"companyId": id}))
+            .collect();
+        Ok(json!({"checked": batch.len(), "drifted": drifted}))
+    }
+
+    #[tokio::test]
+    async fn a_check_counts_every_company_on_the_bar_and_adds_the_answers_up() {
+        for n in [0_usize, 1, 7, 250] {
+            let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            let requests = std::sync::atomic::AtomicUsize::new(0);
+            let bar = crate::cli::progress::companies(n as u64, indicatif::ProgressDrawTarget::hidden());
+            let found = check_in_batches(&ids, &bar, |batch| answer(batch, &requests)).await.expect("checked");
+            assert_eq!((bar.position(), bar.length()), (n as u64, Some(n as u64)), "{n} of {n} companies");
+            assert_eq!(int(&found, "checked"), n as i64);
+            let drifted: Vec<&str> = items(&found, "drifted").iter().map(|d| text(d, "companyId")).collect();
+            let expected: Vec<String> = (0..n).filter(|i| i % 3 == 0).map(|i| i.to_string()).collect();
+            assert_eq!(drifted, expected, "in the order of the companies");
+            let requests = requests.into_inner();
+            assert!(
+                requests <= MAX_CHECK_REQUESTS && (n == 0 || requests >= n.min(MAX_CHECK_REQUESTS) / 2),
+                "{requests}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_the_check() {
+        let ids: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let bar = crate::cli::progress::companies(5, indicatif::ProgressDrawTarget::hidden());
+        let found = check_in_batches(&ids, &bar, |batch| async move {
+            if batch.contains(&"3".to_owned()) { Err(CliError::Failed("no".into())) } else { Ok(json!({"checked": 1})) }
+        })
+        .await;
+        assert!(found.is_err());
     }
 }

@@ -1,7 +1,8 @@
-//! Drawing a rollout: plain lines, one per change of a wave or a company, with a progress
-//! bar (counts, ETA) below them on a terminal; and the block `rollout show` prints.
+//! Drawing a rollout: plain lines, one per change of a wave or a company, with the
+//! progress bar (counts, ETA) on a terminal; and the block `rollout show` prints.
 
 use crate::cli::output::{count, int, items, text};
+use crate::cli::progress;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -163,33 +164,25 @@ pub fn outcome(rollout: &Value) -> Result<(), String> {
     }
 }
 
-/// Shows successive states of one rollout: the plain lines as they change and, on a
-/// terminal, an `indicatif` bar below them with the companies done, the total and an ETA.
+/// Shows successive states of one rollout: the plain lines on stdout as they change and,
+/// on a terminal, the companies bar (see [`progress`]) with the current wave.
 pub struct Progress {
     quiet: bool,
-    /// The bar (terminal only; `None` on a pipe or a CI log).
-    bar: Option<indicatif::ProgressBar>,
+    /// Hidden on a pipe, a CI log or under `--json`.
+    bar: indicatif::ProgressBar,
     /// What was printed last per key.
     printed: HashMap<String, String>,
 }
 
-/// `[=====>    ] 12/40 companies, ETA 30s  wave 2: 3/10 done`
-const BAR_TEMPLATE: &str = "{spinner} [{bar:30}] {pos}/{len} companies, ETA {eta}  {msg}";
-
 impl Progress {
     /// `quiet` (for `--json`) shows nothing at all.
     pub fn new(quiet: bool) -> Self {
-        use std::io::IsTerminal as _;
-        let bar = (!quiet && std::io::stdout().is_terminal()).then(|| {
-            let style = indicatif::ProgressStyle::with_template(BAR_TEMPLATE)
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stdout())
-                .with_style(style);
-            bar.enable_steady_tick(std::time::Duration::from_millis(200));
-            bar
-        });
-        Self { quiet, bar, printed: HashMap::new() }
+        Self::with_target(quiet, progress::target(quiet))
+    }
+
+    /// Like [`Progress::new`], drawing the bar on `target`.
+    pub fn with_target(quiet: bool, target: indicatif::ProgressDrawTarget) -> Self {
+        Self { quiet, bar: progress::companies(0, target), printed: HashMap::new() }
     }
 
     pub fn show(&mut self, rollout: &Value) {
@@ -203,39 +196,37 @@ impl Progress {
                 self.printed.insert(key, line);
             }
         }
-        match &self.bar {
-            Some(bar) => {
-                for line in fresh {
-                    bar.println(line);
-                }
-                bar.set_length(int(rollout, "total").max(0) as u64);
-                bar.set_position((int(rollout, "done") + int(rollout, "failed")).max(0) as u64);
-                let current = waves(rollout)
-                    .into_iter()
-                    .find(|(_, steps)| !steps.iter().all(|s| TERMINAL_STEP.contains(&text(s, "state"))))
-                    .map(|(wave, steps)| wave_line(wave, &steps))
-                    .unwrap_or_default();
-                bar.set_message(current);
-                if is_terminal_state(rollout) {
-                    bar.finish_and_clear();
-                }
+        self.bar.set_length(int(rollout, "total").max(0) as u64);
+        self.bar.set_position((int(rollout, "done") + int(rollout, "failed")).max(0) as u64);
+        let current = waves(rollout)
+            .into_iter()
+            .find(|(_, steps)| !steps.iter().all(|s| TERMINAL_STEP.contains(&text(s, "state"))))
+            .map(|(wave, steps)| wave_line(wave, &steps))
+            .unwrap_or_default();
+        self.bar.set_message(current);
+        // Counted first, so the bar redrawn below the new lines is already up to date;
+        // it steps aside while they are printed, so they never interleave.
+        self.bar.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            for line in fresh {
+                let _ = writeln!(out, "{line}");
             }
-            None => {
-                let mut out = std::io::stdout().lock();
-                for line in fresh {
-                    let _ = writeln!(out, "{line}");
-                }
-                let _ = out.flush();
-            }
+            let _ = out.flush();
+        });
+        if is_terminal_state(rollout) {
+            self.bar.finish_and_clear();
         }
+    }
+
+    /// The bar, to read its state in tests.
+    pub fn bar(&self) -> &indicatif::ProgressBar {
+        &self.bar
     }
 }
 
 impl Drop for Progress {
     /// An interrupted follow (an error, Ctrl-C) leaves no half-drawn bar behind.
     fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.bar.finish_and_clear();
     }
 }
