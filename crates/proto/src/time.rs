@@ -28,12 +28,6 @@ pub fn millis_opt(ts: Option<&Timestamp>) -> i64 {
     ts.map_or(0, millis)
 }
 
-/// An event's instant during a rolling upgrade: the Timestamp field when the writer set
-/// it, otherwise the deprecated epoch-ms field an older writer filled.
-pub fn event_millis(ts: Option<&Timestamp>, legacy_ms: i64) -> i64 {
-    ts.map_or(legacy_ms, millis)
-}
-
 /// A std span as a protobuf Duration (saturating at `i64::MAX` seconds).
 pub fn duration(span: std::time::Duration) -> Duration {
     Duration { seconds: i64::try_from(span.as_secs()).unwrap_or(i64::MAX), nanos: span.subsec_nanos() as i32 }
@@ -79,14 +73,6 @@ mod tests {
         assert_eq!(timestamp_opt(0), None);
         assert_eq!(millis_opt(None), 0);
         assert_eq!(millis_opt(timestamp_opt(42).as_ref()), 42);
-    }
-
-    #[test]
-    fn events_prefer_the_timestamp_and_fall_back_to_the_legacy_field() {
-        assert_eq!(event_millis(Some(&timestamp(5_000)), 7_000), 5_000);
-        assert_eq!(event_millis(None, 7_000), 7_000);
-        // A writer that set the Timestamp to the epoch meant the epoch, not "unset".
-        assert_eq!(event_millis(Some(&timestamp(0)), 7_000), 0);
     }
 
     #[test]

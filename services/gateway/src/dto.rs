@@ -421,14 +421,13 @@ pub struct AuditEntryView {
 
 impl From<pb::AuditEntry> for AuditEntryView {
     fn from(e: pb::AuditEntry) -> Self {
-        let json = |s: &str| (!s.is_empty()).then(|| serde_json::from_str(s).unwrap_or(serde_json::Value::Null));
         Self {
             id: e.id,
             actor: e.actor,
             action: e.action,
             resource: e.resource,
-            before: json(&e.before_json),
-            after: json(&e.after_json),
+            before: e.before.as_ref().map(gomark_proto::json::from_value),
+            after: e.after.as_ref().map(gomark_proto::json::from_value),
             at: rfc3339(e.at),
         }
     }

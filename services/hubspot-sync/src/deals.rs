@@ -699,7 +699,7 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
         name: deal.name().unwrap_or_default().to_owned(),
         pipeline_id: deal.pipeline().unwrap_or_default().to_owned(),
         stage_id: deal.stage().unwrap_or_default().to_owned(),
-        // Both: `amount_money` for current readers, the double for readers older than it.
+        // The double too: it is the only amount of a deal without a currency code.
         amount: deal.amount(),
         amount_money: deal_money(deal),
         owner_id: deal.owner().unwrap_or_default().to_owned(),

@@ -201,9 +201,9 @@ impl OrchestratorService for OrchestratorGrpc {
                     actor: e.actor,
                     action: e.action,
                     resource: e.resource,
-                    before_json: e.before_json,
-                    after_json: e.after_json,
                     at: Some(timestamp(e.at)),
+                    before: e.before.as_ref().map(gomark_proto::json::to_value),
+                    after: e.after.as_ref().map(gomark_proto::json::to_value),
                 })
                 .collect(),
             next_page_token: next,
@@ -260,7 +260,6 @@ impl OrchestratorService for OrchestratorGrpc {
         let from = self.revisions.get(r.from.max(1)).await?;
         let to = self.revisions.get(r.to).await?;
         let diff = gtm_config::diff(&from.parse()?, &to.parse()?);
-        let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
         Ok(Response::new(pb::RevisionDiff {
             from: from.number,
             to: to.number,
@@ -270,8 +269,8 @@ impl OrchestratorService for OrchestratorGrpc {
                 .map(|c| pb::ConfigChange {
                     path: c.path.clone(),
                     kind: format!("{:?}", c.kind).to_lowercase(),
-                    before_json: json(&c.before),
-                    after_json: json(&c.after),
+                    before: c.before.as_ref().map(gomark_proto::json::to_value),
+                    after: c.after.as_ref().map(gomark_proto::json::to_value),
                 })
                 .collect(),
             text: diff.to_string(),

@@ -72,6 +72,7 @@ pub struct AuditFilter {
     pub action: String,
 }
 
+/// One line of the audit log as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow {
     pub id: i64,
@@ -79,8 +80,10 @@ pub struct AuditRow {
     pub actor: String,
     pub action: String,
     pub resource: String,
-    pub before_json: String,
-    pub after_json: String,
+    /// `None` when the resource did not exist before the change.
+    pub before: Option<serde_json::Value>,
+    /// `None` when the change removed the resource.
+    pub after: Option<serde_json::Value>,
     pub at: i64,
 }
 
@@ -189,8 +192,8 @@ impl Store {
                     actor: r.try_get("actor")?,
                     action: r.try_get("action")?,
                     resource: r.try_get("resource")?,
-                    before_json: r.try_get("before_json")?,
-                    after_json: r.try_get("after_json")?,
+                    before: stored_json(r.try_get("before_json")?),
+                    after: stored_json(r.try_get("after_json")?),
                     at: r.try_get("at")?,
                 })
             })
@@ -376,4 +379,10 @@ fn company(r: &AnyRow) -> Result<CompanyRow> {
         hubspot_portal_id: r.try_get("hubspot_portal_id")?,
         created_at: r.try_get("created_at")?,
     })
+}
+
+/// A before/after column as `append_audit` wrote it: empty for "absent". Text that is not
+/// JSON (this code never writes any) reads as null rather than failing the whole page.
+fn stored_json(text: String) -> Option<serde_json::Value> {
+    (!text.is_empty()).then(|| serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
 }

@@ -81,6 +81,11 @@ async fn store_contract() {
         assert_eq!(newest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["c", "b"], "{label}");
         let older = store.list_audit("c1", &AuditFilter::default(), Some(newest[1].id), 2).await.expect("audit page 2");
         assert_eq!(older.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["a"], "{label}");
+        assert_eq!(
+            (&older[0].before, &older[0].after),
+            (&None, &Some(serde_json::json!({"k": "a"}))),
+            "{label}: before and after come back as written"
+        );
         assert!(
             store.list_audit("c2", &AuditFilter::default(), None, 10).await.expect("other company").is_empty(),
             "{label}: scoped by company"

@@ -188,6 +188,14 @@ async fn revisions_plans_diffs_and_rollbacks() {
         diff.body["changes"].as_array().expect("changes").iter().filter_map(|c| c["path"].as_str()).collect();
     assert!(paths.iter().any(|p| p.contains("gomark_seats")), "{paths:?}");
     assert!(paths.iter().any(|p| p.contains("gomark_tier") && p.ends_with("label")), "{paths:?}");
+    // Before and after are JSON values (here strings and an object), absent for an addition.
+    let change = |pred: &dyn Fn(&str) -> bool| {
+        diff.body["changes"].as_array().and_then(|c| c.iter().find(|c| c["path"].as_str().is_some_and(pred))).cloned()
+    };
+    let label = change(&|p| p.contains("gomark_tier") && p.ends_with("label")).expect("label change");
+    assert_eq!((&label["before"], &label["after"]), (&json!("Tier"), &json!("Customer tier")), "{label}");
+    let seats = change(&|p| p.contains("gomark_seats")).expect("seats change");
+    assert!(seats["before"].is_null() && !seats["after"].is_null(), "{seats}");
 
     let rolled = api.send(Method::POST, "/v1/config/rollback", Some(json!({"to": 1}))).await;
     assert_eq!(rolled.status, 201, "{}", rolled.body);

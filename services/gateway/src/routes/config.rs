@@ -165,10 +165,6 @@ pub struct DiffView {
     text: String,
 }
 
-fn json(s: &str) -> Option<serde_json::Value> {
-    (!s.is_empty()).then(|| serde_json::from_str(s).unwrap_or(serde_json::Value::Null))
-}
-
 /// What changed between two revisions, keyed by names (reordering is no change).
 #[utoipa::path(get, path = "/v1/config/diff", operation_id = "diffRevisions", tag = "config", params(DiffQuery),
     responses((status = 200, description = "The changes", body = DiffView), (status = 404, description = "A revision does not exist"), (status = 403, description = "Needs a portfolio-wide grant")))]
@@ -194,8 +190,8 @@ async fn diff(
             .map(|c| ChangeView {
                 path: c.path,
                 kind: c.kind,
-                before: json(&c.before_json),
-                after: json(&c.after_json),
+                before: c.before.as_ref().map(gomark_proto::json::from_value),
+                after: c.after.as_ref().map(gomark_proto::json::from_value),
             })
             .collect(),
         text: d.text,
