@@ -137,13 +137,17 @@ impl TryFrom<&pb::Money> for Money {
 
     fn try_from(m: &pb::Money) -> Result<Self, MoneyError> {
         let currency: Currency = m.currency_code.parse()?;
-        let signs_agree = (m.units >= 0 && m.nanos >= 0) || (m.units <= 0 && m.nanos <= 0);
-        if m.nanos.unsigned_abs() >= NANOS_PER_UNIT as u32 || !signs_agree {
-            return Err(MoneyError::Nanos);
-        }
-        let amount = Decimal::from(m.units) + Decimal::new(i64::from(m.nanos), 9);
-        Ok(Money { amount: amount.normalize(), currency })
+        Ok(Money { amount: amount_of(m)?, currency })
     }
+}
+
+/// The amount `units` and `nanos` stand for, whatever the currency code says.
+fn amount_of(m: &pb::Money) -> Result<Decimal, MoneyError> {
+    let signs_agree = (m.units >= 0 && m.nanos >= 0) || (m.units <= 0 && m.nanos <= 0);
+    if m.nanos.unsigned_abs() >= NANOS_PER_UNIT as u32 || !signs_agree {
+        return Err(MoneyError::Nanos);
+    }
+    Ok((Decimal::from(m.units) + Decimal::new(i64::from(m.nanos), 9)).normalize())
 }
 
 impl TryFrom<pb::Money> for Money {
@@ -160,11 +164,16 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
 }
 
 /// A deal's amount from an event: `amount_money` when present, else the deprecated double
-/// `amount` (events written before `amount_money` existed), whose currency is unknown
-/// (`None`: the reader counts it in its company's currency).
+/// `amount`. An empty currency code in `amount_money`, like the double, means the deal has
+/// none (`None`: the reader counts it in its company's currency). Reading the empty code now
+/// lets the next release's writer fill `amount_money` for every deal and drop the double
+/// without breaking readers of this one.
 #[allow(deprecated)]
 pub fn deal_amount(d: &crate::events::v1::DealUpserted) -> Result<Option<(Decimal, Option<Currency>)>, MoneyError> {
     if let Some(m) = &d.amount_money {
+        if m.currency_code.is_empty() {
+            return Ok(Some((amount_of(m)?, None)));
+        }
         let m = Money::try_from(m)?;
         return Ok(Some((m.amount, Some(m.currency))));
     }
@@ -234,5 +243,9 @@ mod tests {
         let (amount, currency) = deal_amount(&d).expect("valid").expect("amount");
         assert_eq!((amount.to_string(), currency.map(|c| c.to_string())), ("7.01".into(), Some("GBP".into())));
         assert_eq!(deal_amount(&Default::default()), Ok(None));
+        d.amount_money = Some(pb::Money { currency_code: String::new(), units: -3, nanos: -500_000_000 });
+        assert_eq!(deal_amount(&d), Ok(Some((parse_decimal("-3.5").expect("decimal"), None))));
+        d.amount_money = Some(pb::Money { currency_code: String::new(), units: 3, nanos: -5 });
+        assert_eq!(deal_amount(&d), Err(MoneyError::Nanos));
     }
 }
