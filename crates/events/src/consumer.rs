@@ -68,7 +68,7 @@ pub async fn run_consumer(
         let mut stream = match bus.subscribe(&spec).await {
             Ok(s) => s,
             Err(err) => {
-                gomark_platform::telemetry::root_span("event consumer").in_scope(|| bus_outage.failed(&format!("{}: {err}", spec.durable)));
+                bus_outage.failed(&format!("{}: {err}", spec.durable));
                 tokio::select! {
                     () = shutdown.wait() => return,
                     () = tokio::time::sleep(reconnect) => {}
@@ -86,13 +86,13 @@ pub async fn run_consumer(
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(err)) => {
-                    gomark_platform::telemetry::root_span("event consumer").in_scope(|| bus_outage.failed(&format!("{}: {err}", spec.durable)));
+                    bus_outage.failed(&format!("{}: {err}", spec.durable));
                     break;
                 }
                 None => break,
             };
+            bus_outage.ok();
             let span = consume_span(&spec.durable, &delivery.event, delivery.attempt);
-            span.in_scope(|| bus_outage.ok());
             // Handling is not raced against shutdown: a handler mid-way finishes its work.
             let outcome = handler.handle(&delivery.event).instrument(span.clone()).await;
             let _entered = span.enter();
@@ -140,7 +140,7 @@ pub async fn run_batch_consumer(
         let mut stream = match bus.subscribe(&spec).await {
             Ok(s) => s,
             Err(err) => {
-                gomark_platform::telemetry::root_span("event consumer").in_scope(|| bus_outage.failed(&format!("{}: {err}", spec.durable)));
+                bus_outage.failed(&format!("{}: {err}", spec.durable));
                 tokio::select! {
                     () = shutdown.wait() => return,
                     () = tokio::time::sleep(reconnect) => {}
@@ -157,17 +157,14 @@ pub async fn run_batch_consumer(
             };
             match next {
                 Some(Ok(batch)) => {
-                    let span = gomark_platform::telemetry::root_span("event consumer");
-                    span.in_scope(|| bus_outage.ok());
+                    bus_outage.ok();
                     if let Err(err) = settle_batch(&spec, handler.as_ref(), batch, &mut handler_outage).await {
                         // The bus redelivers them; the consumer's inbox claims make that a no-op.
-                        span.in_scope(|| {
-                            bus_outage.failed(&format!("{}: could not settle events: {err}", spec.durable))
-                        });
+                        bus_outage.failed(&format!("{}: could not settle events: {err}", spec.durable));
                     }
                 }
                 Some(Err(err)) => {
-                    gomark_platform::telemetry::root_span("event consumer").in_scope(|| bus_outage.failed(&format!("{}: {err}", spec.durable)));
+                    bus_outage.failed(&format!("{}: {err}", spec.durable));
                     break;
                 }
                 None => break,

@@ -23,25 +23,37 @@ impl Outage {
         self.attempts += 1;
         if self.since.is_none() {
             self.since = Some(Instant::now());
-            tracing::warn!(loop_name = self.what, error = %error, "failing; retrying quietly until it recovers");
+            self.span().in_scope(|| {
+                tracing::warn!(loop_name = self.what, error = %error, "failing; retrying quietly until it recovers");
+            });
         }
     }
 
     /// Records a successful attempt; logs the recovery if an outage was running.
     pub fn ok(&mut self) {
         if let Some(since) = self.since.take() {
-            tracing::info!(
-                loop_name = self.what,
-                outage_secs = since.elapsed().as_secs(),
-                failed_attempts = self.attempts,
-                "recovered"
-            );
+            self.span().in_scope(|| {
+                tracing::info!(
+                    loop_name = self.what,
+                    outage_secs = since.elapsed().as_secs(),
+                    failed_attempts = self.attempts,
+                    "recovered"
+                );
+            });
         }
         self.attempts = 0;
     }
 
     pub fn is_failing(&self) -> bool {
         self.since.is_some()
+    }
+
+    /// Where the news is logged: the loop's current pass, or when the loop noticed it
+    /// outside one (between passes, while connecting), a trace of its own, so the line
+    /// still carries a `trace_id`.
+    fn span(&self) -> tracing::Span {
+        let current = tracing::Span::current();
+        if current.is_none() { crate::telemetry::root_span(self.what) } else { current }
     }
 }
 
