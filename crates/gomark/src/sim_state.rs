@@ -35,7 +35,7 @@ pub async fn keep_saved(path: PathBuf, snapshot: impl Fn() -> Vec<u8> + Send + '
         };
         let now = snapshot();
         if saved.as_ref() != Some(&now) {
-            match write_atomically(&path, &now) {
+            gomark_platform::telemetry::root_span("simulator state save").in_scope(|| match write_atomically(&path, &now) {
                 Ok(()) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!(file = %path.display(), "simulator state saved again");
@@ -47,7 +47,7 @@ pub async fn keep_saved(path: PathBuf, snapshot: impl Fn() -> Vec<u8> + Send + '
                     tracing::warn!(file = %path.display(), error = %err, "cannot save simulator state; retrying");
                 }
                 Err(_) => {}
-            }
+            });
         }
         if stopping {
             return;
