@@ -358,7 +358,8 @@ impl Cluster {
                 let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             }
             if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
-                gomark_platform::telemetry::root_span("shutdown").in_scope(|| tracing::warn!(service = *name, "did not stop in time; killing it"));
+                gomark_platform::telemetry::root_span("shutdown")
+                    .in_scope(|| tracing::warn!(service = *name, "did not stop in time; killing it"));
                 let _ = child.kill().await;
             }
         }

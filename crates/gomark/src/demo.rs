@@ -409,7 +409,8 @@ pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomar
             vec![("dealstage", next.to_owned())]
         };
         if let Err(err) = sim.update_deal(token, &id, closed) {
-            gomark_platform::telemetry::root_span("demo activity").in_scope(|| tracing::debug!(error = %err, "demo activity skipped a deal"));
+            gomark_platform::telemetry::root_span("demo activity")
+                .in_scope(|| tracing::debug!(error = %err, "demo activity skipped a deal"));
             continue;
         }
         if !next.starts_with("closed") {

@@ -274,10 +274,7 @@ async fn the_cli_follows_operator_conventions() {
     // Adopted: the edit became a revision of its own.
     assert!(run.stdout.contains("\npolicy: adopt: revision/"), "{run}");
     assert!(run.stdout.contains("1 action to undo it:\n  ~ deal_property gomark_customer_tier\n"), "{run}");
-    assert!(
-        run.stdout.contains(&format!("label: \"{}\" → \"Customer tier\"", gomark::DRIFTED_LABEL)),
-        "{run}"
-    );
+    assert!(run.stdout.contains(&format!("label: \"{}\" → \"Customer tier\"", gomark::DRIFTED_LABEL)), "{run}");
 
     // Exchange rates from a CSV file; a bad line is named and nothing is sent.
     let rates =

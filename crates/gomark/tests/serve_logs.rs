@@ -34,10 +34,8 @@ fn every_line_serve_logs_has_a_trace_id() {
     let stdout = child.stdout.take().expect("stdout");
     let mut serve = Serve(child);
     // `serve` announces its addresses on stdout once it is up.
-    let announced = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.starts_with("gateway: "));
+    let announced =
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.starts_with("gateway: "));
     assert!(announced, "serve did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
 
     // Until the demo is staged (rollouts, drift, the deal backfill have run) and a few

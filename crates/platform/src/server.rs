@@ -115,7 +115,8 @@ fn without_nagle(
     incoming.map(|accepted| {
         accepted.inspect(|stream| {
             if let Err(err) = stream.set_nodelay(true) {
-                crate::telemetry::root_span("connection").in_scope(|| tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection"));
+                crate::telemetry::root_span("connection")
+                    .in_scope(|| tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection"));
             }
         })
     })
@@ -186,7 +187,8 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shut
         };
         // As for gRPC (see `without_nagle`): small response writes leave at once.
         if let Err(err) = stream.set_nodelay(true) {
-            crate::telemetry::root_span("connection").in_scope(|| tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection"));
+            crate::telemetry::root_span("connection")
+                .in_scope(|| tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection"));
         }
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -206,7 +208,8 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shut
             if let Err(err) = watcher.watch(connection.into_owned()).await {
                 // A span per failed connection only: one per connection would be a trace
                 // for every keep-alive client.
-                crate::telemetry::root_span("connection").in_scope(|| tracing::debug!(error = %err, "connection ended with an error"));
+                crate::telemetry::root_span("connection")
+                    .in_scope(|| tracing::debug!(error = %err, "connection ended with an error"));
             }
         });
     }

@@ -5,6 +5,7 @@
 use gomark_cache::{Cache, CacheSettings};
 use gomark_events::{BusSettings, EventBus};
 use gomark_platform::settings::{self, ServerSettings, SettingsError, TelemetrySettings, Validate};
+use gomark_platform::telemetry::root_span;
 use gomark_platform::{Readiness, Shutdown};
 use gomark_storage::{Database, DatabaseSettings};
 use serde::Deserialize;
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use gomark_platform::telemetry::root_span;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
