@@ -75,4 +75,21 @@ mod tests {
         assert!(!outage.is_failing());
         assert_eq!(outage.attempts, 0);
     }
+
+    #[test]
+    fn news_noticed_outside_a_pass_still_carries_a_trace_id() {
+        let c = crate::telemetry::capture::Captured::new(crate::settings::LogFormat::Json);
+        tracing::dispatcher::with_default(&c.dispatch, || {
+            let mut outage = Outage::new("test loop");
+            outage.failed(&"database unreachable");
+            outage.ok();
+        });
+        let logs = c.logs();
+        let lines: Vec<serde_json::Value> =
+            logs.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+        assert_eq!(lines.len(), 2, "the failure and the recovery: {logs}");
+        for line in &lines {
+            assert!(line["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{line}");
+        }
+    }
 }
