@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Oldest events are dropped beyond this, like a JetStream stream's `max_msgs` limit.
 const DEFAULT_RETENTION: usize = 100_000;
@@ -138,19 +139,22 @@ async fn save_cursors(shared: Weak<Shared>, journal: Journal, moved: Arc<Notify>
         if cursors == saved {
             continue;
         }
-        match journal.save(&cursors, retention).await {
-            Ok(()) => {
-                if std::mem::take(&mut failing) {
-                    tracing::info!("event journal writable again");
+        let save = async {
+            match journal.save(&cursors, retention).await {
+                Ok(()) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("event journal writable again");
+                    }
+                    saved = cursors;
                 }
-                saved = cursors;
-            }
-            Err(err) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %err, "cannot save consumer positions to the event journal; retrying");
+                Err(err) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %err, "cannot save consumer positions to the event journal; retrying");
+                    }
                 }
             }
-        }
+        };
+        save.instrument(gomark_platform::telemetry::root_span("event journal save")).await;
     }
     journal.close().await;
 }

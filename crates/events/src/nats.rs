@@ -145,9 +145,12 @@ impl EventStream for NatsStream {
                 }
                 Err(err) => {
                     // A message that is not an envelope can never be handled; drop it loudly.
-                    tracing::error!(error = %err, subject = %message.subject, "undecodable event dropped");
+                    let span = gomark_platform::telemetry::root_span("event consumer");
+                    span.in_scope(
+                        || tracing::error!(error = %err, subject = %message.subject, "undecodable event dropped"),
+                    );
                     if let Err(e) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(error = %e, "could not terminate undecodable event");
+                        span.in_scope(|| tracing::warn!(error = %e, "could not terminate undecodable event"));
                     }
                 }
             }

@@ -8,6 +8,7 @@ use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 const BATCH: i64 = 100;
 /// Polling interval when nobody wakes the relay (another replica wrote, or a wake was lost).
@@ -118,34 +119,38 @@ impl OutboxRelay {
         let mut outage = gomark_platform::Outage::new("outbox relay");
         let mut measured = tokio::time::Instant::now() - BACKLOG_EVERY;
         while !shutdown.is_triggered() {
-            if measured.elapsed() >= BACKLOG_EVERY && !outage.is_failing() {
-                self.report_backlog().await;
-                measured = tokio::time::Instant::now();
-            }
-            let relayed = self.relay_once().await;
-            if relayed.is_ok() {
-                outage.ok();
-            }
-            let wait = match relayed {
-                Ok(n) if n as i64 == BATCH => Duration::ZERO,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    IDLE_POLL
+            let pass = async {
+                if measured.elapsed() >= BACKLOG_EVERY && !outage.is_failing() {
+                    self.report_backlog().await;
+                    measured = tokio::time::Instant::now();
                 }
-                Err(err) => {
-                    outage.failed(&err);
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
+                let relayed = self.relay_once().await;
+                if relayed.is_ok() {
+                    outage.ok();
                 }
+                let wait = match relayed {
+                    Ok(n) if n as i64 == BATCH => Duration::ZERO,
+                    Ok(_) => {
+                        backoff = Duration::from_millis(100);
+                        IDLE_POLL
+                    }
+                    Err(err) => {
+                        outage.failed(&err);
+                        let wait = backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        wait
+                    }
+                };
+                rounds += 1;
+                if rounds.is_multiple_of(1000)
+                    && !outage.is_failing()
+                    && let Err(err) = self.prune().await
+                {
+                    tracing::warn!(error = %err, "outbox prune failed");
+                }
+                wait
             };
-            rounds += 1;
-            if rounds.is_multiple_of(1000)
-                && !outage.is_failing()
-                && let Err(err) = self.prune().await
-            {
-                tracing::warn!(error = %err, "outbox prune failed");
-            }
+            let wait = pass.instrument(gomark_platform::telemetry::root_span("outbox relay")).await;
             if wait.is_zero() {
                 continue;
             }

@@ -335,7 +335,9 @@ impl Cluster {
                 if !reported.contains(name)
                     && let Ok(Some(status)) = child.try_wait()
                 {
-                    tracing::error!(service = *name, %status, "service exited; the others keep running");
+                    gomark_platform::telemetry::root_span("cluster").in_scope(|| {
+                        tracing::error!(service = *name, %status, "service exited; the others keep running");
+                    });
                     reported.push(name);
                 }
             }
@@ -356,7 +358,8 @@ impl Cluster {
                 let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             }
             if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
-                tracing::warn!(service = *name, "did not stop in time; killing it");
+                gomark_platform::telemetry::root_span("shutdown")
+                    .in_scope(|| tracing::warn!(service = *name, "did not stop in time; killing it"));
                 let _ = child.kill().await;
             }
         }

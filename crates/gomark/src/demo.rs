@@ -14,6 +14,7 @@ use gomark_proto::orchestrator::v1::{
 use hubspot_sim::HubSpotSim;
 use serde_json::{Value, json};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 pub const DEMO_COMPANIES: &[&str] = &[
     "Acme Analytics",
@@ -113,7 +114,11 @@ pub async fn stage_demo(
     ready: tokio::sync::watch::Sender<DemoState>,
 ) {
     let started = std::time::Instant::now();
-    let state = match stage(&sim, &hubspot_sim_url, &orchestrator_url).await {
+    // Staging is one trace: its calls to the services are children of it.
+    let span = gomark_platform::telemetry::root_span("demo staging");
+    let staged = stage(&sim, &hubspot_sim_url, &orchestrator_url).instrument(span.clone()).await;
+    let _entered = span.enter();
+    let state = match staged {
         Ok(true) => {
             tracing::info!(
                 secs = started.elapsed().as_secs(),
@@ -404,7 +409,8 @@ pub async fn run_demo_activity(sim: HubSpotSim, every: Duration, shutdown: gomar
             vec![("dealstage", next.to_owned())]
         };
         if let Err(err) = sim.update_deal(token, &id, closed) {
-            tracing::debug!(error = %err, "demo activity skipped a deal");
+            gomark_platform::telemetry::root_span("demo activity")
+                .in_scope(|| tracing::debug!(error = %err, "demo activity skipped a deal"));
             continue;
         }
         if !next.starts_with("closed") {

@@ -395,7 +395,9 @@ impl Embedded {
             let _ = saver.await;
         }
         if let Err(err) = self.memory_bus.flush().await {
-            tracing::warn!(error = %err, "could not save consumer positions; some events will be delivered again");
+            gomark_platform::telemetry::root_span("shutdown").in_scope(|| {
+                tracing::warn!(error = %err, "could not save consumer positions; some events will be delivered again");
+            });
         }
         first_error.map_or(Ok(()), Err)
     }

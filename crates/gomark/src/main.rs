@@ -11,6 +11,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 #[derive(Parser)]
 #[command(name = "gomark", version, about = "GoMark: the go-to-market control plane of a software portfolio")]
@@ -327,13 +328,14 @@ async fn serve(options: EmbeddedOptions, telemetry: TelemetrySettings) -> ExitCo
     }
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
-    let embedded = match Embedded::start(options, shutdown).await {
-        Ok(e) => e,
-        Err(err) => {
-            eprintln!("gomark: cannot start: {err:#}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let embedded =
+        match Embedded::start(options, shutdown).instrument(gomark_platform::telemetry::root_span("start-up")).await {
+            Ok(e) => e,
+            Err(err) => {
+                eprintln!("gomark: cannot start: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        };
     announce(&embedded);
     match embedded.wait().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -359,7 +361,10 @@ async fn cluster(options: gomark::cluster::ClusterOptions) -> ExitCode {
     };
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
-    let cluster = match gomark::cluster::Cluster::start(options, shutdown).await {
+    let cluster = match gomark::cluster::Cluster::start(options, shutdown)
+        .instrument(gomark_platform::telemetry::root_span("start-up"))
+        .await
+    {
         Ok(c) => c,
         Err(err) => {
             eprintln!("gomark: cannot start the cluster: {err:#}");

@@ -35,19 +35,21 @@ pub async fn keep_saved(path: PathBuf, snapshot: impl Fn() -> Vec<u8> + Send + '
         };
         let now = snapshot();
         if saved.as_ref() != Some(&now) {
-            match write_atomically(&path, &now) {
-                Ok(()) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!(file = %path.display(), "simulator state saved again");
+            gomark_platform::telemetry::root_span("simulator state save").in_scope(|| {
+                match write_atomically(&path, &now) {
+                    Ok(()) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(file = %path.display(), "simulator state saved again");
+                        }
+                        saved = Some(now);
                     }
-                    saved = Some(now);
+                    Err(err) if !failing => {
+                        failing = true;
+                        tracing::warn!(file = %path.display(), error = %err, "cannot save simulator state; retrying");
+                    }
+                    Err(_) => {}
                 }
-                Err(err) if !failing => {
-                    failing = true;
-                    tracing::warn!(file = %path.display(), error = %err, "cannot save simulator state; retrying");
-                }
-                Err(_) => {}
-            }
+            });
         }
         if stopping {
             return;

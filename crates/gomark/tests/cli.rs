@@ -309,6 +309,20 @@ async fn the_cli_follows_operator_conventions() {
     assert!(serde_json::from_str::<Value>(&run.stdout).expect("json")["items"].is_array(), "{run}");
     let run = gomark(&gw, key, &["drift", "show", "no-such-record"]).await;
     assert_eq!(run.code, Some(1), "{run}");
+    // The demo's hand edit (a label typed into one portal's HubSpot UI), shown as a record.
+    let run = gomark(&gw, key, &["--json", "drift", "list", "--company", "tidewater-marinas"]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let listed: Value = serde_json::from_str(&run.stdout).expect("json");
+    let record = &listed["items"][0];
+    let id = record["id"].as_str().unwrap_or_else(|| panic!("the demo's drift is listed: {run}"));
+    let run = gomark(&gw, key, &["drift", "show", id]).await;
+    assert_eq!(run.code, Some(0), "{run}");
+    let company = record["companyId"].as_str().expect("companyId");
+    assert!(run.stdout.starts_with(&format!("drift {id}\ncompany: {company}\n")), "{run}");
+    // Adopted: the edit became a revision of its own.
+    assert!(run.stdout.contains("\npolicy: adopt: revision/"), "{run}");
+    assert!(run.stdout.contains("1 action to undo it:\n  ~ deal_property gomark_customer_tier\n"), "{run}");
+    assert!(run.stdout.contains(&format!("label: \"{}\" → \"Customer tier\"", gomark::DRIFTED_LABEL)), "{run}");
 
     // Exchange rates from a CSV file; a bad line is named and nothing is sent.
     let rates =

@@ -115,7 +115,8 @@ fn without_nagle(
     incoming.map(|accepted| {
         accepted.inspect(|stream| {
             if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection");
+                crate::telemetry::root_span("connection")
+                    .in_scope(|| tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection"));
             }
         })
     })
@@ -139,11 +140,13 @@ pub async fn with_grace<F: Future>(fut: F, shutdown: Shutdown, grace: Duration, 
     match tokio::time::timeout(grace, fut).await {
         Ok(out) => Some(out),
         Err(_) => {
-            tracing::warn!(
-                server = what,
-                grace_secs = grace.as_secs(),
-                "grace period over, stopping with work in flight"
-            );
+            crate::telemetry::root_span("shutdown").in_scope(|| {
+                tracing::warn!(
+                    server = what,
+                    grace_secs = grace.as_secs(),
+                    "grace period over, stopping with work in flight"
+                );
+            });
             None
         }
     }
@@ -175,7 +178,7 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shut
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %err, "accepting a connection failed");
+                    crate::telemetry::root_span("connection").in_scope(|| tracing::warn!(error = %err, "accepting a connection failed"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -184,7 +187,8 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shut
         };
         // As for gRPC (see `without_nagle`): small response writes leave at once.
         if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection");
+            crate::telemetry::root_span("connection")
+                .in_scope(|| tracing::debug!(error = %err, "cannot turn Nagle's algorithm off on a connection"));
         }
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -202,7 +206,10 @@ pub async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Shut
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(error = %err, "connection ended with an error");
+                // A span per failed connection only: one per connection would be a trace
+                // for every keep-alive client.
+                crate::telemetry::root_span("connection")
+                    .in_scope(|| tracing::debug!(error = %err, "connection ended with an error"));
             }
         });
     }

@@ -30,7 +30,7 @@ impl Shutdown {
         let token = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown signal received");
+            crate::telemetry::root_span("shutdown").in_scope(|| tracing::info!("shutdown signal received"));
             token.trigger();
         });
     }

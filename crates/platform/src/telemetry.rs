@@ -1,7 +1,9 @@
 //! Logs, traces and metrics.
 //!
 //! Logs are JSON (or pretty for humans); every line written inside a span carries that
-//! span's `trace_id` and `span_id`, so a log search finds the trace and back. Traces go to
+//! span's `trace_id` and `span_id`, so a log search finds the trace and back. Work no
+//! request caused (background loops, start-up) runs in a [`root_span`] of its own, so in
+//! practice every line has them. Traces go to
 //! an OTLP collector when one is configured (`telemetry.otlp_endpoint`, else the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`); the W3C trace context is always propagated, across gRPC
 //! calls (headers) and events (the envelope's `trace_context`), so one request can be
@@ -133,6 +135,14 @@ where
     Ok(dispatch)
 }
 
+/// A span that starts a new trace, for work no request caused: one pass of a background
+/// loop, a start-up phase. The lines it logs carry its fresh `trace_id` like a request's,
+/// so that every line of a running service can be found by trace (and the pass's SQL
+/// statements and calls are traced under it). `what` names the span, e.g. `outbox relay`.
+pub fn root_span(what: &'static str) -> tracing::Span {
+    tracing::info_span!(parent: None, "background", otel.name = what)
+}
+
 /// The OpenTelemetry span context of the span `id`, if it has a valid one.
 fn span_context(cell: &OnceLock<WeakDispatch>, id: &tracing::span::Id) -> Option<opentelemetry::Context> {
     let dispatch = cell.get()?.upgrade()?;
@@ -190,9 +200,9 @@ pub fn set_database_system(name: &'static str) {
 
 /// Turns each statement sqlx logs into a client span (`SELECT deals`) under the span that
 /// ran it, with `db.system.name`, `db.operation.name` and `db.collection.name`. The span is
-/// back-dated by the statement's duration. Statements run outside any span (pollers,
-/// migrations) are skipped rather than made into traces of their own. The statement's text
-/// is not recorded: a summary is enough to find a slow query, and it cannot leak a value.
+/// back-dated by the statement's duration. Statements run outside any span are skipped
+/// rather than made into traces of their own. The statement's text is not recorded: a
+/// summary is enough to find a slow query, and it cannot leak a value.
 struct SqlSpans {
     tracer: SdkTracer,
     dispatch: Arc<OnceLock<WeakDispatch>>,
@@ -470,7 +480,6 @@ mod tests {
     fn json_log_lines_carry_the_trace_and_span_ids() {
         let c = Captured::new(LogFormat::Json);
         tracing::dispatcher::with_default(&c.dispatch, || {
-            tracing::info!("outside any span");
             let span = tracing::info_span!("work");
             adopt_trace_context(&span, &remote_parent());
             span.in_scope(|| tracing::info!(answer = 42, "inside"));
@@ -478,15 +487,45 @@ mod tests {
         let logs = c.logs();
         let lines: Vec<serde_json::Value> =
             logs.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
-        assert_eq!(lines.len(), 2, "{logs}");
-        assert!(lines[0].get("trace_id").is_none(), "no span, no trace id: {}", lines[0]);
-        assert_eq!(lines[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{}", lines[1]);
-        assert_eq!(lines[1]["answer"], 42, "the event's own fields are kept: {}", lines[1]);
-        let span_id = lines[1]["span_id"].as_str().expect("span_id");
+        assert_eq!(lines.len(), 1, "{logs}");
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{}", lines[0]);
+        assert_eq!(lines[0]["answer"], 42, "the event's own fields are kept: {}", lines[0]);
+        let span_id = lines[0]["span_id"].as_str().expect("span_id");
         assert_eq!(span_id.len(), 16);
         assert_ne!(span_id, "00f067aa0ba902b7", "the line names its own span, not the remote parent");
         let work = c.span("work").expect("span exported");
         assert_eq!(work.span_context.span_id().to_string(), span_id);
+    }
+
+    #[test]
+    fn each_background_pass_logs_under_a_fresh_trace() {
+        let c = Captured::new(LogFormat::Json);
+        tracing::dispatcher::with_default(&c.dispatch, || {
+            // Even inside a request's span, a pass starts its own trace.
+            let request = tracing::info_span!("request");
+            adopt_trace_context(&request, &remote_parent());
+            request.in_scope(|| {
+                for pass in 0..2 {
+                    root_span("test loop").in_scope(|| tracing::info!(pass, "pass done"));
+                }
+            });
+        });
+        let logs = c.logs();
+        let ids: Vec<String> = logs
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("each line is JSON"))
+            .map(|line| line["trace_id"].as_str().unwrap_or_else(|| panic!("no trace_id: {line}")).to_owned())
+            .collect();
+        assert_eq!(ids.len(), 2, "{logs}");
+        assert_ne!(ids[0], ids[1], "one trace per pass: {logs}");
+        assert!(!ids.contains(&"4bf92f3577b34da6a3ce929d0e0e4736".to_owned()), "a root, not a child: {logs}");
+        let passes: Vec<String> = c
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "test loop")
+            .map(|s| s.span_context.trace_id().to_string())
+            .collect();
+        assert_eq!(passes, ids, "each pass is exported under its name, with the trace its lines name");
     }
 
     #[test]

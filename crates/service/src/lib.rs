@@ -5,6 +5,7 @@
 use gomark_cache::{Cache, CacheSettings};
 use gomark_events::{BusSettings, EventBus};
 use gomark_platform::settings::{self, ServerSettings, SettingsError, TelemetrySettings, Validate};
+use gomark_platform::telemetry::root_span;
 use gomark_platform::{Readiness, Shutdown};
 use gomark_storage::{Database, DatabaseSettings};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// The sections every service's settings contain.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,11 +124,15 @@ async fn probe_dependencies(
         for (dependency, was_down) in dependencies.iter().zip(down.iter_mut()) {
             match dependency.check().await {
                 Ok(()) if *was_down => {
-                    tracing::info!(service, dependency = dependency.name(), "reachable again");
+                    root_span("dependency probe").in_scope(|| {
+                        tracing::info!(service, dependency = dependency.name(), "reachable again");
+                    });
                     *was_down = false;
                 }
                 Err(error) if !*was_down => {
-                    tracing::warn!(service, dependency = dependency.name(), %error, "unreachable; reporting not ready until it is back");
+                    root_span("dependency probe").in_scope(|| {
+                        tracing::warn!(service, dependency = dependency.name(), %error, "unreachable; reporting not ready until it is back");
+                    });
                     *was_down = true;
                 }
                 _ => {}
@@ -172,7 +178,9 @@ impl RunningService {
         self.tasks.spawn(async move {
             let result = task.await;
             if let Err(err) = &result {
-                tracing::error!(service = name, task = what, error = format!("{err:#}"), "task failed");
+                root_span("task").in_scope(|| {
+                    tracing::error!(service = name, task = what, error = format!("{err:#}"), "task failed");
+                });
             }
             result
         });
@@ -242,7 +250,9 @@ where
             return ExitCode::from(2);
         }
     };
-    match run(name, settings, start).await {
+    let ran = run(name, settings, start).await;
+    let _stopping = root_span("shutdown").entered();
+    match ran {
         Ok(()) => {
             tracing::info!(service = name, "stopped");
             ExitCode::SUCCESS
@@ -264,8 +274,14 @@ where
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
     let admin_addr = settings.server().admin_addr;
-    let service = start(settings, shutdown).await?.with_admin(admin_addr).await?;
-    tracing::info!(service = name, grpc = %service.grpc_addr, admin = ?service.admin_addr, "serving");
+    // Start-up (migrations, connections, first calls) is a trace of its own; the tasks it
+    // spawns are not part of it.
+    let starting = async {
+        let service = start(settings, shutdown).await?.with_admin(admin_addr).await?;
+        tracing::info!(service = name, grpc = %service.grpc_addr, admin = ?service.admin_addr, "serving");
+        anyhow::Ok(service)
+    };
+    let service = starting.instrument(root_span("start-up")).await?;
     service.wait().await
 }
 

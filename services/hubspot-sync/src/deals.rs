@@ -28,6 +28,7 @@ use serde::Deserialize;
 use sqlx::{AnyConnection, Row};
 use std::collections::HashSet;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The deal's amount as exact money: HubSpot's decimal text in `deal_currency_code`.
 /// `None` when the deal has no amount, no currency or an unreadable one (the event still
@@ -602,7 +603,10 @@ impl DealSync {
             let outcomes: Vec<(String, bool, bool)> = futures::stream::iter(work)
                 .take_while(|_| std::future::ready(!shutdown.is_triggered()))
                 .map(|(company, sync_due, done)| async move {
-                    let (busy, done) = this.pass(&company, sync_due, done).await;
+                    let pass = this.pass(&company, sync_due, done);
+                    // One trace per company's pass: it is the unit of work, and its calls
+                    // and statements belong together.
+                    let (busy, done) = pass.instrument(gomark_platform::telemetry::root_span("deal sync pass")).await;
                     (company, busy, done)
                 })
                 .buffer_unordered(CONCURRENT_COMPANIES)
@@ -620,13 +624,16 @@ impl DealSync {
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = now;
                 let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
-                if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
-                    .bind(cutoff)
-                    .execute(self.db.pool())
-                    .await
-                {
-                    tracing::warn!(error = %err, "webhook dedupe prune failed");
-                }
+                let prune = async {
+                    if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
+                        .bind(cutoff)
+                        .execute(self.db.pool())
+                        .await
+                    {
+                        tracing::warn!(error = %err, "webhook dedupe prune failed");
+                    }
+                };
+                prune.instrument(gomark_platform::telemetry::root_span("webhook dedupe prune")).await;
             }
             if !busy {
                 tokio::select! {

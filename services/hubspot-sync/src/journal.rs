@@ -28,6 +28,7 @@ use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The journal keeps this much history.
 pub const WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -452,14 +453,18 @@ impl JournalReader {
             let this = &self;
             let busy = futures::stream::iter(companies)
                 .take_while(|_| std::future::ready(!shutdown.is_triggered()))
-                .map(|company| async move {
-                    match this.poll(&company).await {
-                        Ok(pass) => pass.entries > 0 && !pass.caught_up,
-                        Err(err) => {
-                            tracing::warn!(company_id = %company, error = %err, "journal read failed, will retry");
-                            false
+                .map(|company| {
+                    let poll = async move {
+                        match this.poll(&company).await {
+                            Ok(pass) => pass.entries > 0 && !pass.caught_up,
+                            Err(err) => {
+                                tracing::warn!(company_id = %company, error = %err, "journal read failed, will retry");
+                                false
+                            }
                         }
-                    }
+                    };
+                    // One trace per portal's poll, like a deal sync pass.
+                    poll.instrument(gomark_platform::telemetry::root_span("journal poll"))
                 })
                 .buffer_unordered(CONCURRENT_PORTALS)
                 .fold(false, |any, busy| std::future::ready(any || busy))

@@ -6,6 +6,7 @@ use crate::portals::Portals;
 use gomark_platform::Shutdown;
 use hubspot_client::{AccessToken, HubSpotClient};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Grants expiring within this are refreshed.
 const AHEAD: Duration = Duration::from_secs(10 * 60);
@@ -59,7 +60,7 @@ impl OAuthRefresher {
             return;
         }
         while !shutdown.is_triggered() {
-            self.refresh_due().await;
+            self.refresh_due().instrument(gomark_platform::telemetry::root_span("oauth token refresh")).await;
             tokio::select! {
                 () = shutdown.wait() => break,
                 () = tokio::time::sleep(TICK) => {}

@@ -30,6 +30,7 @@ use sqlx::any::AnyRow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 pub struct DriftWatch {
     pub store: Store,
@@ -350,7 +351,7 @@ impl DriftWatch {
                 self.store.claim_drift_checks(now, interval_ms, (CHECK_CONCURRENCY * 4) as i64).await
             }
             .await;
-            let companies = match claimed {
+            let companies = gomark_platform::telemetry::root_span("drift schedule").in_scope(|| match claimed {
                 Ok(companies) => {
                     if failing {
                         tracing::info!("drift schedule: the database is back");
@@ -365,16 +366,18 @@ impl DriftWatch {
                     }
                     Vec::new()
                 }
-            };
+            });
             let busy = !companies.is_empty();
             futures::stream::iter(companies)
                 .for_each_concurrent(CHECK_CONCURRENCY, |company| {
                     let this = self.clone();
+                    // One trace per company's check, with its calls to hubspot-sync.
                     async move {
                         if let Err(err) = this.check(std::slice::from_ref(&company)).await {
                             tracing::warn!(company_id = %company, error = %err, "drift check failed");
                         }
                     }
+                    .instrument(gomark_platform::telemetry::root_span("drift check"))
                 })
                 .await;
             if busy {

@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// Transient failures a step may have before it fails.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -535,10 +536,15 @@ impl Rollouts {
                         approved: approved.map(|a| serde_json::from_str(&a)).transpose()?,
                     };
                     let this = self.clone();
-                    tasks.spawn(async move {
-                        this.run_claimed(step).await;
-                        this.wake.notify_one();
-                    });
+                    // Each step is a trace of its own: it outlives the tick that claimed it.
+                    let span = gomark_platform::telemetry::root_span("rollout step");
+                    tasks.spawn(
+                        async move {
+                            this.run_claimed(step).await;
+                            this.wake.notify_one();
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
@@ -783,18 +789,21 @@ impl Rollouts {
         let mut tasks = tokio::task::JoinSet::new();
         let mut failing = false;
         while !shutdown.is_triggered() {
-            match self.tick(&mut tasks).await {
-                Ok(()) if failing => {
-                    tracing::info!("rollouts: the database is back");
-                    failing = false;
+            let tick = async {
+                match self.tick(&mut tasks).await {
+                    Ok(()) if failing => {
+                        tracing::info!("rollouts: the database is back");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(err) if !failing => {
+                        tracing::warn!(error = %err, "rollouts: cannot reach the database; retrying");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
-                Ok(()) => {}
-                Err(err) if !failing => {
-                    tracing::warn!(error = %err, "rollouts: cannot reach the database; retrying");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
+            };
+            tick.instrument(gomark_platform::telemetry::root_span("rollout tick")).await;
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 () = shutdown.wait() => break,

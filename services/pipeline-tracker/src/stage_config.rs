@@ -22,6 +22,7 @@ use gomark_proto::orchestrator::v1::{GetRevisionRequest, ListRevisionsRequest};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const CONSUMER: &str = "pipeline-tracker.revisions";
 
@@ -122,7 +123,9 @@ impl StageConfig {
     pub async fn run(self: Arc<Self>, tracker: Arc<Tracker>, shutdown: Shutdown) {
         let mut away = false;
         loop {
-            match self.check(&tracker).await {
+            let span = gomark_platform::telemetry::root_span("portfolio stages check");
+            let checked = self.check(&tracker).instrument(span.clone()).await;
+            span.in_scope(|| match checked {
                 Ok(()) if away => {
                     tracing::info!("orchestrator reachable again; portfolio stages checked");
                     away = false;
@@ -133,7 +136,7 @@ impl StageConfig {
                     away = true;
                 }
                 Err(_) => {}
-            }
+            });
             // Until the first read succeeds, try again soon.
             let wait = if self.loaded.load(Ordering::Acquire) < 0 { Duration::from_secs(1) } else { self.every };
             tokio::select! {

@@ -29,6 +29,7 @@ use gomark_service::{Backends, RunningService};
 use gomark_storage::Migrations;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const NAME: &str = "upso-cadence";
 
@@ -144,7 +145,11 @@ async fn run_engine_loop(
             if shutdown.is_triggered() {
                 return;
             }
-            match engine.run(&company_id, false, gomark_storage::now_ms()).await {
+            // One trace per company's run, with its calls to Upso.
+            let span = gomark_platform::telemetry::root_span("upsell run");
+            let ran = engine.run(&company_id, false, gomark_storage::now_ms()).instrument(span.clone()).await;
+            let _entered = span.enter();
+            match ran {
                 Ok(_) => outage.ok(),
                 Err(err) => {
                     tracing::debug!(company_id = %company_id, error = %err, "upsell engine run failed");

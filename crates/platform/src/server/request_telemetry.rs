@@ -135,7 +135,7 @@ fn grpc_span(path: &str) -> (tracing::Span, Vec<(&'static str, String)>) {
     (span, vec![("method", path.to_owned())])
 }
 
-/// A server span named `GET /v1/companies/{id}` (the matched route: never raw paths,
+/// A server span named `GET /v1/companies/{companyId}` (the matched route: never raw paths,
 /// which hold ids), with OpenTelemetry's HTTP attributes, and the metric labels.
 fn http_span<B>(req: &http::Request<B>) -> (tracing::Span, Vec<(&'static str, String)>) {
     let method = req.method().as_str();

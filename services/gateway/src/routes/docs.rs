@@ -371,6 +371,24 @@ mod tests {
     }
 
     #[test]
+    fn query_parameters_are_camel_case() {
+        let mut doc = (*document()).clone();
+        let mut checked = 0;
+        for (path, method, op) in operations(&mut doc) {
+            for param in op.parameters.iter().flatten() {
+                if let RefOr::T(p) = param
+                    && p.parameter_in == ParameterIn::Query
+                {
+                    assert!(is_camel(&p.name), "{method} {path}: query parameter {}", p.name);
+                    checked += 1;
+                }
+            }
+        }
+        // Paging, filters and the like: enough that the check looked at something.
+        assert!(checked >= 20, "only {checked} query parameters documented");
+    }
+
+    #[test]
     fn each_operation_documents_what_the_rule_and_its_handler_say() {
         let (_, mut declared) = super::super::declared();
         let mut finished = (*document()).clone();
