@@ -33,22 +33,8 @@ async fn gomark(gateway: &str, key: Option<&str>, args: &[&str]) -> Run {
 /// unless `GOMARK_CLI_CONFIG` is among them).
 async fn gomark_with(env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gomark"));
-    cmd.args(args)
-        .env_remove("GOMARK_GATEWAY")
-        .env_remove("GOMARK_API_KEY")
-        .env_remove("GOMARK_CONTEXT")
-        .env("GOMARK_CLI_CONFIG", "/nonexistent/gomark/config.yaml")
-        .stdin(std::process::Stdio::null());
-    cmd.envs(env.iter().copied());
-    let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the command finishes")
-        .expect("the binary runs");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    cmd.args(args);
+    run(cmd, env).await
 }
 
 /// Runs the real binary on a terminal: util-linux `script` gives it a pty for stdout and
@@ -65,23 +51,27 @@ async fn on_a_terminal(env: &[(&str, &str)], args: &[&str]) -> Option<Run> {
         line.push_str(&quote(arg));
     }
     let mut cmd = tokio::process::Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"])
-        .env_remove("GOMARK_GATEWAY")
+    cmd.args(["-qec", &line, "/dev/null"]).env_remove("NO_COLOR");
+    Some(run(cmd, env).await)
+}
+
+/// Runs `cmd` with no GoMark settings from this environment, only `env`.
+async fn run(mut cmd: tokio::process::Command, env: &[(&str, &str)]) -> Run {
+    cmd.env_remove("GOMARK_GATEWAY")
         .env_remove("GOMARK_API_KEY")
         .env_remove("GOMARK_CONTEXT")
-        .env_remove("NO_COLOR")
         .env("GOMARK_CLI_CONFIG", "/nonexistent/gomark/config.yaml")
         .stdin(std::process::Stdio::null());
     cmd.envs(env.iter().copied());
     let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .expect("the command finishes")
-        .expect("script runs");
-    Some(Run {
+        .expect("the command runs");
+    Run {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
+    }
 }
 
 fn document(company: &str, label: &str) -> String {
