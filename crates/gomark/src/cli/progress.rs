@@ -69,8 +69,9 @@ pub async fn spin<T>(target: ProgressDrawTarget, message: &str, work: impl Futur
         () = tokio::time::sleep(SPINNER_DELAY) => {}
     }
     let spinner = spinner(message, target);
-    // Drawn now, not at the first tick: it has been waited for long enough already.
-    spinner.tick();
+    // Drawn now, not at the steady tick's first turn (a thread that may not have run yet:
+    // `tick()` does nothing while one is installed): it has been waited for long enough.
+    spinner.force_draw();
     let out = work.await;
     spinner.finish_and_clear();
     out
