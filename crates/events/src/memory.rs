@@ -154,7 +154,7 @@ async fn save_cursors(shared: Weak<Shared>, journal: Journal, moved: Arc<Notify>
                 }
             }
         };
-        save.instrument(gomark_platform::telemetry::root_span("event journal save")).await;
+        save.instrument(gomark_platform::telemetry::poll_span("event journal save")).await;
     }
     journal.close().await;
 }

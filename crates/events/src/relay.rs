@@ -150,7 +150,7 @@ impl OutboxRelay {
                 }
                 wait
             };
-            let wait = pass.instrument(gomark_platform::telemetry::root_span("outbox relay")).await;
+            let wait = pass.instrument(gomark_platform::telemetry::poll_span("outbox relay")).await;
             if wait.is_zero() {
                 continue;
             }

@@ -35,7 +35,7 @@ pub async fn keep_saved(path: PathBuf, snapshot: impl Fn() -> Vec<u8> + Send + '
         };
         let now = snapshot();
         if saved.as_ref() != Some(&now) {
-            gomark_platform::telemetry::root_span("simulator state save").in_scope(|| {
+            gomark_platform::telemetry::poll_span("simulator state save").in_scope(|| {
                 match write_atomically(&path, &now) {
                     Ok(()) => {
                         if std::mem::take(&mut failing) {

@@ -3,7 +3,8 @@
 //! Logs are JSON (or pretty for humans); every line written inside a span carries that
 //! span's `trace_id` and `span_id`, so a log search finds the trace and back. Work no
 //! request caused (background loops, start-up) runs in a [`root_span`] of its own, so in
-//! practice every line has them. Traces go to
+//! practice every line has them; a loop polling several times a second uses a
+//! [`poll_span`], whose lines have ids but whose trace is not exported. Traces go to
 //! an OTLP collector when one is configured (`telemetry.otlp_endpoint`, else the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`); the W3C trace context is always propagated, across gRPC
 //! calls (headers) and events (the envelope's `trace_context`), so one request can be
@@ -17,7 +18,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, SdkTracer, SdkTracerProvider, ShouldSample};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -74,6 +75,7 @@ fn choose_endpoint(settings: &TelemetrySettings, from_env: Option<String>) -> Op
 /// Installs logging and tracing for this process. Call once, from `main`.
 pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<TelemetryGuard> {
     let mut provider = SdkTracerProvider::builder()
+        .with_sampler(QuietPolls::standard())
         .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build());
     let endpoint = otlp_endpoint(settings);
     if let Some(endpoint) = &endpoint {
@@ -141,6 +143,51 @@ where
 /// statements and calls are traced under it). `what` names the span, e.g. `outbox relay`.
 pub fn root_span(what: &'static str) -> tracing::Span {
     tracing::info_span!(parent: None, "background", otel.name = what)
+}
+
+/// A [`root_span`] for one pass of a loop that polls several times a second (the outbox
+/// relay, the rollout tick): its lines carry a `trace_id` like any other, but the trace is
+/// never exported. A trace per idle poll would bury the traces that matter; the work a
+/// poll finds (a rollout step, a drift check) runs in a `root_span` that is exported.
+pub fn poll_span(what: &'static str) -> tracing::Span {
+    tracing::info_span!(parent: None, "background", otel.name = what, { POLL_ATTRIBUTE } = true)
+}
+
+/// Marks a [`poll_span`] for [`QuietPolls`].
+const POLL_ATTRIBUTE: &str = "gomark.poll";
+
+/// The sampler the process's traces use: the standard one (`OTEL_TRACES_SAMPLER`, default
+/// parent-based always-on), except that a [`poll_span`] is dropped, and with it, parent
+/// based, everything under it. A dropped span keeps valid ids, so its lines still name it.
+#[derive(Clone, Debug)]
+struct QuietPolls(Box<dyn ShouldSample>);
+
+impl QuietPolls {
+    fn standard() -> Self {
+        Self(opentelemetry_sdk::trace::Config::default().sampler)
+    }
+}
+
+impl ShouldSample for QuietPolls {
+    fn should_sample(
+        &self,
+        parent: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> SamplingResult {
+        let root = parent.is_none_or(|cx| !cx.span().span_context().is_valid());
+        if root && attributes.iter().any(|kv| kv.key.as_str() == POLL_ATTRIBUTE) {
+            return SamplingResult {
+                decision: SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.0.should_sample(parent, trace_id, name, kind, attributes, links)
+    }
 }
 
 /// The OpenTelemetry span context of the span `id`, if it has a valid one.
@@ -399,7 +446,10 @@ pub mod capture {
         pub fn new(log_format: LogFormat) -> Self {
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
             let spans = Store::default();
-            let provider = SdkTracerProvider::builder().with_simple_exporter(spans.clone()).build();
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(QuietPolls::standard())
+                .with_simple_exporter(spans.clone())
+                .build();
             let logs = Logs::default();
             let settings = TelemetrySettings { log_format, log_level: "info".into(), otlp_endpoint: None };
             // A fixed level and format: building cannot fail.
@@ -495,6 +545,26 @@ mod tests {
         assert_ne!(span_id, "00f067aa0ba902b7", "the line names its own span, not the remote parent");
         let work = c.span("work").expect("span exported");
         assert_eq!(work.span_context.span_id().to_string(), span_id);
+    }
+
+    #[test]
+    fn a_poll_logs_with_a_trace_id_but_is_not_exported() {
+        let c = Captured::new(LogFormat::Json);
+        tracing::dispatcher::with_default(&c.dispatch, || {
+            poll_span("test poll").in_scope(|| {
+                tracing::info_span!("inside the poll").in_scope(|| tracing::info!("polled"));
+            });
+            root_span("test work").in_scope(|| tracing::info!("worked"));
+        });
+        let logs = c.logs();
+        for line in logs.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+            let id = line["trace_id"].as_str().unwrap_or_else(|| panic!("no trace_id: {line}"));
+            assert_ne!(id, "00000000000000000000000000000000", "{line}");
+        }
+        assert_eq!(logs.lines().count(), 2, "{logs}");
+        let names: Vec<String> = c.spans().into_iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(names, ["test work"], "only the work is exported, nothing of the poll");
     }
 
     #[test]

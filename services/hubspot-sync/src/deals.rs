@@ -633,7 +633,7 @@ impl DealSync {
                         tracing::warn!(error = %err, "webhook dedupe prune failed");
                     }
                 };
-                prune.instrument(gomark_platform::telemetry::root_span("webhook dedupe prune")).await;
+                prune.instrument(gomark_platform::telemetry::poll_span("webhook dedupe prune")).await;
             }
             if !busy {
                 tokio::select! {

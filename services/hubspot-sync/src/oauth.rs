@@ -60,7 +60,7 @@ impl OAuthRefresher {
             return;
         }
         while !shutdown.is_triggered() {
-            self.refresh_due().instrument(gomark_platform::telemetry::root_span("oauth token refresh")).await;
+            self.refresh_due().instrument(gomark_platform::telemetry::poll_span("oauth token refresh")).await;
             tokio::select! {
                 () = shutdown.wait() => break,
                 () = tokio::time::sleep(TICK) => {}

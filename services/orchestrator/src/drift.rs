@@ -351,7 +351,7 @@ impl DriftWatch {
                 self.store.claim_drift_checks(now, interval_ms, (CHECK_CONCURRENCY * 4) as i64).await
             }
             .await;
-            let companies = gomark_platform::telemetry::root_span("drift schedule").in_scope(|| match claimed {
+            let companies = gomark_platform::telemetry::poll_span("drift schedule").in_scope(|| match claimed {
                 Ok(companies) => {
                     if failing {
                         tracing::info!("drift schedule: the database is back");

@@ -803,7 +803,7 @@ impl Rollouts {
                     Err(_) => {}
                 }
             };
-            tick.instrument(gomark_platform::telemetry::root_span("rollout tick")).await;
+            tick.instrument(gomark_platform::telemetry::poll_span("rollout tick")).await;
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 () = shutdown.wait() => break,
