@@ -3,7 +3,7 @@
 
 use crate::companies::{Actor, Companies, company_proto, timestamp};
 use crate::drift::DriftWatch;
-use crate::planning::Planner;
+use crate::planning::{Planner, Progress};
 use crate::property_edits::{PropertyEdits, PropertyPatch};
 use crate::revisions::{RevisionRow, Revisions};
 use crate::rollout::{Rollouts, StartRequest};
@@ -12,6 +12,7 @@ use gomark_proto::common::v1::Company;
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
 use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub struct OrchestratorGrpc {
@@ -64,6 +65,29 @@ fn delay_hours(delay: Option<&gomark_proto::Duration>) -> Result<u32, Status> {
 
 fn actor(caller: &Caller) -> Actor {
     Actor(caller.actor.clone())
+}
+
+/// Who plans, and what: the one authorization of Plan and PlanWithProgress.
+fn plan_request(req: Request<pb::PlanRequest>) -> Result<(Actor, pb::PlanRequest), Status> {
+    let caller = caller(&req)?;
+    let r = req.into_inner();
+    match caller.scope.company() {
+        // A company-scoped caller may see the plan of its own company's stored revision only.
+        Some(own) if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() && r.document.is_empty() => {
+            caller.require(Role::Viewer, own)?
+        }
+        _ => caller.require_portfolio(Role::Viewer)?,
+    }
+    if r.revision < 0 || r.rollback_to < 0 {
+        return Err(crate::Error::invalid("revision", "revisions are numbered from 1").into());
+    }
+    Ok((actor(&caller), r))
+}
+
+fn plan_count(p: Progress) -> pb::PlanProgress {
+    pb::PlanProgress {
+        update: Some(pb::plan_progress::Update::Progress(pb::PlanCount { done: p.done, total: p.total })),
+    }
 }
 
 #[tonic::async_trait]
@@ -293,21 +317,44 @@ impl OrchestratorService for OrchestratorGrpc {
     }
 
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
-        let caller = caller(&req)?;
-        let r = req.into_inner();
-        match caller.scope.company() {
-            // A company-scoped caller may see the plan of its own company's stored revision only.
-            Some(own)
-                if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() && r.document.is_empty() =>
-            {
-                caller.require(Role::Viewer, own)?
+        let (actor, r) = plan_request(req)?;
+        Ok(Response::new(self.planner.plan(&actor, &r, None).await?))
+    }
+
+    type PlanWithProgressStream = ReceiverStream<Result<pb::PlanProgress, Status>>;
+
+    async fn plan_with_progress(
+        &self,
+        req: Request<pb::PlanRequest>,
+    ) -> Result<Response<Self::PlanWithProgressStream>, Status> {
+        let (actor, r) = plan_request(req)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let planner = self.planner.clone();
+        tokio::spawn(async move {
+            let (progress, mut watched) = tokio::sync::watch::channel(Progress::default());
+            let mut planning = std::pin::pin!(planner.plan(&actor, &r, Some(&progress)));
+            let planned = loop {
+                tokio::select! {
+                    planned = &mut planning => break planned,
+                    Ok(()) = watched.changed() => {
+                        let count = plan_count(*watched.borrow_and_update());
+                        // A caller that left ends the planning, as it would a unary call.
+                        if tx.send(Ok(count)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            let last = planned.map_err(Status::from);
+            // The last companies may finish with the plan itself: their count goes first.
+            if last.is_ok() && watched.has_changed().unwrap_or(false) {
+                let count = plan_count(*watched.borrow_and_update());
+                let _ = tx.send(Ok(count)).await;
             }
-            _ => caller.require_portfolio(Role::Viewer)?,
-        }
-        if r.revision < 0 || r.rollback_to < 0 {
-            return Err(crate::Error::invalid("revision", "revisions are numbered from 1").into());
-        }
-        Ok(Response::new(self.planner.plan(&actor(&caller), &r).await?))
+            let last = last.map(|plan| pb::PlanProgress { update: Some(pb::plan_progress::Update::Plan(plan)) });
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
