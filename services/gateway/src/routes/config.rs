@@ -5,12 +5,16 @@ use super::AppState;
 use crate::auth::Auth;
 use crate::dto::{Page, PageQuery, rfc3339};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::problem::ApiResult;
+use crate::problem::{ApiResult, Problem};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use gomark_proto::orchestrator::v1 as pb;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -300,13 +304,22 @@ impl From<pb::PlanResponse> for PlanView {
 /// portal and Upso account, planned live by the services that own them. The plan is saved
 /// under `planId`; applying it performs exactly these actions. Actions a vendor cannot do
 /// are flagged with a safe alternative.
+///
+/// With `Accept: text/event-stream` the answer is a stream instead: `progress` events
+/// (`{"done":k,"total":n}` companies) as companies are planned, then one `plan` event with
+/// the JSON body above. A request that cannot be planned is answered with a problem
+/// response as without the header; a failure after the stream started ends it with an
+/// `error` event holding the problem document.
 #[utoipa::path(post, path = "/v1/config/plan", operation_id = "createPlan", tag = "config", request_body = PlanBody,
-    responses((status = 200, description = "The saved plan, per company", body = PlanView), (status = 404, description = "The revision or a company does not exist")))]
+    responses((status = 200, description = "The saved plan, per company; or, with `Accept: text/event-stream`, `progress` events (PlanCountView JSON) then a `plan` event (PlanView JSON) or an `error` event (Problem JSON)",
+        content((PlanView = "application/json"), (crate::dto::ServerSentEvent = "text/event-stream"))),
+        (status = 404, description = "The revision or a company does not exist")))]
 async fn plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PlanBody>,
-) -> ApiResult<Json<PlanView>> {
+) -> ApiResult<Response> {
     if body.revision.is_some_and(|r| r < 1) {
         return Err(crate::problem::Problem::invalid("revision", "revisions are numbered from 1"));
     }
@@ -320,8 +333,47 @@ async fn plan(
         message: body.message,
         rollback_to: body.rollback_to.unwrap_or(0),
     };
-    let p = s.orchestrator.clone().plan(caller.request(req)).await?.into_inner();
-    Ok(Json(p.into()))
+    if !wants_event_stream(&headers) {
+        let p = s.orchestrator.clone().plan(caller.request(req)).await?.into_inner();
+        return Ok(Json(PlanView::from(p)).into_response());
+    }
+    let mut stream = s.orchestrator.clone().plan_with_progress(caller.request(req)).await?.into_inner();
+    // The orchestrator checks the request before its first count, so a request that
+    // cannot be planned gets the same problem response (and status) as without the header.
+    let first = stream.message().await?.ok_or_else(|| Problem::from(gomark_platform::PublicError::internal()))?;
+    let events = futures::stream::once(std::future::ready(Ok(first)))
+        .chain(stream)
+        .filter_map(|m| std::future::ready(plan_event(m).map(Ok::<_, std::convert::Infallible>)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// How far a streamed plan is: the data of its `progress` events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanCountView {
+    /// Companies planned so far.
+    done: u32,
+    /// Companies the plan covers.
+    total: u32,
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// One message of the orchestrator's plan stream as a server-sent event.
+fn plan_event(message: Result<pb::PlanProgress, tonic::Status>) -> Option<Event> {
+    let (name, json) = match message {
+        Ok(pb::PlanProgress { update: Some(pb::plan_progress::Update::Progress(c)) }) => {
+            ("progress", serde_json::to_string(&PlanCountView { done: c.done, total: c.total }))
+        }
+        Ok(pb::PlanProgress { update: Some(pb::plan_progress::Update::Plan(p)) }) => {
+            ("plan", serde_json::to_string(&PlanView::from(p)))
+        }
+        Ok(pb::PlanProgress { update: None }) => return None,
+        // Mapped as every error response is: the public kind and message, nothing internal.
+        Err(status) => ("error", serde_json::to_string(&Problem::from(status))),
+    };
+    json.ok().map(|json| Event::default().event(name).data(json))
 }
 
 /// A saved plan.
