@@ -101,10 +101,46 @@ pub fn has_changes(plan: &Value) -> bool {
         .any(|a| a.get("blocked").is_none_or(Value::is_null))
 }
 
-/// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`.
+/// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`. When
+/// progress is shown, the gateway is asked for the plan's event stream, to count companies.
 pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError> {
-    let planning = ctx.client.post(&["v1", "config", "plan"], body);
-    super::progress::spin(super::progress::target(ctx.json), "planning", planning).await
+    let target = super::progress::target(ctx.json);
+    if target.is_hidden() {
+        return ctx.client.post(&["v1", "config", "plan"], body).await;
+    }
+    let mut response = ctx.client.post_events(&["v1", "config", "plan"], body).await?;
+    let bar = super::progress::companies(0, target);
+    let mut parser = super::rollout::sse::Parser::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ctx.client.transport(&e))? {
+        for event in parser.feed(&chunk) {
+            if let Some(end) = plan_event(&event, &bar) {
+                bar.finish_and_clear();
+                return end;
+            }
+        }
+    }
+    Err(CliError::Invalid(format!("{} ended the plan's event stream before the plan", ctx.client.gateway())))
+}
+
+/// Draws a `progress` event on `bar`; the plan (or the problem) once the stream ends.
+fn plan_event(event: &super::rollout::sse::Event, bar: &indicatif::ProgressBar) -> Option<Result<Value, CliError>> {
+    let data = || serde_json::from_str::<Value>(&event.data);
+    match event.event.as_str() {
+        "progress" => {
+            // A malformed count is skipped: the next one carries the whole count again.
+            if let Ok(count) = data() {
+                bar.set_length(count["total"].as_u64().unwrap_or(0));
+                bar.set_position(count["done"].as_u64().unwrap_or(0));
+            }
+            None
+        }
+        "plan" => Some(data().map_err(|_| CliError::Invalid("the gateway sent a plan that is not JSON".into()))),
+        "error" => {
+            let status = data().ok().and_then(|p| p["status"].as_u64()).and_then(|s| u16::try_from(s).ok());
+            Some(Err(CliError::from_response(status.unwrap_or(500), &event.data)))
+        }
+        _ => None,
+    }
 }
 
 pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliError> {
@@ -249,4 +285,49 @@ pub fn render_import(imported: &Value) -> String {
     let revision = &imported["revision"];
     out.push_str(&format!("revision {}: {}\n", int(revision, "number"), text(revision, "message")));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::progress::{companies, testing::Screen};
+    use crate::cli::rollout::sse::Parser;
+
+    /// Feeds the gateway's plan stream, in awkward chunks, through the parser and the bar.
+    fn follow(stream: &str, bar: &indicatif::ProgressBar) -> Option<Result<Value, CliError>> {
+        let mut parser = Parser::new();
+        for chunk in stream.as_bytes().chunks(7) {
+            for event in parser.feed(chunk) {
+                if let Some(end) = plan_event(&event, bar) {
+                    return Some(end);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_plan_stream_counts_companies_up_to_all_of_them_then_gives_the_plan() {
+        let screen = Screen::default();
+        let bar = companies(0, screen.target());
+        let stream = "event: progress\ndata: {\"done\":0,\"total\":3}\n\n\
+                      event: progress\ndata: {\"done\":2,\"total\":3}\n\n\
+                      event: progress\ndata: {\"done\":3,\"total\":3}\n\n\
+                      event: plan\ndata: {\"planId\":\"p1\",\"companies\":[]}\n\n";
+        let plan = follow(stream, &bar).expect("the stream ends with the plan").expect("a plan");
+        assert_eq!(plan["planId"], "p1");
+        bar.force_draw();
+        let drawn = screen.text();
+        assert!(drawn.contains("3/3 companies"), "{drawn}");
+    }
+
+    #[test]
+    fn an_error_event_is_the_api_error_it_holds() {
+        let bar = companies(0, indicatif::ProgressDrawTarget::hidden());
+        let stream = "event: progress\ndata: {\"done\":1,\"total\":3}\n\n\
+                      event: error\ndata: {\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"try again\"}\n\n";
+        let err = follow(stream, &bar).expect("the stream ends with the error").expect_err("an error");
+        assert_eq!(err.status(), Some(503));
+        assert!(follow("event: progress\ndata: {\"done\":1,\"total\":3}\n\n", &bar).is_none(), "no plan yet");
+    }
 }
