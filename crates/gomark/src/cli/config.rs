@@ -109,12 +109,12 @@ pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError
         return ctx.client.post(&["v1", "config", "plan"], body).await;
     }
     let mut response = ctx.client.post_events(&["v1", "config", "plan"], body).await?;
-    let bar = super::progress::companies(0, target);
+    let mut bar = None;
     let mut parser = super::rollout::sse::Parser::new();
+    // The bar is dropped on every return, which clears it (see progress::ticking).
     while let Some(chunk) = response.chunk().await.map_err(|e| ctx.client.transport(&e))? {
         for event in parser.feed(&chunk) {
-            if let Some(end) = plan_event(&event, &bar) {
-                bar.finish_and_clear();
+            if let Some(end) = plan_event(&event, &mut bar, || super::progress::target(ctx.json)) {
                 return end;
             }
         }
@@ -122,14 +122,21 @@ pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError
     Err(CliError::Invalid(format!("{} ended the plan's event stream before the plan", ctx.client.gateway())))
 }
 
-/// Draws a `progress` event on `bar`; the plan (or the problem) once the stream ends.
-fn plan_event(event: &super::rollout::sse::Event, bar: &indicatif::ProgressBar) -> Option<Result<Value, CliError>> {
+/// Draws a `progress` event on `bar` (made on `target` at the first count, so it never
+/// shows a count of nothing); the plan (or the problem) once the stream ends.
+fn plan_event(
+    event: &super::rollout::sse::Event,
+    bar: &mut Option<indicatif::ProgressBar>,
+    target: impl FnOnce() -> indicatif::ProgressDrawTarget,
+) -> Option<Result<Value, CliError>> {
     let data = || serde_json::from_str::<Value>(&event.data);
     match event.event.as_str() {
         "progress" => {
             // A malformed count is skipped: the next one carries the whole count again.
             if let Ok(count) = data() {
-                bar.set_length(count["total"].as_u64().unwrap_or(0));
+                let total = count["total"].as_u64().unwrap_or(0);
+                let bar = bar.get_or_insert_with(|| super::progress::companies(total, target()));
+                bar.set_length(total);
                 bar.set_position(count["done"].as_u64().unwrap_or(0));
             }
             None
@@ -290,16 +297,21 @@ pub fn render_import(imported: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::progress::{companies, testing::Screen};
+    use crate::cli::progress::testing::Screen;
     use crate::cli::rollout::sse::Parser;
 
-    /// Feeds the gateway's plan stream, in awkward chunks, through the parser and the bar.
-    fn follow(stream: &str, bar: &indicatif::ProgressBar) -> Option<Result<Value, CliError>> {
+    /// Feeds the gateway's plan stream, in awkward chunks, through the parser and a bar
+    /// drawn on `screen`.
+    fn follow(stream: &str, screen: &Screen) -> Option<Result<Value, CliError>> {
         let mut parser = Parser::new();
+        let mut bar = None;
         for chunk in stream.as_bytes().chunks(7) {
             for event in parser.feed(chunk) {
-                if let Some(end) = plan_event(&event, bar) {
+                if let Some(end) = plan_event(&event, &mut bar, || screen.target()) {
                     return Some(end);
+                }
+                if let Some(bar) = &bar {
+                    bar.force_draw();
                 }
             }
         }
@@ -309,25 +321,24 @@ mod tests {
     #[test]
     fn the_plan_stream_counts_companies_up_to_all_of_them_then_gives_the_plan() {
         let screen = Screen::default();
-        let bar = companies(0, screen.target());
         let stream = "event: progress\ndata: {\"done\":0,\"total\":3}\n\n\
                       event: progress\ndata: {\"done\":2,\"total\":3}\n\n\
                       event: progress\ndata: {\"done\":3,\"total\":3}\n\n\
                       event: plan\ndata: {\"planId\":\"p1\",\"companies\":[]}\n\n";
-        let plan = follow(stream, &bar).expect("the stream ends with the plan").expect("a plan");
+        let plan = follow(stream, &screen).expect("the stream ends with the plan").expect("a plan");
         assert_eq!(plan["planId"], "p1");
-        bar.force_draw();
         let drawn = screen.text();
         assert!(drawn.contains("3/3 companies"), "{drawn}");
+        assert!(!drawn.contains("/0 companies"), "no count of nothing: {drawn}");
     }
 
     #[test]
     fn an_error_event_is_the_api_error_it_holds() {
-        let bar = companies(0, indicatif::ProgressDrawTarget::hidden());
+        let screen = Screen::default();
         let stream = "event: progress\ndata: {\"done\":1,\"total\":3}\n\n\
                       event: error\ndata: {\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"try again\"}\n\n";
-        let err = follow(stream, &bar).expect("the stream ends with the error").expect_err("an error");
+        let err = follow(stream, &screen).expect("the stream ends with the error").expect_err("an error");
         assert_eq!(err.status(), Some(503));
-        assert!(follow("event: progress\ndata: {\"done\":1,\"total\":3}\n\n", &bar).is_none(), "no plan yet");
+        assert!(follow("event: progress\ndata: {\"done\":1,\"total\":3}\n\n", &screen).is_none(), "no plan yet");
     }
 }

@@ -1,6 +1,7 @@
 //! Progress, in one look for every long command: a bar with counts and an ETA where the
-//! work is counted in companies (following a rollout, a drift check), a spinner with the
-//! elapsed time where it is one request the gateway answers as a whole (`plan`, `import`).
+//! work is counted in companies (following a rollout, a drift check, a plan's event
+//! stream), a spinner with the elapsed time where it is one request the gateway answers as
+//! a whole (`import`).
 //!
 //! Progress goes to stderr, and only when stderr is a terminal and the output is for
 //! people (no `--json`): stdout stays the command's output, and pipes, files and CI logs

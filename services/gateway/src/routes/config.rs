@@ -311,7 +311,7 @@ impl From<pb::PlanResponse> for PlanView {
 /// response as without the header; a failure after the stream started ends it with an
 /// `error` event holding the problem document.
 #[utoipa::path(post, path = "/v1/config/plan", operation_id = "createPlan", tag = "config", request_body = PlanBody,
-    responses((status = 200, description = "The saved plan, per company; or, with `Accept: text/event-stream`, `progress` events (PlanCountView JSON) then a `plan` event (PlanView JSON) or an `error` event (Problem JSON)",
+    responses((status = 200, description = "The saved plan, per company; or, with `Accept: text/event-stream`, `progress` events (`{\"done\":k,\"total\":n}` companies) then a `plan` event (PlanView JSON) or an `error` event (Problem JSON)",
         content((PlanView = "application/json"), (crate::dto::ServerSentEvent = "text/event-stream"))),
         (status = 404, description = "The revision or a company does not exist")))]
 async fn plan(
@@ -348,8 +348,8 @@ async fn plan(
 }
 
 /// How far a streamed plan is: the data of its `progress` events.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PlanCountView {
+#[derive(Debug, Serialize)]
+struct PlanCountView {
     /// Companies planned so far.
     done: u32,
     /// Companies the plan covers.
