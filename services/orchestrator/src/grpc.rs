@@ -11,10 +11,13 @@ use gomark_platform::{Caller, PublicError, Role};
 use gomark_proto::common::v1::Company;
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+#[derive(Clone)]
 pub struct OrchestratorGrpc {
     pub companies: Arc<Companies>,
     pub properties: Arc<PropertyEdits>,
@@ -84,10 +87,67 @@ fn plan_request(req: Request<pb::PlanRequest>) -> Result<(Actor, pb::PlanRequest
     Ok((actor(&caller), r))
 }
 
-fn plan_count(p: Progress) -> pb::PlanProgress {
-    pb::PlanProgress {
-        update: Some(pb::plan_progress::Update::Progress(pb::PlanCount { done: p.done, total: p.total })),
+/// Who imports, and what: the one authorization of Import and ImportWithProgress.
+fn import_request(req: Request<pb::ImportRequest>) -> Result<(Actor, pb::ImportRequest), Status> {
+    let caller = caller(&req)?;
+    caller.require_portfolio(Role::Operator)?;
+    Ok((actor(&caller), req.into_inner()))
+}
+
+impl OrchestratorGrpc {
+    async fn run_import(
+        &self,
+        actor: &Actor,
+        r: &pb::ImportRequest,
+        progress: Option<&watch::Sender<Progress>>,
+    ) -> Result<pb::ImportResponse, Status> {
+        let importer = crate::import::Importer {
+            store: self.companies.store(),
+            planner: &self.planner,
+            revisions: &self.revisions,
+        };
+        let (revision, companies) = importer.run(actor, &r.company_ids, &r.message, progress).await?;
+        Ok(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies })
     }
+}
+
+/// The stream of a *WithProgress RPC: `work` runs in its own task, each change of the
+/// progress it reports is sent as `count` of it, then its outcome. A caller that leaves
+/// ends the work, as it would a unary call.
+fn with_progress<M, W, F>(work: W, count: fn(pb::CompanyCount) -> M) -> ReceiverStream<Result<M, Status>>
+where
+    M: Send + 'static,
+    W: FnOnce(watch::Sender<Progress>) -> F,
+    F: Future<Output = Result<M, Status>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (progress, mut watched) = watch::channel(Progress::default());
+    let work = work(progress);
+    let to_message = move |p: Progress| count(pb::CompanyCount { done: p.done, total: p.total });
+    tokio::spawn(async move {
+        let mut work = std::pin::pin!(work);
+        let mut sent = None;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                Ok(()) = watched.changed() => {
+                    let count = *watched.borrow_and_update();
+                    sent = Some(count);
+                    if tx.send(Ok(to_message(count))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        // The last companies may finish in the same step as the work, which drops the
+        // sender (so `changed` no longer fires): their count goes first, read as it is.
+        let last = *watched.borrow();
+        if outcome.is_ok() && sent != Some(last) {
+            let _ = tx.send(Ok(to_message(last))).await;
+        }
+        let _ = tx.send(outcome).await;
+    });
+    ReceiverStream::new(rx)
 }
 
 #[tonic::async_trait]
@@ -327,34 +387,15 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         req: Request<pb::PlanRequest>,
     ) -> Result<Response<Self::PlanWithProgressStream>, Status> {
+        use pb::plan_progress::Update;
         let (actor, r) = plan_request(req)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let planner = self.planner.clone();
-        tokio::spawn(async move {
-            let (progress, mut watched) = tokio::sync::watch::channel(Progress::default());
-            let mut planning = std::pin::pin!(planner.plan(&actor, &r, Some(&progress)));
-            let planned = loop {
-                tokio::select! {
-                    planned = &mut planning => break planned,
-                    Ok(()) = watched.changed() => {
-                        let count = plan_count(*watched.borrow_and_update());
-                        // A caller that left ends the planning, as it would a unary call.
-                        if tx.send(Ok(count)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            };
-            let last = planned.map_err(Status::from);
-            // The last companies may finish with the plan itself: their count goes first.
-            if last.is_ok() && watched.has_changed().unwrap_or(false) {
-                let count = plan_count(*watched.borrow_and_update());
-                let _ = tx.send(Ok(count)).await;
-            }
-            let last = last.map(|plan| pb::PlanProgress { update: Some(pb::plan_progress::Update::Plan(plan)) });
-            let _ = tx.send(last).await;
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let work = |progress: watch::Sender<Progress>| async move {
+            let plan = planner.plan(&actor, &r, Some(&progress)).await?;
+            Ok(pb::PlanProgress { update: Some(Update::Plan(plan)) })
+        };
+        let count = |c| pb::PlanProgress { update: Some(Update::Progress(c)) };
+        Ok(Response::new(with_progress(work, count)))
     }
 
     async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
@@ -374,16 +415,25 @@ impl OrchestratorService for OrchestratorGrpc {
     }
 
     async fn import(&self, req: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
-        let caller = caller(&req)?;
-        caller.require_portfolio(Role::Operator)?;
-        let r = req.into_inner();
-        let importer = crate::import::Importer {
-            store: self.companies.store(),
-            planner: &self.planner,
-            revisions: &self.revisions,
+        let (actor, r) = import_request(req)?;
+        Ok(Response::new(self.run_import(&actor, &r, None).await?))
+    }
+
+    type ImportWithProgressStream = ReceiverStream<Result<pb::ImportProgress, Status>>;
+
+    async fn import_with_progress(
+        &self,
+        req: Request<pb::ImportRequest>,
+    ) -> Result<Response<Self::ImportWithProgressStream>, Status> {
+        use pb::import_progress::Update;
+        let (actor, r) = import_request(req)?;
+        let this = self.clone();
+        let work = |progress: watch::Sender<Progress>| async move {
+            let imported = this.run_import(&actor, &r, Some(&progress)).await?;
+            Ok(pb::ImportProgress { update: Some(Update::Imported(imported)) })
         };
-        let (revision, companies) = importer.run(&actor(&caller), &r.company_ids, &r.message).await?;
-        Ok(Response::new(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies }))
+        let count = |c| pb::ImportProgress { update: Some(Update::Progress(c)) };
+        Ok(Response::new(with_progress(work, count)))
     }
 
     async fn start_rollout(&self, req: Request<pb::StartRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {

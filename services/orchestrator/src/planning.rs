@@ -29,7 +29,8 @@ const PLAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 /// A saved plan older than this is refused: the portals have likely moved on.
 const PLAN_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 
-/// How far a plan is, in companies; watched by whoever shows it (PlanWithProgress).
+/// How far a plan or an import is, in companies; watched by whoever shows it (the
+/// *WithProgress RPCs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     pub done: u32,

@@ -101,31 +101,39 @@ pub fn has_changes(plan: &Value) -> bool {
         .any(|a| a.get("blocked").is_none_or(Value::is_null))
 }
 
-/// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`. When
-/// progress is shown, the gateway is asked for the plan's event stream, to count companies.
+/// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`.
 pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError> {
+    post_counting(ctx, &["v1", "config", "plan"], body, "plan").await
+}
+
+/// POSTs `body` to a route that works company by company (a plan, an import). When
+/// progress is shown, the gateway is asked for the route's event stream, whose counts move
+/// a companies bar and whose `result` event is the answer; otherwise it is a plain POST.
+async fn post_counting(ctx: &Context, segments: &[&str], body: &Value, result: &str) -> Result<Value, CliError> {
     let target = super::progress::target(ctx.json);
     if target.is_hidden() {
-        return ctx.client.post(&["v1", "config", "plan"], body).await;
+        return ctx.client.post(segments, body).await;
     }
-    let mut response = ctx.client.post_events(&["v1", "config", "plan"], body).await?;
+    let mut response = ctx.client.post_events(segments, body).await?;
     let mut bar = None;
     let mut parser = super::rollout::sse::Parser::new();
     // The bar is dropped on every return, which clears it (see progress::ticking).
     while let Some(chunk) = response.chunk().await.map_err(|e| ctx.client.transport(&e))? {
         for event in parser.feed(&chunk) {
-            if let Some(end) = plan_event(&event, &mut bar, || super::progress::target(ctx.json)) {
+            if let Some(end) = counted_event(&event, result, &mut bar, || super::progress::target(ctx.json)) {
                 return end;
             }
         }
     }
-    Err(CliError::Invalid(format!("{} ended the plan's event stream before the plan", ctx.client.gateway())))
+    Err(CliError::Invalid(format!("{} ended the event stream before its {result}", ctx.client.gateway())))
 }
 
 /// Draws a `progress` event on `bar` (made on `target` at the first count, so it never
-/// shows a count of nothing); the plan (or the problem) once the stream ends.
-fn plan_event(
+/// shows a count of nothing); the `result` event's JSON (or the `error` event's problem)
+/// once the stream ends.
+fn counted_event(
     event: &super::rollout::sse::Event,
+    result: &str,
     bar: &mut Option<indicatif::ProgressBar>,
     target: impl FnOnce() -> indicatif::ProgressDrawTarget,
 ) -> Option<Result<Value, CliError>> {
@@ -141,10 +149,12 @@ fn plan_event(
             }
             None
         }
-        "plan" => Some(data().map_err(|_| CliError::Invalid("the gateway sent a plan that is not JSON".into()))),
         "error" => {
             let status = data().ok().and_then(|p| p["status"].as_u64()).and_then(|s| u16::try_from(s).ok());
             Some(Err(CliError::from_response(status.unwrap_or(500), &event.data)))
+        }
+        name if name == result => {
+            Some(data().map_err(|_| CliError::Invalid(format!("the gateway sent a {result} that is not JSON"))))
         }
         _ => None,
     }
@@ -159,9 +169,7 @@ pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliErro
 pub async fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
     let companies = super::companies::resolve(ctx, &args.companies).await?;
     let body = json!({"companyIds": companies, "message": args.message});
-    let importing = ctx.client.post(&["v1", "config", "import"], &body);
-    let imported =
-        super::progress::spin(super::progress::target(ctx.json), "importing what the portals hold", importing).await?;
+    let imported = post_counting(ctx, &["v1", "config", "import"], &body, "import").await?;
     ctx.emit(&imported, render_import);
     Ok(())
 }
@@ -303,11 +311,15 @@ mod tests {
     /// Feeds the gateway's plan stream, in awkward chunks, through the parser and a bar
     /// drawn on `screen`.
     fn follow(stream: &str, screen: &Screen) -> Option<Result<Value, CliError>> {
+        follow_to("plan", stream, screen)
+    }
+
+    fn follow_to(result: &str, stream: &str, screen: &Screen) -> Option<Result<Value, CliError>> {
         let mut parser = Parser::new();
         let mut bar = None;
         for chunk in stream.as_bytes().chunks(7) {
             for event in parser.feed(chunk) {
-                if let Some(end) = plan_event(&event, &mut bar, || screen.target()) {
+                if let Some(end) = counted_event(&event, result, &mut bar, || screen.target()) {
                     return Some(end);
                 }
                 if let Some(bar) = &bar {
@@ -340,5 +352,16 @@ mod tests {
         let err = follow(stream, &screen).expect("the stream ends with the error").expect_err("an error");
         assert_eq!(err.status(), Some(503));
         assert!(follow("event: progress\ndata: {\"done\":1,\"total\":3}\n\n", &screen).is_none(), "no plan yet");
+    }
+
+    #[test]
+    fn an_import_stream_ends_with_its_own_event() {
+        let screen = Screen::default();
+        let stream = "event: progress\ndata: {\"done\":2,\"total\":2}\n\n\
+                      event: plan\ndata: {\"planId\":\"not this\"}\n\n\
+                      event: import\ndata: {\"revision\":{\"number\":4}}\n\n";
+        let imported = follow_to("import", stream, &screen).expect("the import").expect("JSON");
+        assert_eq!(imported["revision"]["number"], 4);
+        assert!(screen.text().contains("2/2 companies"), "{}", screen.text());
     }
 }

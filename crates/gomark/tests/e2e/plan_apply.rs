@@ -311,11 +311,11 @@ pub async fn pipelines_without_display_order_do_not_drift(api: &Api, sim: &HubSp
     assert!(planned(&again).values().all(Vec::is_empty), "{again}");
 }
 
-/// `POST /v1/config/plan` with `Accept: text/event-stream`: the status, content type and
-/// the events (name, JSON data) of the whole stream.
-async fn plan_events(api: &Api, body: &Value) -> (u16, String, Vec<(String, Value)>) {
+/// `POST path` with `Accept: text/event-stream`: the status, content type and the events
+/// (name, JSON data) of the whole stream.
+async fn post_events(api: &Api, path: &str, body: &Value) -> (u16, String, Vec<(String, Value)>) {
     let mut request = reqwest::Client::new()
-        .post(format!("{}/v1/config/plan", api.base))
+        .post(format!("{}{path}", api.base))
         .header("accept", "text/event-stream")
         .timeout(Duration::from_secs(30))
         .json(body);
@@ -348,14 +348,13 @@ pub async fn a_streamed_plan_counts_companies_then_is_the_plan(api: &Api, sim: &
     let body = json!({"companyIds": ids});
     let plain = plan(api, body.clone()).await;
 
-    let (status, content_type, events) = plan_events(api, &body).await;
+    let (status, content_type, events) = post_events(api, "/v1/config/plan", &body).await;
     assert_eq!(status, 200, "{events:?}");
     assert!(content_type.starts_with("text/event-stream"), "{content_type}");
-    let (last, counts) = events.split_last().expect("events");
+    let (last, rest) = events.split_last().expect("events");
     assert_eq!(last.0, "plan", "the stream ends with the plan: {events:?}");
-    assert!(counts.iter().all(|(name, _)| name == "progress"), "{events:?}");
-    let done: Vec<u64> = counts.iter().map(|(_, c)| c["done"].as_u64().expect("done")).collect();
-    assert!(counts.iter().all(|(_, c)| c["total"] == 3), "every count is of the 3 companies: {events:?}");
+    assert!(rest.iter().all(|(name, _)| name == "progress"), "{events:?}");
+    let done = counts(&events, 3);
     assert_eq!(done.last(), Some(&3), "the count reaches all companies: {events:?}");
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "{events:?}");
 
@@ -374,6 +373,48 @@ pub async fn a_streamed_plan_counts_companies_then_is_the_plan(api: &Api, sim: &
     let expected = plain.problem(plain.status.as_u16());
     assert!(plain.status.is_client_error(), "{}", plain.body);
     let streamed = api.send_with(Method::POST, "/v1/config/plan", Some(bad), &[("accept", "text/event-stream")]).await;
+    assert_eq!(&streamed.problem(plain.status.as_u16()).clone(), expected);
+}
+
+/// The `progress` counts of a stream, each checked to be of `total` companies.
+fn counts(events: &[(String, Value)], total: u64) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|(name, _)| name == "progress")
+        .map(|(_, c)| {
+            assert_eq!(c["total"].as_u64(), Some(total), "{events:?}");
+            c["done"].as_u64().expect("done")
+        })
+        .collect()
+}
+
+/// The streamed import counts every portal read, then is the import the plain request
+/// gives (a 201 there); a request that cannot be carried out gets the plain problem.
+pub async fn a_streamed_import_counts_portals_then_is_the_import(api: &Api, sim: &HubSpotSim, first_portal: u64) {
+    let ids: Vec<String> =
+        companies(api, sim, "Imported", first_portal, 2).await.into_iter().map(|(id, _)| id).collect();
+    let body = json!({"companyIds": ids, "message": "streamed import"});
+    let plain = api.send(Method::POST, "/v1/config/import", Some(body.clone())).await;
+    assert_eq!(plain.status, 201, "{}", plain.body);
+
+    let (status, content_type, events) = post_events(api, "/v1/config/import", &body).await;
+    assert_eq!(status, 200, "{events:?}");
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let (last, _) = events.split_last().expect("events");
+    assert_eq!(last.0, "import", "the stream ends with the import: {events:?}");
+    assert_eq!(counts(&events, 2).last(), Some(&2), "the count reaches every portal: {events:?}");
+    let streamed = &last.1;
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<BTreeSet<_>>()).unwrap_or_default();
+    assert_eq!(keys(streamed), keys(&plain.body), "the same JSON body: {streamed}");
+    assert_eq!(keys(&streamed["revision"]), keys(&plain.body["revision"]), "{streamed}");
+    assert_eq!(streamed["companies"], plain.body["companies"], "the same portals adopted the same way");
+
+    let bad = json!({"companyIds": ["no-such-company"]});
+    let plain = api.send(Method::POST, "/v1/config/import", Some(bad.clone())).await;
+    assert!(plain.status.is_client_error(), "{}", plain.body);
+    let expected = plain.problem(plain.status.as_u16());
+    let streamed =
+        api.send_with(Method::POST, "/v1/config/import", Some(bad), &[("accept", "text/event-stream")]).await;
     assert_eq!(&streamed.problem(plain.status.as_u16()).clone(), expected);
 }
 
@@ -416,6 +457,7 @@ async fn embedded_streamed_plan() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gomark, api) = embedded(dir.path()).await;
     a_streamed_plan_counts_companies_then_is_the_plan(&api, &gomark.hubspot_sim, 3900).await;
+    a_streamed_import_counts_portals_then_is_the_import(&api, &gomark.hubspot_sim, 3950).await;
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
