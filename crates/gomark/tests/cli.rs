@@ -144,6 +144,8 @@ async fn the_cli_applies_plans_diffs_rolls_back_and_audits() {
     if let Some(run) = on_a_terminal(&env, &plan).await {
         assert_eq!(run.code, Some(0), "{run}");
         assert!(run.stdout.contains("\x1b[32m  + deal property gomark_seats"), "{run}");
+        // Counted from the plan's event stream, company by company.
+        assert!(run.stdout.contains(" companies, ETA "), "the plan's bar: {run}");
         let run = on_a_terminal(&[env[0], env[1], ("NO_COLOR", "1")], &plan).await.expect("script is there");
         assert_eq!(run.code, Some(0), "{run}");
         assert!(run.stdout.contains("+ deal property gomark_seats") && !run.stdout.contains("\x1b[32m"), "{run}");

@@ -305,8 +305,9 @@ impl DriftWatch {
             }
             DriftPolicy::Adopt => {
                 let importer = Importer { store: &self.store, planner: &self.planner, revisions: &self.revisions };
-                let (adopted, _) =
-                    importer.run(&system, std::slice::from_ref(&company_id), &format!("adopt drift {id}")).await?;
+                let (adopted, _) = importer
+                    .run(&system, std::slice::from_ref(&company_id), &format!("adopt drift {id}"), None)
+                    .await?;
                 format!("revision/{}", adopted.number)
             }
         };

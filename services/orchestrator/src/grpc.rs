@@ -3,7 +3,7 @@
 
 use crate::companies::{Actor, Companies, company_proto, timestamp};
 use crate::drift::DriftWatch;
-use crate::planning::Planner;
+use crate::planning::{Planner, Progress};
 use crate::property_edits::{PropertyEdits, PropertyPatch};
 use crate::revisions::{RevisionRow, Revisions};
 use crate::rollout::{Rollouts, StartRequest};
@@ -11,9 +11,13 @@ use gomark_platform::{Caller, PublicError, Role};
 use gomark_proto::common::v1::Company;
 use gomark_proto::orchestrator::v1 as pb;
 use gomark_proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+#[derive(Clone)]
 pub struct OrchestratorGrpc {
     pub companies: Arc<Companies>,
     pub properties: Arc<PropertyEdits>,
@@ -64,6 +68,86 @@ fn delay_hours(delay: Option<&gomark_proto::Duration>) -> Result<u32, Status> {
 
 fn actor(caller: &Caller) -> Actor {
     Actor(caller.actor.clone())
+}
+
+/// Who plans, and what: the one authorization of Plan and PlanWithProgress.
+fn plan_request(req: Request<pb::PlanRequest>) -> Result<(Actor, pb::PlanRequest), Status> {
+    let caller = caller(&req)?;
+    let r = req.into_inner();
+    match caller.scope.company() {
+        // A company-scoped caller may see the plan of its own company's stored revision only.
+        Some(own) if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() && r.document.is_empty() => {
+            caller.require(Role::Viewer, own)?
+        }
+        _ => caller.require_portfolio(Role::Viewer)?,
+    }
+    if r.revision < 0 || r.rollback_to < 0 {
+        return Err(crate::Error::invalid("revision", "revisions are numbered from 1").into());
+    }
+    Ok((actor(&caller), r))
+}
+
+/// Who imports, and what: the one authorization of Import and ImportWithProgress.
+fn import_request(req: Request<pb::ImportRequest>) -> Result<(Actor, pb::ImportRequest), Status> {
+    let caller = caller(&req)?;
+    caller.require_portfolio(Role::Operator)?;
+    Ok((actor(&caller), req.into_inner()))
+}
+
+impl OrchestratorGrpc {
+    async fn run_import(
+        &self,
+        actor: &Actor,
+        r: &pb::ImportRequest,
+        progress: Option<&watch::Sender<Progress>>,
+    ) -> Result<pb::ImportResponse, Status> {
+        let importer = crate::import::Importer {
+            store: self.companies.store(),
+            planner: &self.planner,
+            revisions: &self.revisions,
+        };
+        let (revision, companies) = importer.run(actor, &r.company_ids, &r.message, progress).await?;
+        Ok(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies })
+    }
+}
+
+/// The stream of a *WithProgress RPC: `work` runs in its own task, each change of the
+/// progress it reports is sent as `count` of it, then its outcome. A caller that leaves
+/// ends the work, as it would a unary call.
+fn with_progress<M, W, F>(work: W, count: fn(pb::CompanyCount) -> M) -> ReceiverStream<Result<M, Status>>
+where
+    M: Send + 'static,
+    W: FnOnce(watch::Sender<Progress>) -> F,
+    F: Future<Output = Result<M, Status>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (progress, mut watched) = watch::channel(Progress::default());
+    let work = work(progress);
+    let to_message = move |p: Progress| count(pb::CompanyCount { done: p.done, total: p.total });
+    tokio::spawn(async move {
+        let mut work = std::pin::pin!(work);
+        let mut sent = None;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                Ok(()) = watched.changed() => {
+                    let count = *watched.borrow_and_update();
+                    sent = Some(count);
+                    if tx.send(Ok(to_message(count))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        // The last companies may finish in the same step as the work, which drops the
+        // sender (so `changed` no longer fires): their count goes first, read as it is.
+        let last = *watched.borrow();
+        if outcome.is_ok() && sent != Some(last) {
+            let _ = tx.send(Ok(to_message(last))).await;
+        }
+        let _ = tx.send(outcome).await;
+    });
+    ReceiverStream::new(rx)
 }
 
 #[tonic::async_trait]
@@ -293,21 +377,25 @@ impl OrchestratorService for OrchestratorGrpc {
     }
 
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
-        let caller = caller(&req)?;
-        let r = req.into_inner();
-        match caller.scope.company() {
-            // A company-scoped caller may see the plan of its own company's stored revision only.
-            Some(own)
-                if r.company_ids.iter().all(|c| c == own) && !r.company_ids.is_empty() && r.document.is_empty() =>
-            {
-                caller.require(Role::Viewer, own)?
-            }
-            _ => caller.require_portfolio(Role::Viewer)?,
-        }
-        if r.revision < 0 || r.rollback_to < 0 {
-            return Err(crate::Error::invalid("revision", "revisions are numbered from 1").into());
-        }
-        Ok(Response::new(self.planner.plan(&actor(&caller), &r).await?))
+        let (actor, r) = plan_request(req)?;
+        Ok(Response::new(self.planner.plan(&actor, &r, None).await?))
+    }
+
+    type PlanWithProgressStream = ReceiverStream<Result<pb::PlanProgress, Status>>;
+
+    async fn plan_with_progress(
+        &self,
+        req: Request<pb::PlanRequest>,
+    ) -> Result<Response<Self::PlanWithProgressStream>, Status> {
+        use pb::plan_progress::Update;
+        let (actor, r) = plan_request(req)?;
+        let planner = self.planner.clone();
+        let work = |progress: watch::Sender<Progress>| async move {
+            let plan = planner.plan(&actor, &r, Some(&progress)).await?;
+            Ok(pb::PlanProgress { update: Some(Update::Plan(plan)) })
+        };
+        let count = |c| pb::PlanProgress { update: Some(Update::Progress(c)) };
+        Ok(Response::new(with_progress(work, count)))
     }
 
     async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
@@ -327,16 +415,25 @@ impl OrchestratorService for OrchestratorGrpc {
     }
 
     async fn import(&self, req: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
-        let caller = caller(&req)?;
-        caller.require_portfolio(Role::Operator)?;
-        let r = req.into_inner();
-        let importer = crate::import::Importer {
-            store: self.companies.store(),
-            planner: &self.planner,
-            revisions: &self.revisions,
+        let (actor, r) = import_request(req)?;
+        Ok(Response::new(self.run_import(&actor, &r, None).await?))
+    }
+
+    type ImportWithProgressStream = ReceiverStream<Result<pb::ImportProgress, Status>>;
+
+    async fn import_with_progress(
+        &self,
+        req: Request<pb::ImportRequest>,
+    ) -> Result<Response<Self::ImportWithProgressStream>, Status> {
+        use pb::import_progress::Update;
+        let (actor, r) = import_request(req)?;
+        let this = self.clone();
+        let work = |progress: watch::Sender<Progress>| async move {
+            let imported = this.run_import(&actor, &r, Some(&progress)).await?;
+            Ok(pb::ImportProgress { update: Some(Update::Imported(imported)) })
         };
-        let (revision, companies) = importer.run(&actor(&caller), &r.company_ids, &r.message).await?;
-        Ok(Response::new(pb::ImportResponse { revision: Some(revision_proto(&revision, false)?), companies }))
+        let count = |c| pb::ImportProgress { update: Some(Update::Progress(c)) };
+        Ok(Response::new(with_progress(work, count)))
     }
 
     async fn start_rollout(&self, req: Request<pb::StartRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {

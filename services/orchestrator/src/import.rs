@@ -1,7 +1,7 @@
 //! Import: adopt what portals already hold as their companies' overlays, in one new
 //! revision, so a portfolio can be brought under GoMark (or rebuilt) in one step.
 
-use crate::planning::Planner;
+use crate::planning::{Planner, Progress};
 use crate::revisions::{RevisionRow, Revisions};
 use crate::store::{CompanyRow, Store};
 use crate::{Actor, Error, Result};
@@ -75,6 +75,7 @@ impl Importer<'_> {
         actor: &Actor,
         company_ids: &[String],
         message: &str,
+        progress: Option<&tokio::sync::watch::Sender<Progress>>,
     ) -> Result<(RevisionRow, Vec<pb::ImportedCompany>)> {
         let companies = self.companies(company_ids).await?;
         if companies.is_empty() {
@@ -84,15 +85,23 @@ impl Importer<'_> {
             Some(latest) => latest.parse()?,
             None => Document::default(),
         };
+        if let Some(progress) = progress {
+            let total = u32::try_from(companies.len()).unwrap_or(u32::MAX);
+            progress.send_replace(Progress { done: 0, total });
+        }
         // Every portal is read first, side by side (each against its own budget).
         let portals: Vec<(String, String)> = companies.iter().map(|c| (c.id.clone(), c.name.clone())).collect();
         let observed_all: Vec<ImportedPortal> = stream::iter(portals)
             .map(|(id, name)| {
                 async move {
-                    self.planner.import_portal(&id).await.map_err(|status| {
+                    let observed = self.planner.import_portal(&id).await.map_err(|status| {
                         let why = PublicError::from(status).message;
                         Error::Public(PublicError::unavailable(format!("the HubSpot portal of {name} ({why})")))
-                    })
+                    })?;
+                    if let Some(progress) = progress {
+                        progress.send_modify(|p| p.done += 1);
+                    }
+                    Ok::<_, Error>(observed)
                 }
                 .boxed()
             })

@@ -29,6 +29,14 @@ const PLAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 /// A saved plan older than this is refused: the portals have likely moved on.
 const PLAN_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 
+/// How far a plan or an import is, in companies; watched by whoever shows it (the
+/// *WithProgress RPCs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u32,
+    pub total: u32,
+}
+
 pub struct Planner {
     store: Store,
     revisions: Arc<Revisions>,
@@ -163,8 +171,14 @@ impl Planner {
     }
 
     /// Plans every company of the request's revision or document (or those it names), and
-    /// saves the plan.
-    pub async fn plan(&self, actor: &Actor, req: &pb::PlanRequest) -> Result<pb::PlanResponse> {
+    /// saves the plan. `progress`, when given, counts the companies as each one is planned;
+    /// it is first set (0 of all) once the request is known to be plannable.
+    pub async fn plan(
+        &self,
+        actor: &Actor,
+        req: &pb::PlanRequest,
+        progress: Option<&tokio::sync::watch::Sender<Progress>>,
+    ) -> Result<pb::PlanResponse> {
         let source = self.source(req).await?;
         let base_revision = self.revisions.latest().await?.map_or(0, |r| r.number);
         let only = &req.company_ids;
@@ -179,6 +193,10 @@ impl Planner {
             .filter(|(_, o)| only.is_empty() || only.contains(&o.company_id))
             .map(|(k, _)| k.clone())
             .collect();
+        if let Some(progress) = progress {
+            let total = u32::try_from(selected.len()).unwrap_or(u32::MAX);
+            progress.send_replace(Progress { done: 0, total });
+        }
         // Each company's reads go to its own portal and budget, so companies are planned
         // side by side, and the answer keeps the document's order. A portal that cannot be
         // read in time (its HubSpot budget spent elsewhere) is reported in its own row, so
@@ -191,7 +209,7 @@ impl Planner {
                 // Boxed: the unboxed future trips rustc's higher-ranked `Send` check (#102211).
                 async move {
                     let desired = document.effective(&key).map_err(|e| Error::invalid("companyIds", e.to_string()))?;
-                    match tokio::time::timeout_at(deadline, self.plan_company(&key, &desired)).await {
+                    let planned = match tokio::time::timeout_at(deadline, self.plan_company(&key, &desired)).await {
                         Ok(plan) => plan,
                         Err(_) => Ok(pb::CompanyPlan {
                             company_id: desired.company_id.clone(),
@@ -202,7 +220,13 @@ impl Planner {
                             ),
                             ..pb::CompanyPlan::default()
                         }),
+                    };
+                    // Counted when it finishes, not when `buffered` hands it on in order, so
+                    // one slow portal does not hold the count back.
+                    if let Some(progress) = progress {
+                        progress.send_modify(|p| p.done += 1);
                     }
+                    planned
                 }
                 .boxed()
             })

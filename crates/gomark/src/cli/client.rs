@@ -252,6 +252,14 @@ impl Client {
         self.send(self.http.request(Method::GET, url).header(reqwest::header::ACCEPT, "text/event-stream")).await
     }
 
+    /// POSTs `body` asking for the server-sent event variant of the answer (a plan's
+    /// progress); read it with `Response::chunk`. Bounded like `post`.
+    pub async fn post_events(&self, segments: &[&str], body: &Value) -> Result<Response, CliError> {
+        let url = self.url(segments, &[]);
+        let request = self.http.request(Method::POST, url).timeout(TIMEOUT).json(body);
+        self.send(request.header(reqwest::header::ACCEPT, "text/event-stream")).await
+    }
+
     async fn send(&self, request: RequestBuilder) -> Result<Response, CliError> {
         let response = request.bearer_auth(&self.key).send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();

@@ -103,8 +103,61 @@ pub fn has_changes(plan: &Value) -> bool {
 
 /// POST /v1/config/plan: the plan is saved by the gateway, and its id is `planId`.
 pub async fn request_plan(ctx: &Context, body: &Value) -> Result<Value, CliError> {
-    let planning = ctx.client.post(&["v1", "config", "plan"], body);
-    super::progress::spin(super::progress::target(ctx.json), "planning", planning).await
+    post_counting(ctx, &["v1", "config", "plan"], body, "plan").await
+}
+
+/// POSTs `body` to a route that works company by company (a plan, an import). When
+/// progress is shown, the gateway is asked for the route's event stream, whose counts move
+/// a companies bar and whose `result` event is the answer; otherwise it is a plain POST.
+async fn post_counting(ctx: &Context, segments: &[&str], body: &Value, result: &str) -> Result<Value, CliError> {
+    let target = super::progress::target(ctx.json);
+    if target.is_hidden() {
+        return ctx.client.post(segments, body).await;
+    }
+    let mut response = ctx.client.post_events(segments, body).await?;
+    let mut bar = None;
+    let mut parser = super::rollout::sse::Parser::new();
+    // The bar is dropped on every return, which clears it (see progress::ticking).
+    while let Some(chunk) = response.chunk().await.map_err(|e| ctx.client.transport(&e))? {
+        for event in parser.feed(&chunk) {
+            if let Some(end) = counted_event(&event, result, &mut bar, || super::progress::target(ctx.json)) {
+                return end;
+            }
+        }
+    }
+    Err(CliError::Invalid(format!("{} ended the event stream before its {result}", ctx.client.gateway())))
+}
+
+/// Draws a `progress` event on `bar` (made on `target` at the first count, so it never
+/// shows a count of nothing); the `result` event's JSON (or the `error` event's problem)
+/// once the stream ends.
+fn counted_event(
+    event: &super::rollout::sse::Event,
+    result: &str,
+    bar: &mut Option<indicatif::ProgressBar>,
+    target: impl FnOnce() -> indicatif::ProgressDrawTarget,
+) -> Option<Result<Value, CliError>> {
+    let data = || serde_json::from_str::<Value>(&event.data);
+    match event.event.as_str() {
+        "progress" => {
+            // A malformed count is skipped: the next one carries the whole count again.
+            if let Ok(count) = data() {
+                let total = count["total"].as_u64().unwrap_or(0);
+                let bar = bar.get_or_insert_with(|| super::progress::companies(total, target()));
+                bar.set_length(total);
+                bar.set_position(count["done"].as_u64().unwrap_or(0));
+            }
+            None
+        }
+        "error" => {
+            let status = data().ok().and_then(|p| p["status"].as_u64()).and_then(|s| u16::try_from(s).ok());
+            Some(Err(CliError::from_response(status.unwrap_or(500), &event.data)))
+        }
+        name if name == result => {
+            Some(data().map_err(|_| CliError::Invalid(format!("the gateway sent a {result} that is not JSON"))))
+        }
+        _ => None,
+    }
 }
 
 pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliError> {
@@ -116,9 +169,7 @@ pub async fn revisions(ctx: &Context, args: RevisionsArgs) -> Result<(), CliErro
 pub async fn import(ctx: &Context, args: ImportArgs) -> Result<(), CliError> {
     let companies = super::companies::resolve(ctx, &args.companies).await?;
     let body = json!({"companyIds": companies, "message": args.message});
-    let importing = ctx.client.post(&["v1", "config", "import"], &body);
-    let imported =
-        super::progress::spin(super::progress::target(ctx.json), "importing what the portals hold", importing).await?;
+    let imported = post_counting(ctx, &["v1", "config", "import"], &body, "import").await?;
     ctx.emit(&imported, render_import);
     Ok(())
 }
@@ -249,4 +300,68 @@ pub fn render_import(imported: &Value) -> String {
     let revision = &imported["revision"];
     out.push_str(&format!("revision {}: {}\n", int(revision, "number"), text(revision, "message")));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::progress::testing::Screen;
+    use crate::cli::rollout::sse::Parser;
+
+    /// Feeds the gateway's plan stream, in awkward chunks, through the parser and a bar
+    /// drawn on `screen`.
+    fn follow(stream: &str, screen: &Screen) -> Option<Result<Value, CliError>> {
+        follow_to("plan", stream, screen)
+    }
+
+    fn follow_to(result: &str, stream: &str, screen: &Screen) -> Option<Result<Value, CliError>> {
+        let mut parser = Parser::new();
+        let mut bar = None;
+        for chunk in stream.as_bytes().chunks(7) {
+            for event in parser.feed(chunk) {
+                if let Some(end) = counted_event(&event, result, &mut bar, || screen.target()) {
+                    return Some(end);
+                }
+                if let Some(bar) = &bar {
+                    bar.force_draw();
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_plan_stream_counts_companies_up_to_all_of_them_then_gives_the_plan() {
+        let screen = Screen::default();
+        let stream = "event: progress\ndata: {\"done\":0,\"total\":3}\n\n\
+                      event: progress\ndata: {\"done\":2,\"total\":3}\n\n\
+                      event: progress\ndata: {\"done\":3,\"total\":3}\n\n\
+                      event: plan\ndata: {\"planId\":\"p1\",\"companies\":[]}\n\n";
+        let plan = follow(stream, &screen).expect("the stream ends with the plan").expect("a plan");
+        assert_eq!(plan["planId"], "p1");
+        let drawn = screen.text();
+        assert!(drawn.contains("3/3 companies"), "{drawn}");
+        assert!(!drawn.contains("/0 companies"), "no count of nothing: {drawn}");
+    }
+
+    #[test]
+    fn an_error_event_is_the_api_error_it_holds() {
+        let screen = Screen::default();
+        let stream = "event: progress\ndata: {\"done\":1,\"total\":3}\n\n\
+                      event: error\ndata: {\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"try again\"}\n\n";
+        let err = follow(stream, &screen).expect("the stream ends with the error").expect_err("an error");
+        assert_eq!(err.status(), Some(503));
+        assert!(follow("event: progress\ndata: {\"done\":1,\"total\":3}\n\n", &screen).is_none(), "no plan yet");
+    }
+
+    #[test]
+    fn an_import_stream_ends_with_its_own_event() {
+        let screen = Screen::default();
+        let stream = "event: progress\ndata: {\"done\":2,\"total\":2}\n\n\
+                      event: plan\ndata: {\"planId\":\"not this\"}\n\n\
+                      event: import\ndata: {\"revision\":{\"number\":4}}\n\n";
+        let imported = follow_to("import", stream, &screen).expect("the import").expect("JSON");
+        assert_eq!(imported["revision"]["number"], 4);
+        assert!(screen.text().contains("2/2 companies"), "{}", screen.text());
+    }
 }

@@ -1,23 +1,18 @@
-//! Progress, in one look for every long command: a bar with counts and an ETA where the
-//! work is counted in companies (following a rollout, a drift check), a spinner with the
-//! elapsed time where it is one request the gateway answers as a whole (`plan`, `import`).
+//! Progress, in one look for every long command: a bar with counts and an ETA, the work
+//! counted in companies (following a rollout, a drift check, the event stream of a plan or
+//! an import).
 //!
 //! Progress goes to stderr, and only when stderr is a terminal and the output is for
 //! people (no `--json`): stdout stays the command's output, and pipes, files and CI logs
 //! get no escape codes. Each constructor takes its draw target so tests can draw in memory.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
-use std::future::Future;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
 /// `⠋ [=====>    ] 12/40 companies, ETA 30s  wave 2: 3/10 done`; the message is cut to the
 /// terminal's width, so that the bar stays one line (a wrapped bar redraws badly).
 const BAR_TEMPLATE: &str = "{spinner} [{bar:25}] {pos}/{len} companies, ETA {eta}  {wide_msg}";
-/// `⠋ planning (4s)`
-const SPINNER_TEMPLATE: &str = "{spinner} {msg} ({elapsed})";
-/// A request answered sooner than this shows no spinner: one that flashes up is noise.
-pub const SPINNER_DELAY: Duration = Duration::from_millis(300);
 /// How often the spinner turns and the ETA is redrawn while nothing else changes.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -43,12 +38,6 @@ pub fn companies(total: u64, target: ProgressDrawTarget) -> ProgressBar {
     ticking(ProgressBar::with_draw_target(Some(total), target).with_style(style))
 }
 
-/// A spinner showing `message` and the time since it appeared.
-pub fn spinner(message: &str, target: ProgressDrawTarget) -> ProgressBar {
-    let style = ProgressStyle::with_template(SPINNER_TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_spinner());
-    ticking(ProgressBar::with_draw_target(None, target).with_style(style).with_message(message.to_owned()))
-}
-
 /// A bar left behind by an error or Ctrl-C is cleared, not left half-drawn.
 fn ticking(bar: ProgressBar) -> ProgressBar {
     let bar = bar.with_finish(ProgressFinish::AndClear);
@@ -56,25 +45,6 @@ fn ticking(bar: ProgressBar) -> ProgressBar {
         bar.enable_steady_tick(TICK);
     }
     bar
-}
-
-/// Awaits `work`, with a spinner showing `message` once it has taken [`SPINNER_DELAY`].
-pub async fn spin<T>(target: ProgressDrawTarget, message: &str, work: impl Future<Output = T>) -> T {
-    if target.is_hidden() {
-        return work.await;
-    }
-    let mut work = std::pin::pin!(work);
-    tokio::select! {
-        out = &mut work => return out,
-        () = tokio::time::sleep(SPINNER_DELAY) => {}
-    }
-    let spinner = spinner(message, target);
-    // Drawn now, not at the steady tick's first turn (a thread that may not have run yet:
-    // `tick()` does nothing while one is installed): it has been waited for long enough.
-    spinner.force_draw();
-    let out = work.await;
-    spinner.finish_and_clear();
-    out
 }
 
 /// A terminal in memory, for tests: what was drawn, line by line.
@@ -160,15 +130,5 @@ mod tests {
         bar.force_draw();
         let drawn = screen.text();
         assert!(drawn.contains("2/5 companies, ETA "), "{drawn}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_request_shows_a_spinner_and_a_quick_one_does_not() {
-        let screen = testing::Screen::default();
-        assert_eq!(spin(screen.target(), "planning", async { 7 }).await, 7);
-        assert_eq!(screen.text(), "", "answered at once: no spinner");
-        let slow = tokio::time::sleep(SPINNER_DELAY * 3);
-        spin(screen.target(), "planning", slow).await;
-        assert!(screen.text().contains("planning ("), "{}", screen.text());
     }
 }

@@ -308,6 +308,8 @@ async fn distributed_plan_equals_apply() {
     p::pipelines_without_display_order_do_not_drift(&api, &cluster.sim, 3800).await;
     p::a_stale_plan_writes_nothing(&api, &cluster.sim, &cluster.sim_url, 3900).await;
     p::a_declined_apply_stores_nothing(&api, &cluster.sim, 4000).await;
+    p::a_streamed_plan_counts_companies_then_is_the_plan(&api, &cluster.sim, 4050).await;
+    p::a_streamed_import_counts_portals_then_is_the_import(&api, &cluster.sim, 4060).await;
     cluster.stop().await;
 }
 

@@ -311,6 +311,113 @@ pub async fn pipelines_without_display_order_do_not_drift(api: &Api, sim: &HubSp
     assert!(planned(&again).values().all(Vec::is_empty), "{again}");
 }
 
+/// `POST path` with `Accept: text/event-stream`: the status, content type and the events
+/// (name, JSON data) of the whole stream.
+async fn post_events(api: &Api, path: &str, body: &Value) -> (u16, String, Vec<(String, Value)>) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{path}", api.base))
+        .header("accept", "text/event-stream")
+        .timeout(Duration::from_secs(30))
+        .json(body);
+    if let Some(token) = api.token() {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("sent");
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let text = response.text().await.expect("the stream ends after the plan");
+    let events = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+            let data = field("data:")?;
+            Some((field("event:").unwrap_or("message").to_owned(), serde_json::from_str(data).unwrap_or(Value::Null)))
+        })
+        .collect();
+    (status, content_type, events)
+}
+
+/// The streamed plan counts every company up to all of them, then is the plan the plain
+/// request gives; a request that cannot be planned gets the plain problem response.
+pub async fn a_streamed_plan_counts_companies_then_is_the_plan(api: &Api, sim: &HubSpotSim, first_portal: u64) {
+    let ids: Vec<String> =
+        companies(api, sim, "Progress", first_portal, 3).await.into_iter().map(|(id, _)| id).collect();
+    let imported = api.send(Method::POST, "/v1/config/import", Some(json!({"companyIds": ids}))).await;
+    assert_eq!(imported.status, 201, "{}", imported.body);
+    let body = json!({"companyIds": ids});
+    let plain = plan(api, body.clone()).await;
+
+    let (status, content_type, events) = post_events(api, "/v1/config/plan", &body).await;
+    assert_eq!(status, 200, "{events:?}");
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let (last, rest) = events.split_last().expect("events");
+    assert_eq!(last.0, "plan", "the stream ends with the plan: {events:?}");
+    assert!(rest.iter().all(|(name, _)| name == "progress"), "{events:?}");
+    let done = counts(&events, 3);
+    assert_eq!(done.last(), Some(&3), "the count reaches all companies: {events:?}");
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{events:?}");
+
+    let streamed = &last.1;
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<BTreeSet<_>>()).unwrap_or_default();
+    assert_eq!(keys(streamed), keys(&plain), "the same JSON body: {streamed}");
+    assert_eq!(described(streamed), described(&plain), "the same plan");
+    assert_ne!(streamed["planId"], plain["planId"], "saved under its own id");
+    let id = streamed["planId"].as_str().expect("planId");
+    let saved = api.send(Method::GET, &format!("/v1/config/plans/{id}"), None).await;
+    assert_eq!(&saved.body, streamed, "the streamed plan is the saved plan");
+
+    // A company not in the document: the problem the plain request gets, not a stream.
+    let bad = json!({"companyIds": ["no-such-company"]});
+    let plain = api.send(Method::POST, "/v1/config/plan", Some(bad.clone())).await;
+    let expected = plain.problem(plain.status.as_u16());
+    assert!(plain.status.is_client_error(), "{}", plain.body);
+    let streamed = api.send_with(Method::POST, "/v1/config/plan", Some(bad), &[("accept", "text/event-stream")]).await;
+    assert_eq!(&streamed.problem(plain.status.as_u16()).clone(), expected);
+}
+
+/// The `progress` counts of a stream, each checked to be of `total` companies.
+fn counts(events: &[(String, Value)], total: u64) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|(name, _)| name == "progress")
+        .map(|(_, c)| {
+            assert_eq!(c["total"].as_u64(), Some(total), "{events:?}");
+            c["done"].as_u64().expect("done")
+        })
+        .collect()
+}
+
+/// The streamed import counts every portal read, then is the import the plain request
+/// gives (a 201 there); a request that cannot be carried out gets the plain problem.
+pub async fn a_streamed_import_counts_portals_then_is_the_import(api: &Api, sim: &HubSpotSim, first_portal: u64) {
+    let ids: Vec<String> =
+        companies(api, sim, "Imported", first_portal, 2).await.into_iter().map(|(id, _)| id).collect();
+    let body = json!({"companyIds": ids, "message": "streamed import"});
+    let plain = api.send(Method::POST, "/v1/config/import", Some(body.clone())).await;
+    assert_eq!(plain.status, 201, "{}", plain.body);
+
+    let (status, content_type, events) = post_events(api, "/v1/config/import", &body).await;
+    assert_eq!(status, 200, "{events:?}");
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let (last, _) = events.split_last().expect("events");
+    assert_eq!(last.0, "import", "the stream ends with the import: {events:?}");
+    assert_eq!(counts(&events, 2).last(), Some(&2), "the count reaches every portal: {events:?}");
+    let streamed = &last.1;
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<BTreeSet<_>>()).unwrap_or_default();
+    assert_eq!(keys(streamed), keys(&plain.body), "the same JSON body: {streamed}");
+    assert_eq!(keys(&streamed["revision"]), keys(&plain.body["revision"]), "{streamed}");
+    assert_eq!(streamed["companies"], plain.body["companies"], "the same portals adopted the same way");
+
+    let bad = json!({"companyIds": ["no-such-company"]});
+    let plain = api.send(Method::POST, "/v1/config/import", Some(bad.clone())).await;
+    assert!(plain.status.is_client_error(), "{}", plain.body);
+    let expected = plain.problem(plain.status.as_u16());
+    let streamed =
+        api.send_with(Method::POST, "/v1/config/import", Some(bad), &[("accept", "text/event-stream")]).await;
+    assert_eq!(&streamed.problem(plain.status.as_u16()).clone(), expected);
+}
+
 async fn embedded(dir: &std::path::Path) -> (Embedded, Api) {
     let options = EmbeddedOptions {
         data_dir: dir.to_path_buf(),
@@ -341,6 +448,16 @@ async fn embedded_stale_and_declined_plans() {
     let (gomark, api) = embedded(dir.path()).await;
     a_stale_plan_writes_nothing(&api, &gomark.hubspot_sim, &gomark.hubspot_sim_url, 3400).await;
     a_declined_apply_stores_nothing(&api, &gomark.hubspot_sim, 3500).await;
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn embedded_streamed_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gomark, api) = embedded(dir.path()).await;
+    a_streamed_plan_counts_companies_then_is_the_plan(&api, &gomark.hubspot_sim, 3900).await;
+    a_streamed_import_counts_portals_then_is_the_import(&api, &gomark.hubspot_sim, 3950).await;
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }

@@ -5,12 +5,16 @@ use super::AppState;
 use crate::auth::Auth;
 use crate::dto::{Page, PageQuery, rfc3339};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::problem::ApiResult;
+use crate::problem::{ApiResult, Problem};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use gomark_proto::orchestrator::v1 as pb;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -300,13 +304,22 @@ impl From<pb::PlanResponse> for PlanView {
 /// portal and Upso account, planned live by the services that own them. The plan is saved
 /// under `planId`; applying it performs exactly these actions. Actions a vendor cannot do
 /// are flagged with a safe alternative.
+///
+/// With `Accept: text/event-stream` the answer is a stream instead: `progress` events
+/// (`{"done":k,"total":n}` companies) as companies are planned, then one `plan` event with
+/// the JSON body above. A request that cannot be planned is answered with a problem
+/// response as without the header; a failure after the stream started ends it with an
+/// `error` event holding the problem document.
 #[utoipa::path(post, path = "/v1/config/plan", operation_id = "createPlan", tag = "config", request_body = PlanBody,
-    responses((status = 200, description = "The saved plan, per company", body = PlanView), (status = 404, description = "The revision or a company does not exist")))]
+    responses((status = 200, description = "The saved plan, per company; or, with `Accept: text/event-stream`, `progress` events (`{\"done\":k,\"total\":n}` companies) then a `plan` event (PlanView JSON) or an `error` event (Problem JSON)",
+        content((PlanView = "application/json"), (crate::dto::ServerSentEvent = "text/event-stream"))),
+        (status = 404, description = "The revision or a company does not exist")))]
 async fn plan(
     State(s): State<AppState>,
     Auth(caller): Auth,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PlanBody>,
-) -> ApiResult<Json<PlanView>> {
+) -> ApiResult<Response> {
     if body.revision.is_some_and(|r| r < 1) {
         return Err(crate::problem::Problem::invalid("revision", "revisions are numbered from 1"));
     }
@@ -320,8 +333,65 @@ async fn plan(
         message: body.message,
         rollback_to: body.rollback_to.unwrap_or(0),
     };
-    let p = s.orchestrator.clone().plan(caller.request(req)).await?.into_inner();
-    Ok(Json(p.into()))
+    if !wants_event_stream(&headers) {
+        let p = s.orchestrator.clone().plan(caller.request(req)).await?.into_inner();
+        return Ok(Json(PlanView::from(p)).into_response());
+    }
+    let stream = s.orchestrator.clone().plan_with_progress(caller.request(req)).await?.into_inner();
+    progress_events(stream, plan_event).await
+}
+
+/// The server-sent events of a *WithProgress stream, each message made an event by `event`.
+/// The orchestrator checks the request before its first count, so the first message is
+/// awaited here: a request that cannot be carried out gets the same problem response (and
+/// status) as without `Accept: text/event-stream`.
+async fn progress_events<M: Send + 'static>(
+    mut stream: tonic::Streaming<M>,
+    event: fn(Result<M, tonic::Status>) -> Option<Event>,
+) -> ApiResult<Response> {
+    let first = stream.message().await?.ok_or_else(|| Problem::from(gomark_platform::PublicError::internal()))?;
+    let events = futures::stream::once(std::future::ready(Ok(first)))
+        .chain(stream)
+        .filter_map(move |m| std::future::ready(event(m).map(Ok::<_, std::convert::Infallible>)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// `name` with `view` as its JSON data, or an `error` event when it cannot be made.
+fn json_event<V: Serialize>(name: &str, view: Result<V, Problem>) -> Option<Event> {
+    let (name, json) = match view {
+        Ok(view) => (name, serde_json::to_string(&view)),
+        // Mapped as every error response is: the public kind and message, nothing internal.
+        Err(problem) => ("error", serde_json::to_string(&problem)),
+    };
+    json.ok().map(|json| Event::default().event(name).data(json))
+}
+
+fn count_view(c: pb::CompanyCount) -> Result<CompanyCountView, Problem> {
+    Ok(CompanyCountView { done: c.done, total: c.total })
+}
+
+/// How far a streamed plan or import is: the data of its `progress` events.
+#[derive(Debug, Serialize)]
+struct CompanyCountView {
+    /// Companies done so far.
+    done: u32,
+    /// Companies the request covers.
+    total: u32,
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// One message of the orchestrator's plan stream as a server-sent event.
+fn plan_event(message: Result<pb::PlanProgress, tonic::Status>) -> Option<Event> {
+    use pb::plan_progress::Update;
+    match message {
+        Ok(pb::PlanProgress { update: Some(Update::Progress(c)) }) => json_event("progress", count_view(c)),
+        Ok(pb::PlanProgress { update: Some(Update::Plan(p)) }) => json_event("plan", Ok(PlanView::from(p))),
+        Ok(pb::PlanProgress { update: None }) => None,
+        Err(status) => json_event::<PlanView>("plan", Err(Problem::from(status))),
+    }
 }
 
 /// A saved plan.
@@ -429,22 +499,51 @@ pub struct ImportView {
 
 /// Adopts what the portals hold (custom properties, groups, pipelines) as their companies'
 /// overlays in a new revision: a portfolio is brought under GoMark, or rebuilt, in one call.
+///
+/// With `Accept: text/event-stream` the answer is a stream instead (status 200):
+/// `progress` events (`{"done":k,"total":n}` companies) as portals are read, then one
+/// `import` event with the JSON body of the 201 response. A request that cannot be carried
+/// out is answered with a problem response as without the header; a failure after the
+/// stream started ends it with an `error` event holding the problem document.
 #[utoipa::path(post, path = "/v1/config/import", operation_id = "importConfig", tag = "config", request_body = ImportBody,
-    responses((status = 201, description = "The new revision and what was adopted", body = ImportView), (status = 404, description = "A company does not exist"), (status = 412, description = "Another revision was created concurrently; retry")))]
+    responses((status = 201, description = "The new revision and what was adopted", body = ImportView),
+        (status = 200, description = "With `Accept: text/event-stream`: `progress` events (`{\"done\":k,\"total\":n}` companies) then an `import` event (ImportView JSON) or an `error` event (Problem JSON)", content_type = "text/event-stream", body = crate::dto::ServerSentEvent),
+        (status = 404, description = "A company does not exist"), (status = 412, description = "Another revision was created concurrently; retry")))]
 async fn import(
     State(s): State<AppState>,
     Auth(caller): Auth,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ImportBody>,
-) -> ApiResult<(StatusCode, Json<ImportView>)> {
+) -> ApiResult<Response> {
     let req = pb::ImportRequest { company_ids: body.company_ids, message: body.message };
-    let r = s.orchestrator.clone().import(caller.request(req)).await?.into_inner();
-    let revision = r
-        .revision
-        .map(RevisionView::from)
-        .ok_or_else(|| crate::problem::Problem::from(gomark_platform::PublicError::internal()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ImportView {
+    if !wants_event_stream(&headers) {
+        let r = s.orchestrator.clone().import(caller.request(req)).await?.into_inner();
+        return Ok((StatusCode::CREATED, Json(ImportView::try_from(r)?)).into_response());
+    }
+    let stream = s.orchestrator.clone().import_with_progress(caller.request(req)).await?.into_inner();
+    progress_events(stream, import_event).await
+}
+
+/// One message of the orchestrator's import stream as a server-sent event.
+fn import_event(message: Result<pb::ImportProgress, tonic::Status>) -> Option<Event> {
+    use pb::import_progress::Update;
+    match message {
+        Ok(pb::ImportProgress { update: Some(Update::Progress(c)) }) => json_event("progress", count_view(c)),
+        Ok(pb::ImportProgress { update: Some(Update::Imported(r)) }) => json_event("import", ImportView::try_from(r)),
+        Ok(pb::ImportProgress { update: None }) => None,
+        Err(status) => json_event::<ImportView>("import", Err(Problem::from(status))),
+    }
+}
+
+impl TryFrom<pb::ImportResponse> for ImportView {
+    type Error = Problem;
+
+    fn try_from(r: pb::ImportResponse) -> Result<Self, Problem> {
+        let revision = r
+            .revision
+            .map(RevisionView::from)
+            .ok_or_else(|| Problem::from(gomark_platform::PublicError::internal()))?;
+        Ok(ImportView {
             revision,
             companies: r
                 .companies
@@ -458,6 +557,6 @@ async fn import(
                     skipped: c.skipped,
                 })
                 .collect(),
-        }),
-    ))
+        })
+    }
 }
