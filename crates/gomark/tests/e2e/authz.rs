@@ -886,3 +886,56 @@ async fn revoking_a_key_ends_its_open_streams() {
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
 }
+
+/// `Accept: text/event-stream` on plan and import changes how the answer arrives, never who
+/// may ask: every role, scoped or not, on its own company and another, gets the same refusal
+/// (or success) from the streamed variant as from the plain request.
+#[tokio::test]
+async fn streamed_plan_and_import_are_authorized_as_the_plain_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let admin = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("admin key"));
+    let a = create_company(&admin, &gomark.hubspot_sim, "Company A", "token-stream-a", 941).await;
+    let b = create_company(&admin, &gomark.hubspot_sim, "Company B", "token-stream-b", 942).await;
+    let doc = format!(
+        "baseline:\n  dealProperties:\n    - {{name: gomark_streamed, label: S, type: string, fieldType: text, groupName: dealinformation}}\n\
+         companies:\n  a:\n    companyId: \"{a}\"\n  b:\n    companyId: \"{b}\"\n"
+    );
+    let stored = admin.send(Method::POST, "/v1/config/revisions", Some(json!({"document": doc, "message": "m"}))).await;
+    assert_eq!(stored.status, 201, "{}", stored.body);
+
+    let stream = [("accept", "text/event-stream")];
+    let (mut successes, mut refusals) = (0, 0);
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        for scoped in [true, false] {
+            let key = mint(&admin, role, scoped.then_some(a.as_str())).await;
+            let api = admin.with_token(&key);
+            for company in [&a, &b] {
+                for path in ["/v1/config/plan", "/v1/config/import"] {
+                    let body = json!({"companyIds": [company]});
+                    let plain = api.send(Method::POST, path, Some(body.clone())).await;
+                    let streamed = api.send_with(Method::POST, path, Some(body), &stream).await;
+                    let what = format!("{role:?} scoped={scoped} {path} for {company}");
+                    assert_eq!(plain.status.is_success(), streamed.status.is_success(), "{what}: {}", plain.body);
+                    if plain.status.is_success() {
+                        successes += 1;
+                        assert!(streamed.content_type().starts_with("text/event-stream"), "{what}");
+                    } else {
+                        refusals += 1;
+                        assert_eq!(plain.status, streamed.status, "{what}");
+                        assert_eq!(plain.body["title"], streamed.body["title"], "{what}");
+                    }
+                    assert!(
+                        !(scoped && company == &b && plain.status.is_success()),
+                        "{what}: a key scoped to A acted on B"
+                    );
+                }
+            }
+        }
+    }
+    assert!(successes > 0 && refusals > 0, "both answers compared: {successes} successes, {refusals} refusals");
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
