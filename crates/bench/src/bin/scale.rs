@@ -19,7 +19,9 @@
 //!   tenth of the companies;
 //! - `rollout`: a 50-property baseline rolled out to 1,000 simulated portals with 100 ms of
 //!   latency and 100 requests per 10 s each, in wall time and HubSpot calls, against the
-//!   floor the batch endpoints allow.
+//!   floor the batch endpoints allow;
+//! - `footprint`: resident memory at rest of `gomark serve` and of each of `gomark
+//!   cluster`'s five service processes.
 
 // Shared with the gateway benchmark, which uses the rest of it.
 #[allow(dead_code)]
@@ -105,6 +107,19 @@ enum Bench {
         /// Deal changes timed per history size.
         #[arg(long, default_value_t = 50)]
         samples: usize,
+    },
+    /// Resident memory at rest: `gomark serve`, and each service of `gomark cluster`.
+    Footprint {
+        /// Seconds left alone after start-up before sampling.
+        #[arg(long, default_value_t = 20)]
+        settle_secs: u64,
+        /// Samples, one a second.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        /// The gomark binary to run (default: the one beside this benchmark); the shipped
+        /// one is `target/image/gomark` (`cargo build --profile image -p gomark`).
+        #[arg(long)]
+        gomark: Option<PathBuf>,
     },
     /// A 50-property baseline rolled out to many portals.
     Rollout {
@@ -392,6 +407,8 @@ const LATENCY_WEBHOOK_DELAY: Duration = Duration::from_millis(1);
 
 #[path = "../drift_bench.rs"]
 mod drift_bench;
+#[path = "../footprint_bench.rs"]
+mod footprint_bench;
 #[path = "../funnel_bench.rs"]
 mod funnel_bench;
 #[path = "../live_bench.rs"]
@@ -679,6 +696,39 @@ async fn main() -> Result<()> {
                  and with the demo (SERVING; then until the demo's revisions, rollout, customers and drift are in place, \
                  which happens in the background after SERVING). Goal: ≤ 200 ms to SERVING.\n\n\
                  | case | runs | p50 | p90 | max |\n|---|---:|---:|---:|---:|\n{rows}\n"
+            );
+            (heading, section)
+        }
+        Bench::Footprint { settle_secs, samples, gomark } => {
+            let heading = "## Idle footprint (issue 17)";
+            let gomark = footprint_bench::gomark_binary(gomark)?;
+            let binary = format!(
+                "`{}` ({:.1} MiB)",
+                gomark.display(),
+                std::fs::metadata(&gomark).map(|m| m.len()).unwrap_or_default() as f64 / 1048576.0
+            );
+            let settle = Duration::from_secs(settle_secs);
+            let mut rows = footprint_bench::embedded(&gomark, settle, samples).await?;
+            match footprint_bench::distributed(&gomark, settle, samples).await? {
+                Some(services) => rows.push_str(&services),
+                None => {
+                    rows.push_str("| distributed | – | – | – | ≤ 25 MiB | not run: set the GOMARK_TEST_* variables |\n")
+                }
+            }
+            let section = format!(
+                "{heading}\n\nRun {where_} with `cargo build --release -p gomark && cargo run --release -p gomark-bench \
+                 --bin scale -- footprint --settle-secs {settle_secs} --samples {samples} --out BENCHMARKS.md`, \
+                 binary {binary}.\n\n\
+                 Resident memory at rest, as an operator runs GoMark: `gomark serve` (one \
+                 process: SQLite, in-process bus and cache, the simulators), without the demo and with the demo \
+                 portfolio loaded (its simulated sales activity off), and `gomark cluster` on Postgres, NATS and \
+                 Redis, whose five services run as separate processes (the cluster process itself only holds the \
+                 simulators and is not counted). Each is left alone for {settle_secs} s after it answers `/healthz`, \
+                 then `VmRSS` is read from `/proc` once a second, {samples} times: the median is reported, and \
+                 `VmHWM`, the process's peak since it started (start-up and migrations included). \
+                 Goals: services ≤ 25 MiB each, embedded ≤ 60 MiB.\n\n\
+                 | mode | process | resident at rest (median) | peak since start | goal | |\n\
+                 |---|---|---:|---:|---:|---|\n{rows}\n"
             );
             (heading, section)
         }
