@@ -137,7 +137,7 @@ pub async fn run_batch_consumer(
     let mut bus_outage = Outage::new("event consumer: bus");
     let mut handler_outage = Outage::new("event consumer: handler");
     while !shutdown.is_triggered() {
-        let mut stream = match bus.subscribe(&spec).await {
+        let stream = match bus.subscribe(&spec).await {
             Ok(s) => s,
             Err(err) => {
                 bus_outage.failed(&format!("{}: {err}", spec.durable));
