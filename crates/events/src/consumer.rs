@@ -137,7 +137,7 @@ pub async fn run_batch_consumer(
     let mut bus_outage = Outage::new("event consumer: bus");
     let mut handler_outage = Outage::new("event consumer: handler");
     while !shutdown.is_triggered() {
-        let mut stream = match bus.subscribe(&spec).await {
+        let stream = match bus.subscribe(&spec).await {
             Ok(s) => s,
             Err(err) => {
                 bus_outage.failed(&format!("{}: {err}", spec.durable));
@@ -150,10 +150,16 @@ pub async fn run_batch_consumer(
             }
         };
         reconnect = Duration::from_millis(200);
+        // The next batch is gathered (fetched, decoded, lingered for) by its own task while
+        // this one is handled: the handler never waits for the bus between batches, and the
+        // bus is read while the handler writes. Batches are still handled one at a time, in
+        // the order gathered.
+        let (batches, mut gathered) = tokio::sync::mpsc::channel(1);
+        let gatherer = tokio::spawn(gather(stream, limits, batches, shutdown.clone()));
         loop {
             let next = tokio::select! {
-                () = shutdown.wait() => return,
-                next = stream.next_batch(limits.max_events, limits.linger) => next,
+                () = shutdown.wait() => break,
+                next = gathered.recv() => next,
             };
             match next {
                 Some(Ok(batch)) => {
@@ -169,6 +175,29 @@ pub async fn run_batch_consumer(
                 }
                 None => break,
             }
+        }
+        // A batch gathered but not handled is not acked: the bus delivers it again.
+        gatherer.abort();
+    }
+}
+
+/// Feeds `batches` from `stream` until the bus closes or fails, the receiver goes away or
+/// shutdown. The channel holds one batch, so at most two are gathered ahead of the handler.
+async fn gather(
+    mut stream: Box<dyn crate::EventStream>,
+    limits: BatchLimits,
+    batches: tokio::sync::mpsc::Sender<crate::Result<Vec<crate::Delivery>>>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.wait() => return,
+            next = stream.next_batch(limits.max_events, limits.linger) => next,
+        };
+        let Some(next) = next else { return };
+        let failed = next.is_err();
+        if batches.send(next).await.is_err() || failed {
+            return;
         }
     }
 }
@@ -282,6 +311,98 @@ mod tests {
         assert_eq!(redelivery_delay(1), Duration::from_millis(250));
         assert_eq!(redelivery_delay(2), Duration::from_millis(500));
         assert_eq!(redelivery_delay(50), MAX_REDELIVERY_DELAY);
+    }
+
+    /// A bus handing out one-event batches, counting how often a batch is asked for.
+    struct CountingBus {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct NoAck;
+
+    #[async_trait]
+    impl crate::bus::Acker for NoAck {
+        async fn ack(self: Box<Self>) -> crate::Result<()> {
+            Ok(())
+        }
+
+        async fn nak(self: Box<Self>, _delay: Duration) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct CountingStream {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl crate::EventStream for CountingStream {
+        async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let event = crate::envelope::new_event("c", "test.counted", &prost_types::Timestamp::default());
+            Some(Ok(crate::Delivery::new(event, 1, Box::new(NoAck))))
+        }
+
+        async fn next_batch(&mut self, _max: usize, _linger: Duration) -> Option<crate::Result<Vec<crate::Delivery>>> {
+            Some(self.next().await?.map(|d| vec![d]))
+        }
+    }
+
+    #[async_trait]
+    impl EventBus for CountingBus {
+        async fn publish(&self, _event: &EventEnvelope) -> crate::Result<()> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
+            Ok(Box::new(CountingStream { asked: self.asked.clone() }))
+        }
+    }
+
+    /// Waits, in its first batch, for the bus to be asked for the next one.
+    struct SlowWriter {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+        fetched_while_writing: tokio::sync::Mutex<Option<bool>>,
+    }
+
+    #[async_trait]
+    impl BatchHandler for SlowWriter {
+        async fn handle_batch(&self, _events: &[EventEnvelope]) -> Result<(), HandlerError> {
+            let mut seen = self.fetched_while_writing.lock().await;
+            if seen.is_none() {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while self.asked.load(std::sync::atomic::Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                *seen = Some(self.asked.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_is_fetched_while_one_is_handled() {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bus: Arc<dyn EventBus> = Arc::new(CountingBus { asked: asked.clone() });
+        let writer =
+            Arc::new(SlowWriter { asked: asked.clone(), fetched_while_writing: tokio::sync::Mutex::new(None) });
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_batch_consumer(
+            bus,
+            ConsumerSpec::new("test.pipelined", "test.counted"),
+            writer.clone(),
+            BatchLimits { max_events: 10, linger: Duration::from_millis(1) },
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while writer.fetched_while_writing.lock().await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the first batch was not handled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.trigger();
+        task.await.expect("consumer ends");
+        assert_eq!(*writer.fetched_while_writing.lock().await, Some(true), "the bus was not read during the write");
     }
 
     struct Recorder {

@@ -97,17 +97,23 @@ fn fx_rate(i: usize, r: &pb::FxRate) -> Result<FxRate, Status> {
 /// Sends `compute()` now and again whenever `version()` moves and the figures differ
 /// (`same` says when they do not); checks `version` whenever `changes` moves (a local
 /// change of what is watched) and every `poll` (for changes other replicas ingested).
-fn spawn_watch<T, C, CF, V, VF>(
+/// When the change itself carries newer figures (`fresh` of it: their version and value),
+/// they are sent as they are, without asking `version` or `compute`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_watch<T, S, F, C, CF, V, VF>(
     tracker: Arc<Tracker>,
-    mut changes: tokio::sync::watch::Receiver<u64>,
+    mut changes: tokio::sync::watch::Receiver<S>,
     poll: Duration,
     shutdown: Shutdown,
+    fresh: F,
     compute: C,
     version: V,
     same: fn(&T, &T) -> bool,
 ) -> ReceiverStream<Result<T, Status>>
 where
     T: Clone + Send + 'static,
+    S: Send + Sync + 'static,
+    F: Fn(&S) -> Option<(i64, T)> + Send + 'static,
     C: Fn(Arc<Tracker>) -> CF + Send + 'static,
     CF: Future<Output = crate::error::Result<T>> + Send,
     V: Fn(Arc<Tracker>) -> VF + Send + 'static,
@@ -118,15 +124,22 @@ where
         let mut sent_version: Option<i64> = None;
         let mut sent: Option<T> = None;
         loop {
-            let current = match version(tracker.clone()).await {
-                Ok(v) => v,
-                Err(err) => {
-                    let _ = tx.send(Err(err.into())).await;
-                    return;
-                }
+            let handed = fresh(&changes.borrow_and_update()).filter(|(v, _)| sent_version.is_none_or(|s| *v > s));
+            let (current, handed) = match handed {
+                Some((v, value)) => (v, Some(value)),
+                None => match version(tracker.clone()).await {
+                    Ok(v) => (v, None),
+                    Err(err) => {
+                        let _ = tx.send(Err(err.into())).await;
+                        return;
+                    }
+                },
             };
             if sent_version != Some(current) {
-                let update = compute(tracker.clone()).await.map_err(Status::from);
+                let update = match handed {
+                    Some(value) => Ok(value),
+                    None => compute(tracker.clone()).await.map_err(Status::from),
+                };
                 sent_version = Some(current);
                 match update {
                     Ok(value) if sent.as_ref().is_some_and(|s| same(s, &value)) => {}
@@ -285,11 +298,16 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
         // Fail fast on an unknown pipeline, before the stream starts.
         self.tracker.funnel(&r.company_id, &r.pipeline_id, 0).await?;
         let company = r.company_id.clone();
+        let pipeline = r.pipeline_id.clone();
         let stream = spawn_watch(
             self.tracker.clone(),
             self.tracker.changes.subscribe_company(&company),
             self.watch_poll,
             self.shutdown.clone(),
+            move |change: &crate::live::CompanyChange| {
+                let f = change.fresh.as_ref()?;
+                Some((f.version, Tracker::funnel_in(&f.funnels, &pipeline)?))
+            },
             move |t| {
                 let r = r.clone();
                 async move { t.funnel(&r.company_id, &r.pipeline_id, 0).await }
@@ -320,6 +338,7 @@ impl PipelineTrackerService for PipelineTrackerGrpc {
             self.tracker.changes.subscribe(),
             self.watch_poll,
             self.shutdown.clone(),
+            |_: &u64| None,
             move |t| {
                 let (ids, page) = (ids.clone(), page.clone());
                 async move { t.portfolio(&ids, page.page_size, &page.page_token, as_of).await }

@@ -92,9 +92,8 @@ impl BatchHandler for DealEvents {
             self.tracker.store().ingest_counted(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_versions_ingested_total").increment(batch.len() as u64);
         // The kept sums take the changes before readers are woken, so they read them.
-        self.tracker.apply(&batch, &touched).await;
-        let companies: Vec<String> = touched.into_iter().map(|(c, _)| c).collect();
-        self.tracker.changed(&companies).await;
+        let applied = self.tracker.apply(&batch, &touched).await;
+        self.tracker.changed_with(&touched, applied).await;
         Ok(())
     }
 }

@@ -231,23 +231,33 @@ impl Store {
         histories(rows)
     }
 
-    /// Every version of the deals `deal_ids` of `company`, grouped by deal, oldest first
-    /// (a deal with no version is left out).
-    pub async fn deal_histories(&self, company_id: &str, deal_ids: &[String]) -> Result<Vec<DealHistory>> {
-        let mut out = Vec::with_capacity(deal_ids.len());
-        for chunk in deal_ids.chunks(ROWS_PER_STATEMENT) {
+    /// Every version of the listed `(company, deal)` pairs, grouped by company then deal,
+    /// oldest first: one query per few hundred deals, whatever the number of companies
+    /// (a batch of deal events touches many companies).
+    pub async fn histories_of(&self, deals: &[(String, String)]) -> Result<HashMap<String, Vec<DealHistory>>> {
+        let mut out: HashMap<String, Vec<DealHistory>> = HashMap::new();
+        for chunk in deals.chunks(ROWS_PER_STATEMENT) {
+            let pairs = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect::<Vec<_>>();
             let sql = format!(
-                "SELECT deal_id, modified_ms, pipeline_id, stage_id, CAST(amount AS TEXT), close_date_ms, created_ms, \
-                 deleted, currency FROM deal_history WHERE company_id = $1 AND deal_id IN ({}) \
-                 ORDER BY deal_id, modified_ms",
-                (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+                "SELECT company_id, deal_id, modified_ms, pipeline_id, stage_id, CAST(amount AS TEXT), close_date_ms, \
+                 created_ms, deleted, currency FROM deal_history WHERE (company_id, deal_id) IN (VALUES {}) \
+                 ORDER BY company_id, deal_id, modified_ms",
+                pairs.join(", ")
             );
             // Only numbered placeholders are spliced in; the values are bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id.to_owned());
-            for id in chunk {
-                q = q.bind(id.clone());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (company, deal) in chunk {
+                q = q.bind(company.clone()).bind(deal.clone());
             }
-            out.extend(histories(q.fetch_all(self.db.pool()).await?)?);
+            let mut rows = q.fetch_all(self.db.pool()).await?.into_iter().peekable();
+            while let Some(first) = rows.peek() {
+                let company: String = first.try_get(0)?;
+                let mut of_company = Vec::new();
+                while let Some(row) = rows.next_if(|r| r.try_get::<String, _>(0).is_ok_and(|c| c == company)) {
+                    of_company.push(row);
+                }
+                out.entry(company).or_default().extend(histories_at(of_company, 1)?);
+            }
         }
         Ok(out)
     }
@@ -469,19 +479,24 @@ impl Store {
 
 /// Deal history rows (as [`Store::history`] selects them) grouped by deal.
 fn histories(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<DealHistory>> {
+    histories_at(rows, 0)
+}
+
+/// [`histories`] of rows whose deal id is column `at` (the version's columns follow it).
+fn histories_at(rows: Vec<sqlx::any::AnyRow>, at: usize) -> Result<Vec<DealHistory>> {
     let mut deals: Vec<DealHistory> = Vec::new();
     for row in rows {
-        let deal_id: String = row.try_get(0)?;
+        let deal_id: String = row.try_get(at)?;
         let version = Version {
-            modified_ms: row.try_get(1)?,
-            pipeline_id: row.try_get(2)?,
-            stage_id: row.try_get(3)?,
-            amount: Some(decimal_from_text(&row.try_get::<String, _>(4)?)?),
-            close_date_ms: row.try_get(5)?,
-            created_ms: row.try_get(6)?,
-            deleted: row.try_get::<i64, _>(7)? != 0,
+            modified_ms: row.try_get(at + 1)?,
+            pipeline_id: row.try_get(at + 2)?,
+            stage_id: row.try_get(at + 3)?,
+            amount: Some(decimal_from_text(&row.try_get::<String, _>(at + 4)?)?),
+            close_date_ms: row.try_get(at + 5)?,
+            created_ms: row.try_get(at + 6)?,
+            deleted: row.try_get::<i64, _>(at + 7)? != 0,
             // '' (stored before currencies were known) counts in the company's currency.
-            currency: row.try_get::<String, _>(8)?.parse().ok(),
+            currency: row.try_get::<String, _>(at + 8)?.parse().ok(),
         };
         match deals.last_mut() {
             Some(d) if d.deal_id == deal_id => d.versions.push(version),

@@ -5,7 +5,7 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::funnel::{self, DealHistory, Figures, PipelineInfo};
 use crate::kpi::{self, CompanyMetrics, Definitions, Metric};
-use crate::live::Changes;
+use crate::live::{Changes, Fresh};
 use crate::portfolio::StageMap;
 use crate::rollup::{self, Rollup, Rollups};
 use crate::store::Incoming;
@@ -173,6 +173,12 @@ impl Tracker {
 
     /// Called after a batch touching `companies` is stored.
     pub async fn changed(&self, companies: &[String]) {
+        self.invalidate(companies).await;
+        self.changes.publish(companies);
+    }
+
+    /// Drops the cached figures of `companies`.
+    async fn invalidate(&self, companies: &[String]) {
         // Concurrently: a backfill batch touches many companies, each a cache round trip.
         let deletions = companies.iter().map(|c| async move { (c, self.cache.delete(&cache_key(c)).await) });
         for (c, outcome) in futures::future::join_all(deletions).await {
@@ -180,7 +186,6 @@ impl Tracker {
                 tracing::warn!(company_id = %c, error = %err, "cache invalidation failed; the entry expires with its ttl");
             }
         }
-        self.changes.publish(companies);
     }
 
     /// The company's deal history with every amount in the company's `currency`: amounts
@@ -344,28 +349,43 @@ impl Tracker {
     /// After `batch` was stored (`touched`: each company with the counter the batch left
     /// it at): the kept sums of those companies take the changed deals, when they had
     /// every change before; otherwise (or on any failure) they are dropped, and the next
-    /// read recomputes the company. Call before [`Tracker::changed`], which wakes readers.
-    pub async fn apply(&self, batch: &[Incoming], touched: &[(String, i64)]) {
+    /// read recomputes the company. Returns the new figures of the companies watched on this
+    /// replica whose sums took the batch, for [`Tracker::changed_with`] to hand over.
+    pub async fn apply(&self, batch: &[Incoming], touched: &[(String, i64)]) -> Applied {
+        let mut fresh = Applied { generation: self.rollups.generation(), fresh: HashMap::new() };
+        let mut able = Vec::new();
         for (company_id, version) in touched {
             let kept = self.rollups.with(company_id, |r| {
                 (r.version == version - 1).then(|| (r.currency, r.date.clone(), r.rates.clone(), r.generation))
             });
-            let Some(Some((currency, date, mut rates, generation))) = kept else {
-                self.rollups.remove(company_id);
-                continue;
-            };
-            let mut deal_ids: Vec<String> =
-                batch.iter().filter(|i| &i.company_id == company_id).map(|i| i.deal_id.clone()).collect();
-            deal_ids.sort();
-            deal_ids.dedup();
-            let mut histories = match self.store.deal_histories(company_id, &deal_ids).await {
-                Ok(h) => h,
-                Err(err) => {
-                    tracing::warn!(company_id, error = %err, "changed deals unreadable; the company is recomputed");
+            match kept {
+                Some(Some(k)) => able.push((company_id, *version, k)),
+                _ => self.rollups.remove(company_id),
+            }
+        }
+        if able.is_empty() {
+            return fresh;
+        }
+        let mut deals: Vec<(String, String)> = batch
+            .iter()
+            .filter(|i| able.iter().any(|(c, ..)| **c == i.company_id))
+            .map(|i| (i.company_id.clone(), i.deal_id.clone()))
+            .collect();
+        deals.sort();
+        deals.dedup();
+        // One read for the whole batch: a batch touches many companies.
+        let mut histories = match self.store.histories_of(&deals).await {
+            Ok(h) => h,
+            Err(err) => {
+                tracing::warn!(error = %err, "changed deals unreadable; their companies are recomputed");
+                for (company_id, ..) in able {
                     self.rollups.remove(company_id);
-                    continue;
                 }
-            };
+                return fresh;
+            }
+        };
+        for (company_id, version, (currency, date, mut rates, generation)) in able {
+            let mut histories = histories.remove(company_id.as_str()).unwrap_or_default();
             if let Err(err) = self.convert(company_id, &mut histories, currency, &date, &mut rates).await {
                 tracing::warn!(company_id, error = %err, "exchange rates unreadable; the company is recomputed");
                 self.rollups.remove(company_id);
@@ -374,22 +394,45 @@ impl Tracker {
             let (defs, map) = (self.definitions(), self.stage_map());
             let cx = rollup::Context { company_id, map: &map, defs: &defs };
             let now = gomark_storage::now_ms();
+            let watched = self.changes.watched(company_id);
             let applied = self.rollups.with(company_id, |r| {
                 if r.version != version - 1 || r.generation != generation || generation != self.rollups.generation() {
                     return Err(rollup::Stale::Expired);
                 }
+                let handed_over = watched && generation == fresh.generation;
                 r.rates = rates;
                 for deal in &histories {
                     r.update(&cx, deal, now)?;
                 }
-                r.version = *version;
-                Ok(())
+                r.version = version;
+                // Computed here, once, for every watcher of the company.
+                Ok((handed_over && r.valid_at(now)).then(|| self.funnels_from(&cx, r, now)))
             });
-            if let Some(Err(stale)) = applied {
-                tracing::debug!(company_id, reason = %stale, "the company's sums are recomputed");
-                self.rollups.remove(company_id);
+            match applied {
+                Some(Ok(Some(Ok(funnels)))) => {
+                    fresh.fresh.insert(company_id.clone(), Fresh { version, funnels: Arc::new(funnels) });
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(stale)) => {
+                    tracing::debug!(company_id, reason = %stale, "the company's sums are recomputed");
+                    self.rollups.remove(company_id);
+                }
             }
         }
+        fresh
+    }
+
+    /// [`Tracker::changed`] after ingest: each company's watchers also get its counter, and
+    /// its new figures when `fresh` has them.
+    pub async fn changed_with(&self, touched: &[(String, i64)], applied: Applied) {
+        let Applied { generation, mut fresh } = applied;
+        let companies: Vec<String> = touched.iter().map(|(c, _)| c.clone()).collect();
+        self.invalidate(&companies).await;
+        self.changes.publish_with(
+            touched.iter().map(|(c, v)| (c.as_str(), Some(*v), fresh.remove(c))),
+            // Figures computed before a configuration change are not handed over.
+            || self.rollups.generation() == generation,
+        );
     }
 
     /// One pipeline's funnel now (cached) or at `as_of_ms` (from the transition log).
@@ -420,6 +463,12 @@ impl Tracker {
             }
             None => Err(PublicError::not_found(format!("pipeline {pipeline_id}")).into()),
         }
+    }
+
+    /// Pipeline `pipeline_id`'s funnel among a company's `funnels`, when they have it.
+    pub fn funnel_in(funnels: &pb::CompanyFunnels, pipeline_id: &str) -> Option<pb::Funnel> {
+        let pipeline_id = pipeline_or_default(pipeline_id);
+        funnels.funnels.iter().find(|f| f.pipeline_id == pipeline_id).cloned()
     }
 
     pub async fn pipelines(&self, company_id: &str) -> Result<pb::ListPipelinesResponse> {
@@ -795,6 +844,15 @@ impl Tracker {
         }
         Ok(pb::Benchmarks { definition_revision: defs.revision, group_by: group_by.to_owned(), metrics: out })
     }
+}
+
+/// What [`Tracker::apply`] computed for watchers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The configuration generation the figures were computed under.
+    generation: u64,
+    /// New figures by company.
+    fresh: HashMap<String, Fresh>,
 }
 
 /// A company's pipelines with their figures, and the deal history they came from.

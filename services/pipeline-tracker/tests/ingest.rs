@@ -643,6 +643,44 @@ async fn kept_sums_follow_changes_on_either_replica_and_equal_a_full_recompute()
     }
 }
 
+#[tokio::test]
+async fn a_batch_hands_each_watched_company_its_new_figures_equal_to_a_full_recompute() {
+    for tdb in TestDatabase::all() {
+        let t = tracker(&tdb).await;
+        let mut rng = Rng(0x0f1e_5400_0000_0017);
+        let (c1, c2, c3) = (history("c1", 30, &mut rng), history("c2", 30, &mut rng), history("c3", 10, &mut rng));
+        for events in [&c1, &c2, &c3] {
+            ingest(&t, &events[..events.len() / 2], 50).await;
+        }
+        // c1 and c2 hold sums and are watched; c3 holds sums but nobody watches it.
+        for c in ["c1", "c2", "c3"] {
+            funnels_now(&t, c).await;
+        }
+        let (mut w1, mut w2) = (t.changes.subscribe_company("c1"), t.changes.subscribe_company("c2"));
+        // One batch over the three companies.
+        let mut batch: Vec<EventEnvelope> = Vec::new();
+        for events in [&c1, &c2, &c3] {
+            batch.extend_from_slice(&events[events.len() / 2..]);
+        }
+        ingest(&t, &batch, batch.len()).await;
+        let fresh_replica = {
+            let catalog = Catalog::new(t.store().clone(), None, Duration::from_secs(60));
+            let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
+            Tracker::new(t.store().clone(), catalog, cache, Duration::from_secs(60))
+        };
+        for (c, w) in [("c1", &mut w1), ("c2", &mut w2)] {
+            let change = w.borrow_and_update().clone();
+            let fresh = change.fresh.unwrap_or_else(|| panic!("{}: {c}'s figures handed over", tdb.label));
+            assert_eq!(fresh.version, t.store().company_version(c).await.expect("version"), "{}", tdb.label);
+            let mut got = (*fresh.funnels).clone();
+            for funnel in &mut got.funnels {
+                funnel.as_of = None;
+            }
+            assert_eq!(got, funnels_now(&fresh_replica, c).await, "{}: {c} equals a full recompute", tdb.label);
+        }
+    }
+}
+
 /// A deal version with every date chosen: modified on `day`, closing on `close_day`.
 #[allow(deprecated)]
 fn deal_at(
