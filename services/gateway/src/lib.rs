@@ -108,7 +108,7 @@ pub async fn start_gateway_on(
     let oidc = settings.auth.oidc.clone().map(auth::oidc::OidcVerifier::new).transpose()?;
     let gw = &settings.gateway;
     let channel = |url: &str| gomark_platform::grpc_client::channel(url, gw.call_timeout());
-    let state = routes::AppState {
+    let state = routes::AppState::new(routes::Services {
         orchestrator: OrchestratorServiceClient::new(channel(&gw.orchestrator_url)?),
         upso_cadence: UpsoCadenceServiceClient::new(channel(&gw.upso_cadence_url)?),
         hubspot_sync: gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
@@ -128,7 +128,7 @@ pub async fn start_gateway_on(
             })
         }),
         max_body_bytes: gw.max_body_bytes,
-    };
+    });
     let request_id = http::HeaderName::from_static("x-request-id");
     let mut app = routes::router(state);
     for (name, value) in security_headers() {
