@@ -8,6 +8,7 @@ mod extract;
 mod idempotency;
 mod limits;
 mod problem;
+mod recent;
 mod routes;
 mod settings;
 
@@ -128,6 +129,7 @@ pub async fn start_gateway_on(
             })
         }),
         max_body_bytes: gw.max_body_bytes,
+        recent_funnels: recent::RecentAnswers::new(recent::FUNNEL_FRESH_FOR),
     });
     let request_id = http::HeaderName::from_static("x-request-id");
     let mut app = routes::router(state);

@@ -64,6 +64,8 @@ pub struct Services {
     pub webhooks: Option<Arc<webhooks::WebhookConfig>>,
     /// Largest request body read, also by the idempotency layer.
     pub max_body_bytes: usize,
+    /// Funnels ("now") answered a moment ago, per caller.
+    pub recent_funnels: crate::recent::RecentAnswers,
 }
 
 /// Every documented route, and the OpenAPI document describing them.
