@@ -8,6 +8,7 @@ mod extract;
 mod idempotency;
 mod limits;
 mod problem;
+mod recent;
 mod routes;
 mod settings;
 
@@ -108,7 +109,7 @@ pub async fn start_gateway_on(
     let oidc = settings.auth.oidc.clone().map(auth::oidc::OidcVerifier::new).transpose()?;
     let gw = &settings.gateway;
     let channel = |url: &str| gomark_platform::grpc_client::channel(url, gw.call_timeout());
-    let state = routes::AppState {
+    let state = routes::AppState::new(routes::Services {
         orchestrator: OrchestratorServiceClient::new(channel(&gw.orchestrator_url)?),
         upso_cadence: UpsoCadenceServiceClient::new(channel(&gw.upso_cadence_url)?),
         hubspot_sync: gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
@@ -128,7 +129,8 @@ pub async fn start_gateway_on(
             })
         }),
         max_body_bytes: gw.max_body_bytes,
-    };
+        recent_funnels: recent::RecentAnswers::new(recent::FUNNEL_FRESH_FOR),
+    });
     let request_id = http::HeaderName::from_static("x-request-id");
     let mut app = routes::router(state);
     for (name, value) in security_headers() {

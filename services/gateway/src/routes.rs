@@ -32,10 +32,28 @@ use gomark_proto::upso_cadence::v1::upso_cadence_service_client::UpsoCadenceServ
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 
-/// What every handler needs: clients of the services behind the gateway, and how to
-/// tell who is calling.
+/// What every handler needs, behind one `Arc`: axum clones the state for every request,
+/// and cloning the four tonic clients each time (each holds a tower `Buffer` sender) was
+/// the gateway's largest own cost. Handlers clone a client only when they call it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// Clients of the services behind the gateway, and how to tell who is calling.
+pub struct Services {
     pub orchestrator: OrchestratorServiceClient<TracedChannel>,
     pub upso_cadence: UpsoCadenceServiceClient<TracedChannel>,
     pub hubspot_sync: HubspotSyncServiceClient<TracedChannel>,
@@ -46,6 +64,8 @@ pub struct AppState {
     pub webhooks: Option<Arc<webhooks::WebhookConfig>>,
     /// Largest request body read, also by the idempotency layer.
     pub max_body_bytes: usize,
+    /// Funnels ("now") answered a moment ago, per caller.
+    pub recent_funnels: crate::recent::RecentAnswers,
 }
 
 /// Every documented route, and the OpenAPI document describing them.

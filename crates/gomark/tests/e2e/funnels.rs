@@ -55,9 +55,22 @@ pub async fn funnel_follows_deals(api: &Api, sim: &HubSpotSim, tracker: SocketAd
             .await;
     // Exactly 6000 × 0.2: the sim's deals carry deal_currency_code (the company currency).
     assert_eq!(f.weighted_forecast_money, usd(1200), "{f:?}");
+    // Read now, so the gateway holds this answer when the deal is won.
+    let open = api.send(Method::GET, &format!("/v1/companies/{company}/funnels/default"), None).await.body;
+    assert_eq!((open["openCount"].as_u64(), open["wonCount"].as_u64()), (Some(3), Some(0)), "{open}");
     sim.update_deal(token, &ids[0], [("dealstage", "closedwon")]).expect("won");
     let f = until(&mut stream, "one deal won", |f| f.won_count == 1).await;
     assert_eq!((f.open_count, f.won_amount_money.clone(), f.win_rate), (2, usd(1000), 1.0));
+    // The gateway reuses a funnel for at most 0.5 s (README): a poll sees the change by then.
+    let seen = std::time::Instant::now();
+    loop {
+        let now = api.send(Method::GET, &format!("/v1/companies/{company}/funnels/default"), None).await.body;
+        if now["wonCount"] == 1 {
+            break;
+        }
+        assert!(seen.elapsed() < Duration::from_millis(1500), "still stale after {:?}: {now}", seen.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Time travel: before the deals, the funnel was empty.
     let at = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -6,10 +6,15 @@ use crate::auth::Auth;
 use crate::dto::{Page, PageQuery, instant, rfc3339, rfc3339_opt};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
+use crate::recent::RecentAnswers;
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use gomark_platform::ErrorKind;
 use gomark_proto::Timestamp;
 use gomark_proto::common::v1::PageRequest;
 use gomark_proto::pipeline_tracker::v1 as pb;
@@ -192,6 +197,10 @@ pub struct FunnelQuery {
 
 /// One pipeline's funnel: deals, amounts, weighted forecast, conversion and time per
 /// stage, win rate and velocity; now (cached) or at a past instant.
+///
+/// The funnel now may be up to 0.5 s old (`asOf` says when it was computed): the gateway
+/// reuses its answer to the same caller for that long, so polling it stays cheap. Watch
+/// `…/funnels/{pipelineId}/events` to see every change as it happens.
 #[utoipa::path(get, path = "/v1/companies/{companyId}/funnels/{pipelineId}", operation_id = "getFunnel", tag = "funnels",
     params(("companyId" = String, Path, description = "Company id"),
            ("pipelineId" = String, Path, description = "Pipeline id (`default` is HubSpot's)"), FunnelQuery),
@@ -201,10 +210,26 @@ async fn funnel(
     Auth(caller): Auth,
     ApiPath((company_id, pipeline_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<FunnelQuery>,
-) -> ApiResult<Json<FunnelView>> {
+) -> ApiResult<Response> {
     let as_of = query.at.as_deref().map(|t| instant("at", t)).transpose()?;
+    // Only "now" is reused: it is what dashboards poll; a past instant is asked once.
+    let key = as_of.is_none().then(|| RecentAnswers::key(&caller, &[&company_id, &pipeline_id]));
+    if let Some(body) = key.as_deref().and_then(|k| s.recent_funnels.get(k)) {
+        return Ok(json_body(body));
+    }
     let req = pb::GetFunnelRequest { company_id, pipeline_id, as_of };
-    Ok(Json(s.pipeline_tracker.clone().get_funnel(caller.request(req)).await?.into_inner().into()))
+    let funnel: FunnelView = s.pipeline_tracker.clone().get_funnel(caller.request(req)).await?.into_inner().into();
+    let body =
+        Bytes::from(serde_json::to_vec(&funnel).map_err(|_| Problem::new(ErrorKind::Internal, "internal error"))?);
+    if let Some(key) = key {
+        s.recent_funnels.put(key, body.clone());
+    }
+    Ok(json_body(body))
+}
+
+/// A JSON answer already encoded: the same response `Json` gives.
+fn json_body(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -705,5 +730,7 @@ async fn put_fx_rates(
         .map(|r| pb::FxRate { date: r.date, from_currency_code: r.from, to_currency_code: r.to, rate: r.rate })
         .collect();
     let resp = s.pipeline_tracker.clone().put_fx_rates(caller.request(pb::PutFxRatesRequest { rates })).await?;
+    // New rates change amounts: this replica's reused funnels go (others' within 0.5 s).
+    s.recent_funnels.forget();
     Ok(Json(FxRatesStored { stored: resp.into_inner().stored }))
 }
