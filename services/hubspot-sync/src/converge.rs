@@ -285,20 +285,30 @@ impl Converger {
         let managed = self.managed(&portal.company_id).await?;
         // Only what the plan can touch is read: declared kinds, and kinds GoMark created
         // before (they may have to be archived).
+        // Rules on declared properties are desired state too (a rule added by hand is
+        // drift), and a stage's deals move only where no rule refuses them. A property
+        // that is not in the portal holds no rule, so when only properties are declared
+        // and GoMark created none of them yet (a first rollout), the rules are read only
+        // once the properties show one of them exists: one read fewer per portal.
+        let rules_always = !desired.validation_rules.is_empty() || !desired.pipelines.is_empty();
+        let rules_maybe = !desired.deal_properties.is_empty();
+        let rules_now =
+            rules_always || (rules_maybe && desired.deal_properties.iter().any(|p| managed.contains(&p.name)));
         let scope = crate::observed::Scope {
             properties: !desired.deal_properties.is_empty() || !managed.is_empty(),
             groups: !desired.property_groups.is_empty(),
             pipelines: !desired.pipelines.is_empty() || !ids.pipelines.is_empty(),
-            // Rules on declared properties are desired state too (a rule added by hand is
-            // drift), and a stage's deals move only where no rule refuses them.
-            validations: !desired.validation_rules.is_empty()
-                || !desired.deal_properties.is_empty()
-                || !desired.pipelines.is_empty(),
+            validations: rules_now,
             // Declared pipeline rules, and the portal's rules on pipelines whose deals GoMark
             // may move (a rule may refuse the move).
             pipeline_rules: desired.pipelines.iter().any(|p| p.rules.is_some() || !p.removed_stages.is_empty()),
         };
-        let (_, mut observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
+        let (raw, mut observed) = crate::observed::read_scoped(client, &portal.token(), scope).await?;
+        // Archived properties count: whether HubSpot keeps their rules is not for us to guess.
+        if !rules_now && rules_maybe && raw.iter().any(|p| desired.property(&p.name).is_some()) {
+            let validations = client.list_deal_property_validations(&portal.token()).await?;
+            observed.validation_rules = crate::observed::validation_rules(validations);
+        }
         observed.api_version = Some(portal.api_version.as_str().to_owned());
         ids.match_by_label(desired, &observed);
         let mut plan = gtm_config::plan(desired, &observed, &ids, &DealsInStages::new(), &managed);
@@ -522,10 +532,11 @@ impl Converger {
             }
         };
         let errors: Vec<String> = result.errors.iter().map(|e| e.message.chars().take(300).collect()).collect();
+        let created: Vec<&str> = result.results.iter().map(|p| p.name.as_str()).collect();
+        self.remember_managed(&portal.company_id, &created).await?;
         for action in creates {
             let Target::DealProperty(name) = &action.target else { continue };
-            if result.results.iter().any(|created| &created.name == name) {
-                self.remember_managed(&portal.company_id, name).await?;
+            if created.contains(&name.as_str()) {
                 outcome.performed.push(action);
             } else {
                 let why = errors.iter().find(|e| e.contains(name.as_str())).or(errors.first()).cloned();
@@ -605,12 +616,22 @@ impl Converger {
         Ok(rows.iter().map(|r| r.try_get("name")).collect::<Result<_, _>>()?)
     }
 
-    async fn remember_managed(&self, company_id: &str, name: &str) -> Result<(), ConvergeError> {
-        sqlx::query("INSERT INTO managed_properties (company_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(company_id)
-            .bind(name)
-            .execute(self.db.pool())
-            .await?;
+    /// Records the properties GoMark created, in one statement per hundred: a batch create
+    /// of a baseline is one write, not one per property.
+    async fn remember_managed(&self, company_id: &str, names: &[&str]) -> Result<(), ConvergeError> {
+        for chunk in names.chunks(100) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+            let sql = format!(
+                "INSERT INTO managed_properties (company_id, name) VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            // Safe: the statement holds only numbered placeholders; the names are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id);
+            for name in chunk {
+                query = query.bind(*name);
+            }
+            query.execute(self.db.pool()).await?;
+        }
         Ok(())
     }
 
@@ -658,7 +679,7 @@ impl Converger {
                 let Some(p) = desired.property(name) else { return Ok(()) };
                 if op == Op::Create {
                     client.create_deal_property(&token, &property_create(p)).await?;
-                    self.remember_managed(company, name).await?;
+                    self.remember_managed(company, &[name.as_str()]).await?;
                 } else {
                     let input = PropertyUpdate {
                         label: Some(p.label.clone()),

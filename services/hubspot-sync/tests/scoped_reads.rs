@@ -1,12 +1,12 @@
-//! A step reads only what its desired state can touch: a baseline of properties costs one
-//! read, not three, and kinds GoMark created before are still read so they can be removed.
+//! A step reads only what its desired state can touch: a first rollout of a baseline of
+//! properties costs one read, not four, and kinds GoMark created before are still read so they can be removed.
 
 use gomark_hubspot_sync::converge::Converger;
 use gomark_hubspot_sync::credentials::{Credential, Vault};
 use gomark_hubspot_sync::{MIGRATIONS, Portals};
 use gomark_storage::Database;
-use gtm_config::{DealProperty, EffectiveConfig, FieldType, Op, Pipeline, PropertyType, Stage};
-use hubspot_client::{ClientConfig, HubSpotClient};
+use gtm_config::{DealProperty, EffectiveConfig, FieldType, Op, Pipeline, PropertyType, Stage, Target};
+use hubspot_client::{AccessToken, ApiVersion, ClientConfig, HubSpotClient, PropertyCreate, PropertyValidationRule};
 use hubspot_sim::{HubSpotSim, SimConfig};
 
 const TOKEN: &str = "scoped-token";
@@ -72,14 +72,53 @@ async fn a_step_reads_only_the_kinds_it_can_touch() {
     assert!(plan.actions.is_empty());
     assert_eq!(reads(&sim), (0, 0, 0, 0));
 
-    // Properties alone: their definitions and their validation rules.
+    // Properties alone, none of them in the portal yet (a first rollout): their
+    // definitions only. A property that does not exist holds no validation rule.
     let properties = EffectiveConfig {
         deal_properties: vec![property("gomark_a"), property("gomark_b")],
         ..EffectiveConfig::default()
     };
     let applied = converger.apply("c1", &properties, None, None).await.expect("apply");
     assert_eq!(applied.performed.len(), 2, "{:?}", applied.failed);
+    assert_eq!(reads(&sim), (1, 0, 0, 0));
+
+    // Once GoMark created them, their rules are read with them (a rule added by hand is drift).
+    converger.plan("c1", &properties).await.expect("plan again");
     assert_eq!(reads(&sim), (1, 0, 0, 1));
+
+    // A declared property made by hand, with a rule made by hand, that GoMark never created:
+    // the rules are read once the properties show it exists, and the rule is planned away.
+    let token = AccessToken::new(TOKEN);
+    let made = PropertyCreate {
+        name: "hand_made".into(),
+        label: "Hand made".into(),
+        r#type: "string".into(),
+        field_type: "text".into(),
+        group_name: "dealinformation".into(),
+        ..PropertyCreate::default()
+    };
+    let hand = HubSpotClient::new(ClientConfig {
+        base_url: format!("http://{addr}"),
+        api_version: ApiVersion::Date2026_09,
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    hand.create_deal_property(&token, &made).await.expect("create by hand");
+    let rule = PropertyValidationRule {
+        rule_type: "MAX_LENGTH".into(),
+        rule_arguments: vec!["7".into()],
+        should_apply_normalization: false,
+    };
+    hand.put_deal_property_validation(&token, "hand_made", &rule).await.expect("rule by hand");
+    sim.clear_requests();
+    let adopted = EffectiveConfig { deal_properties: vec![property("hand_made")], ..EffectiveConfig::default() };
+    let plan = converger.plan("c1", &adopted).await.expect("plan hand made");
+    assert_eq!(reads(&sim), (1, 0, 0, 1));
+    let rule_archived = plan
+        .actions
+        .iter()
+        .any(|a| a.op == Op::Archive && a.target == Target::ValidationRule("hand_made".into(), "MAX_LENGTH".into()));
+    assert!(rule_archived, "{plan}");
 
     // A pipeline added: pipelines are read too.
     let both = EffectiveConfig { pipelines: vec![pipeline()], ..properties.clone() };
