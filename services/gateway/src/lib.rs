@@ -29,6 +29,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
+/// The largest orchestrator answer the gateway reads (tonic's default is 4 MB).
+const ORCHESTRATOR_ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+
 pub const NAME: &str = "gateway";
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/gateway/postgres");
@@ -110,7 +113,10 @@ pub async fn start_gateway_on(
     let gw = &settings.gateway;
     let channel = |url: &str| gomark_platform::grpc_client::channel(url, gw.call_timeout());
     let state = routes::AppState::new(routes::Services {
-        orchestrator: OrchestratorServiceClient::new(channel(&gw.orchestrator_url)?),
+        // A rollout's answer lists every step with what it performed: for 1,000 portals
+        // and 50 properties that is ~5 MB, over tonic's 4 MB default.
+        orchestrator: OrchestratorServiceClient::new(channel(&gw.orchestrator_url)?)
+            .max_decoding_message_size(ORCHESTRATOR_ANSWER_LIMIT),
         upso_cadence: UpsoCadenceServiceClient::new(channel(&gw.upso_cadence_url)?),
         hubspot_sync: gomark_proto::hubspot_sync::v1::hubspot_sync_service_client::HubspotSyncServiceClient::new(
             channel(&gw.hubspot_sync_url)?,
