@@ -641,7 +641,7 @@ pub async fn spawn(config: SimConfig, addr: SocketAddr) -> std::io::Result<(HubS
 /// The listener with Nagle's algorithm off on every connection, as a real API's servers
 /// run: otherwise a response written in more than one segment waits for the client's
 /// delayed ACK (about 40 ms on Linux), and every simulated call looks 40 ms slow.
-fn without_nagle(listener: tokio::net::TcpListener) -> impl axum::serve::Listener {
+fn without_nagle(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt as _;
     listener.tap_io(|tcp| {
         // Best effort: a connection with Nagle on is slower, not wrong.
