@@ -358,7 +358,8 @@ async fn measure_ingest(running: Running, label: &str, deals: usize, portals: us
         let token = format!("ingest-token-{i}");
         let portal = 70_001 + i as u64;
         sim.register_portal(&token, portal);
-        let body = json!({"name": format!("Ingest Co {i}"), "hubspotPortalId": portal.to_string(), "hubspotToken": token});
+        let body =
+            json!({"name": format!("Ingest Co {i}"), "hubspotPortalId": portal.to_string(), "hubspotToken": token});
         api.call(reqwest::Method::POST, "/v1/companies", Some(body)).await?;
         tokens.push(token);
     }
