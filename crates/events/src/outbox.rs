@@ -9,13 +9,30 @@ use crate::{EventEnvelope, Result};
 use gomark_storage::sqlx::{self, AnyConnection};
 use prost::Message;
 
+/// Rows per INSERT in [`enqueue_all`]: 300 bound values, under every SQLite build's limit.
+const ROWS_PER_STATEMENT: usize = 100;
+
 /// Stores `event` for publication; call inside the transaction that changes the state.
 pub async fn enqueue(conn: &mut AnyConnection, event: &EventEnvelope) -> Result<()> {
-    sqlx::query("INSERT INTO outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)")
-        .bind(&event.id)
-        .bind(event.encode_to_vec())
-        .bind(gomark_storage::now_ms())
-        .execute(conn)
-        .await?;
+    enqueue_all(conn, std::slice::from_ref(event)).await
+}
+
+/// Stores `events` for publication, in this order (they leave in it), with one statement per
+/// hundred: a batch of deals costs a few round trips, not one per event. Call inside the
+/// transaction that changes the state.
+pub async fn enqueue_all(conn: &mut AnyConnection, events: &[EventEnvelope]) -> Result<()> {
+    let now = gomark_storage::now_ms();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
+        // Only numbered placeholders are spliced in; the values are bound. Rows of one
+        // multi-row INSERT take their `seq` in the order listed, so the outbox order holds.
+        let sql = format!("INSERT INTO outbox (event_id, envelope, created_at) VALUES {}", values.join(", "));
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for event in chunk {
+            insert = insert.bind(event.id.clone()).bind(event.encode_to_vec()).bind(now);
+        }
+        insert.execute(&mut *conn).await?;
+    }
     Ok(())
 }

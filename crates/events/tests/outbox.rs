@@ -60,17 +60,17 @@ async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
         db.migrate(&Migrations { postgres: &PG, sqlite: &SQLITE }).await.expect("migrate");
         let bus = Arc::new(MemoryBus::new());
         let events: Vec<_> =
-            (0..250).map(|i| new_event(&format!("c{i}"), "company.created", &CompanyCreated::default())).collect();
+            (0..1250).map(|i| new_event(&format!("c{i}"), "company.created", &CompanyCreated::default())).collect();
         let mut tx = db.begin().await.expect("begin");
-        for e in &events {
-            outbox::enqueue(&mut tx, e).await.expect("enqueue");
-        }
+        // One at a time and many per statement: both keep the order.
+        outbox::enqueue(&mut tx, &events[0]).await.expect("enqueue");
+        outbox::enqueue_all(&mut tx, &events[1..]).await.expect("enqueue");
         tx.commit().await.expect("commit");
 
         let relay = OutboxRelay::new(db.clone(), bus.clone(), RelayWaker::default());
         // The backlog gauges' source: what waits, and for how long.
         let backlog = relay.backlog().await.expect("backlog");
-        assert_eq!(backlog.pending, 250, "{}", tdb.label);
+        assert_eq!(backlog.pending, 1250, "{}", tdb.label);
         assert!((0..60_000).contains(&backlog.oldest_age_ms), "{}: {backlog:?}", tdb.label);
         let mut sizes = Vec::new();
         loop {
@@ -80,7 +80,7 @@ async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
                 break;
             }
         }
-        assert_eq!(sizes, vec![100, 100, 50, 0], "{}", tdb.label);
+        assert_eq!(sizes, vec![500, 500, 250, 0], "{}", tdb.label);
         let empty = relay.backlog().await.expect("backlog");
         assert_eq!((empty.pending, empty.oldest_age_ms), (0, 0), "{}", tdb.label);
 

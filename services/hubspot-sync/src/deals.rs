@@ -216,6 +216,26 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
     Ok(taken)
 }
 
+/// What one re-read of a company's queue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// This many queued deals were read (and published when newer); 0 when none waited.
+    Done(usize),
+    /// The portal's budget has no slot before this long: nothing was read.
+    Deferred(Duration),
+}
+
+/// What one pass over one company did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PassOutcome {
+    /// It re-read queued deals.
+    busy: bool,
+    /// Its backfill is known to be done.
+    done: bool,
+    /// Its queue waits for the portal's budget this long.
+    deferred: Option<Duration>,
+}
+
 /// What `ingest` did with a batch of webhook events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
@@ -333,7 +353,24 @@ impl DealSync {
     }
 
     /// Re-reads up to one batch of queued deals of `company`; returns how many were done.
+    /// Waits for the portal's budget when it has no slot.
     pub async fn refresh_queued(&self, company_id: &str) -> Result<usize> {
+        match self.refresh(company_id, &self.client, false).await? {
+            Refresh::Done(n) => Ok(n),
+            // Only asked for: `refresh` defers when told to.
+            Refresh::Deferred(_) => Ok(0),
+        }
+    }
+
+    /// Like [`Self::refresh_queued`], but when the portal's budget has no slot free now it
+    /// reads nothing and says when to come back: the deals queued meanwhile then share that
+    /// one batch read, instead of each read waiting with the ids it picked before the wait.
+    async fn refresh_or_defer(&self, company_id: &str) -> Result<Refresh> {
+        let client = self.client.clone().with_budget_wait_until(tokio::time::Instant::now());
+        self.refresh(company_id, &client, true).await
+    }
+
+    async fn refresh(&self, company_id: &str, client: &HubSpotClient, defer: bool) -> Result<Refresh> {
         let rows =
             sqlx::query("SELECT deal_id FROM deal_refresh_queue WHERE company_id = $1 ORDER BY enqueued_at LIMIT $2")
                 .bind(company_id)
@@ -342,19 +379,26 @@ impl DealSync {
                 .await?;
         let ids: Vec<String> = rows.iter().map(|r| r.try_get("deal_id")).collect::<std::result::Result<_, _>>()?;
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(Refresh::Done(0));
         }
         let Some(portal) = self.portals.get(company_id).await? else {
             self.dequeue(company_id, &ids).await?;
-            return Ok(ids.len());
+            return Ok(Refresh::Done(ids.len()));
         };
-        let found = read_deals(&self.client, &portal, &ids).await?;
+        let found = match read_deals(client, &portal, &ids).await {
+            Ok(found) => found,
+            Err(SyncError::HubSpot(hubspot_client::Error::RateLimited {
+                policy: hubspot_client::RateLimitPolicy::TenSecondlyRolling,
+                retry_after: Some(wait),
+            })) if defer => return Ok(Refresh::Deferred(wait)),
+            Err(err) => return Err(err),
+        };
         let mut tx = self.db.begin().await?;
         publish_read(&mut tx, &portal, &ids, &found).await?;
         delete_from_queue(&mut tx, company_id, &ids).await?;
         tx.commit().await?;
         self.relay.wake();
-        Ok(ids.len())
+        Ok(Refresh::Done(ids.len()))
     }
 
     async fn dequeue(&self, company_id: &str, ids: &[String]) -> Result<()> {
@@ -367,9 +411,7 @@ impl DealSync {
     /// Publishes every deal in `deals` that is newer than what was published.
     async fn publish_all(&self, portal: &Portal, deals: &[Deal]) -> Result<()> {
         let mut tx = self.db.begin().await?;
-        for deal in deals {
-            publish_if_newer(&mut tx, portal, deal).await?;
-        }
+        publish_newer(&mut tx, portal, deals).await?;
         tx.commit().await?;
         self.relay.wake();
         Ok(())
@@ -504,27 +546,35 @@ impl DealSync {
         }
     }
 
-    /// One pass over one company: drain its queue, finish its backfill, and run its
-    /// incremental sync if due. Errors are recorded and retried next pass. Returns whether
-    /// it did queued work, and whether its backfill is known to be done (then its sync
-    /// state is read again only when its incremental sync is due).
-    async fn pass(&self, company: &str, sync_due: bool, known_done: bool) -> (bool, bool) {
-        let mut busy = false;
-        loop {
-            match self.refresh_queued(company).await {
-                Ok(0) => break,
-                Ok(_) => busy = true,
-                Err(err) => {
-                    tracing::warn!(company_id = %company, error = %err, "deal refresh failed, will retry");
-                    self.record_error(company, &err).await;
-                    break;
+    /// One pass over one company: drain its queue (unless `drain` is false: its budget is
+    /// known to be spent), finish its backfill, and run its incremental sync if due. Errors
+    /// are recorded and retried next pass. Says whether it did queued work, whether its
+    /// backfill is known to be done (then its sync state is read again only when its
+    /// incremental sync is due), and how long its queue waits for the budget.
+    async fn pass(&self, company: &str, sync_due: bool, known_done: bool, drain: bool) -> PassOutcome {
+        let mut outcome = PassOutcome { busy: false, done: known_done, deferred: None };
+        if drain {
+            loop {
+                match self.refresh_or_defer(company).await {
+                    Ok(Refresh::Done(0)) => break,
+                    Ok(Refresh::Done(_)) => outcome.busy = true,
+                    Ok(Refresh::Deferred(wait)) => {
+                        metrics::counter!("hubspot_deal_refresh_deferred_total").increment(1);
+                        outcome.deferred = Some(wait);
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(company_id = %company, error = %err, "deal refresh failed, will retry");
+                        self.record_error(company, &err).await;
+                        break;
+                    }
                 }
             }
         }
         if known_done && !sync_due {
-            return (busy, true);
+            return outcome;
         }
-        let done = match self.state(company).await {
+        outcome.done = match self.state(company).await {
             Ok(state) if state.backfill_state != "done" => {
                 if let Err(err) = self.backfill(company).await {
                     tracing::warn!(company_id = %company, error = %err, "deal backfill failed, will resume");
@@ -545,7 +595,7 @@ impl DealSync {
                 false
             }
         };
-        (busy, done)
+        outcome
     }
 
     /// The companies with deals queued for a re-read.
@@ -566,6 +616,10 @@ impl DealSync {
         // Companies whose backfill is done: visited only when deals are queued for them or
         // their incremental sync is due, so a pass costs what is queued, not the portfolio.
         let mut backfilled: HashSet<String> = HashSet::new();
+        // Companies whose portal had no budget slot for their queue, and when it frees one:
+        // skipped until then, so their deals gather into one read. Only a hint (the budget
+        // itself is shared by every replica and decides).
+        let mut deferred: std::collections::HashMap<String, tokio::time::Instant> = std::collections::HashMap::new();
         let mut last_prune = tokio::time::Instant::now();
         // Polled every few hundred milliseconds: a database outage is logged once.
         let mut outage = gomark_platform::Outage::new("deal sync");
@@ -584,7 +638,7 @@ impl DealSync {
             let queued = self.queued_companies().await.ok();
             let now = tokio::time::Instant::now();
             let count = companies.len().max(1) as u32;
-            let work: Vec<(String, bool, bool)> = companies
+            let work: Vec<(String, bool, bool, bool)> = companies
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, company)| {
@@ -596,30 +650,35 @@ impl DealSync {
                     }
                     let done = backfilled.contains(&company);
                     let has_queued = queued.as_ref().is_none_or(|q| q.contains(&company));
-                    (has_queued || sync_due || !done).then_some((company, sync_due, done))
+                    let drain = has_queued && deferred.get(&company).is_none_or(|at| *at <= now);
+                    (drain || sync_due || !done).then_some((company, sync_due, done, drain))
                 })
                 .collect();
             let this = &self;
-            let outcomes: Vec<(String, bool, bool)> = futures::stream::iter(work)
+            let outcomes: Vec<(String, PassOutcome)> = futures::stream::iter(work)
                 .take_while(|_| std::future::ready(!shutdown.is_triggered()))
-                .map(|(company, sync_due, done)| async move {
-                    let pass = this.pass(&company, sync_due, done);
+                .map(|(company, sync_due, done, drain)| async move {
+                    let pass = this.pass(&company, sync_due, done, drain);
                     // One trace per company's pass: it is the unit of work, and its calls
                     // and statements belong together.
-                    let (busy, done) = pass.instrument(gomark_platform::telemetry::root_span("deal sync pass")).await;
-                    (company, busy, done)
+                    let outcome = pass.instrument(gomark_platform::telemetry::root_span("deal sync pass")).await;
+                    (company, outcome)
                 })
                 .buffer_unordered(CONCURRENT_COMPANIES)
                 .collect()
                 .await;
             let mut busy = false;
-            for (company, was_busy, done) in outcomes {
-                busy |= was_busy;
-                if done {
-                    backfilled.insert(company);
+            for (company, outcome) in outcomes {
+                busy |= outcome.busy;
+                if outcome.done {
+                    backfilled.insert(company.clone());
                 } else {
                     backfilled.remove(&company);
                 }
+                match outcome.deferred {
+                    Some(wait) => deferred.insert(company, tokio::time::Instant::now() + wait),
+                    None => deferred.remove(&company),
+                };
             }
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = now;
@@ -636,23 +695,40 @@ impl DealSync {
                 prune.instrument(gomark_platform::telemetry::poll_span("webhook dedupe prune")).await;
             }
             if !busy {
+                // Back when the poll is due, or the first portal's budget frees a slot.
+                let now = tokio::time::Instant::now();
+                let wake = deferred.values().min().map_or(poll, |at| at.saturating_duration_since(now).min(poll));
                 tokio::select! {
                     () = shutdown.wait() => break,
                     () = self.queued.notified() => {}
-                    () = tokio::time::sleep(poll) => {}
+                    () = tokio::time::sleep(wake) => {}
                 }
             }
         }
     }
 }
 
+/// `$from, $from+1, …` for `count` rows of `width` values each: `($2, $3), ($4, $5)`.
+fn placeholders(count: usize, width: usize, from: usize) -> String {
+    (0..count)
+        .map(|row| {
+            let cols: Vec<String> = (0..width).map(|col| format!("${}", from + row * width + col)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, ids: &[String]) -> Result<()> {
-    for id in ids {
-        sqlx::query("DELETE FROM deal_refresh_queue WHERE company_id = $1 AND deal_id = $2")
-            .bind(company_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+    for chunk in ids.chunks(BATCH) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!("DELETE FROM deal_refresh_queue WHERE company_id = $1 AND deal_id IN ({})", list.join(", "));
+        let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id.to_owned());
+        for id in chunk {
+            delete = delete.bind(id.clone());
+        }
+        delete.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -661,43 +737,62 @@ async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, ids: &[St
 /// published, and each deal HubSpot no longer has as deleted.
 async fn publish_read(conn: &mut AnyConnection, portal: &Portal, asked: &[String], found: &[Deal]) -> Result<()> {
     let present: HashSet<&str> = found.iter().map(|d| d.id.as_str()).collect();
-    for deal in found {
-        publish_if_newer(conn, portal, deal).await?;
-    }
-    for id in asked.iter().filter(|id| !present.contains(id.as_str())) {
-        publish_deleted(conn, portal, id).await?;
-    }
+    publish_newer(conn, portal, found).await?;
+    let gone: Vec<&str> = asked.iter().map(String::as_str).filter(|id| !present.contains(id)).collect();
+    publish_deleted(conn, portal, &gone).await?;
     Ok(())
 }
 
-/// Publishes `deal` if its modification time is newer than the last one published.
-/// Conditional writes make this safe across replicas: only one wins the row.
-async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal) -> Result<bool> {
-    let modified = deal.last_modified().unwrap_or(0);
-    let inserted = sqlx::query(
-        "INSERT INTO deal_versions (company_id, deal_id, last_modified_ms, deleted) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-    )
-    .bind(&portal.company_id)
-    .bind(&deal.id)
-    .bind(modified)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let newer = inserted
-        || sqlx::query(
-            "UPDATE deal_versions SET last_modified_ms = $1, deleted = 0 WHERE company_id = $2 AND deal_id = $3 AND last_modified_ms < $1",
-        )
-        .bind(modified)
-        .bind(&portal.company_id)
-        .bind(&deal.id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
-    if !newer {
-        return Ok(false);
+/// Publishes each deal of `deals` whose modification time is newer than the last one
+/// published; returns how many were. One conditional upsert per hundred deals decides which
+/// (only one replica wins a version), and their events go to the outbox in the same
+/// transaction, so a batch costs a few statements instead of three per deal.
+async fn publish_newer(conn: &mut AnyConnection, portal: &Portal, deals: &[Deal]) -> Result<usize> {
+    // One row per deal (a statement may not upsert a row twice), its newest version, in
+    // deal id order: replicas then lock rows in the same order and never deadlock.
+    let mut newest: std::collections::BTreeMap<&str, &Deal> = std::collections::BTreeMap::new();
+    for deal in deals {
+        let modified = deal.last_modified().unwrap_or(0);
+        match newest.get(deal.id.as_str()) {
+            Some(kept) if kept.last_modified().unwrap_or(0) >= modified => {}
+            _ => {
+                newest.insert(deal.id.as_str(), deal);
+            }
+        }
     }
+    let newest: Vec<&Deal> = newest.into_values().collect();
+    let mut events = Vec::new();
+    for chunk in newest.chunks(BATCH) {
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "INSERT INTO deal_versions (company_id, deal_id, last_modified_ms, deleted) VALUES {} \
+             ON CONFLICT (company_id, deal_id) DO UPDATE SET last_modified_ms = excluded.last_modified_ms, deleted = 0 \
+             WHERE deal_versions.last_modified_ms < excluded.last_modified_ms RETURNING deal_id",
+            placeholders(chunk.len(), 4, 1)
+        );
+        let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for deal in chunk {
+            upsert = upsert
+                .bind(portal.company_id.clone())
+                .bind(deal.id.clone())
+                .bind(deal.last_modified().unwrap_or(0))
+                .bind(0_i64);
+        }
+        let won: HashSet<String> = upsert
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get("deal_id"))
+            .collect::<std::result::Result<_, _>>()?;
+        events.extend(chunk.iter().filter(|d| won.contains(&d.id)).map(|deal| upserted_event(portal, deal)));
+    }
+    gomark_events::outbox::enqueue_all(conn, &events).await?;
+    metrics::counter!("hubspot_deals_published_total", "kind" => "upserted").increment(events.len() as u64);
+    Ok(events.len())
+}
+
+fn upserted_event(portal: &Portal, deal: &Deal) -> gomark_events::EventEnvelope {
+    let modified = deal.last_modified().unwrap_or(0);
     #[allow(deprecated)]
     let payload = DealUpserted {
         company_id: portal.company_id.clone(),
@@ -720,38 +815,48 @@ async fn publish_if_newer(conn: &mut AnyConnection, portal: &Portal, deal: &Deal
         ..DealUpserted::default()
     }
     .with_times(deal.close_date().unwrap_or(0), modified, deal.create_date().unwrap_or(0));
-    let event = new_event(&portal.company_id, event_types::DEAL_UPSERTED, &payload);
-    gomark_events::outbox::enqueue(conn, &event).await?;
-    metrics::counter!("hubspot_deals_published_total", "kind" => "upserted").increment(1);
-    Ok(true)
+    new_event(&portal.company_id, event_types::DEAL_UPSERTED, &payload)
 }
 
-async fn publish_deleted(conn: &mut AnyConnection, portal: &Portal, deal_id: &str) -> Result<bool> {
+/// Publishes each of `deal_ids` not already known as deleted as deleted; returns how many were.
+async fn publish_deleted(conn: &mut AnyConnection, portal: &Portal, deal_ids: &[&str]) -> Result<usize> {
     let now = gomark_storage::now_ms();
-    let changed = sqlx::query(
-        "INSERT INTO deal_versions (company_id, deal_id, last_modified_ms, deleted) VALUES ($1, $2, $3, 1) \
-         ON CONFLICT (company_id, deal_id) DO UPDATE SET deleted = 1 WHERE deal_versions.deleted = 0",
-    )
-    .bind(&portal.company_id)
-    .bind(deal_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if changed {
-        let payload = DealDeleted {
-            company_id: portal.company_id.clone(),
-            portal_id: portal.portal_id.clone(),
-            deal_id: deal_id.to_owned(),
-            ..DealDeleted::default()
+    let mut ids: Vec<&str> = deal_ids.to_vec();
+    // Sorted and unique, as in `publish_newer`.
+    ids.sort_unstable();
+    ids.dedup();
+    let mut events = Vec::new();
+    for chunk in ids.chunks(BATCH) {
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "INSERT INTO deal_versions (company_id, deal_id, last_modified_ms, deleted) VALUES {} \
+             ON CONFLICT (company_id, deal_id) DO UPDATE SET deleted = 1 WHERE deal_versions.deleted = 0 RETURNING deal_id",
+            placeholders(chunk.len(), 4, 1)
+        );
+        let mut upsert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            upsert = upsert.bind(portal.company_id.clone()).bind((*id).to_owned()).bind(now).bind(1_i64);
         }
-        .with_deleted_at(now);
-        gomark_events::outbox::enqueue(conn, &new_event(&portal.company_id, event_types::DEAL_DELETED, &payload))
-            .await?;
-        metrics::counter!("hubspot_deals_published_total", "kind" => "deleted").increment(1);
+        let changed: HashSet<String> = upsert
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get("deal_id"))
+            .collect::<std::result::Result<_, _>>()?;
+        for id in chunk.iter().filter(|id| changed.contains(**id)) {
+            let payload = DealDeleted {
+                company_id: portal.company_id.clone(),
+                portal_id: portal.portal_id.clone(),
+                deal_id: (*id).to_owned(),
+                ..DealDeleted::default()
+            }
+            .with_deleted_at(now);
+            events.push(new_event(&portal.company_id, event_types::DEAL_DELETED, &payload));
+        }
     }
-    Ok(changed)
+    gomark_events::outbox::enqueue_all(conn, &events).await?;
+    metrics::counter!("hubspot_deals_published_total", "kind" => "deleted").increment(events.len() as u64);
+    Ok(events.len())
 }
 
 // The three HubSpot reads this module needs, kept together so the client's API shows in

@@ -1,0 +1,146 @@
+//! Re-reading queued deals: each version published once however many replicas read the same
+//! batch (one conditional upsert per batch decides), deletions once, and deals queued while
+//! the portal's budget is spent gathered into one batch read instead of one read each.
+
+use gomark_cache::MemoryCache;
+use gomark_events::relay::RelayWaker;
+use gomark_hubspot_sync::budget::PortalBudget;
+use gomark_hubspot_sync::credentials::{Credential, Vault};
+use gomark_hubspot_sync::{DealSync, DealSyncSettings, MIGRATIONS, Portals};
+use gomark_platform::Shutdown;
+use gomark_proto::hubspot_sync::v1::WebhookEvent;
+use gomark_storage::Database;
+use hubspot_client::{ClientConfig, HubSpotClient};
+use hubspot_sim::{HubSpotSim, SimConfig};
+use sqlx::Row;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PORTAL: u64 = 7070;
+const TOKEN: &str = "refresh-token";
+
+async fn setup(db: &Database, sim_config: SimConfig) -> (HubSpotSim, HubSpotClient, Portals) {
+    let (sim, addr) = hubspot_sim::spawn(sim_config, "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    sim.register_portal(TOKEN, PORTAL);
+    db.migrate(&MIGRATIONS).await.expect("migrate");
+    let vault = Arc::new(Vault::from_setting(&Vault::generate_setting("t")).expect("vault"));
+    let portals = Portals::new(db.clone(), vault);
+    portals
+        .register("c1", &PORTAL.to_string(), &Credential::PrivateApp { token: TOKEN.into() })
+        .await
+        .expect("register");
+    let client = HubSpotClient::new(ClientConfig { base_url: format!("http://{addr}"), ..ClientConfig::default() })
+        .expect("client")
+        .with_budget(Arc::new(PortalBudget::new(Arc::new(MemoryCache::new("refresh")))));
+    (sim, client, portals)
+}
+
+fn webhooks(ids: &[String], event: &mut u64) -> Vec<WebhookEvent> {
+    ids.iter()
+        .map(|id| {
+            *event += 1;
+            WebhookEvent {
+                portal_id: PORTAL,
+                object_id: id.parse().expect("numeric id"),
+                event_id: *event,
+                occurred_time: gomark_proto::time::timestamp_opt(gomark_storage::now_ms()),
+                subscription_type: "deal.propertyChange".into(),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+async fn outbox_count(db: &Database, event_type: &str) -> usize {
+    let rows = sqlx::query("SELECT envelope FROM outbox").fetch_all(db.pool()).await.expect("outbox");
+    rows.iter()
+        .filter(|r| {
+            let bytes: Vec<u8> = r.try_get("envelope").expect("envelope");
+            let event = <gomark_events::EventEnvelope as prost::Message>::decode(bytes.as_slice()).expect("decode");
+            event.r#type == event_type
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn two_replicas_reading_the_same_batches_publish_each_version_once() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        let (sim, client, portals) = setup(&db, SimConfig::default()).await;
+        let replica = || {
+            DealSync::new(
+                db.clone(),
+                portals.clone(),
+                client.clone(),
+                RelayWaker::default(),
+                DealSyncSettings::default(),
+            )
+        };
+        let (a, b) = (replica(), replica());
+        let mut event = 0;
+        // More than one batch read and more than one statement's rows.
+        let ids = sim.create_deals(TOKEN, 250, "appointmentscheduled", "default");
+        a.ingest(&webhooks(&ids, &mut event)).await.expect("ingest");
+        let drain = |sync: DealSync| async move { while sync.refresh_queued("c1").await.expect("refresh") > 0 {} };
+        tokio::join!(drain(a.clone()), drain(b.clone()));
+        assert_eq!(outbox_count(&db, "deal.upserted").await, 250, "{label}: each new deal once");
+
+        // One deal changes, one is deleted, all are queued again (a resync): only those two
+        // are news, on whichever replica reads them.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sim.update_deal(TOKEN, &ids[7], [("dealname", "Renamed")]).expect("update");
+        assert!(sim.delete_deal(TOKEN, &ids[9]));
+        a.ingest(&webhooks(&ids, &mut event)).await.expect("ingest");
+        tokio::join!(drain(a.clone()), drain(b.clone()));
+        assert_eq!(outbox_count(&db, "deal.upserted").await, 251, "{label}: the changed deal's new version once");
+        assert_eq!(outbox_count(&db, "deal.deleted").await, 1, "{label}: the deletion once");
+        a.ingest(&webhooks(&ids[..20], &mut event)).await.expect("ingest");
+        drain(b.clone()).await;
+        assert_eq!(outbox_count(&db, "deal.upserted").await, 251, "{label}: nothing twice");
+        assert_eq!(outbox_count(&db, "deal.deleted").await, 1, "{label}: a deletion once");
+        db.close().await;
+    }
+}
+
+/// The portal allows one request per 2 s. Deals queued while its budget is spent wait for the
+/// next slot together: one batch read for all of them, not one for the first (picked before
+/// the wait) and another for those queued during it.
+#[tokio::test]
+async fn deals_queued_while_the_budget_is_spent_share_one_read() {
+    let tdb = gomark_testkit::TestDatabase::sqlite();
+    let db = Database::connect(&tdb.settings).await.expect("connect");
+    let config = SimConfig { burst_limit: 1, burst_window: Duration::from_secs(2), ..SimConfig::default() };
+    let (sim, client, portals) = setup(&db, config).await;
+    let settings = DealSyncSettings { interval_secs: 3600, queue_poll_ms: 20, ..DealSyncSettings::default() };
+    let sync = DealSync::new(db.clone(), portals, client.clone(), RelayWaker::default(), settings);
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(sync.clone().run(shutdown.clone()));
+    // The backfill (one list call) finishes first.
+    let started = tokio::time::Instant::now();
+    while sync.status("c1").await.expect("status").backfill_state != "done" {
+        assert!(started.elapsed() < Duration::from_secs(10), "backfill done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids = sim.create_deals(TOKEN, 3, "appointmentscheduled", "default");
+    // Spend the window: the next slot is 2 s after this call.
+    let token = hubspot_client::AccessToken::new(TOKEN.to_owned()).for_portal(PORTAL.to_string());
+    client.list_deal_properties(&token).await.expect("spend the budget");
+    sim.clear_requests();
+    let mut event = 0;
+    for id in &ids {
+        sync.ingest(&webhooks(std::slice::from_ref(id), &mut event)).await.expect("ingest");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    while outbox_count(&db, "deal.upserted").await < 3 {
+        assert!(started.elapsed() < Duration::from_secs(20), "all three published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads: Vec<_> =
+        sim.requests().into_iter().filter(|r| r.path.ends_with("/batch/read") && r.status == 200).collect();
+    assert_eq!(reads.len(), 1, "one read for the three deals: {reads:?}");
+    assert_eq!(sim.rate_limited_count(PORTAL), 0, "within the budget");
+    shutdown.trigger();
+    running.await.expect("run");
+    db.close().await;
+}
