@@ -778,17 +778,21 @@ async fn publish_newer(conn: &mut AnyConnection, portal: &Portal, deals: &[Deal]
                 .bind(deal.last_modified().unwrap_or(0))
                 .bind(0_i64);
         }
-        let won: HashSet<String> = upsert
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get("deal_id"))
-            .collect::<std::result::Result<_, _>>()?;
+        let won = returned_deal_ids(upsert, conn).await?;
         events.extend(chunk.iter().filter(|d| won.contains(&d.id)).map(|deal| upserted_event(portal, deal)));
     }
     gomark_events::outbox::enqueue_all(conn, &events).await?;
     metrics::counter!("hubspot_deals_published_total", "kind" => "upserted").increment(events.len() as u64);
     Ok(events.len())
+}
+
+/// The `deal_id`s an upsert's `RETURNING deal_id` gave back: the rows it actually changed.
+async fn returned_deal_ids(
+    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    conn: &mut AnyConnection,
+) -> Result<HashSet<String>> {
+    let rows = query.fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(|r| r.try_get("deal_id")).collect::<std::result::Result<_, _>>()?)
 }
 
 fn upserted_event(portal: &Portal, deal: &Deal) -> gomark_events::EventEnvelope {
@@ -837,12 +841,7 @@ async fn publish_deleted(conn: &mut AnyConnection, portal: &Portal, deal_ids: &[
         for id in chunk {
             upsert = upsert.bind(portal.company_id.clone()).bind((*id).to_owned()).bind(now).bind(1_i64);
         }
-        let changed: HashSet<String> = upsert
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get("deal_id"))
-            .collect::<std::result::Result<_, _>>()?;
+        let changed = returned_deal_ids(upsert, conn).await?;
         for id in chunk.iter().filter(|id| changed.contains(**id)) {
             let payload = DealDeleted {
                 company_id: portal.company_id.clone(),
