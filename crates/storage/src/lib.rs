@@ -224,8 +224,15 @@ impl Database {
         self.engine
     }
 
+    /// A transaction. On SQLite it holds the write lock from its start: a deferred one that
+    /// reads and then writes fails at once with SQLITE_BUSY when another writer went first
+    /// (busy_timeout cannot help a lock upgrade), so callers retried after backing off;
+    /// now it waits its turn in busy_timeout instead.
     pub async fn begin(&self) -> Result<Transaction> {
-        Ok(self.pool.begin().await?)
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub async fn close(&self) {

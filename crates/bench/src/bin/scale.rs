@@ -512,6 +512,7 @@ async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency
     eprintln!("rolling out…");
     let started = chrono::Utc::now();
     let rollout = api.call(reqwest::Method::POST, "/v1/rollouts", Some(json!({"concurrency": concurrency}))).await?;
+    let answered = chrono::Utc::now();
     let finished = wait_rollout(&api, rollout["id"].as_str().context("rollout id")?).await?;
     // Until the rollout's recorded end, not until the poll that saw it (250 ms apart).
     let ended = finished["finishedAt"]
@@ -521,6 +522,16 @@ async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency
     let wall = (ended - started).to_std().unwrap_or_default();
     let all = gomark.hubspot_sim.requests();
     let (synced, requests): (Vec<_>, Vec<_>) = all.into_iter().partition(deal_sync_call);
+    let since = |t: chrono::DateTime<chrono::Utc>| (t - started).to_std().unwrap_or_default().as_secs_f64();
+    let first = requests.iter().map(|r| r.timestamp).min().map(chrono::DateTime::<chrono::Utc>::from);
+    let last = requests.iter().map(|r| r.timestamp).max().map(chrono::DateTime::<chrono::Utc>::from);
+    eprintln!(
+        "rollout timeline: answered {:.2} s, first HubSpot call {:.2} s, last {:.2} s, ended {:.2} s",
+        since(answered),
+        first.map_or(f64::NAN, since),
+        last.map_or(f64::NAN, since),
+        since(ended)
+    );
     let writes = requests.iter().filter(|r| r.method != "GET").count();
     let reads = requests.len() - writes;
     let limited = requests.iter().filter(|r| r.status == 429).count();
