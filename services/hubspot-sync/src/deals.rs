@@ -203,7 +203,10 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
         let values: Vec<String> =
             (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
         let sql = format!(
-            "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES {} ON CONFLICT DO NOTHING",
+            // A deal already queued keeps its place but bumps its generation: a re-read in
+            // flight then leaves it queued, since what it read may predate this change.
+            "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at) VALUES {} \
+             ON CONFLICT (company_id, deal_id) DO UPDATE SET generation = deal_refresh_queue.generation + 1",
             values.join(", ")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -214,6 +217,12 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
     }
     taken.queued = to_refresh.len();
     Ok(taken)
+}
+
+/// A deal picked from the refresh queue, at the generation it was picked at.
+struct Queued {
+    deal_id: String,
+    generation: i64,
 }
 
 /// What one re-read of a company's queue did.
@@ -371,18 +380,23 @@ impl DealSync {
     }
 
     async fn refresh(&self, company_id: &str, client: &HubSpotClient, defer: bool) -> Result<Refresh> {
-        let rows =
-            sqlx::query("SELECT deal_id FROM deal_refresh_queue WHERE company_id = $1 ORDER BY enqueued_at LIMIT $2")
-                .bind(company_id)
-                .bind(BATCH as i64)
-                .fetch_all(self.db.pool())
-                .await?;
-        let ids: Vec<String> = rows.iter().map(|r| r.try_get("deal_id")).collect::<std::result::Result<_, _>>()?;
-        if ids.is_empty() {
+        let rows = sqlx::query(
+            "SELECT deal_id, generation FROM deal_refresh_queue WHERE company_id = $1 ORDER BY enqueued_at LIMIT $2",
+        )
+        .bind(company_id)
+        .bind(BATCH as i64)
+        .fetch_all(self.db.pool())
+        .await?;
+        let picked: Vec<Queued> = rows
+            .iter()
+            .map(|r| Ok(Queued { deal_id: r.try_get("deal_id")?, generation: r.try_get("generation")? }))
+            .collect::<std::result::Result<_, sqlx::Error>>()?;
+        if picked.is_empty() {
             return Ok(Refresh::Done(0));
         }
+        let ids: Vec<String> = picked.iter().map(|q| q.deal_id.clone()).collect();
         let Some(portal) = self.portals.get(company_id).await? else {
-            self.dequeue(company_id, &ids).await?;
+            self.dequeue(company_id, &picked).await?;
             return Ok(Refresh::Done(ids.len()));
         };
         let found = match read_deals(client, &portal, &ids).await {
@@ -395,15 +409,15 @@ impl DealSync {
         };
         let mut tx = self.db.begin().await?;
         publish_read(&mut tx, &portal, &ids, &found).await?;
-        delete_from_queue(&mut tx, company_id, &ids).await?;
+        delete_from_queue(&mut tx, company_id, &picked).await?;
         tx.commit().await?;
         self.relay.wake();
         Ok(Refresh::Done(ids.len()))
     }
 
-    async fn dequeue(&self, company_id: &str, ids: &[String]) -> Result<()> {
+    async fn dequeue(&self, company_id: &str, picked: &[Queued]) -> Result<()> {
         let mut tx = self.db.begin().await?;
-        delete_from_queue(&mut tx, company_id, ids).await?;
+        delete_from_queue(&mut tx, company_id, picked).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -719,14 +733,17 @@ fn placeholders(count: usize, width: usize, from: usize) -> String {
         .join(", ")
 }
 
-async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, ids: &[String]) -> Result<()> {
-    for chunk in ids.chunks(BATCH) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+/// Removes the picked queue rows, each only at the generation it was picked at: a deal
+/// queued again meanwhile stays for the next re-read.
+async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, picked: &[Queued]) -> Result<()> {
+    for chunk in picked.chunks(BATCH) {
+        let rows: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(deal_id = ${} AND generation = ${})", i * 2 + 2, i * 2 + 3)).collect();
         // Only numbered placeholders are spliced in; the values are bound.
-        let sql = format!("DELETE FROM deal_refresh_queue WHERE company_id = $1 AND deal_id IN ({})", list.join(", "));
+        let sql = format!("DELETE FROM deal_refresh_queue WHERE company_id = $1 AND ({})", rows.join(" OR "));
         let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id.to_owned());
-        for id in chunk {
-            delete = delete.bind(id.clone());
+        for q in chunk {
+            delete = delete.bind(q.deal_id.clone()).bind(q.generation);
         }
         delete.execute(&mut *conn).await?;
     }

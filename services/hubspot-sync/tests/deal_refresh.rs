@@ -1,6 +1,7 @@
 //! Re-reading queued deals: each version published once however many replicas read the same
-//! batch (one conditional upsert per batch decides), deletions once, and deals queued while
-//! the portal's budget is spent gathered into one batch read instead of one read each.
+//! batch (one conditional upsert per batch decides), deletions once, deals queued while
+//! the portal's budget is spent gathered into one batch read instead of one read each, and a
+//! change arriving while its deal's re-read is in flight read again, never dropped.
 
 use gomark_cache::MemoryCache;
 use gomark_events::relay::RelayWaker;
@@ -142,5 +143,59 @@ async fn deals_queued_while_the_budget_is_spent_share_one_read() {
     assert_eq!(sim.rate_limited_count(PORTAL), 0, "within the budget");
     shutdown.trigger();
     running.await.expect("run");
+    db.close().await;
+}
+
+/// A webhook for a deal whose re-read is in flight (HubSpot answered, the publish not yet
+/// committed) must leave the deal queued: what was read predates that change. Postgres only:
+/// the test holds the re-read between its HubSpot read and its commit with a table lock,
+/// which SQLite's single writer would turn into blocking the webhook too.
+#[tokio::test]
+async fn a_change_during_its_deals_reread_is_read_again() {
+    let Some(tdb) = gomark_testkit::TestDatabase::postgres() else {
+        return;
+    };
+    let db = Database::connect(&tdb.settings).await.expect("connect");
+    let (sim, client, portals) = setup(&db, SimConfig::default()).await;
+    let sync = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default());
+    let mut event = 0;
+    let ids = sim.create_deals(TOKEN, 1, "appointmentscheduled", "default");
+    sync.ingest(&webhooks(&ids, &mut event)).await.expect("ingest");
+
+    // The re-read's publish writes deal_versions first: hold it there.
+    let mut hold = db.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE deal_versions IN EXCLUSIVE MODE").execute(&mut *hold).await.expect("lock");
+    let reread = tokio::spawn({
+        let sync = sync.clone();
+        async move { sync.refresh_queued("c1").await }
+    });
+    let started = tokio::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_locks WHERE NOT granted AND relation = 'deal_versions'::regclass",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("pg_locks")
+        .try_get("n")
+        .expect("n");
+        if waiting > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the re-read reaches its publish");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // HubSpot has answered the re-read; now the deal changes and its webhook arrives.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    sim.update_deal(TOKEN, &ids[0], [("dealname", "Changed mid-read")]).expect("update");
+    sync.ingest(&webhooks(&ids, &mut event)).await.expect("ingest during the read");
+    hold.commit().await.expect("release");
+    assert_eq!(reread.await.expect("join").expect("refresh"), 1);
+    assert_eq!(outbox_count(&db, "deal.upserted").await, 1, "the version read before the change");
+
+    assert_eq!(sync.status("c1").await.expect("status").queued_deals, 1, "the changed deal is still queued");
+    assert_eq!(sync.refresh_queued("c1").await.expect("refresh"), 1);
+    assert_eq!(outbox_count(&db, "deal.upserted").await, 2, "the change is published, not dropped");
+    assert_eq!(sync.refresh_queued("c1").await.expect("refresh"), 0, "then the queue is empty");
     db.close().await;
 }
