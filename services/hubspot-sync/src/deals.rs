@@ -737,10 +737,11 @@ fn placeholders(count: usize, width: usize, from: usize) -> String {
 /// queued again meanwhile stays for the next re-read.
 async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, picked: &[Queued]) -> Result<()> {
     for chunk in picked.chunks(BATCH) {
-        let rows: Vec<String> =
-            (0..chunk.len()).map(|i| format!("(deal_id = ${} AND generation = ${})", i * 2 + 2, i * 2 + 3)).collect();
         // Only numbered placeholders are spliced in; the values are bound.
-        let sql = format!("DELETE FROM deal_refresh_queue WHERE company_id = $1 AND ({})", rows.join(" OR "));
+        let sql = format!(
+            "DELETE FROM deal_refresh_queue WHERE company_id = $1 AND (deal_id, generation) IN (VALUES {})",
+            placeholders(chunk.len(), 2, 2)
+        );
         let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(company_id.to_owned());
         for q in chunk {
             delete = delete.bind(q.deal_id.clone()).bind(q.generation);
