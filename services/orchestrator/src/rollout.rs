@@ -284,13 +284,7 @@ impl Rollouts {
     }
 
     pub async fn get(&self, id: &str) -> Result<pb::Rollout> {
-        let row = sqlx::query(
-            "SELECT id, revision, state, reason, concurrency, failure_threshold_pct, created_by, created_at, updated_at, plan_id FROM rollouts WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.store.db().pool())
-        .await?
-        .ok_or_else(|| PublicError::not_found(format!("rollout {id}")))?;
+        let mut rollout = self.header(id).await?;
         let steps = sqlx::query(
             "SELECT company_id, company_key, wave, state, attempts, applied, detail, performed, waiting_until FROM rollout_steps \
              WHERE rollout_id = $1 ORDER BY wave, company_key",
@@ -298,22 +292,6 @@ impl Rollouts {
         .bind(id)
         .fetch_all(self.store.db().pool())
         .await?;
-        let mut rollout = pb::Rollout {
-            id: row.try_get("id")?,
-            revision: row.try_get("revision")?,
-            state: row.try_get("state")?,
-            reason: row.try_get("reason")?,
-            concurrency: row.try_get::<i64, _>("concurrency")? as u32,
-            failure_threshold_pct: row.try_get::<i64, _>("failure_threshold_pct")? as u32,
-            created_by: row.try_get("created_by")?,
-            created_at: Some(crate::companies::timestamp(row.try_get("created_at")?)),
-            plan_id: row.try_get("plan_id")?,
-            ..pb::Rollout::default()
-        };
-        // Nothing changes a completed or cancelled rollout, so its last update is its end.
-        if matches!(rollout.state.as_str(), "completed" | "cancelled") {
-            rollout.finished_at = Some(crate::companies::timestamp(row.try_get("updated_at")?));
-        }
         let now = gomark_storage::now_ms();
         for s in &steps {
             let state: String = s.try_get("state")?;
@@ -331,19 +309,64 @@ impl Rollouts {
                 waiting_until: waiting.then(|| crate::companies::timestamp(waiting_until)),
             };
             rollout.waiting += u32::from(waiting);
-            match step.state.as_str() {
-                "done" => rollout.done += 1,
-                "failed" => rollout.failed += 1,
-                "running" => rollout.running += 1,
-                "pending" => rollout.pending += 1,
-                _ => {}
-            }
+            count(&mut rollout, &step.state, 1);
             rollout.steps.push(step);
         }
         rollout.total = rollout.steps.len() as u32;
         Ok(rollout)
     }
 
+    /// A rollout with its step counts but not its steps: what a listing shows. The counts
+    /// come from the database, so a listing of many large rollouts reads no step's actions.
+    async fn summary(&self, id: &str) -> Result<pb::Rollout> {
+        let mut rollout = self.header(id).await?;
+        let counts = sqlx::query(
+            "SELECT state, COUNT(*) AS n, SUM(CASE WHEN state = 'pending' AND waiting_until > $2 THEN 1 ELSE 0 END) AS waiting \
+             FROM rollout_steps WHERE rollout_id = $1 GROUP BY state",
+        )
+        .bind(id)
+        .bind(gomark_storage::now_ms())
+        .fetch_all(self.store.db().pool())
+        .await?;
+        for c in &counts {
+            let state: String = c.try_get("state")?;
+            let n = u32::try_from(c.try_get::<i64, _>("n")?).unwrap_or(u32::MAX);
+            rollout.waiting += u32::try_from(c.try_get::<i64, _>("waiting")?).unwrap_or(u32::MAX);
+            rollout.total += n;
+            count(&mut rollout, &state, n);
+        }
+        Ok(rollout)
+    }
+
+    /// A rollout's own row, without its steps or their counts.
+    async fn header(&self, id: &str) -> Result<pb::Rollout> {
+        let row = sqlx::query(
+            "SELECT id, revision, state, reason, concurrency, failure_threshold_pct, created_by, created_at, updated_at, plan_id FROM rollouts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.db().pool())
+        .await?
+        .ok_or_else(|| PublicError::not_found(format!("rollout {id}")))?;
+        let mut rollout = pb::Rollout {
+            id: row.try_get("id")?,
+            revision: row.try_get("revision")?,
+            state: row.try_get("state")?,
+            reason: row.try_get("reason")?,
+            concurrency: row.try_get::<i64, _>("concurrency")? as u32,
+            failure_threshold_pct: row.try_get::<i64, _>("failure_threshold_pct")? as u32,
+            created_by: row.try_get("created_by")?,
+            created_at: Some(crate::companies::timestamp(row.try_get("created_at")?)),
+            plan_id: row.try_get("plan_id")?,
+            ..pb::Rollout::default()
+        };
+        // Nothing changes a completed or cancelled rollout, so its last update is its end.
+        if matches!(rollout.state.as_str(), "completed" | "cancelled") {
+            rollout.finished_at = Some(crate::companies::timestamp(row.try_get("updated_at")?));
+        }
+        Ok(rollout)
+    }
+
+    /// Rollouts newest first, before the cursor, each with its step counts but not its steps.
     pub async fn list(&self, before: Option<&str>, limit: i64) -> Result<Vec<pb::Rollout>> {
         let rows = sqlx::query("SELECT id FROM rollouts WHERE id < $1 ORDER BY id DESC LIMIT $2")
             .bind(before.unwrap_or("~"))
@@ -352,9 +375,7 @@ impl Rollouts {
             .await?;
         let mut out = Vec::new();
         for r in &rows {
-            let mut rollout = self.get(&r.try_get::<String, _>("id")?).await?;
-            rollout.steps.clear();
-            out.push(rollout);
+            out.push(self.summary(&r.try_get::<String, _>("id")?).await?);
         }
         Ok(out)
     }
@@ -366,7 +387,7 @@ impl Rollouts {
             "running" => &["paused", "halted"],
             _ => &["running", "paused", "halted", "queued"],
         };
-        let current = self.get(id).await?;
+        let current = self.header(id).await?;
         if !allowed_from.contains(&current.state.as_str()) {
             return Err(Error::kind_of(
                 ErrorKind::FailedPrecondition,
@@ -497,55 +518,46 @@ impl Rollouts {
                 continue;
             }
             // Only the lowest unfinished wave runs: the canary must succeed before the rest.
-            let due = sqlx::query(
-                "SELECT company_id, company_key, approved FROM rollout_steps WHERE rollout_id = $1 AND wave = $2 \
+            // One statement picks and claims the steps, so a tick is one write however many
+            // slots are free. The claim is conditional: a step another replica holds under a
+            // live lease is never taken (Postgres re-checks the outer condition on each row
+            // it locks, so two replicas claiming at once split the steps between them).
+            let claimed = sqlx::query(
+                "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, waiting_until = 0 \
+                 WHERE rollout_id = $4 AND wave = $5 \
                  AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
-                 ORDER BY company_key LIMIT $4",
+                 AND company_id IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $4 AND wave = $5 \
+                 AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+                 ORDER BY company_key LIMIT $6) \
+                 RETURNING company_id, company_key, approved",
             )
+            .bind(&self.replica)
+            .bind(now + LEASE_MS)
+            .bind(now)
             .bind(&id)
             .bind(open_wave)
-            .bind(now)
             .bind(free)
             .fetch_all(self.store.db().pool())
             .await?;
-            for d in &due {
-                let company: String = d.try_get("company_id")?;
-                // Claiming is conditional: a step another replica holds under a live lease
-                // is never taken.
-                let claimed = sqlx::query(
-                    "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, waiting_until = 0 \
-                     WHERE rollout_id = $4 AND company_id = $5 \
-                     AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3))",
-                )
-                .bind(&self.replica)
-                .bind(now + LEASE_MS)
-                .bind(now)
-                .bind(&id)
-                .bind(&company)
-                .execute(self.store.db().pool())
-                .await?
-                .rows_affected()
-                    == 1;
-                if claimed {
-                    let approved: Option<String> = d.try_get("approved")?;
-                    let step = Claimed {
-                        rollout: id.clone(),
-                        revision,
-                        company_id: company,
-                        company_key: d.try_get("company_key")?,
-                        approved: approved.map(|a| serde_json::from_str(&a)).transpose()?,
-                    };
-                    let this = self.clone();
-                    // Each step is a trace of its own: it outlives the tick that claimed it.
-                    let span = gomark_platform::telemetry::root_span("rollout step");
-                    tasks.spawn(
-                        async move {
-                            this.run_claimed(step).await;
-                            this.wake.notify_one();
-                        }
-                        .instrument(span),
-                    );
-                }
+            for d in &claimed {
+                let approved: Option<String> = d.try_get("approved")?;
+                let step = Claimed {
+                    rollout: id.clone(),
+                    revision,
+                    company_id: d.try_get("company_id")?,
+                    company_key: d.try_get("company_key")?,
+                    approved: approved.map(|a| serde_json::from_str(&a)).transpose()?,
+                };
+                let this = self.clone();
+                // Each step is a trace of its own: it outlives the tick that claimed it.
+                let span = gomark_platform::telemetry::root_span("rollout step");
+                tasks.spawn(
+                    async move {
+                        this.run_claimed(step).await;
+                        this.wake.notify_one();
+                    }
+                    .instrument(span),
+                );
             }
         }
         Ok(())
@@ -737,7 +749,10 @@ impl Rollouts {
             }
         };
         all.extend(now_performed.iter().cloned());
-        let encoded = pb::RolloutStep { performed: all.clone(), ..pb::RolloutStep::default() }.encode_to_vec();
+        let applied = all.len() as i64;
+        let lines: Vec<String> =
+            if state == "pending" { Vec::new() } else { all.iter().map(gtm_config::wire::action_line).collect() };
+        let encoded = pb::RolloutStep { performed: all, ..pb::RolloutStep::default() }.encode_to_vec();
         sqlx::query(
             "UPDATE rollout_steps SET state = $1, attempts = $2, applied = $3, detail = $4, next_attempt_at = $5, \
              performed = $6, lease_owner = '', lease_until = 0, updated_at = $7, waiting_until = $8 \
@@ -745,7 +760,7 @@ impl Rollouts {
         )
         .bind(state)
         .bind(attempts)
-        .bind(all.len() as i64)
+        .bind(applied)
         .bind(&detail)
         .bind(next)
         .bind(encoded)
@@ -760,7 +775,6 @@ impl Rollouts {
             self.store.set_applied_revision(&mut tx, &step.company_id, step.revision).await?;
         }
         if state != "pending" {
-            let lines: Vec<String> = all.iter().map(gtm_config::wire::action_line).collect();
             self.store
                 .append_audit(
                     &mut tx,
@@ -812,6 +826,17 @@ impl Rollouts {
             }
         }
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Adds `n` steps in `state` to the rollout's counts.
+fn count(rollout: &mut pb::Rollout, state: &str, n: u32) {
+    match state {
+        "done" => rollout.done += n,
+        "failed" => rollout.failed += n,
+        "running" => rollout.running += n,
+        "pending" => rollout.pending += n,
+        _ => {}
     }
 }
 

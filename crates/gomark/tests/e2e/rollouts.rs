@@ -89,6 +89,15 @@ async fn a_rollout_applies_a_revision_and_a_rollback_undoes_it() {
 
     let done = finish(&api, &id).await;
     assert_eq!((done["state"].as_str(), done["done"].as_u64()), (Some("completed"), Some(4)), "{done}");
+    // A listing shows each rollout's counts, as its own page does, but not its steps.
+    let listed = api.send(Method::GET, "/v1/rollouts", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let items = listed.body["items"].as_array().expect("items");
+    let item = items.iter().find(|r| r["id"] == id.as_str()).expect("the rollout is listed");
+    for field in ["state", "total", "done", "failed", "running", "pending", "waiting"] {
+        assert_eq!(item[field], done[field], "{field}: {item}");
+    }
+    assert!(item["steps"].as_array().is_none_or(Vec::is_empty), "{item}");
     for step in done["steps"].as_array().expect("steps") {
         assert!(step["applied"].as_u64() >= Some(2), "the property and the pipeline were written: {step}");
     }
