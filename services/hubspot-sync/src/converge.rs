@@ -280,7 +280,7 @@ impl Converger {
         client: &HubSpotClient,
         portal: &Portal,
         desired: &EffectiveConfig,
-    ) -> Result<(Plan, gtm_config::Observed), ConvergeError> {
+    ) -> Result<(Plan, gtm_config::Observed, PipelineIdMap), ConvergeError> {
         let mut ids = self.recorded_ids(&portal.company_id).await?;
         let managed = self.managed(&portal.company_id).await?;
         // Only what the plan can touch is read: declared kinds, and kinds GoMark created
@@ -327,7 +327,7 @@ impl Converger {
             }
         }
         plan.actions.sort_by_key(rank);
-        Ok((plan, observed))
+        Ok((plan, observed, ids))
     }
 
     /// The HubSpot ids of the company's pipelines and stages: recorded, or matched by label.
@@ -359,16 +359,17 @@ impl Converger {
         let resumed = self.take_unfinished(company_id, desired, approved);
         let mut clock = Clock::new(deadline, resumed.as_ref().map_or(Duration::ZERO, |u| u.slowest));
         let fresh = resumed.is_none();
-        let (actions, blocked, observed) = match resumed {
+        let (actions, blocked, observed, ids) = match resumed {
             Some(u) => {
                 tracing::debug!(company_id, remaining = u.remaining.len(), "resuming an interrupted apply");
-                (u.remaining, u.blocked, u.observed)
+                let ids = self.ids(company_id, desired, &u.observed).await?;
+                (u.remaining, u.blocked, u.observed, ids)
             }
             None => {
                 let started = Instant::now();
                 let planned = self.plan_portal(&clock.client(&self.client), &portal, desired).await;
                 clock.took(started);
-                let (plan, observed) = match planned {
+                let (plan, observed, ids) = match planned {
                     Ok(planned) => planned,
                     Err(ConvergeError::HubSpot(e)) if !refused(&e) => {
                         return Ok(Applied { interrupted: Some(Interrupted::from_error(&e)), ..Applied::default() });
@@ -384,10 +385,9 @@ impl Converger {
                         "the portal changed since the plan was made and now needs `{extra}`, which the plan does not hold; plan again"
                     )));
                 }
-                (actions, blocked, observed)
+                (actions, blocked, observed, ids)
             }
         };
-        let ids = self.ids(company_id, desired, &observed).await?;
         let mut outcome = Applied { blocked, ..Applied::default() };
         self.apply_actions(&portal, desired, &ids, actions.clone(), &mut clock, &mut outcome).await?;
         if let Some(Interrupted::OutOfTime { progress }) = &mut outcome.interrupted {
