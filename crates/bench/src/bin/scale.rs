@@ -36,9 +36,10 @@ use gomark_events::event_types;
 use gomark_platform::Shutdown;
 use hubspot_sim::{SimConfig, WebhookConfig};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Parser)]
 #[command(about = "GoMark scale benchmarks")]
@@ -476,6 +477,46 @@ async fn wait_onboarded(api: &Api, companies: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Where a rollout's wall time goes, from the simulator's log: how long each portal's step
+/// held HubSpot (its first call to the end of its last), the gap between a step's read and
+/// its write (hubspot-sync's own work), and how many steps were at HubSpot on average.
+fn step_timing(requests: &[hubspot_sim::RecordedRequest], latency_ms: u64) -> String {
+    let mut by_portal: BTreeMap<u64, Vec<SystemTime>> = BTreeMap::new();
+    for r in requests {
+        if let Some(portal) = r.portal_id {
+            by_portal.entry(portal).or_default().push(r.timestamp);
+        }
+    }
+    let latency = Duration::from_millis(latency_ms);
+    let (mut held, mut gaps) = (Vec::new(), Vec::new());
+    for times in by_portal.values_mut() {
+        times.sort();
+        let (first, last) = (times[0], times[times.len() - 1]);
+        held.push((last + latency).duration_since(first).unwrap_or_default());
+        for pair in times.windows(2) {
+            gaps.push(pair[1].duration_since(pair[0] + latency).unwrap_or_default());
+        }
+    }
+    let span = match (requests.iter().map(|r| r.timestamp).min(), requests.iter().map(|r| r.timestamp).max()) {
+        (Some(a), Some(b)) => (b + latency).duration_since(a).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    let busy: Duration = held.iter().sum();
+    held.sort();
+    gaps.sort();
+    let ms = |v: &[Duration], q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "rollout steps at HubSpot: p50 {:.0} ms, p99 {:.0} ms; between a step's calls p50 {:.1} ms, p99 {:.1} ms; {:.1} steps at HubSpot on average",
+        ms(&held, 0.5),
+        ms(&held, 0.99),
+        ms(&gaps, 0.5),
+        ms(&gaps, 0.99),
+        busy.as_secs_f64() / span.as_secs_f64().max(0.001)
+    )
+}
+
 async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency: u32) -> Result<RolloutRun> {
     let dir = tempfile::tempdir()?;
     let options = EmbeddedOptions {
@@ -532,6 +573,7 @@ async fn rollout(portals: usize, properties: usize, latency_ms: u64, concurrency
         last.map_or(f64::NAN, since),
         since(ended)
     );
+    eprintln!("{}", step_timing(&requests, latency_ms));
     let writes = requests.iter().filter(|r| r.method != "GET").count();
     let reads = requests.len() - writes;
     let limited = requests.iter().filter(|r| r.status == 429).count();
