@@ -463,7 +463,7 @@ impl Rollouts {
     }
 
     /// Starts what may start, and settles finished rollouts.
-    async fn tick(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) -> Result<()> {
+    async fn tick(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>, shutdown: &Shutdown) -> Result<()> {
         self.promote_queued().await?;
         let running = sqlx::query(
             "SELECT id, revision, concurrency, failure_threshold_pct FROM rollouts WHERE state = 'running'",
@@ -518,49 +518,91 @@ impl Rollouts {
                 continue;
             }
             // Only the lowest unfinished wave runs: the canary must succeed before the rest.
-            // One statement picks and claims the steps, so a tick is one write however many
-            // slots are free. The claim is conditional: a step another replica holds under a
-            // live lease is never taken (Postgres re-checks the outer condition on each row
-            // it locks, so two replicas claiming at once split the steps between them).
-            let claimed = sqlx::query(
-                "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, waiting_until = 0 \
-                 WHERE rollout_id = $4 AND wave = $5 \
-                 AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
-                 AND company_id IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $4 AND wave = $5 \
-                 AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
-                 ORDER BY company_key LIMIT $6) \
-                 RETURNING company_id, company_key, approved",
-            )
-            .bind(&self.replica)
-            .bind(now + LEASE_MS)
-            .bind(now)
-            .bind(&id)
-            .bind(open_wave)
-            .bind(free)
-            .fetch_all(self.store.db().pool())
-            .await?;
-            for d in &claimed {
+            let mut conn = self.store.db().pool().acquire().await?;
+            for step in self.claim(&mut conn, &id, revision, open_wave, free).await? {
+                let this = self.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    this.run_claimed(step, &shutdown).await;
+                    this.wake.notify_one();
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims up to `limit` due steps of `wave`, in one statement: a tick is one write however
+    /// many slots are free. The claim is conditional: a step another replica holds under a
+    /// live lease is never taken (Postgres re-checks the outer condition on each row it
+    /// locks, so two replicas claiming at once split the steps between them).
+    async fn claim(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        rollout: &str,
+        revision: i64,
+        wave: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>> {
+        let now = gomark_storage::now_ms();
+        let rows = sqlx::query(
+            "UPDATE rollout_steps SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3, waiting_until = 0 \
+             WHERE rollout_id = $4 AND wave = $5 \
+             AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+             AND company_id IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $4 AND wave = $5 \
+             AND ((state = 'pending' AND next_attempt_at <= $3) OR (state = 'running' AND lease_until < $3)) \
+             ORDER BY company_key LIMIT $6) \
+             RETURNING company_id, company_key, approved",
+        )
+        .bind(&self.replica)
+        .bind(now + LEASE_MS)
+        .bind(now)
+        .bind(rollout)
+        .bind(wave)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|d| {
                 let approved: Option<String> = d.try_get("approved")?;
-                let step = Claimed {
-                    rollout: id.clone(),
+                Ok(Claimed {
+                    rollout: rollout.to_owned(),
                     revision,
                     company_id: d.try_get("company_id")?,
                     company_key: d.try_get("company_key")?,
                     approved: approved.map(|a| serde_json::from_str(&a)).transpose()?,
-                };
-                let this = self.clone();
-                // Each step is a trace of its own: it outlives the tick that claimed it.
-                let span = gomark_platform::telemetry::root_span("rollout step");
-                tasks.spawn(
-                    async move {
-                        this.run_claimed(step).await;
-                        this.wake.notify_one();
-                    }
-                    .instrument(span),
-                );
-            }
+                })
+            })
+            .collect()
+    }
+
+    /// The step that takes over the slot of a step just done, claimed in the transaction that
+    /// records it: the next due step of the rollout's lowest unfinished wave, if the rollout
+    /// still runs and is under its failure threshold. Without it a slot stays idle until the
+    /// next tick, which waits behind every other step's record for the write lock.
+    async fn hand_off(&self, conn: &mut sqlx::AnyConnection, done: &Claimed) -> Result<Option<Claimed>> {
+        let rollout = sqlx::query("SELECT failure_threshold_pct FROM rollouts WHERE id = $1 AND state = 'running'")
+            .bind(&done.rollout)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(rollout) = rollout else { return Ok(None) };
+        let threshold: i64 = rollout.try_get("failure_threshold_pct")?;
+        let progress = sqlx::query(
+            "SELECT SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed, \
+             SUM(CASE WHEN state IN ('done', 'failed') THEN 1 ELSE 0 END) AS finished, \
+             MIN(CASE WHEN state IN ('pending', 'running') THEN wave END) AS open_wave \
+             FROM rollout_steps WHERE rollout_id = $1",
+        )
+        .bind(&done.rollout)
+        .fetch_one(&mut *conn)
+        .await?;
+        let failed: i64 = progress.try_get::<Option<i64>, _>("failed")?.unwrap_or(0);
+        let finished: i64 = progress.try_get::<Option<i64>, _>("finished")?.unwrap_or(0);
+        let Some(wave) = progress.try_get::<Option<i64>, _>("open_wave")? else { return Ok(None) };
+        // The tick halts such a rollout; nothing more starts meanwhile.
+        if failed > 0 && failed * 100 > threshold * finished.max(1) {
+            return Ok(None);
         }
-        Ok(())
+        Ok(self.claim(conn, &done.rollout, done.revision, wave, 1).await?.pop())
     }
 
     async fn settle(&self, id: &str, state: &str, reason: &str) -> Result<()> {
@@ -576,13 +618,24 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Runs a claimed step while renewing its lease; gives the step up if the lease is lost.
-    async fn run_claimed(&self, step: Claimed) {
+    /// Runs a claimed step, then each step handed over to it (see [`Rollouts::hand_off`]),
+    /// until there is none or shutdown starts. Each step is a trace of its own.
+    async fn run_claimed(&self, step: Claimed, shutdown: &Shutdown) {
+        let mut next = Some(step);
+        while let Some(step) = next.take() {
+            let span = gomark_platform::telemetry::root_span("rollout step");
+            next = self.run_one(step, !shutdown.is_triggered()).instrument(span).await;
+        }
+    }
+
+    /// Runs a claimed step while renewing its lease, and records its outcome; gives the step
+    /// up if the lease is lost. Returns the step handed over to this one when it was done.
+    async fn run_one(&self, step: Claimed, hand_off: bool) -> Option<Claimed> {
         let outcome = tokio::select! {
             outcome = self.run_step(&step) => outcome,
             () = self.keep_lease(&step) => {
                 tracing::warn!(rollout = %step.rollout, company_id = %step.company_id, "rollout step lease lost; another replica will run it");
-                return;
+                return None;
             }
         };
         let outcome = match outcome {
@@ -600,8 +653,8 @@ impl Rollouts {
         let deadline = tokio::time::Instant::now() + RECORD_FOR;
         let mut wait = Duration::from_millis(200);
         loop {
-            match self.record(&step, &outcome).await {
-                Ok(()) => return,
+            match self.record(&step, &outcome, hand_off).await {
+                Ok(next) => return next,
                 Err(err) if tokio::time::Instant::now() + wait < deadline => {
                     tracing::debug!(rollout = %step.rollout, error = %err, "rollout step not recorded yet; retrying");
                     tokio::time::sleep(wait).await;
@@ -609,7 +662,7 @@ impl Rollouts {
                 }
                 Err(err) => {
                     tracing::warn!(rollout = %step.rollout, company_id = %step.company_id, error = %err, "rollout step not recorded; it will run again once its lease expires");
-                    return;
+                    return None;
                 }
             }
         }
@@ -709,8 +762,9 @@ impl Rollouts {
         Ok(Outcome::Done { performed, blocked })
     }
 
-    /// Writes a step's outcome, if this replica still holds its lease.
-    async fn record(&self, step: &Claimed, outcome: &Outcome) -> Result<()> {
+    /// Writes a step's outcome, if this replica still holds its lease; with `hand_off`, a
+    /// step that is done also claims the step that takes its slot.
+    async fn record(&self, step: &Claimed, outcome: &Outcome, hand_off: bool) -> Result<Option<Claimed>> {
         let mut tx = self.store.db().begin().await?;
         let row = sqlx::query(
             "SELECT attempts, performed FROM rollout_steps WHERE rollout_id = $1 AND company_id = $2 AND lease_owner = $3 AND state = 'running'",
@@ -722,7 +776,7 @@ impl Rollouts {
         .await?;
         let Some(row) = row else {
             tracing::warn!(rollout = %step.rollout, company_id = %step.company_id, "rollout step taken over by another replica; outcome dropped");
-            return Ok(());
+            return Ok(None);
         };
         let attempts: i64 = row.try_get("attempts")?;
         let mut all = decode_performed(row.try_get("performed")?);
@@ -794,8 +848,9 @@ impl Rollouts {
                 )
                 .await?;
         }
+        let next = if hand_off && state == "done" { self.hand_off(&mut tx, step).await? } else { None };
         tx.commit().await?;
-        Ok(())
+        Ok(next)
     }
 
     /// Drives every rollout until shutdown; steps in flight are allowed to finish.
@@ -804,7 +859,7 @@ impl Rollouts {
         let mut failing = false;
         while !shutdown.is_triggered() {
             let tick = async {
-                match self.tick(&mut tasks).await {
+                match self.tick(&mut tasks, &shutdown).await {
                     Ok(()) if failing => {
                         tracing::info!("rollouts: the database is back");
                         failing = false;
