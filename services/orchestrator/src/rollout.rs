@@ -624,13 +624,14 @@ impl Rollouts {
         let mut next = Some(step);
         while let Some(step) = next.take() {
             let span = gomark_platform::telemetry::root_span("rollout step");
-            next = self.run_one(step, !shutdown.is_triggered()).instrument(span).await;
+            next = self.run_one(step, shutdown).instrument(span).await;
         }
     }
 
     /// Runs a claimed step while renewing its lease, and records its outcome; gives the step
-    /// up if the lease is lost. Returns the step handed over to this one when it was done.
-    async fn run_one(&self, step: Claimed, hand_off: bool) -> Option<Claimed> {
+    /// up if the lease is lost. Returns the step handed over to this one when it was done
+    /// (none once shutdown has started).
+    async fn run_one(&self, step: Claimed, shutdown: &Shutdown) -> Option<Claimed> {
         let outcome = tokio::select! {
             outcome = self.run_step(&step) => outcome,
             () = self.keep_lease(&step) => {
@@ -653,7 +654,7 @@ impl Rollouts {
         let deadline = tokio::time::Instant::now() + RECORD_FOR;
         let mut wait = Duration::from_millis(200);
         loop {
-            match self.record(&step, &outcome, hand_off).await {
+            match self.record(&step, &outcome, !shutdown.is_triggered()).await {
                 Ok(next) => return next,
                 Err(err) if tokio::time::Instant::now() + wait < deadline => {
                     tracing::debug!(rollout = %step.rollout, error = %err, "rollout step not recorded yet; retrying");
