@@ -503,7 +503,7 @@ impl Rollouts {
                 }
             }
             let finished = done + failed;
-            if failed > 0 && failed * 100 > threshold * finished.max(1) && finished >= 1 {
+            if over_threshold(failed, finished, threshold) {
                 let reason = format!("{failed} of {finished} finished steps failed (threshold {threshold}%)");
                 self.settle(&id, "halted", &reason).await?;
                 continue;
@@ -599,7 +599,7 @@ impl Rollouts {
         let finished: i64 = progress.try_get::<Option<i64>, _>("finished")?.unwrap_or(0);
         let Some(wave) = progress.try_get::<Option<i64>, _>("open_wave")? else { return Ok(None) };
         // The tick halts such a rollout; nothing more starts meanwhile.
-        if failed > 0 && failed * 100 > threshold * finished.max(1) {
+        if over_threshold(failed, finished, threshold) {
             return Ok(None);
         }
         Ok(self.claim(conn, &done.rollout, done.revision, wave, 1).await?.pop())
@@ -883,6 +883,11 @@ impl Rollouts {
         }
         while tasks.join_next().await.is_some() {}
     }
+}
+
+/// Whether more than `threshold_pct` of a rollout's finished steps failed: it halts.
+fn over_threshold(failed: i64, finished: i64, threshold_pct: i64) -> bool {
+    failed > 0 && failed * 100 > threshold_pct * finished.max(1)
 }
 
 /// Adds `n` steps in `state` to the rollout's counts.
