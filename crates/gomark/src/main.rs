@@ -328,6 +328,7 @@ async fn serve(options: EmbeddedOptions, telemetry: TelemetrySettings) -> ExitCo
     }
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
+    tokio::spawn(gomark_platform::allocator::release_periodically(shutdown.clone()));
     let embedded =
         match Embedded::start(options, shutdown).instrument(gomark_platform::telemetry::root_span("start-up")).await {
             Ok(e) => e,

@@ -1,6 +1,7 @@
 //! Process plumbing every GoMark service shares: settings, telemetry, the error-code
 //! table, gRPC server bootstrap with health and reflection, and graceful shutdown.
 
+pub mod allocator;
 pub mod assertion;
 pub mod caller;
 pub mod error;

@@ -282,6 +282,7 @@ where
         anyhow::Ok(service)
     };
     let service = starting.instrument(root_span("start-up")).await?;
+    tokio::spawn(gomark_platform::allocator::release_periodically(service.shutdown.clone()));
     service.wait().await
 }
 
