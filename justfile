@@ -68,6 +68,12 @@ chaos *scenarios:
     python3 .ci/chaos {{scenarios}}
     bash .ci/chaos-rollouts
 
+# What ships: the size-optimised `gomark`, stripped, with its debug info split off
+# (target/dist/app and target/dist/app.debug; see docker/split-debuginfo).
+dist:
+    cargo build --profile image --locked -p gomark --bin gomark
+    docker/split-debuginfo target/image/gomark target/dist
+
 # The runtime container image, built and run with podman (see .ci/image-check).
 image-check:
     bash .ci/image-check
