@@ -29,6 +29,13 @@ pub trait Cache: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes every key of `keys`; on Redis one command, one round trip.
+    async fn delete_all(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
     /// Adds one to the counter at `key` and returns the new count; a new counter lives
     /// for `ttl` (fixed windows for rate limits, shared by every replica on Redis).
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64>;

@@ -100,6 +100,14 @@ impl Cache for RedisCache {
         self.run(|mut c| async move { c.del::<_, ()>(key).await }).await
     }
 
+    async fn delete_all(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        self.run(|mut c| async move { c.del::<_, ()>(keys).await }).await
+    }
+
     async fn acquire_slot(&self, key: &str, window: Duration, max: u32, slot: &str) -> Result<Option<Duration>> {
         let key = self.key(key);
         let window_us = window.as_micros().max(1) as u64;

@@ -36,6 +36,20 @@ async fn set_get_delete_and_expiry() {
 }
 
 #[tokio::test]
+async fn delete_all_deletes_exactly_the_keys_named() {
+    for (label, cache) in caches() {
+        for key in ["a", "b", "c"] {
+            cache.set(key, key.as_bytes(), Duration::from_secs(30)).await.expect(label);
+        }
+        cache.delete_all(&["a".into(), "c".into(), "never-set".into()]).await.expect(label);
+        cache.delete_all(&[]).await.expect("no keys is fine");
+        assert_eq!(cache.get("a").await.expect(label), None, "{label}: a deleted");
+        assert_eq!(cache.get("c").await.expect(label), None, "{label}: c deleted");
+        assert_eq!(cache.get("b").await.expect(label).as_deref(), Some(&b"b"[..]), "{label}: b kept");
+    }
+}
+
+#[tokio::test]
 async fn counters_count_within_their_window() {
     for (label, cache) in caches() {
         for expected in 1..=3 {

@@ -179,12 +179,10 @@ impl Tracker {
 
     /// Drops the cached figures of `companies`.
     async fn invalidate(&self, companies: &[String]) {
-        // Concurrently: a backfill batch touches many companies, each a cache round trip.
-        let deletions = companies.iter().map(|c| async move { (c, self.cache.delete(&cache_key(c)).await) });
-        for (c, outcome) in futures::future::join_all(deletions).await {
-            if let Err(err) = outcome {
-                tracing::warn!(company_id = %c, error = %err, "cache invalidation failed; the entry expires with its ttl");
-            }
+        // One command for all: a backfill batch touches many companies.
+        let keys: Vec<String> = companies.iter().map(|c| cache_key(c)).collect();
+        if let Err(err) = self.cache.delete_all(&keys).await {
+            tracing::warn!(companies = companies.len(), error = %err, "cache invalidation failed; the entries expire with their ttl");
         }
     }
 
