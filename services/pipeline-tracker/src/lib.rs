@@ -74,7 +74,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Ok(serve_grpc(listener, routes, names, readiness, sd, grace, reflection).await?)
     });
 
-    let limits = BatchLimits { max_events: t.batch_max_events, linger: Duration::from_millis(t.batch_linger_ms) };
+    let limits = BatchLimits {
+        max_events: t.batch_max_events,
+        linger: Duration::from_millis(t.batch_linger_ms),
+        in_flight: t.batch_in_flight,
+    };
     for (durable, event_type) in [
         (ingest::DEALS_UPSERTED_CONSUMER, event_types::DEAL_UPSERTED),
         (ingest::DEALS_DELETED_CONSUMER, event_types::DEAL_DELETED),

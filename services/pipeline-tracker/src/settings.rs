@@ -30,6 +30,9 @@ pub struct TrackerSettings {
     pub batch_max_events: usize,
     /// How long ingest waits to fill a batch once an event arrived.
     pub batch_linger_ms: u64,
+    /// Deal-event batches written at once by this replica (their writes commute, as they
+    /// do across replicas); on SQLite writes take turns whatever this says.
+    pub batch_in_flight: usize,
     /// Watchers also check the database this often, to see changes ingested by other
     /// replicas.
     pub watch_poll_ms: u64,
@@ -45,6 +48,7 @@ impl Default for TrackerSettings {
             config_refresh_secs: 300,
             batch_max_events: 500,
             batch_linger_ms: 10,
+            batch_in_flight: 2,
             watch_poll_ms: 1_000,
         }
     }
@@ -101,6 +105,7 @@ impl Validate for Settings {
         within("tracker.config_refresh_secs", t.config_refresh_secs, 1, 86_400)?;
         within("tracker.batch_max_events", t.batch_max_events as u64, 1, 5_000)?;
         within("tracker.batch_linger_ms", t.batch_linger_ms, 0, 5_000)?;
+        within("tracker.batch_in_flight", t.batch_in_flight as u64, 1, 8)?;
         within("tracker.watch_poll_ms", t.watch_poll_ms, 50, 60_000)
     }
 }
