@@ -2,7 +2,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
-/// Encoded `FileDescriptorSet` of every GoMark proto, for gRPC reflection.
+/// Encoded `FileDescriptorSet` of every GoMark proto, for gRPC reflection (without source
+/// info: the comments are in `proto/`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gomark_descriptor.bin"));
 
 pub mod common {
