@@ -138,7 +138,10 @@ impl UpsoSim {
                 ticker.run_due();
             }
         });
-        let served = axum::serve(without_nagle(listener), self.router()).with_graceful_shutdown(shutdown).await;
+        // Handlers become routes once, and a connection clones a handle, not the route table.
+        let router: axum::Router = self.router().with_state(());
+        let served =
+            axum::serve(without_nagle(listener), router.into_make_service()).with_graceful_shutdown(shutdown).await;
         tick.abort();
         served
     }
