@@ -110,14 +110,14 @@ pub async fn run(events: usize, samples: usize, embedded: Running, distributed: 
          the path first.\n\n\
          | mode | deals timed | p50 | p99 | max | |\n|---|---:|---:|---:|---:|---|\n{latency_rows}\n\
          **Ingest**: {events} `deal.upserted` events ({} deals of {COMPANIES} companies, two versions each) wait on the \
-         bus; a freshly started pipeline-tracker drains them (batches of up to 500 events per transaction; from NATS, two at \
-         once) until every version is stored.\n\n\
+         bus; a freshly started pipeline-tracker drains them (batches of up to 500 events per transaction) until every version is \
+         stored.\n\n\
          | mode | events | time | rate |\n|---|---:|---:|---:|\n{ingest_rows}\n\
          **The machine's Postgres insert ceiling**, same run: pgbench inserting rows of the same shape (the \
          `deal_history` columns and primary key) into the same server for {PGBENCH_SECS} s.\n\n\
          | rows per statement | clients | rate | distributed ingest (events/s) as a share of it |\n|---:|---:|---:|---:|\n{ceiling}\n\
-         pipeline-tracker writes each batch in one transaction and two batches at once (`tracker.batch_in_flight`), \
-         so its ceiling lies between the 500-row lines for 1 and 2 clients; for each event it also upserts the read \
+         pipeline-tracker writes each batch in one transaction, one batch at a time (`tracker.batch_in_flight`), so \
+         the comparable ceiling is the 500-row, 1-client line; for each event it also upserts the read \
          model (one row per deal, with a second index) and counts the change per company in the same transaction, \
          and it reads its events from NATS and acknowledges them on the same 2 CPUs.\n\n",
         DEAL_SPACING.as_millis(),

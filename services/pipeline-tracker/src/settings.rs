@@ -31,7 +31,9 @@ pub struct TrackerSettings {
     /// How long ingest waits to fill a batch once an event arrived.
     pub batch_linger_ms: u64,
     /// Deal-event batches written at once by this replica (their writes commute, as they
-    /// do across replicas); on SQLite writes take turns whatever this says.
+    /// do across replicas); on SQLite writes take turns whatever this says. 1 by default:
+    /// at 2, NATS 2.9 pull streams went quiet for 30 s (until a missed idle heartbeat) in 3
+    /// of 11 backlog runs, for 41-47 % of pgbench against 38-41 % at 1 (BENCHMARKS.md).
     pub batch_in_flight: usize,
     /// Watchers also check the database this often, to see changes ingested by other
     /// replicas.
@@ -48,7 +50,7 @@ impl Default for TrackerSettings {
             config_refresh_secs: 300,
             batch_max_events: 500,
             batch_linger_ms: 10,
-            batch_in_flight: 2,
+            batch_in_flight: 1,
             watch_poll_ms: 1_000,
         }
     }
