@@ -704,6 +704,19 @@ fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Quiet by default (the report is the output); `RUST_LOG=warn` shows what the services
+    // under test log, on stderr, to find out why a run went wrong.
+    let _telemetry = match std::env::var("RUST_LOG") {
+        Ok(level) if !level.trim().is_empty() => {
+            let settings = gomark_platform::settings::TelemetrySettings {
+                log_format: gomark_platform::settings::LogFormat::Pretty,
+                log_level: level,
+                otlp_endpoint: None,
+            };
+            Some(gomark_platform::telemetry::init(&settings, "scale")?)
+        }
+        _ => None,
+    };
     let machine = report::Machine::detect();
     let date = report::utc_now();
     let where_ =
