@@ -54,12 +54,12 @@ fn placeholders(rows: usize, columns: usize, engine: Engine) -> String {
             if c > 1 {
                 sql.push_str(", ");
             }
-            // Writing to a String cannot fail.
-            let _ = if c == AMOUNT_COLUMN && engine == Engine::Postgres {
-                write!(sql, "CAST(${n} AS NUMERIC)")
+            if c == AMOUNT_COLUMN {
+                sql.push_str(&decimal_param(engine, n));
             } else {
-                write!(sql, "${n}")
-            };
+                // Writing to a String cannot fail.
+                let _ = write!(sql, "${n}");
+            }
         }
         sql.push(')');
     }
