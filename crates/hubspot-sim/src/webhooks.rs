@@ -11,7 +11,9 @@
 //! tests; a 429's `Retry-After` is honoured up to the same cap). Other 4xx answers are not
 //! retried. After a successful delivery, each event is re-sent once in a later batch with
 //! probability `duplicate_rate` (same `eventId` and `occurredAt`); `shuffle` picks batch members
-//! at random, reordering events across batches. At most 10 deliveries run concurrently.
+//! at random, reordering events across batches. At most 10 deliveries run concurrently, and a
+//! batch is cut only when one of them is free: while all are busy, events wait and leave in
+//! fuller batches.
 //!
 //! `eventId` counts per portal, so it is not unique across portals (HubSpot promises no
 //! uniqueness either); `subscriptionId` is stable per subscription type (per property for
@@ -129,7 +131,10 @@ struct Active {
     secret: WebhookSecret,
     client: Option<reqwest::Client>,
     notify: Notify,
-    permits: Semaphore,
+    /// Delivery slots. A batch is cut only when one is free: while every slot is busy events
+    /// wait in the queue and leave in fuller batches, as HubSpot throttles to
+    /// `maxConcurrentRequests`, instead of as many small batches waiting in line.
+    permits: Arc<Semaphore>,
     /// Whether this generation's dispatcher has been spawned.
     started: AtomicBool,
 }
@@ -197,7 +202,7 @@ impl Webhooks {
                 config,
                 client,
                 notify: Notify::new(),
-                permits: Semaphore::new(MAX_CONCURRENT_DELIVERIES),
+                permits: Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES)),
                 started: AtomicBool::new(false),
             });
             if let Some(old) = state.active.replace(Arc::clone(&active)) {
@@ -281,17 +286,26 @@ impl Webhooks {
                 if state.queue.len() < config.batch_size && now < due {
                     break Next::Wait(Some(due - now));
                 }
+                // No free slot: a delivery that ends wakes the dispatcher.
+                let Ok(permit) = Arc::clone(&active.permits).try_acquire_owned() else {
+                    break Next::Wait(None);
+                };
                 let batch = take_batch(&mut state.queue, config.batch_size, config.shuffle);
                 if state.drop_next > 0 {
                     state.drop_next -= 1;
                     state.stats.batches_dropped += 1;
                     continue;
                 }
-                batches.push(batch);
+                batches.push((batch, permit));
             }
         };
-        for batch in batches {
-            tokio::spawn(deliver(Arc::clone(self), Arc::clone(active), batch));
+        for (batch, permit) in batches {
+            let (hub, active) = (Arc::clone(self), Arc::clone(active));
+            tokio::spawn(async move {
+                deliver(&hub, &active, batch).await;
+                drop(permit);
+                active.notify.notify_one();
+            });
         }
         next
     }
@@ -363,10 +377,8 @@ async fn dispatch(hub: Weak<Webhooks>, active: Arc<Active>) {
     }
 }
 
-async fn deliver(hub: Arc<Webhooks>, active: Arc<Active>, mut batch: Vec<Queued>) {
-    let Ok(_permit) = active.permits.acquire().await else {
-        return;
-    };
+/// Delivers one batch, holding one of the delivery slots.
+async fn deliver(hub: &Webhooks, active: &Active, mut batch: Vec<Queued>) {
     let attempts = active.config.max_attempts;
     for attempt in 0..attempts {
         if !hub.is_current(active.generation) {
@@ -375,9 +387,9 @@ async fn deliver(hub: Arc<Webhooks>, active: Arc<Active>, mut batch: Vec<Queued>
         for queued in &mut batch {
             queued.event.attempt_number = attempt;
         }
-        match post(&active, &batch).await {
+        match post(active, &batch).await {
             Attempt::Delivered => {
-                hub.record_delivery(&active, batch);
+                hub.record_delivery(active, batch);
                 return;
             }
             Attempt::GiveUp => {

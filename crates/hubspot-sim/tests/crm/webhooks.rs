@@ -259,6 +259,52 @@ async fn shuffled_events_from_all_portals_arrive_once() {
     assert!(receiver.hits().iter().all(|h| parse_batch(&h.body).expect("batch").len() <= 3));
 }
 
+/// A receiver that takes `delay` over each request and counts how many it holds at once.
+#[derive(Clone, Default)]
+struct SlowReceiver {
+    batches: Arc<Mutex<Vec<usize>>>,
+    now: Arc<AtomicU32>,
+    most: Arc<AtomicU32>,
+}
+
+async fn slow(State((receiver, delay)): State<(SlowReceiver, Duration)>, body: Bytes) -> StatusCode {
+    let now = receiver.now.fetch_add(1, Ordering::SeqCst) + 1;
+    receiver.most.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(delay).await;
+    receiver.batches.lock().expect("batches").push(parse_batch(&body).expect("event array").len());
+    receiver.now.fetch_sub(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test]
+async fn while_every_delivery_slot_is_busy_events_wait_and_leave_in_fuller_batches() {
+    let sim = start(SimConfig::default()).await;
+    let receiver = SlowReceiver::default();
+    let app = Router::new().route("/hooks", post(slow)).with_state((receiver.clone(), Duration::from_millis(200)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    sim.sim.configure_webhooks(WebhookConfig {
+        batch_size: 100,
+        batch_delay: Duration::from_millis(1),
+        ..config(&url)
+    });
+    // One deal at a time, a little apart: each would be a batch of its own if batches were cut
+    // whether or not a slot is free.
+    for _ in 0..200 {
+        sim.sim.create_deals("a", 1, "closedwon", "default");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let delivered = || receiver.batches.lock().expect("batches").iter().sum::<usize>();
+    assert!(wait_until(Duration::from_secs(10), || delivered() == 200).await, "got {}", delivered());
+    let batches = receiver.batches.lock().expect("batches").clone();
+    assert!(receiver.most.load(Ordering::SeqCst) <= 10, "at most 10 deliveries at once");
+    assert!(batches.len() < 60, "{} batches for 200 events: {batches:?}", batches.len());
+    assert!(batches.iter().any(|n| *n > 10), "a batch gathered what waited: {batches:?}");
+}
+
 #[tokio::test]
 async fn stop_webhooks_and_unconfigured_simulators_send_nothing() {
     let (url, receiver) = start_receiver(0).await;
