@@ -126,7 +126,27 @@ pub struct DealSync {
     relay: RelayWaker,
     settings: DealSyncSettings,
     /// Rung when webhooks queued deals, so they are re-read at once, not on the next poll.
-    queued: std::sync::Arc<tokio::sync::Notify>,
+    queued: std::sync::Arc<Queued>,
+}
+
+/// The companies this process queued deals for since the re-read loop last looked, and the
+/// bell that wakes it. Only a hint: deals queued by another replica are found by the poll.
+#[derive(Default)]
+struct Queued {
+    companies: std::sync::Mutex<HashSet<String>>,
+    bell: tokio::sync::Notify,
+}
+
+impl Queued {
+    fn ring(&self, companies: impl IntoIterator<Item = String>) {
+        self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(companies);
+        // A permit is kept if the loop is busy, so this wake is never lost.
+        self.bell.notify_one();
+    }
+
+    fn take(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 /// One change event, from either feed (push webhooks or the journal), in the terms dedupe
@@ -142,12 +162,14 @@ pub struct Change {
 }
 
 /// What [`take_changes`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Taken {
     pub accepted: u32,
     pub duplicates: u32,
     /// Deals queued for a re-read.
     pub queued: usize,
+    /// The companies those deals belong to.
+    pub companies: Vec<String>,
 }
 
 /// Records `changes` (each with its company) as seen and queues their deals for a re-read, in
@@ -216,11 +238,16 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
         query.execute(&mut *conn).await?;
     }
     taken.queued = to_refresh.len();
+    for (company, _) in to_refresh {
+        if !taken.companies.contains(&company) {
+            taken.companies.push(company);
+        }
+    }
     Ok(taken)
 }
 
 /// A deal picked from the refresh queue, at the generation it was picked at.
-struct Queued {
+struct Picked {
     deal_id: String,
     generation: i64,
 }
@@ -261,7 +288,7 @@ impl DealSync {
         relay: RelayWaker,
         settings: DealSyncSettings,
     ) -> Self {
-        Self { db, portals, client, relay, settings, queued: std::sync::Arc::new(tokio::sync::Notify::new()) }
+        Self { db, portals, client, relay, settings, queued: std::sync::Arc::default() }
     }
 
     fn index_lag_ms(&self) -> i64 {
@@ -305,8 +332,7 @@ impl DealSync {
     /// After a transaction holding [`take_changes`] committed: wake the re-read loop, count.
     pub(crate) fn after_taken(&self, taken: &Taken, feed: &'static str) {
         if taken.queued > 0 {
-            // A permit is kept if the loop is mid-pass, so this wake is never lost.
-            self.queued.notify_one();
+            self.queued.ring(taken.companies.iter().cloned());
         }
         metrics::counter!("hubspot_webhook_events_ingested_total", "outcome" => "accepted", "feed" => feed)
             .increment(u64::from(taken.accepted));
@@ -387,9 +413,9 @@ impl DealSync {
         .bind(BATCH as i64)
         .fetch_all(self.db.pool())
         .await?;
-        let picked: Vec<Queued> = rows
+        let picked: Vec<Picked> = rows
             .iter()
-            .map(|r| Ok(Queued { deal_id: r.try_get("deal_id")?, generation: r.try_get("generation")? }))
+            .map(|r| Ok(Picked { deal_id: r.try_get("deal_id")?, generation: r.try_get("generation")? }))
             .collect::<std::result::Result<_, sqlx::Error>>()?;
         if picked.is_empty() {
             return Ok(Refresh::Done(0));
@@ -415,7 +441,7 @@ impl DealSync {
         Ok(Refresh::Done(ids.len()))
     }
 
-    async fn dequeue(&self, company_id: &str, picked: &[Queued]) -> Result<()> {
+    async fn dequeue(&self, company_id: &str, picked: &[Picked]) -> Result<()> {
         let mut tx = self.db.begin().await?;
         delete_from_queue(&mut tx, company_id, picked).await?;
         tx.commit().await?;
@@ -571,7 +597,14 @@ impl DealSync {
             loop {
                 match self.refresh_or_defer(company).await {
                     Ok(Refresh::Done(0)) => break,
-                    Ok(Refresh::Done(_)) => outcome.busy = true,
+                    Ok(Refresh::Done(n)) => {
+                        outcome.busy = true;
+                        // Less than a batch: the queue was drained (what came meanwhile is
+                        // read after the pace, with whatever else comes by then).
+                        if n < BATCH {
+                            break;
+                        }
+                    }
                     Ok(Refresh::Deferred(wait)) => {
                         metrics::counter!("hubspot_deal_refresh_deferred_total").increment(1);
                         outcome.deferred = Some(wait);
@@ -620,104 +653,242 @@ impl DealSync {
 
     /// Drains the webhook queue continuously, runs backfills, and each company's
     /// incremental sync spread evenly over the interval, until shutdown. Companies are
-    /// worked on concurrently, so a slow portal never holds up the others.
+    /// worked on concurrently and each as soon as it has work: a slow portal never holds up
+    /// the others, and a deal queued while others are read waits only for a free slot, not
+    /// for a pass over the whole portfolio to end.
     pub async fn run(self, shutdown: Shutdown) {
-        use futures::StreamExt as _;
-        const CONCURRENT_COMPANIES: usize = 8;
         let poll = Duration::from_millis(self.settings.queue_poll_ms.max(10));
-        let interval = Duration::from_secs(self.settings.interval_secs.max(1));
-        let mut next_sync: std::collections::HashMap<String, tokio::time::Instant> = std::collections::HashMap::new();
-        // Companies whose backfill is done: visited only when deals are queued for them or
-        // their incremental sync is due, so a pass costs what is queued, not the portfolio.
-        let mut backfilled: HashSet<String> = HashSet::new();
-        // Companies whose portal had no budget slot for their queue, and when it frees one:
-        // skipped until then, so their deals gather into one read. Only a hint (the budget
-        // itself is shared by every replica and decides).
-        let mut deferred: std::collections::HashMap<String, tokio::time::Instant> = std::collections::HashMap::new();
+        let mut plan = Schedule::new(Duration::from_secs(self.settings.interval_secs.max(1)));
+        // Tasks of their own: a pass must go on while this loop awaits the database (one
+        // holding SQLite's write lock and left unpolled would stall every writer).
+        let mut passes: tokio::task::JoinSet<(String, PassOutcome)> = tokio::task::JoinSet::new();
+        let mut running: std::collections::HashMap<tokio::task::Id, String> = std::collections::HashMap::new();
+        let mut next_poll = tokio::time::Instant::now();
         let mut last_prune = tokio::time::Instant::now();
         // Polled every few hundred milliseconds: a database outage is logged once.
         let mut outage = gomark_platform::Outage::new("deal sync");
         while !shutdown.is_triggered() {
-            let companies = match self.portals.company_ids().await {
-                Ok(c) => {
-                    outage.ok();
-                    c
-                }
-                Err(err) => {
-                    outage.failed(&err);
-                    Vec::new()
-                }
-            };
-            // Unknown (the database is failing): every company may have queued deals.
-            let queued = self.queued_companies().await.ok();
             let now = tokio::time::Instant::now();
-            let count = companies.len().max(1) as u32;
-            let work: Vec<(String, bool, bool, bool)> = companies
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, company)| {
-                    // Spread first runs over the interval so a thousand portals never poll at once.
-                    let due = *next_sync.entry(company.clone()).or_insert_with(|| now + interval / count * i as u32);
-                    let sync_due = due <= now;
-                    if sync_due {
-                        next_sync.insert(company.clone(), now + interval);
+            if now >= next_poll {
+                next_poll = now + poll;
+                match self.portals.company_ids().await {
+                    Ok(companies) => {
+                        outage.ok();
+                        // Unknown (the database is failing): every company may have queued deals.
+                        let queued = self.queued_companies().await.ok();
+                        plan.poll(companies, queued.as_ref());
                     }
-                    let done = backfilled.contains(&company);
-                    let has_queued = queued.as_ref().is_none_or(|q| q.contains(&company));
-                    let drain = has_queued && deferred.get(&company).is_none_or(|at| *at <= now);
-                    (drain || sync_due || !done).then_some((company, sync_due, done, drain))
-                })
-                .collect();
-            let this = &self;
-            let outcomes: Vec<(String, PassOutcome)> = futures::stream::iter(work)
-                .take_while(|_| std::future::ready(!shutdown.is_triggered()))
-                .map(|(company, sync_due, done, drain)| async move {
-                    let pass = this.pass(&company, sync_due, done, drain);
+                    Err(err) => outage.failed(&err),
+                }
+                if last_prune.elapsed() > Duration::from_secs(3600) {
+                    last_prune = now;
+                    self.prune_seen().await;
+                }
+            }
+            plan.wake_rested(now);
+            plan.queued(self.queued.take());
+            while passes.len() < CONCURRENT_COMPANIES {
+                let Some((company, work)) = plan.start(tokio::time::Instant::now()) else { break };
+                let this = self.clone();
+                let name = company.clone();
+                let task = passes.spawn(async move {
+                    let pass = this.pass(&company, work.sync_due, work.done, work.drain);
                     // One trace per company's pass: it is the unit of work, and its calls
                     // and statements belong together.
                     let outcome = pass.instrument(gomark_platform::telemetry::root_span("deal sync pass")).await;
                     (company, outcome)
-                })
-                .buffer_unordered(CONCURRENT_COMPANIES)
-                .collect()
-                .await;
-            let mut busy = false;
-            for (company, outcome) in outcomes {
-                busy |= outcome.busy;
-                if outcome.done {
-                    backfilled.insert(company.clone());
-                } else {
-                    backfilled.remove(&company);
-                }
-                match outcome.deferred {
-                    Some(wait) => deferred.insert(company, tokio::time::Instant::now() + wait),
-                    None => deferred.remove(&company),
-                };
+                });
+                running.insert(task.id(), name);
             }
-            if last_prune.elapsed() > Duration::from_secs(3600) {
-                last_prune = now;
-                let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
-                let prune = async {
-                    if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
-                        .bind(cutoff)
-                        .execute(self.db.pool())
-                        .await
-                    {
-                        tracing::warn!(error = %err, "webhook dedupe prune failed");
+            let wake = plan.next_wake().map_or(next_poll, |at| at.min(next_poll));
+            tokio::select! {
+                biased;
+                () = shutdown.wait() => break,
+                Some(ended) = passes.join_next_with_id(), if !passes.is_empty() => match ended {
+                    Ok((id, (company, outcome))) => {
+                        running.remove(&id);
+                        plan.finished(company, outcome);
                     }
-                };
-                prune.instrument(gomark_platform::telemetry::poll_span("webhook dedupe prune")).await;
+                    Err(err) => {
+                        // A pass that panicked is retried on a later poll, like one that failed.
+                        tracing::error!(error = %err, "deal sync pass ended abnormally");
+                        if let Some(company) = running.remove(&err.id()) {
+                            plan.finished(company, PassOutcome { busy: false, done: false, deferred: None });
+                        }
+                    }
+                },
+                () = self.queued.bell.notified() => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
-            if !busy {
-                // Back when the poll is due, or the first portal's budget frees a slot.
-                let now = tokio::time::Instant::now();
-                let wake = deferred.values().min().map_or(poll, |at| at.saturating_duration_since(now).min(poll));
-                tokio::select! {
-                    () = shutdown.wait() => break,
-                    () = self.queued.notified() => {}
-                    () = tokio::time::sleep(wake) => {}
-                }
+        }
+        // Passes under way finish: each ends at a transaction boundary.
+        while passes.join_next().await.is_some() {}
+    }
+
+    async fn prune_seen(&self) {
+        let cutoff = gomark_storage::now_ms() - KEEP_SEEN_MS;
+        let prune = async {
+            if let Err(err) = sqlx::query("DELETE FROM change_events_seen WHERE seen_at < $1")
+                .bind(cutoff)
+                .execute(self.db.pool())
+                .await
+            {
+                tracing::warn!(error = %err, "webhook dedupe prune failed");
             }
+        };
+        prune.instrument(gomark_platform::telemetry::poll_span("webhook dedupe prune")).await;
+    }
+}
+
+/// Companies whose passes run at once (each mostly waits on HubSpot or the database).
+const CONCURRENT_COMPANIES: usize = 8;
+
+/// After a re-read, a company's queue rests this long: the smallest tier's sustainable rate
+/// (90 % of 100 requests per 10 s). Read greedily, a portal with a steady stream of changes
+/// spends its window in a few seconds and then waits up to a second for the next slot; paced,
+/// its deals wait at most this long and gather into shared reads.
+const READ_PACE: Duration = Duration::from_millis(111);
+
+/// What a company's pass is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Work {
+    sync_due: bool,
+    done: bool,
+    drain: bool,
+}
+
+/// Which company's pass runs next, and what it does: the deal sync loop's bookkeeping, apart
+/// from its I/O. A company is waiting, running, or idle; one that gets work while running runs
+/// again when it ends.
+struct Schedule {
+    interval: Duration,
+    next_sync: std::collections::HashMap<String, tokio::time::Instant>,
+    /// Companies whose backfill is done: visited only when deals are queued for them or
+    /// their incremental sync is due, so a pass costs what is queued, not the portfolio.
+    backfilled: HashSet<String>,
+    /// Companies whose queue rests until a moment: their portal had no budget slot (only a
+    /// hint: the budget itself is shared by every replica and decides), or they were just
+    /// read ([`READ_PACE`]). Their deals gather meanwhile into one read.
+    resting: std::collections::HashMap<String, tokio::time::Instant>,
+    /// Resting companies with deals waiting: drained when their rest ends.
+    held: HashSet<String>,
+    waiting: std::collections::VecDeque<String>,
+    waiting_set: HashSet<String>,
+    running: HashSet<String>,
+    /// Running companies that got work meanwhile.
+    again: HashSet<String>,
+}
+
+impl Schedule {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next_sync: Default::default(),
+            backfilled: HashSet::new(),
+            resting: Default::default(),
+            held: HashSet::new(),
+            waiting: Default::default(),
+            waiting_set: HashSet::new(),
+            running: HashSet::new(),
+            again: HashSet::new(),
+        }
+    }
+
+    fn wants(&mut self, company: String) {
+        if self.running.contains(&company) {
+            self.again.insert(company);
+        } else if self.waiting_set.insert(company.clone()) {
+            self.waiting.push_back(company);
+        }
+    }
+
+    /// The portfolio as the database shows it: companies with deals queued (`None`: unknown,
+    /// so any may have), a backfill to finish or an incremental sync due want a pass.
+    fn poll(&mut self, companies: Vec<String>, queued: Option<&HashSet<String>>) {
+        let now = tokio::time::Instant::now();
+        let count = companies.len().max(1) as u32;
+        for (i, company) in companies.into_iter().enumerate() {
+            // Spread first runs over the interval so a thousand portals never poll at once.
+            let interval = self.interval;
+            let due = *self.next_sync.entry(company.clone()).or_insert_with(|| now + interval / count * i as u32);
+            let has_queued = queued.is_none_or(|q| q.contains(&company));
+            if has_queued || due <= now || !self.backfilled.contains(&company) {
+                self.wants(company);
+            }
+        }
+    }
+
+    /// Companies this process queued deals for.
+    fn queued(&mut self, companies: HashSet<String>) {
+        for company in companies {
+            self.wants(company);
+        }
+    }
+
+    /// Companies whose rest is over: those with deals waiting want a pass.
+    fn wake_rested(&mut self, now: tokio::time::Instant) {
+        let due: Vec<String> = self.resting.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect();
+        for company in due {
+            self.resting.remove(&company);
+            if self.held.remove(&company) {
+                self.wants(company);
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        self.resting.values().min().copied()
+    }
+
+    /// The next company to pass over and what to do there; it counts as running until
+    /// [`Self::finished`].
+    fn start(&mut self, now: tokio::time::Instant) -> Option<(String, Work)> {
+        while let Some(company) = self.waiting.pop_front() {
+            self.waiting_set.remove(&company);
+            let interval = self.interval;
+            let due = self.next_sync.entry(company.clone()).or_insert(now + interval);
+            let sync_due = *due <= now;
+            if sync_due {
+                *due = now + interval;
+            }
+            let done = self.backfilled.contains(&company);
+            let drain = self.resting.get(&company).is_none_or(|at| *at <= now);
+            if drain {
+                self.held.remove(&company);
+            } else {
+                self.held.insert(company.clone());
+            }
+            if drain || sync_due || !done {
+                self.running.insert(company.clone());
+                return Some((company, Work { sync_due, done, drain }));
+            }
+        }
+        None
+    }
+
+    fn finished(&mut self, company: String, outcome: PassOutcome) {
+        self.running.remove(&company);
+        if outcome.done {
+            self.backfilled.insert(company.clone());
+        } else {
+            self.backfilled.remove(&company);
+        }
+        let now = tokio::time::Instant::now();
+        match outcome.deferred {
+            // Its deals are still queued.
+            Some(wait) => {
+                self.resting.insert(company.clone(), now + wait);
+                self.held.insert(company.clone());
+            }
+            None if outcome.busy => {
+                self.resting.insert(company.clone(), now + READ_PACE);
+            }
+            None => {
+                self.resting.remove(&company);
+            }
+        }
+        if self.again.remove(&company) {
+            self.wants(company);
         }
     }
 }
@@ -735,7 +906,7 @@ fn placeholders(count: usize, width: usize, from: usize) -> String {
 
 /// Removes the picked queue rows, each only at the generation it was picked at: a deal
 /// queued again meanwhile stays for the next re-read.
-async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, picked: &[Queued]) -> Result<()> {
+async fn delete_from_queue(conn: &mut AnyConnection, company_id: &str, picked: &[Picked]) -> Result<()> {
     for chunk in picked.chunks(BATCH) {
         // Only numbered placeholders are spliced in; the values are bound.
         let sql = format!(
@@ -899,4 +1070,105 @@ async fn search_modified(client: &HubSpotClient, portal: &Portal, since_ms: i64,
         .sync_modified_deals(&portal.token(), since_ms, until_ms, DEAL_PROPERTIES, 200, |page| deals.extend(page))
         .await?;
     Ok(deals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(busy: bool, deferred: Option<Duration>) -> PassOutcome {
+        PassOutcome { busy, done: true, deferred }
+    }
+
+    fn started(plan: &mut Schedule) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        std::iter::from_fn(|| plan.start(now).map(|(c, _)| c)).collect()
+    }
+
+    fn queued(plan: &mut Schedule, companies: &[&str]) {
+        plan.queued(companies.iter().map(|c| (*c).to_owned()).collect());
+    }
+
+    async fn rest(plan: &mut Schedule, wait: Duration) {
+        tokio::time::advance(wait).await;
+        plan.wake_rested(tokio::time::Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_company_is_passed_over_once_at_a_time_and_again_when_it_got_work_meanwhile() {
+        let mut plan = Schedule::new(Duration::from_secs(300));
+        queued(&mut plan, &["a"]);
+        queued(&mut plan, &["a", "b"]);
+        let mut first = started(&mut plan);
+        first.sort();
+        assert_eq!(first, ["a", "b"], "each company once, however often it was queued");
+        // Deals queued for "a" while its pass runs: it runs again when that pass ends.
+        queued(&mut plan, &["a"]);
+        assert!(started(&mut plan).is_empty(), "not twice at once");
+        plan.finished("b".into(), outcome(false, None));
+        assert!(started(&mut plan).is_empty(), "b got nothing new");
+        plan.finished("a".into(), outcome(false, None));
+        assert_eq!(started(&mut plan), ["a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_read_the_queue_rests_so_the_next_deals_share_one_read() {
+        let mut plan = Schedule::new(Duration::from_secs(300));
+        queued(&mut plan, &["a"]);
+        assert_eq!(started(&mut plan), ["a"]);
+        plan.finished("a".into(), outcome(true, None));
+        queued(&mut plan, &["a"]);
+        queued(&mut plan, &["a"]);
+        assert!(started(&mut plan).is_empty(), "resting");
+        assert_eq!(plan.next_wake(), Some(tokio::time::Instant::now() + READ_PACE));
+        rest(&mut plan, READ_PACE).await;
+        assert_eq!(started(&mut plan), ["a"], "once for both");
+        // A rest with nothing queued meanwhile ends without a pass.
+        plan.finished("a".into(), outcome(true, None));
+        rest(&mut plan, READ_PACE).await;
+        assert!(started(&mut plan).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_company_waiting_for_its_budget_is_drained_when_the_wait_is_over() {
+        let mut plan = Schedule::new(Duration::from_secs(300));
+        queued(&mut plan, &["a"]);
+        assert_eq!(started(&mut plan), ["a"]);
+        plan.finished("a".into(), outcome(false, Some(Duration::from_millis(500))));
+        queued(&mut plan, &["a"]);
+        assert!(started(&mut plan).is_empty(), "its deals gather while the budget has no slot");
+        rest(&mut plan, Duration::from_millis(499)).await;
+        assert!(started(&mut plan).is_empty());
+        // Its deals are still queued: it is drained without being told again.
+        rest(&mut plan, Duration::from_millis(1)).await;
+        let (company, work) = plan.start(tokio::time::Instant::now()).expect("due again");
+        assert_eq!(company, "a");
+        assert_eq!(work, Work { sync_due: false, done: true, drain: true });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poll_finds_backfills_queues_and_incremental_syncs_that_are_due() {
+        let mut plan = Schedule::new(Duration::from_secs(300));
+        let companies = || vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        // Nothing backfilled yet: every company is visited.
+        plan.poll(companies(), Some(&HashSet::new()));
+        assert_eq!(started(&mut plan), ["a", "b", "c"]);
+        for c in ["a", "b", "c"] {
+            plan.finished(c.into(), outcome(false, None));
+        }
+        // Backfilled, no sync due: only the company with queued deals.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        plan.poll(companies(), Some(&["b".to_owned()].into()));
+        let now = tokio::time::Instant::now();
+        let (company, work) = plan.start(now).expect("b has queued deals");
+        assert_eq!((company.as_str(), work.drain), ("b", true));
+        assert!(plan.start(now).is_none());
+        plan.finished("b".into(), outcome(false, None));
+        // After the interval every company's incremental sync is due.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        plan.poll(companies(), Some(&HashSet::new()));
+        let now = tokio::time::Instant::now();
+        let due: Vec<bool> = std::iter::from_fn(|| plan.start(now).map(|(_, w)| w.sync_due)).collect();
+        assert_eq!(due, [true, true, true]);
+    }
 }
