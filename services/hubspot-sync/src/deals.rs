@@ -264,8 +264,8 @@ enum Refresh {
 /// What one pass over one company did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PassOutcome {
-    /// It re-read queued deals.
-    busy: bool,
+    /// How many deals its last re-read took (0: it read none).
+    last_read: usize,
     /// Its backfill is known to be done.
     done: bool,
     /// Its queue waits for the portal's budget this long.
@@ -592,13 +592,13 @@ impl DealSync {
     /// backfill is known to be done (then its sync state is read again only when its
     /// incremental sync is due), and how long its queue waits for the budget.
     async fn pass(&self, company: &str, sync_due: bool, known_done: bool, drain: bool) -> PassOutcome {
-        let mut outcome = PassOutcome { busy: false, done: known_done, deferred: None };
+        let mut outcome = PassOutcome { last_read: 0, done: known_done, deferred: None };
         if drain {
             loop {
                 match self.refresh_or_defer(company).await {
                     Ok(Refresh::Done(0)) => break,
                     Ok(Refresh::Done(n)) => {
-                        outcome.busy = true;
+                        outcome.last_read = n;
                         // Less than a batch: the queue was drained (what came meanwhile is
                         // read after the pace, with whatever else comes by then).
                         if n < BATCH {
@@ -713,7 +713,7 @@ impl DealSync {
                         // A pass that panicked is retried on a later poll, like one that failed.
                         tracing::error!(error = %err, "deal sync pass ended abnormally");
                         if let Some(company) = running.remove(&err.id()) {
-                            plan.finished(company, PassOutcome { busy: false, done: false, deferred: None });
+                            plan.finished(company, PassOutcome { last_read: 0, done: false, deferred: None });
                         }
                     }
                 },
@@ -743,11 +743,19 @@ impl DealSync {
 /// Companies whose passes run at once (each mostly waits on HubSpot or the database).
 const CONCURRENT_COMPANIES: usize = 8;
 
-/// After a re-read, a company's queue rests this long: the smallest tier's sustainable rate
-/// (90 % of 100 requests per 10 s). Read greedily, a portal with a steady stream of changes
-/// spends its window in a few seconds and then waits up to a second for the next slot; paced,
-/// its deals wait at most this long and gather into shared reads.
+/// After a re-read of one deal, a company's queue rests this long: the smallest tier's
+/// sustainable rate (90 % of 100 requests per 10 s). Read greedily, a portal with a steady
+/// stream of changes spends its window in a few seconds and then waits up to a second for the
+/// next slot; paced, its deals wait at most this long and gather into shared reads. A fuller
+/// read rests less ([`rest_after`]): under a heavy stream reads are full and follow at once.
 const READ_PACE: Duration = Duration::from_millis(111);
+
+/// How long a company's queue rests after a re-read that took `read` deals: [`READ_PACE`]
+/// shortened in proportion to how full the read was, none after a full batch.
+fn rest_after(read: usize) -> Duration {
+    let empty = BATCH.saturating_sub(read) as u32;
+    READ_PACE * empty / BATCH as u32
+}
 
 /// What a company's pass is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -880,8 +888,8 @@ impl Schedule {
                 self.resting.insert(company.clone(), now + wait);
                 self.held.insert(company.clone());
             }
-            None if outcome.busy => {
-                self.resting.insert(company.clone(), now + READ_PACE);
+            None if outcome.last_read > 0 && outcome.last_read < BATCH => {
+                self.resting.insert(company.clone(), now + rest_after(outcome.last_read));
             }
             None => {
                 self.resting.remove(&company);
@@ -1076,8 +1084,8 @@ async fn search_modified(client: &HubSpotClient, portal: &Portal, since_ms: i64,
 mod tests {
     use super::*;
 
-    fn outcome(busy: bool, deferred: Option<Duration>) -> PassOutcome {
-        PassOutcome { busy, done: true, deferred }
+    fn outcome(last_read: usize, deferred: Option<Duration>) -> PassOutcome {
+        PassOutcome { last_read, done: true, deferred }
     }
 
     fn started(plan: &mut Schedule) -> Vec<String> {
@@ -1105,9 +1113,9 @@ mod tests {
         // Deals queued for "a" while its pass runs: it runs again when that pass ends.
         queued(&mut plan, &["a"]);
         assert!(started(&mut plan).is_empty(), "not twice at once");
-        plan.finished("b".into(), outcome(false, None));
+        plan.finished("b".into(), outcome(0, None));
         assert!(started(&mut plan).is_empty(), "b got nothing new");
-        plan.finished("a".into(), outcome(false, None));
+        plan.finished("a".into(), outcome(0, None));
         assert_eq!(started(&mut plan), ["a"]);
     }
 
@@ -1116,17 +1124,31 @@ mod tests {
         let mut plan = Schedule::new(Duration::from_secs(300));
         queued(&mut plan, &["a"]);
         assert_eq!(started(&mut plan), ["a"]);
-        plan.finished("a".into(), outcome(true, None));
+        plan.finished("a".into(), outcome(1, None));
         queued(&mut plan, &["a"]);
         queued(&mut plan, &["a"]);
         assert!(started(&mut plan).is_empty(), "resting");
-        assert_eq!(plan.next_wake(), Some(tokio::time::Instant::now() + READ_PACE));
-        rest(&mut plan, READ_PACE).await;
+        assert_eq!(plan.next_wake(), Some(tokio::time::Instant::now() + rest_after(1)));
+        rest(&mut plan, rest_after(1)).await;
         assert_eq!(started(&mut plan), ["a"], "once for both");
         // A rest with nothing queued meanwhile ends without a pass.
-        plan.finished("a".into(), outcome(true, None));
+        plan.finished("a".into(), outcome(1, None));
         rest(&mut plan, READ_PACE).await;
         assert!(started(&mut plan).is_empty());
+        // After a full batch there is no rest: more may be queued.
+        queued(&mut plan, &["a"]);
+        assert_eq!(started(&mut plan), ["a"]);
+        plan.finished("a".into(), outcome(BATCH, None));
+        queued(&mut plan, &["a"]);
+        assert_eq!(started(&mut plan), ["a"]);
+    }
+
+    #[test]
+    fn the_rest_shortens_as_reads_fill_up() {
+        assert_eq!(rest_after(1), Duration::from_micros(109_890));
+        assert_eq!(rest_after(50), Duration::from_micros(55_500));
+        assert_eq!(rest_after(BATCH), Duration::ZERO);
+        assert!(rest_after(1) < READ_PACE);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1134,7 +1156,7 @@ mod tests {
         let mut plan = Schedule::new(Duration::from_secs(300));
         queued(&mut plan, &["a"]);
         assert_eq!(started(&mut plan), ["a"]);
-        plan.finished("a".into(), outcome(false, Some(Duration::from_millis(500))));
+        plan.finished("a".into(), outcome(0, Some(Duration::from_millis(500))));
         queued(&mut plan, &["a"]);
         assert!(started(&mut plan).is_empty(), "its deals gather while the budget has no slot");
         rest(&mut plan, Duration::from_millis(499)).await;
@@ -1154,7 +1176,7 @@ mod tests {
         plan.poll(companies(), Some(&HashSet::new()));
         assert_eq!(started(&mut plan), ["a", "b", "c"]);
         for c in ["a", "b", "c"] {
-            plan.finished(c.into(), outcome(false, None));
+            plan.finished(c.into(), outcome(0, None));
         }
         // Backfilled, no sync due: only the company with queued deals.
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -1163,7 +1185,7 @@ mod tests {
         let (company, work) = plan.start(now).expect("b has queued deals");
         assert_eq!((company.as_str(), work.drain), ("b", true));
         assert!(plan.start(now).is_none());
-        plan.finished("b".into(), outcome(false, None));
+        plan.finished("b".into(), outcome(0, None));
         // After the interval every company's incremental sync is due.
         tokio::time::advance(Duration::from_secs(300)).await;
         plan.poll(companies(), Some(&HashSet::new()));
