@@ -743,12 +743,13 @@ impl DealSync {
 /// Companies whose passes run at once (each mostly waits on HubSpot or the database).
 const CONCURRENT_COMPANIES: usize = 8;
 
-/// After a re-read of one deal, a company's queue rests this long: the smallest tier's
-/// sustainable rate (90 % of 100 requests per 10 s). Read greedily, a portal with a steady
+/// After a re-read of one deal, a company's queue rests this long: 8 reads a second, 80 of the
+/// smallest tier's 100 requests per 10 s, which leaves room for the portal's other calls
+/// (incremental sync, rollouts, drift checks) under the 90 % the budget allows. Read greedily, a portal with a steady
 /// stream of changes spends its window in a few seconds and then waits up to a second for the
 /// next slot; paced, its deals wait at most this long and gather into shared reads. A fuller
 /// read rests less ([`rest_after`]): under a heavy stream reads are full and follow at once.
-const READ_PACE: Duration = Duration::from_millis(111);
+const READ_PACE: Duration = Duration::from_millis(125);
 
 /// How long a company's queue rests after a re-read that took `read` deals: [`READ_PACE`]
 /// shortened in proportion to how full the read was, none after a full batch.
@@ -1145,8 +1146,8 @@ mod tests {
 
     #[test]
     fn the_rest_shortens_as_reads_fill_up() {
-        assert_eq!(rest_after(1), Duration::from_micros(109_890));
-        assert_eq!(rest_after(50), Duration::from_micros(55_500));
+        assert_eq!(rest_after(1), Duration::from_micros(123_750));
+        assert_eq!(rest_after(50), Duration::from_micros(62_500));
         assert_eq!(rest_after(BATCH), Duration::ZERO);
         assert!(rest_after(1) < READ_PACE);
     }
