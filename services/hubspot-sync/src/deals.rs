@@ -662,7 +662,6 @@ impl DealSync {
         // Tasks of their own: a pass must go on while this loop awaits the database (one
         // holding SQLite's write lock and left unpolled would stall every writer).
         let mut passes: tokio::task::JoinSet<(String, PassOutcome)> = tokio::task::JoinSet::new();
-        let mut running: std::collections::HashMap<tokio::task::Id, String> = std::collections::HashMap::new();
         let mut next_poll = tokio::time::Instant::now();
         let mut last_prune = tokio::time::Instant::now();
         // Polled every few hundred milliseconds: a database outage is logged once.
@@ -685,37 +684,34 @@ impl DealSync {
                     self.prune_seen().await;
                 }
             }
-            plan.wake_rested(now);
+            plan.wake_rested(tokio::time::Instant::now());
             plan.queued(self.queued.take());
             while passes.len() < CONCURRENT_COMPANIES {
                 let Some((company, work)) = plan.start(tokio::time::Instant::now()) else { break };
                 let this = self.clone();
-                let name = company.clone();
-                let task = passes.spawn(async move {
+                passes.spawn(async move {
                     let pass = this.pass(&company, work.sync_due, work.done, work.drain);
                     // One trace per company's pass: it is the unit of work, and its calls
                     // and statements belong together.
-                    let outcome = pass.instrument(gomark_platform::telemetry::root_span("deal sync pass")).await;
+                    let pass = pass.instrument(gomark_platform::telemetry::root_span("deal sync pass"));
+                    // A pass that panics ends like one that failed: retried on a later poll.
+                    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(pass))
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(company_id = %company, "deal sync pass panicked, will retry");
+                            PassOutcome { last_read: 0, done: false, deferred: None }
+                        });
                     (company, outcome)
                 });
-                running.insert(task.id(), name);
             }
             let wake = plan.next_wake().map_or(next_poll, |at| at.min(next_poll));
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
-                Some(ended) = passes.join_next_with_id(), if !passes.is_empty() => match ended {
-                    Ok((id, (company, outcome))) => {
-                        running.remove(&id);
-                        plan.finished(company, outcome);
-                    }
-                    Err(err) => {
-                        // A pass that panicked is retried on a later poll, like one that failed.
-                        tracing::error!(error = %err, "deal sync pass ended abnormally");
-                        if let Some(company) = running.remove(&err.id()) {
-                            plan.finished(company, PassOutcome { last_read: 0, done: false, deferred: None });
-                        }
-                    }
+                Some(ended) = passes.join_next(), if !passes.is_empty() => match ended {
+                    Ok((company, outcome)) => plan.finished(company, outcome),
+                    // Never aborted, and a panic is caught inside the task.
+                    Err(err) => tracing::error!(error = %err, "deal sync pass ended abnormally"),
                 },
                 () = self.queued.bell.notified() => {}
                 () = tokio::time::sleep_until(wake) => {}
