@@ -66,6 +66,105 @@ fn placeholders(rows: usize, columns: usize, engine: Engine) -> String {
     sql
 }
 
+/// The read model's columns a newer version replaces (the name has its own rule).
+const NEWER_STATE: [&str; 9] = [
+    "modified_ms",
+    "pipeline_id",
+    "stage_id",
+    "amount",
+    "close_date_ms",
+    "created_ms",
+    "deleted",
+    "currency",
+    "owner_id",
+];
+
+/// On upsert into `deals`: `column` takes a newer version's value.
+fn newer_wins(column: &str) -> String {
+    format!("CASE WHEN excluded.modified_ms > deals.modified_ms THEN excluded.{column} ELSE deals.{column} END")
+}
+
+/// On upsert into `deals`: a name from any version when the deal has none yet, a newer
+/// one's when both have one.
+const NAME_ON_UPSERT: &str = "CASE WHEN excluded.name <> '' AND (excluded.modified_ms > deals.modified_ms \
+                              OR deals.name = '') THEN excluded.name ELSE deals.name END";
+
+/// `values` as a Postgres array literal (`{"a","b\\"c"}`), bound as one text parameter and
+/// cast by the statement: the Any driver binds no arrays. Every element is quoted, so any
+/// text (commas, braces, quotes, backslashes, `NULL`) arrives as itself.
+fn pg_array<T: std::fmt::Display>(values: impl IntoIterator<Item = T>) -> String {
+    use std::fmt::Write as _;
+    let mut literal = String::from("{");
+    for (n, value) in values.into_iter().enumerate() {
+        literal.push_str(if n == 0 { "\"" } else { ",\"" });
+        // Writing to a String cannot fail.
+        let _ = write!(ArrayElement(&mut literal), "{value}");
+        literal.push('"');
+    }
+    literal.push('}');
+    literal
+}
+
+/// Writes into an array literal's quoted element, escaping what would end it.
+struct ArrayElement<'a>(&'a mut String);
+
+impl std::fmt::Write for ArrayElement<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                self.0.push('\\');
+            }
+            self.0.push(c);
+        }
+        Ok(())
+    }
+}
+
+/// The ten columns of `deal_history` for `rows`, one array literal each, in table order.
+/// A deal without an amount is stored (and counted) as 0, as HubSpot's reports do.
+fn version_columns(rows: &[&Incoming]) -> [String; 10] {
+    [
+        pg_array(rows.iter().map(|i| &i.company_id)),
+        pg_array(rows.iter().map(|i| &i.deal_id)),
+        pg_array(rows.iter().map(|i| i.version.modified_ms)),
+        pg_array(rows.iter().map(|i| &i.version.pipeline_id)),
+        pg_array(rows.iter().map(|i| &i.version.stage_id)),
+        pg_array(rows.iter().map(|i| i.version.amount.unwrap_or_default())),
+        pg_array(rows.iter().map(|i| i.version.close_date_ms)),
+        pg_array(rows.iter().map(|i| i.version.created_ms)),
+        pg_array(rows.iter().map(|i| i64::from(i.version.deleted))),
+        pg_array(rows.iter().map(|i| i.version.currency.as_ref().map_or("", |c| c.as_str()))),
+    ]
+}
+
+/// [`Store::ingest_postgres`]'s statement: every column of the batch is one array parameter.
+static INGEST_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    const VERSION_TYPES: [&str; 10] =
+        ["TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "NUMERIC", "BIGINT", "BIGINT", "BIGINT", "TEXT"];
+    let unnest = |first: usize, types: &[&str]| {
+        let columns: Vec<String> =
+            types.iter().enumerate().map(|(i, t)| format!("CAST(${} AS {t}[])", first + i)).collect();
+        format!("UNNEST({})", columns.join(", "))
+    };
+    let deal_types: Vec<&str> = VERSION_TYPES.iter().copied().chain(["TEXT", "TEXT"]).collect();
+    // Rows go in the arrays' order (key order), so concurrent batches lock alike.
+    format!(
+        "WITH history AS (INSERT INTO deal_history (company_id, deal_id, modified_ms, pipeline_id, stage_id, \
+         amount, close_date_ms, created_ms, deleted, currency) SELECT * FROM {history} ON CONFLICT DO NOTHING), \
+         newest AS (INSERT INTO deals (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, \
+         close_date_ms, created_ms, deleted, currency, name, owner_id) SELECT * FROM {deals} \
+         ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer}, name = {name} \
+         WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')) \
+         INSERT INTO companies (company_id, version) SELECT company_id, 1 FROM {companies} AS c (company_id) \
+         ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1 RETURNING company_id, version",
+        history = unnest(1, &VERSION_TYPES),
+        deals = unnest(11, &deal_types),
+        newer = NEWER_STATE.map(|c| format!("{c} = {}", newer_wins(c))).join(", "),
+        name = NAME_ON_UPSERT,
+        companies = unnest(23, &["TEXT"]),
+    )
+});
+
 /// One change of stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -161,27 +260,53 @@ impl Store {
         companies.sort();
         companies.dedup();
 
-        // A deal without an amount is stored (and counted) as 0, as HubSpot's reports do.
-        // The read model takes a newer version's state, and a name from any version when it
-        // has none yet (a newer one's when both have one).
-        let newer_state = [
-            "modified_ms",
-            "pipeline_id",
-            "stage_id",
-            "amount",
-            "close_date_ms",
-            "created_ms",
-            "deleted",
-            "currency",
-            "owner_id",
-        ]
-        .map(|c| {
-            format!("{c} = CASE WHEN excluded.modified_ms > deals.modified_ms THEN excluded.{c} ELSE deals.{c} END")
-        })
-        .join(", ");
-        let name = "CASE WHEN excluded.name <> '' AND (excluded.modified_ms > deals.modified_ms OR deals.name = '') \
-                    THEN excluded.name ELSE deals.name END";
+        let names: Vec<&str> = newest
+            .iter()
+            .map(|i| names.get(&(i.company_id.as_str(), i.deal_id.as_str())).map_or("", |(_, n)| *n))
+            .collect();
+        let mut counted = match self.db.engine() {
+            Engine::Postgres => self.ingest_postgres(&history, &newest, &names, &companies).await?,
+            Engine::Sqlite => self.ingest_sqlite(&history, &newest, &names, &companies).await?,
+        };
+        counted.sort();
+        Ok(counted)
+    }
+
+    /// The batch in one statement (atomic without a transaction: one round trip instead
+    /// of five), each column bound as one array. The statement's text is the same for every
+    /// batch, so Postgres parses and plans it once per connection, not per batch size.
+    async fn ingest_postgres(
+        &self,
+        history: &[&Incoming],
+        newest: &[&Incoming],
+        names: &[&str],
+        companies: &[String],
+    ) -> Result<Vec<(String, i64)>> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(INGEST_POSTGRES.as_str()));
+        for column in version_columns(history) {
+            q = q.bind(column);
+        }
+        for column in version_columns(newest) {
+            q = q.bind(column);
+        }
+        q = q.bind(pg_array(names.iter().copied())).bind(pg_array(newest.iter().map(|i| i.owner_id.as_str())));
+        q = q.bind(pg_array(companies.iter().map(String::as_str)));
+        // The counters come back from the same statement: read later, another batch's
+        // increment could be taken for this one's.
+        let rows = q.fetch_all(self.db.pool()).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// The batch in one transaction of multi-row statements (SQLite has no arrays).
+    async fn ingest_sqlite(
+        &self,
+        history: &[&Incoming],
+        newest: &[&Incoming],
+        names: &[&str],
+        companies: &[String],
+    ) -> Result<Vec<(String, i64)>> {
         let engine = self.db.engine();
+        let newer = NEWER_STATE.map(|c| format!("{c} = {}", newer_wins(c))).join(", ");
         let mut tx = self.db.begin().await?;
         for chunk in history.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -196,18 +321,17 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in newest.chunks(ROWS_PER_STATEMENT) {
+        for (chunk, names) in newest.chunks(ROWS_PER_STATEMENT).zip(names.chunks(ROWS_PER_STATEMENT)) {
             let sql = format!(
                 "INSERT INTO deals (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, close_date_ms, \
                  created_ms, deleted, currency, name, owner_id) VALUES {} \
-                 ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer_state}, name = {name} \
+                 ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer}, name = {NAME_ON_UPSERT} \
                  WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')",
                 placeholders(chunk.len(), 12, engine)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for i in chunk {
-                let name = names.get(&(i.company_id.as_str(), i.deal_id.as_str())).map_or("", |(_, n)| n);
-                q = bind_version(q, i).bind(name.to_owned()).bind(i.owner_id.clone());
+            for (i, name) in chunk.iter().zip(names) {
+                q = bind_version(q, i).bind((*name).to_owned()).bind(i.owner_id.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -230,7 +354,6 @@ impl Store {
             }
         }
         tx.commit().await?;
-        counted.sort();
         Ok(counted)
     }
 

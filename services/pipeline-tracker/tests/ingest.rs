@@ -927,3 +927,54 @@ async fn a_waterfall_between_two_dates_checked_against_the_deals() {
         assert_eq!(err.field.as_deref(), Some("deal_limit"), "{label}: {err}");
     }
 }
+
+/// Text that array literals and multi-row statements could mangle: separators, braces,
+/// quotes, backslashes, the word NULL, empty strings and non-ASCII.
+#[tokio::test]
+async fn any_text_in_a_batch_is_stored_as_itself() {
+    use gomark_pipeline_tracker::funnel::Version;
+    use gomark_pipeline_tracker::store::Incoming;
+    let awkward = ["c,{1}", "d\"1\\", "NULL", "", " spaced ", "{\"a\",b}", "naïve ✓", "\\\\\"\""];
+    for tdb in TestDatabase::all() {
+        let t = tracker(&tdb).await;
+        let company = "co \"x\", {y} \\z";
+        let batch: Vec<Incoming> = awkward
+            .iter()
+            .enumerate()
+            .map(|(n, text)| Incoming {
+                company_id: company.into(),
+                deal_id: format!("{text}#{n}"),
+                version: Version {
+                    modified_ms: T0 + n as i64,
+                    pipeline_id: format!("p{text}"),
+                    stage_id: (*text).into(),
+                    amount: Some(Decimal::from_str("1234.5678").expect("decimal") * Decimal::from(n)),
+                    currency: (n % 2 == 0).then(|| Currency::from_str("EUR").expect("currency")),
+                    close_date_ms: -(n as i64),
+                    created_ms: T0,
+                    deleted: n == 3,
+                },
+                name: (*text).into(),
+                owner_id: format!("o{text}"),
+            })
+            .collect();
+        let touched = t.store().ingest_counted(&batch).await.expect("ingest");
+        assert_eq!(touched, [(company.to_owned(), 1)], "{}", tdb.label);
+        let stored = t.store().history(company).await.expect("history");
+        let mut want: Vec<(String, Vec<Version>)> =
+            batch.iter().map(|i| (i.deal_id.clone(), vec![i.version.clone()])).collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut got: Vec<(String, Vec<Version>)> = stored.into_iter().map(|h| (h.deal_id, h.versions)).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "{}", tdb.label);
+        let ids: Vec<&str> = batch.iter().map(|i| i.deal_id.as_str()).collect();
+        let names = t.store().deal_names(company, &ids).await.expect("names");
+        for i in batch.iter().filter(|i| !i.name.is_empty()) {
+            assert_eq!(names.get(&i.deal_id), Some(&i.name), "{}: name of {:?}", tdb.label, i.deal_id);
+        }
+        // The same batch again changes nothing but the counter.
+        let again = t.store().ingest_counted(&batch).await.expect("ingest");
+        assert_eq!(again, [(company.to_owned(), 2)], "{}", tdb.label);
+        assert_eq!(t.store().history(company).await.expect("history").len(), batch.len(), "{}", tdb.label);
+    }
+}
