@@ -156,22 +156,29 @@ pub async fn run_batch_consumer(
         reconnect = Duration::from_millis(200);
         // The next batch is gathered (fetched, decoded, lingered for) by its own task while
         // others are handled: the handler never waits for the bus between batches, and the
-        // bus is read while the handler writes. Up to `in_flight` batches are handled at once.
+        // bus is read while the handler writes. Up to `in_flight` batches are handled at once;
+        // a handled batch is settled (acked) while the next one is handled, so the handler
+        // does not wait for the acks either.
         let (batches, mut gathered) = tokio::sync::mpsc::channel(1);
         let gatherer = tokio::spawn(gather(stream, limits, batches, shutdown.clone()));
         let mut handling = futures::stream::FuturesUnordered::new();
+        let mut settling = futures::stream::FuturesUnordered::new();
         loop {
-            let room = handling.len() < limits.in_flight.max(1);
+            // Settling is bounded too: with the bus stalled, batches do not pile up unacked.
+            let room = handling.len() < limits.in_flight.max(1) && settling.len() <= limits.in_flight.max(1);
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
-                Some(settled) = futures::StreamExt::next(&mut handling), if !handling.is_empty() => {
+                Some(handled) = futures::StreamExt::next(&mut handling), if !handling.is_empty() => {
+                    settling.push(settle(&spec, handled));
+                }
+                Some(settled) = futures::StreamExt::next(&mut settling), if !settling.is_empty() => {
                     note_settled(&spec, settled, &mut bus_outage, &mut handler_outage);
                 }
                 next = gathered.recv(), if room => match next {
                     Some(Ok(batch)) => {
                         bus_outage.ok();
-                        handling.push(settle_batch(&spec, handler.as_ref(), batch));
+                        handling.push(handle_batch(&spec, handler.as_ref(), batch));
                     }
                     Some(Err(err)) => {
                         bus_outage.failed(&format!("{}: {err}", spec.durable));
@@ -181,9 +188,13 @@ pub async fn run_batch_consumer(
                 },
             }
         }
-        // Batches being handled finish (a shutdown waits for them, as for one batch before);
-        // a batch gathered but not handled is not acked: the bus delivers it again.
-        while let Some(settled) = futures::StreamExt::next(&mut handling).await {
+        // Batches being handled finish and are settled (a shutdown waits for them, as for
+        // one batch before); a batch gathered but not handled is not acked: the bus delivers
+        // it again.
+        while let Some(handled) = futures::StreamExt::next(&mut handling).await {
+            settling.push(settle(&spec, handled));
+        }
+        while let Some(settled) = futures::StreamExt::next(&mut settling).await {
             note_settled(&spec, settled, &mut bus_outage, &mut handler_outage);
         }
         gatherer.abort();
@@ -230,7 +241,15 @@ fn note_settled(spec: &ConsumerSpec, settled: Settled, bus: &mut Outage, handler
     }
 }
 
-async fn settle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Vec<crate::Delivery>) -> Settled {
+/// A batch its handler is done with, to be settled on the bus.
+struct Handled {
+    batch: Vec<crate::Delivery>,
+    /// `ok`, `rejected` or `retry`, for the consumed-events counter.
+    label: &'static str,
+    retry: Option<String>,
+}
+
+async fn handle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Vec<crate::Delivery>) -> Handled {
     // A batch mixes traces: its span is the consumer's own, not any one producer's child.
     let span = tracing::info_span!(
         "event.consume_batch",
@@ -257,13 +276,19 @@ async fn settle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Ve
             "retry"
         }
     });
-    let count = batch.len() as u64;
-    // All at once, not one after another: on NATS each settlement is a message, and queued
-    // together they leave in a few writes instead of one write (and one wake-up) each.
     let retry = match outcome {
         Err(HandlerError::Retry(reason)) => Some(reason),
         _ => None,
     };
+    Handled { batch, label, retry }
+}
+
+/// Acks a handled batch, or asks for it again (with backoff) when its handler failed.
+async fn settle(spec: &ConsumerSpec, handled: Handled) -> Settled {
+    let Handled { batch, label, retry } = handled;
+    let count = batch.len() as u64;
+    // All at once, not one after another: on NATS each settlement is a message, and queued
+    // together they leave in a few writes instead of one write (and one wake-up) each.
     let naks = retry.is_some();
     let settlements = batch.into_iter().map(|delivery| async move {
         if naks {
@@ -426,6 +451,105 @@ mod tests {
         shutdown.trigger();
         task.await.expect("consumer ends");
         assert_eq!(*writer.fetched_while_writing.lock().await, Some(true), "the bus was not read during the write");
+    }
+
+    /// Acks only once its gate opens; counts the acks done.
+    struct GatedAck {
+        gate: Arc<tokio::sync::Semaphore>,
+        acked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl crate::bus::Acker for GatedAck {
+        async fn ack(self: Box<Self>) -> crate::Result<()> {
+            let _pass = self.gate.acquire().await;
+            self.acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+
+        async fn nak(self: Box<Self>, _delay: Duration) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Endless one-event batches whose acks wait on `gate`.
+    struct GatedBus {
+        gate: Arc<tokio::sync::Semaphore>,
+        acked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct GatedStream {
+        gate: Arc<tokio::sync::Semaphore>,
+        acked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl crate::EventStream for GatedStream {
+        async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
+            let event = crate::envelope::new_event("c", "test.gated", &prost_types::Timestamp::default());
+            let acker = GatedAck { gate: self.gate.clone(), acked: self.acked.clone() };
+            Some(Ok(crate::Delivery::new(event, 1, Box::new(acker))))
+        }
+
+        async fn next_batch(&mut self, _max: usize, _linger: Duration) -> Option<crate::Result<Vec<crate::Delivery>>> {
+            Some(self.next().await?.map(|d| vec![d]))
+        }
+    }
+
+    #[async_trait]
+    impl EventBus for GatedBus {
+        async fn publish(&self, _event: &EventEnvelope) -> crate::Result<()> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
+            Ok(Box::new(GatedStream { gate: self.gate.clone(), acked: self.acked.clone() }))
+        }
+    }
+
+    /// Counts the batches it handled.
+    #[derive(Default)]
+    struct Tally(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl BatchHandler for Tally {
+        async fn handle_batch(&self, _events: &[EventEnvelope]) -> Result<(), HandlerError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_is_handled_while_one_is_acked_and_unacked_batches_are_bounded() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bus: Arc<dyn EventBus> = Arc::new(GatedBus { gate: gate.clone(), acked: acked.clone() });
+        let tally = Arc::new(Tally::default());
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_batch_consumer(
+            bus,
+            ConsumerSpec::new("test.gated", "test.gated"),
+            tally.clone(),
+            BatchLimits { max_events: 10, linger: Duration::from_millis(1), in_flight: 1 },
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tally.0.load(SeqCst) < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the second batch waited for the first one's ack");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // With every ack stuck, handling stops after the next one: unacked batches are bounded.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!((tally.0.load(SeqCst), acked.load(SeqCst)), (2, 0), "handled, acked");
+        gate.add_permits(1_000_000);
+        while acked.load(SeqCst) < 10 {
+            assert!(tokio::time::Instant::now() < deadline, "acks did not resume");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.trigger();
+        task.await.expect("consumer ends");
+        assert_eq!(acked.load(SeqCst), tally.0.load(SeqCst), "every handled batch is acked before the end");
     }
 
     /// Counts how many batches it is handling at once.
