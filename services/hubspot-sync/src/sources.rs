@@ -6,10 +6,13 @@ use gomark_proto::hubspot_sync::v1::{ChangeSource, WebhookEvent};
 use gomark_storage::{Database, StorageError};
 use gtm_config::ChangeSourceKind;
 use sqlx::Row;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The portal-wide entry's target.
 const PORTAL: &str = "";
+
+/// Rows per INSERT (five parameters each): well under both engines' parameter limits.
+const ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Clone)]
 pub struct Sources {
@@ -30,10 +33,19 @@ impl Sources {
 
     /// Remembers the newest source per company, per property and portal-wide. Events of
     /// portals no company holds, and events without a source, are skipped.
+    ///
+    /// A batch is first reduced to its newest source per (company, target), then written in
+    /// one statement: every event of a portal names the same portal-wide row, and a
+    /// statement per event held that row's lock across the batch's whole transaction,
+    /// queueing the portal's concurrent webhook deliveries behind it.
     pub async fn record(&self, events: &[WebhookEvent]) -> Result<(), StorageError> {
-        let mut companies: HashMap<u64, Option<String>> = HashMap::new();
+        let events: Vec<&WebhookEvent> = events.iter().filter(|e| !e.change_source.is_empty()).collect();
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.db.begin().await?;
-        for e in events.iter().filter(|e| !e.change_source.is_empty()) {
+        let mut companies: HashMap<u64, Option<String>> = HashMap::new();
+        for e in &events {
             if let std::collections::hash_map::Entry::Vacant(slot) = companies.entry(e.portal_id) {
                 let row = sqlx::query("SELECT company_id FROM portals WHERE portal_id = $1")
                     .bind(e.portal_id.to_string())
@@ -41,28 +53,44 @@ impl Sources {
                     .await?;
                 slot.insert(row.map(|r| r.try_get("company_id")).transpose()?);
             }
+        }
+        // In key order, so concurrent batches lock the rows alike. Of two events at the same
+        // instant the later one in the batch wins, as it did when each was written in turn.
+        let mut newest: BTreeMap<(&str, &str), (i64, &WebhookEvent)> = BTreeMap::new();
+        for e in &events {
             let Some(Some(company)) = companies.get(&e.portal_id) else { continue };
-            let source: String = e.change_source.chars().take(100).collect();
-            let source_id: String = e.source_id.chars().take(100).collect();
-            let mut targets = vec![PORTAL];
-            if !e.property_name.is_empty() {
-                targets.push(e.property_name.as_str());
+            let at = gomark_proto::time::millis_opt(e.occurred_time.as_ref());
+            let property = Some(e.property_name.as_str()).filter(|p| !p.is_empty());
+            for target in std::iter::once(PORTAL).chain(property) {
+                let slot = newest.entry((company.as_str(), target)).or_insert((at, e));
+                if at >= slot.0 {
+                    *slot = (at, e);
+                }
             }
-            for target in targets {
-                sqlx::query(
-                    "INSERT INTO change_sources (company_id, target, change_source, source_id, occurred_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (company_id, target) DO UPDATE SET \
-                     change_source = excluded.change_source, source_id = excluded.source_id, occurred_at = excluded.occurred_at \
-                     WHERE change_sources.occurred_at <= excluded.occurred_at",
-                )
-                .bind(company)
-                .bind(target)
-                .bind(&source)
-                .bind(&source_id)
-                .bind(gomark_proto::time::millis_opt(e.occurred_time.as_ref()))
-                .execute(&mut *tx)
-                .await?;
+        }
+        let rows: Vec<_> = newest.into_iter().collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let n = r * 5;
+                    format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO change_sources (company_id, target, change_source, source_id, occurred_at) VALUES {} \
+                 ON CONFLICT (company_id, target) DO UPDATE SET change_source = excluded.change_source, \
+                 source_id = excluded.source_id, occurred_at = excluded.occurred_at \
+                 WHERE change_sources.occurred_at <= excluded.occurred_at",
+                values.join(", ")
+            );
+            // Only numbered placeholders are spliced in; the values are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((company, target), (at, e)) in chunk {
+                let source: String = e.change_source.chars().take(100).collect();
+                let source_id: String = e.source_id.chars().take(100).collect();
+                q = q.bind(company.to_string()).bind(target.to_string()).bind(source).bind(source_id).bind(*at);
             }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -416,3 +416,61 @@ async fn a_definition_change_read_from_the_journal_names_who_made_it() {
     assert_eq!(last.change_source, "CRM_UI", "{last:?}");
     assert_eq!(last.source_id, "userId:42", "{last:?}");
 }
+
+/// A webhook batch keeps the newest source per property and portal-wide, whatever the
+/// order of its events; older events, sourceless events and unknown portals change nothing.
+#[tokio::test]
+async fn a_batch_of_webhook_events_keeps_the_newest_source_of_each_property() {
+    fn event(portal: u64, property: &str, source: &str, id: &str, at_ms: i64) -> WebhookEvent {
+        WebhookEvent {
+            portal_id: portal,
+            property_name: property.into(),
+            change_source: source.into(),
+            source_id: id.into(),
+            occurred_time: Some(gomark_proto::time::timestamp(at_ms)),
+            ..Default::default()
+        }
+    }
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let db = Database::connect(&tdb.settings).await.expect("db");
+        db.migrate(&MIGRATIONS).await.expect("migrate");
+        let vault = Arc::new(Vault::from_setting(&Vault::generate_setting("t")).expect("vault"));
+        let portals = Portals::new(db.clone(), vault);
+        for (company, portal) in [("c1", "7001"), ("c2", "7002")] {
+            let credential = Credential::ServiceKey { token: format!("sk-{portal}") };
+            portals.register(company, portal, &credential).await.expect("register");
+        }
+        let sources = gomark_hubspot_sync::sources::Sources::new(db.clone(), Vec::new());
+        sources
+            .record(&[
+                event(7001, "amount", "CRM_UI", "userId:1", 1_000),
+                event(7001, "dealstage", "INTEGRATION", "app:9", 3_000),
+                event(7001, "amount", "API", "app:5", 2_000),
+                event(7001, "amount", "OLD", "x", 500),
+                event(9999, "amount", "NOBODY", "x", 9_000),
+                event(7002, "", "CRM_UI", "userId:7", 100),
+                event(7001, "amount", "", "", 8_000),
+            ])
+            .await
+            .expect("record");
+        let last = |company: &'static str, targets: &'static [&'static str]| {
+            let sources = sources.clone();
+            async move {
+                let targets: Vec<String> = targets.iter().map(|t| (*t).to_owned()).collect();
+                let c = sources.last_change(company, &targets).await.expect("read").expect("a source");
+                (c.change_source, c.source_id)
+            }
+        };
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(last("c1", &["amount"]).await, pair("API", "app:5"), "{}", tdb.label);
+        assert_eq!(last("c1", &["closedate"]).await, pair("INTEGRATION", "app:9"), "{}: portal-wide", tdb.label);
+        assert_eq!(last("c2", &[]).await, pair("CRM_UI", "userId:7"), "{}", tdb.label);
+        // A later batch: an older portal-wide change loses; one at the same instant wins.
+        sources
+            .record(&[event(7001, "", "LATE", "x", 2_500), event(7001, "amount", "TIE", "app:6", 2_000)])
+            .await
+            .expect("record");
+        assert_eq!(last("c1", &["closedate"]).await, pair("INTEGRATION", "app:9"), "{}", tdb.label);
+        assert_eq!(last("c1", &["amount"]).await, pair("TIE", "app:6"), "{}", tdb.label);
+    }
+}
