@@ -97,10 +97,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
     service.spawn_loop(rollouts.clone().run(shutdown.clone()));
-    service.spawn_loop(gomark_events::consumer::run_consumer(
+    service.spawn_loop(gomark_events::consumer::run_batch_consumer(
         backends.bus.clone(),
         ConsumerSpec::new(portal_activity::CONSUMER, gomark_events::event_types::DEAL_UPSERTED),
         Arc::new(portal_activity::PortalActivity { drift: drift.clone() }),
+        gomark_events::consumer::BatchLimits::default(),
         shutdown.clone(),
     ));
     service.spawn_loop(drift.clone().run(shutdown));
