@@ -4,7 +4,7 @@
 
 use crate::store::{CustomerDeal, Store};
 use gomark_events::EventEnvelope;
-use gomark_events::consumer::{EventHandler, HandlerError};
+use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
 use gomark_proto::events::v1::{DealDeleted, DealUpserted};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -41,45 +41,61 @@ pub struct DealEvents {
 }
 
 #[async_trait::async_trait]
-impl EventHandler for DealEvents {
-    async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
-        let deal: DealUpserted = gomark_events::envelope::decode_payload(event)
-            .map_err(|e| HandlerError::Reject(format!("undecodable deal.upserted: {e}")))?;
-        let email = deal.properties.get(crate::rules::CONTACT_EMAIL).map(|e| e.trim().to_ascii_lowercase());
+impl BatchHandler for DealEvents {
+    /// A batch in one transaction: one commit instead of one per event (a busy portal
+    /// sends hundreds of deal events a second). Each event is still claimed in the inbox,
+    /// so a redelivered batch changes nothing twice.
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
         let transient = |e: crate::Error| HandlerError::Retry(e.to_string());
         let mut tx = self.store.db().begin().await.map_err(|e| transient(e.into()))?;
-        if !gomark_events::inbox::claim(&mut tx, CONSUMER, &event.id).await.map_err(|e| transient(e.into()))? {
-            return Ok(());
+        let mut changed = BTreeSet::new();
+        for event in events {
+            let deal: DealUpserted = match gomark_events::envelope::decode_payload(event) {
+                Ok(deal) => deal,
+                // One bad event must not hold back the others: it is logged and skipped.
+                Err(err) => {
+                    tracing::error!(event_id = %event.id, error = %err, "undecodable deal.upserted skipped");
+                    continue;
+                }
+            };
+            if !gomark_events::inbox::claim(&mut tx, CONSUMER, &event.id).await.map_err(|e| transient(e.into()))? {
+                continue;
+            }
+            let email = deal.properties.get(crate::rules::CONTACT_EMAIL).map(|e| e.trim().to_ascii_lowercase());
+            match email.filter(|e| e.contains('@')) {
+                Some(email) => {
+                    let row = CustomerDeal {
+                        deal_id: deal.deal_id.clone(),
+                        email,
+                        deal_name: deal.name.clone(),
+                        stage: deal.stage_id.clone(),
+                        // Upsell rules score the amount (a threshold, never summed across
+                        // currencies): `amount_money` when present, else the old double.
+                        amount: gomark_proto::money::deal_amount(&deal)
+                            .ok()
+                            .flatten()
+                            .and_then(|(amount, _)| rust_decimal::prelude::ToPrimitive::to_f64(&amount)),
+                        close_date_ms: deal.close_date_millis(),
+                        owner_id: deal.owner_id.clone(),
+                        properties: deal.properties.clone().into_iter().collect(),
+                        last_modified_ms: deal.last_modified_millis(),
+                    };
+                    if self.store.upsert_customer_deal(&mut tx, &deal.company_id, &row).await.map_err(transient)? {
+                        changed.insert(deal.company_id);
+                    }
+                }
+                // The deal no longer names a contact: it is nobody's any more.
+                None => {
+                    self.store
+                        .delete_customer_deal(&mut tx, &deal.company_id, &deal.deal_id)
+                        .await
+                        .map_err(transient)?;
+                }
+            }
         }
-        let changed = match email.filter(|e| e.contains('@')) {
-            Some(email) => {
-                let row = CustomerDeal {
-                    deal_id: deal.deal_id.clone(),
-                    email,
-                    deal_name: deal.name.clone(),
-                    stage: deal.stage_id.clone(),
-                    // Upsell rules score the amount (a threshold, never summed across
-                    // currencies): `amount_money` when present, else the old double.
-                    amount: gomark_proto::money::deal_amount(&deal)
-                        .ok()
-                        .flatten()
-                        .and_then(|(amount, _)| rust_decimal::prelude::ToPrimitive::to_f64(&amount)),
-                    close_date_ms: deal.close_date_millis(),
-                    owner_id: deal.owner_id.clone(),
-                    properties: deal.properties.clone().into_iter().collect(),
-                    last_modified_ms: deal.last_modified_millis(),
-                };
-                self.store.upsert_customer_deal(&mut tx, &deal.company_id, &row).await.map_err(transient)?
-            }
-            // The deal no longer names a contact: it is nobody's any more.
-            None => {
-                self.store.delete_customer_deal(&mut tx, &deal.company_id, &deal.deal_id).await.map_err(transient)?;
-                false
-            }
-        };
         tx.commit().await.map_err(|e| transient(crate::Error::from(e)))?;
-        if changed {
-            self.triggers.trigger(&deal.company_id);
+        for company_id in &changed {
+            self.triggers.trigger(company_id);
         }
         Ok(())
     }

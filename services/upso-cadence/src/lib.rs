@@ -74,10 +74,11 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Ok(serve_grpc(listener, routes, names, readiness, sd, grace, reflection).await?)
     });
     service.spawn_loop(OutboxRelay::new(backends.db.clone(), backends.bus.clone(), waker).run(shutdown.clone()));
-    service.spawn_loop(gomark_events::consumer::run_consumer(
+    service.spawn_loop(gomark_events::consumer::run_batch_consumer(
         backends.bus.clone(),
         ConsumerSpec::new(deals::CONSUMER, gomark_events::event_types::DEAL_UPSERTED),
         Arc::new(deals::DealEvents { store: store.clone(), triggers: triggers.clone() }),
+        gomark_events::consumer::BatchLimits::default(),
         shutdown.clone(),
     ));
     service.spawn_loop(gomark_events::consumer::run_consumer(

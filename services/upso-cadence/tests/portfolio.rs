@@ -3,7 +3,7 @@
 //! run names the company whose touch caused each skip; an opt-out in one company
 //! suppresses the person everywhere; two replicas racing never exceed a cap.
 
-use gomark_events::consumer::EventHandler;
+use gomark_events::consumer::BatchHandler;
 use gomark_events::relay::RelayWaker;
 use gomark_proto::events::v1::DealUpserted;
 use gomark_storage::Database;
@@ -130,7 +130,7 @@ async fn feed_with(store: &Store, company: &str, id: &str, email: &str, amount: 
     .with_times(now - 10 * DAY_MS, now, now - 100 * DAY_MS);
     let event = gomark_events::envelope::new_event(company, gomark_events::event_types::DEAL_UPSERTED, &d);
     let handler = DealEvents { store: store.clone(), triggers: Arc::new(EngineTriggers::default()) };
-    handler.handle(&event).await.expect("handled");
+    handler.handle_batch(std::slice::from_ref(&event)).await.expect("handled");
 }
 
 fn of<'a>(report: &'a RunReport, email: &str) -> &'a gomark_upso_cadence::engine::CandidateReport {

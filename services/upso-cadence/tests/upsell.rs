@@ -2,7 +2,7 @@
 //! cadences planned, applied and checked for drift; the upsell engine enrolling the right
 //! customers, in score order, within the guardrails, never twice.
 
-use gomark_events::consumer::EventHandler;
+use gomark_events::consumer::{BatchHandler, EventHandler};
 use gomark_events::relay::RelayWaker;
 use gomark_proto::events::v1::DealUpserted;
 use gomark_storage::Database;
@@ -114,8 +114,8 @@ fn deal(id: &str, email: &str, stage: &str, amount: f64, closed_days_ago: i64, u
 
 async fn feed(h: &Harness, d: DealUpserted) {
     let event = gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_UPSERTED, &d);
-    h.deals.handle(&event).await.expect("handled");
-    h.deals.handle(&event).await.expect("redelivery is harmless");
+    h.deals.handle_batch(std::slice::from_ref(&event)).await.expect("handled");
+    h.deals.handle_batch(std::slice::from_ref(&event)).await.expect("redelivery is harmless");
 }
 
 #[tokio::test]
@@ -268,5 +268,50 @@ async fn cadences_are_planned_applied_and_hand_edits_show_as_drift() {
         h.cadences.apply(COMPANY, &empty, 4, None).await.expect("archive");
         assert_eq!(h.sim.cadences(TOKEN)[0].state, upso_client::CadenceState::Archived, "{label}");
         assert!(h.cadences.plan(COMPANY, &empty).await.expect("plan").is_empty(), "{label}");
+    }
+}
+
+/// A batch of deal events is stored in one transaction with the same outcome as one event
+/// at a time: versions in any order, a deal losing its contact, an unreadable event
+/// skipped, and the whole batch delivered again changing nothing.
+#[tokio::test]
+async fn a_batch_of_deal_events_keeps_each_deals_newest_version() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let h = harness(tdb).await;
+        let at = |d: DealUpserted, modified: i64| {
+            let d = d.with_times(0, modified, 0);
+            gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_UPSERTED, &d)
+        };
+        let no_contact = {
+            let mut d = deal("d2", "", "closedwon", 1.0, 10, None);
+            d.properties.remove("gomark_contact_email");
+            d
+        };
+        let mut unreadable = at(deal("d9", "z@acme.example", "closedwon", 1.0, 10, None), 1_000);
+        unreadable.payload = vec![0xff; 7];
+        let batch = [
+            at(deal("d1", "new@acme.example", "closedwon", 2.0, 10, None), 2_000),
+            at(deal("d1", "old@acme.example", "closedwon", 1.0, 10, None), 1_000),
+            at(deal("d2", "c@acme.example", "closedwon", 1.0, 10, None), 1_000),
+            unreadable,
+            at(no_contact, 2_000),
+            at(deal("d3", "e@acme.example", "contractsent", 3.0, 10, None), 1_000),
+        ];
+        h.deals.handle_batch(&batch).await.expect("handled");
+        let stored = |h: &Harness| {
+            let store = h.store.clone();
+            async move {
+                let deals = store.customer_deals(COMPANY).await.expect("deals");
+                deals.into_iter().map(|d| (d.deal_id, d.email)).collect::<Vec<_>>()
+            }
+        };
+        let want =
+            vec![("d1".to_owned(), "new@acme.example".to_owned()), ("d3".to_owned(), "e@acme.example".to_owned())];
+        assert_eq!(stored(&h).await, want, "{label}");
+        assert_eq!(h.deals.triggers.take().into_iter().collect::<Vec<_>>(), [COMPANY], "{label}: engine woken");
+        h.deals.handle_batch(&batch).await.expect("redelivery is harmless");
+        assert_eq!(stored(&h).await, want, "{label}: redelivered");
+        assert!(h.deals.triggers.take().is_empty(), "{label}: a redelivered batch wakes nothing");
     }
 }
