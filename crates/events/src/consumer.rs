@@ -263,8 +263,8 @@ async fn handle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Ve
     );
     let events: Vec<EventEnvelope> = batch.iter().map(|d| d.event.clone()).collect();
     let outcome = handler.handle_batch(&events).instrument(span.clone()).await;
-    // In the span only while logging: a guard held across the awaits below would leave the
-    // span entered while other batches run on this thread.
+    // In the span only while logging: a guard held across an await would leave the span
+    // entered while other batches run on this thread.
     let label = span.in_scope(|| match &outcome {
         Ok(()) => "ok",
         Err(HandlerError::Reject(reason)) => {
