@@ -361,9 +361,21 @@ mod tests {
         assert_eq!(redelivery_delay(50), MAX_REDELIVERY_DELAY);
     }
 
-    /// A bus handing out one-event batches, counting how often a batch is asked for.
+    /// Makes the acker of each delivery.
+    type MakeAcker = Arc<dyn Fn() -> Box<dyn crate::bus::Acker> + Send + Sync>;
+
+    /// A bus handing out endless one-event batches, counting how often a batch is asked
+    /// for, each delivery settled by an acker of `acker`'s making.
     struct CountingBus {
         asked: Arc<std::sync::atomic::AtomicUsize>,
+        acker: MakeAcker,
+    }
+
+    impl CountingBus {
+        /// Deliveries whose settling does nothing.
+        fn new(asked: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+            Self { asked, acker: Arc::new(|| Box::new(NoAck)) }
+        }
     }
 
     struct NoAck;
@@ -381,6 +393,7 @@ mod tests {
 
     struct CountingStream {
         asked: Arc<std::sync::atomic::AtomicUsize>,
+        acker: MakeAcker,
     }
 
     #[async_trait]
@@ -388,7 +401,7 @@ mod tests {
         async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
             self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let event = crate::envelope::new_event("c", "test.counted", &prost_types::Timestamp::default());
-            Some(Ok(crate::Delivery::new(event, 1, Box::new(NoAck))))
+            Some(Ok(crate::Delivery::new(event, 1, (self.acker)())))
         }
 
         async fn next_batch(&mut self, _max: usize, _linger: Duration) -> Option<crate::Result<Vec<crate::Delivery>>> {
@@ -403,7 +416,7 @@ mod tests {
         }
 
         async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
-            Ok(Box::new(CountingStream { asked: self.asked.clone() }))
+            Ok(Box::new(CountingStream { asked: self.asked.clone(), acker: self.acker.clone() }))
         }
     }
 
@@ -432,7 +445,7 @@ mod tests {
     #[tokio::test]
     async fn the_next_batch_is_fetched_while_one_is_handled() {
         let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let bus: Arc<dyn EventBus> = Arc::new(CountingBus { asked: asked.clone() });
+        let bus: Arc<dyn EventBus> = Arc::new(CountingBus::new(asked.clone()));
         let writer =
             Arc::new(SlowWriter { asked: asked.clone(), fetched_while_writing: tokio::sync::Mutex::new(None) });
         let shutdown = Shutdown::new();
@@ -472,41 +485,6 @@ mod tests {
         }
     }
 
-    /// Endless one-event batches whose acks wait on `gate`.
-    struct GatedBus {
-        gate: Arc<tokio::sync::Semaphore>,
-        acked: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    struct GatedStream {
-        gate: Arc<tokio::sync::Semaphore>,
-        acked: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    #[async_trait]
-    impl crate::EventStream for GatedStream {
-        async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
-            let event = crate::envelope::new_event("c", "test.gated", &prost_types::Timestamp::default());
-            let acker = GatedAck { gate: self.gate.clone(), acked: self.acked.clone() };
-            Some(Ok(crate::Delivery::new(event, 1, Box::new(acker))))
-        }
-
-        async fn next_batch(&mut self, _max: usize, _linger: Duration) -> Option<crate::Result<Vec<crate::Delivery>>> {
-            Some(self.next().await?.map(|d| vec![d]))
-        }
-    }
-
-    #[async_trait]
-    impl EventBus for GatedBus {
-        async fn publish(&self, _event: &EventEnvelope) -> crate::Result<()> {
-            Ok(())
-        }
-
-        async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
-            Ok(Box::new(GatedStream { gate: self.gate.clone(), acked: self.acked.clone() }))
-        }
-    }
-
     /// Counts the batches it handled.
     #[derive(Default)]
     struct Tally(std::sync::atomic::AtomicUsize);
@@ -524,7 +502,11 @@ mod tests {
         use std::sync::atomic::Ordering::SeqCst;
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let bus: Arc<dyn EventBus> = Arc::new(GatedBus { gate: gate.clone(), acked: acked.clone() });
+        let acker: MakeAcker = {
+            let (gate, acked) = (gate.clone(), acked.clone());
+            Arc::new(move || Box::new(GatedAck { gate: gate.clone(), acked: acked.clone() }))
+        };
+        let bus: Arc<dyn EventBus> = Arc::new(CountingBus { asked: Arc::default(), acker });
         let tally = Arc::new(Tally::default());
         let shutdown = Shutdown::new();
         let task = tokio::spawn(run_batch_consumer(
@@ -579,7 +561,7 @@ mod tests {
             // Endless one-event batches, each acked on its own, as on NATS (the in-memory
             // bus hands out one batch at a time by design).
             let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let bus: Arc<dyn EventBus> = Arc::new(CountingBus { asked });
+            let bus: Arc<dyn EventBus> = Arc::new(CountingBus::new(asked));
             let handler = Arc::new(Overlap::default());
             let shutdown = Shutdown::new();
             let task = tokio::spawn(run_batch_consumer(

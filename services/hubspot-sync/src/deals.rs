@@ -741,9 +741,9 @@ const CONCURRENT_COMPANIES: usize = 8;
 
 /// After a re-read of one deal, a company's queue rests this long: 8 reads a second, 80 of the
 /// smallest tier's 100 requests per 10 s, which leaves room for the portal's other calls
-/// (incremental sync, rollouts, drift checks) under the 90 % the budget allows. Read greedily, a portal with a steady
-/// stream of changes spends its window in a few seconds and then waits up to a second for the
-/// next slot; paced, its deals wait at most this long and gather into shared reads. A fuller
+/// (incremental sync, rollouts, drift checks) under the 90 % the budget allows. Read greedily,
+/// a portal with a steady stream of changes spends its window in a few seconds and then waits
+/// up to a second for the next slot; paced, its deals wait at most this long and gather into shared reads. A fuller
 /// read rests less ([`rest_after`]): under a heavy stream reads are full and follow at once.
 const READ_PACE: Duration = Duration::from_millis(125);
 
@@ -899,7 +899,7 @@ impl Schedule {
 }
 
 /// `$from, $from+1, …` for `count` rows of `width` values each: `($2, $3), ($4, $5)`.
-fn placeholders(count: usize, width: usize, from: usize) -> String {
+pub(crate) fn placeholders(count: usize, width: usize, from: usize) -> String {
     (0..count)
         .map(|row| {
             let cols: Vec<String> = (0..width).map(|col| format!("${}", from + row * width + col)).collect();

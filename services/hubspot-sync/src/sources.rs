@@ -70,18 +70,12 @@ impl Sources {
         }
         let rows: Vec<_> = newest.into_iter().collect();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|r| {
-                    let n = r * 5;
-                    format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO change_sources (company_id, target, change_source, source_id, occurred_at) VALUES {} \
                  ON CONFLICT (company_id, target) DO UPDATE SET change_source = excluded.change_source, \
                  source_id = excluded.source_id, occurred_at = excluded.occurred_at \
                  WHERE change_sources.occurred_at <= excluded.occurred_at",
-                values.join(", ")
+                crate::deals::placeholders(chunk.len(), 5, 1)
             );
             // Only numbered placeholders are spliced in; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -137,6 +137,25 @@ fn version_columns(rows: &[&Incoming]) -> [String; 10] {
     ]
 }
 
+/// `deal_history`'s columns; `deals` has the same and `name, owner_id` after them.
+const VERSION_COLUMNS: &str =
+    "company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, close_date_ms, created_ms, deleted, currency";
+
+/// How an insert into `deals` meets the deal's row: a newer version's state wins, and a
+/// name is taken when the row has none.
+static DEALS_ON_CONFLICT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer}, name = {NAME_ON_UPSERT} \
+         WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')",
+        newer = NEWER_STATE.map(|c| format!("{c} = {}", newer_wins(c))).join(", "),
+    )
+});
+
+/// How an insert into `companies` counts the batch: each company's counter moves by one and
+/// comes back, read in the batch's own statement.
+const COMPANIES_COUNTED: &str = "ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1 \
+                                 RETURNING company_id, version";
+
 /// [`Store::ingest_postgres`]'s statement: every column of the batch is one array parameter.
 static INGEST_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     const VERSION_TYPES: [&str; 10] =
@@ -149,21 +168,27 @@ static INGEST_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     let deal_types: Vec<&str> = VERSION_TYPES.iter().copied().chain(["TEXT", "TEXT"]).collect();
     // Rows go in the arrays' order (key order), so concurrent batches lock alike.
     format!(
-        "WITH history AS (INSERT INTO deal_history (company_id, deal_id, modified_ms, pipeline_id, stage_id, \
-         amount, close_date_ms, created_ms, deleted, currency) SELECT * FROM {history} ON CONFLICT DO NOTHING), \
-         newest AS (INSERT INTO deals (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, \
-         close_date_ms, created_ms, deleted, currency, name, owner_id) SELECT * FROM {deals} \
-         ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer}, name = {name} \
-         WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')) \
+        "WITH history AS (INSERT INTO deal_history ({VERSION_COLUMNS}) SELECT * FROM {history} \
+         ON CONFLICT DO NOTHING), \
+         newest AS (INSERT INTO deals ({VERSION_COLUMNS}, name, owner_id) SELECT * FROM {deals} {deals_on_conflict}) \
          INSERT INTO companies (company_id, version) SELECT company_id, 1 FROM {companies} AS c (company_id) \
-         ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1 RETURNING company_id, version",
+         {COMPANIES_COUNTED}",
         history = unnest(1, &VERSION_TYPES),
         deals = unnest(11, &deal_types),
-        newer = NEWER_STATE.map(|c| format!("{c} = {}", newer_wins(c))).join(", "),
-        name = NAME_ON_UPSERT,
+        deals_on_conflict = DEALS_ON_CONFLICT.as_str(),
         companies = unnest(23, &["TEXT"]),
     )
 });
+
+/// A batch ready to write: its distinct versions and each deal's newest one, both in key
+/// order, the name each newest row takes, and the companies touched.
+struct BatchRows<'a> {
+    history: Vec<&'a Incoming>,
+    newest: Vec<&'a Incoming>,
+    /// One per `newest` row.
+    names: Vec<&'a str>,
+    companies: Vec<String>,
+}
 
 /// One change of stage.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,9 +289,10 @@ impl Store {
             .iter()
             .map(|i| names.get(&(i.company_id.as_str(), i.deal_id.as_str())).map_or("", |(_, n)| *n))
             .collect();
+        let rows = BatchRows { history, newest, names, companies };
         let mut counted = match self.db.engine() {
-            Engine::Postgres => self.ingest_postgres(&history, &newest, &names, &companies).await?,
-            Engine::Sqlite => self.ingest_sqlite(&history, &newest, &names, &companies).await?,
+            Engine::Postgres => self.ingest_postgres(&rows).await?,
+            Engine::Sqlite => self.ingest_sqlite(&rows).await?,
         };
         counted.sort();
         Ok(counted)
@@ -275,13 +301,8 @@ impl Store {
     /// The batch in one statement (atomic without a transaction: one round trip instead
     /// of five), each column bound as one array. The statement's text is the same for every
     /// batch, so Postgres parses and plans it once per connection, not per batch size.
-    async fn ingest_postgres(
-        &self,
-        history: &[&Incoming],
-        newest: &[&Incoming],
-        names: &[&str],
-        companies: &[String],
-    ) -> Result<Vec<(String, i64)>> {
+    async fn ingest_postgres(&self, rows: &BatchRows<'_>) -> Result<Vec<(String, i64)>> {
+        let BatchRows { history, newest, names, companies } = rows;
         let mut q = sqlx::query(sqlx::AssertSqlSafe(INGEST_POSTGRES.as_str()));
         for column in version_columns(history) {
             q = q.bind(column);
@@ -298,20 +319,13 @@ impl Store {
     }
 
     /// The batch in one transaction of multi-row statements (SQLite has no arrays).
-    async fn ingest_sqlite(
-        &self,
-        history: &[&Incoming],
-        newest: &[&Incoming],
-        names: &[&str],
-        companies: &[String],
-    ) -> Result<Vec<(String, i64)>> {
+    async fn ingest_sqlite(&self, rows: &BatchRows<'_>) -> Result<Vec<(String, i64)>> {
+        let BatchRows { history, newest, names, companies } = rows;
         let engine = self.db.engine();
-        let newer = NEWER_STATE.map(|c| format!("{c} = {}", newer_wins(c))).join(", ");
         let mut tx = self.db.begin().await?;
         for chunk in history.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO deal_history (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, \
-                 close_date_ms, created_ms, deleted, currency) VALUES {} ON CONFLICT DO NOTHING",
+                "INSERT INTO deal_history ({VERSION_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
                 placeholders(chunk.len(), 10, engine)
             );
             // Only numbered placeholders are spliced in; the values are bound.
@@ -323,11 +337,9 @@ impl Store {
         }
         for (chunk, names) in newest.chunks(ROWS_PER_STATEMENT).zip(names.chunks(ROWS_PER_STATEMENT)) {
             let sql = format!(
-                "INSERT INTO deals (company_id, deal_id, modified_ms, pipeline_id, stage_id, amount, close_date_ms, \
-                 created_ms, deleted, currency, name, owner_id) VALUES {} \
-                 ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer}, name = {NAME_ON_UPSERT} \
-                 WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')",
-                placeholders(chunk.len(), 12, engine)
+                "INSERT INTO deals ({VERSION_COLUMNS}, name, owner_id) VALUES {} {}",
+                placeholders(chunk.len(), 12, engine),
+                DEALS_ON_CONFLICT.as_str()
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (i, name) in chunk.iter().zip(names) {
@@ -340,9 +352,7 @@ impl Store {
             // The counters come back from the same statement, inside the transaction: read
             // after commit, another batch's increment could be taken for this one's.
             let sql = format!(
-                "INSERT INTO companies (company_id, version) VALUES {} \
-                 ON CONFLICT (company_id) DO UPDATE SET version = companies.version + 1 \
-                 RETURNING company_id, version",
+                "INSERT INTO companies (company_id, version) VALUES {} {COMPANIES_COUNTED}",
                 (1..=chunk.len()).map(|i| format!("(${i}, 1)")).collect::<Vec<_>>().join(", ")
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
