@@ -16,6 +16,13 @@ const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// An unacked delivery is handed out again after this long.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// No server-side cap on a consumer's unacked deliveries (`max_ack_pending`): each replica
+/// bounds its own (the pull stream asks for at most 300 ahead, a consumer holds a bounded
+/// number of batches), and at the server's default cap of 1,000, which every replica of a
+/// batch consumer shares, NATS 2.9 stopped feeding the pull stream. It then sat idle until
+/// its heartbeat check gave up after 30 s, and the deliveries it had been sent waited out
+/// the ack wait before coming back, so the stall repeated (BENCHMARKS.md, backlog ingest).
+const UNLIMITED_ACK_PENDING: i64 = -1;
 
 pub struct NatsBus {
     client: async_nats::Client,
@@ -89,21 +96,22 @@ impl EventBus for NatsBus {
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn EventStream>> {
         // Consumer names may not contain dots.
         let durable = spec.durable.replace('.', "_");
-        let consumer: consumer::PullConsumer = self
-            .stream
-            .get_or_create_consumer(
-                &durable,
-                consumer::pull::Config {
-                    durable_name: Some(durable.clone()),
-                    filter_subject: format!("{}.{}.>", self.prefix, spec.event_type),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    max_deliver: i64::from(MAX_DELIVER),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(unavailable)?;
+        let config = consumer::pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: format!("{}.{}.>", self.prefix, spec.event_type),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_deliver: i64::from(MAX_DELIVER),
+            max_ack_pending: UNLIMITED_ACK_PENDING,
+            ..Default::default()
+        };
+        let mut consumer: consumer::PullConsumer =
+            self.stream.get_or_create_consumer(&durable, config.clone()).await.map_err(unavailable)?;
+        if consumer.cached_info().config.max_ack_pending != UNLIMITED_ACK_PENDING {
+            // Created by an earlier version with the server's cap: lifted in place, its
+            // position and unacked deliveries kept.
+            consumer = self.stream.update_consumer(config).await.map_err(unavailable)?;
+        }
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(Box::new(NatsStream { messages, durable: spec.durable.clone() }))
     }

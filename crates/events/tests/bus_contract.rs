@@ -232,3 +232,67 @@ async fn batches_come_in_order_and_a_nakd_batch_comes_back_whole() {
     }
     cleanup(subjects).await;
 }
+
+/// Publishes `n` events of `event_type` and reads them all without acknowledging any.
+async fn hold_unacked(bus: &dyn EventBus, spec: &ConsumerSpec, n: usize, label: &str) {
+    let events: Vec<EventEnvelope> = (0..n).map(|i| event(&format!("c{i}"), &spec.event_type)).collect();
+    bus.publish_all(&events).await.expect("publish");
+    let mut stream = bus.subscribe(spec).await.expect("subscribe");
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(next(&mut stream, label).await);
+    }
+    let ids: Vec<&str> = held.iter().map(|d| d.event.id.as_str()).collect();
+    let published: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, published, "{label}: every event, in order");
+    for delivery in held {
+        delivery.ack().await.expect("ack");
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_may_hold_more_than_a_thousand_deliveries_unacked() {
+    // A batch consumer holds several batches unacked at once (being handled, being acked,
+    // gathered ahead); at NATS's default cap of 1,000 unacked deliveries the pull consumer
+    // stalled. (The in-process bus hands out one batch at a time until it is settled.)
+    let subjects = buses().await;
+    for s in subjects.iter().filter(|s| s.label == "nats") {
+        hold_unacked(s.bus.as_ref(), &ConsumerSpec::new("contract.hold", "test.hold"), 1_500, s.label).await;
+    }
+    cleanup(subjects).await;
+}
+
+#[tokio::test]
+async fn a_consumer_created_with_the_servers_cap_has_it_lifted() {
+    let Some(url) = gomark_testkit::nats_url() else {
+        gomark_testkit::note_skipped("nats consumer upgrade", gomark_testkit::NATS_VAR);
+        return;
+    };
+    let token = gomark_testkit::unique("t");
+    let settings = BusSettings {
+        kind: BusKind::Nats,
+        nats_url: url.clone(),
+        stream: token.to_uppercase(),
+        subject_prefix: token.clone(),
+    };
+    let bus = NatsBus::connect(&settings).await.expect("connect");
+    // The durable consumer as an earlier version created it: the server's default cap.
+    let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.expect("connect"));
+    let stream = js.get_stream(token.to_uppercase()).await.expect("stream");
+    let old: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("contract_upgrade".into()),
+            filter_subject: format!("{token}.test.upgrade.>"),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("old consumer");
+    assert_eq!(old.cached_info().config.max_ack_pending, 1_000, "the server's default cap");
+
+    hold_unacked(&bus, &ConsumerSpec::new("contract.upgrade", "test.upgrade"), 1_500, "nats").await;
+    let mut now: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("contract_upgrade").await.expect("consumer");
+    assert_eq!(now.info().await.expect("info").config.max_ack_pending, -1, "the cap is lifted");
+    bus.delete_stream().await.expect("delete test stream");
+}

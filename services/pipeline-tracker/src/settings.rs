@@ -32,9 +32,7 @@ pub struct TrackerSettings {
     pub batch_linger_ms: u64,
     /// Deal-event batches written at once by this replica (their writes commute, as they
     /// do across replicas); on SQLite writes take turns whatever this says. 1 by default:
-    /// at 2, NATS 2.9 pull streams went quiet for 30 s (until a missed idle heartbeat) in 3
-    /// of 11 backlog runs; at 1 the backlog ingest reaches about half of pgbench's insert
-    /// rate (BENCHMARKS.md).
+    /// at 2 the backlog ingest was no faster on two CPUs (BENCHMARKS.md).
     pub batch_in_flight: usize,
     /// Watchers also check the database this often, to see changes ingested by other
     /// replicas.
