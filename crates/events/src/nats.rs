@@ -105,13 +105,9 @@ impl EventBus for NatsBus {
             max_ack_pending: UNLIMITED_ACK_PENDING,
             ..Default::default()
         };
-        let mut consumer: consumer::PullConsumer =
-            self.stream.get_or_create_consumer(&durable, config.clone()).await.map_err(unavailable)?;
-        if consumer.cached_info().config.max_ack_pending != UNLIMITED_ACK_PENDING {
-            // Created by an earlier version with the server's cap: lifted in place, its
-            // position and unacked deliveries kept.
-            consumer = self.stream.update_consumer(config).await.map_err(unavailable)?;
-        }
+        // Created, or brought to this config (one made by an earlier version keeps its
+        // position and unacked deliveries, and loses the server's cap).
+        let consumer: consumer::PullConsumer = self.stream.create_consumer(config).await.map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(Box::new(NatsStream { messages, durable: spec.durable.clone() }))
     }

@@ -743,8 +743,9 @@ const CONCURRENT_COMPANIES: usize = 8;
 /// smallest tier's 100 requests per 10 s, which leaves room for the portal's other calls
 /// (incremental sync, rollouts, drift checks) under the 90 % the budget allows. Read greedily,
 /// a portal with a steady stream of changes spends its window in a few seconds and then waits
-/// up to a second for the next slot; paced, its deals wait at most this long and gather into shared reads. A fuller
-/// read rests less ([`rest_after`]): under a heavy stream reads are full and follow at once.
+/// up to a second for the next slot; paced, its deals wait at most this long and gather into
+/// shared reads. A fuller read rests less ([`rest_after`]): under a heavy stream reads are
+/// full and follow at once.
 const READ_PACE: Duration = Duration::from_millis(125);
 
 /// How long a company's queue rests after a re-read that took `read` deals: [`READ_PACE`]
