@@ -164,6 +164,7 @@ impl Journal {
             None => -1,
         };
         // Always a prefix of the log, so what remains stays contiguous.
+        let _turn = self.db.writer_turn().await;
         sqlx::query("DELETE FROM bus_events WHERE seq <= $1")
             .bind(beyond_retention.max(consumed))
             .execute(self.db.pool())

@@ -78,7 +78,9 @@ impl OutboxRelay {
         for seq in &seqs {
             update = update.bind(*seq);
         }
+        let turn = self.db.writer_turn().await;
         update.execute(self.db.pool()).await?;
+        drop(turn);
         for event in &events {
             metrics::counter!("events_published_total", "type" => event.r#type.clone()).increment(1);
         }
@@ -107,6 +109,7 @@ impl OutboxRelay {
     }
 
     async fn prune(&self) -> Result<()> {
+        let _turn = self.db.writer_turn().await;
         sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
             .bind(gomark_storage::now_ms() - KEEP_PUBLISHED_MS)
             .execute(self.db.pool())
