@@ -308,16 +308,14 @@ impl DealSync {
             })
             .collect();
         let mut outcome = Ingested::default();
-        let mut companies = std::collections::HashMap::new();
+        let portal_ids: Vec<String> = changes.iter().map(|c| c.portal_id.clone()).collect();
+        // One statement for the batch's portals, not one per portal.
+        let companies = self.portals.companies_of_portals(&portal_ids).await?;
         let mut known = Vec::with_capacity(changes.len());
         for change in changes {
-            if !companies.contains_key(&change.portal_id) {
-                let company = self.portals.company_of_portal(&change.portal_id).await?;
-                companies.insert(change.portal_id.clone(), company);
-            }
             match companies.get(&change.portal_id) {
-                Some(Some(company)) => known.push((company.clone(), change)),
-                _ => outcome.unknown_portal += 1,
+                Some(company) => known.push((company.clone(), change)),
+                None => outcome.unknown_portal += 1,
             }
         }
         let mut tx = self.db.begin().await?;

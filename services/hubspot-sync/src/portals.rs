@@ -177,6 +177,16 @@ impl Portals {
         Ok(row.map(|r| r.try_get("company_id")).transpose()?)
     }
 
+    /// The companies of `portal_ids` that GoMark holds, by portal id (portals it does not
+    /// hold are absent), in one statement per hundred portals.
+    pub async fn companies_of_portals(
+        &self,
+        portal_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, PortalError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(companies_of_portals(&mut conn, portal_ids).await?)
+    }
+
     /// Every registered company, for the periodic loops.
     pub async fn company_ids(&self) -> Result<Vec<String>, PortalError> {
         let rows = sqlx::query("SELECT company_id FROM portals ORDER BY company_id").fetch_all(self.db.pool()).await?;
@@ -213,4 +223,28 @@ impl Portals {
         }
         Ok(rows.len())
     }
+}
+
+/// [`Portals::companies_of_portals`] on a given connection (a caller's transaction).
+pub(crate) async fn companies_of_portals(
+    conn: &mut sqlx::AnyConnection,
+    portal_ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
+    let mut ids: Vec<&String> = portal_ids.iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut companies = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(100) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!("SELECT portal_id, company_id FROM portals WHERE portal_id IN ({})", marks.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind((*id).clone());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            companies.insert(row.try_get("portal_id")?, row.try_get("company_id")?);
+        }
+    }
+    Ok(companies)
 }

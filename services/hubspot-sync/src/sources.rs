@@ -44,16 +44,10 @@ impl Sources {
             return Ok(());
         }
         let mut tx = self.db.begin().await?;
-        let mut companies: HashMap<u64, Option<String>> = HashMap::new();
-        for e in &events {
-            if let std::collections::hash_map::Entry::Vacant(slot) = companies.entry(e.portal_id) {
-                let row = sqlx::query("SELECT company_id FROM portals WHERE portal_id = $1")
-                    .bind(e.portal_id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                slot.insert(row.map(|r| r.try_get("company_id")).transpose()?);
-            }
-        }
+        let portal_ids: Vec<String> = events.iter().map(|e| e.portal_id.to_string()).collect();
+        let by_portal = crate::portals::companies_of_portals(&mut tx, &portal_ids).await?;
+        let companies: HashMap<u64, Option<String>> =
+            events.iter().map(|e| (e.portal_id, by_portal.get(&e.portal_id.to_string()).cloned())).collect();
         // In key order, so concurrent batches lock the rows alike. Of two events at the same
         // instant the later one in the batch wins, as it did when each was written in turn.
         let mut newest: BTreeMap<(&str, &str), (i64, &WebhookEvent)> = BTreeMap::new();
