@@ -273,6 +273,7 @@ impl Database {
     /// reads and then writes fails at once with SQLITE_BUSY when another writer went first
     /// (busy_timeout cannot help a lock upgrade), so callers retried after backing off;
     /// now it waits its turn in busy_timeout instead.
+    ///
     /// Writers of this process take turns at SQLite first ([`Self::writer_turn`]), so the
     /// lock is free when they get there.
     pub async fn begin(&self) -> Result<Transaction> {

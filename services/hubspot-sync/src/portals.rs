@@ -235,9 +235,11 @@ pub(crate) async fn companies_of_portals(
     ids.dedup();
     let mut companies = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(100) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         // Only numbered placeholders are spliced in; the values are bound.
-        let sql = format!("SELECT portal_id, company_id FROM portals WHERE portal_id IN ({})", marks.join(", "));
+        let sql = format!(
+            "SELECT portal_id, company_id FROM portals WHERE portal_id IN (VALUES {})",
+            crate::deals::placeholders(chunk.len(), 1, 1)
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             query = query.bind((*id).clone());

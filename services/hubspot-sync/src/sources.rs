@@ -6,7 +6,7 @@ use gomark_proto::hubspot_sync::v1::{ChangeSource, WebhookEvent};
 use gomark_storage::{Database, StorageError};
 use gtm_config::ChangeSourceKind;
 use sqlx::Row;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The portal-wide entry's target.
 const PORTAL: &str = "";
@@ -45,14 +45,12 @@ impl Sources {
         }
         let mut tx = self.db.begin().await?;
         let portal_ids: Vec<String> = events.iter().map(|e| e.portal_id.to_string()).collect();
-        let by_portal = crate::portals::companies_of_portals(&mut tx, &portal_ids).await?;
-        let companies: HashMap<u64, Option<String>> =
-            events.iter().map(|e| (e.portal_id, by_portal.get(&e.portal_id.to_string()).cloned())).collect();
+        let companies = crate::portals::companies_of_portals(&mut tx, &portal_ids).await?;
         // In key order, so concurrent batches lock the rows alike. Of two events at the same
         // instant the later one in the batch wins, as it did when each was written in turn.
         let mut newest: BTreeMap<(&str, &str), (i64, &WebhookEvent)> = BTreeMap::new();
         for e in &events {
-            let Some(Some(company)) = companies.get(&e.portal_id) else { continue };
+            let Some(company) = companies.get(&e.portal_id.to_string()) else { continue };
             let at = gomark_proto::time::millis_opt(e.occurred_time.as_ref());
             let property = Some(e.property_name.as_str()).filter(|p| !p.is_empty());
             for target in std::iter::once(PORTAL).chain(property) {
