@@ -13,6 +13,8 @@ pub mod event_types {
     pub const DEAL_UPSERTED: &str = "deal.upserted";
     /// `DealDeleted`
     pub const DEAL_DELETED: &str = "deal.deleted";
+    /// `DealStageChanged`
+    pub const DEAL_STAGE_CHANGED: &str = "deal.stage_changed";
     /// `DriftDetected`
     pub const DRIFT_DETECTED: &str = "drift.detected";
     /// `UpsellDecided`

@@ -14,6 +14,9 @@ use prost::Message;
 use std::path::Path;
 use std::time::Duration;
 
+/// Events per INSERT in [`Journal::append`]: few enough that binding stays cheap.
+const APPEND_ROWS: usize = 50;
+
 /// Events every consumer has passed are still kept this long, for a consumer that
 /// subscribes late (a service started after the others) and for inspection.
 const KEEP_CONSUMED: Duration = Duration::from_secs(3600);
@@ -116,16 +119,22 @@ impl Journal {
         }
         let now = gomark_storage::now_ms();
         let mut tx = self.db.begin().await?;
-        for (seq, event) in events {
-            sqlx::query(
-                "INSERT INTO bus_events (seq, event_id, envelope, stored_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(seq_i64(*seq))
-            .bind(&event.id)
-            .bind(event.encode_to_vec())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        // A statement per 50 events, not per event: each is a round trip to SQLite's worker
+        // thread while this process's writer turn is held.
+        for chunk in events.chunks(APPEND_ROWS) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${})", i * 4 + 1, i * 4 + 2, i * 4 + 3, i * 4 + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO bus_events (seq, event_id, envelope, stored_at) VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            // Only numbered placeholders are spliced in; the values are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, event) in chunk {
+                query = query.bind(seq_i64(*seq)).bind(event.id.clone()).bind(event.encode_to_vec()).bind(now);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

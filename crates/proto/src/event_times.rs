@@ -4,7 +4,7 @@
 //! The deprecated epoch-ms fields these Timestamps replaced are gone (see the reserved
 //! numbers in `envelope.proto`): nothing writes them and nothing falls back to them.
 
-use crate::events::v1::{DealDeleted, DealUpserted};
+use crate::events::v1::{DealDeleted, DealStageChanged, DealUpserted};
 use crate::time::{millis_opt, timestamp, timestamp_opt};
 
 impl DealUpserted {
@@ -42,6 +42,19 @@ impl DealDeleted {
     /// When the deal was deleted (epoch ms).
     pub fn deleted_at_millis(&self) -> i64 {
         millis_opt(self.deleted_at.as_ref())
+    }
+}
+
+impl DealStageChanged {
+    /// Sets when HubSpot made the change (epoch ms).
+    pub fn with_changed_at(mut self, changed_at_ms: i64) -> Self {
+        self.changed_at = Some(timestamp(changed_at_ms));
+        self
+    }
+
+    /// When HubSpot made the change (epoch ms).
+    pub fn changed_at_millis(&self) -> i64 {
+        millis_opt(self.changed_at.as_ref())
     }
 }
 

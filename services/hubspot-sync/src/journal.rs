@@ -331,6 +331,8 @@ impl JournalReader {
                         event_id: e.event_id.clone(),
                         occurred_at: e.occurred_at,
                         about_deals: e.is_about_deals(),
+                        // The journal's entries carry no values: its changes are re-read only.
+                        moved: None,
                     };
                     (company_id.to_owned(), change)
                 })

@@ -1,7 +1,8 @@
 //! Re-reading queued deals: each version published once however many replicas read the same
 //! batch (one conditional upsert per batch decides), deletions once, deals queued while
 //! the portal's budget is spent gathered into one batch read instead of one read each, and a
-//! change arriving while its deal's re-read is in flight read again, never dropped.
+//! change arriving while its deal's re-read is in flight read again, never dropped; a
+//! webhook's stage or pipeline change published at once as `deal.stage_changed`.
 
 use gomark_cache::MemoryCache;
 use gomark_events::relay::RelayWaker;
@@ -197,5 +198,137 @@ async fn a_change_during_its_deals_reread_is_read_again() {
     assert_eq!(sync.refresh_queued("c1").await.expect("refresh"), 1);
     assert_eq!(outbox_count(&db, "deal.upserted").await, 2, "the change is published, not dropped");
     assert_eq!(sync.refresh_queued("c1").await.expect("refresh"), 0, "then the queue is empty");
+    db.close().await;
+}
+
+/// The `deal.stage_changed` events in the outbox.
+async fn moves_in_outbox(db: &Database) -> Vec<gomark_proto::events::v1::DealStageChanged> {
+    let rows = sqlx::query("SELECT envelope FROM outbox ORDER BY seq").fetch_all(db.pool()).await.expect("outbox");
+    rows.iter()
+        .map(|r| {
+            let bytes: Vec<u8> = r.try_get("envelope").expect("envelope");
+            <gomark_events::EventEnvelope as prost::Message>::decode(bytes.as_slice()).expect("decode")
+        })
+        .filter(|e| e.r#type == "deal.stage_changed")
+        .map(|e| gomark_events::envelope::decode_payload(&e).expect("payload"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_webhooks_stage_and_pipeline_change_is_published_at_once_and_once() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        let (_sim, client, portals) = setup(&db, SimConfig::default()).await;
+        let sync = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default());
+        let at = gomark_storage::now_ms();
+        let change = |event_id: u64, deal: u64, property: &str, value: &str| WebhookEvent {
+            portal_id: PORTAL,
+            object_id: deal,
+            event_id,
+            occurred_time: gomark_proto::time::timestamp_opt(at),
+            subscription_type: "deal.propertyChange".into(),
+            property_name: property.into(),
+            property_value: value.into(),
+            ..Default::default()
+        };
+        // A move to another pipeline (two events, one instant), a stage move of another
+        // deal, an amount change (left to the re-read) and a creation.
+        let batch = vec![
+            change(1, 11, "pipeline", "renewals"),
+            change(2, 11, "dealstage", "qualifiedtobuy"),
+            change(3, 12, "dealstage", "closedwon"),
+            change(4, 13, "amount", "500"),
+            WebhookEvent { subscription_type: "deal.creation".into(), ..change(5, 14, "", "") },
+        ];
+        let ingested = sync.ingest(&batch).await.expect("ingest");
+        assert_eq!(ingested.accepted, 5, "{label}");
+        let moves = moves_in_outbox(&db).await;
+        let summary: Vec<(String, Option<String>, Option<String>, i64)> = moves
+            .iter()
+            .map(|m| (m.deal_id.clone(), m.pipeline_id.clone(), m.stage_id.clone(), m.changed_at_millis()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("11".into(), Some("renewals".into()), Some("qualifiedtobuy".into()), at),
+                ("12".into(), None, Some("closedwon".into()), at),
+            ],
+            "{label}: one event per deal and instant"
+        );
+        assert!(moves.iter().all(|m| m.company_id == "c1" && m.portal_id == PORTAL.to_string()), "{label}");
+        // Delivered again: duplicates publish nothing.
+        sync.ingest(&batch).await.expect("ingest");
+        assert_eq!(moves_in_outbox(&db).await.len(), 2, "{label}: a duplicate moves nothing");
+        db.close().await;
+    }
+}
+
+/// Stage moves already published wait (up to a second) to share one re-read; a change the
+/// webhook gave no value for (here a creation) is read at the usual pace, and takes the
+/// waiting moves with it.
+#[tokio::test]
+async fn published_moves_wait_to_share_a_read_and_other_changes_do_not() {
+    let tdb = gomark_testkit::TestDatabase::sqlite();
+    let db = Database::connect(&tdb.settings).await.expect("connect");
+    let (sim, client, portals) = setup(&db, SimConfig::default()).await;
+    let settings = DealSyncSettings { interval_secs: 3600, queue_poll_ms: 20, ..DealSyncSettings::default() };
+    let sync = DealSync::new(db.clone(), portals, client, RelayWaker::default(), settings);
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(sync.clone().run(shutdown.clone()));
+    let started = tokio::time::Instant::now();
+    while sync.status("c1").await.expect("status").backfill_state != "done" {
+        assert!(started.elapsed() < Duration::from_secs(10), "backfill done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reads = || sim.requests().into_iter().filter(|r| r.path.ends_with("/batch/read") && r.status == 200).count();
+    let ids = sim.create_deals(TOKEN, 4, "appointmentscheduled", "default");
+    let mut event = 0;
+    let moved = |id: &str, event: &mut u64| {
+        *event += 1;
+        sim.update_deal(TOKEN, id, [("dealstage", "qualifiedtobuy")]).expect("move");
+        WebhookEvent {
+            portal_id: PORTAL,
+            object_id: id.parse().expect("numeric id"),
+            event_id: *event,
+            occurred_time: gomark_proto::time::timestamp_opt(gomark_storage::now_ms()),
+            subscription_type: "deal.propertyChange".into(),
+            property_name: "dealstage".into(),
+            property_value: "qualifiedtobuy".into(),
+            ..Default::default()
+        }
+    };
+    sim.clear_requests();
+
+    // Three moves 100 ms apart: no read before the first has waited its second, then one.
+    let first = tokio::time::Instant::now();
+    for id in &ids[..3] {
+        sync.ingest(&[moved(id, &mut event)]).await.expect("ingest");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while outbox_count(&db, "deal.upserted").await < 3 {
+        assert!(first.elapsed() < Duration::from_secs(5), "the moves are re-read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(first.elapsed() >= Duration::from_millis(900), "read after {:?}, before the wait", first.elapsed());
+    assert_eq!(reads(), 1, "one read for the three moves");
+
+    // A move, then a change without a value: both read at once, together.
+    sim.clear_requests();
+    sync.ingest(&[moved(&ids[3], &mut event)]).await.expect("ingest");
+    sync.ingest(&webhooks(std::slice::from_ref(&ids[0]), &mut event)).await.expect("ingest");
+    let second = tokio::time::Instant::now();
+    while reads() == 0 {
+        assert!(second.elapsed() < Duration::from_secs(5), "read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(second.elapsed() < Duration::from_millis(500), "read after {:?}: without the wait", second.elapsed());
+    while outbox_count(&db, "deal.upserted").await < 4 {
+        assert!(second.elapsed() < Duration::from_secs(5), "the fourth move is re-read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(reads(), 1, "the waiting move shares the read");
+    shutdown.trigger();
+    running.await.expect("run");
     db.close().await;
 }

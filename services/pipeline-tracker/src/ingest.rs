@@ -1,8 +1,9 @@
 //! Ingest: `deal.upserted` / `deal.deleted` events become deal versions, stored a batch
-//! at a time; `company.created` names the companies.
+//! at a time; `deal.stage_changed` moves deals before their re-read arrives;
+//! `company.created` names the companies.
 
 use crate::funnel::Version;
-use crate::store::Incoming;
+use crate::store::{Incoming, Move};
 use crate::tracker::Tracker;
 use async_trait::async_trait;
 use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub const DEALS_UPSERTED_CONSUMER: &str = "pipeline-tracker.deals-upserted";
 pub const DEALS_DELETED_CONSUMER: &str = "pipeline-tracker.deals-deleted";
+pub const DEALS_MOVED_CONSUMER: &str = "pipeline-tracker.deals-moved";
 pub const COMPANIES_CONSUMER: &str = "pipeline-tracker.companies";
 
 /// Why an event carries no usable deal version.
@@ -92,7 +94,47 @@ impl BatchHandler for DealEvents {
             self.tracker.store().ingest_counted(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_versions_ingested_total").increment(batch.len() as u64);
         // The kept sums take the changes before readers are woken, so they read them.
-        let applied = self.tracker.apply(&batch, &touched).await;
+        let changed: Vec<(&str, &str)> = batch.iter().map(|i| (i.company_id.as_str(), i.deal_id.as_str())).collect();
+        let applied = self.tracker.apply(&changed, &touched).await;
+        self.tracker.changed_with(&touched, applied).await;
+        Ok(())
+    }
+}
+
+/// The move a `deal.stage_changed` event carries.
+pub fn moved(event: &EventEnvelope) -> Result<Move, prost::DecodeError> {
+    let d: ev::DealStageChanged = decode_payload(event)?;
+    let at_ms = d.changed_at_millis();
+    Ok(Move { company_id: d.company_id, deal_id: d.deal_id, at_ms, stage_id: d.stage_id, pipeline_id: d.pipeline_id })
+}
+
+/// `deal.stage_changed`: the funnels move as the webhook arrives, not after the re-read.
+pub struct DealMoves {
+    pub tracker: Arc<Tracker>,
+}
+
+#[async_trait]
+impl BatchHandler for DealMoves {
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        let mut moves = Vec::with_capacity(events.len());
+        for event in events {
+            match moved(event) {
+                Ok(m) if !m.company_id.is_empty() && !m.deal_id.is_empty() => moves.push(m),
+                Ok(_) => tracing::error!(event_id = %event.id, "deal move without company or deal id skipped"),
+                Err(err) => tracing::error!(event_id = %event.id, error = %err, "unreadable deal move skipped"),
+            }
+        }
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let touched =
+            self.tracker.store().apply_moves(&moves).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
+        metrics::counter!("pipeline_tracker_deal_moves_ingested_total").increment(moves.len() as u64);
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let changed: Vec<(&str, &str)> = moves.iter().map(|m| (m.company_id.as_str(), m.deal_id.as_str())).collect();
+        let applied = self.tracker.apply(&changed, &touched).await;
         self.tracker.changed_with(&touched, applied).await;
         Ok(())
     }

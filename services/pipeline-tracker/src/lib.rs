@@ -91,6 +91,13 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
             shutdown.clone(),
         ));
     }
+    service.spawn_loop(run_batch_consumer(
+        backends.bus.clone(),
+        ConsumerSpec::new(ingest::DEALS_MOVED_CONSUMER, event_types::DEAL_STAGE_CHANGED),
+        Arc::new(ingest::DealMoves { tracker: tracker.clone() }),
+        limits,
+        shutdown.clone(),
+    ));
     service.spawn_loop(run_consumer(
         backends.bus.clone(),
         ConsumerSpec::new(ingest::COMPANIES_CONSUMER, event_types::COMPANY_CREATED),

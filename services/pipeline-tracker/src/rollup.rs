@@ -447,8 +447,8 @@ mod tests {
         ]
     }
 
-    /// Stored as the store keeps it: one version per modification time (the first
-    /// delivered wins), oldest first.
+    /// Stored as the store keeps it: one version per modification time (the last
+    /// delivered replaces the one kept), oldest first.
     fn store(history: &mut Vec<DealHistory>, deal_id: String, v: Version) {
         let i = match history.iter().position(|d| d.deal_id == deal_id) {
             Some(i) => i,
@@ -459,9 +459,10 @@ mod tests {
             }
         };
         let versions = &mut history[i].versions;
-        if !versions.iter().any(|x| x.modified_ms == v.modified_ms) {
-            let at = versions.partition_point(|x| x.modified_ms < v.modified_ms);
-            versions.insert(at, v);
+        let at = versions.partition_point(|x| x.modified_ms < v.modified_ms);
+        match versions.get_mut(at) {
+            Some(kept) if kept.modified_ms == v.modified_ms => *kept = v,
+            _ => versions.insert(at, v),
         }
     }
 

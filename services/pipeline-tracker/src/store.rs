@@ -19,11 +19,23 @@ pub struct Incoming {
     pub owner_id: String,
 }
 
+/// A deal moved to another stage or pipeline, as a webhook said before the deal was re-read
+/// (`deal.stage_changed`): applied over a version modified before `at_ms`, the rest of the
+/// deal as that version has it, and kept as a guessed version. The next version HubSpot gives
+/// (the re-read, modified at or after `at_ms`) replaces the guesses at or before its instant,
+/// so the history ends as if no move had come. At the same instant as the row a move is not
+/// applied: the property may have changed twice within that millisecond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub company_id: String,
+    pub deal_id: String,
+    pub at_ms: i64,
+    pub stage_id: Option<String>,
+    pub pipeline_id: Option<String>,
+}
+
 /// Rows per INSERT: well under both engines' bind-parameter limits.
 const ROWS_PER_STATEMENT: usize = 400;
-
-/// Column 6 of `deal_history` and `deals`: the amount.
-const AMOUNT_COLUMN: usize = 6;
 
 /// `$n`, or for a decimal column on Postgres `CAST($n AS NUMERIC)`: decimals travel as
 /// text (the Any driver has no decimal type) and Postgres must be told to read them as
@@ -42,28 +54,19 @@ fn decimal_from_text(text: &str) -> Result<Decimal> {
         .map_err(|_| crate::error::Error::Internal(format!("stored amount {text:?} is not a decimal")))
 }
 
-/// `($1, $2, …), ($n+1, …)`: `rows` tuples of `columns` numbered placeholders, written into
-/// one string (a batch's statements hold thousands; one allocation each was 6 % of ingest).
-fn placeholders(rows: usize, columns: usize, engine: Engine) -> String {
-    use std::fmt::Write as _;
-    let mut sql = String::with_capacity(rows * columns * 8);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 1..=columns {
-            let n = r * columns + c;
-            if c > 1 {
-                sql.push_str(", ");
-            }
-            if c == AMOUNT_COLUMN {
-                sql.push_str(&decimal_param(engine, n));
-            } else {
-                // Writing to a String cannot fail.
-                let _ = write!(sql, "${n}");
-            }
-        }
-        sql.push(')');
+/// `(?, ?, …), (?, …)`: `rows` tuples of `columns` anonymous placeholders for a SQLite
+/// multi-row statement, bound in order, written into one string. Anonymous, not `$n`: sqlx
+/// looks each named parameter up by index in SQLite's list of names, a walk as long as the
+/// statement's parameter list, so a batch's statement of 4,000 cost 8 million steps (14 % of
+/// the embedded mode's CPU at 2,000 deal changes a second).
+fn sqlite_rows(rows: usize, columns: usize) -> String {
+    let mut tuple = String::with_capacity(columns * 3 + 1);
+    tuple.push('(');
+    for c in 0..columns {
+        tuple.push_str(if c == 0 { "?" } else { ", ?" });
     }
-    sql
+    tuple.push(')');
+    vec![tuple; rows].join(", ")
 }
 
 /// The read model's columns a newer version replaces (the name has its own rule).
@@ -79,15 +82,30 @@ const NEWER_STATE: [&str; 9] = [
     "owner_id",
 ];
 
-/// On upsert into `deals`: `column` takes a newer version's value.
+/// On upsert into `deals`: `column` takes the value of a version as new or newer. A tie
+/// goes to the version: HubSpot's state at that instant, which a [`Move`] made at the same
+/// instant only guessed in part.
 fn newer_wins(column: &str) -> String {
-    format!("CASE WHEN excluded.modified_ms > deals.modified_ms THEN excluded.{column} ELSE deals.{column} END")
+    format!("CASE WHEN excluded.modified_ms >= deals.modified_ms THEN excluded.{column} ELSE deals.{column} END")
 }
 
 /// On upsert into `deals`: a name from any version when the deal has none yet, a newer
 /// one's when both have one.
-const NAME_ON_UPSERT: &str = "CASE WHEN excluded.name <> '' AND (excluded.modified_ms > deals.modified_ms \
+const NAME_ON_UPSERT: &str = "CASE WHEN excluded.name <> '' AND (excluded.modified_ms >= deals.modified_ms \
                               OR deals.name = '') THEN excluded.name ELSE deals.name END";
+
+/// On insert into `deal_history`: a version replaces the one kept for the same instant (a
+/// redelivery rewrites the same values; a [`Move`]'s guess gives way to HubSpot's state).
+const HISTORY_ON_CONFLICT: &str = "ON CONFLICT (company_id, deal_id, modified_ms) DO UPDATE SET \
+    pipeline_id = excluded.pipeline_id, stage_id = excluded.stage_id, amount = excluded.amount, \
+    close_date_ms = excluded.close_date_ms, created_ms = excluded.created_ms, deleted = excluded.deleted, \
+    currency = excluded.currency, guessed = 0";
+
+/// What a version's write removes: the deal's guesses before its instant (the one at its
+/// instant it overwrites). Only guesses: the partial index makes this a look into an
+/// (almost always) empty index.
+const GUESSES_BEFORE: &str = "h.guessed = 1 AND h.company_id = v.company_id AND h.deal_id = v.deal_id \
+                              AND h.modified_ms < v.modified_ms";
 
 /// `values` as a Postgres array literal (`{"a","b\\"c"}`), bound as one text parameter and
 /// cast by the statement: the Any driver binds no arrays. Every element is quoted, so any
@@ -100,6 +118,28 @@ fn pg_array<T: std::fmt::Display>(values: impl IntoIterator<Item = T>) -> String
         // Writing to a String cannot fail.
         let _ = write!(ArrayElement(&mut literal), "{value}");
         literal.push('"');
+    }
+    literal.push('}');
+    literal
+}
+
+/// [`pg_array`] with `None` as SQL NULL.
+fn pg_array_opt<T: std::fmt::Display>(values: impl IntoIterator<Item = Option<T>>) -> String {
+    use std::fmt::Write as _;
+    let mut literal = String::from("{");
+    for (n, value) in values.into_iter().enumerate() {
+        if n > 0 {
+            literal.push(',');
+        }
+        match value {
+            Some(value) => {
+                literal.push('"');
+                // Writing to a String cannot fail.
+                let _ = write!(ArrayElement(&mut literal), "{value}");
+                literal.push('"');
+            }
+            None => literal.push_str("NULL"),
+        }
     }
     literal.push('}');
     literal
@@ -146,7 +186,7 @@ const VERSION_COLUMNS: &str =
 static DEALS_ON_CONFLICT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "ON CONFLICT (company_id, deal_id) DO UPDATE SET {newer}, name = {NAME_ON_UPSERT} \
-         WHERE excluded.modified_ms > deals.modified_ms OR (deals.name = '' AND excluded.name <> '')",
+         WHERE excluded.modified_ms >= deals.modified_ms OR (deals.name = '' AND excluded.name <> '')",
         newer = NEWER_STATE.map(|c| format!("{c} = {}", newer_wins(c))).join(", "),
     )
 });
@@ -168,15 +208,38 @@ static INGEST_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     let deal_types: Vec<&str> = VERSION_TYPES.iter().copied().chain(["TEXT", "TEXT"]).collect();
     // Rows go in the arrays' order (key order), so concurrent batches lock alike.
     format!(
-        "WITH history AS (INSERT INTO deal_history ({VERSION_COLUMNS}) SELECT * FROM {history} \
-         ON CONFLICT DO NOTHING), \
+        // The guesses the batch's own versions overwrite are left to the insert: one statement
+        // may not both delete and update a row.
+        "WITH guesses AS (DELETE FROM deal_history AS h USING {newest_keys} AS v (company_id, deal_id, modified_ms) \
+         WHERE {GUESSES_BEFORE} AND (h.company_id, h.deal_id, h.modified_ms) NOT IN (SELECT * FROM {history_keys})), \
+         history AS (INSERT INTO deal_history ({VERSION_COLUMNS}) SELECT * FROM {history} \
+         {HISTORY_ON_CONFLICT}), \
          newest AS (INSERT INTO deals ({VERSION_COLUMNS}, name, owner_id) SELECT * FROM {deals} {deals_on_conflict}) \
          INSERT INTO companies (company_id, version) SELECT company_id, 1 FROM {companies} AS c (company_id) \
          {COMPANIES_COUNTED}",
         history = unnest(1, &VERSION_TYPES),
+        history_keys = unnest(1, &VERSION_TYPES[..3]),
+        newest_keys = unnest(11, &VERSION_TYPES[..3]),
         deals = unnest(11, &deal_types),
         deals_on_conflict = DEALS_ON_CONFLICT.as_str(),
         companies = unnest(23, &["TEXT"]),
+    )
+});
+
+/// [`Store::move_postgres`]'s statement: the moves of one round, each column one array. The
+/// deals they apply to take the new stage or pipeline and the move's instant, and each such
+/// row, as it now stands, is kept as the version at that instant.
+static MOVE_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH moved AS (UPDATE deals AS d SET modified_ms = m.at_ms, \
+         stage_id = COALESCE(m.stage_id, d.stage_id), pipeline_id = COALESCE(m.pipeline_id, d.pipeline_id) \
+         FROM UNNEST(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS BIGINT[]), CAST($4 AS TEXT[]), \
+         CAST($5 AS TEXT[])) AS m (company_id, deal_id, at_ms, stage_id, pipeline_id) \
+         WHERE d.company_id = m.company_id AND d.deal_id = m.deal_id AND d.deleted = 0 AND d.modified_ms < m.at_ms \
+         RETURNING d.company_id, d.deal_id, d.modified_ms, d.pipeline_id, d.stage_id, d.amount, d.close_date_ms, \
+         d.created_ms, d.deleted, d.currency), \
+         history AS (INSERT INTO deal_history ({VERSION_COLUMNS}, guessed) SELECT *, 1 FROM moved ON CONFLICT DO NOTHING) \
+         INSERT INTO companies (company_id, version) SELECT DISTINCT company_id, 1 FROM moved {COMPANIES_COUNTED}"
     )
 });
 
@@ -321,12 +384,21 @@ impl Store {
     /// The batch in one transaction of multi-row statements (SQLite has no arrays).
     async fn ingest_sqlite(&self, rows: &BatchRows<'_>) -> Result<Vec<(String, i64)>> {
         let BatchRows { history, newest, names, companies } = rows;
-        let engine = self.db.engine();
         let mut tx = self.db.begin().await?;
         for chunk in history.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO deal_history ({VERSION_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
-                placeholders(chunk.len(), 10, engine)
+                "WITH v (company_id, deal_id, modified_ms) AS (VALUES {}) DELETE FROM deal_history AS h \
+                 WHERE h.guessed = 1 AND EXISTS (SELECT 1 FROM v WHERE {GUESSES_BEFORE})",
+                sqlite_rows(chunk.len(), 3)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for i in chunk {
+                q = q.bind(i.company_id.clone()).bind(i.deal_id.clone()).bind(i.version.modified_ms);
+            }
+            q.execute(&mut *tx).await?;
+            let sql = format!(
+                "INSERT INTO deal_history ({VERSION_COLUMNS}) VALUES {} {HISTORY_ON_CONFLICT}",
+                sqlite_rows(chunk.len(), 10)
             );
             // Only numbered placeholders are spliced in; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -338,7 +410,7 @@ impl Store {
         for (chunk, names) in newest.chunks(ROWS_PER_STATEMENT).zip(names.chunks(ROWS_PER_STATEMENT)) {
             let sql = format!(
                 "INSERT INTO deals ({VERSION_COLUMNS}, name, owner_id) VALUES {} {}",
-                placeholders(chunk.len(), 12, engine),
+                sqlite_rows(chunk.len(), 12),
                 DEALS_ON_CONFLICT.as_str()
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -347,22 +419,100 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        let mut counted = Vec::with_capacity(companies.len());
-        for chunk in companies.chunks(ROWS_PER_STATEMENT) {
-            // The counters come back from the same statement, inside the transaction: read
-            // after commit, another batch's increment could be taken for this one's.
-            let sql = format!(
-                "INSERT INTO companies (company_id, version) VALUES {} {COMPANIES_COUNTED}",
-                (1..=chunk.len()).map(|i| format!("(${i}, 1)")).collect::<Vec<_>>().join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for company in chunk {
-                q = q.bind(company.clone());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                counted.push((row.try_get(0)?, row.try_get(1)?));
+        let counted = count_companies(&mut tx, companies).await?;
+        tx.commit().await?;
+        Ok(counted)
+    }
+
+    /// Applies `moves` (see [`Move`]); returns each company whose deals moved, with its
+    /// change counter as this call left it. A move over a newer version, of a deal not known
+    /// yet (its creation is still being re-read) or of a deleted one changes nothing.
+    pub async fn apply_moves(&self, moves: &[Move]) -> Result<Vec<(String, i64)>> {
+        let mut counted: Vec<(String, i64)> = Vec::new();
+        for round in move_rounds(moves) {
+            let touched = match self.db.engine() {
+                Engine::Postgres => self.move_postgres(&round).await?,
+                Engine::Sqlite => self.move_sqlite(&round).await?,
+            };
+            for (company, version) in touched {
+                match counted.iter_mut().find(|(c, _)| *c == company) {
+                    Some(slot) => slot.1 = slot.1.max(version),
+                    None => counted.push((company, version)),
+                }
             }
         }
+        counted.sort();
+        Ok(counted)
+    }
+
+    async fn move_postgres(&self, round: &[Move]) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(MOVE_POSTGRES.as_str()))
+            .bind(pg_array(round.iter().map(|m| &m.company_id)))
+            .bind(pg_array(round.iter().map(|m| &m.deal_id)))
+            .bind(pg_array(round.iter().map(|m| m.at_ms)))
+            .bind(pg_array_opt(round.iter().map(|m| m.stage_id.as_ref())))
+            .bind(pg_array_opt(round.iter().map(|m| m.pipeline_id.as_ref())))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// The round in one transaction: the deals' update returns each moved row, which is then
+    /// kept as a version and counted.
+    async fn move_sqlite(&self, round: &[Move]) -> Result<Vec<(String, i64)>> {
+        let mut tx = self.db.begin().await?;
+        let mut moved: Vec<sqlx::any::AnyRow> = Vec::new();
+        for chunk in round.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "WITH m (company_id, deal_id, at_ms, stage_id, pipeline_id) AS (VALUES {}) \
+                 UPDATE deals SET modified_ms = m.at_ms, stage_id = COALESCE(m.stage_id, deals.stage_id), \
+                 pipeline_id = COALESCE(m.pipeline_id, deals.pipeline_id) FROM m \
+                 WHERE deals.company_id = m.company_id AND deals.deal_id = m.deal_id AND deals.deleted = 0 \
+                 AND deals.modified_ms < m.at_ms \
+                 RETURNING company_id, deal_id, modified_ms, pipeline_id, stage_id, CAST(amount AS TEXT), close_date_ms, created_ms, \
+                 deleted, currency",
+                sqlite_rows(chunk.len(), 5)
+            );
+            // Only numbered placeholders are spliced in; the values are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for m in chunk {
+                q = q
+                    .bind(m.company_id.clone())
+                    .bind(m.deal_id.clone())
+                    .bind(m.at_ms)
+                    .bind(m.stage_id.clone())
+                    .bind(m.pipeline_id.clone());
+            }
+            moved.extend(q.fetch_all(&mut *tx).await?);
+        }
+        let mut companies: Vec<String> = Vec::new();
+        for chunk in moved.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO deal_history ({VERSION_COLUMNS}, guessed) VALUES {} ON CONFLICT DO NOTHING",
+                // Each tuple ends with the literal `guessed` flag.
+                sqlite_rows(chunk.len(), 10).replace(')', ", 1)")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                let company: String = row.try_get(0)?;
+                if !companies.contains(&company) {
+                    companies.push(company.clone());
+                }
+                q = q
+                    .bind(company)
+                    .bind(row.try_get::<String, _>(1)?)
+                    .bind(row.try_get::<i64, _>(2)?)
+                    .bind(row.try_get::<String, _>(3)?)
+                    .bind(row.try_get::<String, _>(4)?)
+                    .bind(row.try_get::<String, _>(5)?)
+                    .bind(row.try_get::<i64, _>(6)?)
+                    .bind(row.try_get::<i64, _>(7)?)
+                    .bind(row.try_get::<i64, _>(8)?)
+                    .bind(row.try_get::<String, _>(9)?);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let counted = count_companies(&mut tx, &companies).await?;
         tx.commit().await?;
         Ok(counted)
     }
@@ -631,6 +781,55 @@ fn histories(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<DealHistory>> {
 }
 
 /// [`histories`] of rows whose deal id is column `at` (the version's columns follow it).
+/// Moves `companies`' change counters on by one inside the caller's SQLite transaction;
+/// returns each with its new counter.
+async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[String]) -> Result<Vec<(String, i64)>> {
+    let mut counted = Vec::with_capacity(companies.len());
+    for chunk in companies.chunks(ROWS_PER_STATEMENT) {
+        // The counters come back from the same statement, inside the transaction: read
+        // after commit, another batch's increment could be taken for this one's.
+        let sql = format!(
+            "INSERT INTO companies (company_id, version) VALUES {} {COMPANIES_COUNTED}",
+            sqlite_rows(chunk.len(), 1).replace(')', ", 1)")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for company in chunk {
+            q = q.bind(company.clone());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            counted.push((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    Ok(counted)
+}
+
+/// `moves` in rounds a statement each: a deal's moves at one instant joined into one, its
+/// moves at different instants oldest first, one per round (a statement updates a row once).
+/// Each round in key order, so concurrent writers lock rows alike.
+fn move_rounds(moves: &[Move]) -> Vec<Vec<Move>> {
+    let mut by_deal: BTreeMap<(&str, &str), BTreeMap<i64, Move>> = BTreeMap::new();
+    for m in moves {
+        let at = by_deal.entry((&m.company_id, &m.deal_id)).or_default();
+        let joined = at.entry(m.at_ms).or_insert_with(|| Move { stage_id: None, pipeline_id: None, ..m.clone() });
+        if m.stage_id.is_some() {
+            joined.stage_id.clone_from(&m.stage_id);
+        }
+        if m.pipeline_id.is_some() {
+            joined.pipeline_id.clone_from(&m.pipeline_id);
+        }
+    }
+    let mut rounds: Vec<Vec<Move>> = Vec::new();
+    for at in by_deal.into_values() {
+        for (n, m) in at.into_values().enumerate() {
+            if rounds.len() <= n {
+                rounds.push(Vec::new());
+            }
+            rounds[n].push(m);
+        }
+    }
+    rounds
+}
+
 fn histories_at(rows: Vec<sqlx::any::AnyRow>, at: usize) -> Result<Vec<DealHistory>> {
     let mut deals: Vec<DealHistory> = Vec::new();
     for row in rows {
@@ -659,8 +858,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_number_rows_then_columns() {
-        assert_eq!(placeholders(2, 3, Engine::Sqlite), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 6, Engine::Postgres), "($1, $2, $3, $4, $5, CAST($6 AS NUMERIC))");
+    fn sqlite_rows_are_anonymous_tuples() {
+        assert_eq!(sqlite_rows(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(sqlite_rows(1, 1), "(?)");
     }
 }

@@ -8,7 +8,6 @@ use crate::kpi::{self, CompanyMetrics, Definitions, Metric};
 use crate::live::{Changes, Fresh};
 use crate::portfolio::StageMap;
 use crate::rollup::{self, Rollup, Rollups};
-use crate::store::Incoming;
 use crate::store::Store;
 use gomark_cache::Cache;
 use gomark_platform::PublicError;
@@ -344,12 +343,13 @@ impl Tracker {
         Ok(pb::CompanyFunnels { funnels, summary: Some(summary) })
     }
 
-    /// After `batch` was stored (`touched`: each company with the counter the batch left
-    /// it at): the kept sums of those companies take the changed deals, when they had
+    /// After a batch was stored (`changed`: its `(company, deal)` pairs; `touched`: each
+    /// company with the counter the batch left it at): the kept sums of those companies take
+    /// the changed deals, when they had
     /// every change before; otherwise (or on any failure) they are dropped, and the next
     /// read recomputes the company. Returns the new figures of the companies watched on this
     /// replica whose sums took the batch, for [`Tracker::changed_with`] to hand over.
-    pub async fn apply(&self, batch: &[Incoming], touched: &[(String, i64)]) -> Applied {
+    pub async fn apply(&self, changed: &[(&str, &str)], touched: &[(String, i64)]) -> Applied {
         let mut fresh = Applied { generation: self.rollups.generation(), fresh: HashMap::new() };
         let mut able = Vec::new();
         for (company_id, version) in touched {
@@ -364,10 +364,10 @@ impl Tracker {
         if able.is_empty() {
             return fresh;
         }
-        let mut deals: Vec<(String, String)> = batch
+        let mut deals: Vec<(String, String)> = changed
             .iter()
-            .filter(|i| able.iter().any(|(c, ..)| **c == i.company_id))
-            .map(|i| (i.company_id.clone(), i.deal_id.clone()))
+            .filter(|(company, _)| able.iter().any(|(c, ..)| c.as_str() == *company))
+            .map(|(company, deal)| ((*company).to_owned(), (*deal).to_owned()))
             .collect();
         deals.sort();
         deals.dedup();

@@ -80,6 +80,9 @@ enum Bench {
         rate: u32,
         #[arg(long, default_value_t = 20)]
         secs: u64,
+        /// What each change is: a stage move of an existing deal, or a new deal.
+        #[arg(long, value_enum, default_value_t = live_bench::Kind::Moves)]
+        changes: live_bench::Kind,
     },
     /// Hand edits in random portals, timed until GoMark records the drift.
     Drift {
@@ -750,7 +753,7 @@ async fn main() -> Result<()> {
             );
             (heading, section)
         }
-        Bench::Live { portals, rate, secs } => {
+        Bench::Live { portals, rate, secs, changes } => {
             let heading = "## Live latency at load (issue 17)";
             let small = ((portals / 10).max(1), (rate / 10).max(1));
             let mut rows = String::new();
@@ -771,8 +774,8 @@ async fn main() -> Result<()> {
                     } else {
                         embedded_for_ingest(dir.path(), LATENCY_WEBHOOK_DELAY).await?
                     };
-                    let label = format!("{mode}, {n} portals");
-                    let figures = live_bench::run(&label, running, n, r, secs).await?;
+                    let label = format!("{mode}, {n} portals, {}", changes.label());
+                    let figures = live_bench::run(&label, running, n, r, secs, changes).await?;
                     rows.push_str(&figures.row);
                     seconds.push_str(&figures.per_second);
                     p99s.push(figures.p99);
