@@ -82,7 +82,7 @@ pub fn describe() {
     describe_counter!(
         "hubspot_deals_published_total",
         Unit::Count,
-        "Deal changes read from HubSpot and published, by kind."
+        "Deal changes published: read from HubSpot (upserted, deleted) or taken from a webhook's value (stage_changed), by kind."
     );
     describe_counter!(
         "hubspot_budget_deferred_total",
@@ -122,6 +122,11 @@ pub fn describe() {
         "pipeline_tracker_deal_versions_ingested_total",
         Unit::Count,
         "Deal versions recorded by the pipeline tracker, by outcome."
+    );
+    describe_counter!(
+        "pipeline_tracker_deal_moves_ingested_total",
+        Unit::Count,
+        "Stage and pipeline moves from webhooks (deal.stage_changed) handled by the pipeline tracker before the deals' re-read."
     );
     describe_counter!(
         "pipeline_tracker_rollups_total",
