@@ -130,9 +130,6 @@ impl BatchHandler for DealMoves {
         let touched =
             self.tracker.store().apply_moves(&moves).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_moves_ingested_total").increment(moves.len() as u64);
-        if touched.is_empty() {
-            return Ok(());
-        }
         let changed: Vec<(&str, &str)> = moves.iter().map(|m| (m.company_id.as_str(), m.deal_id.as_str())).collect();
         let applied = self.tracker.apply(&changed, &touched).await;
         self.tracker.changed_with(&touched, applied).await;

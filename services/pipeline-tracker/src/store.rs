@@ -228,7 +228,11 @@ static INGEST_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 
 /// [`Store::move_postgres`]'s statement: the moves of one round, each column one array. The
 /// deals they apply to take the new stage or pipeline and the move's instant, and each such
-/// row, as it now stands, is kept as the version at that instant.
+/// row, as it now stands, is kept as the version at that instant. The round's companies are
+/// counted by the primary query, which Postgres runs before the unreferenced data-modifying
+/// parts: so this statement, like [`INGEST_POSTGRES`], locks its companies (sorted) before any
+/// deal, and two statements touching one company take turns instead of deadlocking (they did
+/// when this one counted the companies of the moved rows, after locking those rows).
 static MOVE_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH moved AS (UPDATE deals AS d SET modified_ms = m.at_ms, \
@@ -239,7 +243,8 @@ static MOVE_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
          RETURNING d.company_id, d.deal_id, d.modified_ms, d.pipeline_id, d.stage_id, d.amount, d.close_date_ms, \
          d.created_ms, d.deleted, d.currency), \
          history AS (INSERT INTO deal_history ({VERSION_COLUMNS}, guessed) SELECT *, 1 FROM moved ON CONFLICT DO NOTHING) \
-         INSERT INTO companies (company_id, version) SELECT DISTINCT company_id, 1 FROM moved {COMPANIES_COUNTED}"
+         INSERT INTO companies (company_id, version) SELECT company_id, 1 FROM UNNEST(CAST($6 AS TEXT[])) AS c (company_id) \
+         {COMPANIES_COUNTED}"
     )
 });
 
@@ -424,9 +429,9 @@ impl Store {
         Ok(counted)
     }
 
-    /// Applies `moves` (see [`Move`]); returns each company whose deals moved, with its
-    /// change counter as this call left it. A move over a newer version, of a deal not known
-    /// yet (its creation is still being re-read) or of a deleted one changes nothing.
+    /// Applies `moves` (see [`Move`]); returns each company of the moves with its change
+    /// counter as this call left it. A move over a version as new or newer, of a deal not
+    /// known yet (its creation is still being re-read) or of a deleted one changes nothing.
     pub async fn apply_moves(&self, moves: &[Move]) -> Result<Vec<(String, i64)>> {
         let mut counted: Vec<(String, i64)> = Vec::new();
         for round in move_rounds(moves) {
@@ -452,6 +457,7 @@ impl Store {
             .bind(pg_array(round.iter().map(|m| m.at_ms)))
             .bind(pg_array_opt(round.iter().map(|m| m.stage_id.as_ref())))
             .bind(pg_array_opt(round.iter().map(|m| m.pipeline_id.as_ref())))
+            .bind(pg_array(companies_of(round)))
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
@@ -485,7 +491,6 @@ impl Store {
             }
             moved.extend(q.fetch_all(&mut *tx).await?);
         }
-        let mut companies: Vec<String> = Vec::new();
         for chunk in moved.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO deal_history ({VERSION_COLUMNS}, guessed) VALUES {} ON CONFLICT DO NOTHING",
@@ -494,12 +499,8 @@ impl Store {
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {
-                let company: String = row.try_get(0)?;
-                if !companies.contains(&company) {
-                    companies.push(company.clone());
-                }
                 q = q
-                    .bind(company)
+                    .bind(row.try_get::<String, _>(0)?)
                     .bind(row.try_get::<String, _>(1)?)
                     .bind(row.try_get::<i64, _>(2)?)
                     .bind(row.try_get::<String, _>(3)?)
@@ -512,6 +513,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        let companies: Vec<String> = companies_of(round).into_iter().map(str::to_owned).collect();
         let counted = count_companies(&mut tx, &companies).await?;
         tx.commit().await?;
         Ok(counted)
@@ -801,6 +803,14 @@ async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[String]) -
         }
     }
     Ok(counted)
+}
+
+/// The companies of `moves`, sorted, once each.
+fn companies_of(moves: &[Move]) -> Vec<&str> {
+    let mut companies: Vec<&str> = moves.iter().map(|m| m.company_id.as_str()).collect();
+    companies.sort_unstable();
+    companies.dedup();
+    companies
 }
 
 /// `moves` in rounds a statement each: a deal's moves at one instant joined into one, its
