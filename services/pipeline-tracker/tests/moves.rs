@@ -343,7 +343,7 @@ async fn moves_and_versions_written_at_once_do_not_deadlock() {
         for (i, c) in companies.iter().enumerate() {
             for d in 0..DEALS {
                 // Every deal both moved and re-read, at instants either side of each other.
-                let (read_at, move_at) = if (i + d as usize) % 2 == 0 { (10, 5) } else { (5, 10) };
+                let (read_at, move_at) = if (i + d as usize).is_multiple_of(2) { (10, 5) } else { (5, 10) };
                 reads.push(deal(c, d, "qualifiedtobuy", T0 + round * 10 + read_at));
                 let mut e = self::moved(d, T0 + round * 10 + move_at, Some(STAGES[round as usize % 5]), None);
                 let mut m: ev::DealStageChanged = gomark_events::envelope::decode_payload(&e).expect("payload");
