@@ -53,15 +53,33 @@ fn webhooks(ids: &[String], event: &mut u64) -> Vec<WebhookEvent> {
         .collect()
 }
 
-async fn outbox_count(db: &Database, event_type: &str) -> usize {
-    let rows = sqlx::query("SELECT envelope FROM outbox").fetch_all(db.pool()).await.expect("outbox");
+/// The events in the outbox, oldest first.
+async fn outbox(db: &Database) -> Vec<gomark_events::EventEnvelope> {
+    let rows = sqlx::query("SELECT envelope FROM outbox ORDER BY seq").fetch_all(db.pool()).await.expect("outbox");
     rows.iter()
-        .filter(|r| {
+        .map(|r| {
             let bytes: Vec<u8> = r.try_get("envelope").expect("envelope");
-            let event = <gomark_events::EventEnvelope as prost::Message>::decode(bytes.as_slice()).expect("decode");
-            event.r#type == event_type
+            <gomark_events::EventEnvelope as prost::Message>::decode(bytes.as_slice()).expect("decode")
         })
-        .count()
+        .collect()
+}
+
+async fn outbox_count(db: &Database, event_type: &str) -> usize {
+    outbox(db).await.iter().filter(|e| e.r#type == event_type).count()
+}
+
+/// A `deal.propertyChange` webhook: `property` of `deal` set to `value` at `at_ms`.
+fn property_change(event_id: u64, deal: u64, property: &str, value: &str, at_ms: i64) -> WebhookEvent {
+    WebhookEvent {
+        portal_id: PORTAL,
+        object_id: deal,
+        event_id,
+        occurred_time: gomark_proto::time::timestamp_opt(at_ms),
+        subscription_type: "deal.propertyChange".into(),
+        property_name: property.into(),
+        property_value: value.into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -203,12 +221,9 @@ async fn a_change_during_its_deals_reread_is_read_again() {
 
 /// The `deal.stage_changed` events in the outbox.
 async fn moves_in_outbox(db: &Database) -> Vec<gomark_proto::events::v1::DealStageChanged> {
-    let rows = sqlx::query("SELECT envelope FROM outbox ORDER BY seq").fetch_all(db.pool()).await.expect("outbox");
-    rows.iter()
-        .map(|r| {
-            let bytes: Vec<u8> = r.try_get("envelope").expect("envelope");
-            <gomark_events::EventEnvelope as prost::Message>::decode(bytes.as_slice()).expect("decode")
-        })
+    outbox(db)
+        .await
+        .into_iter()
         .filter(|e| e.r#type == "deal.stage_changed")
         .map(|e| gomark_events::envelope::decode_payload(&e).expect("payload"))
         .collect()
@@ -222,15 +237,8 @@ async fn a_webhooks_stage_and_pipeline_change_is_published_at_once_and_once() {
         let (_sim, client, portals) = setup(&db, SimConfig::default()).await;
         let sync = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default());
         let at = gomark_storage::now_ms();
-        let change = |event_id: u64, deal: u64, property: &str, value: &str| WebhookEvent {
-            portal_id: PORTAL,
-            object_id: deal,
-            event_id,
-            occurred_time: gomark_proto::time::timestamp_opt(at),
-            subscription_type: "deal.propertyChange".into(),
-            property_name: property.into(),
-            property_value: value.into(),
-            ..Default::default()
+        let change = |event_id: u64, deal: u64, property: &str, value: &str| {
+            property_change(event_id, deal, property, value, at)
         };
         // A move to another pipeline (two events, one instant), a stage move of another
         // deal, an amount change (left to the re-read) and a creation.
@@ -287,16 +295,8 @@ async fn published_moves_wait_to_share_a_read_and_other_changes_do_not() {
     let moved = |id: &str, event: &mut u64| {
         *event += 1;
         sim.update_deal(TOKEN, id, [("dealstage", "qualifiedtobuy")]).expect("move");
-        WebhookEvent {
-            portal_id: PORTAL,
-            object_id: id.parse().expect("numeric id"),
-            event_id: *event,
-            occurred_time: gomark_proto::time::timestamp_opt(gomark_storage::now_ms()),
-            subscription_type: "deal.propertyChange".into(),
-            property_name: "dealstage".into(),
-            property_value: "qualifiedtobuy".into(),
-            ..Default::default()
-        }
+        let deal = id.parse().expect("numeric id");
+        property_change(*event, deal, "dealstage", "qualifiedtobuy", gomark_storage::now_ms())
     };
     sim.clear_requests();
 

@@ -78,27 +78,56 @@ pub struct DealEvents {
 #[async_trait]
 impl BatchHandler for DealEvents {
     async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
-        let mut batch = Vec::with_capacity(events.len());
-        for event in events {
-            match incoming(event) {
-                Ok(Some(item)) if !item.company_id.is_empty() && !item.deal_id.is_empty() => batch.push(item),
-                // One bad event must not hold back the others: it is logged and skipped.
-                Ok(_) => tracing::error!(event_id = %event.id, "deal event without company or deal id skipped"),
-                Err(err) => tracing::error!(event_id = %event.id, error = %err, "unreadable deal event skipped"),
-            }
-        }
+        let batch = decode_all(
+            events,
+            "deal event",
+            |e| incoming(e).map_err(|e| e.to_string()),
+            |i| (&i.company_id, &i.deal_id),
+        );
         if batch.is_empty() {
             return Ok(());
         }
         let touched =
             self.tracker.store().ingest_counted(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_versions_ingested_total").increment(batch.len() as u64);
-        // The kept sums take the changes before readers are woken, so they read them.
-        let changed: Vec<(&str, &str)> = batch.iter().map(|i| (i.company_id.as_str(), i.deal_id.as_str())).collect();
-        let applied = self.tracker.apply(&changed, &touched).await;
-        self.tracker.changed_with(&touched, applied).await;
+        hand_over(&self.tracker, batch.iter().map(|i| (i.company_id.as_str(), i.deal_id.as_str())), &touched).await;
         Ok(())
     }
+}
+
+/// What `decode` gives for each of `events` that names a company and a deal (`ids`). One bad
+/// event must not hold back the others: it is logged and skipped.
+fn decode_all<T>(
+    events: &[EventEnvelope],
+    what: &str,
+    decode: impl Fn(&EventEnvelope) -> Result<Option<T>, String>,
+    ids: impl Fn(&T) -> (&String, &String),
+) -> Vec<T> {
+    let mut items = Vec::with_capacity(events.len());
+    for event in events {
+        match decode(event) {
+            Ok(Some(item)) if names_a_deal(ids(&item)) => items.push(item),
+            Ok(_) => tracing::error!(event_id = %event.id, "{what} without company or deal id skipped"),
+            Err(err) => tracing::error!(event_id = %event.id, error = %err, "unreadable {what} skipped"),
+        }
+    }
+    items
+}
+
+fn names_a_deal((company, deal): (&String, &String)) -> bool {
+    !company.is_empty() && !deal.is_empty()
+}
+
+/// After a batch was stored: the kept sums take the `changed` deals before readers are woken,
+/// so they read them.
+async fn hand_over<'a>(
+    tracker: &Tracker,
+    changed: impl Iterator<Item = (&'a str, &'a str)>,
+    touched: &[(String, i64)],
+) {
+    let changed: Vec<(&str, &str)> = changed.collect();
+    let applied = tracker.apply(&changed, touched).await;
+    tracker.changed_with(touched, applied).await;
 }
 
 /// The move a `deal.stage_changed` event carries.
@@ -116,23 +145,19 @@ pub struct DealMoves {
 #[async_trait]
 impl BatchHandler for DealMoves {
     async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
-        let mut moves = Vec::with_capacity(events.len());
-        for event in events {
-            match moved(event) {
-                Ok(m) if !m.company_id.is_empty() && !m.deal_id.is_empty() => moves.push(m),
-                Ok(_) => tracing::error!(event_id = %event.id, "deal move without company or deal id skipped"),
-                Err(err) => tracing::error!(event_id = %event.id, error = %err, "unreadable deal move skipped"),
-            }
-        }
+        let moves = decode_all(
+            events,
+            "deal move",
+            |e| moved(e).map(Some).map_err(|e| e.to_string()),
+            |m| (&m.company_id, &m.deal_id),
+        );
         if moves.is_empty() {
             return Ok(());
         }
         let touched =
             self.tracker.store().apply_moves(&moves).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_moves_ingested_total").increment(moves.len() as u64);
-        let changed: Vec<(&str, &str)> = moves.iter().map(|m| (m.company_id.as_str(), m.deal_id.as_str())).collect();
-        let applied = self.tracker.apply(&changed, &touched).await;
-        self.tracker.changed_with(&touched, applied).await;
+        hand_over(&self.tracker, moves.iter().map(|m| (m.company_id.as_str(), m.deal_id.as_str())), &touched).await;
         Ok(())
     }
 }

@@ -467,51 +467,40 @@ impl Store {
     /// kept as a version and counted.
     async fn move_sqlite(&self, round: &[Move]) -> Result<Vec<(String, i64)>> {
         let mut tx = self.db.begin().await?;
-        let mut moved: Vec<sqlx::any::AnyRow> = Vec::new();
         for chunk in round.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "WITH m (company_id, deal_id, at_ms, stage_id, pipeline_id) AS (VALUES {}) \
-                 UPDATE deals SET modified_ms = m.at_ms, stage_id = COALESCE(m.stage_id, deals.stage_id), \
-                 pipeline_id = COALESCE(m.pipeline_id, deals.pipeline_id) FROM m \
-                 WHERE deals.company_id = m.company_id AND deals.deal_id = m.deal_id AND deals.deleted = 0 \
-                 AND deals.modified_ms < m.at_ms \
-                 RETURNING company_id, deal_id, modified_ms, pipeline_id, stage_id, CAST(amount AS TEXT), close_date_ms, created_ms, \
-                 deleted, currency",
+            let moves = format!(
+                "WITH m (company_id, deal_id, at_ms, stage_id, pipeline_id) AS (VALUES {})",
                 sqlite_rows(chunk.len(), 5)
             );
-            // Only numbered placeholders are spliced in; the values are bound.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in chunk {
-                q = q
-                    .bind(m.company_id.clone())
-                    .bind(m.deal_id.clone())
-                    .bind(m.at_ms)
-                    .bind(m.stage_id.clone())
-                    .bind(m.pipeline_id.clone());
+            // The deals move, then each row now at its move's instant is kept as a guess (a row
+            // already there at that instant, a version's or a guess's, is kept as it is).
+            let statements = [
+                format!(
+                    "{moves} UPDATE deals SET modified_ms = m.at_ms, stage_id = COALESCE(m.stage_id, deals.stage_id), \
+                     pipeline_id = COALESCE(m.pipeline_id, deals.pipeline_id) FROM m \
+                     WHERE deals.company_id = m.company_id AND deals.deal_id = m.deal_id AND deals.deleted = 0 \
+                     AND deals.modified_ms < m.at_ms"
+                ),
+                format!(
+                    "{moves} INSERT INTO deal_history ({VERSION_COLUMNS}, guessed) \
+                     SELECT d.company_id, d.deal_id, d.modified_ms, d.pipeline_id, d.stage_id, d.amount, d.close_date_ms, \
+                     d.created_ms, d.deleted, d.currency, 1 FROM deals AS d JOIN m \
+                     ON d.company_id = m.company_id AND d.deal_id = m.deal_id AND d.modified_ms = m.at_ms \
+                     WHERE d.deleted = 0 ON CONFLICT DO NOTHING"
+                ),
+            ];
+            for sql in statements {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for m in chunk {
+                    q = q
+                        .bind(m.company_id.clone())
+                        .bind(m.deal_id.clone())
+                        .bind(m.at_ms)
+                        .bind(m.stage_id.clone())
+                        .bind(m.pipeline_id.clone());
+                }
+                q.execute(&mut *tx).await?;
             }
-            moved.extend(q.fetch_all(&mut *tx).await?);
-        }
-        for chunk in moved.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO deal_history ({VERSION_COLUMNS}, guessed) VALUES {} ON CONFLICT DO NOTHING",
-                // Each tuple ends with the literal `guessed` flag.
-                sqlite_rows(chunk.len(), 10).replace(')', ", 1)")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                q = q
-                    .bind(row.try_get::<String, _>(0)?)
-                    .bind(row.try_get::<String, _>(1)?)
-                    .bind(row.try_get::<i64, _>(2)?)
-                    .bind(row.try_get::<String, _>(3)?)
-                    .bind(row.try_get::<String, _>(4)?)
-                    .bind(row.try_get::<String, _>(5)?)
-                    .bind(row.try_get::<i64, _>(6)?)
-                    .bind(row.try_get::<i64, _>(7)?)
-                    .bind(row.try_get::<i64, _>(8)?)
-                    .bind(row.try_get::<String, _>(9)?);
-            }
-            q.execute(&mut *tx).await?;
         }
         let companies: Vec<String> = companies_of(round).into_iter().map(str::to_owned).collect();
         let counted = count_companies(&mut tx, &companies).await?;
@@ -782,7 +771,6 @@ fn histories(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<DealHistory>> {
     histories_at(rows, 0)
 }
 
-/// [`histories`] of rows whose deal id is column `at` (the version's columns follow it).
 /// Moves `companies`' change counters on by one inside the caller's SQLite transaction;
 /// returns each with its new counter.
 async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[String]) -> Result<Vec<(String, i64)>> {
@@ -840,6 +828,7 @@ fn move_rounds(moves: &[Move]) -> Vec<Vec<Move>> {
     rounds
 }
 
+/// [`histories`] of rows whose deal id is column `at` (the version's columns follow it).
 fn histories_at(rows: Vec<sqlx::any::AnyRow>, at: usize) -> Result<Vec<DealHistory>> {
     let mut deals: Vec<DealHistory> = Vec::new();
     for row in rows {
