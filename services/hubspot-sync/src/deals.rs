@@ -354,8 +354,9 @@ impl DealSync {
         self.settings.index_lag_secs as i64 * 1000
     }
 
-    /// Records webhook events and queues their deals for a re-read. Fast: no HubSpot call.
-    pub async fn ingest(&self, events: &[WebhookEvent]) -> Result<Ingested> {
+    /// Records webhook events and queues their deals for a re-read, and with `sources` who
+    /// made each change, all in one transaction. Fast: no HubSpot call.
+    pub async fn ingest(&self, events: &[WebhookEvent], sources: Option<&crate::sources::Sources>) -> Result<Ingested> {
         let changes: Vec<Change> = events
             .iter()
             .map(|e| Change {
@@ -380,6 +381,9 @@ impl DealSync {
         }
         let mut tx = self.db.begin().await?;
         let taken = take_changes(&mut tx, &known).await?;
+        if let Some(sources) = sources {
+            sources.record_in(&mut tx, &companies, events).await?;
+        }
         tx.commit().await?;
         outcome.accepted = taken.accepted;
         outcome.duplicates = taken.duplicates;

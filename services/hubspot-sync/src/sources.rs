@@ -6,7 +6,7 @@ use gomark_proto::hubspot_sync::v1::{ChangeSource, WebhookEvent};
 use gomark_storage::{Database, StorageError};
 use gtm_config::ChangeSourceKind;
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The portal-wide entry's target.
 const PORTAL: &str = "";
@@ -31,25 +31,38 @@ impl Sources {
         ChangeSourceKind::classify(change_source, source_id, &ours)
     }
 
-    /// Remembers the newest source per company, per property and portal-wide. Events of
-    /// portals no company holds, and events without a source, are skipped.
-    ///
-    /// A batch is first reduced to its newest source per (company, target), then written in
-    /// one statement: every event of a portal names the same portal-wide row, and a
-    /// statement per event held that row's lock across the batch's whole transaction,
-    /// queueing the portal's concurrent webhook deliveries behind it.
+    /// Remembers the newest source per company, per property and portal-wide, in its own
+    /// transaction (the journal's events). Events of portals no company holds, and events
+    /// without a source, are skipped.
     pub async fn record(&self, events: &[WebhookEvent]) -> Result<(), StorageError> {
-        let events: Vec<&WebhookEvent> = events.iter().filter(|e| !e.change_source.is_empty()).collect();
-        if events.is_empty() {
+        if events.iter().all(|e| e.change_source.is_empty()) {
             return Ok(());
         }
         let mut tx = self.db.begin().await?;
         let portal_ids: Vec<String> = events.iter().map(|e| e.portal_id.to_string()).collect();
         let companies = crate::portals::companies_of_portals(&mut tx, &portal_ids).await?;
+        self.record_in(&mut tx, &companies, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Sources::record`] in a caller's transaction, with its portals' companies already
+    /// looked up (a webhook batch's dedupe: one lookup, one commit for both).
+    ///
+    /// A batch is first reduced to its newest source per (company, target), then written in
+    /// one statement: every event of a portal names the same portal-wide row, and a
+    /// statement per event held that row's lock across the batch's whole transaction,
+    /// queueing the portal's concurrent webhook deliveries behind it.
+    pub(crate) async fn record_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        companies: &HashMap<String, String>,
+        events: &[WebhookEvent],
+    ) -> Result<(), StorageError> {
         // In key order, so concurrent batches lock the rows alike. Of two events at the same
         // instant the later one in the batch wins, as it did when each was written in turn.
         let mut newest: BTreeMap<(&str, &str), (i64, &WebhookEvent)> = BTreeMap::new();
-        for e in &events {
+        for e in events.iter().filter(|e| !e.change_source.is_empty()) {
             let Some(company) = companies.get(&e.portal_id.to_string()) else { continue };
             let at = gomark_proto::time::millis_opt(e.occurred_time.as_ref());
             let property = Some(e.property_name.as_str()).filter(|p| !p.is_empty());
@@ -76,9 +89,8 @@ impl Sources {
                 let source_id: String = e.source_id.chars().take(100).collect();
                 q = q.bind(company.to_string()).bind(target.to_string()).bind(source).bind(source_id).bind(*at);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *conn).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
