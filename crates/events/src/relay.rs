@@ -78,7 +78,8 @@ impl OutboxRelay {
         for seq in &seqs {
             update = update.bind(*seq);
         }
-        let turn = self.db.writer_turn().await;
+        // Urgent: the next events wait for this mark before they are read and published.
+        let turn = self.db.urgent_writer_turn().await;
         update.execute(self.db.pool()).await?;
         drop(turn);
         for event in &events {

@@ -17,6 +17,9 @@ use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 use std::sync::Once;
 use std::time::Duration;
+use turns::Urgency;
+
+mod turns;
 
 pub use sqlx;
 
@@ -58,7 +61,7 @@ impl std::ops::DerefMut for Transaction {
 
 /// This process's turn at a SQLite file's single writer, held while writing.
 pub struct WriterTurn {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _turn: turns::Turn,
 }
 
 /// A SQLite file holds hashes, sealed credentials and audit trails: readable by its owner
@@ -188,11 +191,12 @@ pub struct Migrations {
 pub struct Database {
     pool: AnyPool,
     engine: Engine,
-    /// SQLite only: writers of this process take turns here, first come first served.
-    /// Without it they meet at SQLite's lock, whose busy handler sleeps and polls (1, 2, 5
-    /// … up to 100 ms a time): 380 sleeps a second in the embedded 200-portal live run,
-    /// where a change waited seconds behind writers that came later.
-    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: writers of this process take turns here, urgent ones first, each class
+    /// first come first served ([`turns`]). Without it they meet at SQLite's lock, whose busy
+    /// handler sleeps and polls (1, 2, 5 … up to 100 ms a time): 380 sleeps a second in the
+    /// embedded 200-portal live run, where a change waited seconds behind writers that came
+    /// later.
+    writer: Option<std::sync::Arc<turns::Turns>>,
 }
 
 impl Database {
@@ -277,9 +281,19 @@ impl Database {
     /// Writers of this process take turns at SQLite first ([`Self::writer_turn`]), so the
     /// lock is free when they get there.
     pub async fn begin(&self) -> Result<Transaction> {
+        self.begin_as(Urgency::Ordinary).await
+    }
+
+    /// [`Self::begin`] for a write on a change's way to a funnel: on SQLite it goes before
+    /// this process's queued ordinary writers ([`turns`]).
+    pub async fn begin_urgent(&self) -> Result<Transaction> {
+        self.begin_as(Urgency::Urgent).await
+    }
+
+    async fn begin_as(&self, urgency: Urgency) -> Result<Transaction> {
         Ok(match self.engine {
             Engine::Sqlite => {
-                let turn = self.writer_turn().await;
+                let turn = self.writer_turn_as(urgency).await;
                 Transaction { inner: self.pool.begin_with("BEGIN IMMEDIATE").await?, _turn: turn }
             }
             Engine::Postgres => Transaction { inner: self.pool.begin().await?, _turn: None },
@@ -291,9 +305,18 @@ impl Database {
     /// single writer, or when the turn did not come within SQLite's own busy timeout (the
     /// write then goes ahead and SQLite decides, as another process's writer would).
     pub async fn writer_turn(&self) -> Option<WriterTurn> {
-        let writer = self.writer.clone()?;
-        match tokio::time::timeout(WRITER_TURN_WAIT, writer.lock_owned()).await {
-            Ok(guard) => Some(WriterTurn { _guard: guard }),
+        self.writer_turn_as(Urgency::Ordinary).await
+    }
+
+    /// [`Self::writer_turn`] for an urgent write (see [`Self::begin_urgent`]).
+    pub async fn urgent_writer_turn(&self) -> Option<WriterTurn> {
+        self.writer_turn_as(Urgency::Urgent).await
+    }
+
+    async fn writer_turn_as(&self, urgency: Urgency) -> Option<WriterTurn> {
+        let writer = self.writer.as_ref()?;
+        match tokio::time::timeout(WRITER_TURN_WAIT, writer.take(urgency)).await {
+            Ok(turn) => Some(WriterTurn { _turn: turn }),
             Err(_) => {
                 tracing::warn!("no turn at the SQLite writer within 5 s; writing anyway");
                 None

@@ -379,7 +379,8 @@ impl DealSync {
                 None => outcome.unknown_portal += 1,
             }
         }
-        let mut tx = self.db.begin().await?;
+        // Urgent: stage moves reach the funnels from this transaction's outbox.
+        let mut tx = self.db.begin_urgent().await?;
         let taken = take_changes(&mut tx, &known).await?;
         if let Some(sources) = sources {
             sources.record_in(&mut tx, &companies, events).await?;
