@@ -349,9 +349,8 @@ impl Store {
         });
         let mut newest: Vec<&Incoming> = newest.into_values().collect();
         newest.sort_by(|a, b| (&a.company_id, &a.deal_id).cmp(&(&b.company_id, &b.deal_id)));
-        let mut companies: Vec<String> = newest.iter().map(|i| i.company_id.clone()).collect();
-        companies.sort();
-        companies.dedup();
+        let companies =
+            distinct_sorted(newest.iter().map(|i| i.company_id.as_str())).into_iter().map(str::to_owned).collect();
 
         let names: Vec<&str> = newest
             .iter()
@@ -502,8 +501,7 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
         }
-        let companies: Vec<String> = companies_of(round).into_iter().map(str::to_owned).collect();
-        let counted = count_companies(&mut tx, &companies).await?;
+        let counted = count_companies(&mut tx, &companies_of(round)).await?;
         tx.commit().await?;
         Ok(counted)
     }
@@ -773,7 +771,7 @@ fn histories(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<DealHistory>> {
 
 /// Moves `companies`' change counters on by one inside the caller's SQLite transaction;
 /// returns each with its new counter.
-async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[String]) -> Result<Vec<(String, i64)>> {
+async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[impl AsRef<str>]) -> Result<Vec<(String, i64)>> {
     let mut counted = Vec::with_capacity(companies.len());
     for chunk in companies.chunks(ROWS_PER_STATEMENT) {
         // The counters come back from the same statement, inside the transaction: read
@@ -784,7 +782,7 @@ async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[String]) -
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for company in chunk {
-            q = q.bind(company.clone());
+            q = q.bind(company.as_ref().to_owned());
         }
         for row in q.fetch_all(&mut *conn).await? {
             counted.push((row.try_get(0)?, row.try_get(1)?));
@@ -795,10 +793,15 @@ async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[String]) -
 
 /// The companies of `moves`, sorted, once each.
 fn companies_of(moves: &[Move]) -> Vec<&str> {
-    let mut companies: Vec<&str> = moves.iter().map(|m| m.company_id.as_str()).collect();
-    companies.sort_unstable();
-    companies.dedup();
-    companies
+    distinct_sorted(moves.iter().map(|m| m.company_id.as_str()))
+}
+
+/// `ids` sorted, once each: the order every batch statement locks companies in.
+fn distinct_sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut ids: Vec<&str> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// `moves` in rounds a statement each: a deal's moves at one instant joined into one, its
