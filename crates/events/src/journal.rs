@@ -164,11 +164,18 @@ impl Journal {
         let consumed = match cursors.iter().map(|c| c.next_seq).min() {
             Some(min) => {
                 let cutoff = gomark_storage::now_ms() - KEEP_CONSUMED.as_millis() as i64;
-                let old: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM bus_events WHERE stored_at < $1")
-                    .bind(cutoff)
-                    .fetch_one(self.db.pool())
-                    .await?;
-                old.map_or(-1, |old| old.min(seq_i64(min) - 1))
+                // The old events are the log's head: walk it from the oldest to the first
+                // kept one, which costs what is about to be deleted. (`MAX(seq) ... WHERE
+                // stored_at < $1` walked every kept event on every save: 12 ms a save, a
+                // seventh of the embedded run's database time at 2,000 moves/s.) Should the
+                // clock have stepped back, an older-stamped event behind a newer one is
+                // merely kept longer.
+                let first_kept: Option<i64> =
+                    sqlx::query_scalar("SELECT seq FROM bus_events WHERE stored_at >= $1 ORDER BY seq LIMIT 1")
+                        .bind(cutoff)
+                        .fetch_optional(self.db.pool())
+                        .await?;
+                first_kept.map_or(max_seq, |kept| kept - 1).min(seq_i64(min) - 1)
             }
             None => -1,
         };
@@ -183,5 +190,64 @@ impl Journal {
 
     pub async fn close(&self) {
         self.db.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(next_seq: u64) -> SavedCursor {
+        SavedCursor { durable: "d".into(), event_type: "t".into(), next_seq }
+    }
+
+    /// Ten events, the first `aged` of them stored two hours ago.
+    async fn journal_with(aged: i64) -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (journal, _) = Journal::open(&dir.path().join("bus.db")).await.expect("open");
+        let events: Vec<(u64, EventEnvelope)> =
+            (1..=10).map(|seq| (seq, EventEnvelope { id: format!("e{seq}"), ..EventEnvelope::default() })).collect();
+        journal.append(&events).await.expect("append");
+        let two_hours_ago = gomark_storage::now_ms() - 2 * 3_600_000;
+        sqlx::query("UPDATE bus_events SET stored_at = $1 WHERE seq <= $2")
+            .bind(two_hours_ago)
+            .bind(aged)
+            .execute(journal.db.pool())
+            .await
+            .expect("age");
+        (dir, journal)
+    }
+
+    async fn kept(journal: &Journal) -> Vec<i64> {
+        sqlx::query_scalar("SELECT seq FROM bus_events ORDER BY seq").fetch_all(journal.db.pool()).await.expect("seqs")
+    }
+
+    #[tokio::test]
+    async fn save_forgets_only_events_both_consumed_and_old() {
+        // Consumers are behind the old events: only what they passed goes.
+        let (_dir, journal) = journal_with(6).await;
+        journal.save(&[cursor(5)], 1000).await.expect("save");
+        assert_eq!(kept(&journal).await, (5..=10).collect::<Vec<_>>());
+
+        // Consumers are past everything: only the old events go.
+        journal.save(&[cursor(11)], 1000).await.expect("save");
+        assert_eq!(kept(&journal).await, (7..=10).collect::<Vec<_>>());
+
+        // No consumer: nothing goes but what retention drops.
+        let (_dir, journal) = journal_with(10).await;
+        journal.save(&[], 1000).await.expect("save");
+        assert_eq!(kept(&journal).await.len(), 10);
+        journal.save(&[], 3).await.expect("save");
+        assert_eq!(kept(&journal).await, vec![8, 9, 10]);
+
+        // Everything old and consumed: everything goes.
+        let (_dir, journal) = journal_with(10).await;
+        journal.save(&[cursor(11)], 1000).await.expect("save");
+        assert!(kept(&journal).await.is_empty());
+
+        // Nothing old: nothing goes, however far the consumers are.
+        let (_dir, journal) = journal_with(0).await;
+        journal.save(&[cursor(11)], 1000).await.expect("save");
+        assert_eq!(kept(&journal).await.len(), 10);
     }
 }
