@@ -19,6 +19,7 @@ use std::sync::Once;
 use std::time::Duration;
 use turns::Urgency;
 
+pub mod group;
 mod turns;
 
 pub use sqlx;
