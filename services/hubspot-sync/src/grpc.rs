@@ -196,7 +196,7 @@ impl HubspotSyncService for HubspotSyncGrpc {
         // Webhooks span every portal: only a portfolio-wide caller (the gateway) may hand them in.
         Caller::from_metadata(req.metadata())?.require_portfolio(Role::Operator)?;
         let events = req.into_inner().events;
-        let done = self.deals.ingest(&events, self.sources.as_ref()).await.map_err(internal)?;
+        let done = self.deals.ingest(events).await.map_err(internal)?;
         Ok(Response::new(pb::IngestWebhookEventsResponse {
             accepted: done.accepted,
             duplicates: done.duplicates,

@@ -54,9 +54,10 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
-    let deal_sync =
-        DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone());
     let sources = sources::Sources::new(backends.db.clone(), settings.hubspot.gomark_app_ids());
+    let deal_sync =
+        DealSync::new(backends.db.clone(), portals.clone(), client.clone(), waker.clone(), settings.deals.clone())
+            .with_sources(sources.clone());
     let journal = journal::JournalReader::new(
         backends.db.clone(),
         portals.clone(),

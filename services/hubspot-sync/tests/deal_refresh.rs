@@ -101,7 +101,7 @@ async fn two_replicas_reading_the_same_batches_publish_each_version_once() {
         let mut event = 0;
         // More than one batch read and more than one statement's rows.
         let ids = sim.create_deals(TOKEN, 250, "appointmentscheduled", "default");
-        a.ingest(&webhooks(&ids, &mut event), None).await.expect("ingest");
+        a.ingest(webhooks(&ids, &mut event)).await.expect("ingest");
         let drain = |sync: DealSync| async move { while sync.refresh_queued("c1").await.expect("refresh") > 0 {} };
         tokio::join!(drain(a.clone()), drain(b.clone()));
         assert_eq!(outbox_count(&db, "deal.upserted").await, 250, "{label}: each new deal once");
@@ -111,11 +111,11 @@ async fn two_replicas_reading_the_same_batches_publish_each_version_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         sim.update_deal(TOKEN, &ids[7], [("dealname", "Renamed")]).expect("update");
         assert!(sim.delete_deal(TOKEN, &ids[9]));
-        a.ingest(&webhooks(&ids, &mut event), None).await.expect("ingest");
+        a.ingest(webhooks(&ids, &mut event)).await.expect("ingest");
         tokio::join!(drain(a.clone()), drain(b.clone()));
         assert_eq!(outbox_count(&db, "deal.upserted").await, 251, "{label}: the changed deal's new version once");
         assert_eq!(outbox_count(&db, "deal.deleted").await, 1, "{label}: the deletion once");
-        a.ingest(&webhooks(&ids[..20], &mut event), None).await.expect("ingest");
+        a.ingest(webhooks(&ids[..20], &mut event)).await.expect("ingest");
         drain(b.clone()).await;
         assert_eq!(outbox_count(&db, "deal.upserted").await, 251, "{label}: nothing twice");
         assert_eq!(outbox_count(&db, "deal.deleted").await, 1, "{label}: a deletion once");
@@ -149,7 +149,7 @@ async fn deals_queued_while_the_budget_is_spent_share_one_read() {
     sim.clear_requests();
     let mut event = 0;
     for id in &ids {
-        sync.ingest(&webhooks(std::slice::from_ref(id), &mut event), None).await.expect("ingest");
+        sync.ingest(webhooks(std::slice::from_ref(id), &mut event)).await.expect("ingest");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     while outbox_count(&db, "deal.upserted").await < 3 {
@@ -179,7 +179,7 @@ async fn a_change_during_its_deals_reread_is_read_again() {
     let sync = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default());
     let mut event = 0;
     let ids = sim.create_deals(TOKEN, 1, "appointmentscheduled", "default");
-    sync.ingest(&webhooks(&ids, &mut event), None).await.expect("ingest");
+    sync.ingest(webhooks(&ids, &mut event)).await.expect("ingest");
 
     // The re-read's publish writes deal_versions first: hold it there.
     let mut hold = db.begin().await.expect("begin");
@@ -207,7 +207,7 @@ async fn a_change_during_its_deals_reread_is_read_again() {
     // HubSpot has answered the re-read; now the deal changes and its webhook arrives.
     tokio::time::sleep(Duration::from_millis(5)).await;
     sim.update_deal(TOKEN, &ids[0], [("dealname", "Changed mid-read")]).expect("update");
-    sync.ingest(&webhooks(&ids, &mut event), None).await.expect("ingest during the read");
+    sync.ingest(webhooks(&ids, &mut event)).await.expect("ingest during the read");
     hold.commit().await.expect("release");
     assert_eq!(reread.await.expect("join").expect("refresh"), 1);
     assert_eq!(outbox_count(&db, "deal.upserted").await, 1, "the version read before the change");
@@ -249,7 +249,7 @@ async fn a_webhooks_stage_and_pipeline_change_is_published_at_once_and_once() {
             change(4, 13, "amount", "500"),
             WebhookEvent { subscription_type: "deal.creation".into(), ..change(5, 14, "", "") },
         ];
-        let ingested = sync.ingest(&batch, None).await.expect("ingest");
+        let ingested = sync.ingest(batch.clone()).await.expect("ingest");
         assert_eq!(ingested.accepted, 5, "{label}");
         let moves = moves_in_outbox(&db).await;
         let summary: Vec<(String, Option<String>, Option<String>, i64)> = moves
@@ -266,7 +266,7 @@ async fn a_webhooks_stage_and_pipeline_change_is_published_at_once_and_once() {
         );
         assert!(moves.iter().all(|m| m.company_id == "c1" && m.portal_id == PORTAL.to_string()), "{label}");
         // Delivered again: duplicates publish nothing.
-        sync.ingest(&batch, None).await.expect("ingest");
+        sync.ingest(batch.clone()).await.expect("ingest");
         assert_eq!(moves_in_outbox(&db).await.len(), 2, "{label}: a duplicate moves nothing");
         db.close().await;
     }
@@ -303,7 +303,7 @@ async fn published_moves_wait_to_share_a_read_and_other_changes_do_not() {
     // Three moves 100 ms apart: no read before the first has waited its second, then one.
     let first = tokio::time::Instant::now();
     for id in &ids[..3] {
-        sync.ingest(&[moved(id, &mut event)], None).await.expect("ingest");
+        sync.ingest(vec![moved(id, &mut event)]).await.expect("ingest");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     while outbox_count(&db, "deal.upserted").await < 3 {
@@ -315,8 +315,8 @@ async fn published_moves_wait_to_share_a_read_and_other_changes_do_not() {
 
     // A move, then a change without a value: both read at once, together.
     sim.clear_requests();
-    sync.ingest(&[moved(&ids[3], &mut event)], None).await.expect("ingest");
-    sync.ingest(&webhooks(std::slice::from_ref(&ids[0]), &mut event), None).await.expect("ingest");
+    sync.ingest(vec![moved(&ids[3], &mut event)]).await.expect("ingest");
+    sync.ingest(webhooks(std::slice::from_ref(&ids[0]), &mut event)).await.expect("ingest");
     let second = tokio::time::Instant::now();
     while reads() == 0 {
         assert!(second.elapsed() < Duration::from_secs(5), "read");
@@ -331,4 +331,52 @@ async fn published_moves_wait_to_share_a_read_and_other_changes_do_not() {
     shutdown.trigger();
     running.await.expect("run");
     db.close().await;
+}
+
+/// Webhook requests arriving together share transactions (a group commit): each still gets
+/// its own counts, an event in two of them is taken once, and each move is published once.
+#[tokio::test]
+async fn concurrent_webhook_batches_each_get_their_own_counts_and_each_move_is_published_once() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let db = Database::connect(&tdb.settings).await.expect("connect");
+        let (_sim, client, portals) = setup(&db, SimConfig::default()).await;
+        let sync = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default());
+        let at = gomark_storage::now_ms();
+        let change = |n: u64| property_change(n, 1000 + n, "dealstage", "closedwon", at);
+        // 40 batches of 5 moves; each after the first also carries the previous batch's
+        // first event again, as a retried delivery overlapping a new one would.
+        let batches: Vec<Vec<WebhookEvent>> = (0..40u64)
+            .map(|b| {
+                let mut batch: Vec<WebhookEvent> = (b * 5..b * 5 + 5).map(change).collect();
+                if b > 0 {
+                    batch.push(change((b - 1) * 5));
+                }
+                batch
+            })
+            .collect();
+        let calls: Vec<_> = batches
+            .iter()
+            .cloned()
+            .map(|batch| {
+                let sync = sync.clone();
+                tokio::spawn(async move { sync.ingest(batch).await })
+            })
+            .collect();
+        let (mut accepted, mut duplicates) = (0, 0);
+        for (call, batch) in calls.into_iter().zip(&batches) {
+            let done = call.await.expect("join").expect("ingest");
+            assert_eq!((done.accepted + done.duplicates) as usize, batch.len(), "{label}: a count per event");
+            assert_eq!(done.unknown_portal, 0, "{label}");
+            accepted += done.accepted;
+            duplicates += done.duplicates;
+        }
+        assert_eq!((accepted, duplicates), (200, 39), "{label}");
+        let mut deals: Vec<String> = moves_in_outbox(&db).await.into_iter().map(|m| m.deal_id).collect();
+        deals.sort();
+        let mut expected: Vec<String> = (1000..1200).map(|d: u64| d.to_string()).collect();
+        expected.sort();
+        assert_eq!(deals, expected, "{label}: each move published once");
+        db.close().await;
+    }
 }

@@ -197,7 +197,7 @@ async fn two_replicas_read_every_entry_exactly_once() {
         object_id,
         ..WebhookEvent::default()
     };
-    let done = s.deals.ingest(&[pushed(1003, 3), pushed(9999, 77)], None).await.expect("ingest");
+    let done = s.deals.ingest(vec![pushed(1003, 3), pushed(9999, 77)]).await.expect("ingest");
     assert_eq!((done.accepted, done.duplicates), (1, 1));
 }
 
@@ -215,7 +215,7 @@ async fn events_pushed_first_are_duplicates_in_the_journal() {
         object_id,
         ..WebhookEvent::default()
     };
-    let done = s.deals.ingest(&[pushed(1), pushed(2)], None).await.expect("ingest");
+    let done = s.deals.ingest(vec![pushed(1), pushed(2)]).await.expect("ingest");
     assert_eq!((done.accepted, done.duplicates), (2, 0));
     assert_eq!(queued(&s.db).await, ["1", "2"]);
     // Those two re-reads done; then the journal (deals 0 to 3) is read.
@@ -487,9 +487,10 @@ async fn webhook_events_and_their_sources_are_taken_together() {
         let portals = Portals::new(db.clone(), vault);
         portals.register("c1", PORTAL, &Credential::ServiceKey { token: "sk-1".into() }).await.expect("register");
         let client = HubSpotClient::new(ClientConfig::default()).expect("client");
-        let deals = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default());
         let sources = gomark_hubspot_sync::sources::Sources::new(db.clone(), Vec::new());
-        let batch = [WebhookEvent {
+        let deals = DealSync::new(db.clone(), portals, client, RelayWaker::default(), DealSyncSettings::default())
+            .with_sources(sources.clone());
+        let batch = vec![WebhookEvent {
             event_id: 1,
             subscription_id: 1,
             portal_id: PORTAL.parse().expect("portal"),
@@ -503,14 +504,14 @@ async fn webhook_events_and_their_sources_are_taken_together() {
         }];
 
         sqlx::query("ALTER TABLE change_sources RENAME TO change_sources_away").execute(db.pool()).await.expect("hide");
-        assert!(deals.ingest(&batch, Some(&sources)).await.is_err(), "{}: the sources could not be written", tdb.label);
+        assert!(deals.ingest(batch.clone()).await.is_err(), "{}: the sources could not be written", tdb.label);
         sqlx::query("ALTER TABLE change_sources_away RENAME TO change_sources").execute(db.pool()).await.expect("back");
 
-        let retried = deals.ingest(&batch, Some(&sources)).await.expect("retry");
+        let retried = deals.ingest(batch.clone()).await.expect("retry");
         assert_eq!((retried.accepted, retried.duplicates), (1, 0), "{}: nothing was taken the first time", tdb.label);
         let last = sources.last_change("c1", &["amount".to_owned()]).await.expect("read").expect("a source");
         assert_eq!((last.change_source.as_str(), last.source_id.as_str()), ("CRM_UI", "userId:7"), "{}", tdb.label);
-        let again = deals.ingest(&batch, Some(&sources)).await.expect("duplicate");
+        let again = deals.ingest(batch.clone()).await.expect("duplicate");
         assert_eq!((again.accepted, again.duplicates), (0, 1), "{}", tdb.label);
     }
 }
