@@ -22,12 +22,14 @@ pub async fn enqueue(conn: &mut AnyConnection, event: &EventEnvelope) -> Result<
 /// transaction that changes the state.
 pub async fn enqueue_all(conn: &mut AnyConnection, events: &[EventEnvelope]) -> Result<()> {
     let now = gomark_storage::now_ms();
+    let engine = gomark_storage::Engine::of_connection(conn);
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
-        // Only numbered placeholders are spliced in; the values are bound. Rows of one
-        // multi-row INSERT take their `seq` in the order listed, so the outbox order holds.
-        let sql = format!("INSERT INTO outbox (event_id, envelope, created_at) VALUES {}", values.join(", "));
+        // Only placeholders are spliced in; the values are bound. Rows of one multi-row
+        // INSERT take their `seq` in the order listed, so the outbox order holds.
+        let sql = format!(
+            "INSERT INTO outbox (event_id, envelope, created_at) VALUES {}",
+            engine.values_rows(chunk.len(), 3)
+        );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for event in chunk {
             insert = insert.bind(event.id.clone()).bind(event.encode_to_vec()).bind(now);

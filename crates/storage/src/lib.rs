@@ -169,6 +169,36 @@ impl Engine {
         }
     }
 
+    /// The engine a connection talks to.
+    pub fn of_connection(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") { Engine::Sqlite } else { Engine::Postgres }
+    }
+
+    /// A multi-row VALUES list of `rows` tuples of `columns` parameters, which must be all of
+    /// the statement's parameters, bound row after row: `($1, $2), ($3, $4)` on Postgres,
+    /// `(?, ?), (?, ?)` on SQLite. sqlx's SQLite driver finds each `$n` by walking the
+    /// statement's parameter names, quadratic in a batch's size (14 % of the embedded
+    /// process's CPU in one profile); anonymous ones bind in order.
+    pub fn values_rows(self, rows: usize, columns: usize) -> String {
+        use std::fmt::Write as _;
+        let mut sql = String::with_capacity(rows * columns * 5);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for col in 0..columns {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    // Writing to a String cannot fail.
+                    Engine::Postgres => drop(write!(sql, "${}", row * columns + col + 1)),
+                    Engine::Sqlite => sql.push('?'),
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
     pub fn of_url(url: &str) -> Option<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Some(Engine::Postgres)
@@ -393,6 +423,28 @@ mod tests {
         drop(db.begin().await.expect("begin"));
         let _ = db.begin().await.expect("the next writer gets its turn");
         assert!(db.writer_turn().await.is_some());
+    }
+
+    #[test]
+    fn values_rows_number_postgres_parameters_and_leave_sqlites_anonymous() {
+        assert_eq!(Engine::Postgres.values_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Engine::Sqlite.values_rows(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(Engine::Sqlite.values_rows(1, 1), "(?)");
+    }
+
+    #[tokio::test]
+    async fn a_connection_knows_its_engine() {
+        use sqlx::Acquire as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = DatabaseSettings {
+            url: Secret::new(format!("sqlite://{}?mode=rwc", dir.path().join("e.db").display())),
+            schema: "main".into(),
+            max_connections: 1,
+            acquire_timeout_secs: 5,
+        };
+        let db = Database::connect(&settings).await.expect("connect");
+        let mut conn = db.pool().acquire().await.expect("acquire");
+        assert_eq!(Engine::of_connection(conn.acquire().await.expect("conn")), Engine::Sqlite);
     }
 
     #[cfg(unix)]

@@ -234,14 +234,12 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
             b.occurred_at,
         ))
     });
+    let engine = Engine::of_connection(conn);
     for chunk in in_key_order.chunks(BATCH) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
-            .collect();
         let sql = format!(
             "INSERT INTO change_events_seen (portal_id, object_id, event_id, occurred_at, seen_at) VALUES {} \
              ON CONFLICT DO NOTHING RETURNING portal_id, object_id, event_id, occurred_at",
-            values.join(", ")
+            engine.values_rows(chunk.len(), 5)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (_, c) in chunk {
@@ -316,7 +314,7 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
             "INSERT INTO deal_refresh_queue (company_id, deal_id, enqueued_at, hinted) VALUES {} \
              ON CONFLICT (company_id, deal_id) DO UPDATE SET generation = deal_refresh_queue.generation + 1, \
              hinted = CASE WHEN excluded.hinted = 0 THEN 0 ELSE deal_refresh_queue.hinted END",
-            placeholders(chunk.len(), 4, 1)
+            engine.values_rows(chunk.len(), 4)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ((company, deal), hinted) in chunk {

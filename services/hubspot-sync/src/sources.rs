@@ -74,15 +74,16 @@ impl Sources {
             }
         }
         let rows: Vec<_> = newest.into_iter().collect();
+        let engine = gomark_storage::Engine::of_connection(conn);
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO change_sources (company_id, target, change_source, source_id, occurred_at) VALUES {} \
                  ON CONFLICT (company_id, target) DO UPDATE SET change_source = excluded.change_source, \
                  source_id = excluded.source_id, occurred_at = excluded.occurred_at \
                  WHERE change_sources.occurred_at <= excluded.occurred_at",
-                crate::deals::placeholders(chunk.len(), 5, 1)
+                engine.values_rows(chunk.len(), 5)
             );
-            // Only numbered placeholders are spliced in; the values are bound.
+            // Only placeholders are spliced in; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for ((company, target), (at, e)) in chunk {
                 let source: String = e.change_source.chars().take(100).collect();

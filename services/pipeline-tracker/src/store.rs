@@ -54,19 +54,9 @@ fn decimal_from_text(text: &str) -> Result<Decimal> {
         .map_err(|_| crate::error::Error::Internal(format!("stored amount {text:?} is not a decimal")))
 }
 
-/// `(?, ?, …), (?, …)`: `rows` tuples of `columns` anonymous placeholders for a SQLite
-/// multi-row statement, bound in order, written into one string. Anonymous, not `$n`: sqlx
-/// looks each named parameter up by index in SQLite's list of names, a walk as long as the
-/// statement's parameter list, so a batch's statement of 4,000 cost 8 million steps (14 % of
-/// the embedded mode's CPU at 2,000 deal changes a second).
+/// `(?, ?, …), (?, …)`: SQLite's multi-row VALUES list ([`Engine::values_rows`]).
 fn sqlite_rows(rows: usize, columns: usize) -> String {
-    let mut tuple = String::with_capacity(columns * 3 + 1);
-    tuple.push('(');
-    for c in 0..columns {
-        tuple.push_str(if c == 0 { "?" } else { ", ?" });
-    }
-    tuple.push(')');
-    vec![tuple; rows].join(", ")
+    Engine::Sqlite.values_rows(rows, columns)
 }
 
 /// The read model's columns a newer version replaces (the name has its own rule).
@@ -866,12 +856,6 @@ fn histories_at(rows: Vec<sqlx::any::AnyRow>, at: usize) -> Result<Vec<DealHisto
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_rows_are_anonymous_tuples() {
-        assert_eq!(sqlite_rows(2, 3), "(?, ?, ?), (?, ?, ?)");
-        assert_eq!(sqlite_rows(1, 1), "(?)");
-    }
 
     /// The guesses' delete must seek the partial index once per version, never walk the
     /// guesses (cost growing with the backlog, as the `EXISTS` form did).
