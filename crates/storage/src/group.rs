@@ -8,8 +8,9 @@
 //! Callers [`GroupCommit::submit`] their item. While every committer is busy, items queue;
 //! whoever then gets a committer's turn takes what is queued (up to a weight) and commits
 //! it as one group, in a task of its own, so a caller going away (a client hanging up)
-//! cannot cut a group short. Each caller gets back its own item's outcome, or the group's
-//! error: no item is taken unless its whole group is.
+//! cannot cut a group short; an item whose caller went away while it queued stays queued
+//! and is committed with the next caller's group. Each caller gets back its own item's
+//! outcome, or the group's error: no item is taken unless its whole group is.
 //!
 //! SQLite has one writer, so one committer is all it can use; Postgres commits several
 //! transactions at once, and a single committer there would make every group wait for the
