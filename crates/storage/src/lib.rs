@@ -387,18 +387,22 @@ mod tests {
         assert!(s.validate().is_ok());
     }
 
+    /// A SQLite file `svc.db` in `dir`, with `max_connections`.
+    fn sqlite_settings(dir: &tempfile::TempDir, max_connections: u32) -> DatabaseSettings {
+        DatabaseSettings {
+            url: Secret::new(format!("sqlite://{}?mode=rwc", dir.path().join("svc.db").display())),
+            schema: "main".into(),
+            max_connections,
+            acquire_timeout_secs: 10,
+        }
+    }
+
     /// SQLite's busy handler lets waiting writers in by whoever polls first after a sleep;
     /// the writer turn lets them in as they came.
     #[tokio::test]
     async fn sqlite_writers_of_one_process_write_in_the_order_they_came() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = DatabaseSettings {
-            url: Secret::new(format!("sqlite://{}?mode=rwc", dir.path().join("svc.db").display())),
-            schema: "main".into(),
-            max_connections: 30,
-            acquire_timeout_secs: 10,
-        };
-        let db = Database::connect(&settings).await.expect("connect");
+        let db = Database::connect(&sqlite_settings(&dir, 30)).await.expect("connect");
         sqlx::query("CREATE TABLE t (n INTEGER)").execute(db.pool()).await.expect("create");
         let first = db.begin().await.expect("first writer");
         let mut writers = Vec::new();
@@ -436,13 +440,7 @@ mod tests {
     async fn a_connection_knows_its_engine() {
         use sqlx::Acquire as _;
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = DatabaseSettings {
-            url: Secret::new(format!("sqlite://{}?mode=rwc", dir.path().join("e.db").display())),
-            schema: "main".into(),
-            max_connections: 1,
-            acquire_timeout_secs: 5,
-        };
-        let db = Database::connect(&settings).await.expect("connect");
+        let db = Database::connect(&sqlite_settings(&dir, 1)).await.expect("connect");
         let mut conn = db.pool().acquire().await.expect("acquire");
         assert_eq!(Engine::of_connection(conn.acquire().await.expect("conn")), Engine::Sqlite);
     }
@@ -452,14 +450,7 @@ mod tests {
     async fn sqlite_files_are_readable_by_their_owner_only() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("svc.db");
-        let settings = DatabaseSettings {
-            url: Secret::new(format!("sqlite://{}?mode=rwc", path.display())),
-            schema: "main".into(),
-            max_connections: 1,
-            acquire_timeout_secs: 5,
-        };
-        let db = Database::connect(&settings).await.expect("connect");
+        let db = Database::connect(&sqlite_settings(&dir, 1)).await.expect("connect");
         sqlx::query("CREATE TABLE t (x TEXT)").execute(db.pool()).await.expect("create");
         sqlx::query("INSERT INTO t VALUES ('secret')").execute(db.pool()).await.expect("insert");
         for suffix in ["", "-wal"] {

@@ -54,11 +54,6 @@ fn decimal_from_text(text: &str) -> Result<Decimal> {
         .map_err(|_| crate::error::Error::Internal(format!("stored amount {text:?} is not a decimal")))
 }
 
-/// `(?, ?, …), (?, …)`: SQLite's multi-row VALUES list ([`Engine::values_rows`]).
-fn sqlite_rows(rows: usize, columns: usize) -> String {
-    Engine::Sqlite.values_rows(rows, columns)
-}
-
 /// The read model's columns a newer version replaces (the name has its own rule).
 const NEWER_STATE: [&str; 9] = [
     "modified_ms",
@@ -387,7 +382,7 @@ impl Store {
             q.execute(&mut *tx).await?;
             let sql = format!(
                 "INSERT INTO deal_history ({VERSION_COLUMNS}) VALUES {} {HISTORY_ON_CONFLICT}",
-                sqlite_rows(chunk.len(), 10)
+                Engine::Sqlite.values_rows(chunk.len(), 10)
             );
             // Only numbered placeholders are spliced in; the values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -399,7 +394,7 @@ impl Store {
         for (chunk, names) in newest.chunks(ROWS_PER_STATEMENT).zip(names.chunks(ROWS_PER_STATEMENT)) {
             let sql = format!(
                 "INSERT INTO deals ({VERSION_COLUMNS}, name, owner_id) VALUES {} {}",
-                sqlite_rows(chunk.len(), 12),
+                Engine::Sqlite.values_rows(chunk.len(), 12),
                 DEALS_ON_CONFLICT.as_str()
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -454,7 +449,7 @@ impl Store {
         for chunk in round.chunks(ROWS_PER_STATEMENT) {
             let moves = format!(
                 "WITH m (company_id, deal_id, at_ms, stage_id, pipeline_id) AS (VALUES {})",
-                sqlite_rows(chunk.len(), 5)
+                Engine::Sqlite.values_rows(chunk.len(), 5)
             );
             // The deals move, then each row now at its move's instant is kept as a guess (a row
             // already there at that instant, a version's or a guess's, is kept as it is).
@@ -763,7 +758,7 @@ async fn count_companies(conn: &mut sqlx::AnyConnection, companies: &[impl AsRef
         // after commit, another batch's increment could be taken for this one's.
         let sql = format!(
             "INSERT INTO companies (company_id, version) VALUES {} {COMPANIES_COUNTED}",
-            sqlite_rows(chunk.len(), 1).replace(')', ", 1)")
+            Engine::Sqlite.values_rows(chunk.len(), 1).replace(')', ", 1)")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for company in chunk {
@@ -785,7 +780,7 @@ fn sqlite_guesses_delete(rows: usize) -> String {
     format!(
         "WITH v (company_id, deal_id, modified_ms) AS (VALUES {}) DELETE FROM deal_history WHERE rowid IN \
          (SELECT h.rowid FROM v CROSS JOIN deal_history AS h WHERE {GUESSES_BEFORE})",
-        sqlite_rows(rows, 3)
+        Engine::Sqlite.values_rows(rows, 3)
     )
 }
 
