@@ -123,22 +123,22 @@ impl Portal {
     }
 
     /// What survives a restart: definitions and deals (not traffic, limits or injections).
-    pub fn to_state(&self, token: &str) -> crate::state::PortalState {
-        crate::state::PortalState {
-            token: token.to_owned(),
+    pub(crate) fn view<'a>(&'a self, token: &'a str) -> crate::state::PortalView<'a> {
+        crate::state::PortalView {
+            token,
             id: self.id,
-            properties: self.properties.values().cloned().collect(),
-            groups: self.groups.values().cloned().collect(),
-            pipelines: self.pipelines.clone(),
-            deals: self.deals.values().cloned().collect(),
+            properties: self.properties.values().collect(),
+            groups: self.groups.values().collect(),
+            pipelines: &self.pipelines,
+            deals: self.deals.values().collect(),
             next_event_id: self.next_event_id,
-            rules: self.rules.clone(),
-            pipeline_rules: self.pipeline_rules.clone(),
+            rules: &self.rules,
+            pipeline_rules: &self.pipeline_rules,
             service_key: self.service_key,
         }
     }
 
-    /// A portal as [`Portal::to_state`] saved it.
+    /// A portal as [`Portal::view`] saved it.
     pub fn from_state(state: crate::state::PortalState, index_lag: Duration) -> Self {
         let mut portal = Self::with_index_lag(state.id, index_lag);
         portal.properties = state.properties.into_iter().map(|p| (p.name.clone(), p)).collect();
