@@ -19,6 +19,7 @@ use std::sync::Once;
 use std::time::Duration;
 use turns::Urgency;
 
+mod checkpoint;
 pub mod group;
 mod turns;
 
@@ -228,6 +229,8 @@ pub struct Database {
     /// embedded 200-portal live run, where a change waited seconds behind writers that came
     /// later.
     writer: Option<std::sync::Arc<turns::Turns>>,
+    /// SQLite only: the log is copied back into the file beside the writers ([`checkpoint`]).
+    _checkpointer: Option<std::sync::Arc<checkpoint::Checkpointer>>,
 }
 
 impl Database {
@@ -269,22 +272,25 @@ impl Database {
             Engine::Sqlite => {
                 restrict_sqlite_file(url).map_err(StorageError::Permissions)?;
                 pool_options
-                .after_connect(|conn, _| {
-                    // WAL lets readers run beside the single writer; busy_timeout queues
-                    // writers instead of failing them.
-                    Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
-                            .await
-                            .map(|_| ())
+                    .after_connect(|conn, _| {
+                        // WAL lets readers run beside the single writer; busy_timeout queues
+                        // writers instead of failing them; the log is checkpointed beside the
+                        // writers, commits do it only past a bound ([`checkpoint`]).
+                        let sql = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {}",
+                            checkpoint::COMMIT_CHECKPOINT_PAGES
+                        );
+                        Box::pin(async move { conn.execute(sqlx::AssertSqlSafe(sql)).await.map(|_| ()) })
                     })
-                })
-                .connect_with(options)
-                .await
-                .map_err(StorageError::Connect)?
+                    .connect_with(options)
+                    .await
+                    .map_err(StorageError::Connect)?
             }
         };
         let writer = (engine == Engine::Sqlite).then(std::sync::Arc::default);
-        Ok(Self { pool, engine, writer })
+        let checkpointer = (engine == Engine::Sqlite).then(|| std::sync::Arc::new(checkpoint::start(pool.clone())));
+        Ok(Self { pool, engine, writer, _checkpointer: checkpointer })
     }
 
     pub async fn migrate(&self, migrations: &Migrations) -> Result<()> {
@@ -394,6 +400,32 @@ mod tests {
             schema: "main".into(),
             max_connections,
             acquire_timeout_secs: 10,
+        }
+    }
+
+    /// The log is copied into the database file in the background, not by a commit: rows
+    /// written well under the commits' own bound still reach the file within a moment.
+    #[tokio::test]
+    async fn sqlite_log_is_checkpointed_beside_the_writers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::connect(&sqlite_settings(&dir, 2)).await.expect("connect");
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(db.pool()).await.expect("pragma");
+        assert_eq!(pages, i64::from(checkpoint::COMMIT_CHECKPOINT_PAGES));
+        sqlx::query("CREATE TABLE t (b BLOB)").execute(db.pool()).await.expect("create");
+        let file = dir.path().join("svc.db");
+        let before = std::fs::metadata(&file).expect("db file").len();
+        // 2 MB: 500 pages, under the commits' bound of 10,000.
+        for _ in 0..20 {
+            let mut tx = db.begin().await.expect("begin");
+            for _ in 0..10 {
+                sqlx::query("INSERT INTO t (b) VALUES (zeroblob(10000))").execute(&mut *tx).await.expect("insert");
+            }
+            tx.commit().await.expect("commit");
+        }
+        let deadline = tokio::time::Instant::now() + checkpoint::EVERY * 10;
+        while std::fs::metadata(&file).expect("db file").len() < before + 2_000_000 {
+            assert!(tokio::time::Instant::now() < deadline, "the log was not copied into the file");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
