@@ -6,7 +6,7 @@ use crate::store::{CustomerDeal, Store};
 use gomark_events::EventEnvelope;
 use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
 use gomark_proto::events::v1::{DealDeleted, DealUpserted};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -47,50 +47,44 @@ impl BatchHandler for DealEvents {
     /// so a redelivered batch changes nothing twice.
     async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
         let transient = |e: crate::Error| HandlerError::Retry(e.to_string());
-        let mut tx = self.store.db().begin().await.map_err(|e| transient(e.into()))?;
-        let mut changed = BTreeSet::new();
+        let mut deals = Vec::with_capacity(events.len());
         for event in events {
-            let deal: DealUpserted = match gomark_events::envelope::decode_payload(event) {
-                Ok(deal) => deal,
+            match gomark_events::envelope::decode_payload::<DealUpserted>(event) {
+                Ok(deal) => deals.push((event.id.as_str(), deal)),
                 // One bad event must not hold back the others: it is logged and skipped.
-                Err(err) => {
-                    tracing::error!(event_id = %event.id, error = %err, "undecodable deal.upserted skipped");
-                    continue;
-                }
-            };
-            if !gomark_events::inbox::claim(&mut tx, CONSUMER, &event.id).await.map_err(|e| transient(e.into()))? {
+                Err(err) => tracing::error!(event_id = %event.id, error = %err, "undecodable deal.upserted skipped"),
+            }
+        }
+        let mut tx = self.store.db().begin().await.map_err(|e| transient(e.into()))?;
+        let ids: Vec<&str> = deals.iter().map(|(id, _)| *id).collect();
+        let mut claimed =
+            gomark_events::inbox::claim_all(&mut tx, CONSUMER, &ids).await.map_err(|e| transient(e.into()))?;
+        // Each event first seen now, in order, as the row it makes (none: the deal no
+        // longer names a contact, so it is nobody's any more).
+        let mut outcomes = Vec::with_capacity(deals.len());
+        for (id, deal) in &deals {
+            if claimed.remove(*id) {
+                outcomes.push((deal, customer_deal(deal)));
+            }
+        }
+        // Deletions go first, in one statement; a deal's rows written before its last
+        // deletion in the batch are skipped, so the end state is the one of events in order.
+        let mut last_deletion = HashMap::new();
+        for (i, (deal, row)) in outcomes.iter().enumerate() {
+            if row.is_none() {
+                last_deletion.insert((deal.company_id.as_str(), deal.deal_id.as_str()), i);
+            }
+        }
+        let deleted: Vec<(&str, &str)> = last_deletion.keys().copied().collect();
+        self.store.delete_customer_deals(&mut tx, &deleted).await.map_err(transient)?;
+        let mut changed = BTreeSet::new();
+        for (i, (deal, row)) in outcomes.iter().enumerate() {
+            let Some(row) = row else { continue };
+            if last_deletion.get(&(deal.company_id.as_str(), deal.deal_id.as_str())).is_some_and(|&d| d > i) {
                 continue;
             }
-            let email = deal.properties.get(crate::rules::CONTACT_EMAIL).map(|e| e.trim().to_ascii_lowercase());
-            match email.filter(|e| e.contains('@')) {
-                Some(email) => {
-                    let row = CustomerDeal {
-                        deal_id: deal.deal_id.clone(),
-                        email,
-                        deal_name: deal.name.clone(),
-                        stage: deal.stage_id.clone(),
-                        // Upsell rules score the amount (a threshold, never summed across
-                        // currencies): `amount_money` when present, else the old double.
-                        amount: gomark_proto::money::deal_amount(&deal)
-                            .ok()
-                            .flatten()
-                            .and_then(|(amount, _)| rust_decimal::prelude::ToPrimitive::to_f64(&amount)),
-                        close_date_ms: deal.close_date_millis(),
-                        owner_id: deal.owner_id.clone(),
-                        properties: deal.properties.clone().into_iter().collect(),
-                        last_modified_ms: deal.last_modified_millis(),
-                    };
-                    if self.store.upsert_customer_deal(&mut tx, &deal.company_id, &row).await.map_err(transient)? {
-                        changed.insert(deal.company_id);
-                    }
-                }
-                // The deal no longer names a contact: it is nobody's any more.
-                None => {
-                    self.store
-                        .delete_customer_deal(&mut tx, &deal.company_id, &deal.deal_id)
-                        .await
-                        .map_err(transient)?;
-                }
+            if self.store.upsert_customer_deal(&mut tx, &deal.company_id, row).await.map_err(transient)? {
+                changed.insert(deal.company_id.clone());
             }
         }
         tx.commit().await.map_err(|e| transient(crate::Error::from(e)))?;
@@ -99,6 +93,28 @@ impl BatchHandler for DealEvents {
         }
         Ok(())
     }
+}
+
+/// The customer row a deal makes, if it names a contact.
+fn customer_deal(deal: &DealUpserted) -> Option<CustomerDeal> {
+    let email = deal.properties.get(crate::rules::CONTACT_EMAIL).map(|e| e.trim().to_ascii_lowercase());
+    let email = email.filter(|e| e.contains('@'))?;
+    Some(CustomerDeal {
+        deal_id: deal.deal_id.clone(),
+        email,
+        deal_name: deal.name.clone(),
+        stage: deal.stage_id.clone(),
+        // Upsell rules score the amount (a threshold, never summed across currencies):
+        // `amount_money` when present, else the old double.
+        amount: gomark_proto::money::deal_amount(deal)
+            .ok()
+            .flatten()
+            .and_then(|(amount, _)| rust_decimal::prelude::ToPrimitive::to_f64(&amount)),
+        close_date_ms: deal.close_date_millis(),
+        owner_id: deal.owner_id.clone(),
+        properties: deal.properties.clone().into_iter().collect(),
+        last_modified_ms: deal.last_modified_millis(),
+    })
 }
 
 /// A deal deleted in HubSpot no longer makes anyone a customer.

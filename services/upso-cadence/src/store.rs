@@ -282,6 +282,24 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Deletes each `(company_id, deal_id)` of `deals`, in one statement per 500.
+    pub async fn delete_customer_deals(&self, conn: &mut AnyConnection, deals: &[(&str, &str)]) -> Result<()> {
+        let engine = gomark_storage::Engine::of_connection(conn);
+        for chunk in deals.chunks(500) {
+            // Only placeholders are spliced in; the values are bound.
+            let sql = format!(
+                "DELETE FROM customer_deals WHERE (company_id, deal_id) IN (VALUES {})",
+                engine.values_rows(chunk.len(), 2)
+            );
+            let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (company_id, deal_id) in chunk {
+                delete = delete.bind(*company_id).bind(*deal_id);
+            }
+            delete.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
     pub async fn delete_customer_deal(&self, conn: &mut AnyConnection, company_id: &str, deal_id: &str) -> Result<()> {
         sqlx::query("DELETE FROM customer_deals WHERE company_id = $1 AND deal_id = $2")
             .bind(company_id)

@@ -315,3 +315,44 @@ async fn a_batch_of_deal_events_keeps_each_deals_newest_version() {
         assert!(h.deals.triggers.take().is_empty(), "{label}: a redelivered batch wakes nothing");
     }
 }
+
+/// A batch is claimed and its deletions written in one statement each, yet it ends as its
+/// events in order would: a deal that names a contact, drops it and names another keeps the
+/// last; one that drops its contact last is gone; redelivering the batch changes nothing.
+#[tokio::test]
+async fn a_batch_of_deal_events_ends_as_its_events_in_order() {
+    for tdb in gomark_testkit::TestDatabase::all() {
+        let label = tdb.label;
+        let h = harness(tdb).await;
+        let nobody = |id: &str| {
+            let mut d = deal(id, "x@example.com", "closedwon", 1000.0, 10, None);
+            d.properties.remove("gomark_contact_email");
+            d
+        };
+        let batch: Vec<_> = [
+            deal("d1", "a@example.com", "closedwon", 1000.0, 10, None),
+            nobody("d1"),
+            deal("d1", "b@example.com", "closedwon", 1000.0, 10, None),
+            deal("d2", "c@example.com", "closedwon", 1000.0, 10, None),
+            nobody("d2"),
+            deal("d3", "e@example.com", "closedwon", 1000.0, 10, None),
+            nobody("d4"),
+        ]
+        .iter()
+        .map(|d| gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_UPSERTED, d))
+        .collect();
+        let emails = || async {
+            let rows = h.store.customer_deals(COMPANY).await.expect("customers");
+            rows.into_iter().map(|r| (r.deal_id, r.email)).collect::<Vec<_>>()
+        };
+        let want = vec![("d1".to_owned(), "b@example.com".to_owned()), ("d3".to_owned(), "e@example.com".to_owned())];
+        h.deals.handle_batch(&batch).await.expect("handled");
+        assert_eq!(emails().await, want, "{label}: the end state of the events in order");
+        h.deals.handle_batch(&batch).await.expect("redelivered");
+        assert_eq!(emails().await, want, "{label}: a redelivered batch changes nothing");
+        let dropped =
+            gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_UPSERTED, &nobody("d3"));
+        h.deals.handle_batch(std::slice::from_ref(&dropped)).await.expect("handled");
+        assert_eq!(emails().await, want[..1].to_vec(), "{label}: a dropped contact is nobody's");
+    }
+}
