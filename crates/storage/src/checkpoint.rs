@@ -45,6 +45,8 @@ pub(crate) fn start(pool: AnyPool) -> Checkpointer {
                     failing = false;
                 }
                 Ok(()) => {}
+                // Closed meanwhile (shutdown): nothing failed.
+                Err(_) if pool.is_closed() => return,
                 Err(err) if !failing => {
                     // Commits past COMMIT_CHECKPOINT_PAGES still bound the log meanwhile.
                     tracing::warn!(error = %err, "SQLite checkpoint failed; retrying");
