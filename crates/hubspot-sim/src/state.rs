@@ -11,14 +11,15 @@ use serde::{Deserialize, Serialize};
 /// Bumped when the format changes incompatibly; an unknown version is refused, not guessed.
 pub(crate) const VERSION: u32 = 1;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct Snapshot {
     pub version: u32,
     pub next_id: u64,
     pub portals: Vec<PortalState>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A portal as a snapshot holds it (written from [`PortalView`]).
+#[derive(Debug, Deserialize)]
 pub(crate) struct PortalState {
     pub token: String,
     pub id: u64,
