@@ -64,14 +64,15 @@ impl DriftWatch {
         Self { store, revisions, planner, rollouts, relay, interval, wake: Notify::new() }
     }
 
-    /// Asks for a check of `company_id` soon: HubSpot sends no webhook when a property or
-    /// pipeline definition changes, so activity in the portal is the signal to look. The
-    /// request is written to the shared schedule, so whichever replica is free runs it.
-    pub async fn trigger(&self, company_id: &str) -> Result<()> {
-        let now = gomark_storage::now_ms();
-        let debounce = TRIGGER_DEBOUNCE.as_millis() as i64;
-        self.store.request_drift_check(company_id, now + debounce, TRIGGER_COOLDOWN.as_millis() as i64).await?;
-        self.wake.notify_one();
+    /// Asks for a check of each of `companies` soon: HubSpot sends no webhook when a
+    /// property or pipeline definition changes, so activity in the portal is the signal to
+    /// look. The requests are written to the shared schedule, so whichever replica is free
+    /// runs them; the schedule loop is woken only when one moved a check.
+    pub async fn trigger(&self, companies: &[&str]) -> Result<()> {
+        let at = gomark_storage::now_ms() + TRIGGER_DEBOUNCE.as_millis() as i64;
+        if self.store.request_drift_checks(companies, at, TRIGGER_COOLDOWN.as_millis() as i64).await? {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 }

@@ -87,6 +87,9 @@ pub struct AuditRow {
     pub at: i64,
 }
 
+/// Companies per drift request statement: well under both engines' bind-parameter limits.
+const REQUESTS_PER_STATEMENT: usize = 500;
+
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
@@ -306,33 +309,39 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Pulls a company's next drift check in to `at`, but not sooner than `cooldown_ms`
-    /// after its last check (then it is due when the cooldown ends: never dropped).
-    pub async fn request_drift_check(&self, company_id: &str, at: i64, cooldown_ms: i64) -> Result<()> {
-        let Some(row) = sqlx::query("SELECT last_checked_at FROM drift_schedule WHERE company_id = $1")
-            .bind(company_id)
-            .fetch_optional(self.db.pool())
-            .await?
-        else {
-            // Not scheduled yet (just applied): schedule it now, if it has anything to check.
-            sqlx::query(
-                "INSERT INTO drift_schedule (company_id, next_check_at) SELECT company_id, $2 FROM applied_revisions \
-                 WHERE company_id = $1 ON CONFLICT (company_id) DO NOTHING",
-            )
-            .bind(company_id)
-            .bind(at)
-            .execute(self.db.pool())
-            .await?;
-            return Ok(());
-        };
-        let last: i64 = row.try_get("last_checked_at")?;
-        let due = at.max(last + cooldown_ms);
-        sqlx::query("UPDATE drift_schedule SET next_check_at = $1 WHERE company_id = $2 AND next_check_at > $1")
-            .bind(due)
-            .bind(company_id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+    /// Pulls the next drift check of each of `companies` in to `at`, but not sooner than
+    /// `cooldown_ms` after its last check (then it is due when the cooldown ends: never
+    /// dropped); a company not scheduled yet (just applied) is scheduled at `at`, if it has
+    /// anything to check. Says whether any check moved: a repeated request moves none.
+    ///
+    /// Two statements for any number of companies: a busy portfolio sends thousands of deal
+    /// events a second, and a read and a write per company and batch were a fifth of the
+    /// distributed mode's statements at 2,000 changes a second.
+    pub async fn request_drift_checks(&self, companies: &[&str], at: i64, cooldown_ms: i64) -> Result<bool> {
+        let mut moved = 0;
+        for chunk in companies.chunks(REQUESTS_PER_STATEMENT) {
+            // Only numbered placeholders are spliced in; the values are bound.
+            let list = |from: usize| (from..from + chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let schedule = format!(
+                "INSERT INTO drift_schedule (company_id, next_check_at) SELECT company_id, $1 FROM applied_revisions \
+                 WHERE company_id IN ({}) ON CONFLICT (company_id) DO NOTHING",
+                list(2)
+            );
+            let due = "CASE WHEN last_checked_at + $2 > $1 THEN last_checked_at + $2 ELSE $1 END";
+            let pull_in = format!(
+                "UPDATE drift_schedule SET next_check_at = {due} WHERE company_id IN ({}) AND next_check_at > {due}",
+                list(3)
+            );
+            let mut schedule = sqlx::query(sqlx::AssertSqlSafe(schedule)).bind(at);
+            let mut pull_in = sqlx::query(sqlx::AssertSqlSafe(pull_in)).bind(at).bind(cooldown_ms);
+            for company in chunk {
+                schedule = schedule.bind((*company).to_owned());
+                pull_in = pull_in.bind((*company).to_owned());
+            }
+            moved += schedule.execute(self.db.pool()).await?.rows_affected();
+            moved += pull_in.execute(self.db.pool()).await?.rows_affected();
+        }
+        Ok(moved > 0)
     }
 
     /// When the next drift check is due, if any is scheduled.

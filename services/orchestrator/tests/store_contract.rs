@@ -163,18 +163,24 @@ async fn drift_checks_are_claimed_once_across_replicas() {
         assert_eq!(all.len(), 40, "{label}: every due company claimed");
         assert!(store.claim_drift_checks(later, 10_000, 100).await.expect("none").is_empty(), "{label}");
         // Activity right after a check waits for the cooldown; later activity pulls it in.
-        store.request_drift_check("c00", later + 2_000, 60_000).await.expect("trigger");
+        // (the cooldown ends after the next scheduled check: nothing moves)
+        assert!(!store.request_drift_checks(&["c00"], later + 2_000, 60_000).await.expect("trigger"), "{label}");
         assert!(store.claim_drift_checks(later + 5_000, 10_000, 100).await.expect("cooldown").is_empty(), "{label}");
         assert_eq!(store.next_drift_check_at().await.expect("next"), Some(later + 10_000), "{label}");
         let (c, d) = (later + 70_000, later + 75_000);
         let due = store.claim_drift_checks(c, 100_000, 100).await.expect("due");
         assert_eq!(due.len(), 40, "{label}: the interval passed for all");
-        store.request_drift_check("c05", d, 60_000).await.expect("trigger in cooldown");
+        let companies = ["c05", "c06", "unknown"];
+        assert!(store.request_drift_checks(&companies, d, 60_000).await.expect("triggers in cooldown"), "{label}");
+        assert!(!store.request_drift_checks(&companies, d + 1, 60_000).await.expect("again"), "{label}: no move");
         assert_eq!(
             store.next_drift_check_at().await.expect("next"),
             Some(c + 60_000),
             "{label}: due when the cooldown ends"
         );
+        let mut pulled = store.claim_drift_checks(c + 60_000, 100_000, 100).await.expect("pulled in");
+        pulled.sort();
+        assert_eq!(pulled, ["c05", "c06"], "{label}: each company asked for, none other");
         drop(conn);
         db.close().await;
     }
