@@ -149,18 +149,23 @@ const INGEST_GROUP_EVENTS: usize = 2_000;
 /// bell that wakes it. Only a hint: deals queued by another replica are found by the poll.
 #[derive(Default)]
 struct Queued {
-    companies: std::sync::Mutex<HashSet<String>>,
+    /// The companies, and those of them with urgent deals ([`Taken::urgent`]).
+    companies: std::sync::Mutex<(HashSet<String>, HashSet<String>)>,
     bell: tokio::sync::Notify,
 }
 
 impl Queued {
-    fn ring(&self, companies: impl IntoIterator<Item = String>) {
-        self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(companies);
+    fn ring(&self, taken: &Taken) {
+        {
+            let mut queued = self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            queued.0.extend(taken.companies.iter().cloned());
+            queued.1.extend(taken.urgent.iter().cloned());
+        }
         // A permit is kept if the loop is busy, so this wake is never lost.
         self.bell.notify_one();
     }
 
-    fn take(&self) -> HashSet<String> {
+    fn take(&self) -> (HashSet<String>, HashSet<String>) {
         std::mem::take(&mut *self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
@@ -210,6 +215,9 @@ pub struct Taken {
     pub queued: usize,
     /// The companies those deals belong to.
     pub companies: Vec<String>,
+    /// Those of them with a deal queued for more than a published move: its re-read is what
+    /// shows the change, so it is not held back to gather (see [`HINTED_WAIT`]).
+    pub urgent: Vec<String>,
     /// `deal.stage_changed` events put in the outbox.
     pub moves: usize,
     /// Per change, in order: whether it was new (not a duplicate).
@@ -328,7 +336,11 @@ pub(crate) async fn take_changes(conn: &mut AnyConnection, changes: &[(String, C
     taken.moves = events.len();
     taken.queued = to_refresh.len();
     let mut companies = HashSet::new();
-    for ((company, _), _) in to_refresh {
+    let mut urgent = HashSet::new();
+    for ((company, _), hinted) in to_refresh {
+        if !hinted && urgent.insert(company.clone()) {
+            taken.urgent.push(company.clone());
+        }
         if companies.insert(company.clone()) {
             taken.companies.push(company);
         }
@@ -360,8 +372,10 @@ struct PassOutcome {
     last_read: usize,
     /// Its backfill is known to be done.
     done: bool,
-    /// Its queue waits for the portal's budget this long.
+    /// Its queue waits for the portal's budget this long, or gathers hinted moves.
     deferred: Option<Duration>,
+    /// The wait is for moves to gather, not for the budget: urgent work ends it.
+    gathering: bool,
 }
 
 /// What `ingest` did with a batch of webhook events.
@@ -471,7 +485,7 @@ impl DealSync {
     /// After a transaction holding [`take_changes`] committed: wake the re-read loop, count.
     pub(crate) fn after_taken(&self, taken: &Taken, feed: &'static str) {
         if taken.queued > 0 {
-            self.queued.ring(taken.companies.iter().cloned());
+            self.queued.ring(taken);
         }
         if taken.moves > 0 {
             self.relay.wake();
@@ -568,11 +582,11 @@ impl DealSync {
         if picked.is_empty() {
             return Ok(Refresh::Done(0));
         }
-        // Only moves that funnels already show: wait for more deals to share the read, looking
-        // again at the usual pace in case something else is queued meanwhile.
+        // Only moves that funnels already show: wait for more deals to share the read (urgent
+        // work queued meanwhile ends the wait: see `Schedule::queued`).
         let waited = Duration::from_millis(u64::try_from(gomark_storage::now_ms() - oldest).unwrap_or(0));
         if defer && all_hinted && picked.len() < BATCH && waited < HINTED_WAIT {
-            return Ok(Refresh::Gathering((HINTED_WAIT - waited).min(READ_PACE)));
+            return Ok(Refresh::Gathering(HINTED_WAIT - waited));
         }
         let ids: Vec<String> = picked.iter().map(|q| q.deal_id.clone()).collect();
         let Some(portal) = self.portals.get(company_id).await? else {
@@ -746,7 +760,7 @@ impl DealSync {
     /// backfill is known to be done (then its sync state is read again only when its
     /// incremental sync is due), and how long its queue waits for the budget.
     async fn pass(&self, company: &str, sync_due: bool, known_done: bool, drain: bool) -> PassOutcome {
-        let mut outcome = PassOutcome { last_read: 0, done: known_done, deferred: None };
+        let mut outcome = PassOutcome { last_read: 0, done: known_done, deferred: None, gathering: false };
         if drain {
             loop {
                 match self.refresh_or_defer(company).await {
@@ -766,6 +780,7 @@ impl DealSync {
                     }
                     Ok(Refresh::Gathering(wait)) => {
                         outcome.deferred = Some(wait);
+                        outcome.gathering = true;
                         break;
                     }
                     Err(err) => {
@@ -803,10 +818,21 @@ impl DealSync {
         outcome
     }
 
-    /// The companies with deals queued for a re-read.
-    async fn queued_companies(&self) -> Result<HashSet<String>> {
-        let rows = sqlx::query("SELECT DISTINCT company_id FROM deal_refresh_queue").fetch_all(self.db.pool()).await?;
-        Ok(rows.iter().map(|r| r.try_get("company_id")).collect::<std::result::Result<_, _>>()?)
+    /// The companies with deals queued for a re-read, and those of them with urgent deals (not
+    /// only published moves: queued by another replica, or before a restart).
+    async fn queued_companies(&self) -> Result<(HashSet<String>, HashSet<String>)> {
+        let rows = sqlx::query("SELECT company_id, MIN(hinted) AS hinted FROM deal_refresh_queue GROUP BY company_id")
+            .fetch_all(self.db.pool())
+            .await?;
+        let (mut queued, mut urgent) = (HashSet::new(), HashSet::new());
+        for r in &rows {
+            let company: String = r.try_get("company_id")?;
+            if r.try_get::<i64, _>("hinted")? == 0 {
+                urgent.insert(company.clone());
+            }
+            queued.insert(company);
+        }
+        Ok((queued, urgent))
     }
 
     /// Drains the webhook queue continuously, runs backfills, and each company's
@@ -832,8 +858,13 @@ impl DealSync {
                     Ok(companies) => {
                         outage.ok();
                         // Unknown (the database is failing): every company may have queued deals.
-                        let queued = self.queued_companies().await.ok();
-                        plan.poll(companies, queued.as_ref());
+                        match self.queued_companies().await {
+                            Ok((queued, urgent)) => {
+                                plan.poll(companies, Some(&queued));
+                                plan.queued(HashSet::new(), urgent);
+                            }
+                            Err(_) => plan.poll(companies, None),
+                        }
                     }
                     Err(err) => outage.failed(&err),
                 }
@@ -843,7 +874,8 @@ impl DealSync {
                 }
             }
             plan.wake_rested(tokio::time::Instant::now());
-            plan.queued(self.queued.take());
+            let (queued, urgent) = self.queued.take();
+            plan.queued(queued, urgent);
             while passes.len() < CONCURRENT_COMPANIES {
                 let Some((company, work)) = plan.start(tokio::time::Instant::now()) else { break };
                 let this = self.clone();
@@ -857,7 +889,7 @@ impl DealSync {
                         .await
                         .unwrap_or_else(|_| {
                             tracing::error!(company_id = %company, "deal sync pass panicked, will retry");
-                            PassOutcome { last_read: 0, done: false, deferred: None }
+                            PassOutcome { last_read: 0, done: false, deferred: None, gathering: false }
                         });
                     (company, outcome)
                 });
@@ -943,6 +975,8 @@ struct Schedule {
     resting: std::collections::HashMap<String, tokio::time::Instant>,
     /// Resting companies with deals waiting: drained when their rest ends.
     held: HashSet<String>,
+    /// Resting companies whose rest is for hinted moves to gather: urgent work ends it.
+    gathering: HashSet<String>,
     waiting: std::collections::VecDeque<String>,
     waiting_set: HashSet<String>,
     running: HashSet<String>,
@@ -958,6 +992,7 @@ impl Schedule {
             backfilled: HashSet::new(),
             resting: Default::default(),
             held: HashSet::new(),
+            gathering: HashSet::new(),
             waiting: Default::default(),
             waiting_set: HashSet::new(),
             running: HashSet::new(),
@@ -989,9 +1024,15 @@ impl Schedule {
         }
     }
 
-    /// Companies this process queued deals for.
-    fn queued(&mut self, companies: HashSet<String>) {
-        for company in companies {
+    /// Companies with deals queued, and those of them with urgent deals: a rest for moves to
+    /// gather ends for urgent work (a rest for the budget does not).
+    fn queued(&mut self, companies: HashSet<String>, urgent: HashSet<String>) {
+        for company in &urgent {
+            if self.gathering.remove(company) {
+                self.resting.remove(company);
+            }
+        }
+        for company in companies.into_iter().chain(urgent) {
             self.wants(company);
         }
     }
@@ -1001,6 +1042,7 @@ impl Schedule {
         let due: Vec<String> = self.resting.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect();
         for company in due {
             self.resting.remove(&company);
+            self.gathering.remove(&company);
             if self.held.remove(&company) {
                 self.wants(company);
             }
@@ -1045,11 +1087,15 @@ impl Schedule {
             self.backfilled.remove(&company);
         }
         let now = tokio::time::Instant::now();
+        self.gathering.remove(&company);
         match outcome.deferred {
             // Its deals are still queued.
             Some(wait) => {
                 self.resting.insert(company.clone(), now + wait);
                 self.held.insert(company.clone());
+                if outcome.gathering {
+                    self.gathering.insert(company.clone());
+                }
             }
             None if outcome.last_read > 0 && outcome.last_read < BATCH => {
                 self.resting.insert(company.clone(), now + rest_after(outcome.last_read));
@@ -1248,7 +1294,7 @@ mod tests {
     use super::*;
 
     fn outcome(last_read: usize, deferred: Option<Duration>) -> PassOutcome {
-        PassOutcome { last_read, done: true, deferred }
+        PassOutcome { last_read, done: true, deferred, gathering: false }
     }
 
     fn started(plan: &mut Schedule) -> Vec<String> {
@@ -1257,7 +1303,7 @@ mod tests {
     }
 
     fn queued(plan: &mut Schedule, companies: &[&str]) {
-        plan.queued(companies.iter().map(|c| (*c).to_owned()).collect());
+        plan.queued(companies.iter().map(|c| (*c).to_owned()).collect(), HashSet::new());
     }
 
     async fn rest(plan: &mut Schedule, wait: Duration) {
@@ -1329,6 +1375,32 @@ mod tests {
         let (company, work) = plan.start(tokio::time::Instant::now()).expect("due again");
         assert_eq!(company, "a");
         assert_eq!(work, Work { sync_due: false, done: true, drain: true });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn moves_gather_until_their_wait_ends_or_urgent_work_comes() {
+        let mut plan = Schedule::new(Duration::from_secs(300));
+        let gathering = PassOutcome { last_read: 0, done: true, deferred: Some(HINTED_WAIT), gathering: true };
+        queued(&mut plan, &["a", "b"]);
+        assert_eq!(started(&mut plan), ["a", "b"]);
+        plan.finished("a".into(), gathering);
+        plan.finished("b".into(), gathering);
+        // More moves: they gather too.
+        queued(&mut plan, &["a", "b"]);
+        rest(&mut plan, HINTED_WAIT / 2).await;
+        assert!(started(&mut plan).is_empty(), "gathering");
+        // A creation in "b": read now, with the moves gathered so far.
+        plan.queued(HashSet::new(), ["b".to_owned()].into());
+        assert_eq!(started(&mut plan), ["b"]);
+        plan.finished("b".into(), outcome(3, None));
+        rest(&mut plan, HINTED_WAIT / 2).await;
+        assert_eq!(started(&mut plan), ["a"], "the wait is over");
+        // A wait for the budget is not ended by urgent work: the portal has no slot.
+        plan.finished("a".into(), outcome(0, Some(Duration::from_millis(500))));
+        plan.queued(HashSet::new(), ["a".to_owned()].into());
+        assert!(started(&mut plan).is_empty(), "the budget decides");
+        rest(&mut plan, Duration::from_millis(500)).await;
+        assert_eq!(started(&mut plan), ["a"]);
     }
 
     #[tokio::test(start_paused = true)]
