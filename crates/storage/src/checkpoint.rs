@@ -12,10 +12,10 @@ use sqlx::AnyPool;
 use std::time::Duration;
 
 /// How often the log is copied back: often enough that each copy, and the sync that ends it,
-/// is small. In the embedded live run (2,000 stage moves a second over 200 portals, runs
-/// alternated) p99 was 42.8, 44.3, 44.5 and 65.0 ms every 250 ms against 50–254 ms (median
-/// 67 ms, seven runs) every 500 ms; every 125 ms was no better (41.9, 52.1 ms), every 2 s or
-/// only inside commits worse (80–246 ms, 110–174 ms).
+/// is small. In the embedded live run (2,000 stage moves a second over 200 portals) p99 had a
+/// median of 58 ms over twelve runs every 250 ms against 65 ms over twelve every 500 ms;
+/// every 125 ms was no better, every 2 s (80–246 ms) or only inside commits (110–174 ms)
+/// worse.
 pub(crate) const EVERY: Duration = Duration::from_millis(250);
 
 /// Commits still checkpoint once the log passes this many pages (about 40 MB with 4 KiB

@@ -149,23 +149,30 @@ const INGEST_GROUP_EVENTS: usize = 2_000;
 /// bell that wakes it. Only a hint: deals queued by another replica are found by the poll.
 #[derive(Default)]
 struct Queued {
-    /// The companies, and those of them with urgent deals ([`Taken::urgent`]).
-    companies: std::sync::Mutex<(HashSet<String>, HashSet<String>)>,
+    companies: std::sync::Mutex<QueuedCompanies>,
     bell: tokio::sync::Notify,
+}
+
+/// Companies with deals queued for a re-read, and those of them with urgent deals
+/// ([`Taken::urgent`]).
+#[derive(Debug, Default)]
+struct QueuedCompanies {
+    all: HashSet<String>,
+    urgent: HashSet<String>,
 }
 
 impl Queued {
     fn ring(&self, taken: &Taken) {
         {
             let mut queued = self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            queued.0.extend(taken.companies.iter().cloned());
-            queued.1.extend(taken.urgent.iter().cloned());
+            queued.all.extend(taken.companies.iter().cloned());
+            queued.urgent.extend(taken.urgent.iter().cloned());
         }
         // A permit is kept if the loop is busy, so this wake is never lost.
         self.bell.notify_one();
     }
 
-    fn take(&self) -> (HashSet<String>, HashSet<String>) {
+    fn take(&self) -> QueuedCompanies {
         std::mem::take(&mut *self.companies.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
@@ -372,10 +379,17 @@ struct PassOutcome {
     last_read: usize,
     /// Its backfill is known to be done.
     done: bool,
-    /// Its queue waits for the portal's budget this long, or gathers hinted moves.
-    deferred: Option<Duration>,
-    /// The wait is for moves to gather, not for the budget: urgent work ends it.
-    gathering: bool,
+    /// Its queue waits this long, and why.
+    deferred: Option<Rest>,
+}
+
+/// Why a company's queue waits before its next re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    /// The portal's budget has no slot before then.
+    Budget(Duration),
+    /// Hinted moves gather into one read ([`HINTED_WAIT`]): urgent work ends the wait.
+    Gathering(Duration),
 }
 
 /// What `ingest` did with a batch of webhook events.
@@ -760,7 +774,7 @@ impl DealSync {
     /// backfill is known to be done (then its sync state is read again only when its
     /// incremental sync is due), and how long its queue waits for the budget.
     async fn pass(&self, company: &str, sync_due: bool, known_done: bool, drain: bool) -> PassOutcome {
-        let mut outcome = PassOutcome { last_read: 0, done: known_done, deferred: None, gathering: false };
+        let mut outcome = PassOutcome { last_read: 0, done: known_done, deferred: None };
         if drain {
             loop {
                 match self.refresh_or_defer(company).await {
@@ -775,12 +789,11 @@ impl DealSync {
                     }
                     Ok(Refresh::Deferred(wait)) => {
                         metrics::counter!("hubspot_deal_refresh_deferred_total").increment(1);
-                        outcome.deferred = Some(wait);
+                        outcome.deferred = Some(Rest::Budget(wait));
                         break;
                     }
                     Ok(Refresh::Gathering(wait)) => {
-                        outcome.deferred = Some(wait);
-                        outcome.gathering = true;
+                        outcome.deferred = Some(Rest::Gathering(wait));
                         break;
                     }
                     Err(err) => {
@@ -820,19 +833,19 @@ impl DealSync {
 
     /// The companies with deals queued for a re-read, and those of them with urgent deals (not
     /// only published moves: queued by another replica, or before a restart).
-    async fn queued_companies(&self) -> Result<(HashSet<String>, HashSet<String>)> {
+    async fn queued_companies(&self) -> Result<QueuedCompanies> {
         let rows = sqlx::query("SELECT company_id, MIN(hinted) AS hinted FROM deal_refresh_queue GROUP BY company_id")
             .fetch_all(self.db.pool())
             .await?;
-        let (mut queued, mut urgent) = (HashSet::new(), HashSet::new());
+        let mut queued = QueuedCompanies::default();
         for r in &rows {
             let company: String = r.try_get("company_id")?;
             if r.try_get::<i64, _>("hinted")? == 0 {
-                urgent.insert(company.clone());
+                queued.urgent.insert(company.clone());
             }
-            queued.insert(company);
+            queued.all.insert(company);
         }
-        Ok((queued, urgent))
+        Ok(queued)
     }
 
     /// Drains the webhook queue continuously, runs backfills, and each company's
@@ -859,9 +872,9 @@ impl DealSync {
                         outage.ok();
                         // Unknown (the database is failing): every company may have queued deals.
                         match self.queued_companies().await {
-                            Ok((queued, urgent)) => {
-                                plan.poll(companies, Some(&queued));
-                                plan.queued(HashSet::new(), urgent);
+                            Ok(queued) => {
+                                plan.poll(companies, Some(&queued.all));
+                                plan.urgent(queued.urgent);
                             }
                             Err(_) => plan.poll(companies, None),
                         }
@@ -874,8 +887,9 @@ impl DealSync {
                 }
             }
             plan.wake_rested(tokio::time::Instant::now());
-            let (queued, urgent) = self.queued.take();
-            plan.queued(queued, urgent);
+            let queued = self.queued.take();
+            plan.urgent(queued.urgent);
+            plan.queued(queued.all);
             while passes.len() < CONCURRENT_COMPANIES {
                 let Some((company, work)) = plan.start(tokio::time::Instant::now()) else { break };
                 let this = self.clone();
@@ -889,7 +903,7 @@ impl DealSync {
                         .await
                         .unwrap_or_else(|_| {
                             tracing::error!(company_id = %company, "deal sync pass panicked, will retry");
-                            PassOutcome { last_read: 0, done: false, deferred: None, gathering: false }
+                            PassOutcome { last_read: 0, done: false, deferred: None }
                         });
                     (company, outcome)
                 });
@@ -1024,15 +1038,20 @@ impl Schedule {
         }
     }
 
-    /// Companies with deals queued, and those of them with urgent deals: a rest for moves to
-    /// gather ends for urgent work (a rest for the budget does not).
-    fn queued(&mut self, companies: HashSet<String>, urgent: HashSet<String>) {
-        for company in &urgent {
-            if self.gathering.remove(company) {
-                self.resting.remove(company);
-            }
+    /// Companies with deals queued.
+    fn queued(&mut self, companies: HashSet<String>) {
+        for company in companies {
+            self.wants(company);
         }
-        for company in companies.into_iter().chain(urgent) {
+    }
+
+    /// Companies with urgent deals queued: a rest for moves to gather ends (a rest for the
+    /// budget does not).
+    fn urgent(&mut self, companies: HashSet<String>) {
+        for company in companies {
+            if self.gathering.remove(&company) {
+                self.resting.remove(&company);
+            }
             self.wants(company);
         }
     }
@@ -1090,12 +1109,16 @@ impl Schedule {
         self.gathering.remove(&company);
         match outcome.deferred {
             // Its deals are still queued.
-            Some(wait) => {
+            Some(rest) => {
+                let wait = match rest {
+                    Rest::Budget(wait) => wait,
+                    Rest::Gathering(wait) => {
+                        self.gathering.insert(company.clone());
+                        wait
+                    }
+                };
                 self.resting.insert(company.clone(), now + wait);
                 self.held.insert(company.clone());
-                if outcome.gathering {
-                    self.gathering.insert(company.clone());
-                }
             }
             None if outcome.last_read > 0 && outcome.last_read < BATCH => {
                 self.resting.insert(company.clone(), now + rest_after(outcome.last_read));
@@ -1294,7 +1317,7 @@ mod tests {
     use super::*;
 
     fn outcome(last_read: usize, deferred: Option<Duration>) -> PassOutcome {
-        PassOutcome { last_read, done: true, deferred, gathering: false }
+        PassOutcome { last_read, done: true, deferred: deferred.map(Rest::Budget) }
     }
 
     fn started(plan: &mut Schedule) -> Vec<String> {
@@ -1303,7 +1326,7 @@ mod tests {
     }
 
     fn queued(plan: &mut Schedule, companies: &[&str]) {
-        plan.queued(companies.iter().map(|c| (*c).to_owned()).collect(), HashSet::new());
+        plan.queued(companies.iter().map(|c| (*c).to_owned()).collect());
     }
 
     async fn rest(plan: &mut Schedule, wait: Duration) {
@@ -1380,9 +1403,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn moves_gather_until_their_wait_ends_or_urgent_work_comes() {
         let mut plan = Schedule::new(Duration::from_secs(300));
-        let gathering = PassOutcome { last_read: 0, done: true, deferred: Some(HINTED_WAIT), gathering: true };
+        let gathering = PassOutcome { last_read: 0, done: true, deferred: Some(Rest::Gathering(HINTED_WAIT)) };
         queued(&mut plan, &["a", "b"]);
-        assert_eq!(started(&mut plan), ["a", "b"]);
+        let mut first = started(&mut plan);
+        // (in no particular order: the companies come as a set)
+        first.sort();
+        assert_eq!(first, ["a", "b"]);
         plan.finished("a".into(), gathering);
         plan.finished("b".into(), gathering);
         // More moves: they gather too.
@@ -1390,14 +1416,14 @@ mod tests {
         rest(&mut plan, HINTED_WAIT / 2).await;
         assert!(started(&mut plan).is_empty(), "gathering");
         // A creation in "b": read now, with the moves gathered so far.
-        plan.queued(HashSet::new(), ["b".to_owned()].into());
+        plan.urgent(["b".to_owned()].into());
         assert_eq!(started(&mut plan), ["b"]);
         plan.finished("b".into(), outcome(3, None));
         rest(&mut plan, HINTED_WAIT / 2).await;
         assert_eq!(started(&mut plan), ["a"], "the wait is over");
         // A wait for the budget is not ended by urgent work: the portal has no slot.
         plan.finished("a".into(), outcome(0, Some(Duration::from_millis(500))));
-        plan.queued(HashSet::new(), ["a".to_owned()].into());
+        plan.urgent(["a".to_owned()].into());
         assert!(started(&mut plan).is_empty(), "the budget decides");
         rest(&mut plan, Duration::from_millis(500)).await;
         assert_eq!(started(&mut plan), ["a"]);
