@@ -791,8 +791,9 @@ async fn main() -> Result<()> {
             let section = format!(
                 "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- live --portals {portals} \
                  --rate {rate} --secs {secs} --out BENCHMARKS.md`.\n\n\
-                 Deals are created open-loop at a fixed rate, round-robin over the portals (each portal allows 100 requests \
-                 per 10 s), and each is timed from its scheduled moment until its company's `WatchFunnel` stream shows it: \
+                 Deals are changed open-loop at a fixed rate, round-robin over the portals (each portal allows 100 requests \
+                 per 10 s), in a burst every 10 ms, and each change is timed from its burst's planned moment until its \
+                 company's `WatchFunnel` stream shows it: \
                  the signed webhook, hubspot-sync's dedupe, re-read and outbox, the bus, pipeline-tracker's write and \
                  recompute. The same run is repeated at a tenth of the portals and rate; the ratio of the p99s shows how \
                  cost grows. Goal: p99 ≤ 50 ms at 2,000 changes/s over 200 portals.\n\n\
