@@ -366,10 +366,8 @@ struct Picked {
 enum Refresh {
     /// This many queued deals were read (and published when newer); 0 when none waited.
     Done(usize),
-    /// The portal's budget has no slot before this long: nothing was read.
-    Deferred(Duration),
-    /// Only hinted deals are queued (see [`HINTED_WAIT`]): look again after this long.
-    Gathering(Duration),
+    /// Nothing was read: the queue waits, and why.
+    Rests(Rest),
 }
 
 /// What one pass over one company did.
@@ -564,7 +562,7 @@ impl DealSync {
         match self.refresh(company_id, &self.client, false).await? {
             Refresh::Done(n) => Ok(n),
             // Only asked for: `refresh` defers and gathers when told to.
-            Refresh::Deferred(_) | Refresh::Gathering(_) => Ok(0),
+            Refresh::Rests(_) => Ok(0),
         }
     }
 
@@ -600,7 +598,7 @@ impl DealSync {
         // work queued meanwhile ends the wait: see `Schedule::queued`).
         let waited = Duration::from_millis(u64::try_from(gomark_storage::now_ms() - oldest).unwrap_or(0));
         if defer && all_hinted && picked.len() < BATCH && waited < HINTED_WAIT {
-            return Ok(Refresh::Gathering(HINTED_WAIT - waited));
+            return Ok(Refresh::Rests(Rest::Gathering(HINTED_WAIT - waited)));
         }
         let ids: Vec<String> = picked.iter().map(|q| q.deal_id.clone()).collect();
         let Some(portal) = self.portals.get(company_id).await? else {
@@ -612,7 +610,7 @@ impl DealSync {
             Err(SyncError::HubSpot(hubspot_client::Error::RateLimited {
                 policy: hubspot_client::RateLimitPolicy::TenSecondlyRolling,
                 retry_after: Some(wait),
-            })) if defer => return Ok(Refresh::Deferred(wait)),
+            })) if defer => return Ok(Refresh::Rests(Rest::Budget(wait))),
             Err(err) => return Err(err),
         };
         let mut tx = self.db.begin().await?;
@@ -787,13 +785,11 @@ impl DealSync {
                             break;
                         }
                     }
-                    Ok(Refresh::Deferred(wait)) => {
-                        metrics::counter!("hubspot_deal_refresh_deferred_total").increment(1);
-                        outcome.deferred = Some(Rest::Budget(wait));
-                        break;
-                    }
-                    Ok(Refresh::Gathering(wait)) => {
-                        outcome.deferred = Some(Rest::Gathering(wait));
+                    Ok(Refresh::Rests(rest)) => {
+                        if let Rest::Budget(_) = rest {
+                            metrics::counter!("hubspot_deal_refresh_deferred_total").increment(1);
+                        }
+                        outcome.deferred = Some(rest);
                         break;
                     }
                     Err(err) => {
