@@ -122,20 +122,26 @@ pub trait EventStream: Send {
     /// The next delivery; `None` once the bus is closed.
     async fn next(&mut self) -> Option<Result<Delivery>>;
 
-    /// Up to `max` deliveries: waits for the first, then takes what arrives within
-    /// `linger` of it. `None` once the bus is closed; an error ends the batch early only
-    /// when nothing was gathered yet (what was gathered is returned first).
-    async fn next_batch(&mut self, max: usize, linger: Duration) -> Option<Result<Vec<Delivery>>> {
+    /// Whether more deliveries can arrive while earlier ones are unsettled, so that a batch
+    /// gains by waiting to fill (see [`crate::consumer::BatchLimits::linger`]).
+    fn fills_while_unsettled(&self) -> bool {
+        true
+    }
+
+    /// Up to `max` deliveries: waits for the first, then takes those already there. `None`
+    /// once the bus is closed; an error ends the batch early only when nothing was gathered
+    /// yet (what was gathered is returned first).
+    async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>>> {
         let first = match self.next().await? {
             Ok(d) => d,
             Err(err) => return Some(Err(err)),
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.next()).await {
-                Ok(Some(Ok(d))) => batch.push(d),
-                Ok(Some(Err(_)) | None) | Err(_) => break,
+            // A delivery not ready yet is left for the next call.
+            match futures::FutureExt::now_or_never(self.next()) {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Err(_)) | None) | None => break,
             }
         }
         Some(Ok(batch))

@@ -35,13 +35,20 @@ pub trait BatchHandler: Send + Sync + 'static {
 pub struct BatchLimits {
     /// Most events per batch.
     pub max_events: usize,
-    /// How long to wait for more events once the first one arrived.
+    /// While the bus is busy (the last batch had [`BUSY_BATCH`] events or more), how long a
+    /// batch waits to fill from its oldest event on, on a bus that delivers more meanwhile.
+    /// Otherwise the events waiting go at once.
     pub linger: Duration,
     /// Batches handled at once (at least 1). More than one suits a handler whose batches
     /// commute (idempotent, order-free writes): one batch's round trips to its database
     /// overlap another's, as they would across replicas.
     pub in_flight: usize,
 }
+
+/// A batch this large says events arrive faster than the handler writes them: the next
+/// batch lingers (see [`BatchLimits::linger`]). Smaller ones (a lone event, one company's
+/// burst) go at once, for latency.
+pub const BUSY_BATCH: usize = 16;
 
 impl Default for BatchLimits {
     fn default() -> Self {
@@ -126,8 +133,10 @@ pub async fn run_consumer(
     }
 }
 
-/// Consumes `spec` until shutdown like [`run_consumer`], handing events over in batches:
-/// up to `limits.max_events`, gathered for at most `limits.linger` after the first.
+/// Consumes `spec` until shutdown like [`run_consumer`], handing events over in batches: when
+/// the handler has room for one, the events fetched meanwhile, up to `limits.max_events`.
+/// An event on a quiet bus is handled at once; while the bus is busy a batch waits up to
+/// `limits.linger` to fill, so that a saturated handler writes fewer, larger batches.
 pub async fn run_batch_consumer(
     bus: Arc<dyn EventBus>,
     spec: ConsumerSpec,
@@ -154,15 +163,17 @@ pub async fn run_batch_consumer(
             }
         };
         reconnect = Duration::from_millis(200);
-        // The next batch is gathered (fetched, decoded, lingered for) by its own task while
-        // others are handled: the handler never waits for the bus between batches, and the
-        // bus is read while the handler writes. Up to `in_flight` batches are handled at once;
-        // a handled batch is settled (acked) while the next one is handled, so the handler
-        // does not wait for the acks either.
-        let (batches, mut gathered) = tokio::sync::mpsc::channel(1);
-        let gatherer = tokio::spawn(gather(stream, limits, batches, shutdown.clone()));
+        // Events are fetched and decoded by their own task while batches are handled: the
+        // handler never waits for the bus between batches, and the bus is read while the
+        // handler writes. Up to `in_flight` batches are handled at once; a handled batch is
+        // settled (acked) while the next one is handled, so the handler does not wait for the
+        // acks either.
+        let linger = if stream.fills_while_unsettled() { limits.linger } else { Duration::ZERO };
+        let ahead = Arc::new(Ahead::default());
+        let gatherer = tokio::spawn(gather(stream, ahead.clone(), limits.max_events.max(1), shutdown.clone()));
         let mut handling = futures::stream::FuturesUnordered::new();
         let mut settling = futures::stream::FuturesUnordered::new();
+        let mut busy = false;
         loop {
             // Settling is bounded too: with the bus stalled, batches do not pile up unacked.
             let room = handling.len() < limits.in_flight.max(1) && settling.len() <= limits.in_flight.max(1);
@@ -175,9 +186,10 @@ pub async fn run_batch_consumer(
                 Some(settled) = futures::StreamExt::next(&mut settling), if !settling.is_empty() => {
                     note_settled(&spec, settled, &mut bus_outage, &mut handler_outage);
                 }
-                next = gathered.recv(), if room => match next {
+                next = ahead.take(limits.max_events.max(1), if busy { linger } else { Duration::ZERO }), if room => match next {
                     Some(Ok(batch)) => {
                         bus_outage.ok();
+                        busy = batch.len() >= BUSY_BATCH;
                         handling.push(handle_batch(&spec, handler.as_ref(), batch));
                     }
                     Some(Err(err)) => {
@@ -201,22 +213,111 @@ pub async fn run_batch_consumer(
     }
 }
 
-/// Feeds `batches` from `stream` until the bus closes or fails, the receiver goes away or
-/// shutdown. The channel holds one batch, so at most two are gathered ahead of the handler.
-async fn gather(
-    mut stream: Box<dyn crate::EventStream>,
-    limits: BatchLimits,
-    batches: tokio::sync::mpsc::Sender<crate::Result<Vec<crate::Delivery>>>,
-    shutdown: Shutdown,
-) {
+/// Deliveries fetched ahead of the handler: [`gather`] adds them as they arrive, the
+/// consumer takes a batch when it has room for one.
+#[derive(Default)]
+struct Ahead {
+    fetched: std::sync::Mutex<Fetched>,
+    /// Deliveries were added, or the stream ended.
+    added: tokio::sync::Notify,
+    /// Deliveries were taken.
+    taken: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Fetched {
+    deliveries: Vec<crate::Delivery>,
+    /// When the oldest of them was added.
+    since: Option<tokio::time::Instant>,
+    /// How the stream ended: closed (`Some(None)`) or failed.
+    ended: Option<Option<crate::EventError>>,
+}
+
+impl Ahead {
+    fn fetched(&self) -> std::sync::MutexGuard<'_, Fetched> {
+        self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next batch: up to `max` of the deliveries waiting, once there is one and the
+    /// oldest has waited `linger` (or they fill a batch, or the stream ended). After the
+    /// last one, `None` if the stream closed, or its error. Cancel-safe: nothing is taken
+    /// until it returns.
+    async fn take(&self, max: usize, linger: Duration) -> Option<crate::Result<Vec<crate::Delivery>>> {
+        loop {
+            // Interest first, so deliveries added between the look and the wait are not missed.
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            let fill_until = {
+                let mut fetched = self.fetched();
+                let due = fetched.since.map(|since| since + linger);
+                let full = fetched.deliveries.len() >= max || fetched.ended.is_some();
+                match due {
+                    Some(due) if !full && due > tokio::time::Instant::now() => Some(due),
+                    Some(_) => {
+                        let waiting = &mut fetched.deliveries;
+                        let rest = waiting.split_off(waiting.len().min(max));
+                        let batch = std::mem::replace(waiting, rest);
+                        // What did not fit is older than `linger` already: it goes next.
+                        if fetched.deliveries.is_empty() {
+                            fetched.since = None;
+                        }
+                        self.taken.notify_one();
+                        return Some(Ok(batch));
+                    }
+                    None => match &mut fetched.ended {
+                        Some(ended) => return ended.take().map(Err),
+                        None => None,
+                    },
+                }
+            };
+            match fill_until {
+                Some(due) => {
+                    tokio::select! {
+                        () = &mut added => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => added.await,
+            }
+        }
+    }
+}
+
+/// Fetches deliveries from `stream` into `ahead` until the bus closes or fails, or shutdown;
+/// it waits while a full batch is waiting (the bus keeps the rest).
+async fn gather(mut stream: Box<dyn crate::EventStream>, ahead: Arc<Ahead>, max: usize, shutdown: Shutdown) {
     loop {
+        loop {
+            let taken = ahead.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if ahead.fetched().deliveries.len() < max {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = taken => {}
+            }
+        }
         let next = tokio::select! {
             () = shutdown.wait() => return,
-            next = stream.next_batch(limits.max_events, limits.linger) => next,
+            next = stream.next_batch(max) => next,
         };
-        let Some(next) = next else { return };
-        let failed = next.is_err();
-        if batches.send(next).await.is_err() || failed {
+        let ended = {
+            let mut fetched = ahead.fetched();
+            match next {
+                Some(Ok(deliveries)) => {
+                    fetched.since.get_or_insert_with(tokio::time::Instant::now);
+                    fetched.deliveries.extend(deliveries);
+                }
+                Some(Err(err)) => fetched.ended = Some(Some(err)),
+                None => fetched.ended = Some(None),
+            }
+            fetched.ended.is_some()
+        };
+        ahead.added.notify_one();
+        if ended {
             return;
         }
     }
@@ -404,7 +505,7 @@ mod tests {
             Some(Ok(crate::Delivery::new(event, 1, (self.acker)())))
         }
 
-        async fn next_batch(&mut self, _max: usize, _linger: Duration) -> Option<crate::Result<Vec<crate::Delivery>>> {
+        async fn next_batch(&mut self, _max: usize) -> Option<crate::Result<Vec<crate::Delivery>>> {
             Some(self.next().await?.map(|d| vec![d]))
         }
     }
@@ -485,14 +586,15 @@ mod tests {
         }
     }
 
-    /// Counts the batches it handled.
+    /// Counts the batches it handled, and their events.
     #[derive(Default)]
-    struct Tally(std::sync::atomic::AtomicUsize);
+    struct Tally(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize);
 
     #[async_trait]
     impl BatchHandler for Tally {
-        async fn handle_batch(&self, _events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.1.fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
     }
@@ -531,7 +633,7 @@ mod tests {
         }
         shutdown.trigger();
         task.await.expect("consumer ends");
-        assert_eq!(acked.load(SeqCst), tally.0.load(SeqCst), "every handled batch is acked before the end");
+        assert_eq!(acked.load(SeqCst), tally.1.load(SeqCst), "every handled event is acked before the end");
     }
 
     /// Counts how many batches it is handling at once.
@@ -583,6 +685,165 @@ mod tests {
         }
     }
 
+    /// A bus whose one consumer gets the events the test sends, when it sends them.
+    struct FedBus {
+        events: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>>>,
+        fetched: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    struct FedStream {
+        events: tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>,
+        fetched: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl crate::EventStream for FedStream {
+        async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
+            let event = self.events.recv().await?;
+            self.fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(Ok(crate::Delivery::new(event, 1, Box::new(NoAck))))
+        }
+    }
+
+    #[async_trait]
+    impl EventBus for FedBus {
+        async fn publish(&self, _event: &EventEnvelope) -> crate::Result<()> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
+            let events = self.events.lock().expect("lock").take().expect("one subscription");
+            Ok(Box::new(FedStream { events, fetched: self.fetched.clone() }))
+        }
+    }
+
+    /// Records batch sizes; the first batch waits for the gate.
+    struct GatedFirst {
+        sizes: std::sync::Mutex<Vec<usize>>,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl BatchHandler for GatedFirst {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+            let first = {
+                let mut sizes = self.sizes.lock().expect("lock");
+                sizes.push(events.len());
+                sizes.len() == 1
+            };
+            if first {
+                let _pass = self.gate.acquire().await;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_event_goes_alone_and_events_arriving_meanwhile_make_the_next_batches() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (send, events) = tokio::sync::mpsc::unbounded_channel();
+        let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bus: Arc<dyn EventBus> =
+            Arc::new(FedBus { events: std::sync::Mutex::new(Some(events)), fetched: fetched.clone() });
+        let handler = Arc::new(GatedFirst { sizes: std::sync::Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_batch_consumer(
+            bus,
+            ConsumerSpec::new("test.fed", "test.fed"),
+            handler.clone(),
+            BatchLimits { max_events: 5, linger: Duration::from_millis(20), in_flight: 1 },
+            shutdown.clone(),
+        ));
+        let event = || crate::envelope::new_event("c", "test.fed", &prost_types::Timestamp::default());
+        let sizes = || handler.sizes.lock().expect("lock").clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        send.send(event()).expect("send");
+        // Alone: the batch does not wait for more (max is 5).
+        while sizes().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "a lone event was not handled");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // While it is handled, five more arrive one by one, each fetched before the next.
+        for n in 2..=6 {
+            send.send(event()).expect("send");
+            while fetched.load(SeqCst) < n {
+                assert!(tokio::time::Instant::now() < deadline, "event {n} was not fetched while a batch was handled");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        // With a full batch waiting, the bus keeps the next ones.
+        send.send(event()).expect("send");
+        send.send(event()).expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fetched.load(SeqCst), 6, "fetched beyond a full batch");
+        handler.gate.add_permits(1);
+        while sizes().iter().sum::<usize>() < 8 {
+            assert!(tokio::time::Instant::now() < deadline, "the waiting events were not handled: {:?}", sizes());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        shutdown.trigger();
+        task.await.expect("consumer ends");
+        // Those that waited go together, within the limit: not one batch each.
+        assert_eq!(sizes(), vec![1, 5, 2]);
+    }
+
+    #[tokio::test]
+    async fn while_the_bus_is_busy_a_batch_waits_to_fill() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (send, events) = tokio::sync::mpsc::unbounded_channel();
+        let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bus: Arc<dyn EventBus> =
+            Arc::new(FedBus { events: std::sync::Mutex::new(Some(events)), fetched: fetched.clone() });
+        let handler = Arc::new(GatedFirst { sizes: std::sync::Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_batch_consumer(
+            bus,
+            ConsumerSpec::new("test.busy", "test.busy"),
+            handler.clone(),
+            // A linger no run reaches: a busy batch here goes only once full.
+            BatchLimits { max_events: BUSY_BATCH, linger: Duration::from_secs(600), in_flight: 1 },
+            shutdown.clone(),
+        ));
+        let event = || crate::envelope::new_event("c", "test.busy", &prost_types::Timestamp::default());
+        let sizes = || handler.sizes.lock().expect("lock").clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {:?}", sizes());
+            !done()
+        };
+        send.send(event()).expect("send");
+        while wait_for("a lone event", &|| !sizes().is_empty()) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // A full batch arrives while the first is handled: busy from then on.
+        for _ in 0..BUSY_BATCH {
+            send.send(event()).expect("send");
+        }
+        while wait_for("a full batch fetched", &|| fetched.load(SeqCst) == 1 + BUSY_BATCH) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        handler.gate.add_permits(1);
+        while wait_for("the full batch", &|| sizes().len() == 2) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Now one event waits for company instead of going alone.
+        send.send(event()).expect("send");
+        while wait_for("one more fetched", &|| fetched.load(SeqCst) == 2 + BUSY_BATCH) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sizes().len(), 2, "a batch went before it filled while the bus was busy");
+        for _ in 1..BUSY_BATCH {
+            send.send(event()).expect("send");
+        }
+        while wait_for("the filled batch", &|| sizes().len() == 3) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        shutdown.trigger();
+        task.await.expect("consumer ends");
+        assert_eq!(sizes(), vec![1, BUSY_BATCH, BUSY_BATCH]);
+    }
+
     struct Recorder {
         sizes: std::sync::Mutex<Vec<usize>>,
         fail_first: std::sync::atomic::AtomicBool,
@@ -615,7 +876,7 @@ mod tests {
             bus,
             ConsumerSpec::new("test.batch", "test.batched"),
             recorder.clone(),
-            BatchLimits { max_events: 10, linger: Duration::from_millis(50), in_flight: 1 },
+            BatchLimits { max_events: 10, linger: Duration::from_millis(1), in_flight: 1 },
             shutdown.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -363,8 +363,13 @@ impl EventStream for MemoryStream {
         self.wait_for(1).await.pop().map(Ok)
     }
 
-    /// Whatever is ready, up to `max`, at once: the in-process log needs no lingering.
-    async fn next_batch(&mut self, max: usize, _linger: Duration) -> Option<Result<Vec<Delivery>>> {
+    /// The next group comes once this one is settled: waiting for more gains nothing.
+    fn fills_while_unsettled(&self) -> bool {
+        false
+    }
+
+    /// Whatever is ready, up to `max`, at once, as one group.
+    async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<Delivery>>> {
         Some(Ok(self.wait_for(max).await))
     }
 }

@@ -199,7 +199,7 @@ async fn batches_come_in_order_and_a_nakd_batch_comes_back_whole() {
 
         let mut batch = Vec::new();
         while batch.len() < 5 {
-            let more = tokio::time::timeout(Duration::from_secs(10), stream.next_batch(10, Duration::from_millis(200)))
+            let more = tokio::time::timeout(Duration::from_secs(10), stream.next_batch(10))
                 .await
                 .unwrap_or_else(|_| panic!("{}: no batch within 10s", s.label))
                 .expect("stream open")
@@ -212,7 +212,7 @@ async fn batches_come_in_order_and_a_nakd_batch_comes_back_whole() {
         }
         let mut again = Vec::new();
         while again.len() < 5 {
-            let more = tokio::time::timeout(Duration::from_secs(10), stream.next_batch(10, Duration::from_millis(200)))
+            let more = tokio::time::timeout(Duration::from_secs(10), stream.next_batch(10))
                 .await
                 .unwrap_or_else(|_| panic!("{}: the nak'd batch did not come back", s.label))
                 .expect("stream open")

@@ -28,7 +28,8 @@ pub struct TrackerSettings {
     pub config_refresh_secs: u64,
     /// Most deal events written in one database transaction.
     pub batch_max_events: usize,
-    /// How long ingest waits to fill a batch once an event arrived.
+    /// While deal events keep coming, how long a batch waits to fill from its oldest event
+    /// on (fewer, larger writes); a lone event is written at once.
     pub batch_linger_ms: u64,
     /// Deal-event batches written at once by this replica (their writes commute, as they
     /// do across replicas); on SQLite writes take turns whatever this says. 1 by default:
