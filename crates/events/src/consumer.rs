@@ -227,10 +227,23 @@ struct Ahead {
 #[derive(Default)]
 struct Fetched {
     deliveries: Vec<crate::Delivery>,
-    /// When the oldest of them was added.
+    /// When the oldest of them was added; `None` while none waits.
     since: Option<tokio::time::Instant>,
     /// How the stream ended: closed (`Some(None)`) or failed.
     ended: Option<Option<crate::EventError>>,
+}
+
+impl Fetched {
+    /// The oldest `max` deliveries; what did not fit is older than any linger already, so
+    /// it keeps its `since` and goes next.
+    fn cut(&mut self, max: usize) -> Vec<crate::Delivery> {
+        let rest = self.deliveries.split_off(self.deliveries.len().min(max));
+        let batch = std::mem::replace(&mut self.deliveries, rest);
+        if self.deliveries.is_empty() {
+            self.since = None;
+        }
+        batch
+    }
 }
 
 impl Ahead {
@@ -250,25 +263,20 @@ impl Ahead {
             added.as_mut().enable();
             let fill_until = {
                 let mut fetched = self.fetched();
-                let due = fetched.since.map(|since| since + linger);
-                let full = fetched.deliveries.len() >= max || fetched.ended.is_some();
-                match due {
-                    Some(due) if !full && due > tokio::time::Instant::now() => Some(due),
-                    Some(_) => {
-                        let waiting = &mut fetched.deliveries;
-                        let rest = waiting.split_off(waiting.len().min(max));
-                        let batch = std::mem::replace(waiting, rest);
-                        // What did not fit is older than `linger` already: it goes next.
-                        if fetched.deliveries.is_empty() {
-                            fetched.since = None;
-                        }
-                        self.taken.notify_one();
-                        return Some(Ok(batch));
-                    }
+                match fetched.since {
                     None => match &mut fetched.ended {
                         Some(ended) => return ended.take().map(Err),
                         None => None,
                     },
+                    Some(since) => {
+                        let full = fetched.deliveries.len() >= max || fetched.ended.is_some();
+                        if full || since + linger <= tokio::time::Instant::now() {
+                            let batch = fetched.cut(max);
+                            self.taken.notify_one();
+                            return Some(Ok(batch));
+                        }
+                        Some(since + linger)
+                    }
                 }
             };
             match fill_until {
@@ -738,26 +746,58 @@ mod tests {
         }
     }
 
+    /// A consumer of a [`FedBus`] with a [`GatedFirst`] handler, and the test's ends of it.
+    struct Fed {
+        send: tokio::sync::mpsc::UnboundedSender<EventEnvelope>,
+        fetched: Arc<std::sync::atomic::AtomicUsize>,
+        handler: Arc<GatedFirst>,
+        shutdown: Shutdown,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Fed {
+        fn start(limits: BatchLimits) -> Self {
+            let (send, events) = tokio::sync::mpsc::unbounded_channel();
+            let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let bus: Arc<dyn EventBus> =
+                Arc::new(FedBus { events: std::sync::Mutex::new(Some(events)), fetched: fetched.clone() });
+            let handler =
+                Arc::new(GatedFirst { sizes: std::sync::Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
+            let shutdown = Shutdown::new();
+            let task = tokio::spawn(run_batch_consumer(
+                bus,
+                ConsumerSpec::new("test.fed", "test.fed"),
+                handler.clone(),
+                limits,
+                shutdown.clone(),
+            ));
+            Self { send, fetched, handler, shutdown, task }
+        }
+
+        fn send(&self) {
+            let event = crate::envelope::new_event("c", "test.fed", &prost_types::Timestamp::default());
+            self.send.send(event).expect("send");
+        }
+
+        fn sizes(&self) -> Vec<usize> {
+            self.handler.sizes.lock().expect("lock").clone()
+        }
+
+        /// Stops the consumer; the batch sizes it handled.
+        async fn stop(mut self) -> Vec<usize> {
+            self.shutdown.trigger();
+            (&mut self.task).await.expect("consumer ends");
+            self.sizes()
+        }
+    }
+
     #[tokio::test]
     async fn a_lone_event_goes_alone_and_events_arriving_meanwhile_make_the_next_batches() {
         use std::sync::atomic::Ordering::SeqCst;
-        let (send, events) = tokio::sync::mpsc::unbounded_channel();
-        let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let bus: Arc<dyn EventBus> =
-            Arc::new(FedBus { events: std::sync::Mutex::new(Some(events)), fetched: fetched.clone() });
-        let handler = Arc::new(GatedFirst { sizes: std::sync::Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(run_batch_consumer(
-            bus,
-            ConsumerSpec::new("test.fed", "test.fed"),
-            handler.clone(),
-            BatchLimits { max_events: 5, linger: Duration::from_millis(20), in_flight: 1 },
-            shutdown.clone(),
-        ));
-        let event = || crate::envelope::new_event("c", "test.fed", &prost_types::Timestamp::default());
-        let sizes = || handler.sizes.lock().expect("lock").clone();
+        let fed = Fed::start(BatchLimits { max_events: 5, linger: Duration::from_millis(20), in_flight: 1 });
+        let sizes = || fed.sizes();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        send.send(event()).expect("send");
+        fed.send();
         // Alone: the batch does not wait for more (max is 5).
         while sizes().is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "a lone event was not handled");
@@ -765,83 +805,68 @@ mod tests {
         }
         // While it is handled, five more arrive one by one, each fetched before the next.
         for n in 2..=6 {
-            send.send(event()).expect("send");
-            while fetched.load(SeqCst) < n {
+            fed.send();
+            while fed.fetched.load(SeqCst) < n {
                 assert!(tokio::time::Instant::now() < deadline, "event {n} was not fetched while a batch was handled");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
         // With a full batch waiting, the bus keeps the next ones.
-        send.send(event()).expect("send");
-        send.send(event()).expect("send");
+        fed.send();
+        fed.send();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(fetched.load(SeqCst), 6, "fetched beyond a full batch");
-        handler.gate.add_permits(1);
+        assert_eq!(fed.fetched.load(SeqCst), 6, "fetched beyond a full batch");
+        fed.handler.gate.add_permits(1);
         while sizes().iter().sum::<usize>() < 8 {
             assert!(tokio::time::Instant::now() < deadline, "the waiting events were not handled: {:?}", sizes());
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        shutdown.trigger();
-        task.await.expect("consumer ends");
+        let handled = fed.stop().await;
         // Those that waited go together, within the limit: not one batch each.
-        assert_eq!(sizes(), vec![1, 5, 2]);
+        assert_eq!(handled, vec![1, 5, 2]);
     }
 
     #[tokio::test]
     async fn while_the_bus_is_busy_a_batch_waits_to_fill() {
         use std::sync::atomic::Ordering::SeqCst;
-        let (send, events) = tokio::sync::mpsc::unbounded_channel();
-        let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let bus: Arc<dyn EventBus> =
-            Arc::new(FedBus { events: std::sync::Mutex::new(Some(events)), fetched: fetched.clone() });
-        let handler = Arc::new(GatedFirst { sizes: std::sync::Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(run_batch_consumer(
-            bus,
-            ConsumerSpec::new("test.busy", "test.busy"),
-            handler.clone(),
-            // A linger no run reaches: a busy batch here goes only once full.
-            BatchLimits { max_events: BUSY_BATCH, linger: Duration::from_secs(600), in_flight: 1 },
-            shutdown.clone(),
-        ));
-        let event = || crate::envelope::new_event("c", "test.busy", &prost_types::Timestamp::default());
-        let sizes = || handler.sizes.lock().expect("lock").clone();
+        // A linger no run reaches: a busy batch here goes only once full.
+        let fed = Fed::start(BatchLimits { max_events: BUSY_BATCH, linger: Duration::from_secs(600), in_flight: 1 });
+        let sizes = || fed.sizes();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let wait_for = |what: &str, done: &dyn Fn() -> bool| {
             assert!(tokio::time::Instant::now() < deadline, "{what}: {:?}", sizes());
             !done()
         };
-        send.send(event()).expect("send");
+        fed.send();
         while wait_for("a lone event", &|| !sizes().is_empty()) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // A full batch arrives while the first is handled: busy from then on.
         for _ in 0..BUSY_BATCH {
-            send.send(event()).expect("send");
+            fed.send();
         }
-        while wait_for("a full batch fetched", &|| fetched.load(SeqCst) == 1 + BUSY_BATCH) {
+        while wait_for("a full batch fetched", &|| fed.fetched.load(SeqCst) == 1 + BUSY_BATCH) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        handler.gate.add_permits(1);
+        fed.handler.gate.add_permits(1);
         while wait_for("the full batch", &|| sizes().len() == 2) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // Now one event waits for company instead of going alone.
-        send.send(event()).expect("send");
-        while wait_for("one more fetched", &|| fetched.load(SeqCst) == 2 + BUSY_BATCH) {
+        fed.send();
+        while wait_for("one more fetched", &|| fed.fetched.load(SeqCst) == 2 + BUSY_BATCH) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(sizes().len(), 2, "a batch went before it filled while the bus was busy");
         for _ in 1..BUSY_BATCH {
-            send.send(event()).expect("send");
+            fed.send();
         }
         while wait_for("the filled batch", &|| sizes().len() == 3) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        shutdown.trigger();
-        task.await.expect("consumer ends");
-        assert_eq!(sizes(), vec![1, BUSY_BATCH, BUSY_BATCH]);
+        let handled = fed.stop().await;
+        assert_eq!(handled, vec![1, BUSY_BATCH, BUSY_BATCH]);
     }
 
     struct Recorder {
