@@ -169,8 +169,9 @@ pub async fn run_batch_consumer(
         // settled (acked) while the next one is handled, so the handler does not wait for the
         // acks either.
         let linger = if stream.fills_while_unsettled() { limits.linger } else { Duration::ZERO };
+        let max = limits.max_events.max(1);
         let ahead = Arc::new(Ahead::default());
-        let gatherer = tokio::spawn(gather(stream, ahead.clone(), limits.max_events.max(1), shutdown.clone()));
+        let gatherer = tokio::spawn(gather(stream, ahead.clone(), max, shutdown.clone()));
         let mut handling = futures::stream::FuturesUnordered::new();
         let mut settling = futures::stream::FuturesUnordered::new();
         let mut busy = false;
@@ -186,7 +187,7 @@ pub async fn run_batch_consumer(
                 Some(settled) = futures::StreamExt::next(&mut settling), if !settling.is_empty() => {
                     note_settled(&spec, settled, &mut bus_outage, &mut handler_outage);
                 }
-                next = ahead.take(limits.max_events.max(1), if busy { linger } else { Duration::ZERO }), if room => match next {
+                next = ahead.take(max, if busy { linger } else { Duration::ZERO }), if room => match next {
                     Some(Ok(batch)) => {
                         bus_outage.ok();
                         busy = batch.len() >= BUSY_BATCH;
@@ -753,6 +754,8 @@ mod tests {
         handler: Arc<GatedFirst>,
         shutdown: Shutdown,
         task: tokio::task::JoinHandle<()>,
+        /// The end of the test's patience, for every wait in it.
+        deadline: tokio::time::Instant,
     }
 
     impl Fed {
@@ -771,7 +774,16 @@ mod tests {
                 limits,
                 shutdown.clone(),
             ));
-            Self { send, fetched, handler, shutdown, task }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            Self { send, fetched, handler, shutdown, task, deadline }
+        }
+
+        /// Waits until `done`; fails naming `what` (and the batch sizes so far) at the deadline.
+        async fn until(&self, what: &str, done: impl Fn() -> bool) {
+            while !done() {
+                assert!(tokio::time::Instant::now() < self.deadline, "{what}: {:?}", self.sizes());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
 
         fn send(&self) {
@@ -795,21 +807,14 @@ mod tests {
     async fn a_lone_event_goes_alone_and_events_arriving_meanwhile_make_the_next_batches() {
         use std::sync::atomic::Ordering::SeqCst;
         let fed = Fed::start(BatchLimits { max_events: 5, linger: Duration::from_millis(20), in_flight: 1 });
-        let sizes = || fed.sizes();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         fed.send();
         // Alone: the batch does not wait for more (max is 5).
-        while sizes().is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "a lone event was not handled");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("a lone event was not handled", || !fed.sizes().is_empty()).await;
         // While it is handled, five more arrive one by one, each fetched before the next.
         for n in 2..=6 {
             fed.send();
-            while fed.fetched.load(SeqCst) < n {
-                assert!(tokio::time::Instant::now() < deadline, "event {n} was not fetched while a batch was handled");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            let what = format!("event {n} was not fetched while a batch was handled");
+            fed.until(&what, || fed.fetched.load(SeqCst) >= n).await;
         }
         // With a full batch waiting, the bus keeps the next ones.
         fed.send();
@@ -817,10 +822,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(fed.fetched.load(SeqCst), 6, "fetched beyond a full batch");
         fed.handler.gate.add_permits(1);
-        while sizes().iter().sum::<usize>() < 8 {
-            assert!(tokio::time::Instant::now() < deadline, "the waiting events were not handled: {:?}", sizes());
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("the waiting events were not handled", || fed.sizes().iter().sum::<usize>() >= 8).await;
         let handled = fed.stop().await;
         // Those that waited go together, within the limit: not one batch each.
         assert_eq!(handled, vec![1, 5, 2]);
@@ -831,40 +833,24 @@ mod tests {
         use std::sync::atomic::Ordering::SeqCst;
         // A linger no run reaches: a busy batch here goes only once full.
         let fed = Fed::start(BatchLimits { max_events: BUSY_BATCH, linger: Duration::from_secs(600), in_flight: 1 });
-        let sizes = || fed.sizes();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: {:?}", sizes());
-            !done()
-        };
         fed.send();
-        while wait_for("a lone event", &|| !sizes().is_empty()) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("a lone event", || !fed.sizes().is_empty()).await;
         // A full batch arrives while the first is handled: busy from then on.
         for _ in 0..BUSY_BATCH {
             fed.send();
         }
-        while wait_for("a full batch fetched", &|| fed.fetched.load(SeqCst) == 1 + BUSY_BATCH) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("a full batch fetched", || fed.fetched.load(SeqCst) == 1 + BUSY_BATCH).await;
         fed.handler.gate.add_permits(1);
-        while wait_for("the full batch", &|| sizes().len() == 2) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("the full batch", || fed.sizes().len() == 2).await;
         // Now one event waits for company instead of going alone.
         fed.send();
-        while wait_for("one more fetched", &|| fed.fetched.load(SeqCst) == 2 + BUSY_BATCH) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("one more fetched", || fed.fetched.load(SeqCst) == 2 + BUSY_BATCH).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(sizes().len(), 2, "a batch went before it filled while the bus was busy");
+        assert_eq!(fed.sizes().len(), 2, "a batch went before it filled while the bus was busy");
         for _ in 1..BUSY_BATCH {
             fed.send();
         }
-        while wait_for("the filled batch", &|| sizes().len() == 3) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        fed.until("the filled batch", || fed.sizes().len() == 3).await;
         let handled = fed.stop().await;
         assert_eq!(handled, vec![1, BUSY_BATCH, BUSY_BATCH]);
     }
