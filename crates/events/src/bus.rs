@@ -169,6 +169,30 @@ pub trait EventBus: Send + Sync + 'static {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Hands `payload` to whoever listens on `topic` now, on every replica, itself included:
+    /// not stored, not redelivered, not deduplicated. For hints whose loss costs only
+    /// latency, never for facts (those are events). A bus that cannot fan out drops it.
+    async fn announce(&self, topic: &str, payload: bytes::Bytes) -> Result<()> {
+        let _ = (topic, payload);
+        Ok(())
+    }
+
+    /// What is announced on `topic` from now on. It ends when the bus closes; a listener
+    /// that falls behind skips what it missed (announcements are hints). A bus that cannot
+    /// fan out hears nothing.
+    async fn listen(&self, topic: &str) -> Result<Announcements> {
+        let _ = topic;
+        Ok(Box::pin(futures::stream::pending()))
+    }
+}
+
+/// Announcements on one topic, as they arrive (see [`EventBus::listen`]).
+pub type Announcements = std::pin::Pin<Box<dyn futures::Stream<Item = bytes::Bytes> + Send>>;
+
+/// Whether `topic` can name announcements: dot-separated tokens of letters, digits, `-`, `_`.
+pub fn valid_topic(topic: &str) -> bool {
+    topic.split('.').all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
 }
 
 /// Connects the bus `settings` describe.

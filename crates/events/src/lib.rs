@@ -16,13 +16,15 @@ pub mod nats;
 pub mod outbox;
 pub mod relay;
 
-pub use bus::{BusSettings, ConsumerSpec, Delivery, EventBus, EventStream};
+pub use bus::{Announcements, BusSettings, ConsumerSpec, Delivery, EventBus, EventStream};
 pub use envelope::{EventEnvelope, event_types};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     #[error("event bus unavailable: {0}")]
     Unavailable(String),
+    #[error("not an announcement topic: {0:?}")]
+    Topic(String),
     #[error("event could not be decoded: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error(transparent)]

@@ -5,15 +5,16 @@
 //! positions survive a crash of the process (at-least-once, as on JetStream);
 //! [`MemoryBus::new`] keeps everything in memory (tests).
 
-use crate::bus::{Acker, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER};
+use crate::bus::{Acker, Announcements, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER, valid_topic};
 use crate::journal::{Journal, SavedCursor};
-use crate::{EventEnvelope, Result};
+use crate::{EventEnvelope, EventError, Result};
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -37,7 +38,12 @@ struct Shared {
     publishing: tokio::sync::Mutex<()>,
     /// Wakes the task saving cursors after an acknowledgement moved one.
     cursor_moved: Arc<Notify>,
+    /// Each topic's listeners (see [`EventBus::announce`]).
+    topics: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
 }
+
+/// Announcements a listener may fall behind by before it skips ahead.
+const ANNOUNCEMENTS_BUFFERED: usize = 1024;
 
 /// How long acknowledgements are gathered before the cursors are saved: a crash loses at
 /// most this much progress, which only means redelivery.
@@ -108,6 +114,7 @@ impl MemoryBus {
                 journal,
                 publishing: tokio::sync::Mutex::new(()),
                 cursor_moved: Arc::new(Notify::new()),
+                topics: Mutex::default(),
             }),
         }
     }
@@ -228,8 +235,51 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn topics(&self) -> MutexGuard<'_, HashMap<String, broadcast::Sender<Bytes>>> {
+        self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[async_trait]
 impl EventBus for MemoryBus {
+    async fn announce(&self, topic: &str, payload: Bytes) -> Result<()> {
+        if !valid_topic(topic) {
+            return Err(EventError::Topic(topic.to_owned()));
+        }
+        let mut topics = self.shared.topics();
+        if let Some(listeners) = topics.get(topic)
+            && listeners.send(payload).is_err()
+        {
+            // Nobody listens any more.
+            topics.remove(topic);
+        }
+        Ok(())
+    }
+
+    async fn listen(&self, topic: &str) -> Result<Announcements> {
+        if !valid_topic(topic) {
+            return Err(EventError::Topic(topic.to_owned()));
+        }
+        let rx = self
+            .shared
+            .topics()
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(ANNOUNCEMENTS_BUFFERED).0)
+            .subscribe();
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(payload) => return Some((payload, rx)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "announcement listener fell behind; skipped ahead");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })))
+    }
+
     async fn publish(&self, event: &EventEnvelope) -> Result<()> {
         self.publish_all(std::slice::from_ref(event)).await
     }

@@ -1,7 +1,9 @@
 //! The distributed bus: NATS JetStream, one durable stream for all GoMark events, a durable
 //! pull consumer per consumer role, explicit acks, and `Nats-Msg-Id` dedupe on publish.
 
-use crate::bus::{Acker, BusSettings, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER};
+use crate::bus::{
+    Acker, Announcements, BusSettings, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER, valid_topic,
+};
 use crate::envelope::subject;
 use crate::{EventEnvelope, EventError, Result};
 use async_nats::jetstream::{self, AckKind, consumer, stream};
@@ -59,6 +61,15 @@ impl NatsBus {
         Ok(Self { client, js, stream, prefix: settings.subject_prefix.clone() })
     }
 
+    /// The core NATS subject of announcements on `topic`: outside the stream's subjects
+    /// (`{prefix}.>`), so they are never stored.
+    fn announcement_subject(&self, topic: &str) -> Result<String> {
+        if !valid_topic(topic) {
+            return Err(EventError::Topic(topic.to_owned()));
+        }
+        Ok(format!("_announce.{}.{topic}", self.prefix))
+    }
+
     /// Deletes the stream; for tests cleaning up after themselves.
     pub async fn delete_stream(&self) -> Result<()> {
         let name = self.stream.cached_info().config.name.clone();
@@ -110,6 +121,18 @@ impl EventBus for NatsBus {
         let consumer: consumer::PullConsumer = self.stream.create_consumer(config).await.map_err(unavailable)?;
         let messages = consumer.messages().await.map_err(unavailable)?;
         Ok(Box::new(NatsStream { messages, durable: spec.durable.clone() }))
+    }
+
+    async fn announce(&self, topic: &str, payload: bytes::Bytes) -> Result<()> {
+        // Core NATS: sent to whoever subscribes now, no ack to wait for.
+        self.client.publish(self.announcement_subject(topic)?, payload).await.map_err(unavailable)
+    }
+
+    async fn listen(&self, topic: &str) -> Result<Announcements> {
+        // The client subscribes again by itself after a reconnect; what was announced
+        // while it was away is missed, as a hint may be.
+        let subscriber = self.client.subscribe(self.announcement_subject(topic)?).await.map_err(unavailable)?;
+        Ok(Box::pin(subscriber.map(|m| m.payload)))
     }
 
     async fn ping(&self) -> Result<()> {

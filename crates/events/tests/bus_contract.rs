@@ -296,3 +296,32 @@ async fn a_consumer_created_with_the_servers_cap_has_it_lifted() {
     assert_eq!(now.info().await.expect("info").config.max_ack_pending, -1, "the cap is lifted");
     bus.delete_stream().await.expect("delete test stream");
 }
+
+#[tokio::test]
+async fn an_announcement_reaches_every_listener_of_now_and_no_later_one() {
+    use futures::StreamExt;
+    let subjects = buses().await;
+    for s in &subjects {
+        let mut first = s.bus.listen("contract.hints").await.expect("listen");
+        let mut second = s.bus.listen("contract.hints").await.expect("listen");
+        let mut other = s.bus.listen("contract.other").await.expect("listen");
+        // Core NATS subscriptions reach the server asynchronously: a flush-like pause.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.bus.announce("contract.hints", bytes::Bytes::from_static(b"one")).await.expect("announce");
+        for listener in [&mut first, &mut second] {
+            let heard = tokio::time::timeout(Duration::from_secs(5), listener.next()).await;
+            assert_eq!(heard.expect("heard within 5 s").as_deref(), Some(&b"one"[..]), "{}", s.label);
+        }
+        let mut late = s.bus.listen("contract.hints").await.expect("listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (label, listener) in [("other topic", &mut other), ("late listener", &mut late)] {
+            let heard = tokio::time::timeout(Duration::from_millis(300), listener.next()).await;
+            assert!(heard.is_err(), "{}: the {label} heard an announcement not meant for it", s.label);
+        }
+        for bad in ["", "a..b", "a b", "a.>"] {
+            assert!(s.bus.announce(bad, bytes::Bytes::new()).await.is_err(), "{}: topic {bad:?} refused", s.label);
+            assert!(s.bus.listen(bad).await.is_err(), "{}: topic {bad:?} refused", s.label);
+        }
+    }
+    cleanup(subjects).await;
+}
