@@ -133,6 +133,21 @@ pub fn describe() {
         Unit::Count,
         "Company figures computed for a read: from the sums kept and updated per deal change (kept), or from the whole history (recomputed)."
     );
+    describe_counter!(
+        "pipeline_tracker_rollup_batches_total",
+        Unit::Count,
+        "Stored batches offered to a company's kept sums, this replica's or another's: applied, held back until an earlier change counter arrives, or overdue (a counter never came; the company is recomputed)."
+    );
+    describe_counter!(
+        "pipeline_tracker_announcements_total",
+        Unit::Count,
+        "Batches this pipeline-tracker replica announced to the others (sent, or failed: their watchers then wait for their poll)."
+    );
+    describe_counter!(
+        "pipeline_tracker_announcements_heard_total",
+        Unit::Count,
+        "Batches other pipeline-tracker replicas announced, applied to this replica's kept sums and watchers."
+    );
     describe_counter!("upsell_enrolled_total", Unit::Count, "Customers enrolled in an upsell cadence.");
     describe_counter!(
         "upsell_time_zone_fallback_total",

@@ -95,8 +95,9 @@ fn fx_rate(i: usize, r: &pb::FxRate) -> Result<FxRate, Status> {
 }
 
 /// Sends `compute()` now and again whenever `version()` moves and the figures differ
-/// (`same` says when they do not); checks `version` whenever `changes` moves (a local
-/// change of what is watched) and every `poll` (for changes other replicas ingested).
+/// (`same` says when they do not); checks `version` whenever `changes` moves (a
+/// change of what is watched, stored here or announced by another replica) and every `poll` (for a
+/// change whose announcement was lost).
 /// When the change itself carries newer figures (`fresh` of it: their version and value),
 /// they are sent as they are, without asking `version` or `compute`.
 #[allow(clippy::too_many_arguments)]

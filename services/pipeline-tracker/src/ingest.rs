@@ -4,7 +4,7 @@
 
 use crate::funnel::Version;
 use crate::store::{Incoming, Move};
-use crate::tracker::Tracker;
+use crate::tracker::{Counted, Tracker};
 use async_trait::async_trait;
 use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
 use gomark_events::envelope::decode_payload;
@@ -119,15 +119,13 @@ fn names_a_deal((company, deal): (&String, &String)) -> bool {
 }
 
 /// After a batch was stored: the kept sums take the `changed` deals before readers are woken,
-/// so they read them.
+/// so they read them; the other replicas are told.
 async fn hand_over<'a>(
     tracker: &Tracker,
     changed: impl Iterator<Item = (&'a str, &'a str)>,
     touched: &[(String, i64)],
 ) {
-    let changed: Vec<(&str, &str)> = changed.collect();
-    let applied = tracker.apply(&changed, touched).await;
-    tracker.changed_with(touched, applied).await;
+    tracker.stored(&Counted::group(changed, touched)).await;
 }
 
 /// The move a `deal.stage_changed` event carries.

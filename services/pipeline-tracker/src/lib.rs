@@ -6,7 +6,8 @@
 //! - [`portfolio`]: canonical stages and the roll-up; [`stage_config`] reads the mapping
 //!   from the desired-state configuration.
 //! - [`kpi`]: metrics under the configured definitions, and benchmarks across companies.
-//! - [`tracker`]: the cached read side; [`grpc`]: the contract, with watch streams.
+//! - [`tracker`]: the cached read side; [`grpc`]: the contract, with watch streams;
+//!   [`replicas`]: each replica tells the others what it stored.
 
 pub mod catalog;
 mod error;
@@ -16,6 +17,7 @@ pub mod ingest;
 pub mod kpi;
 pub mod live;
 pub mod portfolio;
+pub mod replicas;
 mod rollup;
 mod settings;
 pub mod stage_config;
@@ -52,12 +54,15 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
     let orchestrator = gomark_platform::grpc_client::channel(&t.orchestrator_url, t.call_timeout())?;
     let store = store::Store::new(backends.db.clone());
     let catalog = catalog::Catalog::new(store.clone(), Some(hubspot_sync), Duration::from_secs(t.stage_refresh_secs));
-    let tracker = Arc::new(tracker::Tracker::new(
-        store,
-        catalog,
-        backends.cache.clone(),
-        Duration::from_secs(settings.common.cache.ttl_secs),
-    ));
+    let tracker = Arc::new(
+        tracker::Tracker::new(
+            store,
+            catalog,
+            backends.cache.clone(),
+            Duration::from_secs(settings.common.cache.ttl_secs),
+        )
+        .with_replicas(replicas::Replicas::new(backends.bus.clone())),
+    );
 
     let listener = gomark_platform::server::bind(settings.common.server.grpc_addr, "gRPC").await?;
     let mut service = RunningService::new(NAME, listener.local_addr()?, shutdown.clone());
@@ -111,6 +116,7 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         Arc::new(stage_config::RevisionEvents { config: stages.clone(), tracker: tracker.clone() }),
         shutdown.clone(),
     ));
+    service.spawn_loop(replicas::listen(tracker.clone(), shutdown.clone()));
     service.spawn_loop(stages.run(tracker, shutdown));
     Ok(service)
 }

@@ -58,16 +58,16 @@ impl Changes {
     /// change counter (when known) and its new figures (when computed). `current` is asked,
     /// under the lock, whether figures may still be handed over (the configuration they
     /// were computed under is still in force); if not, watchers recompute.
-    pub fn publish_with<'a>(
+    pub fn publish_with<S: AsRef<str>>(
         &self,
-        companies: impl IntoIterator<Item = (&'a str, Option<i64>, Option<Fresh>)>,
+        companies: impl IntoIterator<Item = (S, Option<i64>, Option<Fresh>)>,
         current: impl Fn() -> bool,
     ) {
         {
             let mut watched = self.companies.lock().unwrap_or_else(|e| e.into_inner());
             let current = current();
             for (company, version, fresh) in companies {
-                if let Some(sender) = watched.get(company) {
+                if let Some(sender) = watched.get(company.as_ref()) {
                     sender.send_modify(|c| {
                         c.count += 1;
                         let newer = version.is_some_and(|v| v > c.newest);

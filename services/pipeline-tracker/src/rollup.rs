@@ -18,8 +18,11 @@
 //! - configuration: definitions, stage mapping and currencies (the tracker drops every
 //!   company's sums when they change), and the catalog (re-read at least once per cache
 //!   ttl, as the cached figures were).
-//! - another replica's writes: the sums carry the company's change counter; one batch
-//!   this replica did not apply shows as a gap, and the company is recomputed.
+//! - missing changes: the sums carry the company's change counter and take each batch
+//!   (this replica's, or another's as [`crate::replicas`] announces it) in counter order,
+//!   holding a batch back until the ones before it arrive ([`Rollup::file`]). A counter
+//!   that does not come within [`GAP_MS`] (an announcement lost, exchange rates stored)
+//!   drops the sums, and the company is recomputed.
 
 use crate::funnel::{DAY_MS, DealHistory, FunnelPart, FunnelSums, PipelineInfo, Shape};
 use crate::kpi::{Definitions, MetricsPart, MetricsShape, MetricsSums};
@@ -34,6 +37,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// companies are dropped beyond it (they are recomputed when next read). A deal's parts
 /// take a few hundred bytes.
 pub const MAX_DEALS_KEPT: usize = 200_000;
+
+/// How long (ms) the sums wait for a missing change counter before they are dropped.
+pub const GAP_MS: i64 = 2_000;
+/// Change counters held back at most, per company, waiting for an earlier one.
+pub const MAX_HELD_BACK: usize = 256;
 
 /// `(pipeline, stage)` a deal uses that the catalog does not list.
 type Unlisted = (String, String);
@@ -114,6 +122,35 @@ pub struct Rollup {
     unlisted: HashMap<Unlisted, u32>,
     /// The definitions' windows, in ms.
     windows: Vec<i64>,
+    /// Counters after `version` stored but not taken yet: the deals each changed, and when
+    /// it arrived (ms).
+    held_back: BTreeMap<i64, (Vec<String>, i64)>,
+    /// Set while a caller reads the deals of the counters up to it ([`Rollup::take`]).
+    taken_to: Option<i64>,
+}
+
+/// Change counters whose deals are to be read and applied together (their reads come after
+/// every one of them was stored, so each deal is read as new as the last counter that
+/// changed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The sums' counter when taken.
+    pub from: i64,
+    pub to: i64,
+    pub deals: Vec<String>,
+}
+
+/// What became of a change counter offered to the sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filed {
+    /// The sums already reflect it.
+    Reflected,
+    /// Held back until an earlier counter arrives, or taken by another caller already.
+    HeldBack,
+    /// The caller reads and applies these, then [`Rollup::applied`].
+    Ready(Run),
+    /// An earlier counter is overdue: the sums cannot catch up and must be dropped.
+    Overdue,
 }
 
 /// What a [`Rollup`] is computed under.
@@ -173,6 +210,8 @@ impl Rollup {
             next_points: BTreeMap::new(),
             unlisted: HashMap::new(),
             windows,
+            held_back: BTreeMap::new(),
+            taken_to: None,
         };
         for deal in history {
             let entry = rollup.entry(cx, deal);
@@ -203,6 +242,61 @@ impl Rollup {
     /// Deals kept.
     pub fn deal_count(&self) -> usize {
         self.deals.len()
+    }
+
+    /// Offers the batch that left the company at `version`, changing `deals`, arriving at
+    /// `now` (ms). Counters are taken in order, whatever order they arrive in.
+    pub fn file(&mut self, version: i64, deals: &[String], now: i64) -> Filed {
+        if version <= self.version {
+            return Filed::Reflected;
+        }
+        if self.taken_to.is_some_and(|to| version <= to) {
+            return Filed::HeldBack;
+        }
+        self.held_back.entry(version).or_insert_with(|| (Vec::new(), now)).0.extend(deals.iter().cloned());
+        if let Some(run) = self.take() {
+            return Filed::Ready(run);
+        }
+        let overdue =
+            self.taken_to.is_none() && self.held_back.values().next().is_some_and(|(_, at)| now - at > GAP_MS);
+        if overdue || self.held_back.len() > MAX_HELD_BACK { Filed::Overdue } else { Filed::HeldBack }
+    }
+
+    /// The counters right after `version` with nothing missing between, unless another
+    /// caller holds some already.
+    pub fn take(&mut self) -> Option<Run> {
+        if self.taken_to.is_some() {
+            return None;
+        }
+        let (from, mut to, mut deals) = (self.version, self.version, Vec::new());
+        while let Some((changed, _)) = self.held_back.remove(&(to + 1)) {
+            to += 1;
+            deals.extend(changed);
+        }
+        if to == from {
+            return None;
+        }
+        self.taken_to = Some(to);
+        Some(Run { from, to, deals })
+    }
+
+    /// Whether the sums can take `run`: it was taken from them, or from sums they replaced
+    /// that were no newer (its deals cover every counter these still miss up to its end).
+    pub fn can_take(&self, run: &Run) -> bool {
+        (run.from..run.to).contains(&self.version) && self.taken_to.is_none_or(|to| to == run.to)
+    }
+
+    /// After the deals of `run` (which the sums [`Rollup::can_take`]) were updated.
+    pub fn applied(&mut self, run: &Run) {
+        self.version = run.to;
+        self.taken_to = None;
+        self.held_back.retain(|v, _| *v > run.to);
+    }
+
+    /// Keeps the counters `older` sums (which these replace) held back and these still miss.
+    fn adopt_held_back(&mut self, older: BTreeMap<i64, (Vec<String>, i64)>) {
+        let version = self.version;
+        self.held_back.extend(older.into_iter().filter(|(v, _)| *v > version));
     }
 
     /// Replaces the deal's part with that of its new `history` (in the company's currency),
@@ -357,6 +451,11 @@ impl Rollups {
         let mut kept = self.lock();
         if rollup.generation != self.generation() || rollup.deal_count() > MAX_DEALS_KEPT {
             return;
+        }
+        let mut rollup = rollup;
+        if let Some((older, _)) = kept.by_company.get_mut(company_id) {
+            // Batches held back for the older sums are still to come for these.
+            rollup.adopt_held_back(std::mem::take(&mut older.held_back));
         }
         kept.remove(company_id);
         while kept.deals + rollup.deal_count() > MAX_DEALS_KEPT {
@@ -588,5 +687,91 @@ mod tests {
         assert_eq!(r.update(&cx, &unlisted, now), Err(Stale::Shape));
         // A day later (the max age) the sums have expired.
         assert_eq!(r.update(&cx, &moved, now + DAY_MS), Err(Stale::Expired));
+    }
+
+    /// Empty sums at change counter `version`.
+    fn at_version(version: i64) -> Rollup {
+        let (defs, map) = (defs(), StageMap::default());
+        let cx = Context { company_id: "c", map: &map, defs: &defs };
+        let (counters, empty) = ((version, 0), (String::new(), HashMap::new()));
+        Rollup::build(&cx, vec![pipeline()], &[], 0, DAY_MS, counters, Currency::USD, empty)
+    }
+
+    fn deals_of(counters: impl IntoIterator<Item = i64>) -> Vec<String> {
+        counters.into_iter().map(|v| format!("d{v}")).collect()
+    }
+
+    proptest! {
+        /// Change counters arriving in any order (another replica's batches overtaking this
+        /// one's), with runs applied late (another caller still reading): each counter is
+        /// applied exactly once, after every earlier one, with its own deals.
+        #[test]
+        fn counters_in_any_order_are_applied_once_each_in_order(
+            order in Just((1..=12i64).collect::<Vec<_>>()).prop_shuffle(),
+            apply_now in proptest::collection::vec(any::<bool>(), 12),
+        ) {
+            let mut r = at_version(0);
+            let (mut taken, mut applied) = (None::<Run>, Vec::new());
+            let finish = |r: &mut Rollup, run: Run, applied: &mut Vec<i64>| {
+                prop_assert!(r.can_take(&run));
+                prop_assert_eq!(&run.deals, &deals_of(run.from + 1..=run.to));
+                applied.extend(run.from + 1..=run.to);
+                r.applied(&run);
+                Ok(r.take())
+            };
+            for (v, now) in order.iter().zip(&apply_now) {
+                match r.file(*v, &deals_of([*v]), 0) {
+                    Filed::Ready(run) => {
+                        prop_assert!(taken.is_none(), "one run at a time");
+                        taken = Some(run);
+                    }
+                    Filed::HeldBack => {}
+                    other => prop_assert!(false, "counter {} filed as {:?}", v, other),
+                }
+                if *now && let Some(run) = taken.take() {
+                    taken = finish(&mut r, run, &mut applied)?;
+                }
+            }
+            while let Some(run) = taken.take() {
+                taken = finish(&mut r, run, &mut applied)?;
+            }
+            prop_assert_eq!(applied, (1..=12).collect::<Vec<_>>());
+            prop_assert_eq!(r.version, 12);
+            prop_assert_eq!(r.file(7, &[], 0), Filed::Reflected);
+        }
+    }
+
+    #[test]
+    fn a_missing_counter_is_waited_for_until_overdue() {
+        let mut r = at_version(5);
+        assert_eq!(r.file(7, &deals_of([7]), 1_000), Filed::HeldBack);
+        assert_eq!(r.file(8, &deals_of([8]), 1_000 + GAP_MS), Filed::HeldBack, "not overdue yet");
+        assert_eq!(r.file(9, &deals_of([9]), 1_001 + GAP_MS), Filed::Overdue, "counter 6 never came");
+        let mut r = at_version(5);
+        for v in 7..7 + MAX_HELD_BACK as i64 {
+            assert_eq!(r.file(v, &[], 0), Filed::HeldBack);
+        }
+        assert_eq!(r.file(7 + MAX_HELD_BACK as i64, &[], 0), Filed::Overdue, "too many held back");
+    }
+
+    #[test]
+    fn sums_that_replace_others_keep_their_held_back_counters_and_take_their_run() {
+        let rollups = Rollups::default();
+        rollups.install("c", at_version(5));
+        let taken = rollups.with("c", |r| {
+            assert_eq!(r.file(8, &deals_of([8]), 0), Filed::HeldBack);
+            match r.file(6, &deals_of([6]), 0) {
+                Filed::Ready(run) => run,
+                other => panic!("counter 6 filed as {other:?}"),
+            }
+        });
+        let run = taken.expect("kept");
+        // A read recomputed the company at counter 6 meanwhile (its sums replaced).
+        rollups.install("c", at_version(6));
+        rollups.with("c", |r| {
+            assert!(r.can_take(&Run { from: 5, to: 7, deals: Vec::new() }), "a run reaching past them is taken");
+            assert!(!r.can_take(&run), "a run they already reflect is not");
+            assert_eq!(r.file(7, &deals_of([7]), 0), Filed::Ready(Run { from: 6, to: 8, deals: deals_of([7, 8]) }));
+        });
     }
 }

@@ -35,8 +35,8 @@ pub struct TrackerSettings {
     /// do across replicas); on SQLite writes take turns whatever this says. 1 by default:
     /// at 2 the backlog ingest was no faster on two CPUs (BENCHMARKS.md).
     pub batch_in_flight: usize,
-    /// Watchers also check the database this often, to see changes ingested by other
-    /// replicas.
+    /// Watchers also check the database this often: other replicas announce their batches
+    /// ([`crate::replicas`]), so this only matters when an announcement is lost.
     pub watch_poll_ms: u64,
 }
 

@@ -7,7 +7,8 @@ use crate::funnel::{self, DealHistory, Figures, PipelineInfo};
 use crate::kpi::{self, CompanyMetrics, Definitions, Metric};
 use crate::live::{Changes, Fresh};
 use crate::portfolio::StageMap;
-use crate::rollup::{self, Rollup, Rollups};
+use crate::replicas::Replicas;
+use crate::rollup::{self, Filed, Rollup, Rollups, Run};
 use crate::store::Store;
 use gomark_cache::Cache;
 use gomark_platform::PublicError;
@@ -43,6 +44,8 @@ pub struct Tracker {
     /// company's history (see [`crate::rollup`]).
     rollups: Rollups,
     pub changes: Arc<Changes>,
+    /// The other replicas, told of each batch stored here; `None` alone (tests).
+    replicas: Option<Replicas>,
 }
 
 /// The UTC date (YYYY-MM-DD) of epoch ms `t`: exchange rates are stored by date.
@@ -106,7 +109,18 @@ impl Tracker {
             definitions: RwLock::new(Definitions::default()),
             rollups: Rollups::default(),
             changes: Arc::new(Changes::default()),
+            replicas: None,
         }
+    }
+
+    /// Tells `replicas` of every batch stored here (see [`crate::replicas`]).
+    pub fn with_replicas(mut self, replicas: Replicas) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+
+    pub fn replicas(&self) -> Option<&Replicas> {
+        self.replicas.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -170,9 +184,15 @@ impl Tracker {
         self.stage_map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Called after a batch touching `companies` is stored.
+    /// Called after `companies` changed other than by a batch of deals (a name, exchange
+    /// rates, the configuration): their watchers here and on the other replicas recompute.
     pub async fn changed(&self, companies: &[String]) {
         self.invalidate(companies).await;
+        if let Some(replicas) = &self.replicas {
+            let counted: Vec<Counted> =
+                companies.iter().map(|c| Counted { company_id: c.clone(), version: 0, deals: Vec::new() }).collect();
+            replicas.announce(&counted).await;
+        }
         self.changes.publish(companies);
     }
 
@@ -343,94 +363,176 @@ impl Tracker {
         Ok(pb::CompanyFunnels { funnels, summary: Some(summary) })
     }
 
-    /// After a batch was stored (`changed`: its `(company, deal)` pairs; `touched`: each
-    /// company with the counter the batch left it at): the kept sums of those companies take
-    /// the changed deals, when they had
-    /// every change before; otherwise (or on any failure) they are dropped, and the next
-    /// read recomputes the company. Returns the new figures of the companies watched on this
-    /// replica whose sums took the batch, for [`Tracker::changed_with`] to hand over.
-    pub async fn apply(&self, changed: &[(&str, &str)], touched: &[(String, i64)]) -> Applied {
-        let mut fresh = Applied { generation: self.rollups.generation(), fresh: HashMap::new() };
-        let mut able = Vec::new();
-        for (company_id, version) in touched {
-            let kept = self.rollups.with(company_id, |r| {
-                (r.version == version - 1).then(|| (r.currency, r.date.clone(), r.rates.clone(), r.generation))
-            });
-            match kept {
-                Some(Some(k)) => able.push((company_id, *version, k)),
-                _ => self.rollups.remove(company_id),
+    /// After a batch was stored, here or on another replica (`counted`: each company with the
+    /// counter the batch left it at and the deals it changed): the kept sums take the
+    /// changed deals in counter order, holding a batch back until the ones before it arrive
+    /// (see [`Rollup::file`]); on any failure they are dropped, and the next read recomputes
+    /// the company. Returns whom to wake, with new figures for the companies watched on this
+    /// replica whose sums took the batch, for [`Tracker::wake`].
+    pub async fn apply(&self, counted: &[Counted]) -> Applied {
+        let mut out = Applied { generation: self.rollups.generation(), wake: Vec::new() };
+        let now = gomark_storage::now_ms();
+        let mut runs = Vec::new();
+        for c in counted {
+            if c.version == 0 {
+                // Not counted (a company's name): nothing for the sums.
+                out.wake.push((c.company_id.clone(), None, None));
+                continue;
+            }
+            match self.rollups.with(&c.company_id, |r| r.file(c.version, &c.deals, now)) {
+                None => out.wake.push((c.company_id.clone(), Some(c.version), None)),
+                Some(Filed::HeldBack) => {
+                    metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "held_back").increment(1);
+                }
+                Some(Filed::Ready(run)) => runs.push((c.company_id.clone(), run)),
+                Some(Filed::Reflected) => self.hand_over_kept(&c.company_id, &mut out),
+                Some(Filed::Overdue) => {
+                    metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "overdue").increment(1);
+                    tracing::debug!(company_id = %c.company_id, "a change counter is overdue; the company is recomputed");
+                    self.rollups.remove(&c.company_id);
+                    out.wake.push((c.company_id.clone(), Some(c.version), None));
+                }
             }
         }
-        if able.is_empty() {
-            return fresh;
+        // Applying a run may free the next one (held back behind it).
+        while !runs.is_empty() {
+            runs = self.apply_runs(runs, &mut out).await;
         }
-        let mut deals: Vec<(String, String)> = changed
-            .iter()
-            .filter(|(company, _)| able.iter().any(|(c, ..)| c.as_str() == *company))
-            .map(|(company, deal)| ((*company).to_owned(), (*deal).to_owned()))
-            .collect();
+        out
+    }
+
+    /// Reads the deals of `runs` (one read for all: a batch touches many companies) and
+    /// applies each to its company's sums; returns the runs that became ready behind them.
+    async fn apply_runs(&self, runs: Vec<(String, Run)>, out: &mut Applied) -> Vec<(String, Run)> {
+        let mut deals: Vec<(String, String)> =
+            runs.iter().flat_map(|(c, run)| run.deals.iter().map(|d| (c.clone(), d.clone()))).collect();
         deals.sort();
         deals.dedup();
-        // One read for the whole batch: a batch touches many companies.
         let mut histories = match self.store.histories_of(&deals).await {
             Ok(h) => h,
             Err(err) => {
                 tracing::warn!(error = %err, "changed deals unreadable; their companies are recomputed");
-                for (company_id, ..) in able {
-                    self.rollups.remove(company_id);
+                for (company_id, run) in runs {
+                    self.rollups.remove(&company_id);
+                    out.wake.push((company_id, Some(run.to), None));
                 }
-                return fresh;
+                return Vec::new();
             }
         };
-        for (company_id, version, (currency, date, mut rates, generation)) in able {
+        let mut next = Vec::new();
+        for (company_id, run) in runs {
             let mut histories = histories.remove(company_id.as_str()).unwrap_or_default();
-            if let Err(err) = self.convert(company_id, &mut histories, currency, &date, &mut rates).await {
-                tracing::warn!(company_id, error = %err, "exchange rates unreadable; the company is recomputed");
-                self.rollups.remove(company_id);
-                continue;
-            }
-            let (defs, map) = (self.definitions(), self.stage_map());
-            let cx = rollup::Context { company_id, map: &map, defs: &defs };
-            let now = gomark_storage::now_ms();
-            let watched = self.changes.watched(company_id);
-            let applied = self.rollups.with(company_id, |r| {
-                if r.version != version - 1 || r.generation != generation || generation != self.rollups.generation() {
-                    return Err(rollup::Stale::Expired);
+            match self.apply_run(&company_id, &run, &mut histories, out.generation).await {
+                Ok(Step::Next(after)) => next.push((company_id, after)),
+                Ok(Step::Done(fresh)) => {
+                    metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "applied").increment(1);
+                    out.wake.push((company_id, Some(run.to), fresh));
                 }
-                let handed_over = watched && generation == fresh.generation;
-                r.rates = rates;
-                for deal in &histories {
-                    r.update(&cx, deal, now)?;
-                }
-                r.version = version;
-                // Computed here, once, for every watcher of the company.
-                Ok((handed_over && r.valid_at(now)).then(|| self.funnels_from(&cx, r, now)))
-            });
-            match applied {
-                Some(Ok(Some(Ok(funnels)))) => {
-                    fresh.fresh.insert(company_id.clone(), Fresh { version, funnels: Arc::new(funnels) });
-                }
-                Some(Ok(_)) | None => {}
-                Some(Err(stale)) => {
-                    tracing::debug!(company_id, reason = %stale, "the company's sums are recomputed");
-                    self.rollups.remove(company_id);
+                Ok(Step::Reflected) => self.hand_over_kept(&company_id, out),
+                Err(reason) => {
+                    tracing::debug!(company_id, reason, "the company's sums are recomputed");
+                    self.rollups.remove(&company_id);
+                    out.wake.push((company_id, Some(run.to), None));
                 }
             }
         }
-        fresh
+        next
     }
 
-    /// [`Tracker::changed`] after ingest: each company's watchers also get its counter, and
-    /// its new figures when `fresh` has them.
-    pub async fn changed_with(&self, touched: &[(String, i64)], applied: Applied) {
-        let Applied { generation, mut fresh } = applied;
-        let companies: Vec<String> = touched.iter().map(|(c, _)| c.clone()).collect();
-        self.invalidate(&companies).await;
+    /// Applies `run` (its deals' `histories`, read after it was stored) to the company's sums.
+    async fn apply_run(
+        &self,
+        company_id: &str,
+        run: &Run,
+        histories: &mut [DealHistory],
+        generation: u64,
+    ) -> std::result::Result<Step, &'static str> {
+        let kept = self.rollups.with(company_id, |r| (r.currency, r.date.clone(), r.rates.clone(), r.generation));
+        let Some((currency, date, mut rates, kept_generation)) = kept else { return Err("dropped meanwhile") };
+        if let Err(err) = self.convert(company_id, histories, currency, &date, &mut rates).await {
+            tracing::warn!(company_id, error = %err, "exchange rates unreadable; the company is recomputed");
+            return Err("exchange rates unreadable");
+        }
+        let (defs, map) = (self.definitions(), self.stage_map());
+        let cx = rollup::Context { company_id, map: &map, defs: &defs };
+        let now = gomark_storage::now_ms();
+        let watched = self.changes.watched(company_id);
+        let step = self.rollups.with(company_id, |r| {
+            if r.generation != kept_generation
+                || kept_generation != generation
+                || generation != self.rollups.generation()
+            {
+                return Err("configuration changed");
+            }
+            if r.version >= run.to {
+                return Ok(Step::Reflected);
+            }
+            if !r.can_take(run) || r.currency != currency || r.date != date {
+                return Err("replaced meanwhile");
+            }
+            r.rates = rates;
+            for deal in histories.iter() {
+                r.update(&cx, deal, now).map_err(|stale| match stale {
+                    rollup::Stale::Expired => "expired",
+                    rollup::Stale::Shape => "a pipeline or stage appears or goes",
+                })?;
+            }
+            r.applied(run);
+            if let Some(after) = r.take() {
+                return Ok(Step::Next(after));
+            }
+            // Computed here, once, for every watcher of the company.
+            let fresh = (watched && r.valid_at(now)).then(|| self.funnels_from(&cx, r, now));
+            Ok(Step::Done(match fresh {
+                Some(Ok(funnels)) => Some(Fresh { version: r.version, funnels: Arc::new(funnels) }),
+                _ => None,
+            }))
+        });
+        step.unwrap_or(Err("dropped meanwhile"))
+    }
+
+    /// Wakes the company's watchers with the figures of its kept sums (when watched here and
+    /// valid now): they already reflect the change.
+    fn hand_over_kept(&self, company_id: &str, out: &mut Applied) {
+        let fresh = if self.changes.watched(company_id) {
+            let (defs, map) = (self.definitions(), self.stage_map());
+            let cx = rollup::Context { company_id, map: &map, defs: &defs };
+            let now = gomark_storage::now_ms();
+            self.rollups.with(company_id, |r| {
+                let current = r.generation == out.generation && r.valid_at(now);
+                match current.then(|| self.funnels_from(&cx, r, now)) {
+                    Some(Ok(funnels)) => Some(Fresh { version: r.version, funnels: Arc::new(funnels) }),
+                    _ => None,
+                }
+            })
+        } else {
+            None
+        };
+        let fresh = fresh.flatten();
+        out.wake.push((company_id.to_owned(), fresh.as_ref().map(|f| f.version), fresh));
+    }
+
+    /// Wakes the watchers [`Tracker::apply`] names, handing over its figures.
+    pub fn wake(&self, applied: Applied) {
+        let Applied { generation, wake } = applied;
         self.changes.publish_with(
-            touched.iter().map(|(c, v)| (c.as_str(), Some(*v), fresh.remove(c))),
+            wake,
             // Figures computed before a configuration change are not handed over.
             || self.rollups.generation() == generation,
         );
+    }
+
+    /// After this replica stored a batch: drops the companies' cached figures, tells the
+    /// other replicas (after the drop, so none of their watchers reads an old cached
+    /// value), then brings the kept sums along and wakes this replica's watchers.
+    pub async fn stored(&self, counted: &[Counted]) {
+        let companies: Vec<String> = counted.iter().map(|c| c.company_id.clone()).collect();
+        self.invalidate(&companies).await;
+        if let Some(replicas) = &self.replicas {
+            replicas.announce(counted).await;
+        }
+        let applied = self.apply(counted).await;
+        self.wake(applied);
     }
 
     /// One pipeline's funnel now (cached) or at `as_of_ms` (from the transition log).
@@ -844,13 +946,56 @@ impl Tracker {
     }
 }
 
+/// One company's part of a stored batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub company_id: String,
+    /// The company's change counter as the batch left it; 0 when not counted.
+    pub version: i64,
+    /// The deals whose history the batch changed.
+    pub deals: Vec<String>,
+}
+
+impl Counted {
+    /// Each company of `touched` (with its counter) and its deals among `changed`
+    /// (`(company, deal)` pairs).
+    pub fn group<'a>(changed: impl IntoIterator<Item = (&'a str, &'a str)>, touched: &[(String, i64)]) -> Vec<Self> {
+        let mut by_company: HashMap<&str, Vec<String>> = HashMap::new();
+        for (company, deal) in changed {
+            let deals = by_company.entry(company).or_default();
+            if !deals.iter().any(|d| d == deal) {
+                deals.push(deal.to_owned());
+            }
+        }
+        touched
+            .iter()
+            .map(|(company_id, version)| Counted {
+                company_id: company_id.clone(),
+                version: *version,
+                deals: by_company.remove(company_id.as_str()).unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 /// What [`Tracker::apply`] computed for watchers.
 #[derive(Debug, Default)]
 pub struct Applied {
     /// The configuration generation the figures were computed under.
     generation: u64,
-    /// New figures by company.
-    fresh: HashMap<String, Fresh>,
+    /// Whom to wake: each company, with the counter its figures moved to (when known) and
+    /// its new figures (when computed).
+    wake: Vec<(String, Option<i64>, Option<Fresh>)>,
+}
+
+/// What applying a run to a company's sums led to.
+enum Step {
+    /// Done: the figures to hand over, when watched here.
+    Done(Option<Fresh>),
+    /// Done, and the next run became ready behind it.
+    Next(Run),
+    /// The sums reflected it already.
+    Reflected,
 }
 
 /// A company's pipelines with their figures, and the deal history they came from.

@@ -978,3 +978,162 @@ async fn any_text_in_a_batch_is_stored_as_itself() {
         assert_eq!(t.store().history(company).await.expect("history").len(), batch.len(), "{}", tdb.label);
     }
 }
+
+/// What a watcher of `company` on `t` shows once woken for the store's counter (waiting up
+/// to `within`), as the gRPC watch does: the figures handed over, or else the company's
+/// figures read anew. Also whether they were handed over. Fails when it is never woken.
+async fn watched(
+    t: &Tracker,
+    watcher: &mut tokio::sync::watch::Receiver<gomark_pipeline_tracker::live::CompanyChange>,
+    company: &str,
+    within: Duration,
+    what: &str,
+) -> (pb::CompanyFunnels, bool) {
+    let want = t.store().company_version(company).await.expect("version");
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if tokio::time::timeout_at(deadline, watcher.changed()).await.is_err() {
+            panic!("{what}: not woken for counter {want} within {within:?}");
+        }
+        let change = watcher.borrow_and_update().clone();
+        match change.fresh {
+            Some(fresh) if fresh.version == want => {
+                let mut got = (*fresh.funnels).clone();
+                for funnel in &mut got.funnels {
+                    funnel.as_of = None;
+                }
+                return (got, true);
+            }
+            // Figures of an earlier counter: the next wake brings newer ones.
+            Some(_) => {}
+            None => return (funnels_now(t, company).await, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn watchers_on_every_replica_get_each_change_whichever_replica_ingests_it() {
+    use gomark_pipeline_tracker::replicas::{self, Replicas};
+    for tdb in TestDatabase::all() {
+        // Two replicas on one database, cache and bus, each listening to the other.
+        tracker(&tdb).await;
+        let store = Store::new(Database::connect(&tdb.settings).await.expect("connect"));
+        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(gomark_events::memory::MemoryBus::new());
+        let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt")));
+        let shutdown = gomark_platform::Shutdown::new();
+        let replica = || {
+            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+            let t = Tracker::new(store.clone(), catalog, cache.clone(), Duration::from_secs(60))
+                .with_replicas(Replicas::new(bus.clone()));
+            let t = Arc::new(t);
+            tokio::spawn(replicas::listen(t.clone(), shutdown.clone()));
+            t
+        };
+        let (a, b) = (replica(), replica());
+        // Both listen before anything is announced.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut rng = Rng(0x2e91_1ca5_0000_0017);
+        let events = history("c1", 60, &mut rng);
+        let (head, tail) = events.split_at(events.len() / 2);
+        ingest(&a, head, 50).await;
+        // Both hold sums and are watched.
+        funnels_now(&a, "c1").await;
+        funnels_now(&b, "c1").await;
+        let (mut wa, mut wb) = (a.changes.subscribe_company("c1"), b.changes.subscribe_company("c1"));
+        for (i, chunk) in tail.chunks(4).enumerate() {
+            let on_a = rng.below(2) == 0;
+            ingest(if on_a { &a } else { &b }, chunk, 4).await;
+            let fresh = {
+                let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+                let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
+                Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
+            };
+            let want = funnels_now(&fresh, "c1").await;
+            // Well within the watchers' poll: woken by the announcement, from kept sums.
+            let within = Duration::from_millis(500);
+            let label = |r: &str| {
+                format!("{}: change {i} (ingested on {}), watcher on {r}", tdb.label, if on_a { "a" } else { "b" })
+            };
+            for (r, t, w) in [("a", &a, &mut wa), ("b", &b, &mut wb)] {
+                let (got, handed) = watched(t, w, "c1", within, &label(r)).await;
+                assert_eq!(got, want, "{}", label(r));
+                // Once a replica holds sums (the first change read them anew on b, where the
+                // cache had a's figures) they take every change, whoever ingests it.
+                assert!(handed || (i == 0 && r == "b"), "{}: figures handed over", label(r));
+            }
+        }
+        shutdown.trigger();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stored_at_once_on_two_replicas_leave_both_kept_sums_equal_to_a_full_recompute() {
+    use gomark_pipeline_tracker::replicas::{self, Replicas};
+    for tdb in TestDatabase::all() {
+        tracker(&tdb).await;
+        let store = Store::new(Database::connect(&tdb.settings).await.expect("connect"));
+        let bus: Arc<dyn gomark_events::EventBus> = Arc::new(gomark_events::memory::MemoryBus::new());
+        let shutdown = gomark_platform::Shutdown::new();
+        // Each with its own cache, so each builds its own sums.
+        let replica = || {
+            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+            let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt")));
+            let t = Arc::new(
+                Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
+                    .with_replicas(Replicas::new(bus.clone())),
+            );
+            tokio::spawn(replicas::listen(t.clone(), shutdown.clone()));
+            t
+        };
+        let (a, b) = (replica(), replica());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut rng = Rng(0x7a3e_0c0c_0000_0017);
+        let events = history("c1", 80, &mut rng);
+        let (head, tail) = events.split_at(events.len() / 3);
+        ingest(&a, head, 50).await;
+        funnels_now(&a, "c1").await;
+        funnels_now(&b, "c1").await;
+        let (mut wa, mut wb) = (a.changes.subscribe_company("c1"), b.changes.subscribe_company("c1"));
+        // Small batches on both replicas at once: their counters interleave, and each
+        // replica hears of the other's batches in any order relative to its own.
+        let chunks: Vec<&[EventEnvelope]> = tail.chunks(2).collect();
+        let (on_a, on_b): (Vec<_>, Vec<_>) = chunks.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let run = |t: Arc<Tracker>, mine: Vec<(usize, &&[EventEnvelope])>| {
+            let mine: Vec<Vec<EventEnvelope>> = mine.into_iter().map(|(_, c)| c.to_vec()).collect();
+            tokio::spawn(async move {
+                for chunk in mine {
+                    ingest(&t, &chunk, 2).await;
+                }
+            })
+        };
+        let (ra, rb) = (run(a.clone(), on_a), run(b.clone(), on_b));
+        ra.await.expect("a ingests");
+        rb.await.expect("b ingests");
+        let fresh = {
+            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+            let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
+            Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
+        };
+        let want = funnels_now(&fresh, "c1").await;
+        let version = store.company_version("c1").await.expect("version");
+        for (r, w) in [("a", &mut wa), ("b", &mut wb)] {
+            // The last hand-over reaches the final counter from the kept sums.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            let got = loop {
+                let change = w.borrow_and_update().clone();
+                if let Some(f) = change.fresh.filter(|f| f.version == version) {
+                    let mut got = (*f.funnels).clone();
+                    for funnel in &mut got.funnels {
+                        funnel.as_of = None;
+                    }
+                    break got;
+                }
+                if tokio::time::timeout_at(deadline, w.changed()).await.is_err() {
+                    panic!("{}: replica {r} handed over no figures at counter {version}", tdb.label);
+                }
+            };
+            assert_eq!(got, want, "{}: replica {r}'s kept sums equal a full recompute", tdb.label);
+        }
+        shutdown.trigger();
+    }
+}

@@ -1,0 +1,112 @@
+//! Replicas tell each other what they stored. Every replica shares the deal consumers, so
+//! each ingests only some of a company's batches; each announces what it stored (company,
+//! change counter, deals) on the bus and applies what the others announce, so that a
+//! watcher hears of a change at once whichever replica ingested it, and the kept sums take
+//! every batch instead of finding gaps.
+//!
+//! Announcements are hints (see [`gomark_events::EventBus::announce`]): one lost costs the
+//! watchers of its companies their poll interval, and the kept sums a recomputation.
+
+use crate::tracker::{Counted, Tracker};
+use gomark_events::EventBus;
+use gomark_platform::Shutdown;
+use gomark_proto::pipeline_tracker::v1 as pb;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The bus topic of the announcements.
+pub const TOPIC: &str = "pipeline-tracker.stored";
+/// How long a replica that cannot listen waits before it tries again.
+const RELISTEN: Duration = Duration::from_secs(1);
+
+/// This replica's link to the others.
+pub struct Replicas {
+    bus: Arc<dyn EventBus>,
+    /// This replica's name in its announcements, so it skips its own.
+    id: String,
+}
+
+impl Replicas {
+    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+        Self { bus, id: uuid::Uuid::new_v4().to_string() }
+    }
+
+    /// Tells the other replicas of `counted` (best effort: logged and counted when the bus
+    /// cannot take it).
+    pub async fn announce(&self, counted: &[Counted]) {
+        if counted.is_empty() {
+            return;
+        }
+        let message = pb::ReplicaChanges {
+            replica_id: self.id.clone(),
+            companies: counted
+                .iter()
+                .map(|c| pb::CompanyChanges {
+                    company_id: c.company_id.clone(),
+                    version: c.version,
+                    deal_ids: c.deals.clone(),
+                })
+                .collect(),
+        };
+        let outcome = match self.bus.announce(TOPIC, message.encode_to_vec().into()).await {
+            Ok(()) => "sent",
+            Err(err) => {
+                tracing::debug!(error = %err, "could not announce a stored batch; other replicas' watchers poll");
+                "failed"
+            }
+        };
+        metrics::counter!("pipeline_tracker_announcements_total", "outcome" => outcome).increment(1);
+    }
+
+    /// What another replica announced in `payload`; `None` for this replica's own or an
+    /// unreadable one.
+    pub fn heard(&self, payload: &[u8]) -> Option<Vec<Counted>> {
+        let message = match pb::ReplicaChanges::decode(payload) {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable announcement skipped");
+                return None;
+            }
+        };
+        if message.replica_id == self.id {
+            return None;
+        }
+        let counted = message
+            .companies
+            .into_iter()
+            .filter(|c| !c.company_id.is_empty() && c.version >= 0)
+            .map(|c| Counted { company_id: c.company_id, version: c.version, deals: c.deal_ids })
+            .collect();
+        Some(counted)
+    }
+}
+
+/// Applies what the other replicas announce until `shutdown`, listening again (after a
+/// pause) whenever the bus cannot be listened to or the listening ends.
+pub async fn listen(tracker: Arc<Tracker>, shutdown: Shutdown) {
+    let Some(replicas) = tracker.replicas() else { return };
+    let bus = replicas.bus.clone();
+    loop {
+        match bus.listen(TOPIC).await {
+            Ok(mut heard) => loop {
+                let payload = tokio::select! {
+                    () = shutdown.wait() => return,
+                    next = futures::StreamExt::next(&mut heard) => match next {
+                        Some(payload) => payload,
+                        None => break,
+                    },
+                };
+                let Some(counted) = tracker.replicas().and_then(|r| r.heard(&payload)) else { continue };
+                metrics::counter!("pipeline_tracker_announcements_heard_total").increment(1);
+                let applied = tracker.apply(&counted).await;
+                tracker.wake(applied);
+            },
+            Err(err) => tracing::warn!(error = %err, "cannot hear other replicas' batches; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(RELISTEN) => {}
+        }
+    }
+}
