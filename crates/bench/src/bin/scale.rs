@@ -83,6 +83,10 @@ enum Bench {
         /// What each change is: a stage move of an existing deal, or a new deal.
         #[arg(long, value_enum, default_value_t = live_bench::Kind::Moves)]
         changes: live_bench::Kind,
+        /// pipeline-tracker replicas in distributed mode; they share the deal consumers, and
+        /// the watchers are on the first.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=4))]
+        tracker_replicas: u8,
     },
     /// Hand edits in random portals, timed until GoMark records the drift.
     Drift {
@@ -237,6 +241,12 @@ async fn embedded_for_ingest(dir: &Path, webhook_delay: Duration) -> Result<Runn
 /// The distributed mode on the machine's Postgres, NATS and Redis (the `GOMARK_TEST_*`
 /// variables), each service on a fresh schema, all in this process.
 async fn distributed_for_ingest(webhook_delay: Duration) -> Result<Option<Running>> {
+    distributed_with(webhook_delay, 1).await
+}
+
+/// [`distributed_for_ingest`] with `tracker_replicas` pipeline-trackers on one schema (the
+/// first serves the watchers).
+async fn distributed_with(webhook_delay: Duration, tracker_replicas: u8) -> Result<Option<Running>> {
     use gomark_platform::settings::{Secret, ServerSettings};
     use gomark_service::{Backends, CommonSettings};
     let (true, Some(nats), Some(redis)) =
@@ -307,6 +317,11 @@ async fn distributed_for_ingest(webhook_delay: Duration) -> Result<Option<Runnin
             ..Default::default()
         },
     };
+    let mut more_trackers = Vec::new();
+    for _ in 1..tracker_replicas {
+        let backends = Backends::connect(&tracker_settings.common).await?;
+        more_trackers.push(gomark_pipeline_tracker::start(tracker_settings.clone(), backends, shutdown.clone()).await?);
+    }
     let backends = Backends::connect(&tracker_settings.common).await?;
     let tracker = gomark_pipeline_tracker::start(tracker_settings, backends, shutdown.clone()).await?;
     let gateway_common = common()?;
@@ -350,7 +365,8 @@ async fn distributed_for_ingest(webhook_delay: Duration) -> Result<Option<Runnin
     let api = Api { http, base: format!("http://{}", gateway.http_addr), key };
     let nats = std::sync::Arc::new(gomark_events::nats::NatsBus::connect(&bus).await?);
     let tracker_addr = tracker.grpc_addr;
-    let services = vec![sync, orchestrator, tracker, gateway.service];
+    let mut services = vec![sync, orchestrator, tracker, gateway.service];
+    services.extend(more_trackers);
     let nats_for_stop = nats.clone();
     Ok(Some(Running {
         api,
@@ -753,7 +769,7 @@ async fn main() -> Result<()> {
             );
             (heading, section)
         }
-        Bench::Live { portals, rate, secs, changes } => {
+        Bench::Live { portals, rate, secs, changes, tracker_replicas } => {
             let heading = "## Live latency at load (issue 17)";
             let small = ((portals / 10).max(1), (rate / 10).max(1));
             let mut rows = String::new();
@@ -764,7 +780,7 @@ async fn main() -> Result<()> {
                 for (n, r) in [(portals, rate), small] {
                     let dir = tempfile::tempdir()?;
                     let running = if distributed {
-                        match distributed_for_ingest(LATENCY_WEBHOOK_DELAY).await? {
+                        match distributed_with(LATENCY_WEBHOOK_DELAY, tracker_replicas).await? {
                             Some(running) => running,
                             None => {
                                 rows.push_str("| distributed | – | – | – | – | not run: set the GOMARK_TEST_* variables | | | |\n");
@@ -774,7 +790,12 @@ async fn main() -> Result<()> {
                     } else {
                         embedded_for_ingest(dir.path(), LATENCY_WEBHOOK_DELAY).await?
                     };
-                    let label = format!("{mode}, {n} portals, {}", changes.label());
+                    let replicas = if distributed && tracker_replicas > 1 {
+                        format!(", {tracker_replicas} tracker replicas")
+                    } else {
+                        String::new()
+                    };
+                    let label = format!("{mode}, {n} portals, {}{replicas}", changes.label());
                     let figures = live_bench::run(&label, running, n, r, secs, changes).await?;
                     rows.push_str(&figures.row);
                     seconds.push_str(&figures.per_second);
@@ -788,9 +809,11 @@ async fn main() -> Result<()> {
                     );
                 }
             }
+            let replicas_arg =
+                if tracker_replicas > 1 { format!(" --tracker-replicas {tracker_replicas}") } else { String::new() };
             let section = format!(
                 "{heading}\n\nRun {where_} with `cargo run --release -p gomark-bench --bin scale -- live --portals {portals} \
-                 --rate {rate} --secs {secs} --out BENCHMARKS.md`.\n\n\
+                 --rate {rate} --secs {secs}{replicas_arg} --out BENCHMARKS.md`.\n\n\
                  Deals are changed open-loop at a fixed rate, round-robin over the portals (each portal allows 100 requests \
                  per 10 s), in a burst every 10 ms, and each change is timed from its burst's planned moment until its \
                  company's `WatchFunnel` stream shows it: \
