@@ -136,7 +136,7 @@ pub fn describe() {
     describe_counter!(
         "pipeline_tracker_rollup_batches_total",
         Unit::Count,
-        "Stored batches offered to a company's kept sums, this replica's or another's: applied, held back until an earlier change counter arrives, or overdue (a counter never came; the company is recomputed)."
+        "A company's stored batches (this replica's or another's) offered to its kept sums: applied (counted per change counter), held back behind an earlier counter not yet here or being applied, or overdue (the company is recomputed)."
     );
     describe_counter!(
         "pipeline_tracker_announcements_total",

@@ -8,6 +8,7 @@
 //! watchers of its companies their poll interval, and the kept sums a recomputation.
 
 use crate::tracker::{Counted, Tracker};
+use futures::{FutureExt, StreamExt};
 use gomark_events::EventBus;
 use gomark_platform::Shutdown;
 use gomark_proto::pipeline_tracker::v1 as pb;
@@ -19,6 +20,8 @@ use std::time::Duration;
 pub const TOPIC: &str = "pipeline-tracker.stored";
 /// How long a replica that cannot listen waits before it tries again.
 const RELISTEN: Duration = Duration::from_secs(1);
+/// Announcements applied together at most.
+const MAX_APPLIED_AT_ONCE: usize = 64;
 
 /// This replica's link to the others.
 pub struct Replicas {
@@ -86,19 +89,26 @@ impl Replicas {
 /// pause) whenever the bus cannot be listened to or the listening ends.
 pub async fn listen(tracker: Arc<Tracker>, shutdown: Shutdown) {
     let Some(replicas) = tracker.replicas() else { return };
-    let bus = replicas.bus.clone();
     loop {
-        match bus.listen(TOPIC).await {
+        match replicas.bus.listen(TOPIC).await {
             Ok(mut heard) => loop {
-                let payload = tokio::select! {
+                let first = tokio::select! {
                     () = shutdown.wait() => return,
-                    next = futures::StreamExt::next(&mut heard) => match next {
+                    next = heard.next() => match next {
                         Some(payload) => payload,
                         None => break,
                     },
                 };
-                let Some(counted) = tracker.replicas().and_then(|r| r.heard(&payload)) else { continue };
-                metrics::counter!("pipeline_tracker_announcements_heard_total").increment(1);
+                // Those that came meanwhile too: one read of the deals for all of them.
+                let mut payloads = vec![first];
+                while payloads.len() < MAX_APPLIED_AT_ONCE {
+                    match heard.next().now_or_never() {
+                        Some(Some(payload)) => payloads.push(payload),
+                        Some(None) | None => break,
+                    }
+                }
+                let counted: Vec<Counted> = payloads.iter().filter_map(|p| replicas.heard(p)).flatten().collect();
+                metrics::counter!("pipeline_tracker_announcements_heard_total").increment(payloads.len() as u64);
                 let applied = tracker.apply(&counted).await;
                 tracker.wake(applied);
             },

@@ -141,15 +141,14 @@ pub struct Run {
 }
 
 /// What became of a change counter offered to the sums.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filed {
     /// The sums already reflect it.
     Reflected,
-    /// Held back until an earlier counter arrives, or taken by another caller already.
-    HeldBack,
-    /// The caller reads and applies these, then [`Rollup::applied`].
-    Ready(Run),
-    /// An earlier counter is overdue: the sums cannot catch up and must be dropped.
+    /// Kept for [`Rollup::take`] (now, or once the counters before it arrive), or already
+    /// taken by another caller.
+    Kept,
+    /// The sums are not catching up (a counter or a caller is overdue): they must be dropped.
     Overdue,
 }
 
@@ -245,21 +244,19 @@ impl Rollup {
     }
 
     /// Offers the batch that left the company at `version`, changing `deals`, arriving at
-    /// `now` (ms). Counters are taken in order, whatever order they arrive in.
+    /// `now` (ms), for [`Rollup::take`] to hand out in counter order, whatever order the
+    /// batches arrive in.
     pub fn file(&mut self, version: i64, deals: &[String], now: i64) -> Filed {
         if version <= self.version {
             return Filed::Reflected;
         }
-        if self.taken_to.is_some_and(|to| version <= to) {
-            return Filed::HeldBack;
+        if self.taken_to.is_none_or(|to| version > to) {
+            self.held_back.entry(version).or_insert_with(|| (Vec::new(), now)).0.extend(deals.iter().cloned());
         }
-        self.held_back.entry(version).or_insert_with(|| (Vec::new(), now)).0.extend(deals.iter().cloned());
-        if let Some(run) = self.take() {
-            return Filed::Ready(run);
-        }
-        let overdue =
-            self.taken_to.is_none() && self.held_back.values().next().is_some_and(|(_, at)| now - at > GAP_MS);
-        if overdue || self.held_back.len() > MAX_HELD_BACK { Filed::Overdue } else { Filed::HeldBack }
+        // The oldest waits for a counter that has not come, or for a caller that has not
+        // finished: either way the sums are not catching up.
+        let overdue = self.held_back.values().next().is_some_and(|(_, at)| now - at > GAP_MS);
+        if overdue || self.held_back.len() > MAX_HELD_BACK { Filed::Overdue } else { Filed::Kept }
     }
 
     /// The counters right after `version` with nothing missing between, unless another
@@ -720,13 +717,10 @@ mod tests {
                 Ok(r.take())
             };
             for (v, now) in order.iter().zip(&apply_now) {
-                match r.file(*v, &deals_of([*v]), 0) {
-                    Filed::Ready(run) => {
-                        prop_assert!(taken.is_none(), "one run at a time");
-                        taken = Some(run);
-                    }
-                    Filed::HeldBack => {}
-                    other => prop_assert!(false, "counter {} filed as {:?}", v, other),
+                prop_assert_eq!(r.file(*v, &deals_of([*v]), 0), Filed::Kept);
+                if let Some(run) = r.take() {
+                    prop_assert!(taken.is_none(), "one run at a time");
+                    taken = Some(run);
                 }
                 if *now && let Some(run) = taken.take() {
                     taken = finish(&mut r, run, &mut applied)?;
@@ -744,14 +738,22 @@ mod tests {
     #[test]
     fn a_missing_counter_is_waited_for_until_overdue() {
         let mut r = at_version(5);
-        assert_eq!(r.file(7, &deals_of([7]), 1_000), Filed::HeldBack);
-        assert_eq!(r.file(8, &deals_of([8]), 1_000 + GAP_MS), Filed::HeldBack, "not overdue yet");
+        assert_eq!(r.file(7, &deals_of([7]), 1_000), Filed::Kept);
+        assert_eq!(r.take(), None, "counter 6 first");
+        assert_eq!(r.file(8, &deals_of([8]), 1_000 + GAP_MS), Filed::Kept, "not overdue yet");
         assert_eq!(r.file(9, &deals_of([9]), 1_001 + GAP_MS), Filed::Overdue, "counter 6 never came");
         let mut r = at_version(5);
         for v in 7..7 + MAX_HELD_BACK as i64 {
-            assert_eq!(r.file(v, &[], 0), Filed::HeldBack);
+            assert_eq!(r.file(v, &[], 0), Filed::Kept);
         }
         assert_eq!(r.file(7 + MAX_HELD_BACK as i64, &[], 0), Filed::Overdue, "too many held back");
+        // A caller that took counters and never finished is overdue too.
+        let mut r = at_version(5);
+        r.file(6, &deals_of([6]), 1_000);
+        assert!(r.take().is_some());
+        assert_eq!(r.file(7, &deals_of([7]), 1_000), Filed::Kept);
+        assert_eq!(r.take(), None, "counter 6 is being applied");
+        assert_eq!(r.file(8, &deals_of([8]), 1_001 + GAP_MS), Filed::Overdue);
     }
 
     #[test]
@@ -759,19 +761,19 @@ mod tests {
         let rollups = Rollups::default();
         rollups.install("c", at_version(5));
         let taken = rollups.with("c", |r| {
-            assert_eq!(r.file(8, &deals_of([8]), 0), Filed::HeldBack);
-            match r.file(6, &deals_of([6]), 0) {
-                Filed::Ready(run) => run,
-                other => panic!("counter 6 filed as {other:?}"),
-            }
+            r.file(8, &deals_of([8]), 0);
+            r.file(6, &deals_of([6]), 0);
+            r.take()
         });
-        let run = taken.expect("kept");
+        let run = taken.flatten().expect("counter 6 taken");
+        assert_eq!(run, Run { from: 5, to: 6, deals: deals_of([6]) });
         // A read recomputed the company at counter 6 meanwhile (its sums replaced).
         rollups.install("c", at_version(6));
         rollups.with("c", |r| {
             assert!(r.can_take(&Run { from: 5, to: 7, deals: Vec::new() }), "a run reaching past them is taken");
             assert!(!r.can_take(&run), "a run they already reflect is not");
-            assert_eq!(r.file(7, &deals_of([7]), 0), Filed::Ready(Run { from: 6, to: 8, deals: deals_of([7, 8]) }));
+            assert_eq!(r.file(7, &deals_of([7]), 0), Filed::Kept);
+            assert_eq!(r.take(), Some(Run { from: 6, to: 8, deals: deals_of([7, 8]) }));
         });
     }
 }

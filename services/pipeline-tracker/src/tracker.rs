@@ -366,13 +366,13 @@ impl Tracker {
     /// After a batch was stored, here or on another replica (`counted`: each company with the
     /// counter the batch left it at and the deals it changed): the kept sums take the
     /// changed deals in counter order, holding a batch back until the ones before it arrive
-    /// (see [`Rollup::file`]); on any failure they are dropped, and the next read recomputes
-    /// the company. Returns whom to wake, with new figures for the companies watched on this
-    /// replica whose sums took the batch, for [`Tracker::wake`].
+    /// (see [`Rollup::file`] and [`Rollup::take`]); on any failure they are dropped, and the
+    /// next read recomputes the company. Returns whom to wake, with new figures for the
+    /// companies watched on this replica whose sums took the batch, for [`Tracker::wake`].
     pub async fn apply(&self, counted: &[Counted]) -> Applied {
         let mut out = Applied { generation: self.rollups.generation(), wake: Vec::new() };
         let now = gomark_storage::now_ms();
-        let mut runs = Vec::new();
+        let mut offered: Vec<&str> = Vec::new();
         for c in counted {
             if c.version == 0 {
                 // Not counted (a company's name): nothing for the sums.
@@ -381,17 +381,25 @@ impl Tracker {
             }
             match self.rollups.with(&c.company_id, |r| r.file(c.version, &c.deals, now)) {
                 None => out.wake.push((c.company_id.clone(), Some(c.version), None)),
-                Some(Filed::HeldBack) => {
-                    metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "held_back").increment(1);
-                }
-                Some(Filed::Ready(run)) => runs.push((c.company_id.clone(), run)),
+                Some(Filed::Kept) => offered.push(&c.company_id),
                 Some(Filed::Reflected) => self.hand_over_kept(&c.company_id, &mut out),
                 Some(Filed::Overdue) => {
                     metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "overdue").increment(1);
-                    tracing::debug!(company_id = %c.company_id, "a change counter is overdue; the company is recomputed");
+                    tracing::debug!(company_id = %c.company_id, "the sums are not catching up; the company is recomputed");
                     self.rollups.remove(&c.company_id);
                     out.wake.push((c.company_id.clone(), Some(c.version), None));
                 }
+            }
+        }
+        // Taken once all are filed: a company's counters arriving together are one run.
+        offered.sort_unstable();
+        offered.dedup();
+        let mut runs = Vec::new();
+        for company_id in offered {
+            match self.rollups.with(company_id, Rollup::take) {
+                Some(Some(run)) => runs.push((company_id.to_owned(), run)),
+                // Until the counters before it arrive (or another caller applies them).
+                _ => metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "held_back").increment(1),
             }
         }
         // Applying a run may free the next one (held back behind it).
@@ -422,12 +430,14 @@ impl Tracker {
         let mut next = Vec::new();
         for (company_id, run) in runs {
             let mut histories = histories.remove(company_id.as_str()).unwrap_or_default();
-            match self.apply_run(&company_id, &run, &mut histories, out.generation).await {
+            let step = self.apply_run(&company_id, &run, &mut histories, out.generation).await;
+            if let Ok(Step::Next(_) | Step::Done(_)) = step {
+                let counters = u64::try_from(run.to - run.from).unwrap_or(0);
+                metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "applied").increment(counters);
+            }
+            match step {
                 Ok(Step::Next(after)) => next.push((company_id, after)),
-                Ok(Step::Done(fresh)) => {
-                    metrics::counter!("pipeline_tracker_rollup_batches_total", "outcome" => "applied").increment(1);
-                    out.wake.push((company_id, Some(run.to), fresh));
-                }
+                Ok(Step::Done(fresh)) => out.wake.push((company_id, Some(run.to), fresh)),
                 Ok(Step::Reflected) => self.hand_over_kept(&company_id, out),
                 Err(reason) => {
                     tracing::debug!(company_id, reason, "the company's sums are recomputed");
@@ -962,17 +972,15 @@ impl Counted {
     pub fn group<'a>(changed: impl IntoIterator<Item = (&'a str, &'a str)>, touched: &[(String, i64)]) -> Vec<Self> {
         let mut by_company: HashMap<&str, Vec<String>> = HashMap::new();
         for (company, deal) in changed {
-            let deals = by_company.entry(company).or_default();
-            if !deals.iter().any(|d| d == deal) {
-                deals.push(deal.to_owned());
-            }
+            by_company.entry(company).or_default().push(deal.to_owned());
         }
         touched
             .iter()
-            .map(|(company_id, version)| Counted {
-                company_id: company_id.clone(),
-                version: *version,
-                deals: by_company.remove(company_id.as_str()).unwrap_or_default(),
+            .map(|(company_id, version)| {
+                let mut deals = by_company.remove(company_id.as_str()).unwrap_or_default();
+                deals.sort_unstable();
+                deals.dedup();
+                Counted { company_id: company_id.clone(), version: *version, deals }
             })
             .collect()
     }
