@@ -20,6 +20,8 @@ use std::time::Duration;
 pub const TOPIC: &str = "pipeline-tracker.stored";
 /// How long a replica that cannot listen waits before it tries again.
 const RELISTEN: Duration = Duration::from_secs(1);
+/// Companies per announcement at most.
+const COMPANIES_PER_ANNOUNCEMENT: usize = 1_000;
 /// Announcements applied together at most.
 const MAX_APPLIED_AT_ONCE: usize = 64;
 
@@ -38,28 +40,29 @@ impl Replicas {
     /// Tells the other replicas of `counted` (best effort: logged and counted when the bus
     /// cannot take it).
     pub async fn announce(&self, counted: &[Counted]) {
-        if counted.is_empty() {
-            return;
+        // A message per so many companies keeps each well under NATS's 1 MB payload limit
+        // when every company changes at once (exchange rates, the configuration).
+        for chunk in counted.chunks(COMPANIES_PER_ANNOUNCEMENT) {
+            let message = pb::ReplicaChanges {
+                replica_id: self.id.clone(),
+                companies: chunk
+                    .iter()
+                    .map(|c| pb::CompanyChanges {
+                        company_id: c.company_id.clone(),
+                        version: c.version,
+                        deal_ids: c.deals.clone(),
+                    })
+                    .collect(),
+            };
+            let outcome = match self.bus.announce(TOPIC, message.encode_to_vec().into()).await {
+                Ok(()) => "sent",
+                Err(err) => {
+                    tracing::debug!(error = %err, "could not announce a stored batch; other replicas' watchers poll");
+                    "failed"
+                }
+            };
+            metrics::counter!("pipeline_tracker_announcements_total", "outcome" => outcome).increment(1);
         }
-        let message = pb::ReplicaChanges {
-            replica_id: self.id.clone(),
-            companies: counted
-                .iter()
-                .map(|c| pb::CompanyChanges {
-                    company_id: c.company_id.clone(),
-                    version: c.version,
-                    deal_ids: c.deals.clone(),
-                })
-                .collect(),
-        };
-        let outcome = match self.bus.announce(TOPIC, message.encode_to_vec().into()).await {
-            Ok(()) => "sent",
-            Err(err) => {
-                tracing::debug!(error = %err, "could not announce a stored batch; other replicas' watchers poll");
-                "failed"
-            }
-        };
-        metrics::counter!("pipeline_tracker_announcements_total", "outcome" => outcome).increment(1);
     }
 
     /// What another replica announced in `payload`; `None` for this replica's own or an
@@ -118,5 +121,34 @@ pub async fn listen(tracker: Arc<Tracker>, shutdown: Shutdown) {
             () = shutdown.wait() => return,
             () = tokio::time::sleep(RELISTEN) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gomark_events::memory::MemoryBus;
+
+    fn counted(n: usize) -> Vec<Counted> {
+        (0..n)
+            .map(|i| Counted { company_id: format!("c{i}"), version: i as i64 + 1, deals: vec![format!("d{i}")] })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_replica_hears_the_others_not_itself_and_every_company_of_a_large_change() {
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+        let (a, b) = (Replicas::new(bus.clone()), Replicas::new(bus.clone()));
+        let mut heard = bus.listen(TOPIC).await.expect("listen");
+        let all = counted(COMPANIES_PER_ANNOUNCEMENT + 1);
+        a.announce(&all).await;
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let payload = heard.next().await.expect("an announcement");
+            assert_eq!(a.heard(&payload), None, "a replica skips its own");
+            got.extend(b.heard(&payload).expect("another's"));
+        }
+        assert_eq!(got, all, "split in two, nothing lost");
+        assert_eq!(b.heard(b"not protobuf \xff"), None, "an unreadable one is skipped");
     }
 }
