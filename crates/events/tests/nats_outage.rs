@@ -1,6 +1,6 @@
 //! A NATS outage heals by itself: with the server killed while events keep being stored,
 //! the outbox relay and a durable consumer carry on once it is back, without a restart,
-//! and every event is handled. Runs against a NATS server of its own (the `nats-server`
+//! and every event is handled; a listener hears announcements again. Runs against a NATS server of its own (the `nats-server`
 //! binary, on a free port), so it can be stopped; skipped when the binary is missing.
 
 use async_trait::async_trait;
@@ -192,4 +192,44 @@ async fn relay_and_consumer_resume_after_nats_comes_back() {
     relay.await.expect("relay ends");
     consumer.await.expect("consumer ends");
     nats.kill();
+}
+
+#[tokio::test]
+async fn a_listener_hears_announcements_again_after_nats_comes_back() {
+    use futures::StreamExt;
+    let Some(binary) = nats_server() else {
+        gomark_testkit::note_skipped("the NATS announcement outage test", "a nats-server binary");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = gomark_testkit::free_port();
+    let mut nats = start_nats(&binary, port, &dir.path().join("js"));
+    let settings = BusSettings {
+        kind: gomark_events::bus::BusKind::Nats,
+        nats_url: format!("nats://127.0.0.1:{port}"),
+        stream: gomark_testkit::unique("HINTS"),
+        subject_prefix: gomark_testkit::unique("hints"),
+    };
+    let (speaker, listener) =
+        (NatsBus::connect(&settings).await.expect("nats"), NatsBus::connect(&settings).await.expect("nats"));
+    let mut heard = listener.listen("test.hints").await.expect("listen");
+    // Announces `what` until it is heard, for up to 30 s: a subscription reaches the server
+    // asynchronously, at the start and again after the reconnect.
+    async fn until_heard(speaker: &NatsBus, heard: &mut gomark_events::Announcements, what: &'static str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            speaker.announce("test.hints", bytes::Bytes::from_static(what.as_bytes())).await.ok();
+            match tokio::time::timeout(Duration::from_millis(200), heard.next()).await {
+                Ok(Some(payload)) if payload == what.as_bytes() => return,
+                Ok(None) => panic!("the listener ended"),
+                _ => assert!(tokio::time::Instant::now() < deadline, "{what} not heard within 30 s"),
+            }
+        }
+    }
+    until_heard(&speaker, &mut heard, "before").await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _nats = start_nats(&binary, port, &dir.path().join("js"));
+    // The same stream, without listening anew: the client subscribes again by itself.
+    until_heard(&speaker, &mut heard, "after").await;
 }
