@@ -1,7 +1,8 @@
 //! A NATS outage heals by itself: with the server killed while events keep being stored,
 //! the outbox relay and a durable consumer carry on once it is back, without a restart,
-//! and every event is handled; a listener hears announcements again. Runs against a NATS server of its own (the `nats-server`
-//! binary, on a free port), so it can be stopped; skipped when the binary is missing.
+//! and every event is handled; a listener hears announcements again. Runs against a NATS
+//! server of its own (the `nats-server` binary, on a free port), so it can be stopped;
+//! skipped when the binary is missing.
 
 use async_trait::async_trait;
 use gomark_events::consumer::{EventHandler, HandlerError, run_consumer};
