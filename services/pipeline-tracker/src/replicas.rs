@@ -92,30 +92,40 @@ impl Replicas {
 /// pause) whenever the bus cannot be listened to or the listening ends.
 pub async fn listen(tracker: Arc<Tracker>, shutdown: Shutdown) {
     let Some(replicas) = tracker.replicas() else { return };
+    let mut failing = false;
     loop {
         match replicas.bus.listen(TOPIC).await {
-            Ok(mut heard) => loop {
-                let first = tokio::select! {
-                    () = shutdown.wait() => return,
-                    next = heard.next() => match next {
-                        Some(payload) => payload,
-                        None => break,
-                    },
-                };
-                // Those that came meanwhile too: one read of the deals for all of them.
-                let mut payloads = vec![first];
-                while payloads.len() < MAX_APPLIED_AT_ONCE {
-                    match heard.next().now_or_never() {
-                        Some(Some(payload)) => payloads.push(payload),
-                        Some(None) | None => break,
-                    }
+            Ok(mut heard) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("hearing other replicas' batches again");
                 }
-                let counted: Vec<Counted> = payloads.iter().filter_map(|p| replicas.heard(p)).flatten().collect();
-                metrics::counter!("pipeline_tracker_announcements_heard_total").increment(payloads.len() as u64);
-                let applied = tracker.apply(&counted).await;
-                tracker.wake(applied);
-            },
-            Err(err) => tracing::warn!(error = %err, "cannot hear other replicas' batches; retrying"),
+                loop {
+                    let first = tokio::select! {
+                        () = shutdown.wait() => return,
+                        next = heard.next() => match next {
+                            Some(payload) => payload,
+                            None => break,
+                        },
+                    };
+                    // Those that came meanwhile too: one read of the deals for all of them.
+                    let mut payloads = vec![first];
+                    while payloads.len() < MAX_APPLIED_AT_ONCE {
+                        match heard.next().now_or_never() {
+                            Some(Some(payload)) => payloads.push(payload),
+                            Some(None) | None => break,
+                        }
+                    }
+                    let counted: Vec<Counted> = payloads.iter().filter_map(|p| replicas.heard(p)).flatten().collect();
+                    metrics::counter!("pipeline_tracker_announcements_heard_total").increment(payloads.len() as u64);
+                    let applied = tracker.apply(&counted).await;
+                    tracker.wake(applied);
+                }
+            }
+            // Logged once per outage, not per attempt.
+            Err(err) if !std::mem::replace(&mut failing, true) => {
+                tracing::warn!(error = %err, "cannot hear other replicas' batches; their changes reach watchers here at the poll; retrying");
+            }
+            Err(err) => tracing::debug!(error = %err, "still cannot hear other replicas' batches"),
         }
         tokio::select! {
             () = shutdown.wait() => return,
