@@ -15,6 +15,7 @@ use gomark_proto::pipeline_tracker::v1 as pb;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The bus topic of the announcements.
 pub const TOPIC: &str = "pipeline-tracker.stored";
@@ -30,11 +31,45 @@ pub struct Replicas {
     bus: Arc<dyn EventBus>,
     /// This replica's name in its announcements, so it skips its own.
     id: String,
+    /// The newest configuration revision another replica announced it loaded.
+    revision: watch::Sender<i64>,
+}
+
+/// What another replica announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heard {
+    pub counted: Vec<Counted>,
+    /// A configuration revision it loaded; 0 when none.
+    pub revision: i64,
 }
 
 impl Replicas {
     pub fn new(bus: Arc<dyn EventBus>) -> Self {
-        Self { bus, id: uuid::Uuid::new_v4().to_string() }
+        Self { bus, id: uuid::Uuid::new_v4().to_string(), revision: watch::channel(0).0 }
+    }
+
+    /// Moves whenever another replica announces a configuration revision newer than any
+    /// before (its number).
+    pub fn revisions(&self) -> watch::Receiver<i64> {
+        self.revision.subscribe()
+    }
+
+    /// Tells the other replicas that this one loaded configuration revision `number` (from
+    /// the `revision.created` event, which the replicas share: only one gets it).
+    pub async fn announce_revision(&self, number: i64) {
+        let message = pb::ReplicaChanges { replica_id: self.id.clone(), config_revision: number, ..Default::default() };
+        self.send(message).await;
+    }
+
+    async fn send(&self, message: pb::ReplicaChanges) {
+        let outcome = match self.bus.announce(TOPIC, message.encode_to_vec().into()).await {
+            Ok(()) => "sent",
+            Err(err) => {
+                tracing::debug!(error = %err, "could not announce to the other replicas; they find out at their poll");
+                "failed"
+            }
+        };
+        metrics::counter!("pipeline_tracker_announcements_total", "outcome" => outcome).increment(1);
     }
 
     /// Tells the other replicas of `counted` (best effort: logged and counted when the bus
@@ -53,21 +88,15 @@ impl Replicas {
                         deal_ids: c.deals.clone(),
                     })
                     .collect(),
+                config_revision: 0,
             };
-            let outcome = match self.bus.announce(TOPIC, message.encode_to_vec().into()).await {
-                Ok(()) => "sent",
-                Err(err) => {
-                    tracing::debug!(error = %err, "could not announce a stored batch; other replicas' watchers poll");
-                    "failed"
-                }
-            };
-            metrics::counter!("pipeline_tracker_announcements_total", "outcome" => outcome).increment(1);
+            self.send(message).await;
         }
     }
 
     /// What another replica announced in `payload`; `None` for this replica's own or an
-    /// unreadable one.
-    pub fn heard(&self, payload: &[u8]) -> Option<Vec<Counted>> {
+    /// unreadable one. A configuration revision is also passed on to [`Replicas::revisions`].
+    pub fn heard(&self, payload: &[u8]) -> Option<Heard> {
         let message = match pb::ReplicaChanges::decode(payload) {
             Ok(m) => m,
             Err(err) => {
@@ -78,13 +107,19 @@ impl Replicas {
         if message.replica_id == self.id {
             return None;
         }
+        let revision = message.config_revision.max(0);
+        self.revision.send_if_modified(|newest| {
+            let newer = revision > *newest;
+            *newest = (*newest).max(revision);
+            newer
+        });
         let counted = message
             .companies
             .into_iter()
             .filter(|c| !c.company_id.is_empty() && c.version >= 0)
             .map(|c| Counted { company_id: c.company_id, version: c.version, deals: c.deal_ids })
             .collect();
-        Some(counted)
+        Some(Heard { counted, revision })
     }
 }
 
@@ -115,7 +150,8 @@ pub async fn listen(tracker: Arc<Tracker>, shutdown: Shutdown) {
                             Some(None) | None => break,
                         }
                     }
-                    let counted: Vec<Counted> = payloads.iter().filter_map(|p| replicas.heard(p)).flatten().collect();
+                    let counted: Vec<Counted> =
+                        payloads.iter().filter_map(|p| replicas.heard(p)).flat_map(|h| h.counted).collect();
                     metrics::counter!("pipeline_tracker_announcements_heard_total").increment(payloads.len() as u64);
                     let applied = tracker.apply(&counted).await;
                     tracker.wake(applied);
@@ -156,9 +192,25 @@ mod tests {
         for _ in 0..2 {
             let payload = heard.next().await.expect("an announcement");
             assert_eq!(a.heard(&payload), None, "a replica skips its own");
-            got.extend(b.heard(&payload).expect("another's"));
+            got.extend(b.heard(&payload).expect("another's").counted);
         }
         assert_eq!(got, all, "split in two, nothing lost");
         assert_eq!(b.heard(b"not protobuf \xff"), None, "an unreadable one is skipped");
+    }
+
+    #[tokio::test]
+    async fn a_revision_another_replica_loaded_is_passed_on_once_and_never_an_older_one() {
+        let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+        let (a, b) = (Replicas::new(bus.clone()), Replicas::new(bus.clone()));
+        let mut heard = bus.listen(TOPIC).await.expect("listen");
+        let mut revisions = b.revisions();
+        for number in [7, 7, 5] {
+            a.announce_revision(number).await;
+            let payload = heard.next().await.expect("an announcement");
+            assert_eq!(b.heard(&payload), Some(Heard { counted: Vec::new(), revision: number }));
+        }
+        assert!(revisions.has_changed().expect("open"));
+        assert_eq!(*revisions.borrow_and_update(), 7);
+        assert!(!revisions.has_changed().expect("open"), "the same and an older revision do not wake");
     }
 }

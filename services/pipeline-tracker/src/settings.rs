@@ -23,8 +23,9 @@ pub struct TrackerSettings {
     pub call_timeout_ms: u64,
     /// A company's stage labels and probabilities are re-read at most this often.
     pub stage_refresh_secs: u64,
-    /// A `revision.created` event updates the portfolio stage mapping at once; this slow
-    /// check of the latest revision number covers replicas the event went past.
+    /// A `revision.created` event updates the portfolio stage mapping at once (the replica
+    /// that gets it tells the others); this slow check of the latest revision number covers
+    /// an event or an announcement that was missed.
     pub config_refresh_secs: u64,
     /// Most deal events written in one database transaction.
     pub batch_max_events: usize,

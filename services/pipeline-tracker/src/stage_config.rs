@@ -119,12 +119,18 @@ impl StageConfig {
         self.load(tracker, number).await
     }
 
-    /// Keeps the mapping current until shutdown: at start, then on the slow check.
+    /// Keeps the mapping current until shutdown: at start, on the slow check, and at once
+    /// when another replica announces it loaded a newer revision.
     pub async fn run(self: Arc<Self>, tracker: Arc<Tracker>, shutdown: Shutdown) {
         let mut away = false;
+        let mut announced = tracker.replicas().map(crate::replicas::Replicas::revisions);
+        let mut next: Option<i64> = None;
         loop {
             let span = gomark_platform::telemetry::root_span("portfolio stages check");
-            let checked = self.check(&tracker).instrument(span.clone()).await;
+            let checked = match next.take() {
+                Some(number) => self.load(&tracker, number).instrument(span.clone()).await,
+                None => self.check(&tracker).instrument(span.clone()).await,
+            };
             span.in_scope(|| match checked {
                 Ok(()) if away => {
                     tracing::info!("orchestrator reachable again; portfolio stages checked");
@@ -142,12 +148,24 @@ impl StageConfig {
             tokio::select! {
                 () = shutdown.wait() => return,
                 () = tokio::time::sleep(wait) => {}
+                number = revision_announced(&mut announced) => next = Some(number),
             }
         }
     }
 }
 
-/// Reacts to `revision.created`: the new mapping is read at once.
+/// The next revision another replica announces; never, without replicas.
+async fn revision_announced(announced: &mut Option<tokio::sync::watch::Receiver<i64>>) -> i64 {
+    if let Some(rx) = announced
+        && rx.changed().await.is_ok()
+    {
+        return *rx.borrow_and_update();
+    }
+    std::future::pending().await
+}
+
+/// Reacts to `revision.created` (one replica gets each): the new mapping is read at once,
+/// and the other replicas are told to read it too.
 pub struct RevisionEvents {
     pub config: Arc<StageConfig>,
     pub tracker: Arc<Tracker>,
@@ -157,7 +175,15 @@ pub struct RevisionEvents {
 impl EventHandler for RevisionEvents {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), HandlerError> {
         let created: RevisionCreated = decode_payload(event).map_err(|e| HandlerError::Reject(e.to_string()))?;
-        self.config.load(&self.tracker, created.number).await.map_err(|s| HandlerError::Retry(s.message().to_owned()))
+        self.config
+            .load(&self.tracker, created.number)
+            .await
+            .map_err(|s| HandlerError::Retry(s.message().to_owned()))?;
+        // The event came to this replica alone: the others load the revision too.
+        if let Some(replicas) = self.tracker.replicas() {
+            replicas.announce_revision(created.number).await;
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Cluster {
     pub(crate) orchestrator_env: Vec<(String, String)>,
     hubspot_sync_addr: SocketAddr,
     pipeline_tracker_addr: SocketAddr,
+    /// The first pipeline-tracker's settings, for more replicas on its schema.
+    pipeline_tracker_settings: Option<gomark_pipeline_tracker::Settings>,
 }
 
 pub(crate) fn loopback(port: u16) -> SocketAddr {
@@ -101,6 +103,7 @@ impl Cluster {
             orchestrator_addr: loopback(free_port()),
             orchestrator_env: Vec::new(),
             pipeline_tracker_addr: loopback(0),
+            pipeline_tracker_settings: None,
         };
         if hubspot_sync_in_process {
             let settings = gomark_hubspot_sync::Settings {
@@ -163,6 +166,7 @@ impl Cluster {
                 ..Default::default()
             },
         };
+        cluster.pipeline_tracker_settings = Some(settings.clone());
         let backends = Backends::connect(&settings.common).await.expect("pipeline-tracker backends");
         let tracker = gomark_pipeline_tracker::start(settings, backends, cluster.shutdown.clone())
             .await
@@ -211,6 +215,17 @@ impl Cluster {
         });
         cluster.services.extend([upso, tracker, gateway.service]);
         Some(cluster)
+    }
+
+    /// Starts one more pipeline-tracker replica, on the first one's schema; its gRPC address.
+    async fn add_pipeline_tracker(&mut self) -> SocketAddr {
+        let settings = self.pipeline_tracker_settings.clone().expect("the cluster has a pipeline-tracker");
+        let backends = Backends::connect(&settings.common).await.expect("pipeline-tracker backends");
+        let tracker =
+            gomark_pipeline_tracker::start(settings, backends, self.shutdown.clone()).await.expect("pipeline-tracker");
+        let addr = tracker.grpc_addr;
+        self.services.push(tracker);
+        addr
     }
 
     /// Settings for one more service: its own fresh schema, the shared stream and Redis.
@@ -464,5 +479,36 @@ async fn distributed_upsell_outreach_end_to_end() {
     let Some(cluster) = Cluster::start_for_upsell().await else { return };
     let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
     crate::upsell::upsell_story(&api, &cluster.sim, &cluster.upso_sim).await;
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_revision_reaches_every_pipeline_tracker_replica_at_once() {
+    use gomark_proto::pipeline_tracker::v1 as pb;
+    use pb::pipeline_tracker_service_client::PipelineTrackerServiceClient;
+    let Some(mut cluster) = Cluster::start(true).await else { return };
+    // Two replicas share the `revision.created` consumer: one of them gets the event.
+    let second = cluster.add_pipeline_tracker().await;
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
+    let document = "baseline:\n  metrics:\n    winRate: {windowDays: 10}\n";
+    let created =
+        api.send(Method::POST, "/v1/config/revisions", Some(json!({"document": document, "message": "windows"}))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let number = created.body["number"].as_i64().expect("a revision number");
+    for (label, addr) in [("first", cluster.pipeline_tracker_addr), ("second", second)] {
+        let channel =
+            gomark_platform::grpc_client::channel(&format!("http://{addr}"), Duration::from_secs(10)).expect("channel");
+        let client = PipelineTrackerServiceClient::new(channel);
+        // Well before the slow check (`tracker.config_refresh_secs`, 300 s).
+        eventually(&format!("revision {number} on the {label} replica"), Duration::from_secs(15), || {
+            let mut client = client.clone();
+            async move {
+                let request = gomark_platform::Caller::system("test").request(pb::GetMetricDefinitionsRequest {});
+                let defs = client.get_metric_definitions(request).await.ok()?.into_inner();
+                (defs.revision == number).then_some(())
+            }
+        })
+        .await;
+    }
     cluster.stop().await;
 }
