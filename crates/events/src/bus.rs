@@ -48,7 +48,6 @@ impl Default for BusSettings {
 
 impl Validate for BusSettings {
     fn validate(&self) -> std::result::Result<(), SettingsError> {
-        let token_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !token_ok(&self.stream) {
             return Err(SettingsError::invalid("bus.stream", "must be letters, digits, '-' or '_'"));
         }
@@ -190,9 +189,14 @@ pub trait EventBus: Send + Sync + 'static {
 /// Announcements on one topic, as they arrive (see [`EventBus::listen`]).
 pub type Announcements = std::pin::Pin<Box<dyn futures::Stream<Item = bytes::Bytes> + Send>>;
 
-/// Whether `topic` can name announcements: dot-separated tokens of letters, digits, `-`, `_`.
-pub fn valid_topic(topic: &str) -> bool {
-    topic.split('.').all(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+/// Whether `s` is one subject token: letters, digits, `-` or `_`.
+fn token_ok(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `topic` when it can name announcements (dot-separated tokens, as a subject prefix).
+pub fn checked_topic(topic: &str) -> Result<&str> {
+    if topic.split('.').all(token_ok) { Ok(topic) } else { Err(crate::EventError::Topic(topic.to_owned())) }
 }
 
 /// Connects the bus `settings` describe.

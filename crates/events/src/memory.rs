@@ -5,9 +5,9 @@
 //! positions survive a crash of the process (at-least-once, as on JetStream);
 //! [`MemoryBus::new`] keeps everything in memory (tests).
 
-use crate::bus::{Acker, Announcements, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER, valid_topic};
+use crate::bus::{Acker, Announcements, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER, checked_topic};
 use crate::journal::{Journal, SavedCursor};
-use crate::{EventEnvelope, EventError, Result};
+use crate::{EventEnvelope, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -244,9 +244,7 @@ impl Shared {
 #[async_trait]
 impl EventBus for MemoryBus {
     async fn announce(&self, topic: &str, payload: Bytes) -> Result<()> {
-        if !valid_topic(topic) {
-            return Err(EventError::Topic(topic.to_owned()));
-        }
+        let topic = checked_topic(topic)?;
         let mut topics = self.shared.topics();
         if let Some(listeners) = topics.get(topic)
             && listeners.send(payload).is_err()
@@ -258,9 +256,7 @@ impl EventBus for MemoryBus {
     }
 
     async fn listen(&self, topic: &str) -> Result<Announcements> {
-        if !valid_topic(topic) {
-            return Err(EventError::Topic(topic.to_owned()));
-        }
+        let topic = checked_topic(topic)?;
         let rx = self
             .shared
             .topics()

@@ -2,7 +2,7 @@
 //! pull consumer per consumer role, explicit acks, and `Nats-Msg-Id` dedupe on publish.
 
 use crate::bus::{
-    Acker, Announcements, BusSettings, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER, valid_topic,
+    Acker, Announcements, BusSettings, ConsumerSpec, Delivery, EventBus, EventStream, MAX_DELIVER, checked_topic,
 };
 use crate::envelope::subject;
 use crate::{EventEnvelope, EventError, Result};
@@ -64,10 +64,7 @@ impl NatsBus {
     /// The core NATS subject of announcements on `topic`: outside the stream's subjects
     /// (`{prefix}.>`), so they are never stored.
     fn announcement_subject(&self, topic: &str) -> Result<String> {
-        if !valid_topic(topic) {
-            return Err(EventError::Topic(topic.to_owned()));
-        }
-        Ok(format!("_announce.{}.{topic}", self.prefix))
+        Ok(format!("_announce.{}.{}", self.prefix, checked_topic(topic)?))
     }
 
     /// Deletes the stream; for tests cleaning up after themselves.

@@ -492,13 +492,15 @@ impl Tracker {
                 return Ok(Step::Next(after));
             }
             // Computed here, once, for every watcher of the company.
-            let fresh = (watched && r.valid_at(now)).then(|| self.funnels_from(&cx, r, now));
-            Ok(Step::Done(match fresh {
-                Some(Ok(funnels)) => Some(Fresh { version: r.version, funnels: Arc::new(funnels) }),
-                _ => None,
-            }))
+            Ok(Step::Done(if watched { self.fresh_from(&cx, r, now) } else { None }))
         });
         step.unwrap_or(Err("dropped meanwhile"))
+    }
+
+    /// The figures of kept sums `r` at `now`, to hand over: none when they are not valid then.
+    fn fresh_from(&self, cx: &rollup::Context<'_>, r: &Rollup, now: i64) -> Option<Fresh> {
+        let funnels = r.valid_at(now).then(|| self.funnels_from(cx, r, now))?.ok()?;
+        Some(Fresh { version: r.version, funnels: Arc::new(funnels) })
     }
 
     /// Wakes the company's watchers with the figures of its kept sums (when watched here and
@@ -508,17 +510,12 @@ impl Tracker {
             let (defs, map) = (self.definitions(), self.stage_map());
             let cx = rollup::Context { company_id, map: &map, defs: &defs };
             let now = gomark_storage::now_ms();
-            self.rollups.with(company_id, |r| {
-                let current = r.generation == out.generation && r.valid_at(now);
-                match current.then(|| self.funnels_from(&cx, r, now)) {
-                    Some(Ok(funnels)) => Some(Fresh { version: r.version, funnels: Arc::new(funnels) }),
-                    _ => None,
-                }
-            })
+            let current =
+                |r: &mut Rollup| if r.generation == out.generation { self.fresh_from(&cx, r, now) } else { None };
+            self.rollups.with(company_id, current).flatten()
         } else {
             None
         };
-        let fresh = fresh.flatten();
         out.wake.push((company_id.to_owned(), fresh.as_ref().map(|f| f.version), fresh));
     }
 

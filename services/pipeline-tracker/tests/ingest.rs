@@ -602,13 +602,41 @@ async fn portfolio_periods_are_the_sum_of_the_companies() {
     }
 }
 
-/// The company's funnels now, without the instant they were computed at.
-async fn funnels_now(t: &Tracker, company: &str) -> pb::CompanyFunnels {
-    let mut f = t.company_funnels(company).await.expect("funnels");
+/// `f` without the instant it was computed at.
+fn without_instant(mut f: pb::CompanyFunnels) -> pb::CompanyFunnels {
     for funnel in &mut f.funnels {
         funnel.as_of = None;
     }
     f
+}
+
+/// The company's funnels now, without the instant they were computed at.
+async fn funnels_now(t: &Tracker, company: &str) -> pb::CompanyFunnels {
+    without_instant(t.company_funnels(company).await.expect("funnels"))
+}
+
+/// A replica with nothing kept or cached: it computes from the whole history.
+fn recomputing(store: &Store) -> Tracker {
+    let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+    let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
+    Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
+}
+
+/// A replica on `store` and `cache` that announces on `bus` and applies what the others
+/// announce there, until `shutdown`.
+fn listening_replica(
+    store: &Store,
+    cache: Arc<gomark_cache::MemoryCache>,
+    bus: &Arc<dyn gomark_events::EventBus>,
+    shutdown: &gomark_platform::Shutdown,
+) -> Arc<Tracker> {
+    use gomark_pipeline_tracker::replicas::{self, Replicas};
+    let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
+    let t =
+        Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60)).with_replicas(Replicas::new(bus.clone()));
+    let t = Arc::new(t);
+    tokio::spawn(replicas::listen(t.clone(), shutdown.clone()));
+    t
 }
 
 #[tokio::test]
@@ -633,8 +661,7 @@ async fn kept_sums_follow_changes_on_either_replica_and_equal_a_full_recompute()
             funnels_now(&b, "c1").await;
             ingest(if i % 3 == 0 { &b } else { &a }, chunk, 3).await;
             // A replica with no sums recomputes from the whole history.
-            let fresh = replica(Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh"))));
-            let want = funnels_now(&fresh, "c1").await;
+            let want = funnels_now(&recomputing(&store), "c1").await;
             assert_eq!(funnels_now(&a, "c1").await, want, "{}: replica a after change {i}", tdb.label);
             assert_eq!(funnels_now(&b, "c1").await, want, "{}: replica b after change {i}", tdb.label);
         }
@@ -663,19 +690,12 @@ async fn a_batch_hands_each_watched_company_its_new_figures_equal_to_a_full_reco
             batch.extend_from_slice(&events[events.len() / 2..]);
         }
         ingest(&t, &batch, batch.len()).await;
-        let fresh_replica = {
-            let catalog = Catalog::new(t.store().clone(), None, Duration::from_secs(60));
-            let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
-            Tracker::new(t.store().clone(), catalog, cache, Duration::from_secs(60))
-        };
+        let fresh_replica = recomputing(t.store());
         for (c, w) in [("c1", &mut w1), ("c2", &mut w2)] {
             let change = w.borrow_and_update().clone();
             let fresh = change.fresh.unwrap_or_else(|| panic!("{}: {c}'s figures handed over", tdb.label));
             assert_eq!(fresh.version, t.store().company_version(c).await.expect("version"), "{}", tdb.label);
-            let mut got = (*fresh.funnels).clone();
-            for funnel in &mut got.funnels {
-                funnel.as_of = None;
-            }
+            let got = without_instant((*fresh.funnels).clone());
             assert_eq!(got, funnels_now(&fresh_replica, c).await, "{}: {c} equals a full recompute", tdb.label);
         }
     }
@@ -997,13 +1017,7 @@ async fn watched(
         }
         let change = watcher.borrow_and_update().clone();
         match change.fresh {
-            Some(fresh) if fresh.version == want => {
-                let mut got = (*fresh.funnels).clone();
-                for funnel in &mut got.funnels {
-                    funnel.as_of = None;
-                }
-                return (got, true);
-            }
+            Some(fresh) if fresh.version == want => return (without_instant((*fresh.funnels).clone()), true),
             // Figures of an earlier counter: the next wake brings newer ones.
             Some(_) => {}
             None => return (funnels_now(t, company).await, false),
@@ -1013,7 +1027,6 @@ async fn watched(
 
 #[tokio::test]
 async fn watchers_on_every_replica_get_each_change_whichever_replica_ingests_it() {
-    use gomark_pipeline_tracker::replicas::{self, Replicas};
     for tdb in TestDatabase::all() {
         // Two replicas on one database, cache and bus, each listening to the other.
         tracker(&tdb).await;
@@ -1021,14 +1034,7 @@ async fn watchers_on_every_replica_get_each_change_whichever_replica_ingests_it(
         let bus: Arc<dyn gomark_events::EventBus> = Arc::new(gomark_events::memory::MemoryBus::new());
         let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt")));
         let shutdown = gomark_platform::Shutdown::new();
-        let replica = || {
-            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
-            let t = Tracker::new(store.clone(), catalog, cache.clone(), Duration::from_secs(60))
-                .with_replicas(Replicas::new(bus.clone()));
-            let t = Arc::new(t);
-            tokio::spawn(replicas::listen(t.clone(), shutdown.clone()));
-            t
-        };
+        let replica = || listening_replica(&store, cache.clone(), &bus, &shutdown);
         let (a, b) = (replica(), replica());
         // Both listen before anything is announced.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1043,12 +1049,7 @@ async fn watchers_on_every_replica_get_each_change_whichever_replica_ingests_it(
         for (i, chunk) in tail.chunks(4).enumerate() {
             let on_a = rng.below(2) == 0;
             ingest(if on_a { &a } else { &b }, chunk, 4).await;
-            let fresh = {
-                let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
-                let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
-                Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
-            };
-            let want = funnels_now(&fresh, "c1").await;
+            let want = funnels_now(&recomputing(&store), "c1").await;
             // Well within the watchers' poll: woken by the announcement, from kept sums.
             let within = Duration::from_millis(500);
             let label = |r: &str| {
@@ -1068,7 +1069,6 @@ async fn watchers_on_every_replica_get_each_change_whichever_replica_ingests_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_stored_at_once_on_two_replicas_leave_both_kept_sums_equal_to_a_full_recompute() {
-    use gomark_pipeline_tracker::replicas::{self, Replicas};
     for tdb in TestDatabase::all() {
         tracker(&tdb).await;
         let store = Store::new(Database::connect(&tdb.settings).await.expect("connect"));
@@ -1076,14 +1076,8 @@ async fn batches_stored_at_once_on_two_replicas_leave_both_kept_sums_equal_to_a_
         let shutdown = gomark_platform::Shutdown::new();
         // Each with its own cache, so each builds its own sums.
         let replica = || {
-            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
             let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt")));
-            let t = Arc::new(
-                Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
-                    .with_replicas(Replicas::new(bus.clone())),
-            );
-            tokio::spawn(replicas::listen(t.clone(), shutdown.clone()));
-            t
+            listening_replica(&store, cache, &bus, &shutdown)
         };
         let (a, b) = (replica(), replica());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1109,12 +1103,7 @@ async fn batches_stored_at_once_on_two_replicas_leave_both_kept_sums_equal_to_a_
         let (ra, rb) = (run(a.clone(), on_a), run(b.clone(), on_b));
         ra.await.expect("a ingests");
         rb.await.expect("b ingests");
-        let fresh = {
-            let catalog = Catalog::new(store.clone(), None, Duration::from_secs(60));
-            let cache = Arc::new(gomark_cache::MemoryCache::new(&gomark_testkit::unique("pt-fresh")));
-            Tracker::new(store.clone(), catalog, cache, Duration::from_secs(60))
-        };
-        let want = funnels_now(&fresh, "c1").await;
+        let want = funnels_now(&recomputing(&store), "c1").await;
         let version = store.company_version("c1").await.expect("version");
         for (r, w) in [("a", &mut wa), ("b", &mut wb)] {
             // The last hand-over reaches the final counter from the kept sums.
@@ -1122,11 +1111,7 @@ async fn batches_stored_at_once_on_two_replicas_leave_both_kept_sums_equal_to_a_
             let got = loop {
                 let change = w.borrow_and_update().clone();
                 if let Some(f) = change.fresh.filter(|f| f.version == version) {
-                    let mut got = (*f.funnels).clone();
-                    for funnel in &mut got.funnels {
-                        funnel.as_of = None;
-                    }
-                    break got;
+                    break without_instant((*f.funnels).clone());
                 }
                 if tokio::time::timeout_at(deadline, w.changed()).await.is_err() {
                     panic!("{}: replica {r} handed over no figures at counter {version}", tdb.label);
