@@ -90,20 +90,31 @@ impl Revisions {
             let parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             parsed.iter().find(|(k, _)| *k == n).map(|(_, d)| d.clone())
         };
-        if number > 0
-            && let Some(doc) = cached(number)
-        {
+        // The latest's number alone: its document (the whole portfolio's) is read and
+        // parsed only when not kept already, not on every read of a company's properties.
+        let number = match number {
+            0 => self
+                .latest_number()
+                .await?
+                .ok_or_else(|| PublicError::not_found("a configuration revision (none yet)"))?,
+            n => n,
+        };
+        if let Some(doc) = cached(number) {
             return Ok((number, doc));
         }
         let row = self.get(number).await?;
-        if let Some(doc) = cached(row.number) {
-            return Ok((row.number, doc));
-        }
         let doc = Arc::new(row.parse()?);
         let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         parsed.push_front((row.number, doc.clone()));
         parsed.truncate(PARSED_KEPT);
         Ok((row.number, doc))
+    }
+
+    async fn latest_number(&self) -> Result<Option<i64>> {
+        let r = sqlx::query("SELECT number FROM revisions ORDER BY number DESC LIMIT 1")
+            .fetch_optional(self.store.db().pool())
+            .await?;
+        Ok(r.map(|r| r.try_get("number")).transpose()?)
     }
 
     pub async fn latest(&self) -> Result<Option<RevisionRow>> {
