@@ -283,7 +283,7 @@ impl EventBus for MemoryBus {
     async fn publish_all(&self, events: &[EventEnvelope]) -> Result<()> {
         if let Some(journal) = &self.shared.journal {
             let _turn = self.shared.publishing.lock().await;
-            // Numbered as they will be appended; nothing is marked published before the
+            // Numbered as they will be appended; nothing leaves the outbox before the
             // journal holds it, so a failed write leaves the events to be published again.
             let numbered: Vec<(u64, EventEnvelope)> = {
                 let s = self.shared.lock();

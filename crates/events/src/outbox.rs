@@ -1,9 +1,10 @@
 //! The transactional outbox: an event is stored in the same transaction as the state change
 //! that caused it, and [`crate::relay::OutboxRelay`] publishes it afterwards. A crash between
-//! commit and publish only delays the event.
+//! commit and publish only delays the event. The relay deletes the rows it published.
 //!
 //! Each producing service has an `outbox` table in its own migrations:
-//! `(seq, event_id UNIQUE, envelope, created_at, published_at)`.
+//! `(seq, event_id UNIQUE, envelope, created_at, published_at)`; `published_at` is set only
+//! by releases before the relay deleted, and such rows are pruned.
 
 use crate::{EventEnvelope, Result};
 use gomark_storage::sqlx::{self, AnyConnection};

@@ -1,4 +1,4 @@
-//! Publishes what the outbox holds, in order, and marks it published.
+//! Publishes what the outbox holds, in order, and deletes what it published.
 
 use crate::{EventBus, EventEnvelope, Result};
 use gomark_platform::Shutdown;
@@ -10,15 +10,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-/// Events per claim: their publishes are in flight together and one UPDATE marks them, so a
+/// Events per claim: their publishes are in flight together and one DELETE removes them, so a
 /// backlog drains at a few round trips per 500 events (100 kept the relay near 5,000/s).
 const BATCH: i64 = 500;
 /// Polling interval when nobody wakes the relay (another replica wrote, or a wake was lost).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Published rows are kept this long for inspection, then pruned.
-const KEEP_PUBLISHED_MS: i64 = 24 * 3600 * 1000;
-/// How often the backlog gauges are refreshed (one indexed query).
+/// How often the backlog gauges are refreshed (one query over the rows still waiting).
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What the outbox holds that has not left yet.
@@ -71,16 +69,18 @@ impl OutboxRelay {
         }
         self.bus.publish_all(&events).await?;
         // Exactly the rows read: a seq range could catch a row committed late in between.
-        let placeholders: Vec<String> = (0..seqs.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!("UPDATE outbox SET published_at = $1 WHERE seq IN ({})", placeholders.join(", "));
+        // Deleted, not marked: a mark rewrote each row with its envelope and index entries,
+        // and nothing reads a published event here again (the bus keeps them).
+        let placeholders: Vec<String> = (0..seqs.len()).map(|i| format!("${}", i + 1)).collect();
+        let sql = format!("DELETE FROM outbox WHERE seq IN ({})", placeholders.join(", "));
         // Only numbered placeholders are spliced in; the values are bound.
-        let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(gomark_storage::now_ms());
+        let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql));
         for seq in &seqs {
-            update = update.bind(*seq);
+            delete = delete.bind(*seq);
         }
-        // Urgent: the next events wait for this mark before they are read and published.
+        // Urgent: the next events wait for this before they are read and published.
         let turn = self.db.urgent_writer_turn().await;
-        update.execute(self.db.pool()).await?;
+        delete.execute(self.db.pool()).await?;
         drop(turn);
         for event in &events {
             metrics::counter!("events_published_total", "type" => event.r#type.clone()).increment(1);
@@ -109,12 +109,10 @@ impl OutboxRelay {
         }
     }
 
+    /// Removes rows a replica of an older version marked published instead of deleting.
     async fn prune(&self) -> Result<()> {
         let _turn = self.db.writer_turn().await;
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(gomark_storage::now_ms() - KEEP_PUBLISHED_MS)
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL").execute(self.db.pool()).await?;
         Ok(())
     }
 

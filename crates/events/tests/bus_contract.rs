@@ -86,7 +86,7 @@ async fn a_published_batch_arrives_whole_in_order_and_deduped() {
     for s in &subjects {
         let batch: Vec<EventEnvelope> = (0..150).map(|i| event(&format!("c{i}"), "test.batch")).collect();
         s.bus.publish(&batch[0]).await.expect("publish one");
-        // The relay may resend a batch it already sent (a crash before marking it published).
+        // The relay may resend a batch it already sent (a crash before deleting it from the outbox).
         s.bus.publish_all(&batch).await.expect("publish batch");
         let mut stream = s.bus.subscribe(&ConsumerSpec::new("contract.batch", "test.batch")).await.expect("subscribe");
         for expected in &batch {

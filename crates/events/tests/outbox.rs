@@ -54,7 +54,7 @@ async fn committed_events_are_relayed_once_and_rolled_back_ones_never() {
 }
 
 #[tokio::test]
-async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
+async fn a_backlog_leaves_in_order_batches_and_each_row_is_deleted_once_sent() {
     for tdb in gomark_testkit::TestDatabase::all() {
         let db = Database::connect(&tdb.settings).await.expect("connect");
         db.migrate(&Migrations { postgres: &PG, sqlite: &SQLITE }).await.expect("migrate");
@@ -83,6 +83,8 @@ async fn a_backlog_leaves_in_order_batches_and_each_row_is_marked_once() {
         assert_eq!(sizes, vec![500, 500, 250, 0], "{}", tdb.label);
         let empty = relay.backlog().await.expect("backlog");
         assert_eq!((empty.pending, empty.oldest_age_ms), (0, 0), "{}", tdb.label);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(db.pool()).await.expect("count");
+        assert_eq!(left, 0, "{}: a sent row is deleted, not kept", tdb.label);
 
         let mut stream = bus.subscribe(&ConsumerSpec::new("t", "company.created")).await.expect("subscribe");
         for expected in &events {

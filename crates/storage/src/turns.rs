@@ -1,5 +1,5 @@
 //! Turns at a SQLite file's single writer for the writers of one process. Urgent writers
-//! (those on a change's way to a funnel: a webhook batch's dedupe, the outbox relay's marks)
+//! (those on a change's way to a funnel: a webhook batch's dedupe, the outbox relay's deletes)
 //! go before queued ordinary ones (a re-read's results, bookkeeping); within each class,
 //! first come first served. Measured in the embedded 200-portal live run: hubspot-sync's
 //! writer was busy 70 % of the time, mostly with re-read results, and a webhook batch waited

@@ -1,6 +1,6 @@
 CREATE TABLE outbox (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     envelope BYTEA NOT NULL,
     created_at BIGINT NOT NULL,
     published_at BIGINT

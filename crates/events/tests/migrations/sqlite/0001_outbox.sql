@@ -1,6 +1,6 @@
 CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     envelope BLOB NOT NULL,
     created_at BIGINT NOT NULL,
     published_at BIGINT
