@@ -1,8 +1,8 @@
 //! The in-process bus's memory across restarts: a SQLite file holding the event log and
 //! each durable consumer's position.
 //!
-//! Without it, an event the outbox relay had published (and deleted) but no consumer had handled
-//! yet died with the process. With it, `publish` returns only once the event is stored (as
+//! Without it, an event the outbox relay had published (and deleted) but no consumer had
+//! handled yet died with the process. With it, `publish` returns only once the event is stored (as
 //! JetStream's ack means "stored"), and after a crash every consumer resumes from its last
 //! saved position: what it had not acknowledged — and possibly a little more, which its
 //! inbox claims turn into no-ops — is delivered again.

@@ -3,8 +3,8 @@
 //! commit and publish only delays the event. The relay deletes the rows it published.
 //!
 //! Each producing service has an `outbox` table in its own migrations:
-//! `(seq, event_id UNIQUE, envelope, created_at, published_at)`; `published_at` is set only
-//! by releases before the relay deleted, and such rows are pruned.
+//! `(seq, event_id, envelope, created_at, published_at)`; only releases from before the relay
+//! deleted set `published_at`, and the relay prunes such rows.
 
 use crate::{EventEnvelope, Result};
 use gomark_storage::sqlx::{self, AnyConnection};

@@ -1,6 +1,6 @@
 //! The embedded mode's bus keeps its promise across a crash: an event the outbox relay
-//! published (and deleted from the outbox) is handled after a restart even if the process died (`abort`, as a
-//! kill -9) before its consumer got to it.
+//! published (and deleted from the outbox) is handled after a restart even if the process
+//! died (`abort`, as a kill -9) before its consumer got to it.
 
 use async_trait::async_trait;
 use gomark_events::consumer::{EventHandler, HandlerError, run_consumer};
