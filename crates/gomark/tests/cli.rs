@@ -492,6 +492,13 @@ fn progress_is_drawn_per_wave_and_company() {
     assert!(display::outcome(&rollout("completed", &[("acme", 0, "done", 1)])).is_ok());
     assert!(display::outcome(&rollout("completed", &[("acme", 0, "failed", 1)])).is_err());
     assert!(display::outcome(&rollout("cancelled", &[])).is_err());
+    let mut superseded = rollout("superseded", &[("acme", 0, "cancelled", 0)]);
+    superseded["reason"] = json!("superseded by rollout r2 (revision 3), which applies it");
+    assert!(display::is_terminal_state(&superseded), "a watch ends when its rollout is superseded");
+    assert_eq!(
+        display::outcome(&superseded),
+        Err("the rollout was superseded by rollout r2 (revision 3), which applies it".to_owned())
+    );
 }
 
 #[test]

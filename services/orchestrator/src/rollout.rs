@@ -226,6 +226,9 @@ impl Rollouts {
             .execute(&mut *tx)
             .await?;
         }
+        if plan_id.is_empty() {
+            self.supersede(&mut tx, actor, &id, revision).await?;
+        }
         // Two rollouts applying one portal at once would leave whichever ran last: a
         // company is in at most one unfinished rollout; edits of one company queue behind.
         if let Some((company, other, state)) = self.busy(&mut tx, &id).await? {
@@ -268,6 +271,60 @@ impl Rollouts {
         self.wake.notify_one();
         tracing::info!(rollout = %id, revision, companies = steps.len(), plan = %plan_id, "rollout started");
         self.get(&id).await
+    }
+
+    /// Ends the queued rollouts that rollout `id` (of `revision`, planning as it runs) makes
+    /// moot: those that plan as they run too, of this revision or an earlier one, for companies
+    /// all in `id`. Each step converges its company to the whole of its revision, so `id`
+    /// applies everything they would have. Without this, a burst of edits to one company
+    /// converges its portal once per edit; and a queued rollout promoted after `id` ran would
+    /// take the portal back to its older revision.
+    async fn supersede(&self, tx: &mut sqlx::AnyConnection, actor: &Actor, id: &str, revision: i64) -> Result<()> {
+        let moot = sqlx::query(
+            "SELECT r.id, r.revision FROM rollouts r WHERE r.state = 'queued' AND r.plan_id = '' AND r.revision <= $2 \
+             AND r.id <> $1 AND NOT EXISTS (SELECT 1 FROM rollout_steps s WHERE s.rollout_id = r.id \
+             AND s.company_id NOT IN (SELECT company_id FROM rollout_steps WHERE rollout_id = $1))",
+        )
+        .bind(id)
+        .bind(revision)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = gomark_storage::now_ms();
+        for row in &moot {
+            let old: String = row.try_get("id")?;
+            let old_revision: i64 = row.try_get("revision")?;
+            // A cancel does not take the start lock: the rollout may have just ended.
+            let ended = sqlx::query(
+                "UPDATE rollouts SET state = 'superseded', reason = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(format!("superseded by rollout {id} (revision {revision}), which applies it"))
+            .bind(now)
+            .bind(&old)
+            .execute(&mut *tx)
+            .await?;
+            if ended.rows_affected() == 0 {
+                continue;
+            }
+            sqlx::query("UPDATE rollout_steps SET state = 'cancelled' WHERE rollout_id = $1")
+                .bind(&old)
+                .execute(&mut *tx)
+                .await?;
+            self.store
+                .append_audit(
+                    &mut *tx,
+                    &AuditRecord {
+                        company_id: PORTFOLIO.into(),
+                        actor: actor.0.clone(),
+                        action: "rollout.supersede".into(),
+                        resource: format!("rollout/{old}"),
+                        before: Some(json!({"state": "queued", "revision": old_revision})),
+                        after: Some(json!({"state": "superseded", "by": id, "revision": revision})),
+                    },
+                )
+                .await?;
+            tracing::info!(rollout = %old, by = %id, revision, "queued rollout superseded");
+        }
+        Ok(())
     }
 
     /// A company of rollout `id` that another unfinished rollout holds, with that rollout.
@@ -359,8 +416,8 @@ impl Rollouts {
             plan_id: row.try_get("plan_id")?,
             ..pb::Rollout::default()
         };
-        // Nothing changes a completed or cancelled rollout, so its last update is its end.
-        if matches!(rollout.state.as_str(), "completed" | "cancelled") {
+        // Nothing changes a completed, cancelled or superseded rollout, so its last update is its end.
+        if matches!(rollout.state.as_str(), "completed" | "cancelled" | "superseded") {
             rollout.finished_at = Some(crate::companies::timestamp(row.try_get("updated_at")?));
         }
         Ok(rollout)

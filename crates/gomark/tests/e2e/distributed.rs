@@ -306,6 +306,7 @@ async fn distributed_deal_properties_end_to_end() {
     scenarios::property_lifecycle(&api, &cluster.sim, "dist-lifecycle", 911).await;
     scenarios::bad_input(&api, &cluster.sim, "dist-validation", 912).await;
     scenarios::legacy_routes(&api, &cluster.sim, "dist-legacy", 913).await;
+    crate::rollouts::burst_of_edits(&api, &cluster.sim, "dist-burst", 915).await;
     crate::funnels::funnel_follows_deals(&api, &cluster.sim, cluster.pipeline_tracker_addr, "dist-funnel", 914).await;
     for service in &cluster.services {
         assert_eq!(health(service.grpc_addr).await, Some(SERVING), "{} is SERVING", service.name);

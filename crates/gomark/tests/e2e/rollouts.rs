@@ -5,6 +5,7 @@ use crate::scenarios::create_company;
 use crate::support::{Api, eventually};
 use gomark::{Embedded, EmbeddedOptions};
 use gomark_platform::Shutdown;
+use hubspot_sim::HubSpotSim;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -221,4 +222,79 @@ async fn a_company_is_in_at_most_one_unfinished_rollout() {
     assert_eq!(done["state"], "completed", "{done}");
     gomark.shutdown.trigger();
     gomark.wait().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_later_edit_supersedes_the_queued_rollout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options =
+        EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..EmbeddedOptions::default() };
+    let gomark = Embedded::start(options, Shutdown::new()).await.expect("start");
+    let api = Api::new(&gomark.gateway_url, gomark.admin_api_key.as_deref().expect("key"));
+    burst_of_edits(&api, &gomark.hubspot_sim, "burst", 1301).await;
+    gomark.shutdown.trigger();
+    gomark.wait().await.expect("stop");
+}
+
+/// A burst of edits to one company whose rollout cannot finish: each edit's rollout
+/// supersedes the one queued before it, so once the portal is back it is converged once,
+/// to the revision that holds every edit, and each property is written exactly once.
+pub async fn burst_of_edits(api: &Api, sim: &HubSpotSim, token: &str, portal: u64) {
+    let company = create_company(api, sim, "Burst", token, portal).await;
+    let create = |i: usize| {
+        json!({"name": format!("gomark_burst_{i}"), "label": format!("Burst {i}"), "type": "string",
+               "fieldType": "text", "groupName": "dealinformation"})
+    };
+    let base = format!("/v1/companies/{company}/deal-properties");
+
+    // The portal is down: the first edit's rollout keeps retrying, and the rest queue.
+    sim.fail_next(token, 100_000, 503);
+    let mut rollouts = Vec::new();
+    for i in 0..5 {
+        let created = api.send(Method::POST, &base, Some(create(i))).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        rollouts.push(created.body["rolloutId"].as_str().expect("rolloutId").to_owned());
+    }
+    let state = |id: &str| {
+        let path = format!("/v1/rollouts/{id}");
+        async move { api.send(Method::GET, &path, None).await.body }
+    };
+    assert_eq!(state(&rollouts[0]).await["state"], "running");
+    for (i, id) in rollouts.iter().enumerate().take(4).skip(1) {
+        let r = state(id).await;
+        assert_eq!(r["state"], "superseded", "edit {i}: {r}");
+        let by = &rollouts[i + 1];
+        assert!(r["reason"].as_str().is_some_and(|why| why.contains(by.as_str())), "names its successor: {r}");
+        assert!(r["finishedAt"].is_string(), "{r}");
+        assert_eq!(r["steps"][0]["state"], "cancelled", "{r}");
+        assert_eq!(r["steps"][0]["attempts"], 0, "never ran: {r}");
+    }
+    assert_eq!(state(&rollouts[4]).await["state"], "queued");
+    let cancel = api.send(Method::POST, &format!("/v1/rollouts/{}/cancel", rollouts[1]), None).await;
+    cancel.problem(422);
+    let audit = api.send(Method::GET, "/v1/audit?action=rollout.supersede", None).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let resources: Vec<&str> =
+        audit.body["items"].as_array().expect("items").iter().filter_map(|e| e["resource"].as_str()).collect();
+    for id in &rollouts[1..4] {
+        assert!(resources.contains(&format!("rollout/{id}").as_str()), "{id} audited: {resources:?}");
+    }
+
+    // The portal comes back: the first rollout finishes, then the last applies every edit.
+    sim.fail_next(token, 0, 503);
+    let last = finish(api, &rollouts[4]).await;
+    assert_eq!(last["state"], "completed", "{last}");
+    for i in 0..5 {
+        crate::scenarios::wait_synced(api, &company, &format!("gomark_burst_{i}"), None).await;
+    }
+    let writes = sim.writes(Some(sim.portal_id_for(token)));
+    for i in 0..5 {
+        let name = format!("\"gomark_burst_{i}\"");
+        let created = writes
+            .iter()
+            .filter(|w| w.method == "POST" && w.status < 300 && w.path.contains("/properties/"))
+            .filter(|w| w.body.contains(&name))
+            .count();
+        assert_eq!(created, 1, "gomark_burst_{i} created once: {writes:?}");
+    }
 }

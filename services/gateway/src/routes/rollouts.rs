@@ -74,7 +74,8 @@ pub struct RolloutView {
     id: String,
     revision: i64,
     /// `queued` (behind its company's earlier rollout), `running`, `paused`, `halted`,
-    /// `cancelled` or `completed`
+    /// `cancelled`, `completed` or `superseded` (while queued, by a later rollout of the same
+    /// companies that applies a revision at least as new, named in `reason`)
     state: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     reason: String,
@@ -82,7 +83,7 @@ pub struct RolloutView {
     failure_threshold_pct: u32,
     created_by: String,
     created_at: String,
-    /// When it completed or was cancelled; absent while it may still run.
+    /// When it completed, was cancelled or was superseded; absent while it may still run.
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at: Option<String>,
     total: u32,
@@ -230,10 +231,10 @@ async fn cancel(
     Ok(Json(s.orchestrator.clone().cancel_rollout(caller.request(pb::RolloutRef { id })).await?.into_inner().into()))
 }
 
-const TERMINAL: &[&str] = &["completed", "cancelled", "halted"];
+const TERMINAL: &[&str] = &["completed", "cancelled", "halted", "superseded"];
 
 /// Progress as server-sent events: a `progress` event (the rollout, as JSON) whenever it
-/// changes, ending after it completes, is cancelled or halts.
+/// changes, ending after it completes, is cancelled, halts or is superseded.
 #[utoipa::path(get, path = "/v1/rollouts/{rolloutId}/events", operation_id = "streamRolloutEvents", tag = "rollouts", params(("rolloutId" = String, Path, description = "Rollout id")),
     responses((status = 200, description = "text/event-stream of `progress` events", content_type = "text/event-stream", body = crate::dto::ServerSentEvent), (status = 403, description = "Needs a portfolio-wide grant")))]
 async fn events(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 
 /// States after which a step or rollout changes no more.
-pub const TERMINAL_ROLLOUT: &[&str] = &["completed", "cancelled", "halted"];
+pub const TERMINAL_ROLLOUT: &[&str] = &["completed", "cancelled", "halted", "superseded"];
 const TERMINAL_STEP: &[&str] = &["done", "failed", "cancelled"];
 
 /// More companies than this and the block shows waves only: it should fit on a screen.
@@ -159,6 +159,8 @@ pub fn outcome(rollout: &Value) -> Result<(), String> {
     match text(rollout, "state") {
         "halted" => Err(format!("the rollout halted: {}", text(rollout, "reason")).trim_end_matches(": ").to_owned()),
         "cancelled" => Err("the rollout was cancelled before every company was converged".to_owned()),
+        // The later rollout named in the reason converges these companies instead.
+        "superseded" => Err(format!("the rollout was {}", text(rollout, "reason"))),
         _ if failed > 0 => Err(format!("{} failed", count(failed, "company", "companies"))),
         _ => Ok(()),
     }
