@@ -305,10 +305,7 @@ impl Rollouts {
             if ended.rows_affected() == 0 {
                 continue;
             }
-            sqlx::query("UPDATE rollout_steps SET state = 'cancelled' WHERE rollout_id = $1")
-                .bind(&old)
-                .execute(&mut *tx)
-                .await?;
+            cancel_pending_steps(&mut *tx, &old).await?;
             self.store
                 .append_audit(
                     &mut *tx,
@@ -459,10 +456,7 @@ impl Rollouts {
             .execute(&mut *tx)
             .await?;
         if to == "cancelled" {
-            sqlx::query("UPDATE rollout_steps SET state = 'cancelled' WHERE rollout_id = $1 AND state = 'pending'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            cancel_pending_steps(&mut tx, id).await?;
         }
         if to == "running" && current.state == "halted" {
             // Resuming after a halt gives the failed steps another chance.
@@ -940,6 +934,16 @@ impl Rollouts {
         }
         while tasks.join_next().await.is_some() {}
     }
+}
+
+/// Marks the steps of rollout `id` that have not started as cancelled (a cancelled or
+/// superseded rollout runs no more of them).
+async fn cancel_pending_steps(conn: &mut sqlx::AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("UPDATE rollout_steps SET state = 'cancelled' WHERE rollout_id = $1 AND state = 'pending'")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Whether more than `threshold_pct` of a rollout's finished steps failed: it halts.
