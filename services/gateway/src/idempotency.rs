@@ -5,6 +5,11 @@
 //! A response carrying a secret (a new API key) is never stored as sent: its secret is
 //! removed first, and a retry gets 409 naming the key that was created (revoke it and
 //! create another if the secret was lost), so no secret rests in the database.
+//!
+//! A key is never left "in progress" by a request that did not finish: the request runs on
+//! to its outcome when its client hangs up (the outcome is what the retry gets), a request
+//! cut by the deadline releases its key, and a key left by a process that died mid-request
+//! is taken over once no request could still be running under it.
 
 use crate::problem::Problem;
 use axum::body::Body;
@@ -16,6 +21,7 @@ use gomark_platform::{Caller, ErrorKind};
 use gomark_storage::Database;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use std::time::Duration;
 
 const HEADER: &str = "idempotency-key";
 const KEEP_MS: i64 = 24 * 3600 * 1000;
@@ -27,11 +33,19 @@ const REPLAYED_HEADERS: &[HeaderName] = &[header::CONTENT_TYPE, header::LOCATION
 #[derive(Clone, Debug)]
 pub struct IdempotencyStore {
     db: Database,
+    /// How long one request may run (the gateway's request deadline).
+    deadline: Duration,
 }
 
 impl IdempotencyStore {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, deadline: Duration) -> Self {
+        Self { db, deadline }
+    }
+
+    /// A key still "in progress" after this long was left by a process that died: no
+    /// request runs past its deadline (twice it, for clocks of replicas a little apart).
+    fn abandoned_after_ms(&self) -> i64 {
+        i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX / 4).saturating_mul(2)
     }
 }
 
@@ -55,13 +69,17 @@ fn failed(err: impl std::fmt::Display) -> Problem {
 impl IdempotencyStore {
     async fn claim(&self, actor: &str, key: &str, hash: &str) -> Result<Claim, Problem> {
         let now = gomark_storage::now_ms();
-        sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND idem_key = $2 AND created_at < $3")
-            .bind(actor)
-            .bind(key)
-            .bind(now - KEEP_MS)
-            .execute(self.db.pool())
-            .await
-            .map_err(failed)?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE actor = $1 AND idem_key = $2 \
+             AND (created_at < $3 OR (status = 0 AND created_at < $4))",
+        )
+        .bind(actor)
+        .bind(key)
+        .bind(now - KEEP_MS)
+        .bind(now - self.abandoned_after_ms())
+        .execute(self.db.pool())
+        .await
+        .map_err(failed)?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (actor, idem_key, request_hash, status, created_at) VALUES ($1, $2, $3, 0, $4) \
              ON CONFLICT DO NOTHING",
@@ -220,28 +238,70 @@ pub async fn replay_or_record(State(state): State<crate::routes::AppState>, req:
         Ok(Claim::Replay { status, body, headers }) => return replay(status, body, &headers),
         Ok(Claim::New) => {}
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    // On its own task: a client that hangs up drops this handler, and the request must not
+    // stop half-way with its key left "in progress"; it runs on, and the retry gets its outcome.
+    let store = state.idempotency.clone();
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let run = tokio::spawn(async move {
+        let Ok(response) = tokio::time::timeout(store.deadline, next.run(request)).await else {
+            store.release(&actor, &key).await;
+            return Problem::new(ErrorKind::Timeout, "the request took too long").into_response();
+        };
+        finish(&store, &actor, &key, secret, response).await
+    });
+    run.await.unwrap_or_else(|_| Problem::new(ErrorKind::Internal, "internal error").into_response())
+}
+
+/// Records `response` as the key's outcome (a server error releases the key instead).
+async fn finish(
+    store: &IdempotencyStore,
+    actor: &str,
+    key: &str,
+    secret: Option<&str>,
+    response: Response,
+) -> Response {
     let status = response.status();
     if status.is_server_error() {
-        state.idempotency.release(&actor, &key).await;
+        store.release(actor, key).await;
         return response;
     }
     let (parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
-        state.idempotency.release(&actor, &key).await;
+        store.release(actor, key).await;
         return Problem::new(ErrorKind::Internal, "internal error").into_response();
     };
     let text = match secret {
         Some(member) if status.is_success() => redact(&bytes, member),
         _ => String::from_utf8_lossy(&bytes).into_owned(),
     };
-    state.idempotency.record(&actor, &key, status.as_u16(), &text, &encode_headers(&parts.headers)).await;
+    store.record(actor, key, status.as_u16(), &text, &encode_headers(&parts.headers)).await;
     Response::from_parts(parts, Body::from(bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_key_left_in_progress_by_a_dead_process_is_taken_over_after_the_deadline() {
+        let tdb = gomark_testkit::TestDatabase::sqlite();
+        let db = Database::connect(&tdb.settings).await.expect("db");
+        db.migrate(&crate::MIGRATIONS).await.expect("migrate");
+        let store = IdempotencyStore::new(db, Duration::from_millis(50));
+        assert!(matches!(store.claim("a", "k", "h").await, Ok(Claim::New)));
+        // The process that claimed it dies here: nothing records or releases the key.
+        assert!(matches!(store.claim("a", "k", "h").await, Ok(Claim::InProgress)), "within the deadline");
+        assert!(matches!(store.claim("a", "k", "other").await, Ok(Claim::Mismatch)));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(matches!(store.claim("a", "k", "h").await, Ok(Claim::New)), "no request outlives twice the deadline");
+        assert!(matches!(store.claim("a", "k", "h").await, Ok(Claim::InProgress)), "and it is this request's now");
+        store.record("a", "k", 201, "{}", "[]").await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            matches!(store.claim("a", "k", "h").await, Ok(Claim::Replay { status: 201, .. })),
+            "a recorded answer is kept its 24 hours"
+        );
+    }
 
     #[test]
     fn the_secret_of_a_new_key_is_never_kept() {

@@ -127,7 +127,7 @@ pub async fn start_gateway_on(
             ),
         auth: Arc::new(auth::Authenticator { keys, oidc }),
         limiter: Arc::new(limits::RateLimiter::new(cache, settings.auth.rate_limit_per_minute)),
-        idempotency: idempotency::IdempotencyStore::new(db),
+        idempotency: idempotency::IdempotencyStore::new(db, gw.request_timeout()),
         webhooks: settings.auth.hubspot_webhook_secret.as_ref().map(|secret| {
             Arc::new(routes::webhooks::WebhookConfig {
                 secret: hubspot_client::webhook::WebhookSecret::new(secret.expose()),

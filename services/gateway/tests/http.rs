@@ -45,6 +45,20 @@ async fn start_in(auth: AuthSettings, data_dir: Option<&std::path::Path>) -> Gat
 
 /// A gateway on the given database.
 async fn start_on(auth: AuthSettings, tdb: gomark_testkit::TestDatabase) -> Gateway {
+    let gateway = GatewaySettings {
+        http_addr: loopback(),
+        // Nothing listens there: these tests only use routes the gateway answers itself.
+        orchestrator_url: "http://127.0.0.1:9".into(),
+        upso_cadence_url: "http://127.0.0.1:9".into(),
+        hubspot_sync_url: "http://127.0.0.1:9".into(),
+        max_body_bytes: 4096,
+        ..GatewaySettings::default()
+    };
+    start_with(auth, tdb, gateway).await
+}
+
+/// A gateway on the given database, with the given gateway settings.
+async fn start_with(auth: AuthSettings, tdb: gomark_testkit::TestDatabase, gateway: GatewaySettings) -> Gateway {
     let db = Database::connect(&tdb.settings).await.expect("db");
     let settings = Settings {
         server: ServerSettings {
@@ -53,15 +67,7 @@ async fn start_on(auth: AuthSettings, tdb: gomark_testkit::TestDatabase) -> Gate
             shutdown_grace_secs: 5,
             ..Default::default()
         },
-        gateway: GatewaySettings {
-            http_addr: loopback(),
-            // Nothing listens there: these tests only use routes the gateway answers itself.
-            orchestrator_url: "http://127.0.0.1:9".into(),
-            upso_cadence_url: "http://127.0.0.1:9".into(),
-            hubspot_sync_url: "http://127.0.0.1:9".into(),
-            max_body_bytes: 4096,
-            ..GatewaySettings::default()
-        },
+        gateway,
         auth,
         ..Settings::default()
     };
@@ -204,6 +210,55 @@ async fn an_idempotency_key_replays_other_responses() {
     let again = bad_create("k-2").await.expect("send");
     assert_eq!(again.status(), first.status());
     assert_eq!(again.headers()["idempotent-replayed"], "true", "non-secret answers replay as they were");
+}
+
+/// A service that accepts connections and never answers: every call to it runs into its timeout.
+async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_not_left_in_progress_by_a_request_that_did_not_finish() {
+    let silent = black_hole().await;
+    let gateway = GatewaySettings {
+        http_addr: loopback(),
+        orchestrator_url: silent.clone(),
+        upso_cadence_url: silent.clone(),
+        hubspot_sync_url: silent,
+        // The request's deadline is the call's: the deadline, not the call, ends the request.
+        call_timeout_ms: 1_000,
+        request_timeout_ms: 1_000,
+        ..GatewaySettings::default()
+    };
+    let gw = start_with(auth(), gomark_testkit::TestDatabase::sqlite(), gateway).await;
+    let start = |key: &'static str| gw.post("/v1/rollouts").header("idempotency-key", key).json(&json!({}));
+
+    // Cut by the deadline: the key is released, so the retry runs again (and times out again).
+    let first = start("k-deadline").send().await.expect("send");
+    assert_eq!(first.status(), 504);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let retry = start("k-deadline").send().await.expect("send");
+    assert_eq!(retry.status(), 504, "ran again rather than 'still in progress'");
+
+    // The client hangs up: the request runs on (a retry meanwhile hears it is in progress),
+    // and once it has ended the retry gets its outcome, not "in progress" for 24 hours.
+    let hung_up = start("k-hangup").timeout(std::time::Duration::from_millis(200)).send().await;
+    assert!(hung_up.is_err(), "the client gave up: {hung_up:?}");
+    let meanwhile = start("k-hangup").send().await.expect("send");
+    assert_eq!(meanwhile.status(), 409, "the first request is still running");
+    let problem: Value = meanwhile.json().await.expect("json");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("in progress")), "{problem}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let after = start("k-hangup").send().await.expect("send");
+    assert_eq!(after.status(), 504, "the first request ended and released its key");
 }
 
 #[tokio::test]
