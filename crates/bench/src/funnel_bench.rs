@@ -218,7 +218,7 @@ async fn backlog(
     let database = Database::connect(&db).await?;
     let settings = standalone_tracker(db);
     let shutdown = Shutdown::new();
-    let backends = Backends { db: database.clone(), bus, cache };
+    let backends = Backends { db: database.clone(), bus, cache, exclusive: false };
     let started = Instant::now();
     let service = gomark_pipeline_tracker::start(settings, backends, shutdown.clone()).await?;
     loop {

@@ -188,7 +188,7 @@ async fn run(
     let database = Database::connect(&db).await?;
     let settings = crate::funnel_bench::standalone_tracker(db);
     let shutdown = Shutdown::new();
-    let backends = Backends { db: database.clone(), bus: bus.clone(), cache };
+    let backends = Backends { db: database.clone(), bus: bus.clone(), cache, exclusive: false };
     let service = gomark_pipeline_tracker::start(settings, backends, shutdown.clone()).await?;
     let result = measure(companies, deals, requests, samples, &database, &bus, service.grpc_addr).await;
     shutdown.trigger();

@@ -168,6 +168,8 @@ pub struct Cluster {
     children: Vec<(&'static str, Child)>,
     savers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Shutdown,
+    /// This process's hold on the data folder (its simulators save there).
+    _folder: crate::folder_lock::FolderLock,
 }
 
 impl Cluster {
@@ -176,6 +178,7 @@ impl Cluster {
         let data_dir = &options.data_dir;
         std::fs::create_dir_all(data_dir.join("logs"))
             .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+        let folder = crate::folder_lock::FolderLock::take(data_dir)?;
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
 
         let hubspot_sim = HubSpotSim::new(hubspot_sim::SimConfig::default());
@@ -231,7 +234,8 @@ impl Cluster {
 
         let exe = std::env::current_exe().context("cannot find the gomark binary")?;
         let logs = data_dir.join("logs");
-        let mut cluster = Self { wiring, hubspot_sim, upso_sim, logs, children: Vec::new(), savers, shutdown };
+        let mut cluster =
+            Self { wiring, hubspot_sim, upso_sim, logs, children: Vec::new(), savers, shutdown, _folder: folder };
         for service in SERVICES {
             let child = cluster.spawn(&exe, service)?;
             cluster.children.push((service, child));

@@ -97,6 +97,8 @@ pub struct Embedded {
     savers: Vec<tokio::task::JoinHandle<()>>,
     /// How far the demo's background staging got (`Ready` at once without a demo).
     demo_state: tokio::sync::watch::Sender<DemoState>,
+    /// This process's hold on the data folder, for as long as it runs.
+    _folder: crate::folder_lock::FolderLock,
 }
 
 /// A fresh secret for this run's simulated HubSpot app (it signs webhooks).
@@ -139,6 +141,7 @@ impl Embedded {
         folder
             .create(&options.data_dir)
             .with_context(|| format!("cannot create the data folder {}", options.data_dir.display()))?;
+        let folder = crate::folder_lock::FolderLock::take(&options.data_dir)?;
         let loopback = |port| SocketAddr::new(options.host, port);
 
         let sim = HubSpotSim::new(options.sim.clone());
@@ -193,10 +196,12 @@ impl Embedded {
             open(gomark_pipeline_tracker::NAME, &gomark_pipeline_tracker::MIGRATIONS),
             open(gomark_gateway::NAME, &gomark_gateway::MIGRATIONS),
         )?;
+        // The folder's lock makes these databases this process's alone.
         let backends = |common: &CommonSettings, db: Database| Backends {
             db,
             bus: bus.clone(),
             cache: Arc::new(MemoryCache::new(&common.cache.key_prefix)),
+            exclusive: true,
         };
 
         let mut running = Vec::new();
@@ -341,6 +346,7 @@ impl Embedded {
             memory_bus,
             savers,
             demo_state: tokio::sync::watch::Sender::new(DemoState::Ready),
+            _folder: folder,
         };
         if options.demo {
             // Only the companies before `start` returns (tests and the CLI expect them);

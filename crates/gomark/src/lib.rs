@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 mod demo;
 mod embedded;
+mod folder_lock;
 mod sim_state;
 pub mod upso;
 

@@ -58,6 +58,10 @@ pub struct Backends {
     pub db: Database,
     pub bus: Arc<dyn EventBus>,
     pub cache: Arc<dyn Cache>,
+    /// No other process uses this database (embedded mode holds its data folder's lock), so
+    /// a lease another owner holds in it is a dead process's, and is taken back at start
+    /// instead of waited out.
+    pub exclusive: bool,
 }
 
 impl Backends {
@@ -72,7 +76,7 @@ impl Backends {
         let db = Database::connect(&common.database).await.context("database")?;
         let bus = gomark_events::bus::connect(&common.bus).await.context("event bus")?;
         let cache = gomark_cache::build(&common.cache).context("cache")?;
-        Ok(Self { db, bus, cache })
+        Ok(Self { db, bus, cache, exclusive: false })
     }
 }
 

@@ -188,6 +188,18 @@ impl JournalReader {
         i64::try_from(self.settings.lease_ms).unwrap_or(30_000)
     }
 
+    /// Ends the journal leases an earlier process left, so its portals are read again at
+    /// once. Only for a database no other process uses
+    /// ([`gomark_service::Backends::exclusive`]), before this reader runs. Returns how many.
+    pub async fn take_back_leases(&self) -> Result<u64, JournalError> {
+        let taken =
+            sqlx::query("UPDATE journal_state SET lease_until_ms = 0 WHERE lease_owner <> $1 AND lease_until_ms > 0")
+                .bind(&self.owner)
+                .execute(self.db.pool())
+                .await?;
+        Ok(taken.rows_affected())
+    }
+
     /// Takes or renews the company's lease; false when another replica holds it.
     async fn lease(&self, company_id: &str) -> Result<bool, JournalError> {
         let now = gomark_storage::now_ms();

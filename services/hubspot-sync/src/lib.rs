@@ -66,6 +66,13 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         settings.journal.clone(),
     )
     .with_sources(sources.clone());
+    if backends.exclusive {
+        match journal.take_back_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(portals = n, "journals an earlier run was reading are read again now"),
+            Err(err) => tracing::warn!(error = %err, "journals of an earlier run are read again when their leases end"),
+        }
+    }
     let routes = tonic::service::Routes::new(HubspotSyncServiceServer::new(
         grpc::HubspotSyncGrpc::new(
             portals.clone(),

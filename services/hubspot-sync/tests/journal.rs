@@ -204,6 +204,21 @@ async fn two_replicas_read_every_entry_exactly_once() {
 /// The other order: events pushed as webhooks first are duplicates when the journal brings
 /// them; only the journal's other events queue a re-read.
 #[tokio::test]
+async fn a_sole_process_takes_back_the_lease_a_dead_one_left_at_once() {
+    let (s, _tdb) = setup(5).await;
+    let dead = reader(&s);
+    assert!(!dead.poll("c1").await.expect("first run").leased_elsewhere);
+    // The first run is killed here, its lease still 30 s long. A restart waits it out...
+    let restarted = reader(&s);
+    assert!(restarted.poll("c1").await.expect("restart").leased_elsewhere, "a live lease is respected");
+    // ...unless nothing else can use this database (embedded mode, its folder locked).
+    assert_eq!(restarted.take_back_leases().await.expect("take back"), 1);
+    assert_eq!(restarted.take_back_leases().await.expect("again"), 0, "its own lease is not another's");
+    assert!(!restarted.poll("c1").await.expect("restart").leased_elsewhere, "read at once");
+    assert!(dead.poll("c1").await.expect("the old owner").leased_elsewhere, "the lease is the restarted reader's");
+}
+
+#[tokio::test]
 async fn events_pushed_first_are_duplicates_in_the_journal() {
     let (s, _tdb) = setup(2).await;
     let pushed = |object_id: u64| WebhookEvent {

@@ -72,6 +72,13 @@ pub async fn start(settings: Settings, backends: Backends, shutdown: Shutdown) -
         waker.clone(),
         std::time::Duration::from_secs(settings.orchestrator.drift_interval_secs),
     ));
+    if backends.exclusive {
+        match rollouts.take_back_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(steps = n, "rollout steps an earlier run left running resume now"),
+            Err(err) => tracing::warn!(error = %err, "rollout steps of an earlier run resume when their leases end"),
+        }
+    }
     let properties = Arc::new(property_edits::PropertyEdits::new(store.clone(), revisions.clone(), rollouts.clone()));
     let companies = Arc::new(Companies::new(store, hubspot_sync, waker.clone()));
 

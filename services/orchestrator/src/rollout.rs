@@ -720,6 +720,19 @@ impl Rollouts {
         }
     }
 
+    /// Ends the leases of the steps an earlier process left running, so that they run again
+    /// at once rather than when their leases run out. Only for a database no other process
+    /// uses ([`gomark_service::Backends::exclusive`]), before this replica claims anything:
+    /// then every running step is a dead process's. Returns how many were taken back.
+    pub async fn take_back_leases(&self) -> Result<u64> {
+        let taken =
+            sqlx::query("UPDATE rollout_steps SET lease_until = 0 WHERE state = 'running' AND lease_owner <> $1")
+                .bind(&self.replica)
+                .execute(self.store.db().pool())
+                .await?;
+        Ok(taken.rows_affected())
+    }
+
     /// Renews the step's lease until it is lost (another replica holds it, or it could not
     /// be renewed in time); never returns while the lease holds.
     async fn keep_lease(&self, step: &Claimed) {

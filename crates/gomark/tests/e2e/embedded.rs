@@ -119,6 +119,61 @@ async fn data_survives_a_restart() {
     stop(again).await;
 }
 
+#[tokio::test]
+async fn one_process_per_data_folder_and_a_restart_resumes_at_once_what_a_killed_run_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gomark = start(dir.path(), false).await;
+    let options = EmbeddedOptions { data_dir: dir.path().to_path_buf(), port: 0, demo: false, ..Default::default() };
+    let second = Embedded::start(options, Shutdown::new()).await;
+    let refused = format!("{:#}", second.err().expect("a second process on the same folder is refused"));
+    assert!(refused.contains("is in use by another GoMark process"), "{refused}");
+    assert!(refused.contains(&format!("pid {}", std::process::id())), "{refused}");
+
+    let key = gomark.admin_api_key.clone().expect("first start shows the key");
+    let api = api(&gomark);
+    let company = scenarios::create_company(&api, &gomark.hubspot_sim, "Resumed Co", "token-resumed", 905).await;
+    let body = serde_json::json!({"name": "gomark_resumed", "label": "Resumed", "type": "string", "fieldType": "text", "groupName": "dealinformation"});
+    let created = api.send(Method::POST, &format!("/v1/companies/{company}/deal-properties"), Some(body)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let rollout = created.body["rolloutId"].as_str().expect("rollout").to_owned();
+    scenarios::wait_synced(&api, &company, "gomark_resumed", None).await;
+    stop(gomark).await;
+
+    // As a kill -9 in the middle of the step leaves it: the rollout running, its step held
+    // under the dead process's lease for ten more minutes.
+    let settings = gomark_storage::DatabaseSettings {
+        url: gomark_platform::settings::Secret::new(format!(
+            "sqlite://{}",
+            dir.path().join("orchestrator.db").display()
+        )),
+        schema: "main".into(),
+        max_connections: 1,
+        acquire_timeout_secs: 5,
+    };
+    let db = gomark_storage::Database::connect(&settings).await.expect("orchestrator.db");
+    let sql = gomark_storage::sqlx::query("UPDATE rollouts SET state = 'running' WHERE id = $1").bind(&rollout);
+    assert_eq!(sql.execute(db.pool()).await.expect("update").rows_affected(), 1);
+    let held_until = gomark_storage::now_ms() + 600_000;
+    let sql = gomark_storage::sqlx::query(
+        "UPDATE rollout_steps SET state = 'running', lease_owner = 'the-killed-run', lease_until = $1 WHERE rollout_id = $2",
+    )
+    .bind(held_until)
+    .bind(&rollout);
+    assert_eq!(sql.execute(db.pool()).await.expect("update").rows_affected(), 1);
+    db.close().await;
+
+    let again = start(dir.path(), false).await;
+    let api = Api::new(&again.gateway_url, &key);
+    let finished = eventually("the rollout completes at once, not in ten minutes", Duration::from_secs(15), || async {
+        let reply = api.send(Method::GET, &format!("/v1/rollouts/{rollout}"), None).await;
+        (reply.body["state"] != "running").then_some(reply.body)
+    })
+    .await;
+    assert_eq!(finished["state"], "completed", "{finished}");
+    assert_eq!(finished["done"], 1, "{finished}");
+    stop(again).await;
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn the_data_folder_is_private_and_holds_no_key_secret() {
