@@ -22,6 +22,7 @@ use gomark_storage::Database;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 const HEADER: &str = "idempotency-key";
 const KEEP_MS: i64 = 24 * 3600 * 1000;
@@ -242,13 +243,17 @@ pub async fn replay_or_record(State(state): State<crate::routes::AppState>, req:
     // stop half-way with its key left "in progress"; it runs on, and the retry gets its outcome.
     let store = state.idempotency.clone();
     let request = Request::from_parts(parts, Body::from(bytes));
-    let run = tokio::spawn(async move {
-        let Ok(response) = tokio::time::timeout(store.deadline, next.run(request)).await else {
-            store.release(&actor, &key).await;
-            return Problem::new(ErrorKind::Timeout, "the request took too long").into_response();
-        };
-        finish(&store, &actor, &key, secret, response).await
-    });
+    let run = tokio::spawn(
+        async move {
+            let Ok(response) = tokio::time::timeout(store.deadline, next.run(request)).await else {
+                store.release(&actor, &key).await;
+                return Problem::new(ErrorKind::Timeout, "the request took too long").into_response();
+            };
+            finish(&store, &actor, &key, secret, response).await
+        }
+        // Still the request's span: its logs and calls stay in the caller's trace.
+        .in_current_span(),
+    );
     run.await.unwrap_or_else(|_| Problem::new(ErrorKind::Internal, "internal error").into_response())
 }
 
