@@ -229,19 +229,31 @@ impl Rollouts {
         if plan_id.is_empty() {
             self.supersede(&mut tx, actor, &id, revision).await?;
         }
+        let overtaken = match plan_id.is_empty() && req.queue_if_busy {
+            true => self.overtaken_by(&mut tx, &id, revision).await?,
+            false => None,
+        };
         // Two rollouts applying one portal at once would leave whichever ran last: a
         // company is in at most one unfinished rollout; edits of one company queue behind.
-        if let Some((company, other, state)) = self.busy(&mut tx, &id).await? {
-            if !req.queue_if_busy {
-                return Err(Error::kind_of(
-                    ErrorKind::FailedPrecondition,
-                    format!(
-                        "company {company} is in rollout {other}, which is {state}: let it finish, or cancel it first"
-                    ),
-                ));
-            }
+        // (One overtaken by a newer edit's rollout would queue too: it is superseded below.)
+        let waits_for = match &overtaken {
+            Some((newer, _)) => Some(format!("waiting for rollout {newer}")),
+            None => match self.busy(&mut tx, &id).await? {
+                Some((company, other, state)) if !req.queue_if_busy => {
+                    return Err(Error::kind_of(
+                        ErrorKind::FailedPrecondition,
+                        format!(
+                            "company {company} is in rollout {other}, which is {state}: let it finish, or cancel it first"
+                        ),
+                    ));
+                }
+                Some((_, other, state)) => Some(format!("waiting for rollout {other} ({state})")),
+                None => None,
+            },
+        };
+        if let Some(reason) = waits_for {
             sqlx::query("UPDATE rollouts SET state = 'queued', reason = $1 WHERE id = $2")
-                .bind(format!("waiting for rollout {other} ({state})"))
+                .bind(reason)
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
@@ -267,6 +279,9 @@ impl Rollouts {
                 },
             )
             .await?;
+        if let Some((newer, newer_revision)) = &overtaken {
+            self.mark_superseded(&mut tx, actor, (&id, revision), (newer, *newer_revision)).await?;
+        }
         tx.commit().await?;
         self.wake.notify_one();
         tracing::info!(rollout = %id, revision, companies = steps.len(), plan = %plan_id, "rollout started");
@@ -289,39 +304,73 @@ impl Rollouts {
         .bind(revision)
         .fetch_all(&mut *tx)
         .await?;
-        let now = gomark_storage::now_ms();
         for row in &moot {
             let old: String = row.try_get("id")?;
-            let old_revision: i64 = row.try_get("revision")?;
-            // A cancel does not take the start lock: the rollout may have just ended.
-            let ended = sqlx::query(
-                "UPDATE rollouts SET state = 'superseded', reason = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
-            )
-            .bind(format!("superseded by rollout {id} (revision {revision}), which applies it"))
-            .bind(now)
-            .bind(&old)
-            .execute(&mut *tx)
-            .await?;
-            if ended.rows_affected() == 0 {
-                continue;
-            }
-            cancel_pending_steps(&mut *tx, &old).await?;
-            self.store
-                .append_audit(
-                    &mut *tx,
-                    &AuditRecord {
-                        company_id: PORTFOLIO.into(),
-                        actor: actor.0.clone(),
-                        action: "rollout.supersede".into(),
-                        resource: format!("rollout/{old}"),
-                        before: Some(json!({"state": "queued", "revision": old_revision})),
-                        after: Some(json!({"state": "superseded", "by": id, "revision": revision})),
-                    },
-                )
-                .await?;
-            tracing::info!(rollout = %old, by = %id, revision, "queued rollout superseded");
+            self.mark_superseded(&mut *tx, actor, (&old, row.try_get("revision")?), (id, revision)).await?;
         }
         Ok(())
+    }
+
+    /// The unfinished rollout, planning as it runs, of a newer revision than `revision` and
+    /// covering every company of rollout `id`: it makes `id` moot on arrival. That happens
+    /// when two edits of one company start their rollouts out of revision order (two requests
+    /// at once, on one replica or two); run after it, `id` would take the portal back.
+    async fn overtaken_by(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        revision: i64,
+    ) -> Result<Option<(String, i64)>> {
+        let newer = sqlx::query(
+            "SELECT r.id, r.revision FROM rollouts r WHERE r.state IN ('queued', 'running', 'paused', 'halted') \
+             AND r.plan_id = '' AND r.revision > $2 AND r.id <> $1 AND NOT EXISTS (SELECT 1 FROM rollout_steps s \
+             WHERE s.rollout_id = $1 AND s.company_id NOT IN (SELECT company_id FROM rollout_steps WHERE rollout_id = r.id)) \
+             ORDER BY r.revision DESC, r.id LIMIT 1",
+        )
+        .bind(id)
+        .bind(revision)
+        .fetch_optional(&mut *tx)
+        .await?;
+        newer.map(|r| Ok((r.try_get("id")?, r.try_get("revision")?))).transpose()
+    }
+
+    /// Ends rollout `old` (of its revision), which `by` (of its own) applies, with its audit
+    /// record; false when `old` had already left the queue (a cancel does not take the start
+    /// lock, so it may have just ended).
+    async fn mark_superseded(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        actor: &Actor,
+        (old, old_revision): (&str, i64),
+        (by, revision): (&str, i64),
+    ) -> Result<bool> {
+        let ended = sqlx::query(
+            "UPDATE rollouts SET state = 'superseded', reason = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
+        )
+        .bind(format!("superseded by rollout {by} (revision {revision}), which applies it"))
+        .bind(gomark_storage::now_ms())
+        .bind(old)
+        .execute(&mut *tx)
+        .await?;
+        if ended.rows_affected() == 0 {
+            return Ok(false);
+        }
+        cancel_pending_steps(&mut *tx, old).await?;
+        self.store
+            .append_audit(
+                &mut *tx,
+                &AuditRecord {
+                    company_id: PORTFOLIO.into(),
+                    actor: actor.0.clone(),
+                    action: "rollout.supersede".into(),
+                    resource: format!("rollout/{old}"),
+                    before: Some(json!({"state": "queued", "revision": old_revision})),
+                    after: Some(json!({"state": "superseded", "by": by, "revision": revision})),
+                },
+            )
+            .await?;
+        tracing::info!(rollout = %old, by = %by, revision, "rollout superseded before it ran");
+        Ok(true)
     }
 
     /// A company of rollout `id` that another unfinished rollout holds, with that rollout.

@@ -74,8 +74,8 @@ pub struct RolloutView {
     id: String,
     revision: i64,
     /// `queued` (behind its company's earlier rollout), `running`, `paused`, `halted`,
-    /// `cancelled`, `completed` or `superseded` (while queued, by a later rollout of the same
-    /// companies that applies a revision at least as new, named in `reason`)
+    /// `cancelled`, `completed` or `superseded` (while queued or as it starts, by another
+    /// rollout of the same companies that applies a revision at least as new, named in `reason`)
     state: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     reason: String,
