@@ -16,8 +16,10 @@ use gtm_config::{CompanyOverlay, DealProperty, Document, FieldType, PropertyOpti
 use sqlx::Row;
 use std::sync::Arc;
 
-/// A revision stored by someone else between our read and our write is retried this often.
-const EDIT_TRIES: usize = 3;
+/// A revision stored by someone else between our read and our write means reading again.
+/// Each such conflict is another edit stored, so a burst of N edits at once needs at most N
+/// tries; they are retried, a little apart, for this long at most.
+const EDIT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct PropertyEdits {
     store: Store,
@@ -297,7 +299,8 @@ impl PropertyEdits {
         change: impl Fn(&mut Document, &crate::store::CompanyRow) -> Result<()>,
     ) -> Result<pb::DealProperty> {
         let company = self.company(company_id).await?;
-        let mut tries = 0;
+        let started = std::time::Instant::now();
+        let mut tries: u64 = 0;
         loop {
             tries += 1;
             let (base, latest) = self.latest().await?;
@@ -340,7 +343,12 @@ impl PropertyEdits {
                 .await
             {
                 Ok(revision) => revision,
-                Err(Error::Public(p)) if p.kind == ErrorKind::Conflict && tries < EDIT_TRIES => continue,
+                Err(Error::Public(p)) if p.kind == ErrorKind::Conflict && started.elapsed() < EDIT_RETRY_FOR => {
+                    // Apart, so that the edits that lost this round do not meet again at once.
+                    let jitter = rand::random_range(0..=5 * tries.min(20));
+                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                    continue;
+                }
                 Err(other) => return Err(other),
             };
             let rollout = self

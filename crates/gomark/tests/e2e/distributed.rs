@@ -38,6 +38,8 @@ pub(crate) struct Cluster {
     pipeline_tracker_addr: SocketAddr,
     /// The first pipeline-tracker's settings, for more replicas on its schema.
     pipeline_tracker_settings: Option<gomark_pipeline_tracker::Settings>,
+    /// The in-process orchestrator's settings, for more replicas on its schema.
+    orchestrator_settings: Option<gomark_orchestrator::Settings>,
 }
 
 pub(crate) fn loopback(port: u16) -> SocketAddr {
@@ -104,6 +106,7 @@ impl Cluster {
             orchestrator_env: Vec::new(),
             pipeline_tracker_addr: loopback(0),
             pipeline_tracker_settings: None,
+            orchestrator_settings: None,
         };
         if hubspot_sync_in_process {
             let settings = gomark_hubspot_sync::Settings {
@@ -143,6 +146,7 @@ impl Cluster {
                     ..Default::default()
                 },
             };
+            cluster.orchestrator_settings = Some(settings.clone());
             let backends =
                 Backends::connect(&settings.common).await.expect("orchestrator backends (Postgres, NATS, Redis)");
             let orchestrator =
@@ -225,6 +229,18 @@ impl Cluster {
             gomark_pipeline_tracker::start(settings, backends, self.shutdown.clone()).await.expect("pipeline-tracker");
         let addr = tracker.grpc_addr;
         self.services.push(tracker);
+        addr
+    }
+
+    /// Starts one more orchestrator replica, on the first one's schema; its gRPC address.
+    async fn add_orchestrator(&mut self) -> SocketAddr {
+        let mut settings = self.orchestrator_settings.clone().expect("the cluster's orchestrator runs in process");
+        settings.common.server = server(loopback(0));
+        let backends = Backends::connect(&settings.common).await.expect("orchestrator backends");
+        let orchestrator =
+            gomark_orchestrator::start(settings, backends, self.shutdown.clone()).await.expect("orchestrator");
+        let addr = orchestrator.grpc_addr;
+        self.services.push(orchestrator);
         addr
     }
 
@@ -510,6 +526,102 @@ async fn a_new_revision_reaches_every_pipeline_tracker_replica_at_once() {
             }
         })
         .await;
+    }
+    cluster.stop().await;
+}
+
+/// Two orchestrator replicas take a burst of edits of one company at the same instant:
+/// starts are serialised across replicas, so the company is never in two running
+/// rollouts, an edit's rollout that starts behind a newer one is superseded whichever
+/// order they arrive in, and each property is written to the portal exactly once.
+#[tokio::test]
+async fn two_orchestrator_replicas_taking_edits_of_one_company_at_once() {
+    use gomark_proto::config::v1::DealProperty;
+    use gomark_proto::orchestrator::v1 as pb;
+    use pb::orchestrator_service_client::OrchestratorServiceClient;
+    let Some(mut cluster) = Cluster::start(true).await else { return };
+    let second = cluster.add_orchestrator().await;
+    let api = Api::new(&cluster.gateway_url, &cluster.admin_key);
+    let token = "dist-race";
+    let company = scenarios::create_company(&api, &cluster.sim, "Race", token, 916).await;
+
+    // The portal is down while the edits arrive, so nothing finishes in between.
+    cluster.sim.fail_next(token, 100_000, 503);
+    let replicas = [cluster.orchestrator_addr, second].map(|addr| {
+        let channel =
+            gomark_platform::grpc_client::channel(&format!("http://{addr}"), Duration::from_secs(10)).expect("channel");
+        OrchestratorServiceClient::new(channel)
+    });
+    const EDITS: usize = 12;
+    let edits = (0..EDITS).map(|i| {
+        let mut client = replicas[i % 2].clone();
+        let spec = DealProperty {
+            name: format!("gomark_race_{i}"),
+            label: format!("Race {i}"),
+            r#type: "string".into(),
+            field_type: "text".into(),
+            group_name: "dealinformation".into(),
+            ..Default::default()
+        };
+        let request = gomark_platform::Caller::system("test")
+            .request(pb::CreateDealPropertyRequest { company_id: company.clone(), spec: Some(spec) });
+        async move { client.create_deal_property(request).await.map(|r| r.into_inner().rollout_id) }
+    });
+    let rollouts: Vec<String> =
+        futures::future::join_all(edits).await.into_iter().map(|r| r.expect("each edit is taken")).collect();
+
+    let states = |ids: Vec<String>| {
+        let api = &api;
+        async move {
+            let mut by_state = std::collections::BTreeMap::<String, Vec<serde_json::Value>>::new();
+            for id in ids {
+                let r = api.send(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+                by_state.entry(r.body["state"].as_str().unwrap_or("?").to_owned()).or_default().push(r.body);
+            }
+            by_state
+        }
+    };
+    let during = states(rollouts.clone()).await;
+    let count = |state: &str| during.get(state).map_or(0, Vec::len);
+    assert_eq!(count("running"), 1, "one rollout runs the company: {during:?}");
+    assert!(count("queued") <= 1, "at most one waits behind it: {during:?}");
+    assert_eq!(count("running") + count("queued") + count("superseded"), EDITS, "{during:?}");
+    let newest = during.values().flatten().map(|r| r["revision"].as_i64().unwrap_or(0)).max().unwrap_or(0);
+    let waiting: Vec<i64> = ["running", "queued"]
+        .iter()
+        .flat_map(|s| during.get(*s).into_iter().flatten())
+        .filter_map(|r| r["revision"].as_i64())
+        .collect();
+    assert!(waiting.contains(&newest), "the newest revision ({newest}) is still to be applied: {during:?}");
+    for superseded in during.get("superseded").into_iter().flatten() {
+        assert!(superseded["revision"].as_i64() < Some(newest), "only older revisions are superseded: {superseded}");
+        assert_eq!(superseded["steps"][0]["attempts"], 0, "never ran: {superseded}");
+    }
+
+    // The portal comes back: everything finishes, the newest revision last.
+    cluster.sim.fail_next(token, 0, 503);
+    let after = eventually("every rollout to finish", Duration::from_secs(60), || {
+        let ids = rollouts.clone();
+        let states = &states;
+        async move {
+            let by_state = states(ids).await;
+            by_state.keys().all(|s| s == "completed" || s == "superseded").then_some(by_state)
+        }
+    })
+    .await;
+    assert!(after.get("completed").is_some_and(|c| c.iter().any(|r| r["revision"] == newest)), "{after:?}");
+    for i in 0..EDITS {
+        scenarios::wait_synced(&api, &company, &format!("gomark_race_{i}"), None).await;
+    }
+    let writes = cluster.sim.writes(Some(cluster.sim.portal_id_for(token)));
+    for i in 0..EDITS {
+        let name = format!("\"gomark_race_{i}\"");
+        let created = writes
+            .iter()
+            .filter(|w| w.method == "POST" && w.status < 300 && w.path.contains("/properties/"))
+            .filter(|w| w.body.contains(&name))
+            .count();
+        assert_eq!(created, 1, "gomark_race_{i} created once");
     }
     cluster.stop().await;
 }
