@@ -13,6 +13,10 @@ pub enum Error {
     Events(#[from] gomark_events::EventError),
     #[error("stored JSON unreadable: {0}")]
     Json(#[from] serde_json::Error),
+    /// Another revision was stored between an edit's read of the latest one and its write:
+    /// read again (`revisions::retry_on_conflict`). Callers see a conflict; the message is safe.
+    #[error("{0}")]
+    RevisionRace(String),
 }
 
 impl From<sqlx::Error> for Error {
@@ -36,6 +40,7 @@ impl Error {
     pub fn to_public(&self) -> PublicError {
         match self {
             Error::Public(p) => p.clone(),
+            Error::RevisionRace(message) => PublicError::new(ErrorKind::Conflict, message.clone()),
             other => {
                 tracing::error!(error = %other, "internal error");
                 PublicError::internal()

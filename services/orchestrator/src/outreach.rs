@@ -3,7 +3,7 @@
 //! the new body and delay on its first email step, as an overlay override in a new
 //! revision (audited like any revision), rolled out to that company only.
 
-use crate::revisions::Revisions;
+use crate::revisions::{Revisions, retry_on_conflict};
 use crate::rollout::{Rollouts, StartRequest};
 use crate::{Actor, Error, Result};
 use gomark_platform::ErrorKind;
@@ -31,6 +31,18 @@ pub async fn modify_upsell_cadence(
     if delay_hours > 24 * 365 {
         return Err(Error::invalid("delay", "must be whole hours, at most 8760 (a year)"));
     }
+    retry_on_conflict(|| modify_once(revisions, rollouts, actor, company_id, template, delay_hours)).await
+}
+
+/// One try of [`modify_upsell_cadence`], on the latest revision as it is read now.
+async fn modify_once(
+    revisions: &Revisions,
+    rollouts: &Rollouts,
+    actor: &Actor,
+    company_id: &str,
+    template: &str,
+    delay_hours: u32,
+) -> Result<LegacyCadenceChange> {
     let no_cadence = || {
         Error::kind_of(
             ErrorKind::FailedPrecondition,

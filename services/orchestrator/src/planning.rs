@@ -357,8 +357,8 @@ impl Planner {
                     .create(actor, &document, &message, Some(row.base_revision), row.rolled_back_to)
                     .await
                     .map_err(|e| match e {
-                        Error::Public(p) if p.kind == ErrorKind::Conflict => {
-                            stale(format!("another revision was stored since it was made ({})", p.message))
+                        Error::RevisionRace(why) => {
+                            stale(format!("another revision was stored since it was made ({why})"))
                         }
                         other => other,
                     })?

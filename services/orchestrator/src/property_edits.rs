@@ -5,7 +5,7 @@
 //! that company by the same planner and applier as any other revision.
 
 use crate::import::company_key;
-use crate::revisions::Revisions;
+use crate::revisions::{Revisions, retry_on_conflict};
 use crate::rollout::{Rollouts, StartRequest};
 use crate::store::{AuditRecord, Store, SyncState};
 use crate::{Actor, Error, Result};
@@ -15,11 +15,6 @@ use gomark_proto::orchestrator::v1 as pb;
 use gtm_config::{CompanyOverlay, DealProperty, Document, FieldType, PropertyOption, PropertyType};
 use sqlx::Row;
 use std::sync::Arc;
-
-/// A revision stored by someone else between our read and our write means reading again.
-/// Each such conflict is another edit stored, so a burst of N edits at once needs at most N
-/// tries; they are retried, a little apart, for this long at most.
-const EDIT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct PropertyEdits {
     store: Store,
@@ -299,76 +294,74 @@ impl PropertyEdits {
         change: impl Fn(&mut Document, &crate::store::CompanyRow) -> Result<()>,
     ) -> Result<pb::DealProperty> {
         let company = self.company(company_id).await?;
-        let started = std::time::Instant::now();
-        let mut tries: u64 = 0;
-        loop {
-            tries += 1;
-            let (base, latest) = self.latest().await?;
-            let mut document = (*latest).clone();
-            let before = document
-                .key_of(company_id)
-                .and_then(|k| document.effective(k).ok())
-                .and_then(|e| e.property(name).cloned());
-            change(&mut document, &company)?;
-            if document == *latest {
-                // Nothing changes: no revision, no rollout.
-                return self.get(company_id, name).await;
-            }
-            if let Err(errors) = document.validate() {
-                let first = errors.errors.first().map(|e| field_of(&e.path)).unwrap_or_else(|| "spec".into());
-                let all: Vec<String> = errors.errors.iter().map(|e| e.message.clone()).collect();
-                return Err(Error::Public(PublicError {
-                    kind: ErrorKind::InvalidArgument,
-                    message: format!("{first}: {}", all.join("; ")),
-                    field: Some(first),
-                    retry_after: None,
-                }));
-            }
-            let key = document.key_of(company_id).unwrap_or_default().to_owned();
-            let effective = document.effective(&key).map_err(|e| Error::invalid("company_id", e.to_string()))?;
-            let after = effective.property(name).cloned();
-            let archived = after.is_none();
-            let audit = AuditRecord {
-                company_id: company_id.to_owned(),
-                actor: actor.0.clone(),
-                action: action.to_owned(),
-                resource: format!("deal_property/{name}"),
-                before: property_json(before.as_ref()),
-                after: property_json(after.as_ref()),
-            };
-            let message = format!("{action} {name} for {key}");
-            let revision = match self
-                .revisions
-                .create_with_audit(actor, &document, &message, Some(base), None, std::slice::from_ref(&audit))
-                .await
-            {
-                Ok(revision) => revision,
-                Err(Error::Public(p)) if p.kind == ErrorKind::Conflict && started.elapsed() < EDIT_RETRY_FOR => {
-                    // Apart, so that the edits that lost this round do not meet again at once.
-                    let jitter = rand::random_range(0..=5 * tries.min(20));
-                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
-                    continue;
-                }
-                Err(other) => return Err(other),
-            };
-            let rollout = self
-                .rollouts
-                .start(
-                    actor,
-                    StartRequest {
-                        revision: revision.number,
-                        company_ids: vec![company_id.to_owned()],
-                        queue_if_busy: true,
-                        ..StartRequest::default()
-                    },
-                )
-                .await?;
-            let shown = after.or(before).ok_or_else(|| PublicError::not_found(format!("deal property {name}")))?;
-            let mut view = Self::view(company_id, revision.number, &shown, archived, &(Vec::new(), None));
-            view.sync_state = pb::SyncState::Pending as i32;
-            view.rollout_id = rollout.id;
-            return Ok(view);
+        retry_on_conflict(|| self.edit_once(actor, &company, action, name, &change)).await
+    }
+
+    /// One try of [`PropertyEdits::edit`], on the latest revision as it is read now.
+    async fn edit_once(
+        &self,
+        actor: &Actor,
+        company: &crate::store::CompanyRow,
+        action: &str,
+        name: &str,
+        change: &impl Fn(&mut Document, &crate::store::CompanyRow) -> Result<()>,
+    ) -> Result<pb::DealProperty> {
+        let company_id = company.id.as_str();
+        let (base, latest) = self.latest().await?;
+        let mut document = (*latest).clone();
+        let before = document
+            .key_of(company_id)
+            .and_then(|k| document.effective(k).ok())
+            .and_then(|e| e.property(name).cloned());
+        change(&mut document, company)?;
+        if document == *latest {
+            // Nothing changes: no revision, no rollout.
+            return self.get(company_id, name).await;
         }
+        if let Err(errors) = document.validate() {
+            let first = errors.errors.first().map(|e| field_of(&e.path)).unwrap_or_else(|| "spec".into());
+            let all: Vec<String> = errors.errors.iter().map(|e| e.message.clone()).collect();
+            return Err(Error::Public(PublicError {
+                kind: ErrorKind::InvalidArgument,
+                message: format!("{first}: {}", all.join("; ")),
+                field: Some(first),
+                retry_after: None,
+            }));
+        }
+        let key = document.key_of(company_id).unwrap_or_default().to_owned();
+        let effective = document.effective(&key).map_err(|e| Error::invalid("company_id", e.to_string()))?;
+        let after = effective.property(name).cloned();
+        let archived = after.is_none();
+        let audit = AuditRecord {
+            company_id: company_id.to_owned(),
+            actor: actor.0.clone(),
+            action: action.to_owned(),
+            resource: format!("deal_property/{name}"),
+            before: property_json(before.as_ref()),
+            after: property_json(after.as_ref()),
+        };
+        let message = format!("{action} {name} for {key}");
+        let revision = self
+            .revisions
+            .create_with_audit(actor, &document, &message, Some(base), None, std::slice::from_ref(&audit))
+            .await?;
+        let rollout = self
+            .rollouts
+            .start(
+                actor,
+                StartRequest {
+                    revision: revision.number,
+                    company_ids: vec![company_id.to_owned()],
+                    queue_if_busy: true,
+                    ..StartRequest::default()
+                },
+            )
+            .await?;
+        let shown = after.or(before).ok_or_else(|| PublicError::not_found(format!("deal property {name}")))?;
+        let mut view = Self::view(company_id, revision.number, &shown, archived, &(Vec::new(), None));
+        view.sync_state = pb::SyncState::Pending as i32;
+        view.rollout_id = rollout.id;
+        Ok(view)
     }
 }
 

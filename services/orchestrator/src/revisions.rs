@@ -39,6 +39,32 @@ impl RevisionRow {
     }
 }
 
+/// How long an edit of the latest revision is tried again while other edits store theirs
+/// between its read and its write (see [`retry_on_conflict`]).
+const EDIT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `attempt` (read the latest revision, change it, store the result as the next one)
+/// again while it loses that race: another edit stored a revision between its read and its
+/// write. Each lost race is another edit stored, so N edits at once need at most N tries; they
+/// are spread a little, and given up after [`EDIT_RETRY_FOR`].
+pub async fn retry_on_conflict<T, F: std::future::Future<Output = Result<T>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T> {
+    let started = std::time::Instant::now();
+    let mut tries: u64 = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(Error::RevisionRace(_)) if started.elapsed() < EDIT_RETRY_FOR => {
+                // Apart, so that the edits that lost this round do not meet again at once.
+                let jitter = rand::random_range(0..=5 * tries.min(20));
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Audit entries about the whole portfolio (not one company) carry this company id.
 pub const PORTFOLIO: &str = "";
 
@@ -211,10 +237,7 @@ impl Revisions {
         if let Some(expected) = expected_latest
             && expected != latest_number
         {
-            return Err(Error::kind_of(
-                ErrorKind::Conflict,
-                format!("the latest revision is {latest_number}, not {expected}"),
-            ));
+            return Err(Error::RevisionRace(format!("the latest revision is {latest_number}, not {expected}")));
         }
         if let Some(latest) = latest.filter(|l| l.content_hash == hash) {
             return Ok(latest);
@@ -244,7 +267,7 @@ impl Revisions {
         .await;
         match inserted {
             Err(e) if gomark_storage::is_unique_violation(&e) => {
-                return Err(Error::kind_of(ErrorKind::Conflict, "another revision was created concurrently; retry"));
+                return Err(Error::RevisionRace("another revision was created concurrently; retry".into()));
             }
             other => {
                 other?;
@@ -278,5 +301,33 @@ impl Revisions {
         self.relay.wake();
         tracing::info!(revision = revision.number, actor = %actor.0, action, "configuration revision created");
         Ok(revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn an_edit_that_lost_the_race_is_tried_again_and_other_errors_are_not() {
+        let tries = AtomicU32::new(0);
+        let stored = retry_on_conflict(|| async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0..=2 => Err(Error::RevisionRace("another revision was stored first".into())),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(stored.ok(), Some(3), "stored on the fourth try");
+
+        let tries = AtomicU32::new(0);
+        let refused: Result<()> = retry_on_conflict(|| async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(Error::kind_of(ErrorKind::Conflict, "If-Match names another definition"))
+        })
+        .await;
+        assert_eq!(refused.map_err(|e| e.to_public().kind).err(), Some(ErrorKind::Conflict));
+        assert_eq!(tries.load(Ordering::SeqCst), 1, "a stale If-Match is not tried again");
     }
 }
