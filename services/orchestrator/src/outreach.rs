@@ -4,7 +4,7 @@
 //! revision (audited like any revision), rolled out to that company only.
 
 use crate::revisions::{Revisions, retry_on_conflict};
-use crate::rollout::{Rollouts, StartRequest};
+use crate::rollout::Rollouts;
 use crate::{Actor, Error, Result};
 use gomark_platform::ErrorKind;
 use gtm_config::StepType;
@@ -78,16 +78,6 @@ async fn modify_once(
     }
     let message = format!("legacy cadence change for {key}: first email of {cadence_key}, delay {delay_hours}h");
     let revision = revisions.create(actor, &document, &message, Some(latest.number), None).await?;
-    let rollout = rollouts
-        .start(
-            actor,
-            StartRequest {
-                revision: revision.number,
-                company_ids: vec![company_id.to_owned()],
-                queue_if_busy: true,
-                ..StartRequest::default()
-            },
-        )
-        .await?;
+    let rollout = rollouts.start_for_edit(actor, revision.number, company_id).await?;
     Ok(LegacyCadenceChange { revision: revision.number, rollout_id: rollout.id, cadence_key })
 }

@@ -6,7 +6,7 @@
 
 use crate::import::company_key;
 use crate::revisions::{Revisions, retry_on_conflict};
-use crate::rollout::{Rollouts, StartRequest};
+use crate::rollout::Rollouts;
 use crate::store::{AuditRecord, Store, SyncState};
 use crate::{Actor, Error, Result};
 use gomark_platform::{ErrorKind, PublicError};
@@ -345,18 +345,7 @@ impl PropertyEdits {
             .revisions
             .create_with_audit(actor, &document, &message, Some(base), None, std::slice::from_ref(&audit))
             .await?;
-        let rollout = self
-            .rollouts
-            .start(
-                actor,
-                StartRequest {
-                    revision: revision.number,
-                    company_ids: vec![company_id.to_owned()],
-                    queue_if_busy: true,
-                    ..StartRequest::default()
-                },
-            )
-            .await?;
+        let rollout = self.rollouts.start_for_edit(actor, revision.number, company_id).await?;
         let shown = after.or(before).ok_or_else(|| PublicError::not_found(format!("deal property {name}")))?;
         let mut view = Self::view(company_id, revision.number, &shown, archived, &(Vec::new(), None));
         view.sync_state = pb::SyncState::Pending as i32;

@@ -288,6 +288,19 @@ impl Rollouts {
         self.get(&id).await
     }
 
+    /// Rolls `revision` out to the one company an edit changed: queued behind the company's
+    /// unfinished rollout, if any, and superseded by (or superseding) the rollouts of its
+    /// other edits.
+    pub async fn start_for_edit(&self, actor: &Actor, revision: i64, company_id: &str) -> Result<pb::Rollout> {
+        let request = StartRequest {
+            revision,
+            company_ids: vec![company_id.to_owned()],
+            queue_if_busy: true,
+            ..StartRequest::default()
+        };
+        self.start(actor, request).await
+    }
+
     /// Ends the queued rollouts that rollout `id` (of `revision`, planning as it runs) makes
     /// moot: those that plan as they run too, of this revision or an earlier one, for companies
     /// all in `id`. Each step converges its company to the whole of its revision, so `id`

@@ -613,14 +613,8 @@ async fn two_orchestrator_replicas_taking_edits_of_one_company_at_once() {
     for i in 0..EDITS {
         scenarios::wait_synced(&api, &company, &format!("gomark_race_{i}"), None).await;
     }
-    let writes = cluster.sim.writes(Some(cluster.sim.portal_id_for(token)));
     for i in 0..EDITS {
-        let name = format!("\"gomark_race_{i}\"");
-        let created = writes
-            .iter()
-            .filter(|w| w.method == "POST" && w.status < 300 && w.path.contains("/properties/"))
-            .filter(|w| w.body.contains(&name))
-            .count();
+        let created = scenarios::property_creates(&cluster.sim, token, &format!("gomark_race_{i}"));
         assert_eq!(created, 1, "gomark_race_{i} created once");
     }
     cluster.stop().await;

@@ -287,14 +287,8 @@ pub async fn burst_of_edits(api: &Api, sim: &HubSpotSim, token: &str, portal: u6
     for i in 0..5 {
         crate::scenarios::wait_synced(api, &company, &format!("gomark_burst_{i}"), None).await;
     }
-    let writes = sim.writes(Some(sim.portal_id_for(token)));
     for i in 0..5 {
-        let name = format!("\"gomark_burst_{i}\"");
-        let created = writes
-            .iter()
-            .filter(|w| w.method == "POST" && w.status < 300 && w.path.contains("/properties/"))
-            .filter(|w| w.body.contains(&name))
-            .count();
-        assert_eq!(created, 1, "gomark_burst_{i} created once: {writes:?}");
+        let created = crate::scenarios::property_creates(sim, token, &format!("gomark_burst_{i}"));
+        assert_eq!(created, 1, "gomark_burst_{i} created once: {:?}", sim.writes(Some(sim.portal_id_for(token))));
     }
 }

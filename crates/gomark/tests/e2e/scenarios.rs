@@ -34,6 +34,17 @@ pub async fn wait_synced(api: &Api, company: &str, name: &str, label: Option<&st
     .await
 }
 
+/// How many successful creates of property `name` the portal of `token` received (single or
+/// batch creates: the name is matched in the request body).
+pub fn property_creates(sim: &HubSpotSim, token: &str, name: &str) -> usize {
+    let quoted = format!("\"{name}\"");
+    sim.writes(Some(sim.portal_id_for(token)))
+        .iter()
+        .filter(|w| w.method == "POST" && w.status < 300 && w.path.contains("/properties/"))
+        .filter(|w| w.body.contains(&quoted))
+        .count()
+}
+
 async fn wait_in_portal(sim: &HubSpotSim, token: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
     eventually(&format!("{name} in the simulated portal"), APPLY_TIMEOUT, || async {
         sim.property(token, name).filter(|p| check(p))
