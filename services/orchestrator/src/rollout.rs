@@ -347,16 +347,16 @@ impl Rollouts {
         newer.map(|r| Ok((r.try_get("id")?, r.try_get("revision")?))).transpose()
     }
 
-    /// Ends rollout `old` (of its revision), which `by` (of its own) applies, with its audit
-    /// record; false when `old` had already left the queue (a cancel does not take the start
-    /// lock, so it may have just ended).
+    /// Ends queued rollout `old` (of its revision), which `by` (of its own) applies, with its
+    /// audit record; nothing when `old` has already left the queue (a cancel does not take the
+    /// start lock, so it may have just ended).
     async fn mark_superseded(
         &self,
         tx: &mut sqlx::AnyConnection,
         actor: &Actor,
         (old, old_revision): (&str, i64),
         (by, revision): (&str, i64),
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let ended = sqlx::query(
             "UPDATE rollouts SET state = 'superseded', reason = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
         )
@@ -366,7 +366,7 @@ impl Rollouts {
         .execute(&mut *tx)
         .await?;
         if ended.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(());
         }
         cancel_pending_steps(&mut *tx, old).await?;
         self.store
@@ -383,7 +383,7 @@ impl Rollouts {
             )
             .await?;
         tracing::info!(rollout = %old, by = %by, revision, "rollout superseded before it ran");
-        Ok(true)
+        Ok(())
     }
 
     /// A company of rollout `id` that another unfinished rollout holds, with that rollout.
