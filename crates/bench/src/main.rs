@@ -75,6 +75,7 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    gomark_platform::allocator::configure();
     let args = Args::parse();
     let data_dir = tempfile::tempdir().context("cannot create a temporary data folder")?;
     let shutdown = Shutdown::new();

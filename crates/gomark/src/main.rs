@@ -174,6 +174,7 @@ enum Service {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    gomark_platform::allocator::configure();
     let Cli { command, api } = Cli::parse();
     match command {
         Command::Serve {
@@ -328,7 +329,6 @@ async fn serve(options: EmbeddedOptions, telemetry: TelemetrySettings) -> ExitCo
     }
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
-    tokio::spawn(gomark_platform::allocator::release_periodically(shutdown.clone()));
     let embedded =
         match Embedded::start(options, shutdown).instrument(gomark_platform::telemetry::root_span("start-up")).await {
             Ok(e) => e,

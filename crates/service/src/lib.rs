@@ -235,6 +235,7 @@ where
     F: FnOnce(S, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<RunningService>>,
 {
+    gomark_platform::allocator::configure();
     let settings =
         match load_settings::<S>(name, std::env::var_os("GOMARK_CONFIG").map(PathBuf::from), std::env::vars()) {
             Ok(s) => s,
@@ -286,7 +287,6 @@ where
         anyhow::Ok(service)
     };
     let service = starting.instrument(root_span("start-up")).await?;
-    tokio::spawn(gomark_platform::allocator::release_periodically(service.shutdown.clone()));
     service.wait().await
 }
 

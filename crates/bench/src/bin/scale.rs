@@ -722,6 +722,7 @@ fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    gomark_platform::allocator::configure();
     let args = Args::parse();
     // Quiet by default (the report is the output); `RUST_LOG=warn` shows what the services
     // under test log, on stderr, to find out why a run went wrong.

@@ -181,6 +181,7 @@ fn row(what: &str, n: usize, t: Duration, baseline: Duration, peak_kb: Option<u6
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    gomark_platform::allocator::configure();
     let args = Args::parse();
     let machine = report::Machine::detect();
     let date = report::utc_now();
