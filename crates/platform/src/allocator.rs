@@ -29,8 +29,9 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Sets the allocator up for a long-running service; called first thing in every `main`.
 #[allow(unsafe_code)]
 pub fn configure() {
-    // SAFETY: mi_option_set takes two integers and no pointer; mimalloc documents it as
-    // callable at any time, from any thread (options are atomics).
+    // SAFETY: mi_option_set takes two integers and no pointer, and ignores an index out of
+    // range. It stores one aligned word that threads already allocating may read meanwhile:
+    // they see the old delay or the new one, so at worst a purge comes a second late.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) }
 }
 
