@@ -118,7 +118,7 @@ pub async fn run(events: usize, samples: usize, embedded: Running, distributed: 
          | rows per statement | clients | rate | distributed ingest (events/s) as a share of it |\n|---:|---:|---:|---:|\n{ceiling}\n\
          pipeline-tracker writes each batch in one transaction, one batch at a time (`tracker.batch_in_flight`), so \
          the comparable ceiling is the 500-row, 1-client line; for each event it also upserts the read \
-         model (one row per deal, with a second index) and counts the change per company in the same transaction, \
+         model (one row per deal) and counts the change per company in the same transaction, \
          and it reads its events from NATS and acknowledges them on the same 2 CPUs.\n\n",
         DEAL_SPACING.as_millis(),
         events / 2
