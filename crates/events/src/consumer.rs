@@ -26,8 +26,44 @@ pub trait EventHandler: Send + Sync + 'static {
 /// Handles events a batch at a time, for consumers whose writes are cheaper in bulk.
 #[async_trait]
 pub trait BatchHandler: Send + Sync + 'static {
-    /// All or nothing: on error, every event of the batch is delivered again.
-    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError>;
+    /// All or nothing: on error, every event of the batch is delivered again. What it
+    /// returns runs before the batch is acked, while the next batch is handled.
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError>;
+}
+
+/// What a handled batch leaves to do that need not hold the next batch back (dropping cached
+/// figures, waking readers): the consumer runs it while the next batch is written, and acks
+/// the batch once it is done, so a crash before then still redelivers the batch.
+#[must_use = "a batch's follow-up runs only when awaited: call `run`"]
+#[derive(Default)]
+pub struct AfterBatch(Option<futures::future::BoxFuture<'static, ()>>);
+
+impl AfterBatch {
+    /// Nothing left to do.
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    pub fn then(work: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(Box::pin(work)))
+    }
+
+    fn in_span(self, span: tracing::Span) -> Self {
+        Self(self.0.map(|work| -> futures::future::BoxFuture<'static, ()> { Box::pin(work.instrument(span)) }))
+    }
+
+    /// Does what is left (callers outside the consumer: tests, replays).
+    pub async fn run(self) {
+        if let Some(work) = self.0 {
+            work.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for AfterBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "AfterBatch(work)" } else { "AfterBatch(done)" })
+    }
 }
 
 /// How a batch consumer gathers its batches.
@@ -166,8 +202,8 @@ pub async fn run_batch_consumer(
         // Events are fetched and decoded by their own task while batches are handled: the
         // handler never waits for the bus between batches, and the bus is read while the
         // handler writes. Up to `in_flight` batches are handled at once; a handled batch is
-        // settled (acked) while the next one is handled, so the handler does not wait for the
-        // acks either.
+        // settled (its follow-up run, then its events acked) while the next one is handled,
+        // so the next write waits for neither.
         let linger = if stream.fills_while_unsettled() { limits.linger } else { Duration::ZERO };
         let max = limits.max_events.max(1);
         let ahead = Arc::new(Ahead::default());
@@ -184,9 +220,9 @@ pub async fn run_batch_consumer(
                 Some(handled) = futures::StreamExt::next(&mut handling), if !handling.is_empty() => {
                     settling.push(settle(&spec, handled));
                 }
-                Some(settled) = futures::StreamExt::next(&mut settling), if !settling.is_empty() => {
-                    note_settled(&spec, settled, &mut bus_outage, &mut handler_outage);
-                }
+                // Before the acks: the next batch starts (its first poll, above, sends its
+                // write), and the acks of the last one go out while that write is under way,
+                // instead of in front of it.
                 next = ahead.take(max, if busy { linger } else { Duration::ZERO }), if room => match next {
                     Some(Ok(batch)) => {
                         bus_outage.ok();
@@ -199,6 +235,9 @@ pub async fn run_batch_consumer(
                     }
                     None => break,
                 },
+                Some(settled) = futures::StreamExt::next(&mut settling), if !settling.is_empty() => {
+                    note_settled(&spec, settled, &mut bus_outage, &mut handler_outage);
+                }
             }
         }
         // Batches being handled finish and are settled (a shutdown waits for them, as for
@@ -357,9 +396,10 @@ struct Handled {
     /// `ok`, `rejected` or `retry`, for the consumed-events counter.
     label: &'static str,
     retry: Option<String>,
+    after: AfterBatch,
 }
 
-async fn handle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Vec<crate::Delivery>) -> Handled {
+async fn handle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, mut batch: Vec<crate::Delivery>) -> Handled {
     // A batch mixes traces: its span is the consumer's own, not any one producer's child.
     let span = tracing::info_span!(
         "event.consume_batch",
@@ -371,12 +411,13 @@ async fn handle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Ve
         consumer = %spec.durable,
         events = batch.len(),
     );
-    let events: Vec<EventEnvelope> = batch.iter().map(|d| d.event.clone()).collect();
+    // Moved out, not copied: settling a delivery needs its acker, not its event.
+    let events: Vec<EventEnvelope> = batch.iter_mut().map(|d| std::mem::take(&mut d.event)).collect();
     let outcome = handler.handle_batch(&events).instrument(span.clone()).await;
     // In the span only while logging: a guard held across an await would leave the span
     // entered while other batches run on this thread.
     let label = span.in_scope(|| match &outcome {
-        Ok(()) => "ok",
+        Ok(_) => "ok",
         Err(HandlerError::Reject(reason)) => {
             tracing::error!(reason = %reason, "batch rejected");
             "rejected"
@@ -386,16 +427,18 @@ async fn handle_batch(spec: &ConsumerSpec, handler: &dyn BatchHandler, batch: Ve
             "retry"
         }
     });
-    let retry = match outcome {
-        Err(HandlerError::Retry(reason)) => Some(reason),
-        _ => None,
+    let (retry, after) = match outcome {
+        Ok(after) => (None, after.in_span(span)),
+        Err(HandlerError::Retry(reason)) => (Some(reason), AfterBatch::done()),
+        Err(HandlerError::Reject(_)) => (None, AfterBatch::done()),
     };
-    Handled { batch, label, retry }
+    Handled { batch, label, retry, after }
 }
 
 /// Acks a handled batch, or asks for it again (with backoff) when its handler failed.
 async fn settle(spec: &ConsumerSpec, handled: Handled) -> Settled {
-    let Handled { batch, label, retry } = handled;
+    let Handled { batch, label, retry, after } = handled;
+    after.run().await;
     let count = batch.len() as u64;
     // All at once, not one after another: on NATS each settlement is a message, and queued
     // together they leave in a few writes instead of one write (and one wake-up) each.
@@ -538,7 +581,7 @@ mod tests {
 
     #[async_trait]
     impl BatchHandler for SlowWriter {
-        async fn handle_batch(&self, _events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        async fn handle_batch(&self, _events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
             let mut seen = self.fetched_while_writing.lock().await;
             if seen.is_none() {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -548,7 +591,7 @@ mod tests {
                 }
                 *seen = Some(self.asked.load(std::sync::atomic::Ordering::SeqCst) >= 2);
             }
-            Ok(())
+            Ok(AfterBatch::done())
         }
     }
 
@@ -601,10 +644,10 @@ mod tests {
 
     #[async_trait]
     impl BatchHandler for Tally {
-        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.1.fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
-            Ok(())
+            Ok(AfterBatch::done())
         }
     }
 
@@ -655,14 +698,14 @@ mod tests {
 
     #[async_trait]
     impl BatchHandler for Overlap {
-        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
             use std::sync::atomic::Ordering::SeqCst;
             let now = self.now.fetch_add(1, SeqCst) + 1;
             self.most.fetch_max(now, SeqCst);
             tokio::time::sleep(Duration::from_millis(40)).await;
             self.now.fetch_sub(1, SeqCst);
             self.handled.fetch_add(events.len(), SeqCst);
-            Ok(())
+            Ok(AfterBatch::done())
         }
     }
 
@@ -734,7 +777,7 @@ mod tests {
 
     #[async_trait]
     impl BatchHandler for GatedFirst {
-        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
             let first = {
                 let mut sizes = self.sizes.lock().expect("lock");
                 sizes.push(events.len());
@@ -743,7 +786,7 @@ mod tests {
             if first {
                 let _pass = self.gate.acquire().await;
             }
-            Ok(())
+            Ok(AfterBatch::done())
         }
     }
 
@@ -855,6 +898,120 @@ mod tests {
         assert_eq!(handled, vec![1, BUSY_BATCH, BUSY_BATCH]);
     }
 
+    /// Records the ids of the events it acks, in order.
+    struct RecordedAck(String, Arc<std::sync::Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl crate::bus::Acker for RecordedAck {
+        async fn ack(self: Box<Self>) -> crate::Result<()> {
+            self.1.lock().expect("lock").push(self.0);
+            Ok(())
+        }
+
+        async fn nak(self: Box<Self>, _delay: Duration) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct RecordedStream {
+        events: tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>,
+        acked: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl crate::EventStream for RecordedStream {
+        async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
+            let event = self.events.recv().await?;
+            let acker = RecordedAck(event.id.clone(), self.acked.clone());
+            Some(Ok(crate::Delivery::new(event, 1, Box::new(acker))))
+        }
+    }
+
+    struct RecordedBus(std::sync::Mutex<Option<RecordedStream>>);
+
+    #[async_trait]
+    impl EventBus for RecordedBus {
+        async fn publish(&self, _event: &EventEnvelope) -> crate::Result<()> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
+            Ok(Box::new(self.0.lock().expect("lock").take().expect("one subscription")))
+        }
+    }
+
+    /// The first batch's follow-up waits for the gate; every batch's events are recorded.
+    struct SlowFollowUp {
+        handled: std::sync::Mutex<Vec<String>>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait]
+    impl BatchHandler for SlowFollowUp {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
+            let first = {
+                let mut handled = self.handled.lock().expect("lock");
+                let first = handled.is_empty();
+                handled.extend(events.iter().map(|e| e.id.clone()));
+                first
+            };
+            if !first {
+                return Ok(AfterBatch::done());
+            }
+            let gate = self.gate.clone();
+            Ok(AfterBatch::then(async move {
+                let _pass = gate.acquire().await;
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_acked_after_its_follow_up_which_does_not_hold_back_the_next_batch() {
+        let (send, events) = tokio::sync::mpsc::unbounded_channel();
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stream = RecordedStream { events, acked: acked.clone() };
+        let bus: Arc<dyn EventBus> = Arc::new(RecordedBus(std::sync::Mutex::new(Some(stream))));
+        let handler = Arc::new(SlowFollowUp {
+            handled: std::sync::Mutex::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        });
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run_batch_consumer(
+            bus,
+            ConsumerSpec::new("test.after", "test.after"),
+            handler.clone(),
+            BatchLimits { max_events: 10, linger: Duration::ZERO, in_flight: 1 },
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let until = |what: &'static str, done: &dyn Fn() -> bool| {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            done()
+        };
+        let first = crate::envelope::new_event("c", "test.after", &prost_types::Timestamp::default());
+        let second = crate::envelope::new_event("c", "test.after", &prost_types::Timestamp::default());
+        send.send(first.clone()).expect("send");
+        while !until("the first batch was not handled", &|| handler.handled.lock().expect("lock").len() == 1) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Its follow-up waits; the next batch is handled (and acked) meanwhile.
+        send.send(second.clone()).expect("send");
+        while !until("the second batch waited for the first one's follow-up", &|| {
+            acked.lock().expect("lock").len() == 1
+        }) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*acked.lock().expect("lock"), vec![second.id.clone()], "acked before its follow-up ran");
+        handler.gate.add_permits(1);
+        while !until("the first batch was not acked after its follow-up", &|| acked.lock().expect("lock").len() == 2) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(*acked.lock().expect("lock"), vec![second.id, first.id]);
+        shutdown.trigger();
+        task.await.expect("consumer ends");
+    }
+
     struct Recorder {
         sizes: std::sync::Mutex<Vec<usize>>,
         fail_first: std::sync::atomic::AtomicBool,
@@ -862,12 +1019,12 @@ mod tests {
 
     #[async_trait]
     impl BatchHandler for Recorder {
-        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+        async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
             if self.fail_first.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 return Err(HandlerError::Retry("first batch fails".into()));
             }
             self.sizes.lock().expect("lock").push(events.len());
-            Ok(())
+            Ok(AfterBatch::done())
         }
     }
 

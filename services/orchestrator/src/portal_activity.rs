@@ -4,7 +4,7 @@
 use crate::drift::DriftWatch;
 use async_trait::async_trait;
 use gomark_events::EventEnvelope;
-use gomark_events::consumer::{BatchHandler, HandlerError};
+use gomark_events::consumer::{AfterBatch, BatchHandler, HandlerError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ fn companies(events: &[EventEnvelope]) -> BTreeSet<&str> {
 
 #[async_trait]
 impl BatchHandler for PortalActivity {
-    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
         // Idempotent by nature: a repeated trigger only asks for the same check again, so a
         // batch asks once per company, however many of its deals moved, and for all its
         // companies at once (a busy portal sends hundreds of deal events a second).
@@ -29,7 +29,7 @@ impl BatchHandler for PortalActivity {
         if !companies.is_empty() {
             self.drift.trigger(&companies).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
         }
-        Ok(())
+        Ok(AfterBatch::done())
     }
 }
 

@@ -6,7 +6,7 @@ use crate::funnel::Version;
 use crate::store::{Incoming, Move};
 use crate::tracker::{Counted, Tracker};
 use async_trait::async_trait;
-use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
+use gomark_events::consumer::{AfterBatch, BatchHandler, EventHandler, HandlerError};
 use gomark_events::envelope::decode_payload;
 use gomark_events::{EventEnvelope, event_types};
 use gomark_proto::events::v1 as ev;
@@ -77,7 +77,7 @@ pub struct DealEvents {
 
 #[async_trait]
 impl BatchHandler for DealEvents {
-    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
         let batch = decode_all(
             events,
             "deal event",
@@ -85,13 +85,12 @@ impl BatchHandler for DealEvents {
             |i| (&i.company_id, &i.deal_id),
         );
         if batch.is_empty() {
-            return Ok(());
+            return Ok(AfterBatch::done());
         }
         let touched =
             self.tracker.store().ingest_counted(&batch).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_versions_ingested_total").increment(batch.len() as u64);
-        hand_over(&self.tracker, batch.iter().map(|i| (i.company_id.as_str(), i.deal_id.as_str())), &touched).await;
-        Ok(())
+        Ok(hand_over(&self.tracker, batch.iter().map(|i| (i.company_id.as_str(), i.deal_id.as_str())), &touched))
     }
 }
 
@@ -119,13 +118,15 @@ fn names_a_deal((company, deal): (&String, &String)) -> bool {
 }
 
 /// After a batch was stored: the kept sums take the `changed` deals before readers are woken,
-/// so they read them; the other replicas are told.
-async fn hand_over<'a>(
-    tracker: &Tracker,
+/// so they read them; the other replicas are told. This runs while the next batch is
+/// written: batches may reach it out of order, as another replica's do.
+fn hand_over<'a>(
+    tracker: &Arc<Tracker>,
     changed: impl Iterator<Item = (&'a str, &'a str)>,
     touched: &[(String, i64)],
-) {
-    tracker.stored(&Counted::group(changed, touched)).await;
+) -> AfterBatch {
+    let (tracker, counted) = (tracker.clone(), Counted::group(changed, touched));
+    AfterBatch::then(async move { tracker.stored(&counted).await })
 }
 
 /// The move a `deal.stage_changed` event carries.
@@ -142,7 +143,7 @@ pub struct DealMoves {
 
 #[async_trait]
 impl BatchHandler for DealMoves {
-    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
         let moves = decode_all(
             events,
             "deal move",
@@ -150,13 +151,12 @@ impl BatchHandler for DealMoves {
             |m| (&m.company_id, &m.deal_id),
         );
         if moves.is_empty() {
-            return Ok(());
+            return Ok(AfterBatch::done());
         }
         let touched =
             self.tracker.store().apply_moves(&moves).await.map_err(|err| HandlerError::Retry(err.to_string()))?;
         metrics::counter!("pipeline_tracker_deal_moves_ingested_total").increment(moves.len() as u64);
-        hand_over(&self.tracker, moves.iter().map(|m| (m.company_id.as_str(), m.deal_id.as_str())), &touched).await;
-        Ok(())
+        Ok(hand_over(&self.tracker, moves.iter().map(|m| (m.company_id.as_str(), m.deal_id.as_str())), &touched))
     }
 }
 

@@ -148,7 +148,7 @@ async fn tracker(tdb: &TestDatabase) -> Arc<Tracker> {
 async fn ingest(tracker: &Arc<Tracker>, events: &[EventEnvelope], batch: usize) {
     let handler = DealEvents { tracker: tracker.clone() };
     for chunk in events.chunks(batch) {
-        handler.handle_batch(chunk).await.expect("batch stored");
+        handler.handle_batch(chunk).await.expect("batch stored").run().await;
     }
 }
 

@@ -113,9 +113,9 @@ async fn deliver(t: &Arc<Tracker>, events: &[EventEnvelope], sizes: &[usize]) {
         }
         let batch = &events[i..end];
         if kind == event_types::DEAL_STAGE_CHANGED {
-            moves.handle_batch(batch).await.expect("moves stored");
+            moves.handle_batch(batch).await.expect("moves stored").run().await;
         } else {
-            versions.handle_batch(batch).await.expect("versions stored");
+            versions.handle_batch(batch).await.expect("versions stored").run().await;
         }
         i = end;
     }
@@ -335,7 +335,7 @@ async fn moves_and_versions_written_at_once_do_not_deadlock() {
             first.push(deal(c, d, "appointmentscheduled", T0));
         }
     }
-    versions.handle_batch(&first).await.expect("versions stored");
+    versions.handle_batch(&first).await.expect("versions stored").run().await;
     for round in 1..40_i64 {
         // Each batch names the companies in another order; the store sorts them.
         let mut reads = Vec::new();
@@ -354,7 +354,7 @@ async fn moves_and_versions_written_at_once_do_not_deadlock() {
         }
         reads.reverse();
         let (a, b) = tokio::join!(versions.handle_batch(&reads), moves.handle_batch(&moved));
-        a.expect("versions stored");
-        b.expect("moves stored");
+        a.expect("versions stored").run().await;
+        b.expect("moves stored").run().await;
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::store::{CustomerDeal, Store};
 use gomark_events::EventEnvelope;
-use gomark_events::consumer::{BatchHandler, EventHandler, HandlerError};
+use gomark_events::consumer::{AfterBatch, BatchHandler, EventHandler, HandlerError};
 use gomark_proto::events::v1::{DealDeleted, DealUpserted};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ impl BatchHandler for DealEvents {
     /// A batch in one transaction: one commit instead of one per event (a busy portal
     /// sends hundreds of deal events a second). Each event is still claimed in the inbox,
     /// so a redelivered batch changes nothing twice.
-    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<(), HandlerError> {
+    async fn handle_batch(&self, events: &[EventEnvelope]) -> Result<AfterBatch, HandlerError> {
         let transient = |e: crate::Error| HandlerError::Retry(e.to_string());
         let mut deals = Vec::with_capacity(events.len());
         for event in events {
@@ -91,7 +91,7 @@ impl BatchHandler for DealEvents {
         for company_id in &changed {
             self.triggers.trigger(company_id);
         }
-        Ok(())
+        Ok(AfterBatch::done())
     }
 }
 

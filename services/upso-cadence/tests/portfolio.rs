@@ -130,7 +130,7 @@ async fn feed_with(store: &Store, company: &str, id: &str, email: &str, amount: 
     .with_times(now - 10 * DAY_MS, now, now - 100 * DAY_MS);
     let event = gomark_events::envelope::new_event(company, gomark_events::event_types::DEAL_UPSERTED, &d);
     let handler = DealEvents { store: store.clone(), triggers: Arc::new(EngineTriggers::default()) };
-    handler.handle_batch(std::slice::from_ref(&event)).await.expect("handled");
+    handler.handle_batch(std::slice::from_ref(&event)).await.expect("handled").run().await;
 }
 
 fn of<'a>(report: &'a RunReport, email: &str) -> &'a gomark_upso_cadence::engine::CandidateReport {

@@ -114,8 +114,8 @@ fn deal(id: &str, email: &str, stage: &str, amount: f64, closed_days_ago: i64, u
 
 async fn feed(h: &Harness, d: DealUpserted) {
     let event = gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_UPSERTED, &d);
-    h.deals.handle_batch(std::slice::from_ref(&event)).await.expect("handled");
-    h.deals.handle_batch(std::slice::from_ref(&event)).await.expect("redelivery is harmless");
+    h.deals.handle_batch(std::slice::from_ref(&event)).await.expect("handled").run().await;
+    h.deals.handle_batch(std::slice::from_ref(&event)).await.expect("redelivery is harmless").run().await;
 }
 
 #[tokio::test]
@@ -298,7 +298,7 @@ async fn a_batch_of_deal_events_keeps_each_deals_newest_version() {
             at(no_contact, 2_000),
             at(deal("d3", "e@acme.example", "contractsent", 3.0, 10, None), 1_000),
         ];
-        h.deals.handle_batch(&batch).await.expect("handled");
+        h.deals.handle_batch(&batch).await.expect("handled").run().await;
         let stored = |h: &Harness| {
             let store = h.store.clone();
             async move {
@@ -310,7 +310,7 @@ async fn a_batch_of_deal_events_keeps_each_deals_newest_version() {
             vec![("d1".to_owned(), "new@acme.example".to_owned()), ("d3".to_owned(), "e@acme.example".to_owned())];
         assert_eq!(stored(&h).await, want, "{label}");
         assert_eq!(h.deals.triggers.take().into_iter().collect::<Vec<_>>(), [COMPANY], "{label}: engine woken");
-        h.deals.handle_batch(&batch).await.expect("redelivery is harmless");
+        h.deals.handle_batch(&batch).await.expect("redelivery is harmless").run().await;
         assert_eq!(stored(&h).await, want, "{label}: redelivered");
         assert!(h.deals.triggers.take().is_empty(), "{label}: a redelivered batch wakes nothing");
     }
@@ -346,13 +346,13 @@ async fn a_batch_of_deal_events_ends_as_its_events_in_order() {
             rows.into_iter().map(|r| (r.deal_id, r.email)).collect::<Vec<_>>()
         };
         let want = vec![("d1".to_owned(), "b@example.com".to_owned()), ("d3".to_owned(), "e@example.com".to_owned())];
-        h.deals.handle_batch(&batch).await.expect("handled");
+        h.deals.handle_batch(&batch).await.expect("handled").run().await;
         assert_eq!(emails().await, want, "{label}: the end state of the events in order");
-        h.deals.handle_batch(&batch).await.expect("redelivered");
+        h.deals.handle_batch(&batch).await.expect("redelivered").run().await;
         assert_eq!(emails().await, want, "{label}: a redelivered batch changes nothing");
         let dropped =
             gomark_events::envelope::new_event(COMPANY, gomark_events::event_types::DEAL_UPSERTED, &nobody("d3"));
-        h.deals.handle_batch(std::slice::from_ref(&dropped)).await.expect("handled");
+        h.deals.handle_batch(std::slice::from_ref(&dropped)).await.expect("handled").run().await;
         assert_eq!(emails().await, want[..1].to_vec(), "{label}: a dropped contact is nobody's");
     }
 }
