@@ -737,15 +737,27 @@ mod tests {
         }
     }
 
-    /// A bus whose one consumer gets the events the test sends, when it sends them.
+    /// Makes the acker of each delivery, knowing its event.
+    type MakeEventAcker = Arc<dyn Fn(&EventEnvelope) -> Box<dyn crate::bus::Acker> + Send + Sync>;
+
+    /// A bus whose one consumer gets the events the test sends, when it sends them, each
+    /// settled by an acker of `acker`'s making.
     struct FedBus {
         events: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>>>,
         fetched: Arc<std::sync::atomic::AtomicUsize>,
+        acker: MakeEventAcker,
+    }
+
+    impl FedBus {
+        fn new(events: tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>, acker: MakeEventAcker) -> Self {
+            Self { events: std::sync::Mutex::new(Some(events)), fetched: Arc::default(), acker }
+        }
     }
 
     struct FedStream {
         events: tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>,
         fetched: Arc<std::sync::atomic::AtomicUsize>,
+        acker: MakeEventAcker,
     }
 
     #[async_trait]
@@ -753,7 +765,8 @@ mod tests {
         async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
             let event = self.events.recv().await?;
             self.fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Some(Ok(crate::Delivery::new(event, 1, Box::new(NoAck))))
+            let acker = (self.acker)(&event);
+            Some(Ok(crate::Delivery::new(event, 1, acker)))
         }
     }
 
@@ -765,7 +778,7 @@ mod tests {
 
         async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
             let events = self.events.lock().expect("lock").take().expect("one subscription");
-            Ok(Box::new(FedStream { events, fetched: self.fetched.clone() }))
+            Ok(Box::new(FedStream { events, fetched: self.fetched.clone(), acker: self.acker.clone() }))
         }
     }
 
@@ -804,9 +817,9 @@ mod tests {
     impl Fed {
         fn start(limits: BatchLimits) -> Self {
             let (send, events) = tokio::sync::mpsc::unbounded_channel();
-            let fetched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let bus: Arc<dyn EventBus> =
-                Arc::new(FedBus { events: std::sync::Mutex::new(Some(events)), fetched: fetched.clone() });
+            let bus = FedBus::new(events, Arc::new(|_| Box::new(NoAck)));
+            let fetched = bus.fetched.clone();
+            let bus: Arc<dyn EventBus> = Arc::new(bus);
             let handler =
                 Arc::new(GatedFirst { sizes: std::sync::Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
             let shutdown = Shutdown::new();
@@ -913,33 +926,6 @@ mod tests {
         }
     }
 
-    struct RecordedStream {
-        events: tokio::sync::mpsc::UnboundedReceiver<EventEnvelope>,
-        acked: Arc<std::sync::Mutex<Vec<String>>>,
-    }
-
-    #[async_trait]
-    impl crate::EventStream for RecordedStream {
-        async fn next(&mut self) -> Option<crate::Result<crate::Delivery>> {
-            let event = self.events.recv().await?;
-            let acker = RecordedAck(event.id.clone(), self.acked.clone());
-            Some(Ok(crate::Delivery::new(event, 1, Box::new(acker))))
-        }
-    }
-
-    struct RecordedBus(std::sync::Mutex<Option<RecordedStream>>);
-
-    #[async_trait]
-    impl EventBus for RecordedBus {
-        async fn publish(&self, _event: &EventEnvelope) -> crate::Result<()> {
-            Ok(())
-        }
-
-        async fn subscribe(&self, _spec: &ConsumerSpec) -> crate::Result<Box<dyn crate::EventStream>> {
-            Ok(Box::new(self.0.lock().expect("lock").take().expect("one subscription")))
-        }
-    }
-
     /// The first batch's follow-up waits for the gate; every batch's events are recorded.
     struct SlowFollowUp {
         handled: std::sync::Mutex<Vec<String>>,
@@ -969,8 +955,11 @@ mod tests {
     async fn a_batch_is_acked_after_its_follow_up_which_does_not_hold_back_the_next_batch() {
         let (send, events) = tokio::sync::mpsc::unbounded_channel();
         let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stream = RecordedStream { events, acked: acked.clone() };
-        let bus: Arc<dyn EventBus> = Arc::new(RecordedBus(std::sync::Mutex::new(Some(stream))));
+        let acker: MakeEventAcker = {
+            let acked = acked.clone();
+            Arc::new(move |event| Box::new(RecordedAck(event.id.clone(), acked.clone())))
+        };
+        let bus: Arc<dyn EventBus> = Arc::new(FedBus::new(events, acker));
         let handler = Arc::new(SlowFollowUp {
             handled: std::sync::Mutex::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
